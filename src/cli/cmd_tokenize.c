@@ -1,0 +1,3 @@
+/* placeholder while the tokenize command is being written (replaced before landing) */
+#include "cli/commands.h"
+ks_status ks_cmd_tokenize(int argc, char **argv) { (void)argc; (void)argv; return ks_fail(KS_ERR_UNSUPPORTED, "tokenize: not built yet"); }

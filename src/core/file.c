@@ -1,0 +1,92 @@
+/* file.c — mmap and whole-file reads; see file.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "core/file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+ks_status ks_file_map(ks_mapped_file *f, const char *path) {
+    memset(f, 0, sizeof *f);
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return ks_fail(KS_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return ks_fail(KS_ERR_IO, "%s: cannot stat (%s)", path, strerror(errno));
+    }
+    f->size = (size_t)sb.st_size;
+    if (f->size > 0) {
+        void *p = mmap(NULL, f->size, PROT_READ, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED) {
+            close(fd);
+            return ks_fail(KS_ERR_IO, "%s: cannot mmap %zu bytes (%s)", path, f->size, strerror(errno));
+        }
+        f->data = p;
+    }
+    close(fd);
+    f->path = strdup(path);
+    if (!f->path) {
+        ks_file_unmap(f);
+        return ks_fail(KS_ERR_NOMEM, "out of memory");
+    }
+    return KS_OK;
+}
+
+void ks_file_unmap(ks_mapped_file *f) {
+    if (!f) return;
+    if (f->data) munmap((void *)f->data, f->size);
+    free(f->path);
+    memset(f, 0, sizeof *f);
+}
+
+ks_status ks_file_read_all(const char *path, char **out, size_t *size) {
+    *out = NULL;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return ks_fail(KS_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n - 1, fp);
+        n += r;
+        if (r == 0) break;
+    }
+    int err = ferror(fp);
+    fclose(fp);
+    if (!buf) return ks_fail(KS_ERR_NOMEM, "%s: out of memory reading file", path);
+    if (err) {
+        free(buf);
+        return ks_fail(KS_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (size) *size = n;
+    return KS_OK;
+}
+
+int ks_file_exists(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+int ks_is_directory(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+char *ks_path_join(char *buf, size_t cap, const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    while (dl > 1 && dir[dl - 1] == '/') dl--;
+    snprintf(buf, cap, "%.*s/%s", (int)dl, dir, name);
+    return buf;
+}

@@ -1,0 +1,15 @@
+/* log.h — rank-prefixed logging to stderr.
+ *
+ *     ks_log_set_rank(rank);              // once, after MPI init (default: no prefix)
+ *     ks_log_info("loaded %d layers", n); // "[kvscope] loaded 30 layers" or "[kvscope r3] ..."
+ *     ks_log_set_quiet(1);                // silence info lines (errors still print)
+ */
+#ifndef KS_LOG_H
+#define KS_LOG_H
+
+void ks_log_set_rank(int rank);
+void ks_log_set_quiet(int quiet);
+void ks_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void ks_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,49 @@
+/* model.h — a loaded checkpoint: config plus fp32 host weights for a contiguous layer range.
+ *
+ *     ks_model m = {0};
+ *     KS_TRY(ks_model_load(&m, "/models/Llama-3.1-8B", 0, -1));  // HF directory or .gguf file; all layers
+ *     ... m.cfg.n_layers, m.layers[i - m.first_layer].wq ...
+ *     ks_model_free(&m);                                          // accepts half-built structs
+ *
+ * A pipeline stage loads [first, last): the embedding is loaded when first == 0, the final norm and LM head
+ * when last == n_layers (with tied embeddings the LM head is the embedding matrix). Weights are converted to
+ * fp32 (GGUF quantized types dequantized; GGUF llama Q/K rows un-permuted back to HF's rotate-half layout),
+ * so every backend sees the same HF-convention tensors. The CUDA backend uploads them as bf16.
+ */
+#ifndef KS_MODEL_H
+#define KS_MODEL_H
+
+#include "core/status.h"
+#include "model/config.h"
+
+typedef struct ks_layer_weights {
+    float *attn_norm;           /* (hidden) input_layernorm */
+    float *wq;                  /* (n_heads*head_dim, hidden) q_proj, row-major [out][in] */
+    float *wk;                  /* (n_kv_heads*head_dim, hidden) */
+    float *wv;                  /* (n_kv_heads*head_dim, hidden) */
+    float *wo;                  /* (hidden, n_heads*head_dim) o_proj */
+    float *bq, *bk, *bv;        /* biases (out) when cfg.attn_bias, else NULL */
+    float *ffn_norm;            /* (hidden) post_attention_layernorm */
+    float *w_gate;              /* (ffn, hidden) */
+    float *w_up;                /* (ffn, hidden) */
+    float *w_down;              /* (hidden, ffn) */
+} ks_layer_weights;
+
+typedef struct ks_model {
+    ks_model_config cfg;
+    char *source;               /* owned: the path it was loaded from */
+    int is_gguf;
+    int first_layer, last_layer; /* [first, last) held here */
+    float *embed;               /* (vocab, hidden) when first_layer == 0, or when tied and last stage */
+    float *final_norm;          /* (hidden) when last_layer == n_layers */
+    float *lm_head;             /* (vocab, hidden) when last stage; == embed when tied (not separately owned) */
+    ks_layer_weights *layers;   /* (last_layer - first_layer) owned array; tensors point into `arena` */
+    float *arena;               /* owned block holding every tensor above */
+    size_t arena_floats;
+} ks_model;
+
+/* path: a directory with config.json + safetensors, or a .gguf file. last < 0 means n_layers. */
+ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer);
+void ks_model_free(ks_model *m);
+
+#endif

@@ -1,0 +1,91 @@
+/* check_core.c — status messages, JSON field errors, the option parser. */
+#include <check.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/options.h"
+#include "core/json.h"
+#include "core/status.h"
+#include "test_util.h"
+
+START_TEST(test_fail_and_context) {
+    ks_status st = ks_fail(KS_ERR_IO, "x.json: cannot open (%s)", "No such file");
+    ck_assert_int_eq(st, KS_ERR_IO);
+    ck_assert_str_eq(ks_last_error(), "x.json: cannot open (No such file)");
+    ks_fail_context(st, "loading %s", "model");
+    ck_assert_str_eq(ks_last_error(), "loading model: x.json: cannot open (No such file)");
+}
+END_TEST
+
+START_TEST(test_json_fields) {
+    const char *txt = "{\"a\": 3, \"b\": 2.5, \"c\": \"s\", \"d\": null, \"e\": true}";
+    cJSON *j;
+    ck_assert_int_eq(ks_json_parse(txt, strlen(txt), "t.json", &j), KS_OK);
+    int a = 0, e = 0, miss = 7;
+    float b = 0;
+    const char *c = NULL;
+    ck_assert_int_eq(ks_json_get_int(j, "a", "t.json", &a), KS_OK);
+    ck_assert_int_eq(a, 3);
+    ck_assert_int_eq(ks_json_get_float_opt(j, "b", "t.json", &b), KS_OK);
+    ck_assert_float_eq(b, 2.5f);
+    ck_assert_int_eq(ks_json_get_string_opt(j, "c", "t.json", &c), KS_OK);
+    ck_assert_str_eq(c, "s");
+    ck_assert_int_eq(ks_json_get_bool_opt(j, "e", "t.json", &e), KS_OK);
+    ck_assert_int_eq(e, 1);
+    ck_assert_int_eq(ks_json_get_int_opt(j, "d", "t.json", &miss), KS_OK);
+    ck_assert_int_eq(miss, 7);
+    ck_assert_int_eq(ks_json_get_int(j, "b", "t.json", &a), KS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "'b'"));
+    ck_assert_int_eq(ks_json_get_int(j, "zz", "t.json", &a), KS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "t.json: required field 'zz'"));
+    cJSON_Delete(j);
+    ck_assert_int_eq(ks_json_parse("{\"a\":", 5, "bad.json", &j), KS_ERR_FORMAT);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "bad.json"));
+}
+END_TEST
+
+START_TEST(test_options) {
+    const char *path = NULL;
+    int n = 5, flag = 0;
+    float f = 1.0f;
+    const ks_option opts[] = {
+        {"path", KS_OPT_STRING, &path, "P", "a path", 1},
+        {"n", KS_OPT_INT, &n, "N", "a count", 0},
+        {"f", KS_OPT_FLOAT, &f, "X", "a number", 0},
+        {"flag", KS_OPT_FLAG, &flag, NULL, "a flag", 0},
+        {0},
+    };
+    int help;
+    char *ok[] = {"cmd", "--path", "p.gguf", "--n=12", "--flag", "--f", "0.5"};
+    ck_assert_int_eq(ks_options_parse(opts, 7, ok, "cmd", "s", &help), KS_OK);
+    ck_assert_str_eq(path, "p.gguf");
+    ck_assert_int_eq(n, 12);
+    ck_assert_int_eq(flag, 1);
+    ck_assert_float_eq(f, 0.5f);
+    char *bad_int[] = {"cmd", "--path", "p", "--n", "12x"};
+    ck_assert_int_eq(ks_options_parse(opts, 5, bad_int, "cmd", "s", &help), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--n"));
+    char *unknown[] = {"cmd", "--path", "p", "--nope"};
+    ck_assert_int_eq(ks_options_parse(opts, 4, unknown, "cmd", "s", &help), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--nope"));
+    char *missing[] = {"cmd", "--n", "3"};
+    ck_assert_int_eq(ks_options_parse(opts, 3, missing, "cmd", "s", &help), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--path"));
+    char *novalue[] = {"cmd", "--path"};
+    ck_assert_int_eq(ks_options_parse(opts, 2, novalue, "cmd", "s", &help), KS_ERR_ARG);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("core");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_fail_and_context);
+    tcase_add_test(tc, test_json_fields);
+    tcase_add_test(tc, test_options);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

