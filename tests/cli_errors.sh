@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Bad input reaches the user as ONE clear error line naming the file or field, with exit status 1 — never a
+# crash (signal), a hang, or silent output. Usage: cli_errors.sh KVSCOPE SMOLLM2_GGUF
+set -u
+KV=$1
+SMOL=$2
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+python3 "$(dirname "$0")/tools/make_bad_inputs.py" "$T" || { echo "cannot build bad inputs"; exit 1; }
+
+pass=0
+fail=0
+# expect NAME PATTERN CMD... : CMD must exit 1 within 60 s with exactly one stderr line matching
+# "^kvscope: error: .*PATTERN" (extended regex) and nothing on stdout.
+expect() {
+  local name=$1 pat=$2
+  shift 2
+  timeout 60 "$@" >"$T/out" 2>"$T/err"
+  local rc=$?
+  local lines
+  lines=$(grep -c '' "$T/err")
+  if [ "$rc" -eq 1 ] && [ "$lines" -eq 1 ] && grep -Eq "^kvscope: error: .*$pat" "$T/err" && [ ! -s "$T/out" ]; then
+    pass=$((pass + 1))
+    echo "ok   $name: $(cat "$T/err")"
+  else
+    fail=$((fail + 1))
+    echo "FAIL $name: exit $rc, $lines stderr line(s), wanted /$pat/:"
+    sed 's/^/     | /' "$T/err" | head -20
+    head -c 300 "$T/out" | sed 's/^/     out| /'
+  fi
+}
+
+expect missing_config "config\.json" "$KV" info --model_path "$T/no_config"
+expect truncated_header "model\.safetensors.*(header|truncated)" "$KV" info --model_path "$T/truncated_header"
+expect shape_mismatch "q_proj.*shape|shape.*q_proj" "$KV" generate --model_path "$T/shape_mismatch" --prompt hi
+expect unsupported_arch "gpt_neox" "$KV" info --model_path "$T/bad_arch"
+expect unknown_quant "unknown_quant\.gguf.*(type|quant)" "$KV" generate --model_path "$T/unknown_quant.gguf" --prompt hi
+expect unknown_tokenizer_model "wordpiece_tokenizer\.json.*WordPiece" "$KV" tokenize --tokenizer "$T/wordpiece_tokenizer.json" --input "$T/text.jsonl"
+# SmolLM2 allows 8192 positions; 9000 repetitions of " word" are longer.
+expect prompt_too_long "8192" "$KV" generate --model_path "$SMOL" --prompt "$(printf 'word %.0s' $(seq 1 9000))"
+expect missing_model "does-not-exist" "$KV" generate --model_path "$T/does-not-exist" --prompt hi
+expect unknown_option "--frobnicate" "$KV" generate --frobnicate 1
+expect bad_device "device" "$KV" generate --model_path "$SMOL" --prompt hi --device tpu
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
