@@ -1,0 +1,26 @@
+/* sample.c — see sample.h. */
+#include "bench/sample.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void free_strv(char **v, int n) {
+    for (int i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+void ks_sample_free(ks_sample *s) {
+    if (!s) return;
+    free(s->prompt);
+    free_strv(s->answers, s->n_answers);
+    free_strv(s->all_classes, s->n_classes);
+    memset(s, 0, sizeof *s);
+}
+
+void ks_result_free(ks_result *r) {
+    if (!r) return;
+    free(r->prediction);
+    free(r->answers_json);
+    free(r->layers);
+    memset(r, 0, sizeof *r);
+}
