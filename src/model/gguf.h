@@ -41,8 +41,8 @@ typedef struct ks_gguf_tensor {
     uint32_t ggml_type;   /* raw GGML type id */
     int ndim;
     uint64_t ne[4];       /* GGML order: ne[0] is the contiguous dimension */
-    const uint8_t *data;
-    size_t nbytes;
+    const uint8_t *data;  /* inside the mapping; bounds-checked at open */
+    size_t nbytes;        /* 0 when the type id is unknown (its size cannot be computed) */
 } ks_gguf_tensor;
 
 typedef struct ks_gguf {
@@ -52,8 +52,10 @@ typedef struct ks_gguf {
     uint64_t n_kv;
     ks_gguf_tensor *tensors; /* (n_tensors) owned */
     uint64_t n_tensors;
+    size_t alignment;        /* general.alignment, default 32 */
 } ks_gguf;
 
+/* Accepts GGUF v2 and v3 (same layout; little-endian only). On failure *g is left closed. */
 ks_status ks_gguf_open(ks_gguf *g, const char *path);
 void ks_gguf_close(ks_gguf *g);
 
@@ -65,5 +67,18 @@ ks_status ks_gguf_get_float(const ks_gguf *g, const char *key, double *out);
 const char *ks_gguf_get_str(const ks_gguf *g, const char *key, size_t *len);
 /* Element i of a string array. */
 const char *ks_gguf_arr_str(const ks_gguf_kv *kv, uint64_t i, size_t *len);
+/* Element i of a numeric array (integer/bool elements for _int; any numeric element for _float);
+ * calling them on another element type is a programmer error. */
+int64_t ks_gguf_arr_int(const ks_gguf_kv *kv, uint64_t i);
+double ks_gguf_arr_float(const ks_gguf_kv *kv, uint64_t i);
+
+/* The tensor called `name` (NUL-terminated), or NULL. */
+const ks_gguf_tensor *ks_gguf_find_tensor(const ks_gguf *g, const char *name);
+
+/* GGML tensor type id -> "Q4_K" etc.; NULL for ids this build does not know. Block geometry: elements per
+ * block and bytes per block (0 when unknown). The reader knows every type's size (for bounds checks) but
+ * ks_tensor_index converts only F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K. */
+const char *ks_ggml_type_name(uint32_t ggml_type);
+int ks_ggml_type_block(uint32_t ggml_type, size_t *block_elems, size_t *block_bytes);
 
 #endif

@@ -15,6 +15,7 @@
 
 #include "core/status.h"
 #include "model/config.h"
+#include "model/tensor_index.h"
 
 typedef struct ks_layer_weights {
     float *attn_norm;           /* (hidden) input_layernorm */
@@ -23,6 +24,7 @@ typedef struct ks_layer_weights {
     float *wv;                  /* (n_kv_heads*head_dim, hidden) */
     float *wo;                  /* (hidden, n_heads*head_dim) o_proj */
     float *bq, *bk, *bv;        /* biases (out) when cfg.attn_bias, else NULL */
+    float *bo;                  /* (hidden) o_proj bias when cfg.o_bias, else NULL */
     float *ffn_norm;            /* (hidden) post_attention_layernorm */
     float *w_gate;              /* (ffn, hidden) */
     float *w_up;                /* (ffn, hidden) */
@@ -45,5 +47,10 @@ typedef struct ks_model {
 /* path: a directory with config.json + safetensors, or a .gguf file. last < 0 means n_layers. */
 ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer);
 void ks_model_free(ks_model *m);
+
+/* The config and the tensor directory of a checkpoint (HF directory or .gguf file), without converting any
+ * weights: what ks_model_load starts from and `kvscope info` prints. *is_gguf may be NULL. On failure both
+ * outputs are freed. */
+ks_status ks_model_open_index(const char *path, ks_model_config *cfg, ks_tensor_index *ix, int *is_gguf);
 
 #endif

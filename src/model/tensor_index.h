@@ -48,6 +48,8 @@ typedef struct ks_tensor_index {
     int n;
     ks_mapped_file *files;   /* (n_files) owned mappings */
     int n_files;
+    int *by_name;            /* (n) owned: tensor indices sorted by name, for ks_tensor_index_find */
+    int cap;                 /* allocated entries in `tensors` */
 } ks_tensor_index;
 
 ks_status ks_tensor_index_open_hf(ks_tensor_index *ix, const char *model_dir);
@@ -59,5 +61,19 @@ int64_t ks_tensor_numel(const ks_tensor_info *t);
 
 /* Converts/dequantizes the whole tensor to fp32 (dst holds numel floats). */
 ks_status ks_tensor_to_f32(const ks_tensor_info *t, float *dst);
+
+/* A row is shape[ndim-1] contiguous elements (a whole number of quantization blocks). Converts rows
+ * [row0, row0+nrows) to fp32 into dst (nrows*row_len floats). Thread-safe: used by parallel loaders. */
+int64_t ks_tensor_row_len(const ks_tensor_info *t);
+void ks_tensor_rows_to_f32(const ks_tensor_info *t, int64_t row0, int64_t nrows, float *dst);
+
+/* "file.safetensors" / "model.gguf": the file a tensor lives in, for messages. */
+const char *ks_tensor_file(const ks_tensor_index *ix, const ks_tensor_info *t);
+
+/* ---- building an index (the safetensors and GGUF readers) ---- */
+/* Appends a zeroed entry named name[0..len) (copied); NULL with KS_ERR_NOMEM recorded. */
+ks_tensor_info *ks_tensor_index_add(ks_tensor_index *ix, const char *name, size_t len);
+/* Builds the name lookup; a name present twice is KS_ERR_FORMAT naming `what`. */
+ks_status ks_tensor_index_finish(ks_tensor_index *ix, const char *what);
 
 #endif

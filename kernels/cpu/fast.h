@@ -1,0 +1,47 @@
+/* fast.h — the fast CPU paths behind the CPU backend: OpenBLAS GEMMs and OpenMP loops. Same layouts and
+ * contracts as ref.h (read that first); tests/check_kernels.c compares each one to its ref.h twin on random
+ * inputs of odd sizes. Ops that have no faster form than the reference (embed, argmax) are not repeated here.
+ *
+ *     ks_fast_set_threads(2);                                   // OpenMP threads (OpenBLAS: 1 inside each)
+ *     ks_fast_gemm(y, x, w, b, n, in, out, 1);                  // y += x w^T + b  (the residual add, fused)
+ *     ks_fast_attention(o, q, k, v, n, n_kv, cap, H, Hk, d, pos0, window, scale);
+ *
+ * Attention is computed flash-style (online softmax over key blocks) with fixed-size stack tiles: no
+ * allocation and O(1) memory in the context length. head_dim is at most KS_FAST_MAX_HEAD_DIM.
+ */
+#ifndef KS_KERNELS_FAST_H
+#define KS_KERNELS_FAST_H
+
+#include <stdint.h>
+
+#define KS_FAST_MAX_HEAD_DIM 256
+
+/* Threads for the OpenMP loops (n <= 0 keeps the OpenMP default); OpenBLAS is set to one thread because the
+ * GEMMs are split over the OpenMP threads. Call before the other ops. */
+void ks_fast_set_threads(int n);
+
+/* When OpenBLAS picked pre-AVX2 kernels on a CPU that has AVX2/AVX-512 (it does not know every CPU model), the
+ * OPENBLAS_CORETYPE value that would use them ("Haswell", "SkylakeX"); else NULL. Read at program start by
+ * OpenBLAS, so it can only be advised, not changed from here. */
+const char *ks_fast_blas_coretype_hint(void);
+
+void ks_fast_rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
+
+/* out (n, out_dim) = x w^T + bias, or with accumulate != 0: out += x w^T + bias. bias may be NULL. */
+void ks_fast_gemm(float *out, const float *x, const float *w, const float *bias, int n, int in, int out_dim,
+                  int accumulate);
+
+void ks_fast_rope(float *x, const int32_t *pos, int n, int heads, int d, const float *inv_freq);
+
+void ks_fast_swiglu(float *out, const float *gate, const float *up, int64_t n);
+
+/* ks_ref_attention's contract (causal, GQA, optional sliding window, chunk offset q_pos0). */
+void ks_fast_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                       int H, int Hk, int d, int q_pos0, int window, float scale);
+
+/* ks_ref_attention_decode's contract, except that KV head g attends rows [start[g], len[g]) (start NULL = 0):
+ * a sliding-window model's decode query skips the rows that fell out of its window. */
+void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,
+                              const int32_t *len, int cap, int H, int Hk, int d, float scale);
+
+#endif

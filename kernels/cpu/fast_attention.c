@@ -1,0 +1,148 @@
+/* fast_attention.c — prefill and decode attention of fast.h, flash-style.
+ *
+ * One work item is a tile of up to ATT_ROWS query rows that share a KV head (several tokens and/or the G query
+ * heads of a GQA group, so K/V rows are read once per tile and never replicated). Each row r attends the keys
+ * j in [lo[r], hi[r]) of its KV head: causality, the sliding window and per-head decode lengths are all just
+ * those bounds. Keys are consumed in blocks of ATT_KEYS: S = Q K^T and acc += P V are single-threaded OpenBLAS
+ * GEMMs (the tiles run in parallel on OpenMP threads), with an online softmax in between (running max m,
+ * running sum l, accumulator rescaled when the max grows). Memory is a fixed stack tile whatever the context
+ * length. */
+#include "cpu/fast.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "core/status.h"
+
+enum { ATT_ROWS = 64, ATT_KEYS = 128 };
+
+typedef struct att_tile {
+    const float *q[ATT_ROWS]; /* (d) query row r */
+    float *out[ATT_ROWS];     /* (d) output row r */
+    int lo[ATT_ROWS], hi[ATT_ROWS];
+    int rows;
+} att_tile;
+
+/* exp(x) for x <= 0 (larger x are clamped to 0), vectorisable: 2^n * p(r) with n = round(x / ln 2),
+ * r = x - n ln 2 (Cody-Waite split) and Cephes' expf polynomial, about 1e-7 relative error. Below -87 the
+ * result is ~1e-38 instead of 0, which no softmax sum can notice. libm's expf is scalar without -ffast-math
+ * and was the bottleneck of prefill attention. */
+static inline float exp_nonpos(float x) {
+    x = x > 0.0f ? 0.0f : x < -87.0f ? -87.0f : x;
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest via the 1.5 * 2^23 trick */
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    return p * two_n.f;
+}
+
+/* Turns row r's scores s[0..nb) (keys j0..) into unnormalised probabilities under the running max, rescaling
+ * the row's accumulator and sum; keys outside [lo, hi) get probability 0. */
+static void softmax_block_row(float *s, int nb, int j0, int lo, int hi, float *m, float *l, float *acc, int d) {
+    int a = lo > j0 ? lo - j0 : 0, e = hi < j0 + nb ? hi - j0 : nb;
+    if (a >= e) { /* nothing visible in this block */
+        memset(s, 0, sizeof(float) * nb);
+        return;
+    }
+    float bmax = s[a];
+    for (int jj = a + 1; jj < e; jj++) bmax = s[jj] > bmax ? s[jj] : bmax;
+    if (bmax > *m) {
+        float corr = expf(*m - bmax); /* 0 on the first visible block (m = -inf) */
+        *l *= corr;
+#pragma omp simd
+        for (int i = 0; i < d; i++) acc[i] *= corr;
+        *m = bmax;
+    }
+    float mx = *m, sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int jj = 0; jj < nb; jj++) {
+        float p = exp_nonpos(s[jj] - mx);
+        s[jj] = jj >= a && jj < e ? p : 0.0f;
+        sum += s[jj];
+    }
+    *l += sum;
+}
+
+/* k, v: (rows, d) of one KV head. */
+static void attend_tile(const att_tile *tl, const float *k, const float *v, int d, float scale) {
+    float qt[ATT_ROWS * KS_FAST_MAX_HEAD_DIM];  /* (rows, d) queries * scale, contiguous for the GEMM */
+    float acc[ATT_ROWS * KS_FAST_MAX_HEAD_DIM]; /* (rows, d) unnormalised outputs */
+    float s[ATT_ROWS * ATT_KEYS];               /* (rows, ATT_KEYS) scores, then probabilities */
+    float m[ATT_ROWS], l[ATT_ROWS];
+    int R = tl->rows, jlo = tl->lo[0], jhi = tl->hi[0];
+    for (int r = 0; r < R; r++) {
+        for (int i = 0; i < d; i++) qt[r * d + i] = tl->q[r][i] * scale;
+        m[r] = -INFINITY;
+        l[r] = 0;
+        if (tl->lo[r] < jlo) jlo = tl->lo[r];
+        if (tl->hi[r] > jhi) jhi = tl->hi[r];
+    }
+    memset(acc, 0, sizeof(float) * R * d);
+    for (int j0 = jlo; j0 < jhi; j0 += ATT_KEYS) {
+        int nb = jhi - j0 < ATT_KEYS ? jhi - j0 : ATT_KEYS;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nb, d, 1.0f, qt, d, k + (size_t)j0 * d, d, 0.0f, s,
+                    ATT_KEYS);
+        for (int r = 0; r < R; r++)
+            softmax_block_row(s + r * ATT_KEYS, nb, j0, tl->lo[r], tl->hi[r], &m[r], &l[r], acc + r * d, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, d, nb, 1.0f, s, ATT_KEYS, v + (size_t)j0 * d, d,
+                    1.0f, acc, d);
+    }
+    for (int r = 0; r < R; r++) {
+        float inv = 1.0f / l[r];
+        for (int i = 0; i < d; i++) tl->out[r][i] = acc[r * d + i] * inv;
+    }
+}
+
+void ks_fast_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                       int H, int Hk, int d, int q_pos0, int window, float scale) {
+    KS_ASSERT(d <= KS_FAST_MAX_HEAD_DIM && H % Hk == 0 && q_pos0 + n <= n_kv);
+    int G = H / Hk;
+    int rows_per_head = n * G; /* row index i = t * G + (h - g * G) within KV head g */
+    int tiles_per_head = (rows_per_head + ATT_ROWS - 1) / ATT_ROWS;
+#pragma omp parallel for schedule(dynamic)
+    for (int item = 0; item < Hk * tiles_per_head; item++) {
+        int g = item / tiles_per_head, i0 = (item % tiles_per_head) * ATT_ROWS;
+        att_tile tl;
+        tl.rows = rows_per_head - i0 < ATT_ROWS ? rows_per_head - i0 : ATT_ROWS;
+        for (int r = 0; r < tl.rows; r++) {
+            int t = (i0 + r) / G, h = g * G + (i0 + r) % G, qpos = q_pos0 + t;
+            tl.q[r] = q + ((size_t)t * H + h) * d;
+            tl.out[r] = out + ((size_t)t * H + h) * d;
+            tl.hi[r] = qpos + 1;
+            tl.lo[r] = window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
+        }
+        size_t off = (size_t)g * cap * d;
+        attend_tile(&tl, k + off, v + off, d, scale);
+    }
+}
+
+void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,
+                              const int32_t *len, int cap, int H, int Hk, int d, float scale) {
+    KS_ASSERT(d <= KS_FAST_MAX_HEAD_DIM && H % Hk == 0);
+    int G = H / Hk;
+    int tiles_per_head = (G + ATT_ROWS - 1) / ATT_ROWS;
+    int64_t work = 0; /* multiply-adds; a short context is not worth waking the other threads for */
+    for (int g = 0; g < Hk; g++) work += (int64_t)(len[g] - (start ? start[g] : 0)) * G * d * 2;
+#pragma omp parallel for schedule(dynamic) if (work >= (1 << 18))
+    for (int item = 0; item < Hk * tiles_per_head; item++) {
+        int g = item / tiles_per_head, i0 = (item % tiles_per_head) * ATT_ROWS;
+        att_tile tl;
+        tl.rows = G - i0 < ATT_ROWS ? G - i0 : ATT_ROWS;
+        for (int r = 0; r < tl.rows; r++) {
+            int h = g * G + i0 + r;
+            tl.q[r] = q + (size_t)h * d;
+            tl.out[r] = out + (size_t)h * d;
+            tl.lo[r] = start ? start[g] : 0;
+            tl.hi[r] = len[g];
+        }
+        size_t off = (size_t)g * cap * d;
+        attend_tile(&tl, k + off, v + off, d, scale);
+    }
+}

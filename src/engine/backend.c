@@ -1,0 +1,25 @@
+/* backend.c — the registry of built-in backends (see backend.h). */
+#include "engine/backend.h"
+
+#include <string.h>
+
+/* Backends compiled into this build. The CUDA backend joins under KS_HAVE_CUDA once it exists. */
+static const ks_backend_ops *const built_in[] = {&ks_backend_cpu};
+
+/* Every backend kvscope knows, built in or not, so that a missing one gets "not built" rather than "unknown". */
+static const char *const known[] = {"cpu", "cuda"};
+
+ks_status ks_backend_find(const char *name, const ks_backend_ops **out) {
+    for (size_t i = 0; i < sizeof built_in / sizeof built_in[0]; i++)
+        if (!strcmp(built_in[i]->name, name)) {
+            *out = built_in[i];
+            return KS_OK;
+        }
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(known[i], name))
+            return ks_fail(KS_ERR_UNSUPPORTED,
+                           "--device %s: this kvscope build has no %s backend (rebuild with -DKS_CUDA=ON on a "
+                           "machine with the CUDA toolkit, or use --device cpu)",
+                           name, name);
+    return ks_fail(KS_ERR_ARG, "--device %s: unknown device (known: cpu, cuda)", name);
+}

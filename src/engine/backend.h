@@ -1,0 +1,111 @@
+/* backend.h — the compute backend interface: a const table of ops that the forward pass (engine/forward.c)
+ * and, later, the KV methods are written against once, and a registry of the backends built in.
+ *
+ *     const ks_backend_ops *ops;
+ *     KS_TRY(ks_backend_find("cpu", &ops));            // "cuda": KS_ERR_UNSUPPORTED on a build without it
+ *     ks_backend *be;
+ *     ks_backend_params p = {.max_ctx = 4096, .max_chunk = 512, .threads = 2};
+ *     KS_TRY(ops->init(&be, &model, &p));              // sizes ALL buffers and the KV cache once
+ *     KS_TRY(ops->embed(be, tokens, n));  ...          // see forward.c for the layer recipe
+ *     ops->free(be);
+ *
+ * A backend owns everything the forward pass computes on: its view of the weights (CPU: the ks_model fp32
+ * tensors; a GPU backend: bf16 device copies), the activation buffers below and the KV cache, all sized at
+ * init from (max_ctx, max_chunk). Callers name buffers and weights by id and never touch their memory; data
+ * crosses to the host only through embed/hidden_write (in) and hidden_read/logits_read/argmax (out). No op
+ * allocates. Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
+ */
+#ifndef KS_BACKEND_H
+#define KS_BACKEND_H
+
+#include <stdint.h>
+
+#include "core/status.h"
+#include "engine/kvcache.h"
+#include "model/model.h"
+
+typedef struct ks_backend ks_backend; /* a backend instance; each backend defines its own */
+
+/* Activation buffers, each with max_chunk rows of the given width. */
+typedef enum ks_buf {
+    KS_BUF_X,    /* (n, hidden) the residual stream */
+    KS_BUF_XN,   /* (n, hidden) normalised input of a sub-layer */
+    KS_BUF_Q,    /* (n, H, d) queries */
+    KS_BUF_K,    /* (n, Hk, d) new keys */
+    KS_BUF_V,    /* (n, Hk, d) new values */
+    KS_BUF_ATT,  /* (n, H, d) attention output */
+    KS_BUF_GATE, /* (n, ffn) gate projection, then silu(gate) * up */
+    KS_BUF_UP,   /* (n, ffn) up projection */
+    KS_BUF_COUNT
+} ks_buf;
+
+/* Per-layer weights (the model's bias, when it has one for q/k/v, goes with its projection). */
+typedef enum ks_weight {
+    KS_W_ATTN_NORM, /* (hidden) */
+    KS_W_Q,         /* (H*d, hidden) + bq */
+    KS_W_K,         /* (Hk*d, hidden) + bk */
+    KS_W_V,         /* (Hk*d, hidden) + bv */
+    KS_W_O,         /* (hidden, H*d) + bo */
+    KS_W_FFN_NORM,  /* (hidden) */
+    KS_W_GATE,      /* (ffn, hidden) */
+    KS_W_UP,        /* (ffn, hidden) */
+    KS_W_DOWN,      /* (hidden, ffn) */
+} ks_weight;
+
+typedef struct ks_backend_params {
+    int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
+    int max_chunk; /* most tokens per forward call (the prefill chunk) */
+    int threads;   /* CPU threads (<= 0: the OpenMP default) */
+} ks_backend_params;
+
+typedef struct ks_backend_ops {
+    const char *name;
+    /* Builds an instance for the model's layer range; m must outlive it. */
+    ks_status (*init)(ks_backend **out, const ks_model *m, const ks_backend_params *p);
+    void (*free)(ks_backend *b); /* accepts NULL */
+
+    /* X[0..n) = embedding rows of tokens (host ids). First pipeline stage only. */
+    ks_status (*embed)(ks_backend *b, const int32_t *tokens, int n);
+    /* X[0..n) = host (n, hidden), and back: the hidden-state hand-off between pipeline stages. */
+    ks_status (*hidden_write)(ks_backend *b, const float *host, int n);
+    ks_status (*hidden_read)(ks_backend *b, float *host, int n);
+
+    /* XN[0..n) = rmsnorm(X[0..n)) * w, w = KS_W_ATTN_NORM or KS_W_FFN_NORM of `layer`. */
+    ks_status (*rmsnorm)(ks_backend *b, int layer, ks_weight w, int n);
+    /* out[0..n) = in[0..n) W^T (+ bias), or out += ... when accumulate (the residual add, fused). */
+    ks_status (*linear)(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate);
+    /* Rotates Q (H heads) and K (Hk heads) rows 0..n-1 for positions pos0 .. pos0+n-1. */
+    ks_status (*rope)(ks_backend *b, int n, int pos0);
+    /* Appends K, V rows 0..n-1 (positions pos0..) to every head of `layer`'s cache. */
+    ks_status (*kv_append)(ks_backend *b, int layer, int n, int pos0);
+    /* ATT[0..n) = causal (sliding-window) attention of Q rows at positions pos0.. over `layer`'s cache, which
+     * must be dense (every position 0 .. pos0+n-1, as during prefill). */
+    ks_status (*attention_prefill)(ks_backend *b, int layer, int n, int pos0);
+    /* ATT[0] = attention of the single query at position qpos over each KV head's kept rows (per-head
+     * lengths; with a sliding window only rows whose position is > qpos - window). */
+    ks_status (*attention_decode)(ks_backend *b, int layer, int qpos);
+    /* GATE[0..n) = silu(GATE) * UP. */
+    ks_status (*swiglu)(ks_backend *b, int n);
+
+    /* Last stage: logits of X rows [row0, row0 + n) through the final norm and LM head, kept on the backend
+     * (n <= KS_BACKEND_MAX_LOGIT_ROWS). */
+    ks_status (*logits)(ks_backend *b, int row0, int n);
+    /* ids[i] = argmax of logits row i (first on ties), i < n. */
+    ks_status (*argmax)(ks_backend *b, int n, int32_t *ids);
+    /* host (n, vocab) = logits rows 0..n-1. */
+    ks_status (*logits_read)(ks_backend *b, int n, float *host);
+
+    /* The cache's bookkeeping (lengths, positions); storage may be device memory. */
+    ks_kvcache *(*kvcache)(ks_backend *b);
+} ks_backend_ops;
+
+/* How many rows the logits buffer holds. */
+#define KS_BACKEND_MAX_LOGIT_ROWS 1
+
+/* The backend called `name` ("cpu", "cuda"): KS_ERR_UNSUPPORTED for a known backend not built in, KS_ERR_ARG
+ * (listing the names) for an unknown one. */
+ks_status ks_backend_find(const char *name, const ks_backend_ops **out);
+
+extern const ks_backend_ops ks_backend_cpu;
+
+#endif

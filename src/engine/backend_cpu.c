@@ -1,0 +1,230 @@
+/* backend_cpu.c — the "cpu" backend: fp32 on the host, computing with kernels/cpu/fast.h (OpenBLAS GEMMs,
+ * OpenMP loops). Weights are the ks_model's own fp32 tensors (borrowed, never copied); activations are one
+ * block carved into the ks_buf views; the KV cache has host storage. */
+#include <math.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "cpu/fast.h"
+#include "cpu/ref.h"
+#include "engine/backend.h"
+
+struct ks_backend {
+    const ks_model *m;
+    const ks_model_config *cfg;
+    int max_chunk;
+    int width[KS_BUF_COUNT]; /* floats per row of each buffer */
+    float *buf[KS_BUF_COUNT]; /* (max_chunk, width[i]) views into `arena` */
+    float *logits;            /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) view into `arena` */
+    float *inv_freq;          /* (head_dim / 2) RoPE frequencies with the config's scaling; view */
+    float *arena;             /* owned */
+    int32_t *pos;             /* (max_chunk) positions for rope; owned */
+    int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
+    ks_kvcache cache;
+};
+
+static void cpu_free(ks_backend *b) {
+    if (!b) return;
+    free(b->arena);
+    free(b->pos);
+    free(b->start);
+    ks_kvcache_free(&b->cache);
+    free(b);
+}
+
+static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_params *p) {
+    const ks_model_config *c = &m->cfg;
+    KS_ASSERT(p->max_ctx > 0 && p->max_chunk > 0);
+    if (c->head_dim > KS_FAST_MAX_HEAD_DIM || c->head_dim % 2)
+        return ks_fail(KS_ERR_UNSUPPORTED, "%s: head_dim %d is not supported by the cpu backend (even, <= %d)",
+                       m->source, c->head_dim, KS_FAST_MAX_HEAD_DIM);
+    ks_backend *b = ks_calloc(1, sizeof *b, "cpu backend");
+    if (!b) return KS_ERR_NOMEM;
+    b->m = m;
+    b->cfg = c;
+    b->max_chunk = p->max_chunk;
+    int qd = c->n_heads * c->head_dim, kvd = c->n_kv_heads * c->head_dim;
+    const int width[KS_BUF_COUNT] = {[KS_BUF_X] = c->hidden, [KS_BUF_XN] = c->hidden, [KS_BUF_Q] = qd,
+                                     [KS_BUF_K] = kvd,       [KS_BUF_V] = kvd,        [KS_BUF_ATT] = qd,
+                                     [KS_BUF_GATE] = c->ffn, [KS_BUF_UP] = c->ffn};
+    size_t floats = (size_t)KS_BACKEND_MAX_LOGIT_ROWS * c->vocab + c->head_dim / 2;
+    for (int i = 0; i < KS_BUF_COUNT; i++) floats += (size_t)p->max_chunk * width[i];
+    b->arena = ks_malloc(sizeof(float) * floats, "cpu backend activations");
+    b->pos = ks_malloc(sizeof(int32_t) * p->max_chunk, "cpu backend positions");
+    b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
+    if (!b->arena || !b->pos || !b->start) {
+        cpu_free(b);
+        return KS_ERR_NOMEM;
+    }
+    float *f = b->arena;
+    for (int i = 0; i < KS_BUF_COUNT; i++) {
+        b->width[i] = width[i];
+        b->buf[i] = f;
+        f += (size_t)p->max_chunk * width[i];
+    }
+    b->logits = f;
+    f += (size_t)KS_BACKEND_MAX_LOGIT_ROWS * c->vocab;
+    b->inv_freq = f;
+    ks_rope_inv_freq(c, b->inv_freq);
+    ks_status st = ks_kvcache_init(&b->cache, m->last_layer - m->first_layer, c->n_kv_heads, c->head_dim,
+                                   p->max_ctx, 1);
+    if (st != KS_OK) {
+        cpu_free(b);
+        return st;
+    }
+    ks_fast_set_threads(p->threads);
+    static int hinted;
+    const char *core = ks_fast_blas_coretype_hint();
+    if (core && !hinted++)
+        ks_log_warn("OpenBLAS does not know this CPU and runs pre-AVX2 kernels: export OPENBLAS_CORETYPE=%s for "
+                    "about 2x faster CPU compute", core);
+    *out = b;
+    return KS_OK;
+}
+
+static const ks_layer_weights *layer_weights(const ks_backend *b, int layer) {
+    KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
+    return &b->m->layers[layer - b->m->first_layer];
+}
+
+static ks_status cpu_embed(ks_backend *b, const int32_t *tokens, int n) {
+    KS_ASSERT(b->m->embed && n <= b->max_chunk);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
+            return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
+                                         "is the tokenizer from another model?",
+                           b->m->source, tokens[t], b->cfg->vocab);
+    ks_ref_embed(b->buf[KS_BUF_X], tokens, n, b->m->embed, b->cfg->hidden);
+    return KS_OK;
+}
+
+static ks_status cpu_hidden_write(ks_backend *b, const float *host, int n) {
+    KS_ASSERT(n <= b->max_chunk);
+    memcpy(b->buf[KS_BUF_X], host, sizeof(float) * n * b->cfg->hidden);
+    return KS_OK;
+}
+
+static ks_status cpu_hidden_read(ks_backend *b, float *host, int n) {
+    KS_ASSERT(n <= b->max_chunk);
+    memcpy(host, b->buf[KS_BUF_X], sizeof(float) * n * b->cfg->hidden);
+    return KS_OK;
+}
+
+static ks_status cpu_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
+    const ks_layer_weights *lw = layer_weights(b, layer);
+    KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
+    ks_fast_rmsnorm(b->buf[KS_BUF_XN], b->buf[KS_BUF_X], w == KS_W_ATTN_NORM ? lw->attn_norm : lw->ffn_norm, n,
+                    b->cfg->hidden, b->cfg->rms_eps);
+    return KS_OK;
+}
+
+static ks_status cpu_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
+    const ks_layer_weights *lw = layer_weights(b, layer);
+    const float *W = NULL, *bias = NULL;
+    switch (w) {
+    case KS_W_Q: W = lw->wq, bias = lw->bq; break;
+    case KS_W_K: W = lw->wk, bias = lw->bk; break;
+    case KS_W_V: W = lw->wv, bias = lw->bv; break;
+    case KS_W_O: W = lw->wo, bias = lw->bo; break;
+    case KS_W_GATE: W = lw->w_gate; break;
+    case KS_W_UP: W = lw->w_up; break;
+    case KS_W_DOWN: W = lw->w_down; break;
+    default: KS_ASSERT(!"linear: not a projection weight");
+    }
+    KS_ASSERT(n <= b->max_chunk);
+    ks_fast_gemm(b->buf[out], b->buf[in], W, bias, n, b->width[in], b->width[out], accumulate);
+    return KS_OK;
+}
+
+static ks_status cpu_rope(ks_backend *b, int n, int pos0) {
+    KS_ASSERT(n <= b->max_chunk);
+    for (int t = 0; t < n; t++) b->pos[t] = pos0 + t;
+    const ks_model_config *c = b->cfg;
+    ks_fast_rope(b->buf[KS_BUF_Q], b->pos, n, c->n_heads, c->head_dim, b->inv_freq);
+    ks_fast_rope(b->buf[KS_BUF_K], b->pos, n, c->n_kv_heads, c->head_dim, b->inv_freq);
+    return KS_OK;
+}
+
+static ks_status cpu_kv_append(ks_backend *b, int layer, int n, int pos0) {
+    layer_weights(b, layer); /* range check */
+    ks_kvcache_append(&b->cache, layer - b->m->first_layer, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
+    return KS_OK;
+}
+
+static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
+
+/* The layer's sliding window (0 = full attention): Qwen2 slides only from max_window_layers on. */
+static int layer_window(const ks_model_config *c, int layer) {
+    return layer >= c->swa_first_layer ? c->sliding_window : 0;
+}
+
+static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
+    int l = layer - b->m->first_layer;
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(l >= 0 && l < b->cache.n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l),
+                      n, pos0 + n, b->cache.cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, layer_window(c, layer),
+                      attn_scale(c));
+    return KS_OK;
+}
+
+static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
+    int l = layer - b->m->first_layer;
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(l >= 0 && l < b->cache.n_layers);
+    for (int h = 0; h < c->n_kv_heads; h++)
+        b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
+    ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l),
+                             ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l), b->cache.cap,
+                             c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
+    return KS_OK;
+}
+
+static ks_status cpu_swiglu(ks_backend *b, int n) {
+    KS_ASSERT(n <= b->max_chunk);
+    ks_fast_swiglu(b->buf[KS_BUF_GATE], b->buf[KS_BUF_GATE], b->buf[KS_BUF_UP], (int64_t)n * b->cfg->ffn);
+    return KS_OK;
+}
+
+static ks_status cpu_logits(ks_backend *b, int row0, int n) {
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(b->m->final_norm && b->m->lm_head && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
+    float *xn = b->buf[KS_BUF_XN];
+    ks_fast_rmsnorm(xn, b->buf[KS_BUF_X] + (size_t)row0 * c->hidden, b->m->final_norm, n, c->hidden, c->rms_eps);
+    ks_fast_gemm(b->logits, xn, b->m->lm_head, NULL, n, c->hidden, c->vocab, 0);
+    return KS_OK;
+}
+
+static ks_status cpu_argmax(ks_backend *b, int n, int32_t *ids) {
+    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    for (int i = 0; i < n; i++) ids[i] = ks_ref_argmax(b->logits + (size_t)i * b->cfg->vocab, b->cfg->vocab);
+    return KS_OK;
+}
+
+static ks_status cpu_logits_read(ks_backend *b, int n, float *host) {
+    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    memcpy(host, b->logits, sizeof(float) * n * b->cfg->vocab);
+    return KS_OK;
+}
+
+static ks_kvcache *cpu_kvcache(ks_backend *b) { return &b->cache; }
+
+const ks_backend_ops ks_backend_cpu = {
+    .name = "cpu",
+    .init = cpu_init,
+    .free = cpu_free,
+    .embed = cpu_embed,
+    .hidden_write = cpu_hidden_write,
+    .hidden_read = cpu_hidden_read,
+    .rmsnorm = cpu_rmsnorm,
+    .linear = cpu_linear,
+    .rope = cpu_rope,
+    .kv_append = cpu_kv_append,
+    .attention_prefill = cpu_attention_prefill,
+    .attention_decode = cpu_attention_decode,
+    .swiglu = cpu_swiglu,
+    .logits = cpu_logits,
+    .argmax = cpu_argmax,
+    .logits_read = cpu_logits_read,
+    .kvcache = cpu_kvcache,
+};

