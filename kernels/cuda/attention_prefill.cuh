@@ -1,0 +1,45 @@
+// attention_prefill.cuh — what the two prefill attention kernels share: their argument block and the key
+// range of a block of virtual rows (see attention_prefill.cu for the GQA "virtual row" packing).
+//   attention_prefill.cu       mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher
+//   attention_prefill_sm90.cu  wgmma (sm_90a) kernel, head dim 128, chosen on Hopper
+#pragma once
+
+#include "common.cuh"
+
+struct prefill_args {
+    bf16 *out;
+    const bf16 *q, *kc, *vc;
+    int64_t ld_o, ld_q;
+    int n, n_kv, cap, G, q_pos0, window;
+    float scale_log2; // softmax scale * log2(e): scores go straight to exp2
+};
+
+// The keys a block of virtual rows [v0, v0 + rows) must visit: tiles of `tile` keys from kb0, ntiles of
+// them (causal end after the block's last query, window start before its first); qp_lo/qp_hi are the
+// block's first and last absolute query positions.
+struct prefill_range {
+    int qp_lo, qp_hi, kb0, ntiles;
+};
+__device__ __forceinline__ prefill_range ks_prefill_range(const prefill_args &a, int v0, int rows, int tile) {
+    prefill_range r;
+    const int t_lo = v0 / a.G, t_hi = min(a.n - 1, (v0 + rows - 1) / a.G);
+    r.qp_lo = a.q_pos0 + t_lo, r.qp_hi = a.q_pos0 + t_hi;
+    const int kv_end = min(a.n_kv, r.qp_hi + 1);
+    const int kv_begin = a.window > 0 ? max(0, r.qp_lo - a.window + 1) : 0;
+    r.kb0 = kv_begin / tile * tile;
+    r.ntiles = kv_end > r.kb0 ? (kv_end - r.kb0 + tile - 1) / tile : 0;
+    return r;
+}
+
+// True when every (row, key) of key tile [kb, kb + tile) is visible to every row of the block.
+__device__ __forceinline__ bool ks_prefill_tile_full(const prefill_args &a, const prefill_range &r, int kb, int tile) {
+    return kb + tile - 1 <= r.qp_lo && kb + tile <= a.n_kv && (a.window <= 0 || kb > r.qp_hi - a.window);
+}
+
+// Key `key` visible to a query at absolute position `pos`.
+__device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int key, int pos) {
+    return key < a.n_kv && key <= pos && (a.window <= 0 || key > pos - a.window);
+}
+
+ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s);
+ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s);

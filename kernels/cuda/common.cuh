@@ -1,0 +1,84 @@
+// common.cuh — what every kernels/cuda/*.cu file shares: the checked-call macros, bf16 helpers, warp and
+// block reductions, and the dtype dispatch of the launchers.
+//
+//     CUDA_CHECK(cudaMemsetAsync(p, 0, n, s));     // on failure: records the message, returns KS_ERR_DEVICE
+//     my_kernel<<<grid, block, 0, s>>>(...);
+//     KS_LAUNCH_CHECK();                           // the launch's own error (bad config, no device)
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <cublasLt.h>
+#include <nccl.h>
+#include <stdint.h>
+
+#include "cuda/ks_cuda.h"
+
+// ---- checked calls (on top of KS_CHECK_GEN from core/status.h) ------------------------------------------
+#define CUDA_CHECK(expr) KS_CHECK_GEN(expr, cudaSuccess, KS_ERR_DEVICE, "CUDA", cudaGetErrorString)
+#define CUBLAS_CHECK(expr)                                                                                   \
+    KS_CHECK_GEN(expr, CUBLAS_STATUS_SUCCESS, KS_ERR_DEVICE, "cuBLASLt", cublasLtGetStatusString)
+#define NCCL_CHECK(expr) KS_CHECK_GEN(expr, ncclSuccess, KS_ERR_DEVICE, "NCCL", ncclGetErrorString)
+// After a <<<...>>> launch: reports a launch failure (asynchronous faults surface at the next sync).
+#define KS_LAUNCH_CHECK() CUDA_CHECK(cudaGetLastError())
+
+typedef __nv_bfloat16 bf16;
+
+static inline int ks_cdiv(int64_t a, int64_t b) { return (int)((a + b - 1) / b); }
+
+// ---- bf16 helpers ---------------------------------------------------------------------------------------
+// Scalar load/store of an activation that is fp32 or bf16, so one kernel template serves both.
+__device__ __forceinline__ float ks_ld(const float *p) { return *p; }
+__device__ __forceinline__ float ks_ld(const bf16 *p) { return __bfloat162float(*p); }
+__device__ __forceinline__ void ks_st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void ks_st(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
+
+// 8 bf16 in one 16-byte word <-> 8 floats (16-byte loads/stores are the fast path on Hopper).
+__device__ __forceinline__ void ks_unpack8(uint4 w, float f[8]) {
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&w);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+__device__ __forceinline__ uint4 ks_pack8(const float f[8]) {
+    uint4 w;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&w);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    return w;
+}
+// Two floats -> one 32-bit register of two bf16 (lo in the low half), as mma.sync operands want them.
+__device__ __forceinline__ uint32_t ks_pack2(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+// ---- reductions -----------------------------------------------------------------------------------------
+__device__ __forceinline__ float ks_warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float ks_warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `red` is
+// 32 floats of shared memory; the function synchronizes, so it may be called repeatedly with one buffer.
+__device__ __forceinline__ float ks_block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    v = ks_warp_sum(v);
+    __syncthreads(); // a previous call's readers are done with `red`
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    v = lane < nw ? red[lane] : 0.0f;
+    return ks_warp_sum(v);
+}
+
+// ---- dtype dispatch in launchers ------------------------------------------------------------------------
+// True for the activation types the launchers accept.
+static inline bool ks_cuda_type_ok(ks_dtype t) { return t == KS_DTYPE_F32 || t == KS_DTYPE_BF16; }

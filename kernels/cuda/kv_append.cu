@@ -1,0 +1,52 @@
+// kv_append.cu — appending a chunk's K and V (token-major, straight from the projections) to the
+// head-major bf16 cache of one layer, each KV head at its own length.
+#include "common.cuh"
+
+// One block per token; thread e covers element group e of the token's Hk*d K values and the same of V.
+// VEC: groups of 8 bf16 moved as one 16-byte word (d % 8 == 0 and 16-byte aligned rows).
+template <bool VEC>
+__global__ void kv_append_kernel(bf16 *kc, bf16 *vc, const bf16 *k, const bf16 *v, int64_t ld,
+                                 const int32_t *lens, int row0, int Hk, int d, int cap) {
+    const int W = VEC ? 8 : 1, per_head = d / W;
+    int t = blockIdx.x;
+    for (int e = threadIdx.x; e < Hk * per_head; e += blockDim.x) {
+        int h = e / per_head, c = (e - h * per_head) * W;
+        int64_t src = (int64_t)t * ld + (int64_t)h * d + c;
+        int64_t dst = ((int64_t)h * cap + (lens ? lens[h] : row0) + t) * d + c;
+        if (VEC) {
+            *reinterpret_cast<uint4 *>(kc + dst) = *reinterpret_cast<const uint4 *>(k + src);
+            *reinterpret_cast<uint4 *>(vc + dst) = *reinterpret_cast<const uint4 *>(v + src);
+        } else {
+            kc[dst] = k[src];
+            vc[dst] = v[src];
+        }
+    }
+}
+
+__global__ void lens_add_kernel(int32_t *lens, int Hk, int delta) {
+    int h = blockIdx.x * blockDim.x + threadIdx.x;
+    if (h < Hk) lens[h] += delta;
+}
+
+extern "C" ks_status ks_cuda_kv_append(ks_bf16 *kc, ks_bf16 *vc, const ks_bf16 *k, const ks_bf16 *v, int64_t ld,
+                                       const int32_t *lens, int row0, int n, int Hk, int d, int cap,
+                                       cudaStream_t s) {
+    if (n <= 0) return KS_OK;
+    KS_ASSERT(lens || row0 + n <= cap);
+    bool vec = d % 8 == 0 && ld % 8 == 0 && ((((uintptr_t)kc | (uintptr_t)vc | (uintptr_t)k | (uintptr_t)v) & 15) == 0);
+    int work = Hk * (vec ? d / 8 : d), threads = work >= 256 ? 256 : (work + 31) / 32 * 32;
+    bf16 *K = reinterpret_cast<bf16 *>(kc), *V = reinterpret_cast<bf16 *>(vc);
+    const bf16 *ks = reinterpret_cast<const bf16 *>(k), *vs = reinterpret_cast<const bf16 *>(v);
+    if (vec)
+        kv_append_kernel<true><<<n, threads, 0, s>>>(K, V, ks, vs, ld, lens, row0, Hk, d, cap);
+    else
+        kv_append_kernel<false><<<n, threads, 0, s>>>(K, V, ks, vs, ld, lens, row0, Hk, d, cap);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}
+
+extern "C" ks_status ks_cuda_lens_add(int32_t *lens, int Hk, int delta, cudaStream_t s) {
+    lens_add_kernel<<<ks_cdiv(Hk, 128), 128, 0, s>>>(lens, Hk, delta);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}

@@ -1,0 +1,67 @@
+// mma.cuh — the warp-level tensor-core and async-copy primitives the attention kernels share (sm_80+ PTX,
+// fine on sm_90): cp.async 16-byte copies, ldmatrix, mma.sync m16n8k16 bf16 -> fp32, fast exp2, and the
+// swizzled shared-memory tile layout that keeps ldmatrix free of bank conflicts.
+#pragma once
+
+#include "common.cuh"
+
+// 16-byte global -> shared copy that bypasses L1; when `valid` is false the destination is zero-filled and
+// nothing is read (src must still be a mapped address).
+__device__ __forceinline__ void ks_cp_async16(void *smem, const void *gmem, bool valid) {
+    uint32_t s = (uint32_t)__cvta_generic_to_shared(smem);
+    int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(bytes));
+}
+// The same with a shared-window address (as ks_smem_addr returns).
+__device__ __forceinline__ void ks_cp_async16_s(uint32_t smem, const void *gmem, bool valid) {
+    int bytes = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(bytes));
+}
+__device__ __forceinline__ void ks_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void ks_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Four 8x8 b16 matrices; lane l supplies the row address (a shared-window address, see ks_smem_addr) of
+// matrix l / 8, row l % 8.
+__device__ __forceinline__ uint32_t ks_smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void ks_ldmatrix_x4(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ks_ldmatrix_x4_trans(uint32_t r[4], uint32_t addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+// c (16x8 fp32) += a (16x16 bf16, row-major fragment) * b (16x8 bf16, column-major fragment).
+__device__ __forceinline__ void ks_mma_bf16(float c[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%0, %1, %2, %3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// 2^x with the hardware approximation (relative error ~2^-22; 2^-inf = 0), the softmax's exponential.
+__device__ __forceinline__ float ks_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Element offset of (row, col) in a shared tile of rows of D bf16 (D a multiple of 64), col a multiple of
+// 8: the 16-byte chunk index is XORed with row % 8, so the 8 rows an ldmatrix phase reads (same logical
+// chunk, consecutive rows) land in 8 different bank groups. Used by the cp.async writers; the ldmatrix
+// readers compute the same layout incrementally (see ks_swz_lane).
+template <int D>
+__device__ __forceinline__ int ks_swz(int row, int col) {
+    return row * D + ((((col >> 3) ^ row) & 7) | ((col >> 3) & ~7)) * 8;
+}
+
+// For an ldmatrix reader whose lane reads row r (r % 8 == row8) at 16-byte chunk 2 * kk + half, the byte
+// offset inside the row is ((2 * kk) ^ (half ^ row8)) * 16 = (kk << 5) ^ ks_swz_lane(half, row8): one XOR
+// with an immediate per k-step, no per-k-step registers.
+__device__ __forceinline__ uint32_t ks_swz_lane(int half, int row8) { return (uint32_t)((half ^ row8) << 4); }

@@ -1,0 +1,526 @@
+/* gpu_kernels.c — every CUDA kernel of kernels/cuda against the CPU reference (kernels/cpu/ref.h), on fresh
+ * random inputs (the seed is printed; set KS_SEED to replay), odd sizes, outputs poisoned with NaN before
+ * each call. bf16 results must satisfy ||out - ref|| / ||ref|| <= 1e-2 and |out - ref| <= atol + rtol |ref|
+ * everywhere; exact ops (gathers, copies, conversions) must match bit for bit. Needs a GPU (label "gpu"). */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/ref.h"
+#include "cuda/ks_cuda.h"
+
+/* ---- host helpers ------------------------------------------------------------------------------------ */
+
+static uint64_t g_rng;
+
+static uint64_t rng_next(void) { /* splitmix64 */
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float rng_unif(void) { return (float)((rng_next() >> 40) * (1.0 / 16777216.0)); } /* [0, 1) */
+static float rng_normal(void) {
+    float u = rng_unif() + 1e-7f, v = rng_unif();
+    return sqrtf(-2.0f * logf(u)) * cosf(6.2831853f * v);
+}
+static int rng_int(int lo, int hi) { return lo + (int)(rng_next() % (uint64_t)(hi - lo + 1)); } /* [lo, hi] */
+
+static ks_bf16 bf16_of(float f) { /* round to nearest even, NaN kept NaN */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (ks_bf16)(u >> 16);
+}
+static float f32_of(ks_bf16 b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* n normal values times `scale`, rounded to bf16 (`bits`, may be NULL) and kept as the rounded floats. */
+static float *rand_vec(size_t n, float scale, ks_bf16 *bits) {
+    float *x = malloc(n * sizeof *x);
+    ck_assert_ptr_nonnull(x);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = rng_normal() * scale;
+        if (bits) {
+            bits[i] = bf16_of(x[i]);
+            x[i] = f32_of(bits[i]);
+        }
+    }
+    return x;
+}
+
+/* ---- device helpers ---------------------------------------------------------------------------------- */
+
+#define CK_CUDA(expr) ck_assert_msg((expr) == cudaSuccess, "%s: %s", #expr, cudaGetErrorString(cudaGetLastError()))
+#define CK_KS(expr) ck_assert_msg((expr) == KS_OK, "%s: %s", #expr, ks_last_error())
+
+/* A device buffer filled with NaN (all-ones bytes: NaN in fp32 and bf16, -1 in int32). */
+static void *dev_poisoned(size_t bytes) {
+    void *p = NULL;
+    CK_CUDA(cudaMalloc(&p, bytes ? bytes : 1));
+    CK_CUDA(cudaMemset(p, 0xff, bytes));
+    return p;
+}
+static void *dev_from(const void *host, size_t bytes) {
+    void *p = dev_poisoned(bytes);
+    CK_CUDA(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+    return p;
+}
+static void *host_from(const void *dev, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    ck_assert_ptr_nonnull(p);
+    CK_CUDA(cudaDeviceSynchronize());
+    CK_CUDA(cudaMemcpy(p, dev, bytes, cudaMemcpyDeviceToHost));
+    return p;
+}
+static float *host_f32_from_bf16(const void *dev, size_t n) {
+    ks_bf16 *b = host_from(dev, n * sizeof *b);
+    float *f = malloc(n * sizeof *f);
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++) f[i] = f32_of(b[i]);
+    free(b);
+    return f;
+}
+
+/* Fails unless out is close to ref: no NaN, relative L2 error <= 1e-2, |d| <= atol + rtol |ref| each. */
+static void check_close(const char *what, const float *out, const float *ref, size_t n, float atol, float rtol) {
+    double num = 0, den = 0, worst = 0;
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)out[i] - ref[i]);
+        if (!(d <= atol + rtol * fabs(ref[i]))) { /* also catches NaN */
+            if (!bad) first_bad = i;
+            bad++;
+        }
+        if (d > worst || d != d) worst = d;
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    double rel = den > 0 ? sqrt(num / den) : sqrt(num);
+    printf("  %-44s n=%-8zu rel_l2=%.2e max_abs=%.2e\n", what, n, rel, worst);
+    ck_assert_msg(bad == 0, "%s: %zu of %zu elements out of tolerance, first [%zu] = %g vs %g", what, bad, n,
+                  first_bad, out[first_bad], ref[first_bad]);
+    ck_assert_msg(rel <= 1e-2, "%s: relative L2 error %.3e > 1e-2", what, rel);
+}
+
+/* ---- conversions, add, embedding --------------------------------------------------------------------- */
+
+START_TEST(test_convert) {
+    const int64_t n = 100003 + rng_int(0, 9);
+    ks_bf16 *bits = malloc(n * sizeof *bits);
+    float *x = rand_vec(n, 3.0f, NULL);
+    for (int64_t i = 0; i < n; i++) bits[i] = bf16_of(x[i]);
+    float *dx = dev_from(x, n * 4);
+    ks_bf16 *db = dev_poisoned(n * 2);
+    /* an odd offset exercises the unaligned path */
+    CK_KS(ks_cuda_f32_to_bf16(db, dx, n, 0));
+    CK_KS(ks_cuda_f32_to_bf16(db + 1, dx + 1, 5, 0));
+    ks_bf16 *got = host_from(db, n * 2);
+    ck_assert_int_eq(memcmp(got, bits, n * 2), 0);
+    float *df = dev_poisoned(n * 4);
+    CK_KS(ks_cuda_bf16_to_f32(df, db, n, 0));
+    float *back = host_from(df, n * 4);
+    for (int64_t i = 0; i < n; i++) ck_assert_msg(back[i] == f32_of(bits[i]), "bf16->f32 at %ld", (long)i);
+    printf("  convert f32<->bf16 n=%ld exact\n", (long)n);
+    free(bits), free(x), free(got), free(back);
+    cudaFree(dx), cudaFree(db), cudaFree(df);
+}
+END_TEST
+
+START_TEST(test_add) {
+    const int64_t n = 5003;
+    ks_bf16 *xb = malloc(n * 2);
+    float *y = rand_vec(n, 1.0f, NULL), *x = rand_vec(n, 1.0f, xb), *x32 = rand_vec(n, 1.0f, NULL);
+    float *dy = dev_from(y, n * 4), *dx32 = dev_from(x32, n * 4);
+    ks_bf16 *dxb = dev_from(xb, n * 2);
+    CK_KS(ks_cuda_add(dy, dxb, KS_DTYPE_BF16, n, 0));
+    CK_KS(ks_cuda_add(dy, dx32, KS_DTYPE_F32, n, 0));
+    float *got = host_from(dy, n * 4);
+    for (int64_t i = 0; i < n; i++) y[i] = y[i] + x[i] + x32[i];
+    check_close("add (bf16 then fp32 into fp32)", got, y, n, 1e-6f, 1e-6f);
+    free(xb), free(y), free(x), free(x32), free(got);
+    cudaFree(dy), cudaFree(dx32), cudaFree(dxb);
+}
+END_TEST
+
+START_TEST(test_embed) {
+    const int V = 1001, D = 77, n = 13;
+    ks_bf16 *tb = malloc((size_t)V * D * 2);
+    float *table = rand_vec((size_t)V * D, 1.0f, tb);
+    int32_t tok[13];
+    for (int t = 0; t < n; t++) tok[t] = rng_int(0, V - 1);
+    tok[n - 1] = V - 1;
+    float *ref = malloc((size_t)n * D * 4);
+    ks_ref_embed(ref, tok, n, table, D);
+    ks_bf16 *dt = dev_from(tb, (size_t)V * D * 2);
+    int32_t *dtok = dev_from(tok, sizeof tok);
+    float *d32 = dev_poisoned((size_t)n * D * 4);
+    ks_bf16 *d16 = dev_poisoned((size_t)n * D * 2);
+    CK_KS(ks_cuda_embed(d32, KS_DTYPE_F32, dtok, n, dt, D, 0));
+    CK_KS(ks_cuda_embed(d16, KS_DTYPE_BF16, dtok, n, dt, D, 0));
+    float *g32 = host_from(d32, (size_t)n * D * 4), *g16 = host_f32_from_bf16(d16, (size_t)n * D);
+    ck_assert_int_eq(memcmp(g32, ref, (size_t)n * D * 4), 0);
+    ck_assert_int_eq(memcmp(g16, ref, (size_t)n * D * 4), 0);
+    printf("  embed V=%d D=%d n=%d exact (fp32 and bf16 out)\n", V, D, n);
+    free(tb), free(table), free(ref), free(g32), free(g16);
+    cudaFree(dt), cudaFree(dtok), cudaFree(d32), cudaFree(d16);
+}
+END_TEST
+
+/* ---- RMSNorm, RoPE, SwiGLU --------------------------------------------------------------------------- */
+
+START_TEST(test_rmsnorm) {
+    const int n = 7, D = 1031;
+    const float eps = 1e-5f;
+    float *x = rand_vec((size_t)n * D, 2.0f, NULL), *delta = rand_vec((size_t)n * D, 1.0f, NULL);
+    float *w = rand_vec(D, 1.0f, NULL), *ref = malloc((size_t)n * D * 4), *sum = malloc((size_t)n * D * 4);
+    float *dx = dev_from(x, (size_t)n * D * 4), *dd = dev_from(delta, (size_t)n * D * 4), *dw = dev_from(w, D * 4);
+    float *o32 = dev_poisoned((size_t)n * D * 4);
+    ks_bf16 *o16 = dev_poisoned((size_t)n * D * 2);
+
+    ks_ref_rmsnorm(ref, x, w, n, D, eps);
+    CK_KS(ks_cuda_rmsnorm(o32, KS_DTYPE_F32, dx, dw, n, D, eps, 0));
+    CK_KS(ks_cuda_rmsnorm(o16, KS_DTYPE_BF16, dx, dw, n, D, eps, 0));
+    float *g32 = host_from(o32, (size_t)n * D * 4), *g16 = host_f32_from_bf16(o16, (size_t)n * D);
+    check_close("rmsnorm fp32 out", g32, ref, (size_t)n * D, 1e-5f, 1e-5f);
+    check_close("rmsnorm bf16 out", g16, ref, (size_t)n * D, 1e-6f, 1.0f / 128);
+    free(g32), free(g16);
+
+    for (size_t i = 0; i < (size_t)n * D; i++) sum[i] = x[i] + delta[i];
+    ks_ref_rmsnorm(ref, sum, w, n, D, eps);
+    CK_CUDA(cudaMemset(o16, 0xff, (size_t)n * D * 2));
+    CK_KS(ks_cuda_add_rmsnorm(o16, KS_DTYPE_BF16, dx, dd, dw, n, D, eps, 0));
+    float *resid = host_from(dx, (size_t)n * D * 4);
+    g16 = host_f32_from_bf16(o16, (size_t)n * D);
+    check_close("add_rmsnorm residual", resid, sum, (size_t)n * D, 0.0f, 0.0f);
+    check_close("add_rmsnorm bf16 out", g16, ref, (size_t)n * D, 1e-6f, 1.0f / 128);
+    free(x), free(delta), free(w), free(ref), free(sum), free(resid), free(g16);
+    cudaFree(dx), cudaFree(dd), cudaFree(dw), cudaFree(o32), cudaFree(o16);
+}
+END_TEST
+
+static void rope_case(int d, ks_dtype type) {
+    const int n = 9, heads = 5, extra = 3; /* rows of ld = (heads + extra) * d: a slice of a fused buffer */
+    const int64_t ld = (int64_t)(heads + extra) * d;
+    float inv_freq[64];
+    for (int i = 0; i < d / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * i / d);
+    int32_t pos[9];
+    for (int t = 0; t < n; t++) pos[t] = rng_int(0, 131071);
+    pos[0] = 0;
+    ks_bf16 *bits = malloc((size_t)n * ld * 2);
+    float *buf = rand_vec((size_t)n * ld, 1.0f, type == KS_DTYPE_BF16 ? bits : NULL);
+    float *ref = malloc((size_t)n * heads * d * 4);
+    for (int t = 0; t < n; t++) memcpy(ref + (size_t)t * heads * d, buf + t * ld, (size_t)heads * d * 4);
+    ks_ref_rope(ref, pos, n, heads, d, inv_freq);
+
+    void *dx = type == KS_DTYPE_BF16 ? dev_from(bits, (size_t)n * ld * 2) : dev_from(buf, (size_t)n * ld * 4);
+    int32_t *dpos = dev_from(pos, n * 4);
+    float *dinv = dev_from(inv_freq, d / 2 * 4);
+    CK_KS(ks_cuda_rope(dx, type, ld, dpos, n, heads, d, dinv, 0));
+    float *all = type == KS_DTYPE_BF16 ? host_f32_from_bf16(dx, (size_t)n * ld) : host_from(dx, (size_t)n * ld * 4);
+    float *got = malloc((size_t)n * heads * d * 4);
+    for (int t = 0; t < n; t++) {
+        memcpy(got + (size_t)t * heads * d, all + t * ld, (size_t)heads * d * 4);
+        /* the rest of the fused row is untouched */
+        ck_assert_int_eq(memcmp(all + t * ld + heads * d, buf + t * ld + heads * d, (size_t)extra * d * 4), 0);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "rope d=%d %s (ld=%ld)", d, type == KS_DTYPE_BF16 ? "bf16" : "fp32", (long)ld);
+    if (type == KS_DTYPE_BF16)
+        check_close(what, got, ref, (size_t)n * heads * d, 1e-6f, 1.0f / 128);
+    else
+        check_close(what, got, ref, (size_t)n * heads * d, 2e-5f, 2e-5f);
+    free(bits), free(buf), free(ref), free(all), free(got);
+    cudaFree(dx), cudaFree(dpos), cudaFree(dinv);
+}
+
+START_TEST(test_rope) {
+    rope_case(64, KS_DTYPE_F32);
+    rope_case(128, KS_DTYPE_F32);
+    rope_case(128, KS_DTYPE_BF16);
+}
+END_TEST
+
+START_TEST(test_swiglu) {
+    const int rows = 5, F = 333;
+    ks_bf16 *gu = malloc((size_t)rows * 2 * F * 2);
+    float *in = rand_vec((size_t)rows * 2 * F, 2.0f, gu);
+    float *gate = malloc((size_t)rows * F * 4), *up = malloc((size_t)rows * F * 4), *ref = malloc((size_t)rows * F * 4);
+    for (int r = 0; r < rows; r++) {
+        memcpy(gate + (size_t)r * F, in + (size_t)r * 2 * F, F * 4);
+        memcpy(up + (size_t)r * F, in + (size_t)r * 2 * F + F, F * 4);
+    }
+    ks_ref_swiglu(ref, gate, up, (int64_t)rows * F);
+    ks_bf16 *dgu = dev_from(gu, (size_t)rows * 2 * F * 2), *dout = dev_poisoned((size_t)rows * F * 2);
+    CK_KS(ks_cuda_swiglu(dout, dgu, dgu + F, rows, F, 2 * F, 0));
+    float *got = host_f32_from_bf16(dout, (size_t)rows * F);
+    check_close("swiglu fused gate|up (bf16)", got, ref, (size_t)rows * F, 1e-6f, 1.0f / 128);
+    free(gu), free(in), free(gate), free(up), free(ref), free(got);
+    cudaFree(dgu), cudaFree(dout);
+}
+END_TEST
+
+/* ---- argmax ------------------------------------------------------------------------------------------ */
+
+START_TEST(test_argmax) {
+    const int rows = 3, n = 128257;
+    float *x = rand_vec((size_t)rows * n, 4.0f, NULL);
+    /* row 1: a tie between two maxima far apart (the first must win); row 2: the max at the very end */
+    int a = rng_int(0, n / 2), b = rng_int(n / 2 + 1, n - 1);
+    x[(size_t)n + a] = x[(size_t)n + b] = 100.0f;
+    x[(size_t)2 * n + n - 1] = 100.0f;
+    float *dx = dev_from(x, (size_t)rows * n * 4);
+    int32_t *dout = dev_poisoned(rows * 4);
+    void *scratch = dev_poisoned(ks_cuda_argmax_scratch_bytes(rows, n));
+    CK_KS(ks_cuda_argmax(dout, dx, rows, n, scratch, 0));
+    int32_t *got = host_from(dout, rows * 4);
+    for (int r = 0; r < rows; r++) ck_assert_int_eq(got[r], ks_ref_argmax(x + (size_t)r * n, n));
+    ck_assert_int_eq(got[1], a);
+    printf("  argmax rows=%d n=%d: %d %d %d\n", rows, n, got[0], got[1], got[2]);
+    free(x), free(got);
+    cudaFree(dx), cudaFree(dout), cudaFree(scratch);
+}
+END_TEST
+
+/* ---- KV append --------------------------------------------------------------------------------------- */
+
+static void kv_append_case(int d, int per_head_lens) {
+    const int H = 6, Hk = 3, n = 11, cap = 50;
+    const int64_t ld = (int64_t)(H + 2 * Hk) * d; /* k and v are slices of a fused q|k|v buffer */
+    int32_t lens[3] = {0, 7, 39};
+    const int row0 = 13;
+    ks_bf16 *qkv = malloc((size_t)n * ld * 2), *cache = malloc((size_t)Hk * cap * d * 2);
+    float *unused = rand_vec((size_t)n * ld, 1.0f, qkv);
+    free(unused);
+    for (size_t i = 0; i < (size_t)Hk * cap * d; i++) cache[i] = bf16_of(rng_normal());
+    ks_bf16 *dqkv = dev_from(qkv, (size_t)n * ld * 2);
+    ks_bf16 *dk = dev_from(cache, (size_t)Hk * cap * d * 2), *dv = dev_from(cache, (size_t)Hk * cap * d * 2);
+    int32_t *dlens = dev_from(lens, sizeof lens);
+    CK_KS(ks_cuda_kv_append(dk, dv, dqkv + H * d, dqkv + (H + Hk) * d, ld, per_head_lens ? dlens : NULL, row0, n, Hk,
+                            d, cap, 0));
+    CK_KS(ks_cuda_lens_add(dlens, Hk, n, 0));
+    ks_bf16 *gk = host_from(dk, (size_t)Hk * cap * d * 2), *gv = host_from(dv, (size_t)Hk * cap * d * 2);
+    int32_t *glens = host_from(dlens, sizeof lens);
+    for (int h = 0; h < Hk; h++) {
+        ck_assert_int_eq(glens[h], lens[h] + n);
+        int start = per_head_lens ? lens[h] : row0;
+        for (int r = 0; r < cap; r++) {
+            const ks_bf16 *ek = cache + ((size_t)h * cap + r) * d, *ev = ek; /* unchanged rows */
+            if (r >= start && r < start + n) {
+                ek = qkv + (size_t)(r - start) * ld + (H + h) * d;
+                ev = qkv + (size_t)(r - start) * ld + (H + Hk + h) * d;
+            }
+            ck_assert_msg(memcmp(gk + ((size_t)h * cap + r) * d, ek, d * 2) == 0, "K head %d row %d", h, r);
+            ck_assert_msg(memcmp(gv + ((size_t)h * cap + r) * d, ev, d * 2) == 0, "V head %d row %d", h, r);
+        }
+    }
+    printf("  kv_append d=%d %s exact\n", d, per_head_lens ? "per-head lens" : "row0");
+    free(qkv), free(cache), free(gk), free(gv), free(glens);
+    cudaFree(dqkv), cudaFree(dk), cudaFree(dv), cudaFree(dlens);
+}
+
+START_TEST(test_kv_append) {
+    kv_append_case(128, 1);
+    kv_append_case(64, 0);
+}
+END_TEST
+
+/* ---- GEMM -------------------------------------------------------------------------------------------- */
+
+static void gemm_case(ks_cuda_gemm_t *g, int n, int in, int out, ks_dtype yt, int bias, float beta) {
+    ks_bf16 *xb = malloc((size_t)n * in * 2), *wb = malloc((size_t)out * in * 2), *bb = malloc((size_t)out * 2);
+    float *x = rand_vec((size_t)n * in, 1.0f, xb), *w = rand_vec((size_t)out * in, 0.05f, wb);
+    float *b = rand_vec(out, 1.0f, yt == KS_DTYPE_BF16 ? bb : NULL), *y0 = rand_vec((size_t)n * out, 1.0f, NULL);
+    float *ref = malloc((size_t)n * out * 4);
+    ks_ref_gemm(ref, x, w, bias ? b : NULL, n, in, out);
+    if (beta != 0.0f)
+        for (size_t i = 0; i < (size_t)n * out; i++) ref[i] += y0[i];
+
+    size_t ysz = yt == KS_DTYPE_F32 ? 4 : 2;
+    ks_bf16 *dx = dev_from(xb, (size_t)n * in * 2), *dw = dev_from(wb, (size_t)out * in * 2);
+    void *db = yt == KS_DTYPE_F32 ? dev_from(b, (size_t)out * 4) : dev_from(bb, (size_t)out * 2);
+    void *dy = beta != 0.0f ? dev_from(y0, (size_t)n * out * 4) : dev_poisoned((size_t)n * out * ysz);
+    KS_ASSERT(beta == 0.0f || yt == KS_DTYPE_F32); /* this test accumulates into fp32 only */
+    CK_KS(ks_cuda_gemm_run(g, dy, yt, dx, dw, bias ? db : NULL, n, in, out, beta, 0));
+    CK_KS(ks_cuda_gemm_run(g, dy, yt, dx, dw, bias ? db : NULL, n, in, out, 0.0f, 0)); /* plan reuse path */
+    if (beta != 0.0f) CK_CUDA(cudaMemcpy(dy, y0, (size_t)n * out * 4, cudaMemcpyHostToDevice));
+    CK_KS(ks_cuda_gemm_run(g, dy, yt, dx, dw, bias ? db : NULL, n, in, out, beta, 0));
+    float *got = yt == KS_DTYPE_F32 ? host_from(dy, (size_t)n * out * 4) : host_f32_from_bf16(dy, (size_t)n * out);
+    char what[96];
+    snprintf(what, sizeof what, "gemm n=%d in=%d out=%d %s%s%s", n, in, out, yt == KS_DTYPE_F32 ? "fp32" : "bf16",
+             bias ? " +bias" : "", beta != 0.0f ? " +=y" : "");
+    /* bf16 out: cuBLASLt rounds before adding the bias, so a result that cancels against the bias keeps the
+     * rounding error of the larger product (atol ~ 2^-8 of the terms, which are O(1) here). */
+    if (yt == KS_DTYPE_F32)
+        check_close(what, got, ref, (size_t)n * out, 2e-3f, 2e-3f);
+    else
+        check_close(what, got, ref, (size_t)n * out, 1e-2f, 1.0f / 128);
+    free(xb), free(wb), free(bb), free(x), free(w), free(b), free(y0), free(ref), free(got);
+    cudaFree(dx), cudaFree(dw), cudaFree(db), cudaFree(dy);
+}
+
+START_TEST(test_gemm) {
+    ks_cuda_gemm_t *g = NULL;
+    CK_KS(ks_cuda_gemm_init(&g, 32u << 20));
+    gemm_case(g, 1, 64, 96, KS_DTYPE_BF16, 0, 0.0f);     /* decode GEMVs (ks_cuda_gemv) */
+    gemm_case(g, 1, 4096, 1001, KS_DTYPE_BF16, 1, 0.0f);
+    gemm_case(g, 1, 75, 33, KS_DTYPE_F32, 1, 1.0f);      /* odd in: the scalar path */
+    gemm_case(g, 37, 136, 203, KS_DTYPE_BF16, 1, 0.0f);  /* odd n and out, bias (Qwen2 q/k/v) */
+    gemm_case(g, 19, 80, 33, KS_DTYPE_F32, 0, 1.0f);     /* accumulate into the fp32 residual */
+    gemm_case(g, 5, 75, 31, KS_DTYPE_F32, 1, 0.0f);      /* odd in: unaligned rows */
+    gemm_case(g, 300, 1024, 1536, KS_DTYPE_BF16, 0, 0.0f);
+    ks_cuda_gemm_free(g);
+    ks_cuda_gemm_free(NULL);
+}
+END_TEST
+
+/* ---- attention --------------------------------------------------------------------------------------- */
+
+/* A head-major cache (Hk, cap, d) of random bf16 rows [0, n_kv); the rows past n_kv are NaN, so a kernel
+ * that reads them unmasked fails. Returns the float copy (NaN rows as zeros, which the reference skips). */
+static float *make_cache(ks_bf16 *bits, int Hk, int cap, int d, const int32_t *lens) {
+    float *f = calloc((size_t)Hk * cap * d, sizeof *f);
+    ck_assert_ptr_nonnull(f);
+    for (int h = 0; h < Hk; h++)
+        for (int r = 0; r < cap; r++)
+            for (int i = 0; i < d; i++) {
+                size_t at = ((size_t)h * cap + r) * d + i;
+                if (r < lens[h]) {
+                    bits[at] = bf16_of(rng_normal());
+                    f[at] = f32_of(bits[at]);
+                } else {
+                    bits[at] = 0xffff;
+                }
+            }
+    return f;
+}
+
+static void prefill_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int window, int fused) {
+    const int cap = n_kv + 37;
+    const int64_t ld_q = fused ? (int64_t)(H + 2 * Hk) * d : (int64_t)H * d, ld_o = (int64_t)H * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    const size_t ce = (size_t)Hk * cap * d;
+    ks_bf16 *qb = malloc((size_t)n * ld_q * 2), *kb = malloc(ce * 2), *vb = malloc(ce * 2);
+    float *qall = rand_vec((size_t)n * ld_q, 1.0f, qb), *q = malloc((size_t)n * H * d * 4);
+    for (int t = 0; t < n; t++) memcpy(q + (size_t)t * H * d, qall + t * ld_q, (size_t)H * d * 4);
+    int32_t lens[64];
+    for (int h = 0; h < Hk; h++) lens[h] = n_kv;
+    float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
+    float *ref = malloc((size_t)n * H * d * 4);
+    ks_ref_attention(ref, q, k, v, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+
+    ks_bf16 *dq = dev_from(qb, (size_t)n * ld_q * 2), *dk = dev_from(kb, ce * 2);
+    ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned((size_t)n * ld_o * 2);
+    /* the dispatching entry (wgmma on Hopper for d = 128) and the portable mma.sync kernel */
+    for (int portable = 0; portable < 2; portable++) {
+        CK_CUDA(cudaMemset(dout, 0xff, (size_t)n * ld_o * 2));
+        if (portable)
+            CK_KS(ks_cuda_attention_prefill_sm80(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window,
+                                                 scale, 0));
+        else
+            CK_KS(ks_cuda_attention_prefill(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window,
+                                            scale, 0));
+        float *got = host_f32_from_bf16(dout, (size_t)n * ld_o);
+        char what[96];
+        snprintf(what, sizeof what, "prefill%s H=%d Hk=%d d=%d n=%d pos0=%d n_kv=%d win=%d%s", portable ? "80" : "",
+                 H, Hk, d, n, q_pos0, n_kv, window, fused ? " fused" : "");
+        check_close(what, got, ref, (size_t)n * H * d, 1e-2f, 2e-2f);
+        free(got);
+    }
+    free(qb), free(kb), free(vb), free(qall), free(q), free(k), free(v), free(ref);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
+}
+
+START_TEST(test_attention_prefill) {
+    prefill_case(4, 4, 64, 77, 0, 77, 0, 0);        /* MHA, one partial tile, causal from 0 */
+    prefill_case(9, 3, 64, 131, 0, 131, 50, 0);     /* SmolLM2 heads (G=3), sliding window */
+    prefill_case(32, 8, 128, 300, 200, 500, 0, 1);  /* Llama GQA, second chunk, fused q|k|v rows */
+    prefill_case(14, 2, 128, 61, 33, 94, 40, 0);    /* G=7, chunk offset and window */
+    prefill_case(8, 1, 128, 517, 0, 517, 0, 0);     /* G=8, many tiles and query blocks */
+    prefill_case(6, 2, 64, 45, 700, 745, 300, 1);   /* window inside a late chunk: first tiles skipped */
+    prefill_case(4, 1, 128, 70, 1000, 1070, 333, 0); /* d=128 window: masked tiles at both ends */
+    prefill_case(16, 4, 128, 1, 1500, 1501, 0, 0);   /* a single query (a decode step through prefill) */
+}
+END_TEST
+
+static void decode_case(int H, int Hk, int d, const int32_t *lens, int cap, int max_len) {
+    const float scale = 1.0f / sqrtf((float)d);
+    const size_t ce = (size_t)Hk * cap * d;
+    ks_bf16 *qb = malloc((size_t)H * d * 2), *kb = malloc(ce * 2), *vb = malloc(ce * 2);
+    float *q = rand_vec((size_t)H * d, 1.0f, qb);
+    float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
+    float *ref = malloc((size_t)H * d * 4);
+    ks_ref_attention_decode(ref, q, k, v, lens, cap, H, Hk, d, scale);
+    for (int h = 0; h < H; h++) /* the kernel's contract for an empty head (the reference divides by 0) */
+        if (lens[h / (H / Hk)] == 0) memset(ref + (size_t)h * d, 0, d * 4);
+
+    ks_bf16 *dq = dev_from(qb, (size_t)H * d * 2), *dk = dev_from(kb, ce * 2);
+    ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned((size_t)H * d * 2);
+    int32_t *dlens = dev_from(lens, Hk * 4);
+    void *scratch = dev_poisoned(ks_cuda_attention_decode_scratch_bytes(H, Hk, d, max_len));
+    CK_KS(ks_cuda_attention_decode(dout, dq, dk, dv, dlens, cap, H, Hk, d, scale, max_len, scratch, 0));
+    float *got = host_f32_from_bf16(dout, (size_t)H * d);
+    char what[96];
+    snprintf(what, sizeof what, "decode H=%d Hk=%d d=%d cap=%d max_len=%d", H, Hk, d, cap, max_len);
+    check_close(what, got, ref, (size_t)H * d, 1e-2f, 2e-2f);
+    free(qb), free(kb), free(vb), free(q), free(k), free(v), free(ref), free(got);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlens), cudaFree(scratch);
+}
+
+START_TEST(test_attention_decode) {
+    int32_t l8[8];
+    for (int h = 0; h < 8; h++) l8[h] = rng_int(1, 5000);
+    l8[3] = 1;
+    l8[5] = 4999;
+    decode_case(32, 8, 128, l8, 5003, 5003);         /* Llama shape, per-head lengths, many splits */
+    decode_case(32, 8, 128, l8, 5003, 300);          /* few splits: long chunks per block */
+    int32_t l3[3] = {0, rng_int(1, 700), 1001};
+    decode_case(9, 3, 64, l3, 1001, 1001);           /* SmolLM2 heads, an empty head */
+    int32_t l2[2] = {rng_int(100, 3000), 33};
+    decode_case(14, 2, 128, l2, 3001, 3001);         /* G=7 */
+    int32_t l1[1] = {rng_int(2000, 4000)};
+    decode_case(20, 1, 64, l1, 4001, 4001);          /* G=20: two head subgroups per KV head */
+}
+END_TEST
+
+int main(void) {
+    const char *env = getenv("KS_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    g_rng = seed;
+    printf("gpu_kernels: seed %llu (set KS_SEED to replay)\n", (unsigned long long)seed);
+    int dev_count = 0;
+    if (cudaGetDeviceCount(&dev_count) != cudaSuccess || dev_count == 0) {
+        fprintf(stderr, "gpu_kernels: no CUDA device; this test runs only on a GPU machine (label gpu)\n");
+        return 1;
+    }
+    Suite *s = suite_create("gpu_kernels");
+    TCase *tc = tcase_create("kernels");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, test_convert);
+    tcase_add_test(tc, test_add);
+    tcase_add_test(tc, test_embed);
+    tcase_add_test(tc, test_rmsnorm);
+    tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_swiglu);
+    tcase_add_test(tc, test_argmax);
+    tcase_add_test(tc, test_kv_append);
+    tcase_add_test(tc, test_gemm);
+    tcase_add_test(tc, test_attention_prefill);
+    tcase_add_test(tc, test_attention_decode);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK); /* one CUDA context for the whole run */
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
