@@ -12,6 +12,7 @@ static void free_strv(char **v, int n) {
 void ks_sample_free(ks_sample *s) {
     if (!s) return;
     free(s->prompt);
+    free(s->answer_prefix);
     free_strv(s->answers, s->n_answers);
     free_strv(s->all_classes, s->n_classes);
     memset(s, 0, sizeof *s);

@@ -21,7 +21,10 @@ typedef struct ks_sample {
     int index;                  /* index within (task, length) */
     uint64_t seed;              /* per-sample seed derived from (run seed, task, length, index) */
     char *prompt;               /* owned UTF-8: the full user text before any chat template */
-    int prompt_tokens;          /* tokens of `prompt` under the model tokenizer without specials (sizing) */
+    char *answer_prefix;        /* owned UTF-8 text the model's answer starts with, appended after the chat
+                                   template's assistant header (RULER); "" or NULL when none */
+    int prompt_tokens;          /* tokens of prompt + answer_prefix under the model tokenizer without specials
+                                   (the count RULER sizes by) */
     char **answers;             /* (n_answers) owned reference answers */
     int n_answers;
     char **all_classes;         /* (n_classes) owned, LongBench classification tasks; else NULL */

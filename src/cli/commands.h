@@ -14,5 +14,8 @@ typedef struct ks_command {
 ks_status ks_cmd_generate(int argc, char **argv);
 ks_status ks_cmd_tokenize(int argc, char **argv);
 ks_status ks_cmd_info(int argc, char **argv);
+ks_status ks_cmd_eval(int argc, char **argv);
+ks_status ks_cmd_prepare(int argc, char **argv);
+ks_status ks_cmd_report(int argc, char **argv);
 
 #endif

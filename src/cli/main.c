@@ -13,6 +13,9 @@ static const ks_command commands[] = {
     {"generate", "run a prompt through a model and print the continuation", ks_cmd_generate},
     {"tokenize", "encode JSONL text lines to token ids", ks_cmd_tokenize},
     {"info", "print a model's parsed config and tensor inventory", ks_cmd_info},
+    {"eval", "evaluate a model and a KV method on a benchmark (resumable; MPI)", ks_cmd_eval},
+    {"prepare", "write a benchmark's samples (prompts, answers) as JSONL", ks_cmd_prepare},
+    {"report", "score tables and a plot from result files (.h5)", ks_cmd_report},
 };
 
 static void usage(FILE *out) {
@@ -36,7 +39,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name)) continue;
         ks_status st = commands[i].run(argc - 1, argv + 1);
         if (st != KS_OK) {
-            fprintf(stderr, "kvscope: error: %s\n", ks_last_error());
+            if (!ks_error_is_reported()) fprintf(stderr, "kvscope: error: %s\n", ks_last_error());
             return 1;
         }
         return 0;

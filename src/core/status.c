@@ -7,8 +7,13 @@
 #define KS_ERRMSG_MAX 1024
 
 static _Thread_local char ks_errmsg[KS_ERRMSG_MAX];
+static _Thread_local int ks_err_reported;
+
+void ks_error_mark_reported(void) { ks_err_reported = 1; }
+int ks_error_is_reported(void) { return ks_err_reported; }
 
 ks_status ks_fail(ks_status st, const char *fmt, ...) {
+    ks_err_reported = 0;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ks_errmsg, sizeof ks_errmsg, fmt, ap);

@@ -44,6 +44,11 @@ ks_status ks_fail_context(ks_status st, const char *fmt, ...) __attribute__((for
 /* The last recorded message ("" if none). */
 const char *ks_last_error(void);
 
+/* Marks the current error as already printed by someone else (e.g. rank 0 of an MPI job prints the error every
+ * rank shares), so main stays quiet; ks_fail() clears the mark. */
+void ks_error_mark_reported(void);
+int ks_error_is_reported(void);
+
 /* Short name of a status ("io error", "format error", ...). */
 const char *ks_status_name(ks_status st);
 

@@ -1,0 +1,66 @@
+/* results_layers.c — the /layers columns: one row per sample × layer (× KV head), keyed by the sample. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "results/results_impl.h"
+
+#define COL(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc}
+
+static const ks_column layers_cols[] = {
+    COL("sample", KS_COL_I64, sample, "row number of the sample in /samples"),
+    COL("task", KS_COL_TASK, task, "the sample's task"),
+    COL("length", KS_COL_I32, length, "the sample's nominal length"),
+    COL("index", KS_COL_I32, index, "the sample's index within (task, length)"),
+    COL("layer", KS_COL_I32, stat.layer, "layer number"),
+    COL("kv_head", KS_COL_I32, stat.kv_head, "KV head (-1 = aggregated over heads)"),
+    COL("budget", KS_COL_I32, stat.budget, "tokens the method allowed"),
+    COL("kept", KS_COL_I32, stat.kept, "tokens kept after compression"),
+    COL("attn_mass_kept", KS_COL_F32, stat.attn_mass_kept,
+        "fraction of observation-window attention mass on kept tokens"),
+    COL("key_norm_mean", KS_COL_F32, stat.key_norm_mean, "mean L2 norm of the keys"),
+    COL("key_norm_max", KS_COL_F32, stat.key_norm_max, "largest L2 norm of the keys"),
+    COL("sparse_density", KS_COL_F32, stat.sparse_density, "sparse prefill: fraction of blocks computed (else 1)"),
+    COL("quant_error", KS_COL_F32, stat.quant_error, "KV quantization: relative error (else 0)"),
+};
+
+const ks_table_spec ks_layers_spec = {
+    .group = "layers",
+    .cols = layers_cols,
+    .n_cols = (int)(sizeof layers_cols / sizeof layers_cols[0]),
+    .row_size = sizeof(ks_layer_row),
+    .chunk = 4096,
+};
+
+ks_status ks_layer_rows_build(const ks_result *r, int64_t sample, ks_scratch *rows) {
+    KS_TRY(ks_scratch_reserve(rows, (size_t)r->n_layers * sizeof(ks_layer_row)));
+    ks_layer_row *lr = rows->p;
+    for (int i = 0; i < r->n_layers; i++) {
+        memset(&lr[i], 0, sizeof lr[i]);
+        lr[i].sample = sample;
+        memcpy(lr[i].task, r->task, KS_TASK_MAX);
+        lr[i].length = r->length;
+        lr[i].index = r->index;
+        lr[i].stat = r->layers[i];
+    }
+    return KS_OK;
+}
+
+ks_status ks_layer_rows_attach(ks_result *rows, int n_rows, const ks_layer_row *lr, int64_t n_lr,
+                               const char *path) {
+    for (int64_t i = 0; i < n_lr; i++)
+        if (lr[i].sample < 0 || lr[i].sample >= n_rows)
+            return ks_fail(KS_ERR_FORMAT, "%s: /layers row %lld refers to sample %lld, but /samples has %d rows",
+                           path, (long long)i, (long long)lr[i].sample, n_rows);
+    for (int64_t i = 0; i < n_lr; i++) rows[lr[i].sample].n_layers++;
+    for (int s = 0; s < n_rows; s++) {
+        if (!rows[s].n_layers) continue;
+        rows[s].layers = ks_malloc((size_t)rows[s].n_layers * sizeof(ks_layer_stat), "layer statistics");
+        if (!rows[s].layers) return KS_ERR_NOMEM;
+        rows[s].n_layers = 0; /* refilled below, in file order */
+    }
+    for (int64_t i = 0; i < n_lr; i++) {
+        ks_result *r = &rows[lr[i].sample];
+        r->layers[r->n_layers++] = lr[i].stat;
+    }
+    return KS_OK;
+}

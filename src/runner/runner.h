@@ -1,0 +1,53 @@
+/* runner.h — one model instance that answers benchmark samples: prompt text → chat template → ids → greedy
+ * generation → decoded prediction → task score, with timings and memory. `kvscope eval` runs one per rank.
+ *
+ *     ks_runner r = {0};
+ *     ks_runner_params p = {.model_path = path, .device = "cpu", .max_ctx = 8192, .max_new = 128};
+ *     KS_TRY(ks_runner_init(&r, &p));
+ *     ks_result res = {0};
+ *     KS_TRY(ks_runner_run(&r, &sample, "chatml", &res));   // template NULL = the prompt as is, with BOS
+ *     ... ks_result_free(&res);
+ *     ks_runner_free(&r);
+ *
+ * Prompt rule (specs/benchmarks.md §C.5, §D): with a template, the sample's prompt is the user turn and its
+ * answer prefix follows the assistant header (RULER's placement; LOOM's variant puts the prefix inside the
+ * prompt, which the benchmark module already did); BOS is added once — LOOM's double BOS (a templated string
+ * that starts with BOS, encoded with add_special_tokens) is not reproduced. Without a template the text is
+ * prompt + answer prefix, encoded with the tokenizer's special tokens (BOS).
+ */
+#ifndef KS_RUNNER_H
+#define KS_RUNNER_H
+
+#include "bench/sample.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "model/model.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct ks_runner_params {
+    const char *model_path; /* HF directory or GGUF */
+    const char *device;     /* "cpu" or "cuda" */
+    int max_ctx;            /* longest prompt + generation (capped at the model's max_position_embeddings) */
+    int max_new;            /* the largest max_new_tokens of any sample */
+    int chunk;              /* prefill chunk (0: 512) */
+    int threads;            /* CPU threads (0: all) */
+} ks_runner_params;
+
+typedef struct ks_runner {
+    ks_model model;       /* owned */
+    ks_tokenizer *tok;    /* owned */
+    ks_forward fwd;       /* owned; sized once from max_ctx */
+    ks_stop_set stop;     /* the model's stop ids */
+    int32_t newline_id;   /* last id of encode("\n"): the stop token of LongBench's one-line tasks */
+    int32_t *out;         /* (max_new) generated ids, allocated once */
+    int max_new;
+} ks_runner;
+
+ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p);
+void ks_runner_free(ks_runner *r); /* accepts a zeroed or half-built struct */
+
+/* Runs one sample; fills res (identity, prediction, answers, score in [0, 100], token counts, timings, peak
+ * memory). template_name NULL or "none": no chat template. */
+ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_name, ks_result *res);
+
+#endif
