@@ -1,6 +1,7 @@
 /* ruler.c — the RULER task table, data loading, the size search and sample assembly; see ruler.h. The
  * generators themselves live in ruler_niah.c, ruler_vt.c, ruler_cwe.c, ruler_fwe.c and ruler_qa.c. */
 #include "bench/ruler_impl.h"
+#include "tokenizer/chat.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -146,6 +147,22 @@ static ks_status need_file(const char *path, const char *task, const char *what,
                    what, key);
 }
 
+/* Tokens that the model input adds to a sample's prompt: the chat template's markup and BOS (template_name
+ * non-NULL) or BOS alone. NVIDIA RULER sizes the templated input, so the target length bounds what the model
+ * really sees; the template is measured around an empty user turn, plus 2 tokens of slack for merges where the
+ * markup meets the text. */
+static ks_status input_reserve(const ks_tokenizer *tok, const char *template_name, int *out) {
+    ks_ids ids = {0};
+    char *text = NULL;
+    int has_bos = 0;
+    ks_status st = template_name ? ks_chat_apply(tok, template_name, NULL, "", &text, &has_bos) : KS_OK;
+    if (st == KS_OK) st = ks_tokenizer_encode(tok, text ? text : "", text ? strlen(text) : 0, !has_bos, &ids);
+    *out = ids.n + (template_name ? 2 : 0);
+    free(text);
+    ks_ids_free(&ids);
+    return st;
+}
+
 ks_status ks_ruler_open(ks_ruler **out, const ks_bench_config *cfg, const ks_tokenizer *tok) {
     ks_ruler *r = ks_calloc(1, sizeof *r, "the RULER generator");
     if (!r) return KS_ERR_NOMEM;
@@ -153,7 +170,9 @@ ks_status ks_ruler_open(ks_ruler **out, const ks_bench_config *cfg, const ks_tok
     r->tok = tok;
     r->loom = cfg->ruler_variant == KS_RULER_VARIANT_LOOM;
     int essay = 0, words = 0;
-    ks_status st = KS_OK;
+    /* LOOM sizes the bare task text and applies its template afterwards (§A.1): it reserves nothing. */
+    ks_status st = r->loom ? KS_OK : input_reserve(tok, NULL, &r->reserve_plain);
+    if (st == KS_OK && !r->loom && cfg->template_name) st = input_reserve(tok, cfg->template_name, &r->reserve_template);
     for (int i = 0; i < cfg->n_tasks && st == KS_OK; i++) {
         const ks_ruler_task *t = ks_ruler_task_find(cfg->task_names[i]);
         if (!t) {
@@ -224,7 +243,8 @@ ks_status ks_ruler_generate(ks_ruler *r, const char *task, int length, int index
     const ruler_gen_ops *ops = ops_for(t->gen);
     ruler_job j = {.r = r, .t = t, .length = length, .index = index, .seed = ks_rng_sample_seed(r->cfg->seed, task, length, index)};
     /* LOOM's FWE sizes against L itself, so its prompts may overrun L by up to tokens_to_generate (§A.4). */
-    int budget = length - (r->loom && t->gen == KS_RULER_FWE ? 0 : t->tokens_to_generate);
+    int budget = length - (r->loom && t->gen == KS_RULER_FWE ? 0 : t->tokens_to_generate) -
+                 (ks_bench_config_use_template(r->cfg, task, length) ? r->reserve_template : r->reserve_plain);
     int tokens = 0;
     ks_status st = ops->prepare(&j);
     if (st == KS_OK) st = ruler_fit(&j, ops, budget, &tokens);

@@ -11,7 +11,9 @@
  * A sample is a pure function of (cfg->seed, task, length, index): any rank, any order, any resumed run
  * rebuilds it byte for byte. Sizing follows RULER: the haystack grows until
  *     prompt_tokens + tokens_to_generate <= length
- * where prompt_tokens counts prompt + answer_prefix with the model's tokenizer and no special tokens. Each
+ * where prompt_tokens counts prompt + answer_prefix with the model's tokenizer and no special tokens, and
+ * (variant ruler) the budget is also reduced by what the model input adds around the prompt: BOS, and the
+ * chat template's markup for tasks that get the template, as RULER sizes the templated input. Each
  * sample takes the largest haystack (in the task's units: noise lines, essay words, distractor needles, list
  * words, coded words or documents) that fits, which is what RULER's binary search finds for its probe sample;
  * the prompt therefore lands within about one unit below the target (slack_for() in tests/check_ruler.c

@@ -42,6 +42,8 @@ struct ks_ruler {
     const ks_bench_config *cfg;
     const ks_tokenizer *tok;
     int loom;              /* cfg->ruler_variant == KS_RULER_VARIANT_LOOM */
+    int reserve_plain;     /* tokens the model input adds around a raw prompt (BOS) */
+    int reserve_template;  /* ... around a templated prompt (chat markup, BOS, boundary slack) */
     ks_essay essay;        /* loaded when an essay task is configured */
     ks_words words;        /* loaded when a words task (niah keys, cwe) is configured */
     int32_t *pool_cost;    /* (words.n_pool) tokens of " " + pool word, for cwe */

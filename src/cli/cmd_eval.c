@@ -91,10 +91,24 @@ static char *command_line(int argc, char **argv) {
     return s;
 }
 
-/* The chat template a sample gets: --template overrides the config (LOOM's rule), else the config's template
- * unless the task is in no_template_tasks. NULL = none. */
-static const char *sample_template(const eval_opts *o, const ks_bench_config *bc, const ks_sample *s) {
-    if (o->template_name) return o->template_name;
+/* LOOM's rule: --template overrides the config's template and its no_template_tasks ("none" = no template).
+ * Applied to the config before the benchmark opens, so RULER sizes prompts for the template they get. */
+static ks_status apply_template_override(ks_bench_config *bc, const char *name) {
+    if (!name) return KS_OK;
+    char *t = strcmp(name, "none") ? strdup(name) : NULL;
+    if (strcmp(name, "none") && !t) return ks_fail(KS_ERR_NOMEM, "out of memory");
+    free(bc->template_name);
+    bc->template_name = t;
+    bc->no_template_all = 0;
+    for (int i = 0; i < bc->n_no_template; i++) free(bc->no_template_tasks[i]);
+    free(bc->no_template_tasks);
+    bc->no_template_tasks = NULL;
+    bc->n_no_template = 0;
+    return KS_OK;
+}
+
+/* The chat template a sample gets, NULL = none. */
+static const char *sample_template(const ks_bench_config *bc, const ks_sample *s) {
     return ks_bench_config_use_template(bc, s->task, s->length) ? bc->template_name : NULL;
 }
 
@@ -142,6 +156,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
     model_name(o->model_path, name, sizeof name);
 
     KS_TRY_GOTO(st, ks_bench_config_load(&bc, o->cfg_path), out);
+    KS_TRY_GOTO(st, apply_template_override(&bc, o->template_name), out);
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads};
     KS_TRY_GOTO(st, ks_runner_init(&run, &rp), out);
@@ -184,7 +199,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
         ks_result r = {0};
         st = ks_bench_get(bench, &ids[id], &s);
         if (o->max_new_tokens > 0 && s.max_new_tokens > o->max_new_tokens) s.max_new_tokens = o->max_new_tokens;
-        if (st == KS_OK) st = ks_runner_run(&run, &s, sample_template(o, &bc, &s), &r);
+        if (st == KS_OK) st = ks_runner_run(&run, &s, sample_template(&bc, &s), &r);
         if (st == KS_OK) st = ks_dispatch_submit(&d, id, &r);
         else ks_dispatch_fail(&d, id, st);
         ks_result_free(&r);
