@@ -158,16 +158,21 @@ def compare(torch_json, ks_json):
     k = json.load(open(ks_json)) if ks_json else {}
     fl = t["floor"]
     print(f"GPU: {t.get('gpu')}; copy {t['ceilings']['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
-          f"bf16 GEMM {t['ceilings']['bf16_gemm_flops'] / 1e12:.0f} TFLOP/s (measured in this run)\n")
+          f"bf16 GEMM {t['ceilings']['bf16_gemm_flops'] / 1e12:.0f} TFLOP/s (measured in this run); torch "
+          f"{t.get('torch')}, transformers {t.get('transformers')}; kvscope prefill chunk {k.get('chunk')}\n")
     print("| context | prefill kvscope (s) | prefill torch (s) | prefill floor (s) | decode kvscope (ms/tok) "
-          "| decode torch (ms/tok) | decode floor (ms/tok) | peak kvscope (GiB) | peak torch (GiB) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "| decode torch (ms/tok) | decode floor (ms/tok) | peak kvscope (GiB) | peak torch (GiB) "
+          "| budget: weights + KV + 4 GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for L in t["lengths"]:
         s = str(L)
+        kv, w = _get(k, ("kv_bytes", s)), _get(k, ("weight_bytes",))
+        budget = None if kv is None or w is None else (w + kv) / 2 ** 30 + 4
         row = [f"{L // 1024}K", _fmt(_get(k, ("prefill_s", s)), 3), _fmt(_get(t, ("model", "prefill_s", s)), 3),
                _fmt(fl[s]["prefill_s"], 3), _fmt(_get(k, ("decode_ms", s)), 2),
                _fmt(_get(t, ("model", "decode_ms", s)), 2), _fmt(fl[s]["decode_ms"], 2),
-               _fmt(_gib(_get(k, ("peak_bytes", s))), 1), _fmt(_gib(_get(t, ("model", "peak_bytes", s))), 1)]
+               _fmt(_gib(_get(k, ("peak_bytes", s))), 1), _fmt(_gib(_get(t, ("model", "peak_bytes", s))), 1),
+               _fmt(budget, 1)]
         print("| " + " | ".join(row) + " |")
     print("\n| context | attention kvscope (TFLOP/s) | torch flash | torch cuDNN |\n|---|---|---|---|")
     for s, r in t["attention"].items():

@@ -143,7 +143,7 @@ START_TEST(test_attention_prefill) {
         float *want = malloc(sizeof(float) * no), *got = nan_buf(no);
         float scale = 1.0f / sqrtf((float)a.d);
         ks_ref_attention(want, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale);
-        ks_fast_attention(got, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale);
+        ks_fast_attention(got, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale, NULL);
         assert_close(got, want, no, 2e-6f, "attention prefill");
         free(q), free(k), free(v), free(want), free(got);
     }
@@ -159,12 +159,12 @@ START_TEST(test_attention_chunked) {
         size_t no = (size_t)n * H * d;
         float *one = nan_buf(no), *chunked = nan_buf(no), *ref_chunked = nan_buf(no);
         float scale = 0.3f;
-        ks_fast_attention(one, q, k, v, n, n, cap, H, Hk, d, 0, window, scale);
+        ks_fast_attention(one, q, k, v, n, n, cap, H, Hk, d, 0, window, scale, NULL);
         const int chunk = 17;
         for (int t0 = 0; t0 < n; t0 += chunk) {
             int m = n - t0 < chunk ? n - t0 : chunk;
             size_t off = (size_t)t0 * H * d;
-            ks_fast_attention(chunked + off, q + off, k, v, m, t0 + m, cap, H, Hk, d, t0, window, scale);
+            ks_fast_attention(chunked + off, q + off, k, v, m, t0 + m, cap, H, Hk, d, t0, window, scale, NULL);
             ks_ref_attention(ref_chunked + off, q + off, k, v, m, t0 + m, cap, H, Hk, d, t0, window, scale);
         }
         assert_close(chunked, one, no, 1e-6f, "chunked vs one-shot prefill");
@@ -206,6 +206,121 @@ START_TEST(test_attention_decode) {
 }
 END_TEST
 
+typedef struct score_case {
+    ks_window_args a;
+    const char *what;
+} score_case;
+
+/* Window scores: the fast op against the reference on each statistic, reduction, query tiling (more rows than
+ * one tile), the causal mask inside the window, LOOM's chunked softmax and accumulation, with and without the
+ * prefill attention's log-sum-exps; and the invariant that every scored query's probabilities sum to 1, so SUM
+ * with the group mean totals n_q per KV head. */
+START_TEST(test_window_scores) {
+    int n = 70, pos0 = 150, H = 6, Hk = 2, d = 40, cap = 230, n_keys = pos0 + n, ld = cap;
+    int32_t valid[2] = {n_keys, n_keys};
+    float *q = rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid);
+    float *work = malloc(sizeof(float) * 2 * H * ld), *want = rand_buf((size_t)Hk * ld, 1);
+    float *got = malloc(sizeof(float) * Hk * ld), *init = malloc(sizeof(float) * Hk * ld);
+    float *att = malloc(sizeof(float) * n * H * d), *lse = nan_buf((size_t)n * H);
+    memcpy(init, want, sizeof(float) * Hk * ld);
+    const score_case cases[] = {
+        {{n - 32, 32, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MEAN, 0}, "SnapKV window of 32, group mean"},
+        {{0, n, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MAX, 1}, "all 70 rows, group max, accumulated"},
+        {{1, n - 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 200, KS_GQA_MEAN, 0}, "mean + 200 var over 69 rows"},
+        {{n - 20, 20, pos0, n_keys, 50, KS_SCORE_SUM, 0, KS_GQA_SUM, 0}, "LOOM chunked softmax, group sum"},
+        {{n - 1, 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 5, KS_GQA_MEAN, 0}, "one query: variance 0"},
+    };
+    float scale = 1.0f / sqrtf((float)d);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const ks_window_args *a = &cases[c].a;
+        memcpy(want, init, sizeof(float) * Hk * ld);
+        memcpy(got, init, sizeof(float) * Hk * ld);
+        if (!a->accumulate)
+            for (int i = 0; i < Hk * ld; i++) got[i] = NAN;
+        ks_window_summary ws, wf;
+        ks_ref_window_scores(want, ld, &ws, q, k, H, Hk, d, cap, scale, a);
+        ks_fast_window_scores(got, ld, &wf, q, k, H, Hk, d, cap, scale, a, NULL, work);
+        for (int g = 0; g < Hk; g++)
+            assert_close(got + (size_t)g * ld, want + (size_t)g * ld, n_keys, 2e-5f, cases[c].what);
+        /* again with the log-sum-exps the prefill attention of these queries leaves (one pass over the keys) */
+        memcpy(got, init, sizeof(float) * Hk * ld);
+        ks_fast_attention(att, q, k, k, n, n_keys, cap, H, Hk, d, pos0, 0, scale, lse);
+        ks_fast_window_scores(got, ld, &wf, q, k, H, Hk, d, cap, scale, a, lse, work);
+        for (int g = 0; g < Hk; g++)
+            assert_close(got + (size_t)g * ld, want + (size_t)g * ld, n_keys, 2e-5f, cases[c].what);
+        if (a->stat == KS_SCORE_MEAN_VAR) {
+            ck_assert_msg(ws.entropy > 0 && fabs(wf.entropy - ws.entropy) <= 1e-4 * ws.entropy, "%s: entropy %g vs %g",
+                          cases[c].what, wf.entropy, ws.entropy);
+            ck_assert_msg(fabs(wf.var_sum - ws.var_sum) <= 1e-4 * ws.var_sum + 1e-9, "%s: var sum %g vs %g",
+                          cases[c].what, wf.var_sum, ws.var_sum);
+            if (a->n_q == 1) ck_assert(ws.var_sum == 0 && wf.var_sum == 0);
+        }
+        if (a->stat == KS_SCORE_SUM && a->reduce == KS_GQA_MEAN && !a->softmax_chunk)
+            for (int g = 0; g < Hk; g++) {
+                double tot = 0;
+                for (int j = 0; j < n_keys; j++) tot += want[(size_t)g * ld + j];
+                ck_assert_msg(fabs(tot - a->n_q) < 1e-3, "%s: head %d mass %g, want %d", cases[c].what, g, tot, a->n_q);
+            }
+        if (a->softmax_chunk) /* keys from the first scored query on are not scored */
+            for (int j = pos0 + a->q_row0; j < n_keys; j++) ck_assert(want[j] == 0 && got[j] == 0);
+    }
+    free(q), free(k), free(work), free(want), free(got), free(init), free(att), free(lse);
+}
+END_TEST
+
+/* Decode probabilities: fast against reference with per-head lengths and start rows; the group mean of each KV
+ * head's probabilities sums to 1 and is 0 before its start row. */
+START_TEST(test_attention_decode_probs) {
+    int H = 12, Hk = 4, d = 56, cap = 300, ld = 310;
+    int32_t len[4] = {1, 77, 300, 160}, start[4] = {0, 70, 1, 99};
+    float *q = rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len);
+    float *want = malloc(sizeof(float) * Hk * ld), *got = nan_buf((size_t)Hk * ld);
+    float *work = malloc(sizeof(float) * H * ld);
+    float scale = 1.0f / sqrtf((float)d);
+    const ks_gqa_reduce reduces[] = {KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM};
+    for (int r = 0; r < 3; r++) {
+        ks_ref_attention_decode_probs(want, ld, q, k, start, len, cap, H, Hk, d, scale, reduces[r]);
+        ks_fast_attention_decode_probs(got, ld, q, k, start, len, cap, H, Hk, d, scale, reduces[r], work);
+        for (int g = 0; g < Hk; g++) {
+            assert_close(got + (size_t)g * ld, want + (size_t)g * ld, len[g], 2e-6f, "decode probabilities");
+            double tot = 0;
+            for (int j = 0; j < len[g]; j++) tot += want[(size_t)g * ld + j];
+            for (int j = 0; j < start[g]; j++) ck_assert(want[(size_t)g * ld + j] == 0);
+            if (reduces[r] == KS_GQA_MEAN) ck_assert_msg(fabs(tot - 1) < 1e-5, "head %d: mass %g", g, tot);
+        }
+    }
+    free(q), free(k), free(want), free(got), free(work);
+}
+END_TEST
+
+/* Key norms of known rows, and compaction: kept rows land at the front in order, with their values. */
+START_TEST(test_key_norms_and_compact) {
+    int Hk = 2, cap = 9, d = 4, ld = 12;
+    int32_t len[2] = {7, 5};
+    float *k = cache_buf(Hk, cap, d, len), *v = cache_buf(Hk, cap, d, len);
+    for (int i = 0; i < d; i++) k[3 * d + i] = i == 1 ? 3.0f : i == 2 ? -4.0f : 0.0f; /* head 0, row 3: norm 5 */
+    float *k0 = malloc(sizeof(float) * Hk * cap * d), *v0 = malloc(sizeof(float) * Hk * cap * d);
+    memcpy(k0, k, sizeof(float) * Hk * cap * d);
+    memcpy(v0, v, sizeof(float) * Hk * cap * d);
+    float norms[2 * 12];
+    ks_ref_key_norms(norms, ld, k, len, cap, Hk, d);
+    ck_assert_float_eq_tol(norms[3], 5.0f, 1e-6f);
+    for (int g = 0; g < Hk; g++)
+        for (int j = 0; j < len[g]; j++) ck_assert(isfinite(norms[g * ld + j]) && norms[g * ld + j] > 0);
+
+    int32_t keep[2 * 12] = {0, 3, 6}, n_keep[2] = {3, 5};
+    for (int i = 0; i < 5; i++) keep[ld + i] = i; /* head 1 keeps everything: rows must not move */
+    ks_ref_kv_compact(k, v, keep, n_keep, ld, cap, Hk, d);
+    for (int g = 0; g < Hk; g++)
+        for (int i = 0; i < n_keep[g]; i++) {
+            size_t dst = ((size_t)g * cap + i) * d, src = ((size_t)g * cap + keep[g * ld + i]) * d;
+            ck_assert_mem_eq(k + dst, k0 + src, sizeof(float) * d);
+            ck_assert_mem_eq(v + dst, v0 + src, sizeof(float) * d);
+        }
+    free(k), free(v), free(k0), free(v0);
+}
+END_TEST
+
 START_TEST(test_argmax) {
     float x[7] = {-1, 3, 2, 3, -5, 0, 1};
     ck_assert_int_eq(ks_ref_argmax(x, 7), 1); /* first of the tied maxima */
@@ -224,6 +339,9 @@ int main(void) {
     tcase_add_test(tc, test_attention_prefill);
     tcase_add_test(tc, test_attention_chunked);
     tcase_add_test(tc, test_attention_decode);
+    tcase_add_test(tc, test_window_scores);
+    tcase_add_test(tc, test_attention_decode_probs);
+    tcase_add_test(tc, test_key_norms_and_compact);
     tcase_add_test(tc, test_argmax);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

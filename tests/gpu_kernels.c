@@ -250,8 +250,9 @@ START_TEST(test_rope) {
 }
 END_TEST
 
-START_TEST(test_swiglu) {
-    const int rows = 5, F = 333;
+/* F odd: the scalar path into a separate buffer; F % 8 == 0: the 16-byte path, in place into the gate half
+ * (as the cuda backend calls it). */
+static void swiglu_case(int rows, int F, int in_place) {
     ks_bf16 *gu = malloc((size_t)rows * 2 * F * 2);
     float *in = rand_vec((size_t)rows * 2 * F, 2.0f, gu);
     float *gate = malloc((size_t)rows * F * 4), *up = malloc((size_t)rows * F * 4), *ref = malloc((size_t)rows * F * 4);
@@ -261,11 +262,23 @@ START_TEST(test_swiglu) {
     }
     ks_ref_swiglu(ref, gate, up, (int64_t)rows * F);
     ks_bf16 *dgu = dev_from(gu, (size_t)rows * 2 * F * 2), *dout = dev_poisoned((size_t)rows * F * 2);
-    CK_KS(ks_cuda_swiglu(dout, dgu, dgu + F, rows, F, 2 * F, 0));
+    if (in_place) {
+        CK_KS(ks_cuda_swiglu(dgu, dgu, dgu + F, rows, F, 2 * F, 2 * F, 0));
+        CK_CUDA(cudaMemcpy2D(dout, (size_t)F * 2, dgu, (size_t)2 * F * 2, (size_t)F * 2, rows,
+                             cudaMemcpyDeviceToDevice));
+    } else {
+        CK_KS(ks_cuda_swiglu(dout, dgu, dgu + F, rows, F, 2 * F, F, 0));
+    }
     float *got = host_f32_from_bf16(dout, (size_t)rows * F);
-    check_close("swiglu fused gate|up (bf16)", got, ref, (size_t)rows * F, 1e-6f, 1.0f / 128);
+    check_close(in_place ? "swiglu fused gate|up in place (bf16)" : "swiglu fused gate|up (bf16)", got, ref,
+                (size_t)rows * F, 1e-6f, 1.0f / 128);
     free(gu), free(in), free(gate), free(up), free(ref), free(got);
     cudaFree(dgu), cudaFree(dout);
+}
+
+START_TEST(test_swiglu) {
+    swiglu_case(5, 333, 0);
+    swiglu_case(7, 1024, 1);
 }
 END_TEST
 
@@ -420,8 +433,8 @@ static void prefill_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int 
 
     ks_bf16 *dq = dev_from(qb, (size_t)n * ld_q * 2), *dk = dev_from(kb, ce * 2);
     ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned((size_t)n * ld_o * 2);
-    /* the dispatching entry (wgmma on Hopper for d = 128) and the portable mma.sync kernel */
-    for (int portable = 0; portable < 2; portable++) {
+    /* the dispatching entry (wgmma on Hopper for d = 128) and the portable mma.sync kernel (d = 64, 128) */
+    for (int portable = 0; portable < (d == 64 || d == 128 ? 2 : 1); portable++) {
         CK_CUDA(cudaMemset(dout, 0xff, (size_t)n * ld_o * 2));
         if (portable)
             CK_KS(ks_cuda_attention_prefill_sm80(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window,
@@ -449,31 +462,43 @@ START_TEST(test_attention_prefill) {
     prefill_case(6, 2, 64, 45, 700, 745, 300, 1);   /* window inside a late chunk: first tiles skipped */
     prefill_case(4, 1, 128, 70, 1000, 1070, 333, 0); /* d=128 window: masked tiles at both ends */
     prefill_case(16, 4, 128, 1, 1500, 1501, 0, 0);   /* a single query (a decode step through prefill) */
+    prefill_case(4, 2, 16, 37, 0, 37, 8, 1);         /* d=16 (tiny test checkpoints): the CUDA-core kernel */
+    prefill_case(6, 3, 80, 50, 20, 70, 0, 0);        /* d=80, a second chunk: the CUDA-core kernel */
 }
 END_TEST
 
-static void decode_case(int H, int Hk, int d, const int32_t *lens, int cap, int max_len) {
+/* starts (NULL = 0): each KV head attends rows [starts[h], lens[h]); the rows before its start are NaN on
+ * the device, and the reference runs per KV head on the shifted rows. */
+static void decode_case(int H, int Hk, int d, const int32_t *lens, const int32_t *starts, int cap, int max_len) {
     const float scale = 1.0f / sqrtf((float)d);
     const size_t ce = (size_t)Hk * cap * d;
+    const int G = H / Hk;
     ks_bf16 *qb = malloc((size_t)H * d * 2), *kb = malloc(ce * 2), *vb = malloc(ce * 2);
     float *q = rand_vec((size_t)H * d, 1.0f, qb);
     float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
     float *ref = malloc((size_t)H * d * 4);
-    ks_ref_attention_decode(ref, q, k, v, lens, cap, H, Hk, d, scale);
-    for (int h = 0; h < H; h++) /* the kernel's contract for an empty head (the reference divides by 0) */
-        if (lens[h / (H / Hk)] == 0) memset(ref + (size_t)h * d, 0, d * 4);
+    for (int g = 0; g < Hk; g++) {
+        int s0 = starts ? starts[g] : 0;
+        int32_t len = lens[g] - s0;
+        size_t row0 = ((size_t)g * cap + s0) * d;
+        ks_ref_attention_decode(ref + (size_t)g * G * d, q + (size_t)g * G * d, k + row0, v + row0, &len, cap, G, 1,
+                                d, scale);
+        if (len == 0) memset(ref + (size_t)g * G * d, 0, (size_t)G * d * 4); /* the kernel's contract */
+        for (size_t i = (size_t)g * cap * d; i < row0; i++) kb[i] = vb[i] = 0xffff;
+    }
 
     ks_bf16 *dq = dev_from(qb, (size_t)H * d * 2), *dk = dev_from(kb, ce * 2);
     ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned((size_t)H * d * 2);
-    int32_t *dlens = dev_from(lens, Hk * 4);
+    int32_t *dlens = dev_from(lens, Hk * 4), *dstarts = starts ? dev_from(starts, Hk * 4) : NULL;
     void *scratch = dev_poisoned(ks_cuda_attention_decode_scratch_bytes(H, Hk, d, max_len));
-    CK_KS(ks_cuda_attention_decode(dout, dq, dk, dv, dlens, cap, H, Hk, d, scale, max_len, scratch, 0));
+    CK_KS(ks_cuda_attention_decode(dout, dq, dk, dv, dlens, dstarts, cap, H, Hk, d, scale, max_len, scratch, 0));
     float *got = host_f32_from_bf16(dout, (size_t)H * d);
     char what[96];
-    snprintf(what, sizeof what, "decode H=%d Hk=%d d=%d cap=%d max_len=%d", H, Hk, d, cap, max_len);
+    snprintf(what, sizeof what, "decode H=%d Hk=%d d=%d cap=%d max_len=%d%s", H, Hk, d, cap, max_len,
+             starts ? " starts" : "");
     check_close(what, got, ref, (size_t)H * d, 1e-2f, 2e-2f);
     free(qb), free(kb), free(vb), free(q), free(k), free(v), free(ref), free(got);
-    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlens), cudaFree(scratch);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlens), cudaFree(dstarts), cudaFree(scratch);
 }
 
 START_TEST(test_attention_decode) {
@@ -481,14 +506,23 @@ START_TEST(test_attention_decode) {
     for (int h = 0; h < 8; h++) l8[h] = rng_int(1, 5000);
     l8[3] = 1;
     l8[5] = 4999;
-    decode_case(32, 8, 128, l8, 5003, 5003);         /* Llama shape, per-head lengths, many splits */
-    decode_case(32, 8, 128, l8, 5003, 300);          /* few splits: long chunks per block */
+    decode_case(32, 8, 128, l8, NULL, 5003, 5003);   /* Llama shape, per-head lengths, many splits */
+    decode_case(32, 8, 128, l8, NULL, 5003, 300);    /* few splits: long chunks per block */
     int32_t l3[3] = {0, rng_int(1, 700), 1001};
-    decode_case(9, 3, 64, l3, 1001, 1001);           /* SmolLM2 heads, an empty head */
+    decode_case(9, 3, 64, l3, NULL, 1001, 1001);     /* SmolLM2 heads, an empty head */
     int32_t l2[2] = {rng_int(100, 3000), 33};
-    decode_case(14, 2, 128, l2, 3001, 3001);         /* G=7 */
+    decode_case(14, 2, 128, l2, NULL, 3001, 3001);   /* G=7 */
     int32_t l1[1] = {rng_int(2000, 4000)};
-    decode_case(20, 1, 64, l1, 4001, 4001);          /* G=20: two head subgroups per KV head */
+    decode_case(20, 1, 64, l1, NULL, 4001, 4001);    /* G=20: two head subgroups per KV head */
+    int32_t s8[8];                                   /* sliding-window starts: odd offsets, an empty range */
+    for (int h = 0; h < 8; h++) s8[h] = rng_int(0, l8[h]);
+    s8[2] = l8[2];
+    decode_case(32, 8, 128, l8, s8, 5003, 5003);
+    int32_t s3[3] = {0, rng_int(0, l3[1]), 977};
+    decode_case(9, 3, 64, l3, s3, 1001, 1001);
+    decode_case(4, 2, 16, l2, NULL, 3001, 3001);     /* d=16, d=80: the CUDA-core kernel */
+    int32_t s2[2] = {rng_int(0, l2[0]), 5};
+    decode_case(6, 2, 80, l2, s2, 3001, 3001);
 }
 END_TEST
 

@@ -1,30 +1,43 @@
 #!/usr/bin/env bash
-# jobs/gpu/run_gpu.sh — on a GPU machine, in one go: configure and build with CUDA, run the tests labelled
-# `gpu`, check them under compute-sanitizer, and run the kernel benchmark (numbers for docs/gpu-notes.md).
+# jobs/gpu/run_gpu.sh — on a GPU machine, in one go: configure and build with CUDA, run the tests labelled `gpu`
+# (optionally under compute-sanitizer), the kernel benchmark, `kvscope bench` (the Llama-3.1-8B-shaped model)
+# and the PyTorch + transformers baseline on the same GPU, and print both side by side with the physical floor
+# (the numbers of docs/performance.md and docs/gpu-notes.md).
 #
 #   here (Debian, apt):  bash jobs/gpu/fetch_debs.sh                  # the -dev packages the GPU image lacks
-#   GPU machine:         bash jobs/gpu/run_gpu.sh [--quick] [--no-sanitize] [--no-bench]
-#                        (through the device tool: carry [".gpudeps"])
+#                        bash jobs/gpu/smollm2_parts.sh split           # optional: the SmolLM2 GGUF in two parts
+#   GPU machine:         bash jobs/gpu/run_gpu.sh [--quick] [--sanitize] [--kernel-bench] [--no-torch]
+#                        (through the device tool: carry [".gpudeps", ".smollm2/part.aa", ".smollm2/SHA256SUMS"])
+#
+#   --quick         a validation run: kvscope bench at 4K/32K/128K with one prefill each, a short torch run
+#   --sanitize      also run gpu_kernels under compute-sanitizer memcheck/racecheck and gpu_forward under memcheck
+#   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/gpu-notes.md)
+#   --no-torch      skip the PyTorch baseline
 #
 # The GPU image (Ubuntu 24.04, CUDA 13) has no package registry; the carried .debs are unpacked into a
 # private prefix (never into /) and found through PKG_CONFIG_PATH; NCCL comes from wherever the image has
-# it (system, or the PyTorch environment's wheel). Logs go to $OUT (the device tool's output folder) or
-# ./build-gpu-out; the last lines printed are the environment, the test summary and the benchmark table.
+# it (system, or the PyTorch environment's wheel). The SmolLM2 test runs when both GGUF parts have reached
+# /tmp (jobs/gpu/smollm2_parts.sh), else it is skipped and says so. Logs and JSON go to $OUT (the device
+# tool's output folder) or ./build-gpu-out (kvscope.json, torch.json, logs.tgz); the last lines printed are the
+# test summary and the tables.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${KS_BUILD_DIR:-build-gpu}"
 OUT="${OUT:-$BUILD-out}" # git-ignored (build-*/) like the build itself
 P=/tmp/ks-prefix
-QUICK="" SANITIZE=1 BENCH=1
+QUICK=0 SANITIZE=0 KBENCH=0 TORCH=1
 for a in "$@"; do
   case "$a" in
-    --quick) QUICK=--quick ;;
-    --no-sanitize) SANITIZE=0 ;;
-    --no-bench) BENCH=0 ;;
-    *) echo "run_gpu.sh: unknown option '$a' (use --quick, --no-sanitize, --no-bench)"; exit 2 ;;
+    --quick) QUICK=1 ;;
+    --sanitize) SANITIZE=1 ;;
+    --kernel-bench) KBENCH=1 ;;
+    --no-torch) TORCH=0 ;;
+    *) echo "run_gpu.sh: unknown option '$a' (use --quick, --sanitize, --kernel-bench, --no-torch)"; exit 2 ;;
   esac
 done
-mkdir -p "$OUT"
+LOG="$OUT/logs" # tarred into $OUT/logs.tgz at the end (the device tool returns at most 8 files)
+mkdir -p "$LOG"
+trap 'tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOG"' EXIT
 say() { echo "[run_gpu $(date +%T)] $*"; }
 
 # ---- 1. what the machine has ------------------------------------------------------------------------------
@@ -38,20 +51,24 @@ say() { echo "[run_gpu $(date +%T)] $*"; }
     printf 'system %s: %s\n' "$m" "$(pkg-config --modversion $m 2>/dev/null || echo missing)"
   done
   ls -d /usr/include/hdf5/serial 2>/dev/null || echo "hdf5 serial headers: missing"
-} > "$OUT/env.log" 2>&1
-say "environment:"; sed 's/^/  /' "$OUT/env.log"
+} > "$LOG/env.log" 2>&1
+say "environment:"; sed 's/^/  /' "$LOG/env.log"
 
-# ---- 2. the carried .debs into a private prefix ------------------------------------------------------------
-rm -rf "$P" && mkdir -p "$P/bin"
+# ---- 2. the carried .debs into a private prefix (kept in /tmp while the machine stays warm) ----------------
 if ls .gpudeps/*.deb > /dev/null 2>&1; then
+  rm -rf "$P" && mkdir -p "$P/bin"
   for f in .gpudeps/*.deb; do dpkg -x "$f" "$P"; done
+  # The .pc files say /usr; point them at the prefix.
+  find "$P" -name '*.pc' -exec sed -i "s|=/usr|=$P/usr|g" {} +
+elif [ -d "$P/usr" ]; then
+  say "no .gpudeps here; reusing the prefix an earlier call unpacked in $P"
 else
   say "no .gpudeps/*.deb (run jobs/gpu/fetch_debs.sh here and carry .gpudeps); using the system only"
+  mkdir -p "$P/bin"
 fi
 L="$P/usr/lib/x86_64-linux-gnu"
-# The .pc files say /usr; point them at the prefix. Debian selects OpenBLAS's variant through
-# update-alternatives, which dpkg -x does not run: use the pthread variant's own .pc and library directly.
-find "$P" -name '*.pc' -exec sed -i "s|=/usr|=$P/usr|g" {} +
+# Debian selects OpenBLAS's variant through update-alternatives, which dpkg -x does not run: use the pthread
+# variant's own .pc and library directly.
 export PKG_CONFIG_PATH="$L/pkgconfig:$L/openblas-pthread/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
 RUNTIME_LIBS="$L:$L/openblas-pthread"
 if ! command -v pkg-config > /dev/null && [ -x "$P/usr/bin/pkgconf" ]; then
@@ -64,7 +81,7 @@ if [ ! -e /usr/include/nccl.h ] && [ ! -e /usr/local/cuda/include/nccl.h ] && [ 
   inc=$(find /usr /opt -name nccl.h -path '*nccl*' 2> /dev/null | head -1)
   lib=$(find /usr /opt -name 'libnccl.so*' 2> /dev/null | head -1)
   if [ -n "$inc" ] && [ -n "$lib" ]; then
-    mkdir -p "$P/nccl/lib" && ln -s "$(dirname "$inc")" "$P/nccl/include"
+    mkdir -p "$P/nccl/lib" && ln -sfn "$(dirname "$inc")" "$P/nccl/include"
     ln -sf "$lib" "$P/nccl/lib/libnccl.so" && ln -sf "$lib" "$P/nccl/lib/libnccl.so.2"
     export NCCL_ROOT="$P/nccl"
     RUNTIME_LIBS="$RUNTIME_LIBS:$P/nccl/lib"
@@ -79,49 +96,77 @@ GEN=""
 command -v ninja > /dev/null && GEN="-G Ninja"
 rm -rf "$BUILD"
 say "configure ($BUILD)"
-if ! cmake -S . -B "$BUILD" $GEN -DKS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$OUT/configure.log" 2>&1; then
-  tail -40 "$OUT/configure.log"; say "configure FAILED"; exit 1
+if ! cmake -S . -B "$BUILD" $GEN -DKS_CUDA=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo > "$LOG/configure.log" 2>&1; then
+  tail -40 "$LOG/configure.log"; say "configure FAILED"; exit 1
 fi
-grep -E "kvscope:|Found" "$OUT/configure.log" | sed 's/^/  /'
+grep -E "kvscope:|Found" "$LOG/configure.log" | sed 's/^/  /'
 say "build"
-# The GPU targets first (they need only the kernels), then everything, past other targets' errors.
-cmake --build "$BUILD" -j"$(nproc)" --target gpu_kernels bench_kernels > "$OUT/build.log" 2>&1
-cmake --build "$BUILD" -j"$(nproc)" -- $([ -n "$GEN" ] && echo -k0 || echo -k) >> "$OUT/build.log" 2>&1 ||
-  { grep -E "error|Error" "$OUT/build.log" | head -20; say "build had errors (see build.log)"; }
-for t in tests/gpu_kernels tests/bench_kernels; do
-  [ -x "$BUILD/$t" ] || { say "$t was not built"; exit 1; }
+# The GPU targets first, then everything, past other targets' errors.
+cmake --build "$BUILD" -j"$(nproc)" --target gpu_kernels bench_kernels gpu_forward kvscope > "$LOG/build.log" 2>&1
+cmake --build "$BUILD" -j"$(nproc)" -- $([ -n "$GEN" ] && echo -k0 || echo -k) >> "$LOG/build.log" 2>&1 ||
+  { grep -E "error|Error" "$LOG/build.log" | head -20; say "build had errors (see build.log)"; }
+for t in tests/gpu_kernels tests/gpu_forward kvscope; do
+  [ -x "$BUILD/$t" ] || { grep -E "error" "$LOG/build.log" | head -20; say "$t was not built"; exit 1; }
 done
 
 # ---- 4. tests ----------------------------------------------------------------------------------------------
 export LD_LIBRARY_PATH="$RUNTIME_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+SKIP=""
+if gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ]; then
+  export KS_SMOLLM2_GGUF="$gguf"
+  say "SmolLM2 GGUF: $gguf"
+else
+  SKIP="-E gpu_forward_smollm2"
+  say "SmolLM2 GGUF not (yet) here: gpu_forward_smollm2 skipped (jobs/gpu/run_smollm2.sh runs it later)"
+fi
 say "tests (label gpu)"
-ctest --test-dir "$BUILD" -L gpu --output-on-failure -V > "$OUT/test.log" 2>&1
+ctest --test-dir "$BUILD" -L gpu $SKIP --output-on-failure -V > "$LOG/test.log" 2>&1
 TEST_RC=$?
+[ -n "${KS_SMOLLM2_GGUF:-}" ] && bash jobs/gpu/run_smollm2.sh --generate-only
 if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck; do
-    say "compute-sanitizer --tool $tool gpu_kernels"
-    KS_SEED=${KS_SEED:-1} timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 \
-      "$BUILD/tests/gpu_kernels" > "$OUT/sanitize_$tool.log" 2>&1
-    echo "  $tool: exit $? — $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize_$tool.log" | tail -1)"
-    # cuBLAS's own kernels (nvjet_*) synchronise through mbarriers, which racecheck reports as races;
-    # (excluding them with --kernel-name-exclude made the sanitizer crash): list where the reports are.
-    grep -oE 'Race reported between .* at [A-Za-z0-9_]+' "$OUT/sanitize_$tool.log" | grep -oE '[A-Za-z0-9_]+$' |
+  for run in "memcheck gpu_kernels" "racecheck gpu_kernels" "memcheck gpu_forward"; do
+    set -- $run
+    say "compute-sanitizer --tool $1 $2"
+    KS_SEED=${KS_SEED:-1} timeout 300 compute-sanitizer --tool "$1" --error-exitcode 9 \
+      "$BUILD/tests/$2" > "$LOG/sanitize_$1_$2.log" 2>&1
+    echo "  $1 $2: exit $? — $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$LOG/sanitize_$1_$2.log" | tail -1)"
+    # cuBLAS's own kernels (nvjet_*) synchronise through mbarriers, which racecheck reports as races.
+    grep -oE 'Race reported between .* at [A-Za-z0-9_]+' "$LOG/sanitize_$1_$2.log" | grep -oE '[A-Za-z0-9_]+$' |
       sort | uniq -c | sed 's/^/    reported in: /'
-    grep -E '^[^=].*(F:|Checks:)' "$OUT/sanitize_$tool.log" | sed 's/^/    /'
   done
 fi
 
-# ---- 5. benchmark ------------------------------------------------------------------------------------------
-if [ "$BENCH" = 1 ]; then
-  say "bench_kernels $QUICK"
-  "$BUILD/tests/bench_kernels" $QUICK > "$OUT/bench.log" 2>&1 || say "bench_kernels FAILED"
+# ---- 5. benchmarks -----------------------------------------------------------------------------------------
+if [ "$KBENCH" = 1 ]; then
+  say "bench_kernels"
+  "$BUILD/tests/bench_kernels" $([ "$QUICK" = 1 ] && echo --quick) > "$LOG/bench_kernels.log" 2>&1 ||
+    say "bench_kernels FAILED"
+fi
+if [ "$QUICK" = 1 ]; then
+  KS_ARGS="--lengths 4096,32768,131072 --repeat 1 --decode_steps 16 --attention_lengths 32768"
+  TORCH_ARGS="--lengths 4096 --attention_lengths 4096 --decode_steps 4 --repeat 1"
+else
+  KS_ARGS="" TORCH_ARGS=""
+fi
+say "kvscope bench $KS_ARGS"
+"$BUILD/kvscope" bench $KS_ARGS --out "$OUT/kvscope.json" > "$LOG/kvscope_bench.log" 2>&1 ||
+  { tail -5 "$LOG/kvscope_bench.log"; say "kvscope bench FAILED"; }
+if [ "$TORCH" = 1 ]; then
+  say "PyTorch baseline $TORCH_ARGS"
+  PYTHONUNBUFFERED=1 python3 jobs/bench_torch.py $TORCH_ARGS --out "$OUT/torch.json" > /dev/null \
+    2> "$LOG/torch_bench.log" || { tail -5 "$LOG/torch_bench.log"; say "PyTorch baseline FAILED"; }
 fi
 
 # ---- 6. summary (the device tool returns the end of the output) -----------------------------------------
 echo
 say "gpu test details:"
-grep -E "^[0-9]+: ( |gpu_kernels:|[0-9]+%:|.*:F:)" "$OUT/test.log" | sed 's/^[0-9]*: //' | tail -70
+grep -E "^[0-9]+: ( |gpu_[a-z]+:|[0-9]+%:|.*:F:|.*:E:)" "$LOG/test.log" | sed 's/^[0-9]*: //' | tail -60
 echo
-say "ctest summary:"; grep -E "tests passed|tests failed|Total Test time" "$OUT/test.log"
-[ "$BENCH" = 1 ] && { echo; tail -20 "$OUT/bench.log"; }
+say "ctest summary:"; grep -E "tests passed|tests failed|Total Test time|\*\*\*Failed|Not Run" "$LOG/test.log"
+[ "$KBENCH" = 1 ] && { echo; tail -20 "$LOG/bench_kernels.log"; }
+echo; say "kvscope bench:"; grep -v '^\[kvscope\]' "$LOG/kvscope_bench.log" | tail -20
+if [ -f "$OUT/torch.json" ]; then
+  echo; say "side by side (python3 jobs/bench_torch.py --compare torch.json kvscope.json):"
+  python3 jobs/bench_torch.py --compare "$OUT/torch.json" "$OUT/kvscope.json"
+fi
 exit $TEST_RC

@@ -1,10 +1,11 @@
 /* fast.h — the fast CPU paths behind the CPU backend: OpenBLAS GEMMs and OpenMP loops. Same layouts and
  * contracts as ref.h (read that first); tests/check_kernels.c compares each one to its ref.h twin on random
- * inputs of odd sizes. Ops that have no faster form than the reference (embed, argmax) are not repeated here.
+ * inputs of odd sizes. Ops that have no faster form than the reference (embed, argmax, key_norms, kv_compact)
+ * are not repeated here.
  *
  *     ks_fast_set_threads(2);                                   // OpenMP threads (OpenBLAS: 1 inside each)
  *     ks_fast_gemm(y, x, w, b, n, in, out, 1);                  // y += x w^T + b  (the residual add, fused)
- *     ks_fast_attention(o, q, k, v, n, n_kv, cap, H, Hk, d, pos0, window, scale);
+ *     ks_fast_attention(o, q, k, v, n, n_kv, cap, H, Hk, d, pos0, window, scale, NULL);
  *
  * Attention is computed flash-style (online softmax over key blocks) with fixed-size stack tiles: no
  * allocation and O(1) memory in the context length. head_dim is at most KS_FAST_MAX_HEAD_DIM.
@@ -13,6 +14,8 @@
 #define KS_KERNELS_FAST_H
 
 #include <stdint.h>
+
+#include "cpu/ref.h"
 
 #define KS_FAST_MAX_HEAD_DIM 256
 
@@ -35,13 +38,26 @@ void ks_fast_rope(float *x, const int32_t *pos, int n, int heads, int d, const f
 
 void ks_fast_swiglu(float *out, const float *gate, const float *up, int64_t n);
 
-/* ks_ref_attention's contract (causal, GQA, optional sliding window, chunk offset q_pos0). */
+/* ks_ref_attention's contract (causal, GQA, optional sliding window, chunk offset q_pos0). lse (n, H), when not
+ * NULL, receives each query row's log-sum-exp of its scaled logits over the keys it attended, so that a second
+ * pass over the same queries (ks_fast_window_scores) can normalise without recomputing it. */
 void ks_fast_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
-                       int H, int Hk, int d, int q_pos0, int window, float scale);
+                       int H, int Hk, int d, int q_pos0, int window, float scale, float *lse);
 
 /* ks_ref_attention_decode's contract, except that KV head g attends rows [start[g], len[g]) (start NULL = 0):
  * a sliding-window model's decode query skips the rows that fell out of its window. */
 void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,
                               const int32_t *len, int cap, int H, int Hk, int d, float scale);
+
+/* ks_ref_window_scores's contract; work holds (2 * H, ld) floats of per-query-head statistics. lse (rows of q,
+ * H), when not NULL, is ks_fast_attention's log-sum-exp of the same queries over the same keys (causal, no
+ * sliding window): it saves the first of the two passes over the keys. Ignored with a->softmax_chunk > 0. */
+void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
+                           int d, int cap, float scale, const ks_window_args *a, const float *lse, float *work);
+
+/* ks_ref_attention_decode_probs's contract; work holds (H, ld) floats. */
+void ks_fast_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,
+                                    const int32_t *len, int cap, int H, int Hk, int d, float scale,
+                                    ks_gqa_reduce reduce, float *work);
 
 #endif

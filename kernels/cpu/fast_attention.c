@@ -14,34 +14,17 @@
 #include <string.h>
 
 #include "core/status.h"
+#include "cpu/fast_exp.h"
 
 enum { ATT_ROWS = 64, ATT_KEYS = 128 };
 
 typedef struct att_tile {
     const float *q[ATT_ROWS]; /* (d) query row r */
     float *out[ATT_ROWS];     /* (d) output row r */
+    float *lse[ATT_ROWS];     /* row r's log-sum-exp of its scaled logits, or NULL rows (not wanted) */
     int lo[ATT_ROWS], hi[ATT_ROWS];
     int rows;
 } att_tile;
-
-/* exp(x) for x <= 0 (larger x are clamped to 0), vectorisable: 2^n * p(r) with n = round(x / ln 2),
- * r = x - n ln 2 (Cody-Waite split) and Cephes' expf polynomial, about 1e-7 relative error. Below -87 the
- * result is ~1e-38 instead of 0, which no softmax sum can notice. libm's expf is scalar without -ffast-math
- * and was the bottleneck of prefill attention. */
-static inline float exp_nonpos(float x) {
-    x = x > 0.0f ? 0.0f : x < -87.0f ? -87.0f : x;
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round to nearest via the 1.5 * 2^23 trick */
-    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
-    return p * two_n.f;
-}
 
 /* Turns row r's scores s[0..nb) (keys j0..) into unnormalised probabilities under the running max, rescaling
  * the row's accumulator and sum; keys outside [lo, hi) get probability 0. */
@@ -63,7 +46,7 @@ static void softmax_block_row(float *s, int nb, int j0, int lo, int hi, float *m
     float mx = *m, sum = 0;
 #pragma omp simd reduction(+ : sum)
     for (int jj = 0; jj < nb; jj++) {
-        float p = exp_nonpos(s[jj] - mx);
+        float p = ks_exp_nonpos(s[jj] - mx);
         s[jj] = jj >= a && jj < e ? p : 0.0f;
         sum += s[jj];
     }
@@ -97,11 +80,12 @@ static void attend_tile(const att_tile *tl, const float *k, const float *v, int 
     for (int r = 0; r < R; r++) {
         float inv = 1.0f / l[r];
         for (int i = 0; i < d; i++) tl->out[r][i] = acc[r * d + i] * inv;
+        if (tl->lse[r]) *tl->lse[r] = m[r] + logf(l[r]);
     }
 }
 
 void ks_fast_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
-                       int H, int Hk, int d, int q_pos0, int window, float scale) {
+                       int H, int Hk, int d, int q_pos0, int window, float scale, float *lse) {
     KS_ASSERT(d <= KS_FAST_MAX_HEAD_DIM && H % Hk == 0 && q_pos0 + n <= n_kv);
     int G = H / Hk;
     int rows_per_head = n * G; /* row index i = t * G + (h - g * G) within KV head g */
@@ -115,6 +99,7 @@ void ks_fast_attention(float *out, const float *q, const float *k, const float *
             int t = (i0 + r) / G, h = g * G + (i0 + r) % G, qpos = q_pos0 + t;
             tl.q[r] = q + ((size_t)t * H + h) * d;
             tl.out[r] = out + ((size_t)t * H + h) * d;
+            tl.lse[r] = lse ? lse + (size_t)t * H + h : NULL;
             tl.hi[r] = qpos + 1;
             tl.lo[r] = window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
         }
@@ -139,6 +124,7 @@ void ks_fast_attention_decode(float *out, const float *q, const float *k, const 
             int h = g * G + i0 + r;
             tl.q[r] = q + (size_t)h * d;
             tl.out[r] = out + (size_t)h * d;
+            tl.lse[r] = NULL;
             tl.lo[r] = start ? start[g] : 0;
             tl.hi[r] = len[g];
         }

@@ -3,6 +3,7 @@
 #include "cpu/ref.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 void ks_ref_rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps) {
@@ -98,4 +99,114 @@ int ks_ref_argmax(const float *x, int n) {
     for (int i = 1; i < n; i++)
         if (x[i] > x[best]) best = i;
     return best;
+}
+
+/* ---- KV-cache compression ops ------------------------------------------------------------------------ */
+
+/* x (n) = softmax of the logits q . k_j * scale over j in [lo, hi) of one KV head's rows k (rows, d); x[j]
+ * outside [lo, hi) is left alone. Doubles throughout. */
+static void softmax_rows(double *x, const float *q, const float *k, int lo, int hi, int d, float scale) {
+    double mx = -INFINITY, sum = 0;
+    for (int j = lo; j < hi; j++) {
+        double s = 0;
+        for (int i = 0; i < d; i++) s += (double)q[i] * k[(size_t)j * d + i];
+        x[j] = (double)(float)(s * scale);
+        if (x[j] > mx) mx = x[j];
+    }
+    for (int j = lo; j < hi; j++) sum += x[j] = exp(x[j] - mx);
+    for (int j = lo; j < hi; j++) x[j] /= sum;
+}
+
+/* Folds one query head's value v into the group reduction *dst (first: the group's first head). */
+static void reduce_into(double *dst, double v, ks_gqa_reduce reduce, int first, int G) {
+    switch (reduce) {
+    case KS_GQA_MEAN: *dst = (first ? 0.0 : *dst) + v / G; break;
+    case KS_GQA_SUM: *dst = (first ? 0.0 : *dst) + v; break;
+    case KS_GQA_MAX: *dst = first || v > *dst ? v : *dst; break;
+    }
+}
+
+void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
+                          int d, int cap, float scale, const ks_window_args *a) {
+    int G = H / Hk, n = a->n_keys, past = a->q_pos0 + a->q_row0;
+    double *p = malloc(sizeof(double) * (size_t)a->n_q * n); /* (n_q, n_keys) one head's probabilities */
+    double *grp = malloc(sizeof(double) * (size_t)n);        /* the group reduction of one KV head */
+    ks_window_summary acc = {0, 0};
+    for (int g = 0; g < Hk; g++) {
+        const float *kg = k + (size_t)g * cap * d;
+        for (int h = g * G; h < (g + 1) * G; h++) {
+            for (int i = 0; i < a->n_q; i++) {
+                double *pi = p + (size_t)i * n;
+                const float *qi = q + ((size_t)(a->q_row0 + i) * H + h) * d;
+                for (int j = 0; j < n; j++) pi[j] = 0;
+                if (a->softmax_chunk > 0)
+                    for (int c0 = 0; c0 < past; c0 += a->softmax_chunk)
+                        softmax_rows(pi, qi, kg, c0, c0 + a->softmax_chunk < past ? c0 + a->softmax_chunk : past, d,
+                                     scale);
+                else {
+                    int pos = a->q_pos0 + a->q_row0 + i;
+                    softmax_rows(pi, qi, kg, 0, pos + 1 < n ? pos + 1 : n, d, scale);
+                }
+            }
+            for (int j = 0; j < n; j++) {
+                double s1 = 0, m2 = 0, v;
+                for (int i = 0; i < a->n_q; i++) s1 += p[(size_t)i * n + j];
+                double mean = s1 / a->n_q;
+                for (int i = 0; i < a->n_q; i++) m2 += (p[(size_t)i * n + j] - mean) * (p[(size_t)i * n + j] - mean);
+                double var = a->n_q > 1 ? m2 / (a->n_q - 1) : 0.0;
+                v = a->stat == KS_SCORE_SUM ? s1 : mean + a->gamma * var;
+                reduce_into(&grp[j], v, a->reduce, h == g * G, G);
+                if (a->stat == KS_SCORE_MEAN_VAR && j < past) {
+                    acc.var_sum += var;
+                    for (int i = 0; i < a->n_q; i++) {
+                        double pij = p[(size_t)i * n + j];
+                        acc.entropy -= pij * log(pij + 1e-10);
+                    }
+                }
+            }
+        }
+        float *o = out + (size_t)g * ld;
+        for (int j = 0; j < n; j++) o[j] = (float)((a->accumulate ? o[j] : 0) + grp[j]);
+    }
+    if (sum) *sum = acc;
+    free(p);
+    free(grp);
+}
+
+void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,
+                                   const int32_t *len, int cap, int H, int Hk, int d, float scale,
+                                   ks_gqa_reduce reduce) {
+    int G = H / Hk;
+    for (int g = 0; g < Hk; g++) {
+        int lo = start ? start[g] : 0, hi = len[g];
+        double *p = malloc(sizeof(double) * 2 * (hi > 0 ? hi : 1)), *grp = p + (hi > 0 ? hi : 1);
+        for (int h = g * G; h < (g + 1) * G; h++) {
+            for (int j = 0; j < lo; j++) p[j] = 0;
+            softmax_rows(p, q + (size_t)h * d, k + (size_t)g * cap * d, lo, hi, d, scale);
+            for (int j = 0; j < hi; j++) reduce_into(&grp[j], p[j], reduce, h == g * G, G);
+        }
+        for (int j = 0; j < hi; j++) out[(size_t)g * ld + j] = (float)grp[j];
+        free(p);
+    }
+}
+
+void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d) {
+    for (int g = 0; g < Hk; g++)
+        for (int j = 0; j < len[g]; j++) {
+            const float *r = k + ((size_t)g * cap + j) * d;
+            double ss = 0;
+            for (int i = 0; i < d; i++) ss += (double)r[i] * r[i];
+            out[(size_t)g * ld + j] = (float)sqrt(ss);
+        }
+}
+
+void ks_ref_kv_compact(float *k, float *v, const int32_t *keep, const int32_t *n_keep, int ld, int cap, int Hk,
+                       int d) {
+    for (int g = 0; g < Hk; g++)
+        for (int i = 0; i < n_keep[g]; i++) { /* keep[i] >= i: a forward copy never overwrites a row still needed */
+            size_t dst = ((size_t)g * cap + i) * d, src = ((size_t)g * cap + keep[(size_t)g * ld + i]) * d;
+            if (dst == src) continue;
+            memcpy(k + dst, k + src, sizeof(float) * d);
+            memcpy(v + dst, v + src, sizeof(float) * d);
+        }
 }

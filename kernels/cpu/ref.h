@@ -49,4 +49,60 @@ void ks_ref_attention_decode(float *out, const float *q, const float *k, const f
 /* Index of the largest value (the first on ties). */
 int ks_ref_argmax(const float *x, int n);
 
+/* ---- KV-cache compression ops (src/methods) ------------------------------------------------------------
+ * Scores are computed per query head and then reduced over the G query heads of each KV head's group, so a
+ * method selects one set of rows per KV head (one stored copy, as GQA intends). */
+
+typedef enum ks_gqa_reduce { KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM } ks_gqa_reduce;
+
+/* What window_scores computes per (query head, key) from the scored queries' probabilities p_i[j]. */
+typedef enum ks_score_stat {
+    KS_SCORE_SUM,      /* sum_i p_i[j] (SnapKV, PyramidKV, H2O) */
+    KS_SCORE_MEAN_VAR, /* mean_i p_i[j] + gamma * var_i p_i[j], unbiased variance, 0 for one query (CakeKV) */
+} ks_score_stat;
+
+typedef struct ks_window_args {
+    int q_row0, n_q;   /* the scored queries: rows q_row0 .. q_row0 + n_q - 1 of q */
+    int q_pos0;        /* absolute position of q's row 0 (row r sits at q_pos0 + r) */
+    int n_keys;        /* keys 0 .. n_keys - 1 of a dense cache (key j at position j); out has n_keys columns */
+    int softmax_chunk; /* 0: each query's softmax over the keys it sees (j <= its position), the causal mask
+                          inside the window; > 0 (LOOM's H2O): only the keys before the first scored query
+                          ("past" keys) are scored, each consecutive block of softmax_chunk of them normalised
+                          on its own; later keys get 0 */
+    ks_score_stat stat;
+    float gamma;            /* KS_SCORE_MEAN_VAR: weight of the variance */
+    ks_gqa_reduce reduce;   /* over the G query heads of a KV head */
+    int accumulate;         /* 1: out += the scores (H2O summing chunk after chunk); 0: out = */
+} ks_window_args;
+
+/* KS_SCORE_MEAN_VAR's layer summary over the past keys (j < q_pos0 + q_row0), summed over every query head:
+ * CakeKV's spatial dispersion and temporal shift. */
+typedef struct ks_window_summary {
+    double entropy; /* sum over heads, queries, past keys of -p log(p + 1e-10) */
+    double var_sum; /* sum over heads and past keys of var_i p_i[j] */
+} ks_window_summary;
+
+/* Observation-window scores without any L x L matrix: the softmax of each scored query of q (n, H, d) against
+ * keys k (Hk, cap, d) times scale (fp32), turned into one statistic per (query head, key) and reduced over the
+ * group into out (Hk, ld): row g, columns 0 .. n_keys - 1. sum (may be NULL) receives the summary for
+ * KS_SCORE_MEAN_VAR (zeros otherwise). Cost O(n_q * n_keys * d) per head. The reference allocates. */
+void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
+                          int d, int cap, float scale, const ks_window_args *a);
+
+/* The probabilities ks_ref_attention_decode's softmax gives the single query q (H, d) on each KV head's rows
+ * [start[g], len[g]) (start NULL = 0), reduced over the group: out (Hk, ld), row g holds len[g] values with
+ * 0 before start[g]. (H2O's accumulated heavy-hitter scores and CakeKV's decode eviction read these.) */
+void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,
+                                   const int32_t *len, int cap, int H, int Hk, int d, float scale,
+                                   ks_gqa_reduce reduce);
+
+/* out (Hk, ld): the L2 norm of each of the len[g] valid key rows of k (Hk, cap, d). */
+void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d);
+
+/* Physical compaction of a head-major cache: KV head g keeps its rows keep[g * ld + i], i < n_keep[g]
+ * (strictly increasing), which move to rows 0 .. n_keep[g] - 1 of k and v (Hk, cap, d), in order. Rows past
+ * n_keep[g] are left as they are (free capacity). Lengths and positions are the caller's bookkeeping. */
+void ks_ref_kv_compact(float *k, float *v, const int32_t *keep, const int32_t *n_keep, int ld, int cap, int Hk,
+                       int d);
+
 #endif

@@ -4,12 +4,14 @@
 // a combine kernel merges the partials. Memory-bound by design: the only large traffic is K and V, read once.
 //
 // The grid (Hk, splits, head subgroups) is fixed by the host from max_len, while each block derives its key
-// range from the device-side lens, so one captured graph serves every length up to max_len.
+// range from the device-side lens (and window starts), so one captured graph serves every length up to
+// max_len. Head dims other than 64 and 128 go to the CUDA-core kernel of attention_generic.cu.
 //
 // A block is one warp with its own kStages-deep cp.async ring of kTK-key tiles (no block barriers at all).
 // The G <= 16 query heads of the group are the 16 rows of an m16n8k16 tensor-core tile (rows past G are
 // zero), so a key costs a few mma instead of a shuffle reduction per head: S = Q K^T and O += P V run as in
 // the prefill kernel (fragments through ldmatrix from swizzled tiles), with the online softmax in registers.
+#include "attention_generic.cuh"
 #include "mma.cuh"
 
 namespace {
@@ -19,13 +21,14 @@ constexpr int kTK = 32, kStages = 3, kRows = 16; // heads per block: larger grou
 struct decode_args {
     bf16 *out;
     const bf16 *q, *kc, *vc;
-    const int32_t *lens;
+    const int32_t *lens, *starts; // starts: first row per KV head (NULL = 0)
     float *part_o, *part_m, *part_l; // (H, splits, D), (H, splits), (H, splits)
     int cap, H, G, splits;
     float scale_log2;
 };
 
 // Keys per split for a head of `len` keys: a whole number of tiles, the same rule in both kernels.
+// The head's rows are [beg, beg + len) (beg = its window start).
 __device__ __forceinline__ int split_chunk(int len, int splits) {
     int c = (len + splits - 1) / splits;
     return (c + kTK - 1) / kTK * kTK;
@@ -52,8 +55,9 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
     const int lane = threadIdx.x;
     const int kvh = blockIdx.x, split = blockIdx.y, g0 = blockIdx.z * kRows;
     const int ng = min(kRows, a.G - g0), h0 = kvh * a.G + g0; // this block's query heads: h0 .. h0 + ng - 1
-    const int len = a.lens[kvh], chunk = split_chunk(len, a.splits);
-    const int lo = split * chunk, hi = min(len, lo + chunk);
+    const int end = a.lens[kvh], beg = a.starts ? min(a.starts[kvh], end) : 0;
+    const int chunk = split_chunk(end - beg, a.splits);
+    const int lo = beg + split * chunk, hi = min(end, lo + chunk);
     if (lo >= hi) return; // nothing here: the combine kernel counts only non-empty splits
     const bf16 *kh = a.kc + (int64_t)kvh * a.cap * D, *vh = a.vc + (int64_t)kvh * a.cap * D;
     const int ntiles = (hi - lo + kTK - 1) / kTK;
@@ -183,7 +187,8 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
 template <int D>
 __global__ void attention_decode_combine_kernel(decode_args a) {
     const int h = blockIdx.x, dim = threadIdx.x;
-    const int len = a.lens[h / a.G], chunk = split_chunk(len, a.splits);
+    const int end = a.lens[h / a.G], beg = a.starts ? min(a.starts[h / a.G], end) : 0;
+    const int len = end - beg, chunk = split_chunk(len, a.splits);
     const int nvalid = len > 0 ? (len + chunk - 1) / chunk : 0;
     const float *pm = a.part_m + (int64_t)h * a.splits, *pl = a.part_l + (int64_t)h * a.splits;
     float mx = -INFINITY;
@@ -237,22 +242,24 @@ ks_status launch(const decode_args &a, int Hk, cudaStream_t s) {
 } // namespace
 
 extern "C" size_t ks_cuda_attention_decode_scratch_bytes(int H, int Hk, int d, int max_len) {
+    if (d != 64 && d != 128) return 0; // the generic kernel needs no partials
     size_t splits = (size_t)decode_splits(Hk, H / Hk, d, max_len);
     return (size_t)H * splits * (d + 2) * sizeof(float);
 }
 
 extern "C" ks_status ks_cuda_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_bf16 *kc, const ks_bf16 *vc,
-                                              const int32_t *lens, int cap, int H, int Hk, int d, float scale,
-                                              int max_len, void *scratch, cudaStream_t s) {
-    KS_ASSERT(d == 64 || d == 128);
+                                              const int32_t *lens, const int32_t *starts, int cap, int H, int Hk,
+                                              int d, float scale, int max_len, void *scratch, cudaStream_t s) {
     KS_ASSERT(Hk > 0 && H % Hk == 0 && max_len <= cap);
+    if (d != 64 && d != 128)
+        return ks_attention_generic_launch(out, d, q, d, kc, vc, 1, 0, cap, H, Hk, d, 0, 0, lens, starts, scale, s);
     KS_ASSERT(((((uintptr_t)q | (uintptr_t)kc | (uintptr_t)vc) & 15) == 0));
     decode_args a;
     a.out = reinterpret_cast<bf16 *>(out);
     a.q = reinterpret_cast<const bf16 *>(q);
     a.kc = reinterpret_cast<const bf16 *>(kc);
     a.vc = reinterpret_cast<const bf16 *>(vc);
-    a.lens = lens;
+    a.lens = lens, a.starts = starts;
     a.cap = cap, a.H = H, a.G = H / Hk;
     a.splits = decode_splits(Hk, a.G, d, max_len);
     a.part_o = static_cast<float *>(scratch);

@@ -12,6 +12,7 @@
 // ldmatrix), masking only on tiles that touch the diagonal, the window edge or n_kv, online softmax in the
 // log2 domain in registers, then O += P V with P taken straight from the S accumulators (the FA2 register
 // layout identity) and V through ldmatrix.trans. K/V tiles are double-buffered with cp.async.
+#include "attention_generic.cuh"
 #include "attention_prefill.cuh"
 #include "mma.cuh"
 
@@ -266,6 +267,9 @@ extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const
                                                const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap, int H,
                                                int Hk, int d, int q_pos0, int window, float scale, cudaStream_t s) {
     if (n <= 0) return KS_OK;
+    if (d != 64 && d != 128) // no tensor-core kernel for this head dim
+        return ks_attention_generic_launch(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, NULL,
+                                           NULL, scale, s);
     prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
     // The sm_90a binary holds the wgmma kernel; other GPUs run the mma.sync one (from the PTX target).
     if (d == 128 && device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);

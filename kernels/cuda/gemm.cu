@@ -12,6 +12,7 @@ enum { kPlans = 64 };
 // Everything a cuBLASLt matmul needs besides the pointers; built on a shape's first call, reused after.
 struct gemm_plan {
     int n, in, out, align; // align: the largest power of two <= 256 dividing every pointer
+    int64_t ld_x, ld_y;    // row strides of x and y in elements
     ks_dtype y_type;
     bool bias, accumulate, used;
     cublasLtMatmulDesc_t op;
@@ -46,8 +47,8 @@ static ks_status plan_build(ks_cuda_gemm *g, gemm_plan *p) {
         CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
     }
     CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->a, CUDA_R_16BF, p->in, p->out, p->in));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, p->in, p->n, p->in));
-    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, yt, p->out, p->n, p->out));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->b, CUDA_R_16BF, p->in, p->n, p->ld_x));
+    CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p->c, yt, p->out, p->n, p->ld_y));
 
     cublasLtMatmulPreference_t pref;
     CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -74,7 +75,7 @@ static ks_status plan_build(ks_cuda_gemm *g, gemm_plan *p) {
 
 static int pointer_align(const void *const *ptrs, int count) {
     uintptr_t bits = 256;
-    for (int i = 0; i < count; i++) bits |= (uintptr_t)ptrs[i];
+    for (int i = 0; i < count; i++) bits |= (uintptr_t)ptrs[i]; // NULL (no bias) adds no bits
     return (int)(bits & (~bits + 1)); // lowest set bit, at most 256
 }
 
@@ -109,18 +110,28 @@ extern "C" void ks_cuda_gemm_free(ks_cuda_gemm_t *g) {
 extern "C" ks_status ks_cuda_gemm_run(ks_cuda_gemm_t *g, void *y, ks_dtype y_type, const ks_bf16 *x,
                                       const ks_bf16 *w, const void *bias, int n, int in, int out, float beta,
                                       cudaStream_t s) {
-    KS_ASSERT(ks_cuda_type_ok(y_type) && (beta == 0.0f || beta == 1.0f));
+    return ks_cuda_gemm_run_ld(g, y, out, y_type, x, in, w, bias, n, in, out, beta, s);
+}
+
+extern "C" ks_status ks_cuda_gemm_run_ld(ks_cuda_gemm_t *g, void *y, int64_t ld_y, ks_dtype y_type, const ks_bf16 *x,
+                                         int64_t ld_x, const ks_bf16 *w, const void *bias, int n, int in, int out,
+                                         float beta, cudaStream_t s) {
+    KS_ASSERT(ks_cuda_type_ok(y_type) && (beta == 0.0f || beta == 1.0f) && ld_x >= in && ld_y >= out);
     if (n <= 0 || out <= 0) return KS_OK;
     if (n == 1) return ks_cuda_gemv(y, y_type, x, w, bias, in, out, beta, s); // faster than cuBLASLt's n = 1
-    const void *ptrs[] = {y, x, w, bias};
+    // The alignment every column start has: the pointers' and the row strides' (in bytes).
+    const void *ptrs[] = {y, x, w, bias, (const void *)(uintptr_t)(ld_x * 2),
+                          (const void *)(uintptr_t)(ld_y * (y_type == KS_DTYPE_F32 ? 4 : 2))};
     gemm_plan key = {};
-    key.n = n, key.in = in, key.out = out, key.align = pointer_align(ptrs, bias ? 4 : 3);
+    key.n = n, key.in = in, key.out = out, key.align = pointer_align(ptrs, 6);
+    key.ld_x = ld_x, key.ld_y = ld_y;
     key.y_type = y_type, key.bias = bias != NULL, key.accumulate = beta != 0.0f, key.used = true;
 
     gemm_plan *p = NULL;
     for (int i = 0; i < kPlans && !p; i++) {
         gemm_plan *c = &g->plans[i];
-        if (c->used && c->n == n && c->in == in && c->out == out && c->align == key.align &&
+        if (c->used && c->n == n && c->in == in && c->out == out && c->align == key.align && c->ld_x == ld_x &&
+            c->ld_y == ld_y &&
             c->y_type == y_type && c->bias == key.bias && c->accumulate == key.accumulate)
             p = c;
     }

@@ -20,7 +20,7 @@
  *     ks_cuda_rope(qkv, KS_DTYPE_BF16, (H + 2 * Hk) * d, pos, 1, H + Hk, d, inv_freq, s);
  *     ks_cuda_kv_append(kc, vc, qkv + H * d, qkv + (H + Hk) * d, (H + 2 * Hk) * d, lens, 0, 1, Hk, d, cap, s);
  *     ks_cuda_lens_add(lens, Hk, 1, s);
- *     ks_cuda_attention_decode(att, qkv, kc, vc, lens, cap, H, Hk, d, scale, max_len, scratch, s);
+ *     ks_cuda_attention_decode(att, qkv, kc, vc, lens, NULL, cap, H, Hk, d, scale, max_len, scratch, s);
  */
 #ifndef KS_KERNELS_CUDA_H
 #define KS_KERNELS_CUDA_H
@@ -48,6 +48,10 @@ typedef uint16_t ks_bf16;
 ks_status ks_cuda_f32_to_bf16(ks_bf16 *out, const float *in, int64_t n, cudaStream_t s);
 ks_status ks_cuda_bf16_to_f32(float *out, const ks_bf16 *in, int64_t n, cudaStream_t s);
 
+/* p[i] = uniform in [lo, hi) for i < n, a function of (seed, i) only; p fp32 or bf16 (type). */
+ks_status ks_cuda_fill_uniform(void *p, ks_dtype type, int64_t n, float lo, float hi, uint64_t seed,
+                               cudaStream_t s);
+
 /* y[i] += x[i] for i < n; x is fp32 or bf16 (x_type). */
 ks_status ks_cuda_add(float *y, const void *x, ks_dtype x_type, int64_t n, cudaStream_t s);
 
@@ -71,10 +75,15 @@ ks_status ks_cuda_add_rmsnorm(void *out, ks_dtype out_type, float *resid, const 
 ks_status ks_cuda_rope(void *x, ks_dtype x_type, int64_t ld, const int32_t *pos, int n, int heads, int d,
                        const float *inv_freq, cudaStream_t s);
 
+/* pos[t] = pos0 + t for t < n (device array): the positions of a prefill chunk, or one value (n = 1), without
+ * a host copy. */
+ks_status ks_cuda_positions(int32_t *pos, int pos0, int n, cudaStream_t s);
+
 /* out (rows, F) = silu(gate) * up, bf16; row r of gate at gate + r * ld_in, of up at up + r * ld_in
- * (ld_in = F for separate buffers, 2F for a fused gate|up buffer with up = gate + F). */
+ * (ld_in = F for separate buffers, 2F for a fused gate|up buffer with up = gate + F), of out at
+ * out + r * ld_out. out may be gate itself (in place, ld_out = ld_in). */
 ks_status ks_cuda_swiglu(ks_bf16 *out, const ks_bf16 *gate, const ks_bf16 *up, int rows, int F, int64_t ld_in,
-                         cudaStream_t s);
+                         int64_t ld_out, cudaStream_t s);
 
 /* ---- argmax ------------------------------------------------------------------------------------------ */
 
@@ -95,14 +104,21 @@ ks_status ks_cuda_kv_append(ks_bf16 *kc, ks_bf16 *vc, const ks_bf16 *k, const ks
 /* lens[h] += delta for h < Hk (device array; keeps the decode loop free of host round trips). */
 ks_status ks_cuda_lens_add(int32_t *lens, int Hk, int delta, cudaStream_t s);
 
+/* One decode token in one launch: ks_cuda_rope on the q and k heads of its fused q|k|v row (H + 2Hk heads of d:
+ * q, then k, then v) at position pos[0] (device), then ks_cuda_kv_append of its k and v rows at lens, then
+ * ks_cuda_lens_add(lens, Hk, 1): three launches of a decode step's layer become one. */
+ks_status ks_cuda_rope_append_one(ks_bf16 *qkv, ks_bf16 *kc, ks_bf16 *vc, const int32_t *pos, int32_t *lens, int H,
+                                  int Hk, int d, int cap, const float *inv_freq, cudaStream_t s);
+
 /* ---- attention --------------------------------------------------------------------------------------- */
 
 /* Flash-attention prefill (tensor cores, fp32 online softmax), the semantics of ks_ref_attention:
  *   q (n, H, d) bf16, token t's row at q + t * ld_q; query t at absolute position q_pos0 + t;
  *   kc, vc (Hk, cap, d) bf16, keys j < n_kv valid (chunked prefill: the chunk's own keys already appended);
  *   causal, and if window > 0 only keys j > pos - window; GQA: query head h reads KV head h / (H / Hk).
- *   out (n, H, d) bf16, token t's row at out + t * ld_o. d is 64 or 128. A query with no visible key gets 0.
- *   q, out, kc, vc 16-byte aligned; ld_q, ld_o multiples of 8. */
+ *   out (n, H, d) bf16, token t's row at out + t * ld_o. A query with no visible key gets 0.
+ *   d = 64 and 128 run on tensor cores (q, out, kc, vc 16-byte aligned; ld_q, ld_o multiples of 8); any
+ *   other even d <= 256 on a CUDA-core kernel (attention_generic.cu: correct, slow). */
 ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
                                     const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0,
                                     int window, float scale, cudaStream_t s);
@@ -114,15 +130,17 @@ ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf
                                          int Hk, int d, int q_pos0, int window, float scale, cudaStream_t s);
 
 /* Decode attention (flash-decoding), the semantics of ks_ref_attention_decode: q (H, d) bf16; kc, vc
- * (Hk, cap, d) bf16; lens (Hk) on the device, rows [0, lens[h]) of KV head h attended; out (H, d) bf16.
- * Each KV head's length is split over a fixed number of blocks chosen from max_len (an upper bound of
+ * (Hk, cap, d) bf16; lens (Hk) on the device, rows [starts[h], lens[h]) of KV head h attended (starts: a
+ * device array, e.g. sliding-window starts, or NULL for 0); out (H, d) bf16; a head with no rows gets 0.
+ * Each KV head's rows are split over a fixed number of blocks chosen from max_len (an upper bound of
  * every lens[h], e.g. the cache capacity in a captured graph); each block reads its KV rows once for all
  * query heads of the group (up to 16 heads per block: larger groups take several), and a second kernel
- * combines the partials. d is 64 or 128; q, kc, vc 16-byte aligned. */
+ * combines the partials. d = 64 and 128 on tensor cores (q, kc, vc 16-byte aligned); any other even
+ * d <= 256 on the CUDA-core kernel (no scratch). */
 size_t ks_cuda_attention_decode_scratch_bytes(int H, int Hk, int d, int max_len);
 ks_status ks_cuda_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_bf16 *kc, const ks_bf16 *vc,
-                                   const int32_t *lens, int cap, int H, int Hk, int d, float scale, int max_len,
-                                   void *scratch, cudaStream_t s);
+                                   const int32_t *lens, const int32_t *starts, int cap, int H, int Hk, int d,
+                                   float scale, int max_len, void *scratch, cudaStream_t s);
 
 /* ---- GEMM (cuBLASLt) --------------------------------------------------------------------------------- */
 
@@ -139,6 +157,12 @@ void ks_cuda_gemm_free(ks_cuda_gemm_t *g); /* accepts NULL */
  * residual stream). n = 1 goes to ks_cuda_gemv (below), larger n to cuBLASLt. */
 ks_status ks_cuda_gemm_run(ks_cuda_gemm_t *g, void *y, ks_dtype y_type, const ks_bf16 *x, const ks_bf16 *w,
                            const void *bias, int n, int in, int out, float beta, cudaStream_t s);
+
+/* The same with row strides: row t of x at x + t * ld_x, of y (and bias-free accumulation) at y + t * ld_y,
+ * so slices of fused buffers (q|k|v, gate|up) are read and written in place. Plans are keyed by strides too. */
+ks_status ks_cuda_gemm_run_ld(ks_cuda_gemm_t *g, void *y, int64_t ld_y, ks_dtype y_type, const ks_bf16 *x,
+                              int64_t ld_x, const ks_bf16 *w, const void *bias, int n, int in, int out, float beta,
+                              cudaStream_t s);
 
 /* The same for one token (n = 1) without cuBLASLt: a kernel that streams each weight row once (cuBLASLt's
  * n = 1 path reads weights at well under the memory bandwidth for some shapes). Any in, out. */

@@ -23,6 +23,35 @@ __global__ void kv_append_kernel(bf16 *kc, bf16 *vc, const bf16 *k, const bf16 *
     }
 }
 
+// One decode token (one block): RoPE on its q and k heads in place (rotate-half, as rope.cu), then k and v
+// appended to every KV head at lens[h], then lens[h] += 1 once every thread has read it.
+__global__ void rope_append_one_kernel(bf16 *qkv, bf16 *kc, bf16 *vc, const int32_t *pos, int32_t *lens, int H,
+                                       int Hk, int d, int cap, const float *inv_freq) {
+    const int half = d / 2;
+    const float p = (float)pos[0];
+    bf16 *k = qkv + (int64_t)H * d, *v = k + (int64_t)Hk * d;
+    for (int e = threadIdx.x; e < (H + Hk) * half; e += blockDim.x) {
+        const int h = e / half, i = e - h * half;
+        float sn, cs;
+        sincosf(p * inv_freq[i], &sn, &cs);
+        bf16 *x = qkv + (int64_t)h * d;
+        const float a = __bfloat162float(x[i]), b = __bfloat162float(x[i + half]);
+        const bf16 ra = __float2bfloat16_rn(a * cs - b * sn), rb = __float2bfloat16_rn(b * cs + a * sn);
+        x[i] = ra, x[i + half] = rb;
+        if (h >= H) { // a key head: its rotated pair goes to the cache too
+            const int kh = h - H;
+            bf16 *row = kc + ((int64_t)kh * cap + lens[kh]) * d;
+            row[i] = ra, row[i + half] = rb;
+        }
+    }
+    for (int e = threadIdx.x; e < Hk * d; e += blockDim.x) {
+        const int kh = e / d, c = e - kh * d;
+        vc[((int64_t)kh * cap + lens[kh]) * d + c] = v[e];
+    }
+    __syncthreads();
+    if (threadIdx.x < Hk) lens[threadIdx.x] += 1;
+}
+
 __global__ void lens_add_kernel(int32_t *lens, int Hk, int delta) {
     int h = blockIdx.x * blockDim.x + threadIdx.x;
     if (h < Hk) lens[h] += delta;
@@ -47,6 +76,16 @@ extern "C" ks_status ks_cuda_kv_append(ks_bf16 *kc, ks_bf16 *vc, const ks_bf16 *
 
 extern "C" ks_status ks_cuda_lens_add(int32_t *lens, int Hk, int delta, cudaStream_t s) {
     lens_add_kernel<<<ks_cdiv(Hk, 128), 128, 0, s>>>(lens, Hk, delta);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}
+
+extern "C" ks_status ks_cuda_rope_append_one(ks_bf16 *qkv, ks_bf16 *kc, ks_bf16 *vc, const int32_t *pos,
+                                             int32_t *lens, int H, int Hk, int d, int cap, const float *inv_freq,
+                                             cudaStream_t s) {
+    KS_ASSERT(d % 2 == 0 && Hk <= 256);
+    rope_append_one_kernel<<<1, 256, 0, s>>>(reinterpret_cast<bf16 *>(qkv), reinterpret_cast<bf16 *>(kc),
+                                             reinterpret_cast<bf16 *>(vc), pos, lens, H, Hk, d, cap, inv_freq);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }

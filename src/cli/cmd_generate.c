@@ -1,5 +1,6 @@
 /* cmd_generate.c — `kvscope generate`: greedy continuation of one prompt, streamed to stdout as it is decoded,
- * then one line of token counts and speeds on stderr. */
+ * then one line of token counts and speeds and one of KV-cache size on stderr. --acceleration picks a KV method
+ * (methods/method.h) with --method_config / --method_opt overrides; --layer_stats prints its per-layer record. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,6 +9,7 @@
 #include "cli/options.h"
 #include "core/log.h"
 #include "engine/generate.h"
+#include "methods/method.h"
 #include "tokenizer/tokenizer.h"
 
 /* Prints the decoded continuation incrementally. The whole continuation is re-decoded each time (so
@@ -37,9 +39,26 @@ static void stream_print(stream_state *s, const int32_t *ids, int n, int final) 
 
 static void stream_token(void *ctx, const int32_t *ids, int n) { stream_print(ctx, ids, n, 0); }
 
+/* The KV-cache line and, with per_layer, one line per layer of the method's statistics (stderr). */
+static void report_kv(const ks_generate_result *r, const ks_method *m, int per_layer) {
+    const double mib = 1024.0 * 1024.0;
+    ks_log_info("KV cache (%s): %.2f MiB after prefill of %.2f MiB uncompressed (%.1f%%), %.2f MiB at the end",
+                m->ops->name, r->kv_bytes_prefill / mib, r->kv_bytes_full / mib,
+                r->kv_bytes_full ? 100.0 * r->kv_bytes_prefill / r->kv_bytes_full : 0.0, r->kv_bytes_end / mib);
+    ks_log_info("KV method (%s): %.1f ms of the %.1f ms prefill (%.2f%%)", m->ops->name, 1e3 * r->prefill_method_s,
+                1e3 * r->prefill_s, r->prefill_s > 0 ? 100.0 * r->prefill_method_s / r->prefill_s : 0.0);
+    if (!per_layer) return;
+    ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+    int n = ks_method_layer_stats(m, st);
+    for (int i = 0; i < n; i++)
+        ks_log_info("layer %2d: budget %6d kept %6d window mass kept %.4f key norm mean %.3f max %.3f", st[i].layer,
+                    st[i].budget, st[i].kept, st[i].attn_mass_kept, st[i].key_norm_mean, st[i].key_norm_max);
+}
+
 ks_status ks_cmd_generate(int argc, char **argv) {
-    const char *model_path = NULL, *prompt = NULL, *device = "cpu";
-    int chat = 0, max_new = 128, threads = 0, chunk = 512;
+    const char *model_path = NULL, *prompt = NULL, *device = "cpu", *accel = "FullKV", *method_config = NULL;
+    int chat = 0, max_new = 128, threads = 0, chunk = 512, layer_stats = 0;
+    ks_opt_strings method_opts = {0};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &model_path, "P", "HF model directory or .gguf file", 1},
         {"prompt", KS_OPT_STRING, &prompt, "TEXT", "the prompt text", 1},
@@ -48,6 +67,12 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"device", KS_OPT_STRING, &device, "D", "compute backend: cpu or cuda", 0},
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
+        {"acceleration", KS_OPT_STRING, &accel, "NAME",
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+        {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
+         "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
+        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
+        {"layer_stats", KS_OPT_FLAG, &layer_stats, NULL, "print the method's per-layer statistics", 0},
         {0},
     };
     int help = 0;
@@ -59,6 +84,8 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (all cores) or more", threads);
     const ks_backend_ops *ops;
     KS_TRY(ks_backend_find(device, &ops)); /* fail before the slow model load */
+    ks_method *method = NULL;
+    KS_TRY(ks_method_create(&method, accel, method_config, method_opts.v, method_opts.n));
 
     ks_status st;
     ks_model m = {0};
@@ -72,6 +99,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     KS_TRY_GOTO(st, ks_generate_check_length(&m, ids.n, max_new), done);
     ks_forward_params fp = {.device = device, .max_ctx = ids.n + max_new, .chunk = chunk, .threads = threads};
     KS_TRY_GOTO(st, ks_forward_init(&f, &m, &fp), done);
+    KS_TRY_GOTO(st, ks_forward_set_method(&f, method), done);
     out = ks_malloc(sizeof(int32_t) * max_new, "generated ids");
     if (!out) {
         st = KS_ERR_NOMEM;
@@ -90,9 +118,11 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     ks_log_info("prompt %d tokens, generated %d tokens%s; prefill %.1f tokens/s, decode %.1f tokens/s", ids.n,
                 r.n, r.stopped ? " (stopped at EOS)" : "", ids.n / r.prefill_s,
                 r.n > 1 ? (r.n - 1) / r.decode_s : 0.0);
+    report_kv(&r, method, layer_stats);
 done:
     free(out);
     ks_forward_free(&f);
+    ks_method_free(method);
     ks_ids_free(&ids);
     if (tok) ks_tokenizer_free(tok);
     ks_model_free(&m);

@@ -17,5 +17,6 @@ ks_status ks_cmd_info(int argc, char **argv);
 ks_status ks_cmd_eval(int argc, char **argv);
 ks_status ks_cmd_prepare(int argc, char **argv);
 ks_status ks_cmd_report(int argc, char **argv);
+ks_status ks_cmd_bench(int argc, char **argv);
 
 #endif

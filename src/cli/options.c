@@ -21,6 +21,7 @@ void ks_options_print_help(const ks_option *opts, const char *command, const cha
             case KS_OPT_INT: printf(" (default: %d)", *(int *)o->value); break;
             case KS_OPT_FLOAT: printf(" (default: %g)", (double)*(float *)o->value); break;
             case KS_OPT_FLAG: break;
+            case KS_OPT_STRINGS: printf(" (repeatable)"); break;
             }
         printf("\n");
     }
@@ -47,6 +48,13 @@ static ks_status set_value(const ks_option *o, const char *v) {
         return KS_OK;
     }
     case KS_OPT_FLAG: *(int *)o->value = 1; return KS_OK;
+    case KS_OPT_STRINGS: {
+        ks_opt_strings *l = o->value;
+        if (l->n == KS_OPT_STRINGS_MAX)
+            return ks_fail(KS_ERR_ARG, "option --%s: at most %d values", o->name, KS_OPT_STRINGS_MAX);
+        l->v[l->n++] = v;
+        return KS_OK;
+    }
     }
     return KS_OK;
 }

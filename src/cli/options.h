@@ -24,7 +24,15 @@ typedef enum ks_option_kind {
     KS_OPT_INT,    /* int * */
     KS_OPT_FLOAT,  /* float * */
     KS_OPT_FLAG,   /* int *, set to 1 when present */
+    KS_OPT_STRINGS, /* ks_opt_strings *: repeatable, each occurrence appends (borrows argv) */
 } ks_option_kind;
+
+#define KS_OPT_STRINGS_MAX 64
+
+typedef struct ks_opt_strings {
+    const char *v[KS_OPT_STRINGS_MAX];
+    int n;
+} ks_opt_strings;
 
 typedef struct ks_option {
     const char *name;    /* long name without the leading "--"; NULL ends the table */

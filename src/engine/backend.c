@@ -3,8 +3,17 @@
 
 #include <string.h>
 
-/* Backends compiled into this build. The CUDA backend joins under KS_HAVE_CUDA once it exists. */
-static const ks_backend_ops *const built_in[] = {&ks_backend_cpu};
+#ifdef KS_HAVE_CUDA
+#include "engine/backend_cuda.h"
+#endif
+
+/* Backends compiled into this build. */
+static const ks_backend_ops *const built_in[] = {
+    &ks_backend_cpu,
+#ifdef KS_HAVE_CUDA
+    &ks_backend_cuda,
+#endif
+};
 
 /* Every backend kvscope knows, built in or not, so that a missing one gets "not built" rather than "unknown". */
 static const char *const known[] = {"cpu", "cuda"};

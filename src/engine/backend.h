@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "cpu/ref.h" /* ks_window_args, ks_window_summary, ks_gqa_reduce: the compression ops' semantics */
 #include "engine/kvcache.h"
 #include "model/model.h"
 
@@ -84,6 +85,26 @@ typedef struct ks_backend_ops {
     /* ATT[0] = attention of the single query at position qpos over each KV head's kept rows (per-head
      * lengths; with a sliding window only rows whose position is > qpos - window). */
     ks_status (*attention_decode)(ks_backend *b, int layer, int qpos);
+    /* ---- KV-cache compression (src/methods). Scores, norms and keep lists cross as host arrays; the cache
+     * rows never leave the backend. Each op has a reference in kernels/cpu/ref.h. ---- */
+    /* Observation-window scores of the current chunk's roped queries (Q rows a->q_row0 .. a->q_row0 + a->n_q - 1,
+     * Q row 0 at position a->q_pos0) against `layer`'s cache keys 0 .. a->n_keys - 1, which must be dense:
+     * ks_ref_window_scores. out (Hk, ld >= a->n_keys) and sum (may be NULL) are host memory. Never builds the
+     * (n_q, n_keys) probability matrix: O(n_q * n_keys * d) work per head, O(H * n_keys) memory. */
+    ks_status (*window_scores)(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+                               ks_window_summary *sum);
+    /* Right after attention_decode(layer, qpos): the probabilities its query gave each KV head's rows, reduced
+     * over the group (ks_ref_attention_decode_probs; rows before the sliding window's first row get 0).
+     * out (Hk, ld) host. */
+    ks_status (*attention_decode_probs)(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                        int ld);
+    /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */
+    ks_status (*key_norms)(ks_backend *b, int layer, float *out, int ld);
+    /* Physical compaction of `layer`: head h keeps its rows keep[h * ld + i], i < n_keep[h] (host arrays,
+     * strictly increasing): K/V rows move to the front (ks_ref_kv_compact) and the bookkeeping follows
+     * (ks_kvcache_compact), so the freed rows are capacity for decode. */
+    ks_status (*kv_compact)(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
+
     /* GATE[0..n) = silu(GATE) * UP. */
     ks_status (*swiglu)(ks_backend *b, int n);
 
@@ -97,6 +118,18 @@ typedef struct ks_backend_ops {
 
     /* The cache's bookkeeping (lengths, positions); storage may be device memory. */
     ks_kvcache *(*kvcache)(ks_backend *b);
+
+    /* ---- Optional (NULL: not supported; the CPU leaves them NULL): replaying decode steps from a captured
+     * graph, so that a GPU decode step is not bound by ~10 kernel launches per layer. Around the per-layer ops
+     * of a one-token decode step at position qpos, forward.c calls decode_graph_begin(b, qpos, &replayed):
+     * replayed = 1 means the backend has already enqueued every layer of the step (its captured graph, which
+     * reads the position and the per-head lengths from device memory, so changed ones need no re-capture) and
+     * committed the cache bookkeeping, and the layer ops must be skipped; replayed = 0 means the caller issues
+     * the layer ops as usual (the backend may be recording them) and then calls decode_graph_end(b, ok), with
+     * ok = 0 when an op failed (the recording is dropped). Only for steps whose layers are backend ops alone:
+     * host work between the ops (a method hook reading results) is not replayed. ---- */
+    ks_status (*decode_graph_begin)(ks_backend *b, int qpos, int *replayed);
+    ks_status (*decode_graph_end)(ks_backend *b, int ok);
 } ks_backend_ops;
 
 /* How many rows the logits buffer holds. */

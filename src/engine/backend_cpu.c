@@ -20,6 +20,11 @@ struct ks_backend {
     float *arena;             /* owned */
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
+    float *score_work;        /* (2 * n_heads, max_ctx) per-query-head statistics of the scoring ops; owned */
+    float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
+                                 for window_scores; owned */
+    int lse_layer, lse_pos0, lse_n; /* what `lse` holds: that layer's chunk of lse_n rows at lse_pos0 (layer -1:
+                                       nothing) */
     ks_kvcache cache;
 };
 
@@ -28,6 +33,8 @@ static void cpu_free(ks_backend *b) {
     free(b->arena);
     free(b->pos);
     free(b->start);
+    free(b->score_work);
+    free(b->lse);
     ks_kvcache_free(&b->cache);
     free(b);
 }
@@ -52,7 +59,10 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->arena = ks_malloc(sizeof(float) * floats, "cpu backend activations");
     b->pos = ks_malloc(sizeof(int32_t) * p->max_chunk, "cpu backend positions");
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
-    if (!b->arena || !b->pos || !b->start) {
+    b->score_work = ks_malloc(sizeof(float) * 2 * c->n_heads * (size_t)p->max_ctx, "cpu backend score rows");
+    b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
+    b->lse_layer = -1;
+    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse) {
         cpu_free(b);
         return KS_ERR_NOMEM;
     }
@@ -151,6 +161,13 @@ static ks_status cpu_kv_append(ks_backend *b, int layer, int n, int pos0) {
     return KS_OK;
 }
 
+/* The held layer index of absolute `layer` (asserted in range). */
+static int held_layer(const ks_backend *b, int layer) {
+    int l = layer - b->m->first_layer;
+    KS_ASSERT(l >= 0 && l < b->cache.n_layers);
+    return l;
+}
+
 static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from max_window_layers on. */
@@ -159,24 +176,68 @@ static int layer_window(const ks_model_config *c, int layer) {
 }
 
 static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
-    int l = layer - b->m->first_layer;
+    int l = held_layer(b, layer);
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(l >= 0 && l < b->cache.n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    KS_ASSERT(ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    int window = layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l),
-                      n, pos0 + n, b->cache.cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, layer_window(c, layer),
-                      attn_scale(c));
+                      n, pos0 + n, b->cache.cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, window, attn_scale(c),
+                      window ? NULL : b->lse);
+    b->lse_layer = window ? -1 : layer;
+    b->lse_pos0 = pos0;
+    b->lse_n = n;
     return KS_OK;
 }
 
 static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
-    int l = layer - b->m->first_layer;
+    int l = held_layer(b, layer);
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(l >= 0 && l < b->cache.n_layers);
     for (int h = 0; h < c->n_kv_heads; h++)
         b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
     ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l),
                              ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l), b->cache.cap,
                              c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
+    return KS_OK;
+}
+
+static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+                                   ks_window_summary *sum) {
+    int l = held_layer(b, layer);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(ld <= b->cache.cap && a->n_keys <= ld && a->q_row0 + a->n_q <= b->max_chunk &&
+              ks_kvcache_is_dense(&b->cache, l, a->n_keys));
+    int same = b->lse_layer == layer && b->lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + b->lse_n &&
+               a->q_row0 + a->n_q <= b->lse_n; /* the queries and keys the last attention saw */
+    ks_fast_window_scores(out, ld, sum, b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads,
+                          c->head_dim, b->cache.cap, attn_scale(c), a, same ? b->lse : NULL, b->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                            int ld) {
+    int l = held_layer(b, layer);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(ld <= b->cache.cap);
+    for (int h = 0; h < c->n_kv_heads; h++)
+        b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
+    ks_fast_attention_decode_probs(out, ld, b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), b->start,
+                                   ks_kvcache_len(&b->cache, l), b->cache.cap, c->n_heads, c->n_kv_heads,
+                                   c->head_dim, attn_scale(c), reduce, b->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_key_norms(ks_backend *b, int layer, float *out, int ld) {
+    int l = held_layer(b, layer);
+    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, l), ks_kvcache_len(&b->cache, l), b->cache.cap,
+                     b->cfg->n_kv_heads, b->cfg->head_dim);
+    return KS_OK;
+}
+
+static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    int l = held_layer(b, layer);
+    ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
+    ks_ref_kv_compact(ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l), keep, n_keep, ld, b->cache.cap,
+                      b->cfg->n_kv_heads, b->cfg->head_dim);
     return KS_OK;
 }
 
@@ -222,6 +283,10 @@ const ks_backend_ops ks_backend_cpu = {
     .kv_append = cpu_kv_append,
     .attention_prefill = cpu_attention_prefill,
     .attention_decode = cpu_attention_decode,
+    .window_scores = cpu_window_scores,
+    .attention_decode_probs = cpu_attention_decode_probs,
+    .key_norms = cpu_key_norms,
+    .kv_compact = cpu_kv_compact,
     .swiglu = cpu_swiglu,
     .logits = cpu_logits,
     .argmax = cpu_argmax,

@@ -5,6 +5,7 @@
 #include "engine/forward.h"
 
 #include <string.h>
+#include <time.h>
 
 ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_params *p) {
     memset(f, 0, sizeof *f);
@@ -26,10 +27,49 @@ void ks_forward_free(ks_forward *f) {
 void ks_forward_reset(ks_forward *f) {
     ks_kvcache_reset(f->ops->kvcache(f->be));
     f->n_past = 0;
+    f->method_s = 0;
+    if (f->method) ks_method_reset(f->method);
 }
 
-/* Rows 0..n-1 of the residual stream through every layer held; decode = one query over the kept rows. */
-static ks_status run_layers(ks_forward *f, int n, int decode) {
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* The method's hook for layer l after its attention, timed into f->method_s. */
+static ks_status method_hook(ks_forward *f, int l, int n, int decode, int prompt_end) {
+    double t0 = now_s();
+    ks_status st = decode ? ks_method_decode_layer(f->method, l, f->n_past)
+                          : ks_method_prefill_layer(f->method, l, f->n_past, n, prompt_end);
+    f->method_s += now_s() - t0;
+    return st;
+}
+
+ks_status ks_forward_set_method(ks_forward *f, ks_method *m) {
+    f->method = NULL;
+    ks_forward_reset(f);
+    if (!m) return KS_OK;
+    if (ks_method_window(m) > f->chunk && f->chunk < f->max_ctx) /* a chunk of max_ctx holds any prompt */
+        return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
+                                   "chunk of %d tokens; raise --chunk or lower window_size",
+                       m->ops->name, ks_method_window(m), f->chunk);
+    KS_TRY(ks_method_bind(m, f->ops, f->be, f->m));
+    f->method = m;
+    return KS_OK;
+}
+
+int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
+    int rem = n_prompt - done;
+    if (rem <= f->chunk) return rem;
+    int need = f->method ? ks_method_window(f->method) : 0;
+    need = need < n_prompt ? need : n_prompt;
+    return rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
+}
+
+/* Rows 0..n-1 of the residual stream through every layer held; decode = one query over the kept rows. After
+ * each layer's attention the method (if any) sees the chunk or step; prompt_end: it compresses the layer. */
+static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
     int pos0 = f->n_past;
@@ -41,6 +81,7 @@ static ks_status run_layers(ks_forward *f, int n, int decode) {
         KS_TRY(o->rope(b, n, pos0));
         KS_TRY(o->kv_append(b, l, n, pos0));
         KS_TRY(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
+        if (f->method) KS_TRY(method_hook(f, l, n, decode, prompt_end));
         KS_TRY(o->linear(b, l, KS_W_O, KS_BUF_ATT, KS_BUF_X, n, 1));
         KS_TRY(o->rmsnorm(b, l, KS_W_FFN_NORM, n));
         KS_TRY(o->linear(b, l, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, n, 0));
@@ -51,12 +92,39 @@ static ks_status run_layers(ks_forward *f, int n, int decode) {
     return KS_OK;
 }
 
+/* One decode token through the layers, replayed from the backend's captured graph when it has one
+ * (backend.h: decode_graph_begin/end). */
+static ks_status run_decode_layers(ks_forward *f) {
+    const ks_backend_ops *o = f->ops;
+    int replayed = 0, graph = o->decode_graph_begin && !(f->method && f->method->ops->on_decode_step);
+    if (graph) KS_TRY(o->decode_graph_begin(f->be, f->n_past, &replayed)); /* a decode hook is host work */
+    if (replayed) return KS_OK;
+    ks_status st = run_layers(f, 1, 1, 0);
+    if (graph && o->decode_graph_end) {
+        ks_status end = o->decode_graph_end(f->be, st == KS_OK);
+        if (st == KS_OK) st = end;
+    }
+    return st;
+}
+
 static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decode) {
     const ks_model *m = f->m;
     KS_ASSERT(n > 0 && n <= f->chunk);
     if (f->n_past + n > f->max_ctx)
         return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens",
                        f->n_past + n, f->max_ctx);
+    ks_method *meth = f->method;
+    int prompt_end = !decode && io->prompt_end;
+    if (meth && !decode && ks_method_dropped(meth))
+        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s compressed this sequence's KV cache; more prompt tokens "
+                                           "cannot follow (start a new sequence)", meth->ops->name);
+    if (meth && prompt_end) {
+        int need = ks_method_window(meth) < f->n_past + n ? ks_method_window(meth) : f->n_past + n;
+        if (n < need)
+            return ks_fail(KS_ERR_ARG, "the prompt's last chunk has %d tokens but --acceleration %s scores the last "
+                                       "%d (plan chunks with ks_forward_chunk_len)", n, meth->ops->name, need);
+        ks_method_begin_prompt(meth, f->n_past + n);
+    }
     if (m->first_layer == 0) {
         KS_ASSERT(io->tokens);
         KS_TRY(f->ops->embed(f->be, io->tokens, n));
@@ -64,7 +132,12 @@ static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decod
         KS_ASSERT(io->hidden_in);
         KS_TRY(f->ops->hidden_write(f->be, io->hidden_in, n));
     }
-    KS_TRY(run_layers(f, n, decode));
+    KS_TRY(decode ? run_decode_layers(f) : run_layers(f, n, 0, prompt_end));
+    if (meth && prompt_end) {
+        double t0 = now_s();
+        KS_TRY(ks_method_end_prompt(meth));
+        f->method_s += now_s() - t0;
+    }
     f->n_past += n;
     if (m->last_layer < m->cfg.n_layers) {
         KS_ASSERT(io->hidden_out);
@@ -84,10 +157,11 @@ ks_status ks_forward_step(ks_forward *f, ks_forward_io *io) { return forward_row
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
     KS_ASSERT(f->m->first_layer == 0 && f->m->last_layer == f->m->cfg.n_layers && n > 0);
     ks_forward_io io = {0};
-    for (int t0 = 0; t0 < n; t0 += f->chunk) {
-        int m = n - t0 < f->chunk ? n - t0 : f->chunk;
+    for (int t0 = 0, m; t0 < n; t0 += m) {
+        m = ks_forward_chunk_len(f, n, t0);
         io.tokens = tokens + t0;
-        io.skip_head = t0 + m < n; /* only the prompt's last position needs logits */
+        io.prompt_end = t0 + m == n;
+        io.skip_head = !io.prompt_end; /* only the prompt's last position needs logits */
         io.logits = logits;
         KS_TRY(ks_forward_chunk(f, &io, m));
     }

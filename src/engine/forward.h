@@ -14,6 +14,13 @@
  * the first stage takes token ids, later stages take the previous stage's hidden states; the last stage
  * produces logits (final norm + LM head on the last row only) and the greedy next token, the others hand
  * their hidden states on. Positions are implicit: the next token processed sits at position f->n_past.
+ *
+ * KV compression: ks_forward_set_method(&f, m) attaches a method (methods/method.h; NULL = FullKV). Every
+ * layer's attention on a prompt chunk and on a decode step is followed by the method's hook; on the chunk
+ * flagged prompt_end the method compresses each layer (its prefill output already used the full cache), so the
+ * prompt's last chunk must hold the method's observation window: ks_forward_chunk_len plans chunks so
+ * (ks_forward_prefill uses it; pipeline callers should too). Once the method has dropped rows, the sequence
+ * cannot take more prefill (a new prompt_end would plan again over all tokens so far otherwise).
  */
 #ifndef KS_FORWARD_H
 #define KS_FORWARD_H
@@ -21,6 +28,7 @@
 #include <stdint.h>
 
 #include "engine/backend.h"
+#include "methods/method.h"
 #include "model/model.h"
 
 typedef struct ks_forward_params {
@@ -36,6 +44,9 @@ typedef struct ks_forward {
     ks_backend *be;            /* owned instance */
     int max_ctx, chunk;        /* as initialised */
     int n_past;                /* tokens already in the KV cache = position of the next token */
+    ks_method *method;         /* KV compression, borrowed; NULL = none (FullKV) */
+    double method_s;           /* wall seconds in the method's hooks since the last reset (device backends: with
+                                  the wait for queued work the hooks' results depend on) */
 } ks_forward;
 
 /* One forward call's inputs and outputs (which ones apply depends on where the stage sits). */
@@ -45,17 +56,28 @@ typedef struct ks_forward_io {
     float *hidden_out;      /* (n, hidden) for the next stage; all but the last stage */
     float *logits;          /* (vocab) the last row's logits, copied out when non-NULL; last stage */
     int skip_head;          /* last stage: 1 = no final norm / LM head (a prompt chunk before the last one) */
+    int prompt_end;         /* 1 on the prompt's last chunk: the KV method compresses after it (every stage) */
     int32_t next;           /* out, last stage unless skip_head: argmax of the last row's logits */
 } ks_forward_io;
 
 ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_params *p);
 void ks_forward_free(ks_forward *f); /* accepts a zeroed or half-built struct */
 
-/* Starts a new sequence: empties the KV cache. */
+/* Starts a new sequence: empties the KV cache (and resets the method's state). */
 void ks_forward_reset(ks_forward *f);
 
+/* Attaches KV method m (borrowed; it must outlive f or be detached with NULL) to f's backend and layer range and
+ * resets the sequence. KS_ERR_ARG when the method's observation window exceeds the prefill chunk (unless the
+ * chunk spans the whole context). */
+ks_status ks_forward_set_method(ks_forward *f, ks_method *m);
+
+/* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and
+ * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens). */
+int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done);
+
 /* n <= chunk tokens of prefill at positions n_past .. n_past+n-1 (causal attention within the chunk and over
- * the cache). KS_ERR_RANGE if the sequence would exceed max_ctx. */
+ * the cache). KS_ERR_RANGE if the sequence would exceed max_ctx; KS_ERR_ARG if io->prompt_end and the chunk is
+ * shorter than the method's window needs (see ks_forward_chunk_len). */
 ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n);
 
 /* One decode token at position n_past: attention over each KV head's kept rows (per-head lengths). */

@@ -75,6 +75,10 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
     int32_t next;
     KS_TRY(ks_forward_prefill(f, prompt, n_prompt, NULL, &next));
     r->prefill_s = now_s() - t0;
+    r->prefill_method_s = f->method_s;
+    const ks_kvcache *c = f->ops->kvcache(f->be);
+    r->kv_bytes_full = (int64_t)n_prompt * c->n_layers * c->n_kv_heads * 2 * c->head_dim * c->elem_bytes;
+    r->kv_bytes_prefill = ks_kvcache_bytes(c);
     for (;;) {
         out[r->n++] = next;
         if (p->on_token) p->on_token(p->ctx, out, r->n);
@@ -87,5 +91,6 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
         KS_TRY(ks_forward_decode(f, next, NULL, &next));
         r->decode_s += now_s() - ts;
     }
+    r->kv_bytes_end = ks_kvcache_bytes(c);
     return KS_OK;
 }

@@ -45,6 +45,11 @@ typedef struct ks_generate_result {
     int stopped;        /* 1 when the last id is a stop token */
     double prefill_s;   /* prompt prefill (including the first generated token) */
     double decode_s;    /* the n - 1 decode steps after it (the model only, not on_token) */
+    double prefill_method_s; /* the part of prefill_s spent in the KV method (scoring, selection, compaction,
+                                statistics) */
+    int64_t kv_bytes_full;    /* KV bytes the prompt takes uncompressed (every row of every layer held) */
+    int64_t kv_bytes_prefill; /* KV bytes held after prefill (after the KV method's compression) */
+    int64_t kv_bytes_end;     /* KV bytes held after the last decode step */
 } ks_generate_result;
 
 /* Appends the prompt's ids to *ids: plain text with the tokenizer's own special tokens (BOS where the model

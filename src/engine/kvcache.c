@@ -10,6 +10,7 @@ ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
     c->cap = cap;
+    c->elem_bytes = host_storage ? (int)sizeof(float) : 2;
     size_t heads = (size_t)n_layers * n_kv_heads;
     c->len = ks_calloc(heads ? heads : 1, sizeof(int32_t), "KV cache lengths");
     c->pos = ks_malloc(sizeof(int32_t) * (heads ? heads : 1) * cap, "KV cache positions");
@@ -82,3 +83,25 @@ int ks_kvcache_is_dense(const ks_kvcache *c, int layer, int n) {
         if (len[h] != n || (n > 0 && ks_kvcache_pos(c, layer, h)[n - 1] != n - 1)) return 0;
     return 1;
 }
+
+void ks_kvcache_compact(ks_kvcache *c, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    int32_t *len = ks_kvcache_len(c, layer);
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        const int32_t *kh = keep + (size_t)h * ld;
+        int32_t *pos = ks_kvcache_pos(c, layer, h);
+        KS_ASSERT(n_keep[h] >= 0 && n_keep[h] <= len[h]);
+        for (int i = 0; i < n_keep[h]; i++) {
+            KS_ASSERT(kh[i] >= i && kh[i] < len[h] && (i == 0 || kh[i] > kh[i - 1]));
+            pos[i] = pos[kh[i]];
+        }
+        len[h] = n_keep[h];
+    }
+}
+
+int64_t ks_kvcache_rows(const ks_kvcache *c) {
+    int64_t rows = 0;
+    for (int i = 0; i < c->n_layers * c->n_kv_heads; i++) rows += c->len[i];
+    return rows;
+}
+
+int64_t ks_kvcache_bytes(const ks_kvcache *c) { return ks_kvcache_rows(c) * 2 * c->head_dim * c->elem_bytes; }

@@ -9,8 +9,9 @@
  *     ks_kvcache_free(&c);                                          // accepts zeroed or half-built
  *
  * Layers are indexed from 0 within the range the backend holds. Rows of one head are kept in increasing
- * position order; a KV method may later drop rows of one head (compaction rewrites its rows, positions and
- * length; the memory saved is then real), which is why every head has its own length and position list.
+ * position order; a KV method may later drop rows of one head (compaction moves the kept rows to the front and
+ * rewrites positions and length, so the capacity after them is free for the rows decode appends and the bytes
+ * the cache reports are the rows it holds), which is why every head has its own length and position list.
  * A device backend keeps the bookkeeping here (host_storage = 0: k and v stay NULL) and the rows on its device,
  * calling ks_kvcache_commit after writing them.
  */
@@ -29,6 +30,8 @@ typedef struct ks_kvcache {
     int32_t *len;   /* (n_layers, Hk) valid rows; owned */
     int32_t *pos;   /* (n_layers, Hk, cap) original token position of each valid row; owned */
     float *k, *v;   /* (n_layers, Hk, cap, d) fp32 host storage, owned; NULL for a device backend */
+    int elem_bytes; /* bytes per stored K or V element: 4 for host fp32 storage (set by init); a device
+                       backend sets its own (2 for bf16) */
 } ks_kvcache;
 
 ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_dim, int cap, int host_storage);
@@ -61,5 +64,15 @@ int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, 
 
 /* 1 when every head of `layer` holds exactly the rows of positions 0 .. n-1 (nothing dropped). */
 int ks_kvcache_is_dense(const ks_kvcache *c, int layer, int n);
+
+/* The bookkeeping half of a compaction (the backend moves the K/V rows): head h of `layer` keeps its rows
+ * keep[h * ld + i], i < n_keep[h], strictly increasing and < len[h]; their positions move to the front and
+ * len[h] = n_keep[h]. Asserts the contract. */
+void ks_kvcache_compact(ks_kvcache *c, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
+
+/* Rows held per head summed over the layer range, and the bytes they occupy: rows * 2 (K and V) * d *
+ * elem_bytes. */
+int64_t ks_kvcache_rows(const ks_kvcache *c);
+int64_t ks_kvcache_bytes(const ks_kvcache *c);
 
 #endif

@@ -136,7 +136,7 @@ struct decode_ctx {
 static void run_decode(void *c, int i) {
     struct decode_ctx *x = c;
     size_t layer = (size_t)(i % x->layers) * x->Hk * x->cap * x->d;
-    CKS(ks_cuda_attention_decode(x->o, x->q, x->k + layer, x->v + layer, x->lens, x->cap, x->H, x->Hk, x->d,
+    CKS(ks_cuda_attention_decode(x->o, x->q, x->k + layer, x->v + layer, x->lens, NULL, x->cap, x->H, x->Hk, x->d,
                                  1.0f / sqrtf((float)x->d), x->max_len, x->scratch, 0));
 }
 

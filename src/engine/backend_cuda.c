@@ -1,0 +1,368 @@
+/* backend_cuda.c — the "cuda" backend's ops (engine/backend.h) over kernels/cuda, and its decode graph; memory
+ * and init in backend_cuda_mem.c, the instance in backend_cuda_impl.h.
+ *
+ * Numerics: bf16 weights, KV cache and activations between ops; fp32 residual stream, logits and every
+ * accumulation, so results match the fp32 CPU backend to bf16 tolerance. Every op only enqueues work on the
+ * backend's stream; the host waits only where data comes back (argmax, logits_read, hidden_read).
+ *
+ * Fused projections: the q|k|v and gate|up weights are stacked, so linear(Q) computes Q, K and V in one GEMM
+ * and linear(GATE) computes GATE and UP; the linear(K), linear(V), linear(UP) calls that immediately follow
+ * (same layer, rows and input) find their output already there and return. Any other op in between cancels
+ * that, so every sequence of ops still computes exactly what backend.h says. Likewise rope only records its
+ * arguments: the next op issues it first, and kv_append of a decode token fuses rotation, append and the
+ * length update into one launch.
+ *
+ * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
+ * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
+ * serves every later step, also after ks_forward_reset and at any length up to the capacity.
+ */
+#ifdef KS_HAVE_CUDA
+
+#include <math.h>
+#include <string.h>
+
+#include "engine/backend_cuda.h"
+#include "engine/backend_cuda_impl.h"
+#include "engine/cuda_check.h"
+
+static const cuda_layer *layer_of(const ks_backend *b, int layer) {
+    KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
+    return &b->layers[layer - b->m->first_layer];
+}
+
+/* rope's work, deferred to the next op (kv_append of a decode token fuses it). */
+static ks_status rope_now(ks_backend *b, int n, int pos0) {
+    const ks_model_config *c = b->cfg;
+    /* a captured decode step reads the position decode_graph_begin uploaded */
+    if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, n, b->stream));
+    /* Q and K heads are adjacent in each q|k|v row: one launch rotates both */
+    return ks_cuda_rope(b->qkv, KS_DTYPE_BF16, b->qkv_width, b->pos, n, c->n_heads + c->n_kv_heads, c->head_dim,
+                        b->inv_freq, b->stream);
+}
+
+/* Every op but linear starts here: projections computed ahead stay valid only for the linear calls that
+ * immediately follow their fused GEMM, and a deferred rope is issued before anything else runs. */
+static ks_status op_begin(ks_backend *b) {
+    b->ahead.mask = 0;
+    if (!b->rope.pending) return KS_OK;
+    b->rope.pending = 0;
+    return rope_now(b, b->rope.n, b->rope.pos0);
+}
+
+static ks_status wait_stream(ks_backend *b, const char *what) {
+    cudaError_t e = cudaStreamSynchronize(b->stream);
+    if (e != cudaSuccess) return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s)", cudaGetErrorString(e), what);
+    return KS_OK;
+}
+
+static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
+
+static size_t kv_layer_elems(const ks_backend *b) { return (size_t)b->cfg->n_kv_heads * b->cap * b->cfg->head_dim; }
+
+/* The bookkeeping's lengths go to the device when they differ from what it holds (after ks_kvcache_reset, or
+ * a host-side change): checked at the start of every forward call. */
+static ks_status sync_lens(ks_backend *b) {
+    size_t bytes = sizeof(int32_t) * b->n_layers * b->cfg->n_kv_heads;
+    if (!memcmp(b->lens_on_device, b->cache.len, bytes)) return KS_OK;
+    memcpy(b->lens_on_device, b->cache.len, bytes);
+    /* a pageable source is consumed before the call returns */
+    CUDA_CHECK(cudaMemcpyAsync(b->lens, b->lens_on_device, bytes, cudaMemcpyHostToDevice, b->stream));
+    return KS_OK;
+}
+
+/* Records n rows appended to every head of layer index l (host bookkeeping and the device-length mirror). */
+static void commit_rows(ks_backend *b, int l, int n, int pos0) {
+    ks_kvcache_commit(&b->cache, l, n, pos0);
+    for (int h = 0; h < b->cfg->n_kv_heads; h++) b->lens_on_device[l * b->cfg->n_kv_heads + h] += n;
+}
+
+/* Window starts of the decode query at qpos for layer index l (into host_starts), then to the device. */
+static ks_status upload_starts(ks_backend *b, int l, int qpos) {
+    const int Hk = b->cfg->n_kv_heads, win = ks_cuda_layer_window(b->cfg, b->m->first_layer + l);
+    int32_t *s = b->host_starts + (size_t)l * Hk;
+    for (int h = 0; h < Hk; h++) s[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, win);
+    CUDA_CHECK(cudaMemcpyAsync(b->starts + (size_t)l * Hk, s, sizeof(int32_t) * Hk, cudaMemcpyHostToDevice,
+                               b->stream));
+    return KS_OK;
+}
+
+/* ---- data in and out ------------------------------------------------------------------------------------- */
+
+static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(b->embed && n <= b->max_chunk);
+    for (int t = 0; t < n; t++)
+        if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
+            return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
+                                         "is the tokenizer from another model?",
+                           b->m->source, tokens[t], b->cfg->vocab);
+    KS_TRY(sync_lens(b));
+    if (n == 1) /* a decode token: a kernel argument is cheaper than a host copy */
+        KS_TRY(ks_cuda_positions(b->tokens, tokens[0], 1, b->stream));
+    else
+        CUDA_CHECK(cudaMemcpyAsync(b->tokens, tokens, sizeof(int32_t) * n, cudaMemcpyHostToDevice, b->stream));
+    return ks_cuda_embed(b->x, KS_DTYPE_F32, b->tokens, n, b->embed, b->cfg->hidden, b->stream);
+}
+
+static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= b->max_chunk);
+    KS_TRY(sync_lens(b));
+    CUDA_CHECK(cudaMemcpyAsync(b->x, host, sizeof(float) * n * b->cfg->hidden, cudaMemcpyHostToDevice, b->stream));
+    return KS_OK;
+}
+
+static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= b->max_chunk);
+    CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
+    return wait_stream(b, "reading the hidden states");
+}
+
+/* ---- layer ops ------------------------------------------------------------------------------------------- */
+
+static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
+    KS_TRY(op_begin(b));
+    const cuda_layer *L = layer_of(b, layer);
+    KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
+    return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm, n,
+                           b->cfg->hidden, b->cfg->rms_eps, b->stream);
+}
+
+/* The rows of the stacked weights that projection w uses, its bias (of its standard output's type) and
+ * its sizes. */
+static void projection(const ks_backend *b, const cuda_layer *L, ks_weight w, const ks_bf16 **W, const void **bias,
+                       int *in, int *out) {
+    const ks_model_config *c = b->cfg;
+    const size_t D = c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const ks_bf16 *bq = L->b_qkv;
+    switch (w) {
+    case KS_W_Q: *W = L->w_qkv, *bias = bq, *in = (int)D, *out = (int)qd; break;
+    case KS_W_K: *W = L->w_qkv + qd * D, *bias = bq ? bq + qd : NULL, *in = (int)D, *out = (int)kvd; break;
+    case KS_W_V:
+        *W = L->w_qkv + (qd + kvd) * D, *bias = bq ? bq + qd + kvd : NULL, *in = (int)D, *out = (int)kvd;
+        break;
+    case KS_W_O: *W = L->w_o, *bias = L->b_o, *in = (int)qd, *out = (int)D; break;
+    case KS_W_GATE: *W = L->w_gu, *bias = NULL, *in = (int)D, *out = c->ffn; break;
+    case KS_W_UP: *W = L->w_gu + (size_t)c->ffn * D, *bias = NULL, *in = (int)D, *out = c->ffn; break;
+    case KS_W_DOWN: *W = L->w_down, *bias = NULL, *in = c->ffn, *out = (int)D; break;
+    default: KS_ASSERT(!"linear: not a projection weight");
+    }
+}
+
+/* The buffer a projection writes in forward.c's recipe (the fused GEMMs fill exactly these). */
+static ks_buf standard_out(ks_weight w) {
+    return w == KS_W_K ? KS_BUF_K : w == KS_W_V ? KS_BUF_V : w == KS_W_UP ? KS_BUF_UP : KS_BUF_COUNT;
+}
+
+static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
+    const cuda_layer *L = layer_of(b, layer);
+    KS_ASSERT(n > 0 && n <= b->max_chunk);
+    unsigned bit = 1u << w, mask = b->ahead.mask;
+    if (b->rope.pending) KS_TRY(op_begin(b));
+    b->ahead.mask = 0;
+    if ((mask & bit) && b->ahead.layer == layer && b->ahead.n == n && in == KS_BUF_XN && out == standard_out(w) &&
+        !accumulate) {
+        b->ahead.mask = mask & ~bit; /* computed by the fused GEMM just issued */
+        return KS_OK;
+    }
+    const ks_model_config *c = b->cfg;
+    const cuda_view *x = &b->view[in], *y = &b->view[out];
+    if (in == KS_BUF_XN && !accumulate &&
+        ((w == KS_W_Q && out == KS_BUF_Q) || (w == KS_W_GATE && out == KS_BUF_GATE))) {
+        int qkv = w == KS_W_Q;
+        const ks_bf16 *W = qkv ? L->w_qkv : L->w_gu;
+        int width = qkv ? b->qkv_width : 2 * c->ffn;
+        KS_TRY(ks_cuda_gemm_run_ld(b->gemm, y->p, y->ld, KS_DTYPE_BF16, x->p, x->ld, W, qkv ? L->b_qkv : NULL, n,
+                                   c->hidden, width, 0.0f, b->stream));
+        b->ahead.layer = layer, b->ahead.n = n;
+        b->ahead.mask = qkv ? (1u << KS_W_K) | (1u << KS_W_V) : 1u << KS_W_UP;
+        return KS_OK;
+    }
+    const ks_bf16 *W;
+    const void *bias;
+    int n_in, n_out;
+    projection(b, L, w, &W, &bias, &n_in, &n_out);
+    KS_ASSERT(x->type == KS_DTYPE_BF16 && x->width == n_in && y->width == n_out);
+    /* biases are stored in the type of their projection's usual output */
+    KS_ASSERT(!bias || (y->type == KS_DTYPE_F32) == (w == KS_W_O));
+    return ks_cuda_gemm_run_ld(b->gemm, y->p, y->ld, y->type, x->p, x->ld, W, bias, n, n_in, n_out,
+                               accumulate ? 1.0f : 0.0f, b->stream);
+}
+
+/* Deferred to the next op, which issues it first; kv_append of one decode token fuses it. */
+static ks_status cuda_rope(ks_backend *b, int n, int pos0) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= b->max_chunk && (!b->capturing || n == 1));
+    b->rope.n = n, b->rope.pos0 = pos0, b->rope.pending = 1;
+    return KS_OK;
+}
+
+static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
+    layer_of(b, layer); /* range check */
+    const ks_model_config *c = b->cfg;
+    const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
+    const size_t off = (size_t)l * kv_layer_elems(b);
+    int32_t *lens = b->lens + (size_t)l * Hk;
+    if (n == 1 && b->rope.pending && b->rope.n == 1) { /* a decode token: rope, append, lengths in one launch */
+        b->rope.pending = 0, b->ahead.mask = 0;
+        if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, b->rope.pos0, 1, b->stream));
+        KS_TRY(ks_cuda_rope_append_one(b->qkv, b->kc + off, b->vc + off, b->pos, lens, c->n_heads, Hk, c->head_dim,
+                                       b->cap, b->inv_freq, b->stream));
+        commit_rows(b, l, n, pos0);
+        return KS_OK;
+    }
+    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_kv_append(b->kc + off, b->vc + off, b->view[KS_BUF_K].p, b->view[KS_BUF_V].p, b->qkv_width, lens,
+                             0, n, Hk, c->head_dim, b->cap, b->stream));
+    KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
+    commit_rows(b, l, n, pos0);
+    return KS_OK;
+}
+
+static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
+    KS_TRY(op_begin(b));
+    const ks_model_config *c = b->cfg;
+    const int l = layer - b->m->first_layer;
+    KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    const size_t off = (size_t)l * kv_layer_elems(b);
+    return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, b->kc + off, b->vc + off,
+                                     n, pos0 + n, b->cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0,
+                                     ks_cuda_layer_window(c, layer), attn_scale(c), b->stream);
+}
+
+static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
+    KS_TRY(op_begin(b));
+    const ks_model_config *c = b->cfg;
+    const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
+    KS_ASSERT(l >= 0 && l < b->n_layers);
+    const int32_t *starts = NULL;
+    if (ks_cuda_layer_window(c, layer) > 0) {
+        /* a captured step reads the starts decode_graph_begin uploaded for every windowed layer */
+        if (!b->capturing) KS_TRY(upload_starts(b, l, qpos));
+        starts = b->starts + (size_t)l * Hk;
+    }
+    const size_t off = (size_t)l * kv_layer_elems(b);
+    /* max_len = the capacity: one grid for every length, as a captured graph needs */
+    return ks_cuda_attention_decode(b->att, b->qkv, b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, starts,
+                                    b->cap, c->n_heads, Hk, c->head_dim, attn_scale(c), b->cap, b->decode_scratch,
+                                    b->stream);
+}
+
+static ks_status cuda_swiglu(ks_backend *b, int n) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= b->max_chunk);
+    const int F = b->cfg->ffn;
+    /* in place: the result replaces GATE, as backend.h specifies */
+    return ks_cuda_swiglu(b->gu, b->gu, b->gu + F, n, F, 2 * (int64_t)F, 2 * (int64_t)F, b->stream);
+}
+
+/* ---- the head ------------------------------------------------------------------------------------------- */
+
+static ks_status cuda_logits(ks_backend *b, int row0, int n) {
+    KS_TRY(op_begin(b));
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
+    KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
+                           c->rms_eps, b->stream));
+    return ks_cuda_gemm_run(b->gemm, b->logits, KS_DTYPE_F32, b->xn, b->lm_head, NULL, n, c->hidden, c->vocab, 0.0f,
+                            b->stream);
+}
+
+static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
+    return wait_stream(b, "the forward pass");
+}
+
+static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
+    KS_TRY(op_begin(b));
+    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
+                               b->stream));
+    return wait_stream(b, "reading the logits");
+}
+
+static ks_kvcache *cuda_kvcache(ks_backend *b) { return &b->cache; }
+
+/* ---- decode graph ---------------------------------------------------------------------------------------- */
+
+static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed) {
+    KS_TRY(op_begin(b));
+    *replayed = 0;
+    KS_ASSERT(!b->capturing);
+    /* what the step's kernels read from device memory: its position (set by a kernel argument, not a host
+     * copy) and the window starts */
+    KS_TRY(ks_cuda_positions(b->pos, qpos, 1, b->stream));
+    for (int l = 0; b->any_window && l < b->n_layers; l++)
+        if (ks_cuda_layer_window(b->cfg, b->m->first_layer + l) > 0) KS_TRY(upload_starts(b, l, qpos));
+    if (b->graph) {
+        for (int l = 0; l < b->n_layers; l++) commit_rows(b, l, 1, qpos);
+        CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
+        *replayed = 1;
+        return KS_OK;
+    }
+    /* the first step runs eagerly, so that first-call set-up (kernel attributes, plans) stays out of the
+     * capture; the second is captured */
+    if (b->decode_steps++ == 0) return KS_OK;
+    CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    b->capturing = 1;
+    return KS_OK;
+}
+
+static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
+    ks_status st = op_begin(b); /* a deferred op still belongs to the step */
+    if (!b->capturing) return st;
+    b->capturing = 0; /* the capture always ends here, also after a failure */
+    ok = ok && st == KS_OK;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(b->stream, &g);
+    if (e == cudaSuccess && ok) e = cudaGraphInstantiate(&b->graph, g, 0);
+    if (g) cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        b->graph = NULL;
+        return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (capturing the decode step as a graph)",
+                       cudaGetErrorString(e));
+    }
+    if (!ok) return st; /* the failed step's recording is dropped; the next step captures again */
+    /* the captured step has not run yet: run it now */
+    CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
+    return KS_OK;
+}
+
+/* ---- the table ------------------------------------------------------------------------------------------- */
+
+static ks_status cuda_init(ks_backend **out, const ks_model *m, const ks_backend_params *p) {
+    return ks_cuda_backend_create(out, m, p, 0, 0);
+}
+
+ks_status ks_backend_cuda_init_random(ks_backend **out, const ks_model *m, const ks_backend_params *p,
+                                      uint64_t seed) {
+    return ks_cuda_backend_create(out, m, p, 1, seed);
+}
+
+const ks_backend_ops ks_backend_cuda = {
+    .name = "cuda",
+    .init = cuda_init,
+    .free = ks_cuda_backend_destroy,
+    .embed = cuda_embed,
+    .hidden_write = cuda_hidden_write,
+    .hidden_read = cuda_hidden_read,
+    .rmsnorm = cuda_rmsnorm,
+    .linear = cuda_linear,
+    .rope = cuda_rope,
+    .kv_append = cuda_kv_append,
+    .attention_prefill = cuda_attention_prefill,
+    .attention_decode = cuda_attention_decode,
+    .swiglu = cuda_swiglu,
+    .logits = cuda_logits,
+    .argmax = cuda_argmax,
+    .logits_read = cuda_logits_read,
+    .kvcache = cuda_kvcache,
+    .decode_graph_begin = cuda_decode_graph_begin,
+    .decode_graph_end = cuda_decode_graph_end,
+};
+
+#endif /* KS_HAVE_CUDA */

@@ -1,0 +1,105 @@
+/* backend_cuda_impl.h — the CUDA backend's instance, shared by its two files (nothing else includes this):
+ *   backend_cuda_mem.c  device checks, the memory layout (weights block, activation/KV arena), weight upload
+ *                       or random fill, init and free;
+ *   backend_cuda.c      the ops (engine/backend.h) and the decode graph.
+ *
+ * Device memory is two blocks allocated at init, nothing after:
+ *   weights  per layer: w_qkv (q_proj, k_proj, v_proj rows stacked) and w_gu (gate_proj, up_proj rows
+ *            stacked) so that each is ONE GEMM, w_o, w_down, all bf16; norms fp32; biases bf16 for q|k|v (the
+ *            type of their output), fp32 for o (added into the fp32 residual); embedding and LM head bf16
+ *            (one copy when tied).
+ *   arena    activations for max_chunk rows, logits, RoPE frequencies, positions/tokens, per-head lengths and
+ *            window starts, decode and argmax scratch, and the KV cache: keys (n_layers, Hk, cap, d) bf16,
+ *            values the same, head-major as kernels/cpu/ref.h describes.
+ * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
+ * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
+ */
+#ifndef KS_BACKEND_CUDA_IMPL_H
+#define KS_BACKEND_CUDA_IMPL_H
+
+#include <cuda_runtime_api.h>
+
+#include "cuda/ks_cuda.h"
+#include "engine/backend.h"
+
+typedef struct cuda_layer {
+    float *attn_norm, *ffn_norm; /* (hidden) */
+    ks_bf16 *w_qkv;              /* ((H + 2Hk) d, hidden) */
+    ks_bf16 *b_qkv;              /* ((H + 2Hk) d) when cfg.attn_bias, else NULL */
+    ks_bf16 *w_o;                /* (hidden, H d) */
+    float *b_o;                  /* (hidden) when cfg.o_bias, else NULL */
+    ks_bf16 *w_gu;               /* (2 ffn, hidden) */
+    ks_bf16 *w_down;             /* (hidden, ffn) */
+} cuda_layer;
+
+/* An activation buffer: rows of `width` elements of `type`, `ld` elements apart. */
+typedef struct cuda_view {
+    void *p;
+    int64_t ld;
+    int width;
+    ks_dtype type;
+} cuda_view;
+
+struct ks_backend {
+    const ks_model *m;          /* borrowed: config and layer range (host weights only read at init) */
+    const ks_model_config *cfg; /* &m->cfg */
+    int n_layers, max_chunk, cap;
+    int qkv_width;              /* (H + 2Hk) d */
+    cudaStream_t stream;        /* every op is enqueued here */
+    ks_cuda_gemm_t *gemm;       /* cuBLASLt handle, workspace and plans */
+
+    void *weights, *arena;      /* the two device blocks; owned */
+    size_t weight_bytes, arena_bytes;
+    cuda_layer *layers;         /* (n_layers) host array of device views */
+    ks_bf16 *embed;             /* (vocab, hidden) when this stage embeds or ties; NULL otherwise */
+    ks_bf16 *lm_head;           /* (vocab, hidden) on the last stage (== embed when tied) */
+    float *final_norm;          /* (hidden) on the last stage */
+
+    cuda_view view[KS_BUF_COUNT];
+    float *x;                   /* (max_chunk, hidden) residual stream, fp32 */
+    ks_bf16 *xn, *qkv, *att, *gu;
+    float *logits;              /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) */
+    float *inv_freq;            /* (d / 2) */
+    int32_t *pos, *tokens;      /* (max_chunk) positions for RoPE, token ids */
+    int32_t *lens, *starts;     /* (n_layers, Hk) rows held per head; first row a windowed decode query sees */
+    int32_t *ids;               /* (KS_BACKEND_MAX_LOGIT_ROWS) argmax results */
+    ks_bf16 *kc, *vc;           /* (n_layers, Hk, cap, d) */
+    void *decode_scratch, *argmax_scratch;
+
+    ks_kvcache cache;           /* host bookkeeping (no host storage) */
+    int32_t *lens_on_device;    /* (n_layers, Hk) host copy of what `lens` holds: reset or compaction on the
+                                   host side shows as a difference, uploaded before the next forward call */
+    int32_t *host_starts;       /* (n_layers, Hk) staging for `starts` */
+    int any_window;             /* some layer has a sliding window */
+
+    /* Projections computed ahead by a fused GEMM (linear(Q) computes q|k|v, linear(GATE) gate|up): the bits
+     * (1 << ks_weight) that the next linear calls of the same layer and n may skip; any other op clears them. */
+    struct {
+        int layer, n;
+        unsigned mask;
+    } ahead;
+
+    /* rope(n, pos0) not yet issued: the next op issues it first, or fuses it (kv_append of a decode token). */
+    struct {
+        int n, pos0, pending;
+    } rope;
+
+    /* Decode graph: the first decode step runs eagerly (first-call set-up), the second is captured, the rest
+     * replay it. */
+    cudaGraphExec_t graph;
+    int decode_steps;           /* decode steps begun while no graph existed */
+    int capturing;              /* the stream is recording the step */
+};
+
+/* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
+ * tensors (random = 0) or filled on the device with uniform random values from `seed` (random = 1). */
+ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
+                                 uint64_t seed);
+void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built instances */
+
+/* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
+static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {
+    return layer >= c->swa_first_layer ? c->sliding_window : 0;
+}
+
+#endif

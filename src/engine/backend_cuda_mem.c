@@ -1,0 +1,327 @@
+/* backend_cuda_mem.c — the CUDA backend's memory: device checks, the layout of its two device blocks
+ * (backend_cuda_impl.h), the weight upload (host fp32 -> bf16 on the GPU) or random fill, init and free. */
+#ifdef KS_HAVE_CUDA
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/backend_cuda.h"
+#include "engine/backend_cuda_impl.h"
+#include "engine/cuda_check.h"
+
+static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
+
+/* ---- the device ------------------------------------------------------------------------------------------ */
+
+/* The current device, if it can run the kernels (sm_90a SASS + compute_90 PTX: Hopper and newer). */
+static ks_status device_check(struct cudaDeviceProp *prop) {
+    int count = 0, dev = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        cudaGetLastError(); /* not sticky, but leave no error behind */
+        return ks_fail(KS_ERR_DEVICE,
+                       "no usable CUDA GPU (%s): the cuda device needs a machine with an NVIDIA GPU and its driver "
+                       "(or use --device cpu)",
+                       e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+    }
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaGetDeviceProperties(prop, dev));
+    if (prop->major < 9)
+        return ks_fail(KS_ERR_UNSUPPORTED,
+                       "--device cuda: GPU %d (%s) has compute capability %d.%d, but kvscope's CUDA kernels are built "
+                       "for 9.0 (Hopper: H100, H200) and newer; use --device cpu",
+                       dev, prop->name, prop->major, prop->minor);
+    return KS_OK;
+}
+
+ks_status ks_backend_cuda_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
+    struct cudaDeviceProp prop;
+    KS_TRY(device_check(&prop));
+    if (name && cap) snprintf(name, cap, "%s", prop.name);
+    if (sm_count) *sm_count = prop.multiProcessorCount;
+    size_t fr = 0, tot = 0;
+    CUDA_CHECK(cudaMemGetInfo(&fr, &tot));
+    if (total_bytes) *total_bytes = tot;
+    if (free_bytes) *free_bytes = fr;
+    return KS_OK;
+}
+
+/* cudaMalloc with the one clear message an out-of-memory deserves. */
+static ks_status device_alloc(void **p, size_t bytes, const char *what) {
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
+    if (e == cudaSuccess) return KS_OK;
+    *p = NULL;
+    cudaGetLastError(); /* allocation errors are not sticky; clear the last-error slot */
+    size_t fr = 0, tot = 0;
+    cudaMemGetInfo(&fr, &tot);
+    if (e == cudaErrorMemoryAllocation)
+        return ks_fail(KS_ERR_NOMEM,
+                       "--device cuda: out of GPU memory for the %s (%.2f GiB needed, %.2f of %.2f GiB free); use "
+                       "a shorter context or prefill chunk, or a GPU with more memory",
+                       what, gib(bytes), gib(fr), gib(tot));
+    return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (allocating %.2f GiB for the %s)", cudaGetErrorString(e),
+                   gib(bytes), what);
+}
+
+/* ---- layout ---------------------------------------------------------------------------------------------- */
+
+/* Hands out 256-byte aligned pieces of a block; with base NULL it only counts (the sizing pass), and every
+ * piece is NULL. */
+typedef struct carver {
+    char *base;
+    size_t off;
+} carver;
+
+static void *take(carver *c, size_t bytes) {
+    size_t at = (c->off + 255) & ~(size_t)255;
+    c->off = at + bytes;
+    return c->base ? c->base + at : NULL;
+}
+
+static int has_embed(const ks_model *m) {
+    return m->first_layer == 0 || (m->last_layer == m->cfg.n_layers && m->cfg.tie_embeddings);
+}
+
+static void layout_weights(ks_backend *b, carver *c) {
+    const ks_model_config *g = b->cfg;
+    const size_t D = g->hidden, F = g->ffn, qd = (size_t)g->n_heads * g->head_dim;
+    for (int l = 0; l < b->n_layers; l++) {
+        cuda_layer *L = &b->layers[l];
+        L->attn_norm = take(c, D * 4);
+        L->ffn_norm = take(c, D * 4);
+        L->w_qkv = take(c, (size_t)b->qkv_width * D * 2);
+        L->b_qkv = g->attn_bias ? take(c, (size_t)b->qkv_width * 2) : NULL;
+        L->w_o = take(c, D * qd * 2);
+        L->b_o = g->o_bias ? take(c, D * 4) : NULL;
+        L->w_gu = take(c, 2 * F * D * 2);
+        L->w_down = take(c, D * F * 2);
+    }
+    b->embed = has_embed(b->m) ? take(c, (size_t)g->vocab * D * 2) : NULL;
+    b->final_norm = NULL, b->lm_head = NULL;
+    if (b->m->last_layer == g->n_layers) {
+        b->final_norm = take(c, D * 4);
+        b->lm_head = g->tie_embeddings ? b->embed : take(c, (size_t)g->vocab * D * 2);
+    }
+}
+
+static void layout_arena(ks_backend *b, carver *c) {
+    const ks_model_config *g = b->cfg;
+    const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
+    const size_t qd = (size_t)g->n_heads * d, heads = (size_t)b->n_layers * g->n_kv_heads;
+    b->x = take(c, rows * D * 4);
+    b->xn = take(c, rows * D * 2);
+    b->qkv = take(c, rows * b->qkv_width * 2);
+    b->att = take(c, rows * qd * 2);
+    b->gu = take(c, rows * 2 * F * 2);
+    b->logits = take(c, (size_t)KS_BACKEND_MAX_LOGIT_ROWS * g->vocab * 4);
+    b->inv_freq = take(c, d / 2 * 4);
+    b->pos = take(c, rows * 4);
+    b->tokens = take(c, rows * 4);
+    b->lens = take(c, heads * 4);
+    b->starts = take(c, heads * 4);
+    b->ids = take(c, KS_BACKEND_MAX_LOGIT_ROWS * 4);
+    b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
+    b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
+    b->kc = take(c, heads * b->cap * d * 2);
+    b->vc = take(c, heads * b->cap * d * 2);
+
+    const int64_t qkvw = b->qkv_width;
+    const int qw = (int)qd, kvw = g->n_kv_heads * g->head_dim;
+    b->view[KS_BUF_X] = (cuda_view){b->x, g->hidden, g->hidden, KS_DTYPE_F32};
+    b->view[KS_BUF_XN] = (cuda_view){b->xn, g->hidden, g->hidden, KS_DTYPE_BF16};
+    b->view[KS_BUF_Q] = (cuda_view){b->qkv, qkvw, qw, KS_DTYPE_BF16};
+    b->view[KS_BUF_K] = (cuda_view){b->qkv ? b->qkv + qw : NULL, qkvw, kvw, KS_DTYPE_BF16};
+    b->view[KS_BUF_V] = (cuda_view){b->qkv ? b->qkv + qw + kvw : NULL, qkvw, kvw, KS_DTYPE_BF16};
+    b->view[KS_BUF_ATT] = (cuda_view){b->att, qw, qw, KS_DTYPE_BF16};
+    b->view[KS_BUF_GATE] = (cuda_view){b->gu, 2 * (int64_t)g->ffn, g->ffn, KS_DTYPE_BF16};
+    b->view[KS_BUF_UP] = (cuda_view){b->gu ? b->gu + g->ffn : NULL, 2 * (int64_t)g->ffn, g->ffn, KS_DTYPE_BF16};
+}
+
+/* ---- weights: upload or random fill ----------------------------------------------------------------------- */
+
+/* Host fp32 -> device bf16 through a device staging buffer (converted on the GPU); all on b->stream, so the
+ * staging buffer is reused in stream order. Pageable host -> device copies return once the source is staged,
+ * so nothing here waits for the GPU. */
+typedef struct uploader {
+    ks_backend *b;
+    float *stage;
+    size_t stage_floats;
+} uploader;
+
+static ks_status put_bf16(uploader *u, ks_bf16 *dst, const float *src, size_t n) {
+    KS_ASSERT(src && dst);
+    for (size_t off = 0; off < n; off += u->stage_floats) {
+        size_t cnt = n - off < u->stage_floats ? n - off : u->stage_floats;
+        CUDA_CHECK(cudaMemcpyAsync(u->stage, src + off, cnt * 4, cudaMemcpyHostToDevice, u->b->stream));
+        KS_TRY(ks_cuda_f32_to_bf16(dst + off, u->stage, (int64_t)cnt, u->b->stream));
+    }
+    return KS_OK;
+}
+
+static ks_status put_f32(uploader *u, float *dst, const float *src, size_t n) {
+    KS_ASSERT(src && dst);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n * 4, cudaMemcpyHostToDevice, u->b->stream));
+    return KS_OK;
+}
+
+static ks_status upload_layer(uploader *u, const cuda_layer *L, const ks_layer_weights *w, const ks_model_config *g) {
+    const size_t D = g->hidden, F = g->ffn, qd = (size_t)g->n_heads * g->head_dim;
+    const size_t kvd = (size_t)g->n_kv_heads * g->head_dim;
+    KS_TRY(put_f32(u, L->attn_norm, w->attn_norm, D));
+    KS_TRY(put_f32(u, L->ffn_norm, w->ffn_norm, D));
+    KS_TRY(put_bf16(u, L->w_qkv, w->wq, qd * D));
+    KS_TRY(put_bf16(u, L->w_qkv + qd * D, w->wk, kvd * D));
+    KS_TRY(put_bf16(u, L->w_qkv + (qd + kvd) * D, w->wv, kvd * D));
+    if (L->b_qkv) {
+        KS_TRY(put_bf16(u, L->b_qkv, w->bq, qd));
+        KS_TRY(put_bf16(u, L->b_qkv + qd, w->bk, kvd));
+        KS_TRY(put_bf16(u, L->b_qkv + qd + kvd, w->bv, kvd));
+    }
+    KS_TRY(put_bf16(u, L->w_o, w->wo, D * qd));
+    if (L->b_o) KS_TRY(put_f32(u, L->b_o, w->bo, D));
+    KS_TRY(put_bf16(u, L->w_gu, w->w_gate, F * D));
+    KS_TRY(put_bf16(u, L->w_gu + F * D, w->w_up, F * D));
+    return put_bf16(u, L->w_down, w->w_down, D * F);
+}
+
+static ks_status upload_weights(ks_backend *b) {
+    const ks_model *m = b->m;
+    const ks_model_config *g = b->cfg;
+    uploader u = {.b = b, .stage_floats = (size_t)8 << 20}; /* 32 MiB of fp32 */
+    KS_TRY(device_alloc((void **)&u.stage, u.stage_floats * 4, "weight upload staging buffer"));
+    ks_status st = KS_OK;
+    for (int l = 0; l < b->n_layers && st == KS_OK; l++)
+        st = upload_layer(&u, &b->layers[l], &m->layers[l], g);
+    if (st == KS_OK && b->embed) st = put_bf16(&u, b->embed, m->embed, (size_t)g->vocab * g->hidden);
+    if (st == KS_OK && b->final_norm) st = put_f32(&u, b->final_norm, m->final_norm, g->hidden);
+    if (st == KS_OK && b->lm_head && b->lm_head != b->embed)
+        st = put_bf16(&u, b->lm_head, m->lm_head, (size_t)g->vocab * g->hidden);
+    cudaError_t e = cudaStreamSynchronize(b->stream); /* the staging buffer is in use until here */
+    cudaFree(u.stage);
+    if (st == KS_OK && e != cudaSuccess)
+        st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (uploading the weights)", cudaGetErrorString(e));
+    return st;
+}
+
+/* Uniform random weights: projections and embeddings with standard deviation 0.02 (Hugging Face's
+ * initializer_range), biases within +-0.02, norms exactly 1. Each tensor draws from its own seed. */
+typedef struct filler {
+    ks_backend *b;
+    uint64_t seed;
+} filler;
+
+static ks_status fill(filler *f, void *p, ks_dtype t, size_t n, float lo, float hi) {
+    f->seed += 0x9e3779b97f4a7c15ull;
+    return p ? ks_cuda_fill_uniform(p, t, (int64_t)n, lo, hi, f->seed, f->b->stream) : KS_OK;
+}
+
+static ks_status fill_weights(ks_backend *b, uint64_t seed) {
+    const ks_model_config *g = b->cfg;
+    const size_t D = g->hidden, F = g->ffn, qd = (size_t)g->n_heads * g->head_dim;
+    const float a = 0.02f * 1.7320508f; /* uniform on [-a, a] has standard deviation 0.02 */
+    filler f = {b, seed};
+    for (int l = 0; l < b->n_layers; l++) {
+        const cuda_layer *L = &b->layers[l];
+        KS_TRY(fill(&f, L->attn_norm, KS_DTYPE_F32, D, 1.0f, 1.0f));
+        KS_TRY(fill(&f, L->ffn_norm, KS_DTYPE_F32, D, 1.0f, 1.0f));
+        KS_TRY(fill(&f, L->w_qkv, KS_DTYPE_BF16, (size_t)b->qkv_width * D, -a, a));
+        KS_TRY(fill(&f, L->b_qkv, KS_DTYPE_BF16, (size_t)b->qkv_width, -0.02f, 0.02f));
+        KS_TRY(fill(&f, L->w_o, KS_DTYPE_BF16, D * qd, -a, a));
+        KS_TRY(fill(&f, L->b_o, KS_DTYPE_F32, D, -0.02f, 0.02f));
+        KS_TRY(fill(&f, L->w_gu, KS_DTYPE_BF16, 2 * F * D, -a, a));
+        KS_TRY(fill(&f, L->w_down, KS_DTYPE_BF16, D * F, -a, a));
+    }
+    KS_TRY(fill(&f, b->embed, KS_DTYPE_BF16, (size_t)g->vocab * D, -a, a));
+    KS_TRY(fill(&f, b->final_norm, KS_DTYPE_F32, D, 1.0f, 1.0f));
+    if (b->lm_head != b->embed) KS_TRY(fill(&f, b->lm_head, KS_DTYPE_BF16, (size_t)g->vocab * D, -a, a));
+    return KS_OK;
+}
+
+/* ---- init and free --------------------------------------------------------------------------------------- */
+
+void ks_cuda_backend_destroy(ks_backend *b) {
+    if (!b) return;
+    if (b->stream) cudaStreamSynchronize(b->stream);
+    if (b->graph) cudaGraphExecDestroy(b->graph);
+    ks_cuda_gemm_free(b->gemm);
+    cudaFree(b->weights);
+    cudaFree(b->arena);
+    if (b->stream) cudaStreamDestroy(b->stream);
+    free(b->layers);
+    free(b->lens_on_device);
+    free(b->host_starts);
+    ks_kvcache_free(&b->cache);
+    free(b);
+}
+
+/* Everything that is not a device block: the stream, cuBLASLt, the cache bookkeeping, host staging. */
+static ks_status create_host_side(ks_backend *b) {
+    const ks_model_config *g = b->cfg;
+    const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+    KS_TRY(ks_cuda_gemm_init(&b->gemm, (size_t)32 << 20));
+    KS_TRY(ks_kvcache_init(&b->cache, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, 0));
+    b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
+    b->lens_on_device = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend lengths");
+    b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");
+    if (!b->layers || !b->lens_on_device || !b->host_starts) return KS_ERR_NOMEM;
+    for (int l = b->m->first_layer; l < b->m->last_layer; l++)
+        if (ks_cuda_layer_window(g, l) > 0) b->any_window = 1;
+    return KS_OK;
+}
+
+static ks_status create(ks_backend *b, int random, uint64_t seed) {
+    const ks_model_config *g = b->cfg;
+    struct cudaDeviceProp prop;
+    KS_TRY(device_check(&prop));
+    if (g->head_dim % 2 || g->head_dim > 256)
+        return ks_fail(KS_ERR_UNSUPPORTED, "%s: head_dim %d is not supported by the cuda backend (even, <= 256)",
+                       b->m->source ? b->m->source : "model", g->head_dim);
+    KS_TRY(create_host_side(b));
+
+    carver w = {0}, a = {0};
+    layout_weights(b, &w);
+    layout_arena(b, &a);
+    KS_TRY(device_alloc(&b->weights, w.off, "weights (bf16)"));
+    KS_TRY(device_alloc(&b->arena, a.off, "activations and KV cache"));
+    b->weight_bytes = w.off, b->arena_bytes = a.off;
+    w = (carver){b->weights, 0};
+    a = (carver){b->arena, 0};
+    layout_weights(b, &w);
+    layout_arena(b, &a);
+
+    float inv_freq[KS_MAX_ROPE_FACTORS];
+    ks_rope_inv_freq(g, inv_freq);
+    CUDA_CHECK(cudaMemcpyAsync(b->inv_freq, inv_freq, sizeof(float) * (g->head_dim / 2), cudaMemcpyHostToDevice,
+                               b->stream));
+    const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
+    CUDA_CHECK(cudaMemsetAsync(b->lens, 0, heads * 4, b->stream));
+    CUDA_CHECK(cudaMemsetAsync(b->starts, 0, heads * 4, b->stream));
+    KS_TRY(random ? fill_weights(b, seed) : upload_weights(b));
+    CUDA_CHECK(cudaStreamSynchronize(b->stream));
+    return KS_OK;
+}
+
+ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
+                                 uint64_t seed) {
+    const ks_model_config *g = &m->cfg;
+    KS_ASSERT(p->max_ctx > 0 && p->max_chunk > 0 && m->last_layer > m->first_layer);
+    *out = NULL;
+    ks_backend *b = ks_calloc(1, sizeof *b, "cuda backend");
+    if (!b) return KS_ERR_NOMEM;
+    b->m = m;
+    b->cfg = g;
+    b->n_layers = m->last_layer - m->first_layer;
+    b->max_chunk = p->max_chunk;
+    b->cap = p->max_ctx;
+    b->qkv_width = (g->n_heads + 2 * g->n_kv_heads) * g->head_dim;
+    ks_status st = create(b, random, seed);
+    if (st != KS_OK) {
+        ks_cuda_backend_destroy(b);
+        return st;
+    }
+    *out = b;
+    return KS_OK;
+}
+
+#endif /* KS_HAVE_CUDA */

@@ -1,0 +1,141 @@
+/* bench_model.c — see bench_model.h. */
+#include "engine/bench_model.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef KS_HAVE_CUDA
+#include <math.h>
+
+#include "cuda/ks_cuda.h"
+#include "engine/backend_cuda.h"
+#include "engine/cuda_check.h"
+#endif
+
+/* meta-llama/Llama-3.1-8B's config.json. */
+static void llama31_8b(ks_model_config *c) {
+    memset(c, 0, sizeof *c);
+    c->arch = KS_ARCH_LLAMA;
+    c->n_layers = 32, c->hidden = 4096, c->n_heads = 32, c->n_kv_heads = 8, c->head_dim = 128;
+    c->ffn = 14336, c->vocab = 128256, c->max_pos = 131072, c->rms_eps = 1e-5f;
+    c->rope_theta = 500000.0f, c->rope_type = KS_ROPE_LLAMA3, c->rope_factor = 8.0f;
+    c->rope_low_freq_factor = 1.0f, c->rope_high_freq_factor = 4.0f, c->rope_orig_max_pos = 8192;
+    c->bos_id = 128000;
+    c->eos_ids[0] = 128001, c->eos_ids[1] = 128008, c->eos_ids[2] = 128009, c->n_eos = 3;
+}
+
+ks_status ks_bench_model_init(ks_model *m, const char *config_path) {
+    memset(m, 0, sizeof *m);
+    if (config_path) {
+        KS_TRY(ks_model_config_from_hf(config_path, &m->cfg));
+    } else {
+        llama31_8b(&m->cfg);
+        KS_TRY(ks_model_config_validate(&m->cfg, "the built-in Llama-3.1-8B config"));
+    }
+    const char *what = config_path ? config_path : "Llama-3.1-8B shape (built in)";
+    m->source = ks_malloc(strlen(what) + 1, "model name");
+    if (!m->source) return KS_ERR_NOMEM;
+    strcpy(m->source, what);
+    m->first_layer = 0, m->last_layer = m->cfg.n_layers;
+    return KS_OK;
+}
+
+#ifndef KS_HAVE_CUDA
+
+static ks_status no_cuda(void) {
+    return ks_fail(KS_ERR_UNSUPPORTED, "kvscope bench measures the GPU, but this kvscope build has no CUDA backend "
+                                       "(rebuild with -DKS_CUDA=ON on a machine with the CUDA toolkit)");
+}
+
+ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int chunk, uint64_t seed) {
+    (void)f, (void)m, (void)max_ctx, (void)chunk, (void)seed;
+    return no_cuda();
+}
+
+ks_status ks_bench_model_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
+    (void)name, (void)cap, (void)sm_count, (void)total_bytes, (void)free_bytes;
+    return no_cuda();
+}
+
+ks_status ks_bench_model_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
+    (void)n, (void)H, (void)Hk, (void)d, (void)repeat, (void)tflops;
+    return no_cuda();
+}
+
+#else
+
+ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int chunk, uint64_t seed) {
+    KS_ASSERT(max_ctx > 0 && chunk > 0);
+    memset(f, 0, sizeof *f);
+    ks_backend_params bp = {.max_ctx = max_ctx, .max_chunk = chunk < max_ctx ? chunk : max_ctx};
+    /* ks_forward_init would upload host weights; this model has none, so the backend fills its own */
+    KS_TRY(ks_backend_cuda_init_random(&f->be, m, &bp, seed));
+    f->m = m;
+    f->ops = &ks_backend_cuda;
+    f->max_ctx = max_ctx;
+    f->chunk = bp.max_chunk;
+    return KS_OK;
+}
+
+ks_status ks_bench_model_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
+    return ks_backend_cuda_device(name, cap, sm_count, total_bytes, free_bytes);
+}
+
+static int cmp_float(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+
+/* The timed calls; buffers and events are the caller's. */
+static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, int n, int H, int Hk, int d,
+                                int repeat, float *ms) {
+    const int64_t ld = (int64_t)H * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    cudaEvent_t ev[2] = {NULL, NULL};
+    ks_status st = KS_OK;
+    if (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess)
+        st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
+    for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
+        cudaEventRecord(ev[0], 0);
+        st = ks_cuda_attention_prefill(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, 0);
+        cudaEventRecord(ev[1], 0);
+        cudaError_t e = cudaEventSynchronize(ev[1]);
+        if (st == KS_OK && e != cudaSuccess)
+            st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (attention kernel benchmark)", cudaGetErrorString(e));
+        if (st == KS_OK && r >= 0) cudaEventElapsedTime(&ms[r], ev[0], ev[1]);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    return st;
+}
+
+ks_status ks_bench_model_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0);
+    const size_t qn = (size_t)n * H * d, kvn = (size_t)Hk * n * d;
+    ks_bf16 *buf[4] = {NULL, NULL, NULL, NULL}; /* q, k, v, out */
+    const size_t count[4] = {qn, kvn, kvn, qn};
+    float *ms = ks_malloc(sizeof(float) * repeat, "attention timings");
+    ks_status st = ms ? KS_OK : KS_ERR_NOMEM;
+    for (int i = 0; i < 4 && st == KS_OK; i++) {
+        if (cudaMalloc((void **)&buf[i], count[i] * 2) != cudaSuccess) {
+            cudaGetLastError();
+            buf[i] = NULL;
+            st = ks_fail(KS_ERR_NOMEM, "--attention_lengths %d: out of GPU memory for the kernel's inputs (%.2f GiB)",
+                         n, (double)(2 * qn + 2 * kvn) * 2 / (1 << 30));
+        }
+        /* random data, never zeros: the inputs of a real prefill */
+        if (st == KS_OK && i < 3)
+            st = ks_cuda_fill_uniform(buf[i], KS_DTYPE_BF16, (int64_t)count[i], -2.0f, 2.0f, 17 + i, 0);
+    }
+    if (st == KS_OK) st = time_attention(buf[0], buf[1], buf[2], buf[3], n, H, Hk, d, repeat, ms);
+    if (st == KS_OK) {
+        qsort(ms, repeat, sizeof *ms, cmp_float);
+        double med = repeat % 2 ? ms[repeat / 2] : 0.5 * (ms[repeat / 2 - 1] + ms[repeat / 2]);
+        *tflops = 4.0 * n * (double)n * d * H / 2 / (med * 1e-3) / 1e12;
+    }
+    for (int i = 0; i < 4; i++) cudaFree(buf[i]);
+    free(ms);
+    return st;
+}
+
+#endif /* KS_HAVE_CUDA */

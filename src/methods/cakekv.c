@@ -1,0 +1,136 @@
+/* cakekv.c — CAKE, cascading and adaptive KV eviction (ICLR 2025; specs/methods.md §7), following the
+ * authors' cake_cache.py and modify_llama.py.
+ *
+ * Prefill, per layer l: the last W queries' softmax A over all keys (causal inside the window). On the past
+ * block A' (keys before the window): spatial dispersion H_l = -sum A' log(A' + 1e-10) and temporal shift
+ * V_l = sum over heads and keys of the unbiased variance over the W queries; preference P_l =
+ * H_l^(1/tau1) * V_l^(1/tau2). Each past key's eviction indicator is mean_i A + gamma * var_i A, avg-pooled
+ * (kernel 5, zero padding counted) and averaged over the query heads of its KV head (gqa_reduce). Budgets:
+ * T = (cache_size - W) * N past tokens over the N layers held, B_l = P_l / sum P * T adjusted as the reference
+ * does (budget.h, ks_cake_allocate) and capped at L - W; each layer keeps its top B_l past tokens plus the
+ * window. cascading (the paper's default) re-allocates after every layer over the layers seen so far and
+ * re-evicts them from their stored (already gathered) indicators, so no layer holds its full cache until the
+ * last one; without it all layers are evicted once after the last. Prompts of at most cache_size + W tokens are
+ * not compressed at prefill (the reference's threshold).
+ *
+ * Decode: each layer then holds at most B_l + W rows (B_l = cache_size - W for an uncompressed prompt); once a
+ * step's cache exceeds that, the step's query probabilities over the rows before the last W are avg-pooled and
+ * averaged over the group, and the top B_l plus the last W stay: one row out per step. kvscope pools over rows
+ * in position order; the reference pools over its storage order, which after the first eviction is top-k order.
+ *
+ * variant loom runs the same algorithm: LOOM-Scope ships the authors' code, whose missing per-sample reset
+ * (stale budgets from the first prompt) is a bug kvscope does not reproduce (the state resets per sequence).
+ * tau1 and tau2 default to 1.0, the reference's fallback; the authors' model2tau table is in the YAML file. */
+#include <math.h>
+#include <stddef.h>
+
+#include "methods/budget.h"
+#include "methods/method.h"
+#include "methods/select.h"
+
+typedef struct cakekv_opts {
+    int variant, gqa_reduce;
+    ks_budget cache_size; /* tokens per KV head and layer on average, window included */
+    int window_size;
+    float gamma, tau1, tau2;
+    int kernel_size;
+    int cascading;
+} cakekv_opts;
+
+static const ks_knob knobs[] = {
+    KS_KNOB_VARIANT(cakekv_opts, "original and loom run the same CAKE (LOOM ships the authors' code)"),
+    KS_KNOB_GQA_REDUCE(cakekv_opts),
+    {"cache_size", KS_KNOB_BUDGET, offsetof(cakekv_opts, cache_size), "1024", NULL, 1, 0,
+     "average tokens per KV head and layer, window included: T = (cache_size - W) * layers past tokens"},
+    {"window_size", KS_KNOB_INT, offsetof(cakekv_opts, window_size), "32", NULL, 2, 1e6,
+     "W: the last W prompt queries measure the layer and score the tokens; always kept"},
+    {"gamma", KS_KNOB_FLOAT, offsetof(cakekv_opts, gamma), "200", NULL, 0, 1e9,
+     "weight of the attention variance in the eviction indicator mean + gamma * var"},
+    {"tau1", KS_KNOB_FLOAT, offsetof(cakekv_opts, tau1), "1.0", NULL, 1e-6, 1e6,
+     "temperature of the spatial dispersion in the preference H^(1/tau1) * V^(1/tau2)"},
+    {"tau2", KS_KNOB_FLOAT, offsetof(cakekv_opts, tau2), "1.0", NULL, 1e-6, 1e6,
+     "temperature of the temporal shift in the preference"},
+    {"kernel_size", KS_KNOB_INT, offsetof(cakekv_opts, kernel_size), "5", NULL, 1, 1001,
+     "odd width of the average pooling of the indicator"},
+    {"cascading", KS_KNOB_BOOL, offsetof(cakekv_opts, cascading), "true", NULL, 0, 0,
+     "re-allocate and re-evict after every layer (true) or evict all layers after the last one (false)"},
+    {0},
+};
+
+static ks_status cakekv_check(const ks_method *m) {
+    const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
+    return ks_method_check_window(m, "cache_size", &o->cache_size, o->window_size, o->kernel_size);
+}
+
+static int cakekv_window(const ks_method *m) { return KS_METHOD_OPTS(m, cakekv_opts)->window_size; }
+
+static void cakekv_plan(ks_method *m) {
+    int C = ks_budget_tokens(&KS_METHOD_OPTS(m, cakekv_opts)->cache_size, m->n_prompt, 0);
+    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = C; /* until the allocation says otherwise */
+}
+
+static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->Hk * m->cap; }
+
+/* Evicts held layer l (prompt rows only) to its top `past` indicator rows plus the last W rows. */
+static ks_status evict_layer(ks_method *m, int l, int past, int W) {
+    m->layer[l].budget = past + W;
+    ks_method_keep_top(m, l, layer_scores(m, l), past > 0 ? past : 0, W);
+    return ks_method_compact(m, l, 0);
+}
+
+/* The reference's CakeprefillKVCache call after layer `last` of the prompt: budgets over layers 0 .. last. */
+static ks_status allocate_and_evict(ks_method *m, int last) {
+    const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
+    int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
+    double pref[KS_METHOD_MAX_LAYERS];
+    int budget[KS_METHOD_MAX_LAYERS];
+    for (int i = 0; i <= last; i++) pref[i] = m->layer[i].pref;
+    ks_cake_allocate(pref, last + 1, (int64_t)(C - W) * m->n_layers, L - W, budget);
+    for (int i = 0; i <= last; i++) KS_TRY(evict_layer(m, i, budget[i] < L - W ? budget[i] : L - W, W));
+    return KS_OK;
+}
+
+static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
+    const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
+    int W = o->window_size, L = m->n_prompt, past = L - W, C = m->layer[c->l].budget;
+    if (past <= 0) return KS_OK;
+    ks_window_summary sum;
+    ks_window_args a = {.n_q = W, .stat = KS_SCORE_MEAN_VAR, .gamma = o->gamma, .reduce = o->gqa_reduce};
+    KS_TRY(ks_method_window_scores(m, c, a, m->scores, &sum));
+    m->layer[c->l].pref = pow(sum.entropy, 1.0 / o->tau1) * pow(sum.var_sum, 1.0 / o->tau2);
+    for (int h = 0; h < m->Hk; h++) /* pooling is linear: pooling the group mean = the mean of pooled heads */
+        ks_select_pool(layer_scores(m, c->l) + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past,
+                       o->kernel_size, KS_POOL_AVG);
+    KS_TRY(ks_method_observe(m, c, NULL));
+    if (L <= C + W) return KS_OK;
+    if (o->cascading) return allocate_and_evict(m, c->l);
+    return c->l == m->n_layers - 1 ? allocate_and_evict(m, c->l) : KS_OK;
+}
+
+static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos) {
+    const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
+    int W = o->window_size, hh = m->layer[l].budget - W, over = 0;
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    for (int h = 0; h < m->Hk; h++) over |= len[h] > hh + W;
+    if (!over) return KS_OK;
+    KS_TRY(m->be_ops->attention_decode_probs(m->be, layer, qpos, o->gqa_reduce, m->scores, m->cap));
+    for (int h = 0; h < m->Hk; h++)
+        ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, len[h] - W > 0 ? len[h] - W : 0,
+                       o->kernel_size, KS_POOL_AVG);
+    ks_method_keep_top(m, l, m->pooled, hh, W);
+    return ks_method_compact(m, l, 1);
+}
+
+const ks_method_ops ks_method_cakekv = {
+    .name = "CakeKV",
+    .file = "cakekv",
+    .summary = "layer budgets from attention dispersion and shift, cascading eviction, and eviction while decoding",
+    .knobs = knobs,
+    .opts_size = sizeof(cakekv_opts),
+    .row_scores = 1,
+    .check = cakekv_check,
+    .window = cakekv_window,
+    .plan = cakekv_plan,
+    .after_prefill_layer = cakekv_after_prefill_layer,
+    .on_decode_step = cakekv_on_decode_step,
+};

@@ -1,0 +1,271 @@
+/* method.c — the method registry, instances (options, binding, per-sequence state), the hooks the forward pass
+ * calls, and the selection/compaction helpers every method shares. */
+#include "methods/method.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "methods/knobs.h"
+#include "methods/select.h"
+
+const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
+                                           &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
+                                           &ks_method_cakekv,     NULL};
+
+ks_status ks_method_find(const char *name, const ks_method_ops **out) {
+    if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
+    for (const ks_method_ops *const *o = ks_methods; *o; o++)
+        if (!strcasecmp((*o)->name, name)) {
+            *out = *o;
+            return KS_OK;
+        }
+    char names[256];
+    size_t n = 0;
+    for (const ks_method_ops *const *o = ks_methods; *o; o++)
+        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", (*o)->name);
+    return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter)", name, names);
+}
+
+ks_status ks_method_create(ks_method **out, const char *name, const char *config_path, const char *const *opts,
+                           int n_opts) {
+    const ks_method_ops *ops;
+    KS_TRY(ks_method_find(name, &ops));
+    ks_method *m = ks_calloc(1, sizeof *m, "KV method");
+    if (!m) return KS_ERR_NOMEM;
+    ks_status st = KS_OK;
+    m->ops = ops;
+    m->opts = ks_calloc(1, ops->opts_size ? ops->opts_size : 1, "KV method options");
+    const char *from = config_path ? config_path : "defaults", *plus = n_opts ? " + --method_opt" : "";
+    m->source = ks_malloc(strlen(from) + strlen(plus) + 1, "KV method options source");
+    if (!m->opts || !m->source) {
+        st = KS_ERR_NOMEM;
+        goto fail;
+    }
+    strcat(strcpy(m->source, from), plus);
+    KS_TRY_GOTO(st, ks_knobs_defaults(ops, m->opts), fail);
+    if (config_path) KS_TRY_GOTO(st, ks_knobs_load_yaml(ops, m->opts, config_path), fail);
+    for (int i = 0; i < n_opts; i++) KS_TRY_GOTO(st, ks_knobs_set_kv(ops, m->opts, opts[i], "--method_opt"), fail);
+    if (ops->check) KS_TRY_GOTO(st, ops->check(m), fail);
+    *out = m;
+    return KS_OK;
+fail:
+    ks_method_free(m);
+    return st;
+}
+
+/* Frees what ks_method_bind allocated. */
+static void unbind(ks_method *m) {
+    free(m->scores);
+    free(m->pooled);
+    free(m->keep);
+    free(m->n_keep);
+    free(m->row_mass);
+    free(m->row_scores);
+    free(m->layer);
+    m->scores = m->pooled = m->row_mass = m->row_scores = NULL;
+    m->keep = m->n_keep = NULL;
+    m->layer = NULL;
+    m->be = NULL;
+    m->cache = NULL;
+}
+
+void ks_method_free(ks_method *m) {
+    if (!m) return;
+    unbind(m);
+    free(m->opts);
+    free(m->source);
+    free(m);
+}
+
+ks_status ks_method_options_yaml(const ks_method *m, char **out) { return ks_knobs_to_yaml(m->ops, m->opts, out); }
+
+ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model) {
+    unbind(m);
+    ks_kvcache *c = ops->kvcache(be);
+    if (model->cfg.n_layers > KS_METHOD_MAX_LAYERS)
+        return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; the KV methods handle at most %d", model->source,
+                       model->cfg.n_layers, KS_METHOD_MAX_LAYERS);
+    int compresses = m->ops->after_prefill_layer != NULL;
+    if (compresses && (!ops->window_scores || !ops->attention_decode_probs || !ops->key_norms || !ops->kv_compact))
+        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV-compression ops yet",
+                       m->ops->name, ops->name);
+    m->be_ops = ops;
+    m->be = be;
+    m->cache = c;
+    m->first_layer = model->first_layer;
+    m->n_layers = c->n_layers;
+    m->n_layers_model = model->cfg.n_layers;
+    m->H = model->cfg.n_heads;
+    m->Hk = c->n_kv_heads;
+    m->d = c->head_dim;
+    m->cap = c->cap;
+    size_t row = (size_t)m->Hk * m->cap, rows = (size_t)m->n_layers * row;
+    m->layer = ks_calloc((size_t)m->n_layers + 1, sizeof *m->layer, "KV method layer records");
+    m->scores = ks_malloc(sizeof(float) * row, "KV method scores");
+    m->pooled = ks_malloc(sizeof(float) * row, "KV method pooled scores");
+    m->keep = ks_malloc(sizeof(int32_t) * row, "KV method keep lists");
+    m->n_keep = ks_malloc(sizeof(int32_t) * m->Hk, "KV method keep counts");
+    if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
+    if (m->ops->row_scores) m->row_scores = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row scores");
+    if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
+        (m->ops->row_scores && !m->row_scores)) {
+        unbind(m);
+        return KS_ERR_NOMEM;
+    }
+    ks_method_reset(m);
+    return KS_OK;
+}
+
+void ks_method_reset(ks_method *m) {
+    m->n_prompt = 0;
+    if (m->layer) memset(m->layer, 0, sizeof *m->layer * m->n_layers);
+}
+
+int ks_method_window(const ks_method *m) {
+    int w = m->ops->window ? m->ops->window(m) : 0;
+    return w > 0 ? w : m->ops->after_prefill_layer ? KS_METHOD_STAT_WINDOW : 0;
+}
+
+void ks_method_begin_prompt(ks_method *m, int n_prompt) {
+    m->n_prompt = n_prompt;
+    for (int l = 0; l < m->n_layers; l++) m->layer[l] = (ks_method_layer){.budget = n_prompt};
+    if (m->ops->plan) m->ops->plan(m);
+}
+
+ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last) {
+    ks_method_chunk c = {.layer = layer, .l = layer - m->first_layer, .pos0 = pos0, .n = n};
+    KS_ASSERT(c.l >= 0 && c.l < m->n_layers);
+    if (m->ops->prefill_chunk) KS_TRY(m->ops->prefill_chunk(m, &c));
+    if (last && m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, &c));
+    return KS_OK;
+}
+
+ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
+    if (!m->ops->on_decode_step) return KS_OK;
+    return m->ops->on_decode_step(m, layer, layer - m->first_layer, qpos);
+}
+
+ks_status ks_method_end_prompt(ks_method *m) {
+    for (int l = 0; l < m->n_layers; l++) {
+        ks_method_layer *ly = &m->layer[l];
+        const int32_t *len = ks_kvcache_len(m->cache, l);
+        int norms = m->be_ops->key_norms != NULL;
+        if (norms) KS_TRY(m->be_ops->key_norms(m->be, m->first_layer + l, m->pooled, m->cap));
+        double mass = 0, nsum = 0;
+        float nmax = 0;
+        int64_t rows = 0;
+        ly->kept = 0;
+        for (int h = 0; h < m->Hk; h++) {
+            const float *norm = m->pooled + (size_t)h * m->cap;
+            const float *rm = ly->mass_total > 0 ? m->row_mass + ((size_t)l * m->Hk + h) * m->cap : NULL;
+            ly->kept = len[h] > ly->kept ? len[h] : ly->kept;
+            rows += len[h];
+            for (int j = 0; norms && j < len[h]; j++) nsum += norm[j], nmax = norm[j] > nmax ? norm[j] : nmax;
+            for (int j = 0; ly->mass_total > 0 && j < len[h]; j++) mass += rm[j];
+        }
+        ly->key_norm_mean = rows ? (float)(nsum / rows) : 0;
+        ly->key_norm_max = nmax;
+        ly->mass_kept = ly->mass_total > 0 ? (float)(mass / ly->mass_total) : 1.0f;
+    }
+    return KS_OK;
+}
+
+int ks_method_dropped(const ks_method *m) {
+    for (int l = 0; m->layer && l < m->n_layers; l++)
+        if (m->layer[l].compressed || m->layer[l].decode_evicted) return 1;
+    return 0;
+}
+
+int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
+    for (int l = 0; l < m->n_layers; l++) {
+        const ks_method_layer *ly = &m->layer[l];
+        out[l] = (ks_layer_stat){.layer = m->first_layer + l,
+                                 .kv_head = -1,
+                                 .budget = ly->budget,
+                                 .kept = ly->kept,
+                                 .attn_mass_kept = ly->mass_kept,
+                                 .key_norm_mean = ly->key_norm_mean,
+                                 .key_norm_max = ly->key_norm_max,
+                                 .sparse_density = 1.0f,
+                                 .quant_error = 0.0f};
+    }
+    return m->n_layers;
+}
+
+/* ---- helpers for the methods ------------------------------------------------------------------------ */
+
+ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_window_args a, float *out,
+                                  ks_window_summary *sum) {
+    KS_ASSERT(a.n_q > 0 && a.n_q <= c->n);
+    a.q_row0 = c->n - a.n_q;
+    a.q_pos0 = c->pos0;
+    a.n_keys = c->pos0 + c->n;
+    return m->be_ops->window_scores(m->be, c->layer, &a, out, m->cap, sum);
+}
+
+ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums) {
+    float *mass = m->row_mass + (size_t)c->l * m->Hk * m->cap;
+    int n_keys = c->pos0 + c->n;
+    if (sums) {
+        for (int h = 0; h < m->Hk; h++)
+            memcpy(mass + (size_t)h * m->cap, sums + (size_t)h * m->cap, sizeof(float) * n_keys);
+    } else {
+        int w = ks_method_window(m);
+        ks_window_args a = {.n_q = w < c->n ? w : c->n, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN};
+        KS_TRY(ks_method_window_scores(m, c, a, mass, NULL));
+    }
+    double total = 0;
+    for (int h = 0; h < m->Hk; h++)
+        for (int j = 0; j < n_keys; j++) total += mass[(size_t)h * m->cap + j];
+    m->layer[c->l].mass_total = (float)total;
+    return KS_OK;
+}
+
+void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail) {
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    for (int h = 0; h < m->Hk; h++) {
+        int sel = len[h] - tail > 0 ? len[h] - tail : 0;
+        int32_t *keep = m->keep + (size_t)h * m->cap;
+        int n = ks_select_topk(keep, scores + (size_t)h * m->cap, sel, k);
+        for (int j = sel; j < len[h]; j++) keep[n++] = j;
+        m->n_keep[h] = n;
+    }
+}
+
+/* Moves the rows of one (layer, head) array (cap floats per head) as the keep lists say. */
+static void compact_rows(const ks_method *m, float *rows) {
+    for (int h = 0; h < m->Hk; h++) {
+        float *r = rows + (size_t)h * m->cap;
+        const int32_t *keep = m->keep + (size_t)h * m->cap;
+        for (int i = 0; i < m->n_keep[h]; i++) r[i] = r[keep[i]];
+    }
+}
+
+ks_status ks_method_compact(ks_method *m, int l, int decode) {
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    int64_t dropped = 0;
+    for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
+    if (!dropped) return KS_OK; /* a strictly increasing list as long as the head keeps every row */
+    size_t off = (size_t)l * m->Hk * m->cap;
+    compact_rows(m, m->row_mass + off);
+    if (m->row_scores) compact_rows(m, m->row_scores + off);
+    KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
+    if (decode)
+        m->layer[l].decode_evicted += dropped;
+    else
+        m->layer[l].compressed = 1;
+    return KS_OK;
+}
+
+ks_status ks_method_check_window(const ks_method *m, const char *cap_name, const ks_budget *capacity, int window,
+                                 int kernel) {
+    if (kernel > 0 && kernel % 2 == 0)
+        return ks_fail(KS_ERR_ARG, "%s options (%s): kernel_size %d must be odd", m->ops->name, m->source, kernel);
+    if (!capacity->is_ratio && capacity->tokens <= window)
+        return ks_fail(KS_ERR_ARG, "%s options (%s): %s %d must exceed window_size %d", m->ops->name, m->source,
+                       cap_name, capacity->tokens, window);
+    return KS_OK;
+}

@@ -1,0 +1,225 @@
+/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV and FullKV
+ * (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
+ * ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state, and the forward pass
+ * calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
+ *
+ *     ks_method *m;
+ *     const char *opts[] = {"max_capacity_prompt=1024", "pooling=maxpool"};
+ *     KS_TRY(ks_method_create(&m, "snapkv", NULL, opts, 2));  // name case-insensitive; NULL: no YAML file
+ *     KS_TRY(ks_forward_set_method(&fwd, m));                 // binds to the backend; state sized once
+ *     KS_TRY(ks_generate(&fwd, ids, n, &gp, out, &r));        // compresses every layer after its prefill,
+ *                                                             // evicts during decode where the method does
+ *     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+ *     int rows = ks_method_layer_stats(m, st);                // one row per layer held (DESIGN.md §4 /layers)
+ *     ks_forward_free(&fwd);  ks_method_free(m);
+ *
+ * Methods reach the cache only through backend ops (window_scores, attention_decode_probs, key_norms,
+ * kv_compact): scores and keep lists cross as host arrays and rows stay where the backend keeps them, so every
+ * method runs unchanged on any backend. Selection is per KV head (one stored copy per KV head): query-head
+ * scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
+ *
+ * Options. The knob tables in the method files carry the defaults (compiled in, authoritative).
+ * configs/methods/<file>.yaml lists every knob with its default and what it means (a test checks that file and
+ * table agree); it is documentation and a template, read only when passed as `config_path`
+ * (--method_config). Then `key=value` overrides (--method_opt) apply in order. Unknown keys and bad values are
+ * KS_ERR_ARG naming the file and line or the --method_opt, and the key. Budget knobs take a token count
+ * ("2048") or a ratio of the prompt length ("0.1", "10%").
+ *
+ * Statistics: after the prompt, each held layer reports its budget, kept rows, the fraction of the observation
+ * window's attention (the last W prompt queries, W = the method's window or KS_METHOD_STAT_WINDOW) that falls
+ * on kept rows, and the mean and max L2 norm of the kept keys.
+ */
+#ifndef KS_METHOD_H
+#define KS_METHOD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "bench/sample.h" /* ks_layer_stat */
+#include "core/status.h"
+#include "engine/backend.h"
+#include "methods/budget.h"
+#include "model/model.h"
+
+#define KS_METHOD_STAT_WINDOW 32 /* observation window of the statistics when the method has none */
+#define KS_METHOD_MAX_LAYERS 512 /* layers one instance may hold (sizes callers' stat arrays) */
+#define KS_KNOB_INTS_MAX 64
+
+/* ---- knobs -------------------------------------------------------------------------------------------- */
+
+typedef enum ks_knob_kind {
+    KS_KNOB_INT,    /* int */
+    KS_KNOB_FLOAT,  /* float */
+    KS_KNOB_BOOL,   /* int 0/1; true/false/yes/no/1/0 */
+    KS_KNOB_BUDGET, /* ks_budget (methods/budget.h): tokens or a ratio of the prompt */
+    KS_KNOB_ENUM,   /* int: index into `choices` */
+    KS_KNOB_INTS,   /* ks_ints: a YAML list [0, 1] or "0,1" */
+} ks_knob_kind;
+
+typedef struct ks_ints {
+    int n;
+    int v[KS_KNOB_INTS_MAX];
+} ks_ints;
+
+typedef struct ks_knob {
+    const char *name;    /* YAML key and --method_opt key; NULL ends a table */
+    ks_knob_kind kind;
+    size_t offset;       /* of the value in the method's options struct */
+    const char *def;     /* default, written as in YAML */
+    const char *choices; /* KS_KNOB_ENUM: "avgpool|maxpool" (matched case-insensitively); else NULL */
+    double min, max;     /* INT, FLOAT, INTS elements, BUDGET token counts: the accepted range (inclusive) */
+    const char *help;    /* one line: what it means (also the comment in the YAML file) */
+} ks_knob;
+
+/* ---- the method table ------------------------------------------------------------------------------- */
+
+typedef struct ks_method ks_method;
+
+/* One prompt chunk of one layer, as the hooks see it: rows 0 .. n - 1 of the backend's Q/K/V buffers hold the
+ * chunk's tokens at positions pos0 .. pos0 + n - 1 (roped), and the layer's cache holds positions 0 ..
+ * pos0 + n - 1 (dense). */
+typedef struct ks_method_chunk {
+    int layer;  /* absolute layer number (backend ops take it) */
+    int l;      /* index within the layers held (m->layer[l], cache layer l) */
+    int pos0, n;
+} ks_method_chunk;
+
+typedef struct ks_method_ops {
+    const char *name;     /* "SnapKV": the --acceleration value, matched case-insensitively */
+    const char *file;     /* "snapkv": configs/methods/<file>.yaml */
+    const char *summary;  /* one line */
+    const ks_knob *knobs; /* NULL-name-terminated; an empty table for FullKV */
+    size_t opts_size;     /* the options struct the knobs fill */
+    int row_scores;       /* 1: the instance keeps one score per cache row, moved with the rows (H2O, CakeKV) */
+    /* Cross-knob checks once all knobs are set (KS_ERR_ARG naming the knobs); NULL: none. */
+    ks_status (*check)(const ks_method *m);
+    /* Prompt queries the method scores after prefill: the prompt's last chunk must hold them. NULL: none. */
+    int (*window)(const ks_method *m);
+    /* Budgets for the prompt of m->n_prompt tokens, before its last chunk: m->layer[l].budget for every l. */
+    void (*plan)(ks_method *m);
+    /* Optional: after a layer's attention on every prompt chunk (H2O sums scores over all prompt queries). */
+    ks_status (*prefill_chunk)(ks_method *m, const ks_method_chunk *c);
+    /* After a layer's attention on the prompt's last chunk: score, select and compact that layer (the layer's
+     * prefill output used the full cache already). NULL: keep everything. */
+    ks_status (*after_prefill_layer)(ks_method *m, const ks_method_chunk *c);
+    /* Optional: after a layer's attention in every decode step (the query is in the backend's Q row 0 at
+     * position qpos, its K/V already appended): rolling eviction. */
+    ks_status (*on_decode_step)(ks_method *m, int layer, int l, int qpos);
+} ks_method_ops;
+
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
+extern const ks_method_ops *const ks_methods[];
+extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
+    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv;
+
+/* ---- an instance ------------------------------------------------------------------------------------ */
+
+typedef struct ks_method_layer {
+    int budget;            /* rows per KV head the layer may keep after the prompt (window included) */
+    int kept;              /* rows per KV head after the prompt's compression (the most over heads) */
+    int compressed;        /* rows were dropped at prefill */
+    float mass_total;      /* observation-window attention mass on all rows (the sum over KV heads) */
+    float mass_kept;       /* fraction of it on the rows kept after the prompt */
+    float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
+    int64_t decode_evicted; /* rows dropped by decode-time eviction, summed over KV heads */
+    double pref;           /* CakeKV: the layer's preference score P_l */
+} ks_method_layer;
+
+struct ks_method {
+    const ks_method_ops *ops;
+    void *opts;            /* (ops->opts_size) the parsed options; owned */
+    char *source;          /* where the options came from ("defaults", the YAML path); owned */
+    /* Bound by ks_method_bind (borrowed): */
+    const ks_backend_ops *be_ops;
+    ks_backend *be;
+    ks_kvcache *cache;     /* the backend's bookkeeping: per-head lengths and positions */
+    int first_layer;       /* absolute number of held layer 0 */
+    int n_layers;          /* layers held */
+    int n_layers_model;    /* N: all layers of the model (PyramidKV's schedule) */
+    int H, Hk, d, cap;     /* query heads, KV heads, head_dim, rows per head */
+    /* Host scratch and state, allocated at bind from the maximum shapes: */
+    float *scores;         /* (Hk, cap) scores of the layer being compressed */
+    float *pooled;         /* (Hk, cap) pooled scores / key norms */
+    int32_t *keep;         /* (Hk, cap) rows each KV head keeps */
+    int32_t *n_keep;       /* (Hk) */
+    float *row_mass;       /* (n_layers, Hk, cap) observation-window mass of each cache row */
+    float *row_scores;     /* (n_layers, Hk, cap) method score of each cache row, if ops->row_scores; else NULL */
+    ks_method_layer *layer; /* (n_layers) */
+    int n_prompt;          /* length of the current prompt; 0 before its last chunk */
+};
+
+/* The table called `name` (case-insensitive; "none" and "FullKV" are FullKV). KS_ERR_ARG listing the names. */
+ks_status ks_method_find(const char *name, const ks_method_ops **out);
+
+/* A new instance with the compiled-in defaults, then the YAML file config_path (NULL: none), then the n_opts
+ * "key=value" overrides. */
+ks_status ks_method_create(ks_method **out, const char *name, const char *config_path, const char *const *opts,
+                           int n_opts);
+void ks_method_free(ks_method *m); /* accepts NULL */
+
+/* The resolved options as YAML lines "key: value\n" (every knob; for result files and logs). Caller frees. */
+ks_status ks_method_options_yaml(const ks_method *m, char **out);
+
+/* ---- called by the forward pass (engine/forward.c) ---------------------------------------------------- */
+
+/* Attaches m to a backend instance holding `model`'s layer range with max_ctx rows per head; allocates the
+ * state once. A method may be bound again (to another backend) after the previous one is gone. */
+ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model);
+void ks_method_reset(ks_method *m);              /* a new sequence */
+int ks_method_window(const ks_method *m);        /* queries the prompt's last chunk must hold */
+void ks_method_begin_prompt(ks_method *m, int n_prompt); /* before the prompt's last chunk: plan */
+/* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk). */
+ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last);
+ks_status ks_method_end_prompt(ks_method *m);    /* after the prompt's last chunk: statistics */
+ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
+
+/* 1 when the method has dropped rows of this sequence (at prefill or decode): the cache is no longer dense. */
+int ks_method_dropped(const ks_method *m);
+
+/* One row per held layer (kv_head -1: over all heads), as recorded after the prompt; returns the count. */
+int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out);
+
+/* ---- for method implementations (method.c) ------------------------------------------------------------ */
+
+/* The method's options struct, typed. */
+#define KS_METHOD_OPTS(m, type) ((const type *)(m)->opts)
+
+/* The `variant` and `gqa_reduce` knobs most methods share (their options structs hold int fields of these
+ * names). variant: original = the method as its authors define it; loom = LOOM-Scope's port where it differs. */
+typedef enum ks_variant { KS_VARIANT_ORIGINAL, KS_VARIANT_LOOM } ks_variant;
+#define KS_KNOB_VARIANT(type, help)                                                                             \
+    {"variant", KS_KNOB_ENUM, offsetof(type, variant), "original", "original|loom", 0, 0, help}
+#define KS_KNOB_GQA_REDUCE(type)                                                                                \
+    {"gqa_reduce", KS_KNOB_ENUM, offsetof(type, gqa_reduce), "mean", "mean|max|sum", 0, 0,                     \
+     "how the query heads sharing a KV head combine their scores before the KV head's one selection"}
+
+/* Window scores of the chunk's last a.n_q rows against all its keys (a.q_row0, a.q_pos0 and a.n_keys are filled
+ * from c) into out (Hk, cap); see ks_window_args. */
+ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_window_args a, float *out,
+                                  ks_window_summary *sum);
+
+/* Records the observation-window mass of each row of the chunk's layer, from `sums` (Hk, cap): window SUM
+ * scores of the last W rows with the group mean, as SnapKV computes them; NULL: computed here with W =
+ * ks_method_window(m). Call before the layer's first compaction. */
+ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums);
+
+/* Fills m->keep / m->n_keep for every KV head h of held layer l: its last `tail` rows (the window, the recent
+ * tokens) and the top k of the rows before them by scores[h * cap + j]. */
+void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail);
+
+/* Compacts held layer l to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow). At prefill
+ * (decode 0) it marks the layer compressed; during decode it counts the evicted rows. No-op when every row is
+ * kept. */
+ks_status ks_method_compact(ks_method *m, int l, int decode);
+
+/* The checks shared by the window methods: a token-count `capacity` (knob cap_name) must exceed window_size;
+ * kernel_size (when > 0) must be odd. */
+ks_status ks_method_check_window(const ks_method *m, const char *cap_name, const ks_budget *capacity, int window,
+                                 int kernel);
+
+/* SnapKV's selection on the chunk's layer (PyramidKV reuses it with its per-layer k): window SUM scores of the
+ * last W queries, pooled over the past rows, top-k past rows plus the window, compacted. */
+ks_status ks_snapkv_compress(ks_method *m, const ks_method_chunk *c, int W, int k, int kernel, int pooling,
+                             int gqa_reduce);
+
+#endif

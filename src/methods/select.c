@@ -1,0 +1,63 @@
+/* select.c — see select.h. */
+#include "methods/select.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "core/status.h"
+
+void ks_select_pool(float *out, const float *in, int n, int k, ks_pool mode) {
+    KS_ASSERT(k >= 1 && k % 2 == 1 && out != in);
+    int r = k / 2;
+    for (int j = 0; j < n; j++) {
+        int lo = j - r < 0 ? 0 : j - r, hi = j + r + 1 > n ? n : j + r + 1;
+        if (mode == KS_POOL_AVG) {
+            double s = 0; /* padding contributes zeros, and the divisor stays k */
+            for (int i = lo; i < hi; i++) s += in[i];
+            out[j] = (float)(s / k);
+        } else {
+            float m = -INFINITY;
+            for (int i = lo; i < hi; i++) m = in[i] > m ? in[i] : m;
+            out[j] = m;
+        }
+    }
+}
+
+/* An unsigned key whose order is the float order: NaN lowest, -0 = +0. */
+static uint32_t order_key(float x) {
+    if (isnan(x)) return 0;
+    if (x == 0) x = 0; /* -0 -> +0 */
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
+    if (k <= 0 || n <= 0) return 0;
+    if (k >= n) {
+        for (int i = 0; i < n; i++) idx[i] = i;
+        return n;
+    }
+    /* Find the k-th largest key T byte by byte from the top; `need` ends as how many keys equal to T are
+     * taken (the earliest ones), all keys above T being taken. */
+    uint32_t prefix = 0, mask = 0;
+    int need = k;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        int hist[256] = {0};
+        for (int i = 0; i < n; i++) {
+            uint32_t key = order_key(s[i]);
+            if ((key & mask) == prefix) hist[(key >> shift) & 0xFF]++;
+        }
+        int b = 255;
+        while (hist[b] < need) need -= hist[b--];
+        prefix |= (uint32_t)b << shift;
+        mask |= 0xFFu << shift;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        uint32_t key = order_key(s[i]);
+        if (key > prefix || (key == prefix && need-- > 0)) idx[m++] = i;
+    }
+    KS_ASSERT(m == k);
+    return m;
+}

