@@ -761,8 +761,9 @@ START_TEST(test_smollm2_methods) {
     ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
     ks_ids ids = {0};
     ck_assert(ks_generate_encode_prompt(tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
-                                             "secret word is HARBOR. Repeat the secret word and say who owns the boat.",
-                                        1, &ids) == KS_OK);
+                                             "secret word is HARBOR. Repeat the secret word and say who owns the "
+                                             "boat. Answer:",
+                                        0, &ids) == KS_OK);
     enum { NEW = 16 };
     ks_forward f = {0};
     ks_forward_params fp = {.device = "cpu", .max_ctx = ids.n + NEW, .chunk = 512};
@@ -770,7 +771,7 @@ START_TEST(test_smollm2_methods) {
     int32_t want[NEW], got[NEW];
     ks_generate_result r;
     generate(&f, NULL, &ids, NEW, want, &r);
-    ck_assert(ids.n > 40 && r.kv_bytes_prefill == r.kv_bytes_full);
+    ck_assert(ids.n > KS_METHOD_STAT_WINDOW && r.kv_bytes_prefill == r.kv_bytes_full);
 
     const model_run full[] = {
         {"H2O", {"heavy_budget=4096", "recent_budget=4096"}},

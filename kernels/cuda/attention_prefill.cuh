@@ -1,7 +1,8 @@
 // attention_prefill.cuh — what the two prefill attention kernels share: their argument block and the key
 // range of a block of virtual rows (see attention_prefill.cu for the GQA "virtual row" packing).
 //   attention_prefill.cu       mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher
-//   attention_prefill_sm90.cu  wgmma (sm_90a) kernel, head dim 128, chosen on Hopper
+//   attention_prefill_sm90.cu  wgmma (sm_90a) kernels, head dim 128, chosen on Hopper: ks_prefill_launch_sm90
+//                              picks the warp-specialised one (attention_prefill_sm90_ws.cu) or v4
 #pragma once
 
 #include "common.cuh"
@@ -43,3 +44,5 @@ __device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int ke
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s);
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s);
+// The warp-specialised kernel with key tiles of `tile` (96 or 128) keys.
+ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, cudaStream_t s);

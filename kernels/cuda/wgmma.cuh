@@ -1,6 +1,6 @@
 // wgmma.cuh — Hopper (sm_90a) warpgroup matrix multiply primitives: shared-memory matrix descriptors for the
-// 128-byte-swizzled layout, fences, and the two bf16 -> fp32 shapes the sm_90 prefill kernel uses
-// (m64n96k16 from shared memory for S = Q K^T, m64n128k16 with A in registers for O += P V).
+// 128-byte-swizzled layout, fences, and the bf16 -> fp32 shapes the sm_90 prefill kernels use
+// (m64n96k16 and m64n128k16 from shared memory for S = Q K^T, m64n128k16 with A in registers for O += P V).
 // Only compiled into sm_90a code (callers guard with KS_SM90A).
 //
 // Shared tiles use the canonical 128B-swizzle layout: a tile of R rows x 64 bf16 (128 bytes a row), 8-row
@@ -61,6 +61,31 @@ __device__ __forceinline__ void ks_wgmma_m64n96k16_ss(float d[48], uint64_t desc
                    "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
                    "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
                    "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47])
+                 : "l"(desc_a), "l"(desc_b), "r"(accumulate));
+}
+
+// The same with 128 keys: d (64 x 128 fp32; this thread's 64) (+)= A (64 x 16) * B (16 x 128), both K-major
+// in shared memory.
+__device__ __forceinline__ void ks_wgmma_m64n128k16_ss(float d[64], uint64_t desc_a, uint64_t desc_b,
+                                                       int accumulate) {
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {"
+                 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
+                 "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
+                 "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63"
+                 "}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 :
+                   "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),
+                   "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]),
+                   "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]),
+                   "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]),
+                   "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]),
+                   "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]),
+                   "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),
+                   "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]),
+                   "+f"(d[63])
                  : "l"(desc_a), "l"(desc_b), "r"(accumulate));
 }
 

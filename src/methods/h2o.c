@@ -110,7 +110,8 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
         KS_TRY(ks_method_window_scores(m, c, a, layer_scores(m, c->l), NULL));
     }
     if (L <= heavy + recent) return KS_OK;
-    KS_TRY(ks_method_observe(m, c, NULL));
+    int same = o->score_window && o->gqa_reduce == KS_GQA_MEAN; /* the window sums are the statistics' sums */
+    KS_TRY(ks_method_observe(m, c, same ? layer_scores(m, c->l) : NULL));
     ks_method_keep_top(m, c->l, layer_scores(m, c->l), heavy, recent);
     return ks_method_compact(m, c->l, 0);
 }

@@ -199,8 +199,8 @@ ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_win
                                   ks_window_summary *sum);
 
 /* Records the observation-window mass of each row of the chunk's layer, from `sums` (Hk, cap): window SUM
- * scores of the last W rows with the group mean, as SnapKV computes them; NULL: computed here with W =
- * ks_method_window(m). Call before the layer's first compaction. */
+ * scores of the last W = ks_method_window(m) rows with the group mean (SnapKV's scores with gqa_reduce mean);
+ * NULL: computed here. Call before the layer's first compaction. */
 ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums);
 
 /* Fills m->keep / m->n_keep for every KV head h of held layer l: its last `tail` rows (the window, the recent
