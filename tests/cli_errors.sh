@@ -8,6 +8,8 @@ T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
 python3 "$(dirname "$0")/tools/make_bad_inputs.py" "$T" || { echo "cannot build bad inputs"; exit 1; }
 
+printf 'benchmark_name: RULER\ntask_names: ["vt"]\nlength: [512]\nnonsense_key: 3\n' >"$T/bad_cfg.yaml"
+
 pass=0
 fail=0
 # expect NAME PATTERN CMD... : CMD must exit 1 within 60 s with exactly one stderr line matching
@@ -41,6 +43,11 @@ expect prompt_too_long "8192" "$KV" generate --model_path "$SMOL" --prompt "$(pr
 expect missing_model "does-not-exist" "$KV" generate --model_path "$T/does-not-exist" --prompt hi
 expect unknown_option "--frobnicate" "$KV" generate --frobnicate 1
 expect bad_device "device" "$KV" generate --model_path "$SMOL" --prompt hi --device tpu
+
+expect unknown_method "Frobnicate" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration Frobnicate
+expect bad_method_opt "window_size" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt window_size=-3
+expect unknown_method_opt "no_such_knob" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --acceleration SnapKV --method_opt no_such_knob=1 --output "$T/ev"
+expect bad_cfg_key "nonsense_key" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/bad_cfg.yaml" --output "$T/p.jsonl"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

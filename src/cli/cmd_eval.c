@@ -18,12 +18,15 @@
 #include "core/log.h"
 #include "dispatch.h"
 #include "ks_mpi.h"
+#include "methods/method.h"
 #include "results/report.h"
 #include "results/results.h"
 #include "runner/runner.h"
 
 typedef struct eval_opts {
     const char *model_path, *cfg_path, *acceleration, *device, *torch_dtype, *gp_num, *output, *template_name;
+    const char *method_config;
+    ks_opt_strings method_opts; /* --method_opt key=value, in order */
     int limit, threads, chunk;
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
 } eval_opts;
@@ -69,14 +72,16 @@ static void model_name(const char *path, char *out, size_t cap) {
 
 /* The identity of a result file: everything that changes what a sample's row would hold. --limit, the device
  * layout and --output are not part of it (a rerun with a larger limit adds to the same file). */
-static char *identity_text(const eval_opts *o, const ks_bench_config *bc, const char *model) {
+static char *identity_text(const eval_opts *o, const ks_bench_config *bc, const char *model, const char *method,
+                           const char *method_yaml) {
     const char *fmt = "model: %s\nacceleration: %s\ntorch_dtype: %s\ntemplate_override: %s\n"
-                      "max_new_tokens_cap: %d\n---\n%s";
+                      "max_new_tokens_cap: %d\nmethod_options:\n%s---\n%s";
     const char *tmpl = o->template_name ? o->template_name : "null";
-    int n = snprintf(NULL, 0, fmt, model, o->acceleration, o->torch_dtype, tmpl, o->max_new_tokens, bc->yaml_text);
+    int n = snprintf(NULL, 0, fmt, model, method, o->torch_dtype, tmpl, o->max_new_tokens, method_yaml,
+                     bc->yaml_text);
     char *s = ks_malloc((size_t)n + 1, "result identity");
     if (s)
-        snprintf(s, (size_t)n + 1, fmt, model, o->acceleration, o->torch_dtype, tmpl, o->max_new_tokens,
+        snprintf(s, (size_t)n + 1, fmt, model, method, o->torch_dtype, tmpl, o->max_new_tokens, method_yaml,
                  bc->yaml_text);
     return s;
 }
@@ -123,8 +128,6 @@ static ks_status check_opts(const eval_opts *o) {
     if (!ok)
         return ks_fail(KS_ERR_ARG, "--torch_dtype %s: use bfloat16, float16 or float32 (torch. prefix allowed)",
                        o->torch_dtype);
-    if (strcasecmp(o->acceleration, "FullKV") && strcasecmp(o->acceleration, "none") && o->acceleration[0])
-        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: this build evaluates FullKV only", o->acceleration);
     if (o->max_new_tokens < 0) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be 0 or more", o->max_new_tokens);
     if (o->chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", o->chunk);
     return KS_OK;
@@ -154,11 +157,17 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
     ks_status st;
     char name[256];
     model_name(o->model_path, name, sizeof name);
+    ks_method *method = NULL;
+    char *method_yaml = NULL;
+    const char *accel = o->acceleration[0] ? o->acceleration : "FullKV";
+    KS_TRY_GOTO(st, ks_method_create(&method, accel, o->method_config, o->method_opts.v, o->method_opts.n), out);
+    KS_TRY_GOTO(st, ks_method_options_yaml(method, &method_yaml), out);
 
     KS_TRY_GOTO(st, ks_bench_config_load(&bc, o->cfg_path), out);
     KS_TRY_GOTO(st, apply_template_override(&bc, o->template_name), out);
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&bc),
-                           .max_new = 512, .chunk = o->chunk, .threads = o->threads};
+                           .max_new = 512, .chunk = o->chunk, .threads = o->threads,
+                           .method = method};
     KS_TRY_GOTO(st, ks_runner_init(&run, &rp), out);
     KS_TRY_GOTO(st, ks_bench_open(&bench, &bc, run.tok), out);
     KS_TRY_GOTO(st, ks_bench_list(bench, o->limit, &ids, &n), out);
@@ -169,8 +178,8 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
             st = ks_fail(KS_ERR_IO, "--output %s: cannot create the directory", o->output);
             goto out;
         }
-        snprintf(path, sizeof path, "%s/%s_%s_%s.h5", o->output, name, bc.benchmark_name, o->acceleration);
-        identity = identity_text(o, &bc, name);
+        snprintf(path, sizeof path, "%s/%s_%s_%s.h5", o->output, name, bc.benchmark_name, method->ops->name);
+        identity = identity_text(o, &bc, name, method->ops->name, method_yaml);
         cmdline = command_line(argc, argv);
         cost = ks_calloc((size_t)n, sizeof *cost, "sample costs");
         done = ks_calloc((size_t)n, 1, "done flags");
@@ -179,8 +188,8 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
             goto out;
         }
         ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
-                                .model = name, .benchmark = bc.benchmark_name, .method = o->acceleration,
-                                .hardware = o->device};
+                                .model = name, .benchmark = bc.benchmark_name, .method = method->ops->name,
+                                .method_options = method_yaml, .hardware = o->device};
         KS_TRY_GOTO(st, ks_results_open(&res, path, &meta), out);
         for (int i = 0; i < n; i++) {
             cost[i] = ids[i].length;
@@ -231,6 +240,8 @@ out:
     free(cmdline);
     ks_bench_close(bench);
     ks_runner_free(&run);
+    ks_method_free(method);
+    free(method_yaml);
     ks_bench_config_free(&bc);
     return st;
 }
@@ -241,7 +252,11 @@ ks_status ks_cmd_eval(int argc, char **argv) {
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
-        {"acceleration", KS_OPT_STRING, &o.acceleration, "NAME", "KV method (FullKV = none)", 0},
+        {"acceleration", KS_OPT_STRING, &o.acceleration, "NAME",
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+        {"method_config", KS_OPT_STRING, &o.method_config, "F.yaml",
+         "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
+        {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
         {"device", KS_OPT_STRING, &o.device, "D", "compute backend: cpu or cuda", 0},
         {"torch_dtype", KS_OPT_STRING, &o.torch_dtype, "T", "weight/KV dtype on GPUs: bfloat16, float16, float32", 0},
         {"gp_num", KS_OPT_STRING, &o.gp_num, "K", "ranks per model instance (1)", 0},

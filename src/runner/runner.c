@@ -19,6 +19,8 @@ ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     ks_forward_params fp = {.device = p->device, .max_ctx = max_ctx, .chunk = p->chunk > 0 ? p->chunk : 512,
                             .threads = p->threads};
     KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, &fp), fail);
+    r->method = p->method;
+    if (r->method) KS_TRY_GOTO(st, ks_forward_set_method(&r->fwd, r->method), fail);
     ks_stop_set_build(&r->stop, &r->model.cfg, r->tok);
     ks_ids nl = {0};
     KS_TRY_GOTO(st, ks_tokenizer_encode(r->tok, "\n", 1, 0, &nl), fail);
@@ -72,6 +74,15 @@ static int64_t peak_rss_bytes(void) {
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : 0;
 }
 
+/* The method's per-layer record of this sample's prompt (DESIGN.md §4 /layers). */
+static ks_status layer_stats(const ks_method *m, ks_result *res) {
+    ks_layer_stat *st = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *st, "layer statistics");
+    if (!st) return KS_ERR_NOMEM;
+    res->n_layers = ks_method_layer_stats(m, st);
+    res->layers = st;
+    return KS_OK;
+}
+
 /* JSON array of the answers (the result file stores the references with each prediction). */
 static char *answers_json(const ks_sample *s) {
     cJSON *a = cJSON_CreateArray();
@@ -112,6 +123,9 @@ ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_n
     res->prefill_s = gr.prefill_s;
     res->decode_s = gr.decode_s;
     res->peak_bytes = peak_rss_bytes();
+    res->kv_bytes_before = gr.kv_bytes_full;
+    res->kv_bytes_after = gr.kv_bytes_prefill;
+    if (r->method) KS_TRY_GOTO(st, layer_stats(r->method, res), done);
     res->answers_json = answers_json(s);
     if (!res->answers_json) st = ks_fail(KS_ERR_NOMEM, "out of memory");
 done:

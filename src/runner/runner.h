@@ -21,6 +21,7 @@
 #include "bench/sample.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
+#include "methods/method.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -31,6 +32,7 @@ typedef struct ks_runner_params {
     int max_new;            /* the largest max_new_tokens of any sample */
     int chunk;              /* prefill chunk (0: 512) */
     int threads;            /* CPU threads (0: all) */
+    ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
 } ks_runner_params;
 
 typedef struct ks_runner {
@@ -41,13 +43,15 @@ typedef struct ks_runner {
     int32_t newline_id;   /* last id of encode("\n"): the stop token of LongBench's one-line tasks */
     int32_t *out;         /* (max_new) generated ids, allocated once */
     int max_new;
+    ks_method *method;    /* borrowed, bound to fwd; NULL = FullKV */
 } ks_runner;
 
 ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p);
 void ks_runner_free(ks_runner *r); /* accepts a zeroed or half-built struct */
 
 /* Runs one sample; fills res (identity, prediction, answers, score in [0, 100], token counts, timings, peak
- * memory). template_name NULL or "none": no chat template. */
+ * memory, KV bytes before/after the method's compression, per-layer statistics). template_name NULL or "none": no
+ * chat template. */
 ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_name, ks_result *res);
 
 #endif
