@@ -37,12 +37,14 @@ __device__ __forceinline__ bool ks_prefill_tile_full(const prefill_args &a, cons
     return kb + tile - 1 <= r.qp_lo && kb + tile <= a.n_kv && (a.window <= 0 || kb > r.qp_hi - a.window);
 }
 
-// Key `key` visible to a query at absolute position `pos`.
+// Key `key` visible to a query at absolute position `pos`. Bitwise, not short-circuit: the compiler keeps it
+// branch-free (the kernels evaluate it per score element on masked tiles).
 __device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int key, int pos) {
-    return key < a.n_kv && key <= pos && (a.window <= 0 || key > pos - a.window);
+    return (key < a.n_kv) & (key <= pos) & ((a.window <= 0) | (key > pos - a.window));
 }
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s);
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s);
-// The warp-specialised kernel with key tiles of `tile` (96 or 128) keys.
-ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, cudaStream_t s);
+// The warp-specialised kernel with key tiles of `tile` (96 or 128) keys; `turns`: its two consumer
+// warpgroups take turns to issue their products (ping-pong).
+ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, bool turns, cudaStream_t s);

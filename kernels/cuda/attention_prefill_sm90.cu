@@ -1,5 +1,7 @@
-// attention_prefill_sm90.cu — the prefill attention kernel for Hopper (sm_90a), head dim 128: the same
-// contract and GQA virtual-row packing as attention_prefill.cu, with the two products on wgmma.
+// attention_prefill_sm90.cu — the v4 prefill attention kernel for Hopper (sm_90a), head dim 128: the same
+// contract and GQA virtual-row packing as attention_prefill.cu, with the two products on wgmma; and the
+// Hopper launcher, which runs the warp-specialised kernel (attention_prefill_sm90_ws.cu, ~1.45x faster)
+// unless KS_PREFILL_SM90=v4 selects this one.
 //
 // Block: two warpgroups (256 threads), 128 virtual rows (64 per warpgroup), key tiles of 96, a 4-stage
 // cp.async ring of K/V tiles filled by all threads three tiles ahead. Per tile `it` a warpgroup issues
@@ -125,13 +127,16 @@ static ks_status launch_v4(const prefill_args &a, int Hk, cudaStream_t s) {
     return KS_OK;
 }
 
-// Environment KS_PREFILL_SM90 picks the kernel (read once): "v4" this file's, "ws96" / "ws128" the
-// warp-specialised one with 96- or 128-key tiles; unset or anything else: the default (ws128).
+// Environment KS_PREFILL_SM90 picks the kernel (read once): "v4" this file's; "ws96" / "ws128" the
+// warp-specialised one with 96- or 128-key tiles, a "-turns" suffix with its warpgroups taking turns
+// (ping-pong); unset or anything else: the default, ws96 without turns (the fastest: docs/gpu-notes.md).
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s) {
     static int tile = -1; // 0: v4; else the warp-specialised kernel's key tile
+    static bool turns = false;
     if (tile < 0) {
         const char *e = getenv("KS_PREFILL_SM90");
-        tile = e && strcmp(e, "v4") == 0 ? 0 : e && strcmp(e, "ws96") == 0 ? 96 : 128;
+        tile = e && strcmp(e, "v4") == 0 ? 0 : e && strncmp(e, "ws128", 5) == 0 ? 128 : 96;
+        turns = e && strstr(e, "-turns");
     }
-    return tile ? ks_prefill_launch_sm90_ws(a, Hk, tile, s) : launch_v4(a, Hk, s);
+    return tile ? ks_prefill_launch_sm90_ws(a, Hk, tile, turns, s) : launch_v4(a, Hk, s);
 }

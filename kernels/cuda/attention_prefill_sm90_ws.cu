@@ -10,8 +10,9 @@
 //   consumers  per tile `it` a warpgroup issues S' = Q K(it+1)^T and O += P(it) V(it) back to back, then
 //              waits for S' alone and runs the online softmax of tile it + 1 while its P V product (and
 //              the other warpgroup's products) run on the tensor cores; P(it + 1) goes to a second
-//              fragment array because P(it) is still being read. The two warpgroups take turns to issue
-//              (named barriers kBarTurn + wg, "ping-pong"), so one's softmax overlaps the other's GEMMs.
+//              fragment array because P(it) is still being read. Optionally (`turns`) the two warpgroups
+//              take turns to issue (named barriers kBarTurn + wg, FA3's "ping-pong"); measured 1-6% slower
+//              than letting them run freely (docs/gpu-notes.md), so off by default.
 // Q is loaded once per block by the consumers (cp.async: the virtual rows are not a TMA box).
 #include "attention_prefill_sm90.cuh"
 #include "tma.cuh"
@@ -31,6 +32,7 @@ struct ws_shape {
 struct ws_params {
     prefill_args a;
     CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x BN x 1
+    int turns;                // 1: the consumer warpgroups take turns to issue (ping-pong); 0: independent
 };
 
 #ifdef KS_SM90A
@@ -82,7 +84,8 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
 
     // Turns: warpgroup 0 issues first. Each warpgroup waits for its turn n times and hands the turn over n
     // times (warpgroup 1: once up front and after all but its last issue), so no arrival is left pending.
-    if (wg == 1 && n > 0) ks_named_arrive(kBarTurn + 0, 256);
+    const bool turns = p.turns != 0;
+    if (turns && wg == 1 && n > 0) ks_named_arrive(kBarTurn + 0, 256);
 
     float s[BN / 2];
     uint32_t pa_a[BN / 16][4], pa_b[BN / 16][4]; // P of the tile being multiplied and of the next one
@@ -101,11 +104,11 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
     auto step = [&](int it, uint32_t(&cur)[BN / 16][4], uint32_t(&next)[BN / 16][4]) {
         const int st = it % S::kStages, st1 = (it + 1) % S::kStages;
         ks_mbar_wait(full0 + 8 * st1, ((it + 1) / S::kStages) & 1);
-        ks_named_sync(kBarTurn + wg, 256);
+        if (turns) ks_named_sync(kBarTurn + wg, 256);
         ks_sm90_issue_qk<BN>(s, q_s, k_ring + st1 * S::kKVBytes, wg);
         ks_sm90_rescale_o(o, alpha);
         ks_sm90_issue_pv<BN>(o, cur, v_ring + st * S::kKVBytes);
-        ks_named_arrive(kBarTurn + (wg ^ 1), 256);
+        if (turns) ks_named_arrive(kBarTurn + (wg ^ 1), 256);
         ks_wgmma_wait<1>(); // S(it + 1); P(it) V(it) may still run
 #pragma unroll
         for (int i = 0; i < BN / 2; i++) ks_reg_fence(s[i]);
@@ -119,10 +122,10 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
     };
     // Tile n - 1: the last P V (warpgroup 1 hands over no turn after it).
     auto last = [&](int it, uint32_t(&cur)[BN / 16][4]) {
-        ks_named_sync(kBarTurn + wg, 256);
+        if (turns) ks_named_sync(kBarTurn + wg, 256);
         ks_sm90_rescale_o(o, alpha);
         ks_sm90_issue_pv<BN>(o, cur, v_ring + (it % S::kStages) * S::kKVBytes);
-        if (wg == 0) ks_named_arrive(kBarTurn + 1, 256);
+        if (turns && wg == 0) ks_named_arrive(kBarTurn + 1, 256);
         ks_wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < kSm90D / 2; i++) ks_reg_fence(o[i]);
@@ -179,7 +182,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_ws_kernel(const
 }
 
 template <int BN>
-ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
+ks_status launch(const prefill_args &a, int Hk, bool turns, cudaStream_t s) {
     static bool configured = false; // the attribute is per function; set once, before the first launch
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_ws_kernel<BN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -188,6 +191,7 @@ ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
     }
     ws_params p;
     p.a = a;
+    p.turns = turns;
     // The maps end at n_kv (at least one row: the encoder refuses empty extents; with n_kv = 0 nothing loads).
     const uint64_t dims[3] = {kSm90D, (uint64_t)(a.n_kv > 0 ? a.n_kv : 1), (uint64_t)Hk};
     const uint64_t strides[2] = {kSm90D * 2, (uint64_t)a.cap * kSm90D * 2};
@@ -202,6 +206,6 @@ ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
 
 } // namespace
 
-ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, cudaStream_t s) {
-    return tile == 96 ? launch<96>(a, Hk, s) : launch<128>(a, Hk, s);
+ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, bool turns, cudaStream_t s) {
+    return tile == 96 ? launch<96>(a, Hk, turns, s) : launch<128>(a, Hk, turns, s);
 }
