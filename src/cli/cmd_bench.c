@@ -3,7 +3,13 @@
  * (median of --repeat runs up to 32K, one run beyond), decode ms/token on the full cache (the cache filled by
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
  * alone in TFLOP/s. Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
- * puts side by side with PyTorch + transformers and the physical floor. */
+ * puts side by side with PyTorch + transformers and the physical floor.
+ *
+ * With --acceleration (KV methods, methods/method.h; repeatable, each `NAME` or `NAME:key=value:...`, plus
+ * --method_opt for all of them) each length instead runs FullKV and then every method on one backend
+ * instance: prefill seconds and their increase over FullKV's, the seconds spent in the method's hooks, the KV
+ * bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head), decode ms/token on the
+ * compressed cache, and the peak device memory of the length. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -15,8 +21,10 @@
 #include "cli/options.h"
 #include "core/log.h"
 #include "engine/bench_model.h"
+#include "methods/method.h"
 
 #define MAX_LENGTHS 32
+#define MAX_METHODS 16
 
 typedef struct bench_opts {
     int chunk, steps, repeat;
@@ -128,6 +136,129 @@ done:
     return st;
 }
 
+/* ---- KV methods (--acceleration) ------------------------------------------------------------------------- */
+
+/* One --acceleration entry: the method's name and its options (the global --method_opt ones first, then the
+ * entry's own), pointing into `text` or argv. */
+typedef struct method_spec {
+    char text[256]; /* the entry with ':' replaced by NULs */
+    const char *label, *name;
+    const char *opts[KS_OPT_STRINGS_MAX];
+    int n_opts;
+} method_spec;
+
+/* What one method measured at one length. */
+typedef struct method_result {
+    double prefill_s, method_s, decode_ms;
+    int64_t kv_bytes; /* bf16 K and V of the rows held after prefill, every layer */
+} method_result;
+
+static ks_status parse_method(const char *entry, const ks_opt_strings *global, method_spec *s) {
+    if (strlen(entry) >= sizeof s->text)
+        return ks_fail(KS_ERR_ARG, "--acceleration '%.40s...': longer than %zu characters", entry, sizeof s->text - 1);
+    strcpy(s->text, entry);
+    s->label = entry, s->name = s->text, s->n_opts = 0;
+    for (int i = 0; i < global->n; i++) s->opts[s->n_opts++] = global->v[i];
+    for (char *p = strchr(s->text, ':'); p; p = strchr(p + 1, ':')) {
+        *p = '\0';
+        if (s->n_opts == KS_OPT_STRINGS_MAX)
+            return ks_fail(KS_ERR_ARG, "--acceleration '%s': more than %d options", entry, KS_OPT_STRINGS_MAX);
+        s->opts[s->n_opts++] = p + 1;
+    }
+    ks_method *m; /* validated now, before any GPU time is spent */
+    KS_TRY(ks_method_create(&m, s->name, NULL, s->opts, s->n_opts));
+    ks_method_free(m);
+    return KS_OK;
+}
+
+
+/* FullKV (r[0]) and then each method (r[1..n]) on one instance at length L; *peak as bench_length's. */
+static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
+                                      const method_spec *specs, int n, method_result *r, size_t *peak) {
+    const int max_ctx = L + o->steps + 3;
+    size_t free0, free2;
+    KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
+    ks_forward f = {0};
+    ks_method *meth = NULL;
+    ks_status st;
+    int32_t next;
+    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, o->chunk, o->seed), done);
+    KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done); /* warm-up */
+    for (int i = 0; i <= n; i++) {
+        if (i) KS_TRY_GOTO(st, ks_method_create(&meth, specs[i - 1].name, NULL, specs[i - 1].opts,
+                                                specs[i - 1].n_opts), done);
+        KS_TRY_GOTO(st, ks_forward_set_method(&f, meth), done);
+        KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r[i].prefill_s, &next), done);
+        r[i].method_s = f.method_s;
+        r[i].kv_bytes = ks_kvcache_bytes(f.ops->kvcache(f.be)); /* K and V rows held, bf16 */
+        KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r[i].decode_ms), done);
+        KS_TRY_GOTO(st, ks_forward_set_method(&f, NULL), done);
+        ks_method_free(meth);
+        meth = NULL;
+        const char *label = i ? specs[i - 1].label : "FullKV";
+        double rows = (double)r[i].kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
+        printf("| %dK | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f |\n", L / 1024, label, r[i].prefill_s,
+               100.0 * (r[i].prefill_s / r[0].prefill_s - 1.0), r[i].method_s,
+               (double)r[i].kv_bytes / (1 << 20), rows, r[i].decode_ms);
+        fflush(stdout);
+    }
+    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free2), done);
+    *peak = free0 > free2 ? free0 - free2 : 0;
+done:
+    ks_method_free(meth);
+    ks_forward_free(&f);
+    return st;
+}
+
+static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full, size_t peak) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "length", L);
+    cJSON_AddStringToObject(o, "method", label);
+    cJSON_AddNumberToObject(o, "prefill_s", r->prefill_s);
+    cJSON_AddNumberToObject(o, "prefill_vs_fullkv", r->prefill_s / full->prefill_s - 1.0);
+    cJSON_AddNumberToObject(o, "method_s", r->method_s);
+    cJSON_AddNumberToObject(o, "kv_bytes_prefill", (double)r->kv_bytes);
+    cJSON_AddNumberToObject(o, "decode_ms", r->decode_ms);
+    cJSON_AddNumberToObject(o, "peak_bytes", (double)peak);
+    return o;
+}
+
+/* The --acceleration run: the table on stdout, and the rows as JSON at `out` (may be NULL). */
+static ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
+                               float *logits, const method_spec *specs, int n, const char *gpu, const char *out) {
+    printf("| context | method | prefill (s) | vs FullKV | method hooks (s) | KV after prefill (MiB) | rows per layer "
+           "and KV head | decode (ms/tok) |\n|---|---|---|---|---|---|---|---|\n");
+    cJSON *rows = cJSON_CreateArray();
+    ks_status st = KS_OK;
+    for (int li = 0; li < nl && st == KS_OK; li++) {
+        method_result r[MAX_METHODS + 1];
+        size_t peak = 0;
+        st = bench_methods_length(m, o, lengths[li], ids, logits, specs, n, r, &peak);
+        if (st != KS_OK) break;
+        printf("| %dK | peak device memory %.1f GiB | | | | | | |\n", lengths[li] / 1024, gib(peak));
+        for (int i = 0; i <= n; i++)
+            cJSON_AddItemToArray(rows, method_json(lengths[li], i ? specs[i - 1].label : "FullKV", &r[i], &r[0], peak));
+    }
+    if (st == KS_OK && out) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "tool", "kvscope bench --acceleration");
+        cJSON_AddStringToObject(j, "gpu", gpu);
+        cJSON_AddStringToObject(j, "model", m->source);
+        cJSON_AddNumberToObject(j, "chunk", o->chunk);
+        cJSON_AddItemToObject(j, "methods", rows);
+        rows = NULL;
+        char *text = cJSON_Print(j);
+        cJSON_Delete(j);
+        FILE *fp = text ? fopen(out, "w") : NULL;
+        int ok = fp && fputs(text, fp) >= 0;
+        if (fp && fclose(fp)) ok = 0;
+        free(text);
+        if (!ok) st = ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", out);
+    }
+    cJSON_Delete(rows);
+    return st;
+}
+
 static cJSON *by_length(const int *lengths, const double *values, int n) {
     cJSON *o = cJSON_CreateObject();
     char key[16];
@@ -177,6 +308,7 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     const char *config = NULL, *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768";
     const char *out = NULL;
     int steps = 32, chunk = 0, repeat = 3, seed = 1;
+    ks_opt_strings accel = {0}, method_opts = {0};
     const ks_option opts[] = {
         {"config", KS_OPT_STRING, &config, "F", "HF config.json of the model shape (default: Llama-3.1-8B)", 0},
         {"lengths", KS_OPT_STRING, &lengths_s, "L,..", "context lengths in tokens", 0},
@@ -186,6 +318,9 @@ ks_status ks_cmd_bench(int argc, char **argv) {
         {"attention_lengths", KS_OPT_STRING, &alen_s, "L,..", "lengths for the attention kernel alone", 0},
         {"seed", KS_OPT_INT, &seed, "N", "seed of the random weights and prompt", 0},
         {"out", KS_OPT_STRING, &out, "F", "write the results as JSON here", 0},
+        {"acceleration", KS_OPT_STRINGS, &accel, "NAME[:K=V..]",
+         "a KV method to measure against FullKV (its own options after ':')", 0},
+        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "a knob for every --acceleration method", 0},
         {0},
     };
     int help = 0;
@@ -199,6 +334,10 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     int lengths[MAX_LENGTHS], alen[MAX_LENGTHS], nl, na;
     KS_TRY(parse_lengths(lengths_s, "lengths", lengths, &nl));
     KS_TRY(parse_lengths(alen_s, "attention_lengths", alen, &na));
+    if (method_opts.n && !accel.n) return ks_fail(KS_ERR_ARG, "--method_opt needs an --acceleration method");
+    if (accel.n > MAX_METHODS) return ks_fail(KS_ERR_ARG, "--acceleration: at most %d methods", MAX_METHODS);
+    method_spec specs[MAX_METHODS];
+    for (int i = 0; i < accel.n; i++) KS_TRY(parse_method(accel.v[i], &method_opts, &specs[i]));
     char gpu[256];
     size_t total;
     int sms;
@@ -227,6 +366,12 @@ ks_status ks_cmd_bench(int argc, char **argv) {
         ids[i] = (int32_t)(s % (uint64_t)c->vocab);
     }
     bench_opts o = {.chunk = chunk, .steps = steps, .repeat = repeat, .seed = (uint64_t)seed};
+    if (accel.n) {
+        ks_log_info("bench: %s on %s, %d KV method(s) against FullKV, prefill chunk %d", m.source, gpu, accel.n,
+                    chunk);
+        st = bench_methods(&m, &o, lengths, nl, ids, logits, specs, accel.n, gpu, out);
+        goto done;
+    }
     ks_log_info("bench: %s on %s (%.0f GiB), %d layers, hidden %d, heads %d/%d x %d, prefill chunk %d", m.source,
                 gpu, gib(total), c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim, chunk);
     printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | peak (GiB) | budget: weights + KV + 4 GiB |"

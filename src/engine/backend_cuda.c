@@ -14,7 +14,10 @@
  *
  * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
  * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
- * serves every later step, also after ks_forward_reset and at any length up to the capacity.
+ * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
+ * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
+ * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
+ * graph and the next steps capture a new one.
  */
 #ifdef KS_HAVE_CUDA
 
@@ -42,22 +45,18 @@ static ks_status rope_now(ks_backend *b, int n, int pos0) {
 
 /* Every op but linear starts here: projections computed ahead stay valid only for the linear calls that
  * immediately follow their fused GEMM, and a deferred rope is issued before anything else runs. */
-static ks_status op_begin(ks_backend *b) {
+ks_status ks_cuda_op_begin(ks_backend *b) {
     b->ahead.mask = 0;
     if (!b->rope.pending) return KS_OK;
     b->rope.pending = 0;
     return rope_now(b, b->rope.n, b->rope.pos0);
 }
 
-static ks_status wait_stream(ks_backend *b, const char *what) {
+ks_status ks_cuda_wait_stream(ks_backend *b, const char *what) {
     cudaError_t e = cudaStreamSynchronize(b->stream);
     if (e != cudaSuccess) return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s)", cudaGetErrorString(e), what);
     return KS_OK;
 }
-
-static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
-
-static size_t kv_layer_elems(const ks_backend *b) { return (size_t)b->cfg->n_kv_heads * b->cap * b->cfg->head_dim; }
 
 /* The bookkeeping's lengths go to the device when they differ from what it holds (after ks_kvcache_reset, or
  * a host-side change): checked at the start of every forward call. */
@@ -77,7 +76,7 @@ static void commit_rows(ks_backend *b, int l, int n, int pos0) {
 }
 
 /* Window starts of the decode query at qpos for layer index l (into host_starts), then to the device. */
-static ks_status upload_starts(ks_backend *b, int l, int qpos) {
+ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos) {
     const int Hk = b->cfg->n_kv_heads, win = ks_cuda_layer_window(b->cfg, b->m->first_layer + l);
     int32_t *s = b->host_starts + (size_t)l * Hk;
     for (int h = 0; h < Hk; h++) s[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, win);
@@ -89,7 +88,7 @@ static ks_status upload_starts(ks_backend *b, int l, int qpos) {
 /* ---- data in and out ------------------------------------------------------------------------------------- */
 
 static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(b->embed && n <= b->max_chunk);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
@@ -105,7 +104,7 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
 }
 
 static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     KS_TRY(sync_lens(b));
     CUDA_CHECK(cudaMemcpyAsync(b->x, host, sizeof(float) * n * b->cfg->hidden, cudaMemcpyHostToDevice, b->stream));
@@ -113,16 +112,16 @@ static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
 }
 
 static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
-    return wait_stream(b, "reading the hidden states");
+    return ks_cuda_wait_stream(b, "reading the hidden states");
 }
 
 /* ---- layer ops ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     const cuda_layer *L = layer_of(b, layer);
     KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
     return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm, n,
@@ -159,7 +158,7 @@ static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, k
     const cuda_layer *L = layer_of(b, layer);
     KS_ASSERT(n > 0 && n <= b->max_chunk);
     unsigned bit = 1u << w, mask = b->ahead.mask;
-    if (b->rope.pending) KS_TRY(op_begin(b));
+    if (b->rope.pending) KS_TRY(ks_cuda_op_begin(b));
     b->ahead.mask = 0;
     if ((mask & bit) && b->ahead.layer == layer && b->ahead.n == n && in == KS_BUF_XN && out == standard_out(w) &&
         !accumulate) {
@@ -192,7 +191,7 @@ static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, k
 
 /* Deferred to the next op, which issues it first; kv_append of one decode token fuses it. */
 static ks_status cuda_rope(ks_backend *b, int n, int pos0) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk && (!b->capturing || n == 1));
     b->rope.n = n, b->rope.pos0 = pos0, b->rope.pending = 1;
     return KS_OK;
@@ -202,7 +201,7 @@ static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
     layer_of(b, layer); /* range check */
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
-    const size_t off = (size_t)l * kv_layer_elems(b);
+    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
     int32_t *lens = b->lens + (size_t)l * Hk;
     if (n == 1 && b->rope.pending && b->rope.n == 1) { /* a decode token: rope, append, lengths in one launch */
         b->rope.pending = 0, b->ahead.mask = 0;
@@ -212,7 +211,7 @@ static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
         commit_rows(b, l, n, pos0);
         return KS_OK;
     }
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_TRY(ks_cuda_kv_append(b->kc + off, b->vc + off, b->view[KS_BUF_K].p, b->view[KS_BUF_V].p, b->qkv_width, lens,
                              0, n, Hk, c->head_dim, b->cap, b->stream));
     KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
@@ -221,36 +220,46 @@ static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer;
     KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
-    const size_t off = (size_t)l * kv_layer_elems(b);
+    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
     return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, b->kc + off, b->vc + off,
                                      n, pos0 + n, b->cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0,
-                                     ks_cuda_layer_window(c, layer), attn_scale(c), b->stream);
+                                     ks_cuda_layer_window(c, layer), ks_cuda_attn_scale(c), b->stream);
+}
+
+/* The row bound of the decode attention's grid: the smallest power of two >= 256 and >= every held head's
+ * length + extra (the rows a step is about to append), at most the capacity. */
+static int decode_bound(const ks_backend *b, int extra) {
+    int mx = 0, bound = 256;
+    for (size_t i = 0; i < (size_t)b->n_layers * b->cfg->n_kv_heads; i++) mx = b->cache.len[i] > mx ? b->cache.len[i] : mx;
+    while (bound < mx + extra && bound < b->cap) bound *= 2;
+    return bound < b->cap ? bound : b->cap;
 }
 
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
     KS_ASSERT(l >= 0 && l < b->n_layers);
     const int32_t *starts = NULL;
     if (ks_cuda_layer_window(c, layer) > 0) {
         /* a captured step reads the starts decode_graph_begin uploaded for every windowed layer */
-        if (!b->capturing) KS_TRY(upload_starts(b, l, qpos));
+        if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
         starts = b->starts + (size_t)l * Hk;
     }
-    const size_t off = (size_t)l * kv_layer_elems(b);
-    /* max_len = the capacity: one grid for every length, as a captured graph needs */
+    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
+    /* within a graph step one bound for every layer (the graph's), else this step's lengths */
+    const int max_len = b->step_bound ? b->step_bound : decode_bound(b, 0);
     return ks_cuda_attention_decode(b->att, b->qkv, b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, starts,
-                                    b->cap, c->n_heads, Hk, c->head_dim, attn_scale(c), b->cap, b->decode_scratch,
-                                    b->stream);
+                                    b->cap, c->n_heads, Hk, c->head_dim, ks_cuda_attn_scale(c), max_len,
+                                    b->decode_scratch, b->stream);
 }
 
 static ks_status cuda_swiglu(ks_backend *b, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     const int F = b->cfg->ffn;
     /* in place: the result replaces GATE, as backend.h specifies */
@@ -260,7 +269,7 @@ static ks_status cuda_swiglu(ks_backend *b, int n) {
 /* ---- the head ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_logits(ks_backend *b, int row0, int n) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
     KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
@@ -270,19 +279,19 @@ static ks_status cuda_logits(ks_backend *b, int row0, int n) {
 }
 
 static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
-    return wait_stream(b, "the forward pass");
+    return ks_cuda_wait_stream(b, "the forward pass");
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
-    return wait_stream(b, "reading the logits");
+    return ks_cuda_wait_stream(b, "reading the logits");
 }
 
 static ks_kvcache *cuda_kvcache(ks_backend *b) { return &b->cache; }
@@ -290,14 +299,20 @@ static ks_kvcache *cuda_kvcache(ks_backend *b) { return &b->cache; }
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
 static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed) {
-    KS_TRY(op_begin(b));
+    KS_TRY(ks_cuda_op_begin(b));
     *replayed = 0;
     KS_ASSERT(!b->capturing);
     /* what the step's kernels read from device memory: its position (set by a kernel argument, not a host
      * copy) and the window starts */
     KS_TRY(ks_cuda_positions(b->pos, qpos, 1, b->stream));
     for (int l = 0; b->any_window && l < b->n_layers; l++)
-        if (ks_cuda_layer_window(b->cfg, b->m->first_layer + l) > 0) KS_TRY(upload_starts(b, l, qpos));
+        if (ks_cuda_layer_window(b->cfg, b->m->first_layer + l) > 0) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
+    const int bound = decode_bound(b, 1);
+    if (b->graph && bound != b->graph_bound) { /* sized for other lengths: capture anew */
+        cudaGraphExecDestroy(b->graph);
+        b->graph = NULL;
+        b->decode_steps = 0;
+    }
     if (b->graph) {
         for (int l = 0; l < b->n_layers; l++) commit_rows(b, l, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
@@ -306,14 +321,17 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed)
     }
     /* the first step runs eagerly, so that first-call set-up (kernel attributes, plans) stays out of the
      * capture; the second is captured */
+    b->step_bound = bound;
     if (b->decode_steps++ == 0) return KS_OK;
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
     b->capturing = 1;
+    b->graph_bound = bound;
     return KS_OK;
 }
 
 static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
-    ks_status st = op_begin(b); /* a deferred op still belongs to the step */
+    ks_status st = ks_cuda_op_begin(b); /* a deferred op still belongs to the step */
+    b->step_bound = 0;
     if (!b->capturing) return st;
     b->capturing = 0; /* the capture always ends here, also after a failure */
     ok = ok && st == KS_OK;
@@ -356,6 +374,10 @@ const ks_backend_ops ks_backend_cuda = {
     .kv_append = cuda_kv_append,
     .attention_prefill = cuda_attention_prefill,
     .attention_decode = cuda_attention_decode,
+    .window_scores = ks_cuda_window_scores,
+    .attention_decode_probs = ks_cuda_attention_decode_probs,
+    .key_norms = ks_cuda_key_norms_op,
+    .kv_compact = ks_cuda_kv_compact_op,
     .swiglu = cuda_swiglu,
     .logits = cuda_logits,
     .argmax = cuda_argmax,

@@ -1,7 +1,8 @@
 /* backend_cuda_impl.h — the CUDA backend's instance, shared by its two files (nothing else includes this):
  *   backend_cuda_mem.c  device checks, the memory layout (weights block, activation/KV arena), weight upload
  *                       or random fill, init and free;
- *   backend_cuda.c      the ops (engine/backend.h) and the decode graph.
+ *   backend_cuda.c      the ops (engine/backend.h) and the decode graph;
+ *   backend_cuda_methods.c  the KV-compression ops (window_scores, decode probabilities, key norms, compaction).
  *
  * Device memory is two blocks allocated at init, nothing after:
  *   weights  per layer: w_qkv (q_proj, k_proj, v_proj rows stacked) and w_gu (gate_proj, up_proj rows
@@ -9,13 +10,15 @@
  *            type of their output), fp32 for o (added into the fp32 residual); embedding and LM head bf16
  *            (one copy when tied).
  *   arena    activations for max_chunk rows, logits, RoPE frequencies, positions/tokens, per-head lengths and
- *            window starts, decode and argmax scratch, and the KV cache: keys (n_layers, Hk, cap, d) bf16,
+ *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys (n_layers, Hk, cap, d) bf16,
  *            values the same, head-major as kernels/cpu/ref.h describes.
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
  */
 #ifndef KS_BACKEND_CUDA_IMPL_H
 #define KS_BACKEND_CUDA_IMPL_H
+
+#include <math.h>
 
 #include <cuda_runtime_api.h>
 
@@ -66,6 +69,17 @@ struct ks_backend {
     ks_bf16 *kc, *vc;           /* (n_layers, Hk, cap, d) */
     void *decode_scratch, *argmax_scratch;
 
+    /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
+    float *score_out;           /* (Hk, cap) device results of window_scores, decode probabilities, key norms */
+    float *score_lse;           /* (score_lse_floats) log-sum-exp scratch of ks_cuda_scores */
+    size_t score_lse_floats;    /* H (max_chunk + cap): n_q * H * segments for n_q <= max_chunk and, with
+                                   LOOM's chunked softmax, n_q * segments <= max_chunk + cap */
+    double *score_sum;          /* (2) the window summary (entropy, var_sum) */
+    int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
+    ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
+    float *host_scores;         /* (Hk, cap) host staging of score_out; owned */
+    int32_t *host_idx;          /* (Hk * cap + Hk) host staging of compact_idx; owned */
+
     ks_kvcache cache;           /* host bookkeeping (no host storage) */
     int32_t *lens_on_device;    /* (n_layers, Hk) host copy of what `lens` holds: reset or compaction on the
                                    host side shows as a difference, uploaded before the next forward call */
@@ -89,6 +103,8 @@ struct ks_backend {
     cudaGraphExec_t graph;
     int decode_steps;           /* decode steps begun while no graph existed */
     int capturing;              /* the stream is recording the step */
+    int graph_bound;            /* the decode attention's row bound the graph was captured with */
+    int step_bound;             /* that bound for the step decode_graph_begin began (0: outside such a step) */
 };
 
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
@@ -96,6 +112,26 @@ struct ks_backend {
 ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
                                  uint64_t seed);
 void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built instances */
+
+/* backend_cuda.c: shared with backend_cuda_methods.c. */
+ks_status ks_cuda_op_begin(ks_backend *b);                     /* every op but linear starts here */
+ks_status ks_cuda_wait_stream(ks_backend *b, const char *what); /* synchronise, naming the work on failure */
+ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */
+
+/* backend_cuda_methods.c: the compression ops of backend.h. */
+ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+                                ks_window_summary *sum);
+ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                         int ld);
+ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld);
+ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
+
+static inline float ks_cuda_attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
+
+/* Elements of one layer's K (or V) cache: (Hk, cap, d). */
+static inline size_t ks_cuda_kv_layer_elems(const ks_backend *b) {
+    return (size_t)b->cfg->n_kv_heads * b->cap * b->cfg->head_dim;
+}
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
 static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {

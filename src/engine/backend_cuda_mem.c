@@ -122,6 +122,13 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->ids = take(c, KS_BACKEND_MAX_LOGIT_ROWS * 4);
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
     b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
+    const size_t Hk = g->n_kv_heads, cap = b->cap;
+    b->score_lse_floats = (size_t)g->n_heads * (rows + cap);
+    b->score_out = take(c, Hk * cap * 4);
+    b->score_lse = take(c, b->score_lse_floats * 4);
+    b->score_sum = take(c, 2 * sizeof(double));
+    b->compact_idx = take(c, (Hk * cap + Hk) * 4);
+    b->compact_scratch = take(c, Hk * cap * d * 2);
     b->kc = take(c, heads * b->cap * d * 2);
     b->vc = take(c, heads * b->cap * d * 2);
 
@@ -250,6 +257,8 @@ void ks_cuda_backend_destroy(ks_backend *b) {
     free(b->layers);
     free(b->lens_on_device);
     free(b->host_starts);
+    free(b->host_scores);
+    free(b->host_idx);
     ks_kvcache_free(&b->cache);
     free(b);
 }
@@ -264,7 +273,10 @@ static ks_status create_host_side(ks_backend *b) {
     b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
     b->lens_on_device = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend lengths");
     b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");
-    if (!b->layers || !b->lens_on_device || !b->host_starts) return KS_ERR_NOMEM;
+    b->host_scores = ks_malloc(sizeof(float) * g->n_kv_heads * b->cap, "cuda backend score staging");
+    b->host_idx = ks_malloc(sizeof(int32_t) * ((size_t)g->n_kv_heads * b->cap + g->n_kv_heads),
+                            "cuda backend keep-list staging");
+    if (!b->layers || !b->lens_on_device || !b->host_starts || !b->host_scores || !b->host_idx) return KS_ERR_NOMEM;
     for (int l = b->m->first_layer; l < b->m->last_layer; l++)
         if (ks_cuda_layer_window(g, l) > 0) b->any_window = 1;
     return KS_OK;

@@ -1,0 +1,70 @@
+/* ks_cuda_methods.h — the CUDA kernels behind the KV-compression ops of engine/backend.h (window_scores,
+ * attention_decode_probs, key_norms, kv_compact), as a plain C interface; the references they match are in
+ * kernels/cpu/ref.h (ks_ref_window_scores, ks_ref_attention_decode_probs, ks_ref_key_norms,
+ * ks_ref_kv_compact). Conventions as kernels/cuda/ks_cuda.h: device pointers, a stream, no allocation, no
+ * synchronisation; scratch sized by the caller once from the maximum shapes.
+ *
+ *     ks_cuda_score_args a = {.q = qkv, .ld_q = qkv_width, .kc = kc, .H = 32, .Hk = 8, .d = 128, .cap = cap,
+ *                             .n_q = 32, .q_pos = L - 32, .n_keys = L, .stat = KS_SCORE_SUM,
+ *                             .reduce = KS_GQA_MEAN, .scale = 0.0884f};
+ *     ks_cuda_scores(out, cap, NULL, &a, lse, lse_floats, s);      // out (Hk, cap) fp32 on the device
+ *
+ * Scores never build the (n_q, n_keys) probability matrix: a first pass computes each query's log-sum-exp
+ * (per softmax segment; split over the keys so that a short window fills the GPU), then a kernel gives each
+ * thread one key and streams the queries past it, accumulating the statistic in registers. Work O(n_q * n_keys * d) per query head, memory O(n_q * H * segments).
+ */
+#ifndef KS_KERNELS_CUDA_METHODS_H
+#define KS_KERNELS_CUDA_METHODS_H
+
+#include "cuda/ks_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "cpu/ref.h" /* ks_score_stat, ks_gqa_reduce */
+
+/* One scoring call: n_q queries (query i of head h at q + i * ld_q + h * d, position q_pos + i) against
+ * the rows of each KV head g of kc (Hk, cap, d) that it sees: j in [lo[g], hi[g]) (device arrays of Hk, or
+ * NULL for 0 and n_keys), j < n_keys, and either causally j <= q_pos + i (softmax_chunk == 0, one softmax
+ * over those rows), or j < q_pos split into blocks of softmax_chunk rows normalised on their own (LOOM's
+ * H2O). Logits q . k * scale in fp32; the statistic over the queries and the GQA reduction as
+ * ks_ref_window_scores (double accumulation). d a multiple of 8 and <= 256; q, kc 16-byte aligned. */
+typedef struct ks_cuda_score_args {
+    const ks_bf16 *q;
+    int64_t ld_q;
+    const ks_bf16 *kc;
+    const int32_t *lo, *hi;
+    int H, Hk, d, cap;
+    int n_q, q_pos, n_keys, softmax_chunk;
+    ks_score_stat stat;
+    float gamma;
+    ks_gqa_reduce reduce;
+    float scale;
+} ks_cuda_score_args;
+
+/* Floats of log-sum-exp scratch a call needs (n_q * H * segments * (key splits + 1)). */
+size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a);
+
+/* out (Hk, ld) device fp32: columns 0 .. n_keys - 1 of row g = the reduced statistic (0 for rows no query
+ * sees). summary (device, 2 doubles: entropy, var_sum as ks_window_summary), when not NULL, is ADDED to
+ * for KS_SCORE_MEAN_VAR (zero it first). lse: scratch of lse_floats >= ks_cuda_scores_lse_floats(a). */
+ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
+                         size_t lse_floats, cudaStream_t s);
+
+/* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
+ * (an upper bound of lens). */
+ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int32_t *lens, int Hk, int d, int cap,
+                            int max_len, cudaStream_t s);
+
+/* Compaction of kc and vc (Hk, cap, d): head g keeps rows idx[g * ld + i], i < idx[Hk * ld + g] (device:
+ * the keep lists, then the counts), moved to rows 0 .. count - 1 in order through scratch (Hk, cap, d);
+ * then lens[g] = count. max_keep bounds the counts (the grid). */
+ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int32_t *idx, int ld, int Hk, int d,
+                             int cap, int max_keep, ks_bf16 *scratch, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

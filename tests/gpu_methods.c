@@ -1,0 +1,590 @@
+/* gpu_methods.c — the KV-compression ops on CUDA (kernels/cuda/ks_cuda_methods.h, the cuda backend's
+ * window_scores, attention_decode_probs, key_norms, kv_compact) against the CPU. Needs a GPU (label "gpu";
+ * jobs/gpu/run_gpu.sh runs it). Random inputs: the seed is printed, KS_SEED replays it.
+ *
+ *   kernels      each kernel against its reference of kernels/cpu/ref.h on the same bf16-representable
+ *                inputs, odd sizes, GQA groups, every statistic, reduction and softmax mode, per-head row
+ *                ranges; outputs poisoned with NaN before the call
+ *   kept sets    the six methods (and H2O's score window and LOOM variants) driven through two twin test
+ *                backends on identical random Q/K (bf16 values, so both see the same numbers): one runs the
+ *                references on the host, the other the CUDA kernels on device copies; every (layer, KV head)
+ *                must keep the same positions, with their values, after prefill and after decode steps
+ *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
+ *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
+ *                and decoding continues
+ */
+#include <check.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cpu/ref.h"
+#include "cuda/ks_cuda_methods.h"
+#include "engine/generate.h"
+#include "methods/method.h"
+#include "test_util.h"
+
+#define CK_KS(expr) ck_assert_msg((expr) == KS_OK, "%s: %s", #expr, ks_last_error())
+#define CK_CUDA(expr) ck_assert_msg((expr) == cudaSuccess, "%s failed", #expr)
+
+static uint64_t g_rng;
+
+static double rnd(void) { /* uniform [0, 1) */
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return (double)(g_rng >> 11) / 9007199254740992.0;
+}
+
+/* bf16 (round to nearest even) and back: values both sides see identically. */
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+static float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* x[i] = a bf16-representable uniform value in [lo, hi). */
+static void fill(float *x, size_t n, float lo, float hi) {
+    for (size_t i = 0; i < n; i++) x[i] = from_bf16(to_bf16((float)(lo + (hi - lo) * rnd())));
+}
+
+/* A device bf16 copy of host x (n). */
+static ks_bf16 *upload(const float *x, size_t n) {
+    uint16_t *h = malloc(2 * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) h[i] = to_bf16(x[i]);
+    void *d;
+    CK_CUDA(cudaMalloc(&d, 2 * (n ? n : 1)));
+    CK_CUDA(cudaMemcpy(d, h, 2 * n, cudaMemcpyHostToDevice));
+    free(h);
+    return d;
+}
+
+static void *dev_alloc(size_t bytes) {
+    void *d;
+    CK_CUDA(cudaMalloc(&d, bytes));
+    return d;
+}
+
+static void *dev_ints(const int32_t *x, int n) {
+    void *d = dev_alloc(sizeof(int32_t) * (n ? n : 1));
+    CK_CUDA(cudaMemcpy(d, x, sizeof(int32_t) * n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* |got - want| <= atol + rtol |want| for the listed columns of each row. */
+static void expect_close(const float *got, const float *want, int rows, int ld, const int32_t *cols, int n, double atol,
+                         double rtol, const char *what) {
+    for (int g = 0; g < rows; g++)
+        for (int j = 0; j < (cols ? cols[g] : n); j++) {
+            double a = got[(size_t)g * ld + j], b = want[(size_t)g * ld + j];
+            ck_assert_msg(isfinite(a) && fabs(a - b) <= atol + rtol * fabs(b), "%s: row %d col %d: %.8g, want %.8g",
+                          what, g, j, a, b);
+        }
+}
+
+/* ---- kernels ------------------------------------------------------------------------------------------- */
+
+typedef struct score_case {
+    int H, Hk, d, cap, n_q, q_pos, n_keys, chunk;
+    ks_score_stat stat;
+    ks_gqa_reduce reduce;
+    int ranges; /* per-head [lo, hi) rows (the decode-probability form) */
+} score_case;
+
+static void check_scores(const score_case *c) {
+    const int H = c->H, Hk = c->Hk, d = c->d, cap = c->cap, ld = cap + 3;
+    const float scale = 1.0f / sqrtf((float)d);
+    float *q = malloc(sizeof(float) * c->n_q * H * d), *k = malloc(sizeof(float) * Hk * cap * d);
+    fill(q, (size_t)c->n_q * H * d, -2, 2);
+    fill(k, (size_t)Hk * cap * d, -2, 2);
+    int32_t lo[16], hi[16];
+    for (int g = 0; g < Hk; g++) {
+        hi[g] = c->ranges ? c->n_keys - (int)(rnd() * (c->n_keys / 2)) : c->n_keys;
+        lo[g] = c->ranges ? (int)(rnd() * (hi[g] / 2)) : 0;
+    }
+    if (c->ranges) hi[0] = c->n_keys; /* the longest head sets the width */
+    float *want = malloc(sizeof(float) * Hk * ld), *got = malloc(sizeof(float) * Hk * ld);
+    ks_window_summary ws = {0, 0};
+    if (c->ranges) {
+        ck_assert(c->n_q == 1 && c->stat == KS_SCORE_SUM);
+        ks_ref_attention_decode_probs(want, ld, q, k, lo, hi, cap, H, Hk, d, scale, c->reduce);
+    } else {
+        ks_window_args a = {.q_row0 = 0, .n_q = c->n_q, .q_pos0 = c->q_pos, .n_keys = c->n_keys,
+                            .softmax_chunk = c->chunk, .stat = c->stat, .gamma = 0.7f, .reduce = c->reduce};
+        ks_ref_window_scores(want, ld, &ws, q, k, H, Hk, d, cap, scale, &a);
+    }
+    ks_bf16 *dq = upload(q, (size_t)c->n_q * H * d), *dk = upload(k, (size_t)Hk * cap * d);
+    int32_t *dlo = dev_ints(lo, Hk), *dhi = dev_ints(hi, Hk);
+    float *dout = dev_alloc(sizeof(float) * Hk * ld);
+    double *dsum = dev_alloc(2 * sizeof(double));
+    CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld)); /* NaN poison */
+    CK_CUDA(cudaMemset(dsum, 0, 2 * sizeof(double)));
+    ks_cuda_score_args a = {.q = dq, .ld_q = (int64_t)H * d, .kc = dk, .lo = c->ranges ? dlo : NULL,
+                            .hi = c->ranges ? dhi : NULL, .H = H, .Hk = Hk, .d = d, .cap = cap, .n_q = c->n_q,
+                            .q_pos = c->q_pos, .n_keys = c->n_keys, .softmax_chunk = c->chunk, .stat = c->stat,
+                            .gamma = 0.7f, .reduce = c->reduce, .scale = scale};
+    size_t nlse = ks_cuda_scores_lse_floats(&a);
+    float *dlse = dev_alloc(sizeof(float) * nlse);
+    CK_KS(ks_cuda_scores(dout, ld, dsum, &a, dlse, nlse, 0));
+    CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+    double hsum[2];
+    CK_CUDA(cudaMemcpy(hsum, dsum, sizeof hsum, cudaMemcpyDeviceToHost));
+    char what[160];
+    snprintf(what, sizeof what, "scores H %d Hk %d d %d n_q %d q_pos %d n_keys %d chunk %d stat %d reduce %d ranges %d",
+             H, Hk, d, c->n_q, c->q_pos, c->n_keys, c->chunk, c->stat, c->reduce, c->ranges);
+    /* fp32 logits and exp against doubles: a few 1e-6 relative per probability */
+    expect_close(got, want, Hk, ld, c->ranges ? hi : NULL, c->n_keys, 1e-6, 2e-4, what);
+    if (c->stat == KS_SCORE_MEAN_VAR) {
+        ck_assert_msg(fabs(hsum[0] - ws.entropy) <= 1e-3 * fabs(ws.entropy) + 1e-6, "%s: entropy %g, want %g", what,
+                      hsum[0], ws.entropy);
+        ck_assert_msg(fabs(hsum[1] - ws.var_sum) <= 1e-3 * fabs(ws.var_sum) + 1e-9, "%s: var_sum %g, want %g", what,
+                      hsum[1], ws.var_sum);
+    }
+    cudaFree(dq), cudaFree(dk), cudaFree(dlo), cudaFree(dhi), cudaFree(dout), cudaFree(dsum), cudaFree(dlse);
+    free(q), free(k), free(want), free(got);
+}
+
+START_TEST(test_scores) {
+    const score_case cases[] = {
+        /* SnapKV-like windows: the last queries of the prompt, causal inside the window */
+        {8, 2, 64, 700, 32, 645, 677, 0, KS_SCORE_SUM, KS_GQA_MEAN, 0},
+        {4, 4, 128, 333, 7, 300, 307, 0, KS_SCORE_SUM, KS_GQA_MAX, 0},
+        {6, 2, 16, 97, 1, 90, 91, 0, KS_SCORE_SUM, KS_GQA_SUM, 0},
+        /* H2O all queries of a chunk (queries before the last rows), CakeKV's mean + variance with summary */
+        {4, 1, 64, 1200, 130, 1000, 1130, 0, KS_SCORE_SUM, KS_GQA_MEAN, 0},
+        {8, 2, 128, 520, 17, 480, 497, 0, KS_SCORE_MEAN_VAR, KS_GQA_MEAN, 0},
+        {2, 2, 64, 64, 5, 59, 64, 0, KS_SCORE_MEAN_VAR, KS_GQA_MAX, 0},
+        /* LOOM's H2O: past keys in softmax chunks (a partial last chunk) */
+        {4, 2, 64, 800, 32, 709, 741, 100, KS_SCORE_SUM, KS_GQA_MEAN, 0},
+        {4, 2, 128, 300, 8, 256, 264, 64, KS_SCORE_SUM, KS_GQA_SUM, 0},
+        /* decode probabilities: one query, per-head [start, len) */
+        {8, 2, 128, 900, 1, 899, 899, 0, KS_SCORE_SUM, KS_GQA_MEAN, 1},
+        {6, 3, 64, 77, 1, 76, 70, 0, KS_SCORE_SUM, KS_GQA_MAX, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_scores(&cases[i]);
+}
+END_TEST
+
+START_TEST(test_key_norms_and_compact) {
+    const int shapes[][3] = {{3, 64, 101}, {2, 128, 517}, {1, 16, 9}}; /* Hk, d, cap */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int Hk = shapes[s][0], d = shapes[s][1], cap = shapes[s][2], ld = cap;
+        const size_t n = (size_t)Hk * cap * d;
+        float *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
+        fill(k, n, -3, 3), fill(v, n, -3, 3);
+        int32_t len[4], n_keep[4], *keep = malloc(sizeof(int32_t) * Hk * ld);
+        int maxk = 0;
+        for (int g = 0; g < Hk; g++) {
+            len[g] = cap - (int)(rnd() * cap / 3);
+            n_keep[g] = 0;
+            for (int j = 0; j < len[g]; j++) /* a random increasing subset; head 0 keeps a leading run */
+                if ((g == 0 && j < 5) || rnd() < 0.4) keep[g * ld + n_keep[g]++] = j;
+            maxk = n_keep[g] > maxk ? n_keep[g] : maxk;
+        }
+        /* norms */
+        float *want = malloc(sizeof(float) * Hk * ld), *got = malloc(sizeof(float) * Hk * ld);
+        ks_ref_key_norms(want, ld, k, len, cap, Hk, d);
+        ks_bf16 *dk = upload(k, n), *dv = upload(v, n);
+        int32_t *dlen = dev_ints(len, Hk);
+        float *dout = dev_alloc(sizeof(float) * Hk * ld);
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld));
+        CK_KS(ks_cuda_key_norms(dout, ld, dk, dlen, Hk, d, cap, cap, 0));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        expect_close(got, want, Hk, ld, len, 0, 1e-6, 1e-5, "key norms");
+        /* compaction: the device keep lists packed to width maxk, then the counts */
+        int32_t *idx = malloc(sizeof(int32_t) * (Hk * maxk + Hk));
+        for (int g = 0; g < Hk; g++) memcpy(idx + g * maxk, keep + g * ld, sizeof(int32_t) * n_keep[g]);
+        memcpy(idx + Hk * maxk, n_keep, sizeof(int32_t) * Hk);
+        int32_t *didx = dev_ints(idx, Hk * maxk + Hk);
+        ks_bf16 *scratch = dev_alloc(2 * n);
+        CK_CUDA(cudaMemset(scratch, 0xff, 2 * n));
+        CK_KS(ks_cuda_kv_compact(dk, dv, dlen, didx, maxk, Hk, d, cap, maxk, scratch, 0));
+        ks_ref_kv_compact(k, v, keep, n_keep, ld, cap, Hk, d);
+        uint16_t *hk = malloc(2 * n), *hv = malloc(2 * n);
+        int32_t lens_after[4];
+        CK_CUDA(cudaMemcpy(hk, dk, 2 * n, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(hv, dv, 2 * n, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(lens_after, dlen, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
+        for (int g = 0; g < Hk; g++) {
+            ck_assert_int_eq(lens_after[g], n_keep[g]);
+            for (size_t e = (size_t)g * cap * d; e < ((size_t)g * cap + n_keep[g]) * d; e++)
+                ck_assert_msg(from_bf16(hk[e]) == k[e] && from_bf16(hv[e]) == v[e],
+                              "compact: head %d element %zu moved wrong", g, e);
+        }
+        cudaFree(dk), cudaFree(dv), cudaFree(dlen), cudaFree(dout), cudaFree(didx), cudaFree(scratch);
+        free(k), free(v), free(keep), free(want), free(got), free(idx), free(hk), free(hv);
+    }
+}
+END_TEST
+
+/* ---- kept sets: twin test backends -------------------------------------------------------------------- */
+
+/* The host holds the canonical Q and cache (fp32 storage of bf16 values). The "ref" twin computes with the
+ * references; the "cuda" twin copies what an op reads to the device, runs the kernels and copies back what
+ * they wrote (scores, or the compacted rows and lengths). */
+struct ks_backend {
+    int H, Hk, d, cuda;
+    float *q;         /* (cap, H, d) */
+    ks_kvcache cache; /* host fp32 */
+    /* cuda twin, device: */
+    ks_bf16 *dq, *dk, *dv, *scratch; /* (cap, H, d), (Hk, cap, d) x 3 */
+    int32_t *dlen, *didx;            /* (Hk), (Hk * cap + Hk) */
+    float *dout, *dlse;              /* (Hk, cap), (H * 2 cap) */
+    double *dsum;
+    int32_t *idx;                    /* host packing of the keep lists */
+};
+
+static void put_layer(ks_backend *b, int layer, int with_v) {
+    const ks_kvcache *c = &b->cache;
+    size_t n = (size_t)b->Hk * c->cap * b->d;
+    ks_bf16 *t = upload(ks_kvcache_k(c, layer), n);
+    CK_CUDA(cudaMemcpy(b->dk, t, 2 * n, cudaMemcpyDeviceToDevice));
+    cudaFree(t);
+    if (with_v) {
+        t = upload(ks_kvcache_v(c, layer), n);
+        CK_CUDA(cudaMemcpy(b->dv, t, 2 * n, cudaMemcpyDeviceToDevice));
+        cudaFree(t);
+    }
+    CK_CUDA(cudaMemcpy(b->dlen, ks_kvcache_len(c, layer), sizeof(int32_t) * b->Hk, cudaMemcpyHostToDevice));
+}
+
+static void put_q(ks_backend *b, int rows) {
+    ks_bf16 *t = upload(b->q, (size_t)rows * b->H * b->d);
+    CK_CUDA(cudaMemcpy(b->dq, t, 2 * (size_t)rows * b->H * b->d, cudaMemcpyDeviceToDevice));
+    cudaFree(t);
+}
+
+static void run_scores(ks_backend *b, ks_cuda_score_args *a, float *out, int ld, const int32_t *cols, int acc,
+                       ks_window_summary *sum) {
+    const int cap = b->cache.cap;
+    a->kc = b->dk, a->H = b->H, a->Hk = b->Hk, a->d = b->d, a->cap = cap, a->scale = 1.0f;
+    CK_CUDA(cudaMemset(b->dsum, 0, 2 * sizeof(double)));
+    CK_KS(ks_cuda_scores(b->dout, cap, sum ? b->dsum : NULL, a, b->dlse, (size_t)b->H * 2 * cap, 0));
+    float *h = malloc(sizeof(float) * b->Hk * cap);
+    CK_CUDA(cudaMemcpy(h, b->dout, sizeof(float) * b->Hk * cap, cudaMemcpyDeviceToHost));
+    for (int g = 0; g < b->Hk; g++)
+        for (int j = 0; j < (cols ? cols[g] : a->n_keys); j++)
+            out[(size_t)g * ld + j] = (acc ? out[(size_t)g * ld + j] : 0) + h[(size_t)g * cap + j];
+    free(h);
+    if (sum) {
+        double s[2];
+        CK_CUDA(cudaMemcpy(s, b->dsum, sizeof s, cudaMemcpyDeviceToHost));
+        *sum = (ks_window_summary){s[0], s[1]};
+    }
+}
+
+static ks_status tw_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+                                  ks_window_summary *sum) {
+    ck_assert(ks_kvcache_is_dense(&b->cache, layer, a->n_keys));
+    if (!b->cuda) {
+        ks_ref_window_scores(out, ld, sum, b->q, ks_kvcache_k(&b->cache, layer), b->H, b->Hk, b->d, b->cache.cap,
+                             1.0f, a);
+        return KS_OK;
+    }
+    put_q(b, a->q_row0 + a->n_q);
+    put_layer(b, layer, 0);
+    ks_cuda_score_args c = {.q = b->dq + (size_t)a->q_row0 * b->H * b->d, .ld_q = (int64_t)b->H * b->d,
+                            .n_q = a->n_q, .q_pos = a->q_pos0 + a->q_row0, .n_keys = a->n_keys,
+                            .softmax_chunk = a->softmax_chunk, .stat = a->stat, .gamma = a->gamma, .reduce = a->reduce};
+    run_scores(b, &c, out, ld, NULL, a->accumulate, a->stat == KS_SCORE_MEAN_VAR ? sum : NULL);
+    if (sum && a->stat != KS_SCORE_MEAN_VAR) *sum = (ks_window_summary){0, 0};
+    return KS_OK;
+}
+
+static ks_status tw_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out, int ld) {
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
+    if (!b->cuda) {
+        ks_ref_attention_decode_probs(out, ld, b->q, ks_kvcache_k(&b->cache, layer), NULL, len, b->cache.cap, b->H,
+                                      b->Hk, b->d, 1.0f, reduce);
+        return KS_OK;
+    }
+    put_q(b, 1);
+    put_layer(b, layer, 0);
+    int n = 0;
+    for (int g = 0; g < b->Hk; g++) n = len[g] > n ? len[g] : n;
+    ks_cuda_score_args c = {.q = b->dq, .ld_q = (int64_t)b->H * b->d, .hi = b->dlen, .n_q = 1, .q_pos = qpos,
+                            .n_keys = n, .stat = KS_SCORE_SUM, .reduce = reduce};
+    run_scores(b, &c, out, ld, len, 0, NULL);
+    return KS_OK;
+}
+
+static ks_status tw_key_norms(ks_backend *b, int layer, float *out, int ld) {
+    const ks_kvcache *c = &b->cache;
+    const int32_t *len = ks_kvcache_len(c, layer);
+    if (!b->cuda) {
+        ks_ref_key_norms(out, ld, ks_kvcache_k(c, layer), len, c->cap, b->Hk, b->d);
+        return KS_OK;
+    }
+    put_layer(b, layer, 0);
+    CK_KS(ks_cuda_key_norms(b->dout, c->cap, b->dk, b->dlen, b->Hk, b->d, c->cap, c->cap, 0));
+    float *h = malloc(sizeof(float) * b->Hk * c->cap);
+    CK_CUDA(cudaMemcpy(h, b->dout, sizeof(float) * b->Hk * c->cap, cudaMemcpyDeviceToHost));
+    for (int g = 0; g < b->Hk; g++) memcpy(out + (size_t)g * ld, h + (size_t)g * c->cap, sizeof(float) * len[g]);
+    free(h);
+    return KS_OK;
+}
+
+static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    ks_kvcache *c = &b->cache;
+    if (!b->cuda) {
+        ks_kvcache_compact(c, layer, keep, n_keep, ld);
+        ks_ref_kv_compact(ks_kvcache_k(c, layer), ks_kvcache_v(c, layer), keep, n_keep, ld, c->cap, b->Hk, b->d);
+        return KS_OK;
+    }
+    put_layer(b, layer, 1);
+    ks_kvcache_compact(c, layer, keep, n_keep, ld);
+    int w = 0;
+    for (int g = 0; g < b->Hk; g++) w = n_keep[g] > w ? n_keep[g] : w;
+    for (int g = 0; g < b->Hk; g++) memcpy(b->idx + (size_t)g * w, keep + (size_t)g * ld, sizeof(int32_t) * n_keep[g]);
+    memcpy(b->idx + (size_t)b->Hk * w, n_keep, sizeof(int32_t) * b->Hk);
+    CK_CUDA(cudaMemcpy(b->didx, b->idx, sizeof(int32_t) * (b->Hk * w + b->Hk), cudaMemcpyHostToDevice));
+    CK_KS(ks_cuda_kv_compact(b->dk, b->dv, b->dlen, b->didx, w ? w : 1, b->Hk, b->d, c->cap, w, b->scratch, 0));
+    /* the device's rows and lengths become the host's */
+    size_t n = (size_t)b->Hk * c->cap * b->d;
+    uint16_t *h = malloc(2 * n);
+    float *dst[2] = {ks_kvcache_k(c, layer), ks_kvcache_v(c, layer)};
+    const ks_bf16 *src[2] = {b->dk, b->dv};
+    for (int t = 0; t < 2; t++) {
+        CK_CUDA(cudaMemcpy(h, src[t], 2 * n, cudaMemcpyDeviceToHost));
+        for (size_t e = 0; e < n; e++) dst[t][e] = from_bf16(h[e]);
+    }
+    int32_t lens[16];
+    CK_CUDA(cudaMemcpy(lens, b->dlen, sizeof(int32_t) * b->Hk, cudaMemcpyDeviceToHost));
+    for (int g = 0; g < b->Hk; g++) ck_assert_int_eq(lens[g], ks_kvcache_len(c, layer)[g]);
+    free(h);
+    return KS_OK;
+}
+
+static ks_kvcache *tw_kvcache(ks_backend *b) { return &b->cache; }
+
+static const ks_backend_ops tw_ops = {.name = "twin",
+                                      .window_scores = tw_window_scores,
+                                      .attention_decode_probs = tw_decode_probs,
+                                      .key_norms = tw_key_norms,
+                                      .kv_compact = tw_kv_compact,
+                                      .kvcache = tw_kvcache};
+
+typedef struct twin {
+    ks_backend be;
+    ks_model model;
+    ks_method *m;
+} twin;
+
+static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int cap) {
+    memset(t, 0, sizeof *t);
+    ks_backend *b = &t->be;
+    b->H = H, b->Hk = Hk, b->d = d, b->cuda = cuda;
+    b->q = calloc((size_t)cap * H * d, sizeof(float));
+    CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, 1));
+    if (cuda) {
+        b->dq = dev_alloc(2 * (size_t)cap * H * d);
+        b->dk = dev_alloc(2 * (size_t)Hk * cap * d), b->dv = dev_alloc(2 * (size_t)Hk * cap * d);
+        b->scratch = dev_alloc(2 * (size_t)Hk * cap * d);
+        b->dlen = dev_alloc(sizeof(int32_t) * Hk), b->didx = dev_alloc(sizeof(int32_t) * (Hk * cap + Hk));
+        b->dout = dev_alloc(sizeof(float) * Hk * cap), b->dlse = dev_alloc(sizeof(float) * H * 2 * cap);
+        b->dsum = dev_alloc(2 * sizeof(double));
+        b->idx = malloc(sizeof(int32_t) * (Hk * cap + Hk));
+    }
+    t->model.cfg.n_layers = n_layers, t->model.cfg.n_heads = H, t->model.cfg.n_kv_heads = Hk;
+    t->model.cfg.head_dim = d;
+    t->model.first_layer = 0, t->model.last_layer = n_layers;
+    t->model.source = "twin model";
+}
+
+static void twin_free(twin *t) {
+    ks_backend *b = &t->be;
+    ks_method_free(t->m);
+    free(b->q), free(b->idx);
+    cudaFree(b->dq), cudaFree(b->dk), cudaFree(b->dv), cudaFree(b->scratch), cudaFree(b->dlen), cudaFree(b->didx);
+    cudaFree(b->dout), cudaFree(b->dlse), cudaFree(b->dsum);
+    ks_kvcache_free(&b->cache);
+}
+
+/* Row at the end of every head of layer l: keys from k (Hk, d), values = the position. */
+static void twin_push(twin *t, int l, const float *k) {
+    ks_kvcache *c = &t->be.cache;
+    int32_t *len = ks_kvcache_len(c, l);
+    for (int h = 0; h < t->be.Hk; h++) {
+        int row = len[h], pos = row ? ks_kvcache_pos(c, l, h)[row - 1] + 1 : 0;
+        float *K = ks_kvcache_k(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
+        float *V = ks_kvcache_v(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
+        for (int i = 0; i < c->head_dim; i++) K[i] = k[h * c->head_dim + i], V[i] = (float)pos;
+        ks_kvcache_pos(c, l, h)[row] = pos;
+        len[h]++;
+    }
+}
+
+typedef struct set_case {
+    const char *method;
+    const char *opts[5];
+    int decode_steps;
+} set_case;
+
+/* One method on both twins over the same random prompt (keys, then queries, in chunks) and decode steps; the
+ * kept positions of every (layer, head) must agree. Keys carry a per-token "importance" in component 0 (a
+ * wide spread of logits) over small noise, so top-k boundaries are far from ties. */
+static void check_sets(const set_case *sc) {
+    enum { LAYERS = 3, H = 4, HK = 2, D = 64, L = 150, CAP = 200 };
+    const int chunks[] = {64, 64, 22};
+    twin tw[2];
+    float *keys = malloc(sizeof(float) * LAYERS * CAP * HK * D), *qs = malloc(sizeof(float) * CAP * H * D);
+    fill(keys, (size_t)LAYERS * CAP * HK * D, -0.3f, 0.3f);
+    fill(qs, (size_t)CAP * H * D, -0.3f, 0.3f);
+    for (size_t r = 0; r < (size_t)LAYERS * CAP * HK; r++) keys[r * D] = from_bf16(to_bf16((float)(8 * rnd() - 4)));
+    for (size_t r = 0; r < (size_t)CAP * H; r++) qs[r * D] = from_bf16(to_bf16((float)(1 + rnd())));
+    int n_opts = 0;
+    while (sc->opts[n_opts]) n_opts++;
+    for (int c = 0; c < 2; c++) {
+        twin *t = &tw[c];
+        twin_init(t, c, LAYERS, H, HK, D, CAP);
+        CK_KS(ks_method_create(&t->m, sc->method, NULL, sc->opts, n_opts));
+        CK_KS(ks_method_bind(t->m, &tw_ops, &t->be, &t->model));
+        int pos0 = 0;
+        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; pos0 += chunks[k++]) {
+            int n = chunks[k], last = pos0 + n == L;
+            for (int l = 0; l < LAYERS; l++)
+                for (int j = pos0; j < pos0 + n; j++) twin_push(t, l, keys + ((size_t)l * CAP + j) * HK * D);
+            memcpy(t->be.q, qs + (size_t)pos0 * H * D, sizeof(float) * n * H * D);
+            if (last) ks_method_begin_prompt(t->m, L);
+            for (int l = 0; l < LAYERS; l++) CK_KS(ks_method_prefill_layer(t->m, l, pos0, n, last));
+        }
+        CK_KS(ks_method_end_prompt(t->m));
+        for (int s = 0; s < sc->decode_steps; s++)
+            for (int l = 0; l < LAYERS; l++) {
+                twin_push(t, l, keys + ((size_t)l * CAP + L + s) * HK * D);
+                memcpy(t->be.q, qs + (size_t)(L + s) * H * D, sizeof(float) * H * D);
+                CK_KS(ks_method_decode_layer(t->m, l, L + s));
+            }
+    }
+    const ks_kvcache *a = &tw[0].be.cache, *b = &tw[1].be.cache;
+    int compressed = 0;
+    for (int l = 0; l < LAYERS; l++)
+        for (int h = 0; h < HK; h++) {
+            int n = ks_kvcache_len(a, l)[h];
+            compressed |= n < L + sc->decode_steps;
+            ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows on CUDA, %d on CPU",
+                          sc->method, sc->opts[0], l, h, ks_kvcache_len(b, l)[h], n);
+            for (int i = 0; i < n; i++) {
+                int p = ks_kvcache_pos(a, l, h)[i];
+                ck_assert_msg(ks_kvcache_pos(b, l, h)[i] == p, "%s %s: layer %d head %d row %d: position %d on CUDA, %d on CPU",
+                              sc->method, sc->opts[0], l, h, i, ks_kvcache_pos(b, l, h)[i], p);
+                ck_assert_msg(ks_kvcache_v(b, l)[((size_t)h * CAP + i) * D] == (float)p,
+                              "%s: row %d's value did not move with position %d on CUDA", sc->method, i, p);
+            }
+        }
+    ck_assert_msg(compressed, "%s: nothing was evicted, the case tests nothing", sc->method);
+    twin_free(&tw[0]), twin_free(&tw[1]);
+    free(keys), free(qs);
+}
+
+START_TEST(test_kept_sets) {
+    const set_case cases[] = {
+        {"SnapKV", {"max_capacity_prompt=40", "window_size=8", "kernel_size=5"}, 3},
+        {"SnapKV", {"max_capacity_prompt=0.3", "window_size=16", "kernel_size=7", "pooling=maxpool"}, 0},
+        {"PyramidKV", {"max_capacity_prompt=48", "window_size=8"}, 2},
+        {"H2O", {"heavy_budget=20", "recent_budget=10"}, 4},
+        {"H2O", {"heavy_budget=20", "recent_budget=10", "score_window=16"}, 4},
+        {"H2O", {"variant=loom", "max_capacity_prompt=40", "window_size=8", "score_chunk=32"}, 0},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 5},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=40", "skip_layers=[]"}, 0},
+        {"CakeKV", {"cache_size=40", "window_size=8"}, 4},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_sets(&cases[i]);
+}
+END_TEST
+
+/* ---- the cuda backend on a tiny model ----------------------------------------------------------------- */
+
+typedef struct model_run {
+    const char *method;
+    const char *opts[4];
+    int rows; /* rows per (layer, KV head) after prefill; 0: the whole prompt */
+} model_run;
+
+static void generate(ks_forward *f, const model_run *run, const int32_t *ids, int n, int n_new, int32_t *out,
+                     ks_generate_result *r) {
+    ks_method *m = NULL;
+    int k = 0;
+    while (run && run->opts[k]) k++;
+    if (run) CK_KS(ks_method_create(&m, run->method, NULL, run->opts, k));
+    CK_KS(ks_forward_set_method(f, m));
+    ks_generate_params gp = {.max_new_tokens = n_new};
+    CK_KS(ks_generate(f, ids, n, &gp, out, r));
+    ck_assert_int_eq(r->n, n_new);
+    CK_KS(ks_forward_set_method(f, NULL));
+    ks_method_free(m);
+}
+
+START_TEST(test_tiny_model) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    enum { N = 90, NEW = 12 };
+    int32_t ids[N], want[NEW], got[NEW];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cuda", .max_ctx = N + NEW, .chunk = 40};
+    CK_KS(ks_forward_init(&f, &model, &fp));
+    ks_generate_result r;
+    generate(&f, NULL, ids, N, NEW, want, &r);
+    const int64_t row_bytes = (int64_t)model.cfg.n_layers * model.cfg.n_kv_heads * 2 * model.cfg.head_dim *
+                              f.ops->kvcache(f.be)->elem_bytes; /* bf16 on the device */
+    ck_assert_int_eq(f.ops->kvcache(f.be)->elem_bytes, 2);
+    const model_run runs[] = {
+        {"H2O", {"heavy_budget=4096", "recent_budget=4096"}, 0},
+        {"StreamingLLM", {"recent_size=4096"}, 0},
+        {"SnapKV", {"max_capacity_prompt=4096"}, 0},
+        {"L2Compress", {"max_capacity_prompt=1.0", "prune_after=0"}, 0},
+        {"PyramidKV", {"max_capacity_prompt=4096"}, 0},
+        {"CakeKV", {"cache_size=4096"}, 0},
+        /* small budgets: the budget's rows after prefill, and decoding goes on (graph or decode hook) */
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 24},
+        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 24},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 24},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 24},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        generate(&f, &runs[i], ids, N, NEW, got, &r);
+        if (runs[i].rows) {
+            ck_assert_msg(r.kv_bytes_prefill == runs[i].rows * row_bytes, "%s: %lld bytes after prefill, want %lld",
+                          runs[i].method, (long long)r.kv_bytes_prefill, (long long)(runs[i].rows * row_bytes));
+            continue;
+        }
+        ck_assert(r.kv_bytes_prefill == r.kv_bytes_full);
+        for (int t = 0; t < NEW; t++)
+            ck_assert_msg(got[t] == want[t], "%s: token %d is %d, FullKV's %d", runs[i].method, t, got[t], want[t]);
+    }
+    /* after all that, FullKV again on the same instance: the graph and lengths were left consistent */
+    generate(&f, NULL, ids, N, NEW, got, &r);
+    for (int t = 0; t < NEW; t++) ck_assert_int_eq(got[t], want[t]);
+    ks_forward_free(&f);
+    ks_model_free(&model);
+}
+END_TEST
+
+int main(void) {
+    const char *env = getenv("KS_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
+    g_rng = seed ? seed : 1;
+    printf("gpu_methods: seed %llu (set KS_SEED to replay)\n", (unsigned long long)seed);
+    Suite *s = suite_create("gpu_methods");
+    TCase *tc = tcase_create("core");
+    tcase_set_timeout(tc, 300);
+    tcase_add_test(tc, test_scores);
+    tcase_add_test(tc, test_key_norms_and_compact);
+    tcase_add_test(tc, test_kept_sets);
+    tcase_add_test(tc, test_tiny_model);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
