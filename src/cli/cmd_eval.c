@@ -121,13 +121,19 @@ static ks_status check_opts(const eval_opts *o) {
     if (strcmp(o->gp_num, "1") != 0)
         return ks_fail(KS_ERR_UNSUPPORTED, "--gp_num %s: only 1 (one rank per model instance) is supported so far; "
                                            "run one rank per GPU with mpirun -np N", o->gp_num);
-    static const char *const dtypes[] = {"bfloat16", "torch.bfloat16", "float16", "torch.float16", "float32",
-                                         "torch.float32"};
-    int ok = 0;
-    for (size_t i = 0; i < sizeof dtypes / sizeof dtypes[0]; i++) ok |= !strcmp(o->torch_dtype, dtypes[i]);
-    if (!ok)
+    /* The seed's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
+     * on CPUs; a dtype the chosen backend does not compute in is refused rather than silently ignored. */
+    const char *dt = !strncmp(o->torch_dtype, "torch.", 6) ? o->torch_dtype + 6 : o->torch_dtype;
+    int gpu = !strcmp(o->device, "cuda");
+    if (strcmp(dt, "bfloat16") && strcmp(dt, "float16") && strcmp(dt, "float32"))
         return ks_fail(KS_ERR_ARG, "--torch_dtype %s: use bfloat16, float16 or float32 (torch. prefix allowed)",
                        o->torch_dtype);
+    if (gpu && strcmp(dt, "bfloat16"))
+        return ks_fail(KS_ERR_UNSUPPORTED, "--torch_dtype %s: the cuda backend computes in bfloat16 only",
+                       o->torch_dtype);
+    if (!gpu && !strcmp(dt, "float16"))
+        return ks_fail(KS_ERR_UNSUPPORTED, "--torch_dtype %s: the cpu backend computes in float32 (bfloat16, the "
+                                           "default, is accepted too); float16 is not supported", o->torch_dtype);
     if (o->max_new_tokens < 0) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be 0 or more", o->max_new_tokens);
     if (o->chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", o->chunk);
     return KS_OK;
@@ -258,7 +264,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
         {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
         {"device", KS_OPT_STRING, &o.device, "D", "compute backend: cpu or cuda", 0},
-        {"torch_dtype", KS_OPT_STRING, &o.torch_dtype, "T", "weight/KV dtype on GPUs: bfloat16, float16, float32", 0},
+        {"torch_dtype", KS_OPT_STRING, &o.torch_dtype, "T", "bfloat16 (cuda: bf16 weights and KV; cpu: computes fp32) or float32 (cpu)", 0},
         {"gp_num", KS_OPT_STRING, &o.gp_num, "K", "ranks per model instance (1)", 0},
         {"output", KS_OPT_STRING, &o.output, "DIR", "result directory (one .h5 per model x benchmark x method)", 0},
         {"limit", KS_OPT_INT, &o.limit, "N", "the first N samples of each task and length (-1 = all)", 0},
