@@ -154,17 +154,26 @@ ks_status ks_method_end_prompt(ks_method *m) {
         const int32_t *len = ks_kvcache_len(m->cache, l);
         int norms = m->be_ops->key_norms != NULL;
         if (norms) KS_TRY(m->be_ops->key_norms(m->be, m->first_layer + l, m->pooled, m->cap));
-        double mass = 0, nsum = 0;
-        float nmax = 0;
+        /* Per-head partials combined in head order: the same statistics whatever the thread count. */
+        double mass = 0, nsum = 0, p_mass[KS_METHOD_MAX_KV_HEADS], p_nsum[KS_METHOD_MAX_KV_HEADS];
+        float nmax = 0, p_nmax[KS_METHOD_MAX_KV_HEADS];
         int64_t rows = 0;
         ly->kept = 0;
+        KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
+#pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
         for (int h = 0; h < m->Hk; h++) {
             const float *norm = m->pooled + (size_t)h * m->cap;
             const float *rm = ly->mass_total > 0 ? m->row_mass + ((size_t)l * m->Hk + h) * m->cap : NULL;
+            double ms = 0, ns = 0;
+            float nm = 0;
+            for (int j = 0; norms && j < len[h]; j++) ns += norm[j], nm = norm[j] > nm ? norm[j] : nm;
+            for (int j = 0; rm && j < len[h]; j++) ms += rm[j];
+            p_mass[h] = ms, p_nsum[h] = ns, p_nmax[h] = nm;
+        }
+        for (int h = 0; h < m->Hk; h++) {
             ly->kept = len[h] > ly->kept ? len[h] : ly->kept;
             rows += len[h];
-            for (int j = 0; norms && j < len[h]; j++) nsum += norm[j], nmax = norm[j] > nmax ? norm[j] : nmax;
-            for (int j = 0; ly->mass_total > 0 && j < len[h]; j++) mass += rm[j];
+            mass += p_mass[h], nsum += p_nsum[h], nmax = p_nmax[h] > nmax ? p_nmax[h] : nmax;
         }
         ly->key_norm_mean = rows ? (float)(nsum / rows) : 0;
         ly->key_norm_max = nmax;
@@ -210,6 +219,7 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
     float *mass = m->row_mass + (size_t)c->l * m->Hk * m->cap;
     int n_keys = c->pos0 + c->n;
     if (sums) {
+#pragma omp parallel for if (n_keys > KS_METHOD_PARALLEL_ROWS)
         for (int h = 0; h < m->Hk; h++)
             memcpy(mass + (size_t)h * m->cap, sums + (size_t)h * m->cap, sizeof(float) * n_keys);
     } else {
@@ -217,15 +227,24 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
         ks_window_args a = {.n_q = w < c->n ? w : c->n, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN};
         KS_TRY(ks_method_window_scores(m, c, a, mass, NULL));
     }
-    double total = 0;
-    for (int h = 0; h < m->Hk; h++)
-        for (int j = 0; j < n_keys; j++) total += mass[(size_t)h * m->cap + j];
+    /* Per-head partial sums, added in head order: the same total whatever the thread count. */
+    double total = 0, part[KS_METHOD_MAX_KV_HEADS];
+    KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
+#pragma omp parallel for if (n_keys > KS_METHOD_PARALLEL_ROWS)
+    for (int h = 0; h < m->Hk; h++) {
+        double t = 0;
+        for (int j = 0; j < n_keys; j++) t += mass[(size_t)h * m->cap + j];
+        part[h] = t;
+    }
+    for (int h = 0; h < m->Hk; h++) total += part[h];
     m->layer[c->l].mass_total = (float)total;
     return KS_OK;
 }
 
 void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail) {
     const int32_t *len = ks_kvcache_len(m->cache, l);
+    /* Threads only for prompt-sized lists: decode-time eviction calls this per layer and token. */
+#pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) {
         int sel = len[h] - tail > 0 ? len[h] - tail : 0;
         int32_t *keep = m->keep + (size_t)h * m->cap;
@@ -237,6 +256,7 @@ void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tai
 
 /* Moves the rows of one (layer, head) array (cap floats per head) as the keep lists say. */
 static void compact_rows(const ks_method *m, float *rows) {
+#pragma omp parallel for if (m->n_keep[0] > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) {
         float *r = rows + (size_t)h * m->cap;
         const int32_t *keep = m->keep + (size_t)h * m->cap;

@@ -52,6 +52,7 @@ ks_status ks_snapkv_compress(ks_method *m, const ks_method_chunk *c, int W, int 
     ks_window_args a = {.n_q = W, .stat = KS_SCORE_SUM, .reduce = gqa_reduce};
     KS_TRY(ks_method_window_scores(m, c, a, m->scores, NULL));
     KS_TRY(ks_method_observe(m, c, gqa_reduce == KS_GQA_MEAN ? m->scores : NULL)); /* the statistics' sums */
+#pragma omp parallel for if (past > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past, kernel, pooling);
     ks_method_keep_top(m, c->l, m->pooled, k, W);
