@@ -149,9 +149,5 @@ int main(void) {
     tcase_add_test(tc, test_values_and_defaults);
     tcase_add_test(tc, test_errors);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 0);
 }

@@ -9,6 +9,7 @@
 
 #include "cpu/fast.h"
 #include "cpu/ref.h"
+#include "test_util.h"
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
@@ -344,9 +345,5 @@ int main(void) {
     tcase_add_test(tc, test_key_norms_and_compact);
     tcase_add_test(tc, test_argmax);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 0);
 }

@@ -8,6 +8,7 @@
 
 #include "bench/metrics.h"
 #include "bench/strbuf.h"
+#include "test_util.h"
 
 #define EPS 1e-9
 #define ck_near(a, b) ck_assert_msg(fabs((a) - (b)) < EPS, "%s = %.12f, expected %.12f", #a, (double)(a), (double)(b))
@@ -197,9 +198,5 @@ int main(void) {
     tcase_add_test(tc, test_code_sim);
     tcase_add_test(tc, test_bench_score_longbench);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 0);
 }

@@ -1058,12 +1058,9 @@ int main(void) {
     tcase_add_test(tc, test_sharded_index_mismatch);
     tcase_add_test(tc, test_info_command);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int failed = ks_test_run(s, 0);
     char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (system(cmd) != 0) fprintf(stderr, "check_model: could not remove %s\n", tmp);
-    return failed ? 1 : 0;
+    return failed;
 }

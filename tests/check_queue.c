@@ -9,6 +9,7 @@
 #include "dispatch.h"
 #include "queue.h"
 #include "wire.h"
+#include "test_util.h"
 
 START_TEST(test_longest_first_skipping_done) {
     const int64_t cost[] = {5, 100, 100, 7, 50};
@@ -282,9 +283,5 @@ int main(void) {
     tcase_add_test(tc, test_wire_round_trip_and_damage);
     tcase_add_test(tc, test_dispatch_one_process);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 0);
 }

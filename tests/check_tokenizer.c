@@ -593,9 +593,5 @@ int main(void) {
     TCase *err = tcase_create("errors");
     tcase_add_test(err, test_errors);
     suite_add_tcase(s, err);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 0);
 }

@@ -155,10 +155,5 @@ int main(int argc, char **argv) {
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_kill_and_resume);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return ks_test_run(s, 1);
 }

@@ -31,3 +31,12 @@ const char *ks_test_tmpdir(void) {
     snprintf(buf, sizeof buf, "%s/kvscope-test-XXXXXX", t ? t : "/tmp");
     return mkdtemp(buf);
 }
+
+int ks_test_run(Suite *s, int no_fork) {
+    SRunner *sr = srunner_create(s);
+    if (no_fork) srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

@@ -2,6 +2,7 @@
 #ifndef KS_TEST_UTIL_H
 #define KS_TEST_UTIL_H
 
+#include <check.h>
 #include <stddef.h>
 
 /* "<shared data>/<rel>" in a static buffer (valid until the next call). */
@@ -13,5 +14,9 @@ const char *ks_test_fixture(const char *rel);
 const char *ks_test_smollm2_gguf(void);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
 const char *ks_test_tmpdir(void);
+
+/* Runs every test of `s` (in forked children, or in this process when no_fork: one CUDA context, collective
+ * MPI tests, child processes of its own), frees the runner and returns the exit status: 0 all passed, 1 not. */
+int ks_test_run(Suite *s, int no_fork);
 
 #endif
