@@ -4,7 +4,9 @@
  *                              (short prompts, ties, GQA groups, window edges, pooling at the borders, decode
  *                              eviction), run through a test backend whose ops are the reference kernels of
  *                              kernels/cpu/ref.h on host arrays; the PyramidKV and CakeKV budget formulas; the
- *                              selection primitives; options, YAML files and their errors
+ *                              selection primitives; options, YAML files and their errors; on the cpu backend
+ *                              with the tiny fixture model, deferred prompt-end work (method_stash) against the
+ *                              synchronous path: the same kept rows, statistics and greedy tokens
  *     check_methods smollm2    SmolLM2 (label "model"): with budgets that cover the sequence every method's
  *                              greedy output equals FullKV's; compressed caches hold exactly the kept rows
  *
@@ -869,6 +871,128 @@ START_TEST(test_forward_window_chunks) {
 }
 END_TEST
 
+/* ---- deferred prompt-end work on the cpu backend --------------------------------------------------------- */
+
+typedef struct path_case {
+    const char *method;
+    const char *opts[5];
+    int n, chunk; /* prompt tokens, prefill chunk */
+    int defers;   /* 1: the backend takes the stash (0: the window exceeds KS_BACKEND_STASH_ROWS) */
+} path_case;
+
+/* Every (layer, KV head) of a and b holds the same rows: positions, keys and values, bit for bit. */
+static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const char *method, const char *when) {
+    const size_t row = sizeof(float) * a->head_dim;
+    for (int l = 0; l < a->n_layers; l++)
+        for (int h = 0; h < a->n_kv_heads; h++) {
+            int n = ks_kvcache_len(a, l)[h];
+            ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows deferred, %d not",
+                          method, when, l, h, ks_kvcache_len(b, l)[h], n);
+            for (int i = 0; i < n; i++) {
+                size_t e = ((size_t)h * a->cap + i) * a->head_dim;
+                ck_assert_msg(ks_kvcache_pos(a, l, h)[i] == ks_kvcache_pos(b, l, h)[i] &&
+                                  !memcmp(ks_kvcache_k(a, l) + e, ks_kvcache_k(b, l) + e, row) &&
+                                  !memcmp(ks_kvcache_v(a, l) + e, ks_kvcache_v(b, l) + e, row),
+                              "%s %s: layer %d head %d row %d differs (position %d deferred, %d not)", method, when, l,
+                              h, i, ks_kvcache_pos(b, l, h)[i], ks_kvcache_pos(a, l, h)[i]);
+            }
+        }
+}
+
+/* The key-norm statistics recomputed from the cache's kept keys (method.h's definition). */
+static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const char *method) {
+    float *norm = malloc(sizeof(float) * c->n_kv_heads * c->cap);
+    for (int l = 0; l < c->n_layers; l++) {
+        ks_ref_key_norms(norm, c->cap, ks_kvcache_k(c, l), ks_kvcache_len(c, l), c->cap, c->n_kv_heads, c->head_dim);
+        double sum = 0;
+        float mx = 0;
+        int64_t rows = 0;
+        for (int h = 0; h < c->n_kv_heads; h++)
+            for (int j = 0; j < ks_kvcache_len(c, l)[h]; j++, rows++) {
+                sum += norm[(size_t)h * c->cap + j];
+                mx = fmaxf(mx, norm[(size_t)h * c->cap + j]);
+            }
+        ck_assert_msg(fabs(st[l].key_norm_mean - sum / rows) <= 1e-5 * sum / rows && st[l].key_norm_max == mx,
+                      "%s layer %d: key norms mean %g max %g, the kept keys' %g %g", method, l, st[l].key_norm_mean,
+                      st[l].key_norm_max, sum / rows, mx);
+    }
+    free(norm);
+}
+
+/* One case on two forward instances, m->synchronous 1 and 0: after the prompt the same kept rows and the same
+ * statistics, then the same greedy tokens and rows through decode (its eviction included). */
+static void compare_paths(const ks_model *model, const path_case *pc) {
+    enum { NEW = 6 };
+    ks_forward f[2];
+    ks_method *m[2];
+    int32_t *ids = malloc(sizeof(int32_t) * pc->n), next[2];
+    for (int i = 0; i < pc->n; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model->cfg.vocab - 3));
+    int n_opts = 0;
+    while (pc->opts[n_opts]) n_opts++;
+    char what[96];
+    snprintf(what, sizeof what, "%s %s %s", pc->method, n_opts ? pc->opts[0] : "", n_opts > 2 ? pc->opts[2] : "");
+    for (int d = 0; d < 2; d++) { /* d = 1: deferred */
+        ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .chunk = pc->chunk};
+        ck_assert(ks_forward_init(&f[d], model, &fp) == KS_OK);
+        ck_assert_msg(ks_method_create(&m[d], pc->method, NULL, pc->opts, n_opts) == KS_OK, "%s", ks_last_error());
+        m[d]->synchronous = !d;
+        ck_assert_msg(ks_forward_set_method(&f[d], m[d]) == KS_OK, "%s", ks_last_error());
+        ck_assert_msg(ks_forward_prefill(&f[d], ids, pc->n, NULL, &next[d]) == KS_OK, "%s", ks_last_error());
+    }
+    ck_assert_msg(m[1]->n_deferred == (pc->defers ? m[1]->n_layers : 0) && m[0]->n_deferred == 0,
+                  "%s: %d layers deferred", what, m[1]->n_deferred);
+    const ks_kvcache *c[2] = {f[0].ops->kvcache(f[0].be), f[1].ops->kvcache(f[1].be)};
+    expect_same_cache(c[0], c[1], what, "after the prompt");
+    ks_layer_stat st[2][KS_METHOD_MAX_LAYERS];
+    int n = ks_method_layer_stats(m[0], st[0]);
+    ck_assert_int_eq(ks_method_layer_stats(m[1], st[1]), n);
+    for (int l = 0; l < n; l++)
+        ck_assert_msg(st[0][l].budget == st[1][l].budget && st[0][l].kept == st[1][l].kept &&
+                          st[0][l].attn_mass_kept == st[1][l].attn_mass_kept &&
+                          st[0][l].key_norm_mean == st[1][l].key_norm_mean &&
+                          st[0][l].key_norm_max == st[1][l].key_norm_max,
+                      "%s layer %d: statistics differ (kept %d / %d, mass %.9g / %.9g, norm mean %.9g / %.9g)", what, l,
+                      st[0][l].kept, st[1][l].kept, st[0][l].attn_mass_kept, st[1][l].attn_mass_kept,
+                      st[0][l].key_norm_mean, st[1][l].key_norm_mean);
+    expect_key_norms(c[1], st[1], what);
+    int compressed = 0;
+    for (int l = 0; l < n; l++) compressed |= st[1][l].kept < pc->n;
+    ck_assert_msg(compressed == (strcmp(pc->method, "FullKV") != 0), "%s: the prompt was not compressed", what);
+    for (int t = 0; t < NEW; t++) {
+        ck_assert_msg(next[0] == next[1], "%s: token %d is %d deferred, %d not", what, t, next[1], next[0]);
+        for (int d = 0; d < 2; d++) ck_assert(ks_forward_decode(&f[d], next[d], NULL, &next[d]) == KS_OK);
+    }
+    expect_same_cache(c[0], c[1], what, "after decoding");
+    for (int d = 0; d < 2; d++) {
+        ks_forward_free(&f[d]);
+        ks_method_free(m[d]);
+    }
+    free(ids);
+}
+
+START_TEST(test_deferred_matches_synchronous) {
+    ks_model model = {0};
+    ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
+    const path_case cases[] = {
+        {"FullKV", {NULL}, 90, 40, 1},
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
+        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
+        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 90, 40, 1}, /* all-query scoring on every chunk */
+        {"H2O", {"heavy_budget=12", "recent_budget=12", "score_window=8"}, 90, 40, 1},
+        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}, 90, 40, 1},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 90, 40, 1},
+        {"StreamingLLM", {"variant=loom", "max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[1]"}, 90, 40, 1},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=true"}, 90, 40, 1},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=false"}, 90, 40, 1},
+        /* a window over the snapshot's rows: the layers are compressed at their own hooks */
+        {"SnapKV", {"max_capacity_prompt=1100", "window_size=1030"}, 1150, 1100, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_paths(&model, &cases[i]);
+    ks_model_free(&model);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("methods");
@@ -895,6 +1019,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_yaml_files_match_defaults);
         tcase_add_test(tc, test_options_and_errors);
         tcase_add_test(tc, test_forward_window_chunks);
+        tcase_add_test(tc, test_deferred_matches_synchronous);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

@@ -396,6 +396,67 @@ START_TEST(test_gemm) {
 }
 END_TEST
 
+/* The decode GEMVs with their next op fused (ks_cuda_gemv_swiglu, ks_cuda_gemv_norm), launched back to back on
+ * a created stream as a decode step does, so that the programmatic dependent launches overlap: each result
+ * feeds the next kernel, which must see it complete. */
+static void gemv_fused_case(int in, int F, int D) {
+    cudaStream_t s;
+    CK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    ks_bf16 *xb = malloc((size_t)in * 2), *wgub = malloc((size_t)2 * F * in * 2), *wdb = malloc((size_t)D * F * 2);
+    float *x = rand_vec(in, 1.0f, xb), *wgu = rand_vec((size_t)2 * F * in, 0.05f, wgub);
+    float *wd = rand_vec((size_t)D * F, 0.05f, wdb), *bias = rand_vec(D, 1.0f, NULL), *y0 = rand_vec(D, 1.0f, NULL);
+    float *norm_w = rand_vec(D, 1.0f, NULL);
+    /* reference: gate|up rounded to bf16 (the buffer the unfused GEMV writes), SwiGLU rounded to bf16, then the
+     * residual projection of that and the norm of the updated residual */
+    float *gu = malloc((size_t)2 * F * 4), *act = malloc((size_t)F * 4), *y = malloc((size_t)D * 4);
+    float *xn = malloc((size_t)D * 4), *up = malloc((size_t)F * 4);
+    ks_ref_gemm(gu, x, wgu, NULL, 1, in, 2 * F);
+    for (int i = 0; i < 2 * F; i++) gu[i] = f32_of(bf16_of(gu[i]));
+    ks_ref_swiglu(act, gu, gu + F, F);
+    for (int i = 0; i < F; i++) act[i] = f32_of(bf16_of(act[i])), up[i] = gu[F + i];
+    ks_ref_gemm(y, act, wd, bias, 1, F, D);
+    for (int i = 0; i < D; i++) y[i] += y0[i];
+    ks_ref_rmsnorm(xn, y, norm_w, 1, D, 1e-5f);
+
+    ks_bf16 *dx = dev_from(xb, (size_t)in * 2), *dwgu = dev_from(wgub, (size_t)2 * F * in * 2);
+    ks_bf16 *dwd = dev_from(wdb, (size_t)D * F * 2), *dgate = dev_poisoned((size_t)F * 2), *dup = dev_poisoned((size_t)F * 2);
+    ks_bf16 *dxn = dev_poisoned((size_t)D * 2);
+    float *dbias = dev_from(bias, (size_t)D * 4), *dnorm = dev_from(norm_w, (size_t)D * 4), *dy = dev_from(y0, (size_t)D * 4);
+    unsigned *ddone = dev_poisoned(sizeof(unsigned));
+    CK_CUDA(cudaMemset(ddone, 0, sizeof(unsigned)));
+    for (int rep = 0; rep < 2; rep++) { /* the second launch checks that the first left the counter at 0 */
+        if (rep) CK_CUDA(cudaMemcpyAsync(dy, y0, (size_t)D * 4, cudaMemcpyHostToDevice, s));
+        CK_KS(ks_cuda_gemv_swiglu(dgate, dup, dx, dwgu, in, F, s));
+        CK_KS(ks_cuda_gemv_norm(dy, dgate, dwd, dbias, F, D, 1.0f, dxn, dnorm, 1e-5f, ddone, s));
+        CK_CUDA(cudaStreamSynchronize(s));
+    }
+    float *g_act = host_f32_from_bf16(dgate, F), *g_up = host_f32_from_bf16(dup, F), *g_y = host_from(dy, (size_t)D * 4);
+    float *g_xn = host_f32_from_bf16(dxn, D);
+    unsigned *g_done = host_from(ddone, sizeof(unsigned));
+    char what[96];
+    snprintf(what, sizeof what, "gemv_swiglu in=%d F=%d (silu(g)*u)", in, F);
+    check_close(what, g_act, act, F, 1e-3f, 1.0f / 64);
+    snprintf(what, sizeof what, "gemv_swiglu in=%d F=%d (up)", in, F);
+    check_close(what, g_up, up, F, 1e-3f, 1.0f / 128);
+    snprintf(what, sizeof what, "gemv_norm in=%d out=%d (residual)", F, D);
+    check_close(what, g_y, y, D, 2e-3f, 2e-3f);
+    snprintf(what, sizeof what, "gemv_norm in=%d out=%d (rmsnorm, bf16)", F, D);
+    check_close(what, g_xn, xn, D, 2e-3f, 1.0f / 64);
+    ck_assert_msg(*g_done == 0, "gemv_norm left its block counter at %u", *g_done);
+    free(xb), free(wgub), free(wdb), free(x), free(wgu), free(wd), free(bias), free(y0), free(norm_w);
+    free(gu), free(act), free(y), free(xn), free(up), free(g_act), free(g_up), free(g_y), free(g_xn), free(g_done);
+    cudaFree(dx), cudaFree(dwgu), cudaFree(dwd), cudaFree(dgate), cudaFree(dup), cudaFree(dxn), cudaFree(dbias);
+    cudaFree(dnorm), cudaFree(dy), cudaFree(ddone);
+    CK_CUDA(cudaStreamDestroy(s));
+}
+
+START_TEST(test_gemv_fused) {
+    gemv_fused_case(4096, 1001, 4096); /* vector path, out not a multiple of the rows per block */
+    gemv_fused_case(75, 37, 333);      /* odd in: the scalar path; odd F: the down GEMV's scalar path too */
+    gemv_fused_case(576, 1536, 576);   /* SmolLM2's shapes */
+}
+END_TEST
+
 /* ---- attention --------------------------------------------------------------------------------------- */
 
 /* A head-major cache (Hk, cap, d) of random bf16 rows [0, n_kv); the rows past n_kv are NaN, so a kernel
@@ -548,6 +609,7 @@ int main(void) {
     tcase_add_test(tc, test_argmax);
     tcase_add_test(tc, test_kv_append);
     tcase_add_test(tc, test_gemm);
+    tcase_add_test(tc, test_gemv_fused);
     tcase_add_test(tc, test_attention_prefill);
     tcase_add_test(tc, test_attention_decode);
     suite_add_tcase(s, tc);

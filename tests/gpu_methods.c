@@ -12,6 +12,11 @@
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
  *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
  *                and decoding continues
+ *   deferred     the same model, each method with small budgets three ways: cuda with deferred prompt-end
+ *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two
+ *                cuda runs must keep the same rows, report the same statistics and decode the same tokens; the
+ *                cuda kept sets must mostly agree with the cpu's (bf16 against fp32 scores: near-ties may
+ *                split differently)
  */
 #include <check.h>
 #include <math.h>
@@ -23,6 +28,7 @@
 
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
+#include "engine/backend_cuda.h"
 #include "engine/generate.h"
 #include "methods/method.h"
 #include "test_util.h"
@@ -568,6 +574,116 @@ START_TEST(test_tiny_model) {
 }
 END_TEST
 
+/* ---- deferred prompt-end work on the cuda backend ---------------------------------------------------------- */
+
+enum { PATH_TOKENS = 8 };
+
+typedef struct path_run {
+    ks_forward f;
+    ks_method *m;
+    int32_t tokens[PATH_TOKENS]; /* the greedy continuation */
+    ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+} path_run;
+
+/* The prompt ids (n) through a fresh forward instance on `device` with the method; statistics recorded, the
+ * cache left as the prompt leaves it. */
+static void path_prefill(path_run *r, const ks_model *model, const char *device, int synchronous, const char *method,
+                         const char *const *opts, const int32_t *ids, int n) {
+    ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .chunk = 40};
+    CK_KS(ks_forward_init(&r->f, model, &fp));
+    int k = 0;
+    while (opts[k]) k++;
+    CK_KS(ks_method_create(&r->m, method, NULL, opts, k));
+    r->m->synchronous = synchronous;
+    CK_KS(ks_forward_set_method(&r->f, r->m));
+    CK_KS(ks_forward_prefill(&r->f, ids, n, NULL, &r->tokens[0]));
+    ks_method_layer_stats(r->m, r->st);
+}
+
+static void path_decode(path_run *r) {
+    for (int t = 1; t < PATH_TOKENS; t++) CK_KS(ks_forward_decode(&r->f, r->tokens[t - 1], NULL, &r->tokens[t]));
+}
+
+static void path_free(path_run *r) {
+    ks_forward_free(&r->f);
+    ks_method_free(r->m);
+}
+
+/* Kept rows of (layer l, KV head g) that a and b share (both position lists increase). */
+static int64_t shared_rows(const ks_kvcache *a, const ks_kvcache *b, int l, int g) {
+    int64_t common = 0;
+    const int32_t *p = ks_kvcache_pos(a, l, g), *q = ks_kvcache_pos(b, l, g);
+    for (int i = 0, j = 0, n = ks_kvcache_len(a, l)[g], m = ks_kvcache_len(b, l)[g]; i < n && j < m;) {
+        common += p[i] == q[j];
+        int step_i = p[i] <= q[j], step_j = q[j] <= p[i];
+        i += step_i, j += step_j;
+    }
+    return common;
+}
+
+START_TEST(test_deferred_paths) {
+    ck_assert_msg(ks_backend_cuda.method_stash && ks_backend_cuda.method_join,
+                  "the cuda ops table lacks method_stash / method_join (backend_cuda.c: .method_stash = "
+                  "ks_cuda_method_stash, .method_join = ks_cuda_method_join)");
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    enum { N = 90 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    const struct {
+        const char *method;
+        const char *opts[5];
+    } cases[] = {
+        {"FullKV", {NULL}},
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}},
+        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}},
+        {"H2O", {"heavy_budget=12", "recent_budget=12"}},
+        {"H2O", {"heavy_budget=12", "recent_budget=12", "score_window=8"}},
+        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=true"}},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=false"}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *name = cases[c].method, *opt = cases[c].opts[0] ? cases[c].opts[0] : "";
+        path_run r[3]; /* cuda deferred, cuda synchronous, cpu deferred */
+        memset(r, 0, sizeof r);
+        path_prefill(&r[0], &model, "cuda", 0, name, cases[c].opts, ids, N);
+        path_prefill(&r[1], &model, "cuda", 1, name, cases[c].opts, ids, N);
+        path_prefill(&r[2], &model, "cpu", 0, name, cases[c].opts, ids, N);
+        ck_assert_msg(r[0].m->n_deferred == r[0].m->n_layers && r[1].m->n_deferred == 0, "%s %s: %d layers deferred",
+                      name, opt, r[0].m->n_deferred);
+        const ks_kvcache *a = r[0].f.ops->kvcache(r[0].f.be), *b = r[1].f.ops->kvcache(r[1].f.be);
+        const ks_kvcache *h = r[2].f.ops->kvcache(r[2].f.be);
+        int64_t kept = 0, common = 0;
+        for (int l = 0; l < a->n_layers; l++) {
+            const ks_layer_stat *x = &r[0].st[l], *y = &r[1].st[l];
+            ck_assert_msg(x->kept == y->kept && x->budget == y->budget && x->attn_mass_kept == y->attn_mass_kept &&
+                              x->key_norm_mean == y->key_norm_mean && x->key_norm_max == y->key_norm_max,
+                          "%s %s layer %d: statistics differ between the deferred and synchronous cuda paths", name,
+                          opt, l);
+            for (int g = 0; g < a->n_kv_heads; g++) {
+                int n = ks_kvcache_len(a, l)[g];
+                ck_assert_msg(ks_kvcache_len(b, l)[g] == n && shared_rows(a, b, l, g) == n,
+                              "%s %s layer %d head %d: deferred and synchronous cuda keep different rows", name, opt, l,
+                              g);
+                common += shared_rows(a, h, l, g);
+                kept += n;
+            }
+        }
+        ck_assert_msg(common >= 0.85 * kept, "%s %s: cuda and cpu share %lld of %lld kept rows", name, opt,
+                      (long long)common, (long long)kept);
+        path_decode(&r[0]), path_decode(&r[1]);
+        for (int t = 0; t < PATH_TOKENS; t++)
+            ck_assert_msg(r[0].tokens[t] == r[1].tokens[t], "%s %s: token %d is %d deferred, %d synchronous", name, opt,
+                          t, r[0].tokens[t], r[1].tokens[t]);
+        for (int i = 0; i < 3; i++) path_free(&r[i]);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -580,6 +696,7 @@ int main(void) {
     tcase_add_test(tc, test_key_norms_and_compact);
     tcase_add_test(tc, test_kept_sets);
     tcase_add_test(tc, test_tiny_model);
+    tcase_add_test(tc, test_deferred_paths);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

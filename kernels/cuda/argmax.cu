@@ -40,6 +40,8 @@ static int blocks_per_row(int n) { return ks_cdiv(n, kPerBlock); }
 
 // Pass 1: block (b, r) scans its segment of row r and writes one candidate to part[r * nb + b].
 __global__ void argmax_partial_kernel(cand *part, const float *x, int n, int nb) {
+    ks_pdl_wait(); // both passes are launched with ks_launch_pdl
+    ks_pdl_trigger();
     const float *row = x + (int64_t)blockIdx.y * n;
     int lo = blockIdx.x * kPerBlock, hi = min(n, lo + kPerBlock);
     cand c = {-INFINITY, INT_MAX};
@@ -53,6 +55,8 @@ __global__ void argmax_partial_kernel(cand *part, const float *x, int n, int nb)
 
 // Pass 2: one block per row reduces its nb candidates. A row of only NaN yields index 0.
 __global__ void argmax_final_kernel(int32_t *out, const cand *part, int nb) {
+    ks_pdl_wait();
+    ks_pdl_trigger();
     cand c = {-INFINITY, INT_MAX};
     for (int b = threadIdx.x; b < nb; b += blockDim.x) c = better(c, part[(int64_t)blockIdx.x * nb + b]);
     c = block_best(c);
@@ -68,9 +72,7 @@ extern "C" ks_status ks_cuda_argmax(int32_t *out, const float *x, int rows, int 
     if (rows <= 0) return KS_OK;
     int nb = blocks_per_row(n);
     cand *part = static_cast<cand *>(scratch);
-    argmax_partial_kernel<<<dim3(nb, rows), kThreads, 0, s>>>(part, x, n, nb);
-    KS_LAUNCH_CHECK();
-    argmax_final_kernel<<<rows, nb >= 128 ? 128 : 32, 0, s>>>(out, part, nb);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(argmax_partial_kernel, dim3(nb, rows), dim3(kThreads), 0, s, part, x, n, nb);
+    KS_LAUNCH_PDL(argmax_final_kernel, dim3(rows), dim3(nb >= 128 ? 128 : 32), 0, s, out, part, nb);
     return KS_OK;
 }

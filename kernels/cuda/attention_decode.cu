@@ -53,6 +53,8 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     bf16 *ks = reinterpret_cast<bf16 *>(smem_raw), *vs = ks + kStages * kTK * D; // [kStages][kTK * D] each
     const int lane = threadIdx.x;
+    ks_pdl_wait(); // launched with ks_launch_pdl: q, the new row and lens come from the kernels before
+    ks_pdl_trigger();
     const int kvh = blockIdx.x, split = blockIdx.y, g0 = blockIdx.z * kRows;
     const int ng = min(kRows, a.G - g0), h0 = kvh * a.G + g0; // this block's query heads: h0 .. h0 + ng - 1
     const int end = a.lens[kvh], beg = a.starts ? min(a.starts[kvh], end) : 0;
@@ -187,6 +189,8 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
 template <int D>
 __global__ void attention_decode_combine_kernel(decode_args a) {
     const int h = blockIdx.x, dim = threadIdx.x;
+    ks_pdl_wait();
+    ks_pdl_trigger();
     const int end = a.lens[h / a.G], beg = a.starts ? min(a.starts[h / a.G], end) : 0;
     const int len = end - beg, chunk = split_chunk(len, a.splits);
     const int nvalid = len > 0 ? (len + chunk - 1) / chunk : 0;
@@ -232,10 +236,9 @@ int decode_splits(int Hk, int G, int d, int max_len) {
 template <int D>
 ks_status launch(const decode_args &a, int Hk, cudaStream_t s) {
     device_slots<D>(); // also sets the kernel's shared-memory limit, once
-    attention_decode_kernel<D><<<dim3(Hk, a.splits, ks_cdiv(a.G, kRows)), 32, decode_smem_bytes<D>(), s>>>(a);
-    KS_LAUNCH_CHECK();
-    attention_decode_combine_kernel<D><<<a.H, D, 0, s>>>(a);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(attention_decode_kernel<D>, dim3(Hk, a.splits, ks_cdiv(a.G, kRows)), dim3(32),
+                  decode_smem_bytes<D>(), s, a);
+    KS_LAUNCH_PDL(attention_decode_combine_kernel<D>, dim3(a.H), dim3(D), 0, s, a);
     return KS_OK;
 }
 

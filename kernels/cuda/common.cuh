@@ -79,6 +79,55 @@ __device__ __forceinline__ float ks_block_sum(float v, float *red) {
     return ks_warp_sum(v);
 }
 
+// ---- programmatic dependent launch (Hopper) ---------------------------------------------------------------
+// A kernel launched with ks_launch_pdl may begin while the kernel before it in the stream is still running:
+// the previous one lets it start with ks_pdl_trigger(), and it must call ks_pdl_wait() — which returns once
+// every earlier kernel has completed and its writes are visible — before it reads anything they write or
+// writes anything they read. Only immutable data (weights) may be touched before the wait. Every block must
+// reach the wait (also blocks with nothing to do), or the kernel could complete before its predecessor and let
+// the next kernel see that predecessor's output half-written. In a decode step of ~10 small kernels per layer
+// this hides each launch and lets a GEMV's weights stream in while the kernel before it finishes. Launched
+// without the attribute (or before sm_90) both calls are no-ops and the stream orders kernels as usual.
+__device__ __forceinline__ void ks_pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void ks_pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether the current device runs programmatic dependent launches (compute capability 9.0+), asked once;
+// KS_CUDA_NO_PDL=1 in the environment turns them off (a diagnostic: docs/gpu-notes.md measures both).
+static inline bool ks_pdl_supported() {
+    static int major = -1;
+    if (major < 0) {
+        int dev = 0;
+        const char *off = getenv("KS_CUDA_NO_PDL");
+        if ((off && *off && *off != '0') || cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+            major = 0;
+    }
+    return major >= 9;
+}
+
+// kernel<<<grid, block, smem, s>>>(args...) with the programmatic-serialisation attribute where supported: on
+// sm_90+ and on a created stream (the legacy default stream 0 keeps its implicit full synchronisation).
+template <typename... Params, typename... Args>
+static inline cudaError_t ks_launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                        Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr, cfg.numAttrs = s && ks_pdl_supported() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...);
+}
+#define KS_LAUNCH_PDL(...) CUDA_CHECK(ks_launch_pdl(__VA_ARGS__))
+
 // ---- dtype dispatch in launchers ------------------------------------------------------------------------
 // True for the activation types the launchers accept.
 static inline bool ks_cuda_type_ok(ks_dtype t) { return t == KS_DTYPE_F32 || t == KS_DTYPE_BF16; }

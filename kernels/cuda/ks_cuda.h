@@ -169,6 +169,18 @@ ks_status ks_cuda_gemm_run_ld(ks_cuda_gemm_t *g, void *y, int64_t ld_y, ks_dtype
 ks_status ks_cuda_gemv(void *y, ks_dtype y_type, const ks_bf16 *x, const ks_bf16 *w, const void *bias, int in,
                        int out, float beta, cudaStream_t s);
 
+/* A decode layer's gate|up GEMV with the SwiGLU after it in one launch: w_gu (2F, in) stacks gate_proj over
+ * up_proj; up[r] = bf16(x . w_gu[F + r]) and gate[r] = bf16(silu(g) * up[r]) with g = bf16(x . w_gu[r]), what
+ * ks_cuda_gemv into a gate|up buffer followed by ks_cuda_swiglu computes. */
+ks_status ks_cuda_gemv_swiglu(ks_bf16 *gate, ks_bf16 *up, const ks_bf16 *x, const ks_bf16 *w_gu, int in, int F,
+                              cudaStream_t s);
+
+/* A residual projection with the next RMSNorm in one launch: y (out, fp32) = x W^T (+ bias) (+ y when beta = 1)
+ * as ks_cuda_gemv, then xn (out, bf16) = rmsnorm(y) * norm_w (ks_cuda_rmsnorm with n = 1). `done` is one
+ * device counter that must be 0 before the launch; the launch leaves it 0 (set it once after allocation). */
+ks_status ks_cuda_gemv_norm(float *y, const ks_bf16 *x, const ks_bf16 *w, const float *bias, int in, int out,
+                            float beta, ks_bf16 *xn, const float *norm_w, float eps, unsigned *done, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

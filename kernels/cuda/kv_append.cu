@@ -24,16 +24,22 @@ __global__ void kv_append_kernel(bf16 *kc, bf16 *vc, const bf16 *k, const bf16 *
 }
 
 // One decode token (one block): RoPE on its q and k heads in place (rotate-half, as rope.cu), then k and v
-// appended to every KV head at lens[h], then lens[h] += 1 once every thread has read it.
+// appended to every KV head at lens[h], then lens[h] += 1 once every thread has read it. The d/2 angles are
+// computed once (sincosf, accurate at 128K positions) and shared by every head. d <= kMaxHeadDim.
+constexpr int kMaxHeadDim = 512;
 __global__ void rope_append_one_kernel(bf16 *qkv, bf16 *kc, bf16 *vc, const int32_t *pos, int32_t *lens, int H,
                                        int Hk, int d, int cap, const float *inv_freq) {
+    __shared__ float sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
+    ks_pdl_wait(); // launched with ks_launch_pdl: q|k|v, pos and lens come from the kernels before
+    ks_pdl_trigger();
     const int half = d / 2;
     const float p = (float)pos[0];
+    for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(p * inv_freq[i], &sin_s[i], &cos_s[i]);
+    __syncthreads();
     bf16 *k = qkv + (int64_t)H * d, *v = k + (int64_t)Hk * d;
     for (int e = threadIdx.x; e < (H + Hk) * half; e += blockDim.x) {
         const int h = e / half, i = e - h * half;
-        float sn, cs;
-        sincosf(p * inv_freq[i], &sn, &cs);
+        const float sn = sin_s[i], cs = cos_s[i];
         bf16 *x = qkv + (int64_t)h * d;
         const float a = __bfloat162float(x[i]), b = __bfloat162float(x[i + half]);
         const bf16 ra = __float2bfloat16_rn(a * cs - b * sn), rb = __float2bfloat16_rn(b * cs + a * sn);
@@ -83,9 +89,8 @@ extern "C" ks_status ks_cuda_lens_add(int32_t *lens, int Hk, int delta, cudaStre
 extern "C" ks_status ks_cuda_rope_append_one(ks_bf16 *qkv, ks_bf16 *kc, ks_bf16 *vc, const int32_t *pos,
                                              int32_t *lens, int H, int Hk, int d, int cap, const float *inv_freq,
                                              cudaStream_t s) {
-    KS_ASSERT(d % 2 == 0 && Hk <= 256);
-    rope_append_one_kernel<<<1, 256, 0, s>>>(reinterpret_cast<bf16 *>(qkv), reinterpret_cast<bf16 *>(kc),
-                                             reinterpret_cast<bf16 *>(vc), pos, lens, H, Hk, d, cap, inv_freq);
-    KS_LAUNCH_CHECK();
+    KS_ASSERT(d % 2 == 0 && d <= kMaxHeadDim && Hk <= 256);
+    KS_LAUNCH_PDL(rope_append_one_kernel, dim3(1), dim3(256), 0, s, reinterpret_cast<bf16 *>(qkv),
+                  reinterpret_cast<bf16 *>(kc), reinterpret_cast<bf16 *>(vc), pos, lens, H, Hk, d, cap, inv_freq);
     return KS_OK;
 }

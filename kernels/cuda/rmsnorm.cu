@@ -5,6 +5,8 @@
 template <typename T, bool ADD>
 __global__ void rmsnorm_kernel(T *out, float *resid, const float *delta, const float *w, int D, float eps) {
     __shared__ float red[32];
+    ks_pdl_wait(); // launched with ks_launch_pdl: x comes from the kernel before
+    ks_pdl_trigger();
     float *x = resid + (int64_t)blockIdx.x * D;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
@@ -28,10 +30,9 @@ static ks_status launch(void *out, ks_dtype out_type, float *x, const float *del
     if (n <= 0) return KS_OK;
     int threads = D >= 2048 ? 512 : 256;
     if (out_type == KS_DTYPE_F32)
-        rmsnorm_kernel<float, ADD><<<n, threads, 0, s>>>(static_cast<float *>(out), x, delta, w, D, eps);
+        KS_LAUNCH_PDL(rmsnorm_kernel<float, ADD>, dim3(n), dim3(threads), 0, s, static_cast<float *>(out), x, delta, w, D, eps);
     else
-        rmsnorm_kernel<bf16, ADD><<<n, threads, 0, s>>>(static_cast<bf16 *>(out), x, delta, w, D, eps);
-    KS_LAUNCH_CHECK();
+        KS_LAUNCH_PDL(rmsnorm_kernel<bf16, ADD>, dim3(n), dim3(threads), 0, s, static_cast<bf16 *>(out), x, delta, w, D, eps);
     return KS_OK;
 }
 

@@ -47,13 +47,14 @@ extern "C" ks_status ks_cuda_rope(void *x, ks_dtype x_type, int64_t ld, const in
 }
 
 __global__ void positions_kernel(int32_t *pos, int pos0, int n) {
+    ks_pdl_wait(); // launched with ks_launch_pdl: earlier kernels may still read pos
+    ks_pdl_trigger();
     int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t < n) pos[t] = pos0 + t;
 }
 
 extern "C" ks_status ks_cuda_positions(int32_t *pos, int pos0, int n, cudaStream_t s) {
     if (n <= 0) return KS_OK;
-    positions_kernel<<<ks_cdiv(n, 256), 256, 0, s>>>(pos, pos0, n);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(positions_kernel, dim3(ks_cdiv(n, 256)), dim3(256), 0, s, pos, pos0, n);
     return KS_OK;
 }

@@ -130,10 +130,37 @@ typedef struct ks_backend_ops {
      * host work between the ops (a method hook reading results) is not replayed. ---- */
     ks_status (*decode_graph_begin)(ks_backend *b, int qpos, int *replayed);
     ks_status (*decode_graph_end)(ks_backend *b, int ok);
+
+    /* ---- Optional (NULL: not supported; the method layer then compresses each layer at its own hook):
+     * deferred compression, so that a GPU does not idle between layers while the host scores and selects.
+     * At the prompt's last chunk, right after attention_prefill(layer) (and any synchronous compression op on
+     * that layer), methods/method.c calls method_stash(b, layer, q_row0, n_q, &deferred). The backend
+     * snapshots what later layers overwrite and the layer's compression ops read, the Q rows q_row0 ..
+     * q_row0 + n_q - 1 (n_q >= 0), and marks the layer deferred (*deferred = 1); or, when n_q exceeds its
+     * snapshot capacity (KS_BACKEND_STASH_ROWS in the built-in backends), changes nothing (*deferred = 0: the
+     * caller compresses the layer at once, as without these ops). Until method_join, every compression op on a
+     * deferred layer (window_scores, key_norms, kv_compact) computes what it would have computed right after
+     * that attention: window_scores reads its queries from the snapshot (a->q_row0 still names rows of the
+     * chunk and must lie within the stashed rows), the cache is as the deferred ops left it (later layers'
+     * forward ops never touch it). The caller keeps two rules: the ops on a deferred layer start before the
+     * layer two further on is stashed (its own work follows the next layer's stash; CakeKV's re-eviction of
+     * earlier layers comes after), and while any layer is deferred, only window_scores and key_norms may run on
+     * layers that are not (H2O's per-chunk scoring of the next layer). A GPU backend runs the deferred ops on a
+     * second stream ordered after the layer's stash, so they overlap the later layers' queued work, and an op
+     * that returns data waits for that stream only. Two snapshot slots, alternating by layer parity, suffice:
+     * when layer l is stashed, layer l - 1's work is still to come (its slot must survive) and layer l - 2's
+     * reads have returned their results to the host. method_join(b): the forward ops issued afterwards run
+     * after every deferred op, the marks are cleared and compression ops read the live Q buffer again. ---- */
+    ks_status (*method_stash)(ks_backend *b, int layer, int q_row0, int n_q, int *deferred);
+    ks_status (*method_join)(ks_backend *b);
 } ks_backend_ops;
 
 /* How many rows the logits buffer holds. */
 #define KS_BACKEND_MAX_LOGIT_ROWS 1
+
+/* Query rows a method_stash snapshot holds in the built-in backends (capped at max_chunk): well above the
+ * observation windows the methods use (32 by default; LOOM-Scope and the papers use 8 to 128). */
+#define KS_BACKEND_STASH_ROWS 1024
 
 /* The backend called `name` ("cpu", "cuda"): KS_ERR_UNSUPPORTED for a known backend not built in, KS_ERR_ARG
  * (listing the names) for an unknown one. */

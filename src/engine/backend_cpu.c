@@ -25,6 +25,18 @@ struct ks_backend {
                                  for window_scores; owned */
     int lse_layer, lse_pos0, lse_n; /* what `lse` holds: that layer's chunk of lse_n rows at lse_pos0 (layer -1:
                                        nothing) */
+    /* Deferred compression (backend.h: method_stash / method_join): two snapshot slots, by layer parity, of
+     * the Q rows a deferred layer's window_scores reads and the log-sum-exps its attention left for them, so
+     * the deferred scores are the very numbers an immediate call computes. */
+    struct cpu_stash {
+        int layer;                   /* -1: empty */
+        int row0, n;                 /* the chunk's rows row0 .. row0 + n - 1 */
+        int lse_ok, lse_pos0, lse_n; /* lse holds those rows' log-sum-exps; the attention's lse_pos0, lse_n */
+        float *q, *lse;              /* (stash_rows, H, d), (stash_rows, H): views into stash_mem */
+    } stash[2];
+    int stash_rows;          /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
+    float *stash_mem;        /* owned */
+    unsigned char *deferred; /* (n_layers) 1: the layer is stashed until the join; owned */
     ks_kvcache cache;
 };
 
@@ -35,6 +47,8 @@ static void cpu_free(ks_backend *b) {
     free(b->start);
     free(b->score_work);
     free(b->lse);
+    free(b->stash_mem);
+    free(b->deferred);
     ks_kvcache_free(&b->cache);
     free(b);
 }
@@ -62,9 +76,18 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->score_work = ks_malloc(sizeof(float) * 2 * c->n_heads * (size_t)p->max_ctx, "cpu backend score rows");
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
     b->lse_layer = -1;
-    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse) {
+    b->stash_rows = p->max_chunk < KS_BACKEND_STASH_ROWS ? p->max_chunk : KS_BACKEND_STASH_ROWS;
+    size_t slot = (size_t)b->stash_rows * (qd + c->n_heads);
+    b->stash_mem = ks_malloc(sizeof(float) * 2 * slot, "cpu backend query snapshots");
+    b->deferred = ks_calloc(m->last_layer - m->first_layer, 1, "cpu backend deferred layers");
+    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse || !b->stash_mem || !b->deferred) {
         cpu_free(b);
         return KS_ERR_NOMEM;
+    }
+    for (int i = 0; i < 2; i++) {
+        b->stash[i].layer = -1;
+        b->stash[i].q = b->stash_mem + i * slot;
+        b->stash[i].lse = b->stash[i].q + (size_t)b->stash_rows * qd;
     }
     float *f = b->arena;
     for (int i = 0; i < KS_BUF_COUNT; i++) {
@@ -200,16 +223,30 @@ static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
     return KS_OK;
 }
 
+/* Whether log-sum-exps of an attention over the chunk of lse_n rows at lse_pos0 serve the scoring call a: the
+ * queries and keys that attention saw. */
+static int lse_serves(int lse_pos0, int lse_n, const ks_window_args *a) {
+    return lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + lse_n && a->q_row0 + a->n_q <= lse_n;
+}
+
 static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
                                    ks_window_summary *sum) {
     int l = held_layer(b, layer);
     const ks_model_config *c = b->cfg;
     KS_ASSERT(ld <= b->cache.cap && a->n_keys <= ld && a->q_row0 + a->n_q <= b->max_chunk &&
               ks_kvcache_is_dense(&b->cache, l, a->n_keys));
-    int same = b->lse_layer == layer && b->lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + b->lse_n &&
-               a->q_row0 + a->n_q <= b->lse_n; /* the queries and keys the last attention saw */
-    ks_fast_window_scores(out, ld, sum, b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads,
-                          c->head_dim, b->cache.cap, attn_scale(c), a, same ? b->lse : NULL, b->score_work);
+    ks_window_args at = *a;
+    const float *q = b->buf[KS_BUF_Q], *lse = b->lse;
+    int same = b->lse_layer == layer && lse_serves(b->lse_pos0, b->lse_n, a);
+    if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 (positions unchanged) */
+        const struct cpu_stash *s = &b->stash[l & 1];
+        KS_ASSERT(s->layer == layer && a->q_row0 >= s->row0 && a->q_row0 + a->n_q <= s->row0 + s->n);
+        at.q_row0 -= s->row0, at.q_pos0 += s->row0;
+        q = s->q, lse = s->lse;
+        same = s->lse_ok && lse_serves(s->lse_pos0, s->lse_n, a);
+    }
+    ks_fast_window_scores(out, ld, sum, q, ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim,
+                          b->cache.cap, attn_scale(c), &at, same ? lse : NULL, b->score_work);
     return KS_OK;
 }
 
@@ -238,6 +275,29 @@ static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, c
     ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
     ks_ref_kv_compact(ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l), keep, n_keep, ld, b->cache.cap,
                       b->cfg->n_kv_heads, b->cfg->head_dim);
+    return KS_OK;
+}
+
+static ks_status cpu_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
+    int l = held_layer(b, layer);
+    const int H = b->cfg->n_heads, qd = H * b->cfg->head_dim;
+    KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk);
+    *deferred = n_q <= b->stash_rows;
+    if (!*deferred) return KS_OK;
+    struct cpu_stash *s = &b->stash[l & 1];
+    s->layer = layer, s->row0 = q_row0, s->n = n_q;
+    s->lse_ok = b->lse_layer == layer && q_row0 + n_q <= b->lse_n;
+    s->lse_pos0 = b->lse_pos0, s->lse_n = b->lse_n;
+    memcpy(s->q, b->buf[KS_BUF_Q] + (size_t)q_row0 * qd, sizeof(float) * n_q * qd);
+    if (s->lse_ok) memcpy(s->lse, b->lse + (size_t)q_row0 * H, sizeof(float) * n_q * H);
+    b->deferred[l] = 1;
+    return KS_OK;
+}
+
+/* One thread computes everything in order: the join only clears the marks. */
+static ks_status cpu_method_join(ks_backend *b) {
+    memset(b->deferred, 0, (size_t)b->cache.n_layers);
+    b->stash[0].layer = b->stash[1].layer = -1;
     return KS_OK;
 }
 
@@ -292,4 +352,6 @@ const ks_backend_ops ks_backend_cpu = {
     .argmax = cpu_argmax,
     .logits_read = cpu_logits_read,
     .kvcache = cpu_kvcache,
+    .method_stash = cpu_method_stash,
+    .method_join = cpu_method_join,
 };

@@ -10,7 +10,11 @@
  * (same layer, rows and input) find their output already there and return. Any other op in between cancels
  * that, so every sequence of ops still computes exactly what backend.h says. Likewise rope only records its
  * arguments: the next op issues it first, and kv_append of a decode token fuses rotation, append and the
- * length update into one launch.
+ * length update into one launch. In the same way a one-token linear call is held back by one op (`held`): a
+ * residual projection (o_proj, down_proj) followed by rmsnorm runs as one GEMV whose last block writes the
+ * norm, and gate|up followed by swiglu as one GEMV with the SwiGLU in its epilogue; any other next op gets
+ * the held call issued unfused first. With the kernels' programmatic dependent launches (common.cuh), a
+ * decode layer is seven kernels, each launched while the one before it finishes.
  *
  * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
  * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
@@ -22,6 +26,7 @@
 #ifdef KS_HAVE_CUDA
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine/backend_cuda.h"
@@ -43,13 +48,44 @@ static ks_status rope_now(ks_backend *b, int n, int pos0) {
                         b->inv_freq, b->stream);
 }
 
-/* Every op but linear starts here: projections computed ahead stay valid only for the linear calls that
- * immediately follow their fused GEMM, and a deferred rope is issued before anything else runs. */
+static ks_status linear_now(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate);
+static void projection(const ks_backend *b, const cuda_layer *L, ks_weight w, const ks_bf16 **W, const void **bias,
+                       int *in, int *out);
+
+/* The held linear call, unfused. */
+static ks_status issue_held(ks_backend *b) {
+    int kind = b->held.kind;
+    b->held.kind = 0;
+    if (kind == CUDA_HELD_GATE_UP) return linear_now(b, b->held.layer, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, 1, 0);
+    if (kind == CUDA_HELD_RESIDUAL) return linear_now(b, b->held.layer, b->held.w, b->held.in, KS_BUF_X, 1, 1);
+    return KS_OK;
+}
+
+/* Every op starts here (linear after its skip check): projections computed ahead stay valid only for the
+ * linear calls that immediately follow their fused GEMM, and held or deferred work is issued before anything
+ * else runs, in the order it was asked for. */
 ks_status ks_cuda_op_begin(ks_backend *b) {
-    b->ahead.mask = 0;
+    KS_TRY(issue_held(b));
+    b->ahead.mask = 0; /* after issue_held: a held gate|up issued now computes nothing the next op may skip */
     if (!b->rope.pending) return KS_OK;
     b->rope.pending = 0;
     return rope_now(b, b->rope.n, b->rope.pos0);
+}
+
+/* The held residual projection's GEMV with norm weight `norm` fused after it (xn = rmsnorm(X row 0) * norm);
+ * 0 in *fused when nothing of that kind is held (the caller then runs its norm alone). */
+static ks_status fuse_residual_norm(ks_backend *b, const float *norm, int *fused) {
+    *fused = b->held.kind == CUDA_HELD_RESIDUAL;
+    if (!*fused) return KS_OK;
+    b->held.kind = 0;
+    KS_TRY(ks_cuda_op_begin(b));
+    const cuda_layer *L = layer_of(b, b->held.layer);
+    const ks_bf16 *W;
+    const void *bias;
+    int n_in, n_out;
+    projection(b, L, b->held.w, &W, &bias, &n_in, &n_out);
+    return ks_cuda_gemv_norm(b->x, b->view[b->held.in].p, W, bias, n_in, n_out, 1.0f, b->xn, norm, b->cfg->rms_eps,
+                             b->norm_done, b->stream);
 }
 
 ks_status ks_cuda_wait_stream(ks_backend *b, const char *what) {
@@ -121,11 +157,14 @@ static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
 /* ---- layer ops ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     const cuda_layer *L = layer_of(b, layer);
     KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
-    return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm, n,
-                           b->cfg->hidden, b->cfg->rms_eps, b->stream);
+    const float *norm = w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm;
+    int fused = 0;
+    if (n == 1) KS_TRY(fuse_residual_norm(b, norm, &fused)); /* a held residual holds one row */
+    if (fused) return KS_OK;
+    KS_TRY(ks_cuda_op_begin(b));
+    return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm, n, b->cfg->hidden, b->cfg->rms_eps, b->stream);
 }
 
 /* The rows of the stacked weights that projection w uses, its bias (of its standard output's type) and
@@ -155,16 +194,31 @@ static ks_buf standard_out(ks_weight w) {
 }
 
 static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
-    const cuda_layer *L = layer_of(b, layer);
+    layer_of(b, layer); /* range check */
     KS_ASSERT(n > 0 && n <= b->max_chunk);
     unsigned bit = 1u << w, mask = b->ahead.mask;
-    if (b->rope.pending) KS_TRY(ks_cuda_op_begin(b));
-    b->ahead.mask = 0;
     if ((mask & bit) && b->ahead.layer == layer && b->ahead.n == n && in == KS_BUF_XN && out == standard_out(w) &&
         !accumulate) {
-        b->ahead.mask = mask & ~bit; /* computed by the fused GEMM just issued */
+        b->ahead.mask = mask & ~bit; /* computed (or held to be computed) by the fused GEMM just asked for */
         return KS_OK;
     }
+    KS_TRY(ks_cuda_op_begin(b));
+    if (n == 1 && !b->no_fuse && w == KS_W_GATE && in == KS_BUF_XN && out == KS_BUF_GATE && !accumulate) {
+        b->held.kind = CUDA_HELD_GATE_UP, b->held.layer = layer; /* swiglu may follow */
+        b->ahead.layer = layer, b->ahead.n = 1, b->ahead.mask = 1u << KS_W_UP;
+        return KS_OK;
+    }
+    if (n == 1 && !b->no_fuse && accumulate && out == KS_BUF_X && (w == KS_W_O || w == KS_W_DOWN)) {
+        b->held.kind = CUDA_HELD_RESIDUAL, b->held.layer = layer, b->held.w = w, b->held.in = in; /* a norm may follow */
+        return KS_OK;
+    }
+    return linear_now(b, layer, w, in, out, n, accumulate);
+}
+
+/* linear's work, issued now: the fused q|k|v and gate|up GEMMs (marking the projections they computed ahead)
+ * or one projection. */
+static ks_status linear_now(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
+    const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     const cuda_view *x = &b->view[in], *y = &b->view[out];
     if (in == KS_BUF_XN && !accumulate &&
@@ -259,9 +313,15 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
 }
 
 static ks_status cuda_swiglu(ks_backend *b, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     const int F = b->cfg->ffn;
+    if (n == 1 && b->held.kind == CUDA_HELD_GATE_UP) { /* the held gate|up GEMV with the SwiGLU in its epilogue */
+        b->held.kind = 0;
+        KS_TRY(ks_cuda_op_begin(b));
+        return ks_cuda_gemv_swiglu(b->gu, b->gu + F, b->xn, layer_of(b, b->held.layer)->w_gu, b->cfg->hidden, F,
+                                   b->stream);
+    }
+    KS_TRY(ks_cuda_op_begin(b));
     /* in place: the result replaces GATE, as backend.h specifies */
     return ks_cuda_swiglu(b->gu, b->gu, b->gu + F, n, F, 2 * (int64_t)F, 2 * (int64_t)F, b->stream);
 }
@@ -269,11 +329,14 @@ static ks_status cuda_swiglu(ks_backend *b, int n) {
 /* ---- the head ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_logits(ks_backend *b, int row0, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
-    KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
-                           c->rms_eps, b->stream));
+    int fused = 0;
+    if (row0 == 0 && n == 1) KS_TRY(fuse_residual_norm(b, b->final_norm, &fused));
+    KS_TRY(ks_cuda_op_begin(b));
+    if (!fused)
+        KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
+                               c->rms_eps, b->stream));
     return ks_cuda_gemm_run(b->gemm, b->logits, KS_DTYPE_F32, b->xn, b->lm_head, NULL, n, c->hidden, c->vocab, 0.0f,
                             b->stream);
 }
@@ -378,6 +441,8 @@ const ks_backend_ops ks_backend_cuda = {
     .attention_decode_probs = ks_cuda_attention_decode_probs,
     .key_norms = ks_cuda_key_norms_op,
     .kv_compact = ks_cuda_kv_compact_op,
+    .method_stash = ks_cuda_method_stash,
+    .method_join = ks_cuda_method_join,
     .swiglu = cuda_swiglu,
     .logits = cuda_logits,
     .argmax = cuda_argmax,

@@ -77,8 +77,27 @@ struct ks_backend {
     double *score_sum;          /* (2) the window summary (entropy, var_sum) */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
-    float *host_scores;         /* (Hk, cap) host staging of score_out; owned */
-    int32_t *host_idx;          /* (Hk * cap + Hk) host staging of compact_idx; owned */
+    float *host_scores;         /* (Hk, cap) pinned host staging of score_out; owned */
+    int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
+
+    /* Deferred compression (backend.h: method_stash / method_join; backend_cuda_methods.c, which creates and
+     * frees all of this in ks_cuda_methods_init / ks_cuda_methods_free, except `snap`, carved from the arena).
+     * A deferred layer's compression ops run on `side`, which first waits for that layer's stash event; the
+     * host waits only on `side` for their results. score_out, score_lse, score_sum and host_scores serve both
+     * streams: every use ends in a host wait, so the two never overlap; compact_idx and compact_scratch are
+     * used on `side` only while layers are deferred (backend.h's rule). */
+    cudaStream_t side;          /* high priority, so its small kernels slip between the main stream's */
+    cudaEvent_t stash_ev[2];    /* per snapshot slot: recorded on `stream` after the snapshot copy */
+    cudaEvent_t side_ev;        /* recorded on `side` at the join; `stream` waits on it */
+    cudaEvent_t idx_ev;         /* after host_idx's last upload: host_idx is not rewritten before it */
+    ks_bf16 *snap;              /* (2, snap_rows, H d) device snapshots of stashed Q rows (arena view) */
+    int snap_rows;              /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
+    struct {
+        int layer, row0, n;     /* absolute layer (-1: empty) and the chunk rows row0 .. row0 + n - 1 */
+    } snap_slot[2];             /* by layer parity */
+    unsigned char *deferred;    /* (n_layers) 0: not deferred; 1: stashed, `side` not yet ordered after the
+                                   stash; 2: `side` ordered after it; host; owned */
+    double *host_sum;           /* (2) pinned staging of score_sum; owned */
 
     ks_kvcache cache;           /* host bookkeeping (no host storage) */
     int32_t *lens_on_device;    /* (n_layers, Hk) host copy of what `lens` holds: reset or compaction on the
@@ -98,6 +117,18 @@ struct ks_backend {
         int n, pos0, pending;
     } rope;
 
+    /* A one-token linear call held back so that the op after it can fuse with it: a residual projection
+     * (o_proj or down_proj accumulating into X) with the rmsnorm that follows (ks_cuda_gemv_norm), the gate|up
+     * projection with swiglu (ks_cuda_gemv_swiglu). Any other next op issues it unfused first. */
+    struct {
+        int kind;   /* 0, CUDA_HELD_RESIDUAL or CUDA_HELD_GATE_UP */
+        int layer;
+        ks_weight w;
+        ks_buf in;
+    } held;
+    unsigned *norm_done; /* (1) ks_cuda_gemv_norm's block counter: zeroed at init, left zero by every launch */
+    int no_fuse;         /* KS_CUDA_NO_FUSE=1 in the environment: never hold (a diagnostic, docs/gpu-notes.md) */
+
     /* Decode graph: the first decode step runs eagerly (first-call set-up), the second is captured, the rest
      * replay it. */
     cudaGraphExec_t graph;
@@ -106,6 +137,8 @@ struct ks_backend {
     int graph_bound;            /* the decode attention's row bound the graph was captured with */
     int step_bound;             /* that bound for the step decode_graph_begin began (0: outside such a step) */
 };
+
+enum { CUDA_HELD_RESIDUAL = 1, CUDA_HELD_GATE_UP = 2 };
 
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
  * tensors (random = 0) or filled on the device with uniform random values from `seed` (random = 1). */
@@ -125,6 +158,12 @@ ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_
                                          int ld);
 ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld);
 ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
+ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred);
+ks_status ks_cuda_method_join(ks_backend *b);
+/* The deferred-compression stream, events, pinned staging and marks (sets snap_rows before the arena layout);
+ * free accepts a half-built instance and waits for the side stream first. */
+ks_status ks_cuda_methods_init(ks_backend *b);
+void ks_cuda_methods_free(ks_backend *b);
 
 static inline float ks_cuda_attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
 

@@ -120,6 +120,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->lens = take(c, heads * 4);
     b->starts = take(c, heads * 4);
     b->ids = take(c, KS_BACKEND_MAX_LOGIT_ROWS * 4);
+    b->norm_done = take(c, sizeof(unsigned));
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
     b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
     const size_t Hk = g->n_kv_heads, cap = b->cap;
@@ -129,6 +130,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->score_sum = take(c, 2 * sizeof(double));
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);
+    b->snap = take(c, 2 * (size_t)b->snap_rows * qd * 2);
     b->kc = take(c, heads * b->cap * d * 2);
     b->vc = take(c, heads * b->cap * d * 2);
 
@@ -249,6 +251,7 @@ static ks_status fill_weights(ks_backend *b, uint64_t seed) {
 void ks_cuda_backend_destroy(ks_backend *b) {
     if (!b) return;
     if (b->stream) cudaStreamSynchronize(b->stream);
+    ks_cuda_methods_free(b);
     if (b->graph) cudaGraphExecDestroy(b->graph);
     ks_cuda_gemm_free(b->gemm);
     cudaFree(b->weights);
@@ -257,8 +260,6 @@ void ks_cuda_backend_destroy(ks_backend *b) {
     free(b->layers);
     free(b->lens_on_device);
     free(b->host_starts);
-    free(b->host_scores);
-    free(b->host_idx);
     ks_kvcache_free(&b->cache);
     free(b);
 }
@@ -273,12 +274,12 @@ static ks_status create_host_side(ks_backend *b) {
     b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
     b->lens_on_device = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend lengths");
     b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");
-    b->host_scores = ks_malloc(sizeof(float) * g->n_kv_heads * b->cap, "cuda backend score staging");
-    b->host_idx = ks_malloc(sizeof(int32_t) * ((size_t)g->n_kv_heads * b->cap + g->n_kv_heads),
-                            "cuda backend keep-list staging");
-    if (!b->layers || !b->lens_on_device || !b->host_starts || !b->host_scores || !b->host_idx) return KS_ERR_NOMEM;
+    if (!b->layers || !b->lens_on_device || !b->host_starts) return KS_ERR_NOMEM;
+    KS_TRY(ks_cuda_methods_init(b));
     for (int l = b->m->first_layer; l < b->m->last_layer; l++)
         if (ks_cuda_layer_window(g, l) > 0) b->any_window = 1;
+    const char *no_fuse = getenv("KS_CUDA_NO_FUSE");
+    b->no_fuse = no_fuse && *no_fuse && *no_fuse != '0';
     return KS_OK;
 }
 
@@ -309,6 +310,7 @@ static ks_status create(ks_backend *b, int random, uint64_t seed) {
     const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
     CUDA_CHECK(cudaMemsetAsync(b->lens, 0, heads * 4, b->stream));
     CUDA_CHECK(cudaMemsetAsync(b->starts, 0, heads * 4, b->stream));
+    CUDA_CHECK(cudaMemsetAsync(b->norm_done, 0, sizeof(unsigned), b->stream));
     KS_TRY(random ? fill_weights(b, seed) : upload_weights(b));
     CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return KS_OK;

@@ -1,13 +1,19 @@
 /* backend_cuda_methods.c — the "cuda" backend's KV-compression ops (engine/backend.h: window_scores,
- * attention_decode_probs, key_norms, kv_compact) over kernels/cuda/ks_cuda_methods.h.
+ * attention_decode_probs, key_norms, kv_compact, method_stash, method_join) over kernels/cuda/ks_cuda_methods.h.
  *
- * Scores and norms are computed into the device buffer score_out (Hk, cap), copied once to the host staging
- * buffer and from there into the caller's (Hk, ld) array (adding for an accumulating call), so the host sees
- * exactly the columns the reference writes. Keep lists are packed on the host to the longest list's width and
- * cross in one copy; the rows move on the device and the device lengths follow, so the host bookkeeping
- * (ks_kvcache_compact) and the device agree without a later upload. Nothing here allocates. */
+ * Scores and norms are computed into the device buffer score_out (Hk, cap), copied once to the pinned host
+ * staging buffer and from there into the caller's (Hk, ld) array (adding for an accumulating call), so the
+ * host sees exactly the columns the reference writes. Keep lists are packed on the host to the longest list's
+ * width and cross in one copy; the rows move on the device and the device lengths follow, so the host
+ * bookkeeping (ks_kvcache_compact) and the device agree without a later upload.
+ *
+ * Deferred layers (method_stash until method_join): their ops run on the side stream, which waits for the
+ * layer's stash event before its first op on the layer, and read the layer's queries from the snapshot; the
+ * host waits on the side stream alone, so the main stream keeps computing the later layers meanwhile.
+ * Nothing here allocates after ks_cuda_methods_init. */
 #ifdef KS_HAVE_CUDA
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "cuda/ks_cuda_methods.h"
@@ -26,15 +32,90 @@ static int max_len(const int32_t *len, int Hk) {
     return mx;
 }
 
-/* score_out rows (n columns each) to the host, then into out (Hk, ld): row g's first cols[g] (or n) columns,
- * added when accumulate. */
-static ks_status scores_to_host(ks_backend *b, int n, const int32_t *cols, float *out, int ld, int accumulate,
-                                const char *what) {
+/* ---- set-up ------------------------------------------------------------------------------------------- */
+
+static ks_status host_alloc(void **p, size_t bytes, const char *what) {
+    cudaError_t e = cudaHostAlloc(p, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (e == cudaSuccess) return KS_OK;
+    *p = NULL;
+    cudaGetLastError(); /* not sticky; leave no error behind */
+    return ks_fail(KS_ERR_NOMEM, "--device cuda: cannot pin %.1f MiB of host memory for the %s (%s)",
+                   (double)bytes / (1 << 20), what, cudaGetErrorString(e));
+}
+
+ks_status ks_cuda_methods_init(ks_backend *b) {
+    const size_t Hk = b->cfg->n_kv_heads, cap = b->cap;
+    int least, greatest;
+    CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+    CUDA_CHECK(cudaStreamCreateWithPriority(&b->side, cudaStreamNonBlocking, greatest));
+    for (int i = 0; i < 2; i++) {
+        CUDA_CHECK(cudaEventCreateWithFlags(&b->stash_ev[i], cudaEventDisableTiming));
+        b->snap_slot[i].layer = -1;
+    }
+    CUDA_CHECK(cudaEventCreateWithFlags(&b->side_ev, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
+    b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
+    KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * Hk * cap, "score staging"));
+    KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
+    KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));
+    b->deferred = ks_calloc(b->n_layers ? b->n_layers : 1, 1, "cuda backend deferred layers");
+    return b->deferred ? KS_OK : KS_ERR_NOMEM;
+}
+
+void ks_cuda_methods_free(ks_backend *b) {
+    if (b->side) {
+        cudaStreamSynchronize(b->side);
+        cudaStreamDestroy(b->side);
+    }
+    for (int i = 0; i < 2; i++)
+        if (b->stash_ev[i]) cudaEventDestroy(b->stash_ev[i]);
+    if (b->side_ev) cudaEventDestroy(b->side_ev);
+    if (b->idx_ev) cudaEventDestroy(b->idx_ev);
+    if (b->host_scores) cudaFreeHost(b->host_scores);
+    if (b->host_idx) cudaFreeHost(b->host_idx);
+    if (b->host_sum) cudaFreeHost(b->host_sum);
+    free(b->deferred);
+    b->side = NULL, b->side_ev = b->idx_ev = b->stash_ev[0] = b->stash_ev[1] = NULL;
+    b->host_scores = NULL, b->host_idx = NULL, b->host_sum = NULL, b->deferred = NULL;
+}
+
+/* ---- streams ------------------------------------------------------------------------------------------- */
+
+/* The stream that runs compression ops on layer index l: the side stream while l is deferred, ordered after
+ * the layer's stash by its first op. The slot's event was recorded by this layer's stash or, if the slot was
+ * reused, by a later one: either orders the side stream after everything the layer's ops read. */
+static ks_status op_stream(ks_backend *b, int l, cudaStream_t *s) {
+    *s = b->deferred[l] ? b->side : b->stream;
+    if (b->deferred[l] != 1) return KS_OK;
+    CUDA_CHECK(cudaStreamWaitEvent(b->side, b->stash_ev[l & 1], 0));
+    b->deferred[l] = 2;
+    return KS_OK;
+}
+
+static int any_deferred(const ks_backend *b) {
+    for (int l = 0; l < b->n_layers; l++)
+        if (b->deferred[l]) return 1;
+    return 0;
+}
+
+/* ks_cuda_wait_stream for either stream. */
+static ks_status wait_on(cudaStream_t s, const char *what) {
+    cudaError_t e = cudaStreamSynchronize(s);
+    if (e != cudaSuccess) return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s)", cudaGetErrorString(e), what);
+    return KS_OK;
+}
+
+/* ---- the ops ------------------------------------------------------------------------------------------- */
+
+/* score_out rows (n columns each) to the host through stream s, then into out (Hk, ld): row g's first
+ * cols[g] (or n) columns, added when accumulate. */
+static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int n, const int32_t *cols, float *out, int ld,
+                                int accumulate, const char *what) {
     const int Hk = b->cfg->n_kv_heads;
     if (n > 0)
         CUDA_CHECK(cudaMemcpy2DAsync(b->host_scores, sizeof(float) * n, b->score_out, sizeof(float) * b->cap,
-                                     sizeof(float) * n, Hk, cudaMemcpyDeviceToHost, b->stream));
-    KS_TRY(ks_cuda_wait_stream(b, what));
+                                     sizeof(float) * n, Hk, cudaMemcpyDeviceToHost, s));
+    KS_TRY(wait_on(s, what));
     for (int g = 0; g < Hk; g++) {
         const float *src = b->host_scores + (size_t)g * n;
         float *dst = out + (size_t)g * ld;
@@ -74,19 +155,29 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     const int l = layer_index(b, layer);
     KS_ASSERT(ld <= b->cap && w->n_keys <= ld && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
               ks_kvcache_is_dense(&b->cache, l, w->n_keys));
+    cudaStream_t s;
+    KS_TRY(op_stream(b, l, &s));
     ks_cuda_score_args a = score_args(b, l, w->q_row0);
+    if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 */
+        const int slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
+        KS_ASSERT(b->snap_slot[slot].layer == layer && w->q_row0 >= b->snap_slot[slot].row0 &&
+                  w->q_row0 + w->n_q <= b->snap_slot[slot].row0 + b->snap_slot[slot].n);
+        a.q = b->snap + ((size_t)slot * b->snap_rows + (w->q_row0 - b->snap_slot[slot].row0)) * qd;
+        a.ld_q = qd;
+    }
     a.n_q = w->n_q, a.q_pos = w->q_pos0 + w->q_row0, a.n_keys = w->n_keys, a.softmax_chunk = w->softmax_chunk;
     a.stat = w->stat, a.gamma = w->gamma, a.reduce = w->reduce;
     KS_TRY(check_scratch(b, &a));
     int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
-    if (summary) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), b->stream));
+    if (summary) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), s));
     KS_TRY(ks_cuda_scores(b->score_out, b->cap, summary ? b->score_sum : NULL, &a, b->score_lse, b->score_lse_floats,
-                          b->stream));
-    double host_sum[2] = {0, 0};
+                          s));
     if (summary)
-        CUDA_CHECK(cudaMemcpyAsync(host_sum, b->score_sum, sizeof host_sum, cudaMemcpyDeviceToHost, b->stream));
-    KS_TRY(scores_to_host(b, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
-    if (sum) *sum = (ks_window_summary){.entropy = host_sum[0], .var_sum = host_sum[1]};
+        CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
+    KS_TRY(scores_to_host(b, s, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
+    if (sum)
+        *sum = summary ? (ks_window_summary){.entropy = b->host_sum[0], .var_sum = b->host_sum[1]}
+                       : (ks_window_summary){0, 0};
     return KS_OK;
 }
 
@@ -105,7 +196,7 @@ ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_
     a.n_q = 1, a.q_pos = qpos, a.n_keys = max_len(len, Hk), a.stat = KS_SCORE_SUM, a.reduce = reduce;
     KS_ASSERT(a.n_keys <= ld);
     KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &a, b->score_lse, b->score_lse_floats, b->stream));
-    return scores_to_host(b, a.n_keys, len, out, ld, 0, "decode attention probabilities");
+    return scores_to_host(b, b->stream, a.n_keys, len, out, ld, 0, "decode attention probabilities");
 }
 
 ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
@@ -115,28 +206,59 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
     const int32_t *len = ks_kvcache_len(&b->cache, l);
     int n = max_len(len, c->n_kv_heads);
     KS_ASSERT(n <= ld && ld <= b->cap);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, l, &s));
     KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, b->kc + (size_t)l * ks_cuda_kv_layer_elems(b),
-                             b->lens + (size_t)l * c->n_kv_heads, c->n_kv_heads, c->head_dim, b->cap, n, b->stream));
-    return scores_to_host(b, n, len, out, ld, 0, "key norms");
+                             b->lens + (size_t)l * c->n_kv_heads, c->n_kv_heads, c->head_dim, b->cap, n, s));
+    return scores_to_host(b, s, n, len, out, ld, 0, "key norms");
 }
 
 ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads;
+    cudaStream_t s;
+    KS_TRY(op_stream(b, l, &s));
+    KS_ASSERT(b->deferred[l] || !any_deferred(b)); /* compact_idx, compact_scratch: one stream at a time */
     ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
-    /* (Hk, w) keep lists of the longest list's width w, then the counts: one pageable copy, consumed by the
-     * time cudaMemcpyAsync returns, so the staging is free for the next call without a wait */
+    /* (Hk, w) keep lists of the longest list's width w, then the counts: one pinned copy, so the staging is
+     * rewritten only once the previous copy out of it is done */
     int w = max_len(n_keep, Hk);
     int32_t *idx = b->host_idx;
+    CUDA_CHECK(cudaEventSynchronize(b->idx_ev));
     for (int g = 0; g < Hk; g++) memcpy(idx + (size_t)g * w, keep + (size_t)g * ld, sizeof(int32_t) * n_keep[g]);
     memcpy(idx + (size_t)Hk * w, n_keep, sizeof(int32_t) * Hk);
     CUDA_CHECK(cudaMemcpyAsync(b->compact_idx, idx, sizeof(int32_t) * ((size_t)Hk * w + Hk), cudaMemcpyHostToDevice,
-                               b->stream));
+                               s));
+    CUDA_CHECK(cudaEventRecord(b->idx_ev, s));
     const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
     KS_TRY(ks_cuda_kv_compact(b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, b->compact_idx, w > 0 ? w : 1, Hk,
-                              c->head_dim, b->cap, w, b->compact_scratch, b->stream));
+                              c->head_dim, b->cap, w, b->compact_scratch, s));
     memcpy(b->lens_on_device + (size_t)l * Hk, n_keep, sizeof(int32_t) * Hk); /* what the kernel set */
+    return KS_OK;
+}
+
+ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
+    const int l = layer_index(b, layer), slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
+    KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk && !b->capturing);
+    *deferred = n_q <= b->snap_rows;
+    if (!*deferred) return KS_OK;
+    KS_TRY(ks_cuda_op_begin(b)); /* the queries' deferred rope is issued before they are copied */
+    if (n_q > 0)
+        CUDA_CHECK(cudaMemcpy2DAsync(b->snap + (size_t)slot * b->snap_rows * qd, sizeof(ks_bf16) * qd,
+                                     b->qkv + (size_t)q_row0 * b->qkv_width, sizeof(ks_bf16) * b->qkv_width,
+                                     sizeof(ks_bf16) * qd, n_q, cudaMemcpyDeviceToDevice, b->stream));
+    CUDA_CHECK(cudaEventRecord(b->stash_ev[slot], b->stream));
+    b->snap_slot[slot].layer = layer, b->snap_slot[slot].row0 = q_row0, b->snap_slot[slot].n = n_q;
+    b->deferred[l] = 1;
+    return KS_OK;
+}
+
+ks_status ks_cuda_method_join(ks_backend *b) {
+    CUDA_CHECK(cudaEventRecord(b->side_ev, b->side));
+    CUDA_CHECK(cudaStreamWaitEvent(b->stream, b->side_ev, 0));
+    memset(b->deferred, 0, (size_t)b->n_layers);
+    b->snap_slot[0].layer = b->snap_slot[1].layer = -1;
     return KS_OK;
 }
 

@@ -49,10 +49,10 @@ static ks_status l2compress_after_prefill_layer(ks_method *m, const ks_method_ch
     const l2compress_opts *o = KS_METHOD_OPTS(m, l2compress_opts);
     int L = m->n_prompt, keep = m->layer[c->l].budget;
     if (skipped(o, c->layer) || L < (loom(m) ? keep : o->prune_after) || keep >= L) return KS_OK;
-    KS_TRY(m->be_ops->key_norms(m->be, c->layer, m->pooled, m->cap));
+    const float *norm = m->row_norm + (size_t)c->l * m->Hk * m->cap; /* taken just before this hook (method.h) */
 #pragma omp parallel for if (L > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) /* the smallest norms are the best scores */
-        for (int j = 0; j < L; j++) m->scores[(size_t)h * m->cap + j] = -m->pooled[(size_t)h * m->cap + j];
+        for (int j = 0; j < L; j++) m->scores[(size_t)h * m->cap + j] = -norm[(size_t)h * m->cap + j];
     KS_TRY(ks_method_observe(m, c, NULL));
     ks_method_keep_top(m, c->l, m->scores, keep, 0);
     return ks_method_compact(m, c->l, 0);

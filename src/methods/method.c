@@ -64,12 +64,14 @@ static void unbind(ks_method *m) {
     free(m->n_keep);
     free(m->row_mass);
     free(m->row_scores);
+    free(m->row_norm);
     free(m->layer);
-    m->scores = m->pooled = m->row_mass = m->row_scores = NULL;
+    m->scores = m->pooled = m->row_mass = m->row_scores = m->row_norm = NULL;
     m->keep = m->n_keep = NULL;
     m->layer = NULL;
     m->be = NULL;
     m->cache = NULL;
+    m->has_pending = m->stashed = 0; /* marks an earlier backend may hold are not this one's */
 }
 
 void ks_method_free(ks_method *m) {
@@ -110,17 +112,29 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
     m->n_keep = ks_malloc(sizeof(int32_t) * m->Hk, "KV method keep counts");
     if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
     if (m->ops->row_scores) m->row_scores = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row scores");
+    if (ops->key_norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores)) {
+        (m->ops->row_scores && !m->row_scores) || (ops->key_norms && !m->row_norm)) {
         unbind(m);
         return KS_ERR_NOMEM;
     }
     ks_method_reset(m);
+    /* deferred marks another method left on this backend (a prompt it abandoned) would redirect our queries */
+    if (ops->method_join) KS_TRY(ops->method_join(be));
     return KS_OK;
+}
+
+/* Ends the deferral on the backend, if layers are deferred. */
+static ks_status join(ks_method *m) {
+    if (!m->stashed) return KS_OK;
+    m->stashed = 0;
+    return m->be_ops->method_join(m->be);
 }
 
 void ks_method_reset(ks_method *m) {
     m->n_prompt = 0;
+    m->has_pending = 0; /* a prompt abandoned after an error: its deferred work is dropped */
+    (void)join(m); /* join only orders streams and clears marks; a device failure shows again at the next op */
     if (m->layer) memset(m->layer, 0, sizeof *m->layer * m->n_layers);
 }
 
@@ -131,15 +145,45 @@ int ks_method_window(const ks_method *m) {
 
 void ks_method_begin_prompt(ks_method *m, int n_prompt) {
     m->n_prompt = n_prompt;
+    m->n_deferred = 0;
     for (int l = 0; l < m->n_layers; l++) m->layer[l] = (ks_method_layer){.budget = n_prompt};
     if (m->ops->plan) m->ops->plan(m);
+}
+
+/* A layer's prompt-end work: its key norms (before any row of it moves), then the method's compression. */
+static ks_status prompt_end_work(ks_method *m, const ks_method_chunk *c) {
+    if (m->row_norm)
+        KS_TRY(m->be_ops->key_norms(m->be, c->layer, m->row_norm + (size_t)c->l * m->Hk * m->cap, m->cap));
+    return m->ops->after_prefill_layer ? m->ops->after_prefill_layer(m, c) : KS_OK;
+}
+
+/* The stashed layer's work, if one waits. */
+static ks_status run_pending(ks_method *m) {
+    if (!m->has_pending) return KS_OK;
+    m->has_pending = 0;
+    return prompt_end_work(m, &m->pending);
 }
 
 ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last) {
     ks_method_chunk c = {.layer = layer, .l = layer - m->first_layer, .pos0 = pos0, .n = n};
     KS_ASSERT(c.l >= 0 && c.l < m->n_layers);
+    /* per-chunk scoring reads this chunk's live queries: always at once, before the stash */
     if (m->ops->prefill_chunk) KS_TRY(m->ops->prefill_chunk(m, &c));
-    if (last && m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, &c));
+    if (!last) return KS_OK;
+    int deferred = 0;
+    if (!m->synchronous && m->be_ops->method_stash) {
+        int w = ks_method_window(m) < n ? ks_method_window(m) : n; /* the rows window_scores may read */
+        KS_TRY(m->be_ops->method_stash(m->be, layer, n - w, w, &deferred));
+        m->stashed |= deferred;
+    }
+    KS_TRY(run_pending(m)); /* the previous layer's work first: layers complete in order */
+    if (!deferred) {
+        KS_TRY(join(m)); /* backend.h: no compaction of a layer that is not deferred while others are */
+        return prompt_end_work(m, &c);
+    }
+    m->pending = c;
+    m->has_pending = 1;
+    m->n_deferred++;
     return KS_OK;
 }
 
@@ -149,11 +193,12 @@ ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
 }
 
 ks_status ks_method_end_prompt(ks_method *m) {
+    KS_TRY(run_pending(m));
+    KS_TRY(join(m));
     for (int l = 0; l < m->n_layers; l++) {
         ks_method_layer *ly = &m->layer[l];
         const int32_t *len = ks_kvcache_len(m->cache, l);
-        int norms = m->be_ops->key_norms != NULL;
-        if (norms) KS_TRY(m->be_ops->key_norms(m->be, m->first_layer + l, m->pooled, m->cap));
+        int norms = m->row_norm != NULL;
         /* Per-head partials combined in head order: the same statistics whatever the thread count. */
         double mass = 0, nsum = 0, p_mass[KS_METHOD_MAX_KV_HEADS], p_nsum[KS_METHOD_MAX_KV_HEADS];
         float nmax = 0, p_nmax[KS_METHOD_MAX_KV_HEADS];
@@ -162,7 +207,7 @@ ks_status ks_method_end_prompt(ks_method *m) {
         KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
 #pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
         for (int h = 0; h < m->Hk; h++) {
-            const float *norm = m->pooled + (size_t)h * m->cap;
+            const float *norm = norms ? m->row_norm + ((size_t)l * m->Hk + h) * m->cap : NULL;
             const float *rm = ly->mass_total > 0 ? m->row_mass + ((size_t)l * m->Hk + h) * m->cap : NULL;
             double ms = 0, ns = 0;
             float nm = 0;
@@ -272,6 +317,7 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     size_t off = (size_t)l * m->Hk * m->cap;
     compact_rows(m, m->row_mass + off);
     if (m->row_scores) compact_rows(m, m->row_scores + off);
+    if (m->row_norm && !decode) compact_rows(m, m->row_norm + off); /* decode eviction: the statistics are taken */
     KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
     if (decode)
         m->layer[l].decode_evicted += dropped;

@@ -27,7 +27,12 @@
  *
  * Statistics: after the prompt, each held layer reports its budget, kept rows, the fraction of the observation
  * window's attention (the last W prompt queries, W = the method's window or KS_METHOD_STAT_WINDOW) that falls
- * on kept rows, and the mean and max L2 norm of the kept keys.
+ * on kept rows, and the mean and max L2 norm of the kept keys. Both come from per-row host arrays (row_mass,
+ * row_norm) filled at each layer's prompt end and compacted with the rows, so ks_method_end_prompt reads
+ * nothing from the backend.
+ *
+ * Prompt-end work is deferred by one layer where the backend supports it (backend.h: method_stash), so that a
+ * GPU runs the next layer while the host scores and selects this one; m->synchronous = 1 turns that off.
  */
 #ifndef KS_METHOD_H
 #define KS_METHOD_H
@@ -148,8 +153,21 @@ struct ks_method {
     int32_t *n_keep;       /* (Hk) */
     float *row_mass;       /* (n_layers, Hk, cap) observation-window mass of each cache row */
     float *row_scores;     /* (n_layers, Hk, cap) method score of each cache row, if ops->row_scores; else NULL */
+    float *row_norm;       /* (n_layers, Hk, cap) L2 norm of each cache row's key, taken by the layer's prompt-end
+                              work before any of its rows moves, and moved with them by prefill compaction: the
+                              statistics' key norms, L2Compress's scores. NULL: the backend has no key_norms */
     ks_method_layer *layer; /* (n_layers) */
     int n_prompt;          /* length of the current prompt; 0 before its last chunk */
+    /* Deferred prompt-end work (backend.h: method_stash / method_join): at its prompt-end hook a layer is
+     * stashed, and its work (key norms, then after_prefill_layer) runs at the next layer's hook, after that
+     * layer's stash, so that a GPU computes meanwhile; the last layer's runs in ks_method_end_prompt, then the
+     * join. Layers complete in order either way (CakeKV's cascade re-evicts earlier layers). */
+    int synchronous;       /* set by the caller: 1 = each layer's work at its own hook, no stash; 0 (default) =
+                              deferred where the backend can. Results are identical (check_methods compares). */
+    int n_deferred;        /* layers of the current prompt whose work ran deferred */
+    int has_pending;       /* `pending` was stashed and its work has not run yet */
+    ks_method_chunk pending;
+    int stashed;           /* the backend holds deferred layers: method_join is due */
 };
 
 /* The table called `name` (case-insensitive; "none" and "FullKV" are FullKV). KS_ERR_ARG listing the names. */
@@ -169,12 +187,14 @@ ks_status ks_method_options_yaml(const ks_method *m, char **out);
 /* Attaches m to a backend instance holding `model`'s layer range with max_ctx rows per head; allocates the
  * state once. A method may be bound again (to another backend) after the previous one is gone. */
 ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model);
-void ks_method_reset(ks_method *m);              /* a new sequence */
+void ks_method_reset(ks_method *m);              /* a new sequence (drops an abandoned prompt's deferred work) */
 int ks_method_window(const ks_method *m);        /* queries the prompt's last chunk must hold */
 void ks_method_begin_prompt(ks_method *m, int n_prompt); /* before the prompt's last chunk: plan */
-/* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk). */
+/* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk; its
+ * compression may be deferred to the next layer's call or ks_method_end_prompt). */
 ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last);
-ks_status ks_method_end_prompt(ks_method *m);    /* after the prompt's last chunk: statistics */
+/* After the prompt's last chunk: the deferred work left, the join, the statistics. */
+ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
 
 /* 1 when the method has dropped rows of this sequence (at prefill or decode): the cache is no longer dense. */
