@@ -386,6 +386,8 @@ START_TEST(test_gemm) {
     CK_KS(ks_cuda_gemm_init(&g, 32u << 20));
     gemm_case(g, 1, 64, 96, KS_DTYPE_BF16, 0, 0.0f);     /* decode GEMVs (ks_cuda_gemv) */
     gemm_case(g, 1, 4096, 1001, KS_DTYPE_BF16, 1, 0.0f);
+    gemm_case(g, 1, 4096, 6143, KS_DTYPE_BF16, 1, 0.0f); /* one wave of 8-row blocks, a partial last block */
+    gemm_case(g, 1, 4096, 4093, KS_DTYPE_F32, 0, 1.0f);  /* 4-row blocks, accumulating */
     gemm_case(g, 1, 75, 33, KS_DTYPE_F32, 1, 1.0f);      /* odd in: the scalar path */
     gemm_case(g, 37, 136, 203, KS_DTYPE_BF16, 1, 0.0f);  /* odd n and out, bias (Qwen2 q/k/v) */
     gemm_case(g, 19, 80, 33, KS_DTYPE_F32, 0, 1.0f);     /* accumulate into the fp32 residual */

@@ -9,8 +9,12 @@
  * T = (cache_size - W) * N past tokens over the N layers held, B_l = P_l / sum P * T adjusted as the reference
  * does (budget.h, ks_cake_allocate) and capped at L - W; each layer keeps its top B_l past tokens plus the
  * window. cascading (the paper's default) re-allocates after every layer over the layers seen so far and
- * re-evicts them from their stored (already gathered) indicators, so no layer holds its full cache until the
- * last one; without it all layers are evicted once after the last. Prompts of at most cache_size + W tokens are
+ * re-evicts them from their stored (already gathered) indicators, so that in the reference no layer holds its
+ * full cache until the last one; without it all layers are evicted once after the last. kvscope's cache is
+ * allocated whole at init either way, so it evicts once, after the last layer, and gets the cascade's result
+ * exactly: the indicators are gathered once and a top-k under one total order (score, then position) of a
+ * top-k' set (k <= k') is the top-k of the whole, so the rows a layer ends with are its top min-over-steps
+ * budget — each step costs an O(layers) allocation instead of a re-selection of every earlier layer. Prompts of at most cache_size + W tokens are
  * not compressed at prefill (the reference's threshold).
  *
  * Decode: each layer then holds at most B_l + W rows (B_l = cache_size - W for an uncompressed prompt); once a
@@ -78,15 +82,31 @@ static ks_status evict_layer(ks_method *m, int l, int past, int W) {
     return ks_method_compact(m, l, 0);
 }
 
-/* The reference's CakeprefillKVCache call after layer `last` of the prompt: budgets over layers 0 .. last. */
-static ks_status allocate_and_evict(ks_method *m, int last) {
+/* The reference's CakeprefillKVCache allocation after layer `last` of the prompt, over layers 0 .. last:
+ * each layer's budget (what decode keeps it to) and the fewest past tokens any step has given it. */
+static void allocate(ks_method *m, int last) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
     int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
     double pref[KS_METHOD_MAX_LAYERS];
     int budget[KS_METHOD_MAX_LAYERS];
     for (int i = 0; i <= last; i++) pref[i] = m->layer[i].pref;
     ks_cake_allocate(pref, last + 1, (int64_t)(C - W) * m->n_layers, L - W, budget);
-    for (int i = 0; i <= last; i++) KS_TRY(evict_layer(m, i, budget[i] < L - W ? budget[i] : L - W, W));
+    for (int i = 0; i <= last; i++) {
+        int past = budget[i] < L - W ? budget[i] : L - W;
+        ks_method_layer *ly = &m->layer[i];
+        ly->cascade_past = i == last || past < ly->cascade_past ? past : ly->cascade_past;
+        ly->budget = past + W;
+    }
+}
+
+/* After the last layer: every layer evicted to its top cascade_past rows (cascading) or to the last
+ * allocation's budget, plus the window. */
+static ks_status evict_all(ks_method *m, int cascading, int W) {
+    for (int i = 0; i < m->n_layers; i++) {
+        int past = cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, budget = m->layer[i].budget;
+        KS_TRY(evict_layer(m, i, past, W));
+        m->layer[i].budget = budget; /* decode keeps the last allocation's budget, as the reference does */
+    }
     return KS_OK;
 }
 
@@ -104,8 +124,9 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
                        o->kernel_size, KS_POOL_AVG);
     KS_TRY(ks_method_observe(m, c, NULL));
     if (L <= C + W) return KS_OK;
-    if (o->cascading) return allocate_and_evict(m, c->l);
-    return c->l == m->n_layers - 1 ? allocate_and_evict(m, c->l) : KS_OK;
+    int last = c->l == m->n_layers - 1;
+    if (o->cascading || last) allocate(m, c->l);
+    return last ? evict_all(m, o->cascading, W) : KS_OK;
 }
 
 static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos) {

@@ -132,6 +132,7 @@ typedef struct ks_method_layer {
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
     int64_t decode_evicted; /* rows dropped by decode-time eviction, summed over KV heads */
     double pref;           /* CakeKV: the layer's preference score P_l */
+    int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
 } ks_method_layer;
 
 struct ks_method {
