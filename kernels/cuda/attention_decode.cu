@@ -186,8 +186,12 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
 }
 
 // One block of D threads per query head: out = sum_s w_s O_s / sum_s w_s l_s with w_s = 2^(m_s - max m).
+// The split statistics are loaded by all threads at once into shared memory (not split by split: a latency
+// chain of ~splits L2 round trips), and the partial outputs 8 splits at a time per thread.
 template <int D>
 __global__ void attention_decode_combine_kernel(decode_args a) {
+    extern __shared__ float w_s[]; // (splits) the splits' weights
+    __shared__ float red[32];
     const int h = blockIdx.x, dim = threadIdx.x;
     ks_pdl_wait();
     ks_pdl_trigger();
@@ -196,13 +200,24 @@ __global__ void attention_decode_combine_kernel(decode_args a) {
     const int nvalid = len > 0 ? (len + chunk - 1) / chunk : 0;
     const float *pm = a.part_m + (int64_t)h * a.splits, *pl = a.part_l + (int64_t)h * a.splits;
     float mx = -INFINITY;
-    for (int s = 0; s < nvalid; s++) mx = fmaxf(mx, pm[s]);
-    float L = 0.0f, o = 0.0f;
-    for (int s = 0; s < nvalid; s++) {
-        float w = ks_exp2(pm[s] - mx);
+    for (int s = dim; s < nvalid; s += D) mx = fmaxf(mx, pm[s]);
+    mx = ks_warp_max(mx);
+    if ((dim & 31) == 0) red[dim >> 5] = mx;
+    __syncthreads();
+    mx = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < D / 32; w++) mx = fmaxf(mx, red[w]);
+    float L = 0.0f;
+    for (int s = dim; s < nvalid; s += D) {
+        const float w = ks_exp2(pm[s] - mx);
+        w_s[s] = w;
         L += w * pl[s];
-        o += w * a.part_o[((int64_t)h * a.splits + s) * D + dim];
     }
+    L = ks_block_sum(L, red); // synchronises: w_s is complete after it
+    const float *po = a.part_o + (int64_t)h * a.splits * D + dim;
+    float o = 0.0f;
+#pragma unroll 8
+    for (int s = 0; s < nvalid; s++) o += w_s[s] * po[(int64_t)s * D];
     a.out[(int64_t)h * D + dim] = __float2bfloat16_rn(L > 0.0f ? o / L : 0.0f);
 }
 
@@ -238,7 +253,7 @@ ks_status launch(const decode_args &a, int Hk, cudaStream_t s) {
     device_slots<D>(); // also sets the kernel's shared-memory limit, once
     KS_LAUNCH_PDL(attention_decode_kernel<D>, dim3(Hk, a.splits, ks_cdiv(a.G, kRows)), dim3(32),
                   decode_smem_bytes<D>(), s, a);
-    KS_LAUNCH_PDL(attention_decode_combine_kernel<D>, dim3(a.H), dim3(D), 0, s, a);
+    KS_LAUNCH_PDL(attention_decode_combine_kernel<D>, dim3(a.H), dim3(D), sizeof(float) * a.splits, s, a);
     return KS_OK;
 }
 

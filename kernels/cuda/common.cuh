@@ -30,6 +30,11 @@ static inline int ks_cdiv(int64_t a, int64_t b) { return (int)((a + b - 1) / b);
 // Scalar load/store of an activation that is fp32 or bf16, so one kernel template serves both.
 __device__ __forceinline__ float ks_ld(const float *p) { return *p; }
 __device__ __forceinline__ float ks_ld(const bf16 *p) { return __bfloat162float(*p); }
+// The same past L1 (ld.global.cg): for data another block or the kernel just before may have written.
+__device__ __forceinline__ float ks_ld_l2(const float *p) { return __ldcg(p); }
+__device__ __forceinline__ float ks_ld_l2(const bf16 *p) {
+    return __bfloat162float(__ushort_as_bfloat16(__ldcg(reinterpret_cast<const unsigned short *>(p))));
+}
 __device__ __forceinline__ void ks_st(float *p, float v) { *p = v; }
 __device__ __forceinline__ void ks_st(bf16 *p, float v) { *p = __float2bfloat16_rn(v); }
 

@@ -6,12 +6,14 @@
 
 namespace {
 
-// A block of 8 warps computes kRows outputs; its 256 threads split the `in` dimension (16-byte words,
-// consecutive threads on consecutive words), so even a 4096-row matrix spreads over thousands of warps,
-// each with all of its loads in flight at once; the partial sums meet in shared memory.
-constexpr int kThreads = 256, kRows = 2;
+// A block of 8 warps computes R outputs; its 256 threads split the `in` dimension (16-byte words,
+// consecutive threads on consecutive words), each with the loads of R rows in flight at once; the partial
+// sums meet in shared memory. R = 4 for matrices of up to kFewRows rows (a decode layer's q|k|v, o and down:
+// one wave of blocks instead of two or three waves of 2-row blocks, whose turnover cost ~7% of their time,
+// docs/gpu-notes.md), R = 2 above (gate|up, the LM head: long enough that waves do not matter).
+constexpr int kThreads = 256, kFewRows = 16384;
 
-// What happens to the kRows sums of a block.
+// What happens to the R sums of a block.
 enum Mode {
     kPlain,  // y[o] = sum (+ bias[o]) (+ y[o])
     kSwiglu, // the block's two rows are gate row r and up row F + r of a stacked gate|up W: y[r] = silu(g) * u,
@@ -33,10 +35,10 @@ struct gemv_args {
     unsigned *done;           // kNorm: blocks finished; 0 before the launch, reset to 0 by the last block
 };
 
-// Row r of the block's kRows: the weight row it reads.
-template <int MODE>
+// Row r of the block's R: the weight row it reads.
+template <int MODE, int R>
 __device__ __forceinline__ int weight_row(int blk, int r, int out) {
-    return MODE == kSwiglu ? blk + r * out : min(blk * kRows + r, out - 1); // clamp: no OOB past the last row
+    return MODE == kSwiglu ? blk + r * out : min(blk * R + r, out - 1); // clamp: no OOB past the last row
 }
 
 // The last block of a kNorm launch: xn = y * w / sqrt(mean(y^2) + eps) over all `out` rows (ks_cuda_rmsnorm's
@@ -75,25 +77,26 @@ __device__ void norm_tail(const gemv_args<float> &a) {
     if (threadIdx.x == 0) *a.done = 0; // ready for the next launch (ordered after this grid by the stream)
 }
 
-template <typename T, bool VEC, int MODE>
+template <typename T, bool VEC, int MODE, int R>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
-    __shared__ float part[kThreads / 32][kRows];
+    static_assert(MODE != kSwiglu || R == 2, "a SwiGLU block computes one (gate, up) pair");
+    __shared__ float part[kThreads / 32][R];
     __shared__ bool last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, in = a.in;
     ks_pdl_wait();    // x (and y when accumulating) come from the kernels before
     ks_pdl_trigger(); // the next kernel may launch (its blocks then wait in ks_pdl_wait)
-    const bf16 *wr[kRows];
+    const bf16 *wr[R];
 #pragma unroll
-    for (int r = 0; r < kRows; r++) wr[r] = a.w + (int64_t)weight_row<MODE>(blockIdx.x, r, a.out) * in;
-    float acc[kRows] = {};
+    for (int r = 0; r < R; r++) wr[r] = a.w + (int64_t)weight_row<MODE, R>(blockIdx.x, r, a.out) * in;
+    float acc[R] = {};
     if (VEC) {
         const uint4 *x4 = reinterpret_cast<const uint4 *>(a.x);
 #pragma unroll 4
         for (int i = threadIdx.x; i < in / 8; i += kThreads) {
             float xf[8], wf[8];
-            ks_unpack8(__ldg(x4 + i), xf);
+            ks_unpack8(__ldcg(x4 + i), xf); // past L1: x was written by the kernel just before
 #pragma unroll
-            for (int r = 0; r < kRows; r++) {
+            for (int r = 0; r < R; r++) {
                 ks_unpack8(__ldcs(reinterpret_cast<const uint4 *>(wr[r]) + i), wf); // streamed once
 #pragma unroll
                 for (int k = 0; k < 8; k++) acc[r] = fmaf(xf[k], wf[k], acc[r]);
@@ -101,20 +104,20 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
         }
     } else {
         for (int i = threadIdx.x; i < in; i += kThreads) {
-            float xf = __bfloat162float(a.x[i]);
+            float xf = ks_ld_l2(a.x + i);
 #pragma unroll
-            for (int r = 0; r < kRows; r++) acc[r] = fmaf(xf, __bfloat162float(wr[r][i]), acc[r]);
+            for (int r = 0; r < R; r++) acc[r] = fmaf(xf, __bfloat162float(wr[r][i]), acc[r]);
         }
     }
 #pragma unroll
-    for (int r = 0; r < kRows; r++) {
+    for (int r = 0; r < R; r++) {
         float v = ks_warp_sum(acc[r]);
         if (lane == 0) part[warp][r] = v;
     }
     __syncthreads();
     if (MODE == kSwiglu) {
         if (threadIdx.x == 0) {
-            float s[kRows] = {};
+            float s[2] = {};
 #pragma unroll
             for (int k = 0; k < kThreads / 32; k++) s[0] += part[k][0], s[1] += part[k][1];
             const int r = blockIdx.x;
@@ -125,13 +128,13 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
         }
         return;
     }
-    const int o = blockIdx.x * kRows + threadIdx.x;
-    if (threadIdx.x < kRows && o < a.out) {
+    const int o = blockIdx.x * R + threadIdx.x;
+    if (threadIdx.x < R && o < a.out) {
         float v = 0.0f;
 #pragma unroll
         for (int k = 0; k < kThreads / 32; k++) v += part[k][threadIdx.x];
         if (a.bias) v += ks_ld(a.bias + o);
-        if (a.accumulate) v += ks_ld(a.y + o);
+        if (a.accumulate) v += ks_ld_l2(a.y + o); // past L1, as x
         ks_st(a.y + o, v);
     }
     if (MODE == kNorm) {
@@ -147,15 +150,26 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
     }
 }
 
+template <typename T, bool VEC, int MODE, int R>
+ks_status launch_rows(const gemv_args<T> &a, cudaStream_t s) {
+    KS_LAUNCH_PDL(gemv_kernel<T, VEC, MODE, R>, dim3(MODE == kSwiglu ? a.out : ks_cdiv(a.out, R)), dim3(kThreads), 0, s,
+                  a);
+    return KS_OK;
+}
+
+template <typename T, bool VEC, int MODE>
+ks_status launch_vec(const gemv_args<T> &a, cudaStream_t s) {
+    if constexpr (MODE == kSwiglu) {
+        return launch_rows<T, VEC, MODE, 2>(a, s);
+    } else {
+        return a.out <= kFewRows ? launch_rows<T, VEC, MODE, 4>(a, s) : launch_rows<T, VEC, MODE, 2>(a, s);
+    }
+}
+
 template <typename T, int MODE>
 ks_status launch(const gemv_args<T> &a, cudaStream_t s) {
-    const int blocks = MODE == kSwiglu ? a.out : ks_cdiv(a.out, kRows);
     const bool vec = a.in % 8 == 0 && ((((uintptr_t)a.x | (uintptr_t)a.w) & 15) == 0);
-    if (vec)
-        KS_LAUNCH_PDL(gemv_kernel<T, true, MODE>, dim3(blocks), dim3(kThreads), 0, s, a);
-    else
-        KS_LAUNCH_PDL(gemv_kernel<T, false, MODE>, dim3(blocks), dim3(kThreads), 0, s, a);
-    return KS_OK;
+    return vec ? launch_vec<T, true, MODE>(a, s) : launch_vec<T, false, MODE>(a, s);
 }
 
 } // namespace
