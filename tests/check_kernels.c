@@ -223,13 +223,14 @@ START_TEST(test_window_scores) {
     float *work = malloc(sizeof(float) * 2 * H * ld), *want = rand_buf((size_t)Hk * ld, 1);
     float *got = malloc(sizeof(float) * Hk * ld), *init = malloc(sizeof(float) * Hk * ld);
     float *att = malloc(sizeof(float) * n * H * d), *lse = nan_buf((size_t)n * H);
+    float *sums_ref = malloc(sizeof(float) * Hk * ld), *sums_fast = malloc(sizeof(float) * Hk * ld);
     memcpy(init, want, sizeof(float) * Hk * ld);
     const score_case cases[] = {
-        {{n - 32, 32, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MEAN, 0}, "SnapKV window of 32, group mean"},
-        {{0, n, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MAX, 1}, "all 70 rows, group max, accumulated"},
-        {{1, n - 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 200, KS_GQA_MEAN, 0}, "mean + 200 var over 69 rows"},
-        {{n - 20, 20, pos0, n_keys, 50, KS_SCORE_SUM, 0, KS_GQA_SUM, 0}, "LOOM chunked softmax, group sum"},
-        {{n - 1, 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 5, KS_GQA_MEAN, 0}, "one query: variance 0"},
+        {{n - 32, 32, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MEAN, 0, NULL}, "SnapKV window of 32, group mean"},
+        {{0, n, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MAX, 1, NULL}, "all 70 rows, group max, accumulated"},
+        {{1, n - 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 200, KS_GQA_MEAN, 0, NULL}, "mean + 200 var over 69 rows"},
+        {{n - 20, 20, pos0, n_keys, 50, KS_SCORE_SUM, 0, KS_GQA_SUM, 0, NULL}, "LOOM chunked softmax, group sum"},
+        {{n - 1, 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 5, KS_GQA_MEAN, 0, NULL}, "one query: variance 0"},
     };
     float scale = 1.0f / sqrtf((float)d);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -264,8 +265,24 @@ START_TEST(test_window_scores) {
             }
         if (a->softmax_chunk) /* keys from the first scored query on are not scored */
             for (int j = pos0 + a->q_row0; j < n_keys; j++) ck_assert(want[j] == 0 && got[j] == 0);
+        if (!a->softmax_chunk) { /* a->sums from the same pass = what stat SUM, reduce MEAN writes */
+            ks_window_args as = *a, plain = *a;
+            plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
+            ks_ref_window_scores(want, ld, NULL, q, k, H, Hk, d, cap, scale, &plain);
+            as.sums = sums_ref;
+            memcpy(got, init, sizeof(float) * Hk * ld);
+            ks_ref_window_scores(got, ld, NULL, q, k, H, Hk, d, cap, scale, &as);
+            for (int g = 0; g < Hk; g++)
+                assert_close(sums_ref + (size_t)g * ld, want + (size_t)g * ld, n_keys, 1e-6f, cases[c].what);
+            for (int i = 0; i < Hk * ld; i++) sums_fast[i] = NAN;
+            as.sums = sums_fast;
+            ks_fast_window_scores(got, ld, NULL, q, k, H, Hk, d, cap, scale, &as, NULL, work);
+            for (int g = 0; g < Hk; g++)
+                assert_close(sums_fast + (size_t)g * ld, want + (size_t)g * ld, n_keys, 2e-5f, cases[c].what);
+        }
     }
     free(q), free(k), free(work), free(want), free(got), free(init), free(att), free(lse);
+    free(sums_ref), free(sums_fast);
 }
 END_TEST
 

@@ -117,25 +117,28 @@ static void check_scores(const score_case *c) {
     }
     if (c->ranges) hi[0] = c->n_keys; /* the longest head sets the width */
     float *want = malloc(sizeof(float) * Hk * ld), *got = malloc(sizeof(float) * Hk * ld);
+    float *want_sums = malloc(sizeof(float) * Hk * ld), *got_sums = malloc(sizeof(float) * Hk * ld);
     ks_window_summary ws = {0, 0};
     if (c->ranges) {
         ck_assert(c->n_q == 1 && c->stat == KS_SCORE_SUM);
         ks_ref_attention_decode_probs(want, ld, q, k, lo, hi, cap, H, Hk, d, scale, c->reduce);
     } else {
         ks_window_args a = {.q_row0 = 0, .n_q = c->n_q, .q_pos0 = c->q_pos, .n_keys = c->n_keys,
-                            .softmax_chunk = c->chunk, .stat = c->stat, .gamma = 0.7f, .reduce = c->reduce};
+                            .softmax_chunk = c->chunk, .stat = c->stat, .gamma = 0.7f, .reduce = c->reduce,
+                            .sums = want_sums};
         ks_ref_window_scores(want, ld, &ws, q, k, H, Hk, d, cap, scale, &a);
     }
     ks_bf16 *dq = upload(q, (size_t)c->n_q * H * d), *dk = upload(k, (size_t)Hk * cap * d);
     int32_t *dlo = dev_ints(lo, Hk), *dhi = dev_ints(hi, Hk);
-    float *dout = dev_alloc(sizeof(float) * Hk * ld);
+    float *dout = dev_alloc(sizeof(float) * Hk * ld), *dsums = dev_alloc(sizeof(float) * Hk * ld);
     double *dsum = dev_alloc(2 * sizeof(double));
     CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld)); /* NaN poison */
+    CK_CUDA(cudaMemset(dsums, 0xff, sizeof(float) * Hk * ld));
     CK_CUDA(cudaMemset(dsum, 0, 2 * sizeof(double)));
     ks_cuda_score_args a = {.q = dq, .ld_q = (int64_t)H * d, .kc = dk, .lo = c->ranges ? dlo : NULL,
                             .hi = c->ranges ? dhi : NULL, .H = H, .Hk = Hk, .d = d, .cap = cap, .n_q = c->n_q,
                             .q_pos = c->q_pos, .n_keys = c->n_keys, .softmax_chunk = c->chunk, .stat = c->stat,
-                            .gamma = 0.7f, .reduce = c->reduce, .scale = scale};
+                            .gamma = 0.7f, .reduce = c->reduce, .scale = scale, .sums = c->ranges ? NULL : dsums};
     size_t nlse = ks_cuda_scores_lse_floats(&a);
     float *dlse = dev_alloc(sizeof(float) * nlse);
     CK_KS(ks_cuda_scores(dout, ld, dsum, &a, dlse, nlse, 0));
@@ -147,6 +150,10 @@ static void check_scores(const score_case *c) {
              H, Hk, d, c->n_q, c->q_pos, c->n_keys, c->chunk, c->stat, c->reduce, c->ranges);
     /* fp32 logits and exp against doubles: a few 1e-6 relative per probability */
     expect_close(got, want, Hk, ld, c->ranges ? hi : NULL, c->n_keys, 1e-6, 2e-4, what);
+    if (!c->ranges) { /* the second output of the same pass: the group mean of the query sums */
+        CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
+    }
     if (c->stat == KS_SCORE_MEAN_VAR) {
         ck_assert_msg(fabs(hsum[0] - ws.entropy) <= 1e-3 * fabs(ws.entropy) + 1e-6, "%s: entropy %g, want %g", what,
                       hsum[0], ws.entropy);
@@ -154,7 +161,8 @@ static void check_scores(const score_case *c) {
                       hsum[1], ws.var_sum);
     }
     cudaFree(dq), cudaFree(dk), cudaFree(dlo), cudaFree(dhi), cudaFree(dout), cudaFree(dsum), cudaFree(dlse);
-    free(q), free(k), free(want), free(got);
+    cudaFree(dsums);
+    free(q), free(k), free(want), free(got), free(want_sums), free(got_sums);
 }
 
 START_TEST(test_scores) {

@@ -152,18 +152,26 @@ void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const flo
                 tile_fold(&t, kg, s0, s1, d, a, past, i0, w1, w2, &entropy);
             }
         }
-        if (a->stat == KS_SCORE_MEAN_VAR) {
+        if (a->stat == KS_SCORE_MEAN_VAR) { /* the statistic into w2; w1 keeps the means (a->sums) */
             float inv = a->n_q > 1 ? 1.0f / (a->n_q - 1) : 0.0f;
             for (int j = 0; j < n; j++) {
                 float var = w2[j] * inv;
                 if (j < past) var_sum += var;
-                w1[j] += a->gamma * var;
+                w2[j] = w1[j] + a->gamma * var;
             }
         }
     }
+    /* the statistic's rows: w1 (sums) or w2 (mean + gamma var); a->sums: the group mean of the query sums */
+    const float *stat_rows = work + (a->stat == KS_SCORE_MEAN_VAR ? (size_t)H * ld : 0);
 #pragma omp parallel for
-    for (int g = 0; g < Hk; g++)
-        reduce_group(out + (size_t)g * ld, work + (size_t)g * G * ld, ld, G, 0, n, a->reduce, a->accumulate);
+    for (int g = 0; g < Hk; g++) {
+        reduce_group(out + (size_t)g * ld, stat_rows + (size_t)g * G * ld, ld, G, 0, n, a->reduce, a->accumulate);
+        if (!a->sums) continue;
+        float *s = a->sums + (size_t)g * ld;
+        reduce_group(s, work + (size_t)g * G * ld, ld, G, 0, n, KS_GQA_MEAN, 0);
+        if (a->stat == KS_SCORE_MEAN_VAR)
+            for (int j = 0; j < n; j++) s[j] *= a->n_q; /* means -> sums */
+    }
     if (sum) *sum = (ks_window_summary){.entropy = entropy, .var_sum = var_sum};
 }
 

@@ -131,6 +131,7 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
     int G = H / Hk, n = a->n_keys, past = a->q_pos0 + a->q_row0;
     double *p = malloc(sizeof(double) * (size_t)a->n_q * n); /* (n_q, n_keys) one head's probabilities */
     double *grp = malloc(sizeof(double) * (size_t)n);        /* the group reduction of one KV head */
+    double *grp_sum = malloc(sizeof(double) * (size_t)n);    /* a->sums: the group mean of the query sums */
     ks_window_summary acc = {0, 0};
     for (int g = 0; g < Hk; g++) {
         const float *kg = k + (size_t)g * cap * d;
@@ -156,6 +157,7 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
                 double var = a->n_q > 1 ? m2 / (a->n_q - 1) : 0.0;
                 v = a->stat == KS_SCORE_SUM ? s1 : mean + a->gamma * var;
                 reduce_into(&grp[j], v, a->reduce, h == g * G, G);
+                reduce_into(&grp_sum[j], s1, KS_GQA_MEAN, h == g * G, G);
                 if (a->stat == KS_SCORE_MEAN_VAR && j < past) {
                     acc.var_sum += var;
                     for (int i = 0; i < a->n_q; i++) {
@@ -167,10 +169,12 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
         }
         float *o = out + (size_t)g * ld;
         for (int j = 0; j < n; j++) o[j] = (float)((a->accumulate ? o[j] : 0) + grp[j]);
+        for (int j = 0; a->sums && j < n; j++) a->sums[(size_t)g * ld + j] = (float)grp_sum[j];
     }
     if (sum) *sum = acc;
     free(p);
     free(grp);
+    free(grp_sum);
 }
 
 void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,

@@ -41,6 +41,8 @@ typedef struct ks_cuda_score_args {
     float gamma;
     ks_gqa_reduce reduce;
     float scale;
+    float *sums; /* optional device (Hk, ld), ld = out's: ks_window_args.sums, the group mean of each key's
+                    probability summed over the queries, from the same pass; NULL: none */
 } ks_cuda_score_args;
 
 /* Floats of log-sum-exp scratch a call needs (n_q * H * segments * (key splits + 1)). */

@@ -120,7 +120,7 @@ template <int D>
 __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, double *summary, const float *lse,
                                                        const bf16 *q, int64_t ld_q, const bf16 *kc, score_geom g,
                                                        ks_score_stat stat, float gamma, ks_gqa_reduce reduce,
-                                                       float scale) {
+                                                       float scale, float *sums) {
     __shared__ float sq[SCORE_Q][D];
     __shared__ float red[32];
     const int kv = blockIdx.y, j = blockIdx.x * SCORE_J + threadIdx.x, d = g.d;
@@ -139,7 +139,7 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
     }
     const int seg = mine ? seg_of(g, j) : 0;
     const bool summed = stat == KS_SCORE_MEAN_VAR && summary && j < g.past;
-    double grp = 0.0, ent = 0.0, var_sum = 0.0;
+    double grp = 0.0, grp_sum = 0.0, ent = 0.0, var_sum = 0.0;
     for (int h = kv * g.G; h < (kv + 1) * g.G; h++) {
         double s1 = 0.0, s2 = 0.0;
         for (int i0 = 0; i0 < g.n_q; i0 += SCORE_Q) {
@@ -166,6 +166,7 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
         double var = g.n_q > 1 ? fmax(s2 - s1 * mean, 0.0) / (n - 1) : 0.0;
         double v = stat == KS_SCORE_SUM ? s1 : mean + gamma * var;
         if (summed) var_sum += var;
+        grp_sum += s1 / g.G;
         bool first = h == kv * g.G;
         switch (reduce) {
         case KS_GQA_MEAN: grp = (first ? 0.0 : grp) + v / g.G; break;
@@ -174,6 +175,7 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
         }
     }
     if (j < g.n_keys) out[(int64_t)kv * ld + j] = (float)grp;
+    if (sums && j < g.n_keys) sums[(int64_t)kv * ld + j] = (float)grp_sum;
     if (stat == KS_SCORE_MEAN_VAR && summary) {
         // fp32 block sums of each thread's double partials, then one double atomic per block and quantity
         float e = ks_block_sum((float)ent, red), v = ks_block_sum((float)var_sum, red);
@@ -201,7 +203,7 @@ ks_status launch_scores(float *out, int64_t ld, double *summary, const float *ls
     dim3 grid(ks_cdiv(a->n_keys, SCORE_J), a->Hk);
     score_kernel<D><<<grid, SCORE_J, 0, s>>>(out, ld, summary, lse, reinterpret_cast<const bf16 *>(a->q), a->ld_q,
                                              reinterpret_cast<const bf16 *>(a->kc), g, a->stat, a->gamma, a->reduce,
-                                             a->scale);
+                                             a->scale, a->sums);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }

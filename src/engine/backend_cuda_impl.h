@@ -71,6 +71,7 @@ struct ks_backend {
 
     /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
     float *score_out;           /* (Hk, cap) device results of window_scores, decode probabilities, key norms */
+    float *score_sums;          /* (Hk, cap) window_scores' optional second output (ks_window_args.sums) */
     float *score_lse;           /* (score_lse_floats) log-sum-exp scratch of ks_cuda_scores */
     size_t score_lse_floats;    /* H (max_chunk + cap): n_q * H * segments for n_q <= max_chunk and, with
                                    LOOM's chunked softmax, n_q * segments <= max_chunk + cap */

@@ -126,6 +126,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     const size_t Hk = g->n_kv_heads, cap = b->cap;
     b->score_lse_floats = (size_t)g->n_heads * (rows + cap);
     b->score_out = take(c, Hk * cap * 4);
+    b->score_sums = take(c, Hk * cap * 4);
     b->score_lse = take(c, b->score_lse_floats * 4);
     b->score_sum = take(c, 2 * sizeof(double));
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);

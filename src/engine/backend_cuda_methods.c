@@ -107,13 +107,13 @@ static ks_status wait_on(cudaStream_t s, const char *what) {
 
 /* ---- the ops ------------------------------------------------------------------------------------------- */
 
-/* score_out rows (n columns each) to the host through stream s, then into out (Hk, ld): row g's first
- * cols[g] (or n) columns, added when accumulate. */
-static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int n, const int32_t *cols, float *out, int ld,
-                                int accumulate, const char *what) {
+/* Device rows src (Hk, cap; n columns each: score_out or score_sums) to the host through stream s, then into
+ * out (Hk, ld): row g's first cols[g] (or n) columns, added when accumulate. */
+static ks_status rows_to_host(ks_backend *b, cudaStream_t s, const float *src_dev, int n, const int32_t *cols,
+                              float *out, int ld, int accumulate, const char *what) {
     const int Hk = b->cfg->n_kv_heads;
     if (n > 0)
-        CUDA_CHECK(cudaMemcpy2DAsync(b->host_scores, sizeof(float) * n, b->score_out, sizeof(float) * b->cap,
+        CUDA_CHECK(cudaMemcpy2DAsync(b->host_scores, sizeof(float) * n, src_dev, sizeof(float) * b->cap,
                                      sizeof(float) * n, Hk, cudaMemcpyDeviceToHost, s));
     KS_TRY(wait_on(s, what));
     for (int g = 0; g < Hk; g++) {
@@ -126,6 +126,11 @@ static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int n, const int3
             memcpy(dst, src, sizeof(float) * m);
     }
     return KS_OK;
+}
+
+static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int n, const int32_t *cols, float *out, int ld,
+                                int accumulate, const char *what) {
+    return rows_to_host(b, s, b->score_out, n, cols, out, ld, accumulate, what);
 }
 
 /* The scoring arguments common to both callers: Q rows from q_row0, layer index l's keys. */
@@ -167,6 +172,7 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     }
     a.n_q = w->n_q, a.q_pos = w->q_pos0 + w->q_row0, a.n_keys = w->n_keys, a.softmax_chunk = w->softmax_chunk;
     a.stat = w->stat, a.gamma = w->gamma, a.reduce = w->reduce;
+    a.sums = w->sums ? b->score_sums : NULL;
     KS_TRY(check_scratch(b, &a));
     int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
     if (summary) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), s));
@@ -175,6 +181,7 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     if (summary)
         CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
     KS_TRY(scores_to_host(b, s, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
+    if (w->sums) KS_TRY(rows_to_host(b, s, b->score_sums, w->n_keys, NULL, w->sums, ld, 0, "window score sums"));
     if (sum)
         *sum = summary ? (ks_window_summary){.entropy = b->host_sum[0], .var_sum = b->host_sum[1]}
                        : (ks_window_summary){0, 0};

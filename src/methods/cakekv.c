@@ -115,14 +115,16 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     int W = o->window_size, L = m->n_prompt, past = L - W, C = m->layer[c->l].budget;
     if (past <= 0) return KS_OK;
     ks_window_summary sum;
-    ks_window_args a = {.n_q = W, .stat = KS_SCORE_MEAN_VAR, .gamma = o->gamma, .reduce = o->gqa_reduce};
+    /* the same pass also sums each key's probabilities over the window (group mean): the statistics' mass */
+    ks_window_args a = {.n_q = W, .stat = KS_SCORE_MEAN_VAR, .gamma = o->gamma, .reduce = o->gqa_reduce,
+                        .sums = m->pooled};
     KS_TRY(ks_method_window_scores(m, c, a, m->scores, &sum));
     m->layer[c->l].pref = pow(sum.entropy, 1.0 / o->tau1) * pow(sum.var_sum, 1.0 / o->tau2);
 #pragma omp parallel for if (past > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) /* pooling is linear: pooling the group mean = the mean of pooled heads */
         ks_select_pool(layer_scores(m, c->l) + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past,
                        o->kernel_size, KS_POOL_AVG);
-    KS_TRY(ks_method_observe(m, c, NULL));
+    KS_TRY(ks_method_observe(m, c, m->pooled));
     if (L <= C + W) return KS_OK;
     int last = c->l == m->n_layers - 1;
     if (o->cascading || last) allocate(m, c->l);
