@@ -26,7 +26,6 @@
 #ifdef KS_HAVE_CUDA
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "engine/backend_cuda.h"
