@@ -77,7 +77,6 @@ static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t
 
 /* Evicts held layer l (prompt rows only) to its top `past` indicator rows plus the last W rows. */
 static ks_status evict_layer(ks_method *m, int l, int past, int W) {
-    m->layer[l].budget = past + W;
     ks_method_keep_top(m, l, layer_scores(m, l), past > 0 ? past : 0, W);
     return ks_method_compact(m, l, 0);
 }
@@ -100,13 +99,11 @@ static void allocate(ks_method *m, int last) {
 }
 
 /* After the last layer: every layer evicted to its top cascade_past rows (cascading) or to the last
- * allocation's budget, plus the window. */
+ * allocation's budget, plus the window; the budget decode keeps stays the last allocation's, as in the
+ * reference. */
 static ks_status evict_all(ks_method *m, int cascading, int W) {
-    for (int i = 0; i < m->n_layers; i++) {
-        int past = cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, budget = m->layer[i].budget;
-        KS_TRY(evict_layer(m, i, past, W));
-        m->layer[i].budget = budget; /* decode keeps the last allocation's budget, as the reference does */
-    }
+    for (int i = 0; i < m->n_layers; i++)
+        KS_TRY(evict_layer(m, i, cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, W));
     return KS_OK;
 }
 
