@@ -87,8 +87,8 @@ static ks_status fuse_residual_norm(ks_backend *b, const float *norm, int *fused
                              b->norm_done, b->stream);
 }
 
-ks_status ks_cuda_wait_stream(ks_backend *b, const char *what) {
-    cudaError_t e = cudaStreamSynchronize(b->stream);
+ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what) {
+    cudaError_t e = cudaStreamSynchronize(s);
     if (e != cudaSuccess) return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s)", cudaGetErrorString(e), what);
     return KS_OK;
 }
@@ -150,7 +150,7 @@ static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
     KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
-    return ks_cuda_wait_stream(b, "reading the hidden states");
+    return ks_cuda_wait_stream(b->stream, "reading the hidden states");
 }
 
 /* ---- layer ops ------------------------------------------------------------------------------------------- */
@@ -345,7 +345,7 @@ static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
-    return ks_cuda_wait_stream(b, "the forward pass");
+    return ks_cuda_wait_stream(b->stream, "the forward pass");
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
@@ -353,7 +353,7 @@ static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
-    return ks_cuda_wait_stream(b, "reading the logits");
+    return ks_cuda_wait_stream(b->stream, "reading the logits");
 }
 
 static ks_kvcache *cuda_kvcache(ks_backend *b) { return &b->cache; }

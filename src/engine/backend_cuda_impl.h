@@ -149,7 +149,7 @@ void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built inst
 
 /* backend_cuda.c: shared with backend_cuda_methods.c. */
 ks_status ks_cuda_op_begin(ks_backend *b);                     /* every op but linear starts here */
-ks_status ks_cuda_wait_stream(ks_backend *b, const char *what); /* synchronise, naming the work on failure */
+ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what); /* synchronise s, naming the work on failure */
 ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */
 
 /* backend_cuda_methods.c: the compression ops of backend.h. */

@@ -98,13 +98,6 @@ static int any_deferred(const ks_backend *b) {
     return 0;
 }
 
-/* ks_cuda_wait_stream for either stream. */
-static ks_status wait_on(cudaStream_t s, const char *what) {
-    cudaError_t e = cudaStreamSynchronize(s);
-    if (e != cudaSuccess) return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s)", cudaGetErrorString(e), what);
-    return KS_OK;
-}
-
 /* ---- the ops ------------------------------------------------------------------------------------------- */
 
 /* Device rows src (Hk, cap; n columns each: score_out or score_sums) to the host through stream s, then into
@@ -115,7 +108,7 @@ static ks_status rows_to_host(ks_backend *b, cudaStream_t s, const float *src_de
     if (n > 0)
         CUDA_CHECK(cudaMemcpy2DAsync(b->host_scores, sizeof(float) * n, src_dev, sizeof(float) * b->cap,
                                      sizeof(float) * n, Hk, cudaMemcpyDeviceToHost, s));
-    KS_TRY(wait_on(s, what));
+    KS_TRY(ks_cuda_wait_stream(s, what));
     for (int g = 0; g < Hk; g++) {
         const float *src = b->host_scores + (size_t)g * n;
         float *dst = out + (size_t)g * ld;
