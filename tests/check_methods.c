@@ -388,35 +388,41 @@ END_TEST
 /* Three layers of different attention sharpness, L = 24, W = 2, cache_size 6: T = 12 past tokens over the
  * layers. Cascading: after layer t the budgets are re-allocated over layers 0..t and earlier layers are
  * re-evicted, so layer i ends with min over t >= i of min(B_i^(t), L - W) past tokens; without cascading one
- * allocation after the last layer. With strictly decreasing weights (kernel 1) the kept past tokens are the
- * earliest. Then decode with uniform attention: a layer over B + W rows drops the last of its non-window rows
+ * allocation after the last layer. Token j's weight decreases with its rank (7 j) mod 22 (kernel 1), so the
+ * kept past tokens are those of the lowest ranks — scattered, so that a layer re-evicted from the rows an
+ * earlier step kept must have moved their scores with them. Then decode with uniform attention: a layer over B + W rows drops the last of its non-window rows
  * (all tied; the earlier ones win), so it stays at B + W. */
 START_TEST(test_cakekv_cascade_and_decode) {
     for (int cascading = 0; cascading < 2; cascading++) {
         fixture f;
         fx_init(&f, 3, 1, 1, 1, 40);
-        const char *o[] = {"window_size=2", "cache_size=6", "kernel_size=1",
+        const char *o[] = {"window_size=2", "cache_size=6", "kernel_size=1", "gamma=0",
                            cascading ? "cascading=true" : "cascading=no", NULL};
         fx_method(&f, "cakekv", o);
         const float sharp[3] = {0.3f, 1.0f, 3.0f};
         for (int l = 0; l < 3; l++) {
-            for (int j = 0; j < 22; j++) fx_push_all(&f, l, sharp[l] * logf(22.0f - j));
+            for (int j = 0; j < 22; j++) fx_push_all(&f, l, sharp[l] * logf(22.0f - (7 * j) % 22));
             fx_push_all(&f, l, NEG), fx_push_all(&f, l, NEG);
         }
-        fx_q_all(&f, 22, 1), fx_q_all(&f, 23, 1);
+        fx_q_all(&f, 22, 1), fx_q_all(&f, 23, 0.5f); /* two window queries that differ: a temporal shift */
         fx_prompt(&f, 24, NULL);
         double pref[3];
-        int kept[3] = {22, 22, 22}, b[3];
+        int kept[3] = {22, 22, 22}, b[3], shrunk = 0;
         for (int l = 0; l < 3; l++) pref[l] = f.m->layer[l].pref;
         ck_assert(pref[0] != pref[1] && pref[1] != pref[2] && pref[0] > 0);
         for (int t = cascading ? 0 : 2; t < 3; t++) {
             ks_cake_allocate(pref, t + 1, 12, 22, b);
-            for (int i = 0; i <= t; i++) kept[i] = b[i] < kept[i] ? b[i] : kept[i];
+            for (int i = 0; i <= t; i++) {
+                shrunk += i < t && b[i] < kept[i]; /* a later step shrank an evicted layer */
+                kept[i] = b[i] < kept[i] ? b[i] : kept[i];
+            }
         }
+        ck_assert(!cascading || shrunk > 0);
         int total = 0;
         for (int l = 0; l < 3; l++) {
             int want[40], n = 0;
-            range(want, &n, 0, kept[l]);
+            for (int j = 0; j < 22; j++)
+                if ((7 * j) % 22 < kept[l]) want[n++] = j;
             range(want, &n, 22, 24);
             expect_rows(&f, l, 0, want, n, cascading ? "cascading" : "one allocation");
             ck_assert_int_eq(f.m->layer[l].budget, b[l] + 2);

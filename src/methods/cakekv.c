@@ -10,12 +10,13 @@
  * does (budget.h, ks_cake_allocate) and capped at L - W; each layer keeps its top B_l past tokens plus the
  * window. cascading (the paper's default) re-allocates after every layer over the layers seen so far and
  * re-evicts them from their stored (already gathered) indicators, so that in the reference no layer holds its
- * full cache until the last one; without it all layers are evicted once after the last. kvscope's cache is
- * allocated whole at init either way, so it evicts once, after the last layer, and gets the cascade's result
- * exactly: the indicators are gathered once and a top-k under one total order (score, then position) of a
- * top-k' set (k <= k') is the top-k of the whole, so the rows a layer ends with are its top min-over-steps
- * budget — each step costs an O(layers) allocation instead of a re-selection of every earlier layer. Prompts of at most cache_size + W tokens are
- * not compressed at prefill (the reference's threshold).
+ * full cache until the last one; without it all layers are evicted once after the last. With cascading, kvscope
+ * evicts layer l to its step-l budget right after it (on the deferred side task, overlapping layer l + 1) and
+ * the layers whose budget later steps shrank once more after the last layer, from the rows they hold: a top-k
+ * under one total order (score, then position) of a top-k' set (k <= k') is the top-k of the whole, so every
+ * layer ends with its top min-over-steps budget, the cascade's result exactly, and each step costs an
+ * O(layers) allocation instead of a re-selection of every earlier layer. Prompts of at most cache_size + W
+ * tokens are not compressed at prefill (the reference's threshold).
  *
  * Decode: each layer then holds at most B_l + W rows (B_l = cache_size - W for an uncompressed prompt); once a
  * step's cache exceeds that, the step's query probabilities over the rows before the last W are avg-pooled and
@@ -98,9 +99,9 @@ static void allocate(ks_method *m, int last) {
     }
 }
 
-/* After the last layer: every layer evicted to its top cascade_past rows (cascading) or to the last
- * allocation's budget, plus the window; the budget decode keeps stays the last allocation's, as in the
- * reference. */
+/* After the last layer: every layer evicted to its top cascade_past rows (cascading: from the rows its own
+ * step kept, a no-op where no later step shrank it) or to the last allocation's budget, plus the window; the
+ * budget decode keeps stays the last allocation's, as in the reference. */
 static ks_status evict_all(ks_method *m, int cascading, int W) {
     for (int i = 0; i < m->n_layers; i++)
         KS_TRY(evict_layer(m, i, cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, W));
@@ -125,6 +126,7 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     if (L <= C + W) return KS_OK;
     int last = c->l == m->n_layers - 1;
     if (o->cascading || last) allocate(m, c->l);
+    if (o->cascading) KS_TRY(evict_layer(m, c->l, m->layer[c->l].cascade_past, W)); /* its step-l budget */
     return last ? evict_all(m, o->cascading, W) : KS_OK;
 }
 
