@@ -83,18 +83,44 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
     __shared__ float part[kThreads / 32][R];
     __shared__ bool last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, in = a.in;
-    ks_pdl_wait();    // x (and y when accumulating) come from the kernels before
-    ks_pdl_trigger(); // the next kernel may launch (its blocks then wait in ks_pdl_wait)
     const bf16 *wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) wr[r] = a.w + (int64_t)weight_row<MODE, R>(blockIdx.x, r, a.out) * in;
     float acc[R] = {};
+    // The weights are constant through a step, so a block's first kPre words of each row are loaded before
+    // the wait: a block that starts while the kernel before is finishing (programmatic dependent launch) has
+    // its first loads in flight through that kernel's tail instead of after it.
+    constexpr int kPre = 2;
+    uint4 pre[kPre][R];
+    if (VEC) {
+#pragma unroll
+        for (int p = 0; p < kPre; p++) {
+            const int i = threadIdx.x + p * kThreads;
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                pre[p][r] = i < in / 8 ? __ldcs(reinterpret_cast<const uint4 *>(wr[r]) + i) : make_uint4(0, 0, 0, 0);
+        }
+    }
+    ks_pdl_wait();    // x (and y when accumulating) come from the kernels before
+    ks_pdl_trigger(); // the next kernel may launch (its blocks then wait in ks_pdl_wait)
     if (VEC) {
         const uint4 *x4 = reinterpret_cast<const uint4 *>(a.x);
-#pragma unroll 4
-        for (int i = threadIdx.x; i < in / 8; i += kThreads) {
-            float xf[8], wf[8];
+        float xf[8], wf[8];
+#pragma unroll
+        for (int p = 0; p < kPre; p++) {
+            const int i = threadIdx.x + p * kThreads;
+            if (i >= in / 8) break;
             ks_unpack8(__ldcg(x4 + i), xf); // past L1: x was written by the kernel just before
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                ks_unpack8(pre[p][r], wf);
+#pragma unroll
+                for (int k = 0; k < 8; k++) acc[r] = fmaf(xf[k], wf[k], acc[r]);
+            }
+        }
+#pragma unroll 4
+        for (int i = threadIdx.x + kPre * kThreads; i < in / 8; i += kThreads) {
+            ks_unpack8(__ldcg(x4 + i), xf);
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 ks_unpack8(__ldcs(reinterpret_cast<const uint4 *>(wr[r]) + i), wf); // streamed once
