@@ -11,12 +11,13 @@
  * window. cascading (the paper's default) re-allocates after every layer over the layers seen so far and
  * re-evicts them from their stored (already gathered) indicators, so that in the reference no layer holds its
  * full cache until the last one; without it all layers are evicted once after the last. With cascading, kvscope
- * evicts layer l to its step-l budget right after it (on the deferred side task, overlapping layer l + 1) and
- * the layers whose budget later steps shrank once more after the last layer, from the rows they hold: a top-k
- * under one total order (score, then position) of a top-k' set (k <= k') is the top-k of the whole, so every
- * layer ends with its top min-over-steps budget, the cascade's result exactly, and each step costs an
- * O(layers) allocation instead of a re-selection of every earlier layer. Prompts of at most cache_size + W
- * tokens are not compressed at prefill (the reference's threshold).
+ * evicts layer l to its step-l budget right after it (on the deferred side task, overlapping layer l + 1), an
+ * earlier layer again once a step has halved its budget since its last eviction (so each row is re-selected
+ * O(1) times on average, off the prompt's critical path), and every layer whose budget shrank since then once
+ * more after the last layer, from the rows it holds: a top-k under one total order (score, then position) of
+ * a top-k' set (k <= k') is the top-k of the whole, so every layer ends with its top min-over-steps budget,
+ * the cascade's result exactly, without re-selecting every earlier layer at every step. Prompts of at most
+ * cache_size + W tokens are not compressed at prefill (the reference's threshold).
  *
  * Decode: each layer then holds at most B_l + W rows (B_l = cache_size - W for an uncompressed prompt); once a
  * step's cache exceeds that, the step's query probabilities over the rows before the last W are avg-pooled and
@@ -126,7 +127,10 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     if (L <= C + W) return KS_OK;
     int last = c->l == m->n_layers - 1;
     if (o->cascading || last) allocate(m, c->l);
-    if (o->cascading) KS_TRY(evict_layer(m, c->l, m->layer[c->l].cascade_past, W)); /* its step-l budget */
+    if (o->cascading) /* this layer to its step budget, and earlier ones this step halved (amortised O(rows)) */
+        for (int i = 0; i <= c->l; i++)
+            if (i == c->l || 2 * m->layer[i].cascade_past <= ks_kvcache_len(m->cache, i)[0] - W)
+                KS_TRY(evict_layer(m, i, m->layer[i].cascade_past, W));
     return last ? evict_all(m, o->cascading, W) : KS_OK;
 }
 
