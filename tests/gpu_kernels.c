@@ -347,6 +347,51 @@ START_TEST(test_kv_append) {
 }
 END_TEST
 
+/* One decode token: q and k heads of a fused q|k|v row rotated in place (against ks_ref_rope), k and v appended
+ * at each KV head's own length (exact copies of the rotated k and the input v), lengths counted, every other
+ * cache row and the v part of the row untouched. */
+static void rope_append_one_case(int d, int H, int Hk, const int32_t *lens) {
+    const int cap = 40, width = (H + 2 * Hk) * d;
+    const size_t csz = (size_t)Hk * cap * d;
+    float inv_freq[64];
+    for (int i = 0; i < d / 2; i++) inv_freq[i] = powf(500000.0f, -2.0f * i / d);
+    const int32_t pos = rng_int(0, 131071);
+    ks_bf16 *qkv = malloc((size_t)width * 2), *cache = malloc(csz * 2);
+    float *ref = rand_vec(width, 1.0f, qkv);
+    for (size_t i = 0; i < csz; i++) cache[i] = bf16_of(rng_normal());
+    ks_ref_rope(ref, &pos, 1, H + Hk, d, inv_freq);
+    ks_bf16 *dqkv = dev_from(qkv, (size_t)width * 2), *dk = dev_from(cache, csz * 2), *dv = dev_from(cache, csz * 2);
+    int32_t *dlens = dev_from(lens, Hk * 4), *dpos = dev_from(&pos, 4);
+    float *dinv = dev_from(inv_freq, d / 2 * 4);
+    CK_KS(ks_cuda_rope_append_one(dqkv, dk, dv, dpos, dlens, H, Hk, d, cap, dinv, 0));
+    ks_bf16 *grow = host_from(dqkv, (size_t)width * 2), *gk = host_from(dk, csz * 2), *gv = host_from(dv, csz * 2);
+    int32_t *glens = host_from(dlens, Hk * 4);
+    float *got = malloc((size_t)(H + Hk) * d * 4);
+    for (int i = 0; i < (H + Hk) * d; i++) got[i] = f32_of(grow[i]);
+    char what[64];
+    snprintf(what, sizeof what, "rope_append_one d=%d H=%d Hk=%d q|k", d, H, Hk);
+    check_close(what, got, ref, (size_t)(H + Hk) * d, 1e-6f, 1.0f / 128);
+    ck_assert_msg(memcmp(grow + (H + Hk) * d, qkv + (H + Hk) * d, (size_t)Hk * d * 2) == 0, "v part changed");
+    for (int h = 0; h < Hk; h++) {
+        ck_assert_int_eq(glens[h], lens[h] + 1);
+        for (int r = 0; r < cap; r++) {
+            const ks_bf16 *ek = cache + ((size_t)h * cap + r) * d, *ev = ek; /* unchanged rows */
+            if (r == lens[h]) ek = grow + (size_t)(H + h) * d, ev = qkv + (size_t)(H + Hk + h) * d;
+            ck_assert_msg(memcmp(gk + ((size_t)h * cap + r) * d, ek, d * 2) == 0, "K head %d row %d", h, r);
+            ck_assert_msg(memcmp(gv + ((size_t)h * cap + r) * d, ev, d * 2) == 0, "V head %d row %d", h, r);
+        }
+    }
+    free(qkv), free(cache), free(ref), free(grow), free(gk), free(gv), free(glens), free(got);
+    cudaFree(dqkv), cudaFree(dk), cudaFree(dv), cudaFree(dlens), cudaFree(dpos), cudaFree(dinv);
+}
+
+START_TEST(test_rope_append_one) {
+    const int32_t a[2] = {3, 39}, b[4] = {0, 17, 5, 38};
+    rope_append_one_case(128, 6, 2, a);
+    rope_append_one_case(64, 4, 4, b);
+}
+END_TEST
+
 /* ---- GEMM -------------------------------------------------------------------------------------------- */
 
 static void gemm_case(ks_cuda_gemm_t *g, int n, int in, int out, ks_dtype yt, int bias, float beta) {
@@ -614,6 +659,7 @@ int main(void) {
     tcase_add_test(tc, test_embed);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
+    tcase_add_test(tc, test_rope_append_one);
     tcase_add_test(tc, test_swiglu);
     tcase_add_test(tc, test_argmax);
     tcase_add_test(tc, test_kv_append);

@@ -23,39 +23,36 @@ __global__ void kv_append_kernel(bf16 *kc, bf16 *vc, const bf16 *k, const bf16 *
     }
 }
 
-// One decode token (one block): RoPE on its q and k heads in place (rotate-half, as rope.cu), then k and v
-// appended to every KV head at lens[h], then lens[h] += 1 once every thread has read it. The d/2 angles are
-// computed once (sincosf, accurate at 128K positions) and shared by every head. d <= kMaxHeadDim.
-constexpr int kMaxHeadDim = 512;
+// One decode token, one block per head (H query heads, then Hk key heads): RoPE on the head in place
+// (rotate-half, as rope.cu), one thread per (i, i + d/2) pair with its own angle (sincosf, accurate at 128K
+// positions); a key head's block also appends its rotated k and its v at lens[h] and then counts the row —
+// lens[h] is read and written by that block alone. One block per head keeps every thread to one load and
+// one store of each (a single block looping over all heads waits on ~15 dependent rounds of loads).
 __global__ void rope_append_one_kernel(bf16 *qkv, bf16 *kc, bf16 *vc, const int32_t *pos, int32_t *lens, int H,
                                        int Hk, int d, int cap, const float *inv_freq) {
-    __shared__ float sin_s[kMaxHeadDim / 2], cos_s[kMaxHeadDim / 2];
     ks_pdl_wait(); // launched with ks_launch_pdl: q|k|v, pos and lens come from the kernels before
     ks_pdl_trigger();
-    const int half = d / 2;
+    const int h = blockIdx.x, half = d / 2, kh = h - H;
     const float p = (float)pos[0];
-    for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(p * inv_freq[i], &sin_s[i], &cos_s[i]);
-    __syncthreads();
-    bf16 *k = qkv + (int64_t)H * d, *v = k + (int64_t)Hk * d;
-    for (int e = threadIdx.x; e < (H + Hk) * half; e += blockDim.x) {
-        const int h = e / half, i = e - h * half;
-        const float sn = sin_s[i], cs = cos_s[i];
-        bf16 *x = qkv + (int64_t)h * d;
+    bf16 *x = qkv + (int64_t)h * d;
+    const int row = kh >= 0 ? lens[kh] : 0;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float sn, cs;
+        sincosf(p * inv_freq[i], &sn, &cs);
         const float a = __bfloat162float(x[i]), b = __bfloat162float(x[i + half]);
         const bf16 ra = __float2bfloat16_rn(a * cs - b * sn), rb = __float2bfloat16_rn(b * cs + a * sn);
         x[i] = ra, x[i + half] = rb;
-        if (h >= H) { // a key head: its rotated pair goes to the cache too
-            const int kh = h - H;
-            bf16 *row = kc + ((int64_t)kh * cap + lens[kh]) * d;
-            row[i] = ra, row[i + half] = rb;
+        if (kh >= 0) { // a key head: its rotated pair and its value pair go to the cache too
+            bf16 *kr = kc + ((int64_t)kh * cap + row) * d, *vr = vc + ((int64_t)kh * cap + row) * d;
+            const bf16 *v = qkv + (int64_t)(H + Hk + kh) * d;
+            kr[i] = ra, kr[i + half] = rb;
+            vr[i] = v[i], vr[i + half] = v[i + half];
         }
     }
-    for (int e = threadIdx.x; e < Hk * d; e += blockDim.x) {
-        const int kh = e / d, c = e - kh * d;
-        vc[((int64_t)kh * cap + lens[kh]) * d + c] = v[e];
+    if (kh >= 0) {
+        __syncthreads(); // every thread has read lens[kh]
+        if (threadIdx.x == 0) lens[kh] = row + 1;
     }
-    __syncthreads();
-    if (threadIdx.x < Hk) lens[threadIdx.x] += 1;
 }
 
 __global__ void lens_add_kernel(int32_t *lens, int Hk, int delta) {
@@ -89,8 +86,9 @@ extern "C" ks_status ks_cuda_lens_add(int32_t *lens, int Hk, int delta, cudaStre
 extern "C" ks_status ks_cuda_rope_append_one(ks_bf16 *qkv, ks_bf16 *kc, ks_bf16 *vc, const int32_t *pos,
                                              int32_t *lens, int H, int Hk, int d, int cap, const float *inv_freq,
                                              cudaStream_t s) {
-    KS_ASSERT(d % 2 == 0 && d <= kMaxHeadDim && Hk <= 256);
-    KS_LAUNCH_PDL(rope_append_one_kernel, dim3(1), dim3(256), 0, s, reinterpret_cast<bf16 *>(qkv),
+    KS_ASSERT(d % 2 == 0);
+    const int threads = d / 2 < 256 ? (d / 2 + 31) / 32 * 32 : 256;
+    KS_LAUNCH_PDL(rope_append_one_kernel, dim3(H + Hk), dim3(threads), 0, s, reinterpret_cast<bf16 *>(qkv),
                   reinterpret_cast<bf16 *>(kc), reinterpret_cast<bf16 *>(vc), pos, lens, H, Hk, d, cap, inv_freq);
     return KS_OK;
 }
