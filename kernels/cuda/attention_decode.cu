@@ -186,10 +186,12 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
 }
 
 // One block of D threads per query head: out = sum_s w_s O_s / sum_s w_s l_s with w_s = 2^(m_s - max m).
-// The split statistics are loaded by all threads at once into shared memory (not split by split: a latency
-// chain of ~splits L2 round trips), and the partial outputs 8 splits at a time per thread.
+// Latency-bound (a few KB per head), so every load that does not depend on another is issued at once right
+// after the lengths: each thread's first split statistics and its dimension of the first kPre partial outputs
+// (the statistics of splits past D, and partials past kPre, follow in loops). Sums run in split order.
 template <int D>
 __global__ void attention_decode_combine_kernel(decode_args a) {
+    constexpr int kPre = 16;
     extern __shared__ float w_s[]; // (splits) the splits' weights
     __shared__ float red[32];
     const int h = blockIdx.x, dim = threadIdx.x;
@@ -199,8 +201,13 @@ __global__ void attention_decode_combine_kernel(decode_args a) {
     const int len = end - beg, chunk = split_chunk(len, a.splits);
     const int nvalid = len > 0 ? (len + chunk - 1) / chunk : 0;
     const float *pm = a.part_m + (int64_t)h * a.splits, *pl = a.part_l + (int64_t)h * a.splits;
-    float mx = -INFINITY;
-    for (int s = dim; s < nvalid; s += D) mx = fmaxf(mx, pm[s]);
+    const float *po = a.part_o + (int64_t)h * a.splits * D + dim;
+    const float m0 = dim < nvalid ? pm[dim] : -INFINITY, l0 = dim < nvalid ? pl[dim] : 0.0f;
+    float o_pre[kPre];
+#pragma unroll
+    for (int s = 0; s < kPre; s++) o_pre[s] = s < nvalid ? po[(int64_t)s * D] : 0.0f;
+    float mx = m0;
+    for (int s = dim + D; s < nvalid; s += D) mx = fmaxf(mx, pm[s]);
     mx = ks_warp_max(mx);
     if ((dim & 31) == 0) red[dim >> 5] = mx;
     __syncthreads();
@@ -208,16 +215,23 @@ __global__ void attention_decode_combine_kernel(decode_args a) {
 #pragma unroll
     for (int w = 0; w < D / 32; w++) mx = fmaxf(mx, red[w]);
     float L = 0.0f;
-    for (int s = dim; s < nvalid; s += D) {
+    if (dim < nvalid) {
+        const float w = ks_exp2(m0 - mx);
+        w_s[dim] = w;
+        L += w * l0;
+    }
+    for (int s = dim + D; s < nvalid; s += D) {
         const float w = ks_exp2(pm[s] - mx);
         w_s[s] = w;
         L += w * pl[s];
     }
     L = ks_block_sum(L, red); // synchronises: w_s is complete after it
-    const float *po = a.part_o + (int64_t)h * a.splits * D + dim;
     float o = 0.0f;
+#pragma unroll
+    for (int s = 0; s < kPre; s++)
+        if (s < nvalid) o += w_s[s] * o_pre[s];
 #pragma unroll 8
-    for (int s = 0; s < nvalid; s++) o += w_s[s] * po[(int64_t)s * D];
+    for (int s = kPre; s < nvalid; s++) o += w_s[s] * po[(int64_t)s * D];
     a.out[(int64_t)h * D + dim] = __float2bfloat16_rn(L > 0.0f ? o / L : 0.0f);
 }
 
