@@ -288,8 +288,10 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
 
 void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail) {
     const int32_t *len = ks_kvcache_len(m->cache, l);
-    /* Threads only for prompt-sized lists: decode-time eviction calls this per layer and token. */
-#pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
+    /* Threads once the layer's lists hold more than KS_METHOD_PARALLEL_ROWS rows in all: a radix select costs
+     * ~20 ns per row, so 8 heads of 2K rows (a decode-time eviction, CakeKV's final shrink of each layer) take
+     * ~0.3 ms on one thread against a few microseconds for a thread team. */
+#pragma omp parallel for if ((int64_t)len[0] * m->Hk > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) {
         int sel = len[h] - tail > 0 ? len[h] - tail : 0;
         int32_t *keep = m->keep + (size_t)h * m->cap;
