@@ -265,9 +265,9 @@ START_TEST(test_window_scores) {
             }
         if (a->softmax_chunk) /* keys from the first scored query on are not scored */
             for (int j = pos0 + a->q_row0; j < n_keys; j++) ck_assert(want[j] == 0 && got[j] == 0);
-        if (!a->softmax_chunk) { /* a->sums from the same pass = what stat SUM, reduce MEAN writes */
+        { /* a->sums = what stat SUM, reduce MEAN, the plain causal softmax writes (also next to LOOM's chunks) */
             ks_window_args as = *a, plain = *a;
-            plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
+            plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0, plain.softmax_chunk = 0;
             ks_ref_window_scores(want, ld, NULL, q, k, H, Hk, d, cap, scale, &plain);
             as.sums = sums_ref;
             memcpy(got, init, sizeof(float) * Hk * ld);

@@ -166,13 +166,19 @@ void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const flo
 #pragma omp parallel for
     for (int g = 0; g < Hk; g++) {
         reduce_group(out + (size_t)g * ld, stat_rows + (size_t)g * G * ld, ld, G, 0, n, a->reduce, a->accumulate);
-        if (!a->sums) continue;
+        if (!a->sums || a->softmax_chunk) continue;
         float *s = a->sums + (size_t)g * ld;
         reduce_group(s, work + (size_t)g * G * ld, ld, G, 0, n, KS_GQA_MEAN, 0);
         if (a->stat == KS_SCORE_MEAN_VAR)
             for (int j = 0; j < n; j++) s[j] *= a->n_q; /* means -> sums */
     }
     if (sum) *sum = (ks_window_summary){.entropy = entropy, .var_sum = var_sum};
+    if (a->sums && a->softmax_chunk > 0) { /* the plain softmax's sums (its normalisers differ): a second pass */
+        ks_window_args plain = *a;
+        plain.softmax_chunk = 0, plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
+        plain.sums = NULL;
+        ks_fast_window_scores(a->sums, ld, NULL, q, k, H, Hk, d, cap, scale, &plain, lse, work);
+    }
 }
 
 void ks_fast_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,

@@ -169,12 +169,18 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
         }
         float *o = out + (size_t)g * ld;
         for (int j = 0; j < n; j++) o[j] = (float)((a->accumulate ? o[j] : 0) + grp[j]);
-        for (int j = 0; a->sums && j < n; j++) a->sums[(size_t)g * ld + j] = (float)grp_sum[j];
+        for (int j = 0; a->sums && !a->softmax_chunk && j < n; j++) a->sums[(size_t)g * ld + j] = (float)grp_sum[j];
     }
     if (sum) *sum = acc;
     free(p);
     free(grp);
     free(grp_sum);
+    if (a->sums && a->softmax_chunk > 0) { /* the plain softmax's sums: its own pass in the reference */
+        ks_window_args plain = *a;
+        plain.softmax_chunk = 0, plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
+        plain.sums = NULL;
+        ks_ref_window_scores(a->sums, ld, NULL, q, k, H, Hk, d, cap, scale, &plain);
+    }
 }
 
 void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,

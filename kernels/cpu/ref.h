@@ -74,11 +74,12 @@ typedef struct ks_window_args {
     ks_gqa_reduce reduce;   /* over the G query heads of a KV head */
     int accumulate;         /* 1: out += the scores (H2O summing chunk after chunk); 0: out = */
     float *sums;            /* optional second output (Hk, ld) like out, always `=`: each key's probability
-                               summed over the scored queries and averaged over the group (what stat
-                               KS_SCORE_SUM with reduce KS_GQA_MEAN writes) from the same softmaxes, so a
-                               method scoring with another statistic gets the observation-window mass of its
-                               statistics without a second pass (CakeKV); NULL: none. Host memory for the
-                               backend ops and the CPU kernels. */
+                               under the plain causal softmax (softmax_chunk 0) summed over the scored queries
+                               and averaged over the group — what stat KS_SCORE_SUM, reduce KS_GQA_MEAN,
+                               softmax_chunk 0 writes — so a method scoring with another statistic or LOOM's
+                               chunked softmax gets the observation-window mass of its statistics from the same
+                               pass (CakeKV, H2O variant loom); NULL: none. Host memory for the backend ops and
+                               the CPU kernels. */
 } ks_window_args;
 
 /* KS_SCORE_MEAN_VAR's layer summary over the past keys (j < q_pos0 + q_row0), summed over every query head:

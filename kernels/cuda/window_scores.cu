@@ -7,12 +7,16 @@
 //                  row, 16-byte loads) with an online max/sum per query; the block combines them into one
 //                  partial log-sum-exp per query. The splits give a window of a few queries enough blocks to
 //                  fill the GPU (32 queries x 32 heads are only 128 tiles).
-//   lse_combine    the splits' partials -> lse[(i * H + h) * nseg + s] (+inf for a query that sees no key).
+//   lse_combine    the splits' partials -> lse[(i * H + h) * nlse + s] (+inf for a query that sees no key).
 //   score_kernel   block (tile of SCORE_J keys, KV head g), one key per thread held in registers: for each
 //                  query head of the group, the queries stream through shared memory in tiles of SCORE_Q;
 //                  p = exp(logit - lse) adds to the per-key sums (double), then the statistic, then the
 //                  GQA reduction, written to out[g * ld + j]. Entropy and variance sums of the summary
 //                  are block-reduced and atomically added.
+// With LOOM's chunked softmax and `sums` requested (H2O variant loom), the lse pass has one more segment, the
+// window's own keys (causal), and lse_plain folds each query's segments into its plain log-sum-exp, so the
+// score pass also adds each key's plain probability exp(logit - plain) into `sums`: the statistics' mass
+// from the same pass instead of a second one.
 
 #include "cuda/common.cuh"
 #include "cuda/ks_cuda_methods.h"
@@ -24,6 +28,8 @@ constexpr int SCORE_J = 128, SCORE_Q = 16;
 
 struct score_geom {
     int H, Hk, G, d, cap, n_q, q_pos, n_keys, chunk, past, nseg;
+    int wseg; // 1: chunked softmax with plain sums: segment nseg is the window's keys (nlse = nseg + wseg)
+    int nlse; // log-sum-exps per (query, head)
     int splits; // key ranges per segment in the lse pass
     const int32_t *lo, *hi;
 };
@@ -32,16 +38,15 @@ __device__ __forceinline__ int ks_cdiv_dev(int a, int b) { return (a + b - 1) / 
 
 __device__ __forceinline__ int seg_of(const score_geom &g, int j) { return g.chunk > 0 ? j / g.chunk : 0; }
 
-// The rows [lo, hi) of KV head `kv` that query i may see at most (the causal or past limit applies per query).
+// The rows [lo, hi) of KV head `kv` that query i may see at most (the causal limit applies per query; the
+// chunked scores stop at g.past).
 __device__ __forceinline__ void head_rows(const score_geom &g, int kv, int *lo, int *hi) {
     *lo = g.lo ? g.lo[kv] : 0;
-    int h = g.hi ? min(g.hi[kv], g.n_keys) : g.n_keys;
-    *hi = g.chunk > 0 ? min(h, g.past) : h;
+    *hi = g.hi ? min(g.hi[kv], g.n_keys) : g.n_keys;
 }
 
-__device__ __forceinline__ bool visible(const score_geom &g, int i, int j) {
-    return g.chunk > 0 || j <= g.q_pos + i;
-}
+// Causal: every past key (j < g.past = g.q_pos) is visible to every scored query.
+__device__ __forceinline__ bool visible(const score_geom &g, int i, int j) { return j <= g.q_pos + i; }
 
 // Folds (m2, l2) into the online softmax state (m, l): l is the sum of exp(x - m).
 __device__ __forceinline__ void lse_merge(float &m, float &l, float m2, float l2) {
@@ -51,7 +56,7 @@ __device__ __forceinline__ void lse_merge(float &m, float &l, float m2, float l2
     m = mx;
 }
 
-// part[((i * H + h) * nseg + s) * splits + z] = log sum exp of query i's logits over split z of segment s
+// part[((i * H + h) * nlse + s) * splits + z] = log sum exp of query i's logits over split z of segment s
 // (-inf when it has no key there).
 __global__ void lse_kernel(float *part, const bf16 *q, int64_t ld_q, const bf16 *kc, score_geom g, float scale) {
     extern __shared__ float sq[]; // (LSE_Q, d)
@@ -65,8 +70,12 @@ __global__ void lse_kernel(float *part, const bf16 *q, int64_t ld_q, const bf16 
     __syncthreads();
     int lo, hi;
     head_rows(g, kv, &lo, &hi);
-    if (g.chunk > 0) lo = max(lo, s * g.chunk), hi = min(hi, (s + 1) * g.chunk);
-    else hi = min(hi, g.q_pos + min(i0 + LSE_Q, g.n_q)); // the tile's last query sees up to its position
+    if (s < g.nseg && g.chunk > 0) {
+        lo = max(lo, s * g.chunk), hi = min(hi, min((s + 1) * g.chunk, g.past));
+    } else { // one causal softmax, or the window's keys next to the chunks
+        if (g.chunk > 0) lo = max(lo, g.past);
+        hi = min(hi, g.q_pos + min(i0 + LSE_Q, g.n_q)); // the tile's last query sees up to its position
+    }
     const int span = ks_cdiv_dev(max(hi - lo, 0), g.splits);
     lo += z * span, hi = min(hi, lo + span);
     float m[LSE_Q], l[LSE_Q];
@@ -102,8 +111,22 @@ __global__ void lse_kernel(float *part, const bf16 *q, int64_t ld_q, const bf16 
         int t = threadIdx.x;
         float mm = -INFINITY, ll = 0.0f;
         for (int w = 0; w < LSE_THREADS / 32; w++) lse_merge(mm, ll, red_m[w][t], red_l[w][t]);
-        part[(((int64_t)(i0 + t) * g.H + h) * g.nseg + s) * g.splits + z] = mm == -INFINITY ? -INFINITY : mm + logf(ll);
+        part[(((int64_t)(i0 + t) * g.H + h) * g.nlse + s) * g.splits + z] = mm == -INFINITY ? -INFINITY : mm + logf(ll);
     }
+}
+
+// plain[x] = log sum exp of the nlse segment values lse[x * nlse + s] (+inf marks a segment without keys, and
+// an all-empty query).
+__global__ void lse_plain(float *plain, const float *lse, int64_t n, int nlse) {
+    int64_t x = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (x >= n) return;
+    const float *p = lse + x * nlse;
+    float mx = -INFINITY, sum = 0.0f;
+    for (int s = 0; s < nlse; s++)
+        if (p[s] != INFINITY) mx = fmaxf(mx, p[s]);
+    for (int s = 0; mx != -INFINITY && s < nlse; s++)
+        if (p[s] != INFINITY) sum += __expf(p[s] - mx);
+    plain[x] = mx == -INFINITY ? INFINITY : mx + logf(sum);
 }
 
 __global__ void lse_combine(float *lse, const float *part, int64_t n, int splits) {
@@ -120,16 +143,17 @@ template <int D>
 __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, double *summary, const float *lse,
                                                        const bf16 *q, int64_t ld_q, const bf16 *kc, score_geom g,
                                                        ks_score_stat stat, float gamma, ks_gqa_reduce reduce,
-                                                       float scale, float *sums) {
+                                                       float scale, float *sums, const float *plain) {
     __shared__ float sq[SCORE_Q][D];
     __shared__ float red[32];
     const int kv = blockIdx.y, j = blockIdx.x * SCORE_J + threadIdx.x, d = g.d;
     int lo, hi;
     head_rows(g, kv, &lo, &hi);
-    const bool mine = j >= lo && j < hi; // rows outside get 0 from every query
+    const bool mine = j >= lo && j < (g.chunk > 0 ? min(hi, g.past) : hi); // scored; others get 0 from every query
+    const bool mine_plain = plain && j >= lo && j < hi; // its plain probabilities go to sums (g.wseg)
     float k[D];
     {
-        const uint4 *kr = reinterpret_cast<const uint4 *>(kc + ((int64_t)kv * g.cap + (mine ? j : 0)) * d);
+        const uint4 *kr = reinterpret_cast<const uint4 *>(kc + ((int64_t)kv * g.cap + (mine || mine_plain ? j : 0)) * d);
 #pragma unroll
         for (int c = 0; c < D / 8; c++)
             if (c < d / 8) ks_unpack8(kr[c], k + c * 8);
@@ -141,7 +165,7 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
     const bool summed = stat == KS_SCORE_MEAN_VAR && summary && j < g.past;
     double grp = 0.0, grp_sum = 0.0, ent = 0.0, var_sum = 0.0;
     for (int h = kv * g.G; h < (kv + 1) * g.G; h++) {
-        double s1 = 0.0, s2 = 0.0;
+        double s1 = 0.0, s2 = 0.0, sp = 0.0;
         for (int i0 = 0; i0 < g.n_q; i0 += SCORE_Q) {
             __syncthreads(); // the previous tile's readers are done
             for (int e = threadIdx.x; e < SCORE_Q * D; e += blockDim.x) {
@@ -150,14 +174,16 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
             }
             __syncthreads();
             const int nt = min(SCORE_Q, g.n_q - i0);
-            if (!mine) continue;
+            if (!mine && !mine_plain) continue;
             for (int t = 0; t < nt; t++) {
                 int i = i0 + t;
                 if (!visible(g, i, j)) continue;
                 float dot = 0.0f;
 #pragma unroll
                 for (int c = 0; c < D; c++) dot += k[c] * sq[t][c];
-                float p = __expf(dot * scale - lse[((int64_t)i * g.H + h) * g.nseg + seg]);
+                if (mine_plain) sp += __expf(dot * scale - plain[(int64_t)i * g.H + h]);
+                if (!mine) continue;
+                float p = __expf(dot * scale - lse[((int64_t)i * g.H + h) * g.nlse + seg]);
                 s1 += p, s2 += (double)p * p;
                 if (summed) ent -= (double)p * log((double)p + 1e-10);
             }
@@ -166,7 +192,7 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
         double var = g.n_q > 1 ? fmax(s2 - s1 * mean, 0.0) / (n - 1) : 0.0;
         double v = stat == KS_SCORE_SUM ? s1 : mean + gamma * var;
         if (summed) var_sum += var;
-        grp_sum += s1 / g.G;
+        grp_sum += (plain ? sp : s1) / g.G;
         bool first = h == kv * g.G;
         switch (reduce) {
         case KS_GQA_MEAN: grp = (first ? 0.0 : grp) + v / g.G; break;
@@ -189,8 +215,10 @@ score_geom geom_of(const ks_cuda_score_args *a) {
     g.n_keys = a->n_keys, g.chunk = a->softmax_chunk, g.past = a->q_pos, g.lo = a->lo, g.hi = a->hi;
     g.nseg = a->softmax_chunk > 0 ? ks_cdiv(a->q_pos, a->softmax_chunk) : 1;
     if (g.nseg < 1) g.nseg = 1;
+    g.wseg = a->softmax_chunk > 0 && a->sums ? 1 : 0;
+    g.nlse = g.nseg + g.wseg;
     // about 2048 lse blocks (16 per SM of an H200), splits of at least 256 keys, at most 64 splits
-    int blocks = ks_cdiv(a->n_q, LSE_Q) * a->H * g.nseg, by_keys = a->n_keys / 256;
+    int blocks = ks_cdiv(a->n_q, LSE_Q) * a->H * g.nlse, by_keys = a->n_keys / 256;
     g.splits = blocks >= 2048 ? 1 : ks_cdiv(2048, blocks);
     g.splits = g.splits < by_keys ? g.splits : by_keys;
     g.splits = g.splits < 1 ? 1 : g.splits > 64 ? 64 : g.splits;
@@ -198,12 +226,12 @@ score_geom geom_of(const ks_cuda_score_args *a) {
 }
 
 template <int D>
-ks_status launch_scores(float *out, int64_t ld, double *summary, const float *lse, const ks_cuda_score_args *a,
-                        const score_geom &g, cudaStream_t s) {
+ks_status launch_scores(float *out, int64_t ld, double *summary, const float *lse, const float *plain,
+                        const ks_cuda_score_args *a, const score_geom &g, cudaStream_t s) {
     dim3 grid(ks_cdiv(a->n_keys, SCORE_J), a->Hk);
     score_kernel<D><<<grid, SCORE_J, 0, s>>>(out, ld, summary, lse, reinterpret_cast<const bf16 *>(a->q), a->ld_q,
                                              reinterpret_cast<const bf16 *>(a->kc), g, a->stat, a->gamma, a->reduce,
-                                             a->scale, a->sums);
+                                             a->scale, a->sums, plain);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }
@@ -212,7 +240,8 @@ ks_status launch_scores(float *out, int64_t ld, double *summary, const float *ls
 
 extern "C" size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a) {
     score_geom g = geom_of(a);
-    return (size_t)a->n_q * a->H * g.nseg * (g.splits + 1); // the partials, then the combined values
+    // the combined values, each query's plain value (chunks with sums), then the partials
+    return (size_t)a->n_q * a->H * (g.nlse * (g.splits + 1) + g.wseg);
 }
 
 extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
@@ -222,15 +251,20 @@ extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, con
     KS_ASSERT(((uintptr_t)a->q | (uintptr_t)a->kc) % 16 == 0 && (a->ld_q * 2) % 16 == 0);
     if (a->n_keys == 0) return KS_OK;
     const score_geom g = geom_of(a);
-    const int64_t n_lse = (int64_t)a->n_q * a->H * g.nseg;
-    float *part = lse + n_lse; // the combined values first: the score kernel reads lse[0 .. n_lse)
-    dim3 grid(ks_cdiv(a->n_q, LSE_Q), a->H, g.nseg * g.splits);
+    const int64_t n_lse = (int64_t)a->n_q * a->H * g.nlse, n_plain = g.wseg ? (int64_t)a->n_q * a->H : 0;
+    float *plain = g.wseg ? lse + n_lse : NULL; // after the combined values, which the score kernel reads
+    float *part = lse + n_lse + n_plain;
+    dim3 grid(ks_cdiv(a->n_q, LSE_Q), a->H, g.nlse * g.splits);
     lse_kernel<<<grid, LSE_THREADS, sizeof(float) * LSE_Q * a->d, s>>>(
         part, reinterpret_cast<const bf16 *>(a->q), a->ld_q, reinterpret_cast<const bf16 *>(a->kc), g, a->scale);
     KS_LAUNCH_CHECK();
     lse_combine<<<ks_cdiv(n_lse, 256), 256, 0, s>>>(lse, part, n_lse, g.splits);
     KS_LAUNCH_CHECK();
-    if (a->d <= 64) return launch_scores<64>(out, ld, summary, lse, a, g, s);
-    if (a->d <= 128) return launch_scores<128>(out, ld, summary, lse, a, g, s);
-    return launch_scores<256>(out, ld, summary, lse, a, g, s);
+    if (plain) {
+        lse_plain<<<ks_cdiv(n_plain, 256), 256, 0, s>>>(plain, lse, n_plain, g.nlse);
+        KS_LAUNCH_CHECK();
+    }
+    if (a->d <= 64) return launch_scores<64>(out, ld, summary, lse, plain, a, g, s);
+    if (a->d <= 128) return launch_scores<128>(out, ld, summary, lse, plain, a, g, s);
+    return launch_scores<256>(out, ld, summary, lse, plain, a, g, s);
 }

@@ -96,9 +96,11 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
     if (loom(m)) {
         int C = m->layer[c->l].budget, W = o->window_size;
         if (L < C) return KS_OK;
-        ks_window_args a = {.n_q = W, .softmax_chunk = o->score_chunk, .stat = KS_SCORE_SUM, .reduce = o->gqa_reduce};
+        /* the same pass also sums the plain softmax over the window (group mean): the statistics' mass */
+        ks_window_args a = {.n_q = W, .softmax_chunk = o->score_chunk, .stat = KS_SCORE_SUM, .reduce = o->gqa_reduce,
+                            .sums = m->pooled};
         KS_TRY(ks_method_window_scores(m, c, a, m->scores, NULL));
-        KS_TRY(ks_method_observe(m, c, NULL));
+        KS_TRY(ks_method_observe(m, c, m->pooled));
         ks_method_keep_top(m, c->l, m->scores, C - W, W);
         return ks_method_compact(m, c->l, 0);
     }
