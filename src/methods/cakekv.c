@@ -100,9 +100,9 @@ static void allocate(ks_method *m, int last) {
     }
 }
 
-/* After the last layer: every layer evicted to its top cascade_past rows (cascading: from the rows its own
- * step kept, a no-op where no later step shrank it) or to the last allocation's budget, plus the window; the
- * budget decode keeps stays the last allocation's, as in the reference. */
+/* After the last layer: every layer evicted to its top cascade_past rows (cascading: from the rows it holds, a
+ * no-op where no step shrank it since its last eviction) or to the last allocation's budget, plus the window;
+ * the budget decode keeps stays the last allocation's, as in the reference. */
 static ks_status evict_all(ks_method *m, int cascading, int W) {
     for (int i = 0; i < m->n_layers; i++)
         KS_TRY(evict_layer(m, i, cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, W));
