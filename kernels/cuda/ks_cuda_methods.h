@@ -42,10 +42,11 @@ typedef struct ks_cuda_score_args {
     ks_gqa_reduce reduce;
     float scale;
     float *sums; /* optional device (Hk, ld), ld = out's: ks_window_args.sums, the group mean of each key's
-                    probability summed over the queries, from the same pass; NULL: none */
+                    plain causal-softmax probability summed over the queries, from the same pass (next to
+                    softmax_chunk's blocks too: the window's keys then get a segment of their own); NULL: none */
 } ks_cuda_score_args;
 
-/* Floats of log-sum-exp scratch a call needs (n_q * H * segments * (key splits + 1)). */
+/* Floats of log-sum-exp scratch a call needs (n_q * H * (segments * (key splits + 1) + 1 with chunked sums)). */
 size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a);
 
 /* out (Hk, ld) device fp32: columns 0 .. n_keys - 1 of row g = the reduced statistic (0 for rows no query
