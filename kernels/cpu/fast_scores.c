@@ -174,9 +174,7 @@ void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const flo
     }
     if (sum) *sum = (ks_window_summary){.entropy = entropy, .var_sum = var_sum};
     if (a->sums && a->softmax_chunk > 0) { /* the plain softmax's sums (its normalisers differ): a second pass */
-        ks_window_args plain = *a;
-        plain.softmax_chunk = 0, plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
-        plain.sums = NULL;
+        ks_window_args plain = ks_window_sums_args(a);
         ks_fast_window_scores(a->sums, ld, NULL, q, k, H, Hk, d, cap, scale, &plain, lse, work);
     }
 }

@@ -176,9 +176,7 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
     free(grp);
     free(grp_sum);
     if (a->sums && a->softmax_chunk > 0) { /* the plain softmax's sums: its own pass in the reference */
-        ks_window_args plain = *a;
-        plain.softmax_chunk = 0, plain.stat = KS_SCORE_SUM, plain.reduce = KS_GQA_MEAN, plain.accumulate = 0;
-        plain.sums = NULL;
+        ks_window_args plain = ks_window_sums_args(a);
         ks_ref_window_scores(a->sums, ld, NULL, q, k, H, Hk, d, cap, scale, &plain);
     }
 }

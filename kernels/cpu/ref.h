@@ -12,6 +12,7 @@
 #ifndef KS_KERNELS_REF_H
 #define KS_KERNELS_REF_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* out (n, D) = x * w / sqrt(mean(x^2) + eps), per row. out may alias x. */
@@ -81,6 +82,14 @@ typedef struct ks_window_args {
                                pass (CakeKV, H2O variant loom); NULL: none. Host memory for the backend ops and
                                the CPU kernels. */
 } ks_window_args;
+
+/* The arguments whose `out` is exactly what a->sums receives (the plain causal softmax's query sums, group
+ * mean, written with `=`): how the CPU kernels produce sums next to LOOM's chunked softmax. */
+static inline ks_window_args ks_window_sums_args(const ks_window_args *a) {
+    ks_window_args p = *a;
+    p.softmax_chunk = 0, p.stat = KS_SCORE_SUM, p.reduce = KS_GQA_MEAN, p.accumulate = 0, p.sums = NULL;
+    return p;
+}
 
 /* KS_SCORE_MEAN_VAR's layer summary over the past keys (j < q_pos0 + q_row0), summed over every query head:
  * CakeKV's spatial dispersion and temporal shift. */
