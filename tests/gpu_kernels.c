@@ -532,6 +532,26 @@ static float *make_cache(ks_bf16 *bits, int Hk, int cap, int d, const int32_t *l
     return f;
 }
 
+/* lse (n, H): each query's log-sum-exp of its scaled logits over the keys ks_ref_attention lets it see (double). */
+static void ref_lse(float *lse, const float *q, const float *k, int n, int n_kv, int cap, int H, int Hk, int d,
+                    int q_pos0, int window, float scale) {
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++) {
+            const int pos = q_pos0 + t, lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+            const float *qr = q + ((size_t)t * H + h) * d, *kh = k + (size_t)(h / (H / Hk)) * cap * d;
+            double mx = -INFINITY, sum = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (int j = lo; j <= pos && j < n_kv; j++) {
+                    double dot = 0;
+                    for (int i = 0; i < d; i++) dot += (double)qr[i] * kh[(size_t)j * d + i];
+                    dot *= scale;
+                    if (pass == 0) mx = dot > mx ? dot : mx;
+                    else sum += exp(dot - mx);
+                }
+            lse[(size_t)t * H + h] = sum > 0 ? (float)(mx + log(sum)) : INFINITY;
+        }
+}
+
 static void prefill_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int window, int fused) {
     const int cap = n_kv + 37;
     const int64_t ld_q = fused ? (int64_t)(H + 2 * Hk) * d : (int64_t)H * d, ld_o = (int64_t)H * d;
@@ -543,29 +563,43 @@ static void prefill_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int 
     int32_t lens[64];
     for (int h = 0; h < Hk; h++) lens[h] = n_kv;
     float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
-    float *ref = malloc((size_t)n * H * d * 4);
+    float *ref = malloc((size_t)n * H * d * 4), *lse_ref = malloc((size_t)n * H * 4);
     ks_ref_attention(ref, q, k, v, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+    ref_lse(lse_ref, q, k, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+    const int tc = d == 64 || d == 128; /* the tensor-core kernels also give each row's log-sum-exp */
+    float *dlse = dev_poisoned((size_t)n * H * 4);
 
     ks_bf16 *dq = dev_from(qb, (size_t)n * ld_q * 2), *dk = dev_from(kb, ce * 2);
     ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned((size_t)n * ld_o * 2);
     /* the dispatching entry (wgmma on Hopper for d = 128) and the portable mma.sync kernel (d = 64, 128) */
-    for (int portable = 0; portable < (d == 64 || d == 128 ? 2 : 1); portable++) {
+    for (int portable = 0; portable < (tc ? 2 : 1); portable++) {
         CK_CUDA(cudaMemset(dout, 0xff, (size_t)n * ld_o * 2));
+        CK_CUDA(cudaMemset(dlse, 0xff, (size_t)n * H * 4)); /* NaN poison */
         if (portable)
             CK_KS(ks_cuda_attention_prefill_sm80(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window,
-                                                 scale, 0));
+                                                 scale, dlse, 0));
         else
             CK_KS(ks_cuda_attention_prefill(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window,
-                                            scale, 0));
+                                            scale, tc ? dlse : NULL, 0));
         float *got = host_f32_from_bf16(dout, (size_t)n * ld_o);
         char what[96];
         snprintf(what, sizeof what, "prefill%s H=%d Hk=%d d=%d n=%d pos0=%d n_kv=%d win=%d%s", portable ? "80" : "",
                  H, Hk, d, n, q_pos0, n_kv, window, fused ? " fused" : "");
         check_close(what, got, ref, (size_t)n * H * d, 1e-2f, 2e-2f);
         free(got);
+        if (!tc) continue;
+        float *lse = malloc((size_t)n * H * 4);
+        CK_CUDA(cudaMemcpy(lse, dlse, (size_t)n * H * 4, cudaMemcpyDeviceToHost));
+        strncat(what, " lse", sizeof what - strlen(what) - 1);
+        check_close(what, lse, lse_ref, (size_t)n * H, 1e-4f, 1e-5f); /* fp32 sums of the same logits */
+        free(lse);
     }
-    free(qb), free(kb), free(vb), free(qall), free(q), free(k), free(v), free(ref);
-    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout);
+    if (!tc) /* no log-sum-exps from the CUDA-core kernel: a clear error, not garbage */
+        ck_assert_int_eq(ks_cuda_attention_prefill(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0,
+                                                   window, scale, dlse, 0),
+                         KS_ERR_UNSUPPORTED);
+    free(qb), free(kb), free(vb), free(qall), free(q), free(k), free(v), free(ref), free(lse_ref);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(dlse);
 }
 
 START_TEST(test_attention_prefill) {

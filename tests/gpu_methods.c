@@ -154,6 +154,22 @@ static void check_scores(const score_case *c) {
         CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
         expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
     }
+    /* H2O's chunk on the backend: the chunk's attention gives the log-sum-exps and the scores reuse them */
+    if (!c->ranges && !c->chunk && c->stat == KS_SCORE_SUM && c->n_q >= 64 && c->q_pos + c->n_q == c->n_keys &&
+        (d == 64 || d == 128)) {
+        float *dlse_att = dev_alloc(sizeof(float) * c->n_q * H);
+        ks_bf16 *datt = dev_alloc(sizeof(ks_bf16) * c->n_q * H * d);
+        CK_KS(ks_cuda_attention_prefill(datt, (int64_t)H * d, dq, (int64_t)H * d, dk, dk, c->n_q, c->n_keys, cap, H,
+                                        Hk, d, c->q_pos, 0, scale, dlse_att, 0));
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld));
+        CK_CUDA(cudaMemset(dlse, 0xff, sizeof(float) * nlse)); /* nothing of a first pass is left to read */
+        a.lse_in = dlse_att;
+        CK_KS(ks_cuda_scores(dout, ld, dsum, &a, dlse, nlse, 0));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        strncat(what, " lse_in", sizeof what - strlen(what) - 1);
+        expect_close(got, want, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
+        cudaFree(dlse_att), cudaFree(datt);
+    }
     if (c->stat == KS_SCORE_MEAN_VAR) {
         ck_assert_msg(fabs(hsum[0] - ws.entropy) <= 1e-3 * fabs(ws.entropy) + 1e-6, "%s: entropy %g, want %g", what,
                       hsum[0], ws.entropy);
@@ -173,6 +189,11 @@ START_TEST(test_scores) {
         {6, 2, 16, 97, 1, 90, 91, 0, KS_SCORE_SUM, KS_GQA_SUM, 0},
         /* H2O all queries of a chunk (queries before the last rows), CakeKV's mean + variance with summary */
         {4, 1, 64, 1200, 130, 1000, 1130, 0, KS_SCORE_SUM, KS_GQA_MEAN, 0},
+        /* the same on tensor cores (n_q >= 64): a prompt's first chunk, G = 1, keys no query sees, 64 queries */
+        {8, 2, 128, 1500, 300, 0, 300, 0, KS_SCORE_SUM, KS_GQA_MAX, 0},
+        {4, 4, 128, 2000, 200, 1633, 1833, 0, KS_SCORE_SUM, KS_GQA_SUM, 0},
+        {6, 2, 64, 700, 64, 500, 580, 0, KS_SCORE_SUM, KS_GQA_MEAN, 0},
+        {8, 1, 128, 4200, 1100, 3000, 4100, 0, KS_SCORE_SUM, KS_GQA_MEAN, 0},
         {8, 2, 128, 520, 17, 480, 497, 0, KS_SCORE_MEAN_VAR, KS_GQA_MEAN, 0},
         {2, 2, 64, 64, 5, 59, 64, 0, KS_SCORE_MEAN_VAR, KS_GQA_MAX, 0},
         /* LOOM's H2O: past keys in softmax chunks (a partial last chunk) */

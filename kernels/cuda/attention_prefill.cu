@@ -12,6 +12,9 @@
 // ldmatrix), masking only on tiles that touch the diagonal, the window edge or n_kv, online softmax in the
 // log2 domain in registers, then O += P V with P taken straight from the S accumulators (the FA2 register
 // layout identity) and V through ldmatrix.trans. K/V tiles are double-buffered with cp.async.
+//
+// Each row's log-sum-exp also goes to a.lse when it is set. kLse: the same walk without V (no V tiles, no
+// P V), the log-sum-exps only: the first pass of the tensor-core window scores (window_scores_tc.cu).
 #include "attention_generic.cuh"
 #include "attention_prefill.cuh"
 #include "mma.cuh"
@@ -24,13 +27,16 @@ template <int D>
 struct prefill_smem {
     bf16 q[kBM * D];
     bf16 k[2][kBN * D];
-    bf16 v[2][kBN * D];
+    bf16 v[2][kBN * D]; // last: the kLse kernels' shared memory ends before it
 };
+
+template <int D, bool kLse>
+constexpr int smem_bytes() { return kLse ? (int)offsetof(prefill_smem<D>, v) : (int)sizeof(prefill_smem<D>); }
 
 
 // Issues the cp.async copies of key tile [kb, kb + kBN) of K and V (rows past n_kv zero-filled: V rows
 // there may hold anything, and 0 * NaN would poison the output).
-template <int D>
+template <int D, bool kLse>
 __device__ __forceinline__ void load_kv_tile(bf16 *ks, bf16 *vs, const bf16 *kh, const bf16 *vh, int kb, int n_kv) {
     constexpr int chunks = kBN * D / 8;
     for (int c = threadIdx.x; c < chunks; c += kThreads) {
@@ -38,11 +44,11 @@ __device__ __forceinline__ void load_kv_tile(bf16 *ks, bf16 *vs, const bf16 *kh,
         bool ok = kb + r < n_kv;
         int64_t src = ok ? (int64_t)(kb + r) * D + col : 0;
         ks_cp_async16(ks + ks_swz<D>(r, col), kh + src, ok);
-        ks_cp_async16(vs + ks_swz<D>(r, col), vh + src, ok);
+        if (!kLse) ks_cp_async16(vs + ks_swz<D>(r, col), vh + src, ok);
     }
 }
 
-template <int D>
+template <int D, bool kLse>
 __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_args a) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     prefill_smem<D> &sm = *reinterpret_cast<prefill_smem<D> *>(smem_raw);
@@ -50,7 +56,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
     const int kvh = blockIdx.x, G = a.G;
     const int v0 = (gridDim.y - 1 - blockIdx.y) * kBM; // the longest (latest) query blocks start first
     const prefill_range rg = ks_prefill_range(a, v0, kBM, kBN);
-    const bf16 *kh = a.kc + (int64_t)kvh * a.cap * D, *vh = a.vc + (int64_t)kvh * a.cap * D;
+    const bf16 *kh = a.kc + (int64_t)kvh * a.cap * D, *vh = kLse ? NULL : a.vc + (int64_t)kvh * a.cap * D;
 
     // Q tile: virtual row r -> query t = (v0 + r) / G, head kvh * G + (v0 + r) % G; rows past n zero-filled.
     for (int c = threadIdx.x; c < kBM * D / 8; c += kThreads) {
@@ -61,7 +67,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
     }
 
     const int kb0 = rg.kb0, ntiles = rg.ntiles;
-    if (ntiles > 0) load_kv_tile<D>(sm.k[0], sm.v[0], kh, vh, kb0, a.n_kv);
+    if (ntiles > 0) load_kv_tile<D, kLse>(sm.k[0], sm.v[0], kh, vh, kb0, a.n_kv);
     ks_cp_async_commit();
 
     // ldmatrix row addresses of this lane (byte addresses in the shared window; see ks_swz_lane):
@@ -88,7 +94,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
     for (int it = 0; it < ntiles; it++) {
         const int kb = kb0 + it * kBN, st = it & 1;
         if (it + 1 < ntiles) {
-            load_kv_tile<D>(sm.k[st ^ 1], sm.v[st ^ 1], kh, vh, kb + kBN, a.n_kv);
+            load_kv_tile<D, kLse>(sm.k[st ^ 1], sm.v[st ^ 1], kh, vh, kb + kBN, a.n_kv);
             ks_cp_async_commit();
             ks_cp_async_wait<1>();
         } else {
@@ -157,17 +163,19 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
                         sum += p;
                     }
                 l[s][e] = l[s][e] * alpha + sum; // this thread's partial; the quad is summed at the end
+                if (!kLse) {
 #pragma unroll
-                for (int j = 0; j < D / 8; j++) {
-                    o[s][j][2 * e] *= alpha;
-                    o[s][j][2 * e + 1] *= alpha;
+                    for (int j = 0; j < D / 8; j++) {
+                        o[s][j][2 * e] *= alpha;
+                        o[s][j][2 * e + 1] *= alpha;
+                    }
                 }
             }
         }
 
         // O += P V: the S accumulator of key tiles (2kk, 2kk+1) is exactly the A fragment of k-step kk.
 #pragma unroll
-        for (int kk = 0; kk < kBN / 16; kk++) {
+        for (int kk = 0; kk < (kLse ? 0 : kBN / 16); kk++) {
             uint32_t pa[2][4];
 #pragma unroll
             for (int s = 0; s < 2; s++) {
@@ -202,6 +210,8 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             const int v = v0 + warp * 32 + s * 16 + e * 8 + (lane >> 2), t = v / G;
             if (t >= a.n) continue;
+            if ((kLse || a.lse) && (lane & 3) == 0) ks_prefill_store_lse(a, t, kvh * G + v - t * G, m[s][e], sum);
+            if (kLse) continue;
             bf16 *dst = a.out + (int64_t)t * a.ld_o + (int64_t)(kvh * G + v - t * G) * D + (lane & 3) * 2;
 #pragma unroll
             for (int j = 0; j < D / 8; j++)
@@ -209,17 +219,17 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
         }
 }
 
-template <int D>
+template <int D, bool kLse>
 ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
-    const int smem = (int)sizeof(prefill_smem<D>);
+    const int smem = smem_bytes<D, kLse>();
     static bool configured = false; // the attribute is per function; set once, before the first launch
     if (!configured) {
-        CUDA_CHECK(
-            cudaFuncSetAttribute(attention_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel<D, kLse>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        smem));
         configured = true;
     }
     dim3 grid(Hk, ks_cdiv((int64_t)a.n * a.G, kBM));
-    attention_prefill_kernel<D><<<grid, kThreads, smem, s>>>(a);
+    attention_prefill_kernel<D, kLse><<<grid, kThreads, smem, s>>>(a);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }
@@ -227,7 +237,7 @@ ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
 // Validates the arguments and fills the kernels' argument block.
 prefill_args make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
                        const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0, int window,
-                       float scale) {
+                       float scale, float *lse) {
     KS_ASSERT(d == 64 || d == 128);
     KS_ASSERT(Hk > 0 && H % Hk == 0 && n_kv <= cap);
     // 16-byte rows for cp.async and the 4-byte output stores.
@@ -240,7 +250,7 @@ prefill_args make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_
     a.kc = reinterpret_cast<const bf16 *>(kc);
     a.vc = reinterpret_cast<const bf16 *>(vc);
     a.ld_o = ld_o, a.ld_q = ld_q;
-    a.n = n, a.n_kv = n_kv, a.cap = cap, a.G = H / Hk, a.q_pos0 = q_pos0, a.window = window;
+    a.n = n, a.n_kv = n_kv, a.cap = cap, a.H = H, a.G = H / Hk, a.q_pos0 = q_pos0, a.window = window, a.lse = lse;
     a.scale_log2 = scale * 1.4426950408889634f;
     return a;
 }
@@ -260,17 +270,25 @@ int device_major() {
 } // namespace
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s) {
-    return d == 64 ? launch<64>(a, Hk, s) : launch<128>(a, Hk, s);
+    return d == 64 ? launch<64, false>(a, Hk, s) : launch<128, false>(a, Hk, s);
+}
+
+ks_status ks_prefill_lse_launch(const prefill_args &a, int Hk, int d, cudaStream_t s) {
+    KS_ASSERT((d == 64 || d == 128) && a.lse && a.window == 0);
+    return d == 64 ? launch<64, true>(a, Hk, s) : launch<128, true>(a, Hk, s);
 }
 
 extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
                                                const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap, int H,
-                                               int Hk, int d, int q_pos0, int window, float scale, cudaStream_t s) {
+                                               int Hk, int d, int q_pos0, int window, float scale, float *lse,
+                                               cudaStream_t s) {
     if (n <= 0) return KS_OK;
-    if (d != 64 && d != 128) // no tensor-core kernel for this head dim
+    if (d != 64 && d != 128) { // no tensor-core kernel for this head dim
+        if (lse) return ks_fail(KS_ERR_UNSUPPORTED, "prefill attention log-sum-exps need head_dim 64 or 128, not %d", d);
         return ks_attention_generic_launch(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, NULL,
                                            NULL, scale, s);
-    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+    }
+    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     // The sm_90a binary holds the wgmma kernel; other GPUs run the mma.sync one (from the PTX target).
     if (d == 128 && device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);
     return ks_prefill_launch_sm80(a, Hk, d, s);
@@ -279,8 +297,8 @@ extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const
 extern "C" ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
                                                     const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap,
                                                     int H, int Hk, int d, int q_pos0, int window, float scale,
-                                                    cudaStream_t s) {
+                                                    float *lse, cudaStream_t s) {
     if (n <= 0) return KS_OK;
-    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     return ks_prefill_launch_sm80(a, Hk, d, s);
 }

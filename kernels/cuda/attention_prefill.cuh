@@ -1,6 +1,8 @@
 // attention_prefill.cuh — what the two prefill attention kernels share: their argument block and the key
 // range of a block of virtual rows (see attention_prefill.cu for the GQA "virtual row" packing).
-//   attention_prefill.cu       mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher
+//   attention_prefill.cu       mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher; its
+//                              log-sum-exp-only form is the first pass of the tensor-core scores
+//                              (window_scores_tc.cu)
 //   attention_prefill_sm90.cu  wgmma (sm_90a) kernels, head dim 128, chosen on Hopper: ks_prefill_launch_sm90
 //                              picks the warp-specialised one (attention_prefill_sm90_ws.cu) or v4
 #pragma once
@@ -11,9 +13,16 @@ struct prefill_args {
     bf16 *out;
     const bf16 *q, *kc, *vc;
     int64_t ld_o, ld_q;
-    int n, n_kv, cap, G, q_pos0, window;
+    int n, n_kv, cap, H, G, q_pos0, window;
     float scale_log2; // softmax scale * log2(e): scores go straight to exp2
+    float *lse;       // optional (n, H): each row's natural log-sum-exp, lse[t * H + head] (+inf: no key)
 };
+
+// Stores query t's log-sum-exp for head `head` from its online softmax state: m, the running max in the log2
+// domain (scores * scale * log2 e), and sum, the whole row's sum of 2^(x - m) (0: the row saw no key).
+__device__ __forceinline__ void ks_prefill_store_lse(const prefill_args &a, int t, int head, float m, float sum) {
+    a.lse[(int64_t)t * a.H + head] = sum > 0.0f ? (m + __log2f(sum)) * 0.6931471805599453f : INFINITY;
+}
 
 // The keys a block of virtual rows [v0, v0 + rows) must visit: tiles of `tile` keys from kb0, ntiles of
 // them (causal end after the block's last query, window start before its first); qp_lo/qp_hi are the
@@ -44,6 +53,9 @@ __device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int ke
 }
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s);
+// The mma.sync kernel without V: only each query's log-sum-exp over the keys it sees, into a.lse (a.out
+// unused).
+ks_status ks_prefill_lse_launch(const prefill_args &a, int Hk, int d, cudaStream_t s);
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s);
 // The warp-specialised kernel with key tiles of `tile` (96 or 128) keys; `turns`: its two consumer
 // warpgroups take turns to issue their products (ping-pong).

@@ -105,7 +105,7 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_sm90_kernel(pre
     }
     ks_cp_async_wait<0>(); // with no key tile at all, the Q copies are still in flight here
 
-    ks_sm90_store_o(a, o, l, v0, row0, kvh, lane);
+    ks_sm90_store_o(a, o, m, l, v0, row0, kvh, lane);
 #else
     __trap(); // only the sm_90a binary holds this kernel; the launcher never selects it elsewhere
 #endif

@@ -106,9 +106,10 @@ __device__ __forceinline__ void ks_sm90_rescale_o(float o[kSm90D / 2], const flo
 }
 
 // Normalises and stores this thread's two rows (block row row0 and row0 + 8, block of virtual rows from v0,
-// KV head kvh): columns 8j + (lane % 4) * 2 + {0, 1}. Rows past the n queries are skipped.
-__device__ __forceinline__ void ks_sm90_store_o(const prefill_args &a, const float o[kSm90D / 2], const float l[2],
-                                                int v0, int row0, int kvh, int lane) {
+// KV head kvh): columns 8j + (lane % 4) * 2 + {0, 1}; and their log-sum-exps when a.lse is set (m, l: the
+// online softmax state). Rows past the n queries are skipped.
+__device__ __forceinline__ void ks_sm90_store_o(const prefill_args &a, const float o[kSm90D / 2], const float m[2],
+                                                const float l[2], int v0, int row0, int kvh, int lane) {
     const int G = a.G;
 #pragma unroll
     for (int e = 0; e < 2; e++) {
@@ -118,6 +119,7 @@ __device__ __forceinline__ void ks_sm90_store_o(const prefill_args &a, const flo
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const int v = v0 + row0 + e * 8, t = v / G;
         if (t >= a.n) continue;
+        if (a.lse && (lane & 3) == 0) ks_prefill_store_lse(a, t, kvh * G + v - t * G, m[e], sum);
         bf16 *dst = a.out + (int64_t)t * a.ld_o + (int64_t)(kvh * G + v - t * G) * kSm90D + (lane & 3) * 2;
 #pragma unroll
         for (int j = 0; j < kSm90D / 8; j++)

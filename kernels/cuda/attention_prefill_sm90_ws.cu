@@ -142,7 +142,7 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
         last(it, pa_a);
     }
 
-    ks_sm90_store_o(a, o, l, v0, row0, kvh, lane);
+    ks_sm90_store_o(a, o, m, l, v0, row0, kvh, lane);
 }
 #endif
 

@@ -118,16 +118,20 @@ ks_status ks_cuda_rope_append_one(ks_bf16 *qkv, ks_bf16 *kc, ks_bf16 *vc, const 
  *   causal, and if window > 0 only keys j > pos - window; GQA: query head h reads KV head h / (H / Hk).
  *   out (n, H, d) bf16, token t's row at out + t * ld_o. A query with no visible key gets 0.
  *   d = 64 and 128 run on tensor cores (q, out, kc, vc 16-byte aligned; ld_q, ld_o multiples of 8); any
- *   other even d <= 256 on a CUDA-core kernel (attention_generic.cu: correct, slow). */
+ *   other even d <= 256 on a CUDA-core kernel (attention_generic.cu: correct, slow).
+ *   lse (n, H) fp32, optional (d 64 and 128 only): query t's natural log-sum-exp of its scaled logits over
+ *   the keys it attended, at lse[t * H + h] (+inf for none), which a scoring pass over the same queries
+ *   reuses (ks_cuda_score_args.lse_in). */
 ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
                                     const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0,
-                                    int window, float scale, cudaStream_t s);
+                                    int window, float scale, float *lse, cudaStream_t s);
 
 /* The same on the portable mma.sync kernel, which ks_cuda_attention_prefill uses for d = 64 and on GPUs
  * other than Hopper (on Hopper, d = 128 runs a wgmma kernel); exposed so that both are tested there. */
 ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
                                          const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap, int H,
-                                         int Hk, int d, int q_pos0, int window, float scale, cudaStream_t s);
+                                         int Hk, int d, int q_pos0, int window, float scale, float *lse,
+                                         cudaStream_t s);
 
 /* Decode attention (flash-decoding), the semantics of ks_ref_attention_decode: q (H, d) bf16; kc, vc
  * (Hk, cap, d) bf16; lens (Hk) on the device, rows [starts[h], lens[h]) of KV head h attended (starts: a

@@ -12,6 +12,8 @@
  * Scores never build the (n_q, n_keys) probability matrix: a first pass computes each query's log-sum-exp
  * (per softmax segment; split over the keys so that a short window fills the GPU), then a kernel gives each
  * thread one key and streams the queries past it, accumulating the statistic in registers. Work O(n_q * n_keys * d) per query head, memory O(n_q * H * segments).
+ * Sums over 64 or more queries under one causal softmax (H2O's all-query prefill scores) run both passes on
+ * tensor cores instead (window_scores_tc.cu).
  */
 #ifndef KS_KERNELS_CUDA_METHODS_H
 #define KS_KERNELS_CUDA_METHODS_H
@@ -44,6 +46,9 @@ typedef struct ks_cuda_score_args {
     float *sums; /* optional device (Hk, ld), ld = out's: ks_window_args.sums, the group mean of each key's
                     plain causal-softmax probability summed over the queries, from the same pass (next to
                     softmax_chunk's blocks too: the window's keys then get a segment of their own); NULL: none */
+    const float *lse_in; /* optional device (n_q, H): these queries' log-sum-exps over the keys they see, as
+                            ks_cuda_attention_prefill's lse gives them; the tensor-core path then skips its first
+                            pass (the CUDA-core kernels compute their own); NULL: computed */
 } ks_cuda_score_args;
 
 /* Floats of log-sum-exp scratch a call needs (n_q * H * (segments * (key splits + 1) + 1 with chunked sums)). */

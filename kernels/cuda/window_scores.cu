@@ -17,9 +17,12 @@
 // window's own keys (causal), and lse_plain folds each query's segments into its plain log-sum-exp, so the
 // score pass also adds each key's plain probability exp(logit - plain) into `sums`: the statistics' mass
 // from the same pass instead of a second one.
+// Calls of many queries under one causal softmax (H2O's all-query prefill scores) go to the tensor-core form
+// instead (window_scores_tc.cu).
 
 #include "cuda/common.cuh"
 #include "cuda/ks_cuda_methods.h"
+#include "cuda/window_scores_tc.cuh"
 
 namespace {
 
@@ -250,6 +253,7 @@ extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, con
               a->n_keys <= a->cap && ks_cuda_scores_lse_floats(a) <= lse_floats);
     KS_ASSERT(((uintptr_t)a->q | (uintptr_t)a->kc) % 16 == 0 && (a->ld_q * 2) % 16 == 0);
     if (a->n_keys == 0) return KS_OK;
+    if (ks_scores_tc_fits(a)) return ks_scores_tc(out, ld, a, lse, s);
     const score_geom g = geom_of(a);
     const int64_t n_lse = (int64_t)a->n_q * a->H * g.nlse, n_plain = g.wseg ? (int64_t)a->n_q * a->H : 0;
     float *plain = g.wseg ? lse + n_lse : NULL; // after the combined values, which the score kernel reads

@@ -168,4 +168,11 @@ ks_status ks_backend_find(const char *name, const ks_backend_ops **out);
 
 extern const ks_backend_ops ks_backend_cpu;
 
+/* Whether the log-sum-exps a prefill attention kept for its chunk of lse_n query rows at position lse_pos0
+ * (causal, no sliding window) serve the scoring call a: the same queries against the same keys. The backends
+ * keep them so that a method scoring every query of the chunk (H2O) skips recomputing them. */
+static inline int ks_window_lse_serves(int lse_pos0, int lse_n, const ks_window_args *a) {
+    return lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + lse_n && a->q_row0 + a->n_q <= lse_n;
+}
+
 #endif

@@ -223,12 +223,6 @@ static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
     return KS_OK;
 }
 
-/* Whether log-sum-exps of an attention over the chunk of lse_n rows at lse_pos0 serve the scoring call a: the
- * queries and keys that attention saw. */
-static int lse_serves(int lse_pos0, int lse_n, const ks_window_args *a) {
-    return lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + lse_n && a->q_row0 + a->n_q <= lse_n;
-}
-
 static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
                                    ks_window_summary *sum) {
     int l = held_layer(b, layer);
@@ -237,13 +231,13 @@ static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_arg
               ks_kvcache_is_dense(&b->cache, l, a->n_keys));
     ks_window_args at = *a;
     const float *q = b->buf[KS_BUF_Q], *lse = b->lse;
-    int same = b->lse_layer == layer && lse_serves(b->lse_pos0, b->lse_n, a);
+    int same = b->lse_layer == layer && ks_window_lse_serves(b->lse_pos0, b->lse_n, a);
     if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 (positions unchanged) */
         const struct cpu_stash *s = &b->stash[l & 1];
         KS_ASSERT(s->layer == layer && a->q_row0 >= s->row0 && a->q_row0 + a->n_q <= s->row0 + s->n);
         at.q_row0 -= s->row0, at.q_pos0 += s->row0;
         q = s->q, lse = s->lse;
-        same = s->lse_ok && lse_serves(s->lse_pos0, s->lse_n, a);
+        same = s->lse_ok && ks_window_lse_serves(s->lse_pos0, s->lse_n, a);
     }
     ks_fast_window_scores(out, ld, sum, q, ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim,
                           b->cache.cap, attn_scale(c), &at, same ? lse : NULL, b->score_work);

@@ -278,9 +278,12 @@ static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos
     const int l = layer - b->m->first_layer;
     KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
     const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
+    const int window = ks_cuda_layer_window(c, layer); /* the scoring op's softmax is causal without a window */
+    float *lse = window ? NULL : b->att_lse;
+    b->lse_layer = lse ? layer : -1, b->lse_pos0 = pos0, b->lse_n = n;
     return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, b->kc + off, b->vc + off,
-                                     n, pos0 + n, b->cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0,
-                                     ks_cuda_layer_window(c, layer), ks_cuda_attn_scale(c), b->stream);
+                                     n, pos0 + n, b->cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
+                                     ks_cuda_attn_scale(c), lse, b->stream);
 }
 
 /* The row bound of the decode attention's grid: the smallest power of two >= 256 and >= every held head's

@@ -76,6 +76,11 @@ struct ks_backend {
     size_t score_lse_floats;    /* H (max_chunk + cap): n_q * H * segments for n_q <= max_chunk and, with
                                    LOOM's chunked softmax, n_q * segments <= max_chunk + cap */
     double *score_sum;          /* (2) the window summary (entropy, var_sum) */
+    float *att_lse;             /* (max_chunk, H) the last causal prefill attention's log-sum-exps, which
+                                   window_scores reuses for those queries (ks_window_lse_serves); NULL for head
+                                   dims the attention cannot give them for */
+    int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
+                                   and rows */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (Hk, cap) pinned host staging of score_out; owned */

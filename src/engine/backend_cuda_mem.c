@@ -129,6 +129,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->score_sums = take(c, Hk * cap * 4);
     b->score_lse = take(c, b->score_lse_floats * 4);
     b->score_sum = take(c, 2 * sizeof(double));
+    b->att_lse = d == 64 || d == 128 ? take(c, rows * g->n_heads * 4) : NULL; /* ks_cuda_attention_prefill's lse */
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);
     b->snap = take(c, 2 * (size_t)b->snap_rows * qd * 2);
@@ -277,6 +278,7 @@ static ks_status create_host_side(ks_backend *b) {
     b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");
     if (!b->layers || !b->lens_on_device || !b->host_starts) return KS_ERR_NOMEM;
     KS_TRY(ks_cuda_methods_init(b));
+    b->lse_layer = -1;
     for (int l = b->m->first_layer; l < b->m->last_layer; l++)
         if (ks_cuda_layer_window(g, l) > 0) b->any_window = 1;
     const char *no_fuse = getenv("KS_CUDA_NO_FUSE");

@@ -162,6 +162,8 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
                   w->q_row0 + w->n_q <= b->snap_slot[slot].row0 + b->snap_slot[slot].n);
         a.q = b->snap + ((size_t)slot * b->snap_rows + (w->q_row0 - b->snap_slot[slot].row0)) * qd;
         a.ld_q = qd;
+    } else if (b->lse_layer == layer && ks_window_lse_serves(b->lse_pos0, b->lse_n, w)) { /* same stream, after it */
+        a.lse_in = b->att_lse + (size_t)w->q_row0 * b->cfg->n_heads;
     }
     a.n_q = w->n_q, a.q_pos = w->q_pos0 + w->q_row0, a.n_keys = w->n_keys, a.softmax_chunk = w->softmax_chunk;
     a.stat = w->stat, a.gamma = w->gamma, a.reduce = w->reduce;

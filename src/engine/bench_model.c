@@ -97,7 +97,7 @@ static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, 
         st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
     for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
         cudaEventRecord(ev[0], 0);
-        st = ks_cuda_attention_prefill(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, 0);
+        st = ks_cuda_attention_prefill(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, NULL, 0);
         cudaEventRecord(ev[1], 0);
         cudaError_t e = cudaEventSynchronize(ev[1]);
         if (st == KS_OK && e != cudaSuccess)

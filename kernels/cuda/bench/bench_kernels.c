@@ -1,7 +1,7 @@
 /* bench_kernels.c — timings of the CUDA kernels for docs/gpu-notes.md: the two ceilings (device-to-device
  * copy bandwidth, an 8192^3 bf16 GEMM), prefill attention in TFLOP/s at 4K/16K/32K (Llama-3.1-8B heads:
  * 32 query heads, 8 KV heads, d = 128, causal), decode attention in GB/s at 4K/32K/128K, and the decode
- * GEMVs of one layer. Timed with CUDA events over batches of back-to-back calls after warm-up, on random
+ * GEMVs of one layer, and H2O's all-query window scores (ks_cuda_scores over a prefill chunk). Timed with CUDA events over batches of back-to-back calls after warm-up, on random
  * data (never zeros); inputs rotate over several buffers where one would fit in L2.
  *
  *     bench_kernels [--quick]        # --quick: fewer repetitions (a smoke run)
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "cuda/ks_cuda.h"
+#include "cuda/ks_cuda_methods.h"
 
 #define CK(expr)                                                                                             \
     do {                                                                                                     \
@@ -112,6 +113,7 @@ static void run_gemm(void *c, int i) {
 
 struct prefill_ctx {
     ks_bf16 *q, *k, *v, *o;
+    float *lse; /* NULL, or the log-sum-exps are stored too (what H2O's all-query scores reuse) */
     int n, H, Hk, d, portable; /* portable: the mma.sync kernel instead of the dispatching entry */
 };
 static void run_prefill(void *c, int i) {
@@ -121,10 +123,21 @@ static void run_prefill(void *c, int i) {
     const float scale = 1.0f / sqrtf((float)x->d);
     if (x->portable)
         CKS(ks_cuda_attention_prefill_sm80(x->o, ld, x->q, ld, x->k, x->v, x->n, x->n, x->n, x->H, x->Hk, x->d, 0, 0,
-                                           scale, 0));
+                                           scale, x->lse, 0));
     else
         CKS(ks_cuda_attention_prefill(x->o, ld, x->q, ld, x->k, x->v, x->n, x->n, x->n, x->H, x->Hk, x->d, 0, 0, scale,
-                                      0));
+                                      x->lse, 0));
+}
+
+struct scores_ctx {
+    ks_cuda_score_args a;
+    float *out, *lse;
+    size_t lse_floats;
+};
+static void run_scores(void *c, int i) {
+    struct scores_ctx *x = c;
+    (void)i;
+    CKS(ks_cuda_scores(x->out, x->a.cap, NULL, &x->a, x->lse, x->lse_floats, 0));
 }
 
 struct decode_ctx {
@@ -205,10 +218,10 @@ int main(int argc, char **argv) {
     /* Prefill attention, causal, from position 0; FLOPs = 4 n^2 d H / 2 (the causal half). */
     {
         const int lens[3] = {4096, 16384, 32768};
-        for (int variant = 0; variant < 3; variant++) { /* d=128; d=128 mma.sync; d=64 */
+        for (int variant = 0; variant < 4; variant++) { /* d=128; d=128 mma.sync; d=64; d=128 with lse */
             const int d = variant == 2 ? 64 : 128, H = 32, Hk = 8;
             for (int li = 0; li < 3; li++) {
-                struct prefill_ctx c = {NULL, NULL, NULL, NULL, lens[li], H, Hk, d, variant == 1};
+                struct prefill_ctx c = {NULL, NULL, NULL, NULL, NULL, lens[li], H, Hk, d, variant == 1};
                 if (variant > 0 && li != 2) continue; /* the others at 32K only */
                 size_t qe = (size_t)c.n * H * d, ke = (size_t)Hk * c.n * d;
                 CK(cudaMalloc((void **)&c.q, qe * 2));
@@ -218,15 +231,55 @@ int main(int argc, char **argv) {
                 fill_random_bf16(c.q, qe, 6);
                 fill_random_bf16(c.k, ke, 7);
                 fill_random_bf16(c.v, ke, 8);
+                if (variant == 3) CK(cudaMalloc((void **)&c.lse, sizeof(float) * c.n * H));
                 float ms = time_ms(run_prefill, &c, g_reps);
                 double flops = 4.0 * c.n * (double)c.n * d * H / 2;
                 snprintf(table[rows++], 160, "prefill attn causal n=%-6d d=%-3d%s %8.3f ms  %7.1f TFLOP/s", c.n, d,
-                         c.portable ? "sm80" : "    ", ms, flops / ms / 1e9);
+                         c.portable ? "sm80" : c.lse ? "lse " : "    ", ms, flops / ms / 1e9);
+                cudaFree(c.lse);
                 CK(cudaFree(c.q));
                 CK(cudaFree(c.o));
                 CK(cudaFree(c.k));
                 CK(cudaFree(c.v));
             }
+        }
+    }
+
+    /* H2O's all-query scores (column sums of the causal softmax) of a prefill chunk of n queries ending at
+     * key L, Llama-3.1-8B heads; FLOPs = the two Q K^T passes over the visible (query, key) pairs. */
+    {
+        /* n, L, given: the whole prompt; the engine's last chunk; the same with the attention's log-sum-exps */
+        const int shapes[3][3] = {{32768, 32768, 0}, {8448, 32768, 0}, {8448, 32768, 1}};
+        for (int si = 0; si < 3; si++) {
+            const int n = shapes[si][0], L = shapes[si][1], H = 32, Hk = 8, d = 128;
+            struct scores_ctx c = {.a = {.ld_q = (int64_t)H * d, .H = H, .Hk = Hk, .d = d, .cap = L, .n_q = n,
+                                         .q_pos = L - n, .n_keys = L, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN,
+                                         .scale = 1.0f / sqrtf((float)d)}};
+            ks_bf16 *q, *k;
+            CK(cudaMalloc((void **)&q, (size_t)n * H * d * 2));
+            CK(cudaMalloc((void **)&k, (size_t)Hk * L * d * 2));
+            fill_random_bf16(q, (size_t)n * H * d, 12);
+            fill_random_bf16(k, (size_t)Hk * L * d, 13);
+            c.a.q = q, c.a.kc = k;
+            c.lse_floats = ks_cuda_scores_lse_floats(&c.a);
+            CK(cudaMalloc((void **)&c.out, sizeof(float) * Hk * L));
+            CK(cudaMalloc((void **)&c.lse, sizeof(float) * c.lse_floats));
+            float *given = NULL;
+            if (shapes[si][2]) { /* the log-sum-exps of one scoring call, given to the next */
+                CK(cudaMalloc((void **)&given, sizeof(float) * n * H));
+                run_scores(&c, 0);
+                CK(cudaMemcpy(given, c.lse, sizeof(float) * n * H, cudaMemcpyDeviceToDevice));
+                c.a.lse_in = given;
+            }
+            float ms = time_ms(run_scores, &c, g_reps);
+            double pairs = (double)n * (L - n) + (double)n * (n + 1) / 2;
+            snprintf(table[rows++], 160, "h2o scores n=%-6d keys=%-6d %s %8.3f ms  %7.1f TFLOP/s (Q K^T passes)", n,
+                     L, given ? "lse in" : "      ", ms, (given ? 2.0 : 4.0) * pairs * d * H / ms / 1e9);
+            cudaFree(given);
+            CK(cudaFree(q));
+            CK(cudaFree(k));
+            CK(cudaFree(c.out));
+            CK(cudaFree(c.lse));
         }
     }
 

@@ -1,0 +1,203 @@
+// window_scores_tc.cu — ks_cuda_scores on tensor cores for many queries under one causal softmax (H2O's
+// all-query prefill scores: a chunk of n_q queries at positions q_pos.. against every key they see), the
+// semantics of ks_ref_window_scores with KS_SCORE_SUM. The CUDA-core kernels of window_scores.cu sweep the
+// chunk's queries over the keys twice with scalar dot products; here both sweeps are mma.sync products:
+//   1. each (query, head)'s log-sum-exp: the prefill attention kernel without V (ks_prefill_lse_launch), or
+//      none when the caller has them from the chunk's attention (lse_in);
+//   2. colsum_kernel, key-major: a block holds kBK keys of one KV head as the A operand and streams every
+//      query head of the group past them in tiles of kBQ queries (the B operand, with their log-sum-exps):
+//      S^T = K Q^T, p = 2^(S^T * scale * log2 e - lse * log2 e), and each key's row sum of p is its
+//      probability mass over the tile's queries. Tile sums go to double per head, then the quad of lanes
+//      sharing a key adds them and the GQA reduction folds the heads, so no atomics and no (n_q, n_keys)
+//      matrix. Key blocks start at the first query tile that sees them (the causal triangle only).
+// Together about one attention pass of work over the chunk (two Q K^T, no P V); half that with lse_in.
+#include "cuda/attention_prefill.cuh"
+#include "cuda/mma.cuh"
+#include "cuda/window_scores_tc.cuh"
+
+namespace {
+
+constexpr int kBK = 128, kBQ = 64, kThreads = 128; // 4 warps x 32 keys
+constexpr float kLog2e = 1.4426950408889634f;
+
+template <int D>
+struct colsum_smem {
+    bf16 k[kBK * D];     // the block's keys, swizzled (ks_swz)
+    bf16 q[2][kBQ * D];  // query tiles, double-buffered
+    float lse2[2][kBQ];  // their log-sum-exps * log2 e (+inf past n_q: every p of such a column is 0)
+};
+
+struct colsum_args {
+    float *out, *sums; // (Hk, ld): the reduced sums; the group mean (sums may be NULL)
+    int64_t ld, ld_q;
+    const float *lse; // (n_q, H) natural log-sum-exps from pass 1
+    const bf16 *q, *kc;
+    int H, G, cap, n_q, q_pos, n_keys;
+    float scale_log2;
+    ks_gqa_reduce reduce;
+};
+
+// Issues the copies of query tile [i0, i0 + kBQ) of head h into stage st (rows past n_q zero-filled) and
+// stores its log-sum-exps.
+template <int D>
+__device__ __forceinline__ void load_q_tile(colsum_smem<D> &sm, int st, const colsum_args &a, int h, int i0) {
+    for (int c = threadIdx.x; c < kBQ * D / 8; c += kThreads) {
+        int r = c / (D / 8), col = (c % (D / 8)) * 8, i = i0 + r;
+        bool ok = i < a.n_q;
+        ks_cp_async16(sm.q[st] + ks_swz<D>(r, col), ok ? a.q + (int64_t)i * a.ld_q + (int64_t)h * D + col : a.q, ok);
+    }
+    if (threadIdx.x < kBQ) {
+        int i = i0 + threadIdx.x;
+        sm.lse2[st][threadIdx.x] = i < a.n_q ? a.lse[(int64_t)i * a.H + h] * kLog2e : INFINITY;
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    colsum_smem<D> &sm = *reinterpret_cast<colsum_smem<D> *>(smem_raw);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y, kb = blockIdx.x * kBK;
+    // Query i sees key j when j <= q_pos + i: the block's first key is seen from query kb - q_pos on.
+    const int i_first = max(0, kb - a.q_pos) / kBQ * kBQ;
+    const int ntiles = a.n_q > i_first ? (a.n_q - i_first + kBQ - 1) / kBQ : 0, total = ntiles * a.G;
+    const bf16 *kh = a.kc + (int64_t)g * a.cap * D;
+    for (int c = threadIdx.x; c < kBK * D / 8; c += kThreads) { // rows past n_keys zero-filled, never written
+        int r = c / (D / 8), col = (c % (D / 8)) * 8;
+        bool ok = kb + r < a.n_keys;
+        ks_cp_async16(sm.k + ks_swz<D>(r, col), kh + (ok ? (int64_t)(kb + r) * D + col : 0), ok);
+    }
+    if (total > 0) load_q_tile<D>(sm, 0, a, g * a.G, i_first);
+    ks_cp_async_commit();
+
+    // ldmatrix rows of this lane (as attention_prefill.cu with the roles of Q and K swapped):
+    //   K (A operand): row warp*32 + s*16 + lane%16, chunk 2kk + lane/16;
+    //   Q (B operand): row np*16 + lane%8 + (lane/16)*8, chunk 2kk + (lane/8)%2.
+    constexpr uint32_t kRow = D * 2, kTile = kBQ * D * 2;
+    const int r8 = lane & 7;
+    const uint32_t k_addr = ks_smem_addr(sm.k) + (warp * 32 + (lane & 15)) * kRow, k_x = ks_swz_lane(lane >> 4, r8);
+    const uint32_t q_addr0 = ks_smem_addr(sm.q[0]) + (r8 + (lane >> 4) * 8) * kRow,
+                   q_x = ks_swz_lane((lane >> 3) & 1, r8);
+
+    double acc[2][2] = {{0, 0}, {0, 0}}, grp[2][2] = {{0, 0}, {0, 0}}, mean[2][2] = {{0, 0}, {0, 0}};
+    for (int it = 0; it < total; it++) {
+        const int hg = it / ntiles, i0 = i_first + (it - hg * ntiles) * kBQ, st = it & 1;
+        if (it + 1 < total) { // stage st ^ 1 was last read in iteration it - 1, which ended in a barrier
+            const int nx = it + 1, nhg = nx / ntiles;
+            load_q_tile<D>(sm, st ^ 1, a, g * a.G + nhg, i_first + (nx - nhg * ntiles) * kBQ);
+            ks_cp_async_commit();
+            ks_cp_async_wait<1>();
+        } else {
+            ks_cp_async_wait<0>();
+        }
+        __syncthreads();
+        const uint32_t q_addr = q_addr0 + st * kTile;
+
+        float sc[2][kBQ / 8][4];
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int j = 0; j < kBQ / 8; j++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) sc[s][j][c] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            uint32_t ka[2][4], qf[4];
+#pragma unroll
+            for (int s = 0; s < 2; s++) ks_ldmatrix_x4(ka[s], k_addr + s * 16 * kRow + ((kk << 5) ^ k_x));
+#pragma unroll
+            for (int np = 0; np < kBQ / 16; np++) {
+                ks_ldmatrix_x4(qf, q_addr + np * 16 * kRow + ((kk << 5) ^ q_x));
+#pragma unroll
+                for (int s = 0; s < 2; s++) {
+                    ks_mma_bf16(sc[s][2 * np], ka[s], qf[0], qf[1]);
+                    ks_mma_bf16(sc[s][2 * np + 1], ka[s], qf[2], qf[3]);
+                }
+            }
+        }
+
+        // Accumulator (s, j, 2e + c): key row warp*32 + s*16 + e*8 + lane/4, query column j*8 + (lane%4)*2 + c.
+        const bool full = kb + kBK - 1 <= a.q_pos + i0; // every key of the block seen by the tile's first query
+        const float *l2 = sm.lse2[st];
+#pragma unroll
+        for (int s = 0; s < 2; s++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int key = kb + warp * 32 + s * 16 + e * 8 + (lane >> 2);
+                float rs = 0.0f;
+#pragma unroll
+                for (int j = 0; j < kBQ / 8; j++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const int col = j * 8 + (lane & 3) * 2 + c;
+                        float x = sc[s][j][2 * e + c] * a.scale_log2 - l2[col];
+                        if (!full && key > a.q_pos + i0 + col) x = -INFINITY;
+                        rs += ks_exp2(x);
+                    }
+                acc[s][e] += rs;
+            }
+        if (i0 + kBQ >= a.n_q) { // the head's last tile: the quad's sums, then the GQA reduction
+#pragma unroll
+            for (int s = 0; s < 2; s++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    double v = acc[s][e];
+                    v += __shfl_xor_sync(0xffffffffu, v, 1);
+                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    acc[s][e] = 0.0;
+                    mean[s][e] += v / a.G;
+                    switch (a.reduce) {
+                    case KS_GQA_MEAN: grp[s][e] += v / a.G; break;
+                    case KS_GQA_SUM: grp[s][e] += v; break;
+                    case KS_GQA_MAX: grp[s][e] = hg == 0 || v > grp[s][e] ? v : grp[s][e]; break;
+                    }
+                }
+        }
+        __syncthreads(); // every warp is done with stage st before the next iteration refills it
+    }
+    ks_cp_async_wait<0>(); // with no query tile at all, the K copies are still in flight here
+
+    if ((lane & 3) != 0) return;
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int key = kb + warp * 32 + s * 16 + e * 8 + (lane >> 2);
+            if (key >= a.n_keys) continue;
+            a.out[(int64_t)g * a.ld + key] = (float)grp[s][e];
+            if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean[s][e];
+        }
+}
+
+template <int D>
+ks_status launch_colsum(const colsum_args &c, int Hk, cudaStream_t s) {
+    const int smem = (int)sizeof(colsum_smem<D>);
+    static bool configured = false; // the attribute is per function; set once, before the first launch
+    if (!configured) {
+        CUDA_CHECK(cudaFuncSetAttribute(colsum_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+        configured = true;
+    }
+    colsum_kernel<D><<<dim3(ks_cdiv(c.n_keys, kBK), Hk), kThreads, smem, s>>>(c);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}
+
+} // namespace
+
+bool ks_scores_tc_fits(const ks_cuda_score_args *a) {
+    return a->n_q >= kBQ && a->softmax_chunk == 0 && !a->lo && !a->hi && a->stat == KS_SCORE_SUM &&
+           (a->d == 64 || a->d == 128) && a->ld_q % 8 == 0 && ks_cdiv((int64_t)a->n_q * (a->H / a->Hk), 128) <= 65535;
+}
+
+ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, float *lse, cudaStream_t s) {
+    KS_ASSERT(ks_scores_tc_fits(a));
+    const float scale_log2 = a->scale * kLog2e;
+    prefill_args p = {};
+    p.q = reinterpret_cast<const bf16 *>(a->q), p.kc = reinterpret_cast<const bf16 *>(a->kc);
+    p.ld_q = a->ld_q, p.n = a->n_q, p.n_kv = a->n_keys, p.cap = a->cap, p.H = a->H, p.G = a->H / a->Hk;
+    p.q_pos0 = a->q_pos;
+    p.window = 0, p.scale_log2 = scale_log2, p.lse = lse;
+    if (!a->lse_in) KS_TRY(ks_prefill_lse_launch(p, a->Hk, a->d, s));
+    colsum_args c = {out, a->sums, ld, a->ld_q, a->lse_in ? a->lse_in : lse, p.q, p.kc, a->H, p.G, a->cap, a->n_q, a->q_pos, a->n_keys,
+                     scale_log2, a->reduce};
+    return a->d == 64 ? launch_colsum<64>(c, a->Hk, s) : launch_colsum<128>(c, a->Hk, s);
+}
