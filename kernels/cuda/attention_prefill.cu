@@ -255,8 +255,9 @@ prefill_args make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_
     return a;
 }
 
-// Compute capability major of the current device, queried once (kvscope uses one device per process).
-int device_major() {
+} // namespace
+
+int ks_device_major() {
     static int major = -1;
     if (major < 0) {
         int dev = 0;
@@ -266,8 +267,6 @@ int device_major() {
     }
     return major;
 }
-
-} // namespace
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s) {
     return d == 64 ? launch<64, false>(a, Hk, s) : launch<128, false>(a, Hk, s);
@@ -290,7 +289,7 @@ extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const
     }
     prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     // The sm_90a binary holds the wgmma kernel; other GPUs run the mma.sync one (from the PTX target).
-    if (d == 128 && device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);
+    if (d == 128 && ks_device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);
     return ks_prefill_launch_sm80(a, Hk, d, s);
 }
 

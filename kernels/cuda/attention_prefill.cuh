@@ -52,6 +52,9 @@ __device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int ke
     return (key < a.n_kv) & (key <= pos) & ((a.window <= 0) | (key > pos - a.window));
 }
 
+// Compute capability major of the current device, queried once (kvscope uses one device per process).
+int ks_device_major();
+
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s);
 // The mma.sync kernel without V: only each query's log-sum-exp over the keys it sees, into a.lse (a.out
 // unused).

@@ -11,6 +11,7 @@
 //      sharing a key adds them and the GQA reduction folds the heads, so no atomics and no (n_q, n_keys)
 //      matrix. Key blocks start at the first query tile that sees them (the causal triangle only).
 // Together about one attention pass of work over the chunk (two Q K^T, no P V); half that with lse_in.
+// On Hopper, head dim 128, the second pass runs on wgmma instead (window_scores_sm90.cu).
 #include "cuda/attention_prefill.cuh"
 #include "cuda/mma.cuh"
 #include "cuda/window_scores_tc.cuh"
@@ -25,16 +26,6 @@ struct colsum_smem {
     bf16 k[kBK * D];     // the block's keys, swizzled (ks_swz)
     bf16 q[2][kBQ * D];  // query tiles, double-buffered
     float lse2[2][kBQ];  // their log-sum-exps * log2 e (+inf past n_q: every p of such a column is 0)
-};
-
-struct colsum_args {
-    float *out, *sums; // (Hk, ld): the reduced sums; the group mean (sums may be NULL)
-    int64_t ld, ld_q;
-    const float *lse; // (n_q, H) natural log-sum-exps from pass 1
-    const bf16 *q, *kc;
-    int H, G, cap, n_q, q_pos, n_keys;
-    float scale_log2;
-    ks_gqa_reduce reduce;
 };
 
 // Issues the copies of query tile [i0, i0 + kBQ) of head h into stage st (rows past n_q zero-filled) and
@@ -144,12 +135,7 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
                     v += __shfl_xor_sync(0xffffffffu, v, 1);
                     v += __shfl_xor_sync(0xffffffffu, v, 2);
                     acc[s][e] = 0.0;
-                    mean[s][e] += v / a.G;
-                    switch (a.reduce) {
-                    case KS_GQA_MEAN: grp[s][e] += v / a.G; break;
-                    case KS_GQA_SUM: grp[s][e] += v; break;
-                    case KS_GQA_MAX: grp[s][e] = hg == 0 || v > grp[s][e] ? v : grp[s][e]; break;
-                    }
+                    ks_colsum_fold(a, v, hg, grp[s][e], mean[s][e]);
                 }
         }
         __syncthreads(); // every warp is done with stage st before the next iteration refills it
@@ -199,5 +185,6 @@ ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, floa
     if (!a->lse_in) KS_TRY(ks_prefill_lse_launch(p, a->Hk, a->d, s));
     colsum_args c = {out, a->sums, ld, a->ld_q, a->lse_in ? a->lse_in : lse, p.q, p.kc, a->H, p.G, a->cap, a->n_q, a->q_pos, a->n_keys,
                      scale_log2, a->reduce};
+    if (a->d == 128 && ks_device_major() == 9) return ks_colsum_launch_sm90(c, a->Hk, s);
     return a->d == 64 ? launch_colsum<64>(c, a->Hk, s) : launch_colsum<128>(c, a->Hk, s);
 }
