@@ -10,7 +10,8 @@
 #                        (through the device tool: carry [".gpudeps", ".smollm2/part.aa", ".smollm2/SHA256SUMS"])
 #
 #   --quick         a validation run: kvscope bench at 4K/32K/128K with one prefill each, a short torch run
-#   --sanitize      also run gpu_kernels under compute-sanitizer memcheck/racecheck and gpu_forward under memcheck
+#   --sanitize      also run gpu_kernels and gpu_methods under compute-sanitizer memcheck/racecheck and
+#                   gpu_forward under memcheck
 #   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/gpu-notes.md)
 #   --no-torch      skip the PyTorch baseline
 #
@@ -90,7 +91,8 @@ ctest --test-dir "$BUILD" -L gpu $SKIP --output-on-failure -V > "$LOG/test.log" 
 TEST_RC=$?
 [ -n "${KS_SMOLLM2_GGUF:-}" ] && bash jobs/gpu/run_smollm2.sh --generate-only
 if [ "$SANITIZE" = 1 ] && command -v compute-sanitizer > /dev/null; then
-  for run in "memcheck gpu_kernels" "racecheck gpu_kernels" "memcheck gpu_forward"; do
+  for run in "memcheck gpu_kernels" "racecheck gpu_kernels" "memcheck gpu_methods" "racecheck gpu_methods" \
+    "memcheck gpu_forward"; do
     set -- $run
     say "compute-sanitizer --tool $1 $2"
     KS_SEED=${KS_SEED:-1} timeout 300 compute-sanitizer --tool "$1" --error-exitcode 9 \

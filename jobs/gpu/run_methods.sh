@@ -13,10 +13,10 @@
 #   1. configure and build kvscope and the gpu tests;
 #   2. the gpu tests gpu_methods and gpu_forward (gpu_kernels at the end);
 #   3. kvscope bench --acceleration: FullKV and the six methods (budget 2048) at 32K and 128K on the
-#      Llama-3.1-8B shape (H2O's default all-query scoring is attention-sized work: step 5, 32K only);
+#      Llama-3.1-8B shape (H2O's default all-query scoring is attention-sized work: step 5);
 #   4. SmolLM2 through configs/benchmarks/RULER_nodata_4k8k.yaml on cuda, FullKV and SnapKV (EVAL_LIMIT samples
 #      per task and length, default all), then `kvscope report` on both files;
-#   5. H2O's default at 32K, then gpu_kernels.
+#   5. H2O's default at 32K and 128K, then gpu_kernels.
 # Knobs (environment): KS_TESTS (the gpu tests to run), KS_BENCH_METHODS (the --acceleration entries),
 # KS_H2O_DEFAULT=0 (skip step 5), EVAL_LIMIT, BUDGET_S. The RULER data is read from .ruler_data when carried
 # (copies of ../shared/data/{haystack,wordlists} in a folder .git/info/exclude ignores).
@@ -112,9 +112,9 @@ else
   say "SmolLM2 GGUF parts incomplete: eval skipped"
 fi
 
-# ---- 5. H2O's default (all queries score) at 32K ---------------------------------------------------------
-[ "${KS_H2O_DEFAULT:-1}" = 1 ] && say "kvscope bench --acceleration H2O (default) at 32K" &&
-  limited 120 5 "$K" bench --lengths 32768 --repeat 1 --decode_steps 16 --acceleration H2O \
+# ---- 5. H2O's default (all queries score) at 32K and 128K ------------------------------------------------
+[ "${KS_H2O_DEFAULT:-1}" = 1 ] && say "kvscope bench --acceleration H2O (default) at 32K and 128K" &&
+  limited 150 5 "$K" bench --lengths 32768,131072 --repeat 1 --decode_steps 16 --acceleration H2O \
   --out "$OUT/bench_h2o.json" 2> "$OUT/logs/bench_h2o.log" | tee "$OUT/bench_h2o.md"
 case " $TESTS " in *" gpu_kernels "*) gpu_test gpu_kernels 120 0 ;; esac
 say "done"
