@@ -719,10 +719,13 @@ int main(void) {
     g_rng = seed ? seed : 1;
     printf("gpu_methods: seed %llu (set KS_SEED to replay)\n", (unsigned long long)seed);
     Suite *s = suite_create("gpu_methods");
-    TCase *tc = tcase_create("core");
+    TCase *tk = tcase_create("kernels"); /* CK_RUN_CASE=kernels: these alone (e.g. under compute-sanitizer) */
+    tcase_set_timeout(tk, 300);
+    tcase_add_test(tk, test_scores);
+    tcase_add_test(tk, test_key_norms_and_compact);
+    suite_add_tcase(s, tk);
+    TCase *tc = tcase_create("methods");
     tcase_set_timeout(tc, 300);
-    tcase_add_test(tc, test_scores);
-    tcase_add_test(tc, test_key_norms_and_compact);
     tcase_add_test(tc, test_kept_sets);
     tcase_add_test(tc, test_tiny_model);
     tcase_add_test(tc, test_deferred_paths);
