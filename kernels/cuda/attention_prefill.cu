@@ -105,27 +105,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
 
         // S = Q K^T for this warp's 32 rows x kBN keys.
         float sc[2][kBN / 8][4];
-#pragma unroll
-        for (int s = 0; s < 2; s++)
-#pragma unroll
-            for (int j = 0; j < kBN / 8; j++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) sc[s][j][c] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t qa[2][4], kf[4];
-#pragma unroll
-            for (int s = 0; s < 2; s++) ks_ldmatrix_x4(qa[s], q_addr + s * 16 * kRow + ((kk << 5) ^ q_x));
-#pragma unroll
-            for (int np = 0; np < kBN / 16; np++) {
-                ks_ldmatrix_x4(kf, k_addr + np * 16 * kRow + ((kk << 5) ^ k_x));
-#pragma unroll
-                for (int s = 0; s < 2; s++) {
-                    ks_mma_bf16(sc[s][2 * np], qa[s], kf[0], kf[1]);
-                    ks_mma_bf16(sc[s][2 * np + 1], qa[s], kf[2], kf[3]);
-                }
-            }
-        }
+        ks_mma_abt<D, kBN>(sc, q_addr, q_x, k_addr, k_x);
 
         // Masks only where some (row, key) of the tile is invisible.
         const bool full = ks_prefill_tile_full(a, rg, kb, kBN);

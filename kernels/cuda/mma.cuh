@@ -65,3 +65,35 @@ __device__ __forceinline__ int ks_swz(int row, int col) {
 // offset inside the row is ((2 * kk) ^ (half ^ row8)) * 16 = (kk << 5) ^ ks_swz_lane(half, row8): one XOR
 // with an immediate per k-step, no per-k-step registers.
 __device__ __forceinline__ uint32_t ks_swz_lane(int half, int row8) { return (uint32_t)((half ^ row8) << 4); }
+
+// sc = A B^T for one warp: 32 rows of A (two m16 slabs) against BN rows of B, over D, both swizzled shared
+// tiles with rows of D bf16 (ks_swz), read through ldmatrix at this lane's row addresses with their XOR
+// terms (ks_swz_lane): a_addr row (lane % 16) of the warp's first slab, chunk half lane / 16; b_addr row
+// lane % 8 + (lane / 16) * 8, chunk half (lane / 8) % 2. sc[s][j] is the m16n8 accumulator of slab s and
+// B rows 8j .. 8j + 7 (attention: S = Q K^T; the H2O scores: S^T = K Q^T).
+template <int D, int BN>
+__device__ __forceinline__ void ks_mma_abt(float sc[2][BN / 8][4], uint32_t a_addr, uint32_t a_x, uint32_t b_addr,
+                                           uint32_t b_x) {
+    constexpr uint32_t kRow = D * 2;
+#pragma unroll
+    for (int s = 0; s < 2; s++)
+#pragma unroll
+        for (int j = 0; j < BN / 8; j++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) sc[s][j][c] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t af[2][4], bf[4];
+#pragma unroll
+        for (int s = 0; s < 2; s++) ks_ldmatrix_x4(af[s], a_addr + s * 16 * kRow + ((kk << 5) ^ a_x));
+#pragma unroll
+        for (int np = 0; np < BN / 16; np++) {
+            ks_ldmatrix_x4(bf, b_addr + np * 16 * kRow + ((kk << 5) ^ b_x));
+#pragma unroll
+            for (int s = 0; s < 2; s++) {
+                ks_mma_bf16(sc[s][2 * np], af[s], bf[0], bf[1]);
+                ks_mma_bf16(sc[s][2 * np + 1], af[s], bf[2], bf[3]);
+            }
+        }
+    }
+}

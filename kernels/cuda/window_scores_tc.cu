@@ -83,28 +83,8 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
         __syncthreads();
         const uint32_t q_addr = q_addr0 + st * kTile;
 
-        float sc[2][kBQ / 8][4];
-#pragma unroll
-        for (int s = 0; s < 2; s++)
-#pragma unroll
-            for (int j = 0; j < kBQ / 8; j++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) sc[s][j][c] = 0.0f;
-#pragma unroll
-        for (int kk = 0; kk < D / 16; kk++) {
-            uint32_t ka[2][4], qf[4];
-#pragma unroll
-            for (int s = 0; s < 2; s++) ks_ldmatrix_x4(ka[s], k_addr + s * 16 * kRow + ((kk << 5) ^ k_x));
-#pragma unroll
-            for (int np = 0; np < kBQ / 16; np++) {
-                ks_ldmatrix_x4(qf, q_addr + np * 16 * kRow + ((kk << 5) ^ q_x));
-#pragma unroll
-                for (int s = 0; s < 2; s++) {
-                    ks_mma_bf16(sc[s][2 * np], ka[s], qf[0], qf[1]);
-                    ks_mma_bf16(sc[s][2 * np + 1], ka[s], qf[2], qf[3]);
-                }
-            }
-        }
+        float sc[2][kBQ / 8][4]; // S^T = K Q^T for this warp's 32 keys x kBQ queries
+        ks_mma_abt<D, kBQ>(sc, k_addr, k_x, q_addr, q_x);
 
         // Accumulator (s, j, 2e + c): key row warp*32 + s*16 + e*8 + lane/4, query column j*8 + (lane%4)*2 + c.
         const bool full = kb + kBK - 1 <= a.q_pos + i0; // every key of the block seen by the tile's first query
