@@ -596,6 +596,9 @@ START_TEST(test_select_pool_and_topk) {
     ck_assert(idx[0] == 0 && idx[1] == 2 && idx[5] == 6);
     ck_assert_int_eq(ks_select_topk(idx, s, 7, 0), 0);
     ck_assert_int_eq(ks_select_topk(idx, s, 7, 99), 7);
+    const float one_out[5] = {5, 1, 7, 1, 2}; /* all but one: the later of the two lowest goes */
+    ck_assert_int_eq(ks_select_topk(idx, one_out, 5, 4), 4);
+    ck_assert(idx[0] == 0 && idx[1] == 1 && idx[2] == 2 && idx[3] == 4);
 
     /* random scores with many duplicates against a brute-force selection */
     enum { N = 300 };
@@ -606,7 +609,9 @@ START_TEST(test_select_pool_and_topk) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         r[i] = (float)((x >> 33) % 41) - 20;
     }
-    for (int k = 1; k < N; k += 37) {
+    const int ks[] = {1, 38, 75, 112, 149, 186, 223, 260, 297, N - 1}; /* N - 1: the one-out path */
+    for (size_t t = 0; t < sizeof ks / sizeof ks[0]; t++) {
+        const int k = ks[t];
         ck_assert_int_eq(ks_select_topk(got, r, N, k), k);
         for (int i = 0; i < N; i++) { /* i is kept iff fewer than k elements beat it (greater, or equal and earlier) */
             int beat = 0, kept = 0;

@@ -38,6 +38,14 @@ int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
         for (int i = 0; i < n; i++) idx[i] = i;
         return n;
     }
+    if (k == n - 1) { /* one out (a decode-time eviction): the lowest key, the latest of equal ones; one pass */
+        int drop = 0, m = 0;
+        for (int i = 1; i < n; i++)
+            if (order_key(s[i]) <= order_key(s[drop])) drop = i;
+        for (int i = 0; i < n; i++)
+            if (i != drop) idx[m++] = i;
+        return m;
+    }
     /* Find the k-th largest key T byte by byte from the top; `need` ends as how many keys equal to T are
      * taken (the earliest ones), all keys above T being taken. */
     uint32_t prefix = 0, mask = 0;
