@@ -171,9 +171,7 @@ __global__ void __launch_bounds__(32) attention_decode_kernel(decode_args a) {
     // Partials of rows (heads) lane/4 and lane/4 + 8: unnormalised O, running max (log2 domain) and sum.
 #pragma unroll
     for (int e = 0; e < 2; e++) {
-        float sum = l[e];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float sum = ks_quad_sum(l[e]);
         const int row = (lane >> 2) + e * 8;
         if (row >= ng) continue;
         const int64_t at = (int64_t)(h0 + row) * a.splits + split;

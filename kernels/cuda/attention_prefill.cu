@@ -76,9 +76,9 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
     //   V (B operand, transposed): row kk*16 + lane%8 + ((lane/8)%2)*8, chunk 2dp + lane/16.
     constexpr uint32_t kRow = D * 2, kTile = kBN * D * 2;
     const int r8 = lane & 7;
-    const uint32_t q_addr = ks_smem_addr(sm.q) + (warp * 32 + (lane & 15)) * kRow, q_x = ks_swz_lane(lane >> 4, r8);
-    const uint32_t k_addr0 = ks_smem_addr(sm.k[0]) + (r8 + (lane >> 4) * 8) * kRow,
-                   k_x = ks_swz_lane((lane >> 3) & 1, r8);
+    uint32_t q_addr, q_x, k_addr0, k_x;
+    ks_abt_a_lane<D>(sm.q, warp * 32, &q_addr, &q_x);
+    ks_abt_b_lane<D>(sm.k[0], &k_addr0, &k_x);
     const uint32_t v_addr0 = ks_smem_addr(sm.v[0]) + (r8 + ((lane >> 3) & 1) * 8) * kRow,
                    v_x = ks_swz_lane(lane >> 4, r8);
 
@@ -184,9 +184,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
     for (int s = 0; s < 2; s++)
 #pragma unroll
         for (int e = 0; e < 2; e++) {
-            float sum = l[s][e];
-            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float sum = ks_quad_sum(l[s][e]);
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             const int v = v0 + warp * 32 + s * 16 + e * 8 + (lane >> 2), t = v / G;
             if (t >= a.n) continue;

@@ -113,9 +113,7 @@ __device__ __forceinline__ void ks_sm90_store_o(const prefill_args &a, const flo
     const int G = a.G;
 #pragma unroll
     for (int e = 0; e < 2; e++) {
-        float sum = l[e];
-        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float sum = ks_quad_sum(l[e]);
         const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
         const int v = v0 + row0 + e * 8, t = v / G;
         if (t >= a.n) continue;

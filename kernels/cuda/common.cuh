@@ -72,6 +72,14 @@ __device__ __forceinline__ float ks_warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+// Sum over the quad of lanes that share a row of an mma/wgmma accumulator (lanes 4r .. 4r + 3): every one
+// of them gets it.
+template <typename T>
+__device__ __forceinline__ T ks_quad_sum(T v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result. `red` is
 // 32 floats of shared memory; the function synchronizes, so it may be called repeatedly with one buffer.
 __device__ __forceinline__ float ks_block_sum(float v, float *red) {

@@ -66,11 +66,25 @@ __device__ __forceinline__ int ks_swz(int row, int col) {
 // with an immediate per k-step, no per-k-step registers.
 __device__ __forceinline__ uint32_t ks_swz_lane(int half, int row8) { return (uint32_t)((half ^ row8) << 4); }
 
+// This lane's ldmatrix row address (shared window) and XOR term (ks_swz_lane) in a swizzled tile of rows of
+// D bf16, for ks_mma_abt: as its A operand, the warp's rows from row0 (row row0 + lane % 16, chunk half
+// lane / 16); as its B operand (row lane % 8 + (lane / 16) * 8, chunk half (lane / 8) % 2).
+template <int D>
+__device__ __forceinline__ void ks_abt_a_lane(const void *tile, int row0, uint32_t *addr, uint32_t *x) {
+    const int lane = threadIdx.x & 31;
+    *addr = ks_smem_addr(tile) + (uint32_t)(row0 + (lane & 15)) * D * 2, *x = ks_swz_lane(lane >> 4, lane & 7);
+}
+template <int D>
+__device__ __forceinline__ void ks_abt_b_lane(const void *tile, uint32_t *addr, uint32_t *x) {
+    const int lane = threadIdx.x & 31;
+    *addr = ks_smem_addr(tile) + (uint32_t)((lane & 7) + (lane >> 4) * 8) * D * 2;
+    *x = ks_swz_lane((lane >> 3) & 1, lane & 7);
+}
+
 // sc = A B^T for one warp: 32 rows of A (two m16 slabs) against BN rows of B, over D, both swizzled shared
 // tiles with rows of D bf16 (ks_swz), read through ldmatrix at this lane's row addresses with their XOR
-// terms (ks_swz_lane): a_addr row (lane % 16) of the warp's first slab, chunk half lane / 16; b_addr row
-// lane % 8 + (lane / 16) * 8, chunk half (lane / 8) % 2. sc[s][j] is the m16n8 accumulator of slab s and
-// B rows 8j .. 8j + 7 (attention: S = Q K^T; the H2O scores: S^T = K Q^T).
+// terms (ks_abt_a_lane, ks_abt_b_lane; B's at the tile's row 0). sc[s][j] is the m16n8 accumulator of slab s
+// and B rows 8j .. 8j + 7 (attention: S = Q K^T; the H2O scores: S^T = K Q^T).
 template <int D, int BN>
 __device__ __forceinline__ void ks_mma_abt(float sc[2][BN / 8][4], uint32_t a_addr, uint32_t a_x, uint32_t b_addr,
                                            uint32_t b_x) {

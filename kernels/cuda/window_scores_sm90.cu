@@ -116,9 +116,7 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
         if (i0 + kBN >= a.n_q) { // the head's last tile: the quad's sums, then the GQA reduction
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                double v = acc[e];
-                v += __shfl_xor_sync(0xffffffffu, v, 1);
-                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                const double v = ks_quad_sum(acc[e]);
                 acc[e] = 0.0;
                 ks_colsum_fold(a, v, hg, grp[e], mean[e]);
             }

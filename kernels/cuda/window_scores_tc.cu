@@ -60,14 +60,12 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
     if (total > 0) load_q_tile<D>(sm, 0, a, g * a.G, i_first);
     ks_cp_async_commit();
 
-    // ldmatrix rows of this lane (as attention_prefill.cu with the roles of Q and K swapped):
-    //   K (A operand): row warp*32 + s*16 + lane%16, chunk 2kk + lane/16;
-    //   Q (B operand): row np*16 + lane%8 + (lane/16)*8, chunk 2kk + (lane/8)%2.
-    constexpr uint32_t kRow = D * 2, kTile = kBQ * D * 2;
-    const int r8 = lane & 7;
-    const uint32_t k_addr = ks_smem_addr(sm.k) + (warp * 32 + (lane & 15)) * kRow, k_x = ks_swz_lane(lane >> 4, r8);
-    const uint32_t q_addr0 = ks_smem_addr(sm.q[0]) + (r8 + (lane >> 4) * 8) * kRow,
-                   q_x = ks_swz_lane((lane >> 3) & 1, r8);
+    // ldmatrix rows of this lane: the keys are ks_mma_abt's A operand, the query tiles its B operand (as
+    // attention_prefill.cu with the roles of Q and K swapped).
+    constexpr uint32_t kTile = kBQ * D * 2;
+    uint32_t k_addr, k_x, q_addr0, q_x;
+    ks_abt_a_lane<D>(sm.k, warp * 32, &k_addr, &k_x);
+    ks_abt_b_lane<D>(sm.q[0], &q_addr0, &q_x);
 
     double acc[2][2] = {{0, 0}, {0, 0}}, grp[2][2] = {{0, 0}, {0, 0}}, mean[2][2] = {{0, 0}, {0, 0}};
     for (int it = 0; it < total; it++) {
@@ -111,9 +109,7 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
             for (int s = 0; s < 2; s++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    double v = acc[s][e];
-                    v += __shfl_xor_sync(0xffffffffu, v, 1);
-                    v += __shfl_xor_sync(0xffffffffu, v, 2);
+                    const double v = ks_quad_sum(acc[s][e]);
                     acc[s][e] = 0.0;
                     ks_colsum_fold(a, v, hg, grp[s][e], mean[s][e]);
                 }
