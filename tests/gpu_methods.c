@@ -154,6 +154,18 @@ static void check_scores(const score_case *c) {
         CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
         expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
     }
+    /* the tensor-core path's portable kernels too, where the dispatching entry runs wgmma (d = 128 on Hopper) */
+    if (!c->ranges && !c->chunk && c->stat == KS_SCORE_SUM && c->n_q >= 64 && d == 128) {
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld));
+        CK_CUDA(cudaMemset(dsums, 0xff, sizeof(float) * Hk * ld));
+        CK_KS(ks_cuda_scores_sm80(dout, ld, dsum, &a, dlse, nlse, 0));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        char what80[200];
+        snprintf(what80, sizeof what80, "%s sm80", what);
+        expect_close(got, want, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what80);
+        expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what80);
+    }
     /* H2O's chunk on the backend: the chunk's attention gives the log-sum-exps and the scores reuse them */
     if (!c->ranges && !c->chunk && c->stat == KS_SCORE_SUM && c->n_q >= 64 && c->q_pos + c->n_q == c->n_keys &&
         (d == 64 || d == 128)) {

@@ -60,6 +60,11 @@ size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a);
 ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
                          size_t lse_floats, cudaStream_t s);
 
+/* The same with the tensor-core path on its portable mma.sync kernels, which other GPUs run and Hopper runs for
+ * head dim 64 (for 128 it runs wgmma); exposed so that both are tested there. */
+ks_status ks_cuda_scores_sm80(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
+                              size_t lse_floats, cudaStream_t s);
+
 /* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
  * (an upper bound of lens). */
 ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int32_t *lens, int Hk, int d, int cap,

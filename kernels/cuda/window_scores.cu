@@ -247,13 +247,14 @@ extern "C" size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a) {
     return (size_t)a->n_q * a->H * (g.nlse * (g.splits + 1) + g.wseg);
 }
 
-extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
-                                    size_t lse_floats, cudaStream_t s) {
+// ks_cuda_scores; portable: the tensor-core path on mma.sync even where wgmma would run (Hopper, d = 128).
+static ks_status scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
+                        size_t lse_floats, bool portable, cudaStream_t s) {
     KS_ASSERT(a->d % 8 == 0 && a->d <= 256 && a->H % a->Hk == 0 && a->n_q > 0 && a->n_keys <= ld &&
               a->n_keys <= a->cap && ks_cuda_scores_lse_floats(a) <= lse_floats);
     KS_ASSERT(((uintptr_t)a->q | (uintptr_t)a->kc) % 16 == 0 && (a->ld_q * 2) % 16 == 0);
     if (a->n_keys == 0) return KS_OK;
-    if (ks_scores_tc_fits(a)) return ks_scores_tc(out, ld, a, lse, s);
+    if (ks_scores_tc_fits(a)) return ks_scores_tc(out, ld, a, lse, portable, s);
     const score_geom g = geom_of(a);
     const int64_t n_lse = (int64_t)a->n_q * a->H * g.nlse, n_plain = g.wseg ? (int64_t)a->n_q * a->H : 0;
     float *plain = g.wseg ? lse + n_lse : NULL; // after the combined values, which the score kernel reads
@@ -271,4 +272,14 @@ extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, con
     if (a->d <= 64) return launch_scores<64>(out, ld, summary, lse, plain, a, g, s);
     if (a->d <= 128) return launch_scores<128>(out, ld, summary, lse, plain, a, g, s);
     return launch_scores<256>(out, ld, summary, lse, plain, a, g, s);
+}
+
+extern "C" ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
+                                    size_t lse_floats, cudaStream_t s) {
+    return scores(out, ld, summary, a, lse, lse_floats, false, s);
+}
+
+extern "C" ks_status ks_cuda_scores_sm80(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a,
+                                         float *lse, size_t lse_floats, cudaStream_t s) {
+    return scores(out, ld, summary, a, lse, lse_floats, true, s);
 }

@@ -150,7 +150,8 @@ bool ks_scores_tc_fits(const ks_cuda_score_args *a) {
            (a->d == 64 || a->d == 128) && a->ld_q % 8 == 0 && ks_cdiv((int64_t)a->n_q * (a->H / a->Hk), 128) <= 65535;
 }
 
-ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, float *lse, cudaStream_t s) {
+ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, float *lse, bool portable,
+                       cudaStream_t s) {
     KS_ASSERT(ks_scores_tc_fits(a));
     const float scale_log2 = a->scale * kLog2e;
     prefill_args p = {};
@@ -161,6 +162,6 @@ ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, floa
     if (!a->lse_in) KS_TRY(ks_prefill_lse_launch(p, a->Hk, a->d, s));
     colsum_args c = {out, a->sums, ld, a->ld_q, a->lse_in ? a->lse_in : lse, p.q, p.kc, a->H, p.G, a->cap, a->n_q, a->q_pos, a->n_keys,
                      scale_log2, a->reduce};
-    if (a->d == 128 && ks_device_major() == 9) return ks_colsum_launch_sm90(c, a->Hk, s);
+    if (!portable && a->d == 128 && ks_device_major() == 9) return ks_colsum_launch_sm90(c, a->Hk, s);
     return a->d == 64 ? launch_colsum<64>(c, a->Hk, s) : launch_colsum<128>(c, a->Hk, s);
 }

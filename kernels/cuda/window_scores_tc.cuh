@@ -35,5 +35,7 @@ ks_status ks_colsum_launch_sm90(const colsum_args &c, int Hk, cudaStream_t s);
 // ranges, KS_SCORE_SUM, head dim 64 or 128, 16-byte query rows.
 bool ks_scores_tc_fits(const ks_cuda_score_args *a);
 
-// ks_cuda_scores' out, sums and scratch contract for such a call (lse: n_q * H floats at least).
-ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, float *lse, cudaStream_t s);
+// ks_cuda_scores' out, sums and scratch contract for such a call (lse: n_q * H floats at least); portable:
+// the second pass on mma.sync even on Hopper.
+ks_status ks_scores_tc(float *out, int64_t ld, const ks_cuda_score_args *a, float *lse, bool portable,
+                       cudaStream_t s);
