@@ -19,8 +19,6 @@ constexpr int kLseOff = (int)(kKBytes + kStages * kQBytes);                 // t
 constexpr int kSmem = kLseOff + kStages * kBN * (int)sizeof(float) + 1024; // alignment slack
 
 #ifdef KS_SM90A
-constexpr float kLog2e = 1.4426950408889634f;
-
 // Copies of query tile [i0, i0 + kBN) of head h into the swizzled tile at q_s (rows past n_q zero-filled,
 // not committed), and its log-sum-exps * log2 e into l2 (+inf past n_q: every p of such a column is 0).
 __device__ __forceinline__ void load_q_tile(const colsum_args &a, uint32_t q_s, float *l2, int h, int i0) {
@@ -32,7 +30,7 @@ __device__ __forceinline__ void load_q_tile(const colsum_args &a, uint32_t q_s, 
     }
     if (threadIdx.x < kBN) {
         int i = i0 + threadIdx.x;
-        l2[threadIdx.x] = i < a.n_q ? a.lse[(int64_t)i * a.H + h] * kLog2e : INFINITY;
+        l2[threadIdx.x] = ks_colsum_lse2(a, h, i);
     }
 }
 
@@ -60,9 +58,9 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
     float *lse_ring = reinterpret_cast<float *>(smem_raw + (base - ks_smem_addr(smem_raw)) + kLseOff);
     const int tid = threadIdx.x, lane = tid & 31, wg = tid >> 7, wl = (tid >> 5) & 3;
     const int g = blockIdx.y, kb = blockIdx.x * kBK;
-    // Query i sees key j when j <= q_pos + i: the block's first key is seen from query kb - q_pos on.
-    const int i_first = max(0, kb - a.q_pos) / kBN * kBN;
-    const int ntiles = a.n_q > i_first ? (a.n_q - i_first + kBN - 1) / kBN : 0, total = ntiles * a.G;
+    int i_first, ntiles;
+    ks_colsum_tiles(a, kb, kBN, &i_first, &ntiles);
+    const int total = ntiles * a.G;
     auto tile_head = [&](int t) { return t / ntiles; };
     auto tile_i0 = [&](int t) { return i_first + (t - t / ntiles * ntiles) * kBN; };
 
@@ -115,11 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
         acc[0] += rs[0], acc[1] += rs[1];
         if (i0 + kBN >= a.n_q) { // the head's last tile: the quad's sums, then the GQA reduction
 #pragma unroll
-            for (int e = 0; e < 2; e++) {
-                const double v = ks_quad_sum(acc[e]);
-                acc[e] = 0.0;
-                ks_colsum_fold(a, v, hg, grp[e], mean[e]);
-            }
+            for (int e = 0; e < 2; e++) ks_colsum_fold(a, acc[e], hg, grp[e], mean[e]);
         }
         ks_wgmma_wait<0>(); // S^T of tile it + 1
 #pragma unroll
@@ -131,14 +125,8 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
     }
     ks_cp_async_wait<0>(); // with no query tile at all, the key copies are still in flight here
 
-    if ((lane & 3) != 0) return;
 #pragma unroll
-    for (int e = 0; e < 2; e++) {
-        const int key = key0 + 8 * e;
-        if (key >= a.n_keys) continue;
-        a.out[(int64_t)g * a.ld + key] = (float)grp[e];
-        if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean[e];
-    }
+    for (int e = 0; e < 2; e++) ks_colsum_store(a, g, key0 + 8 * e, grp[e], mean[e]);
 #else
     __trap(); // only the sm_90a binary holds this kernel; the launcher never selects it elsewhere
 #endif

@@ -39,7 +39,7 @@ __device__ __forceinline__ void load_q_tile(colsum_smem<D> &sm, int st, const co
     }
     if (threadIdx.x < kBQ) {
         int i = i0 + threadIdx.x;
-        sm.lse2[st][threadIdx.x] = i < a.n_q ? a.lse[(int64_t)i * a.H + h] * kLog2e : INFINITY;
+        sm.lse2[st][threadIdx.x] = ks_colsum_lse2(a, h, i);
     }
 }
 
@@ -48,9 +48,9 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     colsum_smem<D> &sm = *reinterpret_cast<colsum_smem<D> *>(smem_raw);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y, kb = blockIdx.x * kBK;
-    // Query i sees key j when j <= q_pos + i: the block's first key is seen from query kb - q_pos on.
-    const int i_first = max(0, kb - a.q_pos) / kBQ * kBQ;
-    const int ntiles = a.n_q > i_first ? (a.n_q - i_first + kBQ - 1) / kBQ : 0, total = ntiles * a.G;
+    int i_first, ntiles;
+    ks_colsum_tiles(a, kb, kBQ, &i_first, &ntiles);
+    const int total = ntiles * a.G;
     const bf16 *kh = a.kc + (int64_t)g * a.cap * D;
     for (int c = threadIdx.x; c < kBK * D / 8; c += kThreads) { // rows past n_keys zero-filled, never written
         int r = c / (D / 8), col = (c % (D / 8)) * 8;
@@ -108,26 +108,17 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
 #pragma unroll
             for (int s = 0; s < 2; s++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const double v = ks_quad_sum(acc[s][e]);
-                    acc[s][e] = 0.0;
-                    ks_colsum_fold(a, v, hg, grp[s][e], mean[s][e]);
-                }
+                for (int e = 0; e < 2; e++) ks_colsum_fold(a, acc[s][e], hg, grp[s][e], mean[s][e]);
         }
         __syncthreads(); // every warp is done with stage st before the next iteration refills it
     }
     ks_cp_async_wait<0>(); // with no query tile at all, the K copies are still in flight here
 
-    if ((lane & 3) != 0) return;
 #pragma unroll
     for (int s = 0; s < 2; s++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int key = kb + warp * 32 + s * 16 + e * 8 + (lane >> 2);
-            if (key >= a.n_keys) continue;
-            a.out[(int64_t)g * a.ld + key] = (float)grp[s][e];
-            if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean[s][e];
-        }
+        for (int e = 0; e < 2; e++)
+            ks_colsum_store(a, g, kb + warp * 32 + s * 16 + e * 8 + (lane >> 2), grp[s][e], mean[s][e]);
 }
 
 template <int D>

@@ -17,15 +17,37 @@ struct colsum_args {
     ks_gqa_reduce reduce;
 };
 
-// Folds query head hg's (of the group) probability mass v of one key, summed over every lane holding a part
-// of it, into the key's GQA reduction grp and its group mean.
-__device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double v, int hg, double &grp, double &mean) {
+// The query tiles of bq queries a block of keys from kb meets: from the first that sees key kb (query i sees
+// key j when j <= q_pos + i), ntiles of them, for each query head of the group.
+__device__ __forceinline__ void ks_colsum_tiles(const colsum_args &a, int kb, int bq, int *i_first, int *ntiles) {
+    *i_first = max(0, kb - a.q_pos) / bq * bq;
+    *ntiles = a.n_q > *i_first ? (a.n_q - *i_first + bq - 1) / bq : 0;
+}
+
+// Query i's log-sum-exp for head h times log2 e, the exponent's offset; +inf past n_q, where every p is 0.
+__device__ __forceinline__ float ks_colsum_lse2(const colsum_args &a, int h, int i) {
+    return i < a.n_q ? a.lse[(int64_t)i * a.H + h] * 1.4426950408889634f : INFINITY;
+}
+
+// At the end of query head hg (of the group): this lane's partial mass acc of one key, summed over the quad
+// of lanes holding its parts (acc restarts at 0), folds into the key's GQA reduction grp and group mean.
+__device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double &acc, int hg, double &grp,
+                                               double &mean) {
+    const double v = ks_quad_sum(acc);
+    acc = 0.0;
     mean += v / a.G;
     switch (a.reduce) {
     case KS_GQA_MEAN: grp += v / a.G; break;
     case KS_GQA_SUM: grp += v; break;
     case KS_GQA_MAX: grp = hg == 0 || v > grp ? v : grp; break;
     }
+}
+
+// Stores key `key` of KV head g (quad leaders only; keys past n_keys belong to no one).
+__device__ __forceinline__ void ks_colsum_store(const colsum_args &a, int g, int key, double grp, double mean) {
+    if ((threadIdx.x & 3) != 0 || key >= a.n_keys) return;
+    a.out[(int64_t)g * a.ld + key] = (float)grp;
+    if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean;
 }
 
 // The wgmma form of the second pass for head dim 128 on Hopper (window_scores_sm90.cu).
