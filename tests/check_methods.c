@@ -83,7 +83,7 @@ static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
     memset(f, 0, sizeof *f);
     f->be.H = H, f->be.Hk = Hk, f->be.d = d;
     f->be.q = calloc((size_t)cap * H * d, sizeof(float));
-    ck_assert(ks_kvcache_init(&f->be.cache, n_layers, Hk, d, cap, 1) == KS_OK);
+    ck_assert(ks_kvcache_init(&f->be.cache, n_layers, Hk, d, cap, cap, 1) == KS_OK);
     f->model.cfg.n_layers = n_layers, f->model.cfg.n_heads = H, f->model.cfg.n_kv_heads = Hk;
     f->model.cfg.head_dim = d;
     f->model.first_layer = 0, f->model.last_layer = n_layers;

@@ -429,7 +429,7 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
     ks_backend *b = &t->be;
     b->H = H, b->Hk = Hk, b->d = d, b->cuda = cuda;
     b->q = calloc((size_t)cap * H * d, sizeof(float));
-    CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, 1));
+    CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, cap, 1));
     if (cuda) {
         b->dq = dev_alloc(2 * (size_t)cap * H * d);
         b->dk = dev_alloc(2 * (size_t)Hk * cap * d), b->dv = dev_alloc(2 * (size_t)Hk * cap * d);

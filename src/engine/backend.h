@@ -57,6 +57,10 @@ typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
     int threads;   /* CPU threads (<= 0: the OpenMP default) */
+    int kv_rows;   /* rows per (layer, KV head) each layer's own cache storage holds; 0 or >= max_ctx: max_ctx.
+                      Fewer: the cache's budget mode (kvcache.h), for a KV method that keeps at most kv_rows rows
+                      per layer: longer prompts are prefilled layer by layer through shared prefill slots, and
+                      the residual stream X holds max_ctx rows (residual_at; engine/forward.c) */
 } ks_backend_params;
 
 typedef struct ks_backend_ops {
@@ -71,13 +75,18 @@ typedef struct ks_backend_ops {
     ks_status (*hidden_write)(ks_backend *b, const float *host, int n);
     ks_status (*hidden_read)(ks_backend *b, float *host, int n);
 
+    /* From now on the buffer X denotes rows row0 .. row0 + max_chunk - 1 of the residual stream (0 at init):
+     * with kv_rows < max_ctx the stream holds max_ctx rows and a layer-major prefill moves X over the prompt,
+     * chunk by chunk; otherwise row0 must be 0. The other buffers keep their max_chunk rows. */
+    ks_status (*residual_at)(ks_backend *b, int row0);
     /* XN[0..n) = rmsnorm(X[0..n)) * w, w = KS_W_ATTN_NORM or KS_W_FFN_NORM of `layer`. */
     ks_status (*rmsnorm)(ks_backend *b, int layer, ks_weight w, int n);
     /* out[0..n) = in[0..n) W^T (+ bias), or out += ... when accumulate (the residual add, fused). */
     ks_status (*linear)(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate);
     /* Rotates Q (H heads) and K (Hk heads) rows 0..n-1 for positions pos0 .. pos0+n-1. */
     ks_status (*rope)(ks_backend *b, int n, int pos0);
-    /* Appends K, V rows 0..n-1 (positions pos0..) to every head of `layer`'s cache. */
+    /* Appends K, V rows 0..n-1 (positions pos0..) to every head of `layer`'s cache. In budget mode a layer
+     * outgrowing its own rows first moves to a free prefill slot (kvcache.h): KS_ERR_RANGE when none is free. */
     ks_status (*kv_append)(ks_backend *b, int layer, int n, int pos0);
     /* ATT[0..n) = causal (sliding-window) attention of Q rows at positions pos0.. over `layer`'s cache, which
      * must be dense (every position 0 .. pos0+n-1, as during prefill). */
@@ -102,7 +111,8 @@ typedef struct ks_backend_ops {
     ks_status (*key_norms)(ks_backend *b, int layer, float *out, int ld);
     /* Physical compaction of `layer`: head h keeps its rows keep[h * ld + i], i < n_keep[h] (host arrays,
      * strictly increasing): K/V rows move to the front (ks_ref_kv_compact) and the bookkeeping follows
-     * (ks_kvcache_compact), so the freed rows are capacity for decode. */
+     * (ks_kvcache_compact), so the freed rows are capacity for decode. A layer in a prefill slot moves back to
+     * its own storage (every list may keep all rows): KS_ERR_RANGE when a head keeps more than it holds. */
     ks_status (*kv_compact)(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
 
     /* GATE[0..n) = silu(GATE) * UP. */

@@ -14,7 +14,9 @@ struct ks_backend {
     const ks_model_config *cfg;
     int max_chunk;
     int width[KS_BUF_COUNT]; /* floats per row of each buffer */
-    float *buf[KS_BUF_COUNT]; /* (max_chunk, width[i]) views into `arena` */
+    float *buf[KS_BUF_COUNT]; /* (max_chunk, width[i]) views into `arena`; X: rows x_row0.. of `x` */
+    float *x;                 /* (x_rows, hidden) the residual stream; view into `arena` */
+    int x_rows;               /* max_chunk, or max_ctx in the cache's budget mode */
     float *logits;            /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) view into `arena` */
     float *inv_freq;          /* (head_dim / 2) RoPE frequencies with the config's scaling; view */
     float *arena;             /* owned */
@@ -68,8 +70,10 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     const int width[KS_BUF_COUNT] = {[KS_BUF_X] = c->hidden, [KS_BUF_XN] = c->hidden, [KS_BUF_Q] = qd,
                                      [KS_BUF_K] = kvd,       [KS_BUF_V] = kvd,        [KS_BUF_ATT] = qd,
                                      [KS_BUF_GATE] = c->ffn, [KS_BUF_UP] = c->ffn};
+    int own = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
+    b->x_rows = own < p->max_ctx && p->max_ctx > p->max_chunk ? p->max_ctx : p->max_chunk;
     size_t floats = (size_t)KS_BACKEND_MAX_LOGIT_ROWS * c->vocab + c->head_dim / 2;
-    for (int i = 0; i < KS_BUF_COUNT; i++) floats += (size_t)p->max_chunk * width[i];
+    for (int i = 0; i < KS_BUF_COUNT; i++) floats += (size_t)(i == KS_BUF_X ? b->x_rows : p->max_chunk) * width[i];
     b->arena = ks_malloc(sizeof(float) * floats, "cpu backend activations");
     b->pos = ks_malloc(sizeof(int32_t) * p->max_chunk, "cpu backend positions");
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
@@ -93,14 +97,15 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     for (int i = 0; i < KS_BUF_COUNT; i++) {
         b->width[i] = width[i];
         b->buf[i] = f;
-        f += (size_t)p->max_chunk * width[i];
+        f += (size_t)(i == KS_BUF_X ? b->x_rows : p->max_chunk) * width[i];
     }
+    b->x = b->buf[KS_BUF_X];
     b->logits = f;
     f += (size_t)KS_BACKEND_MAX_LOGIT_ROWS * c->vocab;
     b->inv_freq = f;
     ks_rope_inv_freq(c, b->inv_freq);
     ks_status st = ks_kvcache_init(&b->cache, m->last_layer - m->first_layer, c->n_kv_heads, c->head_dim,
-                                   p->max_ctx, 1);
+                                   p->max_ctx, own, 1);
     if (st != KS_OK) {
         cpu_free(b);
         return st;
@@ -143,6 +148,12 @@ static ks_status cpu_hidden_read(ks_backend *b, float *host, int n) {
     return KS_OK;
 }
 
+static ks_status cpu_residual_at(ks_backend *b, int row0) {
+    KS_ASSERT(row0 >= 0 && (row0 == 0 || row0 < b->x_rows)); /* callers keep row0 + n <= x_rows */
+    b->buf[KS_BUF_X] = b->x + (size_t)row0 * b->cfg->hidden;
+    return KS_OK;
+}
+
 static ks_status cpu_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
     const ks_layer_weights *lw = layer_weights(b, layer);
     KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
@@ -180,7 +191,10 @@ static ks_status cpu_rope(ks_backend *b, int n, int pos0) {
 
 static ks_status cpu_kv_append(ks_backend *b, int layer, int n, int pos0) {
     layer_weights(b, layer); /* range check */
-    ks_kvcache_append(&b->cache, layer - b->m->first_layer, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
+    int l = layer - b->m->first_layer;
+    if (ks_kvcache_needs_slot(&b->cache, l, n) && ks_kvcache_take_slot(&b->cache, l) < 0)
+        return ks_kvcache_no_slot(&b->cache, layer);
+    ks_kvcache_append(&b->cache, l, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
     return KS_OK;
 }
 
@@ -204,7 +218,7 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
     KS_ASSERT(ks_kvcache_is_dense(&b->cache, l, pos0 + n));
     int window = layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l),
-                      n, pos0 + n, b->cache.cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, window, attn_scale(c),
+                      n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0, window, attn_scale(c),
                       window ? NULL : b->lse);
     b->lse_layer = window ? -1 : layer;
     b->lse_pos0 = pos0;
@@ -218,7 +232,8 @@ static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
     for (int h = 0; h < c->n_kv_heads; h++)
         b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
     ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l),
-                             ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l), b->cache.cap,
+                             ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l),
+                             ks_kvcache_stride(&b->cache, l),
                              c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
     return KS_OK;
 }
@@ -240,7 +255,7 @@ static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_arg
         same = s->lse_ok && ks_window_lse_serves(s->lse_pos0, s->lse_n, a);
     }
     ks_fast_window_scores(out, ld, sum, q, ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim,
-                          b->cache.cap, attn_scale(c), &at, same ? lse : NULL, b->score_work);
+                          ks_kvcache_stride(&b->cache, l), attn_scale(c), &at, same ? lse : NULL, b->score_work);
     return KS_OK;
 }
 
@@ -252,23 +267,26 @@ static ks_status cpu_attention_decode_probs(ks_backend *b, int layer, int qpos, 
     for (int h = 0; h < c->n_kv_heads; h++)
         b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
     ks_fast_attention_decode_probs(out, ld, b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), b->start,
-                                   ks_kvcache_len(&b->cache, l), b->cache.cap, c->n_heads, c->n_kv_heads,
+                                   ks_kvcache_len(&b->cache, l), ks_kvcache_stride(&b->cache, l), c->n_heads,
+                                   c->n_kv_heads,
                                    c->head_dim, attn_scale(c), reduce, b->score_work);
     return KS_OK;
 }
 
 static ks_status cpu_key_norms(ks_backend *b, int layer, float *out, int ld) {
     int l = held_layer(b, layer);
-    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, l), ks_kvcache_len(&b->cache, l), b->cache.cap,
+    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, l), ks_kvcache_len(&b->cache, l), ks_kvcache_stride(&b->cache, l),
                      b->cfg->n_kv_heads, b->cfg->head_dim);
     return KS_OK;
 }
 
 static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     int l = held_layer(b, layer);
+    KS_TRY(ks_kvcache_compact_fits(&b->cache, l, layer, n_keep));
     ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
-    ks_ref_kv_compact(ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l), keep, n_keep, ld, b->cache.cap,
-                      b->cfg->n_kv_heads, b->cfg->head_dim);
+    ks_ref_kv_compact(ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l), keep, n_keep, ld,
+                      ks_kvcache_stride(&b->cache, l), b->cfg->n_kv_heads, b->cfg->head_dim);
+    if (b->cache.slot[l] >= 0) ks_kvcache_leave_slot(&b->cache, l); /* the kept rows, to the layer's own rows */
     return KS_OK;
 }
 
@@ -331,6 +349,7 @@ const ks_backend_ops ks_backend_cpu = {
     .embed = cpu_embed,
     .hidden_write = cpu_hidden_write,
     .hidden_read = cpu_hidden_read,
+    .residual_at = cpu_residual_at,
     .rmsnorm = cpu_rmsnorm,
     .linear = cpu_linear,
     .rope = cpu_rope,

@@ -153,6 +153,29 @@ static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
     return ks_cuda_wait_stream(b->stream, "reading the hidden states");
 }
 
+static ks_status cuda_residual_at(ks_backend *b, int row0) {
+    KS_TRY(ks_cuda_op_begin(b)); /* held or deferred work reads and writes the X it was asked for */
+    KS_ASSERT(row0 >= 0 && (row0 == 0 || row0 < b->x_rows)); /* callers keep row0 + n <= x_rows */
+    b->x = b->x_base + (size_t)row0 * b->cfg->hidden;
+    b->view[KS_BUF_X].p = b->x;
+    return KS_OK;
+}
+
+ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_stride, cudaStream_t s) {
+    const int Hk = b->cfg->n_kv_heads;
+    const size_t d = b->cfg->head_dim, to = ks_kvcache_offset(&b->cache, l);
+    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    int rows = 0;
+    for (int h = 0; h < Hk; h++) rows = len[h] > rows ? len[h] : rows;
+    if (!rows) return KS_OK;
+    const size_t spitch = sizeof(ks_bf16) * from_stride * d, dpitch = sizeof(ks_bf16) * ks_kvcache_stride(&b->cache, l) * d;
+    CUDA_CHECK(cudaMemcpy2DAsync(b->kc + to, dpitch, b->kc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
+                                 cudaMemcpyDeviceToDevice, s));
+    CUDA_CHECK(cudaMemcpy2DAsync(b->vc + to, dpitch, b->vc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
+                                 cudaMemcpyDeviceToDevice, s));
+    return KS_OK;
+}
+
 /* ---- layer ops ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
@@ -250,23 +273,36 @@ static ks_status cuda_rope(ks_backend *b, int n, int pos0) {
     return KS_OK;
 }
 
+/* Budget mode: layer index l moves to a free prefill slot (its rows so far copied there), after the stream
+ * that last moved rows out of that slot. */
+static ks_status take_slot(ks_backend *b, int layer, int l) {
+    KS_TRY(ks_cuda_op_begin(b));
+    const size_t from = ks_kvcache_offset(&b->cache, l);
+    int slot = ks_kvcache_take_slot(&b->cache, l);
+    if (slot < 0) return ks_kvcache_no_slot(&b->cache, layer);
+    CUDA_CHECK(cudaStreamWaitEvent(b->stream, b->slot_ev[slot], 0));
+    return ks_cuda_move_layer_rows(b, l, from, b->own_cap, b->stream);
+}
+
 static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
     layer_of(b, layer); /* range check */
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
-    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
+    if (ks_kvcache_needs_slot(&b->cache, l, n)) KS_TRY(take_slot(b, layer, l));
+    ks_bf16 *kl = ks_cuda_layer_k(b, l), *vl = ks_cuda_layer_v(b, l);
+    const int stride = ks_kvcache_stride(&b->cache, l);
     int32_t *lens = b->lens + (size_t)l * Hk;
     if (n == 1 && b->rope.pending && b->rope.n == 1) { /* a decode token: rope, append, lengths in one launch */
         b->rope.pending = 0, b->ahead.mask = 0;
         if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, b->rope.pos0, 1, b->stream));
-        KS_TRY(ks_cuda_rope_append_one(b->qkv, b->kc + off, b->vc + off, b->pos, lens, c->n_heads, Hk, c->head_dim,
-                                       b->cap, b->inv_freq, b->stream));
+        KS_TRY(ks_cuda_rope_append_one(b->qkv, kl, vl, b->pos, lens, c->n_heads, Hk, c->head_dim, stride,
+                                       b->inv_freq, b->stream));
         commit_rows(b, l, n, pos0);
         return KS_OK;
     }
     KS_TRY(ks_cuda_op_begin(b));
-    KS_TRY(ks_cuda_kv_append(b->kc + off, b->vc + off, b->view[KS_BUF_K].p, b->view[KS_BUF_V].p, b->qkv_width, lens,
-                             0, n, Hk, c->head_dim, b->cap, b->stream));
+    KS_TRY(ks_cuda_kv_append(kl, vl, b->view[KS_BUF_K].p, b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk,
+                             c->head_dim, stride, b->stream));
     KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
     commit_rows(b, l, n, pos0);
     return KS_OK;
@@ -277,12 +313,11 @@ static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer;
     KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
-    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
     const int window = ks_cuda_layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     float *lse = window ? NULL : b->att_lse;
     b->lse_layer = lse ? layer : -1, b->lse_pos0 = pos0, b->lse_n = n;
-    return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, b->kc + off, b->vc + off,
-                                     n, pos0 + n, b->cap, c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
+    return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, ks_cuda_layer_k(b, l),
+                                     ks_cuda_layer_v(b, l), n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
                                      ks_cuda_attn_scale(c), lse, b->stream);
 }
 
@@ -291,8 +326,8 @@ static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos
 static int decode_bound(const ks_backend *b, int extra) {
     int mx = 0, bound = 256;
     for (size_t i = 0; i < (size_t)b->n_layers * b->cfg->n_kv_heads; i++) mx = b->cache.len[i] > mx ? b->cache.len[i] : mx;
-    while (bound < mx + extra && bound < b->cap) bound *= 2;
-    return bound < b->cap ? bound : b->cap;
+    while (bound < mx + extra && bound < b->own_cap) bound *= 2;
+    return bound < b->own_cap ? bound : b->own_cap;
 }
 
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
@@ -306,11 +341,10 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
         if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
         starts = b->starts + (size_t)l * Hk;
     }
-    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
     /* within a graph step one bound for every layer (the graph's), else this step's lengths */
     const int max_len = b->step_bound ? b->step_bound : decode_bound(b, 0);
-    return ks_cuda_attention_decode(b->att, b->qkv, b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, starts,
-                                    b->cap, c->n_heads, Hk, c->head_dim, ks_cuda_attn_scale(c), max_len,
+    return ks_cuda_attention_decode(b->att, b->qkv, ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l),
+                                    b->lens + (size_t)l * Hk, starts, ks_kvcache_stride(&b->cache, l), c->n_heads, Hk, c->head_dim, ks_cuda_attn_scale(c), max_len,
                                     b->decode_scratch, b->stream);
 }
 
@@ -433,6 +467,7 @@ const ks_backend_ops ks_backend_cuda = {
     .embed = cuda_embed,
     .hidden_write = cuda_hidden_write,
     .hidden_read = cuda_hidden_read,
+    .residual_at = cuda_residual_at,
     .rmsnorm = cuda_rmsnorm,
     .linear = cuda_linear,
     .rope = cuda_rope,

@@ -11,7 +11,8 @@
  *            (one copy when tied).
  *   arena    activations for max_chunk rows, logits, RoPE frequencies, positions/tokens, per-head lengths and
  *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys (n_layers, Hk, cap, d) bf16,
- *            values the same, head-major as kernels/cpu/ref.h describes.
+ *            values the same, head-major as kernels/cpu/ref.h describes, laid out as engine/kvcache.h says (full
+ *            mode, or budget mode's own rows per layer plus the shared prefill slots).
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
  */
@@ -46,7 +47,8 @@ typedef struct cuda_view {
 struct ks_backend {
     const ks_model *m;          /* borrowed: config and layer range (host weights only read at init) */
     const ks_model_config *cfg; /* &m->cfg */
-    int n_layers, max_chunk, cap;
+    int n_layers, max_chunk, cap; /* cap: rows per head a layer may reach (max_ctx) */
+    int own_cap;                /* rows per head each layer's own storage holds (kvcache.h; cap: full mode) */
     int qkv_width;              /* (H + 2Hk) d */
     cudaStream_t stream;        /* every op is enqueued here */
     ks_cuda_gemm_t *gemm;       /* cuBLASLt handle, workspace and plans */
@@ -59,14 +61,17 @@ struct ks_backend {
     float *final_norm;          /* (hidden) on the last stage */
 
     cuda_view view[KS_BUF_COUNT];
-    float *x;                   /* (max_chunk, hidden) residual stream, fp32 */
+    float *x;                   /* rows x_row0.. of x_base: what the ops call X (residual_at) */
+    float *x_base;              /* (x_rows, hidden) residual stream, fp32 */
+    int x_rows;                 /* max_chunk, or max_ctx in the cache's budget mode (a layer-major prompt) */
     ks_bf16 *xn, *qkv, *att, *gu;
     float *logits;              /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) */
     float *inv_freq;            /* (d / 2) */
     int32_t *pos, *tokens;      /* (max_chunk) positions for RoPE, token ids */
     int32_t *lens, *starts;     /* (n_layers, Hk) rows held per head; first row a windowed decode query sees */
     int32_t *ids;               /* (KS_BACKEND_MAX_LOGIT_ROWS) argmax results */
-    ks_bf16 *kc, *vc;           /* (n_layers, Hk, cap, d) */
+    ks_bf16 *kc, *vc;           /* (ks_kvcache_elems(&cache)) K and V blocks: layer l's (Hk, stride, d) rows at
+                                   ks_kvcache_offset(&cache, l) */
     void *decode_scratch, *argmax_scratch;
 
     /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
@@ -96,6 +101,8 @@ struct ks_backend {
     cudaEvent_t stash_ev[2];    /* per snapshot slot: recorded on `stream` after the snapshot copy */
     cudaEvent_t side_ev;        /* recorded on `side` at the join; `stream` waits on it */
     cudaEvent_t idx_ev;         /* after host_idx's last upload: host_idx is not rewritten before it */
+    cudaEvent_t slot_ev[KS_KVCACHE_SLOTS]; /* budget mode: recorded on the stream that moved a layer's kept rows
+                                   out of the prefill slot; the next layer taking the slot waits for it */
     ks_bf16 *snap;              /* (2, snap_rows, H d) device snapshots of stashed Q rows (arena view) */
     int snap_rows;              /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
     struct {
@@ -173,10 +180,13 @@ void ks_cuda_methods_free(ks_backend *b);
 
 static inline float ks_cuda_attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
 
-/* Elements of one layer's K (or V) cache: (Hk, cap, d). */
-static inline size_t ks_cuda_kv_layer_elems(const ks_backend *b) {
-    return (size_t)b->cfg->n_kv_heads * b->cap * b->cfg->head_dim;
-}
+/* Layer index l's K and V rows, (Hk, ks_kvcache_stride(&b->cache, l), d), where they are now. */
+static inline ks_bf16 *ks_cuda_layer_k(const ks_backend *b, int l) { return b->kc + ks_kvcache_offset(&b->cache, l); }
+static inline ks_bf16 *ks_cuda_layer_v(const ks_backend *b, int l) { return b->vc + ks_kvcache_offset(&b->cache, l); }
+
+/* Enqueues on s the move of layer index l's first max-length rows per head, K and V, from (from, from_stride)
+ * to where the cache bookkeeping now puts them (a prefill slot taken or left). */
+ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_stride, cudaStream_t s);
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
 static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {

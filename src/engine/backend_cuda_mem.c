@@ -108,7 +108,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
     const size_t qd = (size_t)g->n_heads * d, heads = (size_t)b->n_layers * g->n_kv_heads;
-    b->x = take(c, rows * D * 4);
+    b->x_base = b->x = take(c, (size_t)b->x_rows * D * 4);
     b->xn = take(c, rows * D * 2);
     b->qkv = take(c, rows * b->qkv_width * 2);
     b->att = take(c, rows * qd * 2);
@@ -133,8 +133,8 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);
     b->snap = take(c, 2 * (size_t)b->snap_rows * qd * 2);
-    b->kc = take(c, heads * b->cap * d * 2);
-    b->vc = take(c, heads * b->cap * d * 2);
+    b->kc = take(c, ks_kvcache_elems(&b->cache) * 2);
+    b->vc = take(c, ks_kvcache_elems(&b->cache) * 2);
 
     const int64_t qkvw = b->qkv_width;
     const int qw = (int)qd, kvw = g->n_kv_heads * g->head_dim;
@@ -272,7 +272,7 @@ static ks_status create_host_side(ks_backend *b) {
     const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
     CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
     KS_TRY(ks_cuda_gemm_init(&b->gemm, (size_t)32 << 20));
-    KS_TRY(ks_kvcache_init(&b->cache, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, 0));
+    KS_TRY(ks_kvcache_init(&b->cache, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, b->own_cap, 0));
     b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
     b->lens_on_device = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend lengths");
     b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");
@@ -331,6 +331,8 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     b->n_layers = m->last_layer - m->first_layer;
     b->max_chunk = p->max_chunk;
     b->cap = p->max_ctx;
+    b->own_cap = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
+    b->x_rows = b->own_cap < b->cap && b->cap > b->max_chunk ? b->cap : b->max_chunk;
     b->qkv_width = (g->n_heads + 2 * g->n_kv_heads) * g->head_dim;
     ks_status st = create(b, random, seed);
     if (st != KS_OK) {

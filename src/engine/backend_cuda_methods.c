@@ -54,6 +54,7 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     }
     CUDA_CHECK(cudaEventCreateWithFlags(&b->side_ev, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
+    for (int i = 0; i < KS_KVCACHE_SLOTS; i++) CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
     b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * Hk * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
@@ -71,6 +72,10 @@ void ks_cuda_methods_free(ks_backend *b) {
         if (b->stash_ev[i]) cudaEventDestroy(b->stash_ev[i]);
     if (b->side_ev) cudaEventDestroy(b->side_ev);
     if (b->idx_ev) cudaEventDestroy(b->idx_ev);
+    for (int i = 0; i < KS_KVCACHE_SLOTS; i++) {
+        if (b->slot_ev[i]) cudaEventDestroy(b->slot_ev[i]);
+        b->slot_ev[i] = NULL;
+    }
     if (b->host_scores) cudaFreeHost(b->host_scores);
     if (b->host_idx) cudaFreeHost(b->host_idx);
     if (b->host_sum) cudaFreeHost(b->host_sum);
@@ -131,11 +136,11 @@ static ks_cuda_score_args score_args(const ks_backend *b, int l, int q_row0) {
     const ks_model_config *c = b->cfg;
     return (ks_cuda_score_args){.q = b->qkv + (size_t)q_row0 * b->qkv_width,
                                 .ld_q = b->qkv_width,
-                                .kc = b->kc + (size_t)l * ks_cuda_kv_layer_elems(b),
+                                .kc = ks_cuda_layer_k(b, l),
                                 .H = c->n_heads,
                                 .Hk = c->n_kv_heads,
                                 .d = c->head_dim,
-                                .cap = b->cap,
+                                .cap = ks_kvcache_stride(&b->cache, l),
                                 .scale = ks_cuda_attn_scale(c)};
 }
 
@@ -210,8 +215,8 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
     KS_ASSERT(n <= ld && ld <= b->cap);
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
-    KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, b->kc + (size_t)l * ks_cuda_kv_layer_elems(b),
-                             b->lens + (size_t)l * c->n_kv_heads, c->n_kv_heads, c->head_dim, b->cap, n, s));
+    KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, ks_cuda_layer_k(b, l), b->lens + (size_t)l * c->n_kv_heads,
+                             c->n_kv_heads, c->head_dim, ks_kvcache_stride(&b->cache, l), n, s));
     return scores_to_host(b, s, n, len, out, ld, 0, "key norms");
 }
 
@@ -222,6 +227,7 @@ ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, c
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
     KS_ASSERT(b->deferred[l] || !any_deferred(b)); /* compact_idx, compact_scratch: one stream at a time */
+    KS_TRY(ks_kvcache_compact_fits(&b->cache, l, layer, n_keep));
     ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
     /* (Hk, w) keep lists of the longest list's width w, then the counts: one pinned copy, so the staging is
      * rewritten only once the previous copy out of it is done */
@@ -233,10 +239,15 @@ ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, c
     CUDA_CHECK(cudaMemcpyAsync(b->compact_idx, idx, sizeof(int32_t) * ((size_t)Hk * w + Hk), cudaMemcpyHostToDevice,
                                s));
     CUDA_CHECK(cudaEventRecord(b->idx_ev, s));
-    const size_t off = (size_t)l * ks_cuda_kv_layer_elems(b);
+    const size_t off = ks_kvcache_offset(&b->cache, l);
+    const int stride = ks_kvcache_stride(&b->cache, l), slot = b->cache.slot[l];
     KS_TRY(ks_cuda_kv_compact(b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, b->compact_idx, w > 0 ? w : 1, Hk,
-                              c->head_dim, b->cap, w, b->compact_scratch, s));
+                              c->head_dim, stride, w, b->compact_scratch, s));
     memcpy(b->lens_on_device + (size_t)l * Hk, n_keep, sizeof(int32_t) * Hk); /* what the kernel set */
+    if (slot < 0) return KS_OK;
+    ks_kvcache_leave_slot(&b->cache, l); /* the kept rows, gathered in the slot, to the layer's own rows */
+    KS_TRY(ks_cuda_move_layer_rows(b, l, off, stride, s));
+    CUDA_CHECK(cudaEventRecord(b->slot_ev[slot], s));
     return KS_OK;
 }
 

@@ -15,7 +15,9 @@ ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_par
     f->m = m;
     f->max_ctx = p->max_ctx;
     f->chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx;
-    ks_backend_params bp = {.max_ctx = f->max_ctx, .max_chunk = f->chunk, .threads = p->threads};
+    f->kv_rows = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
+    ks_backend_params bp = {.max_ctx = f->max_ctx, .max_chunk = f->chunk, .threads = p->threads,
+                            .kv_rows = f->kv_rows};
     return f->ops->init(&f->be, m, &bp);
 }
 
@@ -26,6 +28,7 @@ void ks_forward_free(ks_forward *f) {
 
 void ks_forward_reset(ks_forward *f) {
     ks_kvcache_reset(f->ops->kvcache(f->be));
+    (void)f->ops->residual_at(f->be, 0); /* after a failed layer-major prefill; row 0 always exists */
     f->n_past = 0;
     f->method_s = 0;
     if (f->method) ks_method_reset(f->method);
@@ -37,11 +40,11 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The method's hook for layer l after its attention, timed into f->method_s. */
-static ks_status method_hook(ks_forward *f, int l, int n, int decode, int prompt_end) {
+/* The method's hook for layer l after its attention on n rows at pos0, timed into f->method_s. */
+static ks_status method_hook(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end) {
     double t0 = now_s();
-    ks_status st = decode ? ks_method_decode_layer(f->method, l, f->n_past)
-                          : ks_method_prefill_layer(f->method, l, f->n_past, n, prompt_end);
+    ks_status st = decode ? ks_method_decode_layer(f->method, l, pos0)
+                          : ks_method_prefill_layer(f->method, l, pos0, n, prompt_end);
     f->method_s += now_s() - t0;
     return st;
 }
@@ -50,6 +53,10 @@ ks_status ks_forward_set_method(ks_forward *f, ks_method *m) {
     f->method = NULL;
     ks_forward_reset(f);
     if (!m) return KS_OK;
+    if (f->kv_rows < f->max_ctx && !ks_method_bounds_rows(m))
+        return ks_fail(KS_ERR_ARG, "--acceleration %s does not bound the rows each layer keeps after the prompt, so "
+                                   "the KV cache cannot be sized to a budget (kv_rows %d < context %d); use the "
+                                   "full cache", m->ops->name, f->kv_rows, f->max_ctx);
     if (ks_method_window(m) > f->chunk && f->chunk < f->max_ctx) /* a chunk of max_ctx holds any prompt */
         return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
                                    "chunk of %d tokens; raise --chunk or lower window_size",
@@ -67,28 +74,30 @@ int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     return rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
 }
 
-/* Rows 0..n-1 of the residual stream through every layer held; decode = one query over the kept rows. After
- * each layer's attention the method (if any) sees the chunk or step; prompt_end: it compresses the layer. */
-static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
+/* Rows 0..n-1 of X (positions pos0..) through layer l; decode = one query over the kept rows. After the
+ * layer's attention the method (if any) sees the chunk or step; prompt_end: it compresses the layer. */
+static ks_status run_layer(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
-    int pos0 = f->n_past;
-    for (int l = f->m->first_layer; l < f->m->last_layer; l++) {
-        KS_TRY(o->rmsnorm(b, l, KS_W_ATTN_NORM, n));
-        KS_TRY(o->linear(b, l, KS_W_Q, KS_BUF_XN, KS_BUF_Q, n, 0));
-        KS_TRY(o->linear(b, l, KS_W_K, KS_BUF_XN, KS_BUF_K, n, 0));
-        KS_TRY(o->linear(b, l, KS_W_V, KS_BUF_XN, KS_BUF_V, n, 0));
-        KS_TRY(o->rope(b, n, pos0));
-        KS_TRY(o->kv_append(b, l, n, pos0));
-        KS_TRY(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
-        if (f->method) KS_TRY(method_hook(f, l, n, decode, prompt_end));
-        KS_TRY(o->linear(b, l, KS_W_O, KS_BUF_ATT, KS_BUF_X, n, 1));
-        KS_TRY(o->rmsnorm(b, l, KS_W_FFN_NORM, n));
-        KS_TRY(o->linear(b, l, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, n, 0));
-        KS_TRY(o->linear(b, l, KS_W_UP, KS_BUF_XN, KS_BUF_UP, n, 0));
-        KS_TRY(o->swiglu(b, n));
-        KS_TRY(o->linear(b, l, KS_W_DOWN, KS_BUF_GATE, KS_BUF_X, n, 1));
-    }
+    KS_TRY(o->rmsnorm(b, l, KS_W_ATTN_NORM, n));
+    KS_TRY(o->linear(b, l, KS_W_Q, KS_BUF_XN, KS_BUF_Q, n, 0));
+    KS_TRY(o->linear(b, l, KS_W_K, KS_BUF_XN, KS_BUF_K, n, 0));
+    KS_TRY(o->linear(b, l, KS_W_V, KS_BUF_XN, KS_BUF_V, n, 0));
+    KS_TRY(o->rope(b, n, pos0));
+    KS_TRY(o->kv_append(b, l, n, pos0));
+    KS_TRY(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
+    if (f->method) KS_TRY(method_hook(f, l, pos0, n, decode, prompt_end));
+    KS_TRY(o->linear(b, l, KS_W_O, KS_BUF_ATT, KS_BUF_X, n, 1));
+    KS_TRY(o->rmsnorm(b, l, KS_W_FFN_NORM, n));
+    KS_TRY(o->linear(b, l, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, n, 0));
+    KS_TRY(o->linear(b, l, KS_W_UP, KS_BUF_XN, KS_BUF_UP, n, 0));
+    KS_TRY(o->swiglu(b, n));
+    return o->linear(b, l, KS_W_DOWN, KS_BUF_GATE, KS_BUF_X, n, 1);
+}
+
+/* Rows 0..n-1 of X through every layer held (chunk-major). */
+static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
+    for (int l = f->m->first_layer; l < f->m->last_layer; l++) KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end));
     return KS_OK;
 }
 
@@ -107,12 +116,25 @@ static ks_status run_decode_layers(ks_forward *f) {
     return st;
 }
 
+/* Budget mode: every layer has room for one more row in its own storage (a decode step appends one). */
+static ks_status check_decode_rows(const ks_forward *f) {
+    const ks_kvcache *c = f->ops->kvcache(f->be);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_kv_heads; h++)
+            if (c->slot[l] >= 0 || ks_kvcache_len(c, l)[h] >= c->own_cap)
+                return ks_fail(KS_ERR_RANGE, "layer %d holds %d rows of KV head %d, the %d each layer keeps (kv_rows): "
+                                             "no room for another generated token; raise kv_rows",
+                               f->m->first_layer + l, ks_kvcache_len(c, l)[h], h, c->own_cap);
+    return KS_OK;
+}
+
 static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decode) {
     const ks_model *m = f->m;
     KS_ASSERT(n > 0 && n <= f->chunk);
     if (f->n_past + n > f->max_ctx)
         return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens",
                        f->n_past + n, f->max_ctx);
+    if (decode && f->kv_rows < f->max_ctx) KS_TRY(check_decode_rows(f));
     ks_method *meth = f->method;
     int prompt_end = !decode && io->prompt_end;
     if (meth && !decode && ks_method_dropped(meth))
@@ -154,8 +176,55 @@ ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n) { return for
 
 ks_status ks_forward_step(ks_forward *f, ks_forward_io *io) { return forward_rows(f, io, 1, 1); }
 
+/* Budget mode, a prompt longer than kv_rows: every chunk through layer 0, then layer 1, ..., the whole prompt's
+ * residual stream on the backend (residual_at), so that each layer is compressed (its prompt-end hook on its
+ * last chunk) before later layers fill the cache. The same ops on the same rows as chunk-major order: the same
+ * numbers. */
+static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
+    const ks_backend_ops *o = f->ops;
+    ks_backend *b = f->be;
+    ks_method *meth = f->method;
+    if (!meth)
+        return ks_fail(KS_ERR_ARG, "a prompt of %d tokens exceeds the %d rows per layer this KV cache keeps "
+                                   "(kv_rows) and no KV method compresses it", n, f->kv_rows);
+    if (f->n_past)
+        return ks_fail(KS_ERR_UNSUPPORTED, "a prompt longer than kv_rows (%d) must start a sequence (%d tokens "
+                                           "already cached)", f->kv_rows, f->n_past);
+    if (n > f->max_ctx)
+        return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens", n, f->max_ctx);
+    ks_method_begin_prompt(meth, n); /* the plan; H2O's per-chunk scoring before the last chunk does not read it */
+    ks_status st = KS_OK;
+    int last0 = 0;
+    for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
+        m = ks_forward_chunk_len(f, n, t0);
+        last0 = t0;
+        st = o->residual_at(b, t0);
+        if (st == KS_OK) st = o->embed(b, tokens + t0, m);
+    }
+    for (int l = f->m->first_layer; l < f->m->last_layer && st == KS_OK; l++)
+        for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
+            m = ks_forward_chunk_len(f, n, t0);
+            st = o->residual_at(b, t0);
+            if (st == KS_OK) st = run_layer(f, l, t0, m, 0, t0 + m == n);
+        }
+    if (st == KS_OK) {
+        double t0 = now_s();
+        st = ks_method_end_prompt(meth);
+        f->method_s += now_s() - t0;
+    }
+    if (st == KS_OK) st = o->residual_at(b, last0);
+    if (st == KS_OK) st = o->logits(b, n - 1 - last0, 1);
+    if (st == KS_OK) st = o->argmax(b, 1, next);
+    if (st == KS_OK && logits) st = o->logits_read(b, 1, logits);
+    ks_status back = o->residual_at(b, 0); /* decode steps use row 0 */
+    if (st != KS_OK) return st;
+    f->n_past = n;
+    return back;
+}
+
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
     KS_ASSERT(f->m->first_layer == 0 && f->m->last_layer == f->m->cfg.n_layers && n > 0);
+    if (f->kv_rows < f->max_ctx && n > f->kv_rows) return prefill_layer_major(f, tokens, n, logits, next);
     ks_forward_io io = {0};
     for (int t0 = 0, m; t0 < n; t0 += m) {
         m = ks_forward_chunk_len(f, n, t0);

@@ -21,6 +21,13 @@
  * prompt's last chunk must hold the method's observation window: ks_forward_chunk_len plans chunks so
  * (ks_forward_prefill uses it; pipeline callers should too). Once the method has dropped rows, the sequence
  * cannot take more prefill (a new prompt_end would plan again over all tokens so far otherwise).
+ *
+ * Budget mode (kv_rows < max_ctx; needs a method that compresses every layer): each layer keeps at most kv_rows
+ * rows after the prompt, and ks_forward_prefill runs a prompt longer than that layer-major: every chunk through
+ * layer 0, then through layer 1, ..., with the whole prompt's residual stream on the backend, so that each layer
+ * is compressed before the next one starts and only a few layers ever hold the full prompt (kvcache.h). The
+ * tokens, kept rows and statistics equal chunk-major prefill's; ks_forward_chunk then serves only prompts that
+ * fit kv_rows.
  */
 #ifndef KS_FORWARD_H
 #define KS_FORWARD_H
@@ -36,6 +43,9 @@ typedef struct ks_forward_params {
     int max_ctx;        /* tokens per sequence (prompt + generated) the KV cache holds */
     int chunk;          /* prefill chunk: the most tokens per forward call (activation rows) */
     int threads;        /* CPU threads (<= 0: default) */
+    int kv_rows;        /* rows per (layer, KV head) the cache keeps for a sequence; 0 or >= max_ctx: max_ctx.
+                           Fewer (a KV method's budget plus generation: ks_method_kv_rows): the cache's memory
+                           scales with the budget and ks_forward_prefill runs longer prompts layer by layer */
 } ks_forward_params;
 
 typedef struct ks_forward {
@@ -43,6 +53,7 @@ typedef struct ks_forward {
     const ks_backend_ops *ops; /* the backend's table */
     ks_backend *be;            /* owned instance */
     int max_ctx, chunk;        /* as initialised */
+    int kv_rows;               /* rows per (layer, KV head) the cache holds after a prompt (max_ctx: full) */
     int n_past;                /* tokens already in the KV cache = position of the next token */
     ks_method *method;         /* KV compression, borrowed; NULL = none (FullKV) */
     double method_s;           /* wall seconds in the method's hooks since the last reset (device backends: with
@@ -68,7 +79,7 @@ void ks_forward_reset(ks_forward *f);
 
 /* Attaches KV method m (borrowed; it must outlive f or be detached with NULL) to f's backend and layer range and
  * resets the sequence. KS_ERR_ARG when the method's observation window exceeds the prefill chunk (unless the
- * chunk spans the whole context). */
+ * chunk spans the whole context), and in budget mode when m is NULL or does not bound every layer's rows. */
 ks_status ks_forward_set_method(ks_forward *f, ks_method *m);
 
 /* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and

@@ -14,6 +14,17 @@
  * the cache reports are the rows it holds), which is why every head has its own length and position list.
  * A device backend keeps the bookkeeping here (host_storage = 0: k and v stay NULL) and the rows on its device,
  * calling ks_kvcache_commit after writing them.
+ *
+ * Storage layout (the same for host and device storage; ks_kvcache_offset / ks_kvcache_stride say where a
+ * layer's rows are). Full mode (own_cap == cap): each layer owns cap rows per head. Budget mode (own_cap < cap,
+ * for a KV method that keeps at most own_cap rows per layer after the prompt): each layer owns own_cap rows per
+ * head, and KS_KVCACHE_SLOTS shared prefill slots of cap rows per head hold the layers whose prompt does not
+ * fit (layer-major prefill: engine/forward.c): a layer outgrowing its own rows takes a free slot
+ * (ks_kvcache_take_slot; the backend copies the rows it had), and its compaction gathers the kept rows back into
+ * its own storage (ks_kvcache_leave_slot). Three slots: the layer being prefilled, the one whose compression is
+ * deferred behind it (method.h), and the next layer, which may start before the GPU has finished moving that
+ * one out. KV bytes then scale with the method's budget, not the prompt:
+ *     block = Hk * (n_layers * own_cap + n_slots * cap) * d elements for K, the same for V.
  */
 #ifndef KS_KVCACHE_H
 #define KS_KVCACHE_H
@@ -22,37 +33,77 @@
 
 #include "core/status.h"
 
+#define KS_KVCACHE_SLOTS 3 /* budget mode's prefill slots (see above) */
+
 typedef struct ks_kvcache {
     int n_layers;   /* layers held (the backend's layer range) */
     int n_kv_heads; /* Hk */
     int head_dim;   /* d */
-    int cap;        /* rows per (layer, head): the longest sequence this cache accepts */
+    int cap;        /* rows per (layer, head) a layer may reach: the longest sequence this cache accepts */
+    int own_cap;    /* rows per head each layer's own storage holds (== cap in full mode) */
+    int n_slots;    /* prefill slots of cap rows (0 in full mode, else KS_KVCACHE_SLOTS) */
     int32_t *len;   /* (n_layers, Hk) valid rows; owned */
     int32_t *pos;   /* (n_layers, Hk, cap) original token position of each valid row; owned */
-    float *k, *v;   /* (n_layers, Hk, cap, d) fp32 host storage, owned; NULL for a device backend */
+    int32_t *slot;  /* (n_layers) the slot holding the layer's rows, -1: its own storage; owned */
+    int32_t *slot_layer; /* (n_slots) the layer in each slot, -1: free; owned */
+    int next_slot;  /* where the search for a free slot starts (round robin) */
+    float *k, *v;   /* (ks_kvcache_elems) fp32 host storage, owned; NULL for a device backend */
     int elem_bytes; /* bytes per stored K or V element: 4 for host fp32 storage (set by init); a device
                        backend sets its own (2 for bf16) */
 } ks_kvcache;
 
-ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_dim, int cap, int host_storage);
+/* own_cap: rows per head each layer owns, 0 < own_cap <= cap (cap: full mode). */
+ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_dim, int cap, int own_cap,
+                          int host_storage);
 void ks_kvcache_free(ks_kvcache *c);
 
-/* Empties every head of every layer (storage is kept). */
+/* Empties every head of every layer (storage is kept; every layer back in its own storage). */
 void ks_kvcache_reset(ks_kvcache *c);
+
+/* Elements of the K (or V) storage block: Hk * (n_layers * own_cap + n_slots * cap) * d. */
+static inline size_t ks_kvcache_elems(const ks_kvcache *c) {
+    return (size_t)c->n_kv_heads * ((size_t)c->n_layers * c->own_cap + (size_t)c->n_slots * c->cap) * c->head_dim;
+}
+/* Rows per head where the layer's rows are now (its row stride per head: own_cap, or cap in a slot). */
+static inline int ks_kvcache_stride(const ks_kvcache *c, int layer) {
+    return c->slot[layer] < 0 ? c->own_cap : c->cap;
+}
+/* Element offset of the layer's (Hk, stride, d) rows in the K (or V) block. */
+static inline size_t ks_kvcache_offset(const ks_kvcache *c, int layer) {
+    size_t hd = (size_t)c->n_kv_heads * c->head_dim;
+    int s = c->slot[layer];
+    return s < 0 ? (size_t)layer * c->own_cap * hd : ((size_t)c->n_layers * c->own_cap + (size_t)s * c->cap) * hd;
+}
 
 static inline int32_t *ks_kvcache_len(const ks_kvcache *c, int layer) { return c->len + (size_t)layer * c->n_kv_heads; }
 static inline int32_t *ks_kvcache_pos(const ks_kvcache *c, int layer, int head) {
     return c->pos + ((size_t)layer * c->n_kv_heads + head) * c->cap;
 }
-static inline float *ks_kvcache_k(const ks_kvcache *c, int layer) {
-    return c->k + (size_t)layer * c->n_kv_heads * c->cap * c->head_dim;
-}
-static inline float *ks_kvcache_v(const ks_kvcache *c, int layer) {
-    return c->v + (size_t)layer * c->n_kv_heads * c->cap * c->head_dim;
-}
+static inline float *ks_kvcache_k(const ks_kvcache *c, int layer) { return c->k + ks_kvcache_offset(c, layer); }
+static inline float *ks_kvcache_v(const ks_kvcache *c, int layer) { return c->v + ks_kvcache_offset(c, layer); }
+
+/* 1 when appending n rows to every head of the layer needs a prefill slot first: in its own storage and
+ * some head would pass own_cap. */
+int ks_kvcache_needs_slot(const ks_kvcache *c, int layer, int n);
+
+/* Budget mode: assigns the layer (in its own storage) a free slot and returns it; -1 when none is free (the
+ * caller fails: a chunk-major prefill of more than own_cap rows). With host storage the rows move here; a
+ * device backend moves them itself, as for ks_kvcache_leave_slot. */
+int ks_kvcache_take_slot(ks_kvcache *c, int layer);
+
+/* The layer (in a slot, every head at most own_cap rows) is back in its own storage and the slot free. With
+ * host storage the rows move here; a device backend moves them itself (the first max-len rows per head from the
+ * offset/stride before the call to those after it). */
+void ks_kvcache_leave_slot(ks_kvcache *c, int layer);
+
+/* The KS_ERR_RANGE of a layer (absolute number `layer`) that needs a slot when none is free. */
+ks_status ks_kvcache_no_slot(const ks_kvcache *c, int layer);
+/* KS_OK when compacting held layer l (absolute number `layer`) to n_keep (Hk) rows fits where the rows go:
+ * its own storage when it is in a slot; else KS_ERR_RANGE naming kv_rows. */
+ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int l, int layer, const int32_t *n_keep);
 
 /* Records n new rows per head of `layer` at positions pos0 .. pos0+n-1 after each head's current rows (the
- * caller has written them there). Asserts the capacity (callers check lengths against cap up front). */
+ * caller has written them there). Asserts the capacity (the layer's stride; callers check lengths up front). */
 void ks_kvcache_commit(ks_kvcache *c, int layer, int n, int pos0);
 
 /* Host storage: copies k_new, v_new (n, Hk, d) token-major into the head-major rows, then commits. */

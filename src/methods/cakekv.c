@@ -155,6 +155,7 @@ const ks_method_ops ks_method_cakekv = {
     .knobs = knobs,
     .opts_size = sizeof(cakekv_opts),
     .row_scores = 1,
+    .rows_unplanned = 1,
     .check = cakekv_check,
     .window = cakekv_window,
     .plan = cakekv_plan,

@@ -42,7 +42,9 @@ static int skipped(const l2compress_opts *o, int layer) {
 static void l2compress_plan(ks_method *m) {
     const l2compress_opts *o = KS_METHOD_OPTS(m, l2compress_opts);
     int keep = ks_budget_tokens(&o->max_capacity_prompt, m->n_prompt, !loom(m));
-    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = skipped(o, m->first_layer + l) ? m->n_prompt : keep;
+    int whole = !loom(m) && m->n_prompt < o->prune_after; /* left alone: every row is the budget */
+    for (int l = 0; l < m->n_layers; l++)
+        m->layer[l].budget = whole || skipped(o, m->first_layer + l) ? m->n_prompt : keep;
 }
 
 static ks_status l2compress_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {

@@ -150,11 +150,25 @@ void ks_method_begin_prompt(ks_method *m, int n_prompt) {
     if (m->ops->plan) m->ops->plan(m);
 }
 
+/* A layer still in a prefill slot of a budget-sized cache after its compression kept every row: a compaction
+ * that keeps them all moves it to its own storage (KS_ERR_RANGE there if they do not fit). */
+static ks_status settle(ks_method *m, int l) {
+    if (m->cache->slot[l] < 0) return KS_OK;
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    for (int h = 0; h < m->Hk; h++) {
+        int32_t *keep = m->keep + (size_t)h * m->cap;
+        for (int j = 0; j < len[h]; j++) keep[j] = j;
+        m->n_keep[h] = len[h];
+    }
+    return m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap);
+}
+
 /* A layer's prompt-end work: its key norms (before any row of it moves), then the method's compression. */
 static ks_status prompt_end_work(ks_method *m, const ks_method_chunk *c) {
     if (m->row_norm)
         KS_TRY(m->be_ops->key_norms(m->be, c->layer, m->row_norm + (size_t)c->l * m->Hk * m->cap, m->cap));
-    return m->ops->after_prefill_layer ? m->ops->after_prefill_layer(m, c) : KS_OK;
+    if (m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, c));
+    return settle(m, c->l);
 }
 
 /* The stashed layer's work, if one waits. */
@@ -225,6 +239,30 @@ ks_status ks_method_end_prompt(ks_method *m) {
         ly->mass_kept = ly->mass_total > 0 ? (float)(mass / ly->mass_total) : 1.0f;
     }
     return KS_OK;
+}
+
+int ks_method_bounds_rows(const ks_method *m) { return m->ops->after_prefill_layer && !m->ops->rows_unplanned; }
+
+int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
+    if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+    ks_method t = *m; /* plan() reads the options, the layer range and n_prompt, and writes t.layer */
+    t.first_layer = model->first_layer;
+    t.n_layers = model->last_layer - model->first_layer;
+    t.n_layers_model = model->cfg.n_layers;
+    t.layer = ks_calloc((size_t)t.n_layers + 1, sizeof *t.layer, "KV method plan");
+    if (!t.layer) return 0;
+    int most = 0;
+    for (int n = 1; n <= max_prompt; n++) { /* budgets need not grow with the prompt (PyramidKV's schedule) */
+        t.n_prompt = n;
+        for (int l = 0; l < t.n_layers; l++) t.layer[l] = (ks_method_layer){.budget = n};
+        if (t.ops->plan) t.ops->plan(&t);
+        for (int l = 0; l < t.n_layers; l++) {
+            int rows = t.layer[l].budget < n ? t.layer[l].budget : n;
+            most = rows > most ? rows : most;
+        }
+    }
+    free(t.layer);
+    return most + max_new;
 }
 
 int ks_method_dropped(const ks_method *m) {
@@ -315,7 +353,7 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     const int32_t *len = ks_kvcache_len(m->cache, l);
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
-    if (!dropped) return KS_OK; /* a strictly increasing list as long as the head keeps every row */
+    if (!dropped && m->cache->slot[l] < 0) return KS_OK; /* keeping every row; in a slot: settle() moves it */
     size_t off = (size_t)l * m->Hk * m->cap;
     compact_rows(m, m->row_mass + off);
     if (m->row_scores) compact_rows(m, m->row_scores + off);
@@ -323,7 +361,7 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
     if (decode)
         m->layer[l].decode_evicted += dropped;
-    else
+    else if (dropped)
         m->layer[l].compressed = 1;
     return KS_OK;
 }

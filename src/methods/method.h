@@ -101,11 +101,14 @@ typedef struct ks_method_ops {
     const ks_knob *knobs; /* NULL-name-terminated; an empty table for FullKV */
     size_t opts_size;     /* the options struct the knobs fill */
     int row_scores;       /* 1: the instance keeps one score per cache row, moved with the rows (H2O, CakeKV) */
+    int rows_unplanned;   /* 1: the rows a layer keeps after the prompt are known only once every layer is seen
+                             (CakeKV's allocation), so `plan`'s budgets do not bound them: no budget-sized cache */
     /* Cross-knob checks once all knobs are set (KS_ERR_ARG naming the knobs); NULL: none. */
     ks_status (*check)(const ks_method *m);
     /* Prompt queries the method scores after prefill: the prompt's last chunk must hold them. NULL: none. */
     int (*window)(const ks_method *m);
-    /* Budgets for the prompt of m->n_prompt tokens, before its last chunk: m->layer[l].budget for every l. */
+    /* Budgets for the prompt of m->n_prompt tokens, before its last chunk: m->layer[l].budget for every l, the
+     * most rows per KV head the layer holds after the prompt (unless rows_unplanned). */
     void (*plan)(ks_method *m);
     /* Optional: after a layer's attention on every prompt chunk (H2O sums scores over all prompt queries). */
     ks_status (*prefill_chunk)(ks_method *m, const ks_method_chunk *c);
@@ -198,6 +201,15 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
 /* After the prompt's last chunk: the deferred work left, the join, the statistics. */
 ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
+
+/* 1 when the method bounds every layer's rows after the prompt by its plan (it compresses, and is not
+ * rows_unplanned): a budget-sized cache (ks_forward_params.kv_rows) can hold its sequences. */
+int ks_method_bounds_rows(const ks_method *m);
+
+/* The rows per (layer, KV head) a budget-sized cache needs for `model`'s layer range (held or not: this needs
+ * no binding), prompts of 1 .. max_prompt tokens and max_new generated tokens: the most any layer's plan keeps
+ * after the prompt, plus max_new. 0 when the method does not bound them (ks_method_bounds_rows). */
+int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new);
 
 /* 1 when the method has dropped rows of this sequence (at prefill or decode): the cache is no longer dense. */
 int ks_method_dropped(const ks_method *m);
