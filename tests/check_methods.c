@@ -822,6 +822,23 @@ START_TEST(test_smollm2_methods) {
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
         ks_method *m = create(&small[i].run);
         generate(&f, m, &ids, FEW, got, &r);
+        if (ks_method_bounds_rows(m)) { /* a budget-sized cache: 30 layers through three slots, the same tokens */
+            ks_forward fb = {0};
+            ks_forward_params bp = fp;
+            bp.max_ctx = ids.n + FEW;
+            bp.kv_rows = ks_method_kv_rows(m, &model, ids.n, FEW);
+            ck_assert_msg(bp.kv_rows > 0 && bp.kv_rows < ids.n, "%s: kv_rows %d", m->ops->name, bp.kv_rows);
+            ck_assert(ks_forward_init(&fb, &model, &bp) == KS_OK);
+            int32_t again[FEW];
+            ks_generate_result rb;
+            generate(&fb, m, &ids, FEW, again, &rb);
+            for (int t = 0; t < FEW; t++)
+                ck_assert_msg(again[t] == got[t], "%s, kv_rows %d: token %d is %d, %d with a full cache", m->ops->name,
+                              bp.kv_rows, t, again[t], got[t]);
+            ck_assert(rb.kv_bytes_prefill == r.kv_bytes_prefill && rb.kv_bytes_end == r.kv_bytes_end);
+            ks_forward_free(&fb);
+            generate(&f, m, &ids, FEW, got, &r); /* bound back to f for the checks below */
+        }
         ks_layer_stat st[KS_METHOD_MAX_LAYERS];
         int n = ks_method_layer_stats(m, st);
         int64_t kept = 0;
@@ -899,11 +916,12 @@ static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const ch
             int n = ks_kvcache_len(a, l)[h];
             ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows deferred, %d not",
                           method, when, l, h, ks_kvcache_len(b, l)[h], n);
-            for (int i = 0; i < n; i++) {
-                size_t e = ((size_t)h * a->cap + i) * a->head_dim;
+            for (int i = 0; i < n; i++) { /* the two caches may lay rows out differently (full, budget mode) */
+                size_t ea = ((size_t)h * ks_kvcache_stride(a, l) + i) * a->head_dim;
+                size_t eb = ((size_t)h * ks_kvcache_stride(b, l) + i) * b->head_dim;
                 ck_assert_msg(ks_kvcache_pos(a, l, h)[i] == ks_kvcache_pos(b, l, h)[i] &&
-                                  !memcmp(ks_kvcache_k(a, l) + e, ks_kvcache_k(b, l) + e, row) &&
-                                  !memcmp(ks_kvcache_v(a, l) + e, ks_kvcache_v(b, l) + e, row),
+                                  !memcmp(ks_kvcache_k(a, l) + ea, ks_kvcache_k(b, l) + eb, row) &&
+                                  !memcmp(ks_kvcache_v(a, l) + ea, ks_kvcache_v(b, l) + eb, row),
                               "%s %s: layer %d head %d row %d differs (position %d deferred, %d not)", method, when, l,
                               h, i, ks_kvcache_pos(b, l, h)[i], ks_kvcache_pos(a, l, h)[i]);
             }
@@ -914,7 +932,8 @@ static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const ch
 static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const char *method) {
     float *norm = malloc(sizeof(float) * c->n_kv_heads * c->cap);
     for (int l = 0; l < c->n_layers; l++) {
-        ks_ref_key_norms(norm, c->cap, ks_kvcache_k(c, l), ks_kvcache_len(c, l), c->cap, c->n_kv_heads, c->head_dim);
+        ks_ref_key_norms(norm, c->cap, ks_kvcache_k(c, l), ks_kvcache_len(c, l), ks_kvcache_stride(c, l),
+                         c->n_kv_heads, c->head_dim);
         double sum = 0;
         float mx = 0;
         int64_t rows = 0;
@@ -930,9 +949,10 @@ static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const
     free(norm);
 }
 
-/* One case on two forward instances, m->synchronous 1 and 0: after the prompt the same kept rows and the same
- * statistics, then the same greedy tokens and rows through decode (its eviction included). */
-static void compare_paths(const ks_model *model, const path_case *pc) {
+/* One case on two forward instances, m->synchronous 1 and 0 (budget 0), or chunk-major on a full cache and
+ * layer-major on a cache sized by ks_method_kv_rows (budget 1, both deferred): after the prompt the same kept
+ * rows and the same statistics, then the same greedy tokens and rows through decode (its eviction included). */
+static void compare_runs(const ks_model *model, const path_case *pc, int budget) {
     enum { NEW = 6 };
     ks_forward f[2];
     ks_method *m[2];
@@ -942,17 +962,26 @@ static void compare_paths(const ks_model *model, const path_case *pc) {
     while (pc->opts[n_opts]) n_opts++;
     char what[96];
     snprintf(what, sizeof what, "%s %s %s", pc->method, n_opts ? pc->opts[0] : "", n_opts > 2 ? pc->opts[2] : "");
-    for (int d = 0; d < 2; d++) { /* d = 1: deferred */
-        ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .chunk = pc->chunk};
-        ck_assert(ks_forward_init(&f[d], model, &fp) == KS_OK);
+    for (int d = 0; d < 2; d++) { /* d = 1: deferred, or the budget-sized cache */
         ck_assert_msg(ks_method_create(&m[d], pc->method, NULL, pc->opts, n_opts) == KS_OK, "%s", ks_last_error());
-        m[d]->synchronous = !d;
+        m[d]->synchronous = !d && !budget;
+        ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .chunk = pc->chunk};
+        if (d && budget) fp.kv_rows = ks_method_kv_rows(m[d], model, pc->n, NEW);
+        ck_assert(ks_forward_init(&f[d], model, &fp) == KS_OK);
         ck_assert_msg(ks_forward_set_method(&f[d], m[d]) == KS_OK, "%s", ks_last_error());
-        ck_assert_msg(ks_forward_prefill(&f[d], ids, pc->n, NULL, &next[d]) == KS_OK, "%s", ks_last_error());
+        ck_assert_msg(ks_forward_prefill(&f[d], ids, pc->n, NULL, &next[d]) == KS_OK, "%s: %s", what,
+                      ks_last_error());
     }
-    ck_assert_msg(m[1]->n_deferred == (pc->defers ? m[1]->n_layers : 0) && m[0]->n_deferred == 0,
+    ck_assert_msg(m[1]->n_deferred == (pc->defers ? m[1]->n_layers : 0) &&
+                      m[0]->n_deferred == (budget ? m[1]->n_deferred : 0),
                   "%s: %d layers deferred", what, m[1]->n_deferred);
     const ks_kvcache *c[2] = {f[0].ops->kvcache(f[0].be), f[1].ops->kvcache(f[1].be)};
+    if (budget) { /* every layer back in its own rows, fewer than the prompt (its slots cost more than they save
+                     on this 2-layer model; the 8B shape: docs/performance.md) */
+        ck_assert_msg(c[1]->own_cap < pc->n && c[1]->n_slots == KS_KVCACHE_SLOTS, "%s: kv_rows %d for a prompt of %d",
+                      what, c[1]->own_cap, pc->n);
+        for (int l = 0; l < c[1]->n_layers; l++) ck_assert(c[1]->slot[l] < 0);
+    }
     expect_same_cache(c[0], c[1], what, "after the prompt");
     ks_layer_stat st[2][KS_METHOD_MAX_LAYERS];
     int n = ks_method_layer_stats(m[0], st[0]);
@@ -999,7 +1028,95 @@ START_TEST(test_deferred_matches_synchronous) {
         /* a window over the snapshot's rows: the layers are compressed at their own hooks */
         {"SnapKV", {"max_capacity_prompt=1100", "window_size=1030"}, 1150, 1100, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_paths(&model, &cases[i]);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i], 0);
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ---- budget-sized KV cache (ks_forward_params.kv_rows) ---------------------------------------------------- */
+
+/* Layer-major prefill into a cache of ks_method_kv_rows rows per layer keeps the rows, statistics and tokens of
+ * chunk-major prefill into a full cache, for every method that bounds its rows; the rows it asks for are the
+ * plan's most plus the generation. */
+START_TEST(test_budget_cache_matches_full) {
+    ks_model model = {0};
+    ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
+    const path_case cases[] = {
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 17, 1}, /* five chunks per layer */
+        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
+        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 90, 40, 1}, /* all-query scoring on every chunk */
+        {"H2O", {"heavy_budget=0.1", "recent_budget=0.15", "score_window=8"}, 90, 40, 1},
+        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}, 90, 40, 1},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 90, 40, 1},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 90, 40, 1},
+        {"L2Compress", {"max_capacity_prompt=0.3", "prune_after=50", "skip_layers=[]"}, 90, 40, 1},
+        /* the window over the snapshot's rows: each layer compressed at its own hook */
+        {"SnapKV", {"max_capacity_prompt=1040", "window_size=1030"}, 1150, 1100, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i], 1);
+
+    /* the rows asked for: SnapKV 24 + 6; H2O ratios at the longest prompt (9 + 13) + 6; a prompt that fits the
+     * budget keeps all its rows (min(n, budget) over n <= 20); none for methods whose rows the plan does not
+     * bound */
+    ks_method *m;
+    const char *snap[] = {"max_capacity_prompt=24", "window_size=8"}, *h2o[] = {"heavy_budget=0.1",
+                                                                                  "recent_budget=0.15"};
+    ck_assert(ks_method_create(&m, "SnapKV", NULL, snap, 2) == KS_OK);
+    ck_assert_int_eq(ks_method_kv_rows(m, &model, 90, 6), 30);
+    ck_assert_int_eq(ks_method_kv_rows(m, &model, 20, 6), 26);
+    ks_method_free(m);
+    ck_assert(ks_method_create(&m, "H2O", NULL, h2o, 2) == KS_OK);
+    ck_assert_int_eq(ks_method_kv_rows(m, &model, 90, 6), 9 + 13 + 6);
+    ks_method_free(m);
+    const char *fullkv_like[] = {"FullKV", "CakeKV"};
+    for (int i = 0; i < 2; i++) {
+        ck_assert(ks_method_create(&m, fullkv_like[i], NULL, NULL, 0) == KS_OK);
+        ck_assert_int_eq(ks_method_kv_rows(m, &model, 90, 6), 0);
+        ks_method_free(m);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
+/* Budget mode's errors: a method that cannot size it; a kept layer over kv_rows; a decode step with no room
+ * left; a prompt over kv_rows with no method. Each names kv_rows, and the next sequence runs normally. */
+START_TEST(test_budget_cache_errors) {
+    ks_model model = {0};
+    ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
+    int32_t ids[90], next;
+    for (int i = 0; i < 90; i++) ids[i] = 3 + (i * 31) % 200;
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = 96, .chunk = 40, .kv_rows = 26};
+    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
+    ks_method *m;
+    ck_assert(ks_method_create(&m, "CakeKV", NULL, NULL, 0) == KS_OK);
+    ck_assert_int_eq(ks_forward_set_method(&f, m), KS_ERR_ARG);
+    ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+    ks_method_free(m);
+
+    ck_assert_int_eq(ks_forward_prefill(&f, ids, 90, NULL, &next), KS_ERR_ARG); /* no method compresses */
+    ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+
+    const char *big[] = {"max_capacity_prompt=30", "window_size=8"}; /* keeps 30 > 26 */
+    ck_assert(ks_method_create(&m, "SnapKV", NULL, big, 2) == KS_OK);
+    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    ck_assert_int_eq(ks_forward_prefill(&f, ids, 90, NULL, &next), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+    ks_method_free(m);
+
+    const char *fits[] = {"max_capacity_prompt=24", "window_size=8"}; /* 24 + 2 generated fill 26 */
+    ck_assert(ks_method_create(&m, "SnapKV", NULL, fits, 2) == KS_OK);
+    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    ck_assert_msg(ks_forward_prefill(&f, ids, 90, NULL, &next) == KS_OK, "%s", ks_last_error());
+    for (int t = 0; t < 2; t++) ck_assert(ks_forward_decode(&f, next, NULL, &next) == KS_OK);
+    ck_assert_int_eq(ks_forward_decode(&f, next, NULL, &next), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+    ks_forward_reset(&f);
+    ck_assert_msg(ks_forward_prefill(&f, ids, 90, NULL, &next) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_kvcache_len(f.ops->kvcache(f.be), 0)[0], 24);
+    ks_forward_free(&f);
+    ks_method_free(m);
     ks_model_free(&model);
 }
 END_TEST
@@ -1031,6 +1148,8 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_options_and_errors);
         tcase_add_test(tc, test_forward_window_chunks);
         tcase_add_test(tc, test_deferred_matches_synchronous);
+        tcase_add_test(tc, test_budget_cache_matches_full);
+        tcase_add_test(tc, test_budget_cache_errors);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
