@@ -28,6 +28,7 @@ typedef struct eval_opts {
     const char *method_config;
     ks_opt_strings method_opts; /* --method_opt key=value, in order */
     int limit, threads, chunk;
+    const char *kv_cache; /* "budget" or "full" */
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
 } eval_opts;
 
@@ -118,6 +119,8 @@ static const char *sample_template(const ks_bench_config *bc, const ks_sample *s
 }
 
 static ks_status check_opts(const eval_opts *o) {
+    if (strcmp(o->kv_cache, "budget") && strcmp(o->kv_cache, "full"))
+        return ks_fail(KS_ERR_ARG, "--kv_cache %s: must be budget or full", o->kv_cache);
     if (strcmp(o->gp_num, "1") != 0)
         return ks_fail(KS_ERR_UNSUPPORTED, "--gp_num %s: only 1 (one rank per model instance) is supported so far; "
                                            "run one rank per GPU with mpirun -np N", o->gp_num);
@@ -173,7 +176,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
     KS_TRY_GOTO(st, apply_template_override(&bc, o->template_name), out);
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = method};
+                           .method = method, .full_kv_cache = !strcmp(o->kv_cache, "full")};
     KS_TRY_GOTO(st, ks_runner_init(&run, &rp), out);
     KS_TRY_GOTO(st, ks_bench_open(&bench, &bc, run.tok), out);
     KS_TRY_GOTO(st, ks_bench_list(bench, o->limit, &ids, &n), out);
@@ -254,7 +257,7 @@ out:
 
 ks_status ks_cmd_eval(int argc, char **argv) {
     eval_opts o = {.acceleration = "FullKV", .device = "cpu", .torch_dtype = "bfloat16", .gp_num = "1",
-                   .output = "results", .limit = -1, .chunk = 512};
+                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "budget"};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
@@ -274,6 +277,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
         {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N", "prefill chunk size in tokens", 0},
+        {"kv_cache", KS_OPT_STRING, &o.kv_cache, "budget|full",
+         "budget: size the KV cache for the method's budget (layer-major prefill of long prompts); full: for "
+         "the whole context", 0},
         {0},
     };
     int help = 0;

@@ -66,6 +66,14 @@ ks_status ks_forward_set_method(ks_forward *f, ks_method *m) {
     return KS_OK;
 }
 
+int ks_forward_kv_rows(const ks_method *m, const ks_model *model, int max_ctx, int max_new) {
+    if (!m || !ks_method_bounds_rows(m)) return 0;
+    int rows = ks_method_kv_rows(m, model, max_ctx, max_new);
+    int64_t layers = model->last_layer - model->first_layer;
+    if (rows <= 0 || layers * rows + (int64_t)KS_KVCACHE_SLOTS * max_ctx >= layers * max_ctx) return 0;
+    return rows;
+}
+
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     int rem = n_prompt - done;
     if (rem <= f->chunk) return rem;

@@ -82,6 +82,11 @@ void ks_forward_reset(ks_forward *f);
  * chunk spans the whole context), and in budget mode when m is NULL or does not bound every layer's rows. */
 ks_status ks_forward_set_method(ks_forward *f, ks_method *m);
 
+/* kv_rows (ks_forward_params) for method m (NULL: FullKV) on `model` with sequences of up to max_ctx tokens, up
+ * to max_new of them generated: ks_method_kv_rows over every prompt length, when a cache of that many rows per
+ * layer plus the budget mode's prefill slots is smaller than the full cache; else 0 (the full cache). */
+int ks_forward_kv_rows(const ks_method *m, const ks_model *model, int max_ctx, int max_new);
+
 /* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and
  * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens). */
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done);

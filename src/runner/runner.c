@@ -18,6 +18,7 @@ ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     int max_ctx = p->max_ctx < r->model.cfg.max_pos ? p->max_ctx : r->model.cfg.max_pos;
     ks_forward_params fp = {.device = p->device, .max_ctx = max_ctx, .chunk = p->chunk > 0 ? p->chunk : 512,
                             .threads = p->threads};
+    if (!p->full_kv_cache) fp.kv_rows = ks_forward_kv_rows(p->method, &r->model, max_ctx, p->max_new > 0 ? p->max_new : 1);
     KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, &fp), fail);
     r->method = p->method;
     if (r->method) KS_TRY_GOTO(st, ks_forward_set_method(&r->fwd, r->method), fail);
