@@ -16,7 +16,11 @@
  *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two
  *                cuda runs must keep the same rows, report the same statistics and decode the same tokens; the
  *                cuda kept sets must mostly agree with the cpu's (bf16 against fp32 scores: near-ties may
- *                split differently)
+ *                split differently); a fourth run, for the methods that bound their rows, on a budget-sized
+ *                cache (layer-major prefill) must equal the first
+ *   budget cache a random-weight 8-layer Llama shape (engine/bench_model.h), long enough prompts that every
+ *                prefill slot is taken several times: the budget-sized cache keeps the full cache's rows and
+ *                decodes the same tokens
  */
 #include <check.h>
 #include <math.h>
@@ -25,10 +29,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "engine/backend_cuda.h"
+#include "engine/bench_model.h"
 #include "engine/generate.h"
 #include "methods/method.h"
 #include "test_util.h"
@@ -627,14 +633,15 @@ typedef struct path_run {
 } path_run;
 
 /* The prompt ids (n) through a fresh forward instance on `device` with the method; statistics recorded, the
- * cache left as the prompt leaves it. */
-static void path_prefill(path_run *r, const ks_model *model, const char *device, int synchronous, const char *method,
-                         const char *const *opts, const int32_t *ids, int n) {
-    ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .chunk = 40};
-    CK_KS(ks_forward_init(&r->f, model, &fp));
+ * cache left as the prompt leaves it. budget: a cache sized by ks_method_kv_rows (layer-major prefill). */
+static void path_prefill(path_run *r, const ks_model *model, const char *device, int synchronous, int budget,
+                         const char *method, const char *const *opts, const int32_t *ids, int n) {
     int k = 0;
     while (opts[k]) k++;
     CK_KS(ks_method_create(&r->m, method, NULL, opts, k));
+    ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .chunk = 40};
+    if (budget) fp.kv_rows = ks_method_kv_rows(r->m, model, n, PATH_TOKENS);
+    CK_KS(ks_forward_init(&r->f, model, &fp));
     r->m->synchronous = synchronous;
     CK_KS(ks_forward_set_method(&r->f, r->m));
     CK_KS(ks_forward_prefill(&r->f, ids, n, NULL, &r->tokens[0]));
@@ -688,11 +695,13 @@ START_TEST(test_deferred_paths) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const char *name = cases[c].method, *opt = cases[c].opts[0] ? cases[c].opts[0] : "";
-        path_run r[3]; /* cuda deferred, cuda synchronous, cpu deferred */
+        path_run r[4]; /* cuda deferred, cuda synchronous, cpu deferred, cuda deferred on a budget-sized cache */
         memset(r, 0, sizeof r);
-        path_prefill(&r[0], &model, "cuda", 0, name, cases[c].opts, ids, N);
-        path_prefill(&r[1], &model, "cuda", 1, name, cases[c].opts, ids, N);
-        path_prefill(&r[2], &model, "cpu", 0, name, cases[c].opts, ids, N);
+        path_prefill(&r[0], &model, "cuda", 0, 0, name, cases[c].opts, ids, N);
+        path_prefill(&r[1], &model, "cuda", 1, 0, name, cases[c].opts, ids, N);
+        path_prefill(&r[2], &model, "cpu", 0, 0, name, cases[c].opts, ids, N);
+        int budget = ks_method_bounds_rows(r[0].m); /* layer-major, three slots, rows moved back on the side stream */
+        if (budget) path_prefill(&r[3], &model, "cuda", 0, 1, name, cases[c].opts, ids, N);
         ck_assert_msg(r[0].m->n_deferred == r[0].m->n_layers && r[1].m->n_deferred == 0, "%s %s: %d layers deferred",
                       name, opt, r[0].m->n_deferred);
         const ks_kvcache *a = r[0].f.ops->kvcache(r[0].f.be), *b = r[1].f.ops->kvcache(r[1].f.be);
@@ -704,11 +713,22 @@ START_TEST(test_deferred_paths) {
                               x->key_norm_mean == y->key_norm_mean && x->key_norm_max == y->key_norm_max,
                           "%s %s layer %d: statistics differ between the deferred and synchronous cuda paths", name,
                           opt, l);
+            const ks_layer_stat *z = &r[3].st[l];
+            ck_assert_msg(!budget || (x->kept == z->kept && x->attn_mass_kept == z->attn_mass_kept &&
+                                      x->key_norm_mean == z->key_norm_mean && x->key_norm_max == z->key_norm_max),
+                          "%s %s layer %d: statistics differ between the full and budget-sized cuda caches", name, opt,
+                          l);
             for (int g = 0; g < a->n_kv_heads; g++) {
                 int n = ks_kvcache_len(a, l)[g];
                 ck_assert_msg(ks_kvcache_len(b, l)[g] == n && shared_rows(a, b, l, g) == n,
                               "%s %s layer %d head %d: deferred and synchronous cuda keep different rows", name, opt, l,
                               g);
+                if (budget) {
+                    const ks_kvcache *z3 = r[3].f.ops->kvcache(r[3].f.be);
+                    ck_assert_msg(ks_kvcache_len(z3, l)[g] == n && shared_rows(a, z3, l, g) == n && z3->slot[l] < 0,
+                                  "%s %s layer %d head %d: the budget-sized cuda cache keeps other rows", name, opt, l,
+                                  g);
+                }
                 common += shared_rows(a, h, l, g);
                 kept += n;
             }
@@ -716,10 +736,76 @@ START_TEST(test_deferred_paths) {
         ck_assert_msg(common >= 0.85 * kept, "%s %s: cuda and cpu share %lld of %lld kept rows", name, opt,
                       (long long)common, (long long)kept);
         path_decode(&r[0]), path_decode(&r[1]);
-        for (int t = 0; t < PATH_TOKENS; t++)
+        if (budget) path_decode(&r[3]);
+        for (int t = 0; t < PATH_TOKENS; t++) {
             ck_assert_msg(r[0].tokens[t] == r[1].tokens[t], "%s %s: token %d is %d deferred, %d synchronous", name, opt,
                           t, r[0].tokens[t], r[1].tokens[t]);
-        for (int i = 0; i < 3; i++) path_free(&r[i]);
+            ck_assert_msg(!budget || r[0].tokens[t] == r[3].tokens[t], "%s %s: token %d is %d, %d budget-sized", name,
+                          opt, t, r[0].tokens[t], r[3].tokens[t]);
+        }
+        for (int i = 0; i < 4; i++) path_free(&r[i]);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ---- budget-sized cache on a deeper model ----------------------------------------------------------------- */
+
+START_TEST(test_budget_cache_slots) {
+    char cfg[] = "/tmp/ks_gpu_methods_cfg_XXXXXX";
+    int fd = mkstemp(cfg);
+    ck_assert(fd >= 0);
+    const char *json = "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 256, "
+                       "\"intermediate_size\": 512, \"num_hidden_layers\": 8, \"num_attention_heads\": 4, "
+                       "\"num_key_value_heads\": 2, \"head_dim\": 64, \"vocab_size\": 512, "
+                       "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, "
+                       "\"tie_word_embeddings\": false}";
+    ck_assert(write(fd, json, strlen(json)) == (ssize_t)strlen(json) && close(fd) == 0);
+    ks_model model = {0};
+    CK_KS(ks_bench_model_init(&model, cfg));
+    unlink(cfg);
+    enum { N = 700, NEW = 8, CHUNK = 128 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * 500);
+    const struct {
+        const char *method;
+        const char *opts[4];
+    } cases[] = {
+        {"SnapKV", {"max_capacity_prompt=64", "window_size=16"}},
+        {"H2O", {"heavy_budget=32", "recent_budget=32"}}, /* every chunk scored, layer after layer */
+        {"StreamingLLM", {"start_size=4", "recent_size=60"}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        ks_forward f[2];
+        ks_method *m[2];
+        int32_t tok[2][NEW];
+        int k = 0;
+        while (cases[c].opts[k]) k++;
+        for (int b = 0; b < 2; b++) {
+            CK_KS(ks_method_create(&m[b], cases[c].method, NULL, cases[c].opts, k));
+            int kv_rows = b ? ks_method_kv_rows(m[b], &model, N, NEW) : 0;
+            ck_assert(!b || (kv_rows > 0 && kv_rows < N));
+            CK_KS(ks_bench_model_forward(&f[b], &model, N + NEW, kv_rows, CHUNK, 7));
+            CK_KS(ks_forward_set_method(&f[b], m[b]));
+            CK_KS(ks_forward_prefill(&f[b], ids, N, NULL, &tok[b][0]));
+        }
+        const ks_kvcache *a = f[0].ops->kvcache(f[0].be), *z = f[1].ops->kvcache(f[1].be);
+        ck_assert(z->n_slots == KS_KVCACHE_SLOTS && z->own_cap < N);
+        for (int l = 0; l < a->n_layers; l++)
+            for (int g = 0; g < a->n_kv_heads; g++) {
+                int n = ks_kvcache_len(a, l)[g];
+                ck_assert_msg(n < N && ks_kvcache_len(z, l)[g] == n && shared_rows(a, z, l, g) == n && z->slot[l] < 0,
+                              "%s layer %d head %d: the budget-sized cache keeps other rows", cases[c].method, l, g);
+            }
+        for (int t = 1; t < NEW; t++)
+            for (int b = 0; b < 2; b++) CK_KS(ks_forward_decode(&f[b], tok[b][t - 1], NULL, &tok[b][t]));
+        for (int t = 0; t < NEW; t++)
+            ck_assert_msg(tok[0][t] == tok[1][t], "%s: token %d is %d, %d budget-sized", cases[c].method, t, tok[0][t],
+                          tok[1][t]);
+        for (int b = 0; b < 2; b++) {
+            ks_forward_free(&f[b]);
+            ks_method_free(m[b]);
+        }
     }
     ks_model_free(&model);
 }
@@ -741,6 +827,7 @@ int main(void) {
     tcase_add_test(tc, test_kept_sets);
     tcase_add_test(tc, test_tiny_model);
     tcase_add_test(tc, test_deferred_paths);
+    tcase_add_test(tc, test_budget_cache_slots);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

@@ -7,9 +7,11 @@
  *
  * With --acceleration (KV methods, methods/method.h; repeatable, each `NAME` or `NAME:key=value:...`, plus
  * --method_opt for all of them) each length instead runs FullKV and then every method on one backend
- * instance: prefill seconds and their increase over FullKV's, the seconds spent in the method's hooks, the KV
- * bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head), decode ms/token on the
- * compressed cache, and the peak device memory of the length. */
+ * instance with the full cache: prefill seconds and their increase over FullKV's, the seconds spent in the
+ * method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head),
+ * decode ms/token on the compressed cache and device memory in use; then each method that bounds its rows
+ * again on its own instance with a budget-sized cache (ks_forward_kv_rows: layer-major prefill), whose
+ * device memory is what that method really needs. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -119,7 +121,7 @@ static ks_status bench_length(const ks_model *m, const bench_opts *o, int L, int
     KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
     ks_forward f = {0};
     ks_status st;
-    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, o->chunk, o->seed), done);
+    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, 0, o->chunk, o->seed), done);
     KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free1), done);
     int32_t next;
     /* warm-up: one chunk builds the GEMM plans and sets the kernels' attributes */
@@ -150,7 +152,9 @@ typedef struct method_spec {
 /* What one method measured at one length. */
 typedef struct method_result {
     double prefill_s, method_s, decode_ms;
-    int64_t kv_bytes; /* bf16 K and V of the rows held after prefill, every layer */
+    int64_t kv_bytes;  /* bf16 K and V of the rows held after prefill, every layer */
+    int kv_rows;       /* rows per layer and KV head the cache was sized for (max_ctx: the full cache) */
+    size_t peak_bytes; /* device memory the instance held after its run, beyond what was in use before it */
 } method_result;
 
 static ks_status parse_method(const char *entry, const ks_opt_strings *global, method_spec *s) {
@@ -172,45 +176,73 @@ static ks_status parse_method(const char *entry, const ks_opt_strings *global, m
 }
 
 
-/* FullKV (r[0]) and then each method (r[1..n]) on one instance at length L; *peak as bench_length's. */
-static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                                      const method_spec *specs, int n, method_result *r, size_t *peak) {
-    const int max_ctx = L + o->steps + 3;
-    size_t free0, free2;
-    KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
-    ks_forward f = {0};
+/* One method (spec NULL: FullKV) on f, r filled and its table row printed; full: FullKV's result at this
+ * length (NULL: r is FullKV's). free0: device memory free before f was built. */
+static ks_status bench_one(ks_forward *f, const ks_model *m, const bench_opts *o, int L, int32_t *ids,
+                           float *logits, const method_spec *spec, const method_result *full, size_t free0,
+                           method_result *r) {
     ks_method *meth = NULL;
+    int32_t next;
+    size_t free2;
+    ks_status st;
+    if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
+    KS_TRY_GOTO(st, ks_forward_set_method(f, meth), done);
+    KS_TRY_GOTO(st, time_prefill(f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
+    r->method_s = f->method_s;
+    r->kv_bytes = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* K and V rows held, bf16 */
+    r->kv_rows = f->kv_rows;
+    KS_TRY_GOTO(st, time_decode(f, next, o->steps, logits, &r->decode_ms), done);
+    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free2), done);
+    r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
+    double rows = (double)r->kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
+    char cache[48] = "full";
+    if (f->kv_rows < f->max_ctx) snprintf(cache, sizeof cache, "budget: %d rows", f->kv_rows);
+    printf("| %dK | %s | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f | %.1f |\n", L / 1024,
+           spec ? spec->label : "FullKV", cache, r->prefill_s,
+           100.0 * (r->prefill_s / (full ? full : r)->prefill_s - 1.0), r->method_s, (double)r->kv_bytes / (1 << 20),
+           rows, r->decode_ms, gib(r->peak_bytes));
+    fflush(stdout);
+done:
+    ks_forward_set_method(f, NULL);
+    ks_method_free(meth);
+    return st;
+}
+
+/* At length L: FullKV (r[0]) and then each method (r[1..n]) on one instance with the full cache; then each
+ * method whose rows a budget bounds (rb[i - 1].kv_rows > 0) on its own instance with a budget-sized cache. */
+static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
+                                      const method_spec *specs, int n, method_result *r, method_result *rb) {
+    const int max_ctx = L + o->steps + 3;
+    size_t free0;
+    ks_forward f = {0};
     ks_status st;
     int32_t next;
-    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, o->chunk, o->seed), done);
+    KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
+    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, 0, o->chunk, o->seed), done);
     KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done); /* warm-up */
-    for (int i = 0; i <= n; i++) {
-        if (i) KS_TRY_GOTO(st, ks_method_create(&meth, specs[i - 1].name, NULL, specs[i - 1].opts,
-                                                specs[i - 1].n_opts), done);
-        KS_TRY_GOTO(st, ks_forward_set_method(&f, meth), done);
-        KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r[i].prefill_s, &next), done);
-        r[i].method_s = f.method_s;
-        r[i].kv_bytes = ks_kvcache_bytes(f.ops->kvcache(f.be)); /* K and V rows held, bf16 */
-        KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r[i].decode_ms), done);
-        KS_TRY_GOTO(st, ks_forward_set_method(&f, NULL), done);
+    for (int i = 0; i <= n; i++)
+        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, i ? &specs[i - 1] : NULL, i ? &r[0] : NULL, free0, &r[i]),
+                    done);
+    ks_forward_free(&f); /* the budget-sized instances measure their own memory */
+    for (int i = 0; i < n; i++) {
+        ks_method *meth;
+        KS_TRY_GOTO(st, ks_method_create(&meth, specs[i].name, NULL, specs[i].opts, specs[i].n_opts), done);
+        int kv_rows = ks_forward_kv_rows(meth, m, max_ctx, o->steps + 3);
         ks_method_free(meth);
-        meth = NULL;
-        const char *label = i ? specs[i - 1].label : "FullKV";
-        double rows = (double)r[i].kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
-        printf("| %dK | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f |\n", L / 1024, label, r[i].prefill_s,
-               100.0 * (r[i].prefill_s / r[0].prefill_s - 1.0), r[i].method_s,
-               (double)r[i].kv_bytes / (1 << 20), rows, r[i].decode_ms);
-        fflush(stdout);
+        rb[i] = (method_result){0};
+        if (!kv_rows) continue;
+        KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free0), done);
+        KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, kv_rows, o->chunk, o->seed), done);
+        KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done); /* warm-up */
+        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, &specs[i], &r[0], free0, &rb[i]), done);
+        ks_forward_free(&f);
     }
-    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free2), done);
-    *peak = free0 > free2 ? free0 - free2 : 0;
 done:
-    ks_method_free(meth);
     ks_forward_free(&f);
     return st;
 }
 
-static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full, size_t peak) {
+static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "length", L);
     cJSON_AddStringToObject(o, "method", label);
@@ -219,25 +251,27 @@ static cJSON *method_json(int L, const char *label, const method_result *r, cons
     cJSON_AddNumberToObject(o, "method_s", r->method_s);
     cJSON_AddNumberToObject(o, "kv_bytes_prefill", (double)r->kv_bytes);
     cJSON_AddNumberToObject(o, "decode_ms", r->decode_ms);
-    cJSON_AddNumberToObject(o, "peak_bytes", (double)peak);
+    cJSON_AddStringToObject(o, "kv_cache", r->kv_rows < L ? "budget" : "full");
+    cJSON_AddNumberToObject(o, "kv_rows", r->kv_rows);
+    cJSON_AddNumberToObject(o, "peak_bytes", (double)r->peak_bytes);
     return o;
 }
 
 /* The --acceleration run: the table on stdout, and the rows as JSON at `out` (may be NULL). */
 static ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
                                float *logits, const method_spec *specs, int n, const char *gpu, const char *out) {
-    printf("| context | method | prefill (s) | vs FullKV | method hooks (s) | KV after prefill (MiB) | rows per layer "
-           "and KV head | decode (ms/tok) |\n|---|---|---|---|---|---|---|---|\n");
+    printf("| context | method | KV cache | prefill (s) | vs FullKV | method hooks (s) | KV after prefill (MiB) | rows "
+           "per layer and KV head | decode (ms/tok) | device memory (GiB) |\n|---|---|---|---|---|---|---|---|---|---|\n");
     cJSON *rows = cJSON_CreateArray();
     ks_status st = KS_OK;
     for (int li = 0; li < nl && st == KS_OK; li++) {
-        method_result r[MAX_METHODS + 1];
-        size_t peak = 0;
-        st = bench_methods_length(m, o, lengths[li], ids, logits, specs, n, r, &peak);
+        method_result r[MAX_METHODS + 1], rb[MAX_METHODS];
+        st = bench_methods_length(m, o, lengths[li], ids, logits, specs, n, r, rb);
         if (st != KS_OK) break;
-        printf("| %dK | peak device memory %.1f GiB | | | | | | |\n", lengths[li] / 1024, gib(peak));
         for (int i = 0; i <= n; i++)
-            cJSON_AddItemToArray(rows, method_json(lengths[li], i ? specs[i - 1].label : "FullKV", &r[i], &r[0], peak));
+            cJSON_AddItemToArray(rows, method_json(lengths[li], i ? specs[i - 1].label : "FullKV", &r[i], &r[0]));
+        for (int i = 0; i < n; i++)
+            if (rb[i].kv_rows) cJSON_AddItemToArray(rows, method_json(lengths[li], specs[i].label, &rb[i], &r[0]));
     }
     if (st == KS_OK && out) {
         cJSON *j = cJSON_CreateObject();

@@ -47,8 +47,9 @@ static ks_status no_cuda(void) {
                                        "(rebuild with -DKS_CUDA=ON on a machine with the CUDA toolkit)");
 }
 
-ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int chunk, uint64_t seed) {
-    (void)f, (void)m, (void)max_ctx, (void)chunk, (void)seed;
+ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int kv_rows, int chunk,
+                                 uint64_t seed) {
+    (void)f, (void)m, (void)max_ctx, (void)kv_rows, (void)chunk, (void)seed;
     return no_cuda();
 }
 
@@ -64,15 +65,18 @@ ks_status ks_bench_model_attention_tflops(int n, int H, int Hk, int d, int repea
 
 #else
 
-ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int chunk, uint64_t seed) {
+ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int kv_rows, int chunk,
+                                 uint64_t seed) {
     KS_ASSERT(max_ctx > 0 && chunk > 0);
     memset(f, 0, sizeof *f);
-    ks_backend_params bp = {.max_ctx = max_ctx, .max_chunk = chunk < max_ctx ? chunk : max_ctx};
+    ks_backend_params bp = {.max_ctx = max_ctx, .max_chunk = chunk < max_ctx ? chunk : max_ctx,
+                            .kv_rows = kv_rows > 0 && kv_rows < max_ctx ? kv_rows : max_ctx};
     /* ks_forward_init would upload host weights; this model has none, so the backend fills its own */
     KS_TRY(ks_backend_cuda_init_random(&f->be, m, &bp, seed));
     f->m = m;
     f->ops = &ks_backend_cuda;
     f->max_ctx = max_ctx;
+    f->kv_rows = bp.kv_rows;
     f->chunk = bp.max_chunk;
     return KS_OK;
 }

@@ -5,7 +5,7 @@
  *     ks_model m = {0};
  *     KS_TRY(ks_bench_model_init(&m, NULL));                   // or a config.json path; config only, no weights
  *     ks_forward f = {0};
- *     KS_TRY(ks_bench_model_forward(&f, &m, max_ctx, chunk, seed));   // the cuda backend, random weights
+ *     KS_TRY(ks_bench_model_forward(&f, &m, max_ctx, 0, chunk, seed));   // the cuda backend, random weights
  *     KS_TRY(ks_forward_prefill(&f, ids, n, NULL, &next));  ...  ks_forward_decode(...)
  *     ks_forward_free(&f);
  *     ks_model_free(&m);
@@ -25,8 +25,10 @@
 ks_status ks_bench_model_init(ks_model *m, const char *config_path);
 
 /* f = a forward pass of m on the cuda backend with uniform random weights from `seed` (std 0.02, norms 1),
- * a KV cache of max_ctx rows and prefill chunks of `chunk` tokens. ks_forward_free releases it. */
-ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int chunk, uint64_t seed);
+ * a KV cache of max_ctx rows (kv_rows: ks_forward_params') and prefill chunks of `chunk` tokens.
+ * ks_forward_free releases it. */
+ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int kv_rows, int chunk,
+                                 uint64_t seed);
 
 /* The current GPU: name, multiprocessor count, total and free memory in bytes (outputs may be NULL). */
 ks_status ks_bench_model_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes);
