@@ -177,16 +177,18 @@ static ks_status parse_method(const char *entry, const ks_opt_strings *global, m
 
 
 /* One method (spec NULL: FullKV) on f, r filled and its table row printed; full: FullKV's result at this
- * length (NULL: r is FullKV's). free0: device memory free before f was built. */
+ * length (NULL: r is FullKV's). free0: device memory free before f was built. warm_up: one untimed chunk first
+ * (GEMM plans, kernel attributes), with the method attached: a budget-sized cache takes no prompt without it. */
 static ks_status bench_one(ks_forward *f, const ks_model *m, const bench_opts *o, int L, int32_t *ids,
                            float *logits, const method_spec *spec, const method_result *full, size_t free0,
-                           method_result *r) {
+                           int warm_up, method_result *r) {
     ks_method *meth = NULL;
     int32_t next;
     size_t free2;
     ks_status st;
     if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
     KS_TRY_GOTO(st, ks_forward_set_method(f, meth), done);
+    if (warm_up) KS_TRY_GOTO(st, ks_forward_prefill(f, ids, L < f->chunk ? L : f->chunk, NULL, &next), done);
     KS_TRY_GOTO(st, time_prefill(f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
     r->method_s = f->method_s;
     r->kv_bytes = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* K and V rows held, bf16 */
@@ -216,12 +218,11 @@ static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, in
     size_t free0;
     ks_forward f = {0};
     ks_status st;
-    int32_t next;
     KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
     KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, 0, o->chunk, o->seed), done);
-    KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done); /* warm-up */
     for (int i = 0; i <= n; i++)
-        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, i ? &specs[i - 1] : NULL, i ? &r[0] : NULL, free0, &r[i]),
+        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, i ? &specs[i - 1] : NULL, i ? &r[0] : NULL, free0, !i,
+                                  &r[i]),
                     done);
     ks_forward_free(&f); /* the budget-sized instances measure their own memory */
     for (int i = 0; i < n; i++) {
@@ -233,8 +234,7 @@ static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, in
         if (!kv_rows) continue;
         KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free0), done);
         KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, kv_rows, o->chunk, o->seed), done);
-        KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done); /* warm-up */
-        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, &specs[i], &r[0], free0, &rb[i]), done);
+        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, &specs[i], &r[0], free0, 1, &rb[i]), done);
         ks_forward_free(&f);
     }
 done:
