@@ -277,6 +277,74 @@ START_TEST(test_key_norms_and_compact) {
 }
 END_TEST
 
+/* ks_cuda_decode_evict against ks_ref_evict_row and a host shift, every rule: a head at the budget (nothing
+ * dropped), heads one over with rows across several 32-row tiles, tied lowest values (the latest goes), a NaN
+ * (lowest), protected head and tail rows; outputs poisoned. */
+START_TEST(test_decode_evict) {
+    const int shapes[][3] = {{4, 64, 301}, {4, 128, 97}, {4, 8, 40}}; /* Hk, d, cap */
+    const ks_evict_args rules[] = {
+        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 0, .tail = 7},
+        {.rule = KS_EVICT_POOLED, .keep = 0, .head = 0, .tail = 5, .kernel = 5},
+        {.rule = KS_EVICT_SINK, .keep = 0, .head = 4, .tail = 9},
+        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 3, .tail = 0},
+    };
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
+            const int Hk = shapes[s][0], d = shapes[s][1], cap = shapes[s][2];
+            ks_evict_args a = rules[r];
+            a.keep = cap - 1 - (int)(rnd() * cap / 2);
+            const size_t n = (size_t)Hk * cap * d;
+            float *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
+            float *p = malloc(sizeof(float) * Hk * cap), *sc = malloc(sizeof(float) * Hk * cap);
+            fill(k, n, -3, 3), fill(v, n, -3, 3), fill(p, (size_t)Hk * cap, 0, 1), fill(sc, (size_t)Hk * cap, 0, 4);
+            int32_t len[4] = {a.keep, a.keep + 1, a.keep + 1, a.keep + 1}, want[4];
+            const int hi2 = len[2] - a.tail; /* head 2: the two lowest tie; head 3: a NaN */
+            p[2 * cap + a.head + 1] = p[2 * cap + hi2 - 2] = 0, sc[2 * cap + a.head + 1] = sc[2 * cap + hi2 - 2] = -1;
+            p[3 * cap + a.head + 2] = NAN, sc[3 * cap + a.head + 2] = NAN;
+            ks_bf16 *dk = upload(k, n), *dv = upload(v, n), *aside = dev_alloc(2 * n);
+            int32_t *dlen = dev_ints(len, Hk), *ddrop = dev_alloc(sizeof(int32_t) * Hk);
+            float *dp = dev_alloc(sizeof(float) * Hk * cap), *ds = dev_alloc(sizeof(float) * Hk * cap);
+            float *dsa = dev_alloc(sizeof(float) * Hk * cap);
+            CK_CUDA(cudaMemcpy(dp, p, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
+            CK_CUDA(cudaMemcpy(ds, sc, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
+            CK_CUDA(cudaMemset(ddrop, 0x7f, sizeof(int32_t) * Hk));
+            CK_CUDA(cudaMemset(aside, 0xff, 2 * n));
+            CK_KS(ks_cuda_decode_evict(dk, dv, dlen, ddrop, dp, cap, ds, cap, &a, Hk, d, cap, cap, aside, dsa, 0));
+            int32_t drop[4], lens[4];
+            uint16_t *hk = malloc(2 * n), *hv = malloc(2 * n);
+            float *hs = malloc(sizeof(float) * Hk * cap);
+            CK_CUDA(cudaMemcpy(drop, ddrop, sizeof drop, cudaMemcpyDeviceToHost));
+            CK_CUDA(cudaMemcpy(lens, dlen, sizeof lens, cudaMemcpyDeviceToHost));
+            CK_CUDA(cudaMemcpy(hk, dk, 2 * n, cudaMemcpyDeviceToHost));
+            CK_CUDA(cudaMemcpy(hv, dv, 2 * n, cudaMemcpyDeviceToHost));
+            CK_CUDA(cudaMemcpy(hs, ds, sizeof(float) * Hk * cap, cudaMemcpyDeviceToHost));
+            for (int g = 0; g < Hk; g++) {
+                float *sg = sc + (size_t)g * cap;
+                want[g] = ks_ref_evict_row(&a, len[g], p + (size_t)g * cap, sg);
+                ck_assert_msg(drop[g] == want[g], "rule %d d %d head %d: dropped %d, want %d", (int)a.rule, d, g,
+                              drop[g], want[g]);
+                ck_assert_int_eq(lens[g], len[g] - (want[g] >= 0));
+                for (int j = 0; j < lens[g]; j++) { /* row j of the result = row j or j + 1 of the input */
+                    int from = want[g] >= 0 && j >= want[g] ? j + 1 : j;
+                    for (int e = 0; e < d; e++) {
+                        size_t at = ((size_t)g * cap + j) * d + e, src = ((size_t)g * cap + from) * d + e;
+                        ck_assert_msg(from_bf16(hk[at]) == k[src] && from_bf16(hv[at]) == v[src],
+                                      "rule %d d %d head %d row %d moved wrong", (int)a.rule, d, g, j);
+                    }
+                    float got = hs[(size_t)g * cap + j], exp = a.rule == KS_EVICT_ACCUMULATED ? sg[from] : sc[(size_t)g * cap + j];
+                    ck_assert_msg(got == exp || (isnan(got) && isnan(exp)), "rule %d head %d score %d: %g, want %g",
+                                  (int)a.rule, g, j, got, exp);
+                }
+            }
+            if (a.rule == KS_EVICT_ACCUMULATED) /* pooling spreads the tie and the NaN over their neighbours */
+                ck_assert_msg(want[2] == hi2 - 2 && want[3] == a.head + 2, "the tie or the NaN was not the one dropped");
+            cudaFree(dk), cudaFree(dv), cudaFree(aside), cudaFree(dlen), cudaFree(ddrop), cudaFree(dp), cudaFree(ds);
+            cudaFree(dsa);
+            free(k), free(v), free(p), free(sc), free(hk), free(hv), free(hs);
+        }
+}
+END_TEST
+
 /* ---- kept sets: twin test backends -------------------------------------------------------------------- */
 
 /* The host holds the canonical Q and cache (fp32 storage of bf16 values). The "ref" twin computes with the
@@ -292,6 +360,9 @@ struct ks_backend {
     float *dout, *dlse;              /* (Hk, cap), (H * 2 cap) */
     double *dsum;
     int32_t *idx;                    /* host packing of the keep lists */
+    float *p, *scores;               /* host (Hk, cap) decode probabilities, (n_layers, Hk, cap) running scores */
+    float *dscores, *dscores_aside;  /* (Hk, cap) x 2 */
+    int32_t *ddrop;                  /* (Hk) */
 };
 
 static void put_layer(ks_backend *b, int layer, int with_v) {
@@ -415,6 +486,67 @@ static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
+static ks_status tw_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
+    for (int h = 0; h < b->Hk; h++)
+        memcpy(b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap, scores + (size_t)h * ld,
+               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    return KS_OK;
+}
+
+/* ref: ks_kvcache_evict. cuda: ks_cuda_decode_evict on device copies of the layer, its probabilities and
+ * scores; the host then drops the rows the device chose (ks_kvcache_drop_row) and the device's rows, lengths
+ * and scores must equal the host's. */
+static ks_status tw_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
+    ks_kvcache *c = &b->cache;
+    const int cap = c->cap, Hk = b->Hk;
+    float *sc = b->scores + (size_t)layer * Hk * cap;
+    if (a->rule != KS_EVICT_SINK) CK_KS(tw_decode_probs(b, layer, qpos, a->reduce, b->p, cap)); /* cuda: in dout */
+    if (!b->cuda) {
+        ks_kvcache_evict(c, layer, a, b->p, sc, cap);
+        return KS_OK;
+    }
+    put_layer(b, layer, 1);
+    CK_CUDA(cudaMemcpy(b->dscores, sc, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
+    CK_CUDA(cudaMemset(b->ddrop, 0x7f, sizeof(int32_t) * Hk)); /* poisoned */
+    CK_KS(ks_cuda_decode_evict(b->dk, b->dv, b->dlen, b->ddrop, b->dout, cap, b->dscores, cap, a, Hk, b->d, cap, cap,
+                               b->scratch, b->dscores_aside, 0));
+    int32_t drop[16], lens[16];
+    CK_CUDA(cudaMemcpy(drop, b->ddrop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(lens, b->dlen, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
+    float *got_s = malloc(sizeof(float) * Hk * cap);
+    CK_CUDA(cudaMemcpy(got_s, b->dscores, sizeof(float) * Hk * cap, cudaMemcpyDeviceToHost));
+    for (int h = 0; h < Hk; h++) {
+        int len = ks_kvcache_len(c, layer)[h];
+        float *s = sc + (size_t)h * cap;
+        ck_assert_msg(drop[h] >= -1 && drop[h] < len, "decode_evict: head %d dropped row %d of %d", h, drop[h], len);
+        if (a->rule == KS_EVICT_ACCUMULATED) { /* the host's own update, as the reference does it */
+            s[len - 1] = 0;
+            for (int j = 0; j < len; j++) s[j] += b->p[(size_t)h * cap + j];
+        }
+        if (drop[h] >= 0) {
+            memmove(s + drop[h], s + drop[h] + 1, sizeof(float) * (len - drop[h] - 1));
+            ks_kvcache_drop_row(c, layer, h, drop[h]);
+        }
+        ck_assert_int_eq(lens[h], ks_kvcache_len(c, layer)[h]);
+        for (int j = 0; a->rule == KS_EVICT_ACCUMULATED && j < lens[h]; j++)
+            ck_assert_msg(got_s[(size_t)h * cap + j] == s[j], "decode_evict: head %d score %d is %g, want %g", h, j,
+                          got_s[(size_t)h * cap + j], s[j]);
+    }
+    free(got_s);
+    size_t n = (size_t)Hk * cap * b->d;
+    uint16_t *hk = malloc(2 * n);
+    const ks_bf16 *src[2] = {b->dk, b->dv};
+    const float *want[2] = {ks_kvcache_k(c, layer), ks_kvcache_v(c, layer)};
+    for (int t = 0; t < 2; t++) {
+        CK_CUDA(cudaMemcpy(hk, src[t], 2 * n, cudaMemcpyDeviceToHost));
+        for (int h = 0; h < Hk; h++)
+            for (size_t e = (size_t)h * cap * b->d; e < ((size_t)h * cap + lens[h]) * b->d; e++)
+                ck_assert_msg(from_bf16(hk[e]) == want[t][e], "decode_evict: head %d element %zu moved wrong", h, e);
+    }
+    free(hk);
+    return KS_OK;
+}
+
 static ks_kvcache *tw_kvcache(ks_backend *b) { return &b->cache; }
 
 static const ks_backend_ops tw_ops = {.name = "twin",
@@ -422,6 +554,8 @@ static const ks_backend_ops tw_ops = {.name = "twin",
                                       .attention_decode_probs = tw_decode_probs,
                                       .key_norms = tw_key_norms,
                                       .kv_compact = tw_kv_compact,
+                                      .decode_evict = tw_decode_evict,
+                                      .row_scores_load = tw_row_scores_load,
                                       .kvcache = tw_kvcache};
 
 typedef struct twin {
@@ -436,7 +570,11 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
     b->H = H, b->Hk = Hk, b->d = d, b->cuda = cuda;
     b->q = calloc((size_t)cap * H * d, sizeof(float));
     CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, cap, 1));
+    b->p = calloc((size_t)Hk * cap, sizeof(float));
+    b->scores = calloc((size_t)n_layers * Hk * cap, sizeof(float));
     if (cuda) {
+        b->dscores = dev_alloc(sizeof(float) * Hk * cap), b->dscores_aside = dev_alloc(sizeof(float) * Hk * cap);
+        b->ddrop = dev_alloc(sizeof(int32_t) * Hk);
         b->dq = dev_alloc(2 * (size_t)cap * H * d);
         b->dk = dev_alloc(2 * (size_t)Hk * cap * d), b->dv = dev_alloc(2 * (size_t)Hk * cap * d);
         b->scratch = dev_alloc(2 * (size_t)Hk * cap * d);
@@ -454,7 +592,8 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
 static void twin_free(twin *t) {
     ks_backend *b = &t->be;
     ks_method_free(t->m);
-    free(b->q), free(b->idx);
+    free(b->q), free(b->idx), free(b->p), free(b->scores);
+    cudaFree(b->dscores), cudaFree(b->dscores_aside), cudaFree(b->ddrop);
     cudaFree(b->dq), cudaFree(b->dk), cudaFree(b->dv), cudaFree(b->scratch), cudaFree(b->dlen), cudaFree(b->didx);
     cudaFree(b->dout), cudaFree(b->dlse), cudaFree(b->dsum);
     ks_kvcache_free(&b->cache);
@@ -821,6 +960,7 @@ int main(void) {
     tcase_set_timeout(tk, 300);
     tcase_add_test(tk, test_scores);
     tcase_add_test(tk, test_key_norms_and_compact);
+    tcase_add_test(tk, test_decode_evict);
     suite_add_tcase(s, tk);
     TCase *tc = tcase_create("methods");
     tcase_set_timeout(tc, 300);

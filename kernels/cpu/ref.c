@@ -208,6 +208,34 @@ void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, in
         }
 }
 
+/* The key of ks_select_topk's order (methods/select.c): unsigned, NaN lowest, -0 = +0. */
+static uint32_t evict_key(float x) {
+    if (isnan(x)) return 0;
+    if (x == 0) x = 0;
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return u & 0x80000000u ? ~u : u | 0x80000000u;
+}
+
+int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores) {
+    if (a->rule == KS_EVICT_ACCUMULATED) {
+        scores[len - 1] = 0; /* the row this step appended */
+        for (int j = 0; j < len; j++) scores[j] += p[j];
+    }
+    int lo = a->head, hi = len - a->tail;
+    if (len <= a->keep || hi <= lo) return -1;
+    if (a->rule == KS_EVICT_SINK) return lo;
+    int drop = -1, r = a->kernel / 2;
+    uint32_t low = 0;
+    for (int j = lo; j < hi; j++) {
+        double sum = 0; /* POOLED as ks_select_pool: zeros beyond [0, hi), the divisor kernel */
+        for (int i = j - r < 0 ? 0 : j - r; a->rule == KS_EVICT_POOLED && i <= j + r && i < hi; i++) sum += p[i];
+        uint32_t k = evict_key(a->rule == KS_EVICT_POOLED ? (float)(sum / a->kernel) : scores[j]);
+        if (drop < 0 || k <= low) drop = j, low = k; /* <=: the latest of equal lowest */
+    }
+    return drop;
+}
+
 void ks_ref_kv_compact(float *k, float *v, const int32_t *keep, const int32_t *n_keep, int ld, int cap, int Hk,
                        int d) {
     for (int g = 0; g < Hk; g++)

@@ -112,6 +112,30 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
                                    const int32_t *len, int cap, int H, int Hk, int d, float scale,
                                    ks_gqa_reduce reduce);
 
+/* Decode-time eviction (engine/backend.h decode_evict): the row of one KV head a decode step drops. */
+typedef enum ks_evict_rule {
+    KS_EVICT_SINK,        /* StreamingLLM: row `head`, the first after the attention sinks */
+    KS_EVICT_ACCUMULATED, /* H2O: scores[j] += p[j] for every row (the appended row len - 1 starting at 0), then
+                             the lowest score */
+    KS_EVICT_POOLED,      /* CakeKV: p average-pooled over rows [0, len - tail) (odd `kernel`, zero padding, the
+                             divisor always `kernel`), then the lowest pooled value */
+} ks_evict_rule;
+
+typedef struct ks_evict_args {
+    ks_evict_rule rule;
+    int keep;             /* a head holding more than keep rows drops one (callers keep len <= keep + 1) */
+    int head, tail;       /* rows [0, head) and the last `tail` rows are never dropped */
+    int kernel;           /* POOLED: the pooling width */
+    ks_gqa_reduce reduce; /* ACCUMULATED, POOLED: how p reduces the group (ks_ref_attention_decode_probs) */
+} ks_evict_args;
+
+/* The row one head of len rows drops this step, or -1 when len <= keep. p (len): the step query's
+ * probabilities reduced over the group (ACCUMULATED, POOLED); scores (len): ACCUMULATED's running scores,
+ * updated in place (every step, dropping or not). "Lowest" among rows [head, len - tail) in ks_select_topk's
+ * order (NaN lowest, -0 = +0), the latest of equal lowest: what keeping the top keep - tail - head of them
+ * plus the protected rows leaves out. */
+int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores);
+
 /* out (Hk, ld): the L2 norm of each of the len[g] valid key rows of k (Hk, cap, d). */
 void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d);
 

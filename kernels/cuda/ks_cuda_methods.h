@@ -76,6 +76,17 @@ ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int
 ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int32_t *idx, int ld, int Hk, int d,
                              int cap, int max_keep, ks_bf16 *scratch, cudaStream_t s);
 
+/* Decode-time eviction of one layer (engine/backend.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
+ * holding more than a->keep rows (lens[g], device, the step's own row counted) drops the row ks_ref_evict_row
+ * picks and the rows after it move down by one (ks_kvcache_drop_row), lens[g] decreasing; drop (Hk, device)
+ * receives the row, or -1. p (Hk, ld_p): the step query's reduced probabilities (not read by SINK). scores
+ * (Hk, ld_s): ACCUMULATED's running scores, updated for every row and shifted with the rows (other rules: not
+ * touched, may be NULL). max_len >= every length (the grid). scratch (Hk, cap, d) bf16 and score_scratch
+ * (Hk, cap) fp32 hold a row per tile of 32 between the two passes of the move. */
+ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t *drop, const float *p, int64_t ld_p,
+                               float *scores, int64_t ld_s, const ks_evict_args *a, int Hk, int d, int cap,
+                               int max_len, ks_bf16 *scratch, float *score_scratch, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -115,6 +115,17 @@ typedef struct ks_backend_ops {
      * its own storage (every list may keep all rows): KS_ERR_RANGE when a head keeps more than it holds. */
     ks_status (*kv_compact)(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
 
+    /* Decode-time eviction, all on the backend, so that a GPU decode step stays one graph: right after
+     * attention_decode(layer, qpos), each KV head of `layer` holding more than a->keep rows drops the row
+     * ks_ref_evict_row picks (the step query's probabilities as attention_decode_probs gives them; the
+     * backend's own running scores of the layer for KS_EVICT_ACCUMULATED) and its later rows move down
+     * (ks_kvcache_drop_row). Heads must hold at most a->keep + 1 rows. The bookkeeping (lengths, positions)
+     * may follow only once the host next waits for the backend; kvcache() always returns it current. */
+    ks_status (*decode_evict)(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
+    /* The running scores KS_EVICT_ACCUMULATED starts from: row j of head h of `layer` = scores[h * ld + j] for
+     * the rows the cache holds (host array; H2O's scores of the prompt). */
+    ks_status (*row_scores_load)(ks_backend *b, int layer, const float *scores, int ld);
+
     /* GATE[0..n) = silu(GATE) * UP. */
     ks_status (*swiglu)(ks_backend *b, int n);
 
@@ -131,14 +142,17 @@ typedef struct ks_backend_ops {
 
     /* ---- Optional (NULL: not supported; the CPU leaves them NULL): replaying decode steps from a captured
      * graph, so that a GPU decode step is not bound by ~10 kernel launches per layer. Around the per-layer ops
-     * of a one-token decode step at position qpos, forward.c calls decode_graph_begin(b, qpos, &replayed):
+     * of a one-token decode step at position qpos, forward.c calls decode_graph_begin(b, qpos, hooked,
+     * &replayed), hooked = 1 when a KV method's decode hook issues backend ops in the step (decode_evict, with
+     * the sequence's own arguments: a graph holding them serves that sequence only, and one without them does
+     * not serve such a step):
      * replayed = 1 means the backend has already enqueued every layer of the step (its captured graph, which
      * reads the position and the per-head lengths from device memory, so changed ones need no re-capture) and
      * committed the cache bookkeeping, and the layer ops must be skipped; replayed = 0 means the caller issues
      * the layer ops as usual (the backend may be recording them) and then calls decode_graph_end(b, ok), with
      * ok = 0 when an op failed (the recording is dropped). Only for steps whose layers are backend ops alone:
      * host work between the ops (a method hook reading results) is not replayed. ---- */
-    ks_status (*decode_graph_begin)(ks_backend *b, int qpos, int *replayed);
+    ks_status (*decode_graph_begin)(ks_backend *b, int qpos, int hooked, int *replayed);
     ks_status (*decode_graph_end)(ks_backend *b, int ok);
 
     /* ---- Optional (NULL: not supported; the method layer then compresses each layer at its own hook):

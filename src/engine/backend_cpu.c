@@ -23,6 +23,8 @@ struct ks_backend {
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
     float *score_work;        /* (2 * n_heads, max_ctx) per-query-head statistics of the scoring ops; owned */
+    float *evict_p;           /* (n_kv_heads, max_ctx) a decode step's probabilities for decode_evict; owned */
+    float *row_scores;        /* (n_layers, n_kv_heads, max_ctx) decode_evict's running scores; owned */
     float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
                                  for window_scores; owned */
     int lse_layer, lse_pos0, lse_n; /* what `lse` holds: that layer's chunk of lse_n rows at lse_pos0 (layer -1:
@@ -48,6 +50,8 @@ static void cpu_free(ks_backend *b) {
     free(b->pos);
     free(b->start);
     free(b->score_work);
+    free(b->evict_p);
+    free(b->row_scores);
     free(b->lse);
     free(b->stash_mem);
     free(b->deferred);
@@ -79,12 +83,16 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
     b->score_work = ks_malloc(sizeof(float) * 2 * c->n_heads * (size_t)p->max_ctx, "cpu backend score rows");
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
+    b->evict_p = ks_malloc(sizeof(float) * c->n_kv_heads * (size_t)p->max_ctx, "cpu backend eviction scores");
+    b->row_scores = ks_malloc(sizeof(float) * (m->last_layer - m->first_layer) * c->n_kv_heads * (size_t)p->max_ctx,
+                              "cpu backend running scores");
     b->lse_layer = -1;
     b->stash_rows = p->max_chunk < KS_BACKEND_STASH_ROWS ? p->max_chunk : KS_BACKEND_STASH_ROWS;
     size_t slot = (size_t)b->stash_rows * (qd + c->n_heads);
     b->stash_mem = ks_malloc(sizeof(float) * 2 * slot, "cpu backend query snapshots");
     b->deferred = ks_calloc(m->last_layer - m->first_layer, 1, "cpu backend deferred layers");
-    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse || !b->stash_mem || !b->deferred) {
+    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse || !b->stash_mem || !b->deferred ||
+        !b->evict_p || !b->row_scores) {
         cpu_free(b);
         return KS_ERR_NOMEM;
     }
@@ -290,6 +298,30 @@ static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, c
     return KS_OK;
 }
 
+static float *layer_row_scores(const ks_backend *b, int l) {
+    return b->row_scores + (size_t)l * b->cfg->n_kv_heads * b->cache.cap;
+}
+
+static ks_status cpu_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
+    int l = held_layer(b, layer);
+    const float *p = NULL;
+    if (a->rule != KS_EVICT_SINK) {
+        KS_TRY(cpu_attention_decode_probs(b, layer, qpos, a->reduce, b->evict_p, b->cache.cap));
+        p = b->evict_p;
+    }
+    ks_kvcache_evict(&b->cache, l, a, p, a->rule == KS_EVICT_ACCUMULATED ? layer_row_scores(b, l) : NULL,
+                     b->cache.cap);
+    return KS_OK;
+}
+
+static ks_status cpu_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
+    int l = held_layer(b, layer);
+    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    for (int h = 0; h < b->cfg->n_kv_heads; h++)
+        memcpy(layer_row_scores(b, l) + (size_t)h * b->cache.cap, scores + (size_t)h * ld, sizeof(float) * len[h]);
+    return KS_OK;
+}
+
 static ks_status cpu_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
     int l = held_layer(b, layer);
     const int H = b->cfg->n_heads, qd = H * b->cfg->head_dim;
@@ -360,6 +392,8 @@ const ks_backend_ops ks_backend_cpu = {
     .attention_decode_probs = cpu_attention_decode_probs,
     .key_norms = cpu_key_norms,
     .kv_compact = cpu_kv_compact,
+    .decode_evict = cpu_decode_evict,
+    .row_scores_load = cpu_row_scores_load,
     .swiglu = cpu_swiglu,
     .logits = cpu_logits,
     .argmax = cpu_argmax,

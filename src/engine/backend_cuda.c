@@ -93,6 +93,12 @@ ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what) {
     return KS_OK;
 }
 
+ks_status ks_cuda_wait_main(ks_backend *b, const char *what) {
+    KS_TRY(ks_cuda_wait_stream(b->stream, what));
+    b->sync_epoch++;
+    return KS_OK;
+}
+
 /* The bookkeeping's lengths go to the device when they differ from what it holds (after ks_kvcache_reset, or
  * a host-side change): checked at the start of every forward call. */
 static ks_status sync_lens(ks_backend *b) {
@@ -130,6 +136,7 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
             return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
                                          "is the tokenizer from another model?",
                            b->m->source, tokens[t], b->cfg->vocab);
+    KS_TRY(ks_cuda_apply_drops(b, -1));
     KS_TRY(sync_lens(b));
     if (n == 1) /* a decode token: a kernel argument is cheaper than a host copy */
         KS_TRY(ks_cuda_positions(b->tokens, tokens[0], 1, b->stream));
@@ -141,6 +148,7 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
 static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
     KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
+    KS_TRY(ks_cuda_apply_drops(b, -1));
     KS_TRY(sync_lens(b));
     CUDA_CHECK(cudaMemcpyAsync(b->x, host, sizeof(float) * n * b->cfg->hidden, cudaMemcpyHostToDevice, b->stream));
     return KS_OK;
@@ -150,7 +158,7 @@ static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
     KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
-    return ks_cuda_wait_stream(b->stream, "reading the hidden states");
+    return ks_cuda_wait_main(b, "reading the hidden states");
 }
 
 static ks_status cuda_residual_at(ks_backend *b, int row0) {
@@ -288,6 +296,7 @@ static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
     layer_of(b, layer); /* range check */
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
+    KS_TRY(ks_cuda_apply_drops(b, l)); /* the layer's last step's eviction, before this row is counted */
     if (ks_kvcache_needs_slot(&b->cache, l, n)) KS_TRY(take_slot(b, layer, l));
     ks_bf16 *kl = ks_cuda_layer_k(b, l), *vl = ks_cuda_layer_v(b, l);
     const int stride = ks_kvcache_stride(&b->cache, l);
@@ -382,7 +391,7 @@ static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
-    return ks_cuda_wait_stream(b->stream, "the forward pass");
+    return ks_cuda_wait_main(b, "the forward pass");
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
@@ -390,24 +399,30 @@ static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
-    return ks_cuda_wait_stream(b->stream, "reading the logits");
+    return ks_cuda_wait_main(b, "reading the logits");
 }
 
-static ks_kvcache *cuda_kvcache(ks_backend *b) { return &b->cache; }
+static ks_kvcache *cuda_kvcache(ks_backend *b) {
+    (void)ks_cuda_apply_drops(b, -1); /* a failed wait is the device's error, reported by the next op */
+    return &b->cache;
+}
 
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
-static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed) {
+static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
     KS_TRY(ks_cuda_op_begin(b));
     *replayed = 0;
     KS_ASSERT(!b->capturing);
+    KS_TRY(ks_cuda_apply_drops(b, -1));
     /* what the step's kernels read from device memory: its position (set by a kernel argument, not a host
      * copy) and the window starts */
     KS_TRY(ks_cuda_positions(b->pos, qpos, 1, b->stream));
     for (int l = 0; b->any_window && l < b->n_layers; l++)
         if (ks_cuda_layer_window(b->cfg, b->m->first_layer + l) > 0) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
     const int bound = decode_bound(b, 1);
-    if (b->graph && bound != b->graph_bound) { /* sized for other lengths: capture anew */
+    /* sized for other lengths, or with another method's decode ops (or another sequence's): capture anew */
+    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked ||
+                     (hooked && b->graph_sequence != b->cache.sequence))) {
         cudaGraphExecDestroy(b->graph);
         b->graph = NULL;
         b->decode_steps = 0;
@@ -415,6 +430,8 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed)
     if (b->graph) {
         for (int l = 0; l < b->n_layers; l++) commit_rows(b, l, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
+        for (int l = 0; l < b->n_layers; l++)
+            if (b->graph_evicts[l]) b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
         *replayed = 1;
         return KS_OK;
     }
@@ -425,6 +442,9 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int *replayed)
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
     b->capturing = 1;
     b->graph_bound = bound;
+    b->graph_sequence = b->cache.sequence;
+    b->graph_hooked = hooked;
+    memset(b->graph_evicts, 0, (size_t)b->n_layers); /* decode_evict marks the layers it records */
     return KS_OK;
 }
 
@@ -478,6 +498,8 @@ const ks_backend_ops ks_backend_cuda = {
     .attention_decode_probs = ks_cuda_attention_decode_probs,
     .key_norms = ks_cuda_key_norms_op,
     .kv_compact = ks_cuda_kv_compact_op,
+    .decode_evict = ks_cuda_decode_evict_op,
+    .row_scores_load = ks_cuda_row_scores_load,
     .method_stash = ks_cuda_method_stash,
     .method_join = ks_cuda_method_join,
     .swiglu = cuda_swiglu,

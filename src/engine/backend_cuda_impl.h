@@ -87,6 +87,18 @@ struct ks_backend {
     int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
                                    and rows */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
+    /* Decode-time eviction (decode_evict, backend_cuda_methods.c): the device drops a row per head and logs it;
+     * the host applies the log to its bookkeeping once it has waited for the stream since (sync_epoch counts
+     * those waits), per layer before that layer's next append, all layers before anything else reads them. */
+    float *row_scores;          /* (n_layers, Hk, own_cap) ACCUMULATED's running scores */
+    int32_t *drop_dev;          /* (n_layers, Hk) the row each head dropped in the layer's last eviction, or -1 */
+    int32_t *host_drops;        /* (n_layers, Hk) pinned copy of drop_dev; owned */
+    unsigned char *drop_pending;/* (n_layers) host: an eviction's log not applied yet; owned */
+    unsigned *drop_epoch;       /* (n_layers) host: sync_epoch when that eviction was enqueued; owned */
+    unsigned sync_epoch;        /* host waits for `stream` so far */
+    unsigned char *graph_evicts;/* (n_layers) host: the decode graph evicts on the layer; owned */
+    int graph_hooked;           /* the graph holds a method's decode ops (decode_graph_begin's `hooked`) */
+    unsigned graph_sequence;    /* cache.sequence when it was captured (a hooked graph serves that one only) */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (Hk, cap) pinned host staging of score_out; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
@@ -161,6 +173,7 @@ void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built inst
 
 /* backend_cuda.c: shared with backend_cuda_methods.c. */
 ks_status ks_cuda_op_begin(ks_backend *b);                     /* every op but linear starts here */
+ks_status ks_cuda_wait_main(ks_backend *b, const char *what);  /* synchronise `stream` (a sync epoch) */
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what); /* synchronise s, naming the work on failure */
 ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */
 
@@ -173,6 +186,11 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld);
 ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
 ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred);
 ks_status ks_cuda_method_join(ks_backend *b);
+ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
+ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld);
+/* The logged evictions of layer index l (-1: every layer) applied to the bookkeeping, waiting for the stream
+ * first only if no wait has followed them. */
+ks_status ks_cuda_apply_drops(ks_backend *b, int l);
 /* The deferred-compression stream, events, pinned staging and marks (sets snap_rows before the arena layout);
  * free accepts a half-built instance and waits for the side stream first. */
 ks_status ks_cuda_methods_init(ks_backend *b);

@@ -59,6 +59,12 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * Hk * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
     KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));
+    KS_TRY(host_alloc((void **)&b->host_drops, sizeof(int32_t) * (b->n_layers ? b->n_layers : 1) * Hk,
+                      "eviction log staging"));
+    b->drop_pending = ks_calloc(b->n_layers ? b->n_layers : 1, 1, "cuda backend eviction marks");
+    b->graph_evicts = ks_calloc(b->n_layers ? b->n_layers : 1, 1, "cuda backend eviction marks");
+    b->drop_epoch = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof(unsigned), "cuda backend eviction marks");
+    if (!b->drop_pending || !b->graph_evicts || !b->drop_epoch) return KS_ERR_NOMEM;
     b->deferred = ks_calloc(b->n_layers ? b->n_layers : 1, 1, "cuda backend deferred layers");
     return b->deferred ? KS_OK : KS_ERR_NOMEM;
 }
@@ -79,6 +85,11 @@ void ks_cuda_methods_free(ks_backend *b) {
     if (b->host_scores) cudaFreeHost(b->host_scores);
     if (b->host_idx) cudaFreeHost(b->host_idx);
     if (b->host_sum) cudaFreeHost(b->host_sum);
+    if (b->host_drops) cudaFreeHost(b->host_drops);
+    free(b->drop_pending);
+    free(b->graph_evicts);
+    free(b->drop_epoch);
+    b->host_drops = NULL, b->drop_pending = b->graph_evicts = NULL, b->drop_epoch = NULL;
     free(b->deferred);
     b->side = NULL, b->side_ev = b->idx_ev = b->stash_ev[0] = b->stash_ev[1] = NULL;
     b->host_scores = NULL, b->host_idx = NULL, b->host_sum = NULL, b->deferred = NULL;
@@ -248,6 +259,62 @@ ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, c
     ks_kvcache_leave_slot(&b->cache, l); /* the kept rows, gathered in the slot, to the layer's own rows */
     KS_TRY(ks_cuda_move_layer_rows(b, l, off, stride, s));
     CUDA_CHECK(cudaEventRecord(b->slot_ev[slot], s));
+    return KS_OK;
+}
+
+ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
+    KS_TRY(ks_cuda_op_begin(b));
+    const ks_model_config *c = b->cfg;
+    const int l = layer_index(b, layer), Hk = c->n_kv_heads, stride = ks_kvcache_stride(&b->cache, l);
+    KS_ASSERT(!b->deferred[l] && b->cache.slot[l] < 0);
+    /* within a graph step the graph's row bound (lengths change between replays), else this step's */
+    const int bound = b->step_bound ? b->step_bound : max_len(b->cache.len, b->n_layers * Hk);
+    if (a->rule != KS_EVICT_SINK) { /* the step query's probabilities, as attention_decode_probs */
+        ks_cuda_score_args sa = score_args(b, l, 0);
+        if (ks_cuda_layer_window(c, layer) > 0) sa.lo = b->starts + (size_t)l * Hk; /* this step's, uploaded */
+        sa.hi = b->lens + (size_t)l * Hk;
+        sa.n_q = 1, sa.q_pos = b->cap, sa.n_keys = bound, sa.stat = KS_SCORE_SUM, sa.reduce = a->reduce;
+        KS_TRY(check_scratch(b, &sa));
+        KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &sa, b->score_lse, b->score_lse_floats, b->stream));
+    }
+    int32_t *drop = b->drop_dev + (size_t)l * Hk;
+    KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
+                                b->score_out, b->cap, b->row_scores + (size_t)l * Hk * b->own_cap, b->own_cap, a, Hk,
+                                c->head_dim, stride, bound, b->compact_scratch, b->score_sums, b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
+                               b->stream));
+    b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
+    if (b->capturing) b->graph_evicts[l] = 1;
+    (void)qpos; /* the position is the step's: the probabilities need no causal cut (every row is older) */
+    return KS_OK;
+}
+
+ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
+    KS_TRY(ks_cuda_op_begin(b));
+    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, l), Hk);
+    KS_ASSERT(n <= b->own_cap && ld >= n);
+    if (!n) return KS_OK;
+    cudaStream_t s;
+    KS_TRY(op_stream(b, l, &s));
+    /* a pageable source, consumed before the call returns (the host may overwrite it right after) */
+    CUDA_CHECK(cudaMemcpy2DAsync(b->row_scores + (size_t)l * Hk * b->own_cap, sizeof(float) * b->own_cap, scores,
+                                 sizeof(float) * ld, sizeof(float) * n, Hk, cudaMemcpyHostToDevice, s));
+    return KS_OK;
+}
+
+ks_status ks_cuda_apply_drops(ks_backend *b, int l) {
+    const int Hk = b->cfg->n_kv_heads, first = l < 0 ? 0 : l, last = l < 0 ? b->n_layers : l + 1;
+    for (int i = first; i < last; i++) {
+        if (!b->drop_pending[i]) continue;
+        if (b->drop_epoch[i] == b->sync_epoch) KS_TRY(ks_cuda_wait_main(b, "decode-time eviction"));
+        b->drop_pending[i] = 0;
+        for (int h = 0; h < Hk; h++) {
+            int row = b->host_drops[(size_t)i * Hk + h];
+            if (row < 0) continue;
+            ks_kvcache_drop_row(&b->cache, i, h, row);
+            b->lens_on_device[(size_t)i * Hk + h]--; /* the kernel's decrement */
+        }
+    }
     return KS_OK;
 }
 

@@ -113,8 +113,9 @@ static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
  * (backend.h: decode_graph_begin/end). */
 static ks_status run_decode_layers(ks_forward *f) {
     const ks_backend_ops *o = f->ops;
-    int replayed = 0, graph = o->decode_graph_begin && !(f->method && f->method->ops->on_decode_step);
-    if (graph) KS_TRY(o->decode_graph_begin(f->be, f->n_past, &replayed)); /* a decode hook is host work */
+    int hooked = f->method && f->method->ops->on_decode_step;
+    int replayed = 0, graph = o->decode_graph_begin && !(hooked && ks_method_decode_on_host(f->method));
+    if (graph) KS_TRY(o->decode_graph_begin(f->be, f->n_past, hooked, &replayed)); /* not around host work */
     if (replayed) return KS_OK;
     ks_status st = run_layers(f, 1, 1, 0);
     if (graph && o->decode_graph_end) {

@@ -49,6 +49,7 @@ void ks_kvcache_reset(ks_kvcache *c) {
     for (int l = 0; l < c->n_layers; l++) c->slot[l] = -1;
     for (int s = 0; s < KS_KVCACHE_SLOTS; s++) c->slot_layer[s] = -1;
     c->next_slot = 0;
+    c->sequence++;
 }
 
 int ks_kvcache_needs_slot(const ks_kvcache *c, int layer, int n) {
@@ -139,6 +140,30 @@ void ks_kvcache_append(ks_kvcache *c, int layer, const float *k_new, const float
         }
     }
     ks_kvcache_commit(c, layer, n, pos0);
+}
+
+void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row) {
+    int32_t *len = ks_kvcache_len(c, layer), *pos = ks_kvcache_pos(c, layer, head);
+    KS_ASSERT(row >= 0 && row < len[head]);
+    int after = len[head] - row - 1;
+    memmove(pos + row, pos + row + 1, sizeof(int32_t) * after);
+    if (c->k) {
+        size_t d = (size_t)c->head_dim, at = ks_kvcache_offset(c, layer) + ((size_t)head * ks_kvcache_stride(c, layer) + row) * d;
+        memmove(c->k + at, c->k + at + d, sizeof(float) * after * d);
+        memmove(c->v + at, c->v + at + d, sizeof(float) * after * d);
+    }
+    len[head]--;
+}
+
+void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const float *p, float *scores, int ld) {
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        int len = ks_kvcache_len(c, layer)[h];
+        float *s = scores ? scores + (size_t)h * ld : NULL;
+        int row = ks_ref_evict_row(a, len, p ? p + (size_t)h * ld : NULL, s);
+        if (row < 0) continue;
+        if (s) memmove(s + row, s + row + 1, sizeof(float) * (len - row - 1));
+        ks_kvcache_drop_row(c, layer, h, row);
+    }
 }
 
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window) {

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
+#include "cpu/ref.h" /* ks_evict_args */
 
 #define KS_KVCACHE_SLOTS 3 /* budget mode's prefill slots (see above) */
 
@@ -47,6 +48,7 @@ typedef struct ks_kvcache {
     int32_t *slot;  /* (n_layers) the slot holding the layer's rows, -1: its own storage; owned */
     int32_t *slot_layer; /* (n_slots) the layer in each slot, -1: free; owned */
     int next_slot;  /* where the search for a free slot starts (round robin) */
+    unsigned sequence; /* incremented by every reset: a backend tells a new sequence from it */
     float *k, *v;   /* (ks_kvcache_elems) fp32 host storage, owned; NULL for a device backend */
     int elem_bytes; /* bytes per stored K or V element: 4 for host fp32 storage (set by init); a device
                        backend sets its own (2 for bf16) */
@@ -108,6 +110,15 @@ void ks_kvcache_commit(ks_kvcache *c, int layer, int n, int pos0);
 
 /* Host storage: copies k_new, v_new (n, Hk, d) token-major into the head-major rows, then commits. */
 void ks_kvcache_append(ks_kvcache *c, int layer, const float *k_new, const float *v_new, int n, int pos0);
+
+/* Removes row `row` of (layer, head): the later rows (positions, and K/V with host storage) move down by one
+ * and the length drops by one. The bookkeeping of a decode-time eviction (backend.h decode_evict). */
+void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row);
+
+/* Host storage: one decode step's eviction on every head of `layer` (ks_ref_evict_row), given the step query's
+ * reduced probabilities p (Hk, ld) and the layer's running scores (Hk, ld; ACCUMULATED), which lose the
+ * dropped row too. */
+void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const float *p, float *scores, int ld);
 
 /* First row of (layer, head) whose position is > qpos - window (window 0 = no window: row 0): the rows a
  * sliding-window query at qpos still sees start there, as rows are in position order. */

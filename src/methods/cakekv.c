@@ -134,12 +134,31 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     return last ? evict_all(m, o->cascading, W) : KS_OK;
 }
 
+/* A layer whose heads hold more than one row over its budget (a prompt of up to cache_size + W tokens is kept
+ * whole) sheds them at once on the host; otherwise each step's one row goes on the backend. */
+static int sheds_several(const ks_method *m, int l, int appended) {
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    for (int h = 0; h < m->Hk; h++)
+        if (len[h] + !appended > m->layer[l].budget + 1) return 1;
+    return 0;
+}
+
+static int cakekv_decode_on_host(const ks_method *m) {
+    for (int l = 0; l < m->n_layers; l++) /* before the step: its row not appended yet */
+        if (sheds_several(m, l, 0)) return 1;
+    return 0;
+}
+
 static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
     int W = o->window_size, hh = m->layer[l].budget - W, over = 0;
+    if (!sheds_several(m, l, 1)) {
+        ks_evict_args a = {.rule = KS_EVICT_POOLED, .keep = hh + W, .tail = W, .kernel = o->kernel_size,
+                           .reduce = o->gqa_reduce};
+        return m->be_ops->decode_evict(m->be, layer, qpos, &a);
+    }
     const int32_t *len = ks_kvcache_len(m->cache, l);
     for (int h = 0; h < m->Hk; h++) over |= len[h] > hh + W;
-    if (!over) return KS_OK;
     KS_TRY(m->be_ops->attention_decode_probs(m->be, layer, qpos, o->gqa_reduce, m->scores, m->cap));
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, len[h] - W > 0 ? len[h] - W : 0,
@@ -161,4 +180,5 @@ const ks_method_ops ks_method_cakekv = {
     .plan = cakekv_plan,
     .after_prefill_layer = cakekv_after_prefill_layer,
     .on_decode_step = cakekv_on_decode_step,
+    .decode_on_host = cakekv_decode_on_host,
 };

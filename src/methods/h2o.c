@@ -90,6 +90,11 @@ static ks_status h2o_prefill_chunk(ks_method *m, const ks_method_chunk *c) {
     return ks_method_window_scores(m, c, a, s, NULL);
 }
 
+/* original: the layer's scores become the backend's running scores, which decode_evict accumulates into. */
+static ks_status load_scores(ks_method *m, const ks_method_chunk *c) {
+    return m->be_ops->row_scores_load(m->be, c->layer, layer_scores(m, c->l), m->cap);
+}
+
 static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const h2o_opts *o = KS_METHOD_OPTS(m, h2o_opts);
     int L = m->n_prompt;
@@ -111,31 +116,24 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
                             .reduce = o->gqa_reduce};
         KS_TRY(ks_method_window_scores(m, c, a, layer_scores(m, c->l), NULL));
     }
-    if (L <= heavy + recent) return KS_OK;
+    if (L <= heavy + recent) return load_scores(m, c);
     int same = o->score_window && o->gqa_reduce == KS_GQA_MEAN; /* the window sums are the statistics' sums */
     KS_TRY(ks_method_observe(m, c, same ? layer_scores(m, c->l) : NULL));
     ks_method_keep_top(m, c->l, layer_scores(m, c->l), heavy, recent);
-    return ks_method_compact(m, c->l, 0);
+    KS_TRY(ks_method_compact(m, c->l, 0));
+    return load_scores(m, c);
 }
 
+/* original: the step's probabilities join the backend's running scores and, past heavy + recent rows, the
+ * lowest-scoring row before the recent ones goes (the top heavy of them are kept), on the backend. */
 static ks_status h2o_on_decode_step(ks_method *m, int layer, int l, int qpos) {
+    (void)l;
     if (loom(m)) return KS_OK;
-    int heavy, recent, over = 0;
+    int heavy, recent;
     budgets(m, &heavy, &recent);
-    KS_TRY(m->be_ops->attention_decode_probs(m->be, layer, qpos, KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce,
-                                             m->scores, m->cap));
-    const int32_t *len = ks_kvcache_len(m->cache, l);
-    float *s = layer_scores(m, l);
-    for (int h = 0; h < m->Hk; h++) {
-        float *sh = s + (size_t)h * m->cap;
-        const float *p = m->scores + (size_t)h * m->cap;
-        sh[len[h] - 1] = 0; /* the token this step appended */
-        for (int j = 0; j < len[h]; j++) sh[j] += p[j];
-        over |= len[h] > heavy + recent;
-    }
-    if (!over) return KS_OK;
-    ks_method_keep_top(m, l, s, heavy, recent);
-    return ks_method_compact(m, l, 1);
+    ks_evict_args a = {.rule = KS_EVICT_ACCUMULATED, .keep = heavy + recent, .tail = recent,
+                       .reduce = KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce};
+    return m->be_ops->decode_evict(m->be, layer, qpos, &a);
 }
 
 const ks_method_ops ks_method_h2o = {

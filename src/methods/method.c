@@ -91,7 +91,8 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; the KV methods handle at most %d", model->source,
                        model->cfg.n_layers, KS_METHOD_MAX_LAYERS);
     int compresses = m->ops->after_prefill_layer != NULL;
-    if (compresses && (!ops->window_scores || !ops->attention_decode_probs || !ops->key_norms || !ops->kv_compact))
+    if ((compresses && (!ops->window_scores || !ops->attention_decode_probs || !ops->key_norms || !ops->kv_compact)) ||
+        (m->ops->on_decode_step && (!ops->decode_evict || !ops->row_scores_load)))
         return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV-compression ops yet",
                        m->ops->name, ops->name);
     m->be_ops = ops;
@@ -201,6 +202,8 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
     return KS_OK;
 }
 
+int ks_method_decode_on_host(const ks_method *m) { return m->ops->decode_on_host && m->ops->decode_on_host(m); }
+
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
     if (!m->ops->on_decode_step) return KS_OK;
     return m->ops->on_decode_step(m, layer, layer - m->first_layer, qpos);
@@ -266,8 +269,11 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
 }
 
 int ks_method_dropped(const ks_method *m) {
-    for (int l = 0; m->layer && l < m->n_layers; l++)
-        if (m->layer[l].compressed || m->layer[l].decode_evicted) return 1;
+    for (int l = 0; m->layer && l < m->n_layers; l++) { /* decode_evict leaves no mark but the positions */
+        const int32_t *len = ks_kvcache_len(m->cache, l);
+        if (m->layer[l].compressed || !ks_kvcache_is_dense(m->cache, l, len[0]))
+            return 1;
+    }
     return 0;
 }
 
@@ -359,10 +365,7 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     if (m->row_scores) compact_rows(m, m->row_scores + off);
     if (m->row_norm && !decode) compact_rows(m, m->row_norm + off); /* decode eviction: the statistics are taken */
     KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
-    if (decode)
-        m->layer[l].decode_evicted += dropped;
-    else if (dropped)
-        m->layer[l].compressed = 1;
+    if (!decode && dropped) m->layer[l].compressed = 1; /* decode evictions show in the positions */
     return KS_OK;
 }
 

@@ -116,8 +116,13 @@ typedef struct ks_method_ops {
      * prefill output used the full cache already). NULL: keep everything. */
     ks_status (*after_prefill_layer)(ks_method *m, const ks_method_chunk *c);
     /* Optional: after a layer's attention in every decode step (the query is in the backend's Q row 0 at
-     * position qpos, its K/V already appended): rolling eviction. */
+     * position qpos, its K/V already appended): rolling eviction, as backend ops (decode_evict) so that a GPU
+     * step stays one graph, unless decode_on_host says otherwise. */
     ks_status (*on_decode_step)(ks_method *m, int layer, int l, int qpos);
+    /* Optional: 1 when the next decode step's hooks will do host work (read results back), so the step cannot
+     * be replayed from a graph (CakeKV's first step after a prompt that left a layer more than one row over
+     * its budget); NULL: never. */
+    int (*decode_on_host)(const ks_method *m);
 } ks_method_ops;
 
 /* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
@@ -134,7 +139,6 @@ typedef struct ks_method_layer {
     float mass_total;      /* observation-window attention mass on all rows (the sum over KV heads) */
     float mass_kept;       /* fraction of it on the rows kept after the prompt */
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
-    int64_t decode_evicted; /* rows dropped by decode-time eviction, summed over KV heads */
     double pref;           /* CakeKV: the layer's preference score P_l */
     int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
 } ks_method_layer;
@@ -201,6 +205,8 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
 /* After the prompt's last chunk: the deferred work left, the join, the statistics. */
 ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
+/* 1 when the next decode step's hooks do host work (method_ops.decode_on_host). */
+int ks_method_decode_on_host(const ks_method *m);
 
 /* 1 when the method bounds every layer's rows after the prompt by its plan (it compresses, and is not
  * rows_unplanned): a budget-sized cache (ks_forward_params.kv_rows) can hold its sequences. */
@@ -245,9 +251,9 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
  * tokens) and the top k of the rows before them by scores[h * cap + j]. */
 void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail);
 
-/* Compacts held layer l to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow). At prefill
- * (decode 0) it marks the layer compressed; during decode it counts the evicted rows. No-op when every row is
- * kept. */
+/* Compacts held layer l to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow, row_norm too
+ * at prefill). At prefill (decode 0) it marks the layer compressed when rows go. No-op when every row is kept
+ * (except to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int l, int decode);
 
 /* The checks shared by the window methods: a token-count `capacity` (knob cap_name) must exceed window_size;

@@ -66,7 +66,7 @@ static void streamingllm_plan(ks_method *m) {
 }
 
 /* Keeps rows [0, start) and the last `recent` rows of every head of held layer l. */
-static ks_status keep_sink_recent(ks_method *m, int l, int start, int recent, int decode) {
+static ks_status keep_sink_recent(ks_method *m, int l, int start, int recent) {
     const int32_t *len = ks_kvcache_len(m->cache, l);
     for (int h = 0; h < m->Hk; h++) {
         int32_t *keep = m->keep + (size_t)h * m->cap;
@@ -75,7 +75,7 @@ static ks_status keep_sink_recent(ks_method *m, int l, int start, int recent, in
         for (int j = tail; j < len[h]; j++) keep[n++] = j;
         m->n_keep[h] = n;
     }
-    return ks_method_compact(m, l, decode);
+    return ks_method_compact(m, l, 0);
 }
 
 static ks_status streamingllm_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
@@ -83,15 +83,17 @@ static ks_status streamingllm_after_prefill_layer(ks_method *m, const ks_method_
     sizes(m, &start, &recent);
     if (loom(m) ? L < start + recent : L <= start + recent) return KS_OK;
     KS_TRY(ks_method_observe(m, c, NULL));
-    return keep_sink_recent(m, c->l, start, recent, 0);
+    return keep_sink_recent(m, c->l, start, recent);
 }
 
+/* Past start + recent rows, the oldest row after the sinks goes (on the backend). */
 static ks_status streamingllm_on_decode_step(ks_method *m, int layer, int l, int qpos) {
-    (void)layer, (void)qpos;
+    (void)l;
     if (loom(m)) return KS_OK;
     int start, recent;
     sizes(m, &start, &recent);
-    return keep_sink_recent(m, l, start, recent, 1); /* a no-op until the cache outgrows start + recent */
+    ks_evict_args a = {.rule = KS_EVICT_SINK, .keep = start + recent, .head = start, .tail = recent};
+    return m->be_ops->decode_evict(m->be, layer, qpos, &a);
 }
 
 const ks_method_ops ks_method_streamingllm = {
