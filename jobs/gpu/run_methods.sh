@@ -18,7 +18,8 @@
 #      per task and length, default all), then `kvscope report` on both files;
 #   5. H2O's default at 32K and 128K, then gpu_kernels.
 # Knobs (environment): KS_TESTS (the gpu tests to run), KS_BENCH_METHODS (the --acceleration entries),
-# KS_H2O_DEFAULT=0 (skip step 5), EVAL_LIMIT, BUDGET_S. The RULER data is read from .ruler_data when carried
+# KS_BENCH=0 (skip step 3), KS_BENCH_REPEAT (its --repeat, 32K and below; default 1), KS_H2O_DEFAULT=0 (skip
+# step 5), EVAL_LIMIT, BUDGET_S. The RULER data is read from .ruler_data when carried
 # (copies of ../shared/data/{haystack,wordlists} in a folder .git/info/exclude ignores).
 # Everything lands in $OUT: bench_methods.{md,json}, bench_h2o.{md,json}, eval/*.h5, report.md, wall times in
 # eval_times.txt, and logs.tgz (build and test logs).
@@ -82,13 +83,14 @@ fi
 
 # ---- 3. method bench (Llama-3.1-8B shape, random weights) ------------------------------------------------
 K="$BUILD/kvscope"
-say "kvscope bench --acceleration (32K, 128K)"
+[ "${KS_BENCH:-1}" = 1 ] && say "kvscope bench --acceleration (32K, 128K)"
 METHODS="${KS_BENCH_METHODS:-SnapKV:max_capacity_prompt=2048 PyramidKV:max_capacity_prompt=2048
   StreamingLLM:start_size=4:recent_size=2044 L2Compress:max_capacity_prompt=2048 CakeKV:cache_size=2048
   H2O:score_window=32:heavy_budget=1024:recent_budget=1024 H2O:variant=loom:max_capacity_prompt=2048}"
 ACCEL=()
 for a in $METHODS; do ACCEL+=(--acceleration "$a"); done
-limited 330 "${KS_EVAL_RESERVE:-60}" "$K" bench --lengths 32768,131072 --repeat 1 --decode_steps 32 "${ACCEL[@]}" \
+[ "${KS_BENCH:-1}" = 1 ] && limited 330 "${KS_EVAL_RESERVE:-60}" "$K" bench --lengths 32768,131072 \
+  --repeat "${KS_BENCH_REPEAT:-1}" --decode_steps 32 "${ACCEL[@]}" \
   --out "$OUT/bench_methods.json" 2> "$OUT/logs/bench_methods.log" | tee "$OUT/bench_methods.md"
 
 # ---- 4. SmolLM2 through RULER 4K/8K on cuda --------------------------------------------------------------
