@@ -78,6 +78,22 @@ static ks_status tb_row_scores_load(ks_backend *b, int layer, const float *score
     return KS_OK;
 }
 
+static ks_status tb_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+    ks_window_args w = *a;
+    w.accumulate = 0, w.sums = NULL;
+    KS_TRY(tb_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
+    ks_row_scores_fold(b->scores + (size_t)layer * b->Hk * b->cache.cap, b->cache.cap, b->p, b->cache.cap, b->Hk,
+                       a->q_pos0, a->n_keys);
+    return KS_OK;
+}
+
+static ks_status tb_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
+    for (int h = 0; h < b->Hk; h++)
+        memcpy(out + (size_t)h * ld, b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap,
+               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    return KS_OK;
+}
+
 static ks_kvcache *tb_kvcache(ks_backend *b) { return &b->cache; }
 
 static const ks_backend_ops tb_ops = {.name = "test",
@@ -87,6 +103,8 @@ static const ks_backend_ops tb_ops = {.name = "test",
                                       .kv_compact = tb_kv_compact,
                                       .decode_evict = tb_decode_evict,
                                       .row_scores_load = tb_row_scores_load,
+                                      .row_scores_add = tb_row_scores_add,
+                                      .row_scores_read = tb_row_scores_read,
                                       .kvcache = tb_kvcache};
 
 typedef struct fixture {

@@ -277,6 +277,25 @@ START_TEST(test_key_norms_and_compact) {
 }
 END_TEST
 
+/* ks_cuda_row_scores_fold against ks_row_scores_fold: odd sizes, columns before first_new added, the rest
+ * written, columns past n_keys untouched. */
+START_TEST(test_row_scores_fold) {
+    const int Hk = 3, ld = 1003, ld_add = 1111, n_keys = 1000, first_new = 517;
+    float *s = malloc(sizeof(float) * Hk * ld), *add = malloc(sizeof(float) * Hk * ld_add);
+    float *got = malloc(sizeof(float) * Hk * ld);
+    fill(s, (size_t)Hk * ld, -2, 2), fill(add, (size_t)Hk * ld_add, 0, 1);
+    float *ds = dev_alloc(sizeof(float) * Hk * ld), *da = dev_alloc(sizeof(float) * Hk * ld_add);
+    CK_CUDA(cudaMemcpy(ds, s, sizeof(float) * Hk * ld, cudaMemcpyHostToDevice));
+    CK_CUDA(cudaMemcpy(da, add, sizeof(float) * Hk * ld_add, cudaMemcpyHostToDevice));
+    CK_KS(ks_cuda_row_scores_fold(ds, ld, da, ld_add, Hk, first_new, n_keys, 0));
+    ks_row_scores_fold(s, ld, add, ld_add, Hk, first_new, n_keys);
+    CK_CUDA(cudaMemcpy(got, ds, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < Hk * ld; i++) ck_assert_msg(got[i] == s[i], "fold: element %d is %g, want %g", i, got[i], s[i]);
+    cudaFree(ds), cudaFree(da);
+    free(s), free(add), free(got);
+}
+END_TEST
+
 /* ks_cuda_decode_evict against ks_ref_evict_row and a host shift, every rule: a head at the budget (nothing
  * dropped), heads one over with rows across several 32-row tiles, tied lowest values (the latest goes), a NaN
  * (lowest), protected head and tail rows; outputs poisoned. */
@@ -493,6 +512,23 @@ static ks_status tw_row_scores_load(ks_backend *b, int layer, const float *score
     return KS_OK;
 }
 
+/* Both twins: window_scores (the references, or the kernels) folded into the host running scores. */
+static ks_status tw_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+    ks_window_args w = *a;
+    w.accumulate = 0, w.sums = NULL;
+    CK_KS(tw_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
+    ks_row_scores_fold(b->scores + (size_t)layer * b->Hk * b->cache.cap, b->cache.cap, b->p, b->cache.cap, b->Hk,
+                       a->q_pos0, a->n_keys);
+    return KS_OK;
+}
+
+static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
+    for (int h = 0; h < b->Hk; h++)
+        memcpy(out + (size_t)h * ld, b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap,
+               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    return KS_OK;
+}
+
 /* ref: ks_kvcache_evict. cuda: ks_cuda_decode_evict on device copies of the layer, its probabilities and
  * scores; the host then drops the rows the device chose (ks_kvcache_drop_row) and the device's rows, lengths
  * and scores must equal the host's. */
@@ -556,6 +592,8 @@ static const ks_backend_ops tw_ops = {.name = "twin",
                                       .kv_compact = tw_kv_compact,
                                       .decode_evict = tw_decode_evict,
                                       .row_scores_load = tw_row_scores_load,
+                                      .row_scores_add = tw_row_scores_add,
+                                      .row_scores_read = tw_row_scores_read,
                                       .kvcache = tw_kvcache};
 
 typedef struct twin {
@@ -961,6 +999,7 @@ int main(void) {
     tcase_add_test(tk, test_scores);
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
+    tcase_add_test(tk, test_row_scores_fold);
     suite_add_tcase(s, tk);
     TCase *tc = tcase_create("methods");
     tcase_set_timeout(tc, 300);

@@ -1,6 +1,7 @@
 // decode_evict.cu — decode-time eviction of one layer on the device (ks_cuda_methods.h: ks_cuda_decode_evict;
 // references ks_ref_evict_row for the choice, ks_kvcache_drop_row for the move), so that a decode step with
-// H2O's, StreamingLLM's or CakeKV's eviction stays one CUDA graph with no host round trip per layer.
+// H2O's, StreamingLLM's or CakeKV's eviction stays one CUDA graph with no host round trip per layer; and the
+// fold of H2O's prompt scores into its running scores (ks_cuda_row_scores_fold), which those start from.
 //
 //   select  one block per KV head: H2O's running scores take the step's probabilities, then the row to drop
 //           is the lowest key (ks_select_topk's order: NaN lowest, -0 = +0) over the droppable rows, the latest
@@ -130,7 +131,25 @@ __global__ void __launch_bounds__(SHIFT_THREADS) shift_across_kernel(shift_args 
     if (a.scores && threadIdx.x == 0) a.scores[g * a.ld_s + s - 1] = a.aside_s[(int64_t)g * a.cap + t];
 }
 
+__global__ void fold_kernel(float *scores, int64_t ld, const float *add, int64_t ld_add, int first_new, int n_keys) {
+    const int g = blockIdx.y;
+    for (int j = blockIdx.x * blockDim.x + threadIdx.x; j < n_keys; j += gridDim.x * blockDim.x) {
+        float a = add[g * ld_add + j];
+        scores[g * ld + j] = j < first_new ? scores[g * ld + j] + a : a;
+    }
+}
+
 } // namespace
+
+extern "C" ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int Hk,
+                                             int first_new, int n_keys, cudaStream_t s) {
+    KS_ASSERT(Hk > 0 && n_keys <= ld && n_keys <= ld_add);
+    if (n_keys <= 0) return KS_OK;
+    dim3 grid(ks_cdiv(n_keys, 256) < 64 ? ks_cdiv(n_keys, 256) : 64, Hk);
+    fold_kernel<<<grid, 256, 0, s>>>(scores, ld, add, ld_add, first_new, n_keys);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}
 
 extern "C" ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t *drop, const float *p,
                                           int64_t ld_p, float *scores, int64_t ld_s, const ks_evict_args *a, int Hk,

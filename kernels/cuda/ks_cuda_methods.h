@@ -87,6 +87,11 @@ ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t 
                                float *scores, int64_t ld_s, const ks_evict_args *a, int Hk, int d, int cap,
                                int max_len, ks_bf16 *scratch, float *score_scratch, cudaStream_t s);
 
+/* H2O's running scores (Hk, ld) of a layer, summed chunk by chunk on the device (reference ks_row_scores_fold):
+ * column j < n_keys of each head gets add[h * ld_add + j] added when j < first_new, written otherwise. */
+ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int Hk, int first_new,
+                                  int n_keys, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -125,6 +125,12 @@ typedef struct ks_backend_ops {
     /* The running scores KS_EVICT_ACCUMULATED starts from: row j of head h of `layer` = scores[h * ld + j] for
      * the rows the cache holds (host array; H2O's scores of the prompt). */
     ks_status (*row_scores_load)(ks_backend *b, int layer, const float *scores, int ld);
+    /* H2O's prompt scores summed on the backend, chunk after chunk, with no host copy or wait: the scores
+     * window_scores(layer, a) computes (a->accumulate and a->sums ignored) are added to the layer's running
+     * scores for keys before a->q_pos0 and written for the others (the chunk's own keys start there).
+     * row_scores_read copies the running scores of the rows the cache holds to host out (Hk, ld). */
+    ks_status (*row_scores_add)(ks_backend *b, int layer, const ks_window_args *a);
+    ks_status (*row_scores_read)(ks_backend *b, int layer, float *out, int ld);
 
     /* GATE[0..n) = silu(GATE) * UP. */
     ks_status (*swiglu)(ks_backend *b, int n);

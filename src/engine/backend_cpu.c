@@ -314,6 +314,24 @@ static ks_status cpu_decode_evict(ks_backend *b, int layer, int qpos, const ks_e
     return KS_OK;
 }
 
+static ks_status cpu_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+    int l = held_layer(b, layer);
+    ks_window_args w = *a;
+    w.accumulate = 0, w.sums = NULL;
+    KS_TRY(cpu_window_scores(b, layer, &w, b->evict_p, b->cache.cap, NULL));
+    ks_row_scores_fold(layer_row_scores(b, l), b->cache.cap, b->evict_p, b->cache.cap, b->cfg->n_kv_heads, a->q_pos0,
+                       a->n_keys);
+    return KS_OK;
+}
+
+static ks_status cpu_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
+    int l = held_layer(b, layer);
+    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    for (int h = 0; h < b->cfg->n_kv_heads; h++)
+        memcpy(out + (size_t)h * ld, layer_row_scores(b, l) + (size_t)h * b->cache.cap, sizeof(float) * len[h]);
+    return KS_OK;
+}
+
 static ks_status cpu_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
     int l = held_layer(b, layer);
     const int32_t *len = ks_kvcache_len(&b->cache, l);
@@ -394,6 +412,8 @@ const ks_backend_ops ks_backend_cpu = {
     .kv_compact = cpu_kv_compact,
     .decode_evict = cpu_decode_evict,
     .row_scores_load = cpu_row_scores_load,
+    .row_scores_add = cpu_row_scores_add,
+    .row_scores_read = cpu_row_scores_read,
     .swiglu = cpu_swiglu,
     .logits = cpu_logits,
     .argmax = cpu_argmax,

@@ -90,7 +90,8 @@ struct ks_backend {
     /* Decode-time eviction (decode_evict, backend_cuda_methods.c): the device drops a row per head and logs it;
      * the host applies the log to its bookkeeping once it has waited for the stream since (sync_epoch counts
      * those waits), per layer before that layer's next append, all layers before anything else reads them. */
-    float *row_scores;          /* (n_layers, Hk, own_cap) ACCUMULATED's running scores */
+    float *row_scores;          /* (n_layers, Hk, cap) H2O's running scores: the prompt's (row_scores_add), then
+                                   decode_evict's ACCUMULATED */
     int32_t *drop_dev;          /* (n_layers, Hk) the row each head dropped in the layer's last eviction, or -1 */
     int32_t *host_drops;        /* (n_layers, Hk) pinned copy of drop_dev; owned */
     unsigned char *drop_pending;/* (n_layers) host: an eviction's log not applied yet; owned */
@@ -188,6 +189,8 @@ ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, in
 ks_status ks_cuda_method_join(ks_backend *b);
 ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
 ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld);
+ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a);
+ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld);
 /* The logged evictions of layer index l (-1: every layer) applied to the bookkeeping, waiting for the stream
  * first only if no wait has followed them. */
 ks_status ks_cuda_apply_drops(ks_backend *b, int l);

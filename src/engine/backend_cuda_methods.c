@@ -163,14 +163,16 @@ static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a)
                    a->n_q, a->softmax_chunk, a->n_keys);
 }
 
-ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *w, float *out, int ld,
-                                ks_window_summary *sum) {
+/* window_scores' device half: the scores of w into score_out (and score_sums, the summary) on *s, the layer's
+ * op stream. */
+static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, cudaStream_t *s_out) {
     KS_TRY(ks_cuda_op_begin(b)); /* a deferred rope of these queries is issued first */
     const int l = layer_index(b, layer);
-    KS_ASSERT(ld <= b->cap && w->n_keys <= ld && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
+    KS_ASSERT(w->n_keys <= b->cap && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
               ks_kvcache_is_dense(&b->cache, l, w->n_keys));
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
+    *s_out = s;
     ks_cuda_score_args a = score_args(b, l, w->q_row0);
     if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 */
         const int slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
@@ -185,10 +187,17 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     a.stat = w->stat, a.gamma = w->gamma, a.reduce = w->reduce;
     a.sums = w->sums ? b->score_sums : NULL;
     KS_TRY(check_scratch(b, &a));
-    int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
     if (summary) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), s));
-    KS_TRY(ks_cuda_scores(b->score_out, b->cap, summary ? b->score_sum : NULL, &a, b->score_lse, b->score_lse_floats,
-                          s));
+    return ks_cuda_scores(b->score_out, b->cap, summary ? b->score_sum : NULL, &a, b->score_lse, b->score_lse_floats,
+                          s);
+}
+
+ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *w, float *out, int ld,
+                                ks_window_summary *sum) {
+    KS_ASSERT(ld <= b->cap && w->n_keys <= ld);
+    int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
+    cudaStream_t s;
+    KS_TRY(enqueue_scores(b, layer, w, summary, &s));
     if (summary)
         CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
     KS_TRY(scores_to_host(b, s, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
@@ -279,7 +288,7 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     }
     int32_t *drop = b->drop_dev + (size_t)l * Hk;
     KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
-                                b->score_out, b->cap, b->row_scores + (size_t)l * Hk * b->own_cap, b->own_cap, a, Hk,
+                                b->score_out, b->cap, b->row_scores + (size_t)l * Hk * b->cap, b->cap, a, Hk,
                                 c->head_dim, stride, bound, b->compact_scratch, b->score_sums, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
                                b->stream));
@@ -289,15 +298,35 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     return KS_OK;
 }
 
+ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+    ks_window_args w = *a;
+    w.accumulate = 0, w.sums = NULL;
+    cudaStream_t s;
+    KS_TRY(enqueue_scores(b, layer, &w, 0, &s));
+    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
+    return ks_cuda_row_scores_fold(b->row_scores + (size_t)l * Hk * b->cap, b->cap, b->score_out, b->cap, Hk,
+                                   a->q_pos0, a->n_keys, s);
+}
+
+ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
+    KS_TRY(ks_cuda_op_begin(b));
+    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
+    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, l, &s));
+    return rows_to_host(b, s, b->row_scores + (size_t)l * Hk * b->cap, max_len(len, Hk), len, out, ld, 0,
+                        "H2O's prompt scores");
+}
+
 ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
     KS_TRY(ks_cuda_op_begin(b));
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, l), Hk);
-    KS_ASSERT(n <= b->own_cap && ld >= n);
+    KS_ASSERT(n <= b->cap && ld >= n);
     if (!n) return KS_OK;
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
     /* a pageable source, consumed before the call returns (the host may overwrite it right after) */
-    CUDA_CHECK(cudaMemcpy2DAsync(b->row_scores + (size_t)l * Hk * b->own_cap, sizeof(float) * b->own_cap, scores,
+    CUDA_CHECK(cudaMemcpy2DAsync(b->row_scores + (size_t)l * Hk * b->cap, sizeof(float) * b->cap, scores,
                                  sizeof(float) * ld, sizeof(float) * n, Hk, cudaMemcpyHostToDevice, s));
     return KS_OK;
 }

@@ -166,6 +166,14 @@ void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const fl
     }
 }
 
+void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int Hk, int first_new, int n_keys) {
+    for (int h = 0; h < Hk; h++) {
+        float *s = scores + (size_t)h * ld;
+        const float *a = add + (size_t)h * ld_add;
+        for (int j = 0; j < n_keys; j++) s[j] = j < first_new ? s[j] + a[j] : a[j];
+    }
+}
+
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window) {
     if (window <= 0) return 0;
     const int32_t *pos = ks_kvcache_pos(c, layer, head);

@@ -120,6 +120,10 @@ void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row);
  * dropped row too. */
 void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const float *p, float *scores, int ld);
 
+/* Host running scores (Hk, ld) of a layer after row_scores_add's rule: column j of each head, j < n_keys, gets
+ * add[h * ld_add + j] added when j < first_new, written otherwise. */
+void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int Hk, int first_new, int n_keys);
+
 /* First row of (layer, head) whose position is > qpos - window (window 0 = no window: row 0): the rows a
  * sliding-window query at qpos still sees start there, as rows are in position order. */
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window);

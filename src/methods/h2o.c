@@ -17,7 +17,6 @@
  * GQA: per step (original) or once (loom) the query heads' probabilities are reduced over each group
  * (gqa_reduce) and accumulated per KV head. */
 #include <stddef.h>
-#include <string.h>
 
 #include "methods/budget.h"
 #include "methods/method.h"
@@ -80,14 +79,13 @@ static void h2o_plan(ks_method *m) {
 
 static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->Hk * m->cap; }
 
-/* original, all queries: the chunk's queries add their attention to the scores of the keys they see. */
+/* original, all queries: the chunk's queries add their attention to the scores of the keys they see (its own
+ * keys start at what it gives them), summed on the backend: no wait per chunk. */
 static ks_status h2o_prefill_chunk(ks_method *m, const ks_method_chunk *c) {
     if (loom(m) || KS_METHOD_OPTS(m, h2o_opts)->score_window) return KS_OK;
-    float *s = layer_scores(m, c->l);
-    for (int h = 0; h < m->Hk; h++) memset(s + (size_t)h * m->cap + c->pos0, 0, sizeof(float) * c->n); /* new keys */
-    ks_window_args a = {.n_q = c->n, .stat = KS_SCORE_SUM, .reduce = KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce,
-                        .accumulate = 1};
-    return ks_method_window_scores(m, c, a, s, NULL);
+    ks_window_args a = {.q_row0 = 0, .n_q = c->n, .q_pos0 = c->pos0, .n_keys = c->pos0 + c->n, .stat = KS_SCORE_SUM,
+                        .reduce = KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce};
+    return m->be_ops->row_scores_add(m->be, c->layer, &a);
 }
 
 /* original: the layer's scores become the backend's running scores, which decode_evict accumulates into. */
@@ -111,6 +109,8 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
     }
     int heavy, recent;
     budgets(m, &heavy, &recent);
+    if (!o->score_window) /* the sums of every prompt chunk */
+        KS_TRY(m->be_ops->row_scores_read(m->be, c->layer, layer_scores(m, c->l), m->cap));
     if (o->score_window) { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
         ks_window_args a = {.n_q = o->score_window < L ? o->score_window : L, .stat = KS_SCORE_SUM,
                             .reduce = o->gqa_reduce};

@@ -92,7 +92,8 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
                        model->cfg.n_layers, KS_METHOD_MAX_LAYERS);
     int compresses = m->ops->after_prefill_layer != NULL;
     if ((compresses && (!ops->window_scores || !ops->attention_decode_probs || !ops->key_norms || !ops->kv_compact)) ||
-        (m->ops->on_decode_step && (!ops->decode_evict || !ops->row_scores_load)))
+        (m->ops->on_decode_step && (!ops->decode_evict || !ops->row_scores_load)) ||
+        (m->ops->prefill_chunk && (!ops->row_scores_add || !ops->row_scores_read)))
         return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV-compression ops yet",
                        m->ops->name, ops->name);
     m->be_ops = ops;
