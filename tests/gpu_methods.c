@@ -340,8 +340,8 @@ START_TEST(test_decode_evict) {
             for (int g = 0; g < Hk; g++) {
                 float *sg = sc + (size_t)g * cap;
                 want[g] = ks_ref_evict_row(&a, len[g], p + (size_t)g * cap, sg);
-                ck_assert_msg(drop[g] == want[g], "rule %d d %d head %d: dropped %d, want %d", (int)a.rule, d, g,
-                              drop[g], want[g]);
+                ck_assert_msg(drop[g] == want[g], "rule %d (head %d) d %d head %d: dropped %d, want %d", (int)a.rule,
+                              a.head, d, g, drop[g], want[g]);
                 ck_assert_int_eq(lens[g], len[g] - (want[g] >= 0));
                 for (int j = 0; j < lens[g]; j++) { /* row j of the result = row j or j + 1 of the input */
                     int from = want[g] >= 0 && j >= want[g] ? j + 1 : j;

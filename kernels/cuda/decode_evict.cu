@@ -31,8 +31,10 @@ __global__ void __launch_bounds__(SELECT_THREADS)
     const int g = blockIdx.x, tid = threadIdx.x, len = lens[g];
     const float *pg = p ? p + g * ld_p : nullptr;
     float *sg = scores ? scores + g * ld_s : nullptr;
-    if (a.rule == KS_EVICT_ACCUMULATED) // each thread reads back only what it wrote: no barrier needed
+    if (a.rule == KS_EVICT_ACCUMULATED) {
         for (int j = tid; j < len; j += SELECT_THREADS) sg[j] = (j == len - 1 ? 0.0f : sg[j]) + pg[j];
+        __syncthreads(); // the choice below reads rows from `head` on: other threads' rows
+    }
     const int lo = a.head, hi = len - a.tail;
     if (len <= a.keep || hi <= lo) {
         if (tid == 0) drop[g] = -1;
