@@ -75,7 +75,9 @@ struct ks_backend {
     void *decode_scratch, *argmax_scratch;
 
     /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
-    float *score_out;           /* (Hk, cap) device results of window_scores, decode probabilities, key norms */
+    float *score_out;           /* (Hk, cap) device results of window_scores, decode probabilities, key norms,
+                                   decode_evict's probabilities (every use but decode_evict's ends in a host wait;
+                                   decode_evict runs in decode steps, when nothing is deferred) */
     float *score_sums;          /* (Hk, cap) window_scores' optional second output (ks_window_args.sums) */
     float *score_lse;           /* (score_lse_floats) log-sum-exp scratch of ks_cuda_scores */
     size_t score_lse_floats;    /* H (max_chunk + cap): n_q * H * segments for n_q <= max_chunk and, with
@@ -92,6 +94,8 @@ struct ks_backend {
      * those waits), per layer before that layer's next append, all layers before anything else reads them. */
     float *row_scores;          /* (n_layers, Hk, cap) H2O's running scores: the prompt's (row_scores_add), then
                                    decode_evict's ACCUMULATED */
+    float *add_out, *add_lse;   /* (Hk, cap), (score_lse_floats): row_scores_add's own score_out and score_lse,
+                                   as it does not wait (a deferred layer's ops on `side` may use those meanwhile) */
     int32_t *drop_dev;          /* (n_layers, Hk) the row each head dropped in the layer's last eviction, or -1 */
     int32_t *host_drops;        /* (n_layers, Hk) pinned copy of drop_dev; owned */
     unsigned char *drop_pending;/* (n_layers) host: an eviction's log not applied yet; owned */

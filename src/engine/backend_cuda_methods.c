@@ -163,9 +163,10 @@ static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a)
                    a->n_q, a->softmax_chunk, a->n_keys);
 }
 
-/* window_scores' device half: the scores of w into score_out (and score_sums, the summary) on *s, the layer's
- * op stream. */
-static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, cudaStream_t *s_out) {
+/* window_scores' device half: the scores of w into out (Hk, cap) (and score_sums, the summary) on *s, the
+ * layer's op stream, with lse scratch of score_lse_floats. */
+static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, float *out, float *lse,
+                                cudaStream_t *s_out) {
     KS_TRY(ks_cuda_op_begin(b)); /* a deferred rope of these queries is issued first */
     const int l = layer_index(b, layer);
     KS_ASSERT(w->n_keys <= b->cap && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
@@ -188,8 +189,7 @@ static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *
     a.sums = w->sums ? b->score_sums : NULL;
     KS_TRY(check_scratch(b, &a));
     if (summary) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), s));
-    return ks_cuda_scores(b->score_out, b->cap, summary ? b->score_sum : NULL, &a, b->score_lse, b->score_lse_floats,
-                          s);
+    return ks_cuda_scores(out, b->cap, summary ? b->score_sum : NULL, &a, lse, b->score_lse_floats, s);
 }
 
 ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *w, float *out, int ld,
@@ -197,7 +197,7 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     KS_ASSERT(ld <= b->cap && w->n_keys <= ld);
     int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
     cudaStream_t s;
-    KS_TRY(enqueue_scores(b, layer, w, summary, &s));
+    KS_TRY(enqueue_scores(b, layer, w, summary, b->score_out, b->score_lse, &s));
     if (summary)
         CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
     KS_TRY(scores_to_host(b, s, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
@@ -302,9 +302,9 @@ ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args 
     ks_window_args w = *a;
     w.accumulate = 0, w.sums = NULL;
     cudaStream_t s;
-    KS_TRY(enqueue_scores(b, layer, &w, 0, &s));
+    KS_TRY(enqueue_scores(b, layer, &w, 0, b->add_out, b->add_lse, &s)); /* no wait: buffers of its own */
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
-    return ks_cuda_row_scores_fold(b->row_scores + (size_t)l * Hk * b->cap, b->cap, b->score_out, b->cap, Hk,
+    return ks_cuda_row_scores_fold(b->row_scores + (size_t)l * Hk * b->cap, b->cap, b->add_out, b->cap, Hk,
                                    a->q_pos0, a->n_keys, s);
 }
 
