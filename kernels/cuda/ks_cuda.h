@@ -137,7 +137,7 @@ ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf
  * (Hk, cap, d) bf16; lens (Hk) on the device, rows [starts[h], lens[h]) of KV head h attended (starts: a
  * device array, e.g. sliding-window starts, or NULL for 0); out (H, d) bf16; a head with no rows gets 0.
  * Each KV head's rows are split over a fixed number of blocks chosen from max_len (an upper bound of
- * every lens[h], e.g. the cache capacity in a captured graph); each block reads its KV rows once for all
+ * every lens[h], e.g. the cache capacity in a captured graph; it may exceed cap); each block reads its KV rows once for all
  * query heads of the group (up to 16 heads per block: larger groups take several), and a second kernel
  * combines the partials. d = 64 and 128 on tensor cores (q, kc, vc 16-byte aligned); any other even
  * d <= 256 on the CUDA-core kernel (no scratch). */

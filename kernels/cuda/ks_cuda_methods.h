@@ -28,7 +28,7 @@ extern "C" {
 
 /* One scoring call: n_q queries (query i of head h at q + i * ld_q + h * d, position q_pos + i) against
  * the rows of each KV head g of kc (Hk, cap, d) that it sees: j in [lo[g], hi[g]) (device arrays of Hk, or
- * NULL for 0 and n_keys), j < n_keys, and either causally j <= q_pos + i (softmax_chunk == 0, one softmax
+ * NULL for 0 and n_keys; hi[g] <= cap, n_keys then only a bound that may exceed cap), j < n_keys, and either causally j <= q_pos + i (softmax_chunk == 0, one softmax
  * over those rows), or j < q_pos split into blocks of softmax_chunk rows normalised on their own (LOOM's
  * H2O). Logits q . k * scale in fp32; the statistic over the queries and the GQA reduction as
  * ks_ref_window_scores (double accumulation). d a multiple of 8 and <= 256; q, kc 16-byte aligned. */

@@ -251,7 +251,7 @@ extern "C" size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a) {
 static ks_status scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
                         size_t lse_floats, bool portable, cudaStream_t s) {
     KS_ASSERT(a->d % 8 == 0 && a->d <= 256 && a->H % a->Hk == 0 && a->n_q > 0 && a->n_keys <= ld &&
-              a->n_keys <= a->cap && ks_cuda_scores_lse_floats(a) <= lse_floats);
+              (a->hi || a->n_keys <= a->cap) && ks_cuda_scores_lse_floats(a) <= lse_floats);
     KS_ASSERT(((uintptr_t)a->q | (uintptr_t)a->kc) % 16 == 0 && (a->ld_q * 2) % 16 == 0);
     if (a->n_keys == 0) return KS_OK;
     if (ks_scores_tc_fits(a)) return ks_scores_tc(out, ld, a, lse, portable, s);

@@ -335,8 +335,10 @@ static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos
 static int decode_bound(const ks_backend *b, int extra) {
     int mx = 0, bound = 256;
     for (size_t i = 0; i < (size_t)b->n_layers * b->cfg->n_kv_heads; i++) mx = b->cache.len[i] > mx ? b->cache.len[i] : mx;
-    while (bound < mx + extra && bound < b->own_cap) bound *= 2;
-    return bound < b->own_cap ? bound : b->own_cap;
+    /* the capacity, not the layers' own rows (kv_rows): the grid, and so the sums' order, must not depend on
+     * how the cache is sized, so that a budget-sized cache decodes the same tokens as the full one */
+    while (bound < mx + extra && bound < b->cap) bound *= 2;
+    return bound < b->cap ? bound : b->cap;
 }
 
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {

@@ -289,7 +289,8 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     int32_t *drop = b->drop_dev + (size_t)l * Hk;
     KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
                                 b->score_out, b->cap, b->row_scores + (size_t)l * Hk * b->cap, b->cap, a, Hk,
-                                c->head_dim, stride, bound, b->compact_scratch, b->score_sums, b->stream));
+                                c->head_dim, stride, bound < stride ? bound : stride, b->compact_scratch,
+                                b->score_sums, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
                                b->stream));
     b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
