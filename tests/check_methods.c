@@ -490,6 +490,29 @@ START_TEST(test_cakekv_cascade_and_decode) {
 }
 END_TEST
 
+/* A prompt of cache_size + W tokens is kept whole, so the first decode step is more than one row over the
+ * budget: it sheds them on the host (ks_method_decode_on_host says so before it); later steps drop one row on
+ * the backend. q = 0: uniform probabilities, so ties keep the earlier rows and drop the latest. */
+START_TEST(test_cakekv_decode_sheds_on_host_once) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 20);
+    const char *o[] = {"window_size=2", "cache_size=6", "kernel_size=1", "gamma=0", NULL};
+    fx_method(&f, "cakekv", o);
+    for (int j = 0; j < 8; j++) fx_push_all(&f, 0, 0);
+    fx_q_all(&f, 6, 0), fx_q_all(&f, 7, 0);
+    fx_prompt(&f, 8, NULL);
+    ck_assert_int_eq(ks_kvcache_len(&f.be.cache, 0)[0], 8); /* kept whole */
+    ck_assert(ks_method_decode_on_host(f.m));
+    fx_decode(&f, 0, 0); /* 9 rows, budget 6: the top 4 of rows 0..6 and the window */
+    const int first[] = {0, 1, 2, 3, 7, 8}, second[] = {0, 1, 2, 3, 8, 9};
+    expect_rows(&f, 0, 0, first, 6, "CakeKV host shed");
+    ck_assert(!ks_method_decode_on_host(f.m));
+    fx_decode(&f, 0, 0); /* one over: decode_evict drops the latest of the equal candidates 0 1 2 3 7 */
+    expect_rows(&f, 0, 0, second, 6, "CakeKV decode_evict");
+    fx_free(&f);
+}
+END_TEST
+
 /* ---- H2O ---------------------------------------------------------------------------------------------- */
 
 /* original: with q = 0, query i gives each of its i + 1 visible keys 1 / (i + 1), so key j scores
@@ -1093,6 +1116,10 @@ START_TEST(test_budget_cache_matches_full) {
         {"SnapKV", {"max_capacity_prompt=1040", "window_size=1030"}, 1150, 1100, 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i], 1);
+    ks_model qwen = {0}; /* sliding-window attention on every layer (window 8) */
+    ck_assert(ks_model_load(&qwen, ks_test_fixture("models/tiny_qwen2"), 0, -1) == KS_OK);
+    for (size_t i = 0; i < 4; i++) compare_runs(&qwen, &cases[i], 1);
+    ks_model_free(&qwen);
 
     /* the rows asked for: SnapKV 24 + 6; H2O ratios at the longest prompt (9 + 13) + 6; a prompt that fits the
      * budget keeps all its rows (min(n, budget) over n <= 20); none for methods whose rows the plan does not
@@ -1175,6 +1202,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_cake_allocation);
         tcase_add_test(tc, test_cakekv_preference);
         tcase_add_test(tc, test_cakekv_cascade_and_decode);
+        tcase_add_test(tc, test_cakekv_decode_sheds_on_host_once);
         tcase_add_test(tc, test_h2o_original);
         tcase_add_test(tc, test_h2o_score_window);
         tcase_add_test(tc, test_h2o_loom);
