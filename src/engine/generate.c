@@ -91,6 +91,6 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
         KS_TRY(ks_forward_decode(f, next, NULL, &next));
         r->decode_s += now_s() - ts;
     }
-    r->kv_bytes_end = ks_kvcache_bytes(c);
+    r->kv_bytes_end = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* the accessor applies a backend's late bookkeeping */
     return KS_OK;
 }

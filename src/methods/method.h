@@ -14,8 +14,9 @@
  *     ks_forward_free(&fwd);  ks_method_free(m);
  *
  * Methods reach the cache only through backend ops (window_scores, attention_decode_probs, key_norms,
- * kv_compact): scores and keep lists cross as host arrays and rows stay where the backend keeps them, so every
- * method runs unchanged on any backend. Selection is per KV head (one stored copy per KV head): query-head
+ * kv_compact, decode_evict, row_scores_*): scores and keep lists cross as host arrays and rows stay where the
+ * backend keeps them (decode-time eviction and H2O's running scores never cross), so every method runs
+ * unchanged on any backend. Selection is per KV head (one stored copy per KV head): query-head
  * scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
  *
  * Options. The knob tables in the method files carry the defaults (compiled in, authoritative).
