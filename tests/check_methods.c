@@ -1096,6 +1096,73 @@ END_TEST
 
 /* ---- budget-sized KV cache (ks_forward_params.kv_rows) ---------------------------------------------------- */
 
+/* Head h of layer l holds rows whose K element 0 is 100 l + 10 h + position and V element 0 its negative. */
+static void kv_fill(ks_kvcache *c, int l, int n, int pos0) {
+    float k[2 * 2 * 8], v[2 * 2 * 8];
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < c->n_kv_heads; h++)
+            for (int e = 0; e < c->head_dim; e++) {
+                float x = e ? 0.5f : (float)(100 * l + 10 * h + pos0 + t);
+                k[(t * c->n_kv_heads + h) * c->head_dim + e] = x, v[(t * c->n_kv_heads + h) * c->head_dim + e] = -x;
+            }
+    ks_kvcache_append(c, l, k, v, n, pos0);
+}
+
+/* Row i of (l, h) holds position want[i] with its own K and V, wherever the layer's rows are now. */
+static void kv_expect(const ks_kvcache *c, int l, int h, const int *want, int n) {
+    ck_assert_int_eq(ks_kvcache_len(c, l)[h], n);
+    for (int i = 0; i < n; i++) {
+        size_t e = ((size_t)h * ks_kvcache_stride(c, l) + i) * c->head_dim;
+        float x = (float)(100 * l + 10 * h + want[i]);
+        ck_assert_msg(ks_kvcache_pos(c, l, h)[i] == want[i] && ks_kvcache_k(c, l)[e] == x && ks_kvcache_v(c, l)[e] == -x,
+                      "layer %d head %d row %d: position %d, key %g; want %d", l, h, i, ks_kvcache_pos(c, l, h)[i],
+                      ks_kvcache_k(c, l)[e], want[i]);
+    }
+}
+
+/* kvcache.h's budget mode by hand: 4 layers owning 4 rows of a 10-row context, three slots; rows move into a
+ * slot and back with their values, a fourth layer finds none free, a compaction that keeps more than a layer
+ * owns is refused, a freed slot is taken again, decode-time drops shift the rows, reset frees everything. */
+START_TEST(test_kvcache_slots) {
+    ks_kvcache c;
+    ck_assert(ks_kvcache_init(&c, 4, 2, 2, 10, 4, 1) == KS_OK);
+    ck_assert_int_eq(c.n_slots, KS_KVCACHE_SLOTS);
+    ck_assert_int_eq(ks_kvcache_elems(&c), (size_t)2 * (4 * 4 + 3 * 10) * 2);
+    unsigned seq = c.sequence;
+    kv_fill(&c, 0, 3, 0);
+    ck_assert(!ks_kvcache_needs_slot(&c, 0, 1) && ks_kvcache_needs_slot(&c, 0, 2));
+    ck_assert_int_eq(ks_kvcache_take_slot(&c, 0), 0);
+    ck_assert_int_eq(ks_kvcache_stride(&c, 0), 10);
+    kv_fill(&c, 0, 5, 3);
+    const int eight[] = {0, 1, 2, 3, 4, 5, 6, 7};
+    kv_expect(&c, 0, 1, eight, 8);
+    for (int l = 1; l < 3; l++) ck_assert_int_eq(ks_kvcache_take_slot(&c, l), l);
+    ck_assert_int_eq(ks_kvcache_take_slot(&c, 3), -1);
+    ck_assert_int_eq(ks_kvcache_no_slot(&c, 3), KS_ERR_RANGE);
+    ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+    int32_t keep[2 * 10], n_keep[2] = {5, 3};
+    ck_assert_int_eq(ks_kvcache_compact_fits(&c, 0, 0, n_keep), KS_ERR_RANGE);
+    n_keep[0] = 3;
+    ck_assert(ks_kvcache_compact_fits(&c, 0, 0, n_keep) == KS_OK);
+    const int kept[] = {1, 4, 7};
+    for (int h = 0; h < 2; h++) memcpy(keep + h * 10, kept, sizeof kept);
+    ks_kvcache_compact(&c, 0, keep, n_keep, 10);
+    ks_ref_kv_compact(ks_kvcache_k(&c, 0), ks_kvcache_v(&c, 0), keep, n_keep, 10, ks_kvcache_stride(&c, 0), 2, 2);
+    ks_kvcache_leave_slot(&c, 0);
+    ck_assert(c.slot[0] < 0 && ks_kvcache_stride(&c, 0) == 4);
+    kv_expect(&c, 0, 0, kept, 3), kv_expect(&c, 0, 1, kept, 3);
+    ck_assert_int_eq(ks_kvcache_take_slot(&c, 3), 0); /* the freed one */
+    kv_fill(&c, 0, 1, 8); /* decode: own storage, row 3 */
+    ks_kvcache_drop_row(&c, 0, 1, 1);
+    const int h0[] = {1, 4, 7, 8}, h1[] = {1, 7, 8};
+    kv_expect(&c, 0, 0, h0, 4), kv_expect(&c, 0, 1, h1, 3);
+    ks_kvcache_reset(&c);
+    ck_assert(c.sequence == seq + 1 && c.slot[0] < 0 && c.slot[3] < 0);
+    for (int s = 0; s < KS_KVCACHE_SLOTS; s++) ck_assert_int_eq(c.slot_layer[s], -1);
+    ks_kvcache_free(&c);
+}
+END_TEST
+
 /* Layer-major prefill into a cache of ks_method_kv_rows rows per layer keeps the rows, statistics and tokens of
  * chunk-major prefill into a full cache, for every method that bounds its rows; the rows it asks for are the
  * plan's most plus the generation. */
@@ -1214,6 +1281,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_options_and_errors);
         tcase_add_test(tc, test_forward_window_chunks);
         tcase_add_test(tc, test_deferred_matches_synchronous);
+        tcase_add_test(tc, test_kvcache_slots);
         tcase_add_test(tc, test_budget_cache_matches_full);
         tcase_add_test(tc, test_budget_cache_errors);
     }
