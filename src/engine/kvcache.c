@@ -53,7 +53,7 @@ void ks_kvcache_reset(ks_kvcache *c) {
 }
 
 int ks_kvcache_needs_slot(const ks_kvcache *c, int layer, int n) {
-    if (c->slot[layer] >= 0) return 0;
+    if (!c->n_slots || c->slot[layer] >= 0) return 0; /* full mode: callers check the capacity up front */
     const int32_t *len = ks_kvcache_len(c, layer);
     for (int h = 0; h < c->n_kv_heads; h++)
         if (len[h] + n > c->own_cap) return 1;

@@ -84,8 +84,8 @@ static inline int32_t *ks_kvcache_pos(const ks_kvcache *c, int layer, int head) 
 static inline float *ks_kvcache_k(const ks_kvcache *c, int layer) { return c->k + ks_kvcache_offset(c, layer); }
 static inline float *ks_kvcache_v(const ks_kvcache *c, int layer) { return c->v + ks_kvcache_offset(c, layer); }
 
-/* 1 when appending n rows to every head of the layer needs a prefill slot first: in its own storage and
- * some head would pass own_cap. */
+/* 1 when appending n rows to every head of the layer needs a prefill slot first: budget mode, in its own
+ * storage, and some head would pass own_cap. */
 int ks_kvcache_needs_slot(const ks_kvcache *c, int layer, int n);
 
 /* Budget mode: assigns the layer (in its own storage) a free slot and returns it; -1 when none is free (the
