@@ -226,7 +226,8 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
     KS_ASSERT(ks_kvcache_is_dense(&b->cache, l, pos0 + n));
     int window = layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l),
-                      n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0, window, attn_scale(c),
+                      n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0,
+                      window, attn_scale(c),
                       window ? NULL : b->lse);
     b->lse_layer = window ? -1 : layer;
     b->lse_pos0 = pos0;

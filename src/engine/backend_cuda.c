@@ -176,7 +176,8 @@ ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_st
     int rows = 0;
     for (int h = 0; h < Hk; h++) rows = len[h] > rows ? len[h] : rows;
     if (!rows) return KS_OK;
-    const size_t spitch = sizeof(ks_bf16) * from_stride * d, dpitch = sizeof(ks_bf16) * ks_kvcache_stride(&b->cache, l) * d;
+    const size_t spitch = sizeof(ks_bf16) * from_stride * d;
+    const size_t dpitch = sizeof(ks_bf16) * ks_kvcache_stride(&b->cache, l) * d;
     CUDA_CHECK(cudaMemcpy2DAsync(b->kc + to, dpitch, b->kc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
                                  cudaMemcpyDeviceToDevice, s));
     CUDA_CHECK(cudaMemcpy2DAsync(b->vc + to, dpitch, b->vc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
@@ -326,7 +327,8 @@ static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos
     float *lse = window ? NULL : b->att_lse;
     b->lse_layer = lse ? layer : -1, b->lse_pos0 = pos0, b->lse_n = n;
     return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, ks_cuda_layer_k(b, l),
-                                     ks_cuda_layer_v(b, l), n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
+                                     ks_cuda_layer_v(b, l), n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads,
+                                     c->n_kv_heads, c->head_dim, pos0, window,
                                      ks_cuda_attn_scale(c), lse, b->stream);
 }
 
@@ -355,7 +357,8 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     /* within a graph step one bound for every layer (the graph's), else this step's lengths */
     const int max_len = b->step_bound ? b->step_bound : decode_bound(b, 0);
     return ks_cuda_attention_decode(b->att, b->qkv, ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l),
-                                    b->lens + (size_t)l * Hk, starts, ks_kvcache_stride(&b->cache, l), c->n_heads, Hk, c->head_dim, ks_cuda_attn_scale(c), max_len,
+                                    b->lens + (size_t)l * Hk, starts, ks_kvcache_stride(&b->cache, l), c->n_heads, Hk,
+                                    c->head_dim, ks_cuda_attn_scale(c), max_len,
                                     b->decode_scratch, b->stream);
 }
 

@@ -10,9 +10,9 @@
  *            type of their output), fp32 for o (added into the fp32 residual); embedding and LM head bf16
  *            (one copy when tied).
  *   arena    activations for max_chunk rows, logits, RoPE frequencies, positions/tokens, per-head lengths and
- *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys (n_layers, Hk, cap, d) bf16,
- *            values the same, head-major as kernels/cpu/ref.h describes, laid out as engine/kvcache.h says (full
- *            mode, or budget mode's own rows per layer plus the shared prefill slots).
+ *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys and
+ *            values bf16, head-major as kernels/cpu/ref.h describes, laid out as engine/kvcache.h says (full
+ *            mode: (n_layers, Hk, cap, d); budget mode: each layer's own rows plus the shared prefill slots).
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
  */

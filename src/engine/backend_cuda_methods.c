@@ -54,7 +54,8 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     }
     CUDA_CHECK(cudaEventCreateWithFlags(&b->side_ev, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
-    for (int i = 0; i < KS_KVCACHE_SLOTS; i++) CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
+    for (int i = 0; i < KS_KVCACHE_SLOTS; i++)
+        CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
     b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * Hk * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));

@@ -105,7 +105,8 @@ static ks_status run_layer(ks_forward *f, int l, int pos0, int n, int decode, in
 
 /* Rows 0..n-1 of X through every layer held (chunk-major). */
 static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
-    for (int l = f->m->first_layer; l < f->m->last_layer; l++) KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end));
+    for (int l = f->m->first_layer; l < f->m->last_layer; l++)
+        KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end));
     return KS_OK;
 }
 

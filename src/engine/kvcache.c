@@ -148,7 +148,8 @@ void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row) {
     int after = len[head] - row - 1;
     memmove(pos + row, pos + row + 1, sizeof(int32_t) * after);
     if (c->k) {
-        size_t d = (size_t)c->head_dim, at = ks_kvcache_offset(c, layer) + ((size_t)head * ks_kvcache_stride(c, layer) + row) * d;
+        size_t d = (size_t)c->head_dim;
+        size_t at = ks_kvcache_offset(c, layer) + ((size_t)head * ks_kvcache_stride(c, layer) + row) * d;
         memmove(c->k + at, c->k + at + d, sizeof(float) * after * d);
         memmove(c->v + at, c->v + at + d, sizeof(float) * after * d);
     }
