@@ -203,7 +203,11 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
     return KS_OK;
 }
 
-int ks_method_decode_on_host(const ks_method *m) { return m->ops->decode_on_host && m->ops->decode_on_host(m); }
+int ks_method_decode_on_host(const ks_method *m) {
+    if (!m->ops->decode_on_host) return 0;
+    m->be_ops->kvcache(m->be); /* the lengths current: a backend may apply the last step's evictions late */
+    return m->ops->decode_on_host(m);
+}
 
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
     if (!m->ops->on_decode_step) return KS_OK;
@@ -270,6 +274,7 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
 }
 
 int ks_method_dropped(const ks_method *m) {
+    if (m->be) m->be_ops->kvcache(m->be); /* the positions current (a backend may apply evictions late) */
     for (int l = 0; m->layer && l < m->n_layers; l++) { /* decode_evict leaves no mark but the positions */
         const int32_t *len = ks_kvcache_len(m->cache, l);
         if (m->layer[l].compressed || !ks_kvcache_is_dense(m->cache, l, len[0]))
