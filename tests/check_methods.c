@@ -561,13 +561,14 @@ END_TEST
 START_TEST(test_h2o_original) {
     const int two[] = {4, 4, 0};
     const char *budgets[][2] = {{"heavy_budget=2", "recent_budget=2"}, {"heavy_budget=0.25", "recent_budget=25%"}};
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 4; c++) { /* c / 2: the backend applies decode evictions late */
         fixture f;
         fx_init(&f, 1, 2, 1, 1, 16);
-        const char *o[] = {budgets[c][0], budgets[c][1], NULL};
+        f.be.lazy = c / 2;
+        const char *o[] = {budgets[c % 2][0], budgets[c % 2][1], NULL};
         fx_method(&f, "h2o", o);
         for (int j = 0; j < 8; j++) fx_push_all(&f, 0, 0.1f * j); /* keys do not matter under q = 0 */
-        fx_prompt(&f, 8, c ? two : NULL);
+        fx_prompt(&f, 8, c % 2 ? two : NULL);
         const int want[4] = {0, 1, 6, 7}, after[4] = {0, 1, 7, 8};
         expect_rows(&f, 0, 0, want, 4, "H2O prefill");
         fx_decode(&f, 0, 0);
@@ -616,16 +617,21 @@ END_TEST
 
 START_TEST(test_streamingllm) {
     fixture f;
-    fx_init(&f, 1, 1, 1, 1, 16);
-    const char *orig[] = {"start_size=2", "recent_size=3", NULL};
-    fx_method(&f, "StreamingLLM", orig);
-    for (int j = 0; j < 10; j++) fx_push_all(&f, 0, 0);
-    fx_prompt(&f, 10, NULL);
-    const int want[5] = {0, 1, 7, 8, 9}, rolled[5] = {0, 1, 8, 9, 10};
-    expect_rows(&f, 0, 0, want, 5, "StreamingLLM sinks + recent");
-    fx_decode(&f, 0, 0);
-    expect_rows(&f, 0, 0, rolled, 5, "StreamingLLM rolling window");
-    fx_free(&f);
+    for (int lazy = 0; lazy < 2; lazy++) { /* lazy: the backend applies each step's eviction late */
+        fx_init(&f, 1, 1, 1, 1, 16);
+        f.be.lazy = lazy;
+        const char *orig[] = {"start_size=2", "recent_size=3", NULL};
+        fx_method(&f, "StreamingLLM", orig);
+        for (int j = 0; j < 10; j++) fx_push_all(&f, 0, 0);
+        fx_prompt(&f, 10, NULL);
+        const int want[5] = {0, 1, 7, 8, 9}, rolled[5] = {0, 1, 8, 9, 10}, again[5] = {0, 1, 9, 10, 11};
+        expect_rows(&f, 0, 0, want, 5, "StreamingLLM sinks + recent");
+        fx_decode(&f, 0, 0);
+        expect_rows(&f, 0, 0, rolled, 5, "StreamingLLM rolling window");
+        fx_decode(&f, 0, 0);
+        expect_rows(&f, 0, 0, again, 5, "StreamingLLM rolling window, again");
+        fx_free(&f);
+    }
 
     /* loom: C = 5, W = 2 keeps [0, 3) and the last 2, once; a prompt shorter than C is left alone */
     const char *lo[] = {"variant=loom", "window_size=2", "max_capacity_prompt=5", NULL};
