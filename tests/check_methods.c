@@ -71,7 +71,8 @@ static ks_status tb_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
-static float *tb_layer_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->Hk * b->cache.cap; }
+/* The layer's host running scores, (Hk, cap). */
+static float *tb_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->Hk * b->cache.cap; }
 
 static ks_status tb_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
     float *p = b->lazy ? b->pending_p + (size_t)layer * b->Hk * b->cache.cap : b->p;
@@ -81,7 +82,7 @@ static ks_status tb_decode_evict(ks_backend *b, int layer, int qpos, const ks_ev
         b->pending[layer] = 1, b->pending_args[layer] = *a;
         return KS_OK;
     }
-    ks_kvcache_evict(&b->cache, layer, a, p, tb_layer_scores(b, layer), b->cache.cap);
+    ks_kvcache_evict(&b->cache, layer, a, p, tb_row_scores(b, layer), b->cache.cap);
     return KS_OK;
 }
 
@@ -90,31 +91,25 @@ static void tb_apply(ks_backend *b) {
     for (int l = 0; b->lazy && l < b->cache.n_layers; l++)
         if (b->pending[l]) {
             ks_kvcache_evict(&b->cache, l, &b->pending_args[l], b->pending_p + (size_t)l * b->Hk * b->cache.cap,
-                             tb_layer_scores(b, l), b->cache.cap);
+                             tb_row_scores(b, l), b->cache.cap);
             b->pending[l] = 0;
         }
 }
 
 static ks_status tb_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    for (int h = 0; h < b->Hk; h++)
-        memcpy(b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap, scores + (size_t)h * ld,
-               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    ks_row_scores_copy(tb_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk);
     return KS_OK;
 }
 
 static ks_status tb_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = *a;
-    w.accumulate = 0, w.sums = NULL;
+    ks_window_args w = ks_window_scores_only(a);
     KS_TRY(tb_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
-    ks_row_scores_fold(b->scores + (size_t)layer * b->Hk * b->cache.cap, b->cache.cap, b->p, b->cache.cap, b->Hk,
-                       a->q_pos0, a->n_keys);
+    ks_row_scores_fold(tb_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->Hk, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
 static ks_status tb_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    for (int h = 0; h < b->Hk; h++)
-        memcpy(out + (size_t)h * ld, b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap,
-               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    ks_row_scores_copy(out, ld, tb_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk);
     return KS_OK;
 }
 

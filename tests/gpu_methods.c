@@ -505,27 +505,24 @@ static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
+/* The layer's host running scores, (Hk, cap). */
+static float *tw_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->Hk * b->cache.cap; }
+
 static ks_status tw_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    for (int h = 0; h < b->Hk; h++)
-        memcpy(b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap, scores + (size_t)h * ld,
-               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    ks_row_scores_copy(tw_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk);
     return KS_OK;
 }
 
 /* Both twins: window_scores (the references, or the kernels) folded into the host running scores. */
 static ks_status tw_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = *a;
-    w.accumulate = 0, w.sums = NULL;
+    ks_window_args w = ks_window_scores_only(a);
     CK_KS(tw_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
-    ks_row_scores_fold(b->scores + (size_t)layer * b->Hk * b->cache.cap, b->cache.cap, b->p, b->cache.cap, b->Hk,
-                       a->q_pos0, a->n_keys);
+    ks_row_scores_fold(tw_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->Hk, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
 static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    for (int h = 0; h < b->Hk; h++)
-        memcpy(out + (size_t)h * ld, b->scores + ((size_t)layer * b->Hk + h) * b->cache.cap,
-               sizeof(float) * ks_kvcache_len(&b->cache, layer)[h]);
+    ks_row_scores_copy(out, ld, tw_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk);
     return KS_OK;
 }
 
@@ -535,7 +532,7 @@ static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld
 static ks_status tw_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
     ks_kvcache *c = &b->cache;
     const int cap = c->cap, Hk = b->Hk;
-    float *sc = b->scores + (size_t)layer * Hk * cap;
+    float *sc = tw_row_scores(b, layer);
     if (a->rule != KS_EVICT_SINK) CK_KS(tw_decode_probs(b, layer, qpos, a->reduce, b->p, cap)); /* cuda: in dout */
     if (!b->cuda) {
         ks_kvcache_evict(c, layer, a, b->p, sc, cap);

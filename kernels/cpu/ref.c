@@ -208,15 +208,6 @@ void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, in
         }
 }
 
-/* The key of ks_select_topk's order (methods/select.c): unsigned, NaN lowest, -0 = +0. */
-static uint32_t evict_key(float x) {
-    if (isnan(x)) return 0;
-    if (x == 0) x = 0;
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u & 0x80000000u ? ~u : u | 0x80000000u;
-}
-
 int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores) {
     if (a->rule == KS_EVICT_ACCUMULATED) {
         scores[len - 1] = 0; /* the row this step appended */
@@ -230,7 +221,7 @@ int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *sco
     for (int j = lo; j < hi; j++) {
         double sum = 0; /* POOLED as ks_select_pool: zeros beyond [0, hi), the divisor kernel */
         for (int i = j - r < 0 ? 0 : j - r; a->rule == KS_EVICT_POOLED && i <= j + r && i < hi; i++) sum += p[i];
-        uint32_t k = evict_key(a->rule == KS_EVICT_POOLED ? (float)(sum / a->kernel) : scores[j]);
+        uint32_t k = ks_order_key(a->rule == KS_EVICT_POOLED ? (float)(sum / a->kernel) : scores[j]);
         if (drop < 0 || k <= low) drop = j, low = k; /* <=: the latest of equal lowest */
     }
     return drop;

@@ -83,6 +83,13 @@ typedef struct ks_window_args {
                                the CPU kernels. */
 } ks_window_args;
 
+/* The arguments of row_scores_add's scoring (engine/backend.h): the scores alone, written (`=`), no sums. */
+static inline ks_window_args ks_window_scores_only(const ks_window_args *a) {
+    ks_window_args p = *a;
+    p.accumulate = 0, p.sums = NULL;
+    return p;
+}
+
 /* The arguments whose `out` is exactly what a->sums receives (the plain causal softmax's query sums, group
  * mean, written with `=`): how the CPU kernels produce sums next to LOOM's chunked softmax. */
 static inline ks_window_args ks_window_sums_args(const ks_window_args *a) {
@@ -128,6 +135,17 @@ typedef struct ks_evict_args {
     int kernel;           /* POOLED: the pooling width */
     ks_gqa_reduce reduce; /* ACCUMULATED, POOLED: how p reduces the group (ks_ref_attention_decode_probs) */
 } ks_evict_args;
+
+/* An unsigned key whose order is the float order, NaN lowest and -0 = +0: the order of the methods' top-k
+ * (methods/select.h) and of ks_ref_evict_row. */
+static inline uint32_t ks_order_key(float x) {
+    if (x != x) return 0; /* NaN */
+    union {
+        float f;
+        uint32_t u;
+    } v = {x == 0 ? 0.0f : x}; /* -0 -> +0 */
+    return v.u & 0x80000000u ? ~v.u : v.u | 0x80000000u;
+}
 
 /* The row one head of len rows drops this step, or -1 when len <= keep. p (len): the step query's
  * probabilities reduced over the group (ACCUMULATED, POOLED); scores (len): ACCUMULATED's running scores,

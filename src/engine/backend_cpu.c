@@ -317,8 +317,7 @@ static ks_status cpu_decode_evict(ks_backend *b, int layer, int qpos, const ks_e
 
 static ks_status cpu_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
     int l = held_layer(b, layer);
-    ks_window_args w = *a;
-    w.accumulate = 0, w.sums = NULL;
+    ks_window_args w = ks_window_scores_only(a);
     KS_TRY(cpu_window_scores(b, layer, &w, b->evict_p, b->cache.cap, NULL));
     ks_row_scores_fold(layer_row_scores(b, l), b->cache.cap, b->evict_p, b->cache.cap, b->cfg->n_kv_heads, a->q_pos0,
                        a->n_keys);
@@ -327,17 +326,14 @@ static ks_status cpu_row_scores_add(ks_backend *b, int layer, const ks_window_ar
 
 static ks_status cpu_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
     int l = held_layer(b, layer);
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
-    for (int h = 0; h < b->cfg->n_kv_heads; h++)
-        memcpy(out + (size_t)h * ld, layer_row_scores(b, l) + (size_t)h * b->cache.cap, sizeof(float) * len[h]);
+    ks_row_scores_copy(out, ld, layer_row_scores(b, l), b->cache.cap, ks_kvcache_len(&b->cache, l), b->cfg->n_kv_heads);
     return KS_OK;
 }
 
 static ks_status cpu_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
     int l = held_layer(b, layer);
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
-    for (int h = 0; h < b->cfg->n_kv_heads; h++)
-        memcpy(layer_row_scores(b, l) + (size_t)h * b->cache.cap, scores + (size_t)h * ld, sizeof(float) * len[h]);
+    ks_row_scores_copy(layer_row_scores(b, l), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, l),
+                       b->cfg->n_kv_heads);
     return KS_OK;
 }
 

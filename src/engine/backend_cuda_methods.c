@@ -301,8 +301,7 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
 }
 
 ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = *a;
-    w.accumulate = 0, w.sums = NULL;
+    ks_window_args w = ks_window_scores_only(a);
     cudaStream_t s;
     KS_TRY(enqueue_scores(b, layer, &w, 0, b->add_out, b->add_lse, &s)); /* no wait: buffers of its own */
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;

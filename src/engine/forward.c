@@ -138,12 +138,17 @@ static ks_status check_decode_rows(const ks_forward *f) {
     return KS_OK;
 }
 
+/* KS_ERR_RANGE when n more tokens would pass the capacity the cache was built for. */
+static ks_status check_capacity(const ks_forward *f, int n) {
+    if (f->n_past + n <= f->max_ctx) return KS_OK;
+    return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens", f->n_past + n,
+                   f->max_ctx);
+}
+
 static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decode) {
     const ks_model *m = f->m;
     KS_ASSERT(n > 0 && n <= f->chunk);
-    if (f->n_past + n > f->max_ctx)
-        return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens",
-                       f->n_past + n, f->max_ctx);
+    KS_TRY(check_capacity(f, n));
     if (decode && f->kv_rows < f->max_ctx) KS_TRY(check_decode_rows(f));
     ks_method *meth = f->method;
     int prompt_end = !decode && io->prompt_end;
@@ -200,8 +205,7 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
     if (f->n_past)
         return ks_fail(KS_ERR_UNSUPPORTED, "a prompt longer than kv_rows (%d) must start a sequence (%d tokens "
                                            "already cached)", f->kv_rows, f->n_past);
-    if (n > f->max_ctx)
-        return ks_fail(KS_ERR_RANGE, "sequence of %d tokens exceeds the KV cache capacity of %d tokens", n, f->max_ctx);
+    KS_TRY(check_capacity(f, n));
     ks_method_begin_prompt(meth, n); /* the plan; H2O's per-chunk scoring before the last chunk does not read it */
     ks_status st = KS_OK;
     int last0 = 0;

@@ -175,6 +175,10 @@ void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int
     }
 }
 
+void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk) {
+    for (int h = 0; h < Hk; h++) memcpy(dst + (size_t)h * ld_dst, src + (size_t)h * ld_src, sizeof(float) * len[h]);
+}
+
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window) {
     if (window <= 0) return 0;
     const int32_t *pos = ks_kvcache_pos(c, layer, head);

@@ -124,6 +124,10 @@ void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const fl
  * add[h * ld_add + j] added when j < first_new, written otherwise. */
 void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int Hk, int first_new, int n_keys);
 
+/* dst (Hk, ld_dst) = src (Hk, ld_src) for the len[h] rows each head holds: running scores in and out of a
+ * backend (row_scores_load, row_scores_read). */
+void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk);
+
 /* First row of (layer, head) whose position is > qpos - window (window 0 = no window: row 0): the rows a
  * sliding-window query at qpos still sees start there, as rows are in position order. */
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window);

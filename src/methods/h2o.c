@@ -109,9 +109,9 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
     }
     int heavy, recent;
     budgets(m, &heavy, &recent);
-    if (!o->score_window) /* the sums of every prompt chunk */
+    if (!o->score_window) { /* the sums of every prompt chunk */
         KS_TRY(m->be_ops->row_scores_read(m->be, c->layer, layer_scores(m, c->l), m->cap));
-    if (o->score_window) { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
+    } else { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
         ks_window_args a = {.n_q = o->score_window < L ? o->score_window : L, .stat = KS_SCORE_SUM,
                             .reduce = o->gqa_reduce};
         KS_TRY(ks_method_window_scores(m, c, a, layer_scores(m, c->l), NULL));

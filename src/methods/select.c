@@ -2,9 +2,9 @@
 #include "methods/select.h"
 
 #include <math.h>
-#include <string.h>
 
 #include "core/status.h"
+#include "cpu/ref.h" /* ks_order_key */
 
 void ks_select_pool(float *out, const float *in, int n, int k, ks_pool mode) {
     KS_ASSERT(k >= 1 && k % 2 == 1 && out != in);
@@ -23,15 +23,6 @@ void ks_select_pool(float *out, const float *in, int n, int k, ks_pool mode) {
     }
 }
 
-/* An unsigned key whose order is the float order: NaN lowest, -0 = +0. */
-static uint32_t order_key(float x) {
-    if (isnan(x)) return 0;
-    if (x == 0) x = 0; /* -0 -> +0 */
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u & 0x80000000u ? ~u : u | 0x80000000u;
-}
-
 int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
     if (k <= 0 || n <= 0) return 0;
     if (k >= n) {
@@ -41,7 +32,7 @@ int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
     if (k == n - 1) { /* one out (a decode-time eviction): the lowest key, the latest of equal ones; one pass */
         int drop = 0, m = 0;
         for (int i = 1; i < n; i++)
-            if (order_key(s[i]) <= order_key(s[drop])) drop = i;
+            if (ks_order_key(s[i]) <= ks_order_key(s[drop])) drop = i;
         for (int i = 0; i < n; i++)
             if (i != drop) idx[m++] = i;
         return m;
@@ -53,7 +44,7 @@ int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
     for (int shift = 24; shift >= 0; shift -= 8) {
         int hist[256] = {0};
         for (int i = 0; i < n; i++) {
-            uint32_t key = order_key(s[i]);
+            uint32_t key = ks_order_key(s[i]);
             if ((key & mask) == prefix) hist[(key >> shift) & 0xFF]++;
         }
         int b = 255;
@@ -63,7 +54,7 @@ int ks_select_topk(int32_t *idx, const float *s, int n, int k) {
     }
     int m = 0;
     for (int i = 0; i < n; i++) {
-        uint32_t key = order_key(s[i]);
+        uint32_t key = ks_order_key(s[i]);
         if (key > prefix || (key == prefix && need-- > 0)) idx[m++] = i;
     }
     KS_ASSERT(m == k);
