@@ -9,6 +9,8 @@
  *   - small tokenizer.json variants (tests/fixtures/tokenizer/variants.json, same generator) for the options the
  *     shared tokenizers do not use: added-token lstrip/rstrip/single_word, NFKC/NFD, Replace, literal Split,
  *     Digits, ByteLevel add_prefix_space, Metaspace, unk with/without fuse_unk, a TemplateProcessing suffix;
+ *   - the decoder steps (Replace, ByteFallback, Fuse, Strip) of a hand-written SentencePiece-style tokenizer.json
+ *     (tests/fixtures/tokenizer/sp_bytefallback.json), down to empty inputs;
  *   - chat templates (llama3 ids of specs/benchmarks.md §D.2, mistral, chatml, auto, errors);
  *   - error paths: unknown model types, missing files, invalid JSON, bad GGUF vocabularies, invalid UTF-8.
  */
@@ -271,6 +273,47 @@ START_TEST(test_variants) {
     }
     ck_assert_int_eq(n, 6);
     cJSON_Delete(fx);
+}
+END_TEST
+
+/* ---- the decoder steps of a SentencePiece-style tokenizer.json ------------------------------------------- */
+
+/* tests/fixtures/tokenizer/sp_bytefallback.json, written by hand: a trimmed SentencePiece-style tokenizer (Prepend
+ * and Replace normalizer, byte fallback with four byte tokens, unk, <s> prefix) whose decoder is Replace,
+ * ByteFallback, Fuse, Strip. Decoding no ids, or only skipped special tokens, leaves every step's list empty;
+ * the steps must not do pointer arithmetic on the empty lists' unallocated buffers (a UBSan build reports
+ * "applying zero offset to null pointer" otherwise). The expected texts follow the steps' definitions. */
+START_TEST(test_decode_steps_sentencepiece) {
+    ks_tokenizer *tok = load_tok(ks_test_fixture("tokenizer/sp_bytefallback.json"));
+    static const struct {
+        int32_t ids[8];
+        int n, skip_special;
+        const char *want;
+    } cases[] = {
+        {{0}, 0, 0, ""},
+        {{1}, 1, 1, ""},                          /* <s> skipped: nothing reaches the steps */
+        {{1, 2}, 2, 1, ""},
+        {{1}, 1, 0, "<s>"},
+        {{7}, 1, 0, ""},                          /* "\xE2\x96\x81" -> " ", then stripped */
+        {{1, 11, 11}, 3, 1, "hi hi"},
+        {{7, 4, 5, 6, 3, 7, 0}, 7, 0, "\xE4\xB8\xAD\n <unk>"},
+        {{4}, 1, 0, "\xEF\xBF\xBD"},              /* a lone lead byte: U+FFFD */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *s = NULL;
+        ks_status st = ks_tokenizer_decode(tok, cases[i].ids, cases[i].n, cases[i].skip_special, &s);
+        ck_assert_msg(st == KS_OK, "case %zu: decode failed: %s", i, ks_last_error());
+        ck_assert_msg(strcmp(s, cases[i].want) == 0, "case %zu: decoded '%s', expected '%s'", i, s, cases[i].want);
+        free(s);
+    }
+    ks_ids ids = {0};
+    encode_ok(tok, "hi hi", 5, 1, &ids);
+    ck_assert_int_eq(ids.n, 3);
+    ck_assert_int_eq(ids.ids[0], 1);
+    ck_assert_int_eq(ids.ids[1], 11);
+    ck_assert_int_eq(ids.ids[2], 11);
+    ks_ids_free(&ids);
+    ks_tokenizer_free(tok);
 }
 END_TEST
 
@@ -581,6 +624,7 @@ int main(void) {
     tcase_add_loop_test(ref, test_round_trip, 0, 3);
     tcase_add_test(ref, test_added_token_boundaries);
     tcase_add_test(ref, test_variants);
+    tcase_add_test(ref, test_decode_steps_sentencepiece);
     suite_add_tcase(s, ref);
     TCase *gguf = tcase_create("gguf");
     tcase_add_test(gguf, test_gguf_smollm2);

@@ -11,7 +11,8 @@
 #include "tokenizer/bytelevel.h"
 #include "tokenizer/tok_impl.h"
 
-/* A list of strings stored in one buffer. */
+/* A list of strings stored in one buffer. The buffer is allocated on the first non-empty string: a list of
+ * empty strings (or none) may have text.data == NULL, so every access goes through tlist_get. */
 typedef struct tlist {
     ks_buf text;
     size_t *off, *len; /* (cap) */
@@ -48,9 +49,10 @@ static void tlist_free(tlist *l) {
     memset(l, 0, sizeof *l);
 }
 
+/* String i of l (never NULL). Without a buffer every string is empty, and no offset is applied to NULL. */
 static const char *tlist_get(const tlist *l, int i, size_t *n) {
     *n = l->len[i];
-    return l->text.data + l->off[i];
+    return l->text.data ? l->text.data + l->off[i] : "";
 }
 
 /* Byte of a "<0xXX>" token, or -1. */
@@ -148,7 +150,7 @@ static ks_status decode_byte_level(const ks_tokenizer *tok, const int32_t *ids, 
         if (!s) continue;
         if (tok->added_of_id[ids[i]] < 0) {
             st = ks_buf_append(&raw, s, len);
-        } else if ((st = ks_buf_reserve(&raw, len)) == KS_OK) {
+        } else if (len && (st = ks_buf_reserve(&raw, len)) == KS_OK) { /* len > 0: raw.data is allocated */
             raw.len += ks_bytelevel_decode_token(s, len, raw.data + raw.len);
         }
     }
