@@ -564,6 +564,24 @@ static void assert_load_fails(const char *path, ks_status want, const char *need
     ck_assert_msg(strstr(ks_last_error(), needle) != NULL, "message lacks '%s': %s", needle, ks_last_error());
 }
 
+/* A vocabulary whose only entries are empty strings stores no text at all: lookups of those entries must not
+ * apply an offset to the unallocated text buffer (a UBSan build reports it otherwise). */
+START_TEST(test_empty_token_text) {
+    char dir[4096], path[4096];
+    snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
+    snprintf(path, sizeof path, "%s", write_file(dir, "empty_token.json",
+             "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}}"));
+    ks_tokenizer *tok = load_tok(path);
+    ck_assert_int_eq(ks_tokenizer_vocab_size(tok), 1);
+    int32_t id = 0;
+    char *s = NULL;
+    ck_assert_int_eq(ks_tokenizer_decode(tok, &id, 1, 0, &s), KS_OK);
+    ck_assert_str_eq(s, "");
+    free(s);
+    ks_tokenizer_free(tok);
+}
+END_TEST
+
 START_TEST(test_errors) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
@@ -636,6 +654,7 @@ int main(void) {
     suite_add_tcase(s, chat);
     TCase *err = tcase_create("errors");
     tcase_add_test(err, test_errors);
+    tcase_add_test(err, test_empty_token_text);
     suite_add_tcase(s, err);
     return ks_test_run(s, 0);
 }

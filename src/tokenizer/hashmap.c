@@ -51,7 +51,7 @@ const char *ks_strtab_get(const ks_strtab *t, int32_t id, size_t *len) {
         return NULL;
     }
     *len = t->len[id];
-    return t->bytes + t->off[id];
+    return t->bytes ? t->bytes + t->off[id] : ""; /* only empty entries so far: no text buffer yet */
 }
 
 void ks_strtab_free(ks_strtab *t) {

@@ -35,7 +35,7 @@ typedef struct ks_strtab {
 } ks_strtab;
 
 ks_status ks_strtab_set(ks_strtab *t, int32_t id, const char *s, size_t len);
-/* Entry id's bytes (NULL, *len = 0 when absent or out of range). */
+/* Entry id's bytes, never NULL for a set entry (NULL, *len = 0 when absent or out of range). */
 const char *ks_strtab_get(const ks_strtab *t, int32_t id, size_t *len);
 void ks_strtab_free(ks_strtab *t);
 
