@@ -1,6 +1,7 @@
 /* check_bench_config.c — the benchmark YAML: the repository's configs, every key's value and default, and a
  * clear KS_ERR_ARG naming the file, line and key for each kind of bad input. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,7 +95,15 @@ START_TEST(test_values_and_defaults) {
 }
 END_TEST
 
-/* Parses `yaml` and expects KS_ERR_ARG with every `want` piece in the message. */
+/* A failed load owns nothing: a caller that returns at the error (KS_TRY) leaks nothing. */
+static void assert_released(const ks_bench_config *c, const char *what) {
+    static const ks_bench_config zero;
+    ck_assert_msg(!memcmp(c, &zero, sizeof zero), "%s: the failed load left the config holding allocations "
+                  "(path %p, yaml_text %p, data_dir %p)", what, (void *)c->path, (void *)c->yaml_text,
+                  (void *)c->data_dir);
+}
+
+/* Parses `yaml` and expects KS_ERR_ARG with every `want` piece in the message, and nothing left allocated. */
 static void bad(const char *yaml, const char *want1, const char *want2) {
     ks_bench_config c = {0};
     ks_status st = ks_bench_config_parse(&c, yaml, strlen(yaml), "bad.yaml");
@@ -102,7 +111,7 @@ static void bad(const char *yaml, const char *want1, const char *want2) {
     ck_assert_msg(strstr(ks_last_error(), "bad.yaml"), "no file in '%s'", ks_last_error());
     ck_assert_msg(strstr(ks_last_error(), want1), "'%s' not in '%s'", want1, ks_last_error());
     if (want2) ck_assert_msg(strstr(ks_last_error(), want2), "'%s' not in '%s'", want2, ks_last_error());
-    ks_bench_config_free(&c);
+    assert_released(&c, yaml);
 }
 
 START_TEST(test_errors) {
@@ -139,6 +148,17 @@ START_TEST(test_errors) {
     ks_bench_config c = {0};
     ck_assert_int_eq(ks_bench_config_load(&c, "/nonexistent/x.yaml"), KS_ERR_IO);
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "/nonexistent/x.yaml"));
+    /* from a file, as `kvscope prepare` and `eval` load it */
+    char path[4200];
+    snprintf(path, sizeof path, "%s/bad.yaml", ks_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("benchmark_name: RULER\ntask_names: [vt]\nlength: [4096]\nnonsense_key: 3\n", f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_int_eq(ks_bench_config_load(&c, path), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "nonsense_key"));
+    assert_released(&c, path);
+    remove(path);
 }
 END_TEST
 

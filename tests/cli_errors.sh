@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Bad input reaches the user as ONE clear error line naming the file or field, with exit status 1 — never a
 # crash (signal), a hang, or silent output. Usage: cli_errors.sh KVSCOPE SMOLLM2_GGUF
+# With a KVSCOPE built with -fsanitize=address, memory an error path leaks fails its case too: LeakSanitizer's
+# report adds stderr lines (the prepare cases check the benchmark config is freed; the eval cases also report
+# what Open MPI's initialisation keeps unless LSAN_OPTIONS suppresses libmpi).
 set -u
 KV=$1
 SMOL=$2
@@ -50,6 +53,8 @@ expect unknown_method_opt "no_such_knob" "$KV" eval --model_path "$SMOL" --cfg_p
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"
 expect bad_cfg_key "nonsense_key" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/bad_cfg.yaml" --output "$T/p.jsonl"
+printf 'benchmark_name: RULER\ntask_names: [vt\n' >"$T/broken_cfg.yaml"
+expect broken_cfg_yaml "broken_cfg\.yaml.*YAML syntax" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/broken_cfg.yaml" --output "$T/p.jsonl"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

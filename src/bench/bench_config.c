@@ -306,8 +306,8 @@ static ks_status validate(parse_ctx *p, const int *seen) {
     return KS_OK;
 }
 
-ks_status ks_bench_config_parse(ks_bench_config *c, const char *text, size_t len, const char *path) {
-    ks_bench_config_free(c);
+/* Fills the zeroed c; on an error c may hold part of the result. */
+static ks_status parse(ks_bench_config *c, const char *text, size_t len, const char *path) {
     parse_ctx p = {.c = c, .path = path};
     if (!(c->path = ks_strndup(path, strlen(path))) || !(c->yaml_text = ks_strndup(text, len))) return KS_ERR_NOMEM;
     int seen[N_KEYS] = {0};
@@ -354,6 +354,13 @@ ks_status ks_bench_config_parse(ks_bench_config *c, const char *text, size_t len
     }
     if (st == KS_OK) st = validate(&p, seen);
     yaml_document_delete(&doc);
+    return st;
+}
+
+ks_status ks_bench_config_parse(ks_bench_config *c, const char *text, size_t len, const char *path) {
+    ks_bench_config_free(c);
+    ks_status st = parse(c, text, len, path);
+    if (st != KS_OK) ks_bench_config_free(c); /* all or nothing: a caller that returns at the error leaks nothing */
     return st;
 }
 

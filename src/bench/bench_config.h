@@ -4,7 +4,10 @@
  *     KS_TRY(ks_bench_config_load(&c, "configs/benchmarks/RULER.yaml"));
  *     for (int t = 0; t < c.n_tasks; t++) ... c.task_names[t] ...
  *     int chat = ks_bench_config_use_template(&c, "fwe", 4096);   // 0: feed the prompt raw
- *     ks_bench_config_free(&c);                                    // accepts a zeroed or half-loaded struct
+ *     ks_bench_config_free(&c);
+ *
+ * Loading is all or nothing: on an error the struct is left zeroed (nothing to free), so returning at the error
+ * as above leaks nothing; ks_bench_config_free also accepts a zeroed struct.
  *
  * The keys are the seed's (benchmark_name, task_names, length, num_samples, build_data, no_template_tasks,
  * template) plus kvscope's own: seed, ruler_variant, data paths and max_length. One table in bench_config.c

@@ -127,11 +127,11 @@ ks_status ks_cmd_prepare(int argc, char **argv) {
     }
     if (limit < 0) return ks_fail(KS_ERR_ARG, "prepare: --limit must be 0 (all) or positive");
     ks_bench_config cfg = {0};
-    KS_TRY(ks_bench_config_load(&cfg, cfg_path));
     ks_tokenizer *tok = NULL;
-    ks_status st = ks_tokenizer_load(&tok, model_path);
+    ks_status st = ks_bench_config_load(&cfg, cfg_path);
+    if (st == KS_OK) st = ks_tokenizer_load(&tok, model_path);
     if (st == KS_OK) st = prepare(&cfg, tok, output, limit);
-    ks_tokenizer_free(tok);
+    ks_tokenizer_free(tok); /* one exit: both are released whichever step failed */
     ks_bench_config_free(&cfg);
     return st;
 }
