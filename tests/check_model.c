@@ -169,6 +169,38 @@ START_TEST(test_config_rope_variants) {
 }
 END_TEST
 
+/* A rope field of the wrong JSON type is an error naming the file and the field and saying what is expected,
+ * never silently "no scaling". */
+START_TEST(test_config_rope_types) {
+    ks_model_config c;
+    const char *path;
+    static const struct { const char *patch, *field, *expected; } cases[] = {
+        {"{\"rope_scaling\": \"yes\"}", "'rope_scaling'", "an object"},
+        {"{\"rope_scaling\": [\"linear\", 4.0]}", "'rope_scaling'", "or null"},
+        {"{\"rope_scaling\": true}", "'rope_scaling'", "an object"},
+        {"{\"rope_parameters\": 1000000.0}", "'rope_parameters'", "an object"},
+        {"{\"rope_scaling\": {\"type\": 4, \"factor\": 4.0}}", "'rope_scaling.type'", "a string"},
+        {"{\"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": \"4\"}}", "'rope_scaling.factor'",
+         "a number"},
+        {"{\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": \"1\", "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}}",
+         "'rope_scaling.low_freq_factor'", "a number"},
+        {"{\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+         "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192.5}}",
+         "'rope_scaling.original_max_position_embeddings'", "an integer"},
+        {"{\"rope_parameters\": {\"rope_theta\": \"1e6\", \"rope_type\": \"default\"}}",
+         "'rope_parameters.rope_theta'", "a number"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ks_status st = config_variant(base_llama, cases[i].patch, &c, &path);
+        ck_assert_msg(st == KS_ERR_FORMAT, "%s: status %d (%s)", cases[i].patch, st, st ? ks_last_error() : "accepted");
+        has(ks_last_error(), path);
+        has(ks_last_error(), cases[i].field);
+        has(ks_last_error(), cases[i].expected);
+    }
+}
+END_TEST
+
 START_TEST(test_config_sliding_window) {
     ks_model_config c;
     const char *path;
@@ -1042,6 +1074,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_config_basic);
     tcase_add_test(tc, test_config_rope_variants);
+    tcase_add_test(tc, test_config_rope_types);
     tcase_add_test(tc, test_config_sliding_window);
     tcase_add_test(tc, test_config_errors);
     tcase_add_test(tc, test_rope_inv_freq);

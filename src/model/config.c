@@ -2,6 +2,7 @@
 #include "model/config.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 #include <string.h>
 
 #include "core/json.h"
@@ -45,23 +46,98 @@ static ks_status parse_arch(const cJSON *root, const char *path, ks_arch *arch) 
     return KS_OK;
 }
 
-/* `rope_scaling` (transformers < 5) or `rope_parameters` (>= 5), with `rope_type` or the older `type`. */
+/* "a string", "a number", ... for messages about a JSON value of the wrong type. */
+static const char *json_kind(const cJSON *it) {
+    if (cJSON_IsString(it)) return "a string";
+    if (cJSON_IsNumber(it)) return "a number";
+    if (cJSON_IsBool(it)) return "true/false";
+    if (cJSON_IsArray(it)) return "a list";
+    return cJSON_IsObject(it) ? "an object" : "null";
+}
+
+/* root's `key` (rope_scaling or rope_parameters): an object, or absent/null (no scaling: *out = NULL). */
+static ks_status rope_object(const cJSON *root, const char *key, const char *path, const cJSON **out) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    *out = NULL;
+    if (!it || cJSON_IsNull(it)) return KS_OK;
+    if (!cJSON_IsObject(it))
+        return ks_fail(KS_ERR_FORMAT, "%s: field '%s' must be an object (e.g. {\"rope_type\": \"linear\", \"factor\": "
+                       "4.0}) or null, not %s", path, key, json_kind(it));
+    *out = it;
+    return KS_OK;
+}
+
+/* obj's `key`, or NULL when absent or null. */
+static const cJSON *rope_member(const cJSON *obj, const char *key) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, key);
+    return it && !cJSON_IsNull(it) ? it : NULL;
+}
+
+/* Member `key` of the rope object named `obj_name`: absent or null leaves *out unchanged; a value of another
+ * type is an error naming '<obj_name>.<key>'. */
+static ks_status rope_string(const cJSON *obj, const char *obj_name, const char *key, const char *path,
+                             const char **out) {
+    const cJSON *it = rope_member(obj, key);
+    if (it && !cJSON_IsString(it))
+        return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' must be a string, not %s", path, obj_name, key,
+                       json_kind(it));
+    if (it) *out = it->valuestring;
+    return KS_OK;
+}
+
+static ks_status rope_float(const cJSON *obj, const char *obj_name, const char *key, const char *path, float *out) {
+    const cJSON *it = rope_member(obj, key);
+    if (it && !cJSON_IsNumber(it))
+        return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' must be a number, not %s", path, obj_name, key,
+                       json_kind(it));
+    if (it) *out = (float)it->valuedouble;
+    return KS_OK;
+}
+
+static ks_status rope_int(const cJSON *obj, const char *obj_name, const char *key, const char *path, int *out) {
+    const cJSON *it = rope_member(obj, key);
+    int integral = cJSON_IsNumber(it) && it->valuedouble == floor(it->valuedouble) && fabs(it->valuedouble) < 2e9;
+    if (it && !integral && cJSON_IsNumber(it))
+        return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' must be an integer (got %g)", path, obj_name, key,
+                       it->valuedouble);
+    if (it && !integral)
+        return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' must be an integer, not %s", path, obj_name, key,
+                       json_kind(it));
+    if (it) *out = (int)it->valuedouble;
+    return KS_OK;
+}
+
+/* The llama3 parameters of rope object rs, each required. */
+static ks_status parse_rope_llama3(const cJSON *rs, const char *obj_name, const char *path, ks_model_config *c) {
+    static const char *const keys[] = {"low_freq_factor", "high_freq_factor", "original_max_position_embeddings"};
+    for (int i = 0; i < 3; i++)
+        if (!rope_member(rs, keys[i]))
+            return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' is required for rope type 'llama3'", path, obj_name,
+                           keys[i]);
+    KS_TRY(rope_float(rs, obj_name, "low_freq_factor", path, &c->rope_low_freq_factor));
+    KS_TRY(rope_float(rs, obj_name, "high_freq_factor", path, &c->rope_high_freq_factor));
+    return rope_int(rs, obj_name, "original_max_position_embeddings", path, &c->rope_orig_max_pos);
+}
+
+/* `rope_scaling` (transformers < 5) or `rope_parameters` (>= 5), with `rope_type` or the older `type`. Each is
+ * an object or null; a value of another type is an error, never "no scaling". */
 static ks_status parse_rope(const cJSON *root, const char *path, ks_model_config *c) {
-    const cJSON *params = cJSON_GetObjectItemCaseSensitive(root, "rope_parameters");
-    const cJSON *scaling = cJSON_GetObjectItemCaseSensitive(root, "rope_scaling");
-    const char *obj_name = cJSON_IsObject(scaling) ? "rope_scaling" : "rope_parameters";
-    const cJSON *rs = cJSON_IsObject(scaling) ? scaling : cJSON_IsObject(params) ? params : NULL;
+    const cJSON *params, *scaling;
+    KS_TRY(rope_object(root, "rope_parameters", path, &params));
+    KS_TRY(rope_object(root, "rope_scaling", path, &scaling));
+    const char *obj_name = scaling ? "rope_scaling" : "rope_parameters";
+    const cJSON *rs = scaling ? scaling : params;
     c->rope_theta = 10000.0f;
     c->rope_type = KS_ROPE_DEFAULT;
     c->rope_factor = 1.0f;
     KS_TRY(ks_json_get_float_opt(root, "rope_theta", path, &c->rope_theta));
-    if (cJSON_IsObject(params)) KS_TRY(ks_json_get_float_opt(params, "rope_theta", path, &c->rope_theta));
+    if (params) KS_TRY(rope_float(params, "rope_parameters", "rope_theta", path, &c->rope_theta));
     if (!rs) return KS_OK;
     const char *type = NULL, *type_key = "rope_type";
-    KS_TRY(ks_json_get_string_opt(rs, "rope_type", path, &type));
+    KS_TRY(rope_string(rs, obj_name, "rope_type", path, &type));
     if (!type) {
         type_key = "type";
-        KS_TRY(ks_json_get_string_opt(rs, "type", path, &type));
+        KS_TRY(rope_string(rs, obj_name, "type", path, &type));
     }
     if (!type || !strcmp(type, "default")) return KS_OK;
     if (!strcmp(type, "linear")) c->rope_type = KS_ROPE_LINEAR;
@@ -70,20 +146,11 @@ static ks_status parse_rope(const cJSON *root, const char *path, ks_model_config
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: field '%s.%s' = '%s' is not supported (supported: default, linear, "
                        "llama3)", path, obj_name, type_key, type);
     c->rope_factor = 0.0f; /* required below: 0 fails validation with the field named */
-    KS_TRY(ks_json_get_float_opt(rs, "factor", path, &c->rope_factor));
+    KS_TRY(rope_float(rs, obj_name, "factor", path, &c->rope_factor));
     if (c->rope_factor <= 0.0f)
         return ks_fail(KS_ERR_FORMAT, "%s: field '%s.factor' must be a positive number for rope type '%s'", path,
                        obj_name, type);
-    if (c->rope_type != KS_ROPE_LLAMA3) return KS_OK;
-    static const char *const llama3_keys[] = {"low_freq_factor", "high_freq_factor",
-                                              "original_max_position_embeddings"};
-    for (int i = 0; i < 3; i++)
-        if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rs, llama3_keys[i])))
-            return ks_fail(KS_ERR_FORMAT, "%s: field '%s.%s' is required for rope type 'llama3'", path, obj_name,
-                           llama3_keys[i]);
-    KS_TRY(ks_json_get_float_opt(rs, "low_freq_factor", path, &c->rope_low_freq_factor));
-    KS_TRY(ks_json_get_float_opt(rs, "high_freq_factor", path, &c->rope_high_freq_factor));
-    return ks_json_get_int_opt(rs, "original_max_position_embeddings", path, &c->rope_orig_max_pos);
+    return c->rope_type == KS_ROPE_LLAMA3 ? parse_rope_llama3(rs, obj_name, path, c) : KS_OK;
 }
 
 /* Qwen2 `layer_types`: sliding layers must be a suffix (what max_window_layers expresses). */
