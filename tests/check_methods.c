@@ -736,7 +736,10 @@ START_TEST(test_budget_parse) {
     ck_assert(ks_budget_parse("0.45", &b));
     ck_assert_int_eq(ks_budget_tokens(&b, 8, 0), 3);
     ck_assert_int_eq(ks_budget_tokens(&b, 8, 1), 4);
-    const char *bad[] = {"", "-5", "abc", "0.0", "12x", "5%%", "-0.1"};
+    ck_assert(ks_budget_parse("1.0", &b) && b.is_ratio && b.ratio == 1.0); /* the whole prompt */
+    ck_assert(ks_budget_parse("100%", &b) && b.is_ratio && b.ratio == 1.0);
+    /* a ratio above 1 (100%) is a slip (a count meant, or a percentage written as a ratio) */
+    const char *bad[] = {"", "-5", "abc", "0.0", "12x", "5%%", "-0.1", "1000%", "100.5%", "10.0", "1.5", "2e0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) ck_assert_msg(!ks_budget_parse(bad[i], &b), "'%s'", bad[i]);
 }
 END_TEST
@@ -835,6 +838,10 @@ START_TEST(test_options_and_errors) {
     expect_error("SnapKV", NULL, "max_capacity_prompt=16", KS_ERR_ARG, "max_capacity_prompt 16", "window_size 32");
     expect_error("SnapKV", NULL, "pooling=minpool", KS_ERR_ARG, "minpool", "avgpool|maxpool");
     expect_error("H2O", NULL, "heavy_budget=-1", KS_ERR_ARG, "heavy_budget", "ratio");
+    expect_error("H2O", NULL, "heavy_budget=1000%", KS_ERR_ARG, "knob 'heavy_budget': '1000%'", "at most 100%");
+    expect_error("SnapKV", NULL, "max_capacity_prompt=10.0", KS_ERR_ARG, "max_capacity_prompt", "(0, 1]");
+    expect_error("H2O", write_tmp("ratio.yaml", "recent_budget: 150%\n"), NULL, KS_ERR_ARG, "ratio.yaml:1",
+                 "'recent_budget': '150%' is not a token count >= 0");
     expect_error("CakeKV", NULL, "cascading=maybe", KS_ERR_ARG, "cascading", "true or false");
     expect_error("L2Compress", NULL, "skip_layers=1,x", KS_ERR_ARG, "skip_layers", "'x'");
     expect_error("FullKV", NULL, "window_size=3", KS_ERR_ARG, "not a FullKV knob", NULL);

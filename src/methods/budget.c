@@ -14,8 +14,9 @@ int ks_budget_parse(const char *text, ks_budget *b) {
         errno = 0;
         double r = strtod(text, &end);
         int pct = *end == '%';
-        if (errno || end == text || *(end + pct) || !isfinite(r) || r <= 0) return 0;
-        *b = (ks_budget){.is_ratio = 1, .ratio = pct ? r / 100 : r};
+        double ratio = pct ? r / 100 : r;
+        if (errno || end == text || *(end + pct) || !isfinite(r) || ratio <= 0 || ratio > 1) return 0;
+        *b = (ks_budget){.is_ratio = 1, .ratio = ratio};
         return 1;
     }
     errno = 0;

@@ -21,7 +21,8 @@ typedef struct ks_budget {
 } ks_budget;
 
 /* "2048" is a token count; "0.25" (anything with a decimal point or exponent) or "25%" is a ratio of the prompt
- * length, which must be > 0. Returns 1 on success, 0 for anything else (the caller names the knob). */
+ * length, which must be in (0, 1]: above 100% a method keeps the whole prompt, so a larger ratio is a slip (a
+ * count or a percentage meant). Returns 1 on success, 0 for anything else (the caller names the knob). */
 int ks_budget_parse(const char *text, ks_budget *b);
 
 /* Tokens for a prompt of n_prompt tokens: the count, or floor(ratio * n_prompt) (round_up: ceil, as

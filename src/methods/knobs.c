@@ -118,8 +118,8 @@ ks_status ks_knobs_set(const ks_method_ops *ops, void *opts, const char *key, co
             *(ks_budget *)p = b;
             return KS_OK;
         }
-        snprintf(why, sizeof why, "a token count >= %g (\"2048\") or a ratio of the prompt (\"0.1\", \"10%%\")",
-                 k->min);
+        snprintf(why, sizeof why, "a token count >= %g (\"2048\") or a ratio of the prompt in (0, 1], i.e. above 0%% "
+                 "and at most 100%% (\"0.1\", \"10%%\")", k->min);
         break;
     }
     case KS_KNOB_ENUM: {
