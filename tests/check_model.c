@@ -482,7 +482,23 @@ static size_t write_gguf(const char *path, const gw *kv, uint32_t n_kv, const gt
 enum { TH = 8, THEADS = 2, TKV = 1, THD = 4, TFFN = 8, TVOCAB = 6, TMAXT = 20 };
 static float tiny_data[TMAXT][TH * TFFN];
 
+/* Ways to spoil the tiny GGUF (bad-file tests): leave out tensor `drop`, state feed_forward_length `ffn_meta`
+ * instead of the tensors' TFFN, append one more F32 [TH] tensor named `extra`. */
+typedef struct tiny_spoil {
+    const char *drop, *extra;
+    int ffn_meta;
+} tiny_spoil;
+
+static size_t write_tiny_gguf_spoiled(const char *path, const char *arch, int untied, int biases, int rope_freqs,
+                                      const tiny_spoil *spoil);
+
 static size_t write_tiny_gguf(const char *path, const char *arch, int untied, int biases, int rope_freqs) {
+    static const tiny_spoil none = {0};
+    return write_tiny_gguf_spoiled(path, arch, untied, biases, rope_freqs, &none);
+}
+
+static size_t write_tiny_gguf_spoiled(const char *path, const char *arch, int untied, int biases, int rope_freqs,
+                                      const tiny_spoil *spoil) {
     gw kv = {0};
     uint32_t n_kv = 0;
     char key[96];
@@ -491,7 +507,7 @@ static size_t write_tiny_gguf(const char *path, const char *arch, int untied, in
     kv_u32(&kv, KEY("block_count"), 1);
     kv_u32(&kv, KEY("context_length"), 64);
     kv_u32(&kv, KEY("embedding_length"), TH);
-    kv_u32(&kv, KEY("feed_forward_length"), TFFN);
+    kv_u32(&kv, KEY("feed_forward_length"), spoil->ffn_meta ? (uint32_t)spoil->ffn_meta : TFFN);
     kv_u32(&kv, KEY("attention.head_count"), THEADS);
     kv_u32(&kv, KEY("attention.head_count_kv"), TKV);
     kv_f32(&kv, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
@@ -512,9 +528,10 @@ static size_t write_tiny_gguf(const char *path, const char *arch, int untied, in
         {"blk.0.attn_v.bias", TKV * THD, 0, biases},   {"blk.0.ffn_norm.weight", TH, 0, 1},
         {"blk.0.ffn_gate.weight", TH, TFFN, 1},        {"blk.0.ffn_up.weight", TH, TFFN, 1},
         {"blk.0.ffn_down.weight", TFFN, TH, 1},        {"rope_freqs.weight", THD / 2, 0, rope_freqs},
+        {spoil->extra ? spoil->extra : "", TH, 0, spoil->extra != NULL},
     };
     for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
-        if (!spec[i].want) continue;
+        if (!spec[i].want || (spoil->drop && !strcmp(spoil->drop, spec[i].name))) continue;
         gtensor *g = &t[nt];
         snprintf(g->name, sizeof g->name, "%s", spec[i].name);
         g->type = 0;
@@ -680,6 +697,31 @@ START_TEST(test_gguf_bad_files) {
     ks_model m;
     ck_assert_int_eq(ks_model_load(&m, path, 1, 1), KS_ERR_RANGE);
     has(ks_last_error(), "[1, 1)");
+}
+END_TEST
+
+/* Errors about a GGUF tensor name it as the file does ("blk.0.ffn_down.weight"), which is what a user can look
+ * up with gguf-dump; the Hugging Face name kvscope uses inside may follow. */
+START_TEST(test_gguf_errors_name_gguf_tensors) {
+    static const struct { tiny_spoil spoil; ks_status st; const char *want, *want2; } cases[] = {
+        {{.drop = "blk.0.ffn_down.weight"}, KS_ERR_FORMAT, "tensor 'blk.0.ffn_down.weight'", "missing"},
+        {{.drop = "output_norm.weight"}, KS_ERR_FORMAT, "tensor 'output_norm.weight'", "missing"},
+        {{.ffn_meta = 16}, KS_ERR_FORMAT, "tensor 'blk.0.ffn_gate.weight'", "shape [8, 8]"},
+        {{.extra = "blk.0.attn_norm.weight"}, KS_ERR_FORMAT, "'blk.0.attn_norm.weight'", "twice"},
+        /* a name kept as is that collides with a renamed one: both file names */
+        {{.extra = "model.norm.weight"}, KS_ERR_FORMAT, "'output_norm.weight'", "'model.norm.weight'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = tmp_path("spoiled.gguf");
+        write_tiny_gguf_spoiled(path, "llama", 0, 0, 0, &cases[i].spoil);
+        ks_model m;
+        ks_status st = ks_model_load(&m, path, 0, -1);
+        ck_assert_msg(st == cases[i].st, "case %zu: status %d, expected %d (%s)", i, st, cases[i].st,
+                      st ? ks_last_error() : "loaded");
+        has(ks_last_error(), path);
+        has(ks_last_error(), cases[i].want);
+        has(ks_last_error(), cases[i].want2);
+    }
 }
 END_TEST
 
@@ -1084,6 +1126,7 @@ int main(void) {
     tcase_add_test(tc, test_gguf_llama_unpermute);
     tcase_add_test(tc, test_gguf_qwen2_untied_biases);
     tcase_add_test(tc, test_gguf_bad_files);
+    tcase_add_test(tc, test_gguf_errors_name_gguf_tensors);
     tcase_add_test(tc, test_smollm2);
     tcase_add_test(tc, test_safetensors_sharded_llama);
     tcase_add_test(tc, test_safetensors_single_qwen2);

@@ -6,7 +6,8 @@
  *   blk.N.attn_q/attn_k/attn_v/attn_output → model.layers.N.self_attn.q_proj/k_proj/v_proj/o_proj
  *   blk.N.ffn_gate/ffn_up/ffn_down → model.layers.N.mlp.gate_proj/up_proj/down_proj
  *   blk.N.attn_norm → model.layers.N.input_layernorm   blk.N.ffn_norm → model.layers.N.post_attention_layernorm
- * with the ".weight"/".bias" suffix kept. Other names (rope_freqs.weight, …) are kept as they are.
+ * with the ".weight"/".bias" suffix kept. Other names (rope_freqs.weight, …) are kept as they are. Each renamed
+ * tensor keeps its GGUF name (file_name) for messages.
  * The data is left as stored: llama Q/K rows stay permuted here; ks_model_load un-permutes them.
  */
 #include "model/tensor_index.h"
@@ -30,28 +31,39 @@ static const struct { const char *gguf, *hf; } block_names[] = {
     {"ffn_norm", "post_attention_layernorm"},
 };
 
-/* Writes the HF name of GGUF tensor `g` (NUL-terminated, < 256 bytes) into out. */
-static void hf_name(const char *g, char *out, size_t cap) {
-    const char *dot = strrchr(g, '.');
+/* Renames tensor `in` (NUL-terminated, < 256 bytes) from GGUF to HF naming (to_hf) or back, into out. Names
+ * outside the tables are copied unchanged. */
+static void rename_tensor(const char *in, int to_hf, char *out, size_t cap) {
+    const char *dot = strrchr(in, '.');
     const char *suffix = dot && (!strcmp(dot, ".weight") || !strcmp(dot, ".bias")) ? dot : NULL;
-    size_t stem = suffix ? (size_t)(suffix - g) : strlen(g);
-    for (size_t i = 0; suffix && i < sizeof global_names / sizeof global_names[0]; i++)
-        if (strlen(global_names[i].gguf) == stem && !strncmp(g, global_names[i].gguf, stem)) {
-            snprintf(out, cap, "%s%s", global_names[i].hf, suffix);
+    size_t stem = suffix ? (size_t)(suffix - in) : strlen(in);
+    for (size_t i = 0; suffix && i < sizeof global_names / sizeof global_names[0]; i++) {
+        const char *from = to_hf ? global_names[i].gguf : global_names[i].hf;
+        if (strlen(from) == stem && !strncmp(in, from, stem)) {
+            snprintf(out, cap, "%s%s", to_hf ? global_names[i].hf : global_names[i].gguf, suffix);
             return;
         }
+    }
     int layer, used = 0;
-    if (suffix && sscanf(g, "blk.%d.%n", &layer, &used) == 1 && used > 0 && layer >= 0) {
-        const char *part = g + used;
+    int scanned = 0;
+    if (suffix && to_hf) scanned = sscanf(in, "blk.%d.%n", &layer, &used);
+    else if (suffix) scanned = sscanf(in, "model.layers.%d.%n", &layer, &used);
+    if (scanned == 1 && used > 0 && layer >= 0) {
+        const char *part = in + used;
         size_t plen = stem - (size_t)used;
-        for (size_t i = 0; i < sizeof block_names / sizeof block_names[0]; i++)
-            if (strlen(block_names[i].gguf) == plen && !strncmp(part, block_names[i].gguf, plen)) {
-                snprintf(out, cap, "model.layers.%d.%s%s", layer, block_names[i].hf, suffix);
+        for (size_t i = 0; i < sizeof block_names / sizeof block_names[0]; i++) {
+            const char *from = to_hf ? block_names[i].gguf : block_names[i].hf;
+            if (strlen(from) == plen && !strncmp(part, from, plen)) {
+                snprintf(out, cap, "%s%d.%s%s", to_hf ? "model.layers." : "blk.", layer,
+                         to_hf ? block_names[i].hf : block_names[i].gguf, suffix);
                 return;
             }
+        }
     }
-    snprintf(out, cap, "%s", g);
+    snprintf(out, cap, "%s", in);
 }
+
+void ks_gguf_tensor_name(const char *hf, char *out, size_t cap) { rename_tensor(hf, 0, out, cap); }
 
 static ks_status to_dtype(const char *path, const char *name, uint32_t ggml_type, ks_dtype *out) {
     switch (ggml_type) {
@@ -81,9 +93,11 @@ static ks_status add_tensors(ks_tensor_index *ix, const ks_gguf *g) {
                            (unsigned long long)i, gt->name_len);
         memcpy(gname, gt->name, gt->name_len);
         gname[gt->name_len] = '\0';
-        hf_name(gname, name, sizeof name);
+        rename_tensor(gname, 1, name, sizeof name);
         ks_tensor_info *t = ks_tensor_index_add(ix, name, strlen(name));
         if (!t) return KS_ERR_NOMEM;
+        if (strcmp(gname, name) && !(t->file_name = strdup(gname)))
+            return ks_fail(KS_ERR_NOMEM, "out of memory copying a tensor name");
         KS_TRY(to_dtype(path, gname, gt->ggml_type, &t->dtype));
         t->ndim = gt->ndim;
         for (int d = 0; d < gt->ndim; d++) t->shape[gt->ndim - 1 - d] = (int64_t)gt->ne[d];
@@ -106,6 +120,7 @@ ks_status ks_tensor_index_open_gguf(ks_tensor_index *ix, const char *gguf_path) 
     /* The index takes over the mapping: tensor data pointers stay valid after the GGUF directory is closed. */
     ix->files[0] = g.file;
     ix->n_files = 1;
+    ix->gguf = 1;
     memset(&g.file, 0, sizeof g.file);
     ks_status st = add_tensors(ix, &g);
     ks_gguf_close(&g);

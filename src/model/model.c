@@ -112,18 +112,20 @@ static ks_status plan_resolve(plan *p, const ks_tensor_index *ix, const char *pa
     *total = 0;
     for (int i = 0; i < p->n; i++) {
         slot *s = &p->slots[i];
+        char label[512];
         s->t = ks_tensor_index_find(ix, s->name);
         if (!s->t)
-            return ks_fail(KS_ERR_FORMAT, "%s: tensor '%s' is missing (incomplete or mismatched checkpoint?)", path,
-                           s->name);
+            return ks_fail(KS_ERR_FORMAT, "%s: tensor %s is missing (incomplete or mismatched checkpoint?)", path,
+                           ks_tensor_label(ix, s->name, label, sizeof label));
         int ok = s->t->ndim == s->ndim;
         for (int d = 0; ok && d < s->ndim; d++) ok = s->t->shape[d] == s->shape[d];
         if (!ok) {
             char want[64], got[96];
             format_shape(want, sizeof want, s->ndim, s->shape);
             format_shape(got, sizeof got, s->t->ndim, s->t->shape);
-            return ks_fail(KS_ERR_FORMAT, "%s: tensor '%s' has shape %s but the config implies %s (config and "
-                           "weights do not match)", ks_tensor_file(ix, s->t), s->name, got, want);
+            return ks_fail(KS_ERR_FORMAT, "%s: tensor %s has shape %s but the config implies %s (config and "
+                           "weights do not match)", ks_tensor_file(ix, s->t),
+                           ks_tensor_label(ix, s->name, label, sizeof label), got, want);
         }
         *total += (size_t)ks_tensor_numel(s->t);
     }

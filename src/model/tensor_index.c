@@ -1,6 +1,7 @@
 /* tensor_index.c — the format-independent part of ks_tensor_index: entries, lookup, fp32 conversion. */
 #include "model/tensor_index.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,9 +55,14 @@ ks_status ks_tensor_index_finish(ks_tensor_index *ix, const char *what) {
     qsort_r(ix->by_name, (size_t)ix->n, sizeof *ix->by_name, cmp_index, ix->tensors);
     for (int i = 1; i < ix->n; i++) {
         const ks_tensor_info *a = &ix->tensors[ix->by_name[i - 1]], *b = &ix->tensors[ix->by_name[i]];
-        if (!strcmp(a->name, b->name))
-            return ks_fail(KS_ERR_FORMAT, "%s: tensor '%s' appears twice (in %s and %s)", what, a->name,
-                           ks_tensor_file(ix, a), ks_tensor_file(ix, b));
+        if (strcmp(a->name, b->name)) continue;
+        const char *fa = a->file_name ? a->file_name : a->name, *fb = b->file_name ? b->file_name : b->name;
+        if (strcmp(fa, fb))
+            return ks_fail(KS_ERR_FORMAT, "%s: tensors '%s' and '%s' are both read as %s (keep one of them)", what,
+                           fa, fb, a->name);
+        if (a->file == b->file) return ks_fail(KS_ERR_FORMAT, "%s: tensor '%s' appears twice", what, fa);
+        return ks_fail(KS_ERR_FORMAT, "%s: tensor '%s' appears twice (in %s and %s)", what, fa,
+                       ks_tensor_file(ix, a), ks_tensor_file(ix, b));
     }
     return KS_OK;
 }
@@ -74,13 +80,29 @@ const ks_tensor_info *ks_tensor_index_find(const ks_tensor_index *ix, const char
     return NULL;
 }
 
+const char *ks_tensor_label(const ks_tensor_index *ix, const char *name, char *buf, size_t cap) {
+    const ks_tensor_info *t = ks_tensor_index_find(ix, name);
+    char derived[320];
+    const char *file_name = t ? t->file_name : NULL;
+    if (!t && ix->gguf) {
+        ks_gguf_tensor_name(name, derived, sizeof derived);
+        file_name = derived;
+    }
+    if (file_name && strcmp(file_name, name)) snprintf(buf, cap, "'%s' (%s)", file_name, name);
+    else snprintf(buf, cap, "'%s'", name);
+    return buf;
+}
+
 const char *ks_tensor_file(const ks_tensor_index *ix, const ks_tensor_info *t) {
     return t->file >= 0 && t->file < ix->n_files && ix->files[t->file].path ? ix->files[t->file].path : "?";
 }
 
 void ks_tensor_index_free(ks_tensor_index *ix) {
     if (!ix) return;
-    for (int i = 0; i < ix->n; i++) free(ix->tensors[i].name);
+    for (int i = 0; i < ix->n; i++) {
+        free(ix->tensors[i].name);
+        free(ix->tensors[i].file_name);
+    }
     free(ix->tensors);
     for (int i = 0; ix->files && i < ix->n_files; i++) ks_file_unmap(&ix->files[i]);
     free(ix->files);

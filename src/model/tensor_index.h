@@ -35,6 +35,7 @@ const char *ks_dtype_name(ks_dtype t);
 
 typedef struct ks_tensor_info {
     char *name;          /* owned; canonical HF name */
+    char *file_name;     /* owned; the name in the file where it differs (GGUF "blk.0.attn_q.weight"), else NULL */
     ks_dtype dtype;
     int ndim;            /* 1..4 */
     int64_t shape[4];    /* PyTorch order: shape[0] outermost, shape[ndim-1] contiguous */
@@ -50,6 +51,7 @@ typedef struct ks_tensor_index {
     int n_files;
     int *by_name;            /* (n) owned: tensor indices sorted by name, for ks_tensor_index_find */
     int cap;                 /* allocated entries in `tensors` */
+    int gguf;                /* 1: read from a GGUF file, which names tensors its own way */
 } ks_tensor_index;
 
 ks_status ks_tensor_index_open_hf(ks_tensor_index *ix, const char *model_dir);
@@ -69,6 +71,14 @@ void ks_tensor_rows_to_f32(const ks_tensor_info *t, int64_t row0, int64_t nrows,
 
 /* "file.safetensors" / "model.gguf": the file a tensor lives in, for messages. */
 const char *ks_tensor_file(const ks_tensor_index *ix, const ks_tensor_info *t);
+
+/* A tensor as messages name it: as its file does, so the user can find it there. "'blk.0.attn_q.weight'
+ * (model.layers.0.self_attn.q_proj.weight)" for a GGUF, "'model.norm.weight'" for safetensors. `name` is the HF
+ * name and need not be in the index (a missing tensor: its GGUF name is derived). Returns buf. */
+const char *ks_tensor_label(const ks_tensor_index *ix, const char *name, char *buf, size_t cap);
+
+/* The GGUF name of HF tensor name `hf` (the inverse of the GGUF reader's renaming; other names unchanged). */
+void ks_gguf_tensor_name(const char *hf, char *out, size_t cap);
 
 /* ---- building an index (the safetensors and GGUF readers) ---- */
 /* Appends a zeroed entry named name[0..len) (copied); NULL with KS_ERR_NOMEM recorded. */
