@@ -1,9 +1,11 @@
-/* check_core.c — status messages, JSON field errors, the option parser. */
+/* check_core.c — status messages, JSON field errors, the option parser, what file.c says about odd paths. */
 #include <check.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/options.h"
+#include "core/file.h"
 #include "core/json.h"
 #include "core/status.h"
 #include "test_util.h"
@@ -76,12 +78,49 @@ START_TEST(test_options) {
 }
 END_TEST
 
+/* What is wrong with a path that is not a regular file is said, not "not found" or "read error"; a FIFO is
+ * never opened (that would wait for a writer). */
+START_TEST(test_file_kinds) {
+    char dir[4096], fifo[4200], file[4200];
+    snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
+    snprintf(fifo, sizeof fifo, "%s/fifo", dir);
+    snprintf(file, sizeof file, "%s/file.txt", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("x", f);
+    ck_assert_int_eq(fclose(f), 0);
+    ck_assert_str_eq(ks_special_file_kind(fifo), "a FIFO");
+    ck_assert_str_eq(ks_special_file_kind("/dev/null"), "a character device");
+    ck_assert_ptr_null(ks_special_file_kind(file));
+    ck_assert_ptr_null(ks_special_file_kind(dir));
+    ck_assert_ptr_null(ks_special_file_kind("/nonexistent/x"));
+    char *text = (char *)1;
+    size_t n;
+    ck_assert_int_eq(ks_file_read_all(dir, &text, &n), KS_ERR_IO);
+    ck_assert_ptr_null(text);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), dir));
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "is a directory, expected a file"));
+    FILE *in = (FILE *)1;
+    ck_assert_int_eq(ks_file_open_read(dir, &in), KS_ERR_IO);
+    ck_assert_ptr_null(in);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "is a directory, expected a file"));
+    ck_assert_int_eq(ks_file_open_read(file, &in), KS_OK);
+    ck_assert_int_eq(fgetc(in), 'x');
+    fclose(in);
+    remove(fifo);
+    remove(file);
+    remove(dir);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_fail_and_context);
     tcase_add_test(tc, test_json_fields);
     tcase_add_test(tc, test_options);
+    tcase_add_test(tc, test_file_kinds);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

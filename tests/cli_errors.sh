@@ -44,6 +44,13 @@ expect unknown_tokenizer_model "wordpiece_tokenizer\.json.*WordPiece" "$KV" toke
 # SmolLM2 allows 8192 positions; 9000 repetitions of " word" are longer.
 expect prompt_too_long "8192" "$KV" generate --model_path "$SMOL" --prompt "$(printf 'word %.0s' $(seq 1 9000))"
 expect missing_model "does-not-exist" "$KV" generate --model_path "$T/does-not-exist" --prompt hi
+# A FIFO is stat-ed, never opened (opening it would wait for a writer): the 60 s limit catches a hang.
+mkfifo "$T/fifo"
+expect fifo_model "fifo: is a FIFO, not a model directory or \.gguf file" "$KV" generate --model_path "$T/fifo" --prompt hi
+expect fifo_info "fifo: is a FIFO, not a model directory or \.gguf file" "$KV" info --model_path "$T/fifo"
+expect fifo_tokenizer "fifo: is a FIFO, not a tokenizer" "$KV" prepare --model_path "$T/fifo" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --output "$T/p.jsonl"
+mkdir -p "$T/input_dir"
+expect input_dir "input_dir: is a directory, expected a file" "$KV" tokenize --tokenizer "$SMOL" --input "$T/input_dir"
 expect unknown_option "--frobnicate" "$KV" generate --frobnicate 1
 expect bad_device "device" "$KV" generate --model_path "$SMOL" --prompt hi --device tpu
 

@@ -62,8 +62,8 @@ static ks_status encode_line(const ks_tokenizer *tok, const tok_opts *o, const c
 }
 
 static ks_status tokenize_jsonl(const ks_tokenizer *tok, const tok_opts *o) {
-    FILE *in = fopen(o->input, "r");
-    if (!in) return ks_fail(KS_ERR_IO, "%s: cannot open the input file", o->input);
+    FILE *in;
+    KS_TRY(ks_file_open_read(o->input, &in));
     FILE *out = o->output ? fopen(o->output, "w") : stdout;
     if (!out) {
         fclose(in);

@@ -10,14 +10,33 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* "a FIFO", ... for a file type that is neither a regular file nor a directory, else NULL. */
+static const char *special_kind(mode_t mode) {
+    if (S_ISFIFO(mode)) return "a FIFO";
+    if (S_ISSOCK(mode)) return "a socket";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    return NULL;
+}
+
+const char *ks_special_file_kind(const char *path) {
+    struct stat sb;
+    return stat(path, &sb) == 0 ? special_kind(sb.st_mode) : NULL;
+}
+
 ks_status ks_file_map(ks_mapped_file *f, const char *path) {
     memset(f, 0, sizeof *f);
-    int fd = open(path, O_RDONLY);
+    int fd = open(path, O_RDONLY | O_NONBLOCK); /* O_NONBLOCK: a FIFO is refused below instead of waited on */
     if (fd < 0) return ks_fail(KS_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
     struct stat sb;
     if (fstat(fd, &sb) != 0) {
         close(fd);
         return ks_fail(KS_ERR_IO, "%s: cannot stat (%s)", path, strerror(errno));
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        close(fd);
+        const char *kind = special_kind(sb.st_mode);
+        return ks_fail(KS_ERR_IO, "%s: is %s, expected a regular file", path, kind ? kind : "a directory");
     }
     f->size = (size_t)sb.st_size;
     if (f->size > 0) {
@@ -44,10 +63,23 @@ void ks_file_unmap(ks_mapped_file *f) {
     memset(f, 0, sizeof *f);
 }
 
-ks_status ks_file_read_all(const char *path, char **out, size_t *size) {
+ks_status ks_file_open_read(const char *path, FILE **out) {
     *out = NULL;
     FILE *fp = fopen(path, "rb");
     if (!fp) return ks_fail(KS_ERR_IO, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) == 0 && S_ISDIR(sb.st_mode)) { /* Linux opens a directory; reading it fails */
+        fclose(fp);
+        return ks_fail(KS_ERR_IO, "%s: is a directory, expected a file", path);
+    }
+    *out = fp;
+    return KS_OK;
+}
+
+ks_status ks_file_read_all(const char *path, char **out, size_t *size) {
+    *out = NULL;
+    FILE *fp;
+    KS_TRY(ks_file_open_read(path, &fp));
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
     while (buf) {

@@ -7,12 +7,16 @@
  *
  *     char *text; size_t n;
  *     KS_TRY(ks_file_read_all("config.json", &text, &n));   // NUL-terminated, caller frees
+ *
+ * Paths that are not what the caller needs (a directory for a file, a FIFO for a model) are errors saying what
+ * the path is, never "not found" or "read error".
  */
 #ifndef KS_FILE_H
 #define KS_FILE_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/status.h"
 
@@ -25,11 +29,20 @@ typedef struct ks_mapped_file {
 ks_status ks_file_map(ks_mapped_file *f, const char *path);
 void ks_file_unmap(ks_mapped_file *f);
 
-/* Reads the whole file; *out is NUL-terminated and owned by the caller (free()). */
+/* Reads the whole file; *out is NUL-terminated and owned by the caller (free()). A directory is an error
+ * saying so; a pipe or FIFO is read to its end. */
 ks_status ks_file_read_all(const char *path, char **out, size_t *size);
 
-int ks_file_exists(const char *path);
+/* Opens path for reading as a stream: a regular file, or a pipe or FIFO read as it comes. A directory is
+ * KS_ERR_IO "<path>: is a directory, expected a file". *out is NULL on any error. */
+ks_status ks_file_open_read(const char *path, FILE **out);
+
+int ks_file_exists(const char *path); /* a regular file (following links) */
 int ks_is_directory(const char *path);
+
+/* "a FIFO", "a socket", "a character device" or "a block device" when path is one of those, else NULL (a
+ * regular file, a directory, nothing there). Only stats the path: opening a FIFO would wait for a writer. */
+const char *ks_special_file_kind(const char *path);
 
 /* Joins dir and name with one '/' into buf (size cap); returns buf. */
 char *ks_path_join(char *buf, size_t cap, const char *dir, const char *name);

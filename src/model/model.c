@@ -23,6 +23,8 @@ ks_status ks_model_open_index(const char *path, ks_model_config *cfg, ks_tensor_
     int gguf = !ks_is_directory(path);
     if (is_gguf) *is_gguf = gguf;
     if (gguf) {
+        const char *kind = ks_special_file_kind(path); /* stat only: a FIFO is never opened */
+        if (kind) return ks_fail(KS_ERR_IO, "%s: is %s, not a model directory or .gguf file", path, kind);
         if (!ks_file_exists(path))
             return ks_fail(KS_ERR_IO, "%s: no such model (expected a Hugging Face model directory or a .gguf file)",
                            path);

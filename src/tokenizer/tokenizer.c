@@ -49,6 +49,9 @@ ks_status ks_tokenizer_load(ks_tokenizer **out, const char *path) {
         json_path = json;
         ks_path_join(config, sizeof config, path, "tokenizer_config.json");
         if (ks_file_exists(config)) config_path = config;
+    } else if (ks_special_file_kind(path)) { /* stat only: a FIFO is never opened */
+        return ks_fail(KS_ERR_IO, "%s: is %s, not a tokenizer.json, a directory holding one, or a .gguf file", path,
+                       ks_special_file_kind(path));
     } else if (!ks_file_exists(path)) {
         return ks_fail(KS_ERR_IO, "%s: tokenizer file not found (expected a tokenizer.json, a directory holding one, "
                        "or a .gguf file)", path);
