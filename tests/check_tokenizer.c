@@ -582,6 +582,37 @@ START_TEST(test_empty_token_text) {
 }
 END_TEST
 
+/* An id names one token: two different strings with one id (in model.vocab, in added_tokens, or one in each)
+ * are a format error naming the id and both strings. An added token that repeats its vocabulary entry (same id,
+ * same text: special tokens of SentencePiece files), or itself, is not. */
+START_TEST(test_shared_ids) {
+    char dir[4096], path[4096];
+    snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
+    static const struct { const char *json, *needles[3]; } bad[] = {
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"c\": 1}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}}",
+         {"id 1", "'b'", "'c'"}},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}, \"added_tokens\": ["
+         "{\"id\": 5, \"content\": \"<x>\"}, {\"id\": 5, \"content\": \"<y>\"}]}",
+         {"id 5", "'<x>'", "'<y>'"}},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}, \"added_tokens\": ["
+         "{\"id\": 1, \"content\": \"<bos>\", \"special\": true}]}",
+         {"id 1", "'b'", "'<bos>'"}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(path, sizeof path, "%s", write_file(dir, "shared_id.json", bad[i].json));
+        for (int k = 0; k < 3; k++) assert_load_fails(path, KS_ERR_FORMAT, bad[i].needles[k]);
+    }
+    snprintf(path, sizeof path, "%s", write_file(dir, "repeated.json",
+             "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"<s>\": 0, \"a\": 1}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}, \"added_tokens\": ["
+             "{\"id\": 0, \"content\": \"<s>\", \"special\": true}, {\"id\": 0, \"content\": \"<s>\", "
+             "\"special\": true}, {\"id\": 2, \"content\": \"<t>\"}]}"));
+    ks_tokenizer *tok = load_tok(path);
+    ck_assert_int_eq(ks_tokenizer_token_id(tok, "<s>"), 0);
+    ck_assert_int_eq(ks_tokenizer_token_id(tok, "<t>"), 2);
+    ks_tokenizer_free(tok);
+}
+END_TEST
+
 START_TEST(test_errors) {
     char dir[4096];
     snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
@@ -655,6 +686,7 @@ int main(void) {
     TCase *err = tcase_create("errors");
     tcase_add_test(err, test_errors);
     tcase_add_test(err, test_empty_token_text);
+    tcase_add_test(err, test_shared_ids);
     suite_add_tcase(s, err);
     return ks_test_run(s, 0);
 }

@@ -1,7 +1,8 @@
 /* hf_json.c — loading a Hugging Face tokenizer.json (and, for a directory, the tokenizer_config.json beside it):
  * the model (BPE only: vocab, merges as "a b" strings or ["a", "b"] pairs, ignore_merges, byte_fallback,
  * unk_token, fuse_unk), the added tokens, the configuration, and the driver; the pipeline parts are parsed by
- * hf_pipeline.c. Another model type is KS_ERR_UNSUPPORTED naming the file and field 'model.type'.
+ * hf_pipeline.c. Another model type is KS_ERR_UNSUPPORTED naming the file and field 'model.type'; two different
+ * token strings with one id (in model.vocab, added_tokens or across them) are KS_ERR_FORMAT.
  *
  * From tokenizer_config.json: bos_token/eos_token (string or {"content": ...}), add_bos_token/add_eos_token
  * (when present they decide the post-processor's BOS/EOS, as transformers' Llama tokenizers do),
@@ -14,6 +15,33 @@
 #include "core/json.h"
 #include "tokenizer/hf_parse.h"
 
+/* ---- ids ---- */
+
+/* The token text an id was given, as written in the file (borrowed from the JSON), and the field giving it. */
+struct ks_hf_id_claim {
+    const char *text, *field;
+};
+
+/* Gives `id` to `text` (from `field`). An id names one token: another text already holding it is a format
+ * error naming the id and both texts. The same text again is not (special tokens are commonly listed both in
+ * model.vocab and in added_tokens). */
+static ks_status claim_id(ks_hf_ctx *c, int32_t id, const char *text, const char *field) {
+    if (id >= c->n_claims) {
+        int32_t n = id + 1 > 2 * c->n_claims ? id + 1 : 2 * c->n_claims;
+        struct ks_hf_id_claim *grown = realloc(c->claims, (size_t)n * sizeof *grown);
+        if (!grown) return ks_fail(KS_ERR_NOMEM, "out of memory indexing the token ids of %s", c->file);
+        memset(grown + c->n_claims, 0, (size_t)(n - c->n_claims) * sizeof *grown);
+        c->claims = grown;
+        c->n_claims = n;
+    }
+    struct ks_hf_id_claim *had = &c->claims[id];
+    if (had->text && strcmp(had->text, text))
+        return ks_fail(KS_ERR_FORMAT, "%s: id %d is given to two tokens, '%s' (%s) and '%s' (%s); an id must name "
+                       "one token", c->file, (int)id, had->text, had->field, text, field);
+    *had = (struct ks_hf_id_claim){text, field};
+    return KS_OK;
+}
+
 /* ---- model ---- */
 
 static ks_status parse_vocab(ks_hf_ctx *c, const cJSON *vocab, size_t n_merges) {
@@ -23,6 +51,7 @@ static ks_status parse_vocab(ks_hf_ctx *c, const cJSON *vocab, size_t n_merges) 
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8)
             return ks_fail(KS_ERR_FORMAT, "%s: field 'model.vocab.%s' must be a token id", c->file, e->string);
+        KS_TRY(claim_id(c, (int32_t)e->valuedouble, e->string, "model.vocab"));
         KS_TRY(ks_tok_set_token(c->tok, (int32_t)e->valuedouble, e->string, strlen(e->string)));
     }
     return KS_OK;
@@ -89,6 +118,7 @@ static ks_status parse_added(ks_hf_ctx *c, const cJSON *added) {
         KS_TRY(ks_json_get_int(e, "id", c->file, &id));
         KS_TRY(ks_hf_get_str(c, e, "content", "added_tokens[]", &content));
         if (id < 0) return ks_fail(KS_ERR_FORMAT, "%s: added token '%s' has a negative id", c->file, content);
+        KS_TRY(claim_id(c, id, content, "added_tokens"));
         ks_added_token f = {0};
         f.special = (uint8_t)ks_hf_bool(e, "special", 0);
         f.lstrip = (uint8_t)ks_hf_bool(e, "lstrip", 0);
@@ -156,7 +186,7 @@ done:
 ks_status ks_tok_load_hf(ks_tokenizer *tok, const char *json_path, const char *config_path) {
     cJSON *root;
     KS_TRY(ks_json_load(json_path, &root));
-    ks_hf_ctx c = {tok, json_path};
+    ks_hf_ctx c = {.tok = tok, .file = json_path};
     ks_status st = KS_OK;
     const char *unk = NULL;
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
@@ -185,6 +215,7 @@ ks_status ks_tok_load_hf(ks_tokenizer *tok, const char *json_path, const char *c
     if (config_path) KS_TRY_GOTO(st, parse_config(tok, config_path), done);
     st = ks_tok_check_ids(tok);
 done:
+    free(c.claims);
     cJSON_Delete(root);
     return st;
 }

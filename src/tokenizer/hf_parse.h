@@ -11,6 +11,8 @@
 typedef struct ks_hf_ctx {
     ks_tokenizer *tok;
     const char *file; /* the tokenizer.json path, for messages */
+    struct ks_hf_id_claim *claims; /* (n_claims) owned: the token text each id was given so far (hf_json.c) */
+    int32_t n_claims;
 } ks_hf_ctx;
 
 /* The object's "type" string, or NULL. */
