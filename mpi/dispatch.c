@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/log.h"
+
 enum {
     TAG_REQUEST = 1, /* worker -> 0: no payload */
     TAG_ASSIGN,      /* 0 -> worker: int id, -1 = stop */
@@ -20,7 +22,7 @@ typedef struct fail_message {
 } fail_message;
 
 /* Keeps the first failure (the later ones are usually its consequences) as "rank R (sample I): why".
- * Call with the lock held. */
+ * Call with the lock held, after the failure's line was printed (by the rank that hit it). */
 static void record_failure(ks_dispatch *d, ks_status st, int rank, int id, const char *why) {
     if (d->fail_status != KS_OK) return;
     d->fail_status = st;
@@ -32,6 +34,7 @@ static ks_status take_result(ks_dispatch *d, int rank, int id, const ks_result *
     ks_status st = ks_queue_complete(d->q, rank, id);
     if (st == KS_OK) st = d->store(d->ctx, id, r, d->q);
     if (st != KS_OK) {
+        ks_log_error_now();
         record_failure(d, st, rank, id, ks_last_error());
         ks_queue_stop(d->q);
     }
@@ -77,6 +80,8 @@ ks_status ks_dispatch_submit(ks_dispatch *d, int id, const ks_result *r) {
 void ks_dispatch_fail(ks_dispatch *d, int id, ks_status st) {
     fail_message f = {.id = id, .status = st};
     snprintf(f.msg, sizeof f.msg, "%s", ks_last_error());
+    if (id >= 0) ks_fail_context(st, "sample %d", id);
+    ks_log_error_now(); /* now, not at the job's end: other ranks may compute for a long while yet */
     d->holding = -1;
     d->closed = 1;
     if (d->rank == 0) {
@@ -125,6 +130,7 @@ static void *serve(void *arg) {
         if (s.MPI_TAG == TAG_REQUEST) {
             int id = -1;
             if (!d->q->rank_failed[src] && ks_queue_next(d->q, src, &id) != KS_OK) {
+                ks_log_error_now();
                 record_failure(d, KS_ERR_MPI, src, -1, ks_last_error());
                 ks_queue_fail(d->q, src);
             }
@@ -135,6 +141,7 @@ static void *serve(void *arg) {
             int id = -1;
             if (ks_wire_unpack_result(d->buf.data, (size_t)count, &id, &r) == KS_OK) take_result(d, src, id, &r);
             else {
+                ks_log_error_now();
                 record_failure(d, KS_ERR_MPI, src, id, ks_last_error());
                 ks_queue_fail(d->q, src);
             }
@@ -156,7 +163,8 @@ static void *serve(void *arg) {
 }
 #endif
 
-/* Rank 0's status and message to every rank (collective); returns it. */
+/* Rank 0's status and message to every rank (collective); returns it, marked reported: the rank that hit a
+ * failure printed it when it happened. */
 static ks_status share_status(ks_dispatch *d, ks_status st, const char *msg) {
     fail_message f = {.status = st};
     snprintf(f.msg, sizeof f.msg, "%s", msg);
@@ -165,7 +173,10 @@ static ks_status share_status(ks_dispatch *d, ks_status st, const char *msg) {
 #else
     (void)d;
 #endif
-    return f.status == KS_OK ? KS_OK : ks_fail((ks_status)f.status, "%s", f.msg);
+    if (f.status == KS_OK) return KS_OK;
+    ks_status shared = ks_fail((ks_status)f.status, "%s", f.msg);
+    ks_error_mark_reported();
+    return shared;
 }
 
 ks_status ks_dispatch_init(ks_dispatch *d, ks_mpi_comm comm, ks_queue *q, ks_dispatch_store store, void *ctx) {
@@ -206,6 +217,7 @@ ks_status ks_dispatch_init(ks_dispatch *d, ks_mpi_comm comm, ks_queue *q, ks_dis
         else if (pthread_create(&d->server, NULL, serve, d) != 0)
             st = ks_fail(KS_ERR_MPI, "cannot start rank 0's sample-queue thread");
         else d->server_running = 1;
+        if (st != KS_OK) ks_log_error_now();
         snprintf(msg, sizeof msg, "%s", st == KS_OK ? "" : ks_last_error());
     }
 #endif

@@ -33,6 +33,8 @@
  * failed sends FAIL for it, so rank 0's thread always learns when every rank is done: no deadlock when work
  * runs out or a rank fails. A failure stops the hand-out (mpi/queue.h): samples in flight elsewhere still
  * arrive and are stored, then every rank's finish returns the first failure ("rank 2 (sample 17): ...").
+ * The rank that hits a failure prints its line at once (ks_log_error_now), before it waits for the samples
+ * in flight; the status finish returns is marked reported, so nobody prints it twice.
  * A rank that dies without a word (killed, segfault) is handled by mpirun, which ends the whole job; the
  * result file keeps every committed sample (results/results.h), so rerunning resumes.
  */

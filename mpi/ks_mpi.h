@@ -3,10 +3,21 @@
  *     ks_mpi m = {0};
  *     KS_TRY(ks_mpi_init(&m, &argc, &argv));   // MPI_Init_thread(MULTIPLE) when built with MPI, else 0 of 1
  *     ... m.rank, m.size, m.local_rank (picks the GPU), m.world (for mpi/dispatch.h) ...
+ *     st = set_up_something();                // may fail on some ranks only
+ *     KS_TRY(ks_mpi_agree(&m, st));           // collective: fails on every rank if it failed on any
  *     if (st != KS_OK && m.size > 1) ks_mpi_abort(&m, 1);   // an error that left peers waiting
  *     ks_mpi_finalize(&m);
  *
+ * The rule that keeps a job from hanging: a rank that fails never leaves a collective unmatched. Every phase
+ * that may fail on some ranks only ends in ks_mpi_agree, which every rank reaches whatever happened; inside
+ * the sample loop, mpi/dispatch.h carries failures. The rank that fails prints its error line before it
+ * waits for anyone (ks_log_error_now), so a peer stuck elsewhere never hides it.
+ *
  * Without KS_HAVE_MPI (or when run without mpirun: MPI's singleton start) everything works as rank 0 of 1.
+ *
+ * Under a launcher (mpirun, srun) a watcher thread ends the rank at once when its launcher disappears (the
+ * parent process changes): a killed mpirun leaves no orphaned rank computing or committing, and the result
+ * file's lock is free for an immediate rerun. Results stay safe: a commit is atomic (results/results.h).
  * MPI_THREAD_MULTIPLE is requested because rank 0 serves the sample queue from a helper thread while its main
  * thread computes (mpi/dispatch.h); m.thread_multiple says whether the library granted it.
  *
@@ -44,6 +55,13 @@ typedef struct ks_mpi {
 /* Initialises MPI (if this build has it and nobody did yet), fills the struct, and prefixes log lines with
  * the rank when size > 1. */
 ks_status ks_mpi_init(ks_mpi *m, int *argc, char ***argv);
+
+/* Collective over m->world: KS_OK on every rank if `st` is KS_OK on every rank. A rank whose `st` failed
+ * first prints its error (unless already printed) and returns `st`; the others return KS_ERR_MPI naming the
+ * lowest failed rank, marked reported (its line is already out). A failed rank whose peers do not arrive
+ * within 2 s (still loading a model, say) ends the whole job with MPI_Abort instead. With one process it
+ * returns `st` as is. */
+ks_status ks_mpi_agree(const ks_mpi *m, ks_status st);
 
 /* Finalises MPI if ks_mpi_init initialised it; accepts a zeroed struct. */
 void ks_mpi_finalize(ks_mpi *m);

@@ -4,6 +4,7 @@
  * Every rank parses the same options, loads the model and builds the same sample id list; rank 0 opens the
  * result file, skips the samples it already holds, and hands ids out longest first (mpi/dispatch.h); rank 0
  * computes too. Without mpirun this is the same program with one rank. */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,74 +151,93 @@ static int config_max_ctx(const ks_bench_config *bc) {
     return m + 1024;
 }
 
-/* The evaluation proper, once MPI is up; every rank returns the same status. */
-static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
-    ks_bench_config bc = {0};
-    ks_runner run = {0};
-    ks_bench *bench = NULL;
-    ks_sample_id *ids = NULL;
-    int64_t *cost = NULL;
-    unsigned char *done = NULL;
-    char *identity = NULL, *cmdline = NULL, path[4096];
-    ks_results *res = NULL;
-    ks_queue q = {0};
-    ks_dispatch d = {0};
-    int n = 0;
-    ks_status st;
-    char name[256];
-    model_name(o->model_path, name, sizeof name);
-    ks_method *method = NULL;
-    char *method_yaml = NULL;
+/* Everything one evaluation holds; freed by eval_free. */
+typedef struct eval_job {
+    ks_method *method;
+    char *method_yaml;
+    ks_bench_config bc;
+    ks_runner run;
+    ks_bench *bench;
+    ks_sample_id *ids;
+    int n;
+    char name[256], path[4096];
+    ks_results *res; /* rank 0 */
+    ks_queue q;      /* rank 0 */
+    eval_store es;   /* rank 0 */
+} eval_job;
+
+/* Phase 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
+ * result file (mkdir, lock, identity check), so a bad --output ends the job before any model loads. */
+static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
+    KS_TRY(check_opts(o));
+    model_name(o->model_path, j->name, sizeof j->name);
     const char *accel = o->acceleration[0] ? o->acceleration : "FullKV";
-    KS_TRY_GOTO(st, ks_method_create(&method, accel, o->method_config, o->method_opts.v, o->method_opts.n), out);
-    KS_TRY_GOTO(st, ks_method_options_yaml(method, &method_yaml), out);
+    KS_TRY(ks_method_create(&j->method, accel, o->method_config, o->method_opts.v, o->method_opts.n));
+    KS_TRY(ks_method_options_yaml(j->method, &j->method_yaml));
+    KS_TRY(ks_bench_config_load(&j->bc, o->cfg_path));
+    KS_TRY(apply_template_override(&j->bc, o->template_name));
+    if (mpi->rank != 0) return KS_OK;
+    if (mkdir(o->output, 0777) != 0 && !ks_is_directory(o->output))
+        return ks_fail(KS_ERR_IO, "--output %s: cannot create the directory (%s)", o->output, strerror(errno));
+    snprintf(j->path, sizeof j->path, "%s/%s_%s_%s.h5", o->output, j->name, j->bc.benchmark_name,
+             j->method->ops->name);
+    char *identity = identity_text(o, &j->bc, j->name, j->method->ops->name, j->method_yaml);
+    char *cmdline = command_line(argc, argv);
+    ks_status st = identity && cmdline ? KS_OK : KS_ERR_NOMEM;
+    ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
+                            .model = j->name, .benchmark = j->bc.benchmark_name, .method = j->method->ops->name,
+                            .method_options = j->method_yaml, .hardware = o->device};
+    if (st == KS_OK) st = ks_results_open(&j->res, j->path, &meta);
+    free(identity);
+    free(cmdline);
+    return st;
+}
 
-    KS_TRY_GOTO(st, ks_bench_config_load(&bc, o->cfg_path), out);
-    KS_TRY_GOTO(st, apply_template_override(&bc, o->template_name), out);
-    ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&bc),
+/* Phase 2: the model and the sample list on every rank; rank 0 builds the queue of samples not yet done. */
+static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = method, .full_kv_cache = !strcmp(o->kv_cache, "full")};
-    KS_TRY_GOTO(st, ks_runner_init(&run, &rp), out);
-    KS_TRY_GOTO(st, ks_bench_open(&bench, &bc, run.tok), out);
-    KS_TRY_GOTO(st, ks_bench_list(bench, o->limit, &ids, &n), out);
-
-    eval_store es = {.total = n, .t0 = now_s()};
-    if (mpi->rank == 0) {
-        if (mkdir(o->output, 0777) != 0 && !ks_is_directory(o->output)) {
-            st = ks_fail(KS_ERR_IO, "--output %s: cannot create the directory", o->output);
-            goto out;
-        }
-        snprintf(path, sizeof path, "%s/%s_%s_%s.h5", o->output, name, bc.benchmark_name, method->ops->name);
-        identity = identity_text(o, &bc, name, method->ops->name, method_yaml);
-        cmdline = command_line(argc, argv);
-        cost = ks_calloc((size_t)n, sizeof *cost, "sample costs");
-        done = ks_calloc((size_t)n, 1, "done flags");
-        if (!identity || !cmdline || !cost || !done) {
-            st = KS_ERR_NOMEM;
-            goto out;
-        }
-        ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
-                                .model = name, .benchmark = bc.benchmark_name, .method = method->ops->name,
-                                .method_options = method_yaml, .hardware = o->device};
-        KS_TRY_GOTO(st, ks_results_open(&res, path, &meta), out);
-        for (int i = 0; i < n; i++) {
-            cost[i] = ids[i].length;
-            done[i] = (unsigned char)ks_results_is_done(res, ids[i].task, ids[i].length, ids[i].index);
-            es.already += done[i];
-        }
-        es.res = res;
-        ks_log_info("%s: %d samples, %d already done, %d rank(s); results in %s", bc.benchmark_name, n, es.already,
-                    mpi->size, path);
-        KS_TRY_GOTO(st, ks_queue_init(&q, n, cost, done, mpi->size), out);
+                           .method = j->method, .full_kv_cache = !strcmp(o->kv_cache, "full")};
+    KS_TRY(ks_runner_init(&j->run, &rp));
+    KS_TRY(ks_bench_open(&j->bench, &j->bc, j->run.tok));
+    KS_TRY(ks_bench_list(j->bench, o->limit, &j->ids, &j->n));
+    if (mpi->rank != 0) return KS_OK;
+    j->es = (eval_store){.res = j->res, .total = j->n, .t0 = now_s()};
+    int64_t *cost = ks_calloc((size_t)j->n + 1, sizeof *cost, "sample costs");
+    unsigned char *done = ks_calloc((size_t)j->n + 1, 1, "done flags");
+    ks_status st = cost && done ? KS_OK : KS_ERR_NOMEM;
+    for (int i = 0; st == KS_OK && i < j->n; i++) {
+        const ks_sample_id *id = &j->ids[i];
+        cost[i] = id->length;
+        done[i] = (unsigned char)ks_results_is_done(j->res, id->task, id->length, id->index);
+        j->es.already += done[i];
     }
-    KS_TRY_GOTO(st, ks_dispatch_init(&d, mpi->world, mpi->rank == 0 ? &q : NULL, store_result, &es), out);
+    if (st == KS_OK) {
+        ks_log_info("%s: %d samples, %d already done, %d rank(s); results in %s", j->bc.benchmark_name, j->n,
+                    j->es.already, mpi->size, j->path);
+        st = ks_queue_init(&j->q, j->n, cost, done, mpi->size);
+    }
+    free(cost);
+    free(done);
+    return st;
+}
+
+/* Phase 3: samples handed out by rank 0 (mpi/dispatch.h) until the work runs out or a rank fails; every rank
+ * returns the same status. */
+static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    ks_dispatch d = {0};
+    ks_status st = ks_dispatch_init(&d, mpi->world, mpi->rank == 0 ? &j->q : NULL, store_result, &j->es);
+    if (st != KS_OK) {
+        ks_dispatch_free(&d);
+        return st;
+    }
     int id;
     while ((st = ks_dispatch_next(&d, &id)) == KS_OK && id >= 0) {
         ks_sample s = {0};
         ks_result r = {0};
-        st = ks_bench_get(bench, &ids[id], &s);
+        st = ks_bench_get(j->bench, &j->ids[id], &s);
         if (o->max_new_tokens > 0 && s.max_new_tokens > o->max_new_tokens) s.max_new_tokens = o->max_new_tokens;
-        if (st == KS_OK) st = ks_runner_run(&run, &s, sample_template(&bc, &s), &r);
+        if (st == KS_OK) st = ks_runner_run(&j->run, &s, sample_template(&j->bc, &s), &r);
         if (st == KS_OK) st = ks_dispatch_submit(&d, id, &r);
         else ks_dispatch_fail(&d, id, st);
         ks_result_free(&r);
@@ -226,32 +246,44 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
     }
     if (st != KS_OK && id < 0) ks_dispatch_fail(&d, -1, st);
     st = ks_dispatch_finish(&d);
-    if (mpi->rank == 0 && res) {
-        ks_status cst = ks_results_close(res);
-        res = NULL;
-        if (st == KS_OK) st = cst;
-        if (st == KS_OK) {
-            ks_report rep = {0};
-            const char *paths[] = {path};
-            st = ks_report_load(&rep, paths, 1);
-            if (st == KS_OK) st = ks_report_print(&rep, stdout, KS_REPORT_MD, "stdout");
-            ks_report_free(&rep);
-        }
-    }
-out:
-    if (res) ks_results_close(res);
     ks_dispatch_free(&d);
-    ks_queue_free(&q);
-    free(ids);
-    free(cost);
-    free(done);
-    free(identity);
-    free(cmdline);
-    ks_bench_close(bench);
-    ks_runner_free(&run);
-    ks_method_free(method);
-    free(method_yaml);
-    ks_bench_config_free(&bc);
+    return st;
+}
+
+/* Rank 0, after the last sample: the final commit and the score table. */
+static ks_status eval_report(eval_job *j) {
+    ks_status st = ks_results_close(j->res);
+    j->res = NULL;
+    if (st != KS_OK) return st;
+    ks_report rep = {0};
+    const char *paths[] = {j->path};
+    st = ks_report_load(&rep, paths, 1);
+    if (st == KS_OK) st = ks_report_print(&rep, stdout, KS_REPORT_MD, "stdout");
+    ks_report_free(&rep);
+    return st;
+}
+
+static void eval_free(eval_job *j) {
+    if (j->res) ks_results_close(j->res);
+    ks_queue_free(&j->q);
+    free(j->ids);
+    ks_bench_close(j->bench);
+    ks_runner_free(&j->run);
+    ks_method_free(j->method);
+    free(j->method_yaml);
+    ks_bench_config_free(&j->bc);
+}
+
+/* The evaluation proper, once MPI is up. Each phase that may fail on some ranks only ends in ks_mpi_agree,
+ * so a failure anywhere ends every rank (its line printed by the rank that hit it) and no collective is left
+ * unmatched. */
+static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
+    eval_job j = {0};
+    ks_status st = ks_mpi_agree(mpi, eval_open(&j, o, mpi, argc, argv));
+    if (st == KS_OK) st = ks_mpi_agree(mpi, eval_load(&j, o, mpi));
+    if (st == KS_OK) st = eval_samples(&j, o, mpi);
+    if (st == KS_OK && mpi->rank == 0) st = eval_report(&j);
+    eval_free(&j);
     return st;
 }
 
@@ -288,13 +320,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
                             "`mpirun -np N kvscope eval ...` spreads samples over N ranks",
                             &help));
     if (help) return KS_OK;
-    KS_TRY(check_opts(&o));
     ks_mpi mpi = {0};
     KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
-    if (mpi.size > 1) ks_log_set_rank(mpi.rank);
     ks_status st = eval_run(&o, &mpi, argc, argv);
-    /* Every rank returns the same error (ks_dispatch_finish); only rank 0 prints it. */
-    if (st != KS_OK && mpi.rank != 0) ks_error_mark_reported();
     ks_mpi_finalize(&mpi);
     return st;
 }

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "core/log.h"
 #include "core/status.h"
 
 #ifndef KS_VERSION
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
         if (strcmp(argv[1], commands[i].name)) continue;
         ks_status st = commands[i].run(argc - 1, argv + 1);
         if (st != KS_OK) {
-            if (!ks_error_is_reported()) fprintf(stderr, "kvscope: error: %s\n", ks_last_error());
+            if (!ks_error_is_reported()) ks_log_error_now();
             return 1;
         }
         return 0;

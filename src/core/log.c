@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "core/status.h"
+
 static int ks_log_rank = -1;
 static int ks_log_quiet = 0;
 
@@ -30,4 +32,11 @@ void ks_log_warn(const char *fmt, ...) {
     va_start(ap, fmt);
     emit(" warning:", fmt, ap);
     va_end(ap);
+}
+
+void ks_log_error_now(void) {
+    if (ks_log_rank >= 0) fprintf(stderr, "kvscope r%d: error: %s\n", ks_log_rank, ks_last_error());
+    else fprintf(stderr, "kvscope: error: %s\n", ks_last_error());
+    fflush(stderr);
+    ks_error_mark_reported();
 }

@@ -48,7 +48,8 @@
  * (shuffle + deflate): 720 samples with 288 layer rows each make a 0.9 MB file and a commit takes about
  * 10 ms on a local disk (fsync included), small next to a sample's seconds. The first commit of a new file
  * uses link(), so a file that appeared at `path` meanwhile is never replaced. An exclusive flock on
- * `<path>.lock` (removed at close) refuses a second writer.
+ * `<path>.lock` (removed at close; it names the holder's pid and host) refuses a second writer, after waiting
+ * up to 3 s for a holder that is on its way out (the ranks of a job whose launcher was just killed).
  *
  * Resume and identity: opening an existing file compares its `config` attribute with meta.identity byte for
  * byte. Equal: the file is reused and ks_results_is_done() answers from its /samples. Different: KS_ERR_ARG

@@ -76,37 +76,82 @@ static void lock_release(ks_results *r) {
     r->lock_fd = -1;
 }
 
-static ks_status lock_acquire(ks_results *r) {
-    for (int attempt = 0; attempt < 8; attempt++) {
-        int fd = open(r->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-        if (fd < 0)
-            return ks_fail(KS_ERR_IO, "%s: cannot create (%s); does the output directory exist and is it "
-                           "writable?", r->lock_path, strerror(errno));
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            int e = errno;
-            close(fd);
-            if (e == EWOULDBLOCK)
-                return ks_fail(KS_ERR_IO, "%s: another kvscope process is writing this file (%s is locked); "
-                               "wait for it to finish or choose another output (--output)", r->path, r->lock_path);
-            if (e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS) {
-                unlink(r->lock_path);
-                ks_log_warn("%s: this file system has no file locks (%s); make sure only one kvscope writes it",
-                            r->path, strerror(e));
-                return KS_OK;
-            }
-            return ks_fail(KS_ERR_IO, "%s: cannot lock (%s)", r->lock_path, strerror(e));
-        }
-        /* A previous holder may have unlinked the lock file between our open() and flock(): then we hold a
-         * lock on a dead inode and must retry on the current one. */
-        struct stat held, now;
-        if (fstat(fd, &held) == 0 && stat(r->lock_path, &now) == 0 && held.st_ino == now.st_ino &&
-            held.st_dev == now.st_dev) {
-            r->lock_fd = fd;
-            return KS_OK;
-        }
-        close(fd);
+/* How long a writer waits for a lock held by someone else before it gives up. Long enough for the ranks of
+ * a job whose launcher was just killed to notice and exit (mpi/ks_mpi.h), so an immediate rerun resumes;
+ * short enough that a second run on the same output fails within seconds. */
+#define KS_LOCK_WAIT_MS 3000
+#define KS_LOCK_POLL_MS 50
+
+/* Whoever holds the lock wrote "pid <pid> on <host>" into it; "" when unreadable. */
+static void lock_holder(const char *lock_path, char *out, size_t cap) {
+    out[0] = '\0';
+    int fd = open(lock_path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, out, cap - 1);
+    close(fd);
+    out[n > 0 ? n : 0] = '\0';
+    out[strcspn(out, "\n")] = '\0';
+}
+
+/* Records this process as the holder, for the message another writer prints. */
+static void lock_sign(int fd) {
+    char host[256] = "?", text[320];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    int n = snprintf(text, sizeof text, "pid %d on %s\n", (int)getpid(), host);
+    if (ftruncate(fd, 0) == 0 && pwrite(fd, text, (size_t)n, 0) == n) return;
+    ks_log_warn("cannot write the lock holder into its lock file (%s)", strerror(errno));
+}
+
+/* One try: 1 = taken, 0 = held by someone else, -1 = error recorded (2 = no locks on this file system). */
+static int lock_try(ks_results *r) {
+    int fd = open(r->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        ks_fail(KS_ERR_IO, "%s: cannot create (%s); does the output directory exist and is it writable?",
+                r->lock_path, strerror(errno));
+        return -1;
     }
-    return ks_fail(KS_ERR_IO, "%s: cannot take the lock (it keeps being replaced)", r->lock_path);
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int e = errno;
+        close(fd);
+        if (e == EWOULDBLOCK) return 0;
+        if (e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS) {
+            unlink(r->lock_path);
+            ks_log_warn("%s: this file system has no file locks (%s); make sure only one kvscope writes it",
+                        r->path, strerror(e));
+            return 2;
+        }
+        ks_fail(KS_ERR_IO, "%s: cannot lock (%s)", r->lock_path, strerror(e));
+        return -1;
+    }
+    /* A previous holder may have unlinked the lock file between our open() and flock(): then we hold a lock
+     * on a dead inode and must try again on the current one. */
+    struct stat held, now;
+    if (fstat(fd, &held) == 0 && stat(r->lock_path, &now) == 0 && held.st_ino == now.st_ino &&
+        held.st_dev == now.st_dev) {
+        lock_sign(fd);
+        r->lock_fd = fd;
+        return 1;
+    }
+    close(fd);
+    return 0;
+}
+
+static ks_status lock_acquire(ks_results *r) {
+    for (int waited_ms = 0;; waited_ms += KS_LOCK_POLL_MS) {
+        int got = lock_try(r);
+        if (got < 0) return KS_ERR_IO;
+        if (got > 0) return KS_OK;
+        if (waited_ms >= KS_LOCK_WAIT_MS) break;
+        if (waited_ms == 0) ks_log_info("%s: locked by another writer; waiting up to %d s", r->path,
+                                        KS_LOCK_WAIT_MS / 1000);
+        usleep(KS_LOCK_POLL_MS * 1000);
+    }
+    char holder[300];
+    lock_holder(r->lock_path, holder, sizeof holder);
+    return ks_fail(KS_ERR_IO, "%s: another kvscope process%s%s%s is writing this file (%s is locked); wait for "
+                   "it to finish or choose another output (--output)", r->path, holder[0] ? " (" : "", holder,
+                   holder[0] ? ")" : "", r->lock_path);
 }
 
 /* ---- commit: the in-memory file replaces the file on disk ---------------------------------------------- */
