@@ -1,13 +1,16 @@
 /* e2e_eval.c — `kvscope eval` end to end: SmolLM2 on the CPU, a tiny RULER config, `mpirun -np 2`.
  *
  * Run A goes through uninterrupted. Run B is killed with SIGKILL (mpirun and both ranks at once, as a node
- * failure would) once it has committed some samples, then rerun with the same command. The final file of B
- * must hold every sample exactly once, with the same predictions and scores as A: resume skips what was
- * committed, loses nothing and duplicates nothing; and the samples are deterministic whichever rank runs them.
+ * failure would) once it has committed some samples, then rerun with the same command. Run C is the same
+ * with only mpirun killed (as a scheduler kills a job step): its ranks must be gone within a second and the
+ * rerun, started at once, must not trip over the result file's lock. The final files of B and C must hold
+ * every sample exactly once, with the same predictions and scores as A: resume skips what was committed,
+ * loses nothing and duplicates nothing; and the samples are deterministic whichever rank runs them.
  *
  * usage: e2e_eval KVSCOPE MPIEXEC CONFIG GGUF
  */
 #include <check.h>
+#include <dirent.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,44 +84,34 @@ static const ks_result *find_row(const ks_results_data *d, const ks_result *key,
     return hit;
 }
 
-START_TEST(test_kill_and_resume) {
-    char tmpl[] = "/tmp/kvscope-e2e-XXXXXX";
-    const char *root = mkdtemp(tmpl);
-    ck_assert_ptr_nonnull(root);
-    char a[4096], b[4096], log[4096];
-    snprintf(a, sizeof a, "%s/a", root);
-    snprintf(b, sizeof b, "%s/b", root);
-    snprintf(log, sizeof log, "%s/log", root);
-
-    /* A: uninterrupted */
-    int rc = wait_exit(start_eval(a, log));
-    if (rc != 0) dump(log);
-    ck_assert_int_eq(rc, 0);
-
-    /* B: SIGKILL the whole job once 2 samples are committed (and before the last) */
-    pid_t pid = start_eval(b, log);
+/* Processes whose command line mentions `needle` (the ranks of a run, by its output directory). Zombies have
+ * an empty command line and do not count: they compute nothing and hold no lock. */
+static int running(const char *needle) {
+    DIR *proc = opendir("/proc");
+    ck_assert_ptr_nonnull(proc);
     int n = 0;
-    for (int t = 0; t < 6000 && (n = committed(b)) < 2; t++) usleep(20000);
-    ck_assert_msg(n >= 2, "run B committed only %d samples before the deadline", n);
-    ck_assert_int_eq(kill(-pid, SIGKILL), 0);
-    rc = wait_exit(pid);
-    ck_assert_int_eq(rc, 128 + SIGKILL);
-    usleep(200000); /* let the killed ranks of the group be reaped by init */
-    int after_kill = committed(b);
-    ck_assert_int_ge(after_kill, 2);
-    fprintf(stderr, "e2e: killed run B with %d of %d samples committed\n", after_kill, N_SAMPLES);
+    struct dirent *e;
+    while ((e = readdir(proc))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[300], cmd[8192];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        size_t len = fread(cmd, 1, sizeof cmd - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < len; i++) cmd[i] = cmd[i] ? cmd[i] : ' ';
+        cmd[len] = '\0';
+        n += strstr(cmd, needle) != NULL;
+    }
+    closedir(proc);
+    return n;
+}
 
-    /* B again: resumes */
-    rc = wait_exit(start_eval(b, log));
-    if (rc != 0) dump(log);
-    ck_assert_int_eq(rc, 0);
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "grep -q '%d already done' %s", after_kill, log);
-    ck_assert_msg(system(cmd) == 0, "the rerun did not report resuming from %d samples", after_kill);
-
+/* Every sample of `dir` exactly once, with the predictions and scores of the uninterrupted run `ref`. */
+static void assert_same_results(const char *ref, const char *dir) {
     ks_results_data da = {0}, db = {0};
-    ck_assert_int_eq(ks_results_read(result_path(a), &da), KS_OK);
-    ck_assert_int_eq(ks_results_read(result_path(b), &db), KS_OK);
+    ck_assert_int_eq(ks_results_read(result_path(ref), &da), KS_OK);
+    ck_assert_int_eq(ks_results_read(result_path(dir), &db), KS_OK);
     ck_assert_int_eq(da.n_rows, N_SAMPLES);
     ck_assert_int_eq(db.n_rows, N_SAMPLES);
     for (int i = 0; i < da.n_rows; i++) {
@@ -135,6 +128,57 @@ START_TEST(test_kill_and_resume) {
     }
     ks_results_data_free(&da);
     ks_results_data_free(&db);
+}
+
+/* Starts a run into `dir`, SIGKILLs it once 2 samples are committed, reruns the same command and checks it
+ * resumed and ends like `ref`. whole_job: mpirun and both ranks at once (a node failure); otherwise mpirun
+ * only (a scheduler killing the launcher): its ranks must stop at once, and the rerun starts immediately. */
+static void kill_and_resume(const char *ref, const char *dir, const char *log, int whole_job) {
+    pid_t pid = start_eval(dir, log);
+    int n = 0;
+    for (int t = 0; t < 6000 && (n = committed(dir)) < 2; t++) usleep(20000);
+    ck_assert_msg(n >= 2, "%s committed only %d samples before the deadline", dir, n);
+    ck_assert_int_eq(kill(whole_job ? -pid : pid, SIGKILL), 0);
+    ck_assert_int_eq(wait_exit(pid), 128 + SIGKILL);
+    char needle[4200];
+    snprintf(needle, sizeof needle, "--output %s ", dir);
+    int left = running(needle);
+    for (int t = 0; t < 25 && left > 0; t++) { /* the ranks poll for their launcher every 50 ms */
+        usleep(20000);
+        left = running(needle);
+    }
+    ck_assert_msg(left == 0, "%d process(es) of the killed run still run 0.5 s after the kill", left);
+    int after_kill = committed(dir);
+    ck_assert_int_ge(after_kill, 2);
+    fprintf(stderr, "e2e: killed %s with %d of %d samples committed\n", whole_job ? "the whole job" : "mpirun",
+            after_kill, N_SAMPLES);
+
+    int rc = wait_exit(start_eval(dir, log));
+    if (rc != 0) dump(log);
+    ck_assert_int_eq(rc, 0);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "grep -q '%d already done' %s", after_kill, log);
+    ck_assert_msg(system(cmd) == 0, "the rerun did not report resuming from %d samples", after_kill);
+    assert_same_results(ref, dir);
+}
+
+START_TEST(test_kill_and_resume) {
+    char tmpl[] = "/tmp/kvscope-e2e-XXXXXX";
+    const char *root = mkdtemp(tmpl);
+    ck_assert_ptr_nonnull(root);
+    char a[4096], b[4096], c[4096], log[4096];
+    snprintf(a, sizeof a, "%s/a", root);
+    snprintf(b, sizeof b, "%s/b", root);
+    snprintf(c, sizeof c, "%s/c", root);
+    snprintf(log, sizeof log, "%s/log", root);
+
+    int rc = wait_exit(start_eval(a, log)); /* uninterrupted */
+    if (rc != 0) dump(log);
+    ck_assert_int_eq(rc, 0);
+    kill_and_resume(a, b, log, 1);
+    kill_and_resume(a, c, log, 0);
+
+    char cmd[4200];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     if (system(cmd)) {
     }
