@@ -255,6 +255,81 @@ START_TEST(test_foreign_files_refused) {
 }
 END_TEST
 
+/* Replaces root attribute `name` of the HDF5 file at path by a 1-D attribute of n values of `type`. */
+static void replace_attr(const char *path, const char *name, hid_t type, hsize_t n, const void *values) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    if (H5Aexists(f, name) > 0) ck_assert_int_ge(H5Adelete(f, name), 0);
+    hid_t sp = H5Screate_simple(1, &n, NULL), a = H5Acreate2(f, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    ck_assert_int_ge(a, 0);
+    ck_assert_int_ge(H5Awrite(a, type, values), 0);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Fclose(f);
+}
+
+/* A well-formed HDF5 file whose string or number attributes hold several values where kvscope writes one:
+ * the reader and the resuming writer refuse it, naming the attribute (reading it whole would overrun the
+ * one-value buffers). */
+START_TEST(test_attribute_arrays_refused) {
+    const char *strings[3] = {"benchmark_name: RULER", "b", "c"};
+    const int ints[6] = {1, 2, 3, 4, 5, 6};
+    const double reals[2] = {1.5, 2.5};
+    hid_t vlen = H5Tcopy(H5T_C_S1);
+    ck_assert_int_ge(H5Tset_size(vlen, H5T_VARIABLE), 0);
+    const struct { const char *attr; hid_t type; hsize_t n; const void *values; } cases[] = {
+        {"config", vlen, 3, strings}, {"kvscope_format", vlen, 2, strings},
+        {"sessions", H5T_NATIVE_INT, 6, ints}, {"wall_seconds", H5T_NATIVE_DOUBLE, 2, reals}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "attr%zu.h5", i);
+        const char *path = join(tmp, name);
+        write_range(path, IDENTITY, "SnapKV", 0, 2);
+        replace_attr(path, cases[i].attr, cases[i].type, cases[i].n, cases[i].values);
+        ks_results_data d = {0};
+        ck_assert_int_eq(ks_results_read(path, &d), KS_ERR_FORMAT);
+        ck_assert_msg(strstr(ks_last_error(), path) && strstr(ks_last_error(), cases[i].attr), "message: %s",
+                      ks_last_error());
+        ks_results_meta meta = meta_for(IDENTITY, "SnapKV");
+        ks_results *r = NULL;
+        ck_assert_int_eq(ks_results_open(&r, path, &meta), KS_ERR_FORMAT);
+        ck_assert_ptr_null(r);
+    }
+    H5Tclose(vlen);
+}
+END_TEST
+
+/* H5Literate callback: grows the dataset `name` of the group to *(hsize_t *)rows rows without writing them. */
+static herr_t grow_column(hid_t group, const char *name, const H5L_info_t *info, void *rows) {
+    (void)info;
+    hid_t d = H5Dopen2(group, name, H5P_DEFAULT);
+    ck_assert_int_ge(d, 0);
+    ck_assert_int_ge(H5Dset_extent(d, (const hsize_t *)rows), 0);
+    H5Dclose(d);
+    return 0;
+}
+
+/* Unwritten rows read as the fill value at no cost to the file, so a file of a few KB can claim millions of
+ * samples: refused, naming the column, before the reader allocates for them. */
+START_TEST(test_unstored_rows_refused) {
+    const char *path = join(tmp, "grown.h5");
+    write_range(path, IDENTITY, "SnapKV", 0, 5);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    ck_assert_int_ge(f, 0);
+    hsize_t rows = 100000;
+    ck_assert_int_ge(H5Literate_by_name(f, "/samples", H5_INDEX_NAME, H5_ITER_INC, NULL, grow_column, &rows,
+                                        H5P_DEFAULT), 0);
+    H5Fclose(f);
+    ks_results_data d = {0};
+    ck_assert_int_eq(ks_results_read(path, &d), KS_ERR_FORMAT);
+    ck_assert_msg(strstr(ks_last_error(), path) && strstr(ks_last_error(), "/samples/task has 100000 rows"),
+                  "message: %s", ks_last_error());
+    ks_results_meta meta = meta_for(IDENTITY, "SnapKV");
+    ks_results *r = NULL;
+    ck_assert_int_eq(ks_results_open(&r, path, &meta), KS_ERR_FORMAT);
+}
+END_TEST
+
 START_TEST(test_second_writer_refused) {
     const char *path = join(tmp, "run.h5");
     ks_results_meta meta = meta_for(IDENTITY, "SnapKV");
@@ -478,6 +553,8 @@ int main(void) {
     tcase_add_test(tc, test_resume);
     tcase_add_test(tc, test_other_configuration_refused);
     tcase_add_test(tc, test_foreign_files_refused);
+    tcase_add_test(tc, test_attribute_arrays_refused);
+    tcase_add_test(tc, test_unstored_rows_refused);
     tcase_add_test(tc, test_second_writer_refused);
     tcase_add_test(tc, test_kill_at_random_moments);
     tcase_add_test(tc, test_report_one_file);

@@ -62,6 +62,19 @@ ks_status ks_attr_write_i32(hid_t loc, const char *name, int value) {
     return write_scalar(loc, name, H5T_STD_I32LE, H5T_NATIVE_INT, &value);
 }
 
+/* Every attribute kvscope writes is scalar. One that holds another number of values (an array, or none) is
+ * refused before it is read: H5Aread writes all of its values into buffers sized for one. */
+static ks_status check_one_value(hid_t attr, const char *name) {
+    hid_t space;
+    H5_CHECK(space = H5Aget_space(attr));
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    H5Sclose(space);
+    if (n != 1)
+        return ks_fail(KS_ERR_FORMAT, "attribute '%s' holds %lld values where kvscope writes one (not a kvscope "
+                       "result file?)", name, (long long)n);
+    return KS_OK;
+}
+
 ks_status ks_attr_read_str(hid_t loc, const char *name, char **out) {
     *out = NULL;
     htri_t exists;
@@ -70,6 +83,7 @@ ks_status ks_attr_read_str(hid_t loc, const char *name, char **out) {
     ks_status st = KS_OK;
     hid_t attr = H5I_INVALID_HID, ftype = H5I_INVALID_HID, mtype = H5I_INVALID_HID;
     H5_TRY_GOTO(st, attr = H5Aopen(loc, name, H5P_DEFAULT), done);
+    KS_TRY_GOTO(st, check_one_value(attr, name), done);
     H5_TRY_GOTO(st, ftype = H5Aget_type(attr), done);
     if (H5Tget_class(ftype) != H5T_STRING) {
         st = ks_fail(KS_ERR_FORMAT, "attribute '%s' is not a string", name);
@@ -107,6 +121,11 @@ static ks_status read_number(hid_t loc, const char *name, hid_t mtype, void *out
     if (!exists) return KS_OK;
     hid_t attr;
     H5_CHECK(attr = H5Aopen(loc, name, H5P_DEFAULT));
+    ks_status st = check_one_value(attr, name);
+    if (st != KS_OK) {
+        H5Aclose(attr);
+        return st;
+    }
     herr_t e = H5Aread(attr, mtype, out);
     H5Aclose(attr);
     if (e < 0) return ks_fail(KS_ERR_FORMAT, "attribute '%s' is not a number (%s)", name, ks_h5_errstr(0));

@@ -130,6 +130,37 @@ static ks_status open_column(ks_table *t, int c, const char *path, hsize_t *len)
     return KS_OK;
 }
 
+/* Rows past a column's stored data read back as the fill value, at no cost to the file: a small file can claim
+ * billions of rows. kvscope writes every row it counts (in whole chunks, from row 0), so a column whose length
+ * runs past its allocated chunks (or, unchunked, its stored bytes) was not written by it, and is refused
+ * before anything is allocated for those rows. */
+static ks_status check_stored(const ks_table *t, int c, hsize_t len, const char *path) {
+    hid_t d = t->dsets[c], dcpl, type;
+    hsize_t chunk = 0, stored = 0;
+    H5_CHECK(dcpl = H5Dget_create_plist(d));
+    int chunked = H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 1, &chunk) == 1;
+    H5Pclose(dcpl);
+    if (chunked) {
+        hsize_t n_chunks = 0;
+        hid_t space;
+        H5_CHECK(space = H5Dget_space(d));
+        herr_t e = H5Dget_num_chunks(d, space, &n_chunks);
+        H5Sclose(space);
+        H5_CHECK(e);
+        stored = n_chunks * chunk;
+    } else {
+        H5_CHECK(type = H5Dget_type(d));
+        size_t esz = H5Tget_size(type);
+        H5Tclose(type);
+        stored = esz ? H5Dget_storage_size(d) / esz : 0;
+    }
+    if (len > stored)
+        return ks_fail(KS_ERR_FORMAT, "%s: /%s/%s has %llu rows but stores data for %llu (not a complete kvscope "
+                       "result file)", path, t->spec->group, t->spec->cols[c].name, (unsigned long long)len,
+                       (unsigned long long)stored);
+    return KS_OK;
+}
+
 ks_status ks_table_open(ks_table *t, hid_t file, const ks_table_spec *spec, const char *path) {
     KS_TRY(alloc_dsets(t, spec));
     if (H5Lexists(file, spec->group, H5P_DEFAULT) <= 0)
@@ -138,6 +169,7 @@ ks_status ks_table_open(ks_table *t, hid_t file, const ks_table_spec *spec, cons
     for (int c = 0; c < spec->n_cols; c++) {
         hsize_t len = 0;
         KS_TRY(open_column(t, c, path, &len));
+        KS_TRY(check_stored(t, c, len, path));
         if (c == 0) t->n_rows = (int64_t)len;
         else if ((int64_t)len != t->n_rows)
             return ks_fail(KS_ERR_FORMAT, "%s: /%s columns differ in length ('%s' %lld rows, '%s' %llu)", path,
