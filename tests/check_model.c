@@ -262,6 +262,13 @@ START_TEST(test_config_errors) {
     has(ks_last_error(), "'quantization_config'");
     ck_assert_int_eq(config_variant(base_llama, "{\"eos_token_id\": 300}", &c, &path), KS_ERR_FORMAT);
     has(ks_last_error(), "eos_token_id");
+    /* ids beyond int's range (converting them to int would be undefined) and fractions are refused by value */
+    ck_assert_int_eq(config_variant(base_llama, "{\"eos_token_id\": [2, 1e10]}", &c, &path), KS_ERR_FORMAT);
+    has(ks_last_error(), "'eos_token_id' holds 1e+10");
+    ck_assert_int_eq(config_variant(base_llama, "{\"bos_token_id\": -1e300}", &c, &path), KS_ERR_FORMAT);
+    has(ks_last_error(), "'bos_token_id' holds -1e+300");
+    ck_assert_int_eq(config_variant(base_llama, "{\"bos_token_id\": 1.5}", &c, &path), KS_ERR_FORMAT);
+    has(ks_last_error(), "'bos_token_id' holds 1.5");
     ck_assert_int_eq(ks_model_config_from_hf(tmp_path("nope/config.json"), &c), KS_ERR_IO);
     has(ks_last_error(), "nope/config.json");
 }

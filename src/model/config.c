@@ -2,6 +2,7 @@
 #include "model/config.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -205,9 +206,14 @@ static ks_status parse_token_ids(const cJSON *root, const char *key, const char 
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: field '%s' lists %d ids (at most %d supported)", path, key, count, max);
     for (int i = 0; i < count; i++) {
         const cJSON *e = cJSON_IsArray(it) ? cJSON_GetArrayItem(it, i) : it;
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble)
+        if (!cJSON_IsNumber(e))
             return ks_fail(KS_ERR_FORMAT, "%s: field '%s' must be a token id or a list of token ids", path, key);
-        ids[(*n)++] = (int)e->valuedouble;
+        /* range first: converting a double outside int's range to int is undefined */
+        double v = e->valuedouble;
+        if (!(v >= INT_MIN && v <= INT_MAX) || v != floor(v))
+            return ks_fail(KS_ERR_FORMAT, "%s: field '%s' holds %g, which is not a token id (an integer)", path, key,
+                           v);
+        ids[(*n)++] = (int)v;
     }
     return KS_OK;
 }
