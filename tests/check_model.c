@@ -490,10 +490,11 @@ enum { TH = 8, THEADS = 2, TKV = 1, THD = 4, TFFN = 8, TVOCAB = 6, TMAXT = 20 };
 static float tiny_data[TMAXT][TH * TFFN];
 
 /* Ways to spoil the tiny GGUF (bad-file tests): leave out tensor `drop`, state feed_forward_length `ffn_meta`
- * instead of the tensors' TFFN, append one more F32 [TH] tensor named `extra`. */
+ * instead of the tensors' TFFN and block_count `blocks_meta` instead of 1, append one more F32 [TH] tensor
+ * named `extra`. */
 typedef struct tiny_spoil {
     const char *drop, *extra;
-    int ffn_meta;
+    int ffn_meta, blocks_meta;
 } tiny_spoil;
 
 static size_t write_tiny_gguf_spoiled(const char *path, const char *arch, int untied, int biases, int rope_freqs,
@@ -511,7 +512,7 @@ static size_t write_tiny_gguf_spoiled(const char *path, const char *arch, int un
     char key[96];
 #define KEY(s) (snprintf(key, sizeof key, "%s.%s", arch, s), n_kv++, key)
     kv_str(&kv, "general.architecture", arch), n_kv++;
-    kv_u32(&kv, KEY("block_count"), 1);
+    kv_u32(&kv, KEY("block_count"), spoil->blocks_meta ? (uint32_t)spoil->blocks_meta : 1);
     kv_u32(&kv, KEY("context_length"), 64);
     kv_u32(&kv, KEY("embedding_length"), TH);
     kv_u32(&kv, KEY("feed_forward_length"), spoil->ffn_meta ? (uint32_t)spoil->ffn_meta : TFFN);
@@ -704,6 +705,12 @@ START_TEST(test_gguf_bad_files) {
     ks_model m;
     ck_assert_int_eq(ks_model_load(&m, path, 1, 1), KS_ERR_RANGE);
     has(ks_last_error(), "[1, 1)");
+    /* a layer count the tensors cannot hold is refused before it sizes the load (10^8 layers: gigabytes) */
+    const tiny_spoil many_layers = {.blocks_meta = 100000000};
+    write_tiny_gguf_spoiled(tmp_path("layers.gguf"), "llama", 0, 0, 0, &many_layers);
+    ck_assert_int_eq(ks_model_load(&m, tmp_path("layers.gguf"), 0, -1), KS_ERR_FORMAT);
+    has(ks_last_error(), "asks for 100000000 layers");
+    has(ks_last_error(), "layers.gguf");
 }
 END_TEST
 

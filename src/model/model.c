@@ -16,6 +16,7 @@
 #include "model/gguf.h"
 
 #define MAX_WEIGHTS_PER_LAYER 13 /* 9 weights + 4 biases */
+#define MIN_WEIGHTS_PER_LAYER 9  /* the weights alone */
 #define CHUNK_ELEMS (1 << 16) /* conversion job size: small enough to balance threads, large to amortize */
 
 ks_status ks_model_open_index(const char *path, ks_model_config *cfg, ks_tensor_index *ix, int *is_gguf) {
@@ -211,6 +212,12 @@ static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path)
     const ks_model_config *c = &m->cfg;
     const int nl = m->last_layer - m->first_layer, last_stage = m->last_layer == c->n_layers;
     const int permuted = m->is_gguf && c->arch == KS_ARCH_LLAMA;
+    /* The plan is sized by the config's layer count: a count the checkpoint's tensors cannot hold (a corrupt or
+     * mismatched config, e.g. block_count 10^8 in a small file) is refused before it sizes anything. */
+    if (nl > ix->n / MIN_WEIGHTS_PER_LAYER)
+        return ks_fail(KS_ERR_FORMAT, "%s: the config asks for %d layers but the checkpoint holds only %d tensors "
+                       "(each layer needs %d); config and weights do not match", path, nl, ix->n,
+                       MIN_WEIGHTS_PER_LAYER);
     plan p = {0};
     p.cap = nl * MAX_WEIGHTS_PER_LAYER + 3;
     p.slots = ks_calloc((size_t)p.cap, sizeof *p.slots, "the load plan");
