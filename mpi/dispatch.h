@@ -1,4 +1,4 @@
-/* dispatch.h — rank 0 hands out sample ids on request and collects every result (DESIGN.md §1.2, §1.5).
+/* dispatch.h — rank 0 hands out sample ids on request and collects every result.
  * The same calls run on every rank, with one process and without MPI:
  *
  *     // every rank builds the same sample list (ids 0 .. n-1); rank 0 also builds the queue

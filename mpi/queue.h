@@ -10,7 +10,7 @@
  *     ks_queue_fail(&q, rank);                  // the rank gave up
  *     ks_queue_free(&q);
  *
- * Failure policy (DESIGN.md §6, errors end the run): after a failure no new sample is handed out; samples in
+ * Failure policy (an error ends the run): after a failure no new sample is handed out; samples in
  * flight on other ranks still complete and are recorded; the failed sample stays unrecorded, so rerunning
  * the same command (resume) retries it. Requests that break the protocol (a rank asking for work while it
  * holds a sample, returning a sample it does not hold, a rank number out of range) are KS_ERR_MPI errors.

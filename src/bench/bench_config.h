@@ -1,4 +1,4 @@
-/* bench_config.h — the benchmark YAML (configs/benchmarks/<name>.yaml; specs/benchmarks.md §C.3).
+/* bench_config.h — the benchmark YAML (configs/benchmarks/<name>.yaml), in LOOM-Scope's format.
  *
  *     ks_bench_config c = {0};
  *     KS_TRY(ks_bench_config_load(&c, "configs/benchmarks/RULER.yaml"));
@@ -9,7 +9,7 @@
  * Loading is all or nothing: on an error the struct is left zeroed (nothing to free), so returning at the error
  * as above leaks nothing; ks_bench_config_free also accepts a zeroed struct.
  *
- * The keys are the seed's (benchmark_name, task_names, length, num_samples, build_data, no_template_tasks,
+ * The keys are LOOM-Scope's (benchmark_name, task_names, length, num_samples, build_data, no_template_tasks,
  * template) plus kvscope's own: seed, ruler_variant, data paths and max_length. One table in bench_config.c
  * lists every key with its type, default and bounds; parsing, defaults, validation and `kvscope prepare --help`
  * text all come from it. Unknown keys, wrong types, out-of-range values and task names the benchmark does not
@@ -28,7 +28,7 @@
 
 typedef enum ks_bench_kind { KS_BENCH_RULER, KS_BENCH_LONGBENCH } ks_bench_kind;
 
-/* Where LOOM-Scope's RULER copy differs from NVIDIA RULER (specs/benchmarks.md §A.3, §A.4, §F.5). */
+/* Where LOOM-Scope's RULER copy differs from NVIDIA RULER (ruler.h lists the differences). */
 typedef enum ks_ruler_variant {
     KS_RULER_VARIANT_RULER, /* current RULER: answer prefix kept apart (after the chat template's assistant
                                header), VT/FWE fixes, essay repetition */

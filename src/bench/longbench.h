@@ -1,4 +1,4 @@
-/* longbench.h — LongBench v1 (THUDM/LongBench; specs/benchmarks.md §B): the published JSONL records, LB's
+/* longbench.h — LongBench v1 (THUDM/LongBench): the published JSONL records, LB's
  * per-task prompt formats and generation lengths, middle truncation, and the per-task scoring options.
  *
  *     ks_longbench *lb;

@@ -1,5 +1,5 @@
 /* metrics.h — the scorers of RULER (scripts/eval/synthetic/constants.py) and LongBench v1 (metrics.py), with
- * their exact normalisation (specs/benchmarks.md §A.7, §B.4).
+ * their exact normalisation.
  *
  *     double s;
  *     KS_TRY(ks_bench_score(&sample, prediction, &s));   // the sample's metric, post-processing, max over

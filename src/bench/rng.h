@@ -11,8 +11,8 @@
  *
  * Generator: xoshiro256** seeded through splitmix64 (Blackman & Vigna). Seeds are mixed with splitmix64's
  * finaliser and the task name with 64-bit FNV-1a, so nearby inputs give unrelated streams. The streams do not
- * reproduce CPython's Mersenne Twister: samples match RULER's construction rules, not its exact draws
- * (specs/benchmarks.md §A.6 recommends statistical equivalence).
+ * reproduce CPython's Mersenne Twister: samples follow RULER's construction rules and statistics, not its
+ * exact draws.
  */
 #ifndef KS_RNG_H
 #define KS_RNG_H

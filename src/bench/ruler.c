@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* scripts/synthetic.yaml (2024) + constants.py; specs/benchmarks.md §A.2. */
+/* RULER's scripts/synthetic.yaml (2024) + constants.py. */
 static const ks_ruler_task tasks[] = {
     {"niah_single_1", KS_RULER_NIAH, "noise", "words", "numbers", 1, 1, 1, NULL, 128, 128, "string_match_all"},
     {"niah_single_2", KS_RULER_NIAH, "essay", "words", "numbers", 1, 1, 1, NULL, 128, 128, "string_match_all"},
@@ -170,7 +170,7 @@ ks_status ks_ruler_open(ks_ruler **out, const ks_bench_config *cfg, const ks_tok
     r->tok = tok;
     r->loom = cfg->ruler_variant == KS_RULER_VARIANT_LOOM;
     int essay = 0, words = 0;
-    /* LOOM sizes the bare task text and applies its template afterwards (§A.1): it reserves nothing. */
+    /* LOOM sizes the bare task text and applies its template afterwards: it reserves nothing. */
     ks_status st = r->loom ? KS_OK : input_reserve(tok, NULL, &r->reserve_plain);
     if (st == KS_OK && !r->loom && cfg->template_name) st = input_reserve(tok, cfg->template_name, &r->reserve_template);
     for (int i = 0; i < cfg->n_tasks && st == KS_OK; i++) {
@@ -242,7 +242,7 @@ ks_status ks_ruler_generate(ks_ruler *r, const char *task, int length, int index
     if (length < 256) return ks_fail(KS_ERR_ARG, "RULER %s: length %d is too short (at least 256 tokens)", task, length);
     const ruler_gen_ops *ops = ops_for(t->gen);
     ruler_job j = {.r = r, .t = t, .length = length, .index = index, .seed = ks_rng_sample_seed(r->cfg->seed, task, length, index)};
-    /* LOOM's FWE sizes against L itself, so its prompts may overrun L by up to tokens_to_generate (§A.4). */
+    /* LOOM's FWE sizes against L itself, so its prompts may overrun L by up to tokens_to_generate. */
     int budget = length - (r->loom && t->gen == KS_RULER_FWE ? 0 : t->tokens_to_generate) -
                  (ks_bench_config_use_template(r->cfg, task, length) ? r->reserve_template : r->reserve_plain);
     int tokens = 0;

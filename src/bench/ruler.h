@@ -1,4 +1,4 @@
-/* ruler.h — NVIDIA RULER's 13 synthetic tasks, generated in C (specs/benchmarks.md §A).
+/* ruler.h — NVIDIA RULER's 13 synthetic tasks, generated in C.
  *
  *     ks_ruler *r;
  *     KS_TRY(ks_ruler_open(&r, &cfg, tok));        // loads the essays / word lists / QA files the tasks need
@@ -22,8 +22,8 @@
  *
  * Variants (cfg->ruler_variant): KS_RULER_VARIANT_RULER (default) keeps the answer prefix in
  * sample.answer_prefix, to be appended after the chat template's assistant header (RULER prepare.py);
- * KS_RULER_VARIANT_LOOM folds it into the prompt and reproduces LOOM-Scope's documented differences: the VT
- * example quirks and "assgined" (§F.5), FWE sized against L, no essay repetition, the CWE example answer
+ * KS_RULER_VARIANT_LOOM folds it into the prompt and reproduces LOOM-Scope's differences: the VT
+ * example quirks and the "assgined" typo, FWE sized against L, no essay repetition, the CWE example answer
  * glued to its prefix, vt's 80-token generation limit. Both variants use the per-sample search above; LOOM's
  * coarse linear growth steps and its answer-in-the-count probe are not reproduced.
  */
@@ -42,7 +42,7 @@ typedef enum ks_ruler_gen {
     KS_RULER_QA,
 } ks_ruler_gen;
 
-/* One row of the task table (scripts/synthetic.yaml + constants.py, §A.2). */
+/* One row of the task table (RULER's scripts/synthetic.yaml + constants.py). */
 typedef struct ks_ruler_task {
     const char *name;
     ks_ruler_gen gen;

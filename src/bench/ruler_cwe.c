@@ -1,10 +1,10 @@
-/* ruler_cwe.c — common words extraction (RULER common_words_extraction.py; specs/benchmarks.md §A.4 "cwe").
+/* ruler_cwe.c — common words extraction (RULER common_words_extraction.py).
  *
  * n distinct words (the unit of haystack size) are drawn from the wonderwords pool; the first 10 are "common"
  * and repeated freq_cw times, the rest freq_ucw times; the shuffled list is numbered "1. w 2. w ...". One
  * worked example (40 words) comes first. The answer is the 10 common words in draw order.
  * n is capped at the pool size (about 8,200 words): RULER falls back to a larger English list there, which
- * the shared data does not carry, so a very long cwe prompt may land short of its target.
+ * kvscope's word lists do not include, so a very long cwe prompt may land short of its target.
  * RULER puts a space between the example's answer prefix and its numbered answer; LOOM does not. */
 #include <stdlib.h>
 #include <string.h>

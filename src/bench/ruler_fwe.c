@@ -1,4 +1,4 @@
-/* ruler_fwe.c — frequent words extraction (RULER freq_words_extraction.py; specs/benchmarks.md §A.4 "fwe").
+/* ruler_fwe.c — frequent words extraction (RULER freq_words_extraction.py).
  *
  * A vocabulary of L/50 random 6-letter "coded words" is ranked; for a haystack of W words (the unit of size)
  * the word of rank k appears floor(W * k^-2 / zeta(2)) times (a Zipf law, alpha = 2), rank 1 being the noise

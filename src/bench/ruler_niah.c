@@ -1,4 +1,4 @@
-/* ruler_niah.c — the eight needle-in-a-haystack tasks (RULER niah.py; specs/benchmarks.md §A.4 "niah").
+/* ruler_niah.c — the eight needle-in-a-haystack tasks (RULER niah.py).
  *
  * Units of haystack size: noise lines (noise), distractor needle lines (needle) or essay words (essay).
  * Keys, values, needles and the query are drawn once in prepare; build lays out the haystack at size n and

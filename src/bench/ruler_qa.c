@@ -1,5 +1,4 @@
-/* ruler_qa.c — qa_1 (SQuAD v2.0 dev) and qa_2 (HotpotQA dev distractor): RULER qa.py, specs/benchmarks.md
- * §A.4 "qa".
+/* ruler_qa.c — qa_1 (SQuAD v2.0 dev) and qa_2 (HotpotQA dev distractor): RULER qa.py.
  *
  * Sample i asks question i of the file (answerable SQuAD questions, in file order). The haystack is n
  * documents (the unit of size): the question's own documents, then other paragraphs of the same article

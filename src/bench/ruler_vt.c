@@ -1,11 +1,11 @@
-/* ruler_vt.c — variable tracking (RULER variable_tracking.py; specs/benchmarks.md §A.4 "vt").
+/* ruler_vt.c — variable tracking (RULER variable_tracking.py).
  *
  * One chain of num_hops + 1 = 5 variables, "VAR A = 12345", "VAR B = VAR A ", ..., hidden among n noise
  * lines (the unit of haystack size); the answer is the chain's names in order. Every sample starts with an
  * in-context example built the same way (3-letter names) and sized to 500 tokens.
  *
  * RULER: lines joined by "\n"; the example is followed by one "\n" and keeps the full template.
- * LOOM (§F.5 quirks): noise lines carry their own "\n" and are joined by " "; the example's template drops
+ * LOOM's quirks: noise lines carry their own "\n" and are joined by " "; the example's template drops
  * its last word ("above.") and its newlines, its answer follows " as", its names are re-randomised by string
  * replacement, and it is framed as " " + example + "\n\n"; the answer prefix keeps the typo "assgined". */
 #include <stdlib.h>

@@ -2,7 +2,7 @@
  *
  * Samples are produced by the benchmark modules (RULER generator, LongBench reader) on rank 0, identified by
  * (task, length, index), and are deterministic from (run seed, task, length, index). Results are filled by the
- * engine side and written by the results module (HDF5, one row per finished sample; DESIGN.md §4).
+ * engine side and written by the results module (HDF5, one row per finished sample; results/results.h).
  *
  *     ks_sample s = {0};  ... filled by a generator ...;  ks_sample_free(&s);
  *     ks_result r = {0};  ... filled after generation ...; ks_result_free(&r);
@@ -35,7 +35,7 @@ typedef struct ks_sample {
     char metric[KS_METRIC_MAX]; /* scoring function name */
 } ks_sample;
 
-/* Per-layer statistics of one sample (× KV head where it matters; DESIGN.md §4 /layers). */
+/* Per-layer statistics of one sample (× KV head where it matters): the result file's /layers rows. */
 typedef struct ks_layer_stat {
     int layer;
     int kv_head;                /* -1 = aggregated over heads */

@@ -1,5 +1,5 @@
 /* seqmatch.c — Python difflib.SequenceMatcher(None, a, b).ratio() over code points, as fuzzywuzzy's
- * fuzz.ratio uses it without python-Levenshtein (LongBench code_sim_score; specs/benchmarks.md §B.4).
+ * fuzz.ratio uses it without python-Levenshtein (LongBench code_sim_score).
  *
  * ratio = 2M / (|a| + |b|), M = total size of the matching blocks found by recursively taking the longest
  * match (earliest in a, then earliest in b, among the longest) and recursing left and right of it. With

@@ -1,5 +1,5 @@
 /* cmd_eval.c — `kvscope eval`: a benchmark config through a model and a method, one sample at a time per rank,
- * results appended to an HDF5 file that resumes, and the score table at the end (DESIGN.md §1).
+ * results appended to an HDF5 file that resumes, and the score table at the end.
  *
  * Every rank parses the same options, loads the model and builds the same sample id list; rank 0 opens the
  * result file, skips the samples it already holds, and hands ids out longest first (mpi/dispatch.h); rank 0
@@ -125,7 +125,7 @@ static ks_status check_opts(const eval_opts *o) {
     if (strcmp(o->gp_num, "1") != 0)
         return ks_fail(KS_ERR_UNSUPPORTED, "--gp_num %s: only 1 (one rank per model instance) is supported so far; "
                                            "run one rank per GPU with mpirun -np N", o->gp_num);
-    /* The seed's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
+    /* LOOM-Scope's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
      * on CPUs; a dtype the chosen backend does not compute in is refused rather than silently ignored. */
     const char *dt = !strncmp(o->torch_dtype, "torch.", 6) ? o->torch_dtype + 6 : o->torch_dtype;
     int gpu = !strcmp(o->device, "cuda");
@@ -166,7 +166,7 @@ typedef struct eval_job {
     eval_store es;   /* rank 0 */
 } eval_job;
 
-/* Phase 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
+/* Step 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
  * result file (mkdir, lock, identity check), so a bad --output ends the job before any model loads. */
 static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
     KS_TRY(check_opts(o));
@@ -193,7 +193,7 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     return st;
 }
 
-/* Phase 2: the model and the sample list on every rank; rank 0 builds the queue of samples not yet done. */
+/* Step 2: the model and the sample list on every rank; rank 0 builds the queue of samples not yet done. */
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
@@ -222,7 +222,7 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     return st;
 }
 
-/* Phase 3: samples handed out by rank 0 (mpi/dispatch.h) until the work runs out or a rank fails; every rank
+/* Step 3: samples handed out by rank 0 (mpi/dispatch.h) until the work runs out or a rank fails; every rank
  * returns the same status. */
 static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_dispatch d = {0};

@@ -1,5 +1,5 @@
 /* cmd_prepare.c — `kvscope prepare`: write a benchmark's samples as JSON lines, to inspect the data a run
- * would use (specs/benchmarks.md §A, §B; issue 5).
+ * would use.
  *
  *     kvscope prepare --cfg_path configs/benchmarks/RULER.yaml --model_path M --output ruler.jsonl [--limit N]
  *

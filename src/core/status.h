@@ -1,6 +1,6 @@
 /* status.h — error handling for all of kvscope.
  *
- * Two classes of error (specs/style-anchors.md §3.5):
+ * Two classes of error:
  *  - environmental errors (missing/truncated files, bad config fields, unsupported architectures, OOM) are
  *    returned as a `ks_status` up to `main`. The function that detects the error records ONE clear message
  *    with ks_fail(), naming the file/field and the fix; callers just propagate the status (KS_TRY).

@@ -1,7 +1,6 @@
 /* budget.h — token budgets of the KV methods: counts or ratios of the prompt, and the per-layer allocations of
  * PyramidKV and CakeKV computed exactly as their reference code does (integer division, truncation and the
- * order of the adjustments included), so the budgets can be checked against the formulas in
- * specs/methods.md §6-7.
+ * order of the adjustments included), so the budgets equal the references' exactly.
  *
  *     ks_budget b;
  *     if (!ks_budget_parse("10%", &b)) ...bad value...;       // "2048" tokens, "0.1" or "10%" of the prompt
@@ -36,7 +35,8 @@ typedef enum ks_pyramid_branch {
     KS_PYRAMID_LAYERED, /* otherwise: layer l keeps k_l past tokens */
 } ks_pyramid_branch;
 
-/* Past tokens (the window excluded) each of n_layers layers keeps, k (n_layers), per specs/methods.md §6:
+/* Past tokens (the window excluded) each of n_layers layers keeps, k (n_layers), as PyramidKV's reference
+ * computes them:
  *     min = (C - W) // beta;  max = 2(C - W) - min;  if max >= L - W: max = L - W, min = 2(C - W) - max
  *     steps = (max - min) // (N - 1);  k_l = max - l * steps
  * with Python's floor division, clipped to [0, L - W]; N = 1 takes steps = 0 (the reference divides by zero).

@@ -1,4 +1,4 @@
-/* cakekv.c — CAKE, cascading and adaptive KV eviction (ICLR 2025; specs/methods.md §7), following the
+/* cakekv.c — CAKE, cascading and adaptive KV eviction (ICLR 2025), following the
  * authors' cake_cache.py and modify_llama.py.
  *
  * Prefill, per layer l: the last W queries' softmax A over all keys (causal inside the window). On the past

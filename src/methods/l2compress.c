@@ -1,4 +1,4 @@
-/* l2compress.c — L2Compress / KnormPress (arXiv 2406.11430; specs/methods.md §5): after prefill each KV head
+/* l2compress.c — L2Compress / KnormPress (arXiv 2406.11430): after prefill each KV head
  * keeps the tokens whose (roped) keys have the smallest L2 norm; no window or sink is protected, so recent
  * tokens can go. Layers listed in skip_layers (absolute numbers) keep everything. Once, after prefill.
  *

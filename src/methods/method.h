@@ -10,7 +10,7 @@
  *     KS_TRY(ks_generate(&fwd, ids, n, &gp, out, &r));        // compresses every layer after its prefill,
  *                                                             // evicts during decode where the method does
  *     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
- *     int rows = ks_method_layer_stats(m, st);                // one row per layer held (DESIGN.md §4 /layers)
+ *     int rows = ks_method_layer_stats(m, st);                // one row per layer held
  *     ks_forward_free(&fwd);  ks_method_free(m);
  *
  * Methods reach the cache only through backend ops (window_scores, attention_decode_probs, key_norms,

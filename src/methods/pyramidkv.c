@@ -1,4 +1,4 @@
-/* pyramidkv.c — PyramidKV (arXiv 2406.02069; specs/methods.md §6): SnapKV's scoring and pooling with a budget
+/* pyramidkv.c — PyramidKV (arXiv 2406.02069): SnapKV's scoring and pooling with a budget
  * that shrinks linearly with depth, from about 2(C - W) past tokens in layer 0 to (C - W) / beta in the last,
  * computed exactly as the reference code does (budget.h, ks_pyramid_budgets): for C <= L < 2(C - W) it equals
  * SnapKV, for L < C nothing is compressed. The layer index and N are the model's (a pipeline stage holding

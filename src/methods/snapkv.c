@@ -1,4 +1,4 @@
-/* snapkv.c — SnapKV (arXiv 2404.14469; specs/methods.md §4). Once per layer after prefill: the last W prompt
+/* snapkv.c — SnapKV (arXiv 2404.14469). Once per layer after prefill: the last W prompt
  * queries (the observation window) score every earlier key by the softmax mass they give it (causal inside the
  * window, fp32), the scores are pooled along the sequence (kernel k, stride 1, PyTorch padding), and each KV
  * head keeps its top C - W past tokens plus the window: C tokens. Prompts shorter than C are not compressed.

@@ -1,4 +1,4 @@
-/* streamingllm.c — StreamingLLM, attention sinks (arXiv 2309.17453; specs/methods.md §3).
+/* streamingllm.c — StreamingLLM, attention sinks (arXiv 2309.17453).
  *
  * variant original (streaming-llm's StartRecentKVCache as its evaluation loop drives it): keep the first
  * start_size tokens (the sinks) and the last recent_size tokens; after the prompt and after every decode step

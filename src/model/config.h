@@ -6,7 +6,7 @@
  * Accepts both transformers < 5 (`rope_theta`, `rope_scaling` with `type` or `rope_type`) and >= 5
  * (`rope_parameters`) spellings; `head_dim` defaults to hidden/heads; Mistral's `sliding_window` may be null;
  * Qwen2 uses `use_sliding_window` (+ `max_window_layers`/`layer_types`: which layers slide). Unsupported
- * architectures, RoPE types and inconsistent sizes are errors naming the field (DESIGN.md §8).
+ * architectures, RoPE types and inconsistent sizes are errors naming the field.
  */
 #ifndef KS_MODEL_CONFIG_H
 #define KS_MODEL_CONFIG_H

@@ -1,4 +1,4 @@
-/* results.h — the HDF5 result file of one model × benchmark × method configuration (DESIGN.md §4).
+/* results.h — the HDF5 result file of one model × benchmark × method configuration.
  *
  * Writer (rank 0 only; not thread-safe, so callers serialise their calls, as mpi/dispatch.h does):
  *

@@ -75,7 +75,7 @@ static int64_t peak_rss_bytes(void) {
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : 0;
 }
 
-/* The method's per-layer record of this sample's prompt (DESIGN.md §4 /layers). */
+/* The method's per-layer record of this sample's prompt (the result file's /layers rows). */
 static ks_status layer_stats(const ks_method *m, ks_result *res) {
     ks_layer_stat *st = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *st, "layer statistics");
     if (!st) return KS_ERR_NOMEM;

@@ -9,7 +9,7 @@
  *     ... ks_result_free(&res);
  *     ks_runner_free(&r);
  *
- * Prompt rule (specs/benchmarks.md §C.5, §D): with a template, the sample's prompt is the user turn and its
+ * Prompt rule: with a template, the sample's prompt is the user turn and its
  * answer prefix follows the assistant header (RULER's placement; LOOM's variant puts the prefix inside the
  * prompt, which the benchmark module already did); BOS is added once — LOOM's double BOS (a templated string
  * that starts with BOS, encoded with add_special_tokens) is not reproduced. Without a template the text is

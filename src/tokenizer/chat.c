@@ -2,10 +2,10 @@
  * assistant header (add_generation_prompt=True):
  *   llama3  BOS <|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n
  *           Today Date: 26 Jul 2024\n\n{system|trim}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n
- *           {user|trim}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n   (specs/benchmarks.md §D.2)
- *   mistral BOS[INST] {system\n\n}{user} [/INST]                                     (§D.3; BOS = "<s>")
+ *           {user|trim}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n   (Llama 3.1 Instruct)
+ *   mistral BOS[INST] {system\n\n}{user} [/INST]               (Mistral-Instruct v0.1/v0.2; BOS = "<s>")
  *   chatml  <|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n
- *           (§D.4; no trim; default system text from the model's own template when it has a literal one)
+ *           (Qwen2/Qwen2.5; no trim; default system text from the model's template when it has a literal one)
  *   none    the user text unchanged (a system text, if given, is prepended with a blank line)
  */
 #include "tokenizer/chat.h"

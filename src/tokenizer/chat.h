@@ -4,7 +4,7 @@
  *     int has_bos;
  *     KS_TRY(ks_chat_apply(tok, "auto", NULL, user_text, &prompt, &has_bos));   // NULL system = default
  *     ... encode `prompt` with add_special = !has_bos to avoid a double BOS (HF's encode() of a templated
- *     string doubles it: specs/benchmarks.md §D.2) ...
+ *     string doubles it) ...
  *
  * Names: "llama3" (Llama-3.x header format with the default "Cutting Knowledge Date" system block),
  * "mistral" ("<s>[INST] {user} [/INST]"), "chatml"/"qwen2" (<|im_start|>role\n...<|im_end|>\n, default
