@@ -1,6 +1,6 @@
-/* check_longbench.c — LongBench v1 (specs/benchmarks.md §B): the task table against the spec, prompt
- * formatting, middle truncation with the Llama-3.1 tokenizer, reading records from tests/fixtures/longbench,
- * per-task options (no chat template, stop on newline, LongBench-E ids) and bad input. */
+/* check_longbench.c — LongBench v1: the task table against LB's config files, prompt formatting, middle
+ * truncation with the Llama-3.1 tokenizer, reading records from tests/fixtures/longbench, per-task options (no
+ * chat template, stop on newline, LongBench-E ids) and bad input. */
 #include <check.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +22,7 @@ static void setup(void) {
 
 static void teardown(void) { ks_tokenizer_free(tok); }
 
-/* LB dataset2maxlen.json and dataset2metric (spec §B.1). */
+/* LB config/dataset2maxlen.json and dataset2metric. */
 static const struct {
     const char *task, *metric;
     int maxlen;
@@ -48,7 +48,8 @@ START_TEST(test_table) {
     }
     ck_assert_ptr_eq(ks_longbench_task_find("gov_report_e"), ks_longbench_task_find("gov_report"));
     ck_assert_ptr_null(ks_longbench_task_find("gov"));
-    /* A few prompt formats verbatim (spec §B.2), including LB's "asconcisely" and the Chinese ones. */
+    /* A few prompt formats verbatim (LB config/dataset2prompt.json), including LB's "asconcisely" and the
+     * Chinese ones. */
     ck_assert_str_eq(ks_longbench_task_find("narrativeqa")->prompt,
                      "You are given a story, which can be either a novel or a movie script, and a question. Answer the "
                      "question asconcisely as you can, using a single phrase if possible. Do not provide any explanation."

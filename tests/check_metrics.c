@@ -1,6 +1,7 @@
 /* check_metrics.c — every RULER and LongBench scorer on hand-made cases whose values are worked out from the
- * Python originals (specs/benchmarks.md §A.7, §B.4), including Unicode, Chinese and empty predictions, and the
- * originals' quirks (classification's skipped element, ROUGE's "" word and tie-break, fuzz.ratio's rounding). */
+ * Python originals (RULER constants.py, LongBench metrics.py), including Unicode, Chinese and empty predictions,
+ * and the originals' quirks (classification's skipped element, ROUGE's "" word and tie-break, fuzz.ratio's
+ * rounding). */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
-/* check_ruler.c — the RULER generator against specs/benchmarks.md §A with the Llama-3.1 tokenizer: sizing at
- * 4K..128K, the templates' fixed text, determinism, needles present and answers consistent, the LOOM variant,
- * bad inputs; plus the RNG and the sentence rule it relies on.
+/* check_ruler.c — the RULER generator against RULER's rules with the Llama-3.1 tokenizer: sizing at 4K..128K,
+ * the templates' fixed text, determinism, needles present and answers consistent, the LOOM variant, bad
+ * inputs; plus the RNG and the sentence rule it relies on.
  *
  * Sizing rule checked (ruler.h): prompt_tokens + tokens_to_generate <= L (LOOM fwe: prompt_tokens <= L), with
  * at most slack_for(task) tokens left unused. The slack is about one haystack unit: a noise line or a
@@ -21,7 +21,7 @@
 #include "core/json.h"
 #include "test_util.h"
 
-/* specs/benchmarks.md §A.3, verbatim. */
+/* RULER's task templates and answer prefixes, verbatim. */
 static const char NIAH_T[] = "Some special magic {type_needle_v} are hidden within the following text. Make sure to memorize "
                              "it. I will quiz you about the {type_needle_v} afterwards.\n{context}\nWhat are all the special "
                              "magic {type_needle_v} for {query} mentioned in the provided text?";
@@ -158,7 +158,7 @@ START_TEST(test_sizing_long) {
 }
 END_TEST
 
-/* Formats a spec template part: {type_needle_v}, {query}, {num_v}; NIAH's singular rewrite when asked. */
+/* Formats a RULER template part: {type_needle_v}, {query}, {num_v}; NIAH's singular rewrite when asked. */
 static char *spec_part(const char *tmpl, const char *type_v, const char *query, int singular) {
     ks_strbuf sb = {0};
     ks_strbuf_appendz(&sb, tmpl);
@@ -215,8 +215,8 @@ START_TEST(test_niah_template_and_needles) {
         if (singular) type_v[strlen(type_v) - 1] = 0;
         char *query = niah_query(&s), *head, *tail, *full = full_text(&s);
         spec_around(NIAH_T, NIAH_P, type_v, query, singular, &head, &tail);
-        ck_assert_msg(!strncmp(full, head, strlen(head)), "%s: prompt does not start with the spec's text", t->name);
-        ck_assert_msg(ends_with(full, tail), "%s: prompt does not end with the spec's text", t->name);
+        ck_assert_msg(!strncmp(full, head, strlen(head)), "%s: prompt does not start with RULER's text", t->name);
+        ck_assert_msg(ends_with(full, tail), "%s: prompt does not end with RULER's text", t->name);
         char *prefix = spec_part(NIAH_P, type_v, query, singular);
         ck_assert_str_eq(s.answer_prefix, prefix);
         ck_assert_int_eq(s.n_answers, t->num_q * t->num_v);
@@ -254,7 +254,7 @@ START_TEST(test_vt_template_and_chain) {
     ck_assert_int_eq(sscanf(strstr(s.answer_prefix, "the value ") + 10, "%15[0-9]", value), 1);
     char *head, *tail, *full = full_text(&s);
     spec_around(VT_T, VT_P_LOOM, "", value, 0, &head, &tail);
-    /* RULER (2025) fixed LOOM's "assgined"; everything else is the spec's text. */
+    /* RULER (2025) fixed LOOM's "assgined"; everything else is RULER's text. */
     ks_strbuf fixed = {0};
     ks_strbuf_appendz(&fixed, tail);
     ks_strbuf_replace_all(&fixed, "assgined", "assigned");

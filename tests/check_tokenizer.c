@@ -1,6 +1,7 @@
 /* check_tokenizer.c — the C tokenizer against Hugging Face:
- *   - the 35 strings x 3 tokenizers of shared/data/tokenizers/reference_encodings.json (ids, ids with special
- *     tokens, decode), loading each tokenizer's directory (tokenizer_config.json read) and its bare tokenizer.json;
+ *   - the 35 strings x 3 tokenizers of tokenizers/reference_encodings.json in the reference tokenizers' data
+ *     folder, $KS_SHARED_DATA (ids, ids with special tokens, decode), loading each tokenizer's directory
+ *     (tokenizer_config.json read) and its bare tokenizer.json;
  *   - round trips decode(encode(x)) == x on the essays and on generated Unicode text;
  *   - the SmolLM2 GGUF vocabulary against tests/fixtures/tokenizer/smollm2_ids.json (made with the `tokenizers`
  *     package by tests/tools/make_tokenizer_fixtures.py), including its chat prompt;
@@ -11,7 +12,7 @@
  *     Digits, ByteLevel add_prefix_space, Metaspace, unk with/without fuse_unk, a TemplateProcessing suffix;
  *   - the decoder steps (Replace, ByteFallback, Fuse, Strip) of a hand-written SentencePiece-style tokenizer.json
  *     (tests/fixtures/tokenizer/sp_bytefallback.json), down to empty inputs;
- *   - chat templates (llama3 ids of specs/benchmarks.md §D.2, mistral, chatml, auto, errors);
+ *   - chat templates (Llama 3.1 Instruct's prompt ids, mistral, chatml, auto, errors);
  *   - error paths: unknown model types, missing files, invalid JSON, bad GGUF vocabularies, invalid UTF-8.
  */
 #include <check.h>
@@ -138,7 +139,7 @@ START_TEST(test_special_ids) {
     ck_assert(ks_tokenizer_is_special(l3, 128009));
     ck_assert(!ks_tokenizer_is_special(l3, 271));
     ks_ids ids = {0};
-    encode_ok(l3, "Hello, world", 12, 1, &ids); /* specs/benchmarks.md §E.5 */
+    encode_ok(l3, "Hello, world", 12, 1, &ids); /* [128000, 9906, 11, 1917]: BOS Hello , Ġworld */
     ck_assert_int_eq(ids.n, 4);
     ck_assert_int_eq(ids.ids[0], 128000);
     ck_assert_int_eq(ids.ids[3], 1917);
@@ -465,7 +466,8 @@ END_TEST
 
 /* ---- chat templates ----------------------------------------------------------------------------------- */
 
-/* specs/benchmarks.md §D.2 */
+/* Llama 3.1 Instruct's templated prompt around the user text: BOS, the default system block, the user header;
+ * then end of turn and the assistant header. */
 static const int32_t LLAMA3_PREFIX[] = {128000, 128006, 9125,  128007, 271,   38766, 1303, 33025, 2696, 25,
                                         6790,   220,    2366,  18,     198,   15724, 2696, 25,    220,  1627,
                                         10263,  220,    2366,  19,     271,   128009, 128006, 882, 128007, 271};

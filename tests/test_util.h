@@ -1,11 +1,12 @@
-/* test_util.h — helpers shared by the Check tests: paths to shared data and fixtures, and the SmolLM2 GGUF. */
+/* test_util.h — helpers shared by the Check tests: paths to the test data and fixtures, and the SmolLM2 GGUF. */
 #ifndef KS_TEST_UTIL_H
 #define KS_TEST_UTIL_H
 
 #include <check.h>
 #include <stddef.h>
 
-/* "<shared data>/<rel>" in a static buffer (valid until the next call). */
+/* "<data>/<rel>" in a static buffer (valid until the next call); data is $KS_SHARED_DATA, else the build's
+ * KS_SHARED_DATA: the reference tokenizers' data folder. */
 const char *ks_test_data(const char *rel);
 /* "<tests/fixtures>/<rel>" in a static buffer. */
 const char *ks_test_fixture(const char *rel);

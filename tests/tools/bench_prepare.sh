@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Times `kvscope prepare` over the seed's full RULER setting (configs/benchmarks/RULER.yaml: 12 tasks x 6 lengths
-# x 10 samples = 720 samples) with the Llama-3.1 tokenizer from the shared data.
+# Times `kvscope prepare` over LOOM-Scope's full RULER setting (configs/benchmarks/RULER.yaml: 12 tasks x 6
+# lengths x 10 samples = 720 samples) with the Llama-3.1 tokenizer of the data folder ($KS_DATA_DIR).
 #
 #   bash tests/tools/bench_prepare.sh [build dir] [squad json] [hotpotqa json]
 #

@@ -3,7 +3,7 @@
 
 RULER's qa_1 reads the SQuAD v2.0 dev set (dev-v2.0.json: 35 articles, ~1,200 paragraphs, ~5,900 answerable
 questions) and qa_2 the HotpotQA dev distractor set (hotpot_dev_distractor_v1.json: 7,405 questions with 10
-paragraphs each). Neither is in the shared data. This script writes files of the same structure and similar
+paragraphs each). Neither ships with kvscope. This script writes files of the same structure and similar
 size from the Paul Graham essays and the word lists, so the full RULER.yaml (720 samples) can be timed here.
 The questions are meaningless; use the real files for evaluations.
 

@@ -4,8 +4,8 @@ C tokenizer against; the reference is always the Hugging Face `tokenizers` packa
     python3 tests/tools/make_tokenizer_fixtures.py            # paths default to the repo layout
 
 tests/fixtures/tokenizer/smollm2_ids.json: the SmolLM2 GGUF vocabulary (via tests/tools/gguf_tokenizer.py) on the
-  35 strings of shared/data/tokenizers/reference_encodings.json plus a chat prompt rendered with the GGUF's own
-  Jinja chat template (so the fixture also pins the C chatml template's text).
+  35 strings of the reference tokenizers' reference_encodings.json (--reference) plus a chat prompt rendered with
+  the GGUF's own Jinja chat template (so the fixture also pins the C chatml template's text).
 tests/fixtures/tokenizer/variants.json: small tokenizer.json files (a 300-token BPE trained here on five essays)
   exercising what the three shared tokenizers do not: added-token lstrip/rstrip/single_word, NFKC/NFD,
   Replace, Split with a literal pattern, Digits, ByteLevel add_prefix_space, Metaspace pre-tokenizer and
