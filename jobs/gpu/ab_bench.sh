@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# jobs/gpu/ab_bench.sh — a change measured against the tree without it, in one call on one GPU machine (lent
-# H200s differ by several percent in decode, so only same-machine comparisons count; docs/gpu-notes.md phase 5).
+# jobs/gpu/ab_bench.sh — a change measured against the tree without it, in one run on one GPU machine (two GPUs
+# of one model can differ by several percent in decode, so only same-machine comparisons count).
 # The tree (with the change) must be built in build-gpu (or KS_BUILD_DIR) first, e.g. by jobs/gpu/run_gpu.sh or
 # `jobs/gpu/run_methods.sh tests`. This copies that build directory, reverses PATCH in the source, rebuilds
 # kvscope in the copy, puts the source back, and then runs the same `kvscope bench` on both builds, alternating,

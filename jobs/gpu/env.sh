@@ -1,6 +1,6 @@
-# jobs/gpu/env.sh — sourced by the GPU-machine scripts (run_gpu.sh, run_methods.sh): unpacks the carried .debs
-# (.gpudeps, from jobs/gpu/fetch_debs.sh) into the private prefix $P (never into /; kept in /tmp while the machine
-# stays warm), points pkg-config at it, finds NCCL, and sets RUNTIME_LIBS (the library path the programs need).
+# jobs/gpu/env.sh — sourced by the GPU-machine scripts (run_gpu.sh, run_methods.sh): unpacks the .debs in
+# .gpudeps (from jobs/gpu/fetch_debs.sh), if any, into the private prefix $P (never into /; kept in /tmp between
+# runs), points pkg-config at it, finds NCCL, and sets RUNTIME_LIBS (the library path the programs need).
 P="${P:-/tmp/ks-prefix}"
 declare -F say > /dev/null || say() { echo "[gpu-env $(date +%T)] $*"; }
 if ls .gpudeps/*.deb > /dev/null 2>&1; then
@@ -11,7 +11,7 @@ if ls .gpudeps/*.deb > /dev/null 2>&1; then
 elif [ -d "$P/usr" ]; then
   say "no .gpudeps here; reusing the prefix an earlier call unpacked in $P"
 else
-  say "no .gpudeps/*.deb (run jobs/gpu/fetch_debs.sh here and carry .gpudeps); using the system only"
+  say "no .gpudeps/*.deb (jobs/gpu/fetch_debs.sh makes them on a machine with apt); using the system only"
   mkdir -p "$P/bin"
 fi
 L="$P/usr/lib/x86_64-linux-gnu"
@@ -24,7 +24,7 @@ if ! command -v pkg-config > /dev/null && [ -x "$P/usr/bin/pkgconf" ]; then
   chmod +x "$P/bin/pkg-config"
   export PATH="$P/bin:$PATH"
 fi
-# NCCL: the CUDA image may carry it only inside PyTorch's environment (nvidia-nccl wheel, libnccl.so.2).
+# NCCL: the CUDA image may have it only inside PyTorch's environment (nvidia-nccl wheel, libnccl.so.2).
 if [ ! -e /usr/include/nccl.h ] && [ ! -e /usr/local/cuda/include/nccl.h ] && [ -z "${NCCL_ROOT:-}" ]; then
   inc=$(find /usr /opt -name nccl.h -path '*nccl*' 2> /dev/null | head -1)
   lib=$(find /usr /opt -name 'libnccl.so*' 2> /dev/null | head -1)

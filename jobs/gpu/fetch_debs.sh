@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # jobs/gpu/fetch_debs.sh — run HERE (a Debian machine with apt), before jobs/gpu/run_gpu.sh is sent to a GPU
 # machine that cannot reach any package registry and lacks some -dev packages. Downloads the .debs into
-# ./.gpudeps (git-ignored through .git/info/exclude); the device call carries that folder and run_gpu.sh
-# unpacks it into a private prefix there (never into /).
+# ./.gpudeps (git-ignored through .git/info/exclude); copy that folder to the GPU machine with the tree and
+# run_gpu.sh unpacks it into a private prefix there (never into /).
 #   bash jobs/gpu/fetch_debs.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."

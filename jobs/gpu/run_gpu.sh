@@ -7,7 +7,7 @@
 #   here (Debian, apt):  bash jobs/gpu/fetch_debs.sh                  # the -dev packages the GPU image lacks
 #                        bash jobs/gpu/smollm2_parts.sh split           # optional: the SmolLM2 GGUF in two parts
 #   GPU machine:         bash jobs/gpu/run_gpu.sh [--quick] [--sanitize] [--kernel-bench] [--no-torch]
-#                        (through the device tool: carry [".gpudeps", ".smollm2/part.aa", ".smollm2/SHA256SUMS"])
+#                        (with .gpudeps, .smollm2/part.aa and .smollm2/SHA256SUMS copied beside the tree)
 #
 #   --quick         a validation run: kvscope bench at 4K/32K/128K with one prefill each, a short torch run
 #   --sanitize      also run gpu_kernels and gpu_methods under compute-sanitizer memcheck/racecheck and
@@ -15,12 +15,11 @@
 #   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/gpu-notes.md)
 #   --no-torch      skip the PyTorch baseline
 #
-# The GPU image (Ubuntu 24.04, CUDA 13) has no package registry; the carried .debs are unpacked into a
-# private prefix (never into /) and found through PKG_CONFIG_PATH; NCCL comes from wherever the image has
-# it (system, or the PyTorch environment's wheel). The SmolLM2 test runs when both GGUF parts have reached
-# /tmp (jobs/gpu/smollm2_parts.sh), else it is skipped and says so. Logs and JSON go to $OUT (the device
-# tool's output folder) or ./build-gpu-out (kvscope.json, torch.json, logs.tgz); the last lines printed are the
-# test summary and the tables.
+# On a GPU image without a package registry the .debs in .gpudeps are unpacked into a private prefix (never
+# into /) and found through PKG_CONFIG_PATH; NCCL comes from wherever the image has it (system, or the PyTorch
+# environment's wheel). The SmolLM2 test runs when both GGUF parts have reached /tmp (jobs/gpu/smollm2_parts.sh),
+# else it is skipped and says so. Logs and JSON go to $OUT if set, else ./build-gpu-out (kvscope.json,
+# torch.json, logs.tgz); the last lines printed are the test summary and the tables.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${KS_BUILD_DIR:-build-gpu}"
@@ -36,7 +35,7 @@ for a in "$@"; do
     *) echo "run_gpu.sh: unknown option '$a' (use --quick, --sanitize, --kernel-bench, --no-torch)"; exit 2 ;;
   esac
 done
-LOG="$OUT/logs" # tarred into $OUT/logs.tgz at the end (the device tool returns at most 8 files)
+LOG="$OUT/logs" # tarred into $OUT/logs.tgz at the end (a few files to copy back, not dozens)
 mkdir -p "$LOG"
 trap 'tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOG"' EXIT
 say() { echo "[run_gpu $(date +%T)] $*"; }
@@ -55,7 +54,7 @@ say() { echo "[run_gpu $(date +%T)] $*"; }
 } > "$LOG/env.log" 2>&1
 say "environment:"; sed 's/^/  /' "$LOG/env.log"
 
-# ---- 2. the carried .debs into a private prefix, pkg-config, NCCL (jobs/gpu/env.sh) ------------------------
+# ---- 2. the .debs of .gpudeps into a private prefix, pkg-config, NCCL (jobs/gpu/env.sh) ---------------------
 source jobs/gpu/env.sh
 
 # ---- 3. configure and build --------------------------------------------------------------------------------
@@ -128,7 +127,7 @@ if [ "$TORCH" = 1 ]; then
     2> "$LOG/torch_bench.log" || { tail -5 "$LOG/torch_bench.log"; say "PyTorch baseline FAILED"; }
 fi
 
-# ---- 6. summary (the device tool returns the end of the output) -----------------------------------------
+# ---- 6. summary (printed last) ------------------------------------------------------------------------------
 echo
 say "gpu test details:"
 grep -E "^[0-9]+: ( |gpu_[a-z]+:|[0-9]+%:|.*:F:|.*:E:)" "$LOG/test.log" | sed 's/^[0-9]*: //' | tail -60

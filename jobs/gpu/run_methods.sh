@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # jobs/gpu/run_methods.sh — the KV-method measurements on a GPU machine (docs/performance.md "KV-cache methods",
-# docs/results.md), in two device calls on one warm machine, because the SmolLM2 GGUF travels in two parts:
+# docs/results.md), in two runs on one machine when the SmolLM2 GGUF arrives in two parts
+# (jobs/gpu/smollm2_parts.sh):
 #
 #   here:    bash jobs/gpu/fetch_debs.sh && bash jobs/gpu/smollm2_parts.sh split
-#   call 1:  carry [".gpudeps", ".smollm2/part.aa", ".smollm2/SHA256SUMS"]   bash jobs/gpu/run_methods.sh stash
-#   call 2:  carry [".smollm2/part.ab", ".smollm2/SHA256SUMS"]               bash jobs/gpu/run_methods.sh run
-#            (within the machine's idle release of call 1)
+#   first:   with .gpudeps, .smollm2/part.aa and .smollm2/SHA256SUMS:   bash jobs/gpu/run_methods.sh stash
+#   second:  with .smollm2/part.ab and .smollm2/SHA256SUMS:             bash jobs/gpu/run_methods.sh run
+#            (the first part waits in /tmp)
 #
-# tests: steps 1 and 2 only (carry [".gpudeps"] on a fresh machine).
+# tests: steps 1 and 2 only (with .gpudeps on a fresh machine).
 # stash: unpacks the .debs and stashes the first GGUF part (seconds). run, each step under a time limit so
 # that the call ends inside BUDGET_S seconds (default 540) with what it has:
 #   1. configure and build kvscope and the gpu tests;

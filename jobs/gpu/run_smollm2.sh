@@ -4,8 +4,8 @@
 #
 #   bash jobs/gpu/run_smollm2.sh [--generate-only]
 #
-# Usually the second device call of a warm machine: run_gpu.sh built everything and stashed the first GGUF part
-# in the previous call; this call carries [".smollm2/part.ab", ".smollm2/SHA256SUMS"] (jobs/gpu/smollm2_parts.sh).
+# Usually run after run_gpu.sh on the same machine: run_gpu.sh built everything and stashed the first GGUF part
+# in /tmp; this run brings .smollm2/part.ab and .smollm2/SHA256SUMS (jobs/gpu/smollm2_parts.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${KS_BUILD_DIR:-build-gpu}"

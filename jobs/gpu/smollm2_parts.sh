@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# jobs/gpu/smollm2_parts.sh — moves the SmolLM2 GGUF (94 MB) to a GPU machine whose device calls carry at most
-# 64 MiB each: split it here into two parts, carry one part per call while the machine stays warm, and
-# reassemble it there under /tmp (kept between calls on a warm machine).
+# jobs/gpu/smollm2_parts.sh — moves the SmolLM2 GGUF (94 MB) to a GPU machine that takes at most 64 MiB per
+# transfer: split it here into two parts, send one part per transfer, and reassemble it there under /tmp
+# (which keeps the first part until the second arrives).
 #
 #   here:        bash jobs/gpu/smollm2_parts.sh split      # .smollm2/part.aa, part.ab, SHA256SUMS (git-ignored)
-#   call 1:      carry [".smollm2/part.aa", ".smollm2/SHA256SUMS", ...]; run_gpu.sh stashes the part
-#   call 2:      carry [".smollm2/part.ab", ".smollm2/SHA256SUMS"];  bash jobs/gpu/run_smollm2.sh
+#   first:       send .smollm2/part.aa and SHA256SUMS (with .gpudeps); run_gpu.sh stashes the part
+#   second:      send .smollm2/part.ab and SHA256SUMS;  bash jobs/gpu/run_smollm2.sh
 #   there:       bash jobs/gpu/smollm2_parts.sh gather     # prints the GGUF path once both parts are there
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,7 +15,7 @@ case "${1:-}" in
     gguf=${KS_SMOLLM2_GGUF:-$(bash jobs/smollm2_path.sh)}
     grep -qx '/.smollm2/' .git/info/exclude 2> /dev/null || echo '/.smollm2/' >> .git/info/exclude
     rm -rf .smollm2 && mkdir .smollm2
-    # uneven: the first call also carries .gpudeps (15 MB), the second only the tree
+    # uneven: the first transfer also holds .gpudeps (15 MB), the second only the tree
     head -c 40M "$gguf" > .smollm2/part.aa
     tail -c +$((40 * 1024 * 1024 + 1)) "$gguf" > .smollm2/part.ab
     (cd .smollm2 && sha256sum "$gguf" | sed 's|  .*|  model.gguf|' > SHA256SUMS && ls -l part.*)
