@@ -52,7 +52,7 @@ static ks_ruler *gen_ruler, *gen_loom;
 static void load_config(ks_bench_config *c, const char *variant) {
     char yaml[8192];
     char data[4096];
-    snprintf(data, sizeof data, "%s", ks_test_data(""));
+    snprintf(data, sizeof data, "%s", KS_DATA);
     snprintf(yaml, sizeof yaml,
              "benchmark_name: RULER\n"
              "task_names: [niah_single_1, niah_single_2, niah_single_3, niah_multikey_1, niah_multikey_2,\n"
@@ -502,7 +502,7 @@ START_TEST(test_prepare_command) {
     snprintf(cfg, sizeof cfg, "%s/../../configs/benchmarks/quickstart.yaml", KS_FIXTURES);
     snprintf(out, sizeof out, "%s/q.jsonl", ks_test_tmpdir());
     snprintf(model, sizeof model, "%s", ks_test_data("tokenizers/llama3_1"));
-    setenv("KS_DATA_DIR", ks_test_data(""), 1); /* the config's data_dir default */
+    unsetenv("KS_DATA_DIR"); /* the config's data_dir default: the data the program finds on its own */
     char *argv[] = {"prepare", "--cfg_path", cfg, "--model_path", model, "--output", out, "--limit", "2"};
     ck_assert_int_eq(ks_cmd_prepare(9, argv), KS_OK);
     FILE *f = fopen(out, "r");

@@ -208,7 +208,7 @@ START_TEST(test_round_trip) {
     ks_tokenizer *tok = load_tok(ks_path_join(path, sizeof path, tok_dir(TOKENIZERS[_i]), "tokenizer.json"));
     char essay[4096], *text;
     size_t len;
-    ks_path_join(essay, sizeof essay, ks_test_data("haystack/paul_graham_essays"), "addiction.txt");
+    ks_path_join(essay, sizeof essay, KS_DATA "/haystack/paul_graham_essays", "addiction.txt");
     ck_assert_int_eq(ks_file_read_all(essay, &text, &len), KS_OK);
     assert_round_trip(tok, text, len, essay);
     free(text);

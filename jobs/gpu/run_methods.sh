@@ -20,8 +20,7 @@
 #   5. H2O's default at 32K and 128K, then gpu_kernels.
 # Knobs (environment): KS_TESTS (the gpu tests to run), KS_BENCH_METHODS (the --acceleration entries),
 # KS_BENCH=0 (skip step 3), KS_BENCH_REPEAT (its --repeat, 32K and below; default 1), KS_H2O_DEFAULT=0 (skip
-# step 5), EVAL_LIMIT, BUDGET_S. The RULER data is read from .ruler_data when carried
-# (copies of ../shared/data/{haystack,wordlists} in a folder .git/info/exclude ignores).
+# step 5), EVAL_LIMIT, BUDGET_S.
 # Everything lands in $OUT: bench_methods.{md,json}, bench_h2o.{md,json}, eval/*.h5, report.md, wall times in
 # eval_times.txt, and logs.tgz (build and test logs).
 set -uo pipefail
@@ -98,7 +97,6 @@ for a in $METHODS; do ACCEL+=(--acceleration "$a"); done
 if gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ]; then
   mkdir -p "$OUT/eval"
   CFG=configs/benchmarks/RULER_nodata_4k8k.yaml
-  [ -d .ruler_data ] && export KS_DATA_DIR="$PWD/.ruler_data" # the default ../shared/data does not travel
   for meth in FullKV SnapKV; do
     say "eval SmolLM2 RULER 4K/8K $meth"
     s=$(date +%s.%N)

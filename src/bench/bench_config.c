@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "bench/longbench.h"
@@ -57,7 +58,7 @@ static const cfg_key keys[] = {
     {"seed", K_SEED, F(seed), 0, "42", 0, 0, NULL, "run seed; samples depend on (seed, task, length, index)"},
     {"ruler_variant", K_ENUM, F(ruler_variant), 0, "ruler", 0, 0, variants,
      "ruler (NVIDIA RULER) or loom (LOOM-Scope's prompt quirks)"},
-    {"data_dir", K_STRING, F(data_dir), 0, "", 0, 0, NULL, "shared data folder (default $KS_DATA_DIR or ../shared/data)"},
+    {"data_dir", K_STRING, F(data_dir), 0, "", 0, 0, NULL, "folder with haystack/ and wordlists/ (default $KS_DATA_DIR, else the data installed with kvscope)"},
     {"essays_dir", K_STRING, F(essays_dir), 0, "", 0, 0, NULL, "essay *.txt folder (default data_dir/haystack/paul_graham_essays)"},
     {"wordlists_dir", K_STRING, F(wordlists_dir), 0, "", 0, 0, NULL, "word lists folder (default data_dir/wordlists)"},
     {"squad_path", K_STRING, F(squad_path), 0, "null", 0, 0, NULL, "SQuAD v2.0 dev-v2.0.json, for qa_1"},
@@ -269,6 +270,26 @@ static int key_index(const char *name) {
     return -1;
 }
 
+/* The data folder that holds haystack/ and wordlists/ when the config names none: $KS_DATA_DIR, else the
+ * installed copy beside the program (<bin>/../share/kvscope/data), else the source tree's data/ folder the
+ * program was built from. The first that exists wins; with none, the source tree's path, so the error that
+ * follows names where the files were expected. */
+static ks_status default_data_dir(char **out) {
+    const char *env = getenv("KS_DATA_DIR");
+    char installed[4200] = "", exe[4000];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(installed, sizeof installed, "%s/../%s", exe, KS_INSTALL_DATA_DIR);
+        }
+    }
+    const char *d = env && *env ? env : installed[0] && ks_is_directory(installed) ? installed : KS_SOURCE_DATA_DIR;
+    *out = ks_strndup(d, strlen(d));
+    return *out ? KS_OK : KS_ERR_NOMEM;
+}
 static ks_status validate(parse_ctx *p, const int *seen) {
     ks_bench_config *c = p->c;
     for (int i = 0; i < N_KEYS; i++)
@@ -296,11 +317,7 @@ static ks_status validate(parse_ctx *p, const int *seen) {
         free(c->template_name);
         c->template_name = NULL;
     }
-    if (!c->data_dir) {
-        const char *env = getenv("KS_DATA_DIR");
-        const char *d = env && *env ? env : "../shared/data";
-        if (!(c->data_dir = ks_strndup(d, strlen(d)))) return KS_ERR_NOMEM;
-    }
+    if (!c->data_dir) KS_TRY(default_data_dir(&c->data_dir));
     KS_TRY(set_path(&c->essays_dir, c->data_dir, "haystack/paul_graham_essays"));
     KS_TRY(set_path(&c->wordlists_dir, c->data_dir, "wordlists"));
     return KS_OK;

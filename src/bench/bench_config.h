@@ -16,7 +16,8 @@
  * have are KS_ERR_ARG with a message naming the file, line and key.
  *
  * Relative paths are taken relative to the current directory (run kvscope from the repository root, as
- * LOOM-Scope is run). data_dir defaults to $KS_DATA_DIR, else ../shared/data.
+ * LOOM-Scope is run). data_dir defaults to $KS_DATA_DIR, else the data installed with kvscope
+ * (<bin>/../share/kvscope/data), else the data/ folder of the source tree it was built from.
  */
 #ifndef KS_BENCH_CONFIG_H
 #define KS_BENCH_CONFIG_H

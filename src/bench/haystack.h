@@ -2,13 +2,13 @@
  * wonderwords lists that needle keys and common/frequent words are drawn from (specs/benchmarks.md §A.4-A.5).
  *
  *     ks_essay e = {0};
- *     KS_TRY(ks_essay_load(&e, "../shared/data/haystack/paul_graham_essays"));
+ *     KS_TRY(ks_essay_load(&e, "data/haystack/paul_graham_essays"));
  *     KS_TRY(ks_essay_measure(&e, tok));        // token cost of every word, once per tokenizer
  *     ... ks_essay_word(&e, i), e.sent_end[i], ks_essay_cost(&e, 0, n) ...
  *     ks_essay_free(&e);
  *
  *     ks_words w = {0};
- *     KS_TRY(ks_words_load(&w, "../shared/data/wordlists"));   // nouns, adjectives, verbs, cwe pool
+ *     KS_TRY(ks_words_load(&w, "data/wordlists"));           // nouns, adjectives, verbs, cwe pool
  *     ks_words_free(&w);
  *
  * Essay text: the *.txt files of the folder in name order, joined by one space, every whitespace run collapsed

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Times `kvscope prepare` over LOOM-Scope's full RULER setting (configs/benchmarks/RULER.yaml: 12 tasks x 6
-# lengths x 10 samples = 720 samples) with the Llama-3.1 tokenizer of the data folder ($KS_DATA_DIR).
+# lengths x 10 samples = 720 samples) with the tokenizer of $KS_TOKENIZER (a model folder or GGUF: the
+# timing target is for Llama-3.1's; default the SmolLM2 GGUF of jobs/setup.sh) and the RULER data of data/
+# ($KS_DATA_DIR overrides).
 #
 #   bash tests/tools/bench_prepare.sh [build dir] [squad json] [hotpotqa json]
 #
@@ -10,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 build=${1:-build}
-data=${KS_DATA_DIR:-../shared/data}
+data=${KS_DATA_DIR:-data}
+tokenizer=${KS_TOKENIZER:-$(bash jobs/smollm2_path.sh)}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 squad=${2:-}
@@ -23,6 +26,6 @@ fi
 grep -v -E '^(squad_path|hotpotqa_path):' configs/benchmarks/RULER.yaml > "$work/RULER.yaml"
 printf 'squad_path: %s\nhotpotqa_path: %s\ndata_dir: %s\n' "$squad" "$hotpot" "$data" >> "$work/RULER.yaml"
 start=$(date +%s.%N)
-"$build/kvscope" prepare --cfg_path "$work/RULER.yaml" --model_path "$data/tokenizers/llama3_1" --output "$work/ruler.jsonl"
+"$build/kvscope" prepare --cfg_path "$work/RULER.yaml" --model_path "$tokenizer" --output "$work/ruler.jsonl"
 end=$(date +%s.%N)
 echo "bench_prepare: $(wc -l < "$work/ruler.jsonl") samples in $(echo "$end - $start" | bc) s"

@@ -7,7 +7,7 @@ paragraphs each). Neither ships with kvscope. This script writes files of the sa
 size from the Paul Graham essays and the word lists, so the full RULER.yaml (720 samples) can be timed here.
 The questions are meaningless; use the real files for evaluations.
 
-    python3 tests/tools/make_qa_standins.py --data ../shared/data --out /tmp/qa
+    python3 tests/tools/make_qa_standins.py --data data --out /tmp/qa
         -> /tmp/qa/squad_standin.json, /tmp/qa/hotpotqa_standin.json
 """
 import argparse
@@ -20,7 +20,7 @@ import re
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default="../shared/data", help="shared data folder (essays, word lists)")
+    ap.add_argument("--data", default="data", help="data folder with haystack/ and wordlists/")
     ap.add_argument("--out", required=True, help="folder for the two JSON files")
     a = ap.parse_args()
     rng = random.Random(0)
