@@ -2,7 +2,7 @@
 # jobs/gpu/run_gpu.sh — on a GPU machine, in one go: configure and build with CUDA, run the tests labelled `gpu`
 # (optionally under compute-sanitizer), the kernel benchmark, `kvscope bench` (the Llama-3.1-8B-shaped model)
 # and the PyTorch + transformers baseline on the same GPU, and print both side by side with the physical floor
-# (the numbers of docs/performance.md and docs/gpu-notes.md).
+# (the numbers of docs/performance.md and docs/kernels.md).
 #
 #   here (Debian, apt):  bash jobs/gpu/fetch_debs.sh                  # the -dev packages the GPU image lacks
 #                        bash jobs/gpu/smollm2_parts.sh split           # optional: the SmolLM2 GGUF in two parts
@@ -12,7 +12,7 @@
 #   --quick         a validation run: kvscope bench at 4K/32K/128K with one prefill each, a short torch run
 #   --sanitize      also run gpu_kernels and gpu_methods under compute-sanitizer memcheck/racecheck and
 #                   gpu_forward under memcheck
-#   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/gpu-notes.md)
+#   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/kernels.md)
 #   --no-torch      skip the PyTorch baseline
 #
 # On a GPU image without a package registry the .debs in .gpudeps are unpacked into a private prefix (never

@@ -1,6 +1,6 @@
 // gemv.cu — y (out) = W (out, in) x (+ bias) (+ y) for a single token: the decode step's projections, plain or
 // with the small op that follows them in a layer fused in (SwiGLU after gate|up, RMSNorm after a residual add).
-// cuBLASLt's n = 1 kernels read the weights at 1.5-3.5 TB/s depending on the shape (docs/gpu-notes.md);
+// cuBLASLt's n = 1 kernels read the weights at 1.5-3.5 TB/s depending on the shape (docs/kernels.md);
 // this one streams each weight row once with 16-byte loads, for every shape.
 #include "common.cuh"
 
@@ -10,7 +10,7 @@ namespace {
 // consecutive threads on consecutive words), each with the loads of R rows in flight at once; the partial
 // sums meet in shared memory. R = 4 for matrices of up to kFewRows rows (a decode layer's q|k|v, o and down:
 // one wave of blocks instead of two or three waves of 2-row blocks, whose turnover cost ~7% of their time,
-// docs/gpu-notes.md), R = 2 above (gate|up, the LM head: long enough that waves do not matter).
+// docs/kernels.md), R = 2 above (gate|up, the LM head: long enough that waves do not matter).
 constexpr int kThreads = 256, kFewRows = 16384;
 
 // What happens to the R sums of a block.

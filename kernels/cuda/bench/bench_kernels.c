@@ -1,4 +1,4 @@
-/* bench_kernels.c — timings of the CUDA kernels for docs/gpu-notes.md: the two ceilings (device-to-device
+/* bench_kernels.c — timings of the CUDA kernels for docs/kernels.md: the two ceilings (device-to-device
  * copy bandwidth, an 8192^3 bf16 GEMM), prefill attention in TFLOP/s at 4K/16K/32K (Llama-3.1-8B heads:
  * 32 query heads, 8 KV heads, d = 128, causal), decode attention in GB/s at 4K/32K/128K, and the decode
  * GEMVs of one layer, and H2O's all-query window scores (ks_cuda_scores over a prefill chunk). Timed with CUDA events over batches of back-to-back calls after warm-up, on random
