@@ -113,7 +113,7 @@ __device__ __forceinline__ void ks_pdl_trigger() {
 }
 
 // Whether the current device runs programmatic dependent launches (compute capability 9.0+), asked once;
-// KS_CUDA_NO_PDL=1 in the environment turns them off (a diagnostic: docs/gpu-notes.md measures both).
+// KS_CUDA_NO_PDL=1 in the environment turns them off (a diagnostic: docs/kernels.md measures both).
 static inline bool ks_pdl_supported() {
     static int major = -1;
     if (major < 0) {
