@@ -1,10 +1,10 @@
 // attention_prefill.cuh — what the two prefill attention kernels share: their argument block and the key
 // range of a block of virtual rows (see attention_prefill.cu for the GQA "virtual row" packing).
-//   attention_prefill.cu       mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher; its
-//                              log-sum-exp-only form is the first pass of the tensor-core scores
-//                              (window_scores_tc.cu)
-//   attention_prefill_sm90.cu  wgmma (sm_90a) kernels, head dim 128, chosen on Hopper: ks_prefill_launch_sm90
-//                              picks the warp-specialised one (attention_prefill_sm90_ws.cu) or v4
+//   attention_prefill.cu          mma.sync (sm_80+) kernel, head dims 64 and 128, and the public launcher;
+//                                 its log-sum-exp-only form is the first pass of the tensor-core scores
+//                                 (window_scores_tc.cu)
+//   attention_prefill_sm90_ws.cu  warp-specialised wgmma (sm_90a) kernel, head dim 128, chosen on Hopper
+//                                 (ks_prefill_launch_sm90)
 #pragma once
 
 #include "common.cuh"
@@ -59,7 +59,5 @@ ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStrea
 // The mma.sync kernel without V: only each query's log-sum-exp over the keys it sees, into a.lse (a.out
 // unused).
 ks_status ks_prefill_lse_launch(const prefill_args &a, int Hk, int d, cudaStream_t s);
+// The wgmma kernel (head dim 128; only the sm_90a binary holds it).
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s);
-// The warp-specialised kernel with key tiles of `tile` (96 or 128) keys; `turns`: its two consumer
-// warpgroups take turns to issue their products (ping-pong).
-ks_status ks_prefill_launch_sm90_ws(const prefill_args &a, int Hk, int tile, bool turns, cudaStream_t s);

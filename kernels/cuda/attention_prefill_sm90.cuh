@@ -1,8 +1,9 @@
-// attention_prefill_sm90.cuh — the per-warpgroup pieces the two Hopper prefill kernels share
-// (attention_prefill_sm90.cu, the v4 kernel; attention_prefill_sm90_ws.cu, the warp-specialised one): the
-// S = Q K^T wgmma of one key tile, the online softmax of one S tile into wgmma A fragments, the O rescale and
-// the final normalise-and-store. Head dim 128; a block holds 128 virtual rows (attention_prefill.cu), 64 per
-// consumer warpgroup, with Q in shared memory in the 128-byte-swizzled layout of wgmma.cuh.
+// attention_prefill_sm90.cuh — the per-warpgroup wgmma pieces of the Hopper prefill kernel
+// (attention_prefill_sm90_ws.cu): the S = Q K^T wgmma of one key tile, the online softmax of one S tile into
+// wgmma A fragments, the O rescale, the Q load and the final normalise-and-store. The Hopper window scores
+// (window_scores_sm90.cu) reuse the S = Q K^T product with 128-wide tiles. Head dim 128; a block holds 128
+// virtual rows (attention_prefill.cu), 64 per consumer warpgroup, with Q in shared memory in the
+// 128-byte-swizzled layout of wgmma.cuh.
 //
 // Register layout (wgmma m64nN accumulators = the mma.sync one, 16 rows per warp): element 4j + 2e + c of a
 // thread's array is row lane/4 + 8e of its warp's 16, column 8j + (lane % 4) * 2 + c.

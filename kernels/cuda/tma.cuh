@@ -50,13 +50,9 @@ __device__ __forceinline__ void ks_tma_load_3d(uint32_t dst, const CUtensorMap *
                  : "memory");
 }
 
-// Named barriers (id 1..15; 0 is __syncthreads): `count` threads, a multiple of 32, take part; sync waits,
-// arrive does not.
+// Named barrier (id 1..15; 0 is __syncthreads): waits until `count` threads, a multiple of 32, have reached it.
 __device__ __forceinline__ void ks_named_sync(int id, int count) {
     asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
-}
-__device__ __forceinline__ void ks_named_arrive(int id, int count) {
-    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
 // Host: a tensor map over a bf16 array of extents dims[0] (contiguous) x dims[1] x dims[2] with byte strides

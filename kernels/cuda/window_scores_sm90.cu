@@ -4,9 +4,9 @@
 // S^T = K Q^T has the form of the prefill attention's S = Q K^T with the roles swapped, so the block reuses
 // its pieces (attention_prefill_sm90.cuh): 128 keys of one KV head sit in shared memory as the A operand
 // (ks_sm90_issue_qk's "Q", 64 rows per consumer warpgroup), and the queries of each head of the group stream
-// past as the B operand in tiles of kBN, through a kStages-deep cp.async ring with their log-sum-exps. As in
-// the v4 attention kernel, a warpgroup issues the product of tile it + 1 before it exponentiates and sums
-// tile it, so the tensor cores and the exponentials overlap. No P V, no online softmax: p = 2^(S^T * scale *
+// past as the B operand in tiles of kBN, through a kStages-deep cp.async ring with their log-sum-exps. A
+// warpgroup issues the product of tile it + 1 before it exponentiates and sums tile it, so the tensor cores
+// and the exponentials overlap. No P V, no online softmax: p = 2^(S^T * scale *
 // log2 e - lse * log2 e) with each query's final log-sum-exp, summed along the key's row.
 #include "cuda/attention_prefill_sm90.cuh"
 #include "cuda/window_scores_tc.cuh"
