@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # jobs/gpu/profile_decode.sh — where a decode step's time goes, on a GPU machine after jobs/gpu/run_gpu.sh built
 # build-gpu (or KS_BUILD_DIR): `kvscope bench` decode ms/token at the given lengths with programmatic dependent
-# launches and the held-op fusions on and off (KS_CUDA_NO_PDL, KS_CUDA_NO_FUSE), in one run so that the
-# machine is the same (two GPUs of one model can differ by several percent in decode). Per-kernel timings of the
-# decode kernels alone: build-gpu/tests/bench_kernels.
+# launches on and off (KS_CUDA_NO_PDL, docs/kernels.md), in one run so that the machine is the same (two GPUs
+# of one model can differ by several percent in decode). Per-kernel timings of the decode kernels alone:
+# build-gpu/tests/bench_kernels.
 #
 #   bash jobs/gpu/profile_decode.sh [LENGTHS] [extra kvscope bench args...]     # LENGTHS default 4096,32768
 #   (extra args such as --config; not --acceleration, whose table has other columns)
@@ -23,7 +23,5 @@ run() { # label, env assignments...
     awk -F'|' '/^\| [0-9]+K/ && NF >= 8 { printf "%s %s ms/tok  ", $2, $5 } END { print "" }'
 }
 EXTRA=("$@")
-run "pdl+fuse"
+run "pdl"
 run "no pdl" KS_CUDA_NO_PDL=1
-run "no fuse" KS_CUDA_NO_FUSE=1
-run "neither" KS_CUDA_NO_PDL=1 KS_CUDA_NO_FUSE=1

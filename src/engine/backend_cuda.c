@@ -234,12 +234,12 @@ static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, k
         return KS_OK;
     }
     KS_TRY(ks_cuda_op_begin(b));
-    if (n == 1 && !b->no_fuse && w == KS_W_GATE && in == KS_BUF_XN && out == KS_BUF_GATE && !accumulate) {
+    if (n == 1 && w == KS_W_GATE && in == KS_BUF_XN && out == KS_BUF_GATE && !accumulate) {
         b->held.kind = CUDA_HELD_GATE_UP, b->held.layer = layer; /* swiglu may follow */
         b->ahead.layer = layer, b->ahead.n = 1, b->ahead.mask = 1u << KS_W_UP;
         return KS_OK;
     }
-    if (n == 1 && !b->no_fuse && accumulate && out == KS_BUF_X && (w == KS_W_O || w == KS_W_DOWN)) {
+    if (n == 1 && accumulate && out == KS_BUF_X && (w == KS_W_O || w == KS_W_DOWN)) {
         b->held.kind = CUDA_HELD_RESIDUAL, b->held.layer = layer, b->held.w = w, b->held.in = in; /* a norm may follow */
         return KS_OK;
     }

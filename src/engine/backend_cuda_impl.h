@@ -157,7 +157,6 @@ struct ks_backend {
         ks_buf in;
     } held;
     unsigned *norm_done; /* (1) ks_cuda_gemv_norm's block counter: zeroed at init, left zero by every launch */
-    int no_fuse;         /* KS_CUDA_NO_FUSE=1 in the environment: never hold (a diagnostic, docs/gpu-notes.md) */
 
     /* Decode graph: the first decode step runs eagerly (first-call set-up), the second is captured, the rest
      * replay it. */

@@ -285,8 +285,6 @@ static ks_status create_host_side(ks_backend *b) {
     b->lse_layer = -1;
     for (int l = b->m->first_layer; l < b->m->last_layer; l++)
         if (ks_cuda_layer_window(g, l) > 0) b->any_window = 1;
-    const char *no_fuse = getenv("KS_CUDA_NO_FUSE");
-    b->no_fuse = no_fuse && *no_fuse && *no_fuse != '0';
     return KS_OK;
 }
 
