@@ -1,0 +1,36 @@
+/* fuzz_safetensors.c — libFuzzer target: a model.safetensors file in a Hugging Face model directory.
+ *
+ * The input is the whole file (u64 header length, JSON header, data). The directory also holds a fixed
+ * config.json for the tiny model of tiny_model.h, so an input that carries that model's tensors loads all the
+ * way (shape checks, conversion to fp32); any other header is read as a tensor index and each tensor of it
+ * converted. Seeds: tests/fuzz/make_corpus.py.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "fuzz_util.h"
+#include "model/model.h"
+#include "tiny_model.h"
+
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    setenv("OMP_NUM_THREADS", "1", 0);
+    ks_fuzz_quiet();
+    char path[512];
+    ks_fuzz_write(ks_fuzz_path(path, sizeof path, "config.json"), KS_FUZZ_TINY_CONFIG,
+                  strlen(KS_FUZZ_TINY_CONFIG));
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    char path[512];
+    ks_fuzz_write(ks_fuzz_path(path, sizeof path, "model.safetensors"), data, size);
+    ks_tensor_index ix;
+    if (ks_tensor_index_open_hf(&ix, ks_fuzz_dir()) == KS_OK) {
+        ks_fuzz_convert_all(&ix);
+        ks_tensor_index_free(&ix);
+    }
+    ks_model m;
+    if (ks_model_load(&m, ks_fuzz_dir(), 0, -1) == KS_OK) ks_model_free(&m);
+    return 0;
+}
