@@ -212,44 +212,65 @@ typedef struct score_case {
     const char *what;
 } score_case;
 
-/* Window scores: the fast op against the reference on each statistic, reduction, query tiling (more rows than
- * one tile), the causal mask inside the window, LOOM's chunked softmax and accumulation, with and without the
- * prefill attention's log-sum-exps; and the invariant that every scored query's probabilities sum to 1, so SUM
- * with the group mean totals n_q per KV head. */
+/* Window scores: the fast op against the reference on each statistic, reduction (none too: a row per query
+ * head), query tiling (more rows than one tile), the causal mask inside the window, LOOM's chunked softmax and
+ * accumulation, with and without the prefill attention's log-sum-exps; and the invariant that every scored
+ * query's probabilities sum to 1, so SUM with the group mean totals n_q per KV head. Outputs have room for H
+ * rows; the reduced ones use the first Hk. */
 START_TEST(test_window_scores) {
     int n = 70, pos0 = 150, H = 6, Hk = 2, d = 40, cap = 230, n_keys = pos0 + n, ld = cap;
     int32_t valid[2] = {n_keys, n_keys};
     float *q = rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid);
-    float *work = malloc(sizeof(float) * 2 * H * ld), *want = rand_buf((size_t)Hk * ld, 1);
-    float *got = malloc(sizeof(float) * Hk * ld), *init = malloc(sizeof(float) * Hk * ld);
+    float *work = malloc(sizeof(float) * 2 * H * ld), *want = rand_buf((size_t)H * ld, 1);
+    float *got = malloc(sizeof(float) * H * ld), *init = malloc(sizeof(float) * H * ld);
     float *att = malloc(sizeof(float) * n * H * d), *lse = nan_buf((size_t)n * H);
     float *sums_ref = malloc(sizeof(float) * Hk * ld), *sums_fast = malloc(sizeof(float) * Hk * ld);
-    memcpy(init, want, sizeof(float) * Hk * ld);
+    memcpy(init, want, sizeof(float) * H * ld);
     const score_case cases[] = {
         {{n - 32, 32, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MEAN, 0, NULL}, "SnapKV window of 32, group mean"},
         {{0, n, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_MAX, 1, NULL}, "all 70 rows, group max, accumulated"},
         {{1, n - 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 200, KS_GQA_MEAN, 0, NULL}, "mean + 200 var over 69 rows"},
         {{n - 20, 20, pos0, n_keys, 50, KS_SCORE_SUM, 0, KS_GQA_SUM, 0, NULL}, "LOOM chunked softmax, group sum"},
         {{n - 1, 1, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 5, KS_GQA_MEAN, 0, NULL}, "one query: variance 0"},
+        {{0, n, pos0, n_keys, 0, KS_SCORE_SUM, 0, KS_GQA_NONE, 1, NULL}, "all 70 rows, per query head, accumulated"},
+        {{n - 9, 9, pos0, n_keys, 0, KS_SCORE_MEAN_VAR, 3, KS_GQA_NONE, 0, NULL}, "mean + 3 var, per query head"},
     };
     float scale = 1.0f / sqrtf((float)d);
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const ks_window_args *a = &cases[c].a;
-        memcpy(want, init, sizeof(float) * Hk * ld);
-        memcpy(got, init, sizeof(float) * Hk * ld);
+        const int rows = a->reduce == KS_GQA_NONE ? H : Hk;
+        memcpy(want, init, sizeof(float) * H * ld);
+        memcpy(got, init, sizeof(float) * H * ld);
         if (!a->accumulate)
-            for (int i = 0; i < Hk * ld; i++) got[i] = NAN;
+            for (int i = 0; i < H * ld; i++) got[i] = NAN;
         ks_window_summary ws, wf;
         ks_ref_window_scores(want, ld, &ws, q, k, H, Hk, d, cap, scale, a);
         ks_fast_window_scores(got, ld, &wf, q, k, H, Hk, d, cap, scale, a, NULL, work);
-        for (int g = 0; g < Hk; g++)
+        for (int g = 0; g < rows; g++)
             assert_close(got + (size_t)g * ld, want + (size_t)g * ld, n_keys, 2e-5f, cases[c].what);
         /* again with the log-sum-exps the prefill attention of these queries leaves (one pass over the keys) */
-        memcpy(got, init, sizeof(float) * Hk * ld);
+        memcpy(got, init, sizeof(float) * H * ld);
         ks_fast_attention(att, q, k, k, n, n_keys, cap, H, Hk, d, pos0, 0, scale, lse);
         ks_fast_window_scores(got, ld, &wf, q, k, H, Hk, d, cap, scale, a, lse, work);
-        for (int g = 0; g < Hk; g++)
+        for (int g = 0; g < rows; g++)
             assert_close(got + (size_t)g * ld, want + (size_t)g * ld, n_keys, 2e-5f, cases[c].what);
+        if (a->reduce == KS_GQA_NONE) { /* each group's rows reduce to what the reduced call writes */
+            ks_window_args r = *a;
+            float *red = malloc(sizeof(float) * Hk * ld);
+            for (int m = KS_GQA_MEAN; m <= KS_GQA_SUM; m++) {
+                r.reduce = (ks_gqa_reduce)m, r.accumulate = 0;
+                ks_fast_window_scores(red, ld, NULL, q, k, H, Hk, d, cap, scale, &r, NULL, work);
+                memcpy(got, init, sizeof(float) * H * ld);
+                r.reduce = KS_GQA_NONE;
+                ks_fast_window_scores(got, ld, NULL, q, k, H, Hk, d, cap, scale, &r, NULL, work);
+                for (int g = 0; g < Hk; g++)
+                    for (int j = 0; j < n_keys; j++)
+                        ck_assert_msg(ks_gqa_reduce_col(got + (size_t)g * (H / Hk) * ld + j, ld, H / Hk, m) ==
+                                          red[(size_t)g * ld + j],
+                                      "%s: reduction %d of head %d key %d", cases[c].what, m, g, j);
+            }
+            free(red);
+        }
         if (a->stat == KS_SCORE_MEAN_VAR) {
             ck_assert_msg(ws.entropy > 0 && fabs(wf.entropy - ws.entropy) <= 1e-4 * ws.entropy, "%s: entropy %g vs %g",
                           cases[c].what, wf.entropy, ws.entropy);
@@ -286,25 +307,30 @@ START_TEST(test_window_scores) {
 }
 END_TEST
 
-/* Decode probabilities: fast against reference with per-head lengths and start rows; the group mean of each KV
- * head's probabilities sums to 1 and is 0 before its start row. */
+/* Decode probabilities: fast against reference with per-head lengths and start rows, reduced and per query head
+ * (a row of its KV head's length per query head); the group mean of each KV head's probabilities, and each
+ * query head's, sums to 1 and is 0 before its start row. */
 START_TEST(test_attention_decode_probs) {
-    int H = 12, Hk = 4, d = 56, cap = 300, ld = 310;
+    int H = 12, Hk = 4, G = H / Hk, d = 56, cap = 300, ld = 310;
     int32_t len[4] = {1, 77, 300, 160}, start[4] = {0, 70, 1, 99};
     float *q = rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len);
-    float *want = malloc(sizeof(float) * Hk * ld), *got = nan_buf((size_t)Hk * ld);
+    float *want = malloc(sizeof(float) * H * ld), *got = nan_buf((size_t)H * ld);
     float *work = malloc(sizeof(float) * H * ld);
     float scale = 1.0f / sqrtf((float)d);
-    const ks_gqa_reduce reduces[] = {KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM};
-    for (int r = 0; r < 3; r++) {
+    const ks_gqa_reduce reduces[] = {KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM, KS_GQA_NONE};
+    for (int r = 0; r < 4; r++) {
+        const int per = reduces[r] == KS_GQA_NONE ? G : 1; /* rows per KV head */
         ks_ref_attention_decode_probs(want, ld, q, k, start, len, cap, H, Hk, d, scale, reduces[r]);
         ks_fast_attention_decode_probs(got, ld, q, k, start, len, cap, H, Hk, d, scale, reduces[r], work);
-        for (int g = 0; g < Hk; g++) {
-            assert_close(got + (size_t)g * ld, want + (size_t)g * ld, len[g], 2e-6f, "decode probabilities");
+        for (int row = 0; row < Hk * per; row++) {
+            int g = row / per;
+            assert_close(got + (size_t)row * ld, want + (size_t)row * ld, len[g], 2e-6f, "decode probabilities");
             double tot = 0;
-            for (int j = 0; j < len[g]; j++) tot += want[(size_t)g * ld + j];
-            for (int j = 0; j < start[g]; j++) ck_assert(want[(size_t)g * ld + j] == 0);
-            if (reduces[r] == KS_GQA_MEAN) ck_assert_msg(fabs(tot - 1) < 1e-5, "head %d: mass %g", g, tot);
+            for (int j = 0; j < len[g]; j++) tot += want[(size_t)row * ld + j];
+            for (int j = 0; j < start[g]; j++)
+                ck_assert(want[(size_t)row * ld + j] == 0 && got[(size_t)row * ld + j] == 0);
+            if (reduces[r] == KS_GQA_MEAN || reduces[r] == KS_GQA_NONE)
+                ck_assert_msg(fabs(tot - 1) < 1e-5, "row %d: mass %g", row, tot);
         }
     }
     free(q), free(k), free(want), free(got), free(work);

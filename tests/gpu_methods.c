@@ -8,10 +8,12 @@
  *   kept sets    the six methods (and H2O's score window and LOOM variants) driven through two twin test
  *                backends on identical random Q/K (bf16 values, so both see the same numbers): one runs the
  *                references on the host, the other the CUDA kernels on device copies; every (layer, KV head)
- *                must keep the same positions, with their values, after prefill and after decode steps
+ *                must keep the same positions, with their values, after prefill and after decode steps, also
+ *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100)
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
  *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
- *                and decoding continues
+ *                and decoding continues; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
+ *                each gqa_reduce
  *   deferred     the same model, each method with small budgets three ways: cuda with deferred prompt-end
  *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two
  *                cuda runs must keep the same rows, report the same statistics and decode the same tokens; the
@@ -112,6 +114,7 @@ typedef struct score_case {
 
 static void check_scores(const score_case *c) {
     const int H = c->H, Hk = c->Hk, d = c->d, cap = c->cap, ld = cap + 3;
+    const int rows = c->reduce == KS_GQA_NONE ? H : Hk; /* out's rows: per query head, or per KV head */
     const float scale = 1.0f / sqrtf((float)d);
     float *q = malloc(sizeof(float) * c->n_q * H * d), *k = malloc(sizeof(float) * Hk * cap * d);
     fill(q, (size_t)c->n_q * H * d, -2, 2);
@@ -122,7 +125,9 @@ static void check_scores(const score_case *c) {
         lo[g] = c->ranges ? (int)(rnd() * (hi[g] / 2)) : 0;
     }
     if (c->ranges) hi[0] = c->n_keys; /* the longest head sets the width */
-    float *want = malloc(sizeof(float) * Hk * ld), *got = malloc(sizeof(float) * Hk * ld);
+    int32_t cols[64]; /* the columns of each out row: its KV head's */
+    for (int r = 0; r < rows; r++) cols[r] = hi[r / (rows / Hk)];
+    float *want = malloc(sizeof(float) * rows * ld), *got = malloc(sizeof(float) * rows * ld);
     float *want_sums = malloc(sizeof(float) * Hk * ld), *got_sums = malloc(sizeof(float) * Hk * ld);
     ks_window_summary ws = {0, 0};
     if (c->ranges) {
@@ -136,9 +141,9 @@ static void check_scores(const score_case *c) {
     }
     ks_bf16 *dq = upload(q, (size_t)c->n_q * H * d), *dk = upload(k, (size_t)Hk * cap * d);
     int32_t *dlo = dev_ints(lo, Hk), *dhi = dev_ints(hi, Hk);
-    float *dout = dev_alloc(sizeof(float) * Hk * ld), *dsums = dev_alloc(sizeof(float) * Hk * ld);
+    float *dout = dev_alloc(sizeof(float) * rows * ld), *dsums = dev_alloc(sizeof(float) * Hk * ld);
     double *dsum = dev_alloc(2 * sizeof(double));
-    CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld)); /* NaN poison */
+    CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * rows * ld)); /* NaN poison */
     CK_CUDA(cudaMemset(dsums, 0xff, sizeof(float) * Hk * ld));
     CK_CUDA(cudaMemset(dsum, 0, 2 * sizeof(double)));
     ks_cuda_score_args a = {.q = dq, .ld_q = (int64_t)H * d, .kc = dk, .lo = c->ranges ? dlo : NULL,
@@ -148,28 +153,28 @@ static void check_scores(const score_case *c) {
     size_t nlse = ks_cuda_scores_lse_floats(&a);
     float *dlse = dev_alloc(sizeof(float) * nlse);
     CK_KS(ks_cuda_scores(dout, ld, dsum, &a, dlse, nlse, 0));
-    CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * rows * ld, cudaMemcpyDeviceToHost));
     double hsum[2];
     CK_CUDA(cudaMemcpy(hsum, dsum, sizeof hsum, cudaMemcpyDeviceToHost));
     char what[160];
     snprintf(what, sizeof what, "scores H %d Hk %d d %d n_q %d q_pos %d n_keys %d chunk %d stat %d reduce %d ranges %d",
              H, Hk, d, c->n_q, c->q_pos, c->n_keys, c->chunk, c->stat, c->reduce, c->ranges);
     /* fp32 logits and exp against doubles: a few 1e-6 relative per probability */
-    expect_close(got, want, Hk, ld, c->ranges ? hi : NULL, c->n_keys, 1e-6, 2e-4, what);
+    expect_close(got, want, rows, ld, c->ranges ? cols : NULL, c->n_keys, 1e-6, 2e-4, what);
     if (!c->ranges) { /* the second output of the same pass: the group mean of the query sums */
         CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
         expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
     }
     /* the tensor-core path's portable kernels too, where the dispatching entry runs wgmma (d = 128 on Hopper) */
     if (!c->ranges && !c->chunk && c->stat == KS_SCORE_SUM && c->n_q >= 64 && d == 128) {
-        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld));
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * rows * ld));
         CK_CUDA(cudaMemset(dsums, 0xff, sizeof(float) * Hk * ld));
         CK_KS(ks_cuda_scores_sm80(dout, ld, dsum, &a, dlse, nlse, 0));
-        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * rows * ld, cudaMemcpyDeviceToHost));
         CK_CUDA(cudaMemcpy(got_sums, dsums, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
         char what80[200];
         snprintf(what80, sizeof what80, "%s sm80", what);
-        expect_close(got, want, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what80);
+        expect_close(got, want, rows, ld, NULL, c->n_keys, 1e-6, 2e-4, what80);
         expect_close(got_sums, want_sums, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what80);
     }
     /* H2O's chunk on the backend: the chunk's attention gives the log-sum-exps and the scores reuse them */
@@ -179,13 +184,13 @@ static void check_scores(const score_case *c) {
         ks_bf16 *datt = dev_alloc(sizeof(ks_bf16) * c->n_q * H * d);
         CK_KS(ks_cuda_attention_prefill(datt, (int64_t)H * d, dq, (int64_t)H * d, dk, dk, c->n_q, c->n_keys, cap, H,
                                         Hk, d, c->q_pos, 0, scale, dlse_att, 0));
-        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * Hk * ld));
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * rows * ld));
         CK_CUDA(cudaMemset(dlse, 0xff, sizeof(float) * nlse)); /* nothing of a first pass is left to read */
         a.lse_in = dlse_att;
         CK_KS(ks_cuda_scores(dout, ld, dsum, &a, dlse, nlse, 0));
-        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * Hk * ld, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * rows * ld, cudaMemcpyDeviceToHost));
         strncat(what, " lse_in", sizeof what - strlen(what) - 1);
-        expect_close(got, want, Hk, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
+        expect_close(got, want, rows, ld, NULL, c->n_keys, 1e-6, 2e-4, what);
         cudaFree(dlse_att), cudaFree(datt);
     }
     if (c->stat == KS_SCORE_MEAN_VAR) {
@@ -220,6 +225,13 @@ START_TEST(test_scores) {
         /* decode probabilities: one query, per-head [start, len) */
         {8, 2, 128, 900, 1, 899, 899, 0, KS_SCORE_SUM, KS_GQA_MEAN, 1},
         {6, 3, 64, 77, 1, 76, 70, 0, KS_SCORE_SUM, KS_GQA_MAX, 1},
+        /* per query head (KS_GQA_NONE, H2O's running sums): a window, a chunk on tensor cores (both head dims,
+         * after a first chunk; lse_in too), the mean + variance statistic, a decode step */
+        {6, 2, 64, 400, 20, 350, 370, 0, KS_SCORE_SUM, KS_GQA_NONE, 0},
+        {8, 2, 128, 1500, 300, 700, 1000, 0, KS_SCORE_SUM, KS_GQA_NONE, 0},
+        {6, 2, 64, 700, 64, 500, 564, 0, KS_SCORE_SUM, KS_GQA_NONE, 0},
+        {4, 2, 64, 300, 9, 280, 289, 0, KS_SCORE_MEAN_VAR, KS_GQA_NONE, 0},
+        {8, 2, 128, 900, 1, 899, 899, 0, KS_SCORE_SUM, KS_GQA_NONE, 1},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_scores(&cases[i]);
 }
@@ -296,52 +308,60 @@ START_TEST(test_row_scores_fold) {
 }
 END_TEST
 
-/* ks_cuda_decode_evict against ks_ref_evict_row and a host shift, every rule: a head at the budget (nothing
- * dropped), heads one over with rows across several 32-row tiles, tied lowest values (the latest goes), a NaN
- * (lowest), protected head and tail rows; outputs poisoned. */
+/* ks_cuda_decode_evict against ks_ref_evict_row and a host shift, every rule, G query heads per KV head (the
+ * running scores and probabilities of ACCUMULATED are per query head, reduced over the group to choose): a head
+ * at the budget (nothing dropped), heads one over with rows across several 32-row tiles, tied lowest values (the
+ * latest goes), a NaN (lowest), protected head and tail rows; outputs poisoned. */
 START_TEST(test_decode_evict) {
-    const int shapes[][3] = {{4, 64, 301}, {4, 128, 97}, {4, 8, 40}}; /* Hk, d, cap */
+    const int shapes[][4] = {{4, 64, 301, 1}, {4, 128, 97, 3}, {4, 8, 40, 2}}; /* Hk, d, cap, G */
     const ks_evict_args rules[] = {
-        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 0, .tail = 7},
+        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 0, .tail = 7, .reduce = KS_GQA_MAX},
         {.rule = KS_EVICT_POOLED, .keep = 0, .head = 0, .tail = 5, .kernel = 5},
         {.rule = KS_EVICT_SINK, .keep = 0, .head = 4, .tail = 9},
-        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 3, .tail = 0},
+        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 3, .tail = 0, .reduce = KS_GQA_MEAN},
+        {.rule = KS_EVICT_ACCUMULATED, .keep = 0, .head = 1, .tail = 2, .reduce = KS_GQA_SUM},
     };
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t r = 0; r < sizeof rules / sizeof rules[0]; r++) {
-            const int Hk = shapes[s][0], d = shapes[s][1], cap = shapes[s][2];
+            const int Hk = shapes[s][0], d = shapes[s][1], cap = shapes[s][2], G = shapes[s][3];
             ks_evict_args a = rules[r];
+            const int acc = a.rule == KS_EVICT_ACCUMULATED, pr = acc ? G : 1; /* rows of p per KV head */
             a.keep = cap - 1 - (int)(rnd() * cap / 2);
-            const size_t n = (size_t)Hk * cap * d;
+            const size_t n = (size_t)Hk * cap * d, ns = (size_t)Hk * G * cap;
             float *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n);
-            float *p = malloc(sizeof(float) * Hk * cap), *sc = malloc(sizeof(float) * Hk * cap);
-            fill(k, n, -3, 3), fill(v, n, -3, 3), fill(p, (size_t)Hk * cap, 0, 1), fill(sc, (size_t)Hk * cap, 0, 4);
+            float *p = malloc(sizeof(float) * ns), *sc = malloc(sizeof(float) * ns);
+            fill(k, n, -3, 3), fill(v, n, -3, 3), fill(p, ns, 0, 1), fill(sc, ns, 0, 4);
             int32_t len[4] = {a.keep, a.keep + 1, a.keep + 1, a.keep + 1}, want[4];
-            const int hi2 = len[2] - a.tail; /* head 2: the two lowest tie; head 3: a NaN */
-            p[2 * cap + a.head + 1] = p[2 * cap + hi2 - 2] = 0, sc[2 * cap + a.head + 1] = sc[2 * cap + hi2 - 2] = -1;
-            p[3 * cap + a.head + 2] = NAN, sc[3 * cap + a.head + 2] = NAN;
+            const int hi2 = len[2] - a.tail; /* head 2: the two lowest tie; head 3: a NaN (in every row of its group) */
+            for (int i = 0; i < G; i++) {
+                float *p2 = p + (size_t)(2 * pr + (acc ? i : 0)) * cap, *s2 = sc + (size_t)(2 * G + i) * cap;
+                float *p3 = p + (size_t)(3 * pr + (acc ? i : 0)) * cap, *s3 = sc + (size_t)(3 * G + i) * cap;
+                p2[a.head + 1] = p2[hi2 - 2] = 0, s2[a.head + 1] = s2[hi2 - 2] = -1;
+                p3[a.head + 2] = NAN, s3[a.head + 2] = NAN;
+            }
             ks_bf16 *dk = upload(k, n), *dv = upload(v, n), *aside = dev_alloc(2 * n);
             int32_t *dlen = dev_ints(len, Hk), *ddrop = dev_alloc(sizeof(int32_t) * Hk);
-            float *dp = dev_alloc(sizeof(float) * Hk * cap), *ds = dev_alloc(sizeof(float) * Hk * cap);
-            float *dsa = dev_alloc(sizeof(float) * Hk * cap);
-            CK_CUDA(cudaMemcpy(dp, p, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
-            CK_CUDA(cudaMemcpy(ds, sc, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
+            float *dp = dev_alloc(sizeof(float) * ns), *ds = dev_alloc(sizeof(float) * ns);
+            float *dsa = dev_alloc(sizeof(float) * ns);
+            CK_CUDA(cudaMemcpy(dp, p, sizeof(float) * ns, cudaMemcpyHostToDevice));
+            CK_CUDA(cudaMemcpy(ds, sc, sizeof(float) * ns, cudaMemcpyHostToDevice));
             CK_CUDA(cudaMemset(ddrop, 0x7f, sizeof(int32_t) * Hk));
             CK_CUDA(cudaMemset(aside, 0xff, 2 * n));
-            CK_KS(ks_cuda_decode_evict(dk, dv, dlen, ddrop, dp, cap, ds, cap, &a, Hk, d, cap, cap, aside, dsa, 0));
+            CK_KS(ks_cuda_decode_evict(dk, dv, dlen, ddrop, dp, cap, ds, cap, &a, Hk, G, d, cap, cap, aside, dsa, 0));
             int32_t drop[4], lens[4];
             uint16_t *hk = malloc(2 * n), *hv = malloc(2 * n);
-            float *hs = malloc(sizeof(float) * Hk * cap);
+            float *hs = malloc(sizeof(float) * ns), *orig = malloc(sizeof(float) * ns);
+            memcpy(orig, sc, sizeof(float) * ns);
             CK_CUDA(cudaMemcpy(drop, ddrop, sizeof drop, cudaMemcpyDeviceToHost));
             CK_CUDA(cudaMemcpy(lens, dlen, sizeof lens, cudaMemcpyDeviceToHost));
             CK_CUDA(cudaMemcpy(hk, dk, 2 * n, cudaMemcpyDeviceToHost));
             CK_CUDA(cudaMemcpy(hv, dv, 2 * n, cudaMemcpyDeviceToHost));
-            CK_CUDA(cudaMemcpy(hs, ds, sizeof(float) * Hk * cap, cudaMemcpyDeviceToHost));
+            CK_CUDA(cudaMemcpy(hs, ds, sizeof(float) * ns, cudaMemcpyDeviceToHost));
             for (int g = 0; g < Hk; g++) {
-                float *sg = sc + (size_t)g * cap;
-                want[g] = ks_ref_evict_row(&a, len[g], p + (size_t)g * cap, sg);
-                ck_assert_msg(drop[g] == want[g], "rule %d (head %d) d %d head %d: dropped %d, want %d", (int)a.rule,
-                              a.head, d, g, drop[g], want[g]);
+                float *sg = sc + (size_t)g * G * cap;
+                want[g] = ks_ref_evict_row(&a, len[g], p + (size_t)g * pr * cap, sg, G, cap);
+                ck_assert_msg(drop[g] == want[g], "rule %d (head %d, reduce %d) d %d G %d head %d: dropped %d, want %d",
+                              (int)a.rule, a.head, (int)a.reduce, d, G, g, drop[g], want[g]);
                 ck_assert_int_eq(lens[g], len[g] - (want[g] >= 0));
                 for (int j = 0; j < lens[g]; j++) { /* row j of the result = row j or j + 1 of the input */
                     int from = want[g] >= 0 && j >= want[g] ? j + 1 : j;
@@ -350,16 +370,21 @@ START_TEST(test_decode_evict) {
                         ck_assert_msg(from_bf16(hk[at]) == k[src] && from_bf16(hv[at]) == v[src],
                                       "rule %d d %d head %d row %d moved wrong", (int)a.rule, d, g, j);
                     }
-                    float got = hs[(size_t)g * cap + j], exp = a.rule == KS_EVICT_ACCUMULATED ? sg[from] : sc[(size_t)g * cap + j];
-                    ck_assert_msg(got == exp || (isnan(got) && isnan(exp)), "rule %d head %d score %d: %g, want %g",
-                                  (int)a.rule, g, j, got, exp);
+                    for (int i = 0; i < G; i++) { /* every score row of the group: updated (the reference's) and
+                                                     moved, or untouched */
+                        size_t row = (size_t)(g * G + i) * cap;
+                        float got = hs[row + j], exp = acc ? sc[row + from] : orig[row + j];
+                        ck_assert_msg(got == exp || (isnan(got) && isnan(exp)),
+                                      "rule %d head %d query head %d score %d: %g, want %g", (int)a.rule, g, i, j, got,
+                                      exp);
+                    }
                 }
             }
-            if (a.rule == KS_EVICT_ACCUMULATED) /* pooling spreads the tie and the NaN over their neighbours */
+            if (acc) /* pooling spreads the tie and the NaN over their neighbours */
                 ck_assert_msg(want[2] == hi2 - 2 && want[3] == a.head + 2, "the tie or the NaN was not the one dropped");
             cudaFree(dk), cudaFree(dv), cudaFree(aside), cudaFree(dlen), cudaFree(ddrop), cudaFree(dp), cudaFree(ds);
             cudaFree(dsa);
-            free(k), free(v), free(p), free(sc), free(hk), free(hv), free(hs);
+            free(k), free(v), free(p), free(sc), free(hk), free(hv), free(hs), free(orig);
         }
 }
 END_TEST
@@ -376,11 +401,12 @@ struct ks_backend {
     /* cuda twin, device: */
     ks_bf16 *dq, *dk, *dv, *scratch; /* (cap, H, d), (Hk, cap, d) x 3 */
     int32_t *dlen, *didx;            /* (Hk), (Hk * cap + Hk) */
-    float *dout, *dlse;              /* (Hk, cap), (H * 2 cap) */
+    float *dout, *dlse;              /* (H, cap), (H * 2 cap) */
     double *dsum;
     int32_t *idx;                    /* host packing of the keep lists */
-    float *p, *scores;               /* host (Hk, cap) decode probabilities, (n_layers, Hk, cap) running scores */
-    float *dscores, *dscores_aside;  /* (Hk, cap) x 2 */
+    float *p, *scores;               /* host (H, cap) decode probabilities, (n_layers, H, cap) running scores (one
+                                        row per query head) */
+    float *dscores, *dscores_aside;  /* (H, cap) x 2 */
     int32_t *ddrop;                  /* (Hk) */
 };
 
@@ -410,10 +436,11 @@ static void run_scores(ks_backend *b, ks_cuda_score_args *a, float *out, int ld,
     a->kc = b->dk, a->H = b->H, a->Hk = b->Hk, a->d = b->d, a->cap = cap, a->scale = 1.0f;
     CK_CUDA(cudaMemset(b->dsum, 0, 2 * sizeof(double)));
     CK_KS(ks_cuda_scores(b->dout, cap, sum ? b->dsum : NULL, a, b->dlse, (size_t)b->H * 2 * cap, 0));
-    float *h = malloc(sizeof(float) * b->Hk * cap);
-    CK_CUDA(cudaMemcpy(h, b->dout, sizeof(float) * b->Hk * cap, cudaMemcpyDeviceToHost));
-    for (int g = 0; g < b->Hk; g++)
-        for (int j = 0; j < (cols ? cols[g] : a->n_keys); j++)
+    const int G = a->reduce == KS_GQA_NONE ? b->H / b->Hk : 1, rows = b->Hk * G; /* out rows per KV head, all */
+    float *h = malloc(sizeof(float) * rows * cap);
+    CK_CUDA(cudaMemcpy(h, b->dout, sizeof(float) * rows * cap, cudaMemcpyDeviceToHost));
+    for (int g = 0; g < rows; g++)
+        for (int j = 0; j < (cols ? cols[g / G] : a->n_keys); j++)
             out[(size_t)g * ld + j] = (acc ? out[(size_t)g * ld + j] : 0) + h[(size_t)g * cap + j];
     free(h);
     if (sum) {
@@ -505,24 +532,27 @@ static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
-/* The layer's host running scores, (Hk, cap). */
-static float *tw_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->Hk * b->cache.cap; }
+/* The layer's host running scores, (H, cap): one row per query head. */
+static float *tw_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->H * b->cache.cap; }
 
 static ks_status tw_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    ks_row_scores_copy(tw_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk);
+    ks_row_scores_copy(tw_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk,
+                       b->H / b->Hk);
     return KS_OK;
 }
 
-/* Both twins: window_scores (the references, or the kernels) folded into the host running scores. */
+/* Both twins: window_scores per query head (the references, or the kernels) folded into the host running
+ * scores. */
 static ks_status tw_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
     ks_window_args w = ks_window_scores_only(a);
     CK_KS(tw_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
-    ks_row_scores_fold(tw_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->Hk, a->q_pos0, a->n_keys);
+    ks_row_scores_fold(tw_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->H, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
 static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    ks_row_scores_copy(out, ld, tw_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk);
+    ks_row_scores_copy(out, ld, tw_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk,
+                       b->H / b->Hk);
     return KS_OK;
 }
 
@@ -531,39 +561,41 @@ static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld
  * and scores must equal the host's. */
 static ks_status tw_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
     ks_kvcache *c = &b->cache;
-    const int cap = c->cap, Hk = b->Hk;
+    const int cap = c->cap, Hk = b->Hk, G = b->H / b->Hk, acc = a->rule == KS_EVICT_ACCUMULATED;
     float *sc = tw_row_scores(b, layer);
-    if (a->rule != KS_EVICT_SINK) CK_KS(tw_decode_probs(b, layer, qpos, a->reduce, b->p, cap)); /* cuda: in dout */
+    if (a->rule != KS_EVICT_SINK) /* ACCUMULATED: per query head (backend.h); cuda: in dout */
+        CK_KS(tw_decode_probs(b, layer, qpos, acc ? KS_GQA_NONE : a->reduce, b->p, cap));
     if (!b->cuda) {
-        ks_kvcache_evict(c, layer, a, b->p, sc, cap);
+        ks_kvcache_evict(c, layer, a, G, b->p, sc, cap);
         return KS_OK;
     }
     put_layer(b, layer, 1);
-    CK_CUDA(cudaMemcpy(b->dscores, sc, sizeof(float) * Hk * cap, cudaMemcpyHostToDevice));
+    CK_CUDA(cudaMemcpy(b->dscores, sc, sizeof(float) * b->H * cap, cudaMemcpyHostToDevice));
     CK_CUDA(cudaMemset(b->ddrop, 0x7f, sizeof(int32_t) * Hk)); /* poisoned */
-    CK_KS(ks_cuda_decode_evict(b->dk, b->dv, b->dlen, b->ddrop, b->dout, cap, b->dscores, cap, a, Hk, b->d, cap, cap,
-                               b->scratch, b->dscores_aside, 0));
+    CK_KS(ks_cuda_decode_evict(b->dk, b->dv, b->dlen, b->ddrop, b->dout, cap, b->dscores, cap, a, Hk, G, b->d, cap,
+                               cap, b->scratch, b->dscores_aside, 0));
     int32_t drop[16], lens[16];
     CK_CUDA(cudaMemcpy(drop, b->ddrop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
     CK_CUDA(cudaMemcpy(lens, b->dlen, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
-    float *got_s = malloc(sizeof(float) * Hk * cap);
-    CK_CUDA(cudaMemcpy(got_s, b->dscores, sizeof(float) * Hk * cap, cudaMemcpyDeviceToHost));
+    float *got_s = malloc(sizeof(float) * b->H * cap);
+    CK_CUDA(cudaMemcpy(got_s, b->dscores, sizeof(float) * b->H * cap, cudaMemcpyDeviceToHost));
     for (int h = 0; h < Hk; h++) {
         int len = ks_kvcache_len(c, layer)[h];
-        float *s = sc + (size_t)h * cap;
         ck_assert_msg(drop[h] >= -1 && drop[h] < len, "decode_evict: head %d dropped row %d of %d", h, drop[h], len);
-        if (a->rule == KS_EVICT_ACCUMULATED) { /* the host's own update, as the reference does it */
+        for (int i = 0; acc && i < G; i++) { /* the host's own update of each query head's row, as the reference */
+            float *s = sc + (size_t)(h * G + i) * cap;
             s[len - 1] = 0;
-            for (int j = 0; j < len; j++) s[j] += b->p[(size_t)h * cap + j];
+            for (int j = 0; j < len; j++) s[j] += b->p[(size_t)(h * G + i) * cap + j];
+            if (drop[h] >= 0) memmove(s + drop[h], s + drop[h] + 1, sizeof(float) * (len - drop[h] - 1));
         }
-        if (drop[h] >= 0) {
-            memmove(s + drop[h], s + drop[h] + 1, sizeof(float) * (len - drop[h] - 1));
-            ks_kvcache_drop_row(c, layer, h, drop[h]);
-        }
+        if (drop[h] >= 0) ks_kvcache_drop_row(c, layer, h, drop[h]);
         ck_assert_int_eq(lens[h], ks_kvcache_len(c, layer)[h]);
-        for (int j = 0; a->rule == KS_EVICT_ACCUMULATED && j < lens[h]; j++)
-            ck_assert_msg(got_s[(size_t)h * cap + j] == s[j], "decode_evict: head %d score %d is %g, want %g", h, j,
-                          got_s[(size_t)h * cap + j], s[j]);
+        for (int i = 0; acc && i < G; i++)
+            for (int j = 0; j < lens[h]; j++) {
+                size_t at = (size_t)(h * G + i) * cap + j;
+                ck_assert_msg(got_s[at] == sc[at], "decode_evict: head %d query head %d score %d is %g, want %g", h, i,
+                              j, got_s[at], sc[at]);
+            }
     }
     free(got_s);
     size_t n = (size_t)Hk * cap * b->d;
@@ -605,16 +637,16 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
     b->H = H, b->Hk = Hk, b->d = d, b->cuda = cuda;
     b->q = calloc((size_t)cap * H * d, sizeof(float));
     CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, cap, 1));
-    b->p = calloc((size_t)Hk * cap, sizeof(float));
-    b->scores = calloc((size_t)n_layers * Hk * cap, sizeof(float));
+    b->p = calloc((size_t)H * cap, sizeof(float));
+    b->scores = calloc((size_t)n_layers * H * cap, sizeof(float));
     if (cuda) {
-        b->dscores = dev_alloc(sizeof(float) * Hk * cap), b->dscores_aside = dev_alloc(sizeof(float) * Hk * cap);
+        b->dscores = dev_alloc(sizeof(float) * H * cap), b->dscores_aside = dev_alloc(sizeof(float) * H * cap);
         b->ddrop = dev_alloc(sizeof(int32_t) * Hk);
         b->dq = dev_alloc(2 * (size_t)cap * H * d);
         b->dk = dev_alloc(2 * (size_t)Hk * cap * d), b->dv = dev_alloc(2 * (size_t)Hk * cap * d);
         b->scratch = dev_alloc(2 * (size_t)Hk * cap * d);
         b->dlen = dev_alloc(sizeof(int32_t) * Hk), b->didx = dev_alloc(sizeof(int32_t) * (Hk * cap + Hk));
-        b->dout = dev_alloc(sizeof(float) * Hk * cap), b->dlse = dev_alloc(sizeof(float) * H * 2 * cap);
+        b->dout = dev_alloc(sizeof(float) * H * cap), b->dlse = dev_alloc(sizeof(float) * H * 2 * cap);
         b->dsum = dev_alloc(2 * sizeof(double));
         b->idx = malloc(sizeof(int32_t) * (Hk * cap + Hk));
     }
@@ -652,20 +684,37 @@ typedef struct set_case {
     const char *method;
     const char *opts[5];
     int decode_steps;
+    int chunk; /* 0: both twins prefill in chunks 64 64 22; > 0: the cuda twin in chunks of this size (the last
+                  one holding the method's window, as ks_forward_chunk_len plans them), the reference twin the
+                  whole prompt in one */
 } set_case;
+
+/* The chunks of an L-token prompt (0-terminated): at most `chunk` tokens, the last holding the window (which may
+ * exceed `chunk`: the twins have no buffer to outgrow). */
+static void plan_chunks(int *out, int L, int chunk, int window) {
+    int k = 0, need = window < L ? window : L;
+    for (int done = 0; done < L; done += out[k++]) {
+        int rem = L - done;
+        out[k] = rem <= chunk || rem <= need ? rem : rem - chunk < need ? rem - need : chunk;
+    }
+    out[k] = 0;
+}
 
 /* One method on both twins over the same random prompt (keys, then queries, in chunks) and decode steps; the
  * kept positions of every (layer, head) must agree. Keys carry a per-token "importance" in component 0 (a
- * wide spread of logits) over small noise, so top-k boundaries are far from ties. */
+ * wide spread of logits) over small noise, so top-k boundaries are far from ties; the queries of each query
+ * head weigh a second component differently, so the heads of a group rank keys differently and the GQA
+ * reductions differ. */
 static void check_sets(const set_case *sc) {
     enum { LAYERS = 3, H = 4, HK = 2, D = 64, L = 150, CAP = 200 };
-    const int chunks[] = {64, 64, 22};
+    int chunks[2][L + 1] = {{64, 64, 22, 0}, {64, 64, 22, 0}}; /* ref twin, cuda twin */
     twin tw[2];
     float *keys = malloc(sizeof(float) * LAYERS * CAP * HK * D), *qs = malloc(sizeof(float) * CAP * H * D);
     fill(keys, (size_t)LAYERS * CAP * HK * D, -0.3f, 0.3f);
     fill(qs, (size_t)CAP * H * D, -0.3f, 0.3f);
     for (size_t r = 0; r < (size_t)LAYERS * CAP * HK; r++) keys[r * D] = from_bf16(to_bf16((float)(8 * rnd() - 4)));
     for (size_t r = 0; r < (size_t)CAP * H; r++) qs[r * D] = from_bf16(to_bf16((float)(1 + rnd())));
+    for (size_t r = 0; r < (size_t)CAP * H; r++) qs[r * D + 1] = from_bf16(to_bf16((float)(4 * rnd() - 2)));
     int n_opts = 0;
     while (sc->opts[n_opts]) n_opts++;
     for (int c = 0; c < 2; c++) {
@@ -673,9 +722,10 @@ static void check_sets(const set_case *sc) {
         twin_init(t, c, LAYERS, H, HK, D, CAP);
         CK_KS(ks_method_create(&t->m, sc->method, NULL, sc->opts, n_opts));
         CK_KS(ks_method_bind(t->m, &tw_ops, &t->be, &t->model));
+        if (sc->chunk) plan_chunks(chunks[c], L, c ? sc->chunk : L, ks_method_window(t->m));
         int pos0 = 0;
-        for (size_t k = 0; k < sizeof chunks / sizeof chunks[0]; pos0 += chunks[k++]) {
-            int n = chunks[k], last = pos0 + n == L;
+        for (int k = 0; chunks[c][k]; pos0 += chunks[c][k++]) {
+            int n = chunks[c][k], last = pos0 + n == L;
             for (int l = 0; l < LAYERS; l++)
                 for (int j = pos0; j < pos0 + n; j++) twin_push(t, l, keys + ((size_t)l * CAP + j) * HK * D);
             memcpy(t->be.q, qs + (size_t)pos0 * H * D, sizeof(float) * n * H * D);
@@ -696,12 +746,15 @@ static void check_sets(const set_case *sc) {
         for (int h = 0; h < HK; h++) {
             int n = ks_kvcache_len(a, l)[h];
             compressed |= n < L + sc->decode_steps;
-            ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows on CUDA, %d on CPU",
-                          sc->method, sc->opts[0], l, h, ks_kvcache_len(b, l)[h], n);
+            ck_assert_msg(ks_kvcache_len(b, l)[h] == n,
+                          "%s %s %s, chunk %d: layer %d head %d keeps %d rows on CUDA, %d on CPU", sc->method,
+                          sc->opts[0], n_opts > 2 ? sc->opts[2] : "", sc->chunk, l, h, ks_kvcache_len(b, l)[h], n);
             for (int i = 0; i < n; i++) {
                 int p = ks_kvcache_pos(a, l, h)[i];
-                ck_assert_msg(ks_kvcache_pos(b, l, h)[i] == p, "%s %s: layer %d head %d row %d: position %d on CUDA, %d on CPU",
-                              sc->method, sc->opts[0], l, h, i, ks_kvcache_pos(b, l, h)[i], p);
+                ck_assert_msg(ks_kvcache_pos(b, l, h)[i] == p,
+                              "%s %s %s, chunk %d: layer %d head %d row %d: position %d on CUDA, %d on CPU",
+                              sc->method, sc->opts[0], n_opts > 2 ? sc->opts[2] : "", sc->chunk, l, h, i,
+                              ks_kvcache_pos(b, l, h)[i], p);
                 ck_assert_msg(ks_kvcache_v(b, l)[((size_t)h * CAP + i) * D] == (float)p,
                               "%s: row %d's value did not move with position %d on CUDA", sc->method, i, p);
             }
@@ -711,19 +764,34 @@ static void check_sets(const set_case *sc) {
     free(keys), free(qs);
 }
 
+/* Every method on both twins; then with the cuda twin's prompt in chunks of 7, 64 and 100 against the
+ * reference twin's one chunk: the rows kept do not depend on the prefill chunks, under each gqa_reduce (H2O's
+ * running scores summed per query head and reduced only to choose). */
 START_TEST(test_kept_sets) {
     const set_case cases[] = {
-        {"SnapKV", {"max_capacity_prompt=40", "window_size=8", "kernel_size=5"}, 3},
-        {"SnapKV", {"max_capacity_prompt=0.3", "window_size=16", "kernel_size=7", "pooling=maxpool"}, 0},
-        {"PyramidKV", {"max_capacity_prompt=48", "window_size=8"}, 2},
-        {"H2O", {"heavy_budget=20", "recent_budget=10"}, 4},
-        {"H2O", {"heavy_budget=20", "recent_budget=10", "score_window=16"}, 4},
-        {"H2O", {"variant=loom", "max_capacity_prompt=40", "window_size=8", "score_chunk=32"}, 0},
-        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 5},
-        {"L2Compress", {"variant=loom", "max_capacity_prompt=40", "skip_layers=[]"}, 0},
-        {"CakeKV", {"cache_size=40", "window_size=8"}, 4},
+        {"SnapKV", {"max_capacity_prompt=40", "window_size=8", "kernel_size=5"}, 3, 0},
+        {"SnapKV", {"max_capacity_prompt=0.3", "window_size=16", "kernel_size=7", "pooling=maxpool"}, 0, 0},
+        {"PyramidKV", {"max_capacity_prompt=48", "window_size=8"}, 2, 0},
+        {"H2O", {"heavy_budget=20", "recent_budget=10"}, 4, 0},
+        {"H2O", {"heavy_budget=20", "recent_budget=10", "gqa_reduce=max"}, 4, 0},
+        {"H2O", {"heavy_budget=20", "recent_budget=10", "gqa_reduce=sum"}, 4, 0},
+        {"H2O", {"heavy_budget=20", "recent_budget=10", "score_window=16"}, 4, 0},
+        {"H2O", {"heavy_budget=20", "recent_budget=10", "score_window=16", "gqa_reduce=max"}, 4, 0},
+        {"H2O", {"variant=loom", "max_capacity_prompt=40", "window_size=8", "score_chunk=32"}, 0, 0},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 5, 0},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=40", "skip_layers=[]"}, 0, 0},
+        {"CakeKV", {"cache_size=40", "window_size=8"}, 4, 0},
+        {"CakeKV", {"cache_size=40", "window_size=8", "gqa_reduce=max"}, 4, 0},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_sets(&cases[i]);
+    const int sizes[] = {7, 64, 100};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_sets(&cases[i]);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            set_case chunked = cases[i];
+            chunked.chunk = sizes[s];
+            check_sets(&chunked);
+        }
+    }
 }
 END_TEST
 
@@ -796,6 +864,83 @@ START_TEST(test_tiny_model) {
     generate(&f, NULL, ids, N, NEW, got, &r);
     for (int t = 0; t < NEW; t++) ck_assert_int_eq(got[t], want[t]);
     ks_forward_free(&f);
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ---- prefill chunk sizes on the cuda backend ------------------------------------------------------------- */
+
+/* The kept positions of every (layer, KV head) after a prompt of n ids in prefill chunks of `chunk` tokens on
+ * the cuda backend, then after `steps` teacher-forced decode steps, into pos[when] (cap per head) and len[when]. */
+static void chunked_rows(const ks_model *model, const char *method, const char *const *opts, int chunk,
+                         const int32_t *ids, int n, int steps, int cap, int32_t *pos[2], int32_t *len[2]) {
+    int k = 0;
+    while (opts[k]) k++;
+    ks_method *m;
+    CK_KS(ks_method_create(&m, method, NULL, opts, k));
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cuda", .max_ctx = cap, .chunk = chunk};
+    CK_KS(ks_forward_init(&f, model, &fp));
+    CK_KS(ks_forward_set_method(&f, m));
+    int32_t next;
+    CK_KS(ks_forward_prefill(&f, ids, n, NULL, &next));
+    for (int w = 0; w < 2; w++) {
+        if (w) for (int t = 0; t < steps; t++) CK_KS(ks_forward_decode(&f, ids[n + t], NULL, &next));
+        const ks_kvcache *c = f.ops->kvcache(f.be);
+        for (int l = 0, i = 0; l < c->n_layers; l++)
+            for (int g = 0; g < c->n_kv_heads; g++, i++) {
+                len[w][i] = ks_kvcache_len(c, l)[g];
+                memcpy(pos[w] + (size_t)i * cap, ks_kvcache_pos(c, l, g), sizeof(int32_t) * len[w][i]);
+            }
+    }
+    ks_forward_free(&f);
+    ks_method_free(m);
+}
+
+/* H2O's all-query scores on the cuda backend keep the same rows for prefill chunks of 32 (the shortest its
+ * statistics window allows; CUDA-core scoring), 64 and 512 (tensor cores, the attention's log-sum-exps) as for
+ * the whole prompt in one chunk, under each gqa_reduce, after the prompt and after decode steps (the running
+ * scores per query head on the device). Up to 1% of the rows may differ: the bf16 projections may round
+ * differently for other chunk shapes, and a boundary within that rounding can split either way; summing the
+ * group's per-chunk maxima instead changed most heads' rows. */
+START_TEST(test_tiny_model_chunks) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    enum { N = 600, STEPS = 6, CAP = N + STEPS };
+    int32_t ids[CAP];
+    for (int i = 0; i < CAP; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model.cfg.vocab - 3));
+    const int heads = (model.last_layer - model.first_layer) * model.cfg.n_kv_heads, sizes[] = {32, 64, 512};
+    int32_t *buf = malloc(sizeof(int32_t) * 4 * ((size_t)heads * CAP + heads)), *pos[2][2], *len[2][2];
+    for (int a = 0; a < 2; a++)
+        for (int w = 0; w < 2; w++) {
+            pos[a][w] = buf + (size_t)(2 * a + w) * ((size_t)heads * CAP + heads);
+            len[a][w] = pos[a][w] + (size_t)heads * CAP;
+        }
+    const char *reduces[] = {"gqa_reduce=mean", "gqa_reduce=max", "gqa_reduce=sum"};
+    for (int r = 0; r < 3; r++) {
+        const char *opts[] = {"heavy_budget=32", "recent_budget=32", reduces[r], NULL};
+        chunked_rows(&model, "H2O", opts, CAP, ids, N, STEPS, CAP, pos[0], len[0]);
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            chunked_rows(&model, "H2O", opts, sizes[s], ids, N, STEPS, CAP, pos[1], len[1]);
+            for (int w = 0; w < 2; w++) {
+                int64_t kept = 0, same = 0;
+                for (int i = 0; i < heads; i++) {
+                    ck_assert_int_eq(len[0][w][i], len[1][w][i]);
+                    for (int a = 0, b = 0; a < len[0][w][i] && b < len[1][w][i];) { /* common positions */
+                        int pa = pos[0][w][(size_t)i * CAP + a], pb = pos[1][w][(size_t)i * CAP + b];
+                        same += pa == pb, a += pa <= pb, b += pb <= pa;
+                    }
+                    kept += len[0][w][i];
+                }
+                printf("gpu_methods: H2O %s, chunk %d, %s: %lld of %lld kept rows as in one chunk\n", reduces[r],
+                       sizes[s], w ? "after decoding" : "after the prompt", (long long)same, (long long)kept);
+                ck_assert_msg(same >= kept - kept / 100, "H2O %s, chunk %d, %s: %lld of %lld kept rows as in one chunk",
+                              reduces[r], sizes[s], w ? "after decoding" : "after the prompt", (long long)same,
+                              (long long)kept);
+            }
+        }
+    }
+    free(buf);
     ks_model_free(&model);
 }
 END_TEST
@@ -952,6 +1097,7 @@ START_TEST(test_budget_cache_slots) {
     } cases[] = {
         {"SnapKV", {"max_capacity_prompt=64", "window_size=16"}},
         {"H2O", {"heavy_budget=32", "recent_budget=32"}}, /* every chunk scored, layer after layer */
+        {"H2O", {"heavy_budget=32", "recent_budget=32", "gqa_reduce=max"}}, /* on tensor cores, per query head */
         {"StreamingLLM", {"start_size=4", "recent_size=60"}},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -1007,6 +1153,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_kept_sets);
     tcase_add_test(tc, test_tiny_model);
+    tcase_add_test(tc, test_tiny_model_chunks);
     tcase_add_test(tc, test_deferred_paths);
     tcase_add_test(tc, test_budget_cache_slots);
     suite_add_tcase(s, tc);

@@ -106,18 +106,24 @@ static void tile_fold(const ws_tile *t, const float *kg, int s0, int s1, int d, 
     *entropy += ent;
 }
 
-/* o[j] (= or +=) the reduction over the G per-head rows w + i * ld (i < G) of column j, j in [j0, j1). */
+/* o[j] (= or +=) the reduction over the G per-head rows w + i * ld (i < G) of column j, j in [j0, j1); with
+ * KS_GQA_NONE each of those rows into its own row o + i * ld. */
 static void reduce_group(float *o, const float *w, int ld, int G, int j0, int j1, ks_gqa_reduce reduce,
                          int accumulate) {
-    for (int j = j0; j < j1; j++) {
-        float v = w[j];
-        for (int i = 1; i < G; i++) {
-            float x = w[(size_t)i * ld + j];
-            v = reduce == KS_GQA_MAX ? (x > v ? x : v) : v + x;
+    for (int i = 0; reduce == KS_GQA_NONE && i < G; i++)
+        for (int j = j0; j < j1; j++) {
+            float *oi = o + (size_t)i * ld;
+            oi[j] = accumulate ? oi[j] + w[(size_t)i * ld + j] : w[(size_t)i * ld + j];
         }
-        if (reduce == KS_GQA_MEAN) v /= G;
+    for (int j = j0; reduce != KS_GQA_NONE && j < j1; j++) {
+        float v = ks_gqa_reduce_col(w + j, (size_t)ld, G, reduce);
         o[j] = accumulate ? o[j] + v : v;
     }
+}
+
+/* The first output row of KV head g's group: row g, or its first query head's with KS_GQA_NONE. */
+static float *group_out(float *out, int ld, int g, int G, ks_gqa_reduce reduce) {
+    return out + (size_t)(reduce == KS_GQA_NONE ? g * G : g) * ld;
 }
 
 void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
@@ -165,7 +171,8 @@ void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const flo
     const float *stat_rows = work + (a->stat == KS_SCORE_MEAN_VAR ? (size_t)H * ld : 0);
 #pragma omp parallel for
     for (int g = 0; g < Hk; g++) {
-        reduce_group(out + (size_t)g * ld, stat_rows + (size_t)g * G * ld, ld, G, 0, n, a->reduce, a->accumulate);
+        reduce_group(group_out(out, ld, g, G, a->reduce), stat_rows + (size_t)g * G * ld, ld, G, 0, n, a->reduce,
+                     a->accumulate);
         if (!a->sums || a->softmax_chunk) continue;
         float *s = a->sums + (size_t)g * ld;
         reduce_group(s, work + (size_t)g * G * ld, ld, G, 0, n, KS_GQA_MEAN, 0);
@@ -200,8 +207,9 @@ void ks_fast_attention_decode_probs(float *out, int ld, const float *q, const fl
     }
     for (int g = 0; g < Hk; g++) {
         int lo = start ? start[g] : 0, hi = len[g];
-        float *o = out + (size_t)g * ld;
-        for (int j = 0; j < lo && j < hi; j++) o[j] = 0;
+        float *o = group_out(out, ld, g, G, reduce);
+        for (int i = 0; i < (reduce == KS_GQA_NONE ? G : 1); i++)
+            for (int j = 0; j < lo && j < hi; j++) o[(size_t)i * ld + j] = 0;
         reduce_group(o, work + (size_t)g * G * ld, ld, G, lo, hi, reduce, 0);
     }
 }

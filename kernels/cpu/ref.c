@@ -117,14 +117,19 @@ static void softmax_rows(double *x, const float *q, const float *k, int lo, int 
     for (int j = lo; j < hi; j++) x[j] /= sum;
 }
 
-/* Folds one query head's value v into the group reduction *dst (first: the group's first head). */
+/* Folds one query head's value v into the group reduction *dst (first: the group's first head). Not for
+ * KS_GQA_NONE, whose callers store v per head. */
 static void reduce_into(double *dst, double v, ks_gqa_reduce reduce, int first, int G) {
     switch (reduce) {
     case KS_GQA_MEAN: *dst = (first ? 0.0 : *dst) + v / G; break;
     case KS_GQA_SUM: *dst = (first ? 0.0 : *dst) + v; break;
     case KS_GQA_MAX: *dst = first || v > *dst ? v : *dst; break;
+    case KS_GQA_NONE: break;
     }
 }
+
+/* o[j] = v (or += when accumulate), in fp32 as every backend stores a score. */
+static void store_score(float *o, double v, int accumulate) { *o = (float)((accumulate ? *o : 0) + v); }
 
 void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
                           int d, int cap, float scale, const ks_window_args *a) {
@@ -156,6 +161,7 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
                 for (int i = 0; i < a->n_q; i++) m2 += (p[(size_t)i * n + j] - mean) * (p[(size_t)i * n + j] - mean);
                 double var = a->n_q > 1 ? m2 / (a->n_q - 1) : 0.0;
                 v = a->stat == KS_SCORE_SUM ? s1 : mean + a->gamma * var;
+                if (a->reduce == KS_GQA_NONE) store_score(out + (size_t)h * ld + j, v, a->accumulate);
                 reduce_into(&grp[j], v, a->reduce, h == g * G, G);
                 reduce_into(&grp_sum[j], s1, KS_GQA_MEAN, h == g * G, G);
                 if (a->stat == KS_SCORE_MEAN_VAR && j < past) {
@@ -167,8 +173,8 @@ void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const floa
                 }
             }
         }
-        float *o = out + (size_t)g * ld;
-        for (int j = 0; j < n; j++) o[j] = (float)((a->accumulate ? o[j] : 0) + grp[j]);
+        for (int j = 0; a->reduce != KS_GQA_NONE && j < n; j++)
+            store_score(out + (size_t)g * ld + j, grp[j], a->accumulate);
         for (int j = 0; a->sums && !a->softmax_chunk && j < n; j++) a->sums[(size_t)g * ld + j] = (float)grp_sum[j];
     }
     if (sum) *sum = acc;
@@ -191,9 +197,10 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
         for (int h = g * G; h < (g + 1) * G; h++) {
             for (int j = 0; j < lo; j++) p[j] = 0;
             softmax_rows(p, q + (size_t)h * d, k + (size_t)g * cap * d, lo, hi, d, scale);
+            for (int j = 0; reduce == KS_GQA_NONE && j < hi; j++) out[(size_t)h * ld + j] = (float)p[j];
             for (int j = 0; j < hi; j++) reduce_into(&grp[j], p[j], reduce, h == g * G, G);
         }
-        for (int j = 0; j < hi; j++) out[(size_t)g * ld + j] = (float)grp[j];
+        for (int j = 0; reduce != KS_GQA_NONE && j < hi; j++) out[(size_t)g * ld + j] = (float)grp[j];
         free(p);
     }
 }
@@ -208,11 +215,14 @@ void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, in
         }
 }
 
-int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores) {
-    if (a->rule == KS_EVICT_ACCUMULATED) {
-        scores[len - 1] = 0; /* the row this step appended */
-        for (int j = 0; j < len; j++) scores[j] += p[j];
-    }
+int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores, int G, int ld) {
+    if (a->rule == KS_EVICT_ACCUMULATED)
+        for (int i = 0; i < G; i++) { /* each query head's running scores */
+            float *s = scores + (size_t)i * ld;
+            const float *pi = p + (size_t)i * ld;
+            s[len - 1] = 0; /* the row this step appended */
+            for (int j = 0; j < len; j++) s[j] += pi[j];
+        }
     int lo = a->head, hi = len - a->tail;
     if (len <= a->keep || hi <= lo) return -1;
     if (a->rule == KS_EVICT_SINK) return lo;
@@ -221,7 +231,8 @@ int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *sco
     for (int j = lo; j < hi; j++) {
         double sum = 0; /* POOLED as ks_select_pool: zeros beyond [0, hi), the divisor kernel */
         for (int i = j - r < 0 ? 0 : j - r; a->rule == KS_EVICT_POOLED && i <= j + r && i < hi; i++) sum += p[i];
-        uint32_t k = ks_order_key(a->rule == KS_EVICT_POOLED ? (float)(sum / a->kernel) : scores[j]);
+        uint32_t k = ks_order_key(a->rule == KS_EVICT_POOLED ? (float)(sum / a->kernel)
+                                                             : ks_gqa_reduce_col(scores + j, ld, G, a->reduce));
         if (drop < 0 || k <= low) drop = j, low = k; /* <=: the latest of equal lowest */
     }
     return drop;

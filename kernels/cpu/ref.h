@@ -52,9 +52,31 @@ int ks_ref_argmax(const float *x, int n);
 
 /* ---- KV-cache compression ops (src/methods) ------------------------------------------------------------
  * Scores are computed per query head and then reduced over the G query heads of each KV head's group, so a
- * method selects one set of rows per KV head (one stored copy, as GQA intends). */
+ * method selects one set of rows per KV head (one stored copy, as GQA intends). A score summed over several
+ * calls (H2O's over prompt chunks and decode steps) is summed per query head and reduced only when rows are
+ * chosen: the reduction of sums, which for max is not the sum of reductions (KS_GQA_NONE, ks_gqa_reduce_col). */
 
-typedef enum ks_gqa_reduce { KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM } ks_gqa_reduce;
+/* How the G query heads of a KV head's group combine. KS_GQA_NONE: they do not; an op's output then has one
+ * row per query head, (H, ld) where the reduced form has (Hk, ld), row h for query head h (group h / G). */
+typedef enum ks_gqa_reduce { KS_GQA_MEAN, KS_GQA_MAX, KS_GQA_SUM, KS_GQA_NONE } ks_gqa_reduce;
+
+#ifdef __CUDACC__
+#define KS_HOST_DEVICE __host__ __device__
+#else
+#define KS_HOST_DEVICE
+#endif
+
+/* The reduction of one column of a group's per-query-head rows, x[0], x[stride], .. x[(G - 1) stride]: left to
+ * right in fp32, the mean dividing their sum by G (reduce != KS_GQA_NONE). The one order every backend and the
+ * fast CPU kernels reduce in, so equal per-query-head values give equal scores everywhere. */
+KS_HOST_DEVICE static inline float ks_gqa_reduce_col(const float *x, size_t stride, int G, ks_gqa_reduce reduce) {
+    float v = x[0];
+    for (int i = 1; i < G; i++) {
+        float y = x[(size_t)i * stride];
+        v = reduce == KS_GQA_MAX ? (y > v ? y : v) : v + y;
+    }
+    return reduce == KS_GQA_MEAN ? v / G : v;
+}
 
 /* What window_scores computes per (query head, key) from the scored queries' probabilities p_i[j]. */
 typedef enum ks_score_stat {
@@ -72,7 +94,7 @@ typedef struct ks_window_args {
                           on its own; later keys get 0 */
     ks_score_stat stat;
     float gamma;            /* KS_SCORE_MEAN_VAR: weight of the variance */
-    ks_gqa_reduce reduce;   /* over the G query heads of a KV head */
+    ks_gqa_reduce reduce;   /* over the G query heads of a KV head; KS_GQA_NONE: out has H rows */
     int accumulate;         /* 1: out += the scores (H2O summing chunk after chunk); 0: out = */
     float *sums;            /* optional second output (Hk, ld) like out, always `=`: each key's probability
                                under the plain causal softmax (softmax_chunk 0) summed over the scored queries
@@ -83,10 +105,11 @@ typedef struct ks_window_args {
                                the CPU kernels. */
 } ks_window_args;
 
-/* The arguments of row_scores_add's scoring (engine/backend.h): the scores alone, written (`=`), no sums. */
+/* The arguments of row_scores_add's scoring (engine/backend.h): the scores alone, per query head, written
+ * (`=`), no sums. */
 static inline ks_window_args ks_window_scores_only(const ks_window_args *a) {
     ks_window_args p = *a;
-    p.accumulate = 0, p.sums = NULL;
+    p.reduce = KS_GQA_NONE, p.accumulate = 0, p.sums = NULL;
     return p;
 }
 
@@ -107,14 +130,16 @@ typedef struct ks_window_summary {
 
 /* Observation-window scores without any L x L matrix: the softmax of each scored query of q (n, H, d) against
  * keys k (Hk, cap, d) times scale (fp32), turned into one statistic per (query head, key) and reduced over the
- * group into out (Hk, ld): row g, columns 0 .. n_keys - 1. sum (may be NULL) receives the summary for
+ * group into out (Hk, ld): row g, columns 0 .. n_keys - 1 (KS_GQA_NONE: out (H, ld), row h the statistic of
+ * query head h; a->sums stays (Hk, ld)). sum (may be NULL) receives the summary for
  * KS_SCORE_MEAN_VAR (zeros otherwise). Cost O(n_q * n_keys * d) per head. The reference allocates. */
 void ks_ref_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
                           int d, int cap, float scale, const ks_window_args *a);
 
 /* The probabilities ks_ref_attention_decode's softmax gives the single query q (H, d) on each KV head's rows
  * [start[g], len[g]) (start NULL = 0), reduced over the group: out (Hk, ld), row g holds len[g] values with
- * 0 before start[g]. (H2O's accumulated heavy-hitter scores and CakeKV's decode eviction read these.) */
+ * 0 before start[g] (KS_GQA_NONE: out (H, ld), row h query head h's, len[h / G] values). (H2O's accumulated
+ * heavy-hitter scores, per query head, and CakeKV's decode eviction read these.) */
 void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,
                                    const int32_t *len, int cap, int H, int Hk, int d, float scale,
                                    ks_gqa_reduce reduce);
@@ -122,8 +147,9 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
 /* Decode-time eviction (engine/backend.h decode_evict): the row of one KV head a decode step drops. */
 typedef enum ks_evict_rule {
     KS_EVICT_SINK,        /* StreamingLLM: row `head`, the first after the attention sinks */
-    KS_EVICT_ACCUMULATED, /* H2O: scores[j] += p[j] for every row (the appended row len - 1 starting at 0), then
-                             the lowest score */
+    KS_EVICT_ACCUMULATED, /* H2O: each query head's running score of every row takes that head's probability (the
+                             appended row len - 1 starting at 0), then the lowest reduction of them over the
+                             group */
     KS_EVICT_POOLED,      /* CakeKV: p average-pooled over rows [0, len - tail) (odd `kernel`, zero padding, the
                              divisor always `kernel`), then the lowest pooled value */
 } ks_evict_rule;
@@ -133,7 +159,8 @@ typedef struct ks_evict_args {
     int keep;             /* a head holding more than keep rows drops one (callers keep len <= keep + 1) */
     int head, tail;       /* rows [0, head) and the last `tail` rows are never dropped */
     int kernel;           /* POOLED: the pooling width */
-    ks_gqa_reduce reduce; /* ACCUMULATED, POOLED: how p reduces the group (ks_ref_attention_decode_probs) */
+    ks_gqa_reduce reduce; /* POOLED: how p reduces the group (ks_ref_attention_decode_probs); ACCUMULATED: how
+                             the group's running scores reduce when a row is chosen (ks_gqa_reduce_col) */
 } ks_evict_args;
 
 /* An unsigned key whose order is the float order, NaN lowest and -0 = +0: the order of the methods' top-k
@@ -147,12 +174,14 @@ static inline uint32_t ks_order_key(float x) {
     return v.u & 0x80000000u ? ~v.u : v.u | 0x80000000u;
 }
 
-/* The row one head of len rows drops this step, or -1 when len <= keep. p (len): the step query's
- * probabilities reduced over the group (ACCUMULATED, POOLED); scores (len): ACCUMULATED's running scores,
- * updated in place (every step, dropping or not). "Lowest" among rows [head, len - tail) in ks_select_topk's
- * order (NaN lowest, -0 = +0), the latest of equal lowest: what keeping the top keep - tail - head of them
- * plus the protected rows leaves out. */
-int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores);
+/* The row one KV head of len rows drops this step, or -1 when len <= keep. POOLED: p (len) the step query's
+ * probabilities reduced over the group. ACCUMULATED: p and scores hold G rows of stride ld, one per query head
+ * of the group: the step's probabilities, and the running scores, which take them in place (every step,
+ * dropping or not: scores[i ld + j] += p[i ld + j], the appended row starting at 0); a row's score is the
+ * reduction of its G running scores (a->reduce, ks_gqa_reduce_col). "Lowest" among rows [head, len - tail) in
+ * ks_select_topk's order (NaN lowest, -0 = +0), the latest of equal lowest: what keeping the top
+ * keep - tail - head of them plus the protected rows leaves out. G and ld serve ACCUMULATED only. */
+int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores, int G, int ld);
 
 /* out (Hk, ld): the L2 norm of each of the len[g] valid key rows of k (Hk, cap, d). */
 void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d);

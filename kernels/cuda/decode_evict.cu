@@ -3,9 +3,10 @@
 // H2O's, StreamingLLM's or CakeKV's eviction stays one CUDA graph with no host round trip per layer; and the
 // fold of H2O's prompt scores into its running scores (ks_cuda_row_scores_fold), which those start from.
 //
-//   select  one block per KV head: H2O's running scores take the step's probabilities, then the row to drop
-//           is the lowest key (ks_select_topk's order: NaN lowest, -0 = +0) over the droppable rows, the latest
-//           of equal lowest, as one 64-bit minimum (key << 32 | ~row); the device length drops by one.
+//   select  one block per KV head: H2O's running scores, one row per query head of the group, take that head's
+//           probabilities of the step, then the row to drop is the lowest key (ks_select_topk's order: NaN
+//           lowest, -0 = +0) of the group's reduction of them (ks_gqa_reduce_col) over the droppable rows, the
+//           latest of equal lowest, as one 64-bit minimum (key << 32 | ~row); the device length drops by one.
 //   shift   the rows after the dropped one move down by one, in tiles of TILE rows over the whole GPU without
 //           a second copy of the cache: pass A moves each tile's rows within the tile and sets its first row
 //           aside, pass B puts that row at the end of the tile before (the one row two tiles share).
@@ -25,14 +26,18 @@ __device__ __forceinline__ uint32_t order_key(float x) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+// ACCUMULATED: p and scores hold G rows (one per query head) per KV head; POOLED: p one reduced row.
 __global__ void __launch_bounds__(SELECT_THREADS)
     select_kernel(int32_t *lens, int32_t *drop, const float *p, int64_t ld_p, float *scores, int64_t ld_s,
-                  ks_evict_args a) {
+                  ks_evict_args a, int G) {
     const int g = blockIdx.x, tid = threadIdx.x, len = lens[g];
-    const float *pg = p ? p + g * ld_p : nullptr;
-    float *sg = scores ? scores + g * ld_s : nullptr;
-    if (a.rule == KS_EVICT_ACCUMULATED) {
-        for (int j = tid; j < len; j += SELECT_THREADS) sg[j] = (j == len - 1 ? 0.0f : sg[j]) + pg[j];
+    const bool acc = a.rule == KS_EVICT_ACCUMULATED;
+    const float *pg = p ? p + (acc ? (int64_t)g * G : g) * ld_p : nullptr;
+    float *sg = scores ? scores + (int64_t)g * G * ld_s : nullptr;
+    if (acc) {
+        for (int i = 0; i < G; i++)
+            for (int j = tid; j < len; j += SELECT_THREADS)
+                sg[i * ld_s + j] = (j == len - 1 ? 0.0f : sg[i * ld_s + j]) + pg[i * ld_p + j];
         __syncthreads(); // the choice below reads rows from `head` on: other threads' rows
     }
     const int lo = a.head, hi = len - a.tail;
@@ -52,7 +57,7 @@ __global__ void __launch_bounds__(SELECT_THREADS)
                 for (int i = j - r < 0 ? 0 : j - r; i <= j + r && i < hi; i++) sum += pg[i];
                 v = (float)(sum / a.kernel);
             } else {
-                v = sg[j];
+                v = ks_gqa_reduce_col(sg + j, (size_t)ld_s, G, a.reduce);
             }
             uint64_t c = ((uint64_t)order_key(v) << 32) | (uint32_t)~(uint32_t)j;
             best = c < best ? c : best;
@@ -74,12 +79,12 @@ __global__ void __launch_bounds__(SELECT_THREADS)
 
 struct shift_args {
     bf16 *k, *v;      // (Hk, cap, d)
-    float *scores;    // (Hk, ld_s) or null
+    float *scores;    // (Hk G, ld_s), G rows per KV head, or null
     int64_t ld_s;
     const int32_t *lens, *drop;
     bf16 *aside;      // (Hk, cap, d): tile t's first K row at row t, its V row at row cap / 2 + t
-    float *aside_s;   // (Hk, cap)
-    int d, cap;
+    float *aside_s;   // (Hk G, cap): tile t's first score of each score row at column t
+    int d, cap, G;
 };
 
 // The tile's source rows [s, e) of head g (the rows after the dropped one: [drop + 1, new length + 1)), or false.
@@ -110,15 +115,19 @@ __global__ void __launch_bounds__(SHIFT_THREADS) shift_within_kernel(shift_args 
         tile[i] = row_words(a.k, a, g, s + 1)[i];
         tile[(TILE - 1) * words + i] = row_words(a.v, a, g, s + 1)[i];
     }
-    float sc = 0;
-    if (a.scores && threadIdx.x < e - s) sc = a.scores[g * a.ld_s + s + threadIdx.x];
-    if (a.scores && threadIdx.x == 0) a.aside_s[(int64_t)g * a.cap + t] = sc;
     __syncthreads();
     for (int i = threadIdx.x; i < moved; i += SHIFT_THREADS) {
         row_words(a.k, a, g, s)[i] = tile[i];
         row_words(a.v, a, g, s)[i] = tile[(TILE - 1) * words + i];
     }
-    if (a.scores && threadIdx.x >= 1 && threadIdx.x < e - s) a.scores[g * a.ld_s + s + threadIdx.x - 1] = sc;
+    for (int r = 0; a.scores && r < a.G; r++) { // the group's score rows, the same way (a thread per column)
+        const int64_t row = (int64_t)g * a.G + r;
+        float sc = 0;
+        if (threadIdx.x < e - s) sc = a.scores[row * a.ld_s + s + threadIdx.x];
+        if (threadIdx.x == 0) a.aside_s[row * a.cap + t] = sc;
+        __syncthreads();
+        if (threadIdx.x >= 1 && threadIdx.x < e - s) a.scores[row * a.ld_s + s + threadIdx.x - 1] = sc;
+    }
 }
 
 // Pass B: the set-aside first row of tile t to row s - 1 (the last row of the tile before, or the dropped one).
@@ -130,7 +139,10 @@ __global__ void __launch_bounds__(SHIFT_THREADS) shift_across_kernel(shift_args 
         row_words(a.k, a, g, s - 1)[i] = row_words(a.aside, a, g, t)[i];
         row_words(a.v, a, g, s - 1)[i] = row_words(a.aside, a, g, a.cap / 2 + t)[i];
     }
-    if (a.scores && threadIdx.x == 0) a.scores[g * a.ld_s + s - 1] = a.aside_s[(int64_t)g * a.cap + t];
+    for (int r = threadIdx.x; a.scores && r < a.G; r += SHIFT_THREADS) {
+        const int64_t row = (int64_t)g * a.G + r;
+        a.scores[row * a.ld_s + s - 1] = a.aside_s[row * a.cap + t];
+    }
 }
 
 __global__ void fold_kernel(float *scores, int64_t ld, const float *add, int64_t ld_add, int first_new, int n_keys) {
@@ -143,11 +155,11 @@ __global__ void fold_kernel(float *scores, int64_t ld, const float *add, int64_t
 
 } // namespace
 
-extern "C" ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int Hk,
+extern "C" ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int rows,
                                              int first_new, int n_keys, cudaStream_t s) {
-    KS_ASSERT(Hk > 0 && n_keys <= ld && n_keys <= ld_add);
+    KS_ASSERT(rows > 0 && n_keys <= ld && n_keys <= ld_add);
     if (n_keys <= 0) return KS_OK;
-    dim3 grid(ks_cdiv(n_keys, 256) < 64 ? ks_cdiv(n_keys, 256) : 64, Hk);
+    dim3 grid(ks_cdiv(n_keys, 256) < 64 ? ks_cdiv(n_keys, 256) : 64, rows);
     fold_kernel<<<grid, 256, 0, s>>>(scores, ld, add, ld_add, first_new, n_keys);
     KS_LAUNCH_CHECK();
     return KS_OK;
@@ -155,18 +167,18 @@ extern "C" ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const fl
 
 extern "C" ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t *drop, const float *p,
                                           int64_t ld_p, float *scores, int64_t ld_s, const ks_evict_args *a, int Hk,
-                                          int d, int cap, int max_len, ks_bf16 *scratch, float *score_scratch,
+                                          int G, int d, int cap, int max_len, ks_bf16 *scratch, float *score_scratch,
                                           cudaStream_t s) {
     KS_ASSERT(d % 8 == 0 && d <= 256 && ((uintptr_t)kc | (uintptr_t)vc | (uintptr_t)scratch) % 16 == 0 &&
-              max_len <= cap && Hk > 0 && (a->rule == KS_EVICT_SINK || p) &&
+              max_len <= cap && Hk > 0 && G > 0 && (a->rule == KS_EVICT_SINK || p) &&
               (a->rule != KS_EVICT_ACCUMULATED || (scores && score_scratch)) &&
               (a->rule != KS_EVICT_POOLED || (a->kernel >= 1 && a->kernel % 2 == 1)));
     float *sc = a->rule == KS_EVICT_ACCUMULATED ? scores : nullptr;
-    select_kernel<<<Hk, SELECT_THREADS, 0, s>>>(lens, drop, p, ld_p, sc, ld_s, *a);
+    select_kernel<<<Hk, SELECT_THREADS, 0, s>>>(lens, drop, p, ld_p, sc, ld_s, *a, G);
     KS_LAUNCH_CHECK();
     if (max_len < 2) return KS_OK; // nothing can follow a dropped row
     shift_args sa = {reinterpret_cast<bf16 *>(kc), reinterpret_cast<bf16 *>(vc), sc, ld_s, lens, drop,
-                     reinterpret_cast<bf16 *>(scratch), score_scratch, d, cap};
+                     reinterpret_cast<bf16 *>(scratch), score_scratch, d, cap, G};
     dim3 grid(ks_cdiv(max_len, TILE), Hk);
     size_t smem = sizeof(uint4) * 2 * (TILE - 1) * (d / 8);
     shift_within_kernel<<<grid, SHIFT_THREADS, smem, s>>>(sa);

@@ -55,8 +55,9 @@ typedef struct ks_cuda_score_args {
 size_t ks_cuda_scores_lse_floats(const ks_cuda_score_args *a);
 
 /* out (Hk, ld) device fp32: columns 0 .. n_keys - 1 of row g = the reduced statistic (0 for rows no query
- * sees). summary (device, 2 doubles: entropy, var_sum as ks_window_summary), when not NULL, is ADDED to
- * for KS_SCORE_MEAN_VAR (zero it first). lse: scratch of lse_floats >= ks_cuda_scores_lse_floats(a). */
+ * sees); KS_GQA_NONE: out (H, ld), row h query head h's statistic (sums stays (Hk, ld)). summary (device, 2
+ * doubles: entropy, var_sum as ks_window_summary), when not NULL, is ADDED to for KS_SCORE_MEAN_VAR (zero it
+ * first). lse: scratch of lse_floats >= ks_cuda_scores_lse_floats(a). */
 ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
                          size_t lse_floats, cudaStream_t s);
 
@@ -79,18 +80,21 @@ ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int3
 /* Decode-time eviction of one layer (engine/backend.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
  * holding more than a->keep rows (lens[g], device, the step's own row counted) drops the row ks_ref_evict_row
  * picks and the rows after it move down by one (ks_kvcache_drop_row), lens[g] decreasing; drop (Hk, device)
- * receives the row, or -1. p (Hk, ld_p): the step query's reduced probabilities (not read by SINK). scores
- * (Hk, ld_s): ACCUMULATED's running scores, updated for every row and shifted with the rows (other rules: not
- * touched, may be NULL). max_len >= every length (the grid). scratch (Hk, cap, d) bf16 and score_scratch
- * (Hk, cap) fp32 hold a row per tile of 32 between the two passes of the move. */
+ * receives the row, or -1. G: query heads per KV head. p: the step query's probabilities, (Hk, ld_p) reduced for
+ * POOLED, (Hk G, ld_p) per query head for ACCUMULATED (not read by SINK). scores (Hk G, ld_s): ACCUMULATED's
+ * running scores per query head, updated for every row, reduced over each group (a->reduce) to choose, and
+ * shifted with the rows (other rules: not touched, may be NULL). max_len >= every length (the grid). scratch
+ * (Hk, cap, d) bf16 and score_scratch (Hk G, cap) fp32 hold a row per tile of 32 between the two passes of the
+ * move. */
 ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t *drop, const float *p, int64_t ld_p,
-                               float *scores, int64_t ld_s, const ks_evict_args *a, int Hk, int d, int cap,
+                               float *scores, int64_t ld_s, const ks_evict_args *a, int Hk, int G, int d, int cap,
                                int max_len, ks_bf16 *scratch, float *score_scratch, cudaStream_t s);
 
-/* H2O's running scores (Hk, ld) of a layer, summed chunk by chunk on the device (reference ks_row_scores_fold):
- * column j < n_keys of each head gets add[h * ld_add + j] added when j < first_new, written otherwise. */
-ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int Hk, int first_new,
-                                  int n_keys, cudaStream_t s);
+/* H2O's running scores (rows, ld) of a layer (one row per query head), summed chunk by chunk on the device
+ * (reference ks_row_scores_fold): column j < n_keys of each row gets add[r * ld_add + j] added when
+ * j < first_new, written otherwise. */
+ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int rows,
+                                  int first_new, int n_keys, cudaStream_t s);
 
 #ifdef __cplusplus
 }

@@ -11,8 +11,9 @@
 //   score_kernel   block (tile of SCORE_J keys, KV head g), one key per thread held in registers: for each
 //                  query head of the group, the queries stream through shared memory in tiles of SCORE_Q;
 //                  p = exp(logit - lse) adds to the per-key sums (double), then the statistic, then the
-//                  GQA reduction, written to out[g * ld + j]. Entropy and variance sums of the summary
-//                  are block-reduced and atomically added.
+//                  GQA reduction, written to out[g * ld + j] (KS_GQA_NONE: each query head h's statistic to
+//                  out[h * ld + j]). Entropy and variance sums of the summary are block-reduced and atomically
+//                  added.
 // With LOOM's chunked softmax and `sums` requested (H2O variant loom), the lse pass has one more segment, the
 // window's own keys (causal), and lse_plain folds each query's segments into its plain log-sum-exp, so the
 // score pass also adds each key's plain probability exp(logit - plain) into `sums`: the statistics' mass
@@ -201,9 +202,12 @@ __global__ void __launch_bounds__(SCORE_J) score_kernel(float *out, int64_t ld, 
         case KS_GQA_MEAN: grp = (first ? 0.0 : grp) + v / g.G; break;
         case KS_GQA_SUM: grp = (first ? 0.0 : grp) + v; break;
         case KS_GQA_MAX: grp = first || v > grp ? v : grp; break;
+        case KS_GQA_NONE:
+            if (j < g.n_keys) out[(int64_t)h * ld + j] = (float)v;
+            break;
         }
     }
-    if (j < g.n_keys) out[(int64_t)kv * ld + j] = (float)grp;
+    if (j < g.n_keys && reduce != KS_GQA_NONE) out[(int64_t)kv * ld + j] = (float)grp;
     if (sums && j < g.n_keys) sums[(int64_t)kv * ld + j] = (float)grp_sum;
     if (stat == KS_SCORE_MEAN_VAR && summary) {
         // fp32 block sums of each thread's double partials, then one double atomic per block and quantity

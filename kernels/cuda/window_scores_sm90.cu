@@ -113,7 +113,7 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
         acc[0] += rs[0], acc[1] += rs[1];
         if (i0 + kBN >= a.n_q) { // the head's last tile: the quad's sums, then the GQA reduction
 #pragma unroll
-            for (int e = 0; e < 2; e++) ks_colsum_fold(a, acc[e], hg, grp[e], mean[e]);
+            for (int e = 0; e < 2; e++) ks_colsum_fold(a, acc[e], g, hg, key0 + 8 * e, grp[e], mean[e]);
         }
         ks_wgmma_wait<0>(); // S^T of tile it + 1
 #pragma unroll

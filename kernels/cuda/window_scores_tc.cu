@@ -108,7 +108,9 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
 #pragma unroll
             for (int s = 0; s < 2; s++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) ks_colsum_fold(a, acc[s][e], hg, grp[s][e], mean[s][e]);
+                for (int e = 0; e < 2; e++)
+                    ks_colsum_fold(a, acc[s][e], g, hg, kb + warp * 32 + s * 16 + e * 8 + (lane >> 2), grp[s][e],
+                                   mean[s][e]);
         }
         __syncthreads(); // every warp is done with stage st before the next iteration refills it
     }

@@ -8,7 +8,8 @@
 
 // The second pass (column sums, key-major) of one call, as both of its kernels take it.
 struct colsum_args {
-    float *out, *sums; // (Hk, ld): the reduced sums; the group mean (sums may be NULL)
+    float *out, *sums; // (Hk, ld): the reduced sums ((H, ld), one row per query head, for KS_GQA_NONE); the group
+                       // mean (sums may be NULL)
     int64_t ld, ld_q;
     const float *lse; // (n_q, H) natural log-sum-exps (pass 1, or the attention's)
     const bf16 *q, *kc;
@@ -29,10 +30,11 @@ __device__ __forceinline__ float ks_colsum_lse2(const colsum_args &a, int h, int
     return i < a.n_q ? a.lse[(int64_t)i * a.H + h] * 1.4426950408889634f : INFINITY;
 }
 
-// At the end of query head hg (of the group): this lane's partial mass acc of one key, summed over the quad
-// of lanes holding its parts (acc restarts at 0), folds into the key's GQA reduction grp and group mean.
-__device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double &acc, int hg, double &grp,
-                                               double &mean) {
+// At the end of query head hg (of KV head g's group): this lane's partial mass acc of key `key`, summed over the
+// quad of lanes holding its parts (acc restarts at 0), folds into the key's GQA reduction grp and group mean;
+// with KS_GQA_NONE the quad leader stores it as query head g G + hg's (keys past n_keys belong to no one).
+__device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double &acc, int g, int hg, int key,
+                                               double &grp, double &mean) {
     const double v = ks_quad_sum(acc);
     acc = 0.0;
     mean += v / a.G;
@@ -40,13 +42,17 @@ __device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double &acc
     case KS_GQA_MEAN: grp += v / a.G; break;
     case KS_GQA_SUM: grp += v; break;
     case KS_GQA_MAX: grp = hg == 0 || v > grp ? v : grp; break;
+    case KS_GQA_NONE:
+        if ((threadIdx.x & 3) == 0 && key < a.n_keys) a.out[((int64_t)g * a.G + hg) * a.ld + key] = (float)v;
+        break;
     }
 }
 
-// Stores key `key` of KV head g (quad leaders only; keys past n_keys belong to no one).
+// Stores key `key` of KV head g (quad leaders only; keys past n_keys belong to no one): its reduction (already
+// stored per query head with KS_GQA_NONE) and group mean.
 __device__ __forceinline__ void ks_colsum_store(const colsum_args &a, int g, int key, double grp, double mean) {
     if ((threadIdx.x & 3) != 0 || key >= a.n_keys) return;
-    a.out[(int64_t)g * a.ld + key] = (float)grp;
+    if (a.reduce != KS_GQA_NONE) a.out[(int64_t)g * a.ld + key] = (float)grp;
     if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean;
 }
 

@@ -98,13 +98,14 @@ typedef struct ks_backend_ops {
      * rows never leave the backend. Each op has a reference in kernels/cpu/ref.h. ---- */
     /* Observation-window scores of the current chunk's roped queries (Q rows a->q_row0 .. a->q_row0 + a->n_q - 1,
      * Q row 0 at position a->q_pos0) against `layer`'s cache keys 0 .. a->n_keys - 1, which must be dense:
-     * ks_ref_window_scores. out (Hk, ld >= a->n_keys) and sum (may be NULL) are host memory. Never builds the
+     * ks_ref_window_scores. out (Hk, ld >= a->n_keys; (H, ld) for KS_GQA_NONE) and sum (may be NULL) are host
+     * memory. Never builds the
      * (n_q, n_keys) probability matrix: O(n_q * n_keys * d) work per head, O(H * n_keys) memory. */
     ks_status (*window_scores)(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
                                ks_window_summary *sum);
     /* Right after attention_decode(layer, qpos): the probabilities its query gave each KV head's rows, reduced
      * over the group (ks_ref_attention_decode_probs; rows before the sliding window's first row get 0).
-     * out (Hk, ld) host. */
+     * out (Hk, ld) host; (H, ld) for KS_GQA_NONE. */
     ks_status (*attention_decode_probs)(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
                                         int ld);
     /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */
@@ -117,18 +118,23 @@ typedef struct ks_backend_ops {
 
     /* Decode-time eviction, all on the backend, so that a GPU decode step stays one graph: right after
      * attention_decode(layer, qpos), each KV head of `layer` holding more than a->keep rows drops the row
-     * ks_ref_evict_row picks (the step query's probabilities as attention_decode_probs gives them; the
-     * backend's own running scores of the layer for KS_EVICT_ACCUMULATED) and its later rows move down
-     * (ks_kvcache_drop_row). Heads must hold at most a->keep + 1 rows. The bookkeeping (lengths, positions)
-     * may follow only once the host next waits for the backend; kvcache() always returns it current. */
+     * ks_ref_evict_row picks (the step query's probabilities as attention_decode_probs gives them: reduced
+     * with a->reduce for KS_EVICT_POOLED, per query head for KS_EVICT_ACCUMULATED, which adds them to the
+     * backend's own running scores of the layer and reduces those with a->reduce to choose) and its later rows
+     * move down (ks_kvcache_drop_row), their running scores with them. Heads must hold at most a->keep + 1
+     * rows. The bookkeeping (lengths, positions) may follow only once the host next waits for the backend;
+     * kvcache() always returns it current. */
     ks_status (*decode_evict)(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
-    /* The running scores KS_EVICT_ACCUMULATED starts from: row j of head h of `layer` = scores[h * ld + j] for
-     * the rows the cache holds (host array; H2O's scores of the prompt). */
+    /* The running scores are per query head, (H, cap) per layer, sized at init: the scores of a row summed over
+     * every query so far, reduced over the group only when rows are chosen (ref.h, ks_gqa_reduce_col).
+     * row_scores_load sets those KS_EVICT_ACCUMULATED starts from: row j of query head h of `layer` =
+     * scores[h * ld + j] for the rows its KV head h / G holds (host array (H, ld); H2O's prompt scores). */
     ks_status (*row_scores_load)(ks_backend *b, int layer, const float *scores, int ld);
     /* H2O's prompt scores summed on the backend, chunk after chunk, with no host copy or wait: the scores
-     * window_scores(layer, a) computes (a->accumulate and a->sums ignored) are added to the layer's running
-     * scores for keys before a->q_pos0 and written for the others (the chunk's own keys start there).
-     * row_scores_read copies the running scores of the rows the cache holds to host out (Hk, ld). */
+     * window_scores(layer, a) computes per query head (as KS_GQA_NONE: a->reduce, a->accumulate and a->sums
+     * ignored) are added to the layer's running scores for keys before a->q_pos0 and written for the others
+     * (the chunk's own keys start there). row_scores_read copies the running scores of the rows the cache
+     * holds to host out (H, ld). */
     ks_status (*row_scores_add)(ks_backend *b, int layer, const ks_window_args *a);
     ks_status (*row_scores_read)(ks_backend *b, int layer, float *out, int ld);
 

@@ -23,8 +23,10 @@ struct ks_backend {
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
     float *score_work;        /* (2 * n_heads, max_ctx) per-query-head statistics of the scoring ops; owned */
-    float *evict_p;           /* (n_kv_heads, max_ctx) a decode step's probabilities for decode_evict; owned */
-    float *row_scores;        /* (n_layers, n_kv_heads, max_ctx) decode_evict's running scores; owned */
+    float *evict_p;           /* (n_heads, max_ctx) a decode step's probabilities for decode_evict (per query head
+                                 for ACCUMULATED) and row_scores_add's chunk scores; owned */
+    float *row_scores;        /* (n_layers, n_heads, max_ctx) the running scores per query head (row_scores_add,
+                                 decode_evict's ACCUMULATED); owned */
     float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
                                  for window_scores; owned */
     int lse_layer, lse_pos0, lse_n; /* what `lse` holds: that layer's chunk of lse_n rows at lse_pos0 (layer -1:
@@ -83,8 +85,8 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
     b->score_work = ks_malloc(sizeof(float) * 2 * c->n_heads * (size_t)p->max_ctx, "cpu backend score rows");
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
-    b->evict_p = ks_malloc(sizeof(float) * c->n_kv_heads * (size_t)p->max_ctx, "cpu backend eviction scores");
-    b->row_scores = ks_malloc(sizeof(float) * (m->last_layer - m->first_layer) * c->n_kv_heads * (size_t)p->max_ctx,
+    b->evict_p = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_ctx, "cpu backend eviction scores");
+    b->row_scores = ks_malloc(sizeof(float) * (m->last_layer - m->first_layer) * c->n_heads * (size_t)p->max_ctx,
                               "cpu backend running scores");
     b->lse_layer = -1;
     b->stash_rows = p->max_chunk < KS_BACKEND_STASH_ROWS ? p->max_chunk : KS_BACKEND_STASH_ROWS;
@@ -299,19 +301,21 @@ static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, c
     return KS_OK;
 }
 
+/* The layer's running scores, (n_heads, cap): one row per query head. */
 static float *layer_row_scores(const ks_backend *b, int l) {
-    return b->row_scores + (size_t)l * b->cfg->n_kv_heads * b->cache.cap;
+    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cache.cap;
 }
 
+static int group_size(const ks_backend *b) { return b->cfg->n_heads / b->cfg->n_kv_heads; }
+
 static ks_status cpu_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
-    int l = held_layer(b, layer);
+    int l = held_layer(b, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
     const float *p = NULL;
-    if (a->rule != KS_EVICT_SINK) {
-        KS_TRY(cpu_attention_decode_probs(b, layer, qpos, a->reduce, b->evict_p, b->cache.cap));
+    if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
+        KS_TRY(cpu_attention_decode_probs(b, layer, qpos, acc ? KS_GQA_NONE : a->reduce, b->evict_p, b->cache.cap));
         p = b->evict_p;
     }
-    ks_kvcache_evict(&b->cache, l, a, p, a->rule == KS_EVICT_ACCUMULATED ? layer_row_scores(b, l) : NULL,
-                     b->cache.cap);
+    ks_kvcache_evict(&b->cache, l, a, group_size(b), p, acc ? layer_row_scores(b, l) : NULL, b->cache.cap);
     return KS_OK;
 }
 
@@ -319,21 +323,22 @@ static ks_status cpu_row_scores_add(ks_backend *b, int layer, const ks_window_ar
     int l = held_layer(b, layer);
     ks_window_args w = ks_window_scores_only(a);
     KS_TRY(cpu_window_scores(b, layer, &w, b->evict_p, b->cache.cap, NULL));
-    ks_row_scores_fold(layer_row_scores(b, l), b->cache.cap, b->evict_p, b->cache.cap, b->cfg->n_kv_heads, a->q_pos0,
+    ks_row_scores_fold(layer_row_scores(b, l), b->cache.cap, b->evict_p, b->cache.cap, b->cfg->n_heads, a->q_pos0,
                        a->n_keys);
     return KS_OK;
 }
 
 static ks_status cpu_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
     int l = held_layer(b, layer);
-    ks_row_scores_copy(out, ld, layer_row_scores(b, l), b->cache.cap, ks_kvcache_len(&b->cache, l), b->cfg->n_kv_heads);
+    ks_row_scores_copy(out, ld, layer_row_scores(b, l), b->cache.cap, ks_kvcache_len(&b->cache, l),
+                       b->cfg->n_kv_heads, group_size(b));
     return KS_OK;
 }
 
 static ks_status cpu_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
     int l = held_layer(b, layer);
     ks_row_scores_copy(layer_row_scores(b, l), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, l),
-                       b->cfg->n_kv_heads);
+                       b->cfg->n_kv_heads, group_size(b));
     return KS_OK;
 }
 

@@ -75,10 +75,12 @@ struct ks_backend {
     void *decode_scratch, *argmax_scratch;
 
     /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
-    float *score_out;           /* (Hk, cap) device results of window_scores, decode probabilities, key norms,
+    float *score_out;           /* (H, cap) device results of window_scores, decode probabilities, key norms,
                                    decode_evict's probabilities (every use but decode_evict's ends in a host wait;
-                                   decode_evict runs in decode steps, when nothing is deferred) */
-    float *score_sums;          /* (Hk, cap) window_scores' optional second output (ks_window_args.sums) */
+                                   decode_evict runs in decode steps, when nothing is deferred); Hk rows, or H
+                                   for results per query head (KS_GQA_NONE) */
+    float *score_sums;          /* (H, cap) window_scores' optional second output (ks_window_args.sums; Hk rows),
+                                   decode_evict's score scratch (H rows) */
     float *score_lse;           /* (score_lse_floats) log-sum-exp scratch of ks_cuda_scores */
     size_t score_lse_floats;    /* H (max_chunk + cap): n_q * H * segments for n_q <= max_chunk and, with
                                    LOOM's chunked softmax, n_q * segments <= max_chunk + cap */
@@ -92,9 +94,9 @@ struct ks_backend {
     /* Decode-time eviction (decode_evict, backend_cuda_methods.c): the device drops a row per head and logs it;
      * the host applies the log to its bookkeeping once it has waited for the stream since (sync_epoch counts
      * those waits), per layer before that layer's next append, all layers before anything else reads them. */
-    float *row_scores;          /* (n_layers, Hk, cap) H2O's running scores: the prompt's (row_scores_add), then
-                                   decode_evict's ACCUMULATED */
-    float *add_out, *add_lse;   /* (Hk, cap), (score_lse_floats): row_scores_add's own score_out and score_lse,
+    float *row_scores;          /* (n_layers, H, cap) H2O's running scores, one row per query head: the prompt's
+                                   (row_scores_add), then decode_evict's ACCUMULATED */
+    float *add_out, *add_lse;   /* (H, cap), (score_lse_floats): row_scores_add's own score_out and score_lse,
                                    as it does not wait (a deferred layer's ops on `side` may use those meanwhile) */
     int32_t *drop_dev;          /* (n_layers, Hk) the row each head dropped in the layer's last eviction, or -1 */
     int32_t *host_drops;        /* (n_layers, Hk) pinned copy of drop_dev; owned */
@@ -105,7 +107,7 @@ struct ks_backend {
     int graph_hooked;           /* the graph holds a method's decode ops (decode_graph_begin's `hooked`) */
     unsigned graph_sequence;    /* cache.sequence when it was captured (a hooked graph serves that one only) */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
-    float *host_scores;         /* (Hk, cap) pinned host staging of score_out; owned */
+    float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
 
     /* Deferred compression (backend.h: method_stash / method_join; backend_cuda_methods.c, which creates and

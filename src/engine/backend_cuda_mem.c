@@ -123,16 +123,16 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->norm_done = take(c, sizeof(unsigned));
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
     b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
-    const size_t Hk = g->n_kv_heads, cap = b->cap;
+    const size_t Hk = g->n_kv_heads, H = g->n_heads, cap = b->cap;
     b->score_lse_floats = (size_t)g->n_heads * (rows + cap);
-    b->score_out = take(c, Hk * cap * 4);
-    b->score_sums = take(c, Hk * cap * 4);
+    b->score_out = take(c, H * cap * 4);
+    b->score_sums = take(c, H * cap * 4);
     b->score_lse = take(c, b->score_lse_floats * 4);
     b->score_sum = take(c, 2 * sizeof(double));
     b->att_lse = d == 64 || d == 128 ? take(c, rows * g->n_heads * 4) : NULL; /* ks_cuda_attention_prefill's lse */
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
-    b->row_scores = take(c, heads * b->cap * 4);
-    b->add_out = take(c, Hk * cap * 4);
+    b->row_scores = take(c, (size_t)b->n_layers * H * cap * 4);
+    b->add_out = take(c, H * cap * 4);
     b->add_lse = take(c, b->score_lse_floats * 4);
     b->drop_dev = take(c, heads * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);

@@ -1,9 +1,10 @@
 /* backend_cuda_methods.c — the "cuda" backend's KV-compression ops (engine/backend.h: window_scores,
  * attention_decode_probs, key_norms, kv_compact, method_stash, method_join) over kernels/cuda/ks_cuda_methods.h.
  *
- * Scores and norms are computed into the device buffer score_out (Hk, cap), copied once to the pinned host
- * staging buffer and from there into the caller's (Hk, ld) array (adding for an accumulating call), so the
- * host sees exactly the columns the reference writes. Keep lists are packed on the host to the longest list's
+ * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
+ * copied once to the pinned host staging buffer and from there into the caller's (Hk, ld) or (H, ld) array
+ * (adding for an accumulating call), so the host sees exactly the columns the reference writes. H2O's running
+ * scores (row_scores_*, decode_evict) are per query head. Keep lists are packed on the host to the longest list's
  * width and cross in one copy; the rows move on the device and the device lengths follow, so the host
  * bookkeeping (ks_kvcache_compact) and the device agree without a later upload.
  *
@@ -26,6 +27,9 @@ static int layer_index(const ks_backend *b, int layer) {
     return layer - b->m->first_layer;
 }
 
+/* Query heads per KV head. */
+static int group_size(const ks_backend *b) { return b->cfg->n_heads / b->cfg->n_kv_heads; }
+
 static int max_len(const int32_t *len, int Hk) {
     int mx = 0;
     for (int h = 0; h < Hk; h++) mx = len[h] > mx ? len[h] : mx;
@@ -44,7 +48,7 @@ static ks_status host_alloc(void **p, size_t bytes, const char *what) {
 }
 
 ks_status ks_cuda_methods_init(ks_backend *b) {
-    const size_t Hk = b->cfg->n_kv_heads, cap = b->cap;
+    const size_t Hk = b->cfg->n_kv_heads, H = b->cfg->n_heads, cap = b->cap;
     int least, greatest;
     CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
     CUDA_CHECK(cudaStreamCreateWithPriority(&b->side, cudaStreamNonBlocking, greatest));
@@ -57,7 +61,7 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     for (int i = 0; i < KS_KVCACHE_SLOTS; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
     b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
-    KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * Hk * cap, "score staging"));
+    KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * H * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
     KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));
     KS_TRY(host_alloc((void **)&b->host_drops, sizeof(int32_t) * (b->n_layers ? b->n_layers : 1) * Hk,
@@ -117,19 +121,20 @@ static int any_deferred(const ks_backend *b) {
 
 /* ---- the ops ------------------------------------------------------------------------------------------- */
 
-/* Device rows src (Hk, cap; n columns each: score_out or score_sums) to the host through stream s, then into
- * out (Hk, ld): row g's first cols[g] (or n) columns, added when accumulate. */
-static ks_status rows_to_host(ks_backend *b, cudaStream_t s, const float *src_dev, int n, const int32_t *cols,
+/* Device rows src (Hk G, cap; n columns each: score_out, score_sums or running scores; G rows per KV head) to
+ * the host through stream s, then into out (Hk G, ld): row r's first cols[r / G] (or n) columns, added when
+ * accumulate. */
+static ks_status rows_to_host(ks_backend *b, cudaStream_t s, const float *src_dev, int G, int n, const int32_t *cols,
                               float *out, int ld, int accumulate, const char *what) {
-    const int Hk = b->cfg->n_kv_heads;
+    const int rows = b->cfg->n_kv_heads * G;
     if (n > 0)
         CUDA_CHECK(cudaMemcpy2DAsync(b->host_scores, sizeof(float) * n, src_dev, sizeof(float) * b->cap,
-                                     sizeof(float) * n, Hk, cudaMemcpyDeviceToHost, s));
+                                     sizeof(float) * n, rows, cudaMemcpyDeviceToHost, s));
     KS_TRY(ks_cuda_wait_stream(s, what));
-    for (int g = 0; g < Hk; g++) {
+    for (int g = 0; g < rows; g++) {
         const float *src = b->host_scores + (size_t)g * n;
         float *dst = out + (size_t)g * ld;
-        int m = cols ? cols[g] : n;
+        int m = cols ? cols[g / G] : n;
         if (accumulate)
             for (int j = 0; j < m; j++) dst[j] += src[j];
         else
@@ -138,10 +143,14 @@ static ks_status rows_to_host(ks_backend *b, cudaStream_t s, const float *src_de
     return KS_OK;
 }
 
-static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int n, const int32_t *cols, float *out, int ld,
+/* score_out's rows to out, G per KV head. */
+static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int G, int n, const int32_t *cols, float *out, int ld,
                                 int accumulate, const char *what) {
-    return rows_to_host(b, s, b->score_out, n, cols, out, ld, accumulate, what);
+    return rows_to_host(b, s, b->score_out, G, n, cols, out, ld, accumulate, what);
 }
+
+/* Rows per KV head of a score output: one, or one per query head for KS_GQA_NONE. */
+static int out_rows(const ks_backend *b, ks_gqa_reduce reduce) { return reduce == KS_GQA_NONE ? group_size(b) : 1; }
 
 /* The scoring arguments common to both callers: Q rows from q_row0, layer index l's keys. */
 static ks_cuda_score_args score_args(const ks_backend *b, int l, int q_row0) {
@@ -164,7 +173,8 @@ static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a)
                    a->n_q, a->softmax_chunk, a->n_keys);
 }
 
-/* window_scores' device half: the scores of w into out (Hk, cap) (and score_sums, the summary) on *s, the
+/* window_scores' device half: the scores of w into out (Hk, cap; (H, cap) for KS_GQA_NONE) (and score_sums, the
+ * summary) on *s, the
  * layer's op stream, with lse scratch of score_lse_floats. */
 static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, float *out, float *lse,
                                 cudaStream_t *s_out) {
@@ -201,8 +211,8 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     KS_TRY(enqueue_scores(b, layer, w, summary, b->score_out, b->score_lse, &s));
     if (summary)
         CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
-    KS_TRY(scores_to_host(b, s, w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
-    if (w->sums) KS_TRY(rows_to_host(b, s, b->score_sums, w->n_keys, NULL, w->sums, ld, 0, "window score sums"));
+    KS_TRY(scores_to_host(b, s, out_rows(b, w->reduce), w->n_keys, NULL, out, ld, w->accumulate, "window scores"));
+    if (w->sums) KS_TRY(rows_to_host(b, s, b->score_sums, 1, w->n_keys, NULL, w->sums, ld, 0, "window score sums"));
     if (sum)
         *sum = summary ? (ks_window_summary){.entropy = b->host_sum[0], .var_sum = b->host_sum[1]}
                        : (ks_window_summary){0, 0};
@@ -224,7 +234,8 @@ ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_
     a.n_q = 1, a.q_pos = qpos, a.n_keys = max_len(len, Hk), a.stat = KS_SCORE_SUM, a.reduce = reduce;
     KS_ASSERT(a.n_keys <= ld);
     KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &a, b->score_lse, b->score_lse_floats, b->stream));
-    return scores_to_host(b, b->stream, a.n_keys, len, out, ld, 0, "decode attention probabilities");
+    return scores_to_host(b, b->stream, out_rows(b, reduce), a.n_keys, len, out, ld, 0,
+                          "decode attention probabilities");
 }
 
 ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
@@ -238,7 +249,7 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
     KS_TRY(op_stream(b, l, &s));
     KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, ks_cuda_layer_k(b, l), b->lens + (size_t)l * c->n_kv_heads,
                              c->n_kv_heads, c->head_dim, ks_kvcache_stride(&b->cache, l), n, s));
-    return scores_to_host(b, s, n, len, out, ld, 0, "key norms");
+    return scores_to_host(b, s, 1, n, len, out, ld, 0, "key norms");
 }
 
 ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
@@ -276,6 +287,7 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads, stride = ks_kvcache_stride(&b->cache, l);
+    const int acc = a->rule == KS_EVICT_ACCUMULATED;
     KS_ASSERT(!b->deferred[l] && b->cache.slot[l] < 0);
     /* within a graph step the graph's row bound (lengths change between replays), else this step's */
     const int bound = b->step_bound ? b->step_bound : max_len(b->cache.len, b->n_layers * Hk);
@@ -283,15 +295,16 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
         ks_cuda_score_args sa = score_args(b, l, 0);
         if (ks_cuda_layer_window(c, layer) > 0) sa.lo = b->starts + (size_t)l * Hk; /* this step's, uploaded */
         sa.hi = b->lens + (size_t)l * Hk;
-        sa.n_q = 1, sa.q_pos = b->cap, sa.n_keys = bound, sa.stat = KS_SCORE_SUM, sa.reduce = a->reduce;
+        sa.n_q = 1, sa.q_pos = b->cap, sa.n_keys = bound, sa.stat = KS_SCORE_SUM;
+        sa.reduce = acc ? KS_GQA_NONE : a->reduce; /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(check_scratch(b, &sa));
         KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &sa, b->score_lse, b->score_lse_floats, b->stream));
     }
     int32_t *drop = b->drop_dev + (size_t)l * Hk;
     KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
-                                b->score_out, b->cap, b->row_scores + (size_t)l * Hk * b->cap, b->cap, a, Hk,
-                                c->head_dim, stride, bound < stride ? bound : stride, b->compact_scratch,
-                                b->score_sums, b->stream));
+                                b->score_out, b->cap, b->row_scores + (size_t)l * c->n_heads * b->cap, b->cap, a, Hk,
+                                group_size(b), c->head_dim, stride, bound < stride ? bound : stride,
+                                b->compact_scratch, b->score_sums, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
                                b->stream));
     b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
@@ -300,13 +313,17 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     return KS_OK;
 }
 
+/* Held layer l's running scores on the device, (H, cap): one row per query head. */
+static float *layer_row_scores(const ks_backend *b, int l) {
+    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cap;
+}
+
 ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = ks_window_scores_only(a);
+    ks_window_args w = ks_window_scores_only(a); /* per query head */
     cudaStream_t s;
     KS_TRY(enqueue_scores(b, layer, &w, 0, b->add_out, b->add_lse, &s)); /* no wait: buffers of its own */
-    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
-    return ks_cuda_row_scores_fold(b->row_scores + (size_t)l * Hk * b->cap, b->cap, b->add_out, b->cap, Hk,
-                                   a->q_pos0, a->n_keys, s);
+    return ks_cuda_row_scores_fold(layer_row_scores(b, layer_index(b, layer)), b->cap, b->add_out, b->cap,
+                                   b->cfg->n_heads, a->q_pos0, a->n_keys, s);
 }
 
 ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
@@ -315,7 +332,7 @@ ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) 
     const int32_t *len = ks_kvcache_len(&b->cache, l);
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
-    return rows_to_host(b, s, b->row_scores + (size_t)l * Hk * b->cap, max_len(len, Hk), len, out, ld, 0,
+    return rows_to_host(b, s, layer_row_scores(b, l), group_size(b), max_len(len, Hk), len, out, ld, 0,
                         "H2O's prompt scores");
 }
 
@@ -326,9 +343,10 @@ ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores,
     if (!n) return KS_OK;
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
-    /* a pageable source, consumed before the call returns (the host may overwrite it right after) */
-    CUDA_CHECK(cudaMemcpy2DAsync(b->row_scores + (size_t)l * Hk * b->cap, sizeof(float) * b->cap, scores,
-                                 sizeof(float) * ld, sizeof(float) * n, Hk, cudaMemcpyHostToDevice, s));
+    /* a pageable source, consumed before the call returns (the host may overwrite it right after); columns past a
+     * head's length are never read */
+    CUDA_CHECK(cudaMemcpy2DAsync(layer_row_scores(b, l), sizeof(float) * b->cap, scores, sizeof(float) * ld,
+                                 sizeof(float) * n, b->cfg->n_heads, cudaMemcpyHostToDevice, s));
     return KS_OK;
 }
 

@@ -156,27 +156,31 @@ void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row) {
     len[head]--;
 }
 
-void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const float *p, float *scores, int ld) {
+void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, int G, const float *p, float *scores,
+                      int ld) {
+    int acc = a->rule == KS_EVICT_ACCUMULATED, rows = acc ? G : 1; /* rows of p and scores per KV head */
     for (int h = 0; h < c->n_kv_heads; h++) {
         int len = ks_kvcache_len(c, layer)[h];
-        float *s = scores ? scores + (size_t)h * ld : NULL;
-        int row = ks_ref_evict_row(a, len, p ? p + (size_t)h * ld : NULL, s);
+        float *s = acc ? scores + (size_t)h * G * ld : NULL;
+        int row = ks_ref_evict_row(a, len, p ? p + (size_t)h * rows * ld : NULL, s, G, ld);
         if (row < 0) continue;
-        if (s) memmove(s + row, s + row + 1, sizeof(float) * (len - row - 1));
+        for (int i = 0; s && i < G; i++)
+            memmove(s + (size_t)i * ld + row, s + (size_t)i * ld + row + 1, sizeof(float) * (len - row - 1));
         ks_kvcache_drop_row(c, layer, h, row);
     }
 }
 
-void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int Hk, int first_new, int n_keys) {
-    for (int h = 0; h < Hk; h++) {
-        float *s = scores + (size_t)h * ld;
-        const float *a = add + (size_t)h * ld_add;
+void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int rows, int first_new, int n_keys) {
+    for (int r = 0; r < rows; r++) {
+        float *s = scores + (size_t)r * ld;
+        const float *a = add + (size_t)r * ld_add;
         for (int j = 0; j < n_keys; j++) s[j] = j < first_new ? s[j] + a[j] : a[j];
     }
 }
 
-void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk) {
-    for (int h = 0; h < Hk; h++) memcpy(dst + (size_t)h * ld_dst, src + (size_t)h * ld_src, sizeof(float) * len[h]);
+void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk, int G) {
+    for (int r = 0; r < Hk * G; r++)
+        memcpy(dst + (size_t)r * ld_dst, src + (size_t)r * ld_src, sizeof(float) * len[r / G]);
 }
 
 int ks_kvcache_window_start(const ks_kvcache *c, int layer, int head, int qpos, int window) {

@@ -115,18 +115,20 @@ void ks_kvcache_append(ks_kvcache *c, int layer, const float *k_new, const float
  * and the length drops by one. The bookkeeping of a decode-time eviction (backend.h decode_evict). */
 void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row);
 
-/* Host storage: one decode step's eviction on every head of `layer` (ks_ref_evict_row), given the step query's
- * reduced probabilities p (Hk, ld) and the layer's running scores (Hk, ld; ACCUMULATED), which lose the
- * dropped row too. */
-void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, const float *p, float *scores, int ld);
+/* Host storage: one decode step's eviction on every head of `layer` (ks_ref_evict_row), G query heads per KV
+ * head, given the step query's probabilities p, reduced (Hk, ld) for POOLED, per query head (Hk G, ld) for
+ * ACCUMULATED, and the layer's running scores (Hk G, ld; ACCUMULATED), whose G rows of a head lose its dropped
+ * row too. */
+void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, int G, const float *p, float *scores,
+                      int ld);
 
-/* Host running scores (Hk, ld) of a layer after row_scores_add's rule: column j of each head, j < n_keys, gets
- * add[h * ld_add + j] added when j < first_new, written otherwise. */
-void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int Hk, int first_new, int n_keys);
+/* Host running scores (rows, ld) of a layer after row_scores_add's rule: column j of each row, j < n_keys, gets
+ * add[r * ld_add + j] added when j < first_new, written otherwise. */
+void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int rows, int first_new, int n_keys);
 
-/* dst (Hk, ld_dst) = src (Hk, ld_src) for the len[h] rows each head holds: running scores in and out of a
- * backend (row_scores_load, row_scores_read). */
-void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk);
+/* dst (Hk G, ld_dst) = src (Hk G, ld_src), G rows per KV head (one per query head, or G = 1), for the len[h]
+ * rows each KV head holds: running scores in and out of a backend (row_scores_load, row_scores_read). */
+void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk, int G);
 
 /* First row of (layer, head) whose position is > qpos - window (window 0 = no window: row 0): the rows a
  * sliding-window query at qpos still sees start there, as rows are in position order. */

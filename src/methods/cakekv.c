@@ -75,7 +75,7 @@ static void cakekv_plan(ks_method *m) {
     for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = C; /* until the allocation says otherwise */
 }
 
-static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->Hk * m->cap; }
+static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->score_rows * m->cap; }
 
 /* Evicts held layer l (prompt rows only) to its top `past` indicator rows plus the last W rows. */
 static ks_status evict_layer(ks_method *m, int l, int past, int W) {
@@ -173,7 +173,7 @@ const ks_method_ops ks_method_cakekv = {
     .summary = "layer budgets from attention dispersion and shift, cascading eviction, and eviction while decoding",
     .knobs = knobs,
     .opts_size = sizeof(cakekv_opts),
-    .row_scores = 1,
+    .row_scores = KS_ROW_SCORES_KV_HEAD,
     .rows_unplanned = 1,
     .check = cakekv_check,
     .window = cakekv_window,

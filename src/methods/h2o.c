@@ -14,8 +14,11 @@
  * W queries score the past keys [0, L - W) with a softmax taken separately over each block of score_chunk
  * (512) keys; each KV head keeps its top C - W past tokens plus the window; no decode-time eviction.
  *
- * GQA: per step (original) or once (loom) the query heads' probabilities are reduced over each group
- * (gqa_reduce) and accumulated per KV head. */
+ * GQA (gqa_reduce): original: each query head's attention is summed on its own, over every prompt query
+ * (whatever the prefill chunks) and every decode step since, and a KV head's score of a row is the reduction of
+ * its group's sums, taken when rows are chosen (after the prompt, at each decode eviction): with max, a row any
+ * query head of the group has attended to most over the sequence, not a sum of maxima that would depend on how
+ * the prompt was chunked. loom: the window's scores are reduced once. */
 #include <stddef.h>
 
 #include "methods/budget.h"
@@ -77,15 +80,28 @@ static void h2o_plan(ks_method *m) {
     for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = b;
 }
 
-static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->Hk * m->cap; }
+/* original: the (H, cap) per-query-head scores of held layer l. */
+static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->H * m->cap; }
 
-/* original, all queries: the chunk's queries add their attention to the scores of the keys they see (its own
- * keys start at what it gives them), summed on the backend: no wait per chunk. */
+/* original, all queries: the chunk's queries add their attention to each query head's scores of the keys they
+ * see (its own keys start at what it gives them), summed on the backend: no wait per chunk. */
 static ks_status h2o_prefill_chunk(ks_method *m, const ks_method_chunk *c) {
     if (loom(m) || KS_METHOD_OPTS(m, h2o_opts)->score_window) return KS_OK;
     ks_window_args a = {.q_row0 = 0, .n_q = c->n, .q_pos0 = c->pos0, .n_keys = c->pos0 + c->n, .stat = KS_SCORE_SUM,
-                        .reduce = KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce};
+                        .reduce = KS_GQA_NONE};
     return m->be_ops->row_scores_add(m->be, c->layer, &a);
+}
+
+/* m->scores (Hk, cap) = held layer l's per-query-head scores reduced over each group, for the rows each KV head
+ * holds: what the prompt-end selection ranks. */
+static void group_scores(ks_method *m, int l, ks_gqa_reduce reduce) {
+    const int G = m->H / m->Hk;
+    const int32_t *len = ks_kvcache_len(m->cache, l);
+    const float *s = layer_scores(m, l);
+#pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
+    for (int h = 0; h < m->Hk; h++)
+        for (int j = 0; j < len[h]; j++)
+            m->scores[(size_t)h * m->cap + j] = ks_gqa_reduce_col(s + (size_t)h * G * m->cap + j, m->cap, G, reduce);
 }
 
 /* original: the layer's scores become the backend's running scores, which decode_evict accumulates into. */
@@ -113,19 +129,21 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
         KS_TRY(m->be_ops->row_scores_read(m->be, c->layer, layer_scores(m, c->l), m->cap));
     } else { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
         ks_window_args a = {.n_q = o->score_window < L ? o->score_window : L, .stat = KS_SCORE_SUM,
-                            .reduce = o->gqa_reduce};
+                            .reduce = KS_GQA_NONE};
         KS_TRY(ks_method_window_scores(m, c, a, layer_scores(m, c->l), NULL));
     }
     if (L <= heavy + recent) return load_scores(m, c);
+    group_scores(m, c->l, o->gqa_reduce);
     int same = o->score_window && o->gqa_reduce == KS_GQA_MEAN; /* the window sums are the statistics' sums */
-    KS_TRY(ks_method_observe(m, c, same ? layer_scores(m, c->l) : NULL));
-    ks_method_keep_top(m, c->l, layer_scores(m, c->l), heavy, recent);
-    KS_TRY(ks_method_compact(m, c->l, 0));
+    KS_TRY(ks_method_observe(m, c, same ? m->scores : NULL));
+    ks_method_keep_top(m, c->l, m->scores, heavy, recent);
+    KS_TRY(ks_method_compact(m, c->l, 0)); /* the per-query-head scores move with their rows */
     return load_scores(m, c);
 }
 
-/* original: the step's probabilities join the backend's running scores and, past heavy + recent rows, the
- * lowest-scoring row before the recent ones goes (the top heavy of them are kept), on the backend. */
+/* original: the step's probabilities join the backend's running scores (per query head) and, past heavy + recent
+ * rows, the row before the recent ones whose scores reduce lowest over the group goes (the top heavy of them are
+ * kept), on the backend. */
 static ks_status h2o_on_decode_step(ks_method *m, int layer, int l, int qpos) {
     (void)l;
     if (loom(m)) return KS_OK;
@@ -142,7 +160,7 @@ const ks_method_ops ks_method_h2o = {
     .summary = "heavy hitters by accumulated attention plus the recent tokens, evicting while decoding",
     .knobs = knobs,
     .opts_size = sizeof(h2o_opts),
-    .row_scores = 1,
+    .row_scores = KS_ROW_SCORES_QUERY_HEAD,
     .check = h2o_check,
     .window = h2o_window,
     .plan = h2o_plan,

@@ -106,14 +106,17 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
     m->Hk = c->n_kv_heads;
     m->d = c->head_dim;
     m->cap = c->cap;
+    m->score_rows = m->ops->row_scores == KS_ROW_SCORES_QUERY_HEAD ? m->H : m->Hk;
     size_t row = (size_t)m->Hk * m->cap, rows = (size_t)m->n_layers * row;
+    size_t score_floats = (size_t)m->n_layers * m->score_rows * m->cap;
     m->layer = ks_calloc((size_t)m->n_layers + 1, sizeof *m->layer, "KV method layer records");
     m->scores = ks_malloc(sizeof(float) * row, "KV method scores");
     m->pooled = ks_malloc(sizeof(float) * row, "KV method pooled scores");
     m->keep = ks_malloc(sizeof(int32_t) * row, "KV method keep lists");
     m->n_keep = ks_malloc(sizeof(int32_t) * m->Hk, "KV method keep counts");
     if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
-    if (m->ops->row_scores) m->row_scores = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row scores");
+    if (m->ops->row_scores)
+        m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
     if (ops->key_norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
         (m->ops->row_scores && !m->row_scores) || (ops->key_norms && !m->row_norm)) {
@@ -351,13 +354,15 @@ void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tai
     }
 }
 
-/* Moves the rows of one (layer, head) array (cap floats per head) as the keep lists say. */
-static void compact_rows(const ks_method *m, float *rows) {
+/* Moves the rows of one layer's array of per_head rows per KV head (cap floats each) as the KV heads' keep lists
+ * say. */
+static void compact_rows(const ks_method *m, float *rows, int per_head) {
 #pragma omp parallel for if (m->n_keep[0] > KS_METHOD_PARALLEL_ROWS)
-    for (int h = 0; h < m->Hk; h++) {
-        float *r = rows + (size_t)h * m->cap;
+    for (int r = 0; r < m->Hk * per_head; r++) {
+        float *x = rows + (size_t)r * m->cap;
+        int h = r / per_head;
         const int32_t *keep = m->keep + (size_t)h * m->cap;
-        for (int i = 0; i < m->n_keep[h]; i++) r[i] = r[keep[i]];
+        for (int i = 0; i < m->n_keep[h]; i++) x[i] = x[keep[i]];
     }
 }
 
@@ -367,9 +372,10 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && m->cache->slot[l] < 0) return KS_OK; /* keeping every row; in a slot: settle() moves it */
     size_t off = (size_t)l * m->Hk * m->cap;
-    compact_rows(m, m->row_mass + off);
-    if (m->row_scores) compact_rows(m, m->row_scores + off);
-    if (m->row_norm && !decode) compact_rows(m, m->row_norm + off); /* decode eviction: the statistics are taken */
+    compact_rows(m, m->row_mass + off, 1);
+    if (m->row_scores)
+        compact_rows(m, m->row_scores + (size_t)l * m->score_rows * m->cap, m->score_rows / m->Hk);
+    if (m->row_norm && !decode) compact_rows(m, m->row_norm + off, 1); /* decode eviction: the statistics are taken */
     KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
     if (!decode && dropped) m->layer[l].compressed = 1; /* decode evictions show in the positions */
     return KS_OK;

@@ -95,13 +95,21 @@ typedef struct ks_method_chunk {
     int pos0, n;
 } ks_method_chunk;
 
+/* Scores an instance keeps per cache row and moves with the rows (ks_method_ops.row_scores). */
+typedef enum ks_row_scores {
+    KS_ROW_SCORES_NONE,
+    KS_ROW_SCORES_KV_HEAD,    /* one per KV head (CakeKV's pooled indicator) */
+    KS_ROW_SCORES_QUERY_HEAD, /* one per query head (H2O's running sums, reduced over the group only where rows
+                                 are chosen, so that the prefill chunks do not change the reduction) */
+} ks_row_scores;
+
 typedef struct ks_method_ops {
     const char *name;     /* "SnapKV": the --acceleration value, matched case-insensitively */
     const char *file;     /* "snapkv": configs/methods/<file>.yaml */
     const char *summary;  /* one line */
     const ks_knob *knobs; /* NULL-name-terminated; an empty table for FullKV */
     size_t opts_size;     /* the options struct the knobs fill */
-    int row_scores;       /* 1: the instance keeps one score per cache row, moved with the rows (H2O, CakeKV) */
+    ks_row_scores row_scores; /* scores kept per cache row and moved with the rows (m->row_scores) */
     int rows_unplanned;   /* 1: the rows a layer keeps after the prompt are known only once every layer is seen
                              (CakeKV's allocation), so `plan`'s budgets do not bound them: no budget-sized cache */
     /* Cross-knob checks once all knobs are set (KS_ERR_ARG naming the knobs); NULL: none. */
@@ -162,7 +170,10 @@ struct ks_method {
     int32_t *keep;         /* (Hk, cap) rows each KV head keeps */
     int32_t *n_keep;       /* (Hk) */
     float *row_mass;       /* (n_layers, Hk, cap) observation-window mass of each cache row */
-    float *row_scores;     /* (n_layers, Hk, cap) method score of each cache row, if ops->row_scores; else NULL */
+    float *row_scores;     /* (n_layers, score_rows, cap) method scores of each cache row, if ops->row_scores;
+                              else NULL */
+    int score_rows;        /* rows of row_scores per layer: Hk, or H for KS_ROW_SCORES_QUERY_HEAD (row h of query
+                              head h moves with the rows of KV head h / (H / Hk)) */
     float *row_norm;       /* (n_layers, Hk, cap) L2 norm of each cache row's key, taken by the layer's prompt-end
                               work before any of its rows moves, and moved with them by prefill compaction: the
                               statistics' key norms, L2Compress's scores. NULL: the backend has no key_norms */
