@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kThreads, 1) colsum_sm90_kernel(const __grid_c
     ks_cp_async_wait<0>(); // with no query tile at all, the key copies are still in flight here
 
 #pragma unroll
-    for (int e = 0; e < 2; e++) ks_colsum_store(a, g, key0 + 8 * e, grp[e], mean[e]);
+    for (int e = 0; e < 2; e++) ks_colsum_store(a, g, key0 + 8 * e, grp[e], mean[e], total > 0);
 #else
     __trap(); // only the sm_90a binary holds this kernel; the launcher never selects it elsewhere
 #endif

@@ -120,7 +120,7 @@ __global__ void __launch_bounds__(kThreads, 2) colsum_kernel(colsum_args a) {
     for (int s = 0; s < 2; s++)
 #pragma unroll
         for (int e = 0; e < 2; e++)
-            ks_colsum_store(a, g, kb + warp * 32 + s * 16 + e * 8 + (lane >> 2), grp[s][e], mean[s][e]);
+            ks_colsum_store(a, g, kb + warp * 32 + s * 16 + e * 8 + (lane >> 2), grp[s][e], mean[s][e], total > 0);
 }
 
 template <int D>

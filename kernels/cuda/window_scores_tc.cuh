@@ -48,11 +48,15 @@ __device__ __forceinline__ void ks_colsum_fold(const colsum_args &a, double &acc
     }
 }
 
-// Stores key `key` of KV head g (quad leaders only; keys past n_keys belong to no one): its reduction (already
-// stored per query head with KS_GQA_NONE) and group mean.
-__device__ __forceinline__ void ks_colsum_store(const colsum_args &a, int g, int key, double grp, double mean) {
+// Stores key `key` of KV head g (quad leaders only; keys past n_keys belong to no one): its reduction and group
+// mean. With KS_GQA_NONE ks_colsum_fold stored each query head's value, unless no query tile met the block
+// (folded false): those keys get 0 per query head.
+__device__ __forceinline__ void ks_colsum_store(const colsum_args &a, int g, int key, double grp, double mean,
+                                                bool folded) {
     if ((threadIdx.x & 3) != 0 || key >= a.n_keys) return;
     if (a.reduce != KS_GQA_NONE) a.out[(int64_t)g * a.ld + key] = (float)grp;
+    for (int hg = 0; a.reduce == KS_GQA_NONE && !folded && hg < a.G; hg++)
+        a.out[((int64_t)g * a.G + hg) * a.ld + key] = 0.0f;
     if (a.sums) a.sums[(int64_t)g * a.ld + key] = (float)mean;
 }
 
