@@ -35,7 +35,7 @@
 
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
-#include "engine/backend_cuda.h"
+#include "backend/backend_cuda.h"
 #include "engine/bench_model.h"
 #include "engine/generate.h"
 #include "methods/method.h"

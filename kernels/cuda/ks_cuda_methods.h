@@ -1,4 +1,4 @@
-/* ks_cuda_methods.h — the CUDA kernels behind the KV-compression ops of engine/backend.h (window_scores,
+/* ks_cuda_methods.h — the CUDA kernels behind the KV-compression ops of backend/backend.h (window_scores,
  * attention_decode_probs, key_norms, kv_compact), as a plain C interface; the references they match are in
  * kernels/cpu/ref.h (ks_ref_window_scores, ks_ref_attention_decode_probs, ks_ref_key_norms,
  * ks_ref_kv_compact). Conventions as kernels/cuda/ks_cuda.h: device pointers, a stream, no allocation, no
@@ -77,7 +77,7 @@ ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int
 ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int32_t *idx, int ld, int Hk, int d,
                              int cap, int max_keep, ks_bf16 *scratch, cudaStream_t s);
 
-/* Decode-time eviction of one layer (engine/backend.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
+/* Decode-time eviction of one layer (backend/backend.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
  * holding more than a->keep rows (lens[g], device, the step's own row counted) drops the row ks_ref_evict_row
  * picks and the rows after it move down by one (ks_kvcache_drop_row), lens[g] decreasing; drop (Hk, device)
  * receives the row, or -1. G: query heads per KV head. p: the step query's probabilities, (Hk, ld_p) reduced for

@@ -74,7 +74,7 @@ void ks_assert_fail(const char *expr, const char *file, int line) __attribute__(
 /* Checked-call family. KS_CHECK_GEN evaluates `expr` once, compares it with `ok`; on mismatch it records
  * "<what> failed: <errstr(result)> (<expr> at file:line)" and returns `errst` from the enclosing function.
  * The CUDA/cuBLAS/NCCL/MPI/HDF5 variants are defined next to the code that includes those libraries
- * (engine/cuda_check.h, mpi/ks_mpi.h, results/h5_check.h) on top of this one macro. */
+ * (backend/cuda_check.h, mpi/ks_mpi.h, results/h5_check.h) on top of this one macro. */
 #define KS_CHECK_GEN(expr, ok, errst, what, errstr_fn)                                                      \
     do {                                                                                                    \
         __typeof__(expr) ks_chk_r_ = (expr);                                                                \

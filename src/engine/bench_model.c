@@ -8,8 +8,8 @@
 #include <math.h>
 
 #include "cuda/ks_cuda.h"
-#include "engine/backend_cuda.h"
-#include "engine/cuda_check.h"
+#include "backend/backend_cuda.h"
+#include "backend/cuda_check.h"
 #endif
 
 /* meta-llama/Llama-3.1-8B's config.json. */

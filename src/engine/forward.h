@@ -1,5 +1,5 @@
 /* forward.h — the transformer forward pass over a model's layer range, written once against the backend ops
- * table (engine/backend.h): chunked prefill and one-token decode steps with a KV cache.
+ * table (backend/backend.h): chunked prefill and one-token decode steps with a KV cache.
  *
  *     ks_forward f = {0};
  *     ks_forward_params p = {.device = "cpu", .max_ctx = n_prompt + max_new, .chunk = 512, .threads = 0};
@@ -34,7 +34,7 @@
 
 #include <stdint.h>
 
-#include "engine/backend.h"
+#include "backend/backend.h"
 #include "methods/method.h"
 #include "model/model.h"
 

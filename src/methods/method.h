@@ -43,7 +43,7 @@
 
 #include "bench/sample.h" /* ks_layer_stat */
 #include "core/status.h"
-#include "engine/backend.h"
+#include "backend/backend.h"
 #include "methods/budget.h"
 #include "model/model.h"
 

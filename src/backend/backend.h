@@ -22,7 +22,7 @@
 
 #include "core/status.h"
 #include "cpu/ref.h" /* ks_window_args, ks_window_summary, ks_gqa_reduce: the compression ops' semantics */
-#include "engine/kvcache.h"
+#include "backend/kvcache.h"
 #include "model/model.h"
 
 typedef struct ks_backend ks_backend; /* a backend instance; each backend defines its own */

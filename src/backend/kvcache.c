@@ -1,5 +1,5 @@
 /* kvcache.c — see kvcache.h. */
-#include "engine/kvcache.h"
+#include "backend/kvcache.h"
 
 #include <string.h>
 

@@ -7,7 +7,7 @@
 #include "core/log.h"
 #include "cpu/fast.h"
 #include "cpu/ref.h"
-#include "engine/backend.h"
+#include "backend/backend.h"
 
 struct ks_backend {
     const ks_model *m;

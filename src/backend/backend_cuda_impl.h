@@ -1,7 +1,7 @@
 /* backend_cuda_impl.h — the CUDA backend's instance, shared by its two files (nothing else includes this):
  *   backend_cuda_mem.c  device checks, the memory layout (weights block, activation/KV arena), weight upload
  *                       or random fill, init and free;
- *   backend_cuda.c      the ops (engine/backend.h) and the decode graph;
+ *   backend_cuda.c      the ops (backend/backend.h) and the decode graph;
  *   backend_cuda_methods.c  the KV-compression ops (window_scores, decode probabilities, key norms, compaction).
  *
  * Device memory is two blocks allocated at init, nothing after:
@@ -11,7 +11,7 @@
  *            (one copy when tied).
  *   arena    activations for max_chunk rows, logits, RoPE frequencies, positions/tokens, per-head lengths and
  *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys and
- *            values bf16, head-major as kernels/cpu/ref.h describes, laid out as engine/kvcache.h says (full
+ *            values bf16, head-major as kernels/cpu/ref.h describes, laid out as backend/kvcache.h says (full
  *            mode: (n_layers, Hk, cap, d); budget mode: each layer's own rows plus the shared prefill slots).
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
@@ -24,7 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/ks_cuda.h"
-#include "engine/backend.h"
+#include "backend/backend.h"
 
 typedef struct cuda_layer {
     float *attn_norm, *ffn_norm; /* (hidden) */

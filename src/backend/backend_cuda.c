@@ -1,4 +1,4 @@
-/* backend_cuda.c — the "cuda" backend's ops (engine/backend.h) over kernels/cuda, and its decode graph; memory
+/* backend_cuda.c — the "cuda" backend's ops (backend/backend.h) over kernels/cuda, and its decode graph; memory
  * and init in backend_cuda_mem.c, the instance in backend_cuda_impl.h.
  *
  * Numerics: bf16 weights, KV cache and activations between ops; fp32 residual stream, logits and every
@@ -28,9 +28,9 @@
 #include <math.h>
 #include <string.h>
 
-#include "engine/backend_cuda.h"
-#include "engine/backend_cuda_impl.h"
-#include "engine/cuda_check.h"
+#include "backend/backend_cuda.h"
+#include "backend/backend_cuda_impl.h"
+#include "backend/cuda_check.h"
 
 static const cuda_layer *layer_of(const ks_backend *b, int layer) {
     KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);

@@ -5,9 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "engine/backend_cuda.h"
-#include "engine/backend_cuda_impl.h"
-#include "engine/cuda_check.h"
+#include "backend/backend_cuda.h"
+#include "backend/backend_cuda_impl.h"
+#include "backend/cuda_check.h"
 
 static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 

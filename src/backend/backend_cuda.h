@@ -1,4 +1,4 @@
-/* backend_cuda.h — the "cuda" backend (engine/backend_cuda.c; built only with KS_HAVE_CUDA): its ops table,
+/* backend_cuda.h — the "cuda" backend (backend/backend_cuda.c; built only with KS_HAVE_CUDA): its ops table,
  * registered in backend.c, and what the benchmark needs beyond the table.
  *
  *     const ks_backend_ops *ops = &ks_backend_cuda;            // or ks_backend_find("cuda", &ops)
@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine/backend.h"
+#include "backend/backend.h"
 
 extern const ks_backend_ops ks_backend_cuda;
 

@@ -1,10 +1,10 @@
 /* backend.c — the registry of built-in backends (see backend.h). */
-#include "engine/backend.h"
+#include "backend/backend.h"
 
 #include <string.h>
 
 #ifdef KS_HAVE_CUDA
-#include "engine/backend_cuda.h"
+#include "backend/backend_cuda.h"
 #endif
 
 /* Backends compiled into this build. */

@@ -1,4 +1,4 @@
-/* backend_cuda_methods.c — the "cuda" backend's KV-compression ops (engine/backend.h: window_scores,
+/* backend_cuda_methods.c — the "cuda" backend's KV-compression ops (backend/backend.h: window_scores,
  * attention_decode_probs, key_norms, kv_compact, method_stash, method_join) over kernels/cuda/ks_cuda_methods.h.
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
@@ -18,9 +18,9 @@
 #include <string.h>
 
 #include "cuda/ks_cuda_methods.h"
-#include "engine/backend_cuda.h"
-#include "engine/backend_cuda_impl.h"
-#include "engine/cuda_check.h"
+#include "backend/backend_cuda.h"
+#include "backend/backend_cuda_impl.h"
+#include "backend/cuda_check.h"
 
 static int layer_index(const ks_backend *b, int layer) {
     KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
