@@ -1169,18 +1169,6 @@ static void expect_same_rows(const int32_t *pos_a, const int32_t *len_a, const i
     }
 }
 
-/* The chunks ks_forward_chunk_len plans for an L-token prompt and prefill chunks of `chunk` tokens, the last one
- * holding the method's window, which may exceed `chunk` here (the test backend has no buffer it could outgrow,
- * so a window-less method's statistics window need not fit a chunk of 7); 0-terminated. */
-static void plan_chunks(int *out, int L, int chunk, int window) {
-    int k = 0, need = window < L ? window : L;
-    for (int done = 0; done < L; done += out[k++]) {
-        int rem = L - done;
-        out[k] = rem <= chunk || rem <= need ? rem : rem - chunk < need ? rem - need : chunk;
-    }
-    out[k] = 0;
-}
-
 enum { CH_LAYERS = 2, CH_H = 6, CH_HK = 2, CH_D = 8, CH_L = 600, CH_STEPS = 4, CH_CAP = CH_L + CH_STEPS };
 
 /* One method on the test backend: the random prompt (keys (CH_LAYERS, CH_CAP, CH_HK, CH_D), queries (CH_CAP,
@@ -1196,7 +1184,7 @@ static void run_test_backend(const char *const *opts, const char *method, int ch
         for (int j = 0; j < CH_L; j++)
             for (int h = 0; h < CH_HK; h++) fx_push(&f, l, h, keys + (((size_t)l * CH_CAP + j) * CH_HK + h) * CH_D);
     int chunks[CH_L + 1];
-    plan_chunks(chunks, CH_L, chunk, ks_method_window(f.m));
+    ks_test_plan_chunks(chunks, CH_L, chunk, ks_method_window(f.m));
     fx_prompt_q(&f, CH_L, chunks, qs);
     kept_rows(tb_kvcache(&f.be), pos[0], len[0]);
     for (int s = 0; s < CH_STEPS; s++)

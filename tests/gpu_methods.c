@@ -689,17 +689,6 @@ typedef struct set_case {
                   whole prompt in one */
 } set_case;
 
-/* The chunks of an L-token prompt (0-terminated): at most `chunk` tokens, the last holding the window (which may
- * exceed `chunk`: the twins have no buffer to outgrow). */
-static void plan_chunks(int *out, int L, int chunk, int window) {
-    int k = 0, need = window < L ? window : L;
-    for (int done = 0; done < L; done += out[k++]) {
-        int rem = L - done;
-        out[k] = rem <= chunk || rem <= need ? rem : rem - chunk < need ? rem - need : chunk;
-    }
-    out[k] = 0;
-}
-
 /* One method on both twins over the same random prompt (keys, then queries, in chunks) and decode steps; the
  * kept positions of every (layer, head) must agree. Keys carry a per-token "importance" in component 0 (a
  * wide spread of logits) over small noise, so top-k boundaries are far from ties; the queries of each query
@@ -722,7 +711,7 @@ static void check_sets(const set_case *sc) {
         twin_init(t, c, LAYERS, H, HK, D, CAP);
         CK_KS(ks_method_create(&t->m, sc->method, NULL, sc->opts, n_opts));
         CK_KS(ks_method_bind(t->m, &tw_ops, &t->be, &t->model));
-        if (sc->chunk) plan_chunks(chunks[c], L, c ? sc->chunk : L, ks_method_window(t->m));
+        if (sc->chunk) ks_test_plan_chunks(chunks[c], L, c ? sc->chunk : L, ks_method_window(t->m));
         int pos0 = 0;
         for (int k = 0; chunks[c][k]; pos0 += chunks[c][k++]) {
             int n = chunks[c][k], last = pos0 + n == L;

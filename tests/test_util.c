@@ -40,3 +40,12 @@ int ks_test_run(Suite *s, int no_fork) {
     srunner_free(sr);
     return failed ? 1 : 0;
 }
+
+void ks_test_plan_chunks(int *out, int L, int chunk, int window) {
+    int k = 0, need = window < L ? window : L;
+    for (int done = 0; done < L; done += out[k++]) {
+        int rem = L - done;
+        out[k] = rem <= chunk || rem <= need ? rem : rem - chunk < need ? rem - need : chunk;
+    }
+    out[k] = 0;
+}

@@ -16,6 +16,11 @@ const char *ks_test_smollm2_gguf(void);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
 const char *ks_test_tmpdir(void);
 
+/* The prefill chunks of an L-token prompt, 0-terminated in `out` (room for L / chunk + 3 entries): `chunk`
+ * tokens each, except that the last chunk holds the method's `window` (the last `window` tokens arrive
+ * together, as ks_forward_chunk_len plans them), so it may exceed `chunk`. */
+void ks_test_plan_chunks(int *out, int L, int chunk, int window);
+
 /* Runs every test of `s` (in forked children, or in this process when no_fork: one CUDA context, collective
  * MPI tests, child processes of its own), frees the runner and returns the exit status: 0 all passed, 1 not. */
 int ks_test_run(Suite *s, int no_fork);
