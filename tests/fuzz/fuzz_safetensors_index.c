@@ -26,12 +26,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[512];
     ks_fuzz_write(ks_fuzz_path(path, sizeof path, "model.safetensors.index.json"), data, size);
-    ks_tensor_index ix;
-    if (ks_tensor_index_open_hf(&ix, ks_fuzz_dir()) == KS_OK) {
-        ks_fuzz_convert_all(&ix);
-        ks_tensor_index_free(&ix);
-    }
-    ks_model m;
-    if (ks_model_load(&m, ks_fuzz_dir(), 0, -1) == KS_OK) ks_model_free(&m);
+    ks_fuzz_load_hf_dir();
     return 0;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "fuzz_util.h"
+#include "model/model.h"
 
 const ks_fuzz_tensor ks_fuzz_tiny_tensors[] = {
     {"model.embed_tokens.weight", "F16", 2, {16, 8}, 1},
@@ -66,4 +67,14 @@ void ks_fuzz_convert_all(const ks_tensor_index *ix) {
         if (dst) (void)ks_tensor_to_f32(t, dst); /* a refusal is a valid outcome */
         free(dst);
     }
+}
+
+void ks_fuzz_load_hf_dir(void) {
+    ks_tensor_index ix;
+    if (ks_tensor_index_open_hf(&ix, ks_fuzz_dir()) == KS_OK) {
+        ks_fuzz_convert_all(&ix);
+        ks_tensor_index_free(&ix);
+    }
+    ks_model m;
+    if (ks_model_load(&m, ks_fuzz_dir(), 0, -1) == KS_OK) ks_model_free(&m);
 }

@@ -34,4 +34,8 @@ void ks_fuzz_write_tiny_safetensors(const char *path, int shard);
 /* Converts every tensor of ix to fp32 (the dequantizers read what the index accepted). */
 void ks_fuzz_convert_all(const ks_tensor_index *ix);
 
+/* The Hugging Face directory ks_fuzz_dir() as the loaders see it: its tensor index with every tensor
+ * converted, then the whole model (config, shapes checked, weights converted). Refusals are valid outcomes. */
+void ks_fuzz_load_hf_dir(void);
+
 #endif
