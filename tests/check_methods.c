@@ -1,6 +1,6 @@
 /* check_methods.c — the KV-cache methods (src/methods).
  *
- *     check_methods            hand-built Q/K/V whose kept sets were worked out by hand from specs/methods.md
+ *     check_methods            hand-built Q/K/V whose kept sets were worked out by hand from docs/methods.md
  *                              (short prompts, ties, GQA groups, window edges, pooling at the borders, decode
  *                              eviction), run through a test backend whose ops are the reference kernels of
  *                              kernels/cpu/ref.h on host arrays; the PyramidKV and CakeKV budget formulas; the
@@ -365,7 +365,7 @@ END_TEST
 
 /* ---- PyramidKV ----------------------------------------------------------------------------------------- */
 
-/* The spec's worked examples of the layer budget (specs/methods.md §6) and its branches. */
+/* PyramidKV's layer budget on worked examples (docs/methods.md) and its branches. */
 START_TEST(test_pyramid_formula) {
     int k[32];
     ck_assert_int_eq(ks_pyramid_budgets(2048, 32, 20, 32768, 32, k), KS_PYRAMID_LAYERED);

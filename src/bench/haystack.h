@@ -1,5 +1,5 @@
 /* haystack.h — the text RULER hides needles in: Paul Graham essays split into words and sentences, and the
- * wonderwords lists that needle keys and common/frequent words are drawn from (specs/benchmarks.md §A.4-A.5).
+ * wonderwords lists that needle keys and common/frequent words are drawn from, as RULER draws them.
  *
  *     ks_essay e = {0};
  *     KS_TRY(ks_essay_load(&e, "data/haystack/paul_graham_essays"));
@@ -60,7 +60,7 @@ typedef struct ks_wordlist {
 
 typedef struct ks_words {
     ks_wordlist nouns, adjs, verbs;
-    char **pool; /* (n_pool) borrowed from the lists: sorted set of nouns + adjectives + verbs (cwe, §A.4) */
+    char **pool; /* (n_pool) borrowed from the lists: sorted set of nouns + adjectives + verbs (cwe) */
     int n_pool;
 } ks_words;
 

@@ -1,4 +1,4 @@
-/* h2o.c — H2O, heavy-hitter oracle (arXiv 2306.14048; specs/methods.md §2).
+/* h2o.c — H2O, heavy-hitter oracle (arXiv 2306.14048; docs/methods.md).
  *
  * variant original (the authors' real-drop cache, h2o_hf/utils_real_drop): every prompt query's attention is
  * summed into a score per key (chunk by chunk: the scores of a chunk's queries over the keys they see, never an
