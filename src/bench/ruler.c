@@ -182,13 +182,14 @@ ks_status ks_ruler_open(ks_ruler **out, const ks_bench_config *cfg, const ks_tok
         essay |= t->haystack && !strcmp(t->haystack, "essay");
         words |= t->gen == KS_RULER_CWE || (t->type_k && (!strcmp(t->type_k, "words") || !strcmp(t->type_v, "words")));
         if (t->dataset && !strcmp(t->dataset, "squad") && !r->squad.docs) {
-            st = need_file(cfg->squad_path, t->name, "the SQuAD v2.0 dev set (dev-v2.0.json, as fetched by RULER's "
-                           "download_qa_dataset.sh)", "squad_path", cfg->path);
+            st = need_file(cfg->squad_path, t->name, "the SQuAD v2.0 dev set (dev-v2.0.json from "
+                           "https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v2.0.json)", "squad_path", cfg->path);
             if (st == KS_OK) st = ks_qa_load_squad(&r->squad, cfg->squad_path);
         }
         if (t->dataset && !strcmp(t->dataset, "hotpotqa") && !r->hotpotqa.docs) {
-            st = need_file(cfg->hotpotqa_path, t->name, "the HotpotQA dev distractor set (hotpot_dev_distractor_v1.json, "
-                           "as fetched by RULER's download_qa_dataset.sh)", "hotpotqa_path", cfg->path);
+            st = need_file(cfg->hotpotqa_path, t->name, "the HotpotQA dev distractor set "
+                           "(hotpot_dev_distractor_v1.json from "
+                           "http://curtis.ml.cmu.edu/datasets/hotpot/hotpot_dev_distractor_v1.json)", "hotpotqa_path", cfg->path);
             if (st == KS_OK) st = ks_qa_load_hotpotqa(&r->hotpotqa, cfg->hotpotqa_path);
         }
     }
