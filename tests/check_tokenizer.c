@@ -318,6 +318,41 @@ START_TEST(test_decode_steps_sentencepiece) {
 }
 END_TEST
 
+/* The same tokenizer with transformers' clean_up_tokenization_spaces on (from tokenizer_config.json beside it):
+ * a decode that yields nothing hands the clean-up an empty buffer without storage, which must come back "" (a
+ * UBSan build reported "null pointer passed as argument 1" to memmem); text passes through ("hi hi"). */
+START_TEST(test_decode_clean_up_empty) {
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
+    char *json;
+    size_t len;
+    ck_assert_int_eq(ks_file_read_all(ks_test_fixture("tokenizer/sp_bytefallback.json"), &json, &len), KS_OK);
+    FILE *f = fopen(ks_path_join(path, sizeof path, dir, "tokenizer.json"), "wb");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(json, 1, len, f), len);
+    fclose(f);
+    free(json);
+    f = fopen(ks_path_join(path, sizeof path, dir, "tokenizer_config.json"), "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"clean_up_tokenization_spaces\": true}\n", f);
+    fclose(f);
+    ks_tokenizer *tok = load_tok(dir);
+    static const int32_t skipped[] = {1};
+    char *s = NULL;
+    ck_assert_int_eq(ks_tokenizer_decode(tok, NULL, 0, 0, &s), KS_OK);
+    ck_assert_str_eq(s, "");
+    free(s);
+    ck_assert_int_eq(ks_tokenizer_decode(tok, skipped, 1, 1, &s), KS_OK);
+    ck_assert_str_eq(s, "");
+    free(s);
+    static const int32_t hi[] = {1, 11, 11};
+    ck_assert_int_eq(ks_tokenizer_decode(tok, hi, 3, 1, &s), KS_OK);
+    ck_assert_str_eq(s, "hi hi");
+    free(s);
+    ks_tokenizer_free(tok);
+}
+END_TEST
+
 /* ---- GGUF: SmolLM2 ------------------------------------------------------------------------------------ */
 
 START_TEST(test_gguf_smollm2) {
@@ -676,6 +711,7 @@ int main(void) {
     tcase_add_test(ref, test_added_token_boundaries);
     tcase_add_test(ref, test_variants);
     tcase_add_test(ref, test_decode_steps_sentencepiece);
+    tcase_add_test(ref, test_decode_clean_up_empty);
     suite_add_tcase(s, ref);
     TCase *gguf = tcase_create("gguf");
     tcase_add_test(gguf, test_gguf_smollm2);

@@ -188,8 +188,10 @@ static ks_status decode_steps(const ks_tokenizer *tok, const int32_t *ids, int n
 }
 
 /* transformers' clean_up_tokenization: each replacement applied to the whole string, in this order. Every
- * pattern starts with a space, so a pass starts at the first occurrence and jumps from space to space. */
+ * pattern starts with a space, so a pass starts at the first occurrence and jumps from space to space. An empty
+ * buffer may have no storage at all (data NULL), which memmem must not be given. */
 static void clean_up_spaces(ks_buf *b) {
+    if (b->len == 0) return;
     static const char *const from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm", " 's", " 've", " 're"};
     static const char *const to[] = {".", "?", "!", ",", "'", "n't", "'m", "'s", "'ve", "'re"};
     for (size_t r = 0; r < sizeof from / sizeof *from; r++) {
