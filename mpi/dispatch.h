@@ -43,7 +43,7 @@
 
 #include <pthread.h>
 
-#include "bench/sample.h"
+#include "results/record.h"
 #include "core/status.h"
 #include "ks_mpi.h"
 #include "queue.h"

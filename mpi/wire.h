@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "bench/sample.h"
+#include "results/record.h"
 #include "core/status.h"
 
 typedef struct ks_wire_buf {

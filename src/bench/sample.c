@@ -17,11 +17,3 @@ void ks_sample_free(ks_sample *s) {
     free_strv(s->all_classes, s->n_classes);
     memset(s, 0, sizeof *s);
 }
-
-void ks_result_free(ks_result *r) {
-    if (!r) return;
-    free(r->prediction);
-    free(r->answers_json);
-    free(r->layers);
-    memset(r, 0, sizeof *r);
-}

@@ -1,18 +1,17 @@
-/* sample.h — one benchmark sample (what the model is asked) and one result (what it answered and how it went).
+/* sample.h — one benchmark sample: what the model is asked. What it answered is a ks_result (results/record.h).
  *
- * Samples are produced by the benchmark modules (RULER generator, LongBench reader) on rank 0, identified by
- * (task, length, index), and are deterministic from (run seed, task, length, index). Results are filled by the
- * engine side and written by the results module (HDF5, one row per finished sample; results/results.h).
+ * Samples are produced by the benchmark modules (RULER generator, LongBench reader), identified by
+ * (task, length, index), and are deterministic from (run seed, task, length, index).
  *
  *     ks_sample s = {0};  ... filled by a generator ...;  ks_sample_free(&s);
- *     ks_result r = {0};  ... filled after generation ...; ks_result_free(&r);
  */
 #ifndef KS_SAMPLE_H
 #define KS_SAMPLE_H
 
 #include <stdint.h>
 
-#define KS_TASK_MAX 48   /* longest task name + NUL ("niah_multikey_3", "passage_retrieval_zh", ...) */
+#include "results/record.h" /* KS_TASK_MAX */
+
 #define KS_METRIC_MAX 32 /* "string_match_all", "qa_f1_score", "rouge_zh_score", ... */
 
 typedef struct ks_sample {
@@ -35,36 +34,6 @@ typedef struct ks_sample {
     char metric[KS_METRIC_MAX]; /* scoring function name */
 } ks_sample;
 
-/* Per-layer statistics of one sample (× KV head where it matters): the result file's /layers rows. */
-typedef struct ks_layer_stat {
-    int layer;
-    int kv_head;                /* -1 = aggregated over heads */
-    int budget;                 /* tokens the method allowed */
-    int kept;                   /* tokens kept after compression */
-    float attn_mass_kept;       /* fraction of observation-window attention mass on kept tokens */
-    float key_norm_mean, key_norm_max;
-    float sparse_density;       /* sparse-prefill methods: fraction of blocks computed; else 1 */
-    float quant_error;          /* KV quantization: relative error; else 0 */
-} ks_layer_stat;
-
-typedef struct ks_result {
-    char task[KS_TASK_MAX];
-    int length, index;
-    uint64_t seed;
-    int prompt_tokens;          /* tokens fed to the model (after template and truncation) */
-    int generated_tokens;
-    char *prediction;           /* owned UTF-8 decoded continuation */
-    char *answers_json;         /* owned JSON array of the reference answers */
-    double score;               /* task metric in [0, 100] */
-    double prefill_s, decode_s;
-    int64_t peak_bytes;         /* peak memory of the instance while running the sample */
-    int64_t kv_bytes_before;    /* KV cache bytes after prefill without compression */
-    int64_t kv_bytes_after;     /* KV cache bytes actually held after compression */
-    ks_layer_stat *layers;      /* (n_layers) owned */
-    int n_layers;
-} ks_result;
-
 void ks_sample_free(ks_sample *s);
-void ks_result_free(ks_result *r);
 
 #endif

@@ -41,7 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bench/sample.h" /* ks_layer_stat */
+#include "results/record.h" /* ks_layer_stat */
 #include "core/status.h"
 #include "backend/backend.h"
 #include "methods/budget.h"

@@ -61,7 +61,7 @@
 
 #include <stdint.h>
 
-#include "bench/sample.h"
+#include "results/record.h"
 #include "core/status.h"
 
 #define KS_RESULTS_FORMAT "kvscope-results"

@@ -1,0 +1,45 @@
+/* record.h — what one finished sample leaves behind: the result row (what the model answered, its score, the
+ * timings and memory) and the per-layer statistics a KV method reports. The runner fills them, mpi/wire.h
+ * carries them to rank 0, and results/results.h writes them as one /samples row and its /layers rows.
+ *
+ *     ks_result r = {0};  ... filled after generation ...;  ks_result_free(&r);
+ */
+#ifndef KS_RECORD_H
+#define KS_RECORD_H
+
+#include <stdint.h>
+
+#define KS_TASK_MAX 48 /* longest task name + NUL ("niah_multikey_3", "passage_retrieval_zh", ...) */
+
+/* Per-layer statistics of one sample (× KV head where it matters): the result file's /layers rows. */
+typedef struct ks_layer_stat {
+    int layer;
+    int kv_head;                /* -1 = aggregated over heads */
+    int budget;                 /* tokens the method allowed */
+    int kept;                   /* tokens kept after compression */
+    float attn_mass_kept;       /* fraction of observation-window attention mass on kept tokens */
+    float key_norm_mean, key_norm_max;
+    float sparse_density;       /* sparse-prefill methods: fraction of blocks computed; else 1 */
+    float quant_error;          /* KV quantization: relative error; else 0 */
+} ks_layer_stat;
+
+typedef struct ks_result {
+    char task[KS_TASK_MAX];
+    int length, index;
+    uint64_t seed;
+    int prompt_tokens;          /* tokens fed to the model (after template and truncation) */
+    int generated_tokens;
+    char *prediction;           /* owned UTF-8 decoded continuation */
+    char *answers_json;         /* owned JSON array of the reference answers */
+    double score;               /* task metric in [0, 100] */
+    double prefill_s, decode_s;
+    int64_t peak_bytes;         /* peak memory of the instance while running the sample */
+    int64_t kv_bytes_before;    /* KV cache bytes after prefill without compression */
+    int64_t kv_bytes_after;     /* KV cache bytes actually held after compression */
+    ks_layer_stat *layers;      /* (n_layers) owned */
+    int n_layers;
+} ks_result;
+
+void ks_result_free(ks_result *r);
+
+#endif
