@@ -151,14 +151,13 @@ static int cakekv_decode_on_host(const ks_method *m) {
 
 static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
-    int W = o->window_size, hh = m->layer[l].budget - W, over = 0;
+    int W = o->window_size, hh = m->layer[l].budget - W;
     if (!sheds_several(m, l, 1)) {
         ks_evict_args a = {.rule = KS_EVICT_POOLED, .keep = hh + W, .tail = W, .kernel = o->kernel_size,
                            .reduce = o->gqa_reduce};
         return m->be_ops->decode_evict(m->be, layer, qpos, &a);
     }
     const int32_t *len = ks_kvcache_len(m->cache, l);
-    for (int h = 0; h < m->Hk; h++) over |= len[h] > hh + W;
     KS_TRY(m->be_ops->attention_decode_probs(m->be, layer, qpos, o->gqa_reduce, m->scores, m->cap));
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, len[h] - W > 0 ? len[h] - W : 0,

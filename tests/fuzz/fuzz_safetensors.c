@@ -14,11 +14,7 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    setenv("OMP_NUM_THREADS", "1", 0);
-    ks_fuzz_quiet();
-    char path[512];
-    ks_fuzz_write(ks_fuzz_path(path, sizeof path, "config.json"), KS_FUZZ_TINY_CONFIG,
-                  strlen(KS_FUZZ_TINY_CONFIG));
+    ks_fuzz_hf_dir_init(0);
     return 0;
 }
 

@@ -13,13 +13,7 @@
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
     (void)argc, (void)argv;
-    setenv("OMP_NUM_THREADS", "1", 0);
-    ks_fuzz_quiet();
-    char path[512];
-    ks_fuzz_write(ks_fuzz_path(path, sizeof path, "config.json"), KS_FUZZ_TINY_CONFIG,
-                  strlen(KS_FUZZ_TINY_CONFIG));
-    for (int s = 0; s < 2; s++)
-        ks_fuzz_write_tiny_safetensors(ks_fuzz_path(path, sizeof path, ks_fuzz_tiny_shards[s]), s + 1);
+    ks_fuzz_hf_dir_init(1);
     return 0;
 }
 

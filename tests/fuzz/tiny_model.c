@@ -78,3 +78,12 @@ void ks_fuzz_load_hf_dir(void) {
     ks_model m;
     if (ks_model_load(&m, ks_fuzz_dir(), 0, -1) == KS_OK) ks_model_free(&m);
 }
+
+void ks_fuzz_hf_dir_init(int with_shards) {
+    setenv("OMP_NUM_THREADS", "1", 0);
+    ks_fuzz_quiet();
+    char path[512];
+    ks_fuzz_write(ks_fuzz_path(path, sizeof path, "config.json"), KS_FUZZ_TINY_CONFIG, strlen(KS_FUZZ_TINY_CONFIG));
+    for (int s = 0; with_shards && s < 2; s++)
+        ks_fuzz_write_tiny_safetensors(ks_fuzz_path(path, sizeof path, ks_fuzz_tiny_shards[s]), s + 1);
+}

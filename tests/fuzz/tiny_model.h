@@ -34,6 +34,10 @@ void ks_fuzz_write_tiny_safetensors(const char *path, int shard);
 /* Converts every tensor of ix to fp32 (the dequantizers read what the index accepted). */
 void ks_fuzz_convert_all(const ks_tensor_index *ix);
 
+/* Prepares ks_fuzz_dir() as a tiny Hugging Face checkpoint around the fuzzed file: one-threaded and quiet, the
+ * tiny config.json, and with_shards: the two shard files an index names. For LLVMFuzzerInitialize. */
+void ks_fuzz_hf_dir_init(int with_shards);
+
 /* The Hugging Face directory ks_fuzz_dir() as the loaders see it: its tensor index with every tensor
  * converted, then the whole model (config, shapes checked, weights converted). Refusals are valid outcomes. */
 void ks_fuzz_load_hf_dir(void);
