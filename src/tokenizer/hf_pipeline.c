@@ -131,7 +131,10 @@ static ks_status add_split_pattern(ks_hf_ctx *c, const cJSON *p) {
     ks_status st = KS_OK;
     for (size_t i = 0; i < n && st == KS_OK;) {
         size_t l = ks_utf8_seq_len(s + i, n - i);
-        if (!l) return ks_fail(KS_ERR_FORMAT, "%s: invalid UTF-8", what);
+        if (!l) {
+            st = ks_fail(KS_ERR_FORMAT, "%s: invalid UTF-8", what);
+            break;
+        }
         char esc[16];
         int k = snprintf(esc, sizeof esc, "\\x{%x}", ks_utf8_decode(s + i, l));
         st = ks_buf_append(&rx, esc, (size_t)k);
