@@ -14,7 +14,7 @@
 static ks_tokenizer *tok;
 
 static void setup(void) {
-    if (ks_tokenizer_load(&tok, ks_test_data("tokenizers/llama3_1")) != KS_OK) {
+    if (ks_tokenizer_load(&tok, ks_test_fixture("tokenizer/llama3_1")) != KS_OK) {
         fprintf(stderr, "check_longbench: %s\n", ks_last_error());
         exit(1);
     }

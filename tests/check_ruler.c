@@ -1,4 +1,4 @@
-/* check_ruler.c — the RULER generator against RULER's rules with the Llama-3.1 tokenizer: sizing at 4K..128K,
+/* check_ruler.c — the RULER generator against RULER's rules with the Llama-3.1 tokenizer fixture: sizing at 4K..128K,
  * the templates' fixed text, determinism, needles present and answers consistent, the LOOM variant, bad
  * inputs; plus the RNG and the sentence rule it relies on.
  *
@@ -65,7 +65,7 @@ static void load_config(ks_bench_config *c, const char *variant) {
 }
 
 static void setup(void) {
-    if (ks_tokenizer_load(&tok, ks_test_data("tokenizers/llama3_1")) != KS_OK) {
+    if (ks_tokenizer_load(&tok, ks_test_fixture("tokenizer/llama3_1")) != KS_OK) {
         fprintf(stderr, "check_ruler: %s\n", ks_last_error());
         exit(1);
     }
@@ -501,7 +501,7 @@ START_TEST(test_prepare_command) {
     char cfg[4096], out[4096], model[4096];
     snprintf(cfg, sizeof cfg, "%s/../../configs/benchmarks/quickstart.yaml", KS_FIXTURES);
     snprintf(out, sizeof out, "%s/q.jsonl", ks_test_tmpdir());
-    snprintf(model, sizeof model, "%s", ks_test_data("tokenizers/llama3_1"));
+    snprintf(model, sizeof model, "%s", ks_test_fixture("tokenizer/llama3_1"));
     unsetenv("KS_DATA_DIR"); /* the config's data_dir default: the data the program finds on its own */
     char *argv[] = {"prepare", "--cfg_path", cfg, "--model_path", model, "--output", out, "--limit", "2"};
     ck_assert_int_eq(ks_cmd_prepare(9, argv), KS_OK);

@@ -1,14 +1,16 @@
 /* check_tokenizer.c — the C tokenizer against Hugging Face:
- *   - the 35 strings x 3 tokenizers of tokenizers/reference_encodings.json in the reference tokenizers' data
- *     folder, $KS_SHARED_DATA (ids, ids with special tokens, decode), loading each tokenizer's directory
- *     (tokenizer_config.json read) and its bare tokenizer.json;
+ *   - the 35 strings x 3 tokenizers of tests/fixtures/tokenizer/reference_encodings.json (ids, ids with special
+ *     tokens, decode; the `tokenizers` package on the published Llama-3.1, Qwen3 and 32K SentencePiece
+ *     vocabularies), loading each tokenizer's fixture directory (tokenizer_config.json read) and its bare
+ *     tokenizer.json: the published tokenizers cut down to the tokens those strings need, with their ids (both
+ *     made by tests/tools/make_reference_tokenizers.py);
  *   - round trips decode(encode(x)) == x on the essays and on generated Unicode text;
  *   - the SmolLM2 GGUF vocabulary against tests/fixtures/tokenizer/smollm2_ids.json (made with the `tokenizers`
  *     package by tests/tools/make_tokenizer_fixtures.py), including its chat prompt;
- *   - a SentencePiece GGUF (model "llama", scores) written here from the 32K vocabulary, against that vocabulary's
- *     reference ids;
+ *   - a SentencePiece GGUF (model "llama", scores) written here from the 32K vocabulary fixture, against that
+ *     vocabulary's reference ids;
  *   - small tokenizer.json variants (tests/fixtures/tokenizer/variants.json, same generator) for the options the
- *     shared tokenizers do not use: added-token lstrip/rstrip/single_word, NFKC/NFD, Replace, literal Split,
+ *     three reference tokenizers do not use: added-token lstrip/rstrip/single_word, NFKC/NFD, Replace, literal Split,
  *     Digits, ByteLevel add_prefix_space, Metaspace, unk with/without fuse_unk, a TemplateProcessing suffix;
  *   - the decoder steps (Replace, ByteFallback, Fuse, Strip) of a hand-written SentencePiece-style tokenizer.json
  *     (tests/fixtures/tokenizer/sp_bytefallback.json), down to empty inputs;
@@ -47,7 +49,7 @@ static ks_tokenizer *load_tok(const char *path) {
 
 static const char *tok_dir(const char *name) {
     static char buf[4096];
-    snprintf(buf, sizeof buf, "%s", ks_test_data("tokenizers/"));
+    snprintf(buf, sizeof buf, "%s", ks_test_fixture("tokenizer/"));
     strncat(buf, name, sizeof buf - strlen(buf) - 1);
     return buf;
 }
@@ -101,7 +103,7 @@ static void check_case(const ks_tokenizer *tok, const cJSON *c, const char *name
 }
 
 static void check_reference(const ks_tokenizer *tok, const char *name, int full) {
-    cJSON *ref = load_json(ks_test_data("tokenizers/reference_encodings.json"));
+    cJSON *ref = load_json(ks_test_fixture("tokenizer/reference_encodings.json"));
     const cJSON *cases = cJSON_GetObjectItemCaseSensitive(ref, name), *c;
     ck_assert_int_eq(cJSON_GetArraySize(cases), 35);
     int i = 0;
@@ -446,19 +448,26 @@ static void write_gguf(const char *path, const char *model, char **tokens, const
     ck_assert_int_eq(fclose(f), 0);
 }
 
-/* The 32K SentencePiece vocabulary as a llama.cpp-style GGUF: scores such that higher scores are earlier
- * merges (score = -rank of the first merge producing the token), <unk> UNKNOWN, <s> </s> CONTROL, <0xXX> BYTE. */
+/* The 32K SentencePiece vocabulary fixture as a llama.cpp-style GGUF: scores such that higher scores are earlier
+ * merges (score = -rank of the first merge producing the token), <unk> UNKNOWN, <s> </s> CONTROL, <0xXX> BYTE.
+ * A GGUF numbers its tokens 0..n-1, so the ids the fixture leaves out hold UNUSED placeholders no text forms. */
 START_TEST(test_gguf_sentencepiece) {
     char json_path[4096], gguf[4096];
     ks_path_join(json_path, sizeof json_path, tok_dir("sp32k_mistral"), "tokenizer.json");
     cJSON *j = load_json(json_path);
     ks_tokenizer *hf = load_tok(json_path);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model"), *e;
-    int n = cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(model, "vocab"));
+    int n = ks_tokenizer_vocab_size(hf);
     char **tokens = calloc((size_t)n, sizeof *tokens);
+    char (*unused)[24] = malloc((size_t)n * sizeof *unused);
     float *scores = malloc((size_t)n * sizeof *scores);
     int32_t *types = malloc((size_t)n * sizeof *types);
-    for (int i = 0; i < n; i++) scores[i] = -1e6f - (float)i; /* tokens no merge produces: last */
+    for (int i = 0; i < n; i++) {
+        scores[i] = -1e6f - (float)i; /* tokens no merge produces: last */
+        snprintf(unused[i], sizeof unused[i], "<unused%d>", i);
+        tokens[i] = unused[i];
+        types[i] = 5;
+    }
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(model, "vocab")) {
         int id = (int)e->valuedouble;
         tokens[id] = e->string;
@@ -480,7 +489,7 @@ START_TEST(test_gguf_sentencepiece) {
     write_gguf(gguf, "llama", tokens, scores, types, n);
 
     ks_tokenizer *tok = load_tok(gguf);
-    ck_assert_int_eq(ks_tokenizer_vocab_size(tok), 32000);
+    ck_assert_int_eq(ks_tokenizer_vocab_size(tok), n);
     ck_assert_int_eq(ks_tokenizer_bos(tok), 1);
     check_reference(tok, "sp32k_mistral", 1);
     char *prompt = NULL;
@@ -493,6 +502,7 @@ START_TEST(test_gguf_sentencepiece) {
     ks_tokenizer_free(hf);
     remove(gguf);
     free(tokens);
+    free(unused);
     free(scores);
     free(types);
     cJSON_Delete(j);

@@ -6,13 +6,6 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *ks_test_data(const char *rel) {
-    static char buf[4096];
-    const char *root = getenv("KS_SHARED_DATA");
-    snprintf(buf, sizeof buf, "%s/%s", root ? root : KS_SHARED_DATA, rel);
-    return buf;
-}
-
 const char *ks_test_fixture(const char *rel) {
     static char buf[4096];
     snprintf(buf, sizeof buf, "%s/%s", KS_FIXTURES, rel);

@@ -1,14 +1,11 @@
-/* test_util.h — helpers shared by the Check tests: paths to the test data and fixtures, and the SmolLM2 GGUF. */
+/* test_util.h — helpers shared by the Check tests: paths to the fixtures, and the SmolLM2 GGUF. */
 #ifndef KS_TEST_UTIL_H
 #define KS_TEST_UTIL_H
 
 #include <check.h>
 #include <stddef.h>
 
-/* "<data>/<rel>" in a static buffer (valid until the next call); data is $KS_SHARED_DATA, else the build's
- * KS_SHARED_DATA: the reference tokenizers' data folder. */
-const char *ks_test_data(const char *rel);
-/* "<tests/fixtures>/<rel>" in a static buffer. */
+/* "<tests/fixtures>/<rel>" in a static buffer (valid until the next call). */
 const char *ks_test_fixture(const char *rel);
 /* Path of SmolLM2-135M-Instruct.Q4_1.gguf: $KS_SMOLLM2_GGUF, else the pip package's copy that
  * jobs/smollm2_path.sh found when CMake configured the tests. NULL if absent. */

