@@ -6,8 +6,8 @@
 # kvscope in the copy, puts the source back, and then runs the same `kvscope bench` on both builds, alternating,
 # ROUNDS times (default 3): the spread between rounds says how much of a difference is noise.
 #
-#   here:   git diff BASE HEAD -- kernels src > change.patch     (or any patch the tree already contains)
-#   there:  bash jobs/gpu/ab_bench.sh change.patch [ROUNDS] [kvscope bench args...]
+#   git diff BASE HEAD -- kernels src > change.patch     (or any patch the tree already contains)
+#   bash jobs/gpu/ab_bench.sh change.patch [ROUNDS] [kvscope bench args...]
 #           default bench args: --lengths 2048,4096,32768 --repeat 1 --decode_steps 48 --attention_lengths 2048
 #
 # Prints one line per build and round: context and decode ms/token (bench tables without --acceleration), or

@@ -4,27 +4,24 @@
 # and the PyTorch + transformers baseline on the same GPU, and print both side by side with the physical floor
 # (the numbers of docs/performance.md and docs/kernels.md).
 #
-#   here (Debian, apt):  bash jobs/gpu/fetch_debs.sh                  # the -dev packages the GPU image lacks
-#                        bash jobs/gpu/smollm2_parts.sh split           # optional: the SmolLM2 GGUF in two parts
-#   GPU machine:         bash jobs/gpu/run_gpu.sh [--quick] [--sanitize] [--kernel-bench] [--no-torch]
-#                        (with .gpudeps, .smollm2/part.aa and .smollm2/SHA256SUMS copied beside the tree)
+#   bash jobs/gpu/run_gpu.sh [--quick] [--sanitize] [--kernel-bench] [--no-torch]
 #
 #   --quick         a validation run: kvscope bench at 4K/32K/128K with one prefill each, a short torch run
 #   --sanitize      also run gpu_kernels and gpu_methods under compute-sanitizer memcheck/racecheck and
 #                   gpu_forward under memcheck
 #   --kernel-bench  also run build-gpu/tests/bench_kernels (docs/kernels.md)
-#   --no-torch      skip the PyTorch baseline
+#   --no-torch      skip the PyTorch baseline (jobs/bench_torch.py needs torch and transformers)
 #
-# On a GPU image without a package registry the .debs in .gpudeps are unpacked into a private prefix (never
-# into /) and found through PKG_CONFIG_PATH; NCCL comes from wherever the image has it (system, or the PyTorch
-# environment's wheel). The SmolLM2 test runs when both GGUF parts have reached /tmp (jobs/gpu/smollm2_parts.sh),
-# else it is skipped and says so. Logs and JSON go to $OUT if set, else ./build-gpu-out (kvscope.json,
-# torch.json, logs.tgz); the last lines printed are the test summary and the tables.
+# Needs the -dev packages of the README's "On a GPU machine", or their .debs in KS_DEBS_DIR (jobs/gpu/env.sh,
+# jobs/gpu/fetch_debs.sh). The `gpu;model` test (gpu_forward_smollm2) and the generate comparison need the
+# SmolLM2 GGUF: $KS_SMOLLM2_GGUF, else the pip package jobs/setup.sh installs (jobs/smollm2_path.sh); without
+# it they are left out and the run says so. Environment: KS_BUILD_DIR (default build-gpu), OUT (logs and JSON,
+# default $KS_BUILD_DIR-out: kvscope.json, torch.json, logs.tgz). The last lines printed are the test summary
+# and the tables.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${KS_BUILD_DIR:-build-gpu}"
 OUT="${OUT:-$BUILD-out}" # git-ignored (build-*/) like the build itself
-P=/tmp/ks-prefix
 QUICK=0 SANITIZE=0 KBENCH=0 TORCH=1
 for a in "$@"; do
   case "$a" in
@@ -35,7 +32,7 @@ for a in "$@"; do
     *) echo "run_gpu.sh: unknown option '$a' (use --quick, --sanitize, --kernel-bench, --no-torch)"; exit 2 ;;
   esac
 done
-LOG="$OUT/logs" # tarred into $OUT/logs.tgz at the end (a few files to copy back, not dozens)
+LOG="$OUT/logs" # tarred into $OUT/logs.tgz at the end
 mkdir -p "$LOG"
 trap 'tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$LOG"' EXIT
 say() { echo "[run_gpu $(date +%T)] $*"; }
@@ -54,7 +51,7 @@ say() { echo "[run_gpu $(date +%T)] $*"; }
 } > "$LOG/env.log" 2>&1
 say "environment:"; sed 's/^/  /' "$LOG/env.log"
 
-# ---- 2. the .debs of .gpudeps into a private prefix, pkg-config, NCCL (jobs/gpu/env.sh) ---------------------
+# ---- 2. the .debs of $KS_DEBS_DIR, if any, into a private prefix; pkg-config; NCCL (jobs/gpu/env.sh) --------
 source jobs/gpu/env.sh
 
 # ---- 3. configure and build --------------------------------------------------------------------------------
@@ -78,12 +75,12 @@ done
 # ---- 4. tests ----------------------------------------------------------------------------------------------
 export LD_LIBRARY_PATH="$RUNTIME_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 SKIP=""
-if gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ]; then
+if gguf=${KS_SMOLLM2_GGUF:-$(bash jobs/smollm2_path.sh 2> /dev/null)} && [ -f "$gguf" ]; then
   export KS_SMOLLM2_GGUF="$gguf"
   say "SmolLM2 GGUF: $gguf"
 else
   SKIP="-E gpu_forward_smollm2"
-  say "SmolLM2 GGUF not (yet) here: gpu_forward_smollm2 skipped (jobs/gpu/run_smollm2.sh runs it later)"
+  say "no SmolLM2 GGUF (KS_SMOLLM2_GGUF, or jobs/setup.sh's pip package): gpu_forward_smollm2 left out"
 fi
 say "tests (label gpu)"
 ctest --test-dir "$BUILD" -L gpu $SKIP --output-on-failure -V > "$LOG/test.log" 2>&1

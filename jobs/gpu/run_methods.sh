@@ -1,22 +1,20 @@
 #!/usr/bin/env bash
 # jobs/gpu/run_methods.sh — the KV-method measurements on a GPU machine (docs/performance.md "KV-cache methods",
-# docs/results.md), in two runs on one machine when the SmolLM2 GGUF arrives in two parts
-# (jobs/gpu/smollm2_parts.sh):
+# docs/results.md):
 #
-#   here:    bash jobs/gpu/fetch_debs.sh && bash jobs/gpu/smollm2_parts.sh split
-#   first:   with .gpudeps, .smollm2/part.aa and .smollm2/SHA256SUMS:   bash jobs/gpu/run_methods.sh stash
-#   second:  with .smollm2/part.ab and .smollm2/SHA256SUMS:             bash jobs/gpu/run_methods.sh run
-#            (the first part waits in /tmp)
+#   bash jobs/gpu/run_methods.sh run      # all steps below
+#   bash jobs/gpu/run_methods.sh tests    # steps 1 and 2 only
 #
-# tests: steps 1 and 2 only (with .gpudeps on a fresh machine).
-# stash: unpacks the .debs and stashes the first GGUF part (seconds). run, each step under a time limit so
-# that the call ends inside BUDGET_S seconds (default 540) with what it has:
-#   1. configure and build kvscope and the gpu tests;
+# Each step runs under a time limit so that the whole run ends within BUDGET_S seconds (default 540) with what
+# it has:
+#   1. configure and build kvscope and the gpu tests (the -dev packages of the README, or KS_DEBS_DIR:
+#      jobs/gpu/env.sh);
 #   2. the gpu tests gpu_methods and gpu_forward (gpu_kernels at the end);
 #   3. kvscope bench --acceleration: FullKV and the six methods (budget 2048) at 32K and 128K on the
 #      Llama-3.1-8B shape (H2O's default all-query scoring is attention-sized work: step 5);
 #   4. SmolLM2 through configs/benchmarks/RULER_nodata_4k8k.yaml on cuda, FullKV and SnapKV (EVAL_LIMIT samples
-#      per task and length, default all), then `kvscope report` on both files;
+#      per task and length, default all), then `kvscope report` on both files; the GGUF is $KS_SMOLLM2_GGUF,
+#      else the pip package jobs/setup.sh installs (without either the step is left out and says so);
 #   5. H2O's default at 32K and 128K, then gpu_kernels.
 # Knobs (environment): KS_TESTS (the gpu tests to run), KS_BENCH_METHODS (the --acceleration entries),
 # KS_BENCH=0 (skip step 3), KS_BENCH_REPEAT (its --repeat, 32K and below; default 1), KS_H2O_DEFAULT=0 (skip
@@ -40,18 +38,11 @@ limited() {
   timeout "$t" "$@"
 }
 mkdir -p "$OUT/logs"
-source jobs/gpu/env.sh
-
 case "${1:-}" in
-  stash)
-    bash jobs/gpu/smollm2_parts.sh gather > /dev/null
-    say "stashed: $(ls /tmp/ks-smollm2 | tr '\n' ' ')"
-    rm -rf "$OUT/logs"
-    exit 0
-    ;;
   run | tests) ;;
-  *) echo "usage: run_methods.sh stash|run|tests" >&2; exit 2 ;;
+  *) echo "usage: run_methods.sh run|tests" >&2; exit 2 ;;
 esac
+source jobs/gpu/env.sh
 trap 'tar czf "$OUT/logs.tgz" -C "$OUT" logs && rm -rf "$OUT/logs"' EXIT
 export LD_LIBRARY_PATH="$RUNTIME_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
@@ -65,7 +56,7 @@ cmake --build "$BUILD" -j"$(nproc)" --target kvscope gpu_methods gpu_forward gpu
   { grep -E "error" "$OUT/logs/build.log" | head -20; say "build FAILED"; exit 1; }
 say "built"
 
-# ---- 2. gpu tests (gpu_kernels, whose kernels this work leaves alone, runs last) ---------------------------
+# ---- 2. gpu tests (gpu_kernels, which the methods do not use, runs last) ------------------------------------
 RC=0
 gpu_test() { # name, cap in seconds, seconds to leave for what follows
   limited "$2" "$3" "$BUILD/tests/$1" > "$OUT/logs/$1.log" 2>&1
@@ -94,7 +85,7 @@ for a in $METHODS; do ACCEL+=(--acceleration "$a"); done
   --out "$OUT/bench_methods.json" 2> "$OUT/logs/bench_methods.log" | tee "$OUT/bench_methods.md"
 
 # ---- 4. SmolLM2 through RULER 4K/8K on cuda --------------------------------------------------------------
-if gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ]; then
+if gguf=${KS_SMOLLM2_GGUF:-$(bash jobs/smollm2_path.sh 2> /dev/null)} && [ -f "$gguf" ]; then
   mkdir -p "$OUT/eval"
   CFG=configs/benchmarks/RULER_nodata_4k8k.yaml
   for meth in FullKV SnapKV; do
@@ -110,7 +101,7 @@ if gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ]; then
   "$K" report "$OUT"/eval/*.h5 > "$OUT/report.md" 2> "$OUT/logs/report.log"
   cat "$OUT/report.md"
 else
-  say "SmolLM2 GGUF parts incomplete: eval skipped"
+  say "no SmolLM2 GGUF (KS_SMOLLM2_GGUF, or jobs/setup.sh's pip package): eval left out"
 fi
 
 # ---- 5. H2O's default (all queries score) at 32K and 128K ------------------------------------------------

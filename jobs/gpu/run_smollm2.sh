@@ -4,15 +4,16 @@
 #
 #   bash jobs/gpu/run_smollm2.sh [--generate-only]
 #
-# Usually run after run_gpu.sh on the same machine: run_gpu.sh built everything and stashed the first GGUF part
-# in /tmp; this run brings .smollm2/part.ab and .smollm2/SHA256SUMS (jobs/gpu/smollm2_parts.sh).
+# Runs on the build jobs/gpu/run_gpu.sh made (KS_BUILD_DIR, default build-gpu). The GGUF: $KS_SMOLLM2_GGUF, else
+# the pip package jobs/setup.sh installs (jobs/smollm2_path.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BUILD="${KS_BUILD_DIR:-build-gpu}"
-L=/tmp/ks-prefix/usr/lib/x86_64-linux-gnu
-export LD_LIBRARY_PATH="$L:$L/openblas-pthread:/tmp/ks-prefix/nccl/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+source jobs/gpu/env.sh > /dev/null 2>&1
+export LD_LIBRARY_PATH="$RUNTIME_LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -x "$BUILD/tests/gpu_forward" ] || { echo "run_smollm2: no $BUILD/tests/gpu_forward (run run_gpu.sh first)"; exit 1; }
-gguf=$(bash jobs/gpu/smollm2_parts.sh gather) && [ -n "$gguf" ] || { echo "run_smollm2: GGUF parts incomplete"; exit 1; }
+gguf=${KS_SMOLLM2_GGUF:-$(bash jobs/smollm2_path.sh)} && [ -f "$gguf" ] ||
+  { echo "run_smollm2: no SmolLM2 GGUF (set KS_SMOLLM2_GGUF, or run jobs/setup.sh)"; exit 1; }
 RC=0
 if [ "${1:-}" != "--generate-only" ]; then
   KS_SMOLLM2_GGUF="$gguf" "$BUILD/tests/gpu_forward" smollm2 2>&1 | grep -v "OpenBLAS does not know"
