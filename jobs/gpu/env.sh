@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # jobs/gpu/env.sh — sourced by the GPU-machine scripts (run_gpu.sh, run_methods.sh, run_smollm2.sh,
 # ab_bench.sh, profile_decode.sh) and usable on its own (`source jobs/gpu/env.sh`) before a CUDA build:
 #   - when $KS_DEBS_DIR (default `debs`, relative to the repository root) holds .deb files, as
