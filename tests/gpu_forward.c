@@ -141,70 +141,12 @@ static void run_case(const ks_model *m, const int32_t *ids, int n_prompt, int n_
 
 /* ---- random in-memory models (the tensor-core kernels) -------------------------------------------------- */
 
-static uint64_t g_rng = 0x1234567;
-static float unif(float a) { /* uniform on [-a, a) */
-    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
-    return a * (2.0f * (float)((g_rng >> 40) * (1.0 / 16777216.0)) - 1.0f);
-}
-
-/* Fills `n` floats from the arena cursor and returns them. */
-static float *take(float **cur, size_t n, float a, float center) {
-    float *p = *cur;
-    for (size_t i = 0; i < n; i++) p[i] = center + unif(a);
-    *cur += n;
-    return p;
-}
-
-/* A model with cfg's shape and random weights (projections with unit-variance outputs), as ks_model_load would
- * hold it; ks_model_free releases it. */
-static void random_model(ks_model *m, const ks_model_config *cfg) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *cfg;
-    CK_KS(ks_model_config_validate(&m->cfg, "random test model"));
-    const size_t D = cfg->hidden, F = cfg->ffn, qd = (size_t)cfg->n_heads * cfg->head_dim;
-    const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim, V = cfg->vocab;
-    size_t per_layer = 2 * D + D * (qd + 2 * kvd) + (qd + 2 * kvd) + qd * D + D + 3 * D * F;
-    m->arena_floats = cfg->n_layers * per_layer + 2 * V * D + D;
-    m->arena = malloc(sizeof(float) * m->arena_floats);
-    m->layers = calloc(cfg->n_layers, sizeof *m->layers);
-    m->source = strdup("random test model");
-    m->first_layer = 0, m->last_layer = cfg->n_layers;
-    float *cur = m->arena;
-    const float ad = sqrtf(3.0f / D), af = sqrtf(3.0f / F), aq = sqrtf(3.0f / qd);
-    for (int l = 0; l < cfg->n_layers; l++) {
-        ks_layer_weights *w = &m->layers[l];
-        w->attn_norm = take(&cur, D, 0.2f, 1.0f);
-        w->ffn_norm = take(&cur, D, 0.2f, 1.0f);
-        w->wq = take(&cur, qd * D, ad, 0), w->wk = take(&cur, kvd * D, ad, 0), w->wv = take(&cur, kvd * D, ad, 0);
-        if (cfg->attn_bias) {
-            w->bq = take(&cur, qd, 0.1f, 0), w->bk = take(&cur, kvd, 0.1f, 0), w->bv = take(&cur, kvd, 0.1f, 0);
-        }
-        w->wo = take(&cur, D * qd, aq, 0);
-        if (cfg->o_bias) w->bo = take(&cur, D, 0.1f, 0);
-        w->w_gate = take(&cur, F * D, ad, 0), w->w_up = take(&cur, F * D, ad, 0), w->w_down = take(&cur, D * F, af, 0);
-    }
-    m->embed = take(&cur, V * D, 1.0f, 0);
-    m->final_norm = take(&cur, D, 0.2f, 1.0f);
-    m->lm_head = cfg->tie_embeddings ? m->embed : take(&cur, V * D, ad, 0);
-    ck_assert(cur <= m->arena + m->arena_floats);
-}
-
-static ks_model_config base_config(int hidden, int heads, int kv_heads, int head_dim, int ffn, int vocab, int layers) {
-    ks_model_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = KS_ARCH_LLAMA;
-    c.n_layers = layers, c.hidden = hidden, c.n_heads = heads, c.n_kv_heads = kv_heads, c.head_dim = head_dim;
-    c.ffn = ffn, c.vocab = vocab, c.max_pos = 4096, c.rms_eps = 1e-5f, c.rope_theta = 10000.0f;
-    c.bos_id = -1, c.rope_factor = 1.0f;
-    return c;
-}
-
 START_TEST(test_random_models) {
     /* head_dim 64: GQA 2, q/k/v biases (Qwen2-like), untied head */
-    ks_model_config a = base_config(256, 4, 2, 64, 512, 1000, 2);
+    ks_model_config a = ks_fwd_config(256, 4, 2, 64, 512, 1000, 2);
     a.arch = KS_ARCH_QWEN2, a.attn_bias = 1, a.rope_theta = 1e6f;
     /* head_dim 128: GQA 6, a sliding window from layer 1 on, o_proj bias, llama3 RoPE, tied head */
-    ks_model_config b = base_config(384, 6, 1, 128, 640, 777, 3);
+    ks_model_config b = ks_fwd_config(384, 6, 1, 128, 640, 777, 3);
     b.sliding_window = 48, b.swa_first_layer = 1, b.o_bias = 1, b.tie_embeddings = 1;
     b.rope_type = KS_ROPE_LLAMA3, b.rope_factor = 8, b.rope_low_freq_factor = 1, b.rope_high_freq_factor = 4;
     b.rope_orig_max_pos = 64;
@@ -214,8 +156,8 @@ START_TEST(test_random_models) {
     int32_t ids[N_TOTAL];
     for (int c = 0; c < 2; c++) {
         ks_model m;
-        random_model(&m, cfgs[c]);
-        for (int i = 0; i < N_TOTAL; i++) ids[i] = (int32_t)((unif(1.0f) + 1.0f) * 0.5f * (m.cfg.vocab - 1));
+        ks_fwd_random_model(&m, cfgs[c]);
+        for (int i = 0; i < N_TOTAL; i++) ids[i] = (int32_t)((ks_fwd_unif(1.0f) + 1.0f) * 0.5f * (m.cfg.vocab - 1));
         const int chunks[] = {512, 64, 37};
         for (int k = 0; k < 3; k++) run_case(&m, ids, N_PROMPT, N_TOTAL, chunks[k], NULL, names[c]);
         ks_model_free(&m);
