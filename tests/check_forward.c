@@ -3,7 +3,8 @@
  * tests/tools/make_forward_fixtures.py into tests/fixtures/forward/).
  *
  *     check_forward            synthetic checkpoints (tests/fixtures/models/NAME): every prefill chunking, prefill +
- *                              decode, a two-stage pipeline; EOS stop; length errors; the backend registry
+ *                              decode, a two-stage pipeline; EOS stop; length errors; the backend registry; the
+ *                              cpu backend's layer ops against the reference ops on a random model
  *     check_forward smollm2    SmolLM2-135M-Instruct Q4_1 (label "model": needs the pip-installed GGUF)
  */
 #include <check.h>
@@ -15,6 +16,7 @@
 
 #include "core/file.h"
 #include "core/json.h"
+#include "cpu/ref.h"
 #include "engine/generate.h"
 #include "fwd_fixture.h"
 #include "test_util.h"
@@ -206,6 +208,122 @@ START_TEST(test_backend_registry) {
 }
 END_TEST
 
+/* ---- the layer ops against the reference ops ------------------------------------------------------------ */
+
+#define OPS_REL_TOL 1e-4f /* the fast CPU paths sum in another order than the reference */
+
+/* The reference of qkv_rope_append and the attention after it, for layer l on n rows at positions pos0.. with
+ * normed input xn (n, D): the new k, v rows written to rows pos0.. of the head-major kc, vc (Hk, cap, d), and
+ * att (n, H, d) the causal attention of the roped queries over rows 0 .. pos0 + n - 1. */
+static void ref_qkv_attention(const ks_model *m, int l, const float *xn, int n, int pos0, float *kc, float *vc,
+                              int cap, float *att) {
+    const ks_model_config *c = &m->cfg;
+    const ks_layer_weights *w = &m->layers[l];
+    const int H = c->n_heads, Hk = c->n_kv_heads, d = c->head_dim, D = c->hidden;
+    float *q = malloc(sizeof(float) * n * H * d), *k = malloc(sizeof(float) * n * Hk * d);
+    float *v = malloc(sizeof(float) * n * Hk * d), *inv = malloc(sizeof(float) * d / 2);
+    int32_t *pos = malloc(sizeof(int32_t) * n);
+    ks_ref_gemm(q, xn, w->wq, w->bq, n, D, H * d);
+    ks_ref_gemm(k, xn, w->wk, w->bk, n, D, Hk * d);
+    ks_ref_gemm(v, xn, w->wv, w->bv, n, D, Hk * d);
+    ks_rope_inv_freq(c, inv);
+    for (int t = 0; t < n; t++) pos[t] = pos0 + t;
+    ks_ref_rope(q, pos, n, H, d, inv);
+    ks_ref_rope(k, pos, n, Hk, d, inv);
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < Hk; h++) {
+            memcpy(kc + ((size_t)h * cap + pos0 + t) * d, k + ((size_t)t * Hk + h) * d, sizeof(float) * d);
+            memcpy(vc + ((size_t)h * cap + pos0 + t) * d, v + ((size_t)t * Hk + h) * d, sizeof(float) * d);
+        }
+    ks_ref_attention(att, q, kc, vc, n, pos0 + n, cap, H, Hk, d, pos0, 0, 1.0f / sqrtf((float)d));
+    free(q), free(k), free(v), free(inv), free(pos);
+}
+
+/* x (n, D) += in (n, in_dim) W^T (+ bias): the reference of a residual projection. */
+static void ref_residual(float *x, const float *in, const float *W, const float *bias, int n, int in_dim, int D) {
+    float *y = malloc(sizeof(float) * n * D);
+    ks_ref_gemm(y, in, W, bias, n, in_dim, D);
+    for (int i = 0; i < n * D; i++) x[i] += y[i];
+    free(y);
+}
+
+/* Every head of the backend's layer l holds `rows` rows, those of the reference's kc, vc (Hk, cap, d). */
+static void check_cache(const ks_kvcache *c, int l, const float *kc, const float *vc, int cap, int rows,
+                        const char *what) {
+    const int d = c->head_dim, stride = ks_kvcache_stride(c, l);
+    char msg[96];
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        ck_assert_int_eq(ks_kvcache_len(c, l)[h], rows);
+        snprintf(msg, sizeof msg, "%s: layer %d head %d keys", what, l, h);
+        assert_logits(ks_kvcache_k(c, l) + (size_t)h * stride * d, kc + (size_t)h * cap * d, rows * d, OPS_REL_TOL,
+                      msg);
+        snprintf(msg, sizeof msg, "%s: layer %d head %d values", what, l, h);
+        assert_logits(ks_kvcache_v(c, l) + (size_t)h * stride * d, vc + (size_t)h * cap * d, rows * d, OPS_REL_TOL,
+                      msg);
+    }
+}
+
+/* Each layer op of the cpu backend computes what the reference ops composed compute, on random weights (q/k/v
+ * and o biases, GQA) and random residual rows: a prompt chunk, then a decode row, through two layers chained as
+ * the forward pass chains them (the first layer's rmsnorm, each out_proj_residual_norm writing the next norm,
+ * none after the last layer), checking the cache after qkv_rope_append, X after each residual op, the logits. */
+START_TEST(test_layer_ops) {
+    ks_model_config cfg = ks_fwd_config(48, 4, 2, 8, 80, 37, 2);
+    cfg.attn_bias = 1, cfg.o_bias = 1;
+    ks_model m;
+    ks_fwd_random_model(&m, &cfg);
+    enum { N = 5, CAP = 8, L = 2 };
+    const int D = cfg.hidden, F = cfg.ffn, Hd = cfg.n_heads * cfg.head_dim, kvd = CAP * cfg.n_kv_heads * cfg.head_dim;
+    const ks_backend_ops *o = &ks_backend_cpu;
+    ks_backend *be;
+    ks_backend_params p = {.max_ctx = CAP, .max_chunk = N, .threads = 1};
+    ck_assert_msg(o->init(&be, &m, &p) == KS_OK, "%s", ks_last_error());
+    float *x = malloc(sizeof(float) * N * D), *xn = malloc(sizeof(float) * N * D), *got = malloc(sizeof(float) * N * D);
+    float *att = malloc(sizeof(float) * N * Hd), *g = malloc(sizeof(float) * N * F), *u = malloc(sizeof(float) * N * F);
+    float *kc = calloc((size_t)L * kvd, sizeof(float)), *vc = calloc((size_t)L * kvd, sizeof(float));
+    float *logits = malloc(sizeof(float) * cfg.vocab), *want = malloc(sizeof(float) * cfg.vocab);
+    for (int step = 0; step < 2; step++) {
+        const int n = step ? 1 : N, pos0 = step ? N : 0;
+        const char *what = step ? "decode row" : "prompt chunk";
+        for (int i = 0; i < n * D; i++) x[i] = ks_fwd_unif(1.0f);
+        ck_assert(o->hidden_write(be, x, n) == KS_OK);
+        ck_assert(o->rmsnorm(be, 0, KS_W_ATTN_NORM, n) == KS_OK);
+        ks_ref_rmsnorm(xn, x, m.layers[0].attn_norm, n, D, cfg.rms_eps);
+        for (int l = 0; l < L; l++) {
+            const ks_layer_weights *w = &m.layers[l];
+            ck_assert(o->qkv_rope_append(be, l, n, pos0) == KS_OK);
+            ref_qkv_attention(&m, l, xn, n, pos0, kc + (size_t)l * kvd, vc + (size_t)l * kvd, CAP, att);
+            check_cache(o->kvcache(be), l, kc + (size_t)l * kvd, vc + (size_t)l * kvd, CAP, pos0 + n, what);
+            ck_assert((step ? o->attention_decode(be, l, pos0) : o->attention_prefill(be, l, n, pos0)) == KS_OK);
+
+            ck_assert(o->out_proj_residual_norm(be, l, KS_W_O, n, l, KS_W_FFN_NORM) == KS_OK);
+            ref_residual(x, att, w->wo, w->bo, n, Hd, D);
+            ck_assert(o->hidden_read(be, got, n) == KS_OK);
+            assert_logits(got, x, n * D, OPS_REL_TOL, "X after out_proj_residual_norm(O)");
+            ks_ref_rmsnorm(xn, x, w->ffn_norm, n, D, cfg.rms_eps);
+
+            ck_assert(o->gate_up_swiglu(be, l, n) == KS_OK);
+            ck_assert(o->out_proj_residual_norm(be, l, KS_W_DOWN, n, l + 1 < L ? l + 1 : -1, KS_W_ATTN_NORM) == KS_OK);
+            ks_ref_gemm(g, xn, w->w_gate, NULL, n, D, F);
+            ks_ref_gemm(u, xn, w->w_up, NULL, n, D, F);
+            ks_ref_swiglu(g, g, u, (int64_t)n * F);
+            ref_residual(x, g, w->w_down, NULL, n, F, D);
+            ck_assert(o->hidden_read(be, got, n) == KS_OK);
+            assert_logits(got, x, n * D, OPS_REL_TOL, "X after out_proj_residual_norm(DOWN)");
+            if (l + 1 < L) ks_ref_rmsnorm(xn, x, m.layers[l + 1].attn_norm, n, D, cfg.rms_eps);
+        }
+        ck_assert(o->logits(be, n - 1, 1) == KS_OK);
+        ck_assert(o->logits_read(be, 1, logits) == KS_OK);
+        ks_ref_rmsnorm(xn, x + (size_t)(n - 1) * D, m.final_norm, 1, D, cfg.rms_eps);
+        ks_ref_gemm(want, xn, m.lm_head, NULL, 1, D, cfg.vocab);
+        assert_logits(logits, want, cfg.vocab, OPS_REL_TOL, what);
+    }
+    o->free(be);
+    free(x), free(xn), free(got), free(att), free(g), free(u), free(kc), free(vc), free(logits), free(want);
+    ks_model_free(&m);
+}
+END_TEST
+
 /* ---- SmolLM2 --------------------------------------------------------------------------------------------- */
 
 /* The prompt as `kvscope generate` encodes it (chat template or plain) gives the reference's ids. */
@@ -288,6 +406,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_generate_stops_at_eos);
         tcase_add_test(tc, test_length_errors);
         tcase_add_test(tc, test_backend_registry);
+        tcase_add_test(tc, test_layer_ops);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

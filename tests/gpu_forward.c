@@ -7,7 +7,8 @@
  *                            kernels; GQA, sliding windows, biases, tied and untied heads): prefill in several
  *                            chunkings, teacher-forced decode steps (the first eager, the second captured, the
  *                            rest replayed from the graph), a second sequence on the same graph (new positions and
- *                            lengths), bit-identical reruns, a two-stage pipeline, the registry
+ *                            lengths), bit-identical reruns, a two-stage pipeline, the registry, and each layer op
+ *                            (prompt rows and decode rows) against the cpu backend's
  *     gpu_forward smollm2    SmolLM2-135M-Instruct (label "model" too; $KS_SMOLLM2_GGUF): the fixture logits and
  *                            the fixture's 32 greedy tokens (teacher-forced against the CPU, then free-running
  *                            through the decode graph)
@@ -45,19 +46,30 @@ static int argmax(const float *x, int n) {
     return best;
 }
 
+/* ||got - ref|| <= g_rel_l2 ||ref|| and max |got - ref| <= g_max_rel max |ref|, every value finite. Returns the
+ * relative L2 error; *maxd and *maxr get max |got - ref| and max |ref|. */
+static double check_close(const float *got, const float *ref, int n, const char *what, double *maxd, double *maxr) {
+    double num = 0, den = 0;
+    *maxd = *maxr = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(isfinite(got[i]), "%s: value %d is %g", what, i, got[i]);
+        double d = fabs((double)got[i] - ref[i]);
+        num += d * d, den += (double)ref[i] * ref[i];
+        *maxd = d > *maxd ? d : *maxd;
+        *maxr = fabs(ref[i]) > *maxr ? fabs(ref[i]) : *maxr;
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    ck_assert_msg(rel <= g_rel_l2, "%s: relative L2 error %.3e > %.1e", what, rel, g_rel_l2);
+    ck_assert_msg(*maxd <= g_max_rel * *maxr, "%s: max|d| %.3e > %.1e x max|ref| %.3e", what, *maxd, g_max_rel,
+                  *maxr);
+    return rel;
+}
+
 /* The tolerance checks of the header; prints the errors (when `print`) so that runs show the margin. Returns
  * the relative L2 error; *max_rel (may be NULL) gets max |got - ref| / max |ref|. */
 static double check_logits_p(const float *got, const float *ref, int n, const char *what, int print,
                              double *max_rel) {
-    double num = 0, den = 0, maxd = 0, maxr = 0;
-    for (int i = 0; i < n; i++) {
-        ck_assert_msg(isfinite(got[i]), "%s: logit %d is %g", what, i, got[i]);
-        double d = fabs((double)got[i] - ref[i]);
-        num += d * d, den += (double)ref[i] * ref[i];
-        maxd = d > maxd ? d : maxd;
-        maxr = fabs(ref[i]) > maxr ? fabs(ref[i]) : maxr;
-    }
-    double rel = sqrt(num / (den > 0 ? den : 1));
+    double maxd, maxr, rel = check_close(got, ref, n, what, &maxd, &maxr);
     int top = argmax(ref, n);
     float second = -INFINITY;
     for (int i = 0; i < n; i++)
@@ -66,9 +78,6 @@ static double check_logits_p(const float *got, const float *ref, int n, const ch
     if (print)
         printf("  %-52s rel_l2 %.2e  max|d| %.2e of max|ref| %.2e  top-2 margin %.3f\n", what, rel, maxd, maxr,
                margin);
-    ck_assert_msg(rel <= g_rel_l2, "%s: relative L2 error %.3e > %.1e", what, rel, g_rel_l2);
-    ck_assert_msg(maxd <= g_max_rel * maxr, "%s: max|dlogit| %.3e > %.1e x max|logit| %.3e", what, maxd, g_max_rel,
-                  maxr);
     if (margin > 2 * maxd)
         ck_assert_msg(argmax(got, n) == top, "%s: argmax %d, reference %d (margin %.3f)", what, argmax(got, n), top,
                       margin);
@@ -139,72 +148,89 @@ static void run_case(const ks_model *m, const int32_t *ids, int n_prompt, int n_
     free(lc), free(lg), free(first);
 }
 
-/* ---- random in-memory models (the tensor-core kernels) -------------------------------------------------- */
+/* ---- the layer ops, one at a time ----------------------------------------------------------------------- */
 
-static uint64_t g_rng = 0x1234567;
-static float unif(float a) { /* uniform on [-a, a) */
-    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
-    return a * (2.0f * (float)((g_rng >> 40) * (1.0 / 16777216.0)) - 1.0f);
+/* qkv_rope_append, the attention (decode for a row after the prompt) and out_proj_residual_norm(O) of layer l. */
+static void attention_ops(const ks_backend_ops *o, ks_backend *b, int l, int n, int pos0, int decode) {
+    CK_KS(o->qkv_rope_append(b, l, n, pos0));
+    CK_KS(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
+    CK_KS(o->out_proj_residual_norm(b, l, KS_W_O, n, l, KS_W_FFN_NORM));
 }
 
-/* Fills `n` floats from the arena cursor and returns them. */
-static float *take(float **cur, size_t n, float a, float center) {
-    float *p = *cur;
-    for (size_t i = 0; i < n; i++) p[i] = center + unif(a);
-    *cur += n;
-    return p;
+/* gate_up_swiglu and out_proj_residual_norm(DOWN) of layer l, normed for layer `next` (-1: none). */
+static void ffn_ops(const ks_backend_ops *o, ks_backend *b, int l, int n, int next) {
+    CK_KS(o->gate_up_swiglu(b, l, n));
+    CK_KS(o->out_proj_residual_norm(b, l, KS_W_DOWN, n, next, KS_W_ATTN_NORM));
 }
 
-/* A model with cfg's shape and random weights (projections with unit-variance outputs), as ks_model_load would
- * hold it; ks_model_free releases it. */
-static void random_model(ks_model *m, const ks_model_config *cfg) {
-    memset(m, 0, sizeof *m);
-    m->cfg = *cfg;
-    CK_KS(ks_model_config_validate(&m->cfg, "random test model"));
-    const size_t D = cfg->hidden, F = cfg->ffn, qd = (size_t)cfg->n_heads * cfg->head_dim;
-    const size_t kvd = (size_t)cfg->n_kv_heads * cfg->head_dim, V = cfg->vocab;
-    size_t per_layer = 2 * D + D * (qd + 2 * kvd) + (qd + 2 * kvd) + qd * D + D + 3 * D * F;
-    m->arena_floats = cfg->n_layers * per_layer + 2 * V * D + D;
-    m->arena = malloc(sizeof(float) * m->arena_floats);
-    m->layers = calloc(cfg->n_layers, sizeof *m->layers);
-    m->source = strdup("random test model");
-    m->first_layer = 0, m->last_layer = cfg->n_layers;
-    float *cur = m->arena;
-    const float ad = sqrtf(3.0f / D), af = sqrtf(3.0f / F), aq = sqrtf(3.0f / qd);
-    for (int l = 0; l < cfg->n_layers; l++) {
-        ks_layer_weights *w = &m->layers[l];
-        w->attn_norm = take(&cur, D, 0.2f, 1.0f);
-        w->ffn_norm = take(&cur, D, 0.2f, 1.0f);
-        w->wq = take(&cur, qd * D, ad, 0), w->wk = take(&cur, kvd * D, ad, 0), w->wv = take(&cur, kvd * D, ad, 0);
-        if (cfg->attn_bias) {
-            w->bq = take(&cur, qd, 0.1f, 0), w->bk = take(&cur, kvd, 0.1f, 0), w->bv = take(&cur, kvd, 0.1f, 0);
-        }
-        w->wo = take(&cur, D * qd, aq, 0);
-        if (cfg->o_bias) w->bo = take(&cur, D, 0.1f, 0);
-        w->w_gate = take(&cur, F * D, ad, 0), w->w_up = take(&cur, F * D, ad, 0), w->w_down = take(&cur, D * F, af, 0);
+/* X rows 0..n-1 of the cuda backend (be[1]) against the cpu backend's (be[0]). */
+static void compare_x(const ks_backend_ops *const *o, ks_backend *const *be, int n, int D, const char *what) {
+    float *x[2];
+    for (int i = 0; i < 2; i++) {
+        x[i] = malloc(sizeof(float) * n * D);
+        CK_KS(o[i]->hidden_read(be[i], x[i], n));
     }
-    m->embed = take(&cur, V * D, 1.0f, 0);
-    m->final_norm = take(&cur, D, 0.2f, 1.0f);
-    m->lm_head = cfg->tie_embeddings ? m->embed : take(&cur, V * D, ad, 0);
-    ck_assert(cur <= m->arena + m->arena_floats);
+    double maxd, maxr;
+    check_close(x[1], x[0], n * D, what, &maxd, &maxr);
+    free(x[0]), free(x[1]);
 }
 
-static ks_model_config base_config(int hidden, int heads, int kv_heads, int head_dim, int ffn, int vocab, int layers) {
-    ks_model_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = KS_ARCH_LLAMA;
-    c.n_layers = layers, c.hidden = hidden, c.n_heads = heads, c.n_kv_heads = kv_heads, c.head_dim = head_dim;
-    c.ffn = ffn, c.vocab = vocab, c.max_pos = 4096, c.rms_eps = 1e-5f, c.rope_theta = 10000.0f;
-    c.bos_id = -1, c.rope_factor = 1.0f;
-    return c;
+/* Each layer op of the cuda backend against the cpu backend's on a random model (GQA, q/k/v and o biases): the
+ * same op sequence on both, a prompt chunk and then decode rows, through the layers chained as the forward pass
+ * chains them (the first layer's rmsnorm, each out_proj_residual_norm writing the next norm, none after the last
+ * layer), X compared after every residual op and the logits after every row set. One-row calls take the decode
+ * kernels (q|k|v GEMV, RoPE + append + lengths in one launch, gemv_swiglu, gemv_norm, a plain GEMV after the last
+ * layer), the chunk the GEMMs and the separate RoPE, append, SwiGLU and norm kernels. */
+START_TEST(test_layer_ops) {
+    ks_model_config c = ks_fwd_config(256, 4, 2, 64, 512, 1000, 3);
+    c.attn_bias = 1, c.o_bias = 1;
+    ks_model m;
+    ks_fwd_random_model(&m, &c);
+    enum { N = 37, STEPS = 3 };
+    const int D = c.hidden, V = c.vocab, L = c.n_layers;
+    const ks_backend_ops *o[2] = {&ks_backend_cpu, NULL};
+    CK_KS(ks_backend_find("cuda", &o[1]));
+    ks_backend *be[2];
+    ks_backend_params p = {.max_ctx = N + STEPS, .max_chunk = N};
+    for (int i = 0; i < 2; i++) CK_KS(o[i]->init(&be[i], &m, &p));
+    float *x = malloc(sizeof(float) * N * D), *lg[2] = {malloc(sizeof(float) * V), malloc(sizeof(float) * V)};
+    char what[96];
+    for (int s = 0; s <= STEPS; s++) {
+        const int n = s ? 1 : N, pos0 = s ? N + s - 1 : 0;
+        for (int i = 0; i < n * D; i++) x[i] = ks_fwd_unif(1.0f);
+        for (int i = 0; i < 2; i++) {
+            CK_KS(o[i]->hidden_write(be[i], x, n));
+            CK_KS(o[i]->rmsnorm(be[i], 0, KS_W_ATTN_NORM, n));
+        }
+        for (int l = 0; l < L; l++) {
+            for (int i = 0; i < 2; i++) attention_ops(o[i], be[i], l, n, pos0, s > 0);
+            snprintf(what, sizeof what, "%d rows at %d: layer %d, X after O", n, pos0, l);
+            compare_x(o, be, n, D, what);
+            for (int i = 0; i < 2; i++) ffn_ops(o[i], be[i], l, n, l + 1 < L ? l + 1 : -1);
+            snprintf(what, sizeof what, "%d rows at %d: layer %d, X after DOWN", n, pos0, l);
+            compare_x(o, be, n, D, what);
+        }
+        for (int i = 0; i < 2; i++) {
+            CK_KS(o[i]->logits(be[i], n - 1, 1));
+            CK_KS(o[i]->logits_read(be[i], 1, lg[i]));
+        }
+        snprintf(what, sizeof what, "layer ops: logits after %d rows at %d", n, pos0);
+        check_logits(lg[1], lg[0], V, what);
+    }
+    for (int i = 0; i < 2; i++) o[i]->free(be[i]);
+    free(x), free(lg[0]), free(lg[1]);
+    ks_model_free(&m);
 }
+END_TEST
+
+/* ---- random in-memory models (the tensor-core kernels) -------------------------------------------------- */
 
 START_TEST(test_random_models) {
     /* head_dim 64: GQA 2, q/k/v biases (Qwen2-like), untied head */
-    ks_model_config a = base_config(256, 4, 2, 64, 512, 1000, 2);
+    ks_model_config a = ks_fwd_config(256, 4, 2, 64, 512, 1000, 2);
     a.arch = KS_ARCH_QWEN2, a.attn_bias = 1, a.rope_theta = 1e6f;
     /* head_dim 128: GQA 6, a sliding window from layer 1 on, o_proj bias, llama3 RoPE, tied head */
-    ks_model_config b = base_config(384, 6, 1, 128, 640, 777, 3);
+    ks_model_config b = ks_fwd_config(384, 6, 1, 128, 640, 777, 3);
     b.sliding_window = 48, b.swa_first_layer = 1, b.o_bias = 1, b.tie_embeddings = 1;
     b.rope_type = KS_ROPE_LLAMA3, b.rope_factor = 8, b.rope_low_freq_factor = 1, b.rope_high_freq_factor = 4;
     b.rope_orig_max_pos = 64;
@@ -214,8 +240,8 @@ START_TEST(test_random_models) {
     int32_t ids[N_TOTAL];
     for (int c = 0; c < 2; c++) {
         ks_model m;
-        random_model(&m, cfgs[c]);
-        for (int i = 0; i < N_TOTAL; i++) ids[i] = (int32_t)((unif(1.0f) + 1.0f) * 0.5f * (m.cfg.vocab - 1));
+        ks_fwd_random_model(&m, cfgs[c]);
+        for (int i = 0; i < N_TOTAL; i++) ids[i] = (int32_t)((ks_fwd_unif(1.0f) + 1.0f) * 0.5f * (m.cfg.vocab - 1));
         const int chunks[] = {512, 64, 37};
         for (int k = 0; k < 3; k++) run_case(&m, ids, N_PROMPT, N_TOTAL, chunks[k], NULL, names[c]);
         ks_model_free(&m);
@@ -359,6 +385,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_synthetic_checkpoints);
         tcase_add_test(tc, test_random_models);
         tcase_add_test(tc, test_pipeline);
+        tcase_add_test(tc, test_layer_ops); /* after test_random_models: its weights come first from the stream */
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1); /* one CUDA context for the whole process */

@@ -40,17 +40,13 @@ typedef enum ks_buf {
     KS_BUF_COUNT
 } ks_buf;
 
-/* Per-layer weights (the model's bias, when it has one for q/k/v, goes with its projection). */
+/* The per-layer weights an op takes by name: a norm, or the projection of a residual add. (The q|k|v and
+ * gate|up projections belong to their ops, qkv_rope_append and gate_up_swiglu.) */
 typedef enum ks_weight {
     KS_W_ATTN_NORM, /* (hidden) */
-    KS_W_Q,         /* (H*d, hidden) + bq */
-    KS_W_K,         /* (Hk*d, hidden) + bk */
-    KS_W_V,         /* (Hk*d, hidden) + bv */
-    KS_W_O,         /* (hidden, H*d) + bo */
     KS_W_FFN_NORM,  /* (hidden) */
-    KS_W_GATE,      /* (ffn, hidden) */
-    KS_W_UP,        /* (ffn, hidden) */
-    KS_W_DOWN,      /* (hidden, ffn) */
+    KS_W_O,         /* (hidden, H*d) + bo: reads ATT */
+    KS_W_DOWN,      /* (hidden, ffn): reads GATE */
 } ks_weight;
 
 typedef struct ks_backend_params {
@@ -79,21 +75,33 @@ typedef struct ks_backend_ops {
      * with kv_rows < max_ctx the stream holds max_ctx rows and a layer-major prefill moves X over the prompt,
      * chunk by chunk; otherwise row0 must be 0. The other buffers keep their max_chunk rows. */
     ks_status (*residual_at)(ks_backend *b, int row0);
-    /* XN[0..n) = rmsnorm(X[0..n)) * w, w = KS_W_ATTN_NORM or KS_W_FFN_NORM of `layer`. */
+    /* ---- The layer ops (engine/forward.c: the layer recipe). Each op's name says all the work it does, which a
+     * GPU backend fuses into as few launches as it can and the CPU backend composes from the reference ops of
+     * kernels/cpu/ref.h; no op leaves work for a later one. ---- */
+    /* XN[0..n) = rmsnorm(X[0..n)) * w, w = KS_W_ATTN_NORM or KS_W_FFN_NORM of `layer` (the norm of a layer's
+     * input when no out_proj_residual_norm wrote it). */
     ks_status (*rmsnorm)(ks_backend *b, int layer, ks_weight w, int n);
-    /* out[0..n) = in[0..n) W^T (+ bias), or out += ... when accumulate (the residual add, fused). */
-    ks_status (*linear)(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate);
-    /* Rotates Q (H heads) and K (Hk heads) rows 0..n-1 for positions pos0 .. pos0+n-1. */
-    ks_status (*rope)(ks_backend *b, int n, int pos0);
-    /* Appends K, V rows 0..n-1 (positions pos0..) to every head of `layer`'s cache. In budget mode a layer
-     * outgrowing its own rows first moves to a free prefill slot (kvcache.h): KS_ERR_RANGE when none is free. */
-    ks_status (*kv_append)(ks_backend *b, int layer, int n, int pos0);
+    /* Q, K, V [0..n) = XN[0..n) Wq^T, Wk^T, Wv^T (+ bias) of `layer`; RoPE on Q (H heads) and K (Hk heads) for
+     * positions pos0 .. pos0+n-1; K, V rows appended to every head of `layer`'s cache at those positions. In
+     * budget mode a layer outgrowing its own rows first moves to a free prefill slot (kvcache.h): KS_ERR_RANGE
+     * when none is free. */
+    ks_status (*qkv_rope_append)(ks_backend *b, int layer, int n, int pos0);
     /* ATT[0..n) = causal (sliding-window) attention of Q rows at positions pos0.. over `layer`'s cache, which
      * must be dense (every position 0 .. pos0+n-1, as during prefill). */
     ks_status (*attention_prefill)(ks_backend *b, int layer, int n, int pos0);
     /* ATT[0] = attention of the single query at position qpos over each KV head's kept rows (per-head
      * lengths; with a sliding window only rows whose position is > qpos - window). */
     ks_status (*attention_decode)(ks_backend *b, int layer, int qpos);
+    /* UP[0..n) = XN Wup^T and GATE[0..n) = silu(XN Wgate^T) * UP, with `layer`'s weights. */
+    ks_status (*gate_up_swiglu)(ks_backend *b, int layer, int n);
+    /* The residual add of a sub-layer and the norm of the next one's input: X[0..n) += in W^T (+ bias), w =
+     * KS_W_O (in = ATT) or KS_W_DOWN (in = GATE) of `layer`; then, for norm_layer >= 0, XN[0..n) =
+     * rmsnorm(X[0..n)) * norm_w (KS_W_ATTN_NORM or KS_W_FFN_NORM) of norm_layer: the layer's FFN norm after O,
+     * the next layer's attention norm after DOWN. norm_layer < 0: X only (after the last layer held, whose
+     * X goes to logits, which applies the final norm, or to hidden_read). */
+    ks_status (*out_proj_residual_norm)(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
+                                        ks_weight norm_w);
+
     /* ---- KV-cache compression (src/methods). Scores, norms and keep lists cross as host arrays; the cache
      * rows never leave the backend. Each op has a reference in kernels/cpu/ref.h. ---- */
     /* Observation-window scores of the current chunk's roped queries (Q rows a->q_row0 .. a->q_row0 + a->n_q - 1,
@@ -137,9 +145,6 @@ typedef struct ks_backend_ops {
      * holds to host out (H, ld). */
     ks_status (*row_scores_add)(ks_backend *b, int layer, const ks_window_args *a);
     ks_status (*row_scores_read)(ks_backend *b, int layer, float *out, int ld);
-
-    /* GATE[0..n) = silu(GATE) * UP. */
-    ks_status (*swiglu)(ks_backend *b, int n);
 
     /* Last stage: logits of X rows [row0, row0 + n) through the final norm and LM head, kept on the backend
      * (n <= KS_BACKEND_MAX_LOGIT_ROWS). */

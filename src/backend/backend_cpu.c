@@ -172,40 +172,43 @@ static ks_status cpu_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
     return KS_OK;
 }
 
-static ks_status cpu_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
-    const ks_layer_weights *lw = layer_weights(b, layer);
-    const float *W = NULL, *bias = NULL;
-    switch (w) {
-    case KS_W_Q: W = lw->wq, bias = lw->bq; break;
-    case KS_W_K: W = lw->wk, bias = lw->bk; break;
-    case KS_W_V: W = lw->wv, bias = lw->bv; break;
-    case KS_W_O: W = lw->wo, bias = lw->bo; break;
-    case KS_W_GATE: W = lw->w_gate; break;
-    case KS_W_UP: W = lw->w_up; break;
-    case KS_W_DOWN: W = lw->w_down; break;
-    default: KS_ASSERT(!"linear: not a projection weight");
-    }
+/* out[0..n) = in[0..n) W^T (+ bias), or out += ... when accumulate. */
+static void project(ks_backend *b, const float *W, const float *bias, ks_buf in, ks_buf out, int n, int accumulate) {
     KS_ASSERT(n <= b->max_chunk);
     ks_fast_gemm(b->buf[out], b->buf[in], W, bias, n, b->width[in], b->width[out], accumulate);
-    return KS_OK;
 }
 
-static ks_status cpu_rope(ks_backend *b, int n, int pos0) {
-    KS_ASSERT(n <= b->max_chunk);
-    for (int t = 0; t < n; t++) b->pos[t] = pos0 + t;
+static ks_status cpu_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
+    const ks_layer_weights *lw = layer_weights(b, layer);
     const ks_model_config *c = b->cfg;
+    const int l = layer - b->m->first_layer;
+    project(b, lw->wq, lw->bq, KS_BUF_XN, KS_BUF_Q, n, 0);
+    project(b, lw->wk, lw->bk, KS_BUF_XN, KS_BUF_K, n, 0);
+    project(b, lw->wv, lw->bv, KS_BUF_XN, KS_BUF_V, n, 0);
+    for (int t = 0; t < n; t++) b->pos[t] = pos0 + t;
     ks_fast_rope(b->buf[KS_BUF_Q], b->pos, n, c->n_heads, c->head_dim, b->inv_freq);
     ks_fast_rope(b->buf[KS_BUF_K], b->pos, n, c->n_kv_heads, c->head_dim, b->inv_freq);
-    return KS_OK;
-}
-
-static ks_status cpu_kv_append(ks_backend *b, int layer, int n, int pos0) {
-    layer_weights(b, layer); /* range check */
-    int l = layer - b->m->first_layer;
     if (ks_kvcache_needs_slot(&b->cache, l, n) && ks_kvcache_take_slot(&b->cache, l) < 0)
         return ks_kvcache_no_slot(&b->cache, layer);
     ks_kvcache_append(&b->cache, l, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
     return KS_OK;
+}
+
+static ks_status cpu_gate_up_swiglu(ks_backend *b, int layer, int n) {
+    const ks_layer_weights *lw = layer_weights(b, layer);
+    project(b, lw->w_gate, NULL, KS_BUF_XN, KS_BUF_GATE, n, 0);
+    project(b, lw->w_up, NULL, KS_BUF_XN, KS_BUF_UP, n, 0);
+    ks_fast_swiglu(b->buf[KS_BUF_GATE], b->buf[KS_BUF_GATE], b->buf[KS_BUF_UP], (int64_t)n * b->cfg->ffn);
+    return KS_OK;
+}
+
+static ks_status cpu_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
+                                            ks_weight norm_w) {
+    const ks_layer_weights *lw = layer_weights(b, layer);
+    KS_ASSERT(w == KS_W_O || w == KS_W_DOWN);
+    if (w == KS_W_O) project(b, lw->wo, lw->bo, KS_BUF_ATT, KS_BUF_X, n, 1);
+    else project(b, lw->w_down, NULL, KS_BUF_GATE, KS_BUF_X, n, 1);
+    return norm_layer >= 0 ? cpu_rmsnorm(b, norm_layer, norm_w, n) : KS_OK;
 }
 
 /* The held layer index of absolute `layer` (asserted in range). */
@@ -365,12 +368,6 @@ static ks_status cpu_method_join(ks_backend *b) {
     return KS_OK;
 }
 
-static ks_status cpu_swiglu(ks_backend *b, int n) {
-    KS_ASSERT(n <= b->max_chunk);
-    ks_fast_swiglu(b->buf[KS_BUF_GATE], b->buf[KS_BUF_GATE], b->buf[KS_BUF_UP], (int64_t)n * b->cfg->ffn);
-    return KS_OK;
-}
-
 static ks_status cpu_logits(ks_backend *b, int row0, int n) {
     const ks_model_config *c = b->cfg;
     KS_ASSERT(b->m->final_norm && b->m->lm_head && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
@@ -403,11 +400,11 @@ const ks_backend_ops ks_backend_cpu = {
     .hidden_read = cpu_hidden_read,
     .residual_at = cpu_residual_at,
     .rmsnorm = cpu_rmsnorm,
-    .linear = cpu_linear,
-    .rope = cpu_rope,
-    .kv_append = cpu_kv_append,
+    .qkv_rope_append = cpu_qkv_rope_append,
     .attention_prefill = cpu_attention_prefill,
     .attention_decode = cpu_attention_decode,
+    .gate_up_swiglu = cpu_gate_up_swiglu,
+    .out_proj_residual_norm = cpu_out_proj_residual_norm,
     .window_scores = cpu_window_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
     .key_norms = cpu_key_norms,
@@ -416,7 +413,6 @@ const ks_backend_ops ks_backend_cpu = {
     .row_scores_load = cpu_row_scores_load,
     .row_scores_add = cpu_row_scores_add,
     .row_scores_read = cpu_row_scores_read,
-    .swiglu = cpu_swiglu,
     .logits = cpu_logits,
     .argmax = cpu_argmax,
     .logits_read = cpu_logits_read,

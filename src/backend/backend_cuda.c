@@ -5,16 +5,12 @@
  * accumulation, so results match the fp32 CPU backend to bf16 tolerance. Every op only enqueues work on the
  * backend's stream; the host waits only where data comes back (argmax, logits_read, hidden_read).
  *
- * Fused projections: the q|k|v and gate|up weights are stacked, so linear(Q) computes Q, K and V in one GEMM
- * and linear(GATE) computes GATE and UP; the linear(K), linear(V), linear(UP) calls that immediately follow
- * (same layer, rows and input) find their output already there and return. Any other op in between cancels
- * that, so every sequence of ops still computes exactly what backend.h says. Likewise rope only records its
- * arguments: the next op issues it first, and kv_append of a decode token fuses rotation, append and the
- * length update into one launch. In the same way a one-token linear call is held back by one op (`held`): a
- * residual projection (o_proj, down_proj) followed by rmsnorm runs as one GEMV whose last block writes the
- * norm, and gate|up followed by swiglu as one GEMV with the SwiGLU in its epilogue; any other next op gets
- * the held call issued unfused first. With the kernels' programmatic dependent launches (common.cuh), a
- * decode layer is seven kernels, each launched while the one before it finishes.
+ * Fusions: each layer op of backend.h is as few launches as its work allows. qkv_rope_append is one GEMM over the
+ * stacked q|k|v weights, then RoPE and the append (a decode token: RoPE, append and the length update in one
+ * launch); gate_up_swiglu is one GEMM over the stacked gate|up weights and the SwiGLU (a decode token: one GEMV
+ * with the SwiGLU in its epilogue); out_proj_residual_norm is the residual GEMM accumulating into X and the next
+ * norm (a decode token: one GEMV whose last block writes the norm). With the kernels' programmatic dependent
+ * launches (common.cuh), a decode layer is seven kernels, each launched while the one before it finishes.
  *
  * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
  * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
@@ -35,56 +31,6 @@
 static const cuda_layer *layer_of(const ks_backend *b, int layer) {
     KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
     return &b->layers[layer - b->m->first_layer];
-}
-
-/* rope's work, deferred to the next op (kv_append of a decode token fuses it). */
-static ks_status rope_now(ks_backend *b, int n, int pos0) {
-    const ks_model_config *c = b->cfg;
-    /* a captured decode step reads the position decode_graph_begin uploaded */
-    if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, n, b->stream));
-    /* Q and K heads are adjacent in each q|k|v row: one launch rotates both */
-    return ks_cuda_rope(b->qkv, KS_DTYPE_BF16, b->qkv_width, b->pos, n, c->n_heads + c->n_kv_heads, c->head_dim,
-                        b->inv_freq, b->stream);
-}
-
-static ks_status linear_now(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate);
-static void projection(const ks_backend *b, const cuda_layer *L, ks_weight w, const ks_bf16 **W, const void **bias,
-                       int *in, int *out);
-
-/* The held linear call, unfused. */
-static ks_status issue_held(ks_backend *b) {
-    int kind = b->held.kind;
-    b->held.kind = 0;
-    if (kind == CUDA_HELD_GATE_UP) return linear_now(b, b->held.layer, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, 1, 0);
-    if (kind == CUDA_HELD_RESIDUAL) return linear_now(b, b->held.layer, b->held.w, b->held.in, KS_BUF_X, 1, 1);
-    return KS_OK;
-}
-
-/* Every op starts here (linear after its skip check): projections computed ahead stay valid only for the
- * linear calls that immediately follow their fused GEMM, and held or deferred work is issued before anything
- * else runs, in the order it was asked for. */
-ks_status ks_cuda_op_begin(ks_backend *b) {
-    KS_TRY(issue_held(b));
-    b->ahead.mask = 0; /* after issue_held: a held gate|up issued now computes nothing the next op may skip */
-    if (!b->rope.pending) return KS_OK;
-    b->rope.pending = 0;
-    return rope_now(b, b->rope.n, b->rope.pos0);
-}
-
-/* The held residual projection's GEMV with norm weight `norm` fused after it (xn = rmsnorm(X row 0) * norm);
- * 0 in *fused when nothing of that kind is held (the caller then runs its norm alone). */
-static ks_status fuse_residual_norm(ks_backend *b, const float *norm, int *fused) {
-    *fused = b->held.kind == CUDA_HELD_RESIDUAL;
-    if (!*fused) return KS_OK;
-    b->held.kind = 0;
-    KS_TRY(ks_cuda_op_begin(b));
-    const cuda_layer *L = layer_of(b, b->held.layer);
-    const ks_bf16 *W;
-    const void *bias;
-    int n_in, n_out;
-    projection(b, L, b->held.w, &W, &bias, &n_in, &n_out);
-    return ks_cuda_gemv_norm(b->x, b->view[b->held.in].p, W, bias, n_in, n_out, 1.0f, b->xn, norm, b->cfg->rms_eps,
-                             b->norm_done, b->stream);
 }
 
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what) {
@@ -129,7 +75,6 @@ ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos) {
 /* ---- data in and out ------------------------------------------------------------------------------------- */
 
 static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(b->embed && n <= b->max_chunk);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
@@ -146,7 +91,6 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
 }
 
 static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     KS_TRY(ks_cuda_apply_drops(b, -1));
     KS_TRY(sync_lens(b));
@@ -155,14 +99,12 @@ static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
 }
 
 static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= b->max_chunk);
     CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
     return ks_cuda_wait_main(b, "reading the hidden states");
 }
 
 static ks_status cuda_residual_at(ks_backend *b, int row0) {
-    KS_TRY(ks_cuda_op_begin(b)); /* held or deferred work reads and writes the X it was asked for */
     KS_ASSERT(row0 >= 0 && (row0 == 0 || row0 < b->x_rows)); /* callers keep row0 + n <= x_rows */
     b->x = b->x_base + (size_t)row0 * b->cfg->hidden;
     b->view[KS_BUF_X].p = b->x;
@@ -187,105 +129,31 @@ ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_st
 
 /* ---- layer ops ------------------------------------------------------------------------------------------- */
 
+/* The norm weight w (KS_W_ATTN_NORM or KS_W_FFN_NORM) of `layer`. */
+static const float *norm_weight(const ks_backend *b, int layer, ks_weight w) {
+    const cuda_layer *L = layer_of(b, layer);
+    KS_ASSERT(w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM);
+    return w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm;
+}
+
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
-    const cuda_layer *L = layer_of(b, layer);
-    KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
-    const float *norm = w == KS_W_ATTN_NORM ? L->attn_norm : L->ffn_norm;
-    int fused = 0;
-    if (n == 1) KS_TRY(fuse_residual_norm(b, norm, &fused)); /* a held residual holds one row */
-    if (fused) return KS_OK;
-    KS_TRY(ks_cuda_op_begin(b));
-    return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm, n, b->cfg->hidden, b->cfg->rms_eps, b->stream);
+    KS_ASSERT(n <= b->max_chunk);
+    return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm_weight(b, layer, w), n, b->cfg->hidden, b->cfg->rms_eps,
+                           b->stream);
 }
 
-/* The rows of the stacked weights that projection w uses, its bias (of its standard output's type) and
- * its sizes. */
-static void projection(const ks_backend *b, const cuda_layer *L, ks_weight w, const ks_bf16 **W, const void **bias,
-                       int *in, int *out) {
+/* RoPE on the q and k heads of q|k|v rows 0..n-1 for positions pos0.. (a captured decode step reads the position
+ * decode_graph_begin uploaded). Q and K heads are adjacent in each q|k|v row: one launch rotates both. */
+static ks_status rope_rows(ks_backend *b, int n, int pos0) {
     const ks_model_config *c = b->cfg;
-    const size_t D = c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    const ks_bf16 *bq = L->b_qkv;
-    switch (w) {
-    case KS_W_Q: *W = L->w_qkv, *bias = bq, *in = (int)D, *out = (int)qd; break;
-    case KS_W_K: *W = L->w_qkv + qd * D, *bias = bq ? bq + qd : NULL, *in = (int)D, *out = (int)kvd; break;
-    case KS_W_V:
-        *W = L->w_qkv + (qd + kvd) * D, *bias = bq ? bq + qd + kvd : NULL, *in = (int)D, *out = (int)kvd;
-        break;
-    case KS_W_O: *W = L->w_o, *bias = L->b_o, *in = (int)qd, *out = (int)D; break;
-    case KS_W_GATE: *W = L->w_gu, *bias = NULL, *in = (int)D, *out = c->ffn; break;
-    case KS_W_UP: *W = L->w_gu + (size_t)c->ffn * D, *bias = NULL, *in = (int)D, *out = c->ffn; break;
-    case KS_W_DOWN: *W = L->w_down, *bias = NULL, *in = c->ffn, *out = (int)D; break;
-    default: KS_ASSERT(!"linear: not a projection weight");
-    }
-}
-
-/* The buffer a projection writes in forward.c's recipe (the fused GEMMs fill exactly these). */
-static ks_buf standard_out(ks_weight w) {
-    return w == KS_W_K ? KS_BUF_K : w == KS_W_V ? KS_BUF_V : w == KS_W_UP ? KS_BUF_UP : KS_BUF_COUNT;
-}
-
-static ks_status cuda_linear(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
-    layer_of(b, layer); /* range check */
-    KS_ASSERT(n > 0 && n <= b->max_chunk);
-    unsigned bit = 1u << w, mask = b->ahead.mask;
-    if ((mask & bit) && b->ahead.layer == layer && b->ahead.n == n && in == KS_BUF_XN && out == standard_out(w) &&
-        !accumulate) {
-        b->ahead.mask = mask & ~bit; /* computed (or held to be computed) by the fused GEMM just asked for */
-        return KS_OK;
-    }
-    KS_TRY(ks_cuda_op_begin(b));
-    if (n == 1 && w == KS_W_GATE && in == KS_BUF_XN && out == KS_BUF_GATE && !accumulate) {
-        b->held.kind = CUDA_HELD_GATE_UP, b->held.layer = layer; /* swiglu may follow */
-        b->ahead.layer = layer, b->ahead.n = 1, b->ahead.mask = 1u << KS_W_UP;
-        return KS_OK;
-    }
-    if (n == 1 && accumulate && out == KS_BUF_X && (w == KS_W_O || w == KS_W_DOWN)) {
-        b->held.kind = CUDA_HELD_RESIDUAL, b->held.layer = layer, b->held.w = w, b->held.in = in; /* a norm may follow */
-        return KS_OK;
-    }
-    return linear_now(b, layer, w, in, out, n, accumulate);
-}
-
-/* linear's work, issued now: the fused q|k|v and gate|up GEMMs (marking the projections they computed ahead)
- * or one projection. */
-static ks_status linear_now(ks_backend *b, int layer, ks_weight w, ks_buf in, ks_buf out, int n, int accumulate) {
-    const cuda_layer *L = layer_of(b, layer);
-    const ks_model_config *c = b->cfg;
-    const cuda_view *x = &b->view[in], *y = &b->view[out];
-    if (in == KS_BUF_XN && !accumulate &&
-        ((w == KS_W_Q && out == KS_BUF_Q) || (w == KS_W_GATE && out == KS_BUF_GATE))) {
-        int qkv = w == KS_W_Q;
-        const ks_bf16 *W = qkv ? L->w_qkv : L->w_gu;
-        int width = qkv ? b->qkv_width : 2 * c->ffn;
-        KS_TRY(ks_cuda_gemm_run_ld(b->gemm, y->p, y->ld, KS_DTYPE_BF16, x->p, x->ld, W, qkv ? L->b_qkv : NULL, n,
-                                   c->hidden, width, 0.0f, b->stream));
-        b->ahead.layer = layer, b->ahead.n = n;
-        b->ahead.mask = qkv ? (1u << KS_W_K) | (1u << KS_W_V) : 1u << KS_W_UP;
-        return KS_OK;
-    }
-    const ks_bf16 *W;
-    const void *bias;
-    int n_in, n_out;
-    projection(b, L, w, &W, &bias, &n_in, &n_out);
-    KS_ASSERT(x->type == KS_DTYPE_BF16 && x->width == n_in && y->width == n_out);
-    /* biases are stored in the type of their projection's usual output */
-    KS_ASSERT(!bias || (y->type == KS_DTYPE_F32) == (w == KS_W_O));
-    return ks_cuda_gemm_run_ld(b->gemm, y->p, y->ld, y->type, x->p, x->ld, W, bias, n, n_in, n_out,
-                               accumulate ? 1.0f : 0.0f, b->stream);
-}
-
-/* Deferred to the next op, which issues it first; kv_append of one decode token fuses it. */
-static ks_status cuda_rope(ks_backend *b, int n, int pos0) {
-    KS_TRY(ks_cuda_op_begin(b));
-    KS_ASSERT(n <= b->max_chunk && (!b->capturing || n == 1));
-    b->rope.n = n, b->rope.pos0 = pos0, b->rope.pending = 1;
-    return KS_OK;
+    if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, n, b->stream));
+    return ks_cuda_rope(b->qkv, KS_DTYPE_BF16, b->qkv_width, b->pos, n, c->n_heads + c->n_kv_heads, c->head_dim,
+                        b->inv_freq, b->stream);
 }
 
 /* Budget mode: layer index l moves to a free prefill slot (its rows so far copied there), after the stream
  * that last moved rows out of that slot. */
 static ks_status take_slot(ks_backend *b, int layer, int l) {
-    KS_TRY(ks_cuda_op_begin(b));
     const size_t from = ks_kvcache_offset(&b->cache, l);
     int slot = ks_kvcache_take_slot(&b->cache, l);
     if (slot < 0) return ks_kvcache_no_slot(&b->cache, layer);
@@ -293,33 +161,36 @@ static ks_status take_slot(ks_backend *b, int layer, int l) {
     return ks_cuda_move_layer_rows(b, l, from, b->own_cap, b->stream);
 }
 
-static ks_status cuda_kv_append(ks_backend *b, int layer, int n, int pos0) {
-    layer_of(b, layer); /* range check */
+/* The q|k|v GEMM; then a token that needs no prefill slot (a decode step) takes one launch for RoPE, the append
+ * and the length update; more rows take RoPE, the append and the length update apart. */
+static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
+    const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
-    KS_TRY(ks_cuda_apply_drops(b, l)); /* the layer's last step's eviction, before this row is counted */
-    if (ks_kvcache_needs_slot(&b->cache, l, n)) KS_TRY(take_slot(b, layer, l));
-    ks_bf16 *kl = ks_cuda_layer_k(b, l), *vl = ks_cuda_layer_v(b, l);
-    const int stride = ks_kvcache_stride(&b->cache, l);
+    const cuda_view *xn = &b->view[KS_BUF_XN], *qkv = &b->view[KS_BUF_Q];
+    KS_ASSERT(n > 0 && n <= b->max_chunk && (!b->capturing || n == 1));
+    KS_TRY(ks_cuda_gemm_run_ld(b->gemm, qkv->p, qkv->ld, KS_DTYPE_BF16, xn->p, xn->ld, L->w_qkv, L->b_qkv, n,
+                               c->hidden, b->qkv_width, 0.0f, b->stream));
+    KS_TRY(ks_cuda_apply_drops(b, l)); /* the layer's last step's eviction, before these rows are counted */
+    const int slot = ks_kvcache_needs_slot(&b->cache, l, n);
     int32_t *lens = b->lens + (size_t)l * Hk;
-    if (n == 1 && b->rope.pending && b->rope.n == 1) { /* a decode token: rope, append, lengths in one launch */
-        b->rope.pending = 0, b->ahead.mask = 0;
-        if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, b->rope.pos0, 1, b->stream));
-        KS_TRY(ks_cuda_rope_append_one(b->qkv, kl, vl, b->pos, lens, c->n_heads, Hk, c->head_dim, stride,
-                                       b->inv_freq, b->stream));
-        commit_rows(b, l, n, pos0);
-        return KS_OK;
+    if (n == 1 && !slot) {
+        if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, 1, b->stream));
+        KS_TRY(ks_cuda_rope_append_one(b->qkv, ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->pos, lens, c->n_heads,
+                                       Hk, c->head_dim, ks_kvcache_stride(&b->cache, l), b->inv_freq, b->stream));
+    } else {
+        KS_TRY(rope_rows(b, n, pos0));
+        if (slot) KS_TRY(take_slot(b, layer, l)); /* the layer's rows move: their place is known after it */
+        KS_TRY(ks_cuda_kv_append(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->view[KS_BUF_K].p,
+                                 b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk, c->head_dim,
+                                 ks_kvcache_stride(&b->cache, l), b->stream));
+        KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
     }
-    KS_TRY(ks_cuda_op_begin(b));
-    KS_TRY(ks_cuda_kv_append(kl, vl, b->view[KS_BUF_K].p, b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk,
-                             c->head_dim, stride, b->stream));
-    KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
     commit_rows(b, l, n, pos0);
     return KS_OK;
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer;
     KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
@@ -344,7 +215,6 @@ static int decode_bound(const ks_backend *b, int extra) {
 }
 
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
     KS_ASSERT(l >= 0 && l < b->n_layers);
@@ -362,18 +232,36 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
                                     b->decode_scratch, b->stream);
 }
 
-static ks_status cuda_swiglu(ks_backend *b, int n) {
-    KS_ASSERT(n <= b->max_chunk);
-    const int F = b->cfg->ffn;
-    if (n == 1 && b->held.kind == CUDA_HELD_GATE_UP) { /* the held gate|up GEMV with the SwiGLU in its epilogue */
-        b->held.kind = 0;
-        KS_TRY(ks_cuda_op_begin(b));
-        return ks_cuda_gemv_swiglu(b->gu, b->gu + F, b->xn, layer_of(b, b->held.layer)->w_gu, b->cfg->hidden, F,
-                                   b->stream);
-    }
-    KS_TRY(ks_cuda_op_begin(b));
-    /* in place: the result replaces GATE, as backend.h specifies */
+/* A decode token: one GEMV with the SwiGLU in its epilogue; more rows: the gate|up GEMM, then the SwiGLU in
+ * place (its result replaces GATE, as backend.h specifies). */
+static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
+    const cuda_layer *L = layer_of(b, layer);
+    const int D = b->cfg->hidden, F = b->cfg->ffn;
+    KS_ASSERT(n > 0 && n <= b->max_chunk);
+    if (n == 1) return ks_cuda_gemv_swiglu(b->gu, b->gu + F, b->xn, L->w_gu, D, F, b->stream);
+    const cuda_view *xn = &b->view[KS_BUF_XN], *gu = &b->view[KS_BUF_GATE];
+    KS_TRY(ks_cuda_gemm_run_ld(b->gemm, gu->p, gu->ld, KS_DTYPE_BF16, xn->p, xn->ld, L->w_gu, NULL, n, D, 2 * F, 0.0f,
+                               b->stream));
     return ks_cuda_swiglu(b->gu, b->gu, b->gu + F, n, F, 2 * (int64_t)F, 2 * (int64_t)F, b->stream);
+}
+
+/* A decode token with a norm after it: one GEMV whose last block writes the norm; otherwise the residual GEMM
+ * (a GEMV for one row), then the norm if any. */
+static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
+                                             ks_weight norm_w) {
+    const cuda_layer *L = layer_of(b, layer);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT((w == KS_W_O || w == KS_W_DOWN) && n > 0 && n <= b->max_chunk);
+    const cuda_view *in = &b->view[w == KS_W_O ? KS_BUF_ATT : KS_BUF_GATE], *x = &b->view[KS_BUF_X];
+    const ks_bf16 *W = w == KS_W_O ? L->w_o : L->w_down;
+    const float *bias = w == KS_W_O ? L->b_o : NULL; /* fp32, added into the fp32 residual */
+    const float *norm = norm_layer >= 0 ? norm_weight(b, norm_layer, norm_w) : NULL;
+    if (n == 1 && norm)
+        return ks_cuda_gemv_norm(b->x, in->p, W, bias, in->width, c->hidden, 1.0f, b->xn, norm, c->rms_eps,
+                                 b->norm_done, b->stream);
+    KS_TRY(ks_cuda_gemm_run_ld(b->gemm, x->p, x->ld, KS_DTYPE_F32, in->p, in->ld, W, bias, n, in->width, c->hidden,
+                               1.0f, b->stream));
+    return norm ? ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm, n, c->hidden, c->rms_eps, b->stream) : KS_OK;
 }
 
 /* ---- the head ------------------------------------------------------------------------------------------- */
@@ -381,18 +269,13 @@ static ks_status cuda_swiglu(ks_backend *b, int n) {
 static ks_status cuda_logits(ks_backend *b, int row0, int n) {
     const ks_model_config *c = b->cfg;
     KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
-    int fused = 0;
-    if (row0 == 0 && n == 1) KS_TRY(fuse_residual_norm(b, b->final_norm, &fused));
-    KS_TRY(ks_cuda_op_begin(b));
-    if (!fused)
-        KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
-                               c->rms_eps, b->stream));
+    KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
+                           c->rms_eps, b->stream));
     return ks_cuda_gemm_run(b->gemm, b->logits, KS_DTYPE_F32, b->xn, b->lm_head, NULL, n, c->hidden, c->vocab, 0.0f,
                             b->stream);
 }
 
 static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
@@ -400,7 +283,6 @@ static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
-    KS_TRY(ks_cuda_op_begin(b));
     KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
@@ -415,7 +297,6 @@ static ks_kvcache *cuda_kvcache(ks_backend *b) {
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
 static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
-    KS_TRY(ks_cuda_op_begin(b));
     *replayed = 0;
     KS_ASSERT(!b->capturing);
     KS_TRY(ks_cuda_apply_drops(b, -1));
@@ -454,11 +335,9 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, in
 }
 
 static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
-    ks_status st = ks_cuda_op_begin(b); /* a deferred op still belongs to the step */
     b->step_bound = 0;
-    if (!b->capturing) return st;
+    if (!b->capturing) return KS_OK;
     b->capturing = 0; /* the capture always ends here, also after a failure */
-    ok = ok && st == KS_OK;
     cudaGraph_t g = NULL;
     cudaError_t e = cudaStreamEndCapture(b->stream, &g);
     if (e == cudaSuccess && ok) e = cudaGraphInstantiate(&b->graph, g, 0);
@@ -468,7 +347,7 @@ static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
         return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (capturing the decode step as a graph)",
                        cudaGetErrorString(e));
     }
-    if (!ok) return st; /* the failed step's recording is dropped; the next step captures again */
+    if (!ok) return KS_OK; /* the failed step's recording is dropped; the next step captures again */
     /* the captured step has not run yet: run it now */
     CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
     return KS_OK;
@@ -494,11 +373,11 @@ const ks_backend_ops ks_backend_cuda = {
     .hidden_read = cuda_hidden_read,
     .residual_at = cuda_residual_at,
     .rmsnorm = cuda_rmsnorm,
-    .linear = cuda_linear,
-    .rope = cuda_rope,
-    .kv_append = cuda_kv_append,
+    .qkv_rope_append = cuda_qkv_rope_append,
     .attention_prefill = cuda_attention_prefill,
     .attention_decode = cuda_attention_decode,
+    .gate_up_swiglu = cuda_gate_up_swiglu,
+    .out_proj_residual_norm = cuda_out_proj_residual_norm,
     .window_scores = ks_cuda_window_scores,
     .attention_decode_probs = ks_cuda_attention_decode_probs,
     .key_norms = ks_cuda_key_norms_op,
@@ -509,7 +388,6 @@ const ks_backend_ops ks_backend_cuda = {
     .row_scores_read = ks_cuda_row_scores_read,
     .method_stash = ks_cuda_method_stash,
     .method_join = ks_cuda_method_join,
-    .swiglu = cuda_swiglu,
     .logits = cuda_logits,
     .argmax = cuda_argmax,
     .logits_read = cuda_logits_read,

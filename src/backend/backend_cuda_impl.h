@@ -137,27 +137,6 @@ struct ks_backend {
     int32_t *host_starts;       /* (n_layers, Hk) staging for `starts` */
     int any_window;             /* some layer has a sliding window */
 
-    /* Projections computed ahead by a fused GEMM (linear(Q) computes q|k|v, linear(GATE) gate|up): the bits
-     * (1 << ks_weight) that the next linear calls of the same layer and n may skip; any other op clears them. */
-    struct {
-        int layer, n;
-        unsigned mask;
-    } ahead;
-
-    /* rope(n, pos0) not yet issued: the next op issues it first, or fuses it (kv_append of a decode token). */
-    struct {
-        int n, pos0, pending;
-    } rope;
-
-    /* A one-token linear call held back so that the op after it can fuse with it: a residual projection
-     * (o_proj or down_proj accumulating into X) with the rmsnorm that follows (ks_cuda_gemv_norm), the gate|up
-     * projection with swiglu (ks_cuda_gemv_swiglu). Any other next op issues it unfused first. */
-    struct {
-        int kind;   /* 0, CUDA_HELD_RESIDUAL or CUDA_HELD_GATE_UP */
-        int layer;
-        ks_weight w;
-        ks_buf in;
-    } held;
     unsigned *norm_done; /* (1) ks_cuda_gemv_norm's block counter: zeroed at init, left zero by every launch */
 
     /* Decode graph: the first decode step runs eagerly (first-call set-up), the second is captured, the rest
@@ -169,8 +148,6 @@ struct ks_backend {
     int step_bound;             /* that bound for the step decode_graph_begin began (0: outside such a step) */
 };
 
-enum { CUDA_HELD_RESIDUAL = 1, CUDA_HELD_GATE_UP = 2 };
-
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
  * tensors (random = 0) or filled on the device with uniform random values from `seed` (random = 1). */
 ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
@@ -178,7 +155,6 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
 void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built instances */
 
 /* backend_cuda.c: shared with backend_cuda_methods.c. */
-ks_status ks_cuda_op_begin(ks_backend *b);                     /* every op but linear starts here */
 ks_status ks_cuda_wait_main(ks_backend *b, const char *what);  /* synchronise `stream` (a sync epoch) */
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what); /* synchronise s, naming the work on failure */
 ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */

@@ -178,7 +178,6 @@ static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a)
  * layer's op stream, with lse scratch of score_lse_floats. */
 static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, float *out, float *lse,
                                 cudaStream_t *s_out) {
-    KS_TRY(ks_cuda_op_begin(b)); /* a deferred rope of these queries is issued first */
     const int l = layer_index(b, layer);
     KS_ASSERT(w->n_keys <= b->cap && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
               ks_kvcache_is_dense(&b->cache, l, w->n_keys));
@@ -221,7 +220,6 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
 
 ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
                                          int ld) {
-    KS_TRY(ks_cuda_op_begin(b));
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
     KS_ASSERT(ld <= b->cap);
     const int32_t *len = ks_kvcache_len(&b->cache, l);
@@ -239,7 +237,6 @@ ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_
 }
 
 ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer);
     const int32_t *len = ks_kvcache_len(&b->cache, l);
@@ -253,7 +250,6 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
 }
 
 ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads;
     cudaStream_t s;
@@ -284,7 +280,6 @@ ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, c
 }
 
 ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
-    KS_TRY(ks_cuda_op_begin(b));
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads, stride = ks_kvcache_stride(&b->cache, l);
     const int acc = a->rule == KS_EVICT_ACCUMULATED;
@@ -327,7 +322,6 @@ ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args 
 }
 
 ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    KS_TRY(ks_cuda_op_begin(b));
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
     const int32_t *len = ks_kvcache_len(&b->cache, l);
     cudaStream_t s;
@@ -337,7 +331,6 @@ ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) 
 }
 
 ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    KS_TRY(ks_cuda_op_begin(b));
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, l), Hk);
     KS_ASSERT(n <= b->cap && ld >= n);
     if (!n) return KS_OK;
@@ -371,7 +364,6 @@ ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, in
     KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk && !b->capturing);
     *deferred = n_q <= b->snap_rows;
     if (!*deferred) return KS_OK;
-    KS_TRY(ks_cuda_op_begin(b)); /* the queries' deferred rope is issued before they are copied */
     if (n_q > 0)
         CUDA_CHECK(cudaMemcpy2DAsync(b->snap + (size_t)slot * b->snap_rows * qd, sizeof(ks_bf16) * qd,
                                      b->qkv + (size_t)q_row0 * b->qkv_width, sizeof(ks_bf16) * b->qkv_width,

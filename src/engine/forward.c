@@ -1,7 +1,10 @@
 /* forward.c — see forward.h. The layer recipe (Llama / Mistral / Qwen2, pre-norm):
  *     h = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1)))   n1 = rmsnorm(x) * w_attn
  *     y = h + down_proj(silu(gate_proj(n2)) * up_proj(n2))                         n2 = rmsnorm(h) * w_ffn
- * Every step is a backend op; nothing here touches activation or cache memory. */
+ * as backend ops (run_layer), each named for all the work it does:
+ *     [rmsnorm] -> qkv_rope_append -> attention -> [method hook] -> out_proj_residual_norm(O, n2's norm)
+ *     -> gate_up_swiglu -> out_proj_residual_norm(DOWN, the next layer's n1 norm)
+ * Nothing here touches activation or cache memory. */
 #include "engine/forward.h"
 
 #include <string.h>
@@ -82,31 +85,28 @@ int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     return rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
 }
 
-/* Rows 0..n-1 of X (positions pos0..) through layer l; decode = one query over the kept rows. After the
- * layer's attention the method (if any) sees the chunk or step; prompt_end: it compresses the layer. */
-static ks_status run_layer(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end) {
+/* Rows 0..n-1 of X (positions pos0..) through layer l; decode = one query over the kept rows. chained: the
+ * layers run one after another on these rows (chunk-major), so each leaves the next one's normed input in XN
+ * and only the first held layer norms its own; layer-major prefill moves X between a layer's chunks, so each
+ * chunk starts with its own norm. After the layer's attention the method (if any) sees the chunk or step;
+ * prompt_end: it compresses the layer. */
+static ks_status run_layer(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end, int chained) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
-    KS_TRY(o->rmsnorm(b, l, KS_W_ATTN_NORM, n));
-    KS_TRY(o->linear(b, l, KS_W_Q, KS_BUF_XN, KS_BUF_Q, n, 0));
-    KS_TRY(o->linear(b, l, KS_W_K, KS_BUF_XN, KS_BUF_K, n, 0));
-    KS_TRY(o->linear(b, l, KS_W_V, KS_BUF_XN, KS_BUF_V, n, 0));
-    KS_TRY(o->rope(b, n, pos0));
-    KS_TRY(o->kv_append(b, l, n, pos0));
+    const int next = chained && l + 1 < f->m->last_layer ? l + 1 : -1; /* none: logits or hidden_read follow */
+    if (!chained || l == f->m->first_layer) KS_TRY(o->rmsnorm(b, l, KS_W_ATTN_NORM, n));
+    KS_TRY(o->qkv_rope_append(b, l, n, pos0));
     KS_TRY(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
     if (f->method) KS_TRY(method_hook(f, l, pos0, n, decode, prompt_end));
-    KS_TRY(o->linear(b, l, KS_W_O, KS_BUF_ATT, KS_BUF_X, n, 1));
-    KS_TRY(o->rmsnorm(b, l, KS_W_FFN_NORM, n));
-    KS_TRY(o->linear(b, l, KS_W_GATE, KS_BUF_XN, KS_BUF_GATE, n, 0));
-    KS_TRY(o->linear(b, l, KS_W_UP, KS_BUF_XN, KS_BUF_UP, n, 0));
-    KS_TRY(o->swiglu(b, n));
-    return o->linear(b, l, KS_W_DOWN, KS_BUF_GATE, KS_BUF_X, n, 1);
+    KS_TRY(o->out_proj_residual_norm(b, l, KS_W_O, n, l, KS_W_FFN_NORM));
+    KS_TRY(o->gate_up_swiglu(b, l, n));
+    return o->out_proj_residual_norm(b, l, KS_W_DOWN, n, next, KS_W_ATTN_NORM);
 }
 
 /* Rows 0..n-1 of X through every layer held (chunk-major). */
 static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
     for (int l = f->m->first_layer; l < f->m->last_layer; l++)
-        KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end));
+        KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end, 1));
     return KS_OK;
 }
 
@@ -219,7 +219,7 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
         for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
             m = ks_forward_chunk_len(f, n, t0);
             st = o->residual_at(b, t0);
-            if (st == KS_OK) st = run_layer(f, l, t0, m, 0, t0 + m == n);
+            if (st == KS_OK) st = run_layer(f, l, t0, m, 0, t0 + m == n, 0);
         }
     if (st == KS_OK) {
         double t0 = now_s();
