@@ -1226,18 +1226,20 @@ START_TEST(test_kept_rows_chunk_invariant) {
 }
 END_TEST
 
-/* One method on the cpu backend: the prompt ids (n) in prefill chunks of `chunk` tokens, then the decode ids
- * (teacher-forced, so that no greedy choice feeds back); the kept rows after the prompt and at the end (cap
- * positions per (layer, KV head)). */
-static void run_cpu(const ks_model *model, const char *method, const char *const *opts, int chunk, const int32_t *ids,
-                    int n, const int32_t *dec, int steps, int cap, int32_t *pos[2], int32_t *len[2]) {
+/* One method on the cpu backend with the cache `cache`: the prompt ids (n) in prefill chunks of `chunk` tokens,
+ * then the decode ids (teacher-forced, so that no greedy choice feeds back); the kept rows after the prompt and at
+ * the end (cap positions per (layer, KV head)). */
+static void run_cpu(const ks_model *model, const char *method, const char *const *opts, ks_forward_cache cache,
+                    int chunk, const int32_t *ids, int n, const int32_t *dec, int steps, int cap, int32_t *pos[2],
+                    int32_t *len[2]) {
     int k = 0;
     while (opts[k]) k++;
     ks_method *m;
     ck_assert_msg(ks_method_create(&m, method, NULL, opts, k) == KS_OK, "%s", ks_last_error());
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = cap, .chunk = chunk, .cache = KS_CACHE_FULL};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = cap, .max_new = steps, .chunk = chunk, .cache = cache};
     ck_assert_msg(ks_forward_init(&f, model, m, &fp) == KS_OK, "%s", ks_last_error());
+    ck_assert(cache != KS_CACHE_BUDGET || f.kv_rows < cap);
     int32_t next;
     ck_assert_msg(ks_forward_prefill(&f, ids, n, NULL, &next) == KS_OK, "%s", ks_last_error());
     kept_rows(f.ops->kvcache(f.be), pos[0], len[0]);
@@ -1249,9 +1251,11 @@ static void run_cpu(const ks_model *model, const char *method, const char *const
 
 /* The chunk-size check on a model through the cpu backend: prefill chunks of 7 (or, for a method without a
  * window of its own, the statistics' window, the shortest chunk the forward pass accepts), 64 and 512 keep the
- * rows the whole prompt in one chunk keeps, after the prompt and after decode steps. cases: n_cases of them. */
+ * rows the whole prompt in one chunk on the full cache keeps, after the prompt and after decode steps; budget:
+ * so do those chunks layer-major into a budget-sized cache, for the methods that bound their rows. cases: n_cases
+ * of them. */
 static void check_model_chunks(const ks_model *model, const char *name, const chunk_case *cases, size_t n_cases,
-                               int n, int steps) {
+                               int n, int steps, int budget) {
     int32_t *ids = malloc(sizeof(int32_t) * (n + steps));
     for (int i = 0; i < n + steps; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model->cfg.vocab - 3));
     const int cap = n + steps, heads = (model->last_layer - model->first_layer) * model->cfg.n_kv_heads;
@@ -1270,25 +1274,28 @@ static void check_model_chunks(const ks_model *model, const char *name, const ch
             ks_method *m;
             ck_assert(ks_method_create(&m, cases[i].method, NULL, opts, k) == KS_OK);
             int least = ks_method_window(m) > 7 ? ks_method_window(m) : 7;
+            int caches = budget && ks_method_bounds_rows(m) ? 2 : 1;
             ks_method_free(m);
             const int sizes[] = {least, 64, 512};
             char label[200];
             snprintf(label, sizeof label, "%s: %s", name, what);
-            run_cpu(model, cases[i].method, opts, cap, ids, n, ids + n, steps, cap, pos[0], len[0]);
-            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-                run_cpu(model, cases[i].method, opts, sizes[s], ids, n, ids + n, steps, cap, pos[1], len[1]);
-                expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], heads, cap, label, sizes[s],
-                                 "after the prompt");
-                expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], heads, cap, label, sizes[s],
-                                 "after decoding");
-            }
+            run_cpu(model, cases[i].method, opts, KS_CACHE_FULL, cap, ids, n, ids + n, steps, cap, pos[0], len[0]);
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+                for (int c = 0; c < caches; c++) {
+                    run_cpu(model, cases[i].method, opts, c ? KS_CACHE_BUDGET : KS_CACHE_FULL, sizes[s], ids, n,
+                            ids + n, steps, cap, pos[1], len[1]);
+                    expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], heads, cap, label, sizes[s],
+                                     c ? "after the prompt, budget-sized cache" : "after the prompt");
+                    expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], heads, cap, label, sizes[s],
+                                     c ? "after decoding, budget-sized cache" : "after decoding");
+                }
         }
     free(buf);
     free(ids);
 }
 
-/* The same on the tiny fixture models (GQA 4/2; tiny_qwen2 slides a window of 8 on every layer), every method but
- * L2Compress: the projections round differently for different chunk sizes (a few 1e-7 relative), and the key
+/* The same on the tiny fixture models (GQA 4/2; tiny_qwen2 slides a window of 8 on every layer), on the full cache
+ * and, layer-major, on a budget-sized one, every method but L2Compress: the projections round differently for different chunk sizes (a few 1e-7 relative), and the key
  * norms L2Compress ranks lie that close at its boundaries on these models; no chunk boundary enters its
  * selection, which the reference-op test above checks with bit-identical keys. */
 START_TEST(test_kept_rows_chunk_invariant_cpu) {
@@ -1298,7 +1305,7 @@ START_TEST(test_kept_rows_chunk_invariant_cpu) {
     for (int i = 0; i < 2; i++) {
         ks_model model = {0};
         ck_assert(ks_model_load(&model, ks_test_fixture(models[i]), 0, -1) == KS_OK);
-        check_model_chunks(&model, models[i], chunk_cases, n_cases, 600, 6);
+        check_model_chunks(&model, models[i], chunk_cases, n_cases, 600, 6, 1);
         ks_model_free(&model);
     }
 }
@@ -1315,7 +1322,7 @@ START_TEST(test_smollm2_chunk_invariant) {
     const chunk_case cases[] = {
         {"H2O", {"heavy_budget=32", "recent_budget=32"}, 1},
     };
-    check_model_chunks(&model, "SmolLM2", cases, sizeof cases / sizeof cases[0], 600, 4);
+    check_model_chunks(&model, "SmolLM2", cases, sizeof cases / sizeof cases[0], 600, 4, 0);
     ks_model_free(&model);
 }
 END_TEST
