@@ -12,7 +12,7 @@
  *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100)
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
  *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
- *                and decoding continues; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
+ *                and decoding continues; a second sequence on each instance repeats the first; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
  *                each gqa_reduce
  *   deferred     the same model, each method with small budgets three ways: cuda with deferred prompt-end
  *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two

@@ -10,8 +10,8 @@
 /* KS_ERR_ARG naming kv_rows: a cache of fewer rows than max_ctx for a method that cannot bound them. */
 static ks_status unbounded_budget(const ks_method *m, int max_ctx) {
     return ks_fail(KS_ERR_ARG, "--acceleration %s does not bound the rows each layer keeps after the prompt, so the "
-                               "KV cache cannot be sized to a budget (kv_rows < context %d); use the full cache",
-                   m ? m->ops->name : "FullKV", max_ctx);
+                               "KV cache cannot be sized to a budget (kv_rows < context %d); use the full cache "
+                               "(--kv_cache full or auto)", m ? m->ops->name : "FullKV", max_ctx);
 }
 
 /* The method against the forward's shape: a budget-sized cache needs a method that bounds every layer's rows, and
