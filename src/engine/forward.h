@@ -126,8 +126,9 @@ ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n);
 /* One decode token at position n_past: attention over each KV head's kept rows (per-head lengths). */
 ks_status ks_forward_step(ks_forward *f, ks_forward_io *io);
 
-/* Single-stage helpers (the model holds every layer): the whole prompt in chunks, then one token at a time.
- * logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
+/* Single-stage helpers (the model holds every layer): the whole prompt in chunks (in the cache's prefill order;
+ * into a budget-sized cache it must start the sequence, KS_ERR_UNSUPPORTED otherwise), then one token at a
+ * time. logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next);
 ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t *next);
 
