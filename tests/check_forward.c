@@ -40,7 +40,7 @@ static void load_model(ks_model *m, const char *path, int first, int last) {
 
 static void forward_init(ks_forward *f, const ks_model *m, int max_ctx, int chunk) {
     ks_forward_params p = {.device = "cpu", .max_ctx = max_ctx, .chunk = chunk, .threads = 0};
-    ck_assert_msg(ks_forward_init(f, m, &p) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_forward_init(f, m, NULL, &p) == KS_OK, "%s", ks_last_error());
 }
 
 /* ---- synthetic checkpoints ------------------------------------------------------------------------------- */

@@ -959,8 +959,12 @@ typedef struct model_run {
     const char *opts[4];
 } model_run;
 
-static void generate(ks_forward *f, ks_method *m, const ks_ids *ids, int n_new, int32_t *out, ks_generate_result *r) {
-    ck_assert_msg(ks_forward_set_method(f, m) == KS_OK, "%s", ks_last_error());
+/* f = a forward of `model` with method m (NULL: FullKV), a context of max_ctx tokens and the cache `cache`; then
+ * the prompt's n_new greedy tokens into out. The caller frees f. */
+static void generate(ks_forward *f, const ks_model *model, ks_method *m, int max_ctx, ks_forward_cache cache,
+                     const ks_ids *ids, int n_new, int32_t *out, ks_generate_result *r) {
+    ks_forward_params fp = {.device = "cpu", .max_ctx = max_ctx, .max_new = n_new, .chunk = 512, .cache = cache};
+    ck_assert_msg(ks_forward_init(f, model, m, &fp) == KS_OK, "%s", ks_last_error());
     ks_generate_params gp = {.max_new_tokens = n_new};
     ck_assert_msg(ks_generate(f, ids->ids, ids->n, &gp, out, r) == KS_OK, "%s", ks_last_error());
     ck_assert_int_eq(r->n, n_new);
@@ -991,12 +995,11 @@ START_TEST(test_smollm2_methods) {
                                         0, &ids) == KS_OK);
     enum { NEW = 16 };
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = ids.n + NEW, .chunk = 512};
-    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
     int32_t want[NEW], got[NEW];
     ks_generate_result r;
-    generate(&f, NULL, &ids, NEW, want, &r);
+    generate(&f, &model, NULL, ids.n + NEW, KS_CACHE_FULL, &ids, NEW, want, &r);
     ck_assert(ids.n > KS_METHOD_STAT_WINDOW && r.kv_bytes_prefill == r.kv_bytes_full);
+    ks_forward_free(&f);
 
     const model_run full[] = {
         {"H2O", {"heavy_budget=4096", "recent_budget=4096"}},
@@ -1008,12 +1011,12 @@ START_TEST(test_smollm2_methods) {
     };
     for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) {
         ks_method *m = create(&full[i]);
-        generate(&f, m, &ids, NEW, got, &r);
+        generate(&f, &model, m, ids.n + NEW, KS_CACHE_FULL, &ids, NEW, got, &r);
         for (int t = 0; t < NEW; t++)
             ck_assert_msg(got[t] == want[t], "%s %s: token %d is %d, FullKV's %d", full[i].method,
                           full[i].opts[0] ? full[i].opts[0] : "", t, got[t], want[t]);
         ck_assert(r.kv_bytes_prefill == r.kv_bytes_full);
-        ks_forward_set_method(&f, NULL);
+        ks_forward_free(&f);
         ks_method_free(m);
     }
 
@@ -1033,23 +1036,20 @@ START_TEST(test_smollm2_methods) {
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
         ks_method *m = create(&small[i].run);
-        generate(&f, m, &ids, FEW, got, &r);
+        generate(&f, &model, m, ids.n + NEW, KS_CACHE_FULL, &ids, FEW, got, &r);
         if (ks_method_bounds_rows(m)) { /* a budget-sized cache: 30 layers through three slots, the same tokens */
             ks_forward fb = {0};
-            ks_forward_params bp = fp;
-            bp.max_ctx = ids.n + FEW;
-            bp.kv_rows = ks_method_kv_rows(m, &model, ids.n, FEW);
-            ck_assert_msg(bp.kv_rows > 0 && bp.kv_rows < ids.n, "%s: kv_rows %d", m->ops->name, bp.kv_rows);
-            ck_assert(ks_forward_init(&fb, &model, &bp) == KS_OK);
+            ks_method *mb = create(&small[i].run);
             int32_t again[FEW];
             ks_generate_result rb;
-            generate(&fb, m, &ids, FEW, again, &rb);
+            generate(&fb, &model, mb, ids.n + FEW, KS_CACHE_BUDGET, &ids, FEW, again, &rb);
+            ck_assert_msg(fb.kv_rows > 0 && fb.kv_rows < ids.n, "%s: kv_rows %d", m->ops->name, fb.kv_rows);
             for (int t = 0; t < FEW; t++)
                 ck_assert_msg(again[t] == got[t], "%s, kv_rows %d: token %d is %d, %d with a full cache", m->ops->name,
-                              bp.kv_rows, t, again[t], got[t]);
+                              fb.kv_rows, t, again[t], got[t]);
             ck_assert(rb.kv_bytes_prefill == r.kv_bytes_prefill && rb.kv_bytes_end == r.kv_bytes_end);
             ks_forward_free(&fb);
-            generate(&f, m, &ids, FEW, got, &r); /* bound back to f for the checks below */
+            ks_method_free(mb);
         }
         ks_layer_stat st[KS_METHOD_MAX_LAYERS];
         int n = ks_method_layer_stats(m, st);
@@ -1064,10 +1064,9 @@ START_TEST(test_smollm2_methods) {
                       m->ops->name, (long long)r.kv_bytes_prefill, (long long)kept);
         if (small[i].prefill_rows >= 0) ck_assert_int_eq(r.kv_bytes_prefill, small[i].prefill_rows * row_bytes);
         if (small[i].end_rows >= 0) ck_assert_int_eq(r.kv_bytes_end, small[i].end_rows * row_bytes);
-        ks_forward_set_method(&f, NULL);
+        ks_forward_free(&f);
         ks_method_free(m);
     }
-    ks_forward_free(&f);
     ks_ids_free(&ids);
     ks_tokenizer_free(tok);
     ks_model_free(&model);
@@ -1079,21 +1078,19 @@ START_TEST(test_forward_window_chunks) {
     ks_model model = {0};
     ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = 64, .chunk = 16};
-    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
+    ks_forward_params fp = {.device = "cpu", .max_ctx = 64, .chunk = 16, .cache = KS_CACHE_FULL};
     ks_method *m;
     ck_assert(ks_method_create(&m, "SnapKV", NULL, NULL, 0) == KS_OK); /* window 32 > chunk 16 */
-    ck_assert_int_eq(ks_forward_set_method(&f, m), KS_ERR_ARG);
+    ck_assert_int_eq(ks_forward_init(&f, &model, m, &fp), KS_ERR_ARG);
     ck_assert_msg(strstr(ks_last_error(), "--chunk"), "%s", ks_last_error());
     ks_forward small = {0}; /* but a chunk that spans the whole context holds any prompt */
-    ks_forward_params sp = {.device = "cpu", .max_ctx = 20, .chunk = 512};
-    ck_assert(ks_forward_init(&small, &model, &sp) == KS_OK);
-    ck_assert_msg(ks_forward_set_method(&small, m) == KS_OK, "%s", ks_last_error());
+    ks_forward_params sp = {.device = "cpu", .max_ctx = 20, .chunk = 512, .cache = KS_CACHE_FULL};
+    ck_assert_msg(ks_forward_init(&small, &model, m, &sp) == KS_OK, "%s", ks_last_error());
     ks_forward_free(&small);
     ks_method_free(m);
     const char *o[] = {"window_size=10", "max_capacity_prompt=20"};
     ck_assert(ks_method_create(&m, "SnapKV", NULL, o, 2) == KS_OK);
-    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    ck_assert(ks_forward_init(&f, &model, m, &fp) == KS_OK);
     /* 37 tokens in chunks of 16: 16 + 16 + 5 would leave 5 < 10 for the window: 16 + 11 + 10 */
     ck_assert_int_eq(ks_forward_chunk_len(&f, 37, 0), 16);
     ck_assert_int_eq(ks_forward_chunk_len(&f, 37, 16), 11);
@@ -1229,19 +1226,20 @@ START_TEST(test_kept_rows_chunk_invariant) {
 }
 END_TEST
 
-/* One method on the cpu backend: the prompt ids (n) in prefill chunks of `chunk` tokens, then the decode ids
- * (teacher-forced, so that no greedy choice feeds back); the kept rows after the prompt and at the end (cap
- * positions per (layer, KV head)). */
-static void run_cpu(const ks_model *model, const char *method, const char *const *opts, int chunk, const int32_t *ids,
-                    int n, const int32_t *dec, int steps, int cap, int32_t *pos[2], int32_t *len[2]) {
+/* One method on the cpu backend with the cache `cache`: the prompt ids (n) in prefill chunks of `chunk` tokens,
+ * then the decode ids (teacher-forced, so that no greedy choice feeds back); the kept rows after the prompt and at
+ * the end (cap positions per (layer, KV head)). */
+static void run_cpu(const ks_model *model, const char *method, const char *const *opts, ks_forward_cache cache,
+                    int chunk, const int32_t *ids, int n, const int32_t *dec, int steps, int cap, int32_t *pos[2],
+                    int32_t *len[2]) {
     int k = 0;
     while (opts[k]) k++;
     ks_method *m;
     ck_assert_msg(ks_method_create(&m, method, NULL, opts, k) == KS_OK, "%s", ks_last_error());
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = cap, .chunk = chunk};
-    ck_assert(ks_forward_init(&f, model, &fp) == KS_OK);
-    ck_assert_msg(ks_forward_set_method(&f, m) == KS_OK, "%s", ks_last_error());
+    ks_forward_params fp = {.device = "cpu", .max_ctx = cap, .max_new = steps, .chunk = chunk, .cache = cache};
+    ck_assert_msg(ks_forward_init(&f, model, m, &fp) == KS_OK, "%s", ks_last_error());
+    ck_assert(cache != KS_CACHE_BUDGET || f.kv_rows < cap);
     int32_t next;
     ck_assert_msg(ks_forward_prefill(&f, ids, n, NULL, &next) == KS_OK, "%s", ks_last_error());
     kept_rows(f.ops->kvcache(f.be), pos[0], len[0]);
@@ -1253,9 +1251,11 @@ static void run_cpu(const ks_model *model, const char *method, const char *const
 
 /* The chunk-size check on a model through the cpu backend: prefill chunks of 7 (or, for a method without a
  * window of its own, the statistics' window, the shortest chunk the forward pass accepts), 64 and 512 keep the
- * rows the whole prompt in one chunk keeps, after the prompt and after decode steps. cases: n_cases of them. */
+ * rows the whole prompt in one chunk on the full cache keeps, after the prompt and after decode steps; budget:
+ * so do those chunks layer-major into a budget-sized cache, for the methods that bound their rows. cases: n_cases
+ * of them. */
 static void check_model_chunks(const ks_model *model, const char *name, const chunk_case *cases, size_t n_cases,
-                               int n, int steps) {
+                               int n, int steps, int budget) {
     int32_t *ids = malloc(sizeof(int32_t) * (n + steps));
     for (int i = 0; i < n + steps; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model->cfg.vocab - 3));
     const int cap = n + steps, heads = (model->last_layer - model->first_layer) * model->cfg.n_kv_heads;
@@ -1274,25 +1274,28 @@ static void check_model_chunks(const ks_model *model, const char *name, const ch
             ks_method *m;
             ck_assert(ks_method_create(&m, cases[i].method, NULL, opts, k) == KS_OK);
             int least = ks_method_window(m) > 7 ? ks_method_window(m) : 7;
+            int caches = budget && ks_method_bounds_rows(m) ? 2 : 1;
             ks_method_free(m);
             const int sizes[] = {least, 64, 512};
             char label[200];
             snprintf(label, sizeof label, "%s: %s", name, what);
-            run_cpu(model, cases[i].method, opts, cap, ids, n, ids + n, steps, cap, pos[0], len[0]);
-            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-                run_cpu(model, cases[i].method, opts, sizes[s], ids, n, ids + n, steps, cap, pos[1], len[1]);
-                expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], heads, cap, label, sizes[s],
-                                 "after the prompt");
-                expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], heads, cap, label, sizes[s],
-                                 "after decoding");
-            }
+            run_cpu(model, cases[i].method, opts, KS_CACHE_FULL, cap, ids, n, ids + n, steps, cap, pos[0], len[0]);
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+                for (int c = 0; c < caches; c++) {
+                    run_cpu(model, cases[i].method, opts, c ? KS_CACHE_BUDGET : KS_CACHE_FULL, sizes[s], ids, n,
+                            ids + n, steps, cap, pos[1], len[1]);
+                    expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], heads, cap, label, sizes[s],
+                                     c ? "after the prompt, budget-sized cache" : "after the prompt");
+                    expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], heads, cap, label, sizes[s],
+                                     c ? "after decoding, budget-sized cache" : "after decoding");
+                }
         }
     free(buf);
     free(ids);
 }
 
-/* The same on the tiny fixture models (GQA 4/2; tiny_qwen2 slides a window of 8 on every layer), every method but
- * L2Compress: the projections round differently for different chunk sizes (a few 1e-7 relative), and the key
+/* The same on the tiny fixture models (GQA 4/2; tiny_qwen2 slides a window of 8 on every layer), on the full cache
+ * and, layer-major, on a budget-sized one, every method but L2Compress: the projections round differently for different chunk sizes (a few 1e-7 relative), and the key
  * norms L2Compress ranks lie that close at its boundaries on these models; no chunk boundary enters its
  * selection, which the reference-op test above checks with bit-identical keys. */
 START_TEST(test_kept_rows_chunk_invariant_cpu) {
@@ -1302,7 +1305,7 @@ START_TEST(test_kept_rows_chunk_invariant_cpu) {
     for (int i = 0; i < 2; i++) {
         ks_model model = {0};
         ck_assert(ks_model_load(&model, ks_test_fixture(models[i]), 0, -1) == KS_OK);
-        check_model_chunks(&model, models[i], chunk_cases, n_cases, 600, 6);
+        check_model_chunks(&model, models[i], chunk_cases, n_cases, 600, 6, 1);
         ks_model_free(&model);
     }
 }
@@ -1319,7 +1322,7 @@ START_TEST(test_smollm2_chunk_invariant) {
     const chunk_case cases[] = {
         {"H2O", {"heavy_budget=32", "recent_budget=32"}, 1},
     };
-    check_model_chunks(&model, "SmolLM2", cases, sizeof cases / sizeof cases[0], 600, 4);
+    check_model_chunks(&model, "SmolLM2", cases, sizeof cases / sizeof cases[0], 600, 4, 0);
     ks_model_free(&model);
 }
 END_TEST
@@ -1375,7 +1378,7 @@ static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const
 }
 
 /* One case on two forward instances, m->synchronous 1 and 0 (budget 0), or chunk-major on a full cache and
- * layer-major on a cache sized by ks_method_kv_rows (budget 1, both deferred): after the prompt the same kept
+ * layer-major on a budget-sized cache (budget 1, both deferred): after the prompt the same kept
  * rows and the same statistics, then the same greedy tokens and rows through decode (its eviction included). */
 static void compare_runs(const ks_model *model, const path_case *pc, int budget) {
     enum { NEW = 6 };
@@ -1390,10 +1393,9 @@ static void compare_runs(const ks_model *model, const path_case *pc, int budget)
     for (int d = 0; d < 2; d++) { /* d = 1: deferred, or the budget-sized cache */
         ck_assert_msg(ks_method_create(&m[d], pc->method, NULL, pc->opts, n_opts) == KS_OK, "%s", ks_last_error());
         m[d]->synchronous = !d && !budget;
-        ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .chunk = pc->chunk};
-        if (d && budget) fp.kv_rows = ks_method_kv_rows(m[d], model, pc->n, NEW);
-        ck_assert(ks_forward_init(&f[d], model, &fp) == KS_OK);
-        ck_assert_msg(ks_forward_set_method(&f[d], m[d]) == KS_OK, "%s", ks_last_error());
+        ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .max_new = NEW, .chunk = pc->chunk,
+                                .cache = d && budget ? KS_CACHE_BUDGET : KS_CACHE_FULL};
+        ck_assert_msg(ks_forward_init(&f[d], model, m[d], &fp) == KS_OK, "%s", ks_last_error());
         ck_assert_msg(ks_forward_prefill(&f[d], ids, pc->n, NULL, &next[d]) == KS_OK, "%s: %s", what,
                       ks_last_error());
     }
@@ -1458,7 +1460,7 @@ START_TEST(test_deferred_matches_synchronous) {
 }
 END_TEST
 
-/* ---- budget-sized KV cache (ks_forward_params.kv_rows) ---------------------------------------------------- */
+/* ---- budget-sized KV cache (KS_CACHE_BUDGET) ------------------------------------------------------------- */
 
 /* Head h of layer l holds rows whose K element 0 is 100 l + 10 h + position and V element 0 its negative. */
 static void kv_fill(ks_kvcache *c, int l, int n, int pos0) {
@@ -1527,8 +1529,8 @@ START_TEST(test_kvcache_slots) {
 }
 END_TEST
 
-/* Layer-major prefill into a cache of ks_method_kv_rows rows per layer keeps the rows, statistics and tokens of
- * chunk-major prefill into a full cache, for every method that bounds its rows; the rows it asks for are the
+/* Layer-major prefill into a budget-sized cache keeps the rows, statistics and tokens of chunk-major prefill
+ * into a full cache, for every method that bounds its rows; the rows it asks for are the
  * plan's most plus the generation. */
 START_TEST(test_budget_cache_matches_full) {
     ks_model model = {0};
@@ -1575,35 +1577,52 @@ START_TEST(test_budget_cache_matches_full) {
 }
 END_TEST
 
-/* Budget mode's errors: a method that cannot size it; a kept layer over kv_rows; a decode step with no room
- * left; a prompt over kv_rows with no method. Each names kv_rows, and the next sequence runs normally. */
+/* f = a forward of `model` with method m (context 96, chunks of 40) whose cache keeps `rows` rows per layer,
+ * whatever the method's plan asks for: a backend built from edited parameters (ks_forward_init_backend). */
+static void forward_with_rows(ks_forward *f, const ks_model *model, ks_method *m, int rows) {
+    ks_forward_params fp = {.device = "cpu", .max_ctx = 96, .chunk = 40, .cache = KS_CACHE_FULL};
+    ks_backend_params bp;
+    const ks_backend_ops *ops;
+    ks_backend *be;
+    ck_assert_msg(ks_forward_backend_params(model, m, &fp, &bp) == KS_OK, "%s", ks_last_error());
+    bp.kv_rows = rows;
+    ck_assert(ks_backend_find("cpu", &ops) == KS_OK && ops->init(&be, model, &bp) == KS_OK);
+    ck_assert_msg(ks_forward_init_backend(f, model, m, ops, be, &bp) == KS_OK, "%s", ks_last_error());
+}
+
+/* Budget mode's errors: a method that cannot size it, or none; a kept layer over kv_rows (and the next, shorter
+ * prompt runs normally); a decode step with no room left. Each names kv_rows. */
 START_TEST(test_budget_cache_errors) {
     ks_model model = {0};
     ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
     int32_t ids[90], next;
     for (int i = 0; i < 90; i++) ids[i] = 3 + (i * 31) % 200;
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = 96, .chunk = 40, .kv_rows = 26};
-    ck_assert(ks_forward_init(&f, &model, &fp) == KS_OK);
+    ks_forward_params fp = {.device = "cpu", .max_ctx = 96, .max_new = 2, .chunk = 40, .cache = KS_CACHE_BUDGET};
     ks_method *m;
     ck_assert(ks_method_create(&m, "CakeKV", NULL, NULL, 0) == KS_OK);
-    ck_assert_int_eq(ks_forward_set_method(&f, m), KS_ERR_ARG);
+    ck_assert_int_eq(ks_forward_init(&f, &model, m, &fp), KS_ERR_ARG);
     ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
     ks_method_free(m);
 
-    ck_assert_int_eq(ks_forward_prefill(&f, ids, 90, NULL, &next), KS_ERR_ARG); /* no method compresses */
+    ck_assert_int_eq(ks_forward_init(&f, &model, NULL, &fp), KS_ERR_ARG); /* no method compresses */
     ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
 
     const char *big[] = {"max_capacity_prompt=30", "window_size=8"}; /* keeps 30 > 26 */
     ck_assert(ks_method_create(&m, "SnapKV", NULL, big, 2) == KS_OK);
-    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    forward_with_rows(&f, &model, m, 26);
     ck_assert_int_eq(ks_forward_prefill(&f, ids, 90, NULL, &next), KS_ERR_RANGE);
     ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
+    ks_forward_reset(&f);
+    ck_assert_msg(ks_forward_prefill(&f, ids, 20, NULL, &next) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(ks_kvcache_len(f.ops->kvcache(f.be), 0)[0], 20);
+    ks_forward_free(&f);
     ks_method_free(m);
 
     const char *fits[] = {"max_capacity_prompt=24", "window_size=8"}; /* 24 + 2 generated fill 26 */
     ck_assert(ks_method_create(&m, "SnapKV", NULL, fits, 2) == KS_OK);
-    ck_assert(ks_forward_set_method(&f, m) == KS_OK);
+    ck_assert_msg(ks_forward_init(&f, &model, m, &fp) == KS_OK, "%s", ks_last_error());
+    ck_assert_int_eq(f.kv_rows, 26);
     ck_assert_msg(ks_forward_prefill(&f, ids, 90, NULL, &next) == KS_OK, "%s", ks_last_error());
     for (int t = 0; t < 2; t++) ck_assert(ks_forward_decode(&f, next, NULL, &next) == KS_OK);
     ck_assert_int_eq(ks_forward_decode(&f, next, NULL, &next), KS_ERR_RANGE);

@@ -58,6 +58,7 @@ expect unknown_method "Frobnicate" "$KV" generate --model_path "$SMOL" --prompt 
 expect bad_method_opt "window_size" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt window_size=-3
 expect unknown_method_opt "no_such_knob" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --acceleration SnapKV --method_opt no_such_knob=1 --output "$T/ev"
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
+expect budget_cache_unbounded "CakeKV does not bound.*kv_rows" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration CakeKV --kv_cache budget
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"
 expect bad_cfg_key "nonsense_key" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/bad_cfg.yaml" --output "$T/p.jsonl"
 printf 'benchmark_name: RULER\ntask_names: [vt\n' >"$T/broken_cfg.yaml"

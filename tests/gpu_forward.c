@@ -93,7 +93,7 @@ static void check_logits(const float *got, const float *ref, int n, const char *
 
 static void forward_init(ks_forward *f, const ks_model *m, const char *device, int max_ctx, int chunk) {
     ks_forward_params p = {.device = device, .max_ctx = max_ctx, .chunk = chunk};
-    CK_KS(ks_forward_init(f, m, &p));
+    CK_KS(ks_forward_init(f, m, NULL, &p));
 }
 
 /* Prompt ids[0..n_prompt) then teacher-forced decode of ids[n_prompt..n_total) on both backends, logits compared

@@ -12,7 +12,7 @@
  *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100)
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
  *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
- *                and decoding continues; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
+ *                and decoding continues; a second sequence on each instance repeats the first; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
  *                each gqa_reduce
  *   deferred     the same model, each method with small budgets three ways: cuda with deferred prompt-end
  *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two
@@ -20,7 +20,7 @@
  *                cuda kept sets must mostly agree with the cpu's (bf16 against fp32 scores: near-ties may
  *                split differently); a fourth run, for the methods that bound their rows, on a budget-sized
  *                cache (layer-major prefill) must equal the first
- *   budget cache a random-weight 8-layer Llama shape (engine/bench_model.h), long enough prompts that every
+ *   budget cache a random-weight 8-layer Llama shape (speed/speed_model.h), long enough prompts that every
  *                prefill slot is taken several times: the budget-sized cache keeps the full cache's rows and
  *                decodes the same tokens
  */
@@ -36,7 +36,7 @@
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
-#include "engine/bench_model.h"
+#include "speed/speed_model.h"
 #include "engine/generate.h"
 #include "methods/method.h"
 #include "test_util.h"
@@ -792,17 +792,36 @@ typedef struct model_run {
     int rows; /* rows per (layer, KV head) after prefill; 0: the whole prompt */
 } model_run;
 
-static void generate(ks_forward *f, const model_run *run, const int32_t *ids, int n, int n_new, int32_t *out,
-                     ks_generate_result *r) {
+/* The run's method (NULL: FullKV) on a fresh cuda forward of `model` with the full cache (context n + n_new,
+ * chunks of 40): the prompt's n_new greedy tokens into out; then the same sequence again on the instance, which
+ * must give the same tokens and KV bytes (the graph and lengths were left consistent). row_bytes (may be NULL):
+ * one row of every layer and KV head in the device cache's element size. */
+static void generate(const ks_model *model, const model_run *run, const int32_t *ids, int n, int n_new, int32_t *out,
+                     ks_generate_result *r, int64_t *row_bytes) {
     ks_method *m = NULL;
     int k = 0;
     while (run && run->opts[k]) k++;
     if (run) CK_KS(ks_method_create(&m, run->method, NULL, run->opts, k));
-    CK_KS(ks_forward_set_method(f, m));
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cuda", .max_ctx = n + n_new, .max_new = n_new, .chunk = 40,
+                            .cache = KS_CACHE_FULL};
+    CK_KS(ks_forward_init(&f, model, m, &fp));
     ks_generate_params gp = {.max_new_tokens = n_new};
-    CK_KS(ks_generate(f, ids, n, &gp, out, r));
+    CK_KS(ks_generate(&f, ids, n, &gp, out, r));
     ck_assert_int_eq(r->n, n_new);
-    CK_KS(ks_forward_set_method(f, NULL));
+    int32_t *again = malloc(sizeof(int32_t) * n_new);
+    ks_generate_result r2;
+    CK_KS(ks_generate(&f, ids, n, &gp, again, &r2));
+    for (int t = 0; t < n_new; t++)
+        ck_assert_msg(again[t] == out[t], "%s, second sequence: token %d is %d, %d the first time",
+                      run ? run->method : "FullKV", t, again[t], out[t]);
+    ck_assert(r2.kv_bytes_prefill == r->kv_bytes_prefill && r2.kv_bytes_end == r->kv_bytes_end);
+    free(again);
+    const ks_kvcache *c = f.ops->kvcache(f.be);
+    ck_assert_int_eq(c->elem_bytes, 2); /* bf16 on the device */
+    if (row_bytes)
+        *row_bytes = (int64_t)model->cfg.n_layers * model->cfg.n_kv_heads * 2 * model->cfg.head_dim * c->elem_bytes;
+    ks_forward_free(&f);
     ks_method_free(m);
 }
 
@@ -812,14 +831,9 @@ START_TEST(test_tiny_model) {
     enum { N = 90, NEW = 12 };
     int32_t ids[N], want[NEW], got[NEW];
     for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
-    ks_forward f = {0};
-    ks_forward_params fp = {.device = "cuda", .max_ctx = N + NEW, .chunk = 40};
-    CK_KS(ks_forward_init(&f, &model, &fp));
     ks_generate_result r;
-    generate(&f, NULL, ids, N, NEW, want, &r);
-    const int64_t row_bytes = (int64_t)model.cfg.n_layers * model.cfg.n_kv_heads * 2 * model.cfg.head_dim *
-                              f.ops->kvcache(f.be)->elem_bytes; /* bf16 on the device */
-    ck_assert_int_eq(f.ops->kvcache(f.be)->elem_bytes, 2);
+    int64_t row_bytes;
+    generate(&model, NULL, ids, N, NEW, want, &r, &row_bytes);
     const model_run runs[] = {
         {"H2O", {"heavy_budget=4096", "recent_budget=4096"}, 0},
         {"StreamingLLM", {"recent_size=4096"}, 0},
@@ -834,7 +848,7 @@ START_TEST(test_tiny_model) {
         {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 24},
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        generate(&f, &runs[i], ids, N, NEW, got, &r);
+        generate(&model, &runs[i], ids, N, NEW, got, &r, NULL);
         if (runs[i].rows) {
             ck_assert_msg(r.kv_bytes_prefill == runs[i].rows * row_bytes, "%s: %lld bytes after prefill, want %lld",
                           runs[i].method, (long long)r.kv_bytes_prefill, (long long)(runs[i].rows * row_bytes));
@@ -849,10 +863,6 @@ START_TEST(test_tiny_model) {
         for (int t = 0; t < NEW; t++)
             ck_assert_msg(got[t] == want[t], "%s: token %d is %d, FullKV's %d", runs[i].method, t, got[t], want[t]);
     }
-    /* after all that, FullKV again on the same instance: the graph and lengths were left consistent */
-    generate(&f, NULL, ids, N, NEW, got, &r);
-    for (int t = 0; t < NEW; t++) ck_assert_int_eq(got[t], want[t]);
-    ks_forward_free(&f);
     ks_model_free(&model);
 }
 END_TEST
@@ -868,9 +878,8 @@ static void chunked_rows(const ks_model *model, const char *method, const char *
     ks_method *m;
     CK_KS(ks_method_create(&m, method, NULL, opts, k));
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cuda", .max_ctx = cap, .chunk = chunk};
-    CK_KS(ks_forward_init(&f, model, &fp));
-    CK_KS(ks_forward_set_method(&f, m));
+    ks_forward_params fp = {.device = "cuda", .max_ctx = cap, .chunk = chunk, .cache = KS_CACHE_FULL};
+    CK_KS(ks_forward_init(&f, model, m, &fp));
     int32_t next;
     CK_KS(ks_forward_prefill(&f, ids, n, NULL, &next));
     for (int w = 0; w < 2; w++) {
@@ -946,17 +955,16 @@ typedef struct path_run {
 } path_run;
 
 /* The prompt ids (n) through a fresh forward instance on `device` with the method; statistics recorded, the
- * cache left as the prompt leaves it. budget: a cache sized by ks_method_kv_rows (layer-major prefill). */
+ * cache left as the prompt leaves it. budget: a budget-sized cache (layer-major prefill). */
 static void path_prefill(path_run *r, const ks_model *model, const char *device, int synchronous, int budget,
                          const char *method, const char *const *opts, const int32_t *ids, int n) {
     int k = 0;
     while (opts[k]) k++;
     CK_KS(ks_method_create(&r->m, method, NULL, opts, k));
-    ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .chunk = 40};
-    if (budget) fp.kv_rows = ks_method_kv_rows(r->m, model, n, PATH_TOKENS);
-    CK_KS(ks_forward_init(&r->f, model, &fp));
+    ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .max_new = PATH_TOKENS, .chunk = 40,
+                            .cache = budget ? KS_CACHE_BUDGET : KS_CACHE_FULL};
     r->m->synchronous = synchronous;
-    CK_KS(ks_forward_set_method(&r->f, r->m));
+    CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
     CK_KS(ks_forward_prefill(&r->f, ids, n, NULL, &r->tokens[0]));
     ks_method_layer_stats(r->m, r->st);
 }
@@ -1075,7 +1083,7 @@ START_TEST(test_budget_cache_slots) {
                        "\"tie_word_embeddings\": false}";
     ck_assert(write(fd, json, strlen(json)) == (ssize_t)strlen(json) && close(fd) == 0);
     ks_model model = {0};
-    CK_KS(ks_bench_model_init(&model, cfg));
+    CK_KS(ks_speed_model_init(&model, cfg));
     unlink(cfg);
     enum { N = 700, NEW = 8, CHUNK = 128 };
     int32_t ids[N];
@@ -1097,10 +1105,10 @@ START_TEST(test_budget_cache_slots) {
         while (cases[c].opts[k]) k++;
         for (int b = 0; b < 2; b++) {
             CK_KS(ks_method_create(&m[b], cases[c].method, NULL, cases[c].opts, k));
-            int kv_rows = b ? ks_method_kv_rows(m[b], &model, N, NEW) : 0;
-            ck_assert(!b || (kv_rows > 0 && kv_rows < N));
-            CK_KS(ks_bench_model_forward(&f[b], &model, N + NEW, kv_rows, CHUNK, 7));
-            CK_KS(ks_forward_set_method(&f[b], m[b]));
+            ks_forward_params fp = {.max_ctx = N + NEW, .max_new = NEW, .chunk = CHUNK,
+                                    .cache = b ? KS_CACHE_BUDGET : KS_CACHE_FULL};
+            CK_KS(ks_speed_forward(&f[b], &model, m[b], &fp, 7));
+            ck_assert(!b || (f[b].kv_rows > 0 && f[b].kv_rows < N));
             CK_KS(ks_forward_prefill(&f[b], ids, N, NULL, &tok[b][0]));
         }
         const ks_kvcache *a = f[0].ops->kvcache(f[0].be), *z = f[1].ops->kvcache(f[1].be);

@@ -1,17 +1,18 @@
-/* cmd_bench.c — `kvscope bench`: the GPU speed of a random-weight model of any Hugging Face config shape
- * (Llama-3.1-8B by default; engine/bench_model.h). For each context length: prefill seconds of one prompt
+/* cmd_bench.c — `kvscope bench`, the speed benchmark: the GPU speed of a random-weight model of any Hugging Face
+ * config shape (Llama-3.1-8B by default; speed/speed_model.h). For each context length: prefill seconds of one prompt
  * (median of --repeat runs up to 32K, one run beyond), decode ms/token on the full cache (the cache filled by
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
  * alone in TFLOP/s. Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
  * puts side by side with PyTorch + transformers and the physical floor.
  *
  * With --acceleration (KV methods, methods/method.h; repeatable, each `NAME` or `NAME:key=value:...`, plus
- * --method_opt for all of them) each length instead runs FullKV and then every method on one backend
+ * --method_opt for all of them) each length instead runs FullKV and then every method, each on its own forward
  * instance with the full cache: prefill seconds and their increase over FullKV's, the seconds spent in the
  * method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head),
- * decode ms/token on the compressed cache and device memory in use; then each method that bounds its rows
- * again on its own instance with a budget-sized cache (ks_forward_kv_rows: layer-major prefill), whose
- * device memory is what that method really needs. */
+ * decode ms/token on the compressed cache and device memory in use; then each method whose cache
+ * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose
+ * device memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance
+ * per method costs its allocation and one untimed warm-up chunk, not a weight upload. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,8 +23,8 @@
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "core/log.h"
-#include "engine/bench_model.h"
 #include "methods/method.h"
+#include "speed/speed_model.h"
 
 #define MAX_LENGTHS 32
 #define MAX_METHODS 16
@@ -118,17 +119,18 @@ static ks_status bench_length(const ks_model *m, const bench_opts *o, int L, int
                               length_result *r) {
     const int max_ctx = L + o->steps + 3;
     size_t free0, free1, free2;
-    KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
+    KS_TRY(ks_speed_device(NULL, 0, NULL, NULL, &free0));
     ks_forward f = {0};
+    ks_forward_params fp = {.max_ctx = max_ctx, .max_new = o->steps + 3, .chunk = o->chunk, .cache = KS_CACHE_FULL};
     ks_status st;
-    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, 0, o->chunk, o->seed), done);
-    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free1), done);
+    KS_TRY_GOTO(st, ks_speed_forward(&f, m, NULL, &fp, o->seed), done);
+    KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free1), done);
     int32_t next;
     /* warm-up: one chunk builds the GEMM plans and sets the kernels' attributes */
     KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done);
     KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
     KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r->decode_ms), done);
-    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free2), done);
+    KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free2), done);
     r->length = L;
     r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
     r->late_bytes = free1 > free2 ? free1 - free2 : 0;
@@ -176,70 +178,65 @@ static ks_status parse_method(const char *entry, const ks_opt_strings *global, m
 }
 
 
-/* One method (spec NULL: FullKV) on f, r filled and its table row printed; full: FullKV's result at this
- * length (NULL: r is FullKV's). free0: device memory free before f was built. warm_up: one untimed chunk first
- * (GEMM plans, kernel attributes), with the method attached: a budget-sized cache takes no prompt without it. */
-static ks_status bench_one(ks_forward *f, const ks_model *m, const bench_opts *o, int L, int32_t *ids,
-                           float *logits, const method_spec *spec, const method_result *full, size_t free0,
-                           int warm_up, method_result *r) {
-    ks_method *meth = NULL;
+/* One method `meth` (borrowed; spec NULL and meth NULL: FullKV) on its own forward instance built with fp, r filled
+ * and its table row printed; full: FullKV's result at this length (NULL: r is FullKV's). One untimed chunk first
+ * builds the instance's GEMM plans and sets the kernels' attributes. */
+static ks_status bench_one(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
+                           const method_spec *spec, ks_method *meth, const ks_forward_params *fp,
+                           const method_result *full, method_result *r) {
+    ks_forward f = {0};
     int32_t next;
-    size_t free2;
+    size_t free0, free2;
     ks_status st;
-    if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
-    KS_TRY_GOTO(st, ks_forward_set_method(f, meth), done);
-    if (warm_up) KS_TRY_GOTO(st, ks_forward_prefill(f, ids, L < f->chunk ? L : f->chunk, NULL, &next), done);
-    KS_TRY_GOTO(st, time_prefill(f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
-    r->method_s = f->method_s;
-    r->kv_bytes = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* K and V rows held, bf16 */
-    r->kv_rows = f->kv_rows;
-    KS_TRY_GOTO(st, time_decode(f, next, o->steps, logits, &r->decode_ms), done);
-    KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free2), done);
+    KS_TRY(ks_speed_device(NULL, 0, NULL, NULL, &free0));
+    KS_TRY_GOTO(st, ks_speed_forward(&f, m, meth, fp, o->seed), done);
+    KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done);
+    KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
+    r->method_s = f.method_s;
+    r->kv_bytes = ks_kvcache_bytes(f.ops->kvcache(f.be)); /* K and V rows held, bf16 */
+    r->kv_rows = f.kv_rows;
+    KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r->decode_ms), done);
+    KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free2), done);
     r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
     double rows = (double)r->kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
     char cache[48] = "full";
-    if (f->kv_rows < f->max_ctx) snprintf(cache, sizeof cache, "budget: %d rows", f->kv_rows);
+    if (f.kv_rows < f.max_ctx) snprintf(cache, sizeof cache, "budget: %d rows", f.kv_rows);
     printf("| %dK | %s | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f | %.1f |\n", L / 1024,
            spec ? spec->label : "FullKV", cache, r->prefill_s,
            100.0 * (r->prefill_s / (full ? full : r)->prefill_s - 1.0), r->method_s, (double)r->kv_bytes / (1 << 20),
            rows, r->decode_ms, gib(r->peak_bytes));
     fflush(stdout);
 done:
-    ks_forward_set_method(f, NULL);
+    ks_forward_free(&f);
+    return st;
+}
+
+/* The method of `spec` (NULL: FullKV) at length L with the cache mode `cache` into *out; KS_CACHE_AUTO runs only
+ * where it sizes the cache to the method's budget (out->kv_rows stays 0 otherwise). */
+static ks_status bench_spec(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
+                            const method_spec *spec, ks_forward_cache cache, const method_result *full,
+                            method_result *out) {
+    const ks_forward_params fp = {.max_ctx = L + o->steps + 3, .max_new = o->steps + 3, .chunk = o->chunk,
+                                  .cache = cache};
+    ks_method *meth = NULL;
+    *out = (method_result){0};
+    if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
+    ks_backend_params bp;
+    ks_status st = ks_forward_backend_params(m, meth, &fp, &bp);
+    if (st == KS_OK && (cache != KS_CACHE_AUTO || bp.kv_rows < bp.max_ctx))
+        st = bench_one(m, o, L, ids, logits, spec, meth, &fp, full, out);
     ks_method_free(meth);
     return st;
 }
 
-/* At length L: FullKV (r[0]) and then each method (r[1..n]) on one instance with the full cache; then each
- * method whose rows a budget bounds (rb[i - 1].kv_rows > 0) on its own instance with a budget-sized cache. */
+/* At length L: FullKV (r[0]) and then each method (r[1..n]) with the full cache; then each method whose cache
+ * KS_CACHE_AUTO sizes to its budget (rb[i - 1].kv_rows > 0) with that cache. */
 static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
                                       const method_spec *specs, int n, method_result *r, method_result *rb) {
-    const int max_ctx = L + o->steps + 3;
-    size_t free0;
-    ks_forward f = {0};
-    ks_status st;
-    KS_TRY(ks_bench_model_device(NULL, 0, NULL, NULL, &free0));
-    KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, 0, o->chunk, o->seed), done);
-    for (int i = 0; i <= n; i++)
-        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, i ? &specs[i - 1] : NULL, i ? &r[0] : NULL, free0, !i,
-                                  &r[i]),
-                    done);
-    ks_forward_free(&f); /* the budget-sized instances measure their own memory */
-    for (int i = 0; i < n; i++) {
-        ks_method *meth;
-        KS_TRY_GOTO(st, ks_method_create(&meth, specs[i].name, NULL, specs[i].opts, specs[i].n_opts), done);
-        int kv_rows = ks_forward_kv_rows(meth, m, max_ctx, o->steps + 3);
-        ks_method_free(meth);
-        rb[i] = (method_result){0};
-        if (!kv_rows) continue;
-        KS_TRY_GOTO(st, ks_bench_model_device(NULL, 0, NULL, NULL, &free0), done);
-        KS_TRY_GOTO(st, ks_bench_model_forward(&f, m, max_ctx, kv_rows, o->chunk, o->seed), done);
-        KS_TRY_GOTO(st, bench_one(&f, m, o, L, ids, logits, &specs[i], &r[0], free0, 1, &rb[i]), done);
-        ks_forward_free(&f);
-    }
-done:
-    ks_forward_free(&f);
-    return st;
+    KS_TRY(bench_spec(m, o, L, ids, logits, NULL, KS_CACHE_FULL, NULL, &r[0]));
+    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_FULL, &r[0], &r[i + 1]));
+    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_AUTO, &r[0], &rb[i]));
+    return KS_OK;
 }
 
 static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full) {
@@ -375,7 +372,7 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     char gpu[256];
     size_t total;
     int sms;
-    KS_TRY(ks_bench_model_device(gpu, sizeof gpu, &sms, &total, NULL));
+    KS_TRY(ks_speed_device(gpu, sizeof gpu, &sms, &total, NULL));
     /* 64 tokens per SM: with Llama's 32 heads the attention kernel's 128-row blocks (and 128-row GEMM tiles)
      * come in whole waves over the multiprocessors (8448 on an H100/H200: 16 waves of 132 blocks) */
     if (chunk == 0) chunk = 64 * sms;
@@ -386,7 +383,7 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     int32_t *ids = NULL;
     float *logits = NULL;
     ks_status st;
-    KS_TRY_GOTO(st, ks_bench_model_init(&m, config), done);
+    KS_TRY_GOTO(st, ks_speed_model_init(&m, config), done);
     const ks_model_config *c = &m.cfg;
     int longest = 0;
     for (int i = 0; i < nl; i++) longest = lengths[i] > longest ? lengths[i] : longest;
@@ -423,7 +420,7 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     printf("\n| attention kernel, causal, %d/%d heads x %d | TFLOP/s |\n|---|---|\n", c->n_heads, c->n_kv_heads,
            c->head_dim);
     for (int i = 0; i < na; i++) {
-        KS_TRY_GOTO(st, ks_bench_model_attention_tflops(alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 5, &tflops[i]),
+        KS_TRY_GOTO(st, ks_speed_attention_tflops(alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 5, &tflops[i]),
                     done);
         printf("| %dK | %.0f |\n", alen[i] / 1024, tflops[i]);
     }

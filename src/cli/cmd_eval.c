@@ -29,7 +29,7 @@ typedef struct eval_opts {
     const char *method_config;
     ks_opt_strings method_opts; /* --method_opt key=value, in order */
     int limit, threads, chunk;
-    const char *kv_cache; /* "budget" or "full" */
+    const char *kv_cache; /* "auto", "budget" or "full" (ks_forward_cache) */
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
 } eval_opts;
 
@@ -120,8 +120,6 @@ static const char *sample_template(const ks_bench_config *bc, const ks_sample *s
 }
 
 static ks_status check_opts(const eval_opts *o) {
-    if (strcmp(o->kv_cache, "budget") && strcmp(o->kv_cache, "full"))
-        return ks_fail(KS_ERR_ARG, "--kv_cache %s: must be budget or full", o->kv_cache);
     if (strcmp(o->gp_num, "1") != 0)
         return ks_fail(KS_ERR_UNSUPPORTED, "--gp_num %s: only 1 (one rank per model instance) is supported so far; "
                                            "run one rank per GPU with mpirun -np N", o->gp_num);
@@ -164,11 +162,13 @@ typedef struct eval_job {
     ks_results *res; /* rank 0 */
     ks_queue q;      /* rank 0 */
     eval_store es;   /* rank 0 */
+    ks_forward_cache cache; /* --kv_cache */
 } eval_job;
 
 /* Step 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
  * result file (mkdir, lock, identity check), so a bad --output ends the job before any model loads. */
 static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
+    KS_TRY(ks_forward_cache_parse(o->kv_cache, "--kv_cache", &j->cache));
     KS_TRY(check_opts(o));
     model_name(o->model_path, j->name, sizeof j->name);
     const char *accel = o->acceleration[0] ? o->acceleration : "FullKV";
@@ -197,7 +197,7 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = j->method, .full_kv_cache = !strcmp(o->kv_cache, "full")};
+                           .method = j->method, .cache = j->cache};
     KS_TRY(ks_runner_init(&j->run, &rp));
     KS_TRY(ks_bench_open(&j->bench, &j->bc, j->run.tok));
     KS_TRY(ks_bench_list(j->bench, o->limit, &j->ids, &j->n));
@@ -289,7 +289,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
 
 ks_status ks_cmd_eval(int argc, char **argv) {
     eval_opts o = {.acceleration = "FullKV", .device = "cpu", .torch_dtype = "bfloat16", .gp_num = "1",
-                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "budget"};
+                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "auto"};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
@@ -309,9 +309,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
         {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N", "prefill chunk size in tokens", 0},
-        {"kv_cache", KS_OPT_STRING, &o.kv_cache, "budget|full",
-         "budget: size the KV cache for the method's budget (layer-major prefill of long prompts); full: for "
-         "the whole context", 0},
+        {"kv_cache", KS_OPT_STRING, &o.kv_cache, "auto|budget|full",
+         "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole context; "
+         "auto: budget where the method bounds its rows and that saves memory", 0},
         {0},
     };
     int help = 0;

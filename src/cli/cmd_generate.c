@@ -57,7 +57,7 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
 
 ks_status ks_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *device = "cpu", *accel = "FullKV", *method_config = NULL;
-    const char *kv_cache = "budget";
+    const char *kv_cache = "auto";
     int chat = 0, max_new = 128, threads = 0, chunk = 512, layer_stats = 0;
     ks_opt_strings method_opts = {0};
     const ks_option opts[] = {
@@ -74,9 +74,9 @@ ks_status ks_cmd_generate(int argc, char **argv) {
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
         {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
         {"layer_stats", KS_OPT_FLAG, &layer_stats, NULL, "print the method's per-layer statistics", 0},
-        {"kv_cache", KS_OPT_STRING, &kv_cache, "budget|full",
-         "budget: size the KV cache for the method's budget (layer-major prefill of long prompts); full: for "
-         "the whole sequence", 0},
+        {"kv_cache", KS_OPT_STRING, &kv_cache, "auto|budget|full",
+         "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole sequence; "
+         "auto: budget where the method bounds its rows and that saves memory", 0},
         {0},
     };
     int help = 0;
@@ -86,8 +86,8 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     if (max_new < 1) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be at least 1", max_new);
     if (chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", chunk);
     if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (all cores) or more", threads);
-    if (strcmp(kv_cache, "budget") && strcmp(kv_cache, "full"))
-        return ks_fail(KS_ERR_ARG, "--kv_cache %s: must be budget or full", kv_cache);
+    ks_forward_cache cache;
+    KS_TRY(ks_forward_cache_parse(kv_cache, "--kv_cache", &cache));
     const ks_backend_ops *ops;
     KS_TRY(ks_backend_find(device, &ops)); /* fail before the slow model load */
     ks_method *method = NULL;
@@ -103,10 +103,9 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     KS_TRY_GOTO(st, ks_tokenizer_load(&tok, model_path), done);
     KS_TRY_GOTO(st, ks_generate_encode_prompt(tok, prompt, chat, &ids), done);
     KS_TRY_GOTO(st, ks_generate_check_length(&m, ids.n, max_new), done);
-    ks_forward_params fp = {.device = device, .max_ctx = ids.n + max_new, .chunk = chunk, .threads = threads};
-    if (!strcmp(kv_cache, "budget")) fp.kv_rows = ks_forward_kv_rows(method, &m, fp.max_ctx, max_new);
-    KS_TRY_GOTO(st, ks_forward_init(&f, &m, &fp), done);
-    KS_TRY_GOTO(st, ks_forward_set_method(&f, method), done);
+    ks_forward_params fp = {.device = device, .max_ctx = ids.n + max_new, .max_new = max_new, .chunk = chunk,
+                            .threads = threads, .cache = cache};
+    KS_TRY_GOTO(st, ks_forward_init(&f, &m, method, &fp), done);
     out = ks_malloc(sizeof(int32_t) * max_new, "generated ids");
     if (!out) {
         st = KS_ERR_NOMEM;

@@ -10,18 +10,95 @@
 #include <string.h>
 #include <time.h>
 
-ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_params *p) {
-    memset(f, 0, sizeof *f);
+/* KS_ERR_ARG naming kv_rows: a cache of fewer rows than max_ctx for a method that cannot bound them. */
+static ks_status unbounded_budget(const ks_method *m, int max_ctx) {
+    return ks_fail(KS_ERR_ARG, "--acceleration %s does not bound the rows each layer keeps after the prompt, so the "
+                               "KV cache cannot be sized to a budget (kv_rows < context %d); use the full cache "
+                               "(--kv_cache full or auto)", m ? m->ops->name : "FullKV", max_ctx);
+}
+
+/* The method against the forward's shape: a budget-sized cache needs a method that bounds every layer's rows, and
+ * the observation window must fit one prefill chunk. */
+static ks_status check_method(const ks_method *m, const ks_backend_params *bp) {
+    if (bp->kv_rows < bp->max_ctx && !(m && ks_method_bounds_rows(m))) return unbounded_budget(m, bp->max_ctx);
+    /* a chunk of max_ctx holds any prompt */
+    if (m && ks_method_window(m) > bp->max_chunk && bp->max_chunk < bp->max_ctx)
+        return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
+                                   "chunk of %d tokens; raise --chunk or lower window_size",
+                       m->ops->name, ks_method_window(m), bp->max_chunk);
+    return KS_OK;
+}
+
+/* Rows per (layer, KV head) of the cache mode p->cache for method m: max_ctx for the full cache. */
+static ks_status cache_rows(const ks_model *model, const ks_method *m, const ks_forward_params *p, int *rows) {
+    *rows = p->max_ctx;
+    if (p->cache == KS_CACHE_FULL) return KS_OK;
+    int bounded = m && ks_method_bounds_rows(m);
+    if (p->cache == KS_CACHE_BUDGET && !bounded) return unbounded_budget(m, p->max_ctx);
+    if (!bounded) return KS_OK;
+    int budget = ks_method_kv_rows(m, model, p->max_ctx, p->max_new);
+    if (budget <= 0 || budget >= p->max_ctx) return KS_OK;
+    int64_t layers = model->last_layer - model->first_layer;
+    if (p->cache == KS_CACHE_AUTO && layers * budget + (int64_t)KS_KVCACHE_SLOTS * p->max_ctx >= layers * p->max_ctx)
+        return KS_OK; /* the prefill slots would cost more than the budget saves */
+    *rows = budget;
+    return KS_OK;
+}
+
+ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, const ks_forward_params *p,
+                                    ks_backend_params *bp) {
     if (p->max_ctx <= 0 || p->chunk <= 0)
         return ks_fail(KS_ERR_ARG, "context (%d) and prefill chunk (%d) must be positive", p->max_ctx, p->chunk);
-    KS_TRY(ks_backend_find(p->device, &f->ops));
+    if (p->max_new < 0)
+        return ks_fail(KS_ERR_ARG, "generated tokens per sequence (%d) must not be negative", p->max_new);
+    *bp = (ks_backend_params){.max_ctx = p->max_ctx, .max_chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx,
+                              .threads = p->threads};
+    KS_TRY(cache_rows(m, method, p, &bp->kv_rows));
+    return check_method(method, bp);
+}
+
+ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *method, const ks_backend_ops *ops,
+                                  ks_backend *be, const ks_backend_params *bp) {
+    memset(f, 0, sizeof *f);
     f->m = m;
-    f->max_ctx = p->max_ctx;
-    f->chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx;
-    f->kv_rows = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
-    ks_backend_params bp = {.max_ctx = f->max_ctx, .max_chunk = f->chunk, .threads = p->threads,
-                            .kv_rows = f->kv_rows};
-    return f->ops->init(&f->be, m, &bp);
+    f->ops = ops;
+    f->be = be;
+    f->max_ctx = bp->max_ctx;
+    f->chunk = bp->max_chunk;
+    f->kv_rows = bp->kv_rows > 0 && bp->kv_rows < bp->max_ctx ? bp->kv_rows : bp->max_ctx;
+    ks_backend_params shape = *bp;
+    shape.kv_rows = f->kv_rows;
+    ks_status st = check_method(method, &shape);
+    if (st == KS_OK && method) st = ks_method_bind(method, ops, be, m);
+    if (st != KS_OK) {
+        ks_forward_free(f);
+        return st;
+    }
+    f->method = method;
+    ks_forward_reset(f);
+    return KS_OK;
+}
+
+ks_status ks_forward_init(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p) {
+    memset(f, 0, sizeof *f);
+    const ks_backend_ops *ops;
+    ks_backend_params bp;
+    ks_backend *be;
+    KS_TRY(ks_backend_find(p->device, &ops));
+    KS_TRY(ks_forward_backend_params(m, method, p, &bp));
+    KS_TRY(ops->init(&be, m, &bp));
+    return ks_forward_init_backend(f, m, method, ops, be, &bp);
+}
+
+ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_cache *out) {
+    static const char *const names[] = {[KS_CACHE_AUTO] = "auto", [KS_CACHE_BUDGET] = "budget",
+                                        [KS_CACHE_FULL] = "full"};
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (!strcmp(s, names[i])) {
+            *out = (ks_forward_cache)i;
+            return KS_OK;
+        }
+    return ks_fail(KS_ERR_ARG, "%s %s: must be auto, budget or full", option, s);
 }
 
 void ks_forward_free(ks_forward *f) {
@@ -50,31 +127,6 @@ static ks_status method_hook(ks_forward *f, int l, int pos0, int n, int decode, 
                           : ks_method_prefill_layer(f->method, l, pos0, n, prompt_end);
     f->method_s += now_s() - t0;
     return st;
-}
-
-ks_status ks_forward_set_method(ks_forward *f, ks_method *m) {
-    f->method = NULL;
-    ks_forward_reset(f);
-    if (!m) return KS_OK;
-    if (f->kv_rows < f->max_ctx && !ks_method_bounds_rows(m))
-        return ks_fail(KS_ERR_ARG, "--acceleration %s does not bound the rows each layer keeps after the prompt, so "
-                                   "the KV cache cannot be sized to a budget (kv_rows %d < context %d); use the "
-                                   "full cache", m->ops->name, f->kv_rows, f->max_ctx);
-    if (ks_method_window(m) > f->chunk && f->chunk < f->max_ctx) /* a chunk of max_ctx holds any prompt */
-        return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
-                                   "chunk of %d tokens; raise --chunk or lower window_size",
-                       m->ops->name, ks_method_window(m), f->chunk);
-    KS_TRY(ks_method_bind(m, f->ops, f->be, f->m));
-    f->method = m;
-    return KS_OK;
-}
-
-int ks_forward_kv_rows(const ks_method *m, const ks_model *model, int max_ctx, int max_new) {
-    if (!m || !ks_method_bounds_rows(m)) return 0;
-    int rows = ks_method_kv_rows(m, model, max_ctx, max_new);
-    int64_t layers = model->last_layer - model->first_layer;
-    if (rows <= 0 || layers * rows + (int64_t)KS_KVCACHE_SLOTS * max_ctx >= layers * max_ctx) return 0;
-    return rows;
 }
 
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
@@ -191,20 +243,17 @@ ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n) { return for
 
 ks_status ks_forward_step(ks_forward *f, ks_forward_io *io) { return forward_rows(f, io, 1, 1); }
 
-/* Budget mode, a prompt longer than kv_rows: every chunk through layer 0, then layer 1, ..., the whole prompt's
- * residual stream on the backend (residual_at), so that each layer is compressed (its prompt-end hook on its
- * last chunk) before later layers fill the cache. The same ops on the same rows as chunk-major order: the same
- * numbers. */
+/* A budget-sized cache's prompt: every chunk through layer 0, then layer 1, ..., the whole prompt's residual
+ * stream on the backend (residual_at), so that each layer is compressed (its prompt-end hook on its last chunk)
+ * before later layers fill the cache. The same ops on the same rows as chunk-major order: the same numbers. The
+ * cache's method bounds every layer's rows (ks_forward_init). */
 static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
     ks_method *meth = f->method;
-    if (!meth)
-        return ks_fail(KS_ERR_ARG, "a prompt of %d tokens exceeds the %d rows per layer this KV cache keeps "
-                                   "(kv_rows) and no KV method compresses it", n, f->kv_rows);
     if (f->n_past)
-        return ks_fail(KS_ERR_UNSUPPORTED, "a prompt longer than kv_rows (%d) must start a sequence (%d tokens "
-                                           "already cached)", f->kv_rows, f->n_past);
+        return ks_fail(KS_ERR_UNSUPPORTED, "a prompt into a KV cache sized to a budget (kv_rows %d) must start a "
+                                           "sequence (%d tokens already cached)", f->kv_rows, f->n_past);
     KS_TRY(check_capacity(f, n));
     ks_method_begin_prompt(meth, n); /* the plan; H2O's per-chunk scoring before the last chunk does not read it */
     ks_status st = KS_OK;
@@ -238,7 +287,7 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
 
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
     KS_ASSERT(f->m->first_layer == 0 && f->m->last_layer == f->m->cfg.n_layers && n > 0);
-    if (f->kv_rows < f->max_ctx && n > f->kv_rows) return prefill_layer_major(f, tokens, n, logits, next);
+    if (f->kv_rows < f->max_ctx) return prefill_layer_major(f, tokens, n, logits, next);
     ks_forward_io io = {0};
     for (int t0 = 0, m; t0 < n; t0 += m) {
         m = ks_forward_chunk_len(f, n, t0);

@@ -1,33 +1,43 @@
 /* forward.h — the transformer forward pass over a model's layer range, written once against the backend ops
- * table (backend/backend.h): chunked prefill and one-token decode steps with a KV cache.
+ * table (backend/backend.h): chunked prefill and one-token decode steps with a KV cache, and the KV method
+ * (methods/method.h) that compresses it. A forward owns its backend instance and borrows the model and method.
  *
+ *     ks_method *m;                                                     // NULL: FullKV
+ *     KS_TRY(ks_method_create(&m, "snapkv", NULL, opts, n_opts));
  *     ks_forward f = {0};
- *     ks_forward_params p = {.device = "cpu", .max_ctx = n_prompt + max_new, .chunk = 512, .threads = 0};
- *     KS_TRY(ks_forward_init(&f, &model, &p));
+ *     ks_forward_params p = {.device = "cpu", .max_ctx = n_prompt + max_new, .max_new = max_new, .chunk = 512};
+ *     KS_TRY(ks_forward_init(&f, &model, m, &p));                       // sizes the cache, binds the method
  *     int32_t next;
  *     KS_TRY(ks_forward_prefill(&f, prompt, n_prompt, NULL, &next));   // whole prompt, chunk by chunk
  *     while (...) KS_TRY(ks_forward_decode(&f, next, NULL, &next));     // greedy decode
- *     ks_forward_reset(&f);                                             // next sequence, same buffers
+ *     ks_forward_reset(&f);                                             // next sequence, same method and buffers
  *     ks_forward_free(&f);
+ *     ks_method_free(m);
+ *
+ * The cache (ks_forward_cache): full holds max_ctx rows per (layer, KV head). Budget-sized, for a method that
+ * bounds the rows every layer keeps after the prompt (ks_method_bounds_rows), holds the most any prompt of up to
+ * max_ctx tokens keeps (ks_method_kv_rows) plus max_new per layer, and a few prefill slots of max_ctx rows that
+ * the layers take in turn while their prompt is in (kvcache.h): its memory scales with the budget.
+ *
+ * KV compression: every layer's attention on a prompt chunk and on a decode step is followed by the method's
+ * hook; on the chunk flagged prompt_end the method compresses each layer (its prefill output already used the
+ * full cache), so the prompt's last chunk must hold the method's observation window: ks_forward_chunk_len plans
+ * chunks so (ks_forward_prefill uses it; pipeline callers should too). Once the method has dropped rows, the
+ * sequence cannot take more prefill (a new prompt_end would plan again over all tokens so far otherwise).
+ *
+ * Prefill order. ks_forward_prefill runs a budget-sized cache's prompt layer-major: every chunk through layer
+ * 0, then through layer 1, ..., with the whole prompt's residual stream on the backend, so that each layer is
+ * compressed before the next one starts and only a few layers ever hold the full prompt. A full cache's prompt
+ * runs chunk-major (each chunk through every layer): there every layer holds the whole prompt anyway, so
+ * compressing layer by layer frees nothing, and the backend's residual stream keeps its max_chunk rows instead
+ * of max_ctx (128K rows of a 4096-wide fp32 stream are 2 GiB of GPU memory). Both orders run the same ops on the
+ * same rows: the same tokens, kept rows and statistics.
  *
  * A pipeline stage holding layers [first, last) uses ks_forward_chunk/ks_forward_step with a ks_forward_io:
  * the first stage takes token ids, later stages take the previous stage's hidden states; the last stage
  * produces logits (final norm + LM head on the last row only) and the greedy next token, the others hand
- * their hidden states on. Positions are implicit: the next token processed sits at position f->n_past.
- *
- * KV compression: ks_forward_set_method(&f, m) attaches a method (methods/method.h; NULL = FullKV). Every
- * layer's attention on a prompt chunk and on a decode step is followed by the method's hook; on the chunk
- * flagged prompt_end the method compresses each layer (its prefill output already used the full cache), so the
- * prompt's last chunk must hold the method's observation window: ks_forward_chunk_len plans chunks so
- * (ks_forward_prefill uses it; pipeline callers should too). Once the method has dropped rows, the sequence
- * cannot take more prefill (a new prompt_end would plan again over all tokens so far otherwise).
- *
- * Budget mode (kv_rows < max_ctx; needs a method that compresses every layer): each layer keeps at most kv_rows
- * rows after the prompt, and ks_forward_prefill runs a prompt longer than that layer-major: every chunk through
- * layer 0, then through layer 1, ..., with the whole prompt's residual stream on the backend, so that each layer
- * is compressed before the next one starts and only a few layers ever hold the full prompt (kvcache.h). The
- * tokens, kept rows and statistics equal chunk-major prefill's; ks_forward_chunk then serves only prompts that
- * fit kv_rows.
+ * their hidden states on. Positions are implicit: the next token processed sits at position f->n_past. With a
+ * budget-sized cache ks_forward_chunk serves only prompts that fit the rows each layer keeps.
  */
 #ifndef KS_FORWARD_H
 #define KS_FORWARD_H
@@ -38,14 +48,22 @@
 #include "methods/method.h"
 #include "model/model.h"
 
+/* How ks_forward_init sizes the KV cache. */
+typedef enum ks_forward_cache {
+    KS_CACHE_AUTO,   /* budget-sized when the method bounds every layer's rows and that cache (its own rows plus
+                        the prefill slots) is smaller than the full one; else full */
+    KS_CACHE_BUDGET, /* budget-sized (full when the budget covers max_ctx); KS_ERR_ARG when the method (or FullKV)
+                        does not bound its rows */
+    KS_CACHE_FULL,   /* max_ctx rows per (layer, KV head) */
+} ks_forward_cache;
+
 typedef struct ks_forward_params {
-    const char *device; /* backend name ("cpu", "cuda") */
-    int max_ctx;        /* tokens per sequence (prompt + generated) the KV cache holds */
-    int chunk;          /* prefill chunk: the most tokens per forward call (activation rows) */
-    int threads;        /* CPU threads (<= 0: default) */
-    int kv_rows;        /* rows per (layer, KV head) the cache keeps for a sequence; 0 or >= max_ctx: max_ctx.
-                           Fewer (a KV method's budget plus generation: ks_method_kv_rows): the cache's memory
-                           scales with the budget and ks_forward_prefill runs longer prompts layer by layer */
+    const char *device;     /* backend name ("cpu", "cuda") */
+    int max_ctx;            /* tokens per sequence (prompt + generated) the KV cache holds */
+    int max_new;            /* of which generated, at most: a budget-sized cache's room for them (>= 0) */
+    int chunk;              /* prefill chunk: the most tokens per forward call (activation rows) */
+    int threads;            /* CPU threads (<= 0: default) */
+    ks_forward_cache cache; /* 0: KS_CACHE_AUTO */
 } ks_forward_params;
 
 typedef struct ks_forward {
@@ -55,7 +73,7 @@ typedef struct ks_forward {
     int max_ctx, chunk;        /* as initialised */
     int kv_rows;               /* rows per (layer, KV head) the cache holds after a prompt (max_ctx: full) */
     int n_past;                /* tokens already in the KV cache = position of the next token */
-    ks_method *method;         /* KV compression, borrowed; NULL = none (FullKV) */
+    ks_method *method;         /* KV compression, borrowed, bound at init; NULL = none (FullKV) */
     double method_s;           /* wall seconds in the method's hooks since the last reset (device backends: with
                                   the wait for queued work the hooks' results depend on) */
 } ks_forward;
@@ -71,21 +89,30 @@ typedef struct ks_forward_io {
     int32_t next;           /* out, last stage unless skip_head: argmax of the last row's logits */
 } ks_forward_io;
 
-ks_status ks_forward_init(ks_forward *f, const ks_model *m, const ks_forward_params *p);
-void ks_forward_free(ks_forward *f); /* accepts a zeroed or half-built struct */
+/* Builds f for model m (borrowed) with KV method `method` (borrowed, bound to f's backend and layer range; NULL =
+ * FullKV): checks the method against p, sizes the cache (ks_forward_cache), builds the backend instance of
+ * p->device and binds the method. KS_ERR_ARG when the method's observation window exceeds the prefill chunk
+ * (unless the chunk spans the whole context) and when p->cache is KS_CACHE_BUDGET for a method that does not
+ * bound its rows. The method must outlive f and be bound to no other forward while f uses it. On failure f
+ * holds nothing (ks_forward_free is still safe). */
+ks_status ks_forward_init(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p);
+void ks_forward_free(ks_forward *f); /* accepts a zeroed or half-built struct; leaves the method to its owner */
 
-/* Starts a new sequence: empties the KV cache (and resets the method's state). */
+/* For a caller that builds the backend instance itself (kvscope bench: random weights on the GPU):
+ * ks_forward_backend_params gives the parameters ks_forward_init would build it with (the checks and errors of
+ * ks_forward_init included), and ks_forward_init_backend finishes f around an instance `be` of `ops` built with
+ * *bp, which f owns from the call on (on failure it is freed and f left zeroed). bp->kv_rows < bp->max_ctx is a
+ * budget-sized cache, which needs a method that bounds its rows (KS_ERR_ARG otherwise). */
+ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, const ks_forward_params *p,
+                                    ks_backend_params *bp);
+ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *method, const ks_backend_ops *ops,
+                                  ks_backend *be, const ks_backend_params *bp);
+
+/* Starts a new sequence: empties the KV cache and resets the method's state. */
 void ks_forward_reset(ks_forward *f);
 
-/* Attaches KV method m (borrowed; it must outlive f or be detached with NULL) to f's backend and layer range and
- * resets the sequence. KS_ERR_ARG when the method's observation window exceeds the prefill chunk (unless the
- * chunk spans the whole context), and in budget mode when m is NULL or does not bound every layer's rows. */
-ks_status ks_forward_set_method(ks_forward *f, ks_method *m);
-
-/* kv_rows (ks_forward_params) for method m (NULL: FullKV) on `model` with sequences of up to max_ctx tokens, up
- * to max_new of them generated: ks_method_kv_rows over every prompt length, when a cache of that many rows per
- * layer plus the budget mode's prefill slots is smaller than the full cache; else 0 (the full cache). */
-int ks_forward_kv_rows(const ks_method *m, const ks_model *model, int max_ctx, int max_new);
+/* *out = the cache mode `s` names: "auto", "budget" or "full"; KS_ERR_ARG naming `option` otherwise. */
+ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_cache *out);
 
 /* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and
  * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens). */
@@ -99,8 +126,9 @@ ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n);
 /* One decode token at position n_past: attention over each KV head's kept rows (per-head lengths). */
 ks_status ks_forward_step(ks_forward *f, ks_forward_io *io);
 
-/* Single-stage helpers (the model holds every layer): the whole prompt in chunks, then one token at a time.
- * logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
+/* Single-stage helpers (the model holds every layer): the whole prompt in chunks (in the cache's prefill order;
+ * into a budget-sized cache it must start the sequence, KS_ERR_UNSUPPORTED otherwise), then one token at a
+ * time. logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next);
 ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t *next);
 

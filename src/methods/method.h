@@ -6,7 +6,7 @@
  *     ks_method *m;
  *     const char *opts[] = {"max_capacity_prompt=1024", "pooling=maxpool"};
  *     KS_TRY(ks_method_create(&m, "snapkv", NULL, opts, 2));  // name case-insensitive; NULL: no YAML file
- *     KS_TRY(ks_forward_set_method(&fwd, m));                 // binds to the backend; state sized once
+ *     KS_TRY(ks_forward_init(&fwd, &model, m, &fp));          // binds to the backend; state sized once
  *     KS_TRY(ks_generate(&fwd, ids, n, &gp, out, &r));        // compresses every layer after its prefill,
  *                                                             // evicts during decode where the method does
  *     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
@@ -221,7 +221,7 @@ ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
 int ks_method_decode_on_host(const ks_method *m);
 
 /* 1 when the method bounds every layer's rows after the prompt by its plan (it compresses, and is not
- * rows_unplanned): a budget-sized cache (ks_forward_params.kv_rows) can hold its sequences. */
+ * rows_unplanned): a budget-sized cache (engine/forward.h: KS_CACHE_BUDGET) can hold its sequences. */
 int ks_method_bounds_rows(const ks_method *m);
 
 /* The rows per (layer, KV head) a budget-sized cache needs for `model`'s layer range (held or not: this needs

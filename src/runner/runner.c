@@ -16,18 +16,16 @@ ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     KS_TRY_GOTO(st, ks_model_load(&r->model, p->model_path, 0, -1), fail);
     KS_TRY_GOTO(st, ks_tokenizer_load(&r->tok, p->model_path), fail);
     int max_ctx = p->max_ctx < r->model.cfg.max_pos ? p->max_ctx : r->model.cfg.max_pos;
-    ks_forward_params fp = {.device = p->device, .max_ctx = max_ctx, .chunk = p->chunk > 0 ? p->chunk : 512,
-                            .threads = p->threads};
-    if (!p->full_kv_cache) fp.kv_rows = ks_forward_kv_rows(p->method, &r->model, max_ctx, p->max_new > 0 ? p->max_new : 1);
-    KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, &fp), fail);
+    r->max_new = p->max_new > 0 ? p->max_new : 1;
+    ks_forward_params fp = {.device = p->device, .max_ctx = max_ctx, .max_new = r->max_new,
+                            .chunk = p->chunk > 0 ? p->chunk : 512, .threads = p->threads, .cache = p->cache};
+    KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, p->method, &fp), fail);
     r->method = p->method;
-    if (r->method) KS_TRY_GOTO(st, ks_forward_set_method(&r->fwd, r->method), fail);
     ks_stop_set_build(&r->stop, &r->model.cfg, r->tok);
     ks_ids nl = {0};
     KS_TRY_GOTO(st, ks_tokenizer_encode(r->tok, "\n", 1, 0, &nl), fail);
     r->newline_id = nl.n ? nl.ids[nl.n - 1] : -1;
     ks_ids_free(&nl);
-    r->max_new = p->max_new > 0 ? p->max_new : 1;
     r->out = ks_malloc(sizeof(int32_t) * (size_t)r->max_new, "generated ids");
     if (!r->out) {
         st = KS_ERR_NOMEM;

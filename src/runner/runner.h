@@ -33,8 +33,7 @@ typedef struct ks_runner_params {
     int chunk;              /* prefill chunk (0: 512) */
     int threads;            /* CPU threads (0: all) */
     ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
-    int full_kv_cache;      /* 1: allocate every layer's cache for max_ctx rows even when the method's budget
-                               would size it smaller (ks_forward_kv_rows) */
+    ks_forward_cache cache; /* how the KV cache is sized (engine/forward.h; 0: KS_CACHE_AUTO) */
 } ks_runner_params;
 
 typedef struct ks_runner {

@@ -1,5 +1,5 @@
-/* bench_model.c — see bench_model.h. */
-#include "engine/bench_model.h"
+/* speed_model.c — see speed_model.h. */
+#include "speed/speed_model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +24,7 @@ static void llama31_8b(ks_model_config *c) {
     c->eos_ids[0] = 128001, c->eos_ids[1] = 128008, c->eos_ids[2] = 128009, c->n_eos = 3;
 }
 
-ks_status ks_bench_model_init(ks_model *m, const char *config_path) {
+ks_status ks_speed_model_init(ks_model *m, const char *config_path) {
     memset(m, 0, sizeof *m);
     if (config_path) {
         KS_TRY(ks_model_config_from_hf(config_path, &m->cfg));
@@ -47,41 +47,36 @@ static ks_status no_cuda(void) {
                                        "(rebuild with -DKS_CUDA=ON on a machine with the CUDA toolkit)");
 }
 
-ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int kv_rows, int chunk,
-                                 uint64_t seed) {
-    (void)f, (void)m, (void)max_ctx, (void)kv_rows, (void)chunk, (void)seed;
+ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p,
+                           uint64_t seed) {
+    (void)f, (void)m, (void)method, (void)p, (void)seed;
     return no_cuda();
 }
 
-ks_status ks_bench_model_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
+ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
     (void)name, (void)cap, (void)sm_count, (void)total_bytes, (void)free_bytes;
     return no_cuda();
 }
 
-ks_status ks_bench_model_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
+ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
     (void)n, (void)H, (void)Hk, (void)d, (void)repeat, (void)tflops;
     return no_cuda();
 }
 
 #else
 
-ks_status ks_bench_model_forward(ks_forward *f, const ks_model *m, int max_ctx, int kv_rows, int chunk,
-                                 uint64_t seed) {
-    KS_ASSERT(max_ctx > 0 && chunk > 0);
+ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p,
+                           uint64_t seed) {
     memset(f, 0, sizeof *f);
-    ks_backend_params bp = {.max_ctx = max_ctx, .max_chunk = chunk < max_ctx ? chunk : max_ctx,
-                            .kv_rows = kv_rows > 0 && kv_rows < max_ctx ? kv_rows : max_ctx};
+    ks_backend_params bp;
+    ks_backend *be;
+    KS_TRY(ks_forward_backend_params(m, method, p, &bp));
     /* ks_forward_init would upload host weights; this model has none, so the backend fills its own */
-    KS_TRY(ks_backend_cuda_init_random(&f->be, m, &bp, seed));
-    f->m = m;
-    f->ops = &ks_backend_cuda;
-    f->max_ctx = max_ctx;
-    f->kv_rows = bp.kv_rows;
-    f->chunk = bp.max_chunk;
-    return KS_OK;
+    KS_TRY(ks_backend_cuda_init_random(&be, m, &bp, seed));
+    return ks_forward_init_backend(f, m, method, &ks_backend_cuda, be, &bp);
 }
 
-ks_status ks_bench_model_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
+ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
     return ks_backend_cuda_device(name, cap, sm_count, total_bytes, free_bytes);
 }
 
@@ -113,7 +108,7 @@ static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, 
     return st;
 }
 
-ks_status ks_bench_model_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
+ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
     KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0);
     const size_t qn = (size_t)n * H * d, kvn = (size_t)Hk * n * d;
     ks_bf16 *buf[4] = {NULL, NULL, NULL, NULL}; /* q, k, v, out */

@@ -1,0 +1,42 @@
+/* speed_model.h — the speed benchmark's model (`kvscope bench`, src/cli/cmd_bench.c): the shape of any Hugging
+ * Face config (Llama-3.1-8B by default, no files needed) with random bf16 weights generated directly on the GPU,
+ * and the device measurements the benchmark reports besides the forward pass. The task benchmarks (RULER,
+ * LongBench) are src/bench.
+ *
+ *     ks_model m = {0};
+ *     KS_TRY(ks_speed_model_init(&m, NULL));                   // or a config.json path; config only, no weights
+ *     ks_forward f = {0};
+ *     ks_forward_params p = {.max_ctx = max_ctx, .max_new = steps, .chunk = chunk, .cache = KS_CACHE_FULL};
+ *     KS_TRY(ks_speed_forward(&f, &m, method, &p, seed));      // the cuda backend, random weights
+ *     KS_TRY(ks_forward_prefill(&f, ids, n, NULL, &next));  ...  ks_forward_decode(...)
+ *     ks_forward_free(&f);
+ *     ks_model_free(&m);
+ *
+ * Builds without CUDA: the device functions then return KS_ERR_UNSUPPORTED naming the fix.
+ */
+#ifndef KS_SPEED_MODEL_H
+#define KS_SPEED_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/forward.h"
+
+/* m = the config of config_path (HF config.json; NULL: Llama-3.1-8B) over all its layers, with no host
+ * weights (m->layers NULL). ks_model_free releases it. */
+ks_status ks_speed_model_init(ks_model *m, const char *config_path);
+
+/* f = ks_forward_init(f, m, method, p) on the cuda backend (p->device is not read) with uniform random weights
+ * from `seed` (std 0.02, norms 1) generated on the GPU. ks_forward_free releases it. */
+ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p,
+                           uint64_t seed);
+
+/* The current GPU: name, multiprocessor count, total and free memory in bytes (outputs may be NULL). */
+ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes);
+
+/* The prefill attention kernel alone (ks_cuda_attention_prefill): causal self-attention of n tokens from
+ * position 0, H query heads, Hk KV heads of dimension d, random bf16 inputs in buffers allocated here and
+ * freed after; the median of `repeat` timed calls after one warm-up, in TFLOP/s counting 4 n^2 d H / 2. */
+ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops);
+
+#endif
