@@ -16,8 +16,8 @@
  * the held call issued unfused first. With the kernels' programmatic dependent launches (common.cuh), a
  * decode layer is seven kernels, each launched while the one before it finishes.
  *
- * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
- * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
+ * Decode step (decode_step): positions come from `pos` and lengths from `lens` (device memory), window starts
+ * from `starts`; graph_begin uploads the step's position and starts before replaying, so one capture
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
@@ -40,7 +40,7 @@ static const cuda_layer *layer_of(const ks_backend *b, int layer) {
 /* rope's work, deferred to the next op (kv_append of a decode token fuses it). */
 static ks_status rope_now(ks_backend *b, int n, int pos0) {
     const ks_model_config *c = b->cfg;
-    /* a captured decode step reads the position decode_graph_begin uploaded */
+    /* a captured decode step reads the position graph_begin uploaded */
     if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, n, b->stream));
     /* Q and K heads are adjacent in each q|k|v row: one launch rotates both */
     return ks_cuda_rope(b->qkv, KS_DTYPE_BF16, b->qkv_width, b->pos, n, c->n_heads + c->n_kv_heads, c->head_dim,
@@ -350,7 +350,7 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     KS_ASSERT(l >= 0 && l < b->n_layers);
     const int32_t *starts = NULL;
     if (ks_cuda_layer_window(c, layer) > 0) {
-        /* a captured step reads the starts decode_graph_begin uploaded for every windowed layer */
+        /* a captured step reads the starts graph_begin uploaded for every windowed layer */
         if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
         starts = b->starts + (size_t)l * Hk;
     }
@@ -414,7 +414,9 @@ static ks_kvcache *cuda_kvcache(ks_backend *b) {
 
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
-static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
+/* Before a graph-served step's layers: replays the captured step (*replayed = 1: the layers are enqueued and
+ * the cache bookkeeping committed), or lets the layers be issued, capturing them from the second step on. */
+static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
     KS_TRY(ks_cuda_op_begin(b));
     *replayed = 0;
     KS_ASSERT(!b->capturing);
@@ -453,7 +455,8 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, in
     return KS_OK;
 }
 
-static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
+/* After the issued layers (ok = 0: an op failed, the recording is dropped): ends a capture and runs it. */
+static ks_status graph_end(ks_backend *b, int ok) {
     ks_status st = ks_cuda_op_begin(b); /* a deferred op still belongs to the step */
     b->step_bound = 0;
     if (!b->capturing) return st;
@@ -472,6 +475,18 @@ static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
     /* the captured step has not run yet: run it now */
     CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
     return KS_OK;
+}
+
+/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. */
+static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
+                                  void *ctx) {
+    if (kind == KS_DECODE_HOST) return issue(ctx);
+    int replayed = 0;
+    KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
+    if (replayed) return KS_OK;
+    ks_status st = issue(ctx);
+    ks_status end = graph_end(b, st == KS_OK);
+    return st == KS_OK ? end : st;
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */
@@ -499,23 +514,13 @@ const ks_backend_ops ks_backend_cuda = {
     .kv_append = cuda_kv_append,
     .attention_prefill = cuda_attention_prefill,
     .attention_decode = cuda_attention_decode,
-    .window_scores = ks_cuda_window_scores,
-    .attention_decode_probs = ks_cuda_attention_decode_probs,
-    .key_norms = ks_cuda_key_norms_op,
-    .kv_compact = ks_cuda_kv_compact_op,
-    .decode_evict = ks_cuda_decode_evict_op,
-    .row_scores_load = ks_cuda_row_scores_load,
-    .row_scores_add = ks_cuda_row_scores_add,
-    .row_scores_read = ks_cuda_row_scores_read,
-    .method_stash = ks_cuda_method_stash,
-    .method_join = ks_cuda_method_join,
     .swiglu = cuda_swiglu,
     .logits = cuda_logits,
     .argmax = cuda_argmax,
     .logits_read = cuda_logits_read,
     .kvcache = cuda_kvcache,
-    .decode_graph_begin = cuda_decode_graph_begin,
-    .decode_graph_end = cuda_decode_graph_end,
+    .kvstore = ks_cuda_kvstore,
+    .decode_step = cuda_decode_step,
 };
 
 #endif /* KS_HAVE_CUDA */
