@@ -132,7 +132,7 @@ struct ks_backend {
     cudaEvent_t slot_ev[KS_KVCACHE_SLOTS]; /* budget mode: recorded on the stream that moved a layer's kept rows
                                    out of the prefill slot; the next layer taking the slot waits for it */
     ks_bf16 *snap;              /* (2, snap_rows, H d) device snapshots of stashed Q rows (arena view) */
-    int snap_rows;              /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
+    int snap_rows;              /* min(max_chunk, KS_KVSTORE_DEFER_ROWS) */
     struct {
         int layer, row0, n;     /* absolute layer (-1: empty) and the chunk rows row0 .. row0 + n - 1 */
     } snap_slot[2];             /* by layer parity */

@@ -81,7 +81,7 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
     for (int i = 0; i < KS_KVCACHE_SLOTS; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
-    b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
+    b->snap_rows = b->max_chunk < KS_KVSTORE_DEFER_ROWS ? b->max_chunk : KS_KVSTORE_DEFER_ROWS;
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * H * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
     KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));

@@ -6,7 +6,7 @@
  *     ks_kvstore_cpu_params p = {.cache = &cache, .q = q_buffer, .n_heads = H, .max_chunk = rows,
  *                                .scale = 1.0f / sqrtf(d)};
  *     KS_TRY(ks_kvstore_cpu_init(&s, &p));
- *     ks_kvstore *kv = &s.base;               // what ks_method_bind_store and the ops take
+ *     ks_kvstore *kv = &s.base;               // what the KV methods call (kv->ops->window_scores(kv, ...))
  *     ks_kvstore_cpu_free(&s);                // accepts zeroed or half-built
  *
  * The store borrows the cache and the query rows and owns its scratch and the per-row scores. Every op runs at
