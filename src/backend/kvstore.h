@@ -96,10 +96,12 @@ struct ks_kvstore_ops {
      * layer's forward ops are queued, so that the GPU does not idle while the host scores and selects), and in
      * either case the work computes what it would have computed right after that attention: its window_scores
      * calls read the Q rows as they were (a->q_row0 names rows of the chunk and must lie within the ones
-     * handed over), the cache is as the layer's work leaves it (later layers' forward ops never touch it), and
-     * layers' work runs in layer order. The caller keeps two rules: it calls compress_layer once per layer, in
-     * layer order, and until compress_flush it runs no op on a layer it has handed over but window_scores and
-     * key_norms on a layer it has not (H2O's per-chunk scoring of the next layer). ---- */
+     * handed over), the layer's rows are as its attention left them (later layers' forward ops never touch
+     * them), and layers' work runs in layer order. A work callback issues all its ops before it returns and may compact
+     * the layers before its own (CakeKV's cascade). The caller keeps two rules: it calls compress_layer once per
+     * layer, in layer order, and outside the callbacks, until compress_flush, it runs only scoring ops
+     * (window_scores, row_scores_add, key_norms) and only on layers it has not handed over (H2O's per-chunk
+     * scoring of the next layer). ---- */
     ks_status (*compress_layer)(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work, void *ctx);
     /* After the prompt's last layer: the work not run yet runs, and the forward ops issued afterwards see every
      * compaction. */

@@ -16,8 +16,8 @@
  * Methods reach the cache only through the backend's KV store (backend/kvstore.h: window_scores,
  * attention_decode_probs, key_norms, kv_compact, decode_evict, row_scores_*): scores and keep lists cross as host
  * arrays and rows stay where the store keeps them (decode-time eviction and the cache's per-row scores never
- * cross), so every method runs unchanged on any backend. Selection is per KV head (one stored copy per KV head): query-head
- * scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
+ * cross), so every method runs unchanged on any backend. Selection is per KV head (one stored copy per KV
+ * head): query-head scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
  *
  * Options. The knob tables in the method files carry the defaults (compiled in, authoritative).
  * configs/methods/<file>.yaml lists every knob with its default and what it means (a test checks that file and
