@@ -1,4 +1,4 @@
-/* backend_cuda.c — the "cuda" backend's ops (backend/backend.h) over kernels/cuda, and its decode graph; memory
+/* backend_cuda.c — the "cuda" backend's ops (backend/backend.h) over kernels/cuda, and its decode step; memory
  * and init in backend_cuda_mem.c, the instance in backend_cuda_impl.h.
  *
  * Numerics: bf16 weights, KV cache and activations between ops; fp32 residual stream, logits and every

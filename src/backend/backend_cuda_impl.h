@@ -124,7 +124,7 @@ struct ks_backend {
      * flush. A deferred layer's ops run on `side`, which first waits for that layer's stash event; the host
      * waits only on `side` for their results. score_out, score_lse, score_sum and host_scores serve both
      * streams: every use ends in a host wait, so the two never overlap; compact_idx and compact_scratch are
-     * used on `side` only while layers are deferred (backend.h's rule). */
+     * used on `side` only while layers are deferred (kvstore.h's rule). */
     cudaStream_t side;          /* high priority, so its small kernels slip between the main stream's */
     cudaEvent_t stash_ev[2];    /* per snapshot slot: recorded on `stream` after the snapshot copy */
     cudaEvent_t side_ev;        /* recorded on `side` at the join; `stream` waits on it */

@@ -4,8 +4,8 @@
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
  * copied once to the pinned host staging buffer and from there into the caller's (Hk, ld) or (H, ld) array
- * (adding for an accumulating call), so the host sees exactly the columns the reference writes. H2O's running
- * per-row scores (row_scores_*, decode_evict) are per query head, in a device block of their own that
+ * (adding for an accumulating call), so the host sees exactly the columns the reference writes. The per-row
+ * scores (row_scores_*, decode_evict) are per query head, in a device block of their own that
  * row_scores_reserve allocates. Keep lists are packed on the host to the longest list's
  * width and cross in one copy; the rows move on the device and the device lengths follow, so the host
  * bookkeeping (ks_kvcache_compact) and the device agree without a later upload.
@@ -15,10 +15,11 @@
  * next call, so that the host scores and selects layer l while the GPU computes layer l + 1. A deferred layer's
  * ops run on the side stream, which waits for the layer's stash event before its first op on the layer, and
  * read the layer's queries from the snapshot; the host waits on the side stream alone, so the main stream keeps
- * computing the later layers meanwhile. The ops keep two rules (kvstore.h's caller rules make them hold): the
- * ops on a deferred layer start before the layer two further on is stashed (its work runs after the next
- * layer's stash; CakeKV's re-eviction of earlier layers comes after), and while any layer is deferred, only
- * window_scores and key_norms run on layers that are not. Two snapshot slots, alternating by layer parity,
+ * computing the later layers meanwhile. Two rules hold (compress_layer's order and kvstore.h's caller rules
+ * make them hold): the ops on a deferred layer start before the layer two further on is stashed (its work runs
+ * after the next layer's stash; CakeKV's re-eviction of earlier layers comes after), and while any layer is
+ * deferred, only scoring ops (window_scores, row_scores_add, key_norms) run on layers that are not (compact_idx
+ * and compact_scratch serve one stream at a time). Two snapshot slots, alternating by layer parity,
  * suffice: when layer l is stashed, layer l - 1's work is still to come (its slot must survive) and layer l - 2's
  * reads have returned their results to the host. The flush makes the main stream wait for the side stream, so
  * the forward ops issued afterwards run after every deferred op, and clears the marks.
