@@ -2,13 +2,15 @@
  *
  *     check_methods            hand-built Q/K/V whose kept sets were worked out by hand from docs/methods.md
  *                              (short prompts, ties, GQA groups, window edges, pooling at the borders, decode
- *                              eviction), run through a test backend whose ops are the reference kernels of
- *                              kernels/cpu/ref.h on host arrays; the PyramidKV and CakeKV budget formulas; the
+ *                              eviction), run through the cpu KV store (backend/kvstore_cpu.h) over a cache
+ *                              and query buffer the tests fill, also with its decode-time evictions applied
+ *                              late as the cuda store does; the PyramidKV and CakeKV budget formulas; the
  *                              selection primitives; options, YAML files and their errors; on the cpu backend
- *                              with the tiny fixture model, deferred prompt-end work (method_stash) against the
- *                              synchronous path: the same kept rows, statistics and greedy tokens; every
- *                              method under each gqa_reduce keeps the same rows for prefill chunks of 7, 64,
- *                              512 and the whole prompt (reference ops, and the cpu backend on the tiny models)
+ *                              with the tiny fixture model, statistics that agree with the kept keys, and a
+ *                              budget-sized cache (layer-major prefill) against the full one: the same kept
+ *                              rows, statistics and greedy tokens; every method under each gqa_reduce keeps
+ *                              the same rows for prefill chunks of 7, 64, 512 and the whole prompt (the store
+ *                              alone, and the cpu backend on the tiny models)
  *     check_methods smollm2    SmolLM2 (label "model"): with budgets that cover the sequence every method's
  *                              greedy output equals FullKV's; compressed caches hold exactly the kept rows;
  *                              H2O's kept rows do not depend on the prefill chunk size
@@ -22,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/kvstore_cpu.h"
 #include "cpu/ref.h"
 #include "engine/generate.h"
 #include "methods/budget.h"
@@ -31,125 +34,71 @@
 
 #define NEG (-30.0f) /* a key the window queries ignore */
 
-/* ---- a test backend: the reference kernels on host arrays ---------------------------------------------- */
+/* ---- the cpu KV store over a cache the tests fill ---------------------------------------------------- */
 
-struct ks_backend {
-    int H, Hk, d;
-    float *q;         /* (cap, H, d) the "Q buffer": row r = the chunk's row r (decode: row 0) */
-    float *p, *scores; /* (H, cap) decode_evict's probabilities; (n_layers, H, cap) the running scores per query
-                          head */
+/* The cpu KV store (backend/kvstore_cpu.h) over a host cache and query buffer the tests write directly, with
+ * scale 1. lazy = 1: decode_evict leaves its rows and bookkeeping for later, as the cuda store applies its
+ * device log only once the host next asks for the cache (cache()): the same table with those two ops wrapped. */
+typedef struct test_store {
+    ks_kvstore_cpu s; /* first: the ops find the store from its ks_kvstore */
     ks_kvcache cache; /* host fp32 */
-    /* lazy = 1: decode_evict leaves its rows and bookkeeping for later, as the cuda backend applies its device
-     * log only once the host next asks for the cache (kvcache()) */
+    float *q;         /* (cap, H, d) the "Q buffer": row r = the chunk's row r (decode: row 0) */
+    int H, Hk, d;
     int lazy;
     int pending[4];              /* per layer: an eviction waits */
     ks_evict_args pending_args[4];
     float *pending_p;            /* (n_layers, H, cap) the probabilities it was given */
-};
+} test_store;
 
-static ks_status tb_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
-                                  ks_window_summary *sum) {
-    ck_assert(ks_kvcache_is_dense(&b->cache, layer, a->n_keys));
-    ks_ref_window_scores(out, ld, sum, b->q, ks_kvcache_k(&b->cache, layer), b->H, b->Hk, b->d, b->cache.cap, 1.0f,
-                         a);
-    return KS_OK;
-}
-
-static ks_status tb_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out, int ld) {
-    (void)qpos;
-    ks_ref_attention_decode_probs(out, ld, b->q, ks_kvcache_k(&b->cache, layer), NULL, ks_kvcache_len(&b->cache, layer),
-                                  b->cache.cap, b->H, b->Hk, b->d, 1.0f, reduce);
-    return KS_OK;
-}
-
-static ks_status tb_key_norms(ks_backend *b, int layer, float *out, int ld) {
-    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, layer), ks_kvcache_len(&b->cache, layer), b->cache.cap, b->Hk,
-                     b->d);
-    return KS_OK;
-}
-
-static ks_status tb_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
-    ks_kvcache_compact(&b->cache, layer, keep, n_keep, ld);
-    ks_ref_kv_compact(ks_kvcache_k(&b->cache, layer), ks_kvcache_v(&b->cache, layer), keep, n_keep, ld, b->cache.cap,
-                      b->Hk, b->d);
-    return KS_OK;
-}
-
-/* The layer's host running scores, (H, cap): one row per query head. */
-static float *tb_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->H * b->cache.cap; }
-
-static ks_status tb_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
-    float *p = b->lazy ? b->pending_p + (size_t)layer * b->H * b->cache.cap : b->p;
-    ks_gqa_reduce reduce = a->rule == KS_EVICT_ACCUMULATED ? KS_GQA_NONE : a->reduce; /* backend.h */
-    if (a->rule != KS_EVICT_SINK) KS_TRY(tb_decode_probs(b, layer, qpos, reduce, p, b->cache.cap));
-    if (b->lazy) {
-        ck_assert(layer < 4 && !b->pending[layer]);
-        b->pending[layer] = 1, b->pending_args[layer] = *a;
-        return KS_OK;
-    }
-    ks_kvcache_evict(&b->cache, layer, a, b->H / b->Hk, p, tb_row_scores(b, layer), b->cache.cap);
-    return KS_OK;
-}
-
-/* A lazy backend's waiting evictions, applied. */
-static void tb_apply(ks_backend *b) {
-    for (int l = 0; b->lazy && l < b->cache.n_layers; l++)
-        if (b->pending[l]) {
-            ks_kvcache_evict(&b->cache, l, &b->pending_args[l], b->H / b->Hk,
-                             b->pending_p + (size_t)l * b->H * b->cache.cap, tb_row_scores(b, l), b->cache.cap);
-            b->pending[l] = 0;
+/* A lazy store's waiting evictions, applied. */
+static void ts_apply(test_store *t) {
+    for (int l = 0; t->lazy && l < t->cache.n_layers; l++)
+        if (t->pending[l]) {
+            int acc = t->pending_args[l].rule == KS_EVICT_ACCUMULATED;
+            float *scores = acc ? t->s.row_scores + (size_t)l * t->H * t->cache.cap : NULL;
+            ks_kvcache_evict(&t->cache, l, &t->pending_args[l], t->H / t->Hk,
+                             t->pending_p + (size_t)l * t->H * t->cache.cap, scores, t->cache.cap);
+            t->pending[l] = 0;
         }
 }
 
-static ks_status tb_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    ks_row_scores_copy(tb_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk,
-                       b->H / b->Hk);
+static ks_status ts_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
+    test_store *t = (test_store *)kv;
+    if (!t->lazy) return ks_kvstore_cpu_ops.decode_evict(kv, layer, qpos, a);
+    float *p = t->pending_p + (size_t)layer * t->H * t->cache.cap;
+    ks_gqa_reduce reduce = a->rule == KS_EVICT_ACCUMULATED ? KS_GQA_NONE : a->reduce; /* kvstore.h */
+    if (a->rule != KS_EVICT_SINK) KS_TRY(ks_kvstore_cpu_ops.attention_decode_probs(kv, layer, qpos, reduce, p,
+                                                                                   t->cache.cap));
+    ck_assert(layer < 4 && !t->pending[layer]);
+    t->pending[layer] = 1, t->pending_args[layer] = *a;
     return KS_OK;
 }
 
-static ks_status tb_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    ks_window_args w = ks_window_scores_only(a); /* per query head */
-    KS_TRY(tb_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
-    ks_row_scores_fold(tb_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->H, a->q_pos0, a->n_keys);
-    return KS_OK;
+static ks_kvcache *ts_cache(ks_kvstore *kv) {
+    ts_apply((test_store *)kv);
+    return &((test_store *)kv)->cache;
 }
 
-static ks_status tb_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    ks_row_scores_copy(out, ld, tb_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk,
-                       b->H / b->Hk);
-    return KS_OK;
-}
-
-static ks_kvcache *tb_kvcache(ks_backend *b) {
-    tb_apply(b);
-    return &b->cache;
-}
-
-static const ks_backend_ops tb_ops = {.name = "test",
-                                      .window_scores = tb_window_scores,
-                                      .attention_decode_probs = tb_decode_probs,
-                                      .key_norms = tb_key_norms,
-                                      .kv_compact = tb_kv_compact,
-                                      .decode_evict = tb_decode_evict,
-                                      .row_scores_load = tb_row_scores_load,
-                                      .row_scores_add = tb_row_scores_add,
-                                      .row_scores_read = tb_row_scores_read,
-                                      .kvcache = tb_kvcache};
+static ks_kvstore_ops ts_ops; /* ks_kvstore_cpu_ops with the two lazy ops (ts_init) */
 
 typedef struct fixture {
-    ks_backend be;
+    test_store kv;
     ks_model model;
     ks_method *m;
 } fixture;
 
 static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
     memset(f, 0, sizeof *f);
-    f->be.H = H, f->be.Hk = Hk, f->be.d = d;
-    f->be.q = calloc((size_t)cap * H * d, sizeof(float));
-    f->be.p = calloc((size_t)H * cap, sizeof(float));
-    f->be.scores = calloc((size_t)n_layers * H * cap, sizeof(float));
-    f->be.pending_p = calloc((size_t)n_layers * H * cap, sizeof(float));
-    ck_assert(ks_kvcache_init(&f->be.cache, n_layers, Hk, d, cap, cap, 1) == KS_OK);
+    test_store *t = &f->kv;
+    t->H = H, t->Hk = Hk, t->d = d;
+    t->q = calloc((size_t)cap * H * d, sizeof(float));
+    t->pending_p = calloc((size_t)n_layers * H * cap, sizeof(float));
+    ck_assert(ks_kvcache_init(&t->cache, n_layers, Hk, d, cap, cap, 1) == KS_OK);
+    ks_kvstore_cpu_params p = {.cache = &t->cache, .q = t->q, .n_heads = H, .max_chunk = cap, .scale = 1.0f};
+    ck_assert(ks_kvstore_cpu_init(&t->s, &p) == KS_OK);
+    ts_ops = ks_kvstore_cpu_ops;
+    ts_ops.decode_evict = ts_decode_evict, ts_ops.cache = ts_cache;
+    t->s.base.ops = &ts_ops;
     f->model.cfg.n_layers = n_layers, f->model.cfg.n_heads = H, f->model.cfg.n_kv_heads = Hk;
     f->model.cfg.head_dim = d;
     f->model.first_layer = 0, f->model.last_layer = n_layers;
@@ -158,12 +107,14 @@ static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
 
 static void fx_free(fixture *f) {
     ks_method_free(f->m);
-    free(f->be.q);
-    free(f->be.p);
-    free(f->be.scores);
-    free(f->be.pending_p);
-    ks_kvcache_free(&f->be.cache);
+    free(f->kv.q);
+    free(f->kv.pending_p);
+    ks_kvstore_cpu_free(&f->kv.s);
+    ks_kvcache_free(&f->kv.cache);
 }
+
+/* The store's cache, its late evictions applied. */
+static ks_kvcache *fx_cache(fixture *f) { return ts_cache(&f->kv.s.base); }
 
 /* Creates and binds method `name` with the "key=value" options (NULL-terminated). */
 static void fx_method(fixture *f, const char *name, const char *const *opts) {
@@ -172,14 +123,14 @@ static void fx_method(fixture *f, const char *name, const char *const *opts) {
     ks_method_free(f->m);
     f->m = NULL;
     ck_assert_msg(ks_method_create(&f->m, name, NULL, opts, n) == KS_OK, "%s", ks_last_error());
-    ck_assert_msg(ks_method_bind(f->m, &tb_ops, &f->be, &f->model) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_method_bind_store(f->m, &f->kv.s.base, &f->kv.cache, &f->model) == KS_OK, "%s",
+                  ks_last_error());
 }
 
 /* Appends a row at the end of (layer, head): key k (d floats) and a value whose every element is the row's
  * position, so moved values can be checked against positions. Commits when it is the last head. */
 static void fx_push(fixture *f, int l, int h, const float *k) {
-    tb_apply(&f->be); /* a backend appends after its late bookkeeping */
-    ks_kvcache *c = &f->be.cache;
+    ks_kvcache *c = fx_cache(f); /* a backend appends after its late bookkeeping */
     int32_t *len = ks_kvcache_len(c, l), row = len[h], pos = row ? ks_kvcache_pos(c, l, h)[row - 1] + 1 : 0;
     float *K = ks_kvcache_k(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
     float *V = ks_kvcache_v(c, l) + ((size_t)h * c->cap + row) * c->head_dim;
@@ -191,17 +142,17 @@ static void fx_push(fixture *f, int l, int h, const float *k) {
 /* Appends to every head of layer l a key with component 0 = logit (d = 1 layouts). */
 static void fx_push_all(fixture *f, int l, float logit) {
     float k[8] = {logit};
-    for (int h = 0; h < f->be.Hk; h++) fx_push(f, l, h, k);
+    for (int h = 0; h < f->kv.Hk; h++) fx_push(f, l, h, k);
 }
 
 /* Q row r of head h = q (d floats). */
 static void fx_q(fixture *f, int r, int h, const float *q) {
-    memcpy(f->be.q + ((size_t)r * f->be.H + h) * f->be.d, q, sizeof(float) * f->be.d);
+    memcpy(f->kv.q + ((size_t)r * f->kv.H + h) * f->kv.d, q, sizeof(float) * f->kv.d);
 }
 
 static void fx_q_all(fixture *f, int r, float v) {
-    for (int h = 0; h < f->be.H; h++)
-        for (int i = 0; i < f->be.d; i++) f->be.q[((size_t)r * f->be.H + h) * f->be.d + i] = v;
+    for (int h = 0; h < f->kv.H; h++)
+        for (int i = 0; i < f->kv.d; i++) f->kv.q[((size_t)r * f->kv.H + h) * f->kv.d + i] = v;
 }
 
 /* The whole prompt of L tokens as chunks of the given sizes (0-terminated; NULL = one chunk): every layer's
@@ -211,11 +162,11 @@ static void fx_q_all(fixture *f, int r, float v) {
 static void fx_prompt_q(fixture *f, int L, const int *chunks, const float *qs) {
     int one[2] = {L, 0};
     const int *c = chunks ? chunks : one;
-    const size_t row = (size_t)f->be.H * f->be.d;
+    const size_t row = (size_t)f->kv.H * f->kv.d;
     for (int pos0 = 0; *c; pos0 += *c++) {
         int last = pos0 + *c == L;
-        if (qs) memcpy(f->be.q, qs + pos0 * row, sizeof(float) * *c * row);
-        for (int i = 0; i < f->m->n_layers * f->be.Hk; i++) f->be.cache.len[i] = pos0 + *c;
+        if (qs) memcpy(f->kv.q, qs + pos0 * row, sizeof(float) * *c * row);
+        for (int i = 0; i < f->m->n_layers * f->kv.Hk; i++) f->kv.cache.len[i] = pos0 + *c;
         if (last) ks_method_begin_prompt(f->m, L);
         for (int l = 0; l < f->m->n_layers; l++)
             ck_assert_msg(ks_method_prefill_layer(f->m, l, pos0, *c, last) == KS_OK, "%s", ks_last_error());
@@ -230,15 +181,14 @@ static void fx_decode(fixture *f, float logit, float q) {
     for (int l = 0; l < f->m->n_layers; l++) {
         fx_push_all(f, l, logit);
         fx_q_all(f, 0, q);
-        int qpos = ks_kvcache_pos(&f->be.cache, l, 0)[ks_kvcache_len(&f->be.cache, l)[0] - 1];
+        int qpos = ks_kvcache_pos(&f->kv.cache, l, 0)[ks_kvcache_len(&f->kv.cache, l)[0] - 1];
         ck_assert(ks_method_decode_layer(f->m, l, qpos) == KS_OK);
     }
 }
 
 /* (layer, head) holds exactly the positions want[0..n) in order, with their own values. */
 static void expect_rows(fixture *f, int l, int h, const int *want, int n, const char *what) {
-    tb_apply(&f->be);
-    const ks_kvcache *c = &f->be.cache;
+    const ks_kvcache *c = fx_cache(f);
     int len = ks_kvcache_len(c, l)[h];
     char got[512];
     size_t o = 0;
@@ -358,7 +308,7 @@ START_TEST(test_snapkv_window_edge) {
     ck_assert_int_eq(st.kept, 4);
     ck_assert_msg(fabsf(st.attn_mass_kept - 30.0f / 37.0f) < 1e-5f, "mass kept %f, want 30/37", st.attn_mass_kept);
     /* the bytes the cache reports are the kept rows' */
-    ck_assert_int_eq(ks_kvcache_bytes(&f.be.cache), 4 * 2 * 1 * (int64_t)sizeof(float));
+    ck_assert_int_eq(ks_kvcache_bytes(&f.kv.cache), 4 * 2 * 1 * (int64_t)sizeof(float));
     fx_free(&f);
 }
 END_TEST
@@ -455,7 +405,7 @@ START_TEST(test_cakekv_preference) {
         fx_prompt(&f, 4, NULL);
         ck_assert_msg(fabs(f.m->layer[0].pref - want[t]) < 1e-6 * want[t], "P %.9g, want %.9g", f.m->layer[0].pref,
                       want[t]);
-        ck_assert_int_eq(ks_kvcache_len(&f.be.cache, 0)[0], 4);
+        ck_assert_int_eq(ks_kvcache_len(&f.kv.cache, 0)[0], 4);
         fx_free(&f);
     }
 }
@@ -508,8 +458,8 @@ START_TEST(test_cakekv_cascade_and_decode) {
         /* decode: each step appends one row; layers over budget drop one */
         int rows[3][40], nrows[3];
         for (int l = 0; l < 3; l++) {
-            nrows[l] = ks_kvcache_len(&f.be.cache, l)[0];
-            memcpy(rows[l], ks_kvcache_pos(&f.be.cache, l, 0), sizeof(int) * nrows[l]);
+            nrows[l] = ks_kvcache_len(&f.kv.cache, l)[0];
+            memcpy(rows[l], ks_kvcache_pos(&f.kv.cache, l, 0), sizeof(int) * nrows[l]);
         }
         for (int step = 0; step < 3; step++) {
             fx_decode(&f, 0, 0);
@@ -537,13 +487,13 @@ START_TEST(test_cakekv_decode_sheds_on_host_once) {
     for (int lazy = 0; lazy < 2; lazy++) {
         fixture f;
         fx_init(&f, 1, 1, 1, 1, 20);
-        f.be.lazy = lazy;
+        f.kv.lazy = lazy;
         const char *o[] = {"window_size=2", "cache_size=6", "kernel_size=1", "gamma=0", NULL};
         fx_method(&f, "cakekv", o);
         for (int j = 0; j < 8; j++) fx_push_all(&f, 0, 0);
         fx_q_all(&f, 6, 0), fx_q_all(&f, 7, 0);
         fx_prompt(&f, 8, NULL);
-        ck_assert_int_eq(ks_kvcache_len(&f.be.cache, 0)[0], 8); /* kept whole */
+        ck_assert_int_eq(ks_kvcache_len(&f.kv.cache, 0)[0], 8); /* kept whole */
         ck_assert(ks_method_decode_on_host(f.m));
         fx_decode(&f, 0, 0); /* 9 rows, budget 6: the top 4 of rows 0..6 and the window */
         const int first[] = {0, 1, 2, 3, 7, 8}, second[] = {0, 1, 2, 3, 8, 9}, third[] = {0, 1, 2, 3, 9, 10};
@@ -571,7 +521,7 @@ START_TEST(test_h2o_original) {
     for (int c = 0; c < 4; c++) { /* c / 2: the backend applies decode evictions late */
         fixture f;
         fx_init(&f, 1, 2, 1, 1, 16);
-        f.be.lazy = c / 2;
+        f.kv.lazy = c / 2;
         const char *o[] = {budgets[c % 2][0], budgets[c % 2][1], NULL};
         fx_method(&f, "h2o", o);
         for (int j = 0; j < 8; j++) fx_push_all(&f, 0, 0.1f * j); /* keys do not matter under q = 0 */
@@ -686,7 +636,7 @@ START_TEST(test_h2o_gqa_reduce_decode) {
     for (int c = 0; c < 6; c++) { /* c / 3: the backend applies decode evictions late */
         fixture f;
         fx_init(&f, 1, 2, 1, COMPS, 16);
-        f.be.lazy = c / 3;
+        f.kv.lazy = c / 3;
         const char *o[] = {"heavy_budget=3", "recent_budget=1", reduce[c % 3], NULL};
         fx_method(&f, "H2O", o);
         const float e_s[COMPS] = {1};
@@ -718,7 +668,7 @@ START_TEST(test_streamingllm) {
     fixture f;
     for (int lazy = 0; lazy < 2; lazy++) { /* lazy: the backend applies each step's eviction late */
         fx_init(&f, 1, 1, 1, 1, 16);
-        f.be.lazy = lazy;
+        f.kv.lazy = lazy;
         const char *orig[] = {"start_size=2", "recent_size=3", NULL};
         fx_method(&f, "StreamingLLM", orig);
         for (int j = 0; j < 10; j++) fx_push_all(&f, 0, 0);
@@ -1168,10 +1118,10 @@ static void expect_same_rows(const int32_t *pos_a, const int32_t *len_a, const i
 
 enum { CH_LAYERS = 2, CH_H = 6, CH_HK = 2, CH_D = 8, CH_L = 600, CH_STEPS = 4, CH_CAP = CH_L + CH_STEPS };
 
-/* One method on the test backend: the random prompt (keys (CH_LAYERS, CH_CAP, CH_HK, CH_D), queries (CH_CAP,
+/* One method on the test store: the random prompt (keys (CH_LAYERS, CH_CAP, CH_HK, CH_D), queries (CH_CAP,
  * CH_H, CH_D), the same for every layer) in the planned chunks of `chunk` tokens, then CH_STEPS decode steps;
  * the kept rows after the prompt and at the end. */
-static void run_test_backend(const char *const *opts, const char *method, int chunk, const float *keys,
+static void run_store(const char *const *opts, const char *method, int chunk, const float *keys,
                              const float *qs, int32_t pos[2][CH_LAYERS * CH_HK * CH_CAP],
                              int32_t len[2][CH_LAYERS * CH_HK]) {
     fixture f;
@@ -1183,15 +1133,15 @@ static void run_test_backend(const char *const *opts, const char *method, int ch
     int chunks[CH_L + 1];
     ks_test_plan_chunks(chunks, CH_L, chunk, ks_method_window(f.m));
     fx_prompt_q(&f, CH_L, chunks, qs);
-    kept_rows(tb_kvcache(&f.be), pos[0], len[0]);
+    kept_rows(fx_cache(&f), pos[0], len[0]);
     for (int s = 0; s < CH_STEPS; s++)
         for (int l = 0; l < CH_LAYERS; l++) {
             for (int h = 0; h < CH_HK; h++)
                 fx_push(&f, l, h, keys + (((size_t)l * CH_CAP + CH_L + s) * CH_HK + h) * CH_D);
-            memcpy(f.be.q, qs + (size_t)(CH_L + s) * CH_H * CH_D, sizeof(float) * CH_H * CH_D);
+            memcpy(f.kv.q, qs + (size_t)(CH_L + s) * CH_H * CH_D, sizeof(float) * CH_H * CH_D);
             ck_assert(ks_method_decode_layer(f.m, l, CH_L + s) == KS_OK);
         }
-    kept_rows(tb_kvcache(&f.be), pos[1], len[1]);
+    kept_rows(fx_cache(&f), pos[1], len[1]);
     fx_free(&f);
 }
 
@@ -1214,9 +1164,9 @@ START_TEST(test_kept_rows_chunk_invariant) {
             const char *opts[8];
             char what[128];
             case_opts(&chunk_cases[i], r, opts, what, sizeof what);
-            run_test_backend(opts, chunk_cases[i].method, CH_L, keys, qs, pos[0], len[0]);
+            run_store(opts, chunk_cases[i].method, CH_L, keys, qs, pos[0], len[0]);
             for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
-                run_test_backend(opts, chunk_cases[i].method, sizes[s], keys, qs, pos[1], len[1]);
+                run_store(opts, chunk_cases[i].method, sizes[s], keys, qs, pos[1], len[1]);
                 expect_same_rows(pos[0][0], len[0][0], pos[1][0], len[1][0], CH_LAYERS * CH_HK, CH_CAP, what,
                                  sizes[s], "after the prompt");
                 expect_same_rows(pos[0][1], len[0][1], pos[1][1], len[1][1], CH_LAYERS * CH_HK, CH_CAP, what,
@@ -1327,13 +1277,12 @@ START_TEST(test_smollm2_chunk_invariant) {
 }
 END_TEST
 
-/* ---- deferred prompt-end work on the cpu backend --------------------------------------------------------- */
+/* ---- two prefill paths on the cpu backend ------------------------------------------------------------------ */
 
 typedef struct path_case {
     const char *method;
     const char *opts[5];
     int n, chunk; /* prompt tokens, prefill chunk */
-    int defers;   /* 1: the backend takes the stash (0: the window exceeds KS_BACKEND_STASH_ROWS) */
 } path_case;
 
 /* Every (layer, KV head) of a and b holds the same rows: positions, keys and values, bit for bit. */
@@ -1342,7 +1291,7 @@ static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const ch
     for (int l = 0; l < a->n_layers; l++)
         for (int h = 0; h < a->n_kv_heads; h++) {
             int n = ks_kvcache_len(a, l)[h];
-            ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows deferred, %d not",
+            ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows, %d in full mode",
                           method, when, l, h, ks_kvcache_len(b, l)[h], n);
             for (int i = 0; i < n; i++) { /* the two caches may lay rows out differently (full, budget mode) */
                 size_t ea = ((size_t)h * ks_kvcache_stride(a, l) + i) * a->head_dim;
@@ -1350,7 +1299,7 @@ static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const ch
                 ck_assert_msg(ks_kvcache_pos(a, l, h)[i] == ks_kvcache_pos(b, l, h)[i] &&
                                   !memcmp(ks_kvcache_k(a, l) + ea, ks_kvcache_k(b, l) + eb, row) &&
                                   !memcmp(ks_kvcache_v(a, l) + ea, ks_kvcache_v(b, l) + eb, row),
-                              "%s %s: layer %d head %d row %d differs (position %d deferred, %d not)", method, when, l,
+                              "%s %s: layer %d head %d row %d differs (position %d, %d in full mode)", method, when, l,
                               h, i, ks_kvcache_pos(b, l, h)[i], ks_kvcache_pos(a, l, h)[i]);
             }
         }
@@ -1377,10 +1326,10 @@ static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const
     free(norm);
 }
 
-/* One case on two forward instances, m->synchronous 1 and 0 (budget 0), or chunk-major on a full cache and
- * layer-major on a budget-sized cache (budget 1, both deferred): after the prompt the same kept
- * rows and the same statistics, then the same greedy tokens and rows through decode (its eviction included). */
-static void compare_runs(const ks_model *model, const path_case *pc, int budget) {
+/* One case on two forward instances, chunk-major on a full cache and layer-major on a cache sized by
+ * ks_method_kv_rows: after the prompt the same kept rows and the same statistics, which agree with the kept
+ * keys, then the same greedy tokens and rows through decode (its eviction included). */
+static void compare_runs(const ks_model *model, const path_case *pc) {
     enum { NEW = 6 };
     ks_forward f[2];
     ks_method *m[2];
@@ -1390,25 +1339,20 @@ static void compare_runs(const ks_model *model, const path_case *pc, int budget)
     while (pc->opts[n_opts]) n_opts++;
     char what[96];
     snprintf(what, sizeof what, "%s %s %s", pc->method, n_opts ? pc->opts[0] : "", n_opts > 2 ? pc->opts[2] : "");
-    for (int d = 0; d < 2; d++) { /* d = 1: deferred, or the budget-sized cache */
+    for (int d = 0; d < 2; d++) { /* d = 1: the budget-sized cache */
         ck_assert_msg(ks_method_create(&m[d], pc->method, NULL, pc->opts, n_opts) == KS_OK, "%s", ks_last_error());
-        m[d]->synchronous = !d && !budget;
         ks_forward_params fp = {.device = "cpu", .max_ctx = pc->n + NEW, .max_new = NEW, .chunk = pc->chunk,
-                                .cache = d && budget ? KS_CACHE_BUDGET : KS_CACHE_FULL};
+                                .cache = d ? KS_CACHE_BUDGET : KS_CACHE_FULL};
         ck_assert_msg(ks_forward_init(&f[d], model, m[d], &fp) == KS_OK, "%s", ks_last_error());
         ck_assert_msg(ks_forward_prefill(&f[d], ids, pc->n, NULL, &next[d]) == KS_OK, "%s: %s", what,
                       ks_last_error());
     }
-    ck_assert_msg(m[1]->n_deferred == (pc->defers ? m[1]->n_layers : 0) &&
-                      m[0]->n_deferred == (budget ? m[1]->n_deferred : 0),
-                  "%s: %d layers deferred", what, m[1]->n_deferred);
     const ks_kvcache *c[2] = {f[0].ops->kvcache(f[0].be), f[1].ops->kvcache(f[1].be)};
-    if (budget) { /* every layer back in its own rows, fewer than the prompt (its slots cost more than they save
-                     on this 2-layer model; the 8B shape: docs/performance.md) */
-        ck_assert_msg(c[1]->own_cap < pc->n && c[1]->n_slots == KS_KVCACHE_SLOTS, "%s: kv_rows %d for a prompt of %d",
-                      what, c[1]->own_cap, pc->n);
-        for (int l = 0; l < c[1]->n_layers; l++) ck_assert(c[1]->slot[l] < 0);
-    }
+    /* every layer back in its own rows, fewer than the prompt (its slots cost more than they save on this
+     * 2-layer model; the 8B shape: docs/performance.md) */
+    ck_assert_msg(c[1]->own_cap < pc->n && c[1]->n_slots == KS_KVCACHE_SLOTS, "%s: kv_rows %d for a prompt of %d",
+                  what, c[1]->own_cap, pc->n);
+    for (int l = 0; l < c[1]->n_layers; l++) ck_assert(c[1]->slot[l] < 0);
     expect_same_cache(c[0], c[1], what, "after the prompt");
     ks_layer_stat st[2][KS_METHOD_MAX_LAYERS];
     int n = ks_method_layer_stats(m[0], st[0]);
@@ -1426,7 +1370,7 @@ static void compare_runs(const ks_model *model, const path_case *pc, int budget)
     for (int l = 0; l < n; l++) compressed |= st[1][l].kept < pc->n;
     ck_assert_msg(compressed == (strcmp(pc->method, "FullKV") != 0), "%s: the prompt was not compressed", what);
     for (int t = 0; t < NEW; t++) {
-        ck_assert_msg(next[0] == next[1], "%s: token %d is %d deferred, %d not", what, t, next[1], next[0]);
+        ck_assert_msg(next[0] == next[1], "%s: token %d is %d, %d in full mode", what, t, next[1], next[0]);
         for (int d = 0; d < 2; d++) ck_assert(ks_forward_decode(&f[d], next[d], NULL, &next[d]) == KS_OK);
     }
     expect_same_cache(c[0], c[1], what, "after decoding");
@@ -1437,25 +1381,43 @@ static void compare_runs(const ks_model *model, const path_case *pc, int budget)
     free(ids);
 }
 
-START_TEST(test_deferred_matches_synchronous) {
+/* Each method's statistics after the prompt agree with the keys its cache kept, and it compressed the prompt
+ * (all but FullKV); also the methods a budget-sized cache cannot serve. */
+START_TEST(test_prompt_statistics) {
+    enum { N = 90, NEW = 6 };
     ks_model model = {0};
     ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
     const path_case cases[] = {
-        {"FullKV", {NULL}, 90, 40, 1},
-        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
-        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
-        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 90, 40, 1}, /* all-query scoring on every chunk */
-        {"H2O", {"heavy_budget=12", "recent_budget=12", "score_window=8"}, 90, 40, 1},
-        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}, 90, 40, 1},
-        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 90, 40, 1},
-        {"StreamingLLM", {"variant=loom", "max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
-        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[1]"}, 90, 40, 1},
-        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=true"}, 90, 40, 1},
-        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=false"}, 90, 40, 1},
-        /* a window over the snapshot's rows: the layers are compressed at their own hooks */
-        {"SnapKV", {"max_capacity_prompt=1100", "window_size=1030"}, 1150, 1100, 0},
+        {"FullKV", {NULL}, N, 40},
+        {"H2O", {"heavy_budget=12", "recent_budget=12", "score_window=8"}, N, 40},
+        {"StreamingLLM", {"variant=loom", "max_capacity_prompt=24", "window_size=8"}, N, 40},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[1]"}, N, 40},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=true"}, N, 40},
+        {"CakeKV", {"cache_size=16", "window_size=8", "cascading=false"}, N, 40},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i], 0);
+    int32_t ids[N], next;
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)((i * 7919u + 13) % (unsigned)(model.cfg.vocab - 3));
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const path_case *pc = &cases[i];
+        int n_opts = 0;
+        while (pc->opts[n_opts]) n_opts++;
+        ks_method *m;
+        ks_forward f;
+        ck_assert_msg(ks_method_create(&m, pc->method, NULL, pc->opts, n_opts) == KS_OK, "%s", ks_last_error());
+        ks_forward_params fp = {.device = "cpu", .max_ctx = N + NEW, .max_new = NEW, .chunk = pc->chunk,
+                                .cache = KS_CACHE_FULL};
+        ck_assert_msg(ks_forward_init(&f, &model, m, &fp) == KS_OK, "%s", ks_last_error());
+        ck_assert_msg(ks_forward_prefill(&f, ids, N, NULL, &next) == KS_OK, "%s: %s", pc->method, ks_last_error());
+        ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+        int n = ks_method_layer_stats(m, st), compressed = 0;
+        expect_key_norms(f.ops->kvcache(f.be), st, pc->method);
+        for (int l = 0; l < n; l++) compressed |= st[l].kept < N;
+        ck_assert_msg(compressed == (strcmp(pc->method, "FullKV") != 0), "%s: the prompt was not compressed",
+                      pc->method);
+        for (int t = 0; t < NEW; t++) ck_assert(ks_forward_decode(&f, next, NULL, &next) == KS_OK);
+        ks_forward_free(&f);
+        ks_method_free(m);
+    }
     ks_model_free(&model);
 }
 END_TEST
@@ -1536,22 +1498,22 @@ START_TEST(test_budget_cache_matches_full) {
     ks_model model = {0};
     ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
     const path_case cases[] = {
-        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
-        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 17, 1}, /* five chunks per layer */
-        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40, 1},
-        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 90, 40, 1}, /* all-query scoring on every chunk */
-        {"H2O", {"heavy_budget=0.1", "recent_budget=0.15", "score_window=8"}, 90, 40, 1},
-        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}, 90, 40, 1},
-        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 90, 40, 1},
-        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 90, 40, 1},
-        {"L2Compress", {"max_capacity_prompt=0.3", "prune_after=50", "skip_layers=[]"}, 90, 40, 1},
-        /* the window over the snapshot's rows: each layer compressed at its own hook */
-        {"SnapKV", {"max_capacity_prompt=1040", "window_size=1030"}, 1150, 1100, 0},
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40},
+        {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 17}, /* five chunks per layer */
+        {"PyramidKV", {"max_capacity_prompt=24", "window_size=8"}, 90, 40},
+        {"H2O", {"heavy_budget=12", "recent_budget=12"}, 90, 40}, /* all-query scoring on every chunk */
+        {"H2O", {"heavy_budget=0.1", "recent_budget=0.15", "score_window=8"}, 90, 40},
+        {"H2O", {"variant=loom", "max_capacity_prompt=24", "window_size=8", "score_chunk=16"}, 90, 40},
+        {"StreamingLLM", {"start_size=4", "recent_size=20"}, 90, 40},
+        {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 90, 40},
+        {"L2Compress", {"max_capacity_prompt=0.3", "prune_after=50", "skip_layers=[]"}, 90, 40},
+        /* a window over KS_KVSTORE_DEFER_ROWS: on a GPU each layer compressed at once */
+        {"SnapKV", {"max_capacity_prompt=1040", "window_size=1030"}, 1150, 1100},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i], 1);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) compare_runs(&model, &cases[i]);
     ks_model qwen = {0}; /* sliding-window attention on every layer (window 8) */
     ck_assert(ks_model_load(&qwen, ks_test_fixture("models/tiny_qwen2"), 0, -1) == KS_OK);
-    for (size_t i = 0; i < 4; i++) compare_runs(&qwen, &cases[i], 1);
+    for (size_t i = 0; i < 4; i++) compare_runs(&qwen, &cases[i]);
     ks_model_free(&qwen);
 
     /* the rows asked for: SnapKV 24 + 6; H2O ratios at the longest prompt (9 + 13) + 6; a prompt that fits the
@@ -1666,7 +1628,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_yaml_files_match_defaults);
         tcase_add_test(tc, test_options_and_errors);
         tcase_add_test(tc, test_forward_window_chunks);
-        tcase_add_test(tc, test_deferred_matches_synchronous);
+        tcase_add_test(tc, test_prompt_statistics);
         tcase_add_test(tc, test_kvcache_slots);
         tcase_add_test(tc, test_budget_cache_matches_full);
         tcase_add_test(tc, test_budget_cache_errors);

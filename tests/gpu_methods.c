@@ -1,13 +1,14 @@
-/* gpu_methods.c — the KV-compression ops on CUDA (kernels/cuda/ks_cuda_methods.h, the cuda backend's
+/* gpu_methods.c — the KV-compression ops on CUDA (kernels/cuda/ks_cuda_methods.h, the cuda KV store's
  * window_scores, attention_decode_probs, key_norms, kv_compact) against the CPU. Needs a GPU (label "gpu";
  * jobs/gpu/run_gpu.sh runs it). Random inputs: the seed is printed, KS_SEED replays it.
  *
  *   kernels      each kernel against its reference of kernels/cpu/ref.h on the same bf16-representable
  *                inputs, odd sizes, GQA groups, every statistic, reduction and softmax mode, per-head row
  *                ranges; outputs poisoned with NaN before the call
- *   kept sets    the six methods (and H2O's score window and LOOM variants) driven through two twin test
- *                backends on identical random Q/K (bf16 values, so both see the same numbers): one runs the
- *                references on the host, the other the CUDA kernels on device copies; every (layer, KV head)
+ *   kept sets    the six methods (and H2O's score window and LOOM variants) driven through two twin KV stores
+ *                on identical random Q/K (bf16 values, so both see the same numbers): the cpu store on host
+ *                arrays, and the same store whose scoring, compaction and eviction run the CUDA kernels on
+ *                device copies; every (layer, KV head)
  *                must keep the same positions, with their values, after prefill and after decode steps, also
  *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100)
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
@@ -15,7 +16,8 @@
  *                and decoding continues; a second sequence on each instance repeats the first; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
  *                each gqa_reduce
  *   deferred     the same model, each method with small budgets three ways: cuda with deferred prompt-end
- *                work (method_stash: side stream, query snapshots), cuda synchronous, cpu deferred. The two
+ *                work (the store's compress_layer: side stream, query snapshots), cuda with the store's
+ *                compress_layer replaced by one that runs the work at once, cpu. The two
  *                cuda runs must keep the same rows, report the same statistics and decode the same tokens; the
  *                cuda kept sets must mostly agree with the cpu's (bf16 against fp32 scores: near-ties may
  *                split differently); a fourth run, for the methods that bound their rows, on a budget-sized
@@ -36,6 +38,7 @@
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
+#include "backend/kvstore_cpu.h"
 #include "speed/speed_model.h"
 #include "engine/generate.h"
 #include "methods/method.h"
@@ -389,13 +392,15 @@ START_TEST(test_decode_evict) {
 }
 END_TEST
 
-/* ---- kept sets: twin test backends -------------------------------------------------------------------- */
+/* ---- kept sets: the cpu KV store and its cuda-kernel twin ----------------------------------------------- */
 
-/* The host holds the canonical Q and cache (fp32 storage of bf16 values). The "ref" twin computes with the
- * references; the "cuda" twin copies what an op reads to the device, runs the kernels and copies back what
- * they wrote (scores, or the compacted rows and lengths). */
-struct ks_backend {
-    int H, Hk, d, cuda;
+/* The host holds the canonical Q and cache (fp32 storage of bf16 values) of a cpu KV store (kvstore_cpu.h, scale
+ * 1). The "ref" twin is that store; the "cuda" twin is the same store with the scoring, compaction and eviction
+ * ops replaced by ones that copy what the op reads to the device, run the kernels and copy back what they wrote
+ * (scores, or the compacted rows and lengths); its per-row scores stay the store's host ones. */
+typedef struct twin_store {
+    ks_kvstore_cpu s; /* first: the ops find the twin from its ks_kvstore */
+    int H, Hk, d;
     float *q;         /* (cap, H, d) */
     ks_kvcache cache; /* host fp32 */
     /* cuda twin, device: */
@@ -404,13 +409,14 @@ struct ks_backend {
     float *dout, *dlse;              /* (H, cap), (H * 2 cap) */
     double *dsum;
     int32_t *idx;                    /* host packing of the keep lists */
-    float *p, *scores;               /* host (H, cap) decode probabilities, (n_layers, H, cap) running scores (one
-                                        row per query head) */
+    float *p;                        /* host (H, cap) decode probabilities */
     float *dscores, *dscores_aside;  /* (H, cap) x 2 */
     int32_t *ddrop;                  /* (Hk) */
-};
+} twin_store;
 
-static void put_layer(ks_backend *b, int layer, int with_v) {
+static twin_store *twin_of(ks_kvstore *kv) { return (twin_store *)kv; }
+
+static void put_layer(twin_store *b, int layer, int with_v) {
     const ks_kvcache *c = &b->cache;
     size_t n = (size_t)b->Hk * c->cap * b->d;
     ks_bf16 *t = upload(ks_kvcache_k(c, layer), n);
@@ -424,13 +430,13 @@ static void put_layer(ks_backend *b, int layer, int with_v) {
     CK_CUDA(cudaMemcpy(b->dlen, ks_kvcache_len(c, layer), sizeof(int32_t) * b->Hk, cudaMemcpyHostToDevice));
 }
 
-static void put_q(ks_backend *b, int rows) {
+static void put_q(twin_store *b, int rows) {
     ks_bf16 *t = upload(b->q, (size_t)rows * b->H * b->d);
     CK_CUDA(cudaMemcpy(b->dq, t, 2 * (size_t)rows * b->H * b->d, cudaMemcpyDeviceToDevice));
     cudaFree(t);
 }
 
-static void run_scores(ks_backend *b, ks_cuda_score_args *a, float *out, int ld, const int32_t *cols, int acc,
+static void run_scores(twin_store *b, ks_cuda_score_args *a, float *out, int ld, const int32_t *cols, int acc,
                        ks_window_summary *sum) {
     const int cap = b->cache.cap;
     a->kc = b->dk, a->H = b->H, a->Hk = b->Hk, a->d = b->d, a->cap = cap, a->scale = 1.0f;
@@ -450,14 +456,10 @@ static void run_scores(ks_backend *b, ks_cuda_score_args *a, float *out, int ld,
     }
 }
 
-static ks_status tw_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
+static ks_status tw_window_scores(ks_kvstore *kv, int layer, const ks_window_args *a, float *out, int ld,
                                   ks_window_summary *sum) {
+    twin_store *b = twin_of(kv);
     ck_assert(ks_kvcache_is_dense(&b->cache, layer, a->n_keys));
-    if (!b->cuda) {
-        ks_ref_window_scores(out, ld, sum, b->q, ks_kvcache_k(&b->cache, layer), b->H, b->Hk, b->d, b->cache.cap,
-                             1.0f, a);
-        return KS_OK;
-    }
     put_q(b, a->q_row0 + a->n_q);
     put_layer(b, layer, 0);
     ks_cuda_score_args c = {.q = b->dq + (size_t)a->q_row0 * b->H * b->d, .ld_q = (int64_t)b->H * b->d,
@@ -468,13 +470,9 @@ static ks_status tw_window_scores(ks_backend *b, int layer, const ks_window_args
     return KS_OK;
 }
 
-static ks_status tw_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out, int ld) {
+static ks_status tw_decode_probs(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out, int ld) {
+    twin_store *b = twin_of(kv);
     const int32_t *len = ks_kvcache_len(&b->cache, layer);
-    if (!b->cuda) {
-        ks_ref_attention_decode_probs(out, ld, b->q, ks_kvcache_k(&b->cache, layer), NULL, len, b->cache.cap, b->H,
-                                      b->Hk, b->d, 1.0f, reduce);
-        return KS_OK;
-    }
     put_q(b, 1);
     put_layer(b, layer, 0);
     int n = 0;
@@ -485,13 +483,10 @@ static ks_status tw_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_redu
     return KS_OK;
 }
 
-static ks_status tw_key_norms(ks_backend *b, int layer, float *out, int ld) {
+static ks_status tw_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
+    twin_store *b = twin_of(kv);
     const ks_kvcache *c = &b->cache;
     const int32_t *len = ks_kvcache_len(c, layer);
-    if (!b->cuda) {
-        ks_ref_key_norms(out, ld, ks_kvcache_k(c, layer), len, c->cap, b->Hk, b->d);
-        return KS_OK;
-    }
     put_layer(b, layer, 0);
     CK_KS(ks_cuda_key_norms(b->dout, c->cap, b->dk, b->dlen, b->Hk, b->d, c->cap, c->cap, 0));
     float *h = malloc(sizeof(float) * b->Hk * c->cap);
@@ -501,13 +496,9 @@ static ks_status tw_key_norms(ks_backend *b, int layer, float *out, int ld) {
     return KS_OK;
 }
 
-static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+static ks_status tw_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    twin_store *b = twin_of(kv);
     ks_kvcache *c = &b->cache;
-    if (!b->cuda) {
-        ks_kvcache_compact(c, layer, keep, n_keep, ld);
-        ks_ref_kv_compact(ks_kvcache_k(c, layer), ks_kvcache_v(c, layer), keep, n_keep, ld, c->cap, b->Hk, b->d);
-        return KS_OK;
-    }
     put_layer(b, layer, 1);
     ks_kvcache_compact(c, layer, keep, n_keep, ld);
     int w = 0;
@@ -532,53 +523,39 @@ static ks_status tw_kv_compact(ks_backend *b, int layer, const int32_t *keep, co
     return KS_OK;
 }
 
-/* The layer's host running scores, (H, cap): one row per query head. */
-static float *tw_row_scores(ks_backend *b, int layer) { return b->scores + (size_t)layer * b->H * b->cache.cap; }
-
-static ks_status tw_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    ks_row_scores_copy(tw_row_scores(b, layer), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, layer), b->Hk,
-                       b->H / b->Hk);
-    return KS_OK;
+/* The layer's host per-row scores, (H, cap): one row per query head (the store's, reserved at bind). */
+static float *tw_row_scores(twin_store *b, int layer) {
+    return b->s.row_scores + (size_t)layer * b->H * b->cache.cap;
 }
 
-/* Both twins: window_scores per query head (the references, or the kernels) folded into the host running
- * scores. */
-static ks_status tw_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+/* The kernels' window_scores per query head folded into the host per-row scores. */
+static ks_status tw_row_scores_add(ks_kvstore *kv, int layer, const ks_window_args *a) {
+    twin_store *b = twin_of(kv);
     ks_window_args w = ks_window_scores_only(a);
-    CK_KS(tw_window_scores(b, layer, &w, b->p, b->cache.cap, NULL));
+    CK_KS(tw_window_scores(kv, layer, &w, b->p, b->cache.cap, NULL));
     ks_row_scores_fold(tw_row_scores(b, layer), b->cache.cap, b->p, b->cache.cap, b->H, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
-static ks_status tw_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    ks_row_scores_copy(out, ld, tw_row_scores(b, layer), b->cache.cap, ks_kvcache_len(&b->cache, layer), b->Hk,
-                       b->H / b->Hk);
-    return KS_OK;
-}
-
-/* ref: ks_kvcache_evict. cuda: ks_cuda_decode_evict on device copies of the layer, its probabilities and
- * scores; the host then drops the rows the device chose (ks_kvcache_drop_row) and the device's rows, lengths
- * and scores must equal the host's. */
-static ks_status tw_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
+/* ks_cuda_decode_evict on device copies of the layer, its probabilities and scores; the host then drops the rows
+ * the device chose (ks_kvcache_drop_row) and the device's rows, lengths and scores must equal the host's. */
+static ks_status tw_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
+    twin_store *b = twin_of(kv);
     ks_kvcache *c = &b->cache;
     const int cap = c->cap, Hk = b->Hk, G = b->H / b->Hk, acc = a->rule == KS_EVICT_ACCUMULATED;
-    float *sc = tw_row_scores(b, layer);
-    if (a->rule != KS_EVICT_SINK) /* ACCUMULATED: per query head (backend.h); cuda: in dout */
-        CK_KS(tw_decode_probs(b, layer, qpos, acc ? KS_GQA_NONE : a->reduce, b->p, cap));
-    if (!b->cuda) {
-        ks_kvcache_evict(c, layer, a, G, b->p, sc, cap);
-        return KS_OK;
-    }
+    float *sc = acc ? tw_row_scores(b, layer) : NULL;
+    if (a->rule != KS_EVICT_SINK) /* ACCUMULATED: per query head (kvstore.h); in dout */
+        CK_KS(tw_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, b->p, cap));
     put_layer(b, layer, 1);
-    CK_CUDA(cudaMemcpy(b->dscores, sc, sizeof(float) * b->H * cap, cudaMemcpyHostToDevice));
+    if (acc) CK_CUDA(cudaMemcpy(b->dscores, sc, sizeof(float) * b->H * cap, cudaMemcpyHostToDevice));
     CK_CUDA(cudaMemset(b->ddrop, 0x7f, sizeof(int32_t) * Hk)); /* poisoned */
-    CK_KS(ks_cuda_decode_evict(b->dk, b->dv, b->dlen, b->ddrop, b->dout, cap, b->dscores, cap, a, Hk, G, b->d, cap,
-                               cap, b->scratch, b->dscores_aside, 0));
+    CK_KS(ks_cuda_decode_evict(b->dk, b->dv, b->dlen, b->ddrop, b->dout, cap, acc ? b->dscores : NULL, cap, a, Hk,
+                               G, b->d, cap, cap, b->scratch, b->dscores_aside, 0));
     int32_t drop[16], lens[16];
     CK_CUDA(cudaMemcpy(drop, b->ddrop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
     CK_CUDA(cudaMemcpy(lens, b->dlen, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost));
     float *got_s = malloc(sizeof(float) * b->H * cap);
-    CK_CUDA(cudaMemcpy(got_s, b->dscores, sizeof(float) * b->H * cap, cudaMemcpyDeviceToHost));
+    if (acc) CK_CUDA(cudaMemcpy(got_s, b->dscores, sizeof(float) * b->H * cap, cudaMemcpyDeviceToHost));
     for (int h = 0; h < Hk; h++) {
         int len = ks_kvcache_len(c, layer)[h];
         ck_assert_msg(drop[h] >= -1 && drop[h] < len, "decode_evict: head %d dropped row %d of %d", h, drop[h], len);
@@ -612,34 +589,29 @@ static ks_status tw_decode_evict(ks_backend *b, int layer, int qpos, const ks_ev
     return KS_OK;
 }
 
-static ks_kvcache *tw_kvcache(ks_backend *b) { return &b->cache; }
-
-static const ks_backend_ops tw_ops = {.name = "twin",
-                                      .window_scores = tw_window_scores,
-                                      .attention_decode_probs = tw_decode_probs,
-                                      .key_norms = tw_key_norms,
-                                      .kv_compact = tw_kv_compact,
-                                      .decode_evict = tw_decode_evict,
-                                      .row_scores_load = tw_row_scores_load,
-                                      .row_scores_add = tw_row_scores_add,
-                                      .row_scores_read = tw_row_scores_read,
-                                      .kvcache = tw_kvcache};
+static ks_kvstore_ops tw_ops; /* ks_kvstore_cpu_ops with the kernels' ops (twin_init) */
 
 typedef struct twin {
-    ks_backend be;
+    twin_store be;
     ks_model model;
     ks_method *m;
 } twin;
 
 static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int cap) {
     memset(t, 0, sizeof *t);
-    ks_backend *b = &t->be;
-    b->H = H, b->Hk = Hk, b->d = d, b->cuda = cuda;
+    twin_store *b = &t->be;
+    b->H = H, b->Hk = Hk, b->d = d;
     b->q = calloc((size_t)cap * H * d, sizeof(float));
     CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, cap, 1));
+    ks_kvstore_cpu_params p = {.cache = &b->cache, .q = b->q, .n_heads = H, .max_chunk = cap, .scale = 1.0f};
+    CK_KS(ks_kvstore_cpu_init(&b->s, &p));
     b->p = calloc((size_t)H * cap, sizeof(float));
-    b->scores = calloc((size_t)n_layers * H * cap, sizeof(float));
+    tw_ops = ks_kvstore_cpu_ops;
+    tw_ops.window_scores = tw_window_scores, tw_ops.attention_decode_probs = tw_decode_probs;
+    tw_ops.key_norms = tw_key_norms, tw_ops.kv_compact = tw_kv_compact, tw_ops.decode_evict = tw_decode_evict;
+    tw_ops.row_scores_add = tw_row_scores_add;
     if (cuda) {
+        b->s.base.ops = &tw_ops;
         b->dscores = dev_alloc(sizeof(float) * H * cap), b->dscores_aside = dev_alloc(sizeof(float) * H * cap);
         b->ddrop = dev_alloc(sizeof(int32_t) * Hk);
         b->dq = dev_alloc(2 * (size_t)cap * H * d);
@@ -657,9 +629,10 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
 }
 
 static void twin_free(twin *t) {
-    ks_backend *b = &t->be;
+    twin_store *b = &t->be;
     ks_method_free(t->m);
-    free(b->q), free(b->idx), free(b->p), free(b->scores);
+    ks_kvstore_cpu_free(&b->s);
+    free(b->q), free(b->idx), free(b->p);
     cudaFree(b->dscores), cudaFree(b->dscores_aside), cudaFree(b->ddrop);
     cudaFree(b->dq), cudaFree(b->dk), cudaFree(b->dv), cudaFree(b->scratch), cudaFree(b->dlen), cudaFree(b->didx);
     cudaFree(b->dout), cudaFree(b->dlse), cudaFree(b->dsum);
@@ -710,7 +683,7 @@ static void check_sets(const set_case *sc) {
         twin *t = &tw[c];
         twin_init(t, c, LAYERS, H, HK, D, CAP);
         CK_KS(ks_method_create(&t->m, sc->method, NULL, sc->opts, n_opts));
-        CK_KS(ks_method_bind(t->m, &tw_ops, &t->be, &t->model));
+        CK_KS(ks_method_bind_store(t->m, &t->be.s.base, &t->be.cache, &t->model));
         if (sc->chunk) ks_test_plan_chunks(chunks[c], L, c ? sc->chunk : L, ks_method_window(t->m));
         int pos0 = 0;
         for (int k = 0; chunks[c][k]; pos0 += chunks[c][k++]) {
@@ -954,17 +927,31 @@ typedef struct path_run {
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
 } path_run;
 
+/* A store's compress_layer that runs the layer's work at once (the cuda store then defers nothing). */
+static ks_status compress_at_once(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work, void *ctx) {
+    (void)kv, (void)q_row0, (void)n_q;
+    return work(ctx, layer);
+}
+
 /* The prompt ids (n) through a fresh forward instance on `device` with the method; statistics recorded, the
- * cache left as the prompt leaves it. budget: a budget-sized cache (layer-major prefill). */
-static void path_prefill(path_run *r, const ks_model *model, const char *device, int synchronous, int budget,
+ * cache left as the prompt leaves it. at_once: the backend's KV store runs each layer's prompt-end work at once
+ * (its compress_layer replaced by compress_at_once). budget: a cache sized by ks_method_kv_rows (layer-major
+ * prefill). */
+static void path_prefill(path_run *r, const ks_model *model, const char *device, int at_once, int budget,
                          const char *method, const char *const *opts, const int32_t *ids, int n) {
     int k = 0;
     while (opts[k]) k++;
     CK_KS(ks_method_create(&r->m, method, NULL, opts, k));
     ks_forward_params fp = {.device = device, .max_ctx = n + PATH_TOKENS, .max_new = PATH_TOKENS, .chunk = 40,
                             .cache = budget ? KS_CACHE_BUDGET : KS_CACHE_FULL};
-    r->m->synchronous = synchronous;
     CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
+    static ks_kvstore_ops ops_at_once;
+    ks_kvstore *kv = r->f.ops->kvstore(r->f.be);
+    if (at_once) {
+        ops_at_once = *kv->ops;
+        ops_at_once.compress_layer = compress_at_once;
+        kv->ops = &ops_at_once;
+    }
     CK_KS(ks_forward_prefill(&r->f, ids, n, NULL, &r->tokens[0]));
     ks_method_layer_stats(r->m, r->st);
 }
@@ -991,9 +978,6 @@ static int64_t shared_rows(const ks_kvcache *a, const ks_kvcache *b, int l, int 
 }
 
 START_TEST(test_deferred_paths) {
-    ck_assert_msg(ks_backend_cuda.method_stash && ks_backend_cuda.method_join,
-                  "the cuda ops table lacks method_stash / method_join (backend_cuda.c: .method_stash = "
-                  "ks_cuda_method_stash, .method_join = ks_cuda_method_join)");
     ks_model model = {0};
     CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
     enum { N = 90 };
@@ -1016,15 +1000,13 @@ START_TEST(test_deferred_paths) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const char *name = cases[c].method, *opt = cases[c].opts[0] ? cases[c].opts[0] : "";
-        path_run r[4]; /* cuda deferred, cuda synchronous, cpu deferred, cuda deferred on a budget-sized cache */
+        path_run r[4]; /* cuda, cuda with each layer's work at once, cpu, cuda on a budget-sized cache */
         memset(r, 0, sizeof r);
         path_prefill(&r[0], &model, "cuda", 0, 0, name, cases[c].opts, ids, N);
         path_prefill(&r[1], &model, "cuda", 1, 0, name, cases[c].opts, ids, N);
         path_prefill(&r[2], &model, "cpu", 0, 0, name, cases[c].opts, ids, N);
         int budget = ks_method_bounds_rows(r[0].m); /* layer-major, three slots, rows moved back on the side stream */
         if (budget) path_prefill(&r[3], &model, "cuda", 0, 1, name, cases[c].opts, ids, N);
-        ck_assert_msg(r[0].m->n_deferred == r[0].m->n_layers && r[1].m->n_deferred == 0, "%s %s: %d layers deferred",
-                      name, opt, r[0].m->n_deferred);
         const ks_kvcache *a = r[0].f.ops->kvcache(r[0].f.be), *b = r[1].f.ops->kvcache(r[1].f.be);
         const ks_kvcache *h = r[2].f.ops->kvcache(r[2].f.be);
         int64_t kept = 0, common = 0;
@@ -1032,7 +1014,7 @@ START_TEST(test_deferred_paths) {
             const ks_layer_stat *x = &r[0].st[l], *y = &r[1].st[l];
             ck_assert_msg(x->kept == y->kept && x->budget == y->budget && x->attn_mass_kept == y->attn_mass_kept &&
                               x->key_norm_mean == y->key_norm_mean && x->key_norm_max == y->key_norm_max,
-                          "%s %s layer %d: statistics differ between the deferred and synchronous cuda paths", name,
+                          "%s %s layer %d: statistics differ between the deferred and at-once cuda paths", name,
                           opt, l);
             const ks_layer_stat *z = &r[3].st[l];
             ck_assert_msg(!budget || (x->kept == z->kept && x->attn_mass_kept == z->attn_mass_kept &&
@@ -1042,7 +1024,7 @@ START_TEST(test_deferred_paths) {
             for (int g = 0; g < a->n_kv_heads; g++) {
                 int n = ks_kvcache_len(a, l)[g];
                 ck_assert_msg(ks_kvcache_len(b, l)[g] == n && shared_rows(a, b, l, g) == n,
-                              "%s %s layer %d head %d: deferred and synchronous cuda keep different rows", name, opt, l,
+                              "%s %s layer %d head %d: deferred and at-once cuda keep different rows", name, opt, l,
                               g);
                 if (budget) {
                     const ks_kvcache *z3 = r[3].f.ops->kvcache(r[3].f.be);
@@ -1059,7 +1041,7 @@ START_TEST(test_deferred_paths) {
         path_decode(&r[0]), path_decode(&r[1]);
         if (budget) path_decode(&r[3]);
         for (int t = 0; t < PATH_TOKENS; t++) {
-            ck_assert_msg(r[0].tokens[t] == r[1].tokens[t], "%s %s: token %d is %d deferred, %d synchronous", name, opt,
+            ck_assert_msg(r[0].tokens[t] == r[1].tokens[t], "%s %s: token %d is %d deferred, %d at once", name, opt,
                           t, r[0].tokens[t], r[1].tokens[t]);
             ck_assert_msg(!budget || r[0].tokens[t] == r[3].tokens[t], "%s %s: token %d is %d, %d budget-sized", name,
                           opt, t, r[0].tokens[t], r[3].tokens[t]);

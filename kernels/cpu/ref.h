@@ -105,7 +105,7 @@ typedef struct ks_window_args {
                                the CPU kernels. */
 } ks_window_args;
 
-/* The arguments of row_scores_add's scoring (backend/backend.h): the scores alone, per query head, written
+/* The arguments of row_scores_add's scoring (backend/kvstore.h): the scores alone, per query head, written
  * (`=`), no sums. */
 static inline ks_window_args ks_window_scores_only(const ks_window_args *a) {
     ks_window_args p = *a;
@@ -144,7 +144,7 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
                                    const int32_t *len, int cap, int H, int Hk, int d, float scale,
                                    ks_gqa_reduce reduce);
 
-/* Decode-time eviction (backend/backend.h decode_evict): the row of one KV head a decode step drops. */
+/* Decode-time eviction (backend/kvstore.h decode_evict): the row of one KV head a decode step drops. */
 typedef enum ks_evict_rule {
     KS_EVICT_SINK,        /* StreamingLLM: row `head`, the first after the attention sinks */
     KS_EVICT_ACCUMULATED, /* H2O: each query head's running score of every row takes that head's probability (the

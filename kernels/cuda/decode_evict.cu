@@ -3,7 +3,7 @@
 // H2O's, StreamingLLM's or CakeKV's eviction stays one CUDA graph with no host round trip per layer; and the
 // fold of H2O's prompt scores into its running scores (ks_cuda_row_scores_fold), which those start from.
 //
-//   select  one block per KV head: H2O's running scores, one row per query head of the group, take that head's
+//   select  one block per KV head: the running scores, one row per query head of the group, take that head's
 //           probabilities of the step, then the row to drop is the lowest key (ks_select_topk's order: NaN
 //           lowest, -0 = +0) of the group's reduction of them (ks_gqa_reduce_col) over the droppable rows, the
 //           latest of equal lowest, as one 64-bit minimum (key << 32 | ~row); the device length drops by one.

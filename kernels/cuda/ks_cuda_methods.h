@@ -1,4 +1,4 @@
-/* ks_cuda_methods.h — the CUDA kernels behind the KV-compression ops of backend/backend.h (window_scores,
+/* ks_cuda_methods.h — the CUDA kernels behind the KV store's ops of backend/kvstore.h (window_scores,
  * attention_decode_probs, key_norms, kv_compact), as a plain C interface; the references they match are in
  * kernels/cpu/ref.h (ks_ref_window_scores, ks_ref_attention_decode_probs, ks_ref_key_norms,
  * ks_ref_kv_compact). Conventions as kernels/cuda/ks_cuda.h: device pointers, a stream, no allocation, no
@@ -77,7 +77,7 @@ ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int
 ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int32_t *idx, int ld, int Hk, int d,
                              int cap, int max_keep, ks_bf16 *scratch, cudaStream_t s);
 
-/* Decode-time eviction of one layer (backend/backend.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
+/* Decode-time eviction of one layer (backend/kvstore.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
  * holding more than a->keep rows (lens[g], device, the step's own row counted) drops the row ks_ref_evict_row
  * picks and the rows after it move down by one (ks_kvcache_drop_row), lens[g] decreasing; drop (Hk, device)
  * receives the row, or -1. G: query heads per KV head. p: the step query's probabilities, (Hk, ld_p) reduced for
@@ -90,7 +90,7 @@ ks_status ks_cuda_decode_evict(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, int32_t 
                                float *scores, int64_t ld_s, const ks_evict_args *a, int Hk, int G, int d, int cap,
                                int max_len, ks_bf16 *scratch, float *score_scratch, cudaStream_t s);
 
-/* H2O's running scores (rows, ld) of a layer (one row per query head), summed chunk by chunk on the device
+/* A method's running scores (rows, ld) of a layer (one row per query head), summed chunk by chunk on the device
  * (reference ks_row_scores_fold): column j < n_keys of each row gets add[r * ld_add + j] added when
  * j < first_new, written otherwise. */
 ks_status ks_cuda_row_scores_fold(float *scores, int64_t ld, const float *add, int64_t ld_add, int rows,

@@ -1,5 +1,6 @@
-/* backend.h — the compute backend interface: a const table of ops that the forward pass (engine/forward.c)
- * and, later, the KV methods are written against once, and a registry of the backends built in.
+/* backend.h — the compute backend interface: a const table of the forward pass's ops (engine/forward.c is
+ * written against it once), the backend's KV store (kvstore.h: what the KV methods call), and a registry of the
+ * backends built in.
  *
  *     const ks_backend_ops *ops;
  *     KS_TRY(ks_backend_find("cpu", &ops));            // "cuda": KS_ERR_UNSUPPORTED on a build without it
@@ -10,10 +11,11 @@
  *     ops->free(be);
  *
  * A backend owns everything the forward pass computes on: its view of the weights (CPU: the ks_model fp32
- * tensors; a GPU backend: bf16 device copies), the activation buffers below and the KV cache, all sized at
- * init from (max_ctx, max_chunk). Callers name buffers and weights by id and never touch their memory; data
- * crosses to the host only through embed/hidden_write (in) and hidden_read/logits_read/argmax (out). No op
- * allocates. Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
+ * tensors; a GPU backend: bf16 device copies), the activation buffers below, the KV cache and the KV store over
+ * it, all sized at init from (max_ctx, max_chunk). Callers name buffers and weights by id and never touch their
+ * memory; data crosses to the host only through embed/hidden_write (in) and hidden_read/logits_read/argmax
+ * (out). No op allocates (the KV store's per-row scores are allocated once when a method reserves them).
+ * Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
  */
 #ifndef KS_BACKEND_H
 #define KS_BACKEND_H
@@ -21,8 +23,8 @@
 #include <stdint.h>
 
 #include "core/status.h"
-#include "cpu/ref.h" /* ks_window_args, ks_window_summary, ks_gqa_reduce: the compression ops' semantics */
 #include "backend/kvcache.h"
+#include "backend/kvstore.h"
 #include "model/model.h"
 
 typedef struct ks_backend ks_backend; /* a backend instance; each backend defines its own */
@@ -48,6 +50,15 @@ typedef enum ks_weight {
     KS_W_O,         /* (hidden, H*d) + bo: reads ATT */
     KS_W_DOWN,      /* (hidden, ffn): reads GATE */
 } ks_weight;
+
+/* What a decode step's layers do besides backend ops (decode_step). */
+typedef enum ks_decode_kind {
+    KS_DECODE_PLAIN,  /* nothing: any captured step serves it */
+    KS_DECODE_HOOKED, /* KV-store ops of a method's decode hook (decode_evict) with this sequence's arguments: a
+                         step captured with them serves this sequence only, and one without them does not serve */
+    KS_DECODE_HOST,   /* host work between the ops (a hook reading results back): issued as it comes, never
+                         captured or replayed */
+} ks_decode_kind;
 
 typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
@@ -102,49 +113,6 @@ typedef struct ks_backend_ops {
     ks_status (*out_proj_residual_norm)(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
                                         ks_weight norm_w);
 
-    /* ---- KV-cache compression (src/methods). Scores, norms and keep lists cross as host arrays; the cache
-     * rows never leave the backend. Each op has a reference in kernels/cpu/ref.h. ---- */
-    /* Observation-window scores of the current chunk's roped queries (Q rows a->q_row0 .. a->q_row0 + a->n_q - 1,
-     * Q row 0 at position a->q_pos0) against `layer`'s cache keys 0 .. a->n_keys - 1, which must be dense:
-     * ks_ref_window_scores. out (Hk, ld >= a->n_keys; (H, ld) for KS_GQA_NONE) and sum (may be NULL) are host
-     * memory. Never builds the
-     * (n_q, n_keys) probability matrix: O(n_q * n_keys * d) work per head, O(H * n_keys) memory. */
-    ks_status (*window_scores)(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
-                               ks_window_summary *sum);
-    /* Right after attention_decode(layer, qpos): the probabilities its query gave each KV head's rows, reduced
-     * over the group (ks_ref_attention_decode_probs; rows before the sliding window's first row get 0).
-     * out (Hk, ld) host; (H, ld) for KS_GQA_NONE. */
-    ks_status (*attention_decode_probs)(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
-                                        int ld);
-    /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */
-    ks_status (*key_norms)(ks_backend *b, int layer, float *out, int ld);
-    /* Physical compaction of `layer`: head h keeps its rows keep[h * ld + i], i < n_keep[h] (host arrays,
-     * strictly increasing): K/V rows move to the front (ks_ref_kv_compact) and the bookkeeping follows
-     * (ks_kvcache_compact), so the freed rows are capacity for decode. A layer in a prefill slot moves back to
-     * its own storage (every list may keep all rows): KS_ERR_RANGE when a head keeps more than it holds. */
-    ks_status (*kv_compact)(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
-
-    /* Decode-time eviction, all on the backend, so that a GPU decode step stays one graph: right after
-     * attention_decode(layer, qpos), each KV head of `layer` holding more than a->keep rows drops the row
-     * ks_ref_evict_row picks (the step query's probabilities as attention_decode_probs gives them: reduced
-     * with a->reduce for KS_EVICT_POOLED, per query head for KS_EVICT_ACCUMULATED, which adds them to the
-     * backend's own running scores of the layer and reduces those with a->reduce to choose) and its later rows
-     * move down (ks_kvcache_drop_row), their running scores with them. Heads must hold at most a->keep + 1
-     * rows. The bookkeeping (lengths, positions) may follow only once the host next waits for the backend;
-     * kvcache() always returns it current. */
-    ks_status (*decode_evict)(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
-    /* The running scores are per query head, (H, cap) per layer, sized at init: the scores of a row summed over
-     * every query so far, reduced over the group only when rows are chosen (ref.h, ks_gqa_reduce_col).
-     * row_scores_load sets those KS_EVICT_ACCUMULATED starts from: row j of query head h of `layer` =
-     * scores[h * ld + j] for the rows its KV head h / G holds (host array (H, ld); H2O's prompt scores). */
-    ks_status (*row_scores_load)(ks_backend *b, int layer, const float *scores, int ld);
-    /* H2O's prompt scores summed on the backend, chunk after chunk, with no host copy or wait: the scores
-     * window_scores(layer, a) computes per query head (as KS_GQA_NONE: a->reduce, a->accumulate and a->sums
-     * ignored) are added to the layer's running scores for keys before a->q_pos0 and written for the others
-     * (the chunk's own keys start there). row_scores_read copies the running scores of the rows the cache
-     * holds to host out (H, ld). */
-    ks_status (*row_scores_add)(ks_backend *b, int layer, const ks_window_args *a);
-    ks_status (*row_scores_read)(ks_backend *b, int layer, float *out, int ld);
 
     /* Last stage: logits of X rows [row0, row0 + n) through the final norm and LM head, kept on the backend
      * (n <= KS_BACKEND_MAX_LOGIT_ROWS). */
@@ -156,64 +124,26 @@ typedef struct ks_backend_ops {
 
     /* The cache's bookkeeping (lengths, positions); storage may be device memory. */
     ks_kvcache *(*kvcache)(ks_backend *b);
+    /* The backend's KV store over that cache (kvstore.h): the primitives the KV methods call and the
+     * scheduling of their prompt-end work. NULL when the backend has none. */
+    ks_kvstore *(*kvstore)(ks_backend *b);
 
-    /* ---- Optional (NULL: not supported; the CPU leaves them NULL): replaying decode steps from a captured
-     * graph, so that a GPU decode step is not bound by ~10 kernel launches per layer. Around the per-layer ops
-     * of a one-token decode step at position qpos, forward.c calls decode_graph_begin(b, qpos, hooked,
-     * &replayed), hooked = 1 when a KV method's decode hook issues backend ops in the step (decode_evict, with
-     * the sequence's own arguments: a graph holding them serves that sequence only, and one without them does
-     * not serve such a step):
-     * replayed = 1 means the backend has already enqueued every layer of the step (its captured graph, which
-     * reads the position and the per-head lengths from device memory, so changed ones need no re-capture) and
-     * committed the cache bookkeeping, and the layer ops must be skipped; replayed = 0 means the caller issues
-     * the layer ops as usual (the backend may be recording them) and then calls decode_graph_end(b, ok), with
-     * ok = 0 when an op failed (the recording is dropped). Only for steps whose layers are backend ops alone:
-     * host work between the ops (a method hook reading results) is not replayed. ---- */
-    ks_status (*decode_graph_begin)(ks_backend *b, int qpos, int hooked, int *replayed);
-    ks_status (*decode_graph_end)(ks_backend *b, int ok);
-
-    /* ---- Optional (NULL: not supported; the method layer then compresses each layer at its own hook):
-     * deferred compression, so that a GPU does not idle between layers while the host scores and selects.
-     * At the prompt's last chunk, right after attention_prefill(layer) (and any synchronous compression op on
-     * that layer), methods/method.c calls method_stash(b, layer, q_row0, n_q, &deferred). The backend
-     * snapshots what later layers overwrite and the layer's compression ops read, the Q rows q_row0 ..
-     * q_row0 + n_q - 1 (n_q >= 0), and marks the layer deferred (*deferred = 1); or, when n_q exceeds its
-     * snapshot capacity (KS_BACKEND_STASH_ROWS in the built-in backends), changes nothing (*deferred = 0: the
-     * caller compresses the layer at once, as without these ops). Until method_join, every compression op on a
-     * deferred layer (window_scores, key_norms, kv_compact) computes what it would have computed right after
-     * that attention: window_scores reads its queries from the snapshot (a->q_row0 still names rows of the
-     * chunk and must lie within the stashed rows), the cache is as the deferred ops left it (later layers'
-     * forward ops never touch it). The caller keeps two rules: the ops on a deferred layer start before the
-     * layer two further on is stashed (its own work follows the next layer's stash; CakeKV's re-eviction of
-     * earlier layers comes after), and while any layer is deferred, only window_scores and key_norms may run on
-     * layers that are not (H2O's per-chunk scoring of the next layer). A GPU backend runs the deferred ops on a
-     * second stream ordered after the layer's stash, so they overlap the later layers' queued work, and an op
-     * that returns data waits for that stream only. Two snapshot slots, alternating by layer parity, suffice:
-     * when layer l is stashed, layer l - 1's work is still to come (its slot must survive) and layer l - 2's
-     * reads have returned their results to the host. method_join(b): the forward ops issued afterwards run
-     * after every deferred op, the marks are cleared and compression ops read the live Q buffer again. ---- */
-    ks_status (*method_stash)(ks_backend *b, int layer, int q_row0, int n_q, int *deferred);
-    ks_status (*method_join)(ks_backend *b);
+    /* One decode step at position qpos: issue(ctx) issues the layers' ops (a one-token forward through every
+     * layer held) and returns their status. The backend runs it as it sees fit: the CPU calls it; the CUDA
+     * backend captures the step as a graph and replays it for later steps (positions and per-head lengths are
+     * device data), in which case issue is not called and the cache bookkeeping is committed for it. `kind`
+     * says what the layers do besides backend ops, which decides whether a graph may serve them. */
+    ks_status (*decode_step)(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
+                             void *ctx);
 } ks_backend_ops;
 
 /* How many rows the logits buffer holds. */
 #define KS_BACKEND_MAX_LOGIT_ROWS 1
-
-/* Query rows a method_stash snapshot holds in the built-in backends (capped at max_chunk): well above the
- * observation windows the methods use (32 by default; LOOM-Scope and the papers use 8 to 128). */
-#define KS_BACKEND_STASH_ROWS 1024
 
 /* The backend called `name` ("cpu", "cuda"): KS_ERR_UNSUPPORTED for a known backend not built in, KS_ERR_ARG
  * (listing the names) for an unknown one. */
 ks_status ks_backend_find(const char *name, const ks_backend_ops **out);
 
 extern const ks_backend_ops ks_backend_cpu;
-
-/* Whether the log-sum-exps a prefill attention kept for its chunk of lse_n query rows at position lse_pos0
- * (causal, no sliding window) serve the scoring call a: the same queries against the same keys. The backends
- * keep them so that a method scoring every query of the chunk (H2O) skips recomputing them. */
-static inline int ks_window_lse_serves(int lse_pos0, int lse_n, const ks_window_args *a) {
-    return lse_pos0 == a->q_pos0 && a->n_keys == a->q_pos0 + lse_n && a->q_row0 + a->n_q <= lse_n;
-}
 
 #endif

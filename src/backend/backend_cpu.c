@@ -8,6 +8,7 @@
 #include "cpu/fast.h"
 #include "cpu/ref.h"
 #include "backend/backend.h"
+#include "backend/kvstore_cpu.h"
 
 struct ks_backend {
     const ks_model *m;
@@ -22,41 +23,21 @@ struct ks_backend {
     float *arena;             /* owned */
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
-    float *score_work;        /* (2 * n_heads, max_ctx) per-query-head statistics of the scoring ops; owned */
-    float *evict_p;           /* (n_heads, max_ctx) a decode step's probabilities for decode_evict (per query head
-                                 for ACCUMULATED) and row_scores_add's chunk scores; owned */
-    float *row_scores;        /* (n_layers, n_heads, max_ctx) the running scores per query head (row_scores_add,
-                                 decode_evict's ACCUMULATED); owned */
     float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
-                                 for window_scores; owned */
-    int lse_layer, lse_pos0, lse_n; /* what `lse` holds: that layer's chunk of lse_n rows at lse_pos0 (layer -1:
-                                       nothing) */
-    /* Deferred compression (backend.h: method_stash / method_join): two snapshot slots, by layer parity, of
-     * the Q rows a deferred layer's window_scores reads and the log-sum-exps its attention left for them, so
-     * the deferred scores are the very numbers an immediate call computes. */
-    struct cpu_stash {
-        int layer;                   /* -1: empty */
-        int row0, n;                 /* the chunk's rows row0 .. row0 + n - 1 */
-        int lse_ok, lse_pos0, lse_n; /* lse holds those rows' log-sum-exps; the attention's lse_pos0, lse_n */
-        float *q, *lse;              /* (stash_rows, H, d), (stash_rows, H): views into stash_mem */
-    } stash[2];
-    int stash_rows;          /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
-    float *stash_mem;        /* owned */
-    unsigned char *deferred; /* (n_layers) 1: the layer is stashed until the join; owned */
+                                 which the KV store's scoring reuses (kv.lse_layer says what it holds); owned */
     ks_kvcache cache;
+    ks_kvstore_cpu kv;        /* the KV store over `cache`, reading the Q buffer and `lse` */
 };
+
+static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
 
 static void cpu_free(ks_backend *b) {
     if (!b) return;
     free(b->arena);
     free(b->pos);
     free(b->start);
-    free(b->score_work);
-    free(b->evict_p);
-    free(b->row_scores);
     free(b->lse);
-    free(b->stash_mem);
-    free(b->deferred);
+    ks_kvstore_cpu_free(&b->kv);
     ks_kvcache_free(&b->cache);
     free(b);
 }
@@ -83,25 +64,10 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->arena = ks_malloc(sizeof(float) * floats, "cpu backend activations");
     b->pos = ks_malloc(sizeof(int32_t) * p->max_chunk, "cpu backend positions");
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
-    b->score_work = ks_malloc(sizeof(float) * 2 * c->n_heads * (size_t)p->max_ctx, "cpu backend score rows");
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
-    b->evict_p = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_ctx, "cpu backend eviction scores");
-    b->row_scores = ks_malloc(sizeof(float) * (m->last_layer - m->first_layer) * c->n_heads * (size_t)p->max_ctx,
-                              "cpu backend running scores");
-    b->lse_layer = -1;
-    b->stash_rows = p->max_chunk < KS_BACKEND_STASH_ROWS ? p->max_chunk : KS_BACKEND_STASH_ROWS;
-    size_t slot = (size_t)b->stash_rows * (qd + c->n_heads);
-    b->stash_mem = ks_malloc(sizeof(float) * 2 * slot, "cpu backend query snapshots");
-    b->deferred = ks_calloc(m->last_layer - m->first_layer, 1, "cpu backend deferred layers");
-    if (!b->arena || !b->pos || !b->start || !b->score_work || !b->lse || !b->stash_mem || !b->deferred ||
-        !b->evict_p || !b->row_scores) {
+    if (!b->arena || !b->pos || !b->start || !b->lse) {
         cpu_free(b);
         return KS_ERR_NOMEM;
-    }
-    for (int i = 0; i < 2; i++) {
-        b->stash[i].layer = -1;
-        b->stash[i].q = b->stash_mem + i * slot;
-        b->stash[i].lse = b->stash[i].q + (size_t)b->stash_rows * qd;
     }
     float *f = b->arena;
     for (int i = 0; i < KS_BUF_COUNT; i++) {
@@ -116,6 +82,11 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     ks_rope_inv_freq(c, b->inv_freq);
     ks_status st = ks_kvcache_init(&b->cache, m->last_layer - m->first_layer, c->n_kv_heads, c->head_dim,
                                    p->max_ctx, own, 1);
+    ks_kvstore_cpu_params kp = {.cache = &b->cache, .q = b->buf[KS_BUF_Q], .lse = b->lse,
+                                .first_layer = m->first_layer, .n_heads = c->n_heads, .max_chunk = p->max_chunk,
+                                .scale = attn_scale(c), .window = c->sliding_window,
+                                .window_first = c->swa_first_layer};
+    if (st == KS_OK) st = ks_kvstore_cpu_init(&b->kv, &kp);
     if (st != KS_OK) {
         cpu_free(b);
         return st;
@@ -218,8 +189,6 @@ static int held_layer(const ks_backend *b, int layer) {
     return l;
 }
 
-static float attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
-
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from max_window_layers on. */
 static int layer_window(const ks_model_config *c, int layer) {
     return layer >= c->swa_first_layer ? c->sliding_window : 0;
@@ -234,9 +203,9 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
                       n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0,
                       window, attn_scale(c),
                       window ? NULL : b->lse);
-    b->lse_layer = window ? -1 : layer;
-    b->lse_pos0 = pos0;
-    b->lse_n = n;
+    b->kv.lse_layer = window ? -1 : layer;
+    b->kv.lse_pos0 = pos0;
+    b->kv.lse_n = n;
     return KS_OK;
 }
 
@@ -249,122 +218,6 @@ static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
                              ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l),
                              ks_kvcache_stride(&b->cache, l),
                              c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
-    return KS_OK;
-}
-
-static ks_status cpu_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
-                                   ks_window_summary *sum) {
-    int l = held_layer(b, layer);
-    const ks_model_config *c = b->cfg;
-    KS_ASSERT(ld <= b->cache.cap && a->n_keys <= ld && a->q_row0 + a->n_q <= b->max_chunk &&
-              ks_kvcache_is_dense(&b->cache, l, a->n_keys));
-    ks_window_args at = *a;
-    const float *q = b->buf[KS_BUF_Q], *lse = b->lse;
-    int same = b->lse_layer == layer && ks_window_lse_serves(b->lse_pos0, b->lse_n, a);
-    if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 (positions unchanged) */
-        const struct cpu_stash *s = &b->stash[l & 1];
-        KS_ASSERT(s->layer == layer && a->q_row0 >= s->row0 && a->q_row0 + a->n_q <= s->row0 + s->n);
-        at.q_row0 -= s->row0, at.q_pos0 += s->row0;
-        q = s->q, lse = s->lse;
-        same = s->lse_ok && ks_window_lse_serves(s->lse_pos0, s->lse_n, a);
-    }
-    ks_fast_window_scores(out, ld, sum, q, ks_kvcache_k(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim,
-                          ks_kvcache_stride(&b->cache, l), attn_scale(c), &at, same ? lse : NULL, b->score_work);
-    return KS_OK;
-}
-
-static ks_status cpu_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
-                                            int ld) {
-    int l = held_layer(b, layer);
-    const ks_model_config *c = b->cfg;
-    KS_ASSERT(ld <= b->cache.cap);
-    for (int h = 0; h < c->n_kv_heads; h++)
-        b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
-    ks_fast_attention_decode_probs(out, ld, b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), b->start,
-                                   ks_kvcache_len(&b->cache, l), ks_kvcache_stride(&b->cache, l), c->n_heads,
-                                   c->n_kv_heads,
-                                   c->head_dim, attn_scale(c), reduce, b->score_work);
-    return KS_OK;
-}
-
-static ks_status cpu_key_norms(ks_backend *b, int layer, float *out, int ld) {
-    int l = held_layer(b, layer);
-    ks_ref_key_norms(out, ld, ks_kvcache_k(&b->cache, l), ks_kvcache_len(&b->cache, l), ks_kvcache_stride(&b->cache, l),
-                     b->cfg->n_kv_heads, b->cfg->head_dim);
-    return KS_OK;
-}
-
-static ks_status cpu_kv_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
-    int l = held_layer(b, layer);
-    KS_TRY(ks_kvcache_compact_fits(&b->cache, l, layer, n_keep));
-    ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
-    ks_ref_kv_compact(ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l), keep, n_keep, ld,
-                      ks_kvcache_stride(&b->cache, l), b->cfg->n_kv_heads, b->cfg->head_dim);
-    if (b->cache.slot[l] >= 0) ks_kvcache_leave_slot(&b->cache, l); /* the kept rows, to the layer's own rows */
-    return KS_OK;
-}
-
-/* The layer's running scores, (n_heads, cap): one row per query head. */
-static float *layer_row_scores(const ks_backend *b, int l) {
-    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cache.cap;
-}
-
-static int group_size(const ks_backend *b) { return b->cfg->n_heads / b->cfg->n_kv_heads; }
-
-static ks_status cpu_decode_evict(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
-    int l = held_layer(b, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
-    const float *p = NULL;
-    if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
-        KS_TRY(cpu_attention_decode_probs(b, layer, qpos, acc ? KS_GQA_NONE : a->reduce, b->evict_p, b->cache.cap));
-        p = b->evict_p;
-    }
-    ks_kvcache_evict(&b->cache, l, a, group_size(b), p, acc ? layer_row_scores(b, l) : NULL, b->cache.cap);
-    return KS_OK;
-}
-
-static ks_status cpu_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
-    int l = held_layer(b, layer);
-    ks_window_args w = ks_window_scores_only(a);
-    KS_TRY(cpu_window_scores(b, layer, &w, b->evict_p, b->cache.cap, NULL));
-    ks_row_scores_fold(layer_row_scores(b, l), b->cache.cap, b->evict_p, b->cache.cap, b->cfg->n_heads, a->q_pos0,
-                       a->n_keys);
-    return KS_OK;
-}
-
-static ks_status cpu_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
-    int l = held_layer(b, layer);
-    ks_row_scores_copy(out, ld, layer_row_scores(b, l), b->cache.cap, ks_kvcache_len(&b->cache, l),
-                       b->cfg->n_kv_heads, group_size(b));
-    return KS_OK;
-}
-
-static ks_status cpu_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
-    int l = held_layer(b, layer);
-    ks_row_scores_copy(layer_row_scores(b, l), b->cache.cap, scores, ld, ks_kvcache_len(&b->cache, l),
-                       b->cfg->n_kv_heads, group_size(b));
-    return KS_OK;
-}
-
-static ks_status cpu_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
-    int l = held_layer(b, layer);
-    const int H = b->cfg->n_heads, qd = H * b->cfg->head_dim;
-    KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk);
-    *deferred = n_q <= b->stash_rows;
-    if (!*deferred) return KS_OK;
-    struct cpu_stash *s = &b->stash[l & 1];
-    s->layer = layer, s->row0 = q_row0, s->n = n_q;
-    s->lse_ok = b->lse_layer == layer && q_row0 + n_q <= b->lse_n;
-    s->lse_pos0 = b->lse_pos0, s->lse_n = b->lse_n;
-    memcpy(s->q, b->buf[KS_BUF_Q] + (size_t)q_row0 * qd, sizeof(float) * n_q * qd);
-    if (s->lse_ok) memcpy(s->lse, b->lse + (size_t)q_row0 * H, sizeof(float) * n_q * H);
-    b->deferred[l] = 1;
-    return KS_OK;
-}
-
-/* One thread computes everything in order: the join only clears the marks. */
-static ks_status cpu_method_join(ks_backend *b) {
-    memset(b->deferred, 0, (size_t)b->cache.n_layers);
-    b->stash[0].layer = b->stash[1].layer = -1;
     return KS_OK;
 }
 
@@ -391,6 +244,15 @@ static ks_status cpu_logits_read(ks_backend *b, int n, float *host) {
 
 static ks_kvcache *cpu_kvcache(ks_backend *b) { return &b->cache; }
 
+static ks_kvstore *cpu_kvstore(ks_backend *b) { return &b->kv.base; }
+
+/* One thread computes everything in order: the layers are issued as they come. */
+static ks_status cpu_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
+                                 void *ctx) {
+    (void)b, (void)qpos, (void)kind;
+    return issue(ctx);
+}
+
 const ks_backend_ops ks_backend_cpu = {
     .name = "cpu",
     .init = cpu_init,
@@ -405,18 +267,10 @@ const ks_backend_ops ks_backend_cpu = {
     .attention_decode = cpu_attention_decode,
     .gate_up_swiglu = cpu_gate_up_swiglu,
     .out_proj_residual_norm = cpu_out_proj_residual_norm,
-    .window_scores = cpu_window_scores,
-    .attention_decode_probs = cpu_attention_decode_probs,
-    .key_norms = cpu_key_norms,
-    .kv_compact = cpu_kv_compact,
-    .decode_evict = cpu_decode_evict,
-    .row_scores_load = cpu_row_scores_load,
-    .row_scores_add = cpu_row_scores_add,
-    .row_scores_read = cpu_row_scores_read,
     .logits = cpu_logits,
     .argmax = cpu_argmax,
     .logits_read = cpu_logits_read,
     .kvcache = cpu_kvcache,
-    .method_stash = cpu_method_stash,
-    .method_join = cpu_method_join,
+    .kvstore = cpu_kvstore,
+    .decode_step = cpu_decode_step,
 };

@@ -1,4 +1,4 @@
-/* backend_cuda.c — the "cuda" backend's ops (backend/backend.h) over kernels/cuda, and its decode graph; memory
+/* backend_cuda.c — the "cuda" backend's ops (backend/backend.h) over kernels/cuda, and its decode step; memory
  * and init in backend_cuda_mem.c, the instance in backend_cuda_impl.h.
  *
  * Numerics: bf16 weights, KV cache and activations between ops; fp32 residual stream, logits and every
@@ -12,8 +12,8 @@
  * norm (a decode token: one GEMV whose last block writes the norm). With the kernels' programmatic dependent
  * launches (common.cuh), a decode layer is seven kernels, each launched while the one before it finishes.
  *
- * Decode graph: positions come from `pos` and lengths from `lens` (device memory), window starts from
- * `starts`; decode_graph_begin uploads the step's position and starts before replaying, so one capture
+ * Decode step (decode_step): positions come from `pos` and lengths from `lens` (device memory), window starts
+ * from `starts`; graph_begin uploads the step's position and starts before replaying, so one capture
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
@@ -143,7 +143,7 @@ static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
 }
 
 /* RoPE on the q and k heads of q|k|v rows 0..n-1 for positions pos0.. (a captured decode step reads the position
- * decode_graph_begin uploaded). Q and K heads are adjacent in each q|k|v row: one launch rotates both. */
+ * graph_begin uploaded). Q and K heads are adjacent in each q|k|v row: one launch rotates both. */
 static ks_status rope_rows(ks_backend *b, int n, int pos0) {
     const ks_model_config *c = b->cfg;
     if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, n, b->stream));
@@ -220,7 +220,7 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     KS_ASSERT(l >= 0 && l < b->n_layers);
     const int32_t *starts = NULL;
     if (ks_cuda_layer_window(c, layer) > 0) {
-        /* a captured step reads the starts decode_graph_begin uploaded for every windowed layer */
+        /* a captured step reads the starts graph_begin uploaded for every windowed layer */
         if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
         starts = b->starts + (size_t)l * Hk;
     }
@@ -296,7 +296,9 @@ static ks_kvcache *cuda_kvcache(ks_backend *b) {
 
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
-static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
+/* Before a graph-served step's layers: replays the captured step (*replayed = 1: the layers are enqueued and
+ * the cache bookkeeping committed), or lets the layers be issued, capturing them from the second step on. */
+static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
     *replayed = 0;
     KS_ASSERT(!b->capturing);
     KS_TRY(ks_cuda_apply_drops(b, -1));
@@ -334,7 +336,8 @@ static ks_status cuda_decode_graph_begin(ks_backend *b, int qpos, int hooked, in
     return KS_OK;
 }
 
-static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
+/* After the issued layers (ok = 0: an op failed, the recording is dropped): ends a capture and runs it. */
+static ks_status graph_end(ks_backend *b, int ok) {
     b->step_bound = 0;
     if (!b->capturing) return KS_OK;
     b->capturing = 0; /* the capture always ends here, also after a failure */
@@ -351,6 +354,18 @@ static ks_status cuda_decode_graph_end(ks_backend *b, int ok) {
     /* the captured step has not run yet: run it now */
     CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
     return KS_OK;
+}
+
+/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. */
+static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
+                                  void *ctx) {
+    if (kind == KS_DECODE_HOST) return issue(ctx);
+    int replayed = 0;
+    KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
+    if (replayed) return KS_OK;
+    ks_status st = issue(ctx);
+    ks_status end = graph_end(b, st == KS_OK);
+    return st == KS_OK ? end : st;
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */
@@ -378,22 +393,12 @@ const ks_backend_ops ks_backend_cuda = {
     .attention_decode = cuda_attention_decode,
     .gate_up_swiglu = cuda_gate_up_swiglu,
     .out_proj_residual_norm = cuda_out_proj_residual_norm,
-    .window_scores = ks_cuda_window_scores,
-    .attention_decode_probs = ks_cuda_attention_decode_probs,
-    .key_norms = ks_cuda_key_norms_op,
-    .kv_compact = ks_cuda_kv_compact_op,
-    .decode_evict = ks_cuda_decode_evict_op,
-    .row_scores_load = ks_cuda_row_scores_load,
-    .row_scores_add = ks_cuda_row_scores_add,
-    .row_scores_read = ks_cuda_row_scores_read,
-    .method_stash = ks_cuda_method_stash,
-    .method_join = ks_cuda_method_join,
     .logits = cuda_logits,
     .argmax = cuda_argmax,
     .logits_read = cuda_logits_read,
     .kvcache = cuda_kvcache,
-    .decode_graph_begin = cuda_decode_graph_begin,
-    .decode_graph_end = cuda_decode_graph_end,
+    .kvstore = ks_cuda_kvstore,
+    .decode_step = cuda_decode_step,
 };
 
 #endif /* KS_HAVE_CUDA */

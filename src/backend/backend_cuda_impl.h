@@ -1,8 +1,9 @@
 /* backend_cuda_impl.h — the CUDA backend's instance, shared by its two files (nothing else includes this):
  *   backend_cuda_mem.c  device checks, the memory layout (weights block, activation/KV arena), weight upload
  *                       or random fill, init and free;
- *   backend_cuda.c      the ops (backend/backend.h) and the decode graph;
- *   backend_cuda_methods.c  the KV-compression ops (window_scores, decode probabilities, key norms, compaction).
+ *   backend_cuda.c      the forward ops (backend/backend.h) and the decode step (graph capture and replay);
+ *   backend_cuda_methods.c  the KV store (backend/kvstore.h): the cache primitives, the per-row scores and the
+ *                       deferred compression on the side stream.
  *
  * Device memory is two blocks allocated at init, nothing after:
  *   weights  per layer: w_qkv (q_proj, k_proj, v_proj rows stacked) and w_gu (gate_proj, up_proj rows
@@ -13,6 +14,8 @@
  *            window starts, decode and argmax scratch, the compression ops' scratch, and the KV cache: keys and
  *            values bf16, head-major as kernels/cpu/ref.h describes, laid out as backend/kvcache.h says (full
  *            mode: (n_layers, Hk, cap, d); budget mode: each layer's own rows plus the shared prefill slots).
+ * A third block, the per-row scores and their scratch, is allocated only when a method reserves them
+ * (kvstore.h row_scores_reserve).
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
  */
@@ -91,31 +94,37 @@ struct ks_backend {
     int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
                                    and rows */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
+    /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */
+    void *scores_block;         /* owned */
+    float *row_scores;          /* (n_layers, H, cap) one row per query head: a method's running scores
+                                   (row_scores_add, row_scores_load), decode_evict's ACCUMULATED */
+    float *add_out, *add_lse;   /* (H, cap), (score_lse_floats): row_scores_add's own score_out and score_lse,
+                                   as it does not wait (a deferred layer's ops on `side` may use those meanwhile) */
     /* Decode-time eviction (decode_evict, backend_cuda_methods.c): the device drops a row per head and logs it;
      * the host applies the log to its bookkeeping once it has waited for the stream since (sync_epoch counts
      * those waits), per layer before that layer's next append, all layers before anything else reads them. */
-    float *row_scores;          /* (n_layers, H, cap) H2O's running scores, one row per query head: the prompt's
-                                   (row_scores_add), then decode_evict's ACCUMULATED */
-    float *add_out, *add_lse;   /* (H, cap), (score_lse_floats): row_scores_add's own score_out and score_lse,
-                                   as it does not wait (a deferred layer's ops on `side` may use those meanwhile) */
     int32_t *drop_dev;          /* (n_layers, Hk) the row each head dropped in the layer's last eviction, or -1 */
     int32_t *host_drops;        /* (n_layers, Hk) pinned copy of drop_dev; owned */
     unsigned char *drop_pending;/* (n_layers) host: an eviction's log not applied yet; owned */
     unsigned *drop_epoch;       /* (n_layers) host: sync_epoch when that eviction was enqueued; owned */
     unsigned sync_epoch;        /* host waits for `stream` so far */
     unsigned char *graph_evicts;/* (n_layers) host: the decode graph evicts on the layer; owned */
-    int graph_hooked;           /* the graph holds a method's decode ops (decode_graph_begin's `hooked`) */
+    int graph_hooked;           /* the graph holds a method's decode ops (a KS_DECODE_HOOKED step) */
     unsigned graph_sequence;    /* cache.sequence when it was captured (a hooked graph serves that one only) */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
 
-    /* Deferred compression (backend.h: method_stash / method_join; backend_cuda_methods.c, which creates and
+    /* The KV store (kvstore.h) the methods see; its ops find the instance around it. */
+    ks_kvstore kvs;
+    /* Deferred compression (kvstore.h: compress_layer / compress_flush; backend_cuda_methods.c, which creates and
      * frees all of this in ks_cuda_methods_init / ks_cuda_methods_free, except `snap`, carved from the arena).
-     * A deferred layer's compression ops run on `side`, which first waits for that layer's stash event; the
-     * host waits only on `side` for their results. score_out, score_lse, score_sum and host_scores serve both
+     * A layer's prompt-end work is deferred by one layer: its query rows are stashed (snapshot and event), the
+     * previous layer's work runs, and this one's waits in `pending` for the next layer's compress_layer or the
+     * flush. A deferred layer's ops run on `side`, which first waits for that layer's stash event; the host
+     * waits only on `side` for their results. score_out, score_lse, score_sum and host_scores serve both
      * streams: every use ends in a host wait, so the two never overlap; compact_idx and compact_scratch are
-     * used on `side` only while layers are deferred (backend.h's rule). */
+     * used on `side` only while layers are deferred (kvstore.h's rule). */
     cudaStream_t side;          /* high priority, so its small kernels slip between the main stream's */
     cudaEvent_t stash_ev[2];    /* per snapshot slot: recorded on `stream` after the snapshot copy */
     cudaEvent_t side_ev;        /* recorded on `side` at the join; `stream` waits on it */
@@ -123,12 +132,17 @@ struct ks_backend {
     cudaEvent_t slot_ev[KS_KVCACHE_SLOTS]; /* budget mode: recorded on the stream that moved a layer's kept rows
                                    out of the prefill slot; the next layer taking the slot waits for it */
     ks_bf16 *snap;              /* (2, snap_rows, H d) device snapshots of stashed Q rows (arena view) */
-    int snap_rows;              /* min(max_chunk, KS_BACKEND_STASH_ROWS) */
+    int snap_rows;              /* min(max_chunk, KS_KVSTORE_DEFER_ROWS) */
     struct {
         int layer, row0, n;     /* absolute layer (-1: empty) and the chunk rows row0 .. row0 + n - 1 */
     } snap_slot[2];             /* by layer parity */
     unsigned char *deferred;    /* (n_layers) 0: not deferred; 1: stashed, `side` not yet ordered after the
                                    stash; 2: `side` ordered after it; host; owned */
+    struct {
+        ks_kvstore_work work;   /* the stashed layer's work not run yet; NULL: none */
+        void *ctx;
+        int layer;
+    } pending;
     double *host_sum;           /* (2) pinned staging of score_sum; owned */
 
     ks_kvcache cache;           /* host bookkeeping (no host storage) */
@@ -145,7 +159,7 @@ struct ks_backend {
     int decode_steps;           /* decode steps begun while no graph existed */
     int capturing;              /* the stream is recording the step */
     int graph_bound;            /* the decode attention's row bound the graph was captured with */
-    int step_bound;             /* that bound for the step decode_graph_begin began (0: outside such a step) */
+    int step_bound;             /* that bound for the step graph_begin began (0: outside such a step) */
 };
 
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
@@ -159,24 +173,14 @@ ks_status ks_cuda_wait_main(ks_backend *b, const char *what);  /* synchronise `s
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what); /* synchronise s, naming the work on failure */
 ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */
 
-/* backend_cuda_methods.c: the compression ops of backend.h. */
-ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *a, float *out, int ld,
-                                ks_window_summary *sum);
-ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
-                                         int ld);
-ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld);
-ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
-ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred);
-ks_status ks_cuda_method_join(ks_backend *b);
-ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a);
-ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld);
-ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a);
-ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld);
+/* backend_cuda_methods.c: the KV store (kvstore.h) of the instance. */
+ks_kvstore *ks_cuda_kvstore(ks_backend *b);
 /* The logged evictions of layer index l (-1: every layer) applied to the bookkeeping, waiting for the stream
  * first only if no wait has followed them. */
 ks_status ks_cuda_apply_drops(ks_backend *b, int l);
-/* The deferred-compression stream, events, pinned staging and marks (sets snap_rows before the arena layout);
- * free accepts a half-built instance and waits for the side stream first. */
+/* The KV store's table, deferred-compression stream, events, pinned staging and marks (sets snap_rows before the
+ * arena layout); free accepts a half-built instance and waits for the side stream first, and frees the per-row
+ * scores. */
 ks_status ks_cuda_methods_init(ks_backend *b);
 void ks_cuda_methods_free(ks_backend *b);
 

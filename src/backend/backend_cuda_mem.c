@@ -131,9 +131,6 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->score_sum = take(c, 2 * sizeof(double));
     b->att_lse = d == 64 || d == 128 ? take(c, rows * g->n_heads * 4) : NULL; /* ks_cuda_attention_prefill's lse */
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
-    b->row_scores = take(c, (size_t)b->n_layers * H * cap * 4);
-    b->add_out = take(c, H * cap * 4);
-    b->add_lse = take(c, b->score_lse_floats * 4);
     b->drop_dev = take(c, heads * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);
     b->snap = take(c, 2 * (size_t)b->snap_rows * qd * 2);

@@ -1,26 +1,43 @@
-/* backend_cuda_methods.c — the "cuda" backend's KV-compression ops (backend/backend.h: window_scores,
- * attention_decode_probs, key_norms, kv_compact, method_stash, method_join) over kernels/cuda/ks_cuda_methods.h.
+/* backend_cuda_methods.c — the "cuda" backend's KV store (backend/kvstore.h: window_scores,
+ * attention_decode_probs, key_norms, kv_compact, decode_evict, the per-row scores, the scheduling of the
+ * prompt-end compression) over kernels/cuda/ks_cuda_methods.h.
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
  * copied once to the pinned host staging buffer and from there into the caller's (Hk, ld) or (H, ld) array
- * (adding for an accumulating call), so the host sees exactly the columns the reference writes. H2O's running
- * scores (row_scores_*, decode_evict) are per query head. Keep lists are packed on the host to the longest list's
+ * (adding for an accumulating call), so the host sees exactly the columns the reference writes. The per-row
+ * scores (row_scores_*, decode_evict) are per query head, in a device block of their own that
+ * row_scores_reserve allocates. Keep lists are packed on the host to the longest list's
  * width and cross in one copy; the rows move on the device and the device lengths follow, so the host
  * bookkeeping (ks_kvcache_compact) and the device agree without a later upload.
  *
- * Deferred layers (method_stash until method_join): their ops run on the side stream, which waits for the
- * layer's stash event before its first op on the layer, and read the layer's queries from the snapshot; the
- * host waits on the side stream alone, so the main stream keeps computing the later layers meanwhile.
- * Nothing here allocates after ks_cuda_methods_init. */
+ * Deferred layers (compress_layer until compress_flush): compress_layer stashes the layer's query rows (a
+ * snapshot copy and an event on the main stream), runs the previous layer's work and keeps this layer's for the
+ * next call, so that the host scores and selects layer l while the GPU computes layer l + 1. A deferred layer's
+ * ops run on the side stream, which waits for the layer's stash event before its first op on the layer, and
+ * read the layer's queries from the snapshot; the host waits on the side stream alone, so the main stream keeps
+ * computing the later layers meanwhile. Two rules hold (compress_layer's order and kvstore.h's caller rules
+ * make them hold): the ops on a deferred layer start before the layer two further on is stashed (its work runs
+ * after the next layer's stash; CakeKV's re-eviction of earlier layers comes after), and while any layer is
+ * deferred, only scoring ops (window_scores, row_scores_add, key_norms) run on layers that are not (compact_idx
+ * and compact_scratch serve one stream at a time). Two snapshot slots, alternating by layer parity,
+ * suffice: when layer l is stashed, layer l - 1's work is still to come (its slot must survive) and layer l - 2's
+ * reads have returned their results to the host. The flush makes the main stream wait for the side stream, so
+ * the forward ops issued afterwards run after every deferred op, and clears the marks.
+ * Nothing here allocates after ks_cuda_methods_init but row_scores_reserve. */
 #ifdef KS_HAVE_CUDA
 
 #include <stdlib.h>
 #include <string.h>
 
+#include <stddef.h>
+
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
 #include "backend/backend_cuda_impl.h"
 #include "backend/cuda_check.h"
+
+/* The instance around its KV store. */
+static ks_backend *backend_of(ks_kvstore *kv) { return (ks_backend *)((char *)kv - offsetof(ks_backend, kvs)); }
 
 static int layer_index(const ks_backend *b, int layer) {
     KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
@@ -47,7 +64,12 @@ static ks_status host_alloc(void **p, size_t bytes, const char *what) {
                    (double)bytes / (1 << 20), what, cudaGetErrorString(e));
 }
 
+static const ks_kvstore_ops cuda_kvstore_ops;
+
+ks_kvstore *ks_cuda_kvstore(ks_backend *b) { return &b->kvs; }
+
 ks_status ks_cuda_methods_init(ks_backend *b) {
+    b->kvs.ops = &cuda_kvstore_ops;
     const size_t Hk = b->cfg->n_kv_heads, H = b->cfg->n_heads, cap = b->cap;
     int least, greatest;
     CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
@@ -60,7 +82,7 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
     for (int i = 0; i < KS_KVCACHE_SLOTS; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
-    b->snap_rows = b->max_chunk < KS_BACKEND_STASH_ROWS ? b->max_chunk : KS_BACKEND_STASH_ROWS;
+    b->snap_rows = b->max_chunk < KS_KVSTORE_DEFER_ROWS ? b->max_chunk : KS_KVSTORE_DEFER_ROWS;
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * H * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
     KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));
@@ -91,6 +113,8 @@ void ks_cuda_methods_free(ks_backend *b) {
     if (b->host_idx) cudaFreeHost(b->host_idx);
     if (b->host_sum) cudaFreeHost(b->host_sum);
     if (b->host_drops) cudaFreeHost(b->host_drops);
+    cudaFree(b->scores_block);
+    b->scores_block = NULL, b->row_scores = b->add_out = b->add_lse = NULL;
     free(b->drop_pending);
     free(b->graph_evicts);
     free(b->drop_epoch);
@@ -202,8 +226,9 @@ static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *
     return ks_cuda_scores(out, b->cap, summary ? b->score_sum : NULL, &a, lse, b->score_lse_floats, s);
 }
 
-ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *w, float *out, int ld,
-                                ks_window_summary *sum) {
+static ks_status cuda_window_scores(ks_kvstore *kv, int layer, const ks_window_args *w, float *out, int ld,
+                                    ks_window_summary *sum) {
+    ks_backend *b = backend_of(kv);
     KS_ASSERT(ld <= b->cap && w->n_keys <= ld);
     int summary = w->stat == KS_SCORE_MEAN_VAR && sum;
     cudaStream_t s;
@@ -218,8 +243,9 @@ ks_status ks_cuda_window_scores(ks_backend *b, int layer, const ks_window_args *
     return KS_OK;
 }
 
-ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_gqa_reduce reduce, float *out,
-                                         int ld) {
+static ks_status cuda_attention_decode_probs(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                             int ld) {
+    ks_backend *b = backend_of(kv);
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
     KS_ASSERT(ld <= b->cap);
     const int32_t *len = ks_kvcache_len(&b->cache, l);
@@ -236,7 +262,8 @@ ks_status ks_cuda_attention_decode_probs(ks_backend *b, int layer, int qpos, ks_
                           "decode attention probabilities");
 }
 
-ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
+static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
+    ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer);
     const int32_t *len = ks_kvcache_len(&b->cache, l);
@@ -249,7 +276,8 @@ ks_status ks_cuda_key_norms_op(ks_backend *b, int layer, float *out, int ld) {
     return scores_to_host(b, s, 1, n, len, out, ld, 0, "key norms");
 }
 
-ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads;
     cudaStream_t s;
@@ -279,11 +307,18 @@ ks_status ks_cuda_kv_compact_op(ks_backend *b, int layer, const int32_t *keep, c
     return KS_OK;
 }
 
-ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_evict_args *a) {
+/* Held layer l's per-row scores on the device, (H, cap): one row per query head. */
+static float *layer_row_scores(const ks_backend *b, int l) {
+    KS_ASSERT(b->row_scores); /* row_scores_reserve first */
+    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cap;
+}
+
+static ks_status cuda_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
+    ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
     const int l = layer_index(b, layer), Hk = c->n_kv_heads, stride = ks_kvcache_stride(&b->cache, l);
     const int acc = a->rule == KS_EVICT_ACCUMULATED;
-    KS_ASSERT(!b->deferred[l] && b->cache.slot[l] < 0);
+    KS_ASSERT(!b->deferred[l] && b->cache.slot[l] < 0 && (!acc || b->row_scores));
     /* within a graph step the graph's row bound (lengths change between replays), else this step's */
     const int bound = b->step_bound ? b->step_bound : max_len(b->cache.len, b->n_layers * Hk);
     if (a->rule != KS_EVICT_SINK) { /* the step query's probabilities, as attention_decode_probs */
@@ -297,7 +332,7 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     }
     int32_t *drop = b->drop_dev + (size_t)l * Hk;
     KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
-                                b->score_out, b->cap, b->row_scores + (size_t)l * c->n_heads * b->cap, b->cap, a, Hk,
+                                b->score_out, b->cap, acc ? layer_row_scores(b, l) : NULL, b->cap, a, Hk,
                                 group_size(b), c->head_dim, stride, bound < stride ? bound : stride,
                                 b->compact_scratch, b->score_sums, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
@@ -308,12 +343,28 @@ ks_status ks_cuda_decode_evict_op(ks_backend *b, int layer, int qpos, const ks_e
     return KS_OK;
 }
 
-/* Held layer l's running scores on the device, (H, cap): one row per query head. */
-static float *layer_row_scores(const ks_backend *b, int l) {
-    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cap;
+/* One device block: the per-row scores of every layer, row_scores_add's score output and its lse scratch. */
+static ks_status cuda_row_scores_reserve(ks_kvstore *kv) {
+    ks_backend *b = backend_of(kv);
+    if (b->scores_block) return KS_OK;
+    const size_t H = b->cfg->n_heads, cap = b->cap, rows = (size_t)b->n_layers * H * cap;
+    const size_t floats = rows + H * cap + b->score_lse_floats;
+    cudaError_t e = cudaMalloc(&b->scores_block, sizeof(float) * floats);
+    if (e != cudaSuccess) {
+        b->scores_block = NULL;
+        cudaGetLastError(); /* not sticky; leave no error behind */
+        return ks_fail(KS_ERR_NOMEM, "--device cuda: cannot allocate %.1f MiB of device memory for the KV cache's "
+                                     "per-row scores (%s); lower --max_ctx or use a method without them",
+                       (double)floats * sizeof(float) / (1 << 20), cudaGetErrorString(e));
+    }
+    b->row_scores = b->scores_block;
+    b->add_out = b->row_scores + rows;
+    b->add_lse = b->add_out + H * cap;
+    return KS_OK;
 }
 
-ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args *a) {
+static ks_status cuda_row_scores_add(ks_kvstore *kv, int layer, const ks_window_args *a) {
+    ks_backend *b = backend_of(kv);
     ks_window_args w = ks_window_scores_only(a); /* per query head */
     cudaStream_t s;
     KS_TRY(enqueue_scores(b, layer, &w, 0, b->add_out, b->add_lse, &s)); /* no wait: buffers of its own */
@@ -321,16 +372,18 @@ ks_status ks_cuda_row_scores_add(ks_backend *b, int layer, const ks_window_args 
                                    b->cfg->n_heads, a->q_pos0, a->n_keys, s);
 }
 
-ks_status ks_cuda_row_scores_read(ks_backend *b, int layer, float *out, int ld) {
+static ks_status cuda_row_scores_read(ks_kvstore *kv, int layer, float *out, int ld) {
+    ks_backend *b = backend_of(kv);
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
     const int32_t *len = ks_kvcache_len(&b->cache, l);
     cudaStream_t s;
     KS_TRY(op_stream(b, l, &s));
     return rows_to_host(b, s, layer_row_scores(b, l), group_size(b), max_len(len, Hk), len, out, ld, 0,
-                        "H2O's prompt scores");
+                        "per-row scores");
 }
 
-ks_status ks_cuda_row_scores_load(ks_backend *b, int layer, const float *scores, int ld) {
+static ks_status cuda_row_scores_load(ks_kvstore *kv, int layer, const float *scores, int ld) {
+    ks_backend *b = backend_of(kv);
     const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, l), Hk);
     KS_ASSERT(n <= b->cap && ld >= n);
     if (!n) return KS_OK;
@@ -359,7 +412,11 @@ ks_status ks_cuda_apply_drops(ks_backend *b, int l) {
     return KS_OK;
 }
 
-ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
+/* ---- deferred compression ------------------------------------------------------------------------------- */
+
+/* Snapshots the Q rows q_row0 .. q_row0 + n_q - 1 of `layer` (and records the slot's event) and marks the layer
+ * deferred; *deferred = 0 and nothing changes when n_q exceeds the snapshot rows. */
+static ks_status stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
     const int l = layer_index(b, layer), slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
     KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk && !b->capturing);
     *deferred = n_q <= b->snap_rows;
@@ -374,12 +431,70 @@ ks_status ks_cuda_method_stash(ks_backend *b, int layer, int q_row0, int n_q, in
     return KS_OK;
 }
 
-ks_status ks_cuda_method_join(ks_backend *b) {
+/* When layers are deferred: the main stream waits for the side stream, the marks are cleared and the ops read
+ * the live Q buffer again. */
+static ks_status join(ks_backend *b) {
+    if (!any_deferred(b)) return KS_OK;
     CUDA_CHECK(cudaEventRecord(b->side_ev, b->side));
     CUDA_CHECK(cudaStreamWaitEvent(b->stream, b->side_ev, 0));
     memset(b->deferred, 0, (size_t)b->n_layers);
     b->snap_slot[0].layer = b->snap_slot[1].layer = -1;
     return KS_OK;
 }
+
+/* The stashed layer's work, if one waits. */
+static ks_status run_pending(ks_backend *b) {
+    ks_kvstore_work work = b->pending.work;
+    if (!work) return KS_OK;
+    b->pending.work = NULL;
+    return work(b->pending.ctx, b->pending.layer);
+}
+
+static ks_status cuda_compress_layer(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work,
+                                    void *ctx) {
+    ks_backend *b = backend_of(kv);
+    int deferred;
+    KS_TRY(stash(b, layer, q_row0, n_q, &deferred));
+    KS_TRY(run_pending(b)); /* the previous layer's work first: layers complete in order */
+    if (!deferred) {
+        KS_TRY(join(b)); /* no compaction of a layer that is not deferred while others are */
+        return work(ctx, layer);
+    }
+    b->pending.work = work, b->pending.ctx = ctx, b->pending.layer = layer;
+    return KS_OK;
+}
+
+static ks_status cuda_compress_flush(ks_kvstore *kv) {
+    ks_backend *b = backend_of(kv);
+    KS_TRY(run_pending(b));
+    return join(b);
+}
+
+/* join only orders streams and clears marks; a device failure shows again at the next op */
+static void cuda_compress_cancel(ks_kvstore *kv) {
+    ks_backend *b = backend_of(kv);
+    b->pending.work = NULL;
+    (void)join(b);
+}
+
+/* The backend's accessor: the logged evictions applied first. */
+static ks_kvcache *cuda_cache(ks_kvstore *kv) { return ks_backend_cuda.kvcache(backend_of(kv)); }
+
+static const ks_kvstore_ops cuda_kvstore_ops = {
+    .name = "cuda bf16",
+    .cache = cuda_cache,
+    .window_scores = cuda_window_scores,
+    .attention_decode_probs = cuda_attention_decode_probs,
+    .key_norms = cuda_key_norms,
+    .kv_compact = cuda_kv_compact,
+    .decode_evict = cuda_decode_evict,
+    .row_scores_reserve = cuda_row_scores_reserve,
+    .row_scores_load = cuda_row_scores_load,
+    .row_scores_add = cuda_row_scores_add,
+    .row_scores_read = cuda_row_scores_read,
+    .compress_layer = cuda_compress_layer,
+    .compress_flush = cuda_compress_flush,
+    .compress_cancel = cuda_compress_cancel,
+};
 
 #endif /* KS_HAVE_CUDA */

@@ -22,8 +22,8 @@
  * fit (layer-major prefill: engine/forward.c): a layer outgrowing its own rows takes a free slot
  * (ks_kvcache_take_slot; the backend copies the rows it had), and its compaction gathers the kept rows back into
  * its own storage (ks_kvcache_leave_slot). Three slots: the layer being prefilled, the one whose compression is
- * deferred behind it (method.h), and the next layer, which may start before the GPU has finished moving that
- * one out. KV bytes then scale with the method's budget, not the prompt:
+ * deferred behind it (kvstore.h compress_layer), and the next layer, which may start before the GPU has
+ * finished moving that one out. KV bytes then scale with the method's budget, not the prompt:
  *     block = Hk * (n_layers * own_cap + n_slots * cap) * d elements for K, the same for V.
  */
 #ifndef KS_KVCACHE_H
@@ -112,7 +112,7 @@ void ks_kvcache_commit(ks_kvcache *c, int layer, int n, int pos0);
 void ks_kvcache_append(ks_kvcache *c, int layer, const float *k_new, const float *v_new, int n, int pos0);
 
 /* Removes row `row` of (layer, head): the later rows (positions, and K/V with host storage) move down by one
- * and the length drops by one. The bookkeeping of a decode-time eviction (backend.h decode_evict). */
+ * and the length drops by one. The bookkeeping of a decode-time eviction (kvstore.h decode_evict). */
 void ks_kvcache_drop_row(ks_kvcache *c, int layer, int head, int row);
 
 /* Host storage: one decode step's eviction on every head of `layer` (ks_ref_evict_row), G query heads per KV
@@ -127,7 +127,7 @@ void ks_kvcache_evict(ks_kvcache *c, int layer, const ks_evict_args *a, int G, c
 void ks_row_scores_fold(float *scores, int ld, const float *add, int ld_add, int rows, int first_new, int n_keys);
 
 /* dst (Hk G, ld_dst) = src (Hk G, ld_src), G rows per KV head (one per query head, or G = 1), for the len[h]
- * rows each KV head holds: running scores in and out of a backend (row_scores_load, row_scores_read). */
+ * rows each KV head holds: per-row scores in and out of a KV store (row_scores_load, row_scores_read). */
 void ks_row_scores_copy(float *dst, int ld_dst, const float *src, int ld_src, const int32_t *len, int Hk, int G);
 
 /* First row of (layer, head) whose position is > qpos - window (window 0 = no window: row 0): the rows a

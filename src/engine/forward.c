@@ -162,20 +162,16 @@ static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
     return KS_OK;
 }
 
-/* One decode token through the layers, replayed from the backend's captured graph when it has one
- * (backend.h: decode_graph_begin/end). */
+/* The layers of one decode token (decode_step's issue callback on the forward pass). */
+static ks_status issue_decode_layers(void *ctx) { return run_layers(ctx, 1, 1, 0); }
+
+/* One decode token through the layers, as the backend runs a step (backend.h: decode_step). */
 static ks_status run_decode_layers(ks_forward *f) {
-    const ks_backend_ops *o = f->ops;
     int hooked = f->method && f->method->ops->on_decode_step;
-    int replayed = 0, graph = o->decode_graph_begin && !(hooked && ks_method_decode_on_host(f->method));
-    if (graph) KS_TRY(o->decode_graph_begin(f->be, f->n_past, hooked, &replayed)); /* not around host work */
-    if (replayed) return KS_OK;
-    ks_status st = run_layers(f, 1, 1, 0);
-    if (graph && o->decode_graph_end) {
-        ks_status end = o->decode_graph_end(f->be, st == KS_OK);
-        if (st == KS_OK) st = end;
-    }
-    return st;
+    ks_decode_kind kind = !hooked                                 ? KS_DECODE_PLAIN
+                          : ks_method_decode_on_host(f->method) ? KS_DECODE_HOST
+                                                                 : KS_DECODE_HOOKED;
+    return f->ops->decode_step(f->be, f->n_past, kind, issue_decode_layers, f);
 }
 
 /* Budget mode: every layer has room for one more row in its own storage (a decode step appends one). */

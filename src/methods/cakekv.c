@@ -11,7 +11,7 @@
  * window. cascading (the paper's default) re-allocates after every layer over the layers seen so far and
  * re-evicts them from their stored (already gathered) indicators, so that in the reference no layer holds its
  * full cache until the last one; without it all layers are evicted once after the last. With cascading, kvscope
- * evicts layer l to its step-l budget right after it (on the deferred side task, overlapping layer l + 1), an
+ * evicts layer l to its step-l budget in its prompt-end work (on a GPU overlapping layer l + 1), an
  * earlier layer again once a step has halved its budget since its last eviction (so each row is re-selected
  * O(1) times on average, off the prompt's critical path), and every layer whose budget shrank since then once
  * more after the last layer, from the rows it holds: a top-k under one total order (score, then position) of
@@ -155,10 +155,10 @@ static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos)
     if (!sheds_several(m, l, 1)) {
         ks_evict_args a = {.rule = KS_EVICT_POOLED, .keep = hh + W, .tail = W, .kernel = o->kernel_size,
                            .reduce = o->gqa_reduce};
-        return m->be_ops->decode_evict(m->be, layer, qpos, &a);
+        return m->kv->ops->decode_evict(m->kv, layer, qpos, &a);
     }
     const int32_t *len = ks_kvcache_len(m->cache, l);
-    KS_TRY(m->be_ops->attention_decode_probs(m->be, layer, qpos, o->gqa_reduce, m->scores, m->cap));
+    KS_TRY(m->kv->ops->attention_decode_probs(m->kv, layer, qpos, o->gqa_reduce, m->scores, m->cap));
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, len[h] - W > 0 ? len[h] - W : 0,
                        o->kernel_size, KS_POOL_AVG);

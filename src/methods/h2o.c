@@ -84,12 +84,12 @@ static void h2o_plan(ks_method *m) {
 static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->H * m->cap; }
 
 /* original, all queries: the chunk's queries add their attention to each query head's scores of the keys they
- * see (its own keys start at what it gives them), summed on the backend: no wait per chunk. */
+ * see (its own keys start at what it gives them), summed in the cache's per-row scores: no wait per chunk. */
 static ks_status h2o_prefill_chunk(ks_method *m, const ks_method_chunk *c) {
     if (loom(m) || KS_METHOD_OPTS(m, h2o_opts)->score_window) return KS_OK;
     ks_window_args a = {.q_row0 = 0, .n_q = c->n, .q_pos0 = c->pos0, .n_keys = c->pos0 + c->n, .stat = KS_SCORE_SUM,
                         .reduce = KS_GQA_NONE};
-    return m->be_ops->row_scores_add(m->be, c->layer, &a);
+    return m->kv->ops->row_scores_add(m->kv, c->layer, &a);
 }
 
 /* m->scores (Hk, cap) = held layer l's per-query-head scores reduced over each group, for the rows each KV head
@@ -104,9 +104,9 @@ static void group_scores(ks_method *m, int l, ks_gqa_reduce reduce) {
             m->scores[(size_t)h * m->cap + j] = ks_gqa_reduce_col(s + (size_t)h * G * m->cap + j, m->cap, G, reduce);
 }
 
-/* original: the layer's scores become the backend's running scores, which decode_evict accumulates into. */
+/* original: the layer's scores become the cache's per-row scores, which decode_evict accumulates into. */
 static ks_status load_scores(ks_method *m, const ks_method_chunk *c) {
-    return m->be_ops->row_scores_load(m->be, c->layer, layer_scores(m, c->l), m->cap);
+    return m->kv->ops->row_scores_load(m->kv, c->layer, layer_scores(m, c->l), m->cap);
 }
 
 static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
@@ -126,7 +126,7 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
     int heavy, recent;
     budgets(m, &heavy, &recent);
     if (!o->score_window) { /* the sums of every prompt chunk */
-        KS_TRY(m->be_ops->row_scores_read(m->be, c->layer, layer_scores(m, c->l), m->cap));
+        KS_TRY(m->kv->ops->row_scores_read(m->kv, c->layer, layer_scores(m, c->l), m->cap));
     } else { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
         ks_window_args a = {.n_q = o->score_window < L ? o->score_window : L, .stat = KS_SCORE_SUM,
                             .reduce = KS_GQA_NONE};
@@ -141,7 +141,7 @@ static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c)
     return load_scores(m, c);
 }
 
-/* original: the step's probabilities join the backend's running scores (per query head) and, past heavy + recent
+/* original: the step's probabilities join the cache's per-row scores (per query head) and, past heavy + recent
  * rows, the row before the recent ones whose scores reduce lowest over the group goes (the top heavy of them are
  * kept), on the backend. */
 static ks_status h2o_on_decode_step(ks_method *m, int layer, int l, int qpos) {
@@ -151,7 +151,7 @@ static ks_status h2o_on_decode_step(ks_method *m, int layer, int l, int qpos) {
     budgets(m, &heavy, &recent);
     ks_evict_args a = {.rule = KS_EVICT_ACCUMULATED, .keep = heavy + recent, .tail = recent,
                        .reduce = KS_METHOD_OPTS(m, h2o_opts)->gqa_reduce};
-    return m->be_ops->decode_evict(m->be, layer, qpos, &a);
+    return m->kv->ops->decode_evict(m->kv, layer, qpos, &a);
 }
 
 const ks_method_ops ks_method_h2o = {
@@ -161,6 +161,7 @@ const ks_method_ops ks_method_h2o = {
     .knobs = knobs,
     .opts_size = sizeof(h2o_opts),
     .row_scores = KS_ROW_SCORES_QUERY_HEAD,
+    .cache_scores = 1,
     .check = h2o_check,
     .window = h2o_window,
     .plan = h2o_plan,

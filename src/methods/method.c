@@ -69,9 +69,8 @@ static void unbind(ks_method *m) {
     m->scores = m->pooled = m->row_mass = m->row_scores = m->row_norm = NULL;
     m->keep = m->n_keep = NULL;
     m->layer = NULL;
-    m->be = NULL;
+    m->kv = NULL;
     m->cache = NULL;
-    m->has_pending = m->stashed = 0; /* marks an earlier backend may hold are not this one's */
 }
 
 void ks_method_free(ks_method *m) {
@@ -85,19 +84,20 @@ void ks_method_free(ks_method *m) {
 ks_status ks_method_options_yaml(const ks_method *m, char **out) { return ks_knobs_to_yaml(m->ops, m->opts, out); }
 
 ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model) {
+    ks_kvstore *kv = ops->kvstore(be);
+    if (!kv && (m->ops->after_prefill_layer || m->ops->prefill_chunk || m->ops->on_decode_step))
+        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV store for the methods",
+                       m->ops->name, ops->name);
+    return ks_method_bind_store(m, kv, ops->kvcache(be), model);
+}
+
+ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks_model *model) {
     unbind(m);
-    ks_kvcache *c = ops->kvcache(be);
     if (model->cfg.n_layers > KS_METHOD_MAX_LAYERS)
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; the KV methods handle at most %d", model->source,
                        model->cfg.n_layers, KS_METHOD_MAX_LAYERS);
     int compresses = m->ops->after_prefill_layer != NULL;
-    if ((compresses && (!ops->window_scores || !ops->attention_decode_probs || !ops->key_norms || !ops->kv_compact)) ||
-        (m->ops->on_decode_step && (!ops->decode_evict || !ops->row_scores_load)) ||
-        (m->ops->prefill_chunk && (!ops->row_scores_add || !ops->row_scores_read)))
-        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV-compression ops yet",
-                       m->ops->name, ops->name);
-    m->be_ops = ops;
-    m->be = be;
+    m->kv = kv;
     m->cache = c;
     m->first_layer = model->first_layer;
     m->n_layers = c->n_layers;
@@ -117,29 +117,25 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
     if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
     if (m->ops->row_scores)
         m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
-    if (ops->key_norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
+    if (kv) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores) || (ops->key_norms && !m->row_norm)) {
+        (m->ops->row_scores && !m->row_scores) || (kv && !m->row_norm)) {
         unbind(m);
         return KS_ERR_NOMEM;
     }
+    ks_status st = m->ops->cache_scores ? kv->ops->row_scores_reserve(kv) : KS_OK;
+    if (st != KS_OK) {
+        unbind(m);
+        return st;
+    }
+    /* work another method handed the store and abandoned would run with its context */
     ks_method_reset(m);
-    /* deferred marks another method left on this backend (a prompt it abandoned) would redirect our queries */
-    if (ops->method_join) KS_TRY(ops->method_join(be));
     return KS_OK;
-}
-
-/* Ends the deferral on the backend, if layers are deferred. */
-static ks_status join(ks_method *m) {
-    if (!m->stashed) return KS_OK;
-    m->stashed = 0;
-    return m->be_ops->method_join(m->be);
 }
 
 void ks_method_reset(ks_method *m) {
     m->n_prompt = 0;
-    m->has_pending = 0; /* a prompt abandoned after an error: its deferred work is dropped */
-    (void)join(m); /* join only orders streams and clears marks; a device failure shows again at the next op */
+    if (m->kv) m->kv->ops->compress_cancel(m->kv); /* a prompt abandoned after an error: its work is dropped */
     if (m->layer) memset(m->layer, 0, sizeof *m->layer * m->n_layers);
 }
 
@@ -150,7 +146,6 @@ int ks_method_window(const ks_method *m) {
 
 void ks_method_begin_prompt(ks_method *m, int n_prompt) {
     m->n_prompt = n_prompt;
-    m->n_deferred = 0;
     for (int l = 0; l < m->n_layers; l++) m->layer[l] = (ks_method_layer){.budget = n_prompt};
     if (m->ops->plan) m->ops->plan(m);
 }
@@ -165,50 +160,34 @@ static ks_status settle(ks_method *m, int l) {
         for (int j = 0; j < len[h]; j++) keep[j] = j;
         m->n_keep[h] = len[h];
     }
-    return m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap);
+    return m->kv->ops->kv_compact(m->kv, m->first_layer + l, m->keep, m->n_keep, m->cap);
 }
 
-/* A layer's prompt-end work: its key norms (before any row of it moves), then the method's compression. */
-static ks_status prompt_end_work(ks_method *m, const ks_method_chunk *c) {
-    if (m->row_norm)
-        KS_TRY(m->be_ops->key_norms(m->be, c->layer, m->row_norm + (size_t)c->l * m->Hk * m->cap, m->cap));
-    if (m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, c));
-    return settle(m, c->l);
-}
-
-/* The stashed layer's work, if one waits. */
-static ks_status run_pending(ks_method *m) {
-    if (!m->has_pending) return KS_OK;
-    m->has_pending = 0;
-    return prompt_end_work(m, &m->pending);
+/* A layer's prompt-end work (a ks_kvstore_work on the method): its key norms (before any row of it moves), then
+ * the method's compression, over the prompt's last chunk. */
+static ks_status prompt_end_work(void *ctx, int layer) {
+    ks_method *m = ctx;
+    ks_method_chunk c = m->last_chunk;
+    c.layer = layer, c.l = layer - m->first_layer;
+    KS_TRY(m->kv->ops->key_norms(m->kv, c.layer, m->row_norm + (size_t)c.l * m->Hk * m->cap, m->cap));
+    if (m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, &c));
+    return settle(m, c.l);
 }
 
 ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last) {
     ks_method_chunk c = {.layer = layer, .l = layer - m->first_layer, .pos0 = pos0, .n = n};
     KS_ASSERT(c.l >= 0 && c.l < m->n_layers);
-    /* per-chunk scoring reads this chunk's live queries: always at once, before the stash */
+    /* per-chunk scoring reads this chunk's queries: before the layer's work is handed over */
     if (m->ops->prefill_chunk) KS_TRY(m->ops->prefill_chunk(m, &c));
-    if (!last) return KS_OK;
-    int deferred = 0;
-    if (!m->synchronous && m->be_ops->method_stash) {
-        int w = ks_method_window(m) < n ? ks_method_window(m) : n; /* the rows window_scores may read */
-        KS_TRY(m->be_ops->method_stash(m->be, layer, n - w, w, &deferred));
-        m->stashed |= deferred;
-    }
-    KS_TRY(run_pending(m)); /* the previous layer's work first: layers complete in order */
-    if (!deferred) {
-        KS_TRY(join(m)); /* backend.h: no compaction of a layer that is not deferred while others are */
-        return prompt_end_work(m, &c);
-    }
-    m->pending = c;
-    m->has_pending = 1;
-    m->n_deferred++;
-    return KS_OK;
+    if (!last || !m->kv) return KS_OK;
+    m->last_chunk = c;
+    int w = ks_method_window(m) < n ? ks_method_window(m) : n; /* the rows window_scores may read */
+    return m->kv->ops->compress_layer(m->kv, layer, n - w, w, prompt_end_work, m);
 }
 
 int ks_method_decode_on_host(const ks_method *m) {
     if (!m->ops->decode_on_host) return 0;
-    m->be_ops->kvcache(m->be); /* the lengths current: a backend may apply the last step's evictions late */
+    m->kv->ops->cache(m->kv); /* the lengths current: a store may apply the last step's evictions late */
     return m->ops->decode_on_host(m);
 }
 
@@ -218,8 +197,7 @@ ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
 }
 
 ks_status ks_method_end_prompt(ks_method *m) {
-    KS_TRY(run_pending(m));
-    KS_TRY(join(m));
+    if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
     for (int l = 0; l < m->n_layers; l++) {
         ks_method_layer *ly = &m->layer[l];
         const int32_t *len = ks_kvcache_len(m->cache, l);
@@ -277,7 +255,7 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
 }
 
 int ks_method_dropped(const ks_method *m) {
-    if (m->be) m->be_ops->kvcache(m->be); /* the positions current (a backend may apply evictions late) */
+    if (m->kv) m->kv->ops->cache(m->kv); /* the positions current (a store may apply evictions late) */
     for (int l = 0; m->layer && l < m->n_layers; l++) { /* decode_evict leaves no mark but the positions */
         const int32_t *len = ks_kvcache_len(m->cache, l);
         if (m->layer[l].compressed || !ks_kvcache_is_dense(m->cache, l, len[0]))
@@ -310,7 +288,7 @@ ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_win
     a.q_row0 = c->n - a.n_q;
     a.q_pos0 = c->pos0;
     a.n_keys = c->pos0 + c->n;
-    return m->be_ops->window_scores(m->be, c->layer, &a, out, m->cap, sum);
+    return m->kv->ops->window_scores(m->kv, c->layer, &a, out, m->cap, sum);
 }
 
 ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums) {
@@ -376,7 +354,7 @@ ks_status ks_method_compact(ks_method *m, int l, int decode) {
     if (m->row_scores)
         compact_rows(m, m->row_scores + (size_t)l * m->score_rows * m->cap, m->score_rows / m->Hk);
     if (m->row_norm && !decode) compact_rows(m, m->row_norm + off, 1); /* decode eviction: the statistics are taken */
-    KS_TRY(m->be_ops->kv_compact(m->be, m->first_layer + l, m->keep, m->n_keep, m->cap));
+    KS_TRY(m->kv->ops->kv_compact(m->kv, m->first_layer + l, m->keep, m->n_keep, m->cap));
     if (!decode && dropped) m->layer[l].compressed = 1; /* decode evictions show in the positions */
     return KS_OK;
 }

@@ -13,11 +13,11 @@
  *     int rows = ks_method_layer_stats(m, st);                // one row per layer held
  *     ks_forward_free(&fwd);  ks_method_free(m);
  *
- * Methods reach the cache only through backend ops (window_scores, attention_decode_probs, key_norms,
- * kv_compact, decode_evict, row_scores_*): scores and keep lists cross as host arrays and rows stay where the
- * backend keeps them (decode-time eviction and H2O's running scores never cross), so every method runs
- * unchanged on any backend. Selection is per KV head (one stored copy per KV head): query-head
- * scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
+ * Methods reach the cache only through the backend's KV store (backend/kvstore.h: window_scores,
+ * attention_decode_probs, key_norms, kv_compact, decode_evict, row_scores_*): scores and keep lists cross as host
+ * arrays and rows stay where the store keeps them (decode-time eviction and the cache's per-row scores never
+ * cross), so every method runs unchanged on any backend. Selection is per KV head (one stored copy per KV
+ * head): query-head scores are reduced over each group (knob gqa_reduce: mean, max or sum) before top-k.
  *
  * Options. The knob tables in the method files carry the defaults (compiled in, authoritative).
  * configs/methods/<file>.yaml lists every knob with its default and what it means (a test checks that file and
@@ -32,8 +32,9 @@
  * row_norm) filled at each layer's prompt end and compacted with the rows, so ks_method_end_prompt reads
  * nothing from the backend.
  *
- * Prompt-end work is deferred by one layer where the backend supports it (backend.h: method_stash), so that a
- * GPU runs the next layer while the host scores and selects this one; m->synchronous = 1 turns that off.
+ * Prompt-end work: at a layer's prompt end the method hands the store that layer's work (kvstore.h:
+ * compress_layer), which runs it at once or, on a GPU, one layer later so that the GPU runs the next layer while
+ * the host scores and selects this one; the same numbers either way. ks_method_end_prompt flushes what is left.
  */
 #ifndef KS_METHOD_H
 #define KS_METHOD_H
@@ -112,6 +113,8 @@ typedef struct ks_method_ops {
     ks_row_scores row_scores; /* scores kept per cache row and moved with the rows (m->row_scores) */
     int rows_unplanned;   /* 1: the rows a layer keeps after the prompt are known only once every layer is seen
                              (CakeKV's allocation), so `plan`'s budgets do not bound them: no budget-sized cache */
+    int cache_scores;     /* 1: keeps running scores in the cache's per-row score buffer (kvstore.h row_scores_*,
+                             decode_evict's ACCUMULATED rule), reserved when the method binds */
     /* Cross-knob checks once all knobs are set (KS_ERR_ARG naming the knobs); NULL: none. */
     ks_status (*check)(const ks_method *m);
     /* Prompt queries the method scores after prefill: the prompt's last chunk must hold them. NULL: none. */
@@ -157,9 +160,8 @@ struct ks_method {
     void *opts;            /* (ops->opts_size) the parsed options; owned */
     char *source;          /* where the options came from ("defaults", the YAML path); owned */
     /* Bound by ks_method_bind (borrowed): */
-    const ks_backend_ops *be_ops;
-    ks_backend *be;
-    ks_kvcache *cache;     /* the backend's bookkeeping: per-head lengths and positions */
+    ks_kvstore *kv;        /* the backend's KV store; NULL for a method that never calls it on a backend without */
+    ks_kvcache *cache;     /* the cache's bookkeeping: per-head lengths and positions */
     int first_layer;       /* absolute number of held layer 0 */
     int n_layers;          /* layers held */
     int n_layers_model;    /* N: all layers of the model (PyramidKV's schedule) */
@@ -176,19 +178,11 @@ struct ks_method {
                               head h moves with the rows of KV head h / (H / Hk)) */
     float *row_norm;       /* (n_layers, Hk, cap) L2 norm of each cache row's key, taken by the layer's prompt-end
                               work before any of its rows moves, and moved with them by prefill compaction: the
-                              statistics' key norms, L2Compress's scores. NULL: the backend has no key_norms */
+                              statistics' key norms, L2Compress's scores. NULL: no KV store */
     ks_method_layer *layer; /* (n_layers) */
     int n_prompt;          /* length of the current prompt; 0 before its last chunk */
-    /* Deferred prompt-end work (backend.h: method_stash / method_join): at its prompt-end hook a layer is
-     * stashed, and its work (key norms, then after_prefill_layer) runs at the next layer's hook, after that
-     * layer's stash, so that a GPU computes meanwhile; the last layer's runs in ks_method_end_prompt, then the
-     * join. Layers complete in order either way (CakeKV's cascade re-evicts earlier layers). */
-    int synchronous;       /* set by the caller: 1 = each layer's work at its own hook, no stash; 0 (default) =
-                              deferred where the backend can. Results are identical (check_methods compares). */
-    int n_deferred;        /* layers of the current prompt whose work ran deferred */
-    int has_pending;       /* `pending` was stashed and its work has not run yet */
-    ks_method_chunk pending;
-    int stashed;           /* the backend holds deferred layers: method_join is due */
+    ks_method_chunk last_chunk; /* the prompt's last chunk (its layer fields unused): what a layer's prompt-end
+                              work scores, whenever the store runs it */
 };
 
 /* The table called `name` (case-insensitive; "none" and "FullKV" are FullKV). KS_ERR_ARG listing the names. */
@@ -205,16 +199,20 @@ ks_status ks_method_options_yaml(const ks_method *m, char **out);
 
 /* ---- called by the forward pass (engine/forward.c) ---------------------------------------------------- */
 
-/* Attaches m to a backend instance holding `model`'s layer range with max_ctx rows per head; allocates the
- * state once. A method may be bound again (to another backend) after the previous one is gone. */
+/* Attaches m to a backend instance holding `model`'s layer range with max_ctx rows per head (its KV store and
+ * cache); allocates the state once. A method may be bound again (to another backend) after the previous one is
+ * gone. KS_ERR_UNSUPPORTED when the method needs a KV store and the backend has none. */
 ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model);
-void ks_method_reset(ks_method *m);              /* a new sequence (drops an abandoned prompt's deferred work) */
+/* The same on a KV store and its cache directly (kv may be NULL for a method that never calls it): for tests
+ * that fill a store's cache themselves. */
+ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *cache, const ks_model *model);
+void ks_method_reset(ks_method *m);              /* a new sequence (drops an abandoned prompt's pending work) */
 int ks_method_window(const ks_method *m);        /* queries the prompt's last chunk must hold */
 void ks_method_begin_prompt(ks_method *m, int n_prompt); /* before the prompt's last chunk: plan */
 /* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk; its
- * compression may be deferred to the next layer's call or ks_method_end_prompt). */
+ * compression is handed to the store, which may run it during a later call or ks_method_end_prompt). */
 ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last);
-/* After the prompt's last chunk: the deferred work left, the join, the statistics. */
+/* After the prompt's last chunk: the store's pending work (compress_flush), the statistics. */
 ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
 /* 1 when the next decode step's hooks do host work (method_ops.decode_on_host). */

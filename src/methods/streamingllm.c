@@ -93,7 +93,7 @@ static ks_status streamingllm_on_decode_step(ks_method *m, int layer, int l, int
     int start, recent;
     sizes(m, &start, &recent);
     ks_evict_args a = {.rule = KS_EVICT_SINK, .keep = start + recent, .head = start, .tail = recent};
-    return m->be_ops->decode_evict(m->be, layer, qpos, &a);
+    return m->kv->ops->decode_evict(m->kv, layer, qpos, &a);
 }
 
 const ks_method_ops ks_method_streamingllm = {

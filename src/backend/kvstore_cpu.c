@@ -1,0 +1,175 @@
+/* kvstore_cpu.c — the KV store over fp32 host rows (kvstore_cpu.h), computing with kernels/cpu/fast.h and the
+ * references of kernels/cpu/ref.h. */
+#include "backend/kvstore_cpu.h"
+
+#include <stdlib.h>
+
+#include "cpu/fast.h"
+
+static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
+
+void ks_kvstore_cpu_free(ks_kvstore_cpu *s) {
+    free(s->start);
+    free(s->score_work);
+    free(s->evict_p);
+    free(s->row_scores);
+    s->start = NULL;
+    s->score_work = s->evict_p = s->row_scores = NULL;
+}
+
+ks_status ks_kvstore_cpu_init(ks_kvstore_cpu *s, const ks_kvstore_cpu_params *p) {
+    const ks_kvcache *c = p->cache;
+    KS_ASSERT(c->k && p->q && p->n_heads % c->n_kv_heads == 0 && p->max_chunk > 0);
+    *s = (ks_kvstore_cpu){.base = {&ks_kvstore_cpu_ops}, .p = *p, .lse_layer = -1};
+    s->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "KV store window starts");
+    s->score_work = ks_malloc(sizeof(float) * 2 * p->n_heads * (size_t)c->cap, "KV store score rows");
+    s->evict_p = ks_malloc(sizeof(float) * p->n_heads * (size_t)c->cap, "KV store eviction scores");
+    if (!s->start || !s->score_work || !s->evict_p) {
+        ks_kvstore_cpu_free(s);
+        return KS_ERR_NOMEM;
+    }
+    return KS_OK;
+}
+
+/* The cache index of absolute `layer` (asserted in range). */
+static int held_layer(const ks_kvstore_cpu *s, int layer) {
+    int l = layer - s->p.first_layer;
+    KS_ASSERT(l >= 0 && l < s->p.cache->n_layers);
+    return l;
+}
+
+static int group_size(const ks_kvstore_cpu *s) { return s->p.n_heads / s->p.cache->n_kv_heads; }
+
+static ks_kvcache *cpu_cache(ks_kvstore *kv) { return cpu_of(kv)->p.cache; }
+
+static ks_status cpu_window_scores(ks_kvstore *kv, int layer, const ks_window_args *a, float *out, int ld,
+                                   ks_window_summary *sum) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    KS_ASSERT(ld <= c->cap && a->n_keys <= ld && a->q_row0 + a->n_q <= s->p.max_chunk &&
+              ks_kvcache_is_dense(c, l, a->n_keys));
+    int same = s->p.lse && s->lse_layer == layer && ks_window_lse_serves(s->lse_pos0, s->lse_n, a);
+    ks_fast_window_scores(out, ld, sum, s->p.q, ks_kvcache_k(c, l), s->p.n_heads, c->n_kv_heads, c->head_dim,
+                          ks_kvcache_stride(c, l), s->p.scale, a, same ? s->p.lse : NULL, s->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                            int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer), window = layer >= s->p.window_first ? s->p.window : 0;
+    KS_ASSERT(ld <= c->cap);
+    for (int h = 0; h < c->n_kv_heads; h++) s->start[h] = ks_kvcache_window_start(c, l, h, qpos, window);
+    ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, l), s->start, ks_kvcache_len(c, l),
+                                   ks_kvcache_stride(c, l), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
+                                   reduce, s->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    ks_ref_key_norms(out, ld, ks_kvcache_k(c, l), ks_kvcache_len(c, l), ks_kvcache_stride(c, l), c->n_kv_heads,
+                     c->head_dim);
+    return KS_OK;
+}
+
+static ks_status cpu_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    KS_TRY(ks_kvcache_compact_fits(c, l, layer, n_keep));
+    ks_kvcache_compact(c, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
+    ks_ref_kv_compact(ks_kvcache_k(c, l), ks_kvcache_v(c, l), keep, n_keep, ld, ks_kvcache_stride(c, l),
+                      c->n_kv_heads, c->head_dim);
+    if (c->slot[l] >= 0) ks_kvcache_leave_slot(c, l); /* the kept rows, to the layer's own rows */
+    return KS_OK;
+}
+
+/* The layer's per-row scores, (H, cap): one row per query head. */
+static float *layer_row_scores(const ks_kvstore_cpu *s, int l) {
+    KS_ASSERT(s->row_scores); /* row_scores_reserve first */
+    return s->row_scores + (size_t)l * s->p.n_heads * s->p.cache->cap;
+}
+
+static ks_status cpu_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
+    const float *p = NULL;
+    if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
+        KS_TRY(cpu_attention_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, s->evict_p, c->cap));
+        p = s->evict_p;
+    }
+    ks_kvcache_evict(c, l, a, group_size(s), p, acc ? layer_row_scores(s, l) : NULL, c->cap);
+    return KS_OK;
+}
+
+static ks_status cpu_row_scores_reserve(ks_kvstore *kv) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    if (s->row_scores) return KS_OK;
+    const ks_kvcache *c = s->p.cache;
+    s->row_scores = ks_malloc(sizeof(float) * c->n_layers * s->p.n_heads * (size_t)c->cap, "KV store per-row scores");
+    return s->row_scores ? KS_OK : KS_ERR_NOMEM;
+}
+
+static ks_status cpu_row_scores_add(ks_kvstore *kv, int layer, const ks_window_args *a) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    ks_window_args w = ks_window_scores_only(a);
+    KS_TRY(cpu_window_scores(kv, layer, &w, s->evict_p, c->cap, NULL));
+    ks_row_scores_fold(layer_row_scores(s, l), c->cap, s->evict_p, c->cap, s->p.n_heads, a->q_pos0, a->n_keys);
+    return KS_OK;
+}
+
+static ks_status cpu_row_scores_read(ks_kvstore *kv, int layer, float *out, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    ks_row_scores_copy(out, ld, layer_row_scores(s, l), c->cap, ks_kvcache_len(c, l), c->n_kv_heads, group_size(s));
+    return KS_OK;
+}
+
+static ks_status cpu_row_scores_load(ks_kvstore *kv, int layer, const float *scores, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    int l = held_layer(s, layer);
+    ks_row_scores_copy(layer_row_scores(s, l), c->cap, scores, ld, ks_kvcache_len(c, l), c->n_kv_heads,
+                       group_size(s));
+    return KS_OK;
+}
+
+/* One thread computes everything in order: a layer's work runs at once, and nothing is left for the flush. */
+static ks_status cpu_compress_layer(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work,
+                                    void *ctx) {
+    KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= cpu_of(kv)->p.max_chunk);
+    return work(ctx, layer);
+}
+
+static ks_status cpu_compress_flush(ks_kvstore *kv) {
+    (void)kv;
+    return KS_OK;
+}
+
+static void cpu_compress_cancel(ks_kvstore *kv) { (void)kv; }
+
+const ks_kvstore_ops ks_kvstore_cpu_ops = {
+    .name = "cpu fp32",
+    .cache = cpu_cache,
+    .window_scores = cpu_window_scores,
+    .attention_decode_probs = cpu_attention_decode_probs,
+    .key_norms = cpu_key_norms,
+    .kv_compact = cpu_kv_compact,
+    .decode_evict = cpu_decode_evict,
+    .row_scores_reserve = cpu_row_scores_reserve,
+    .row_scores_load = cpu_row_scores_load,
+    .row_scores_add = cpu_row_scores_add,
+    .row_scores_read = cpu_row_scores_read,
+    .compress_layer = cpu_compress_layer,
+    .compress_flush = cpu_compress_flush,
+    .compress_cancel = cpu_compress_cancel,
+};
