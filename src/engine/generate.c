@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "engine/pipeline.h"
 #include "tokenizer/chat.h"
 
 void ks_stop_set_add(ks_stop_set *s, int32_t id) {
@@ -70,10 +71,15 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
     if (n_prompt <= 0) return ks_fail(KS_ERR_ARG, "the prompt is empty (no tokens to start from)");
     KS_TRY(ks_generate_check_length(f->m, n_prompt, p->max_new_tokens));
     if (p->max_new_tokens <= 0) return KS_OK;
-    ks_forward_reset(f);
+    ks_pipeline *pipe = p->pipeline;
     double t0 = now_s();
     int32_t next;
-    KS_TRY(ks_forward_prefill(f, prompt, n_prompt, NULL, &next));
+    if (pipe) {
+        KS_TRY(ks_pipeline_prefill(pipe, prompt, n_prompt, &next));
+    } else {
+        ks_forward_reset(f);
+        KS_TRY(ks_forward_prefill(f, prompt, n_prompt, NULL, &next));
+    }
     r->prefill_s = now_s() - t0;
     r->prefill_method_s = f->method_s;
     const ks_kvcache *c = f->ops->kvcache(f->be);
@@ -88,9 +94,12 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
         }
         if (r->n == p->max_new_tokens) break;
         double ts = now_s(); /* time the model only, not the caller's on_token */
-        KS_TRY(ks_forward_decode(f, next, NULL, &next));
+        KS_TRY(pipe ? ks_pipeline_decode(pipe, next, &next) : ks_forward_decode(f, next, NULL, &next));
         r->decode_s += now_s() - ts;
     }
     r->kv_bytes_end = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* the accessor applies a backend's late bookkeeping */
+    if (!pipe) return KS_OK;
+    KS_TRY(ks_pipeline_gather(pipe));
+    r->kv_bytes_full = pipe->kv.full, r->kv_bytes_prefill = pipe->kv.prefill, r->kv_bytes_end = pipe->kv.end;
     return KS_OK;
 }

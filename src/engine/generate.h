@@ -38,6 +38,10 @@ typedef struct ks_generate_params {
     /* Called after each generated token with all ids so far (e.g. to stream text); may be NULL. */
     void (*on_token)(void *ctx, const int32_t *ids, int n);
     void *ctx;
+    /* Stage 0 of a model instance spread over pipeline stages (engine/pipeline.h), f being its forward: the
+     * prompt and steps run on every stage, and the KV bytes count every stage's (p->stats holds the layer
+     * statistics afterwards). NULL: f holds every layer. */
+    struct ks_pipeline *pipeline;
 } ks_generate_params;
 
 typedef struct ks_generate_result {

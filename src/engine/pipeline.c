@@ -1,0 +1,205 @@
+/* pipeline.c — see pipeline.h. */
+#include "engine/pipeline.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A call's header, stage 0's call passed down the chain. */
+typedef enum pipe_op { PIPE_PROMPT = 1, PIPE_STEP, PIPE_STATS, PIPE_END } pipe_op;
+
+typedef struct pipe_cmd {
+    int32_t op;      /* pipe_op */
+    int32_t n;       /* PIPE_PROMPT: the prompt's tokens */
+} pipe_cmd;
+
+/* What a stage reports to stage 0 after a prompt: its KV bytes and its layer statistics (rows follow). */
+typedef struct pipe_stats_head {
+    int64_t kv_full, kv_prefill, kv_end;
+    int32_t n_rows, pad;
+} pipe_stats_head;
+
+static int is_last(const ks_pipeline *p) { return p->t->stage == p->t->n_stages - 1; }
+
+static ks_status send(const ks_pipeline *p, int to, int channel, const void *buf, size_t bytes) {
+    return p->t->send(p->t->ctx, to, channel, buf, bytes);
+}
+
+static ks_status recv(const ks_pipeline *p, int from, int channel, void *buf, size_t bytes) {
+    return p->t->recv(p->t->ctx, from, channel, buf, bytes);
+}
+
+static void say(const ks_pipeline *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const ks_pipeline *p, const char *fmt, ...) {
+    if (!p->t->context) return;
+    char what[96];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    p->t->context(p->t->ctx, what);
+}
+
+ks_status ks_pipeline_init(ks_pipeline *p, ks_forward *f, const ks_stage_transport *t) {
+    memset(p, 0, sizeof *p);
+    p->f = f, p->t = t;
+    const ks_model *m = f->m;
+    if (t->n_stages < 1 || t->stage < 0 || t->stage >= t->n_stages)
+        return ks_fail(KS_ERR_ARG, "pipeline stage %d of %d", t->stage, t->n_stages);
+    if ((t->stage == 0) != (m->first_layer == 0) || (is_last(p) != (m->last_layer == m->cfg.n_layers)))
+        return ks_fail(KS_ERR_ARG, "pipeline stage %d of %d holds layers [%d, %d) of %d: the first stage must hold "
+                                   "layer 0 and the last the last layer", t->stage, t->n_stages, m->first_layer,
+                       m->last_layer, m->cfg.n_layers);
+    p->rows_cap = f->chunk;
+    p->rows = ks_malloc((size_t)p->rows_cap * m->cfg.hidden * sizeof(float), "pipeline stage rows");
+    p->stats = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *p->stats, "layer statistics");
+    return p->rows && p->stats ? KS_OK : KS_ERR_NOMEM;
+}
+
+void ks_pipeline_free(ks_pipeline *p) {
+    free(p->rows);
+    free(p->stats);
+    memset(p, 0, sizeof *p);
+}
+
+/* Passes the header on to the next stage (stage 0 starts it). */
+static ks_status pass_cmd(const ks_pipeline *p, const pipe_cmd *c) {
+    return is_last(p) ? KS_OK : send(p, p->t->stage + 1, KS_PIPE_CONTROL, c, sizeof *c);
+}
+
+static size_t row_bytes(const ks_pipeline *p, int n) { return (size_t)n * p->f->m->cfg.hidden * sizeof(float); }
+
+/* One forward call of this stage on n rows: input from the previous stage (or the tokens), output to the next
+ * (or the token to stage 0 when the call produces one). */
+static ks_status stage_call(ks_pipeline *p, const int32_t *tokens, int n, int decode, int prompt_end,
+                            int skip_head) {
+    int s = p->t->stage;
+    if (s > 0) KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n)));
+    ks_forward_io io = {.tokens = tokens, .hidden_in = p->rows, .hidden_out = p->rows, .prompt_end = prompt_end,
+                        .skip_head = skip_head};
+    KS_TRY(decode ? ks_forward_step(p->f, &io) : ks_forward_chunk(p->f, &io, n));
+    if (!is_last(p)) return send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
+    if (skip_head) return KS_OK;
+    return s == 0 ? KS_OK : send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
+}
+
+/* The prompt of n tokens on this stage, chunk by chunk (tokens: stage 0 only); *next from the last stage. */
+static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int32_t *next) {
+    ks_forward *f = p->f;
+    ks_forward_reset(f);
+    if (f->kv_rows < f->max_ctx && n > f->kv_rows)
+        return ks_fail(KS_ERR_UNSUPPORTED, "a prompt of %d tokens is longer than the %d rows a budget-sized cache "
+                                           "keeps per layer: not yet supported across pipeline stages; use "
+                                           "--kv_cache full", n, f->kv_rows);
+    for (int t0 = 0, m; t0 < n; t0 += m) {
+        m = ks_forward_chunk_len(f, n, t0);
+        say(p, "prompt chunk at token %d of %d", t0, n);
+        int end = t0 + m == n;
+        if (p->t->stage == 0) {
+            ks_forward_io io = {.tokens = tokens + t0, .hidden_out = p->rows, .prompt_end = end, .skip_head = !end};
+            if (is_last(p)) {
+                KS_TRY(ks_forward_chunk(f, &io, m));
+                if (end) *next = io.next;
+                continue;
+            }
+            KS_TRY(ks_forward_chunk(f, &io, m));
+            KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+        } else {
+            KS_TRY(stage_call(p, NULL, m, 0, end, !end));
+        }
+    }
+    const ks_kvcache *c = f->ops->kvcache(f->be);
+    p->kv_full = (int64_t)n * c->n_layers * c->n_kv_heads * 2 * c->head_dim * c->elem_bytes;
+    p->kv_prefill = ks_kvcache_bytes(c);
+    return KS_OK;
+}
+
+ks_status ks_pipeline_prefill(ks_pipeline *p, const int32_t *tokens, int n, int32_t *next) {
+    KS_ASSERT(p->t->stage == 0 && n > 0);
+    pipe_cmd c = {.op = PIPE_PROMPT, .n = n};
+    KS_TRY(pass_cmd(p, &c));
+    KS_TRY(stage_prompt(p, tokens, n, next));
+    if (!is_last(p)) KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next));
+    return KS_OK;
+}
+
+ks_status ks_pipeline_decode(ks_pipeline *p, int32_t token, int32_t *next) {
+    KS_ASSERT(p->t->stage == 0);
+    pipe_cmd c = {.op = PIPE_STEP};
+    KS_TRY(pass_cmd(p, &c));
+    say(p, "decode step at position %d", p->f->n_past);
+    if (is_last(p)) return ks_forward_decode(p->f, token, NULL, next);
+    ks_forward_io io = {.tokens = &token, .hidden_out = p->rows};
+    KS_TRY(ks_forward_step(p->f, &io));
+    KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
+    return recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next);
+}
+
+/* This stage's statistics rows (its method's, none for FullKV) into out; returns the count. */
+static int own_stats(const ks_pipeline *p, ks_layer_stat *out) {
+    return p->f->method ? ks_method_layer_stats(p->f->method, out) : 0;
+}
+
+ks_status ks_pipeline_gather(ks_pipeline *p) {
+    KS_ASSERT(p->t->stage == 0);
+    pipe_cmd c = {.op = PIPE_STATS};
+    KS_TRY(pass_cmd(p, &c));
+    int rows = own_stats(p, p->stats);
+    p->kv = (ks_pipeline_kv){p->kv_full, p->kv_prefill, ks_kvcache_bytes(p->f->ops->kvcache(p->f->be))};
+    for (int s = 1; s < p->t->n_stages; s++) {
+        pipe_stats_head h;
+        KS_TRY(recv(p, s, KS_PIPE_STATS, &h, sizeof h));
+        if (h.n_rows < 0 || rows + h.n_rows > KS_METHOD_MAX_LAYERS)
+            return ks_fail(KS_ERR_MPI, "pipeline stage %d reports %d statistics rows; room for %d", s, h.n_rows,
+                           KS_METHOD_MAX_LAYERS - rows);
+        if (h.n_rows) KS_TRY(recv(p, s, KS_PIPE_STATS, p->stats + rows, (size_t)h.n_rows * sizeof *p->stats));
+        rows += h.n_rows;
+        p->kv.full += h.kv_full, p->kv.prefill += h.kv_prefill, p->kv.end += h.kv_end;
+    }
+    p->n_stats = rows;
+    return KS_OK;
+}
+
+ks_status ks_pipeline_end(ks_pipeline *p) {
+    KS_ASSERT(p->t->stage == 0);
+    pipe_cmd c = {.op = PIPE_END};
+    return pass_cmd(p, &c);
+}
+
+/* A stage > 0's part of PIPE_STATS: its rows and KV bytes to stage 0. */
+static ks_status follow_stats(ks_pipeline *p) {
+    ks_layer_stat *st = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *st, "layer statistics");
+    if (!st) return KS_ERR_NOMEM;
+    pipe_stats_head h = {.kv_full = p->kv_full, .kv_prefill = p->kv_prefill,
+                         .kv_end = ks_kvcache_bytes(p->f->ops->kvcache(p->f->be)), .n_rows = own_stats(p, st)};
+    ks_status s = send(p, 0, KS_PIPE_STATS, &h, sizeof h);
+    if (s == KS_OK && h.n_rows) s = send(p, 0, KS_PIPE_STATS, st, (size_t)h.n_rows * sizeof *st);
+    free(st);
+    return s;
+}
+
+ks_status ks_pipeline_follow(ks_pipeline *p) {
+    KS_ASSERT(p->t->stage > 0);
+    for (;;) {
+        pipe_cmd c;
+        say(p, "waiting for stage 0's next call");
+        KS_TRY(recv(p, p->t->stage - 1, KS_PIPE_CONTROL, &c, sizeof c));
+        KS_TRY(pass_cmd(p, &c));
+        switch ((pipe_op)c.op) {
+        case PIPE_PROMPT:
+            if (c.n < 1 || c.n > p->f->max_ctx)
+                return ks_fail(KS_ERR_MPI, "pipeline stage 0 sent a prompt of %d tokens (context %d)", c.n,
+                               p->f->max_ctx);
+            KS_TRY(stage_prompt(p, NULL, c.n, NULL));
+            break;
+        case PIPE_STEP:
+            say(p, "decode step at position %d", p->f->n_past);
+            KS_TRY(stage_call(p, NULL, 1, 1, 0, 0));
+            break;
+        case PIPE_STATS: KS_TRY(follow_stats(p)); break;
+        case PIPE_END: return KS_OK;
+        default: return ks_fail(KS_ERR_MPI, "pipeline stage %d got an unknown call %d", p->t->stage, c.op);
+        }
+    }
+}
