@@ -50,4 +50,11 @@ ks_status ks_stage_layout_init(ks_stage_layout *s, const ks_gp_num *g, int world
 ks_status ks_stage_split(const int64_t *layer_bytes, int n_layers, int64_t embed_bytes, int64_t head_bytes,
                          int n_stages, int *first);
 
+/* The GPU (CUDA's index, after CUDA_VISIBLE_DEVICES) that the rank local_rank of the local_size ranks on its
+ * node uses: local_rank / per_gpu into `devices` (the --device list, n_devices of them) or, with n_devices 0,
+ * into all n_gpus. KS_ERR_ARG naming --device when a listed index is not a GPU of the node, and when the node has
+ * more ranks than its GPUs × per_gpu instances (before any model loads). */
+ks_status ks_stage_gpu(const int *devices, int n_devices, int n_gpus, int local_rank, int local_size, int per_gpu,
+                       int *gpu);
+
 #endif

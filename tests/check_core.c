@@ -78,6 +78,31 @@ START_TEST(test_options) {
 }
 END_TEST
 
+/* KS_OPT_WORDS: `--device 0 1 3` takes the words up to the next option; `--device=2` one; repeats append. */
+START_TEST(test_option_words) {
+    ks_opt_strings dev = {0};
+    int n = 0;
+    const ks_option opts[] = {
+        {"device", KS_OPT_WORDS, &dev, "D", "devices", 0},
+        {"n", KS_OPT_INT, &n, "N", "a count", 0},
+        {0},
+    };
+    int help;
+    char *list[] = {"cmd", "--device", "0", "1", "3", "--n", "2", "--device=5", "--device", "cpu"};
+    ck_assert_int_eq(ks_options_parse(opts, 10, list, "cmd", "s", &help), KS_OK);
+    ck_assert_int_eq(dev.n, 5);
+    const char *want[] = {"0", "1", "3", "5", "cpu"};
+    for (int i = 0; i < 5; i++) ck_assert_str_eq(dev.v[i], want[i]);
+    ck_assert_int_eq(n, 2);
+    char *empty[] = {"cmd", "--device", "--n", "2"};
+    ck_assert_int_eq(ks_options_parse(opts, 4, empty, "cmd", "s", &help), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device"));
+    char *last[] = {"cmd", "--n", "1", "--device"};
+    ck_assert_int_eq(ks_options_parse(opts, 4, last, "cmd", "s", &help), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device"));
+}
+END_TEST
+
 /* What is wrong with a path that is not a regular file is said, not "not found" or "read error"; a FIFO is
  * never opened (that would wait for a writer). */
 START_TEST(test_file_kinds) {
@@ -120,6 +145,7 @@ int main(void) {
     tcase_add_test(tc, test_fail_and_context);
     tcase_add_test(tc, test_json_fields);
     tcase_add_test(tc, test_options);
+    tcase_add_test(tc, test_option_words);
     tcase_add_test(tc, test_file_kinds);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

@@ -65,12 +65,31 @@ START_TEST(test_split) {
 }
 END_TEST
 
+START_TEST(test_gpu_choice) {
+    int gpu;
+    ck_assert_int_eq(ks_stage_gpu(NULL, 0, 4, 3, 4, 1, &gpu), KS_OK);
+    ck_assert_int_eq(gpu, 3);
+    const int list[] = {0, 1, 3};
+    ck_assert_int_eq(ks_stage_gpu(list, 3, 4, 2, 3, 1, &gpu), KS_OK);
+    ck_assert_int_eq(gpu, 3);
+    ck_assert_int_eq(ks_stage_gpu(list, 3, 4, 5, 6, 2, &gpu), KS_OK); /* 1/2: ranks 4, 5 on the third listed */
+    ck_assert_int_eq(gpu, 3);
+    ck_assert_int_eq(ks_stage_gpu(list, 3, 4, 0, 4, 1, &gpu), KS_ERR_ARG); /* 4 ranks, 3 GPUs listed */
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "start at most 3 ranks per node"));
+    ck_assert_int_eq(ks_stage_gpu(NULL, 0, 1, 0, 3, 2, &gpu), KS_ERR_ARG); /* 3 ranks, one GPU, 2 per GPU */
+    const int missing[] = {0, 4};
+    ck_assert_int_eq(ks_stage_gpu(missing, 2, 4, 0, 1, 1, &gpu), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device 4"));
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("stage");
     TCase *tc = tcase_create("stage");
     tcase_add_test(tc, test_gp_num_parse);
     tcase_add_test(tc, test_layout);
     tcase_add_test(tc, test_split);
+    tcase_add_test(tc, test_gpu_choice);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

@@ -22,6 +22,7 @@ void ks_options_print_help(const ks_option *opts, const char *command, const cha
             case KS_OPT_FLOAT: printf(" (default: %g)", (double)*(float *)o->value); break;
             case KS_OPT_FLAG: break;
             case KS_OPT_STRINGS: printf(" (repeatable)"); break;
+            case KS_OPT_WORDS: printf(" (one or more)"); break;
             }
         printf("\n");
     }
@@ -48,7 +49,8 @@ static ks_status set_value(const ks_option *o, const char *v) {
         return KS_OK;
     }
     case KS_OPT_FLAG: *(int *)o->value = 1; return KS_OK;
-    case KS_OPT_STRINGS: {
+    case KS_OPT_STRINGS:
+    case KS_OPT_WORDS: {
         ks_opt_strings *l = o->value;
         if (l->n == KS_OPT_STRINGS_MAX)
             return ks_fail(KS_ERR_ARG, "option --%s: at most %d values", o->name, KS_OPT_STRINGS_MAX);
@@ -97,9 +99,12 @@ ks_status ks_options_parse(const ks_option *opts, int argc, char **argv, const c
             else st = set_value(o, "1");
             continue;
         }
-        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        int words = o->kind == KS_OPT_WORDS;
+        const char *v = eq ? eq + 1 : (i + 1 < argc && !(words && !strncmp(argv[i + 1], "--", 2)) ? argv[++i] : NULL);
         if (!v) st = ks_fail(KS_ERR_ARG, "option --%s needs a value (%s)", o->name, o->metavar ? o->metavar : "");
         else st = set_value(o, v);
+        while (st == KS_OK && words && !eq && i + 1 < argc && strncmp(argv[i + 1], "--", 2))
+            st = set_value(o, argv[++i]);
     }
     for (int j = 0; st == KS_OK && j < n_opts; j++)
         if (opts[j].required && !seen[j])

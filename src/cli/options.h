@@ -25,6 +25,8 @@ typedef enum ks_option_kind {
     KS_OPT_FLOAT,  /* float * */
     KS_OPT_FLAG,   /* int *, set to 1 when present */
     KS_OPT_STRINGS, /* ks_opt_strings *: repeatable, each occurrence appends (borrows argv) */
+    KS_OPT_WORDS,   /* ks_opt_strings *: one or more values, `--name a b c` (up to the next --option) or
+                       `--name=a`; repeatable, appending (borrows argv) */
 } ks_option_kind;
 
 #define KS_OPT_STRINGS_MAX 64
