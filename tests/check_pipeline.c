@@ -1,7 +1,8 @@
 /* check_pipeline.c — one model instance spread over pipeline stages equals the whole model on one stage: the
  * SmolLM2 GGUF split into 3 layer ranges, each stage a thread with its own forward and method, the stages
- * talking through an in-process transport (mailboxes). For every method: the same greedy tokens, the same KV
- * bytes and the same per-layer statistics as one stage holding every layer, prompt chunked across stages. The
+ * talking through an in-process transport (mailboxes). For every method, with the full cache (chunks pipelined
+ * through the stages) and the budget-sized one (each stage layer-major): the same greedy tokens, the same KV
+ * bytes and the same per-layer statistics as one stage holding every layer. The
  * MPI transport is tests/mpi_stage.c; `kvscope eval --gp_num` end to end is tests/e2e_eval.c. */
 #include <check.h>
 #include <pthread.h>
@@ -88,10 +89,10 @@ static ks_method *make_method(const char *name, const char *const *opts) {
     return m;
 }
 
-static void forward_on(ks_forward *f, const ks_model *model, ks_method *m) {
-    ks_forward_params fp = {.device = "cpu", .max_ctx = PROMPT + NEW + 8, .chunk = CHUNK, .threads = 1};
-    ck_assert_msg(ks_forward_init(f, model, &fp) == KS_OK, "%s", ks_last_error());
-    ck_assert_msg(ks_forward_set_method(f, m) == KS_OK, "%s", ks_last_error());
+static void forward_on(ks_forward *f, const ks_model *model, ks_method *m, ks_forward_cache cache) {
+    ks_forward_params fp = {.device = "cpu", .max_ctx = PROMPT + NEW + 8, .max_new = NEW, .chunk = CHUNK,
+                            .threads = 1, .cache = cache};
+    ck_assert_msg(ks_forward_init(f, model, m, &fp) == KS_OK, "%s", ks_last_error());
 }
 
 static void *follow(void *arg) {
@@ -125,7 +126,8 @@ START_TEST(test_three_stages_equal_one) {
     const char *gguf = ks_test_smollm2_gguf();
     ck_assert_msg(gguf, "the SmolLM2 GGUF is missing (jobs/setup.sh installs it)");
     const char *name;
-    const char *const *opts = method_opts(_i, &name);
+    const char *const *opts = method_opts(_i / 2, &name);
+    ks_forward_cache cache = _i % 2 ? KS_CACHE_FULL : KS_CACHE_AUTO; /* AUTO: budget-sized, layer-major stages */
 
     /* One stage holding every layer. */
     ks_model whole = {0};
@@ -134,7 +136,7 @@ START_TEST(test_three_stages_equal_one) {
     prompt_ids(&whole, ids);
     ks_method *wm = make_method(name, opts);
     ks_forward wf = {0};
-    forward_on(&wf, &whole, wm);
+    forward_on(&wf, &whole, wm, cache);
     ks_generate_params gp = {.max_new_tokens = NEW};
     ks_generate_result wr, pr;
     ck_assert_msg(ks_generate(&wf, ids, PROMPT, &gp, want, &wr) == KS_OK, "%s", ks_last_error());
@@ -150,7 +152,8 @@ START_TEST(test_three_stages_equal_one) {
     for (int s = 0; s < STAGES; s++) {
         ck_assert_msg(ks_model_load(&st[s].model, gguf, first[s], first[s + 1]) == KS_OK, "%s", ks_last_error());
         st[s].method = make_method(name, opts);
-        forward_on(&st[s].fwd, &st[s].model, st[s].method);
+        forward_on(&st[s].fwd, &st[s].model, st[s].method, cache);
+        ck_assert_int_eq(st[s].fwd.kv_rows < st[s].fwd.max_ctx, wf.kv_rows < wf.max_ctx);
         st[s].ep = (endpoint){&mb, s};
         st[s].t = (ks_stage_transport){.stage = s, .n_stages = STAGES, .ctx = &st[s].ep, .send = mb_send,
                                        .recv = mb_recv};
@@ -195,7 +198,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("pipeline");
     TCase *tc = tcase_create("pipeline");
-    tcase_add_loop_test(tc, test_three_stages_equal_one, 0, 6);
+    tcase_add_loop_test(tc, test_three_stages_equal_one, 0, 12);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

@@ -242,11 +242,15 @@ ks_status ks_forward_step(ks_forward *f, ks_forward_io *io) { return forward_row
 /* A budget-sized cache's prompt: every chunk through layer 0, then layer 1, ..., the whole prompt's residual
  * stream on the backend (residual_at), so that each layer is compressed (its prompt-end hook on its last chunk)
  * before later layers fill the cache. The same ops on the same rows as chunk-major order: the same numbers. The
- * cache's method bounds every layer's rows (ks_forward_init). */
-static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
+ * cache's method bounds every layer's rows (ks_forward_init). The rows come from the tokens (first stage) or
+ * from io->in, and leave through io->out (all but the last stage) or as the last position's logits. */
+ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, int n, const ks_forward_rows_io *io,
+                                        float *logits, int32_t *next) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
     ks_method *meth = f->method;
+    int first = f->m->first_layer == 0, last = f->m->last_layer == f->m->cfg.n_layers;
+    KS_ASSERT((first || (io && io->in)) && (last || (io && io->out)));
     if (f->n_past)
         return ks_fail(KS_ERR_UNSUPPORTED, "a prompt into a KV cache sized to a budget (kv_rows %d) must start a "
                                            "sequence (%d tokens already cached)", f->kv_rows, f->n_past);
@@ -258,7 +262,8 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
         m = ks_forward_chunk_len(f, n, t0);
         last0 = t0;
         st = o->residual_at(b, t0);
-        if (st == KS_OK) st = o->embed(b, tokens + t0, m);
+        if (st == KS_OK && !first) st = io->in(io->ctx, t0, m, io->rows);
+        if (st == KS_OK) st = first ? o->embed(b, tokens + t0, m) : o->hidden_write(b, io->rows, m);
     }
     for (int l = f->m->first_layer; l < f->m->last_layer && st == KS_OK; l++)
         for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
@@ -271,10 +276,16 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
         st = ks_method_end_prompt(meth);
         f->method_s += now_s() - t0;
     }
-    if (st == KS_OK) st = o->residual_at(b, last0);
-    if (st == KS_OK) st = o->logits(b, n - 1 - last0, 1);
-    if (st == KS_OK) st = o->argmax(b, 1, next);
-    if (st == KS_OK && logits) st = o->logits_read(b, 1, logits);
+    for (int t0 = 0, m; !last && t0 < n && st == KS_OK; t0 += m) {
+        m = ks_forward_chunk_len(f, n, t0);
+        st = o->residual_at(b, t0);
+        if (st == KS_OK) st = o->hidden_read(b, io->rows, m);
+        if (st == KS_OK) st = io->out(io->ctx, t0, m, io->rows);
+    }
+    if (last && st == KS_OK) st = o->residual_at(b, last0);
+    if (last && st == KS_OK) st = o->logits(b, n - 1 - last0, 1);
+    if (last && st == KS_OK) st = o->argmax(b, 1, next);
+    if (last && st == KS_OK && logits) st = o->logits_read(b, 1, logits);
     ks_status back = o->residual_at(b, 0); /* decode steps use row 0 */
     if (st != KS_OK) return st;
     f->n_past = n;
@@ -283,7 +294,7 @@ static ks_status prefill_layer_major(ks_forward *f, const int32_t *tokens, int n
 
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next) {
     KS_ASSERT(f->m->first_layer == 0 && f->m->last_layer == f->m->cfg.n_layers && n > 0);
-    if (f->kv_rows < f->max_ctx) return prefill_layer_major(f, tokens, n, logits, next);
+    if (f->kv_rows < f->max_ctx) return ks_forward_prompt_layer_major(f, tokens, n, NULL, logits, next);
     ks_forward_io io = {0};
     for (int t0 = 0, m; t0 < n; t0 += m) {
         m = ks_forward_chunk_len(f, n, t0);

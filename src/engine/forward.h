@@ -126,6 +126,23 @@ ks_status ks_forward_chunk(ks_forward *f, ks_forward_io *io, int n);
 /* One decode token at position n_past: attention over each KV head's kept rows (per-head lengths). */
 ks_status ks_forward_step(ks_forward *f, ks_forward_io *io);
 
+/* Where a pipeline stage's layer-major prompt (ks_forward_prompt_layer_major) takes its rows from and hands them
+ * to: in() fills rows with the n residual rows of tokens [t0, t0 + n) from the previous stage, out() passes them
+ * on to the next; rows is (chunk, hidden) host memory. */
+typedef struct ks_forward_rows_io {
+    ks_status (*in)(void *ctx, int t0, int n, float *rows);
+    ks_status (*out)(void *ctx, int t0, int n, const float *rows);
+    void *ctx;
+    float *rows;
+} ks_forward_rows_io;
+
+/* A budget-sized cache's whole prompt of n tokens on this stage, layer-major (see "Prefill order" above): the
+ * first stage embeds `tokens`, the others take io->in's rows; after the stage's last layer and the method's
+ * compression of its layers, the last stage sets *next (and logits when non-NULL) and the others pass every
+ * chunk's rows to io->out, in order. io may be NULL for a stage holding every layer. */
+ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, int n, const ks_forward_rows_io *io,
+                                        float *logits, int32_t *next);
+
 /* Single-stage helpers (the model holds every layer): the whole prompt in chunks (in the cache's prefill order;
  * into a budget-sized cache it must start the sequence, KS_ERR_UNSUPPORTED otherwise), then one token at a
  * time. logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */

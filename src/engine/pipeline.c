@@ -70,43 +70,54 @@ static ks_status pass_cmd(const ks_pipeline *p, const pipe_cmd *c) {
 
 static size_t row_bytes(const ks_pipeline *p, int n) { return (size_t)n * p->f->m->cfg.hidden * sizeof(float); }
 
-/* One forward call of this stage on n rows: input from the previous stage (or the tokens), output to the next
- * (or the token to stage 0 when the call produces one). */
-static ks_status stage_call(ks_pipeline *p, const int32_t *tokens, int n, int decode, int prompt_end,
-                            int skip_head) {
+/* One decode step on a stage > 0: the row from the previous stage, on to the next or the token to stage 0. */
+static ks_status follow_step(ks_pipeline *p) {
     int s = p->t->stage;
-    if (s > 0) KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n)));
-    ks_forward_io io = {.tokens = tokens, .hidden_in = p->rows, .hidden_out = p->rows, .prompt_end = prompt_end,
-                        .skip_head = skip_head};
-    KS_TRY(decode ? ks_forward_step(p->f, &io) : ks_forward_chunk(p->f, &io, n));
-    if (!is_last(p)) return send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
-    if (skip_head) return KS_OK;
-    return s == 0 ? KS_OK : send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
+    KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
+    ks_forward_io io = {.hidden_in = p->rows, .hidden_out = p->rows};
+    KS_TRY(ks_forward_step(p->f, &io));
+    if (!is_last(p)) return send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1));
+    return send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
 }
 
-/* The prompt of n tokens on this stage, chunk by chunk (tokens: stage 0 only); *next from the last stage. */
+static ks_status rows_in(void *ctx, int t0, int n, float *rows) {
+    ks_pipeline *p = ctx;
+    (void)t0;
+    return recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n));
+}
+
+static ks_status rows_out(void *ctx, int t0, int n, const float *rows) {
+    ks_pipeline *p = ctx;
+    say(p, "handing on the prompt's rows at token %d", t0);
+    return send(p, p->t->stage + 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n));
+}
+
+/* The prompt of n tokens on this stage (tokens: stage 0 only); the last stage sends its token to stage 0
+ * (*next when stage 0 is the last). Chunk by chunk, or with a budget-sized cache layer-major over the stage's
+ * layers (forward.h). */
 static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int32_t *next) {
     ks_forward *f = p->f;
+    int s = p->t->stage;
     ks_forward_reset(f);
-    if (f->kv_rows < f->max_ctx && n > f->kv_rows)
-        return ks_fail(KS_ERR_UNSUPPORTED, "a prompt of %d tokens is longer than the %d rows a budget-sized cache "
-                                           "keeps per layer: not yet supported across pipeline stages; use "
-                                           "--kv_cache full", n, f->kv_rows);
-    for (int t0 = 0, m; t0 < n; t0 += m) {
-        m = ks_forward_chunk_len(f, n, t0);
-        say(p, "prompt chunk at token %d of %d", t0, n);
-        int end = t0 + m == n;
-        if (p->t->stage == 0) {
-            ks_forward_io io = {.tokens = tokens + t0, .hidden_out = p->rows, .prompt_end = end, .skip_head = !end};
-            if (is_last(p)) {
-                KS_TRY(ks_forward_chunk(f, &io, m));
-                if (end) *next = io.next;
-                continue;
-            }
+    if (f->kv_rows < f->max_ctx) {
+        say(p, "a prompt of %d tokens, layer-major", n);
+        ks_forward_rows_io io = {.in = rows_in, .out = rows_out, .ctx = p, .rows = p->rows};
+        int32_t token = -1;
+        KS_TRY(ks_forward_prompt_layer_major(f, tokens, n, &io, NULL, &token));
+        if (is_last(p) && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &token, sizeof token));
+        if (is_last(p) && s == 0) *next = token;
+    } else {
+        for (int t0 = 0, m; t0 < n; t0 += m) {
+            m = ks_forward_chunk_len(f, n, t0);
+            say(p, "prompt chunk at token %d of %d", t0, n);
+            int end = t0 + m == n;
+            if (s > 0) KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+            ks_forward_io io = {.tokens = s == 0 ? tokens + t0 : NULL, .hidden_in = p->rows, .hidden_out = p->rows,
+                                .prompt_end = end, .skip_head = !end};
             KS_TRY(ks_forward_chunk(f, &io, m));
-            KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
-        } else {
-            KS_TRY(stage_call(p, NULL, m, 0, end, !end));
+            if (!is_last(p)) KS_TRY(send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+            else if (end && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next));
+            else if (end) *next = io.next;
         }
     }
     const ks_kvcache *c = f->ops->kvcache(f->be);
@@ -195,7 +206,7 @@ ks_status ks_pipeline_follow(ks_pipeline *p) {
             break;
         case PIPE_STEP:
             say(p, "decode step at position %d", p->f->n_past);
-            KS_TRY(stage_call(p, NULL, 1, 1, 0, 0));
+            KS_TRY(follow_step(p));
             break;
         case PIPE_STATS: KS_TRY(follow_stats(p)); break;
         case PIPE_END: return KS_OK;
