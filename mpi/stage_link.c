@@ -20,9 +20,10 @@ ks_status ks_stage_link_init(ks_stage_link *k, const ks_mpi *mpi, const ks_stage
     k->mpi = mpi;
     snprintf(k->context, sizeof k->context, "setting up");
 #ifdef KS_HAVE_MPI
-    k->comm = MPI_COMM_NULL;
+    k->comm = k->heads = MPI_COMM_NULL;
     for (int t = 0; t < KS_STAGE_TAGS; t++) k->sent[t] = MPI_REQUEST_NULL;
     if (mpi->size > 1) {
+        MPI_CHECK(MPI_Comm_split(mpi->world, s->stage == 0 ? 0 : MPI_UNDEFINED, mpi->rank, &k->heads));
         MPI_Comm comm; /* collective over the world even for one-stage instances */
         MPI_CHECK(MPI_Comm_split(mpi->world, s->instance, s->stage, &comm));
         if (s->n_stages > 1) {
@@ -136,6 +137,14 @@ ks_status ks_stage_link_bcast(ks_stage_link *k, int root_stage, void *buf, size_
 #endif
 }
 
+ks_mpi_comm ks_stage_link_heads(const ks_stage_link *k) {
+#ifdef KS_HAVE_MPI
+    return k->heads != MPI_COMM_NULL ? k->heads : k->mpi->world;
+#else
+    return k->mpi->world;
+#endif
+}
+
 void ks_stage_link_free(ks_stage_link *k) {
 #ifdef KS_HAVE_MPI
     if (k->comm != MPI_COMM_NULL && k->mpi) {
@@ -143,7 +152,24 @@ void ks_stage_link_free(ks_stage_link *k) {
             if (k->sent[t] != MPI_REQUEST_NULL) wait_bounded(k, &k->sent[t], MPI_STATUS_IGNORE, k->sent_to[t], "took");
         MPI_Comm_free(&k->comm);
     }
+    if (k->heads != MPI_COMM_NULL && k->mpi) MPI_Comm_free(&k->heads);
 #endif
     for (int t = 0; t < KS_STAGE_TAGS; t++) free(k->out[t]);
     memset(k, 0, sizeof *k);
+}
+
+static ks_status transport_send(void *ctx, int to, int channel, const void *buf, size_t bytes) {
+    return ks_stage_link_send(ctx, to, channel, buf, bytes);
+}
+
+static ks_status transport_recv(void *ctx, int from, int channel, void *buf, size_t bytes) {
+    return ks_stage_link_recv(ctx, from, channel, buf, bytes);
+}
+
+static void transport_context(void *ctx, const char *what) { ks_stage_link_context(ctx, "%s", what); }
+
+void ks_stage_link_transport(ks_stage_link *k, ks_stage_transport *t) {
+    _Static_assert(KS_PIPE_CHANNELS <= KS_STAGE_TAGS, "the pipeline's channels are MPI tags of the link");
+    *t = (ks_stage_transport){.stage = k->stage, .n_stages = k->n_stages, .ctx = k, .send = transport_send,
+                              .recv = transport_recv, .context = transport_context};
 }

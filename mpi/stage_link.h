@@ -3,9 +3,11 @@
  *     ks_stage_link k = {0};
  *     KS_TRY(ks_stage_link_init(&k, &mpi, &layout, 300.0));   // collective over the world: one per instance
  *     ks_stage_link_context(&k, "sample %d", id);               // named in a timeout's error line
- *     KS_TRY(ks_stage_link_send(&k, k.stage + 1, KS_STAGE_TAG_HIDDEN, rows, bytes));   // to the next stage
- *     KS_TRY(ks_stage_link_recv(&k, k.stage - 1, KS_STAGE_TAG_HIDDEN, rows, bytes));   // from the previous one
- *     KS_TRY(ks_stage_link_bcast(&k, k.n_stages - 1, &token, sizeof token));          // the last stage's token
+ *     KS_TRY(ks_stage_link_send(&k, k.stage + 1, 2, rows, bytes));          // to the next stage, channel 2
+ *     KS_TRY(ks_stage_link_recv(&k, k.stage - 1, 2, rows, bytes));          // from the previous one
+ *     KS_TRY(ks_stage_link_bcast(&k, k.n_stages - 1, &token, sizeof token)); // the last stage's token
+ *     ks_stage_transport t;
+ *     ks_stage_link_transport(&k, &t);                                      // the pipeline's view of it
  *     ks_stage_link_free(&k);
  *
  * Every wait is bounded: a peer that sends nothing for timeout_s seconds (it hangs, or died without the
@@ -24,16 +26,13 @@
 #include <stddef.h>
 
 #include "core/status.h"
+#include "engine/pipeline.h"
 #include "ks_mpi.h"
 #include "stage.h"
 
-/* Message kinds; each (peer, tag) pair is delivered in order. */
-enum {
-    KS_STAGE_TAG_CONTROL = 1, /* a forward call's header, stage 0 to the others */
-    KS_STAGE_TAG_HIDDEN = 2,  /* (n, hidden) residual rows, stage s to s + 1 */
-    KS_STAGE_TAG_STATS = 3,   /* per-layer statistics, every stage to stage 0 */
-    KS_STAGE_TAGS
-};
+/* Channels 1 .. KS_STAGE_TAGS - 1 (MPI tags); the messages of one (peer, channel) arrive in order. The pipeline
+ * (engine/pipeline.h) names its channels; ks_stage_link_transport hands them to this link. */
+#define KS_STAGE_TAGS 8
 
 typedef struct ks_stage_link {
     int stage, n_stages;   /* this rank's stage in its instance */
@@ -45,6 +44,8 @@ typedef struct ks_stage_link {
     size_t out_cap[KS_STAGE_TAGS];
 #ifdef KS_HAVE_MPI
     MPI_Comm comm;         /* the instance's ranks, ordered by stage; MPI_COMM_NULL with one stage */
+    MPI_Comm heads;        /* every instance's stage 0 (rank order); MPI_COMM_NULL on other stages and without
+                              MPI's world */
     MPI_Request sent[KS_STAGE_TAGS]; /* the send in flight per tag, MPI_REQUEST_NULL when none */
     int sent_to[KS_STAGE_TAGS];      /* its destination stage */
 #endif
@@ -62,5 +63,12 @@ ks_status ks_stage_link_send(ks_stage_link *k, int to_stage, int tag, const void
 ks_status ks_stage_link_recv(ks_stage_link *k, int from_stage, int tag, void *buf, size_t bytes);
 /* buf of root_stage to every stage of the instance. */
 ks_status ks_stage_link_bcast(ks_stage_link *k, int root_stage, void *buf, size_t bytes);
+
+/* The communicator of the instances' first stages, the ranks that take samples from rank 0's queue
+ * (mpi/dispatch.h): the world when instances have one stage. Only valid on stage 0. */
+ks_mpi_comm ks_stage_link_heads(const ks_stage_link *k);
+
+/* The pipeline's transport table over this link (k must outlive it). */
+void ks_stage_link_transport(ks_stage_link *k, ks_stage_transport *t);
 
 #endif

@@ -16,7 +16,7 @@
 #include "model/model.h"
 #include "test_util.h"
 
-enum { STAGES = 3, CHANNELS = 5, PROMPT = 150, CHUNK = 40, NEW = 6 };
+enum { STAGES = 3, CHANNELS = KS_PIPE_CHANNELS, PROMPT = 150, CHUNK = 40, NEW = 6 };
 
 /* ---- an in-process transport: one FIFO per (from, to, channel) ---- */
 

@@ -13,7 +13,7 @@
 #include "stage.h"
 #include "stage_link.h"
 
-enum { CHUNKS = 6, ROWS = 300 };
+enum { CHUNKS = 6, ROWS = 300, HIDDEN = 2, STATS = 3 };
 
 static int fail_line(int line, const char *what) {
     fprintf(stderr, "mpi_stage: check failed at line %d: %s (%s)\n", line, what, ks_last_error());
@@ -33,10 +33,10 @@ static int run(const ks_mpi *m, int k, int hang, double timeout_s) {
         if (s.stage == 0)
             for (int i = 0; i < ROWS; i++) rows[i] = (float)(1000 * s.instance + 10 * c + i);
         else
-            CHECK(ks_stage_link_recv(&link, s.stage - 1, KS_STAGE_TAG_HIDDEN, rows, sizeof rows) == KS_OK);
+            CHECK(ks_stage_link_recv(&link, s.stage - 1, HIDDEN, rows, sizeof rows) == KS_OK);
         for (int i = 0; i < ROWS; i++) rows[i] += (float)s.stage;
         if (s.stage + 1 < s.n_stages) {
-            CHECK(ks_stage_link_send(&link, s.stage + 1, KS_STAGE_TAG_HIDDEN, rows, sizeof rows) == KS_OK);
+            CHECK(ks_stage_link_send(&link, s.stage + 1, HIDDEN, rows, sizeof rows) == KS_OK);
             continue;
         }
         if (hang && s.instance == 0) pause(); /* the predecessor's next send waits on it, bounded */
@@ -47,8 +47,8 @@ static int run(const ks_mpi *m, int k, int hang, double timeout_s) {
     CHECK(ks_stage_link_bcast(&link, s.n_stages - 1, &token, sizeof token) == KS_OK);
     CHECK(token == 4242 + s.instance);
     if (s.n_stages > 1) { /* a size mismatch is an error, not garbage */
-        if (s.stage == 1) CHECK(ks_stage_link_send(&link, 0, KS_STAGE_TAG_STATS, rows, 8) == KS_OK);
-        if (s.stage == 0) CHECK(ks_stage_link_recv(&link, 1, KS_STAGE_TAG_STATS, rows, 12) == KS_ERR_MPI);
+        if (s.stage == 1) CHECK(ks_stage_link_send(&link, 0, STATS, rows, 8) == KS_OK);
+        if (s.stage == 0) CHECK(ks_stage_link_recv(&link, 1, STATS, rows, 12) == KS_ERR_MPI);
     }
     ks_stage_link_free(&link);
     return 0;

@@ -23,6 +23,8 @@
 #include "results/report.h"
 #include "results/results.h"
 #include "runner/runner.h"
+#include "stage.h"
+#include "stage_link.h"
 
 typedef struct eval_opts {
     const char *model_path, *cfg_path, *acceleration, *device, *torch_dtype, *gp_num, *output, *template_name;
@@ -31,6 +33,7 @@ typedef struct eval_opts {
     int limit, threads, chunk;
     const char *kv_cache; /* "auto", "budget" or "full" (ks_forward_cache) */
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
+    float stage_timeout; /* seconds a pipeline stage waits for its neighbour before the job ends */
 } eval_opts;
 
 /* What rank 0's store callback needs. */
@@ -120,9 +123,8 @@ static const char *sample_template(const ks_bench_config *bc, const ks_sample *s
 }
 
 static ks_status check_opts(const eval_opts *o) {
-    if (strcmp(o->gp_num, "1") != 0)
-        return ks_fail(KS_ERR_UNSUPPORTED, "--gp_num %s: only 1 (one rank per model instance) is supported so far; "
-                                           "run one rank per GPU with mpirun -np N", o->gp_num);
+    if (!(o->stage_timeout > 0))
+        return ks_fail(KS_ERR_ARG, "--stage_timeout %g: must be a positive number of seconds", (double)o->stage_timeout);
     /* LOOM-Scope's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
      * on CPUs; a dtype the chosen backend does not compute in is refused rather than silently ignored. */
     const char *dt = !strncmp(o->torch_dtype, "torch.", 6) ? o->torch_dtype + 6 : o->torch_dtype;
@@ -163,13 +165,46 @@ typedef struct eval_job {
     ks_queue q;      /* rank 0 */
     eval_store es;   /* rank 0 */
     ks_forward_cache cache; /* --kv_cache */
+    ks_gp_num gp;           /* --gp_num */
+    ks_stage_layout layout; /* this rank's instance and stage */
+    ks_stage_link link;     /* to the other stages of its instance */
+    ks_stage_transport transport;
 } eval_job;
+
+/* The instance layout for --gp_num from the model's layer count (its config only), on every rank before any
+ * model loads. */
+static ks_status eval_layout(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    KS_TRY(ks_gp_num_parse(o->gp_num, &j->gp));
+    ks_model_config cfg;
+    ks_tensor_index ix;
+    KS_TRY(ks_model_open_index(o->model_path, &cfg, &ix, NULL));
+    ks_tensor_index_free(&ix);
+    return ks_stage_layout_init(&j->layout, &j->gp, mpi->size, mpi->rank, cfg.n_layers);
+}
+
+/* This stage's layer range: the model's layers balanced over the instance's stages by weight elements. */
+static ks_status stage_layers(const eval_job *j, const char *model_path, int *first, int *last) {
+    ks_model_config cfg;
+    ks_tensor_index ix;
+    KS_TRY(ks_model_open_index(model_path, &cfg, &ix, NULL));
+    ks_tensor_index_free(&ix);
+    int64_t per_layer, embed, head, layer_elems[KS_METHOD_MAX_LAYERS];
+    if (cfg.n_layers > KS_METHOD_MAX_LAYERS)
+        return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; at most %d", model_path, cfg.n_layers, KS_METHOD_MAX_LAYERS);
+    ks_model_stage_elems(&cfg, &per_layer, &embed, &head);
+    for (int i = 0; i < cfg.n_layers; i++) layer_elems[i] = per_layer;
+    int bounds[KS_STAGE_MAX + 1];
+    KS_TRY(ks_stage_split(layer_elems, cfg.n_layers, embed, head, j->layout.n_stages, bounds));
+    *first = bounds[j->layout.stage], *last = bounds[j->layout.stage + 1];
+    return KS_OK;
+}
 
 /* Step 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
  * result file (mkdir, lock, identity check), so a bad --output ends the job before any model loads. */
 static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
     KS_TRY(ks_forward_cache_parse(o->kv_cache, "--kv_cache", &j->cache));
     KS_TRY(check_opts(o));
+    KS_TRY(eval_layout(j, o, mpi));
     model_name(o->model_path, j->name, sizeof j->name);
     const char *accel = o->acceleration[0] ? o->acceleration : "FullKV";
     KS_TRY(ks_method_create(&j->method, accel, o->method_config, o->method_opts.v, o->method_opts.n));
@@ -193,12 +228,21 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     return st;
 }
 
-/* Step 2: the model and the sample list on every rank; rank 0 builds the queue of samples not yet done. */
+/* Step 2: this stage's part of the model on every rank, the sample list on the instances' first stages; rank 0
+ * builds the queue of samples not yet done. */
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
                            .method = j->method, .cache = j->cache};
+    if (j->layout.n_stages > 1) {
+        KS_TRY(stage_layers(j, o->model_path, &rp.first_layer, &rp.last_layer));
+        ks_stage_link_transport(&j->link, &j->transport);
+        rp.stages = &j->transport;
+        ks_log_info("instance %d, stage %d of %d: layers [%d, %d)", j->layout.instance, j->layout.stage,
+                    j->layout.n_stages, rp.first_layer, rp.last_layer);
+    }
     KS_TRY(ks_runner_init(&j->run, &rp));
+    if (j->layout.stage != 0) return KS_OK;
     KS_TRY(ks_bench_open(&j->bench, &j->bc, j->run.tok));
     KS_TRY(ks_bench_list(j->bench, o->limit, &j->ids, &j->n));
     if (mpi->rank != 0) return KS_OK;
@@ -213,20 +257,40 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
         j->es.already += done[i];
     }
     if (st == KS_OK) {
-        ks_log_info("%s: %d samples, %d already done, %d rank(s); results in %s", j->bc.benchmark_name, j->n,
-                    j->es.already, mpi->size, j->path);
-        st = ks_queue_init(&j->q, j->n, cost, done, mpi->size);
+        ks_log_info("%s: %d samples, %d already done, %d instance(s) of %d rank(s); results in %s",
+                    j->bc.benchmark_name, j->n, j->es.already, j->layout.n_instances, j->layout.n_stages, j->path);
+        st = ks_queue_init(&j->q, j->n, cost, done, j->layout.n_instances);
     }
     free(cost);
     free(done);
     return st;
 }
 
-/* Step 3: samples handed out by rank 0 (mpi/dispatch.h) until the work runs out or a rank fails; every rank
- * returns the same status. */
+/* An error in the middle of a pipelined sample leaves the instance's other stages waiting for messages that
+ * will not come: it ends the job (its line first). */
+static void end_job_if_mid_call(const eval_job *j, const ks_mpi *mpi, ks_status st) {
+    if (st == KS_OK || !j->run.pipe.in_call) return;
+    if (!ks_error_is_reported()) ks_log_error_now();
+    ks_mpi_abort(mpi, 1);
+}
+
+/* A later pipeline stage: serves its instance's first stage until it ends; an error ends the job. */
+static ks_status eval_follow(eval_job *j, const ks_mpi *mpi) {
+    ks_status st = ks_runner_follow(&j->run);
+    if (st != KS_OK) {
+        ks_log_error_now();
+        ks_mpi_abort(mpi, 1);
+    }
+    return st;
+}
+
+/* Step 3: samples handed out by rank 0 (mpi/dispatch.h) to the instances' first stages until the work runs out
+ * or a rank fails; every first stage returns the same status, the later stages serve theirs. */
 static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    if (j->layout.stage != 0) return eval_follow(j, mpi);
     ks_dispatch d = {0};
-    ks_status st = ks_dispatch_init(&d, mpi->world, mpi->rank == 0 ? &j->q : NULL, store_result, &j->es);
+    ks_status st = ks_dispatch_init(&d, ks_stage_link_heads(&j->link), mpi->rank == 0 ? &j->q : NULL, store_result,
+                                    &j->es);
     if (st != KS_OK) {
         ks_dispatch_free(&d);
         return st;
@@ -238,6 +302,7 @@ static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi
         st = ks_bench_get(j->bench, &j->ids[id], &s);
         if (o->max_new_tokens > 0 && s.max_new_tokens > o->max_new_tokens) s.max_new_tokens = o->max_new_tokens;
         if (st == KS_OK) st = ks_runner_run(&j->run, &s, sample_template(&j->bc, &s), &r);
+        end_job_if_mid_call(j, mpi, st);
         if (st == KS_OK) st = ks_dispatch_submit(&d, id, &r);
         else ks_dispatch_fail(&d, id, st);
         ks_result_free(&r);
@@ -247,7 +312,8 @@ static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi
     if (st != KS_OK && id < 0) ks_dispatch_fail(&d, -1, st);
     st = ks_dispatch_finish(&d);
     ks_dispatch_free(&d);
-    return st;
+    ks_status ended = j->layout.n_stages > 1 ? ks_runner_end(&j->run) : KS_OK;
+    return st != KS_OK ? st : ended;
 }
 
 /* Rank 0, after the last sample: the final commit and the score table. */
@@ -269,6 +335,7 @@ static void eval_free(eval_job *j) {
     free(j->ids);
     ks_bench_close(j->bench);
     ks_runner_free(&j->run);
+    ks_stage_link_free(&j->link);
     ks_method_free(j->method);
     free(j->method_yaml);
     ks_bench_config_free(&j->bc);
@@ -280,8 +347,11 @@ static void eval_free(eval_job *j) {
 static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
     eval_job j = {0};
     ks_status st = ks_mpi_agree(mpi, eval_open(&j, o, mpi, argc, argv));
+    if (st == KS_OK) st = ks_stage_link_init(&j.link, mpi, &j.layout, o->stage_timeout);
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_load(&j, o, mpi));
     if (st == KS_OK) st = eval_samples(&j, o, mpi);
+    if (j.link.mpi && j.layout.n_stages > 1) /* the later stages learn how their instances' samples ended */
+        st = ks_mpi_agree(mpi, st);
     if (st == KS_OK && mpi->rank == 0) st = eval_report(&j);
     eval_free(&j);
     return st;
@@ -289,7 +359,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
 
 ks_status ks_cmd_eval(int argc, char **argv) {
     eval_opts o = {.acceleration = "FullKV", .device = "cpu", .torch_dtype = "bfloat16", .gp_num = "1",
-                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "auto"};
+                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "auto", .stage_timeout = 300};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
@@ -300,7 +370,11 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
         {"device", KS_OPT_STRING, &o.device, "D", "compute backend: cpu or cuda", 0},
         {"torch_dtype", KS_OPT_STRING, &o.torch_dtype, "T", "bfloat16 (cuda: bf16 weights and KV; cpu: computes fp32) or float32 (cpu)", 0},
-        {"gp_num", KS_OPT_STRING, &o.gp_num, "K", "ranks per model instance (1)", 0},
+        {"gp_num", KS_OPT_STRING, &o.gp_num, "K|1/K",
+         "K: ranks (GPUs) per model instance, each a pipeline stage holding a range of layers; 1/K: K instances "
+         "share each GPU", 0},
+        {"stage_timeout", KS_OPT_FLOAT, &o.stage_timeout, "S",
+         "seconds a pipeline stage waits for its neighbour before the job ends with an error naming it", 0},
         {"output", KS_OPT_STRING, &o.output, "DIR", "result directory (one .h5 per model x benchmark x method)", 0},
         {"limit", KS_OPT_INT, &o.limit, "N", "the first N samples of each task and length (-1 = all)", 0},
         {"template", KS_OPT_STRING, &o.template_name, "NAME",

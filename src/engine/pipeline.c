@@ -129,22 +129,30 @@ static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int3
 ks_status ks_pipeline_prefill(ks_pipeline *p, const int32_t *tokens, int n, int32_t *next) {
     KS_ASSERT(p->t->stage == 0 && n > 0);
     pipe_cmd c = {.op = PIPE_PROMPT, .n = n};
+    p->in_call = 1;
     KS_TRY(pass_cmd(p, &c));
     KS_TRY(stage_prompt(p, tokens, n, next));
     if (!is_last(p)) KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next));
+    p->in_call = 0;
     return KS_OK;
 }
 
 ks_status ks_pipeline_decode(ks_pipeline *p, int32_t token, int32_t *next) {
     KS_ASSERT(p->t->stage == 0);
     pipe_cmd c = {.op = PIPE_STEP};
+    p->in_call = 1;
     KS_TRY(pass_cmd(p, &c));
     say(p, "decode step at position %d", p->f->n_past);
-    if (is_last(p)) return ks_forward_decode(p->f, token, NULL, next);
-    ks_forward_io io = {.tokens = &token, .hidden_out = p->rows};
-    KS_TRY(ks_forward_step(p->f, &io));
-    KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
-    return recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next);
+    if (is_last(p)) {
+        KS_TRY(ks_forward_decode(p->f, token, NULL, next));
+    } else {
+        ks_forward_io io = {.tokens = &token, .hidden_out = p->rows};
+        KS_TRY(ks_forward_step(p->f, &io));
+        KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
+        KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next));
+    }
+    p->in_call = 0;
+    return KS_OK;
 }
 
 /* This stage's statistics rows (its method's, none for FullKV) into out; returns the count. */
@@ -155,6 +163,7 @@ static int own_stats(const ks_pipeline *p, ks_layer_stat *out) {
 ks_status ks_pipeline_gather(ks_pipeline *p) {
     KS_ASSERT(p->t->stage == 0);
     pipe_cmd c = {.op = PIPE_STATS};
+    p->in_call = 1;
     KS_TRY(pass_cmd(p, &c));
     int rows = own_stats(p, p->stats);
     p->kv = (ks_pipeline_kv){p->kv_full, p->kv_prefill, ks_kvcache_bytes(p->f->ops->kvcache(p->f->be))};
@@ -169,6 +178,7 @@ ks_status ks_pipeline_gather(ks_pipeline *p) {
         p->kv.full += h.kv_full, p->kv.prefill += h.kv_prefill, p->kv.end += h.kv_end;
     }
     p->n_stats = rows;
+    p->in_call = 0;
     return KS_OK;
 }
 

@@ -34,7 +34,7 @@
 #include "results/record.h"
 
 /* The channels the pipeline uses; a transport delivers the messages of one (peer, channel) in order. */
-enum { KS_PIPE_CONTROL = 1, KS_PIPE_HIDDEN = 2, KS_PIPE_STATS = 3, KS_PIPE_TOKEN = 4 };
+enum { KS_PIPE_CONTROL = 1, KS_PIPE_HIDDEN = 2, KS_PIPE_STATS = 3, KS_PIPE_TOKEN = 4, KS_PIPE_CHANNELS };
 
 typedef struct ks_stage_transport {
     int stage, n_stages;
@@ -60,6 +60,8 @@ typedef struct ks_pipeline {
     ks_layer_stat *stats;          /* (KS_METHOD_MAX_LAYERS) every stage's layer statistics, in layer order; owned */
     int n_stats;                   /* rows of `stats` (0 for FullKV) */
     ks_pipeline_kv kv;             /* KV bytes over every stage */
+    int in_call;                   /* stage 0: a call failed after the other stages started on it, so they wait
+                                      for messages that will not come: the caller must end the job */
 } ks_pipeline;
 
 ks_status ks_pipeline_init(ks_pipeline *p, ks_forward *f, const ks_stage_transport *t);

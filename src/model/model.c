@@ -47,6 +47,14 @@ ks_status ks_model_open_index(const char *path, ks_model_config *cfg, ks_tensor_
     return ks_tensor_index_open_hf(ix, path);
 }
 
+void ks_model_stage_elems(const ks_model_config *c, int64_t *per_layer, int64_t *embed, int64_t *head) {
+    int64_t h = c->hidden, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    *per_layer = 2 * h + h * (q + 2 * kv) + q * h + 3 * h * c->ffn + (c->attn_bias ? q + 2 * kv : 0) +
+                 (c->o_bias ? h : 0);
+    *embed = (int64_t)c->vocab * h;
+    *head = (int64_t)c->vocab * h + h;
+}
+
 /* ---- the load plan: which tensors, where they go, what shape they must have ----------------------------- */
 
 typedef struct slot {

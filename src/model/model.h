@@ -53,4 +53,9 @@ void ks_model_free(ks_model *m);
  * outputs are freed. */
 ks_status ks_model_open_index(const char *path, ks_model_config *cfg, ks_tensor_index *ix, int *is_gguf);
 
+/* Weight elements by where a pipeline stage holds them: each layer's, the embedding's (first stage), and the
+ * final norm's plus the LM head's (last stage; with tied embeddings the last stage keeps the embedding matrix
+ * as its head, so it counts again). Every backend stores every weight in one type, so elements weigh stages. */
+void ks_model_stage_elems(const ks_model_config *c, int64_t *per_layer, int64_t *embed, int64_t *head);
+
 #endif

@@ -13,7 +13,8 @@
 ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     memset(r, 0, sizeof *r);
     ks_status st;
-    KS_TRY_GOTO(st, ks_model_load(&r->model, p->model_path, 0, -1), fail);
+    KS_TRY_GOTO(st, ks_model_load(&r->model, p->model_path, p->stages ? p->first_layer : 0,
+                                  p->stages ? p->last_layer : -1), fail);
     KS_TRY_GOTO(st, ks_tokenizer_load(&r->tok, p->model_path), fail);
     int max_ctx = p->max_ctx < r->model.cfg.max_pos ? p->max_ctx : r->model.cfg.max_pos;
     r->max_new = p->max_new > 0 ? p->max_new : 1;
@@ -21,6 +22,7 @@ ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
                             .chunk = p->chunk > 0 ? p->chunk : 512, .threads = p->threads, .cache = p->cache};
     KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, p->method, &fp), fail);
     r->method = p->method;
+    if (p->stages) KS_TRY_GOTO(st, ks_pipeline_init(&r->pipe, &r->fwd, p->stages), fail);
     ks_stop_set_build(&r->stop, &r->model.cfg, r->tok);
     ks_ids nl = {0};
     KS_TRY_GOTO(st, ks_tokenizer_encode(r->tok, "\n", 1, 0, &nl), fail);
@@ -40,6 +42,7 @@ fail:
 void ks_runner_free(ks_runner *r) {
     if (!r) return;
     free(r->out);
+    ks_pipeline_free(&r->pipe);
     ks_forward_free(&r->fwd);
     ks_tokenizer_free(r->tok);
     ks_model_free(&r->model);
@@ -73,11 +76,16 @@ static int64_t peak_rss_bytes(void) {
     return getrusage(RUSAGE_SELF, &ru) == 0 ? (int64_t)ru.ru_maxrss * 1024 : 0;
 }
 
-/* The method's per-layer record of this sample's prompt (the result file's /layers rows). */
-static ks_status layer_stats(const ks_method *m, ks_result *res) {
+/* The method's per-layer record of this sample's prompt (the result file's /layers rows), every stage's. */
+static ks_status layer_stats(const ks_runner *r, ks_result *res) {
     ks_layer_stat *st = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *st, "layer statistics");
     if (!st) return KS_ERR_NOMEM;
-    res->n_layers = ks_method_layer_stats(m, st);
+    if (r->pipe.t) {
+        memcpy(st, r->pipe.stats, sizeof *st * (size_t)r->pipe.n_stats);
+        res->n_layers = r->pipe.n_stats;
+    } else {
+        res->n_layers = ks_method_layer_stats(r->method, st);
+    }
     res->layers = st;
     return KS_OK;
 }
@@ -110,7 +118,8 @@ ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_n
     }
     ks_stop_set stop = r->stop;
     if (s->stop_on_newline) ks_stop_set_add(&stop, r->newline_id);
-    ks_generate_params gp = {.max_new_tokens = s->max_new_tokens, .stop = &stop};
+    ks_generate_params gp = {.max_new_tokens = s->max_new_tokens, .stop = &stop,
+                             .pipeline = r->pipe.t ? &r->pipe : NULL};
     ks_generate_result gr;
     KS_TRY_GOTO(st, ks_generate(&r->fwd, ids.ids, ids.n, &gp, r->out, &gr), done);
     KS_TRY_GOTO(st, ks_tokenizer_decode(r->tok, r->out, gr.n, 1, &res->prediction), done);
@@ -124,7 +133,7 @@ ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_n
     res->peak_bytes = peak_rss_bytes();
     res->kv_bytes_before = gr.kv_bytes_full;
     res->kv_bytes_after = gr.kv_bytes_prefill;
-    if (r->method) KS_TRY_GOTO(st, layer_stats(r->method, res), done);
+    if (r->method) KS_TRY_GOTO(st, layer_stats(r, res), done);
     res->answers_json = answers_json(s);
     if (!res->answers_json) st = ks_fail(KS_ERR_NOMEM, "out of memory");
 done:
@@ -132,3 +141,7 @@ done:
     if (st != KS_OK) ks_result_free(res);
     return st;
 }
+
+ks_status ks_runner_follow(ks_runner *r) { return ks_pipeline_follow(&r->pipe); }
+
+ks_status ks_runner_end(ks_runner *r) { return ks_pipeline_end(&r->pipe); }

@@ -21,6 +21,7 @@
 #include "bench/sample.h"
 #include "engine/forward.h"
 #include "engine/generate.h"
+#include "engine/pipeline.h"
 #include "methods/method.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
@@ -34,6 +35,10 @@ typedef struct ks_runner_params {
     int threads;            /* CPU threads (0: all) */
     ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
     ks_forward_cache cache; /* how the KV cache is sized (engine/forward.h; 0: KS_CACHE_AUTO) */
+    /* A pipeline stage of a model instance (engine/pipeline.h): the layers [first_layer, last_layer) it holds
+     * and its transport to the other stages (borrowed). NULL: this runner holds every layer. */
+    const ks_stage_transport *stages;
+    int first_layer, last_layer;
 } ks_runner_params;
 
 typedef struct ks_runner {
@@ -45,6 +50,7 @@ typedef struct ks_runner {
     int32_t *out;         /* (max_new) generated ids, allocated once */
     int max_new;
     ks_method *method;    /* borrowed, bound to fwd; NULL = FullKV */
+    ks_pipeline pipe;     /* a pipeline stage's link to the others (pipe.t NULL: one stage) */
 } ks_runner;
 
 ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p);
@@ -54,5 +60,10 @@ void ks_runner_free(ks_runner *r); /* accepts a zeroed or half-built struct */
  * memory, KV bytes before/after the method's compression, per-layer statistics). template_name NULL or "none": no
  * chat template. */
 ks_status ks_runner_run(ks_runner *r, const ks_sample *s, const char *template_name, ks_result *res);
+
+/* Pipeline stages > 0: serve stage 0's samples until it calls ks_runner_end (engine/pipeline.h). */
+ks_status ks_runner_follow(ks_runner *r);
+/* Pipeline stage 0, after its last sample: the other stages' ks_runner_follow returns. */
+ks_status ks_runner_end(ks_runner *r);
 
 #endif
