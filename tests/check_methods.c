@@ -403,7 +403,7 @@ START_TEST(test_cakekv_preference) {
         fx_method(&f, "CakeKV", o);
         for (int j = 0; j < 4; j++) fx_push_all(&f, 0, 0);
         fx_prompt(&f, 4, NULL);
-        ck_assert_msg(fabs(f.m->layer[0].pref - want[t]) < 1e-6 * want[t], "P %.9g, want %.9g", f.m->layer[0].pref,
+        ck_assert_msg(fabs(f.m->model_state[0] - want[t]) < 1e-6 * want[t], "P %.9g, want %.9g", f.m->model_state[0],
                       want[t]);
         ck_assert_int_eq(ks_kvcache_len(&f.kv.cache, 0)[0], 4);
         fx_free(&f);
@@ -434,7 +434,7 @@ START_TEST(test_cakekv_cascade_and_decode) {
         fx_prompt(&f, 24, NULL);
         double pref[3];
         int kept[3] = {22, 22, 22}, b[3], shrunk = 0;
-        for (int l = 0; l < 3; l++) pref[l] = f.m->layer[l].pref;
+        for (int l = 0; l < 3; l++) pref[l] = f.m->model_state[l];
         ck_assert(pref[0] != pref[1] && pref[1] != pref[2] && pref[0] > 0);
         for (int t = cascading ? 0 : 2; t < 3; t++) {
             ks_cake_allocate(pref, t + 1, 12, 22, b);

@@ -115,9 +115,11 @@ static const char *const *method_opts(int i, const char **name) {
     static const char *const h2o[] = {"heavy_budget=30", "recent_budget=30", NULL};
     static const char *const stream[] = {"start_size=4", "recent_size=60", NULL};
     static const char *const l2[] = {"max_capacity_prompt=80", NULL};
+    static const char *const cake[] = {"cache_size=48", "window_size=16", NULL};
+    static const char *const cake_once[] = {"cache_size=48", "window_size=16", "cascading=false", NULL};
     static const struct { const char *name; const char *const *opts; } all[] = {
         {"FullKV", NULL}, {"SnapKV", snap}, {"PyramidKV", pyramid}, {"H2O", h2o}, {"StreamingLLM", stream},
-        {"L2Compress", l2}};
+        {"L2Compress", l2}, {"CakeKV", cake}, {"CakeKV", cake_once}};
     *name = all[i].name;
     return all[i].opts;
 }
@@ -198,7 +200,7 @@ END_TEST
 int main(void) {
     Suite *s = suite_create("pipeline");
     TCase *tc = tcase_create("pipeline");
-    tcase_add_loop_test(tc, test_three_stages_equal_one, 0, 12);
+    tcase_add_loop_test(tc, test_three_stages_equal_one, 0, 16);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

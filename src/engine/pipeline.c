@@ -80,16 +80,55 @@ static ks_status follow_step(ks_pipeline *p) {
     return send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
 }
 
+/* The method's per-model-layer values (methods/method.h, ks_method_stage_state), NULL when its layers are
+ * independent or there is no method. */
+static double *method_state(const ks_pipeline *p) {
+    return p->f->method ? ks_method_stage_state(p->f->method) : NULL;
+}
+
+static size_t state_bytes(const ks_pipeline *p) { return sizeof(double) * (size_t)p->f->m->cfg.n_layers; }
+
+/* Before this stage's prompt-end work: the values of the layers before it, from the previous stage (sent
+ * after the prompt's last rows). */
+static ks_status state_in(ks_pipeline *p) {
+    double *state = method_state(p);
+    if (!state || p->t->stage == 0) return KS_OK;
+    double in[KS_METHOD_MAX_LAYERS];
+    KS_TRY(recv(p, p->t->stage - 1, KS_PIPE_STATE, in, state_bytes(p)));
+    memcpy(state, in, sizeof(double) * (size_t)p->f->m->first_layer);
+    return KS_OK;
+}
+
+/* After this stage's prompt: its values on to the next stage, or, from the last stage, the whole model's to
+ * every other stage. */
+static ks_status state_out(ks_pipeline *p) {
+    const double *state = method_state(p);
+    if (!state) return KS_OK;
+    if (!is_last(p)) return send(p, p->t->stage + 1, KS_PIPE_STATE, state, state_bytes(p));
+    for (int s = 0; s < p->t->n_stages - 1; s++) KS_TRY(send(p, s, KS_PIPE_FINAL, state, state_bytes(p)));
+    return KS_OK;
+}
+
+/* Every stage but the last, after its prompt: the whole model's values, then its layers finished with them. */
+static ks_status state_finish(ks_pipeline *p) {
+    double *state = method_state(p);
+    if (!state || is_last(p)) return KS_OK;
+    say(p, "waiting for the last stage's %s", "per-layer values");
+    KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_FINAL, state, state_bytes(p)));
+    return ks_method_finish_stage(p->f->method);
+}
+
 static ks_status rows_in(void *ctx, int t0, int n, float *rows) {
     ks_pipeline *p = ctx;
-    (void)t0;
-    return recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n));
+    KS_TRY(recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n)));
+    return t0 + n == p->n_prompt ? state_in(p) : KS_OK;
 }
 
 static ks_status rows_out(void *ctx, int t0, int n, const float *rows) {
     ks_pipeline *p = ctx;
     say(p, "handing on the prompt's rows at token %d", t0);
-    return send(p, p->t->stage + 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n));
+    KS_TRY(send(p, p->t->stage + 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n)));
+    return t0 + n == p->n_prompt ? state_out(p) : KS_OK;
 }
 
 /* The prompt of n tokens on this stage (tokens: stage 0 only); the last stage sends its token to stage 0
@@ -99,6 +138,7 @@ static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int3
     ks_forward *f = p->f;
     int s = p->t->stage;
     ks_forward_reset(f);
+    p->n_prompt = n;
     if (f->kv_rows < f->max_ctx) {
         say(p, "a prompt of %d tokens, layer-major", n);
         ks_forward_rows_io io = {.in = rows_in, .out = rows_out, .ctx = p, .rows = p->rows};
@@ -106,20 +146,24 @@ static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int3
         KS_TRY(ks_forward_prompt_layer_major(f, tokens, n, &io, NULL, &token));
         if (is_last(p) && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &token, sizeof token));
         if (is_last(p) && s == 0) *next = token;
+        if (is_last(p)) KS_TRY(state_out(p));
     } else {
         for (int t0 = 0, m; t0 < n; t0 += m) {
             m = ks_forward_chunk_len(f, n, t0);
             say(p, "prompt chunk at token %d of %d", t0, n);
             int end = t0 + m == n;
             if (s > 0) KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+            if (end) KS_TRY(state_in(p));
             ks_forward_io io = {.tokens = s == 0 ? tokens + t0 : NULL, .hidden_in = p->rows, .hidden_out = p->rows,
                                 .prompt_end = end, .skip_head = !end};
             KS_TRY(ks_forward_chunk(f, &io, m));
             if (!is_last(p)) KS_TRY(send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
             else if (end && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next));
             else if (end) *next = io.next;
+            if (end) KS_TRY(state_out(p));
         }
     }
+    KS_TRY(state_finish(p));
     const ks_kvcache *c = f->ops->kvcache(f->be);
     p->kv_full = (int64_t)n * c->n_layers * c->n_kv_heads * 2 * c->head_dim * c->elem_bytes;
     p->kv_prefill = ks_kvcache_bytes(c);

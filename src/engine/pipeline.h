@@ -20,7 +20,10 @@
  * statistics, the end) goes down the chain ahead of the rows it concerns, each stage forwarding it before it
  * computes. So a stage works on chunk c while the next still works on chunk c - 1: the prefill is pipelined.
  * Prompt chunks follow ks_forward_chunk_len on every stage (the same plan, from the header's lengths); each
- * stage's method compresses its own layers at the prompt's last chunk. A budget-sized cache's long prompt runs
+ * stage's method compresses its own layers at the prompt's last chunk. A method whose prompt-end work reads every
+ * layer (CakeKV's budget allocation: methods/method.h, finish_stage) gets the earlier stages' per-layer values
+ * after the last rows, hands its own on after them, and once the last stage has seen every layer, each other
+ * stage finishes its layers from the whole model's values: the kept rows of a single stage. A budget-sized cache's long prompt runs
  * layer-major within each stage (forward.h): a stage takes the whole prompt's rows, runs its layers over them
  * and hands every chunk's rows on.
  */
@@ -34,7 +37,15 @@
 #include "results/record.h"
 
 /* The channels the pipeline uses; a transport delivers the messages of one (peer, channel) in order. */
-enum { KS_PIPE_CONTROL = 1, KS_PIPE_HIDDEN = 2, KS_PIPE_STATS = 3, KS_PIPE_TOKEN = 4, KS_PIPE_CHANNELS };
+enum {
+    KS_PIPE_CONTROL = 1, /* a call's header, down the chain */
+    KS_PIPE_HIDDEN,      /* residual rows, down the chain */
+    KS_PIPE_STATS,       /* statistics and KV bytes, to stage 0 */
+    KS_PIPE_TOKEN,       /* the greedy token, last stage to stage 0 */
+    KS_PIPE_STATE,       /* a method's per-layer values so far, down the chain after the prompt's rows */
+    KS_PIPE_FINAL,       /* the whole model's values, last stage to the others */
+    KS_PIPE_CHANNELS
+};
 
 typedef struct ks_stage_transport {
     int stage, n_stages;
@@ -54,6 +65,7 @@ typedef struct ks_pipeline {
     const ks_stage_transport *t;   /* borrowed */
     float *rows;                   /* (rows_cap, hidden) rows in and out of this stage; owned */
     int rows_cap;                  /* the prefill chunk */
+    int n_prompt;                  /* the prompt being run */
     int64_t kv_full;               /* this stage's uncompressed KV bytes of the current prompt */
     int64_t kv_prefill;            /* this stage's KV bytes after the prompt's compression */
     /* Stage 0, filled by ks_pipeline_gather: */

@@ -83,18 +83,17 @@ static ks_status evict_layer(ks_method *m, int l, int past, int W) {
     return ks_method_compact(m, l, 0);
 }
 
-/* The reference's CakeprefillKVCache allocation after layer `last` of the prompt, over layers 0 .. last:
- * each layer's budget (what decode keeps it to) and the fewest past tokens any step has given it. */
+/* The reference's CakeprefillKVCache allocation after model layer `last` of the prompt, over model layers
+ * 0 .. last (their preference scores in m->model_state; T counts every layer of the model): each held layer's
+ * budget (what decode keeps it to) and the fewest past tokens any step has given it. */
 static void allocate(ks_method *m, int last) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
     int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
-    double pref[KS_METHOD_MAX_LAYERS];
     int budget[KS_METHOD_MAX_LAYERS];
-    for (int i = 0; i <= last; i++) pref[i] = m->layer[i].pref;
-    ks_cake_allocate(pref, last + 1, (int64_t)(C - W) * m->n_layers, L - W, budget);
-    for (int i = 0; i <= last; i++) {
+    ks_cake_allocate(m->model_state, last + 1, (int64_t)(C - W) * m->n_layers_model, L - W, budget);
+    for (int i = m->first_layer; i <= last && i < m->first_layer + m->n_layers; i++) {
         int past = budget[i] < L - W ? budget[i] : L - W;
-        ks_method_layer *ly = &m->layer[i];
+        ks_method_layer *ly = &m->layer[i - m->first_layer];
         ly->cascade_past = i == last || past < ly->cascade_past ? past : ly->cascade_past;
         ly->budget = past + W;
     }
@@ -118,20 +117,32 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     ks_window_args a = {.n_q = W, .stat = KS_SCORE_MEAN_VAR, .gamma = o->gamma, .reduce = o->gqa_reduce,
                         .sums = m->pooled};
     KS_TRY(ks_method_window_scores(m, c, a, m->scores, &sum));
-    m->layer[c->l].pref = pow(sum.entropy, 1.0 / o->tau1) * pow(sum.var_sum, 1.0 / o->tau2);
+    m->model_state[c->layer] = pow(sum.entropy, 1.0 / o->tau1) * pow(sum.var_sum, 1.0 / o->tau2);
 #pragma omp parallel for if (past > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) /* pooling is linear: pooling the group mean = the mean of pooled heads */
         ks_select_pool(layer_scores(m, c->l) + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past,
                        o->kernel_size, KS_POOL_AVG);
     KS_TRY(ks_method_observe(m, c, m->pooled));
     if (L <= C + W) return KS_OK;
-    int last = c->l == m->n_layers - 1;
-    if (o->cascading || last) allocate(m, c->l);
+    int last = c->layer == m->n_layers_model - 1;
+    if (o->cascading || last) allocate(m, c->layer);
     if (o->cascading) /* this layer to its step budget, and earlier ones this step halved (amortised O(rows)) */
         for (int i = 0; i <= c->l; i++)
             if (i == c->l || 2 * m->layer[i].cascade_past <= ks_kvcache_len(m->cache, i)[0] - W)
                 KS_TRY(evict_layer(m, i, m->layer[i].cascade_past, W));
     return last ? evict_all(m, o->cascading, W) : KS_OK;
+}
+
+/* A pipeline stage before the last, once every layer's preference is in: the allocations after each later
+ * model layer (cascading) or after the last one, as a single stage would have made them, then every held layer
+ * evicted to its final budget. */
+static ks_status cakekv_finish_stage(ks_method *m) {
+    const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
+    int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
+    if (L - W <= 0 || L <= C + W) return KS_OK;
+    for (int g = o->cascading ? m->first_layer + m->n_layers : m->n_layers_model - 1; g < m->n_layers_model; g++)
+        allocate(m, g);
+    return evict_all(m, o->cascading, W);
 }
 
 /* A layer whose heads hold more than one row over its budget (a prompt of up to cache_size + W tokens is kept
@@ -180,4 +191,5 @@ const ks_method_ops ks_method_cakekv = {
     .after_prefill_layer = cakekv_after_prefill_layer,
     .on_decode_step = cakekv_on_decode_step,
     .decode_on_host = cakekv_decode_on_host,
+    .finish_stage = cakekv_finish_stage,
 };

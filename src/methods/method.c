@@ -135,6 +135,7 @@ ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, cons
 
 void ks_method_reset(ks_method *m) {
     m->n_prompt = 0;
+    memset(m->model_state, 0, sizeof m->model_state);
     if (m->kv) m->kv->ops->compress_cancel(m->kv); /* a prompt abandoned after an error: its work is dropped */
     if (m->layer) memset(m->layer, 0, sizeof *m->layer * m->n_layers);
 }
@@ -196,8 +197,8 @@ ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
     return m->ops->on_decode_step(m, layer, layer - m->first_layer, qpos);
 }
 
-ks_status ks_method_end_prompt(ks_method *m) {
-    if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
+/* Each held layer's statistics from the rows it holds now. */
+static void record_stats(ks_method *m) {
     for (int l = 0; l < m->n_layers; l++) {
         ks_method_layer *ly = &m->layer[l];
         const int32_t *len = ks_kvcache_len(m->cache, l);
@@ -227,6 +228,20 @@ ks_status ks_method_end_prompt(ks_method *m) {
         ly->key_norm_max = nmax;
         ly->mass_kept = ly->mass_total > 0 ? (float)(mass / ly->mass_total) : 1.0f;
     }
+}
+
+ks_status ks_method_end_prompt(ks_method *m) {
+    if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
+    record_stats(m);
+    return KS_OK;
+}
+
+double *ks_method_stage_state(ks_method *m) { return m->ops->finish_stage ? m->model_state : NULL; }
+
+ks_status ks_method_finish_stage(ks_method *m) {
+    KS_TRY(m->ops->finish_stage(m));
+    if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
+    record_stats(m);
     return KS_OK;
 }
 

@@ -135,6 +135,13 @@ typedef struct ks_method_ops {
      * be replayed from a graph (CakeKV's first step after a prompt that left a layer more than one row over
      * its budget); NULL: never. */
     int (*decode_on_host)(const ks_method *m);
+    /* Optional, for a method whose prompt-end work reads values of every layer of the model (CakeKV allocates
+     * budgets over the layers from their preference scores): it keeps one value per model layer in
+     * m->model_state, filling the held layers' during their prompt-end work. Across pipeline stages the values
+     * travel with the prompt (a stage's instance starts its work with the earlier stages' values, see
+     * ks_method_stage_state), and once the last stage has filled the rest, every other stage calls this to finish
+     * its held layers as the whole model's values say. A single stage never calls it. NULL: layers independent. */
+    ks_status (*finish_stage)(ks_method *m);
 } ks_method_ops;
 
 /* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
@@ -151,7 +158,6 @@ typedef struct ks_method_layer {
     float mass_total;      /* observation-window attention mass on all rows (the sum over KV heads) */
     float mass_kept;       /* fraction of it on the rows kept after the prompt */
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
-    double pref;           /* CakeKV: the layer's preference score P_l */
     int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
 } ks_method_layer;
 
@@ -181,6 +187,8 @@ struct ks_method {
                               statistics' key norms, L2Compress's scores. NULL: no KV store */
     ks_method_layer *layer; /* (n_layers) */
     int n_prompt;          /* length of the current prompt; 0 before its last chunk */
+    double model_state[KS_METHOD_MAX_LAYERS]; /* ops->finish_stage: one value per model layer (absolute number),
+                                                 CakeKV's preference scores P_l; zeroed per sequence */
     ks_method_chunk last_chunk; /* the prompt's last chunk (its layer fields unused): what a layer's prompt-end
                               work scores, whenever the store runs it */
 };
@@ -226,6 +234,14 @@ int ks_method_bounds_rows(const ks_method *m);
  * no binding), prompts of 1 .. max_prompt tokens and max_new generated tokens: the most any layer's plan keeps
  * after the prompt, plus max_new. 0 when the method does not bound them (ks_method_bounds_rows). */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new);
+
+/* Pipeline stages (engine/pipeline.h): the per-model-layer values a method shares across stages (NULL when its
+ * layers are independent, ops->finish_stage NULL), n_layers_model of them: a stage copies the previous stage's
+ * in before its prompt-end work and hands its own on after it. ks_method_finish_stage, on every stage but the last
+ * once the last has filled them all: the held layers finished as the whole model's values say, then their
+ * statistics recorded again. */
+double *ks_method_stage_state(ks_method *m);
+ks_status ks_method_finish_stage(ks_method *m);
 
 /* 1 when the method has dropped rows of this sequence (at prefill or decode): the cache is no longer dense. */
 int ks_method_dropped(const ks_method *m);
