@@ -7,6 +7,11 @@
  * every sample exactly once, with the same predictions and scores as A: resume skips what was committed,
  * loses nothing and duplicates nothing; and the samples are deterministic whichever rank runs them.
  *
+ * Model instances over pipeline stages (--gp_num): for FullKV and the compressing methods, runs of 4 ranks as
+ * 2 instances of 2 stages, 3 ranks as one instance of 3 stages, and 2 instances sharing a device (--gp_num 1/2)
+ * write the predictions, scores, KV bytes and per-layer statistics of one rank holding the whole model. Then a
+ * stage rank is SIGKILLed mid-run: the job ends, and the rerun resumes to the same results.
+ *
  * usage: e2e_eval KVSCOPE MPIEXEC CONFIG GGUF
  */
 #include <check.h>
@@ -26,20 +31,34 @@ static const char *kvscope, *mpiexec, *config, *gguf;
 
 #define N_SAMPLES 6 /* the config's tasks x lengths x num_samples */
 
-/* Starts `mpiexec -np 2 kvscope eval ...` in its own process group, stderr to log; returns the pid. */
-static pid_t start_eval(const char *out_dir, const char *log) {
+/* A run's shape: ranks, --gp_num, method and its knobs, --limit (-1: all samples). */
+typedef struct run_shape {
+    const char *np, *gp_num, *method, *opt;
+    const char *limit;
+} run_shape;
+
+static const run_shape DEFAULT_RUN = {"2", "1", "FullKV", NULL, "-1"};
+
+/* Starts `mpiexec -np N kvscope eval ...` in its own process group, stderr to log; returns the pid. */
+static pid_t start_run(const char *out_dir, const char *log, const run_shape *r) {
     pid_t pid = fork();
     ck_assert_int_ge(pid, 0);
     if (pid == 0) {
         setpgid(0, 0);
         if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(127);
-        execl(mpiexec, mpiexec, "-np", "2", "--oversubscribe", kvscope, "eval", "--model_path", gguf, "--cfg_path",
-              config, "--output", out_dir, "--threads", "1", "--max_new_tokens", "12", (char *)NULL);
+        const char *argv[40] = {mpiexec, "-np", r->np, "--oversubscribe", kvscope, "eval", "--model_path", gguf,
+                                "--cfg_path", config, "--output", out_dir, "--threads", "1", "--max_new_tokens",
+                                "12", "--gp_num", r->gp_num, "--acceleration", r->method, "--limit", r->limit};
+        int n = 22;
+        if (r->opt) argv[n++] = "--method_opt", argv[n++] = r->opt;
+        execvp(mpiexec, (char *const *)argv);
         _exit(127);
     }
     setpgid(pid, pid);
     return pid;
 }
+
+static pid_t start_eval(const char *out_dir, const char *log) { return start_run(out_dir, log, &DEFAULT_RUN); }
 
 static int wait_exit(pid_t pid) {
     int ws;
@@ -54,13 +73,15 @@ static void dump(const char *log) {
     }
 }
 
-static const char *result_path(const char *dir) {
+static const char *method_result_path(const char *dir, const char *method) {
     static char buf[2][4200];
     static int k;
     k ^= 1;
-    snprintf(buf[k], sizeof buf[k], "%.4000s/SmolLM2-135M-Instruct.Q4_1_RULER_FullKV.h5", dir);
+    snprintf(buf[k], sizeof buf[k], "%.4000s/SmolLM2-135M-Instruct.Q4_1_RULER_%s.h5", dir, method);
     return buf[k];
 }
+
+static const char *result_path(const char *dir) { return method_result_path(dir, "FullKV"); }
 
 /* Rows committed so far (0 while the file does not exist yet). */
 static int committed(const char *dir) {
@@ -185,6 +206,151 @@ START_TEST(test_kill_and_resume) {
 }
 END_TEST
 
+/* Every row of `ref` is in `got` once, with the same prediction, score, token counts, KV bytes and per-layer
+ * statistics (bit for bit: every rank computes with one thread). */
+static void assert_same_rows(const char *ref, const char *got, const char *what) {
+    ks_results_data da = {0}, db = {0};
+    ck_assert_msg(ks_results_read(ref, &da) == KS_OK, "%s: %s", what, ks_last_error());
+    ck_assert_msg(ks_results_read(got, &db) == KS_OK, "%s: %s", what, ks_last_error());
+    ck_assert_int_eq(db.n_rows, da.n_rows);
+    for (int i = 0; i < da.n_rows; i++) {
+        const ks_result *a = &da.rows[i];
+        int count;
+        const ks_result *b = find_row(&db, a, &count);
+        ck_assert_msg(count == 1, "%s: %s/%d/%d is there %d times", what, a->task, a->length, a->index, count);
+        ck_assert_msg(!strcmp(b->prediction, a->prediction), "%s: %s/%d/%d predicts '%s', one rank '%s'", what,
+                      a->task, a->length, a->index, b->prediction, a->prediction);
+        ck_assert(b->score == a->score && b->prompt_tokens == a->prompt_tokens &&
+                  b->generated_tokens == a->generated_tokens);
+        ck_assert_msg(b->kv_bytes_before == a->kv_bytes_before && b->kv_bytes_after == a->kv_bytes_after,
+                      "%s: KV bytes %lld/%lld, one rank %lld/%lld", what, (long long)b->kv_bytes_before,
+                      (long long)b->kv_bytes_after, (long long)a->kv_bytes_before, (long long)a->kv_bytes_after);
+        ck_assert_int_eq(b->n_layers, a->n_layers);
+        for (int l = 0; l < a->n_layers; l++)
+            ck_assert_msg(!memcmp(&b->layers[l], &a->layers[l], sizeof a->layers[l]),
+                          "%s: %s/%d/%d layer %d: kept %d mass %.9g, one rank kept %d mass %.9g", what, a->task,
+                          a->length, a->index, a->layers[l].layer, b->layers[l].kept, b->layers[l].attn_mass_kept,
+                          a->layers[l].kept, a->layers[l].attn_mass_kept);
+    }
+    ks_results_data_free(&da);
+    ks_results_data_free(&db);
+}
+
+static void run_ok(const char *dir, const char *log, const run_shape *r) {
+    int rc = wait_exit(start_run(dir, log, r));
+    if (rc != 0) dump(log);
+    ck_assert_msg(rc == 0, "-np %s --gp_num %s --acceleration %s exited %d", r->np, r->gp_num, r->method, rc);
+}
+
+static const run_shape stage_methods[] = {
+    {.method = "FullKV"},
+    {.method = "SnapKV", .opt = "max_capacity_prompt=128"},
+    {.method = "PyramidKV", .opt = "max_capacity_prompt=128"},
+    {.method = "CakeKV", .opt = "cache_size=128"},
+    {.method = "H2O"},
+};
+
+/* One method: one rank with the whole model, then 2 instances x 2 stages, 1 x 3 stages and 2 instances of one
+ * stage on a shared device; the first sample of each task. */
+START_TEST(test_stage_layouts) {
+    const run_shape *m = &stage_methods[_i];
+    char tmpl[] = "/tmp/kvscope-stages-XXXXXX";
+    const char *root = mkdtemp(tmpl);
+    ck_assert_ptr_nonnull(root);
+    char dir[4096], log[4096], ref[4200];
+    snprintf(log, sizeof log, "%s/log", root);
+    const char *shapes[][2] = {{"1", "1"}, {"4", "2"}, {"3", "3"}, {"2", "1/2"}}; /* -np, --gp_num */
+    for (int k = 0; k < 4; k++) {
+        run_shape r = {shapes[k][0], shapes[k][1], m->method, m->opt, "1"};
+        snprintf(dir, sizeof dir, "%s/%d", root, k);
+        run_ok(dir, log, &r);
+        if (k == 0) {
+            snprintf(ref, sizeof ref, "%s", method_result_path(dir, m->method));
+            continue;
+        }
+        char what[200];
+        snprintf(what, sizeof what, "%s, -np %s --gp_num %s", m->method, r.np, r.gp_num);
+        assert_same_rows(ref, method_result_path(dir, m->method), what);
+    }
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd)) {
+    }
+}
+END_TEST
+
+/* The pid of world rank `rank` among the processes of the run writing to `needle` (their command lines). */
+static pid_t rank_pid(const char *needle, int rank) {
+    DIR *proc = opendir("/proc");
+    ck_assert_ptr_nonnull(proc);
+    pid_t found = -1;
+    char want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    struct dirent *e;
+    while (found < 0 && (e = readdir(proc))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char path[300], buf[65536];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(path, "rb");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < len; i++) buf[i] = buf[i] ? buf[i] : ' ';
+        buf[len] = '\0';
+        if (!strstr(buf, needle) || !strstr(buf, "kvscope eval") || strstr(buf, "mpirun") || strstr(buf, "mpiexec"))
+            continue;
+        snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
+        if (!(f = fopen(path, "rb"))) continue;
+        len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < len; i++) buf[i] = buf[i] ? buf[i] : '\n';
+        buf[len] = '\0';
+        for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+            if (!strcmp(line, want)) found = (pid_t)atoi(e->d_name);
+    }
+    closedir(proc);
+    return found;
+}
+
+/* A later stage (world rank 3: instance 1, stage 1) SIGKILLed mid-run: the job ends within a bounded time with a
+ * nonzero status, nothing of it keeps running, and the rerun resumes to the results of one rank. */
+START_TEST(test_stage_killed) {
+    char tmpl[] = "/tmp/kvscope-stagekill-XXXXXX";
+    const char *root = mkdtemp(tmpl);
+    ck_assert_ptr_nonnull(root);
+    char a[4096], b[4096], log[4096];
+    snprintf(a, sizeof a, "%s/a", root);
+    snprintf(b, sizeof b, "%s/b", root);
+    snprintf(log, sizeof log, "%s/log", root);
+    const run_shape one = {"1", "1", "FullKV", NULL, "-1"}, staged = {"4", "2", "FullKV", NULL, "-1"};
+    run_ok(a, log, &one);
+    pid_t pid = start_run(b, log, &staged);
+    int n = 0;
+    for (int t = 0; t < 6000 && (n = committed(b)) < 2; t++) usleep(20000);
+    ck_assert_msg(n >= 2, "committed only %d samples before the deadline", n);
+    char needle[4200];
+    snprintf(needle, sizeof needle, "--output %s ", b);
+    pid_t victim = rank_pid(needle, 3);
+    ck_assert_msg(victim > 0, "no process of world rank 3 found");
+    time_t t0 = time(NULL);
+    ck_assert_int_eq(kill(victim, SIGKILL), 0);
+    int rc = wait_exit(pid);
+    ck_assert_msg(rc != 0, "the job exited 0 after a stage was killed");
+    ck_assert_msg(time(NULL) - t0 <= 60, "the job took %ld s to end after a stage was killed", (long)(time(NULL) - t0));
+    int left = running(needle);
+    for (int t = 0; t < 50 && left > 0; t++) usleep(20000), left = running(needle);
+    ck_assert_msg(left == 0, "%d process(es) of the job still run after it ended", left);
+    int after_kill = committed(b);
+    fprintf(stderr, "e2e: killed stage rank 3 with %d of %d samples committed\n", after_kill, N_SAMPLES);
+    run_ok(b, log, &staged);
+    assert_same_results(a, b);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", root);
+    if (system(cmd)) {
+    }
+}
+END_TEST
+
 int main(int argc, char **argv) {
     if (argc != 5) {
         fprintf(stderr, "usage: e2e_eval KVSCOPE MPIEXEC CONFIG GGUF\n");
@@ -199,5 +365,10 @@ int main(int argc, char **argv) {
     tcase_set_timeout(tc, 900);
     tcase_add_test(tc, test_kill_and_resume);
     suite_add_tcase(s, tc);
+    TCase *stages = tcase_create("stages");
+    tcase_set_timeout(stages, 900);
+    tcase_add_loop_test(stages, test_stage_layouts, 0, (int)(sizeof stage_methods / sizeof stage_methods[0]));
+    tcase_add_test(stages, test_stage_killed);
+    suite_add_tcase(s, stages);
     return ks_test_run(s, 1);
 }
