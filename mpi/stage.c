@@ -84,6 +84,9 @@ ks_status ks_stage_split(const int64_t *layer_bytes, int n_layers, int64_t embed
 
 ks_status ks_stage_gpu(const int *devices, int n_devices, int n_gpus, int local_rank, int local_size, int per_gpu,
                        int *gpu) {
+    if (n_gpus < 1)
+        return ks_fail(KS_ERR_DEVICE, "--device: no usable GPU (none found on this node, or this kvscope build has no cuda backend; "
+                                      "check the driver and CUDA_VISIBLE_DEVICES), or use --device cpu");
     for (int i = 0; i < n_devices; i++)
         if (devices[i] < 0 || devices[i] >= n_gpus)
             return ks_fail(KS_ERR_ARG, "--device %d: this node has %d GPU%s (0 to %d, numbered after "
@@ -91,10 +94,10 @@ ks_status ks_stage_gpu(const int *devices, int n_devices, int n_gpus, int local_
                            n_gpus - 1);
     int usable = n_devices ? n_devices : n_gpus;
     if (local_size > usable * per_gpu)
-        return ks_fail(KS_ERR_ARG, "%d ranks on this node but %d GPU%s%s for them, %d rank%s each (--gp_num 1/k "
-                                   "puts k on one GPU): start at most %d ranks per node", local_size, usable,
-                       usable == 1 ? "" : "s", n_devices ? " in --device" : "", per_gpu, per_gpu == 1 ? "" : "s",
-                       usable * per_gpu);
+        return ks_fail(KS_ERR_ARG, "%d rank%s on this node but %d GPU%s%s for them, %d rank%s each (--gp_num 1/k "
+                                   "puts k on one GPU): start at most %d ranks per node", local_size,
+                       local_size == 1 ? "" : "s", usable, usable == 1 ? "" : "s", n_devices ? " in --device" : "",
+                       per_gpu, per_gpu == 1 ? "" : "s", usable * per_gpu);
     int slot = local_rank / per_gpu;
     *gpu = n_devices ? devices[slot] : slot;
     return KS_OK;

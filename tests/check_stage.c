@@ -77,6 +77,8 @@ START_TEST(test_gpu_choice) {
     ck_assert_int_eq(ks_stage_gpu(list, 3, 4, 0, 4, 1, &gpu), KS_ERR_ARG); /* 4 ranks, 3 GPUs listed */
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "start at most 3 ranks per node"));
     ck_assert_int_eq(ks_stage_gpu(NULL, 0, 1, 0, 3, 2, &gpu), KS_ERR_ARG); /* 3 ranks, one GPU, 2 per GPU */
+    ck_assert_int_eq(ks_stage_gpu(NULL, 0, 0, 0, 1, 1, &gpu), KS_ERR_DEVICE); /* no GPU at all */
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device cpu"));
     const int missing[] = {0, 4};
     ck_assert_int_eq(ks_stage_gpu(missing, 2, 4, 0, 1, 1, &gpu), KS_ERR_ARG);
     ck_assert_ptr_nonnull(strstr(ks_last_error(), "--device 4"));

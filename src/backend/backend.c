@@ -32,3 +32,20 @@ ks_status ks_backend_find(const char *name, const ks_backend_ops **out) {
                            name, name);
     return ks_fail(KS_ERR_ARG, "--device %s: unknown device (known: cpu, cuda)", name);
 }
+
+int ks_backend_gpu_count(void) {
+#ifdef KS_HAVE_CUDA
+    return ks_backend_cuda_count();
+#else
+    return 0;
+#endif
+}
+
+ks_status ks_backend_use_gpu(int gpu) {
+#ifdef KS_HAVE_CUDA
+    return ks_backend_cuda_select(gpu);
+#else
+    return ks_fail(KS_ERR_UNSUPPORTED, "GPU %d: this kvscope build has no cuda backend (rebuild with -DKS_CUDA=ON)",
+                   gpu);
+#endif
+}

@@ -146,4 +146,11 @@ ks_status ks_backend_find(const char *name, const ks_backend_ops **out);
 
 extern const ks_backend_ops ks_backend_cpu;
 
+/* GPUs this process can use (CUDA's count, after CUDA_VISIBLE_DEVICES); 0 in a build without the cuda backend
+ * or on a machine without a GPU. */
+int ks_backend_gpu_count(void);
+/* Makes GPU `gpu` (0 .. ks_backend_gpu_count() - 1) the one this process's cuda backend instances run on;
+ * KS_ERR_UNSUPPORTED in a build without the cuda backend. */
+ks_status ks_backend_use_gpu(int gpu);
+
 #endif

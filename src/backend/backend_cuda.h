@@ -27,4 +27,9 @@ ks_status ks_backend_cuda_init_random(ks_backend **out, const ks_model *m, const
  * in bytes (each output may be NULL). KS_ERR_DEVICE with a clear message when no CUDA GPU is usable. */
 ks_status ks_backend_cuda_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes);
 
+/* CUDA's device count (0 when there is no usable driver or device), and the device the calling process uses from
+ * now on (cudaSetDevice); KS_ERR_DEVICE naming the GPU when it cannot be selected. */
+int ks_backend_cuda_count(void);
+ks_status ks_backend_cuda_select(int gpu);
+
 #endif

@@ -34,6 +34,22 @@ static ks_status device_check(struct cudaDeviceProp *prop) {
     return KS_OK;
 }
 
+int ks_backend_cuda_count(void) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return count;
+}
+
+ks_status ks_backend_cuda_select(int gpu) {
+    cudaError_t e = cudaSetDevice(gpu);
+    if (e != cudaSuccess)
+        return ks_fail(KS_ERR_DEVICE, "cannot use GPU %d: %s", gpu, cudaGetErrorString(e));
+    return KS_OK;
+}
+
 ks_status ks_backend_cuda_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
     struct cudaDeviceProp prop;
     KS_TRY(device_check(&prop));

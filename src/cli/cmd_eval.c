@@ -22,6 +22,7 @@
 #include "methods/method.h"
 #include "results/report.h"
 #include "results/results.h"
+#include "backend/backend.h"
 #include "runner/runner.h"
 #include "stage.h"
 #include "stage_link.h"
@@ -34,7 +35,37 @@ typedef struct eval_opts {
     const char *kv_cache; /* "auto", "budget" or "full" (ks_forward_cache) */
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
     float stage_timeout; /* seconds a pipeline stage waits for its neighbour before the job ends */
+    ks_opt_strings device_words; /* --device: cpu, cuda, or GPU indices */
+    int gpus[KS_OPT_STRINGS_MAX], n_gpus; /* the GPU indices listed (n_gpus 0: every GPU of the node) */
+    int device_chosen;                    /* --device not given: resolve_device chose */
 } eval_opts;
+
+/* --device as LOOM-Scope takes it: `cpu`, `cuda` (every GPU of the node), a list of GPU indices (`--device 0 1
+ * 3`: the ranks of a node use those, in order), or nothing: every GPU when this build has the cuda backend and
+ * the machine a GPU, else the CPU (said on stderr). Sets o->device to the backend's name. */
+static ks_status resolve_device(eval_opts *o) {
+    const ks_opt_strings *w = &o->device_words;
+    o->n_gpus = 0;
+    if (w->n == 0) {
+        int n = ks_backend_gpu_count();
+        o->device = n > 0 ? "cuda" : "cpu";
+        o->device_chosen = 1;
+        return KS_OK;
+    }
+    if (w->n == 1 && (!strcmp(w->v[0], "cpu") || !strcmp(w->v[0], "cuda"))) {
+        o->device = w->v[0];
+        return KS_OK;
+    }
+    for (int i = 0; i < w->n; i++) {
+        char *end;
+        long g = strtol(w->v[i], &end, 10);
+        if (*w->v[i] == '\0' || *end || g < 0 || g > 4096)
+            return ks_fail(KS_ERR_ARG, "--device %s: use cpu, cuda, or GPU indices (--device 0 1 3)", w->v[i]);
+        o->gpus[o->n_gpus++] = (int)g;
+    }
+    o->device = "cuda";
+    return KS_OK;
+}
 
 /* What rank 0's store callback needs. */
 typedef struct eval_store {
@@ -234,6 +265,15 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
                            .method = j->method, .cache = j->cache};
+    if (o->device_chosen && mpi->rank == 0)
+        ks_log_info("--device not given: %s", strcmp(o->device, "cuda") ? "the CPU (no usable GPU)" : "the GPUs");
+    if (!strcmp(o->device, "cuda")) {
+        int gpu;
+        KS_TRY(ks_stage_gpu(o->gpus, o->n_gpus, ks_backend_gpu_count(), mpi->local_rank, mpi->local_size,
+                            j->gp.per_gpu, &gpu));
+        KS_TRY(ks_backend_use_gpu(gpu));
+        if (mpi->size > 1) ks_log_info("GPU %d", gpu);
+    }
     if (j->layout.n_stages > 1) {
         KS_TRY(stage_layers(j, o->model_path, &rp.first_layer, &rp.last_layer));
         ks_stage_link_transport(&j->link, &j->transport);
@@ -358,7 +398,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
 }
 
 ks_status ks_cmd_eval(int argc, char **argv) {
-    eval_opts o = {.acceleration = "FullKV", .device = "cpu", .torch_dtype = "bfloat16", .gp_num = "1",
+    eval_opts o = {.acceleration = "FullKV", .torch_dtype = "bfloat16", .gp_num = "1",
                    .output = "results", .limit = -1, .chunk = 512, .kv_cache = "auto", .stage_timeout = 300};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
@@ -368,7 +408,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"method_config", KS_OPT_STRING, &o.method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
         {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
-        {"device", KS_OPT_STRING, &o.device, "D", "compute backend: cpu or cuda", 0},
+        {"device", KS_OPT_WORDS, &o.device_words, "D",
+         "cpu, cuda (every GPU of a node), or GPU indices (--device 0 1 3: a node's ranks use those, in order); "
+         "default: the GPUs when there are any, else the CPU", 0},
         {"torch_dtype", KS_OPT_STRING, &o.torch_dtype, "T", "bfloat16 (cuda: bf16 weights and KV; cpu: computes fp32) or float32 (cpu)", 0},
         {"gp_num", KS_OPT_STRING, &o.gp_num, "K|1/K",
          "K: ranks (GPUs) per model instance, each a pipeline stage holding a range of layers; 1/K: K instances "
@@ -394,6 +436,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
                             "`mpirun -np N kvscope eval ...` spreads samples over N ranks",
                             &help));
     if (help) return KS_OK;
+    KS_TRY(resolve_device(&o));
     ks_mpi mpi = {0};
     KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
     ks_status st = eval_run(&o, &mpi, argc, argv);
