@@ -85,8 +85,9 @@ ks_status ks_stage_split(const int64_t *layer_bytes, int n_layers, int64_t embed
 ks_status ks_stage_gpu(const int *devices, int n_devices, int n_gpus, int local_rank, int local_size, int per_gpu,
                        int *gpu) {
     if (n_gpus < 1)
-        return ks_fail(KS_ERR_DEVICE, "--device: no usable GPU (none found on this node, or this kvscope build has no cuda backend; "
-                                      "check the driver and CUDA_VISIBLE_DEVICES), or use --device cpu");
+        return ks_fail(KS_ERR_DEVICE, "--device: no usable GPU (none found on this node, or this kvscope build has "
+                                      "no cuda backend; check the driver and CUDA_VISIBLE_DEVICES), or use --device "
+                                      "cpu");
     for (int i = 0; i < n_devices; i++)
         if (devices[i] < 0 || devices[i] >= n_gpus)
             return ks_fail(KS_ERR_ARG, "--device %d: this node has %d GPU%s (0 to %d, numbered after "
