@@ -105,6 +105,19 @@ static const ks_result *find_row(const ks_results_data *d, const ks_result *key,
     return hit;
 }
 
+/* /proc/<pid>/<file> (cmdline, environ) into buf with its NUL separators replaced by `sep`; 0 if unreadable. */
+static int read_proc(const char *pid, const char *file, char *buf, size_t cap, char sep) {
+    char path[300];
+    snprintf(path, sizeof path, "/proc/%s/%s", pid, file);
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t len = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    for (size_t i = 0; i < len; i++) buf[i] = buf[i] ? buf[i] : sep;
+    buf[len] = '\0';
+    return 1;
+}
+
 /* Processes whose command line mentions `needle` (the ranks of a run, by its output directory). Zombies have
  * an empty command line and do not count: they compute nothing and hold no lock. */
 static int running(const char *needle) {
@@ -112,18 +125,10 @@ static int running(const char *needle) {
     ck_assert_ptr_nonnull(proc);
     int n = 0;
     struct dirent *e;
-    while ((e = readdir(proc))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        char path[300], cmd[8192];
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        size_t len = fread(cmd, 1, sizeof cmd - 1, f);
-        fclose(f);
-        for (size_t i = 0; i < len; i++) cmd[i] = cmd[i] ? cmd[i] : ' ';
-        cmd[len] = '\0';
-        n += strstr(cmd, needle) != NULL;
-    }
+    char cmd[8192];
+    while ((e = readdir(proc)))
+        if (e->d_name[0] >= '0' && e->d_name[0] <= '9' && read_proc(e->d_name, "cmdline", cmd, sizeof cmd, ' '))
+            n += strstr(cmd, needle) != NULL;
     closedir(proc);
     return n;
 }
@@ -284,27 +289,14 @@ static pid_t rank_pid(const char *needle, int rank) {
     DIR *proc = opendir("/proc");
     ck_assert_ptr_nonnull(proc);
     pid_t found = -1;
-    char want[64];
+    char want[64], buf[65536];
     snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
     struct dirent *e;
     while (found < 0 && (e = readdir(proc))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
-        char path[300], buf[65536];
-        snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-        FILE *f = fopen(path, "rb");
-        if (!f) continue;
-        size_t len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (size_t i = 0; i < len; i++) buf[i] = buf[i] ? buf[i] : ' ';
-        buf[len] = '\0';
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || !read_proc(e->d_name, "cmdline", buf, sizeof buf, ' ')) continue;
         if (!strstr(buf, needle) || !strstr(buf, "kvscope eval") || strstr(buf, "mpirun") || strstr(buf, "mpiexec"))
             continue;
-        snprintf(path, sizeof path, "/proc/%s/environ", e->d_name);
-        if (!(f = fopen(path, "rb"))) continue;
-        len = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (size_t i = 0; i < len; i++) buf[i] = buf[i] ? buf[i] : '\n';
-        buf[len] = '\0';
+        if (!read_proc(e->d_name, "environ", buf, sizeof buf, '\n')) continue;
         for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
             if (!strcmp(line, want)) found = (pid_t)atoi(e->d_name);
     }
