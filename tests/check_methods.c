@@ -1492,6 +1492,29 @@ START_TEST(test_kvcache_slots) {
 }
 END_TEST
 
+/* A pipeline stage's cache, layers [5, 8) owning 4 rows of a 10-row context: every function takes the absolute
+ * numbers, layer 5's rows come first in the block, a slot records its absolute layer, and the rows and values
+ * stay each layer's own. */
+START_TEST(test_kvcache_held_range) {
+    ks_kvcache c;
+    ck_assert(ks_kvcache_init(&c, 5, 3, 2, 2, 10, 4, 1) == KS_OK);
+    ck_assert_int_eq(ks_kvcache_index(&c, 5), 0);
+    ck_assert_int_eq(ks_kvcache_index(&c, 7), 2);
+    ck_assert_int_eq(ks_kvcache_offset(&c, 5), 0);
+    ck_assert_int_eq(ks_kvcache_offset(&c, 6), (size_t)4 * 2 * 2);
+    const int four[] = {0, 1, 2, 3}, six[] = {0, 1, 2, 3, 4, 5};
+    for (int l = 5; l < 8; l++) kv_fill(&c, l, 4, 0);
+    ck_assert(ks_kvcache_needs_slot(&c, 7, 2));
+    ck_assert_int_eq(ks_kvcache_take_slot(&c, 7), 0);
+    ck_assert_int_eq(c.slot_layer[0], 7);
+    kv_fill(&c, 7, 2, 4);
+    ck_assert(ks_kvcache_is_dense(&c, 7, 6) && !ks_kvcache_is_dense(&c, 6, 6));
+    for (int h = 0; h < 2; h++) kv_expect(&c, 5, h, four, 4), kv_expect(&c, 6, h, four, 4), kv_expect(&c, 7, h, six, 6);
+    ck_assert_int_eq(ks_kvcache_rows(&c), 2 * (4 + 4 + 6));
+    ks_kvcache_free(&c);
+}
+END_TEST
+
 /* Layer-major prefill into a budget-sized cache keeps the rows, statistics and tokens of chunk-major prefill
  * into a full cache, for every method that bounds its rows; the rows it asks for are the
  * plan's most plus the generation. */
@@ -1631,6 +1654,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_forward_window_chunks);
         tcase_add_test(tc, test_prompt_statistics);
         tcase_add_test(tc, test_kvcache_slots);
+        tcase_add_test(tc, test_kvcache_held_range);
         tcase_add_test(tc, test_budget_cache_matches_full);
         tcase_add_test(tc, test_budget_cache_errors);
         tcase_add_test(tc, test_kept_rows_chunk_invariant);
