@@ -93,7 +93,7 @@ static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
     t->H = H, t->Hk = Hk, t->d = d;
     t->q = calloc((size_t)cap * H * d, sizeof(float));
     t->pending_p = calloc((size_t)n_layers * H * cap, sizeof(float));
-    ck_assert(ks_kvcache_init(&t->cache, n_layers, Hk, d, cap, cap, 1) == KS_OK);
+    ck_assert(ks_kvcache_init(&t->cache, 0, n_layers, Hk, d, cap, cap, 1) == KS_OK);
     ks_kvstore_cpu_params p = {.cache = &t->cache, .q = t->q, .n_heads = H, .max_chunk = cap, .scale = 1.0f};
     ck_assert(ks_kvstore_cpu_init(&t->s, &p) == KS_OK);
     ts_ops = ks_kvstore_cpu_ops;
@@ -166,9 +166,9 @@ static void fx_prompt_q(fixture *f, int L, const int *chunks, const float *qs) {
     for (int pos0 = 0; *c; pos0 += *c++) {
         int last = pos0 + *c == L;
         if (qs) memcpy(f->kv.q, qs + pos0 * row, sizeof(float) * *c * row);
-        for (int i = 0; i < f->m->n_layers * f->kv.Hk; i++) f->kv.cache.len[i] = pos0 + *c;
+        for (int i = 0; i < f->kv.cache.n_layers * f->kv.Hk; i++) f->kv.cache.len[i] = pos0 + *c;
         if (last) ks_method_begin_prompt(f->m, L);
-        for (int l = 0; l < f->m->n_layers; l++)
+        for (int l = f->m->first_layer; l < f->m->last_layer; l++)
             ck_assert_msg(ks_method_prefill_layer(f->m, l, pos0, *c, last) == KS_OK, "%s", ks_last_error());
     }
     ck_assert(ks_method_end_prompt(f->m) == KS_OK);
@@ -178,7 +178,7 @@ static void fx_prompt(fixture *f, int L, const int *chunks) { fx_prompt_q(f, L, 
 
 /* One decode step: every layer gets a new row (key logit, Q row 0 = q for every head), then its hook. */
 static void fx_decode(fixture *f, float logit, float q) {
-    for (int l = 0; l < f->m->n_layers; l++) {
+    for (int l = f->m->first_layer; l < f->m->last_layer; l++) {
         fx_push_all(f, l, logit);
         fx_q_all(f, 0, q);
         int qpos = ks_kvcache_pos(&f->kv.cache, l, 0)[ks_kvcache_len(&f->kv.cache, l)[0] - 1];
@@ -451,7 +451,7 @@ START_TEST(test_cakekv_cascade_and_decode) {
                 if ((7 * j) % 22 < kept[l]) want[n++] = j;
             range(want, &n, 22, 24);
             expect_rows(&f, l, 0, want, n, cascading ? "cascading" : "one allocation");
-            ck_assert_int_eq(f.m->layer[l].budget, b[l] + 2);
+            ck_assert_int_eq(ks_method_layer_at(f.m, l)->budget, b[l] + 2);
             total += kept[l];
         }
         ck_assert_int_le(total, 12);
@@ -465,7 +465,7 @@ START_TEST(test_cakekv_cascade_and_decode) {
             fx_decode(&f, 0, 0);
             for (int l = 0; l < 3; l++) {
                 rows[l][nrows[l]++] = 24 + step;
-                int B = f.m->layer[l].budget - 2;
+                int B = ks_method_layer_at(f.m, l)->budget - 2;
                 if (nrows[l] > B + 2) { /* drop the last non-window row */
                     memmove(&rows[l][nrows[l] - 3], &rows[l][nrows[l] - 2], sizeof(int) * 2);
                     nrows[l]--;
@@ -1096,7 +1096,7 @@ static int case_opts(const chunk_case *cc, int r, const char **opts, char *what,
 
 /* The kept positions of every (layer, KV head) of c, head after head, into pos (lengths into len). */
 static void kept_rows(const ks_kvcache *c, int32_t *pos, int32_t *len) {
-    for (int l = 0, i = 0; l < c->n_layers; l++)
+    for (int l = c->first_layer, i = 0; l < c->first_layer + c->n_layers; l++)
         for (int h = 0; h < c->n_kv_heads; h++, i++) {
             len[i] = ks_kvcache_len(c, l)[h];
             memcpy(pos + (size_t)i * c->cap, ks_kvcache_pos(c, l, h), sizeof(int32_t) * len[i]);
@@ -1288,7 +1288,7 @@ typedef struct path_case {
 /* Every (layer, KV head) of a and b holds the same rows: positions, keys and values, bit for bit. */
 static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const char *method, const char *when) {
     const size_t row = sizeof(float) * a->head_dim;
-    for (int l = 0; l < a->n_layers; l++)
+    for (int l = a->first_layer; l < a->first_layer + a->n_layers; l++)
         for (int h = 0; h < a->n_kv_heads; h++) {
             int n = ks_kvcache_len(a, l)[h];
             ck_assert_msg(ks_kvcache_len(b, l)[h] == n, "%s %s: layer %d head %d keeps %d rows, %d in full mode",
@@ -1308,7 +1308,7 @@ static void expect_same_cache(const ks_kvcache *a, const ks_kvcache *b, const ch
 /* The key-norm statistics recomputed from the cache's kept keys (method.h's definition). */
 static void expect_key_norms(const ks_kvcache *c, const ks_layer_stat *st, const char *method) {
     float *norm = malloc(sizeof(float) * c->n_kv_heads * c->cap);
-    for (int l = 0; l < c->n_layers; l++) {
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++) {
         ks_ref_key_norms(norm, c->cap, ks_kvcache_k(c, l), ks_kvcache_len(c, l), ks_kvcache_stride(c, l),
                          c->n_kv_heads, c->head_dim);
         double sum = 0;
@@ -1352,7 +1352,8 @@ static void compare_runs(const ks_model *model, const path_case *pc) {
      * 2-layer model; the 8B shape: docs/performance.md) */
     ck_assert_msg(c[1]->own_cap < pc->n && c[1]->n_slots == KS_KVCACHE_SLOTS, "%s: kv_rows %d for a prompt of %d",
                   what, c[1]->own_cap, pc->n);
-    for (int l = 0; l < c[1]->n_layers; l++) ck_assert(c[1]->slot[l] < 0);
+    for (int l = c[1]->first_layer; l < c[1]->first_layer + c[1]->n_layers; l++)
+        ck_assert(ks_kvcache_slot(c[1], l) < 0);
     expect_same_cache(c[0], c[1], what, "after the prompt");
     ks_layer_stat st[2][KS_METHOD_MAX_LAYERS];
     int n = ks_method_layer_stats(m[0], st[0]);
@@ -1453,7 +1454,7 @@ static void kv_expect(const ks_kvcache *c, int l, int h, const int *want, int n)
  * owns is refused, a freed slot is taken again, decode-time drops shift the rows, reset frees everything. */
 START_TEST(test_kvcache_slots) {
     ks_kvcache c;
-    ck_assert(ks_kvcache_init(&c, 4, 2, 2, 10, 4, 1) == KS_OK);
+    ck_assert(ks_kvcache_init(&c, 0, 4, 2, 2, 10, 4, 1) == KS_OK);
     ck_assert_int_eq(c.n_slots, KS_KVCACHE_SLOTS);
     ck_assert_int_eq(ks_kvcache_elems(&c), (size_t)2 * (4 * 4 + 3 * 10) * 2);
     unsigned seq = c.sequence;
@@ -1469,15 +1470,15 @@ START_TEST(test_kvcache_slots) {
     ck_assert_int_eq(ks_kvcache_no_slot(&c, 3), KS_ERR_RANGE);
     ck_assert_msg(strstr(ks_last_error(), "kv_rows"), "%s", ks_last_error());
     int32_t keep[2 * 10], n_keep[2] = {5, 3};
-    ck_assert_int_eq(ks_kvcache_compact_fits(&c, 0, 0, n_keep), KS_ERR_RANGE);
+    ck_assert_int_eq(ks_kvcache_compact_fits(&c, 0, n_keep), KS_ERR_RANGE);
     n_keep[0] = 3;
-    ck_assert(ks_kvcache_compact_fits(&c, 0, 0, n_keep) == KS_OK);
+    ck_assert(ks_kvcache_compact_fits(&c, 0, n_keep) == KS_OK);
     const int kept[] = {1, 4, 7};
     for (int h = 0; h < 2; h++) memcpy(keep + h * 10, kept, sizeof kept);
     ks_kvcache_compact(&c, 0, keep, n_keep, 10);
     ks_ref_kv_compact(ks_kvcache_k(&c, 0), ks_kvcache_v(&c, 0), keep, n_keep, 10, ks_kvcache_stride(&c, 0), 2, 2);
     ks_kvcache_leave_slot(&c, 0);
-    ck_assert(c.slot[0] < 0 && ks_kvcache_stride(&c, 0) == 4);
+    ck_assert(ks_kvcache_slot(&c, 0) < 0 && ks_kvcache_stride(&c, 0) == 4);
     kv_expect(&c, 0, 0, kept, 3), kv_expect(&c, 0, 1, kept, 3);
     ck_assert_int_eq(ks_kvcache_take_slot(&c, 3), 0); /* the freed one */
     kv_fill(&c, 0, 1, 8); /* decode: own storage, row 3 */
@@ -1485,8 +1486,31 @@ START_TEST(test_kvcache_slots) {
     const int h0[] = {1, 4, 7, 8}, h1[] = {1, 7, 8};
     kv_expect(&c, 0, 0, h0, 4), kv_expect(&c, 0, 1, h1, 3);
     ks_kvcache_reset(&c);
-    ck_assert(c.sequence == seq + 1 && c.slot[0] < 0 && c.slot[3] < 0);
+    ck_assert(c.sequence == seq + 1 && ks_kvcache_slot(&c, 0) < 0 && ks_kvcache_slot(&c, 3) < 0);
     for (int s = 0; s < KS_KVCACHE_SLOTS; s++) ck_assert_int_eq(c.slot_layer[s], -1);
+    ks_kvcache_free(&c);
+}
+END_TEST
+
+/* A pipeline stage's cache, layers [5, 8) owning 4 rows of a 10-row context: every function takes the absolute
+ * numbers, layer 5's rows come first in the block, a slot records its absolute layer, and the rows and values
+ * stay each layer's own. */
+START_TEST(test_kvcache_held_range) {
+    ks_kvcache c;
+    ck_assert(ks_kvcache_init(&c, 5, 3, 2, 2, 10, 4, 1) == KS_OK);
+    ck_assert_int_eq(ks_kvcache_index(&c, 5), 0);
+    ck_assert_int_eq(ks_kvcache_index(&c, 7), 2);
+    ck_assert_int_eq(ks_kvcache_offset(&c, 5), 0);
+    ck_assert_int_eq(ks_kvcache_offset(&c, 6), (size_t)4 * 2 * 2);
+    const int four[] = {0, 1, 2, 3}, six[] = {0, 1, 2, 3, 4, 5};
+    for (int l = 5; l < 8; l++) kv_fill(&c, l, 4, 0);
+    ck_assert(ks_kvcache_needs_slot(&c, 7, 2));
+    ck_assert_int_eq(ks_kvcache_take_slot(&c, 7), 0);
+    ck_assert_int_eq(c.slot_layer[0], 7);
+    kv_fill(&c, 7, 2, 4);
+    ck_assert(ks_kvcache_is_dense(&c, 7, 6) && !ks_kvcache_is_dense(&c, 6, 6));
+    for (int h = 0; h < 2; h++) kv_expect(&c, 5, h, four, 4), kv_expect(&c, 6, h, four, 4), kv_expect(&c, 7, h, six, 6);
+    ck_assert_int_eq(ks_kvcache_rows(&c), 2 * (4 + 4 + 6));
     ks_kvcache_free(&c);
 }
 END_TEST
@@ -1630,6 +1654,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_forward_window_chunks);
         tcase_add_test(tc, test_prompt_statistics);
         tcase_add_test(tc, test_kvcache_slots);
+        tcase_add_test(tc, test_kvcache_held_range);
         tcase_add_test(tc, test_budget_cache_matches_full);
         tcase_add_test(tc, test_budget_cache_errors);
         tcase_add_test(tc, test_kept_rows_chunk_invariant);

@@ -754,7 +754,7 @@ static int check_smollm2_samples(const ks_model *m) {
         char part[64];
         if (sscanf(name, "model.layers.%d.%63s", &layer, part) == 2) {
             if (layer < m->first_layer || layer >= m->last_layer) continue;
-            const ks_layer_weights *w = &m->layers[layer - m->first_layer];
+            const ks_layer_weights *w = ks_model_layer(m, layer);
             data = !strcmp(part, "self_attn.q_proj.weight") ? w->wq : !strcmp(part, "self_attn.k_proj.weight") ? w->wk
                  : !strcmp(part, "self_attn.v_proj.weight") ? w->wv : !strcmp(part, "mlp.down_proj.weight") ? w->w_down
                  : NULL;
@@ -847,7 +847,7 @@ static const float *model_tensor(const ks_model *m, const char *name) {
     char part[64];
     if (sscanf(name, "model.layers.%d.%63s", &layer, part) == 2) {
         if (layer < m->first_layer || layer >= m->last_layer) return NULL;
-        const ks_layer_weights *w = &m->layers[layer - m->first_layer];
+        const ks_layer_weights *w = ks_model_layer(m, layer);
         static const char *const parts[] = {"input_layernorm.weight", "self_attn.q_proj.weight",
             "self_attn.k_proj.weight", "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
             "self_attn.k_proj.bias", "self_attn.v_proj.bias", "post_attention_layernorm.weight",

@@ -525,7 +525,7 @@ static ks_status tw_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, c
 
 /* The layer's host per-row scores, (H, cap): one row per query head (the store's, reserved at bind). */
 static float *tw_row_scores(twin_store *b, int layer) {
-    return b->s.row_scores + (size_t)layer * b->H * b->cache.cap;
+    return b->s.row_scores + (size_t)ks_kvcache_index(&b->cache, layer) * b->H * b->cache.cap;
 }
 
 /* The kernels' window_scores per query head folded into the host per-row scores. */
@@ -602,7 +602,7 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
     twin_store *b = &t->be;
     b->H = H, b->Hk = Hk, b->d = d;
     b->q = calloc((size_t)cap * H * d, sizeof(float));
-    CK_KS(ks_kvcache_init(&b->cache, n_layers, Hk, d, cap, cap, 1));
+    CK_KS(ks_kvcache_init(&b->cache, 0, n_layers, Hk, d, cap, cap, 1));
     ks_kvstore_cpu_params p = {.cache = &b->cache, .q = b->q, .n_heads = H, .max_chunk = cap, .scale = 1.0f};
     CK_KS(ks_kvstore_cpu_init(&b->s, &p));
     b->p = calloc((size_t)H * cap, sizeof(float));
@@ -858,7 +858,7 @@ static void chunked_rows(const ks_model *model, const char *method, const char *
     for (int w = 0; w < 2; w++) {
         if (w) for (int t = 0; t < steps; t++) CK_KS(ks_forward_decode(&f, ids[n + t], NULL, &next));
         const ks_kvcache *c = f.ops->kvcache(f.be);
-        for (int l = 0, i = 0; l < c->n_layers; l++)
+        for (int l = c->first_layer, i = 0; l < c->first_layer + c->n_layers; l++)
             for (int g = 0; g < c->n_kv_heads; g++, i++) {
                 len[w][i] = ks_kvcache_len(c, l)[g];
                 memcpy(pos[w] + (size_t)i * cap, ks_kvcache_pos(c, l, g), sizeof(int32_t) * len[w][i]);
@@ -1010,7 +1010,7 @@ START_TEST(test_deferred_paths) {
         const ks_kvcache *a = r[0].f.ops->kvcache(r[0].f.be), *b = r[1].f.ops->kvcache(r[1].f.be);
         const ks_kvcache *h = r[2].f.ops->kvcache(r[2].f.be);
         int64_t kept = 0, common = 0;
-        for (int l = 0; l < a->n_layers; l++) {
+        for (int l = a->first_layer; l < a->first_layer + a->n_layers; l++) {
             const ks_layer_stat *x = &r[0].st[l], *y = &r[1].st[l];
             ck_assert_msg(x->kept == y->kept && x->budget == y->budget && x->attn_mass_kept == y->attn_mass_kept &&
                               x->key_norm_mean == y->key_norm_mean && x->key_norm_max == y->key_norm_max,
@@ -1028,7 +1028,8 @@ START_TEST(test_deferred_paths) {
                               g);
                 if (budget) {
                     const ks_kvcache *z3 = r[3].f.ops->kvcache(r[3].f.be);
-                    ck_assert_msg(ks_kvcache_len(z3, l)[g] == n && shared_rows(a, z3, l, g) == n && z3->slot[l] < 0,
+                    ck_assert_msg(ks_kvcache_len(z3, l)[g] == n && shared_rows(a, z3, l, g) == n &&
+                                      ks_kvcache_slot(z3, l) < 0,
                                   "%s %s layer %d head %d: the budget-sized cuda cache keeps other rows", name, opt, l,
                                   g);
                 }
@@ -1095,10 +1096,11 @@ START_TEST(test_budget_cache_slots) {
         }
         const ks_kvcache *a = f[0].ops->kvcache(f[0].be), *z = f[1].ops->kvcache(f[1].be);
         ck_assert(z->n_slots == KS_KVCACHE_SLOTS && z->own_cap < N);
-        for (int l = 0; l < a->n_layers; l++)
+        for (int l = a->first_layer; l < a->first_layer + a->n_layers; l++)
             for (int g = 0; g < a->n_kv_heads; g++) {
                 int n = ks_kvcache_len(a, l)[g];
-                ck_assert_msg(n < N && ks_kvcache_len(z, l)[g] == n && shared_rows(a, z, l, g) == n && z->slot[l] < 0,
+                ck_assert_msg(n < N && ks_kvcache_len(z, l)[g] == n && shared_rows(a, z, l, g) == n &&
+                                      ks_kvcache_slot(z, l) < 0,
                               "%s layer %d head %d: the budget-sized cache keeps other rows", cases[c].method, l, g);
             }
         for (int t = 1; t < NEW; t++)

@@ -24,7 +24,7 @@
 extern "C" {
 #endif
 
-#include "cpu/ref.h" /* ks_score_stat, ks_gqa_reduce */
+#include "kv_args.h" /* ks_score_stat, ks_gqa_reduce */
 
 /* One scoring call: n_q queries (query i of head h at q + i * ld_q + h * d, position q_pos + i) against
  * the rows of each KV head g of kc (Hk, cap, d) that it sees: j in [lo[g], hi[g]) (device arrays of Hk, or

@@ -80,11 +80,10 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     f += (size_t)KS_BACKEND_MAX_LOGIT_ROWS * c->vocab;
     b->inv_freq = f;
     ks_rope_inv_freq(c, b->inv_freq);
-    ks_status st = ks_kvcache_init(&b->cache, m->last_layer - m->first_layer, c->n_kv_heads, c->head_dim,
-                                   p->max_ctx, own, 1);
-    ks_kvstore_cpu_params kp = {.cache = &b->cache, .q = b->buf[KS_BUF_Q], .lse = b->lse,
-                                .first_layer = m->first_layer, .n_heads = c->n_heads, .max_chunk = p->max_chunk,
-                                .scale = attn_scale(c), .window = c->sliding_window,
+    ks_status st = ks_kvcache_init(&b->cache, m->first_layer, m->last_layer - m->first_layer, c->n_kv_heads,
+                                   c->head_dim, p->max_ctx, own, 1);
+    ks_kvstore_cpu_params kp = {.cache = &b->cache, .q = b->buf[KS_BUF_Q], .lse = b->lse, .n_heads = c->n_heads,
+                                .max_chunk = p->max_chunk, .scale = attn_scale(c), .window = c->sliding_window,
                                 .window_first = c->swa_first_layer};
     if (st == KS_OK) st = ks_kvstore_cpu_init(&b->kv, &kp);
     if (st != KS_OK) {
@@ -99,11 +98,6 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
                     "about 2x faster CPU compute", core);
     *out = b;
     return KS_OK;
-}
-
-static const ks_layer_weights *layer_weights(const ks_backend *b, int layer) {
-    KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
-    return &b->m->layers[layer - b->m->first_layer];
 }
 
 static ks_status cpu_embed(ks_backend *b, const int32_t *tokens, int n) {
@@ -136,7 +130,7 @@ static ks_status cpu_residual_at(ks_backend *b, int row0) {
 }
 
 static ks_status cpu_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
-    const ks_layer_weights *lw = layer_weights(b, layer);
+    const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     KS_ASSERT((w == KS_W_ATTN_NORM || w == KS_W_FFN_NORM) && n <= b->max_chunk);
     ks_fast_rmsnorm(b->buf[KS_BUF_XN], b->buf[KS_BUF_X], w == KS_W_ATTN_NORM ? lw->attn_norm : lw->ffn_norm, n,
                     b->cfg->hidden, b->cfg->rms_eps);
@@ -150,23 +144,22 @@ static void project(ks_backend *b, const float *W, const float *bias, ks_buf in,
 }
 
 static ks_status cpu_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
-    const ks_layer_weights *lw = layer_weights(b, layer);
+    const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     const ks_model_config *c = b->cfg;
-    const int l = layer - b->m->first_layer;
     project(b, lw->wq, lw->bq, KS_BUF_XN, KS_BUF_Q, n, 0);
     project(b, lw->wk, lw->bk, KS_BUF_XN, KS_BUF_K, n, 0);
     project(b, lw->wv, lw->bv, KS_BUF_XN, KS_BUF_V, n, 0);
     for (int t = 0; t < n; t++) b->pos[t] = pos0 + t;
     ks_fast_rope(b->buf[KS_BUF_Q], b->pos, n, c->n_heads, c->head_dim, b->inv_freq);
     ks_fast_rope(b->buf[KS_BUF_K], b->pos, n, c->n_kv_heads, c->head_dim, b->inv_freq);
-    if (ks_kvcache_needs_slot(&b->cache, l, n) && ks_kvcache_take_slot(&b->cache, l) < 0)
+    if (ks_kvcache_needs_slot(&b->cache, layer, n) && ks_kvcache_take_slot(&b->cache, layer) < 0)
         return ks_kvcache_no_slot(&b->cache, layer);
-    ks_kvcache_append(&b->cache, l, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
+    ks_kvcache_append(&b->cache, layer, b->buf[KS_BUF_K], b->buf[KS_BUF_V], n, pos0);
     return KS_OK;
 }
 
 static ks_status cpu_gate_up_swiglu(ks_backend *b, int layer, int n) {
-    const ks_layer_weights *lw = layer_weights(b, layer);
+    const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     project(b, lw->w_gate, NULL, KS_BUF_XN, KS_BUF_GATE, n, 0);
     project(b, lw->w_up, NULL, KS_BUF_XN, KS_BUF_UP, n, 0);
     ks_fast_swiglu(b->buf[KS_BUF_GATE], b->buf[KS_BUF_GATE], b->buf[KS_BUF_UP], (int64_t)n * b->cfg->ffn);
@@ -175,18 +168,11 @@ static ks_status cpu_gate_up_swiglu(ks_backend *b, int layer, int n) {
 
 static ks_status cpu_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
                                             ks_weight norm_w) {
-    const ks_layer_weights *lw = layer_weights(b, layer);
+    const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     KS_ASSERT(w == KS_W_O || w == KS_W_DOWN);
     if (w == KS_W_O) project(b, lw->wo, lw->bo, KS_BUF_ATT, KS_BUF_X, n, 1);
     else project(b, lw->w_down, NULL, KS_BUF_GATE, KS_BUF_X, n, 1);
     return norm_layer >= 0 ? cpu_rmsnorm(b, norm_layer, norm_w, n) : KS_OK;
-}
-
-/* The held layer index of absolute `layer` (asserted in range). */
-static int held_layer(const ks_backend *b, int layer) {
-    int l = layer - b->m->first_layer;
-    KS_ASSERT(l >= 0 && l < b->cache.n_layers);
-    return l;
 }
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from max_window_layers on. */
@@ -195,12 +181,12 @@ static int layer_window(const ks_model_config *c, int layer) {
 }
 
 static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
-    int l = held_layer(b, layer);
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    const ks_kvcache *kc = &b->cache;
+    KS_ASSERT(ks_kvcache_is_dense(kc, layer, pos0 + n));
     int window = layer_window(c, layer); /* the scoring op's softmax is causal without a window */
-    ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l), ks_kvcache_v(&b->cache, l),
-                      n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads, c->n_kv_heads, c->head_dim, pos0,
+    ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(kc, layer), ks_kvcache_v(kc, layer), n,
+                      pos0 + n, ks_kvcache_stride(kc, layer), c->n_heads, c->n_kv_heads, c->head_dim, pos0,
                       window, attn_scale(c),
                       window ? NULL : b->lse);
     b->kv.lse_layer = window ? -1 : layer;
@@ -210,13 +196,12 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
 }
 
 static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
-    int l = held_layer(b, layer);
     const ks_model_config *c = b->cfg;
+    const ks_kvcache *kc = &b->cache;
     for (int h = 0; h < c->n_kv_heads; h++)
-        b->start[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, layer_window(c, layer));
-    ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(&b->cache, l),
-                             ks_kvcache_v(&b->cache, l), b->start, ks_kvcache_len(&b->cache, l),
-                             ks_kvcache_stride(&b->cache, l),
+        b->start[h] = ks_kvcache_window_start(kc, layer, h, qpos, layer_window(c, layer));
+    ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(kc, layer), ks_kvcache_v(kc, layer),
+                             b->start, ks_kvcache_len(kc, layer), ks_kvcache_stride(kc, layer),
                              c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
     return KS_OK;
 }

@@ -28,9 +28,9 @@
 #include "backend/backend_cuda_impl.h"
 #include "backend/cuda_check.h"
 
+/* The layer's device weights (b->layers, indexed as the cache's per-layer arrays are). */
 static const cuda_layer *layer_of(const ks_backend *b, int layer) {
-    KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
-    return &b->layers[layer - b->m->first_layer];
+    return &b->layers[ks_kvcache_index(&b->cache, layer)];
 }
 
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what) {
@@ -56,19 +56,19 @@ static ks_status sync_lens(ks_backend *b) {
     return KS_OK;
 }
 
-/* Records n rows appended to every head of layer index l (host bookkeeping and the device-length mirror). */
-static void commit_rows(ks_backend *b, int l, int n, int pos0) {
-    ks_kvcache_commit(&b->cache, l, n, pos0);
-    for (int h = 0; h < b->cfg->n_kv_heads; h++) b->lens_on_device[l * b->cfg->n_kv_heads + h] += n;
+/* Records n rows appended to every head of the layer (host bookkeeping and the device-length mirror). */
+static void commit_rows(ks_backend *b, int layer, int n, int pos0) {
+    ks_kvcache_commit(&b->cache, layer, n, pos0);
+    int32_t *mirror = ks_cuda_layer_heads(b, b->lens_on_device, layer);
+    for (int h = 0; h < b->cfg->n_kv_heads; h++) mirror[h] += n;
 }
 
-/* Window starts of the decode query at qpos for layer index l (into host_starts), then to the device. */
-ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos) {
-    const int Hk = b->cfg->n_kv_heads, win = ks_cuda_layer_window(b->cfg, b->m->first_layer + l);
-    int32_t *s = b->host_starts + (size_t)l * Hk;
-    for (int h = 0; h < Hk; h++) s[h] = ks_kvcache_window_start(&b->cache, l, h, qpos, win);
-    CUDA_CHECK(cudaMemcpyAsync(b->starts + (size_t)l * Hk, s, sizeof(int32_t) * Hk, cudaMemcpyHostToDevice,
-                               b->stream));
+ks_status ks_cuda_upload_starts(ks_backend *b, int layer, int qpos) {
+    const int Hk = b->cfg->n_kv_heads, win = ks_cuda_layer_window(b->cfg, layer);
+    int32_t *s = ks_cuda_layer_heads(b, b->host_starts, layer);
+    for (int h = 0; h < Hk; h++) s[h] = ks_kvcache_window_start(&b->cache, layer, h, qpos, win);
+    CUDA_CHECK(cudaMemcpyAsync(ks_cuda_layer_heads(b, b->starts, layer), s, sizeof(int32_t) * Hk,
+                               cudaMemcpyHostToDevice, b->stream));
     return KS_OK;
 }
 
@@ -111,15 +111,15 @@ static ks_status cuda_residual_at(ks_backend *b, int row0) {
     return KS_OK;
 }
 
-ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_stride, cudaStream_t s) {
+ks_status ks_cuda_move_layer_rows(ks_backend *b, int layer, size_t from, int from_stride, cudaStream_t s) {
     const int Hk = b->cfg->n_kv_heads;
-    const size_t d = b->cfg->head_dim, to = ks_kvcache_offset(&b->cache, l);
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    const size_t d = b->cfg->head_dim, to = ks_kvcache_offset(&b->cache, layer);
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
     int rows = 0;
     for (int h = 0; h < Hk; h++) rows = len[h] > rows ? len[h] : rows;
     if (!rows) return KS_OK;
     const size_t spitch = sizeof(ks_bf16) * from_stride * d;
-    const size_t dpitch = sizeof(ks_bf16) * ks_kvcache_stride(&b->cache, l) * d;
+    const size_t dpitch = sizeof(ks_bf16) * ks_kvcache_stride(&b->cache, layer) * d;
     CUDA_CHECK(cudaMemcpy2DAsync(b->kc + to, dpitch, b->kc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
                                  cudaMemcpyDeviceToDevice, s));
     CUDA_CHECK(cudaMemcpy2DAsync(b->vc + to, dpitch, b->vc + from, spitch, sizeof(ks_bf16) * rows * d, Hk,
@@ -151,14 +151,14 @@ static ks_status rope_rows(ks_backend *b, int n, int pos0) {
                         b->inv_freq, b->stream);
 }
 
-/* Budget mode: layer index l moves to a free prefill slot (its rows so far copied there), after the stream
- * that last moved rows out of that slot. */
-static ks_status take_slot(ks_backend *b, int layer, int l) {
-    const size_t from = ks_kvcache_offset(&b->cache, l);
-    int slot = ks_kvcache_take_slot(&b->cache, l);
+/* Budget mode: the layer moves to a free prefill slot (its rows so far copied there), after the stream that
+ * last moved rows out of that slot. */
+static ks_status take_slot(ks_backend *b, int layer) {
+    const size_t from = ks_kvcache_offset(&b->cache, layer);
+    int slot = ks_kvcache_take_slot(&b->cache, layer);
     if (slot < 0) return ks_kvcache_no_slot(&b->cache, layer);
     CUDA_CHECK(cudaStreamWaitEvent(b->stream, b->slot_ev[slot], 0));
-    return ks_cuda_move_layer_rows(b, l, from, b->own_cap, b->stream);
+    return ks_cuda_move_layer_rows(b, layer, from, b->own_cap, b->stream);
 }
 
 /* The q|k|v GEMM; then a token that needs no prefill slot (a decode step) takes one launch for RoPE, the append
@@ -166,40 +166,40 @@ static ks_status take_slot(ks_backend *b, int layer, int l) {
 static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
     const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
-    const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
+    const int Hk = c->n_kv_heads;
     const cuda_view *xn = &b->view[KS_BUF_XN], *qkv = &b->view[KS_BUF_Q];
     KS_ASSERT(n > 0 && n <= b->max_chunk && (!b->capturing || n == 1));
     KS_TRY(ks_cuda_gemm_run_ld(b->gemm, qkv->p, qkv->ld, KS_DTYPE_BF16, xn->p, xn->ld, L->w_qkv, L->b_qkv, n,
                                c->hidden, b->qkv_width, 0.0f, b->stream));
-    KS_TRY(ks_cuda_apply_drops(b, l)); /* the layer's last step's eviction, before these rows are counted */
-    const int slot = ks_kvcache_needs_slot(&b->cache, l, n);
-    int32_t *lens = b->lens + (size_t)l * Hk;
+    KS_TRY(ks_cuda_apply_drops(b, layer)); /* the layer's last step's eviction, before these rows are counted */
+    const int slot = ks_kvcache_needs_slot(&b->cache, layer, n);
+    int32_t *lens = ks_cuda_layer_heads(b, b->lens, layer);
     if (n == 1 && !slot) {
         if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, 1, b->stream));
-        KS_TRY(ks_cuda_rope_append_one(b->qkv, ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->pos, lens, c->n_heads,
-                                       Hk, c->head_dim, ks_kvcache_stride(&b->cache, l), b->inv_freq, b->stream));
+        KS_TRY(ks_cuda_rope_append_one(b->qkv, ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), b->pos, lens,
+                                       c->n_heads, Hk, c->head_dim, ks_kvcache_stride(&b->cache, layer), b->inv_freq,
+                                       b->stream));
     } else {
         KS_TRY(rope_rows(b, n, pos0));
-        if (slot) KS_TRY(take_slot(b, layer, l)); /* the layer's rows move: their place is known after it */
-        KS_TRY(ks_cuda_kv_append(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->view[KS_BUF_K].p,
+        if (slot) KS_TRY(take_slot(b, layer)); /* the layer's rows move: their place is known after it */
+        KS_TRY(ks_cuda_kv_append(ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), b->view[KS_BUF_K].p,
                                  b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk, c->head_dim,
-                                 ks_kvcache_stride(&b->cache, l), b->stream));
+                                 ks_kvcache_stride(&b->cache, layer), b->stream));
         KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
     }
-    commit_rows(b, l, n, pos0);
+    commit_rows(b, layer, n, pos0);
     return KS_OK;
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
     const ks_model_config *c = b->cfg;
-    const int l = layer - b->m->first_layer;
-    KS_ASSERT(l >= 0 && l < b->n_layers && ks_kvcache_is_dense(&b->cache, l, pos0 + n));
+    KS_ASSERT(ks_kvcache_is_dense(&b->cache, layer, pos0 + n));
     const int window = ks_cuda_layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     float *lse = window ? NULL : b->att_lse;
     b->lse_layer = lse ? layer : -1, b->lse_pos0 = pos0, b->lse_n = n;
-    return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, ks_cuda_layer_k(b, l),
-                                     ks_cuda_layer_v(b, l), n, pos0 + n, ks_kvcache_stride(&b->cache, l), c->n_heads,
-                                     c->n_kv_heads, c->head_dim, pos0, window,
+    return ks_cuda_attention_prefill(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width, ks_cuda_layer_k(b, layer),
+                                     ks_cuda_layer_v(b, layer), n, pos0 + n, ks_kvcache_stride(&b->cache, layer),
+                                     c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
                                      ks_cuda_attn_scale(c), lse, b->stream);
 }
 
@@ -216,18 +216,18 @@ static int decode_bound(const ks_backend *b, int extra) {
 
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     const ks_model_config *c = b->cfg;
-    const int l = layer - b->m->first_layer, Hk = c->n_kv_heads;
-    KS_ASSERT(l >= 0 && l < b->n_layers);
+    const int Hk = c->n_kv_heads;
     const int32_t *starts = NULL;
     if (ks_cuda_layer_window(c, layer) > 0) {
         /* a captured step reads the starts graph_begin uploaded for every windowed layer */
-        if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
-        starts = b->starts + (size_t)l * Hk;
+        if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
+        starts = ks_cuda_layer_heads(b, b->starts, layer);
     }
     /* within a graph step one bound for every layer (the graph's), else this step's lengths */
     const int max_len = b->step_bound ? b->step_bound : decode_bound(b, 0);
-    return ks_cuda_attention_decode(b->att, b->qkv, ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l),
-                                    b->lens + (size_t)l * Hk, starts, ks_kvcache_stride(&b->cache, l), c->n_heads, Hk,
+    return ks_cuda_attention_decode(b->att, b->qkv, ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer),
+                                    ks_cuda_layer_heads(b, b->lens, layer), starts,
+                                    ks_kvcache_stride(&b->cache, layer), c->n_heads, Hk,
                                     c->head_dim, ks_cuda_attn_scale(c), max_len,
                                     b->decode_scratch, b->stream);
 }
@@ -305,8 +305,8 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     /* what the step's kernels read from device memory: its position (set by a kernel argument, not a host
      * copy) and the window starts */
     KS_TRY(ks_cuda_positions(b->pos, qpos, 1, b->stream));
-    for (int l = 0; b->any_window && l < b->n_layers; l++)
-        if (ks_cuda_layer_window(b->cfg, b->m->first_layer + l) > 0) KS_TRY(ks_cuda_upload_starts(b, l, qpos));
+    for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
+        if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
     const int bound = decode_bound(b, 1);
     /* sized for other lengths, or with another method's decode ops (or another sequence's): capture anew */
     if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked ||
@@ -316,10 +316,10 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
         b->decode_steps = 0;
     }
     if (b->graph) {
-        for (int l = 0; l < b->n_layers; l++) commit_rows(b, l, 1, qpos);
+        for (int layer = b->m->first_layer; layer < b->m->last_layer; layer++) commit_rows(b, layer, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
-        for (int l = 0; l < b->n_layers; l++)
-            if (b->graph_evicts[l]) b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
+        for (int i = 0; i < b->n_layers; i++) /* the per-layer marks, layer by layer */
+            if (b->graph_evicts[i]) b->drop_pending[i] = 1, b->drop_epoch[i] = b->sync_epoch;
         *replayed = 1;
         return KS_OK;
     }

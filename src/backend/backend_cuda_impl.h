@@ -73,8 +73,8 @@ struct ks_backend {
     int32_t *pos, *tokens;      /* (max_chunk) positions for RoPE, token ids */
     int32_t *lens, *starts;     /* (n_layers, Hk) rows held per head; first row a windowed decode query sees */
     int32_t *ids;               /* (KS_BACKEND_MAX_LOGIT_ROWS) argmax results */
-    ks_bf16 *kc, *vc;           /* (ks_kvcache_elems(&cache)) K and V blocks: layer l's (Hk, stride, d) rows at
-                                   ks_kvcache_offset(&cache, l) */
+    ks_bf16 *kc, *vc;           /* (ks_kvcache_elems(&cache)) K and V blocks: a layer's (Hk, stride, d) rows at
+                                   ks_kvcache_offset(&cache, layer) */
     void *decode_scratch, *argmax_scratch;
 
     /* The compression ops (backend_cuda_methods.c), sized at init from (H, Hk, d, cap, max_chunk): */
@@ -171,13 +171,14 @@ void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built inst
 /* backend_cuda.c: shared with backend_cuda_methods.c. */
 ks_status ks_cuda_wait_main(ks_backend *b, const char *what);  /* synchronise `stream` (a sync epoch) */
 ks_status ks_cuda_wait_stream(cudaStream_t s, const char *what); /* synchronise s, naming the work on failure */
-ks_status ks_cuda_upload_starts(ks_backend *b, int l, int qpos); /* window starts of layer index l */
+/* Window starts of the decode query at qpos for the layer (into host_starts), then to the device. */
+ks_status ks_cuda_upload_starts(ks_backend *b, int layer, int qpos);
 
 /* backend_cuda_methods.c: the KV store (kvstore.h) of the instance. */
 ks_kvstore *ks_cuda_kvstore(ks_backend *b);
-/* The logged evictions of layer index l (-1: every layer) applied to the bookkeeping, waiting for the stream
- * first only if no wait has followed them. */
-ks_status ks_cuda_apply_drops(ks_backend *b, int l);
+/* The logged evictions of the layer (-1: every layer) applied to the bookkeeping, waiting for the stream first
+ * only if no wait has followed them. */
+ks_status ks_cuda_apply_drops(ks_backend *b, int layer);
 /* The KV store's table, deferred-compression stream, events, pinned staging and marks (sets snap_rows before the
  * arena layout); free accepts a half-built instance and waits for the side stream first, and frees the per-row
  * scores. */
@@ -186,13 +187,24 @@ void ks_cuda_methods_free(ks_backend *b);
 
 static inline float ks_cuda_attn_scale(const ks_model_config *c) { return 1.0f / sqrtf((float)c->head_dim); }
 
-/* Layer index l's K and V rows, (Hk, ks_kvcache_stride(&b->cache, l), d), where they are now. */
-static inline ks_bf16 *ks_cuda_layer_k(const ks_backend *b, int l) { return b->kc + ks_kvcache_offset(&b->cache, l); }
-static inline ks_bf16 *ks_cuda_layer_v(const ks_backend *b, int l) { return b->vc + ks_kvcache_offset(&b->cache, l); }
+/* Layers are absolute numbers everywhere; the instance's per-layer arrays (layers, deferred, the eviction marks
+ * and the (n_layers, Hk) per-head arrays) are indexed as the cache's, by ks_kvcache_index(&b->cache, layer). */
 
-/* Enqueues on s the move of layer index l's first max-length rows per head, K and V, from (from, from_stride)
- * to where the cache bookkeeping now puts them (a prefill slot taken or left). */
-ks_status ks_cuda_move_layer_rows(ks_backend *b, int l, size_t from, int from_stride, cudaStream_t s);
+/* The layer's K and V rows, (Hk, ks_kvcache_stride(&b->cache, layer), d), where they are now. */
+static inline ks_bf16 *ks_cuda_layer_k(const ks_backend *b, int layer) {
+    return b->kc + ks_kvcache_offset(&b->cache, layer);
+}
+static inline ks_bf16 *ks_cuda_layer_v(const ks_backend *b, int layer) {
+    return b->vc + ks_kvcache_offset(&b->cache, layer);
+}
+/* The layer's Hk entries of an (n_layers, Hk) per-head array: lens, starts, drop_dev and their host copies. */
+static inline int32_t *ks_cuda_layer_heads(const ks_backend *b, int32_t *a, int layer) {
+    return a + (size_t)ks_kvcache_index(&b->cache, layer) * b->cfg->n_kv_heads;
+}
+
+/* Enqueues on s the move of the layer's first max-length rows per head, K and V, from (from, from_stride) to
+ * where the cache bookkeeping now puts them (a prefill slot taken or left). */
+ks_status ks_cuda_move_layer_rows(ks_backend *b, int layer, size_t from, int from_stride, cudaStream_t s);
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
 static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {

@@ -289,7 +289,8 @@ static ks_status create_host_side(ks_backend *b) {
     const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
     CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
     KS_TRY(ks_cuda_gemm_init(&b->gemm, (size_t)32 << 20));
-    KS_TRY(ks_kvcache_init(&b->cache, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, b->own_cap, 0));
+    KS_TRY(ks_kvcache_init(&b->cache, b->m->first_layer, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, b->own_cap,
+                           0));
     b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
     b->lens_on_device = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend lengths");
     b->host_starts = ks_calloc(heads ? heads : 1, sizeof(int32_t), "cuda backend window starts");

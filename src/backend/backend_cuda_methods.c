@@ -39,11 +39,6 @@
 /* The instance around its KV store. */
 static ks_backend *backend_of(ks_kvstore *kv) { return (ks_backend *)((char *)kv - offsetof(ks_backend, kvs)); }
 
-static int layer_index(const ks_backend *b, int layer) {
-    KS_ASSERT(layer >= b->m->first_layer && layer < b->m->last_layer);
-    return layer - b->m->first_layer;
-}
-
 /* Query heads per KV head. */
 static int group_size(const ks_backend *b) { return b->cfg->n_heads / b->cfg->n_kv_heads; }
 
@@ -126,20 +121,26 @@ void ks_cuda_methods_free(ks_backend *b) {
 
 /* ---- streams ------------------------------------------------------------------------------------------- */
 
-/* The stream that runs compression ops on layer index l: the side stream while l is deferred, ordered after
- * the layer's stash by its first op. The slot's event was recorded by this layer's stash or, if the slot was
+/* The layer's deferral mark (b->deferred). */
+static unsigned char *deferred_mark(const ks_backend *b, int layer) {
+    return &b->deferred[ks_kvcache_index(&b->cache, layer)];
+}
+
+/* The stream that runs compression ops on the layer: the side stream while it is deferred, ordered after the
+ * layer's stash by its first op. The slot's event was recorded by this layer's stash or, if the slot was
  * reused, by a later one: either orders the side stream after everything the layer's ops read. */
-static ks_status op_stream(ks_backend *b, int l, cudaStream_t *s) {
-    *s = b->deferred[l] ? b->side : b->stream;
-    if (b->deferred[l] != 1) return KS_OK;
-    CUDA_CHECK(cudaStreamWaitEvent(b->side, b->stash_ev[l & 1], 0));
-    b->deferred[l] = 2;
+static ks_status op_stream(ks_backend *b, int layer, cudaStream_t *s) {
+    unsigned char *mark = deferred_mark(b, layer);
+    *s = *mark ? b->side : b->stream;
+    if (*mark != 1) return KS_OK;
+    CUDA_CHECK(cudaStreamWaitEvent(b->side, b->stash_ev[layer & 1], 0));
+    *mark = 2;
     return KS_OK;
 }
 
 static int any_deferred(const ks_backend *b) {
-    for (int l = 0; l < b->n_layers; l++)
-        if (b->deferred[l]) return 1;
+    for (int i = 0; i < b->n_layers; i++)
+        if (b->deferred[i]) return 1;
     return 0;
 }
 
@@ -176,16 +177,16 @@ static ks_status scores_to_host(ks_backend *b, cudaStream_t s, int G, int n, con
 /* Rows per KV head of a score output: one, or one per query head for KS_GQA_NONE. */
 static int out_rows(const ks_backend *b, ks_gqa_reduce reduce) { return reduce == KS_GQA_NONE ? group_size(b) : 1; }
 
-/* The scoring arguments common to both callers: Q rows from q_row0, layer index l's keys. */
-static ks_cuda_score_args score_args(const ks_backend *b, int l, int q_row0) {
+/* The scoring arguments common to both callers: Q rows from q_row0, the layer's keys. */
+static ks_cuda_score_args score_args(const ks_backend *b, int layer, int q_row0) {
     const ks_model_config *c = b->cfg;
     return (ks_cuda_score_args){.q = b->qkv + (size_t)q_row0 * b->qkv_width,
                                 .ld_q = b->qkv_width,
-                                .kc = ks_cuda_layer_k(b, l),
+                                .kc = ks_cuda_layer_k(b, layer),
                                 .H = c->n_heads,
                                 .Hk = c->n_kv_heads,
                                 .d = c->head_dim,
-                                .cap = ks_kvcache_stride(&b->cache, l),
+                                .cap = ks_kvcache_stride(&b->cache, layer),
                                 .scale = ks_cuda_attn_scale(c)};
 }
 
@@ -202,15 +203,14 @@ static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a)
  * layer's op stream, with lse scratch of score_lse_floats. */
 static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *w, int summary, float *out, float *lse,
                                 cudaStream_t *s_out) {
-    const int l = layer_index(b, layer);
     KS_ASSERT(w->n_keys <= b->cap && w->n_q > 0 && w->q_row0 + w->n_q <= b->max_chunk &&
-              ks_kvcache_is_dense(&b->cache, l, w->n_keys));
+              ks_kvcache_is_dense(&b->cache, layer, w->n_keys));
     cudaStream_t s;
-    KS_TRY(op_stream(b, l, &s));
+    KS_TRY(op_stream(b, layer, &s));
     *s_out = s;
-    ks_cuda_score_args a = score_args(b, l, w->q_row0);
-    if (b->deferred[l]) { /* the snapshot: chunk row r is its row r - row0 */
-        const int slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
+    ks_cuda_score_args a = score_args(b, layer, w->q_row0);
+    if (*deferred_mark(b, layer)) { /* the snapshot: chunk row r is its row r - row0 */
+        const int slot = layer & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
         KS_ASSERT(b->snap_slot[slot].layer == layer && w->q_row0 >= b->snap_slot[slot].row0 &&
                   w->q_row0 + w->n_q <= b->snap_slot[slot].row0 + b->snap_slot[slot].n);
         a.q = b->snap + ((size_t)slot * b->snap_rows + (w->q_row0 - b->snap_slot[slot].row0)) * qd;
@@ -246,15 +246,15 @@ static ks_status cuda_window_scores(ks_kvstore *kv, int layer, const ks_window_a
 static ks_status cuda_attention_decode_probs(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out,
                                              int ld) {
     ks_backend *b = backend_of(kv);
-    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
+    const int Hk = b->cfg->n_kv_heads;
     KS_ASSERT(ld <= b->cap);
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
-    ks_cuda_score_args a = score_args(b, l, 0);
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
+    ks_cuda_score_args a = score_args(b, layer, 0);
     if (ks_cuda_layer_window(b->cfg, layer) > 0) {
-        KS_TRY(ks_cuda_upload_starts(b, l, qpos));
-        a.lo = b->starts + (size_t)l * Hk;
+        KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
+        a.lo = ks_cuda_layer_heads(b, b->starts, layer);
     }
-    a.hi = b->lens + (size_t)l * Hk; /* the device lengths: the decode step's own row is counted there */
+    a.hi = ks_cuda_layer_heads(b, b->lens, layer); /* the device lengths: the decode step's own row is counted there */
     a.n_q = 1, a.q_pos = qpos, a.n_keys = max_len(len, Hk), a.stat = KS_SCORE_SUM, a.reduce = reduce;
     KS_ASSERT(a.n_keys <= ld);
     KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &a, b->score_lse, b->score_lse_floats, b->stream));
@@ -265,26 +265,25 @@ static ks_status cuda_attention_decode_probs(ks_kvstore *kv, int layer, int qpos
 static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
-    const int l = layer_index(b, layer);
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
     int n = max_len(len, c->n_kv_heads);
     KS_ASSERT(n <= ld && ld <= b->cap);
     cudaStream_t s;
-    KS_TRY(op_stream(b, l, &s));
-    KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, ks_cuda_layer_k(b, l), b->lens + (size_t)l * c->n_kv_heads,
-                             c->n_kv_heads, c->head_dim, ks_kvcache_stride(&b->cache, l), n, s));
+    KS_TRY(op_stream(b, layer, &s));
+    KS_TRY(ks_cuda_key_norms(b->score_out, b->cap, ks_cuda_layer_k(b, layer), ks_cuda_layer_heads(b, b->lens, layer),
+                             c->n_kv_heads, c->head_dim, ks_kvcache_stride(&b->cache, layer), n, s));
     return scores_to_host(b, s, 1, n, len, out, ld, 0, "key norms");
 }
 
 static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
-    const int l = layer_index(b, layer), Hk = c->n_kv_heads;
+    const int Hk = c->n_kv_heads;
     cudaStream_t s;
-    KS_TRY(op_stream(b, l, &s));
-    KS_ASSERT(b->deferred[l] || !any_deferred(b)); /* compact_idx, compact_scratch: one stream at a time */
-    KS_TRY(ks_kvcache_compact_fits(&b->cache, l, layer, n_keep));
-    ks_kvcache_compact(&b->cache, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
+    KS_TRY(op_stream(b, layer, &s));
+    KS_ASSERT(*deferred_mark(b, layer) || !any_deferred(b)); /* compact_idx, compact_scratch: one stream at a time */
+    KS_TRY(ks_kvcache_compact_fits(&b->cache, layer, n_keep));
+    ks_kvcache_compact(&b->cache, layer, keep, n_keep, ld); /* checks the keep lists before any row moves */
     /* (Hk, w) keep lists of the longest list's width w, then the counts: one pinned copy, so the staging is
      * rewritten only once the previous copy out of it is done */
     int w = max_len(n_keep, Hk);
@@ -295,50 +294,50 @@ static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep,
     CUDA_CHECK(cudaMemcpyAsync(b->compact_idx, idx, sizeof(int32_t) * ((size_t)Hk * w + Hk), cudaMemcpyHostToDevice,
                                s));
     CUDA_CHECK(cudaEventRecord(b->idx_ev, s));
-    const size_t off = ks_kvcache_offset(&b->cache, l);
-    const int stride = ks_kvcache_stride(&b->cache, l), slot = b->cache.slot[l];
-    KS_TRY(ks_cuda_kv_compact(b->kc + off, b->vc + off, b->lens + (size_t)l * Hk, b->compact_idx, w > 0 ? w : 1, Hk,
-                              c->head_dim, stride, w, b->compact_scratch, s));
-    memcpy(b->lens_on_device + (size_t)l * Hk, n_keep, sizeof(int32_t) * Hk); /* what the kernel set */
+    const size_t off = ks_kvcache_offset(&b->cache, layer);
+    const int stride = ks_kvcache_stride(&b->cache, layer), slot = ks_kvcache_slot(&b->cache, layer);
+    KS_TRY(ks_cuda_kv_compact(b->kc + off, b->vc + off, ks_cuda_layer_heads(b, b->lens, layer), b->compact_idx,
+                              w > 0 ? w : 1, Hk, c->head_dim, stride, w, b->compact_scratch, s));
+    memcpy(ks_cuda_layer_heads(b, b->lens_on_device, layer), n_keep, sizeof(int32_t) * Hk); /* what the kernel set */
     if (slot < 0) return KS_OK;
-    ks_kvcache_leave_slot(&b->cache, l); /* the kept rows, gathered in the slot, to the layer's own rows */
-    KS_TRY(ks_cuda_move_layer_rows(b, l, off, stride, s));
+    ks_kvcache_leave_slot(&b->cache, layer); /* the kept rows, gathered in the slot, to the layer's own rows */
+    KS_TRY(ks_cuda_move_layer_rows(b, layer, off, stride, s));
     CUDA_CHECK(cudaEventRecord(b->slot_ev[slot], s));
     return KS_OK;
 }
 
-/* Held layer l's per-row scores on the device, (H, cap): one row per query head. */
-static float *layer_row_scores(const ks_backend *b, int l) {
+/* The layer's per-row scores on the device, (H, cap): one row per query head. */
+static float *layer_row_scores(const ks_backend *b, int layer) {
     KS_ASSERT(b->row_scores); /* row_scores_reserve first */
-    return b->row_scores + (size_t)l * b->cfg->n_heads * b->cap;
+    return b->row_scores + (size_t)ks_kvcache_index(&b->cache, layer) * b->cfg->n_heads * b->cap;
 }
 
 static ks_status cuda_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
-    const int l = layer_index(b, layer), Hk = c->n_kv_heads, stride = ks_kvcache_stride(&b->cache, l);
-    const int acc = a->rule == KS_EVICT_ACCUMULATED;
-    KS_ASSERT(!b->deferred[l] && b->cache.slot[l] < 0 && (!acc || b->row_scores));
+    const int i = ks_kvcache_index(&b->cache, layer), Hk = c->n_kv_heads;
+    const int stride = ks_kvcache_stride(&b->cache, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
+    KS_ASSERT(!b->deferred[i] && ks_kvcache_slot(&b->cache, layer) < 0 && (!acc || b->row_scores));
     /* within a graph step the graph's row bound (lengths change between replays), else this step's */
     const int bound = b->step_bound ? b->step_bound : max_len(b->cache.len, b->n_layers * Hk);
     if (a->rule != KS_EVICT_SINK) { /* the step query's probabilities, as attention_decode_probs */
-        ks_cuda_score_args sa = score_args(b, l, 0);
-        if (ks_cuda_layer_window(c, layer) > 0) sa.lo = b->starts + (size_t)l * Hk; /* this step's, uploaded */
-        sa.hi = b->lens + (size_t)l * Hk;
+        ks_cuda_score_args sa = score_args(b, layer, 0);
+        if (ks_cuda_layer_window(c, layer) > 0) sa.lo = ks_cuda_layer_heads(b, b->starts, layer); /* this step's */
+        sa.hi = ks_cuda_layer_heads(b, b->lens, layer);
         sa.n_q = 1, sa.q_pos = b->cap, sa.n_keys = bound, sa.stat = KS_SCORE_SUM;
         sa.reduce = acc ? KS_GQA_NONE : a->reduce; /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(check_scratch(b, &sa));
         KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &sa, b->score_lse, b->score_lse_floats, b->stream));
     }
-    int32_t *drop = b->drop_dev + (size_t)l * Hk;
-    KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, l), ks_cuda_layer_v(b, l), b->lens + (size_t)l * Hk, drop,
-                                b->score_out, b->cap, acc ? layer_row_scores(b, l) : NULL, b->cap, a, Hk,
-                                group_size(b), c->head_dim, stride, bound < stride ? bound : stride,
-                                b->compact_scratch, b->score_sums, b->stream));
-    CUDA_CHECK(cudaMemcpyAsync(b->host_drops + (size_t)l * Hk, drop, sizeof(int32_t) * Hk, cudaMemcpyDeviceToHost,
-                               b->stream));
-    b->drop_pending[l] = 1, b->drop_epoch[l] = b->sync_epoch;
-    if (b->capturing) b->graph_evicts[l] = 1;
+    int32_t *drop = ks_cuda_layer_heads(b, b->drop_dev, layer);
+    KS_TRY(ks_cuda_decode_evict(ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer),
+                                ks_cuda_layer_heads(b, b->lens, layer), drop, b->score_out, b->cap,
+                                acc ? layer_row_scores(b, layer) : NULL, b->cap, a, Hk, group_size(b), c->head_dim,
+                                stride, bound < stride ? bound : stride, b->compact_scratch, b->score_sums, b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(ks_cuda_layer_heads(b, b->host_drops, layer), drop, sizeof(int32_t) * Hk,
+                               cudaMemcpyDeviceToHost, b->stream));
+    b->drop_pending[i] = 1, b->drop_epoch[i] = b->sync_epoch;
+    if (b->capturing) b->graph_evicts[i] = 1;
     (void)qpos; /* the position is the step's: the probabilities need no causal cut (every row is older) */
     return KS_OK;
 }
@@ -368,45 +367,48 @@ static ks_status cuda_row_scores_add(ks_kvstore *kv, int layer, const ks_window_
     ks_window_args w = ks_window_scores_only(a); /* per query head */
     cudaStream_t s;
     KS_TRY(enqueue_scores(b, layer, &w, 0, b->add_out, b->add_lse, &s)); /* no wait: buffers of its own */
-    return ks_cuda_row_scores_fold(layer_row_scores(b, layer_index(b, layer)), b->cap, b->add_out, b->cap,
+    return ks_cuda_row_scores_fold(layer_row_scores(b, layer), b->cap, b->add_out, b->cap,
                                    b->cfg->n_heads, a->q_pos0, a->n_keys, s);
 }
 
 static ks_status cuda_row_scores_read(ks_kvstore *kv, int layer, float *out, int ld) {
     ks_backend *b = backend_of(kv);
-    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads;
-    const int32_t *len = ks_kvcache_len(&b->cache, l);
+    const int Hk = b->cfg->n_kv_heads;
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
     cudaStream_t s;
-    KS_TRY(op_stream(b, l, &s));
-    return rows_to_host(b, s, layer_row_scores(b, l), group_size(b), max_len(len, Hk), len, out, ld, 0,
+    KS_TRY(op_stream(b, layer, &s));
+    return rows_to_host(b, s, layer_row_scores(b, layer), group_size(b), max_len(len, Hk), len, out, ld, 0,
                         "per-row scores");
 }
 
 static ks_status cuda_row_scores_load(ks_kvstore *kv, int layer, const float *scores, int ld) {
     ks_backend *b = backend_of(kv);
-    const int l = layer_index(b, layer), Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, l), Hk);
+    const int Hk = b->cfg->n_kv_heads, n = max_len(ks_kvcache_len(&b->cache, layer), Hk);
     KS_ASSERT(n <= b->cap && ld >= n);
     if (!n) return KS_OK;
     cudaStream_t s;
-    KS_TRY(op_stream(b, l, &s));
+    KS_TRY(op_stream(b, layer, &s));
     /* a pageable source, consumed before the call returns (the host may overwrite it right after); columns past a
      * head's length are never read */
-    CUDA_CHECK(cudaMemcpy2DAsync(layer_row_scores(b, l), sizeof(float) * b->cap, scores, sizeof(float) * ld,
+    CUDA_CHECK(cudaMemcpy2DAsync(layer_row_scores(b, layer), sizeof(float) * b->cap, scores, sizeof(float) * ld,
                                  sizeof(float) * n, b->cfg->n_heads, cudaMemcpyHostToDevice, s));
     return KS_OK;
 }
 
-ks_status ks_cuda_apply_drops(ks_backend *b, int l) {
-    const int Hk = b->cfg->n_kv_heads, first = l < 0 ? 0 : l, last = l < 0 ? b->n_layers : l + 1;
-    for (int i = first; i < last; i++) {
+ks_status ks_cuda_apply_drops(ks_backend *b, int layer) {
+    const int Hk = b->cfg->n_kv_heads, first = layer < 0 ? b->m->first_layer : layer;
+    const int last = layer < 0 ? b->m->last_layer : layer + 1;
+    for (int ly = first; ly < last; ly++) {
+        const int i = ks_kvcache_index(&b->cache, ly);
         if (!b->drop_pending[i]) continue;
         if (b->drop_epoch[i] == b->sync_epoch) KS_TRY(ks_cuda_wait_main(b, "decode-time eviction"));
         b->drop_pending[i] = 0;
+        const int32_t *rows = ks_cuda_layer_heads(b, b->host_drops, ly);
+        int32_t *mirror = ks_cuda_layer_heads(b, b->lens_on_device, ly);
         for (int h = 0; h < Hk; h++) {
-            int row = b->host_drops[(size_t)i * Hk + h];
-            if (row < 0) continue;
-            ks_kvcache_drop_row(&b->cache, i, h, row);
-            b->lens_on_device[(size_t)i * Hk + h]--; /* the kernel's decrement */
+            if (rows[h] < 0) continue;
+            ks_kvcache_drop_row(&b->cache, ly, h, rows[h]);
+            mirror[h]--; /* the kernel's decrement */
         }
     }
     return KS_OK;
@@ -417,7 +419,7 @@ ks_status ks_cuda_apply_drops(ks_backend *b, int l) {
 /* Snapshots the Q rows q_row0 .. q_row0 + n_q - 1 of `layer` (and records the slot's event) and marks the layer
  * deferred; *deferred = 0 and nothing changes when n_q exceeds the snapshot rows. */
 static ks_status stash(ks_backend *b, int layer, int q_row0, int n_q, int *deferred) {
-    const int l = layer_index(b, layer), slot = l & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
+    const int slot = layer & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
     KS_ASSERT(n_q >= 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk && !b->capturing);
     *deferred = n_q <= b->snap_rows;
     if (!*deferred) return KS_OK;
@@ -427,7 +429,7 @@ static ks_status stash(ks_backend *b, int layer, int q_row0, int n_q, int *defer
                                      sizeof(ks_bf16) * qd, n_q, cudaMemcpyDeviceToDevice, b->stream));
     CUDA_CHECK(cudaEventRecord(b->stash_ev[slot], b->stream));
     b->snap_slot[slot].layer = layer, b->snap_slot[slot].row0 = q_row0, b->snap_slot[slot].n = n_q;
-    b->deferred[l] = 1;
+    *deferred_mark(b, layer) = 1;
     return KS_OK;
 }
 

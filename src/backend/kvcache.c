@@ -3,10 +3,14 @@
 
 #include <string.h>
 
-ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_dim, int cap, int own_cap,
-                          int host_storage) {
-    KS_ASSERT(n_layers >= 0 && n_kv_heads > 0 && head_dim > 0 && cap > 0 && own_cap > 0 && own_cap <= cap);
+#include "cpu/ref.h" /* ks_ref_evict_row */
+
+ks_status ks_kvcache_init(ks_kvcache *c, int first_layer, int n_layers, int n_kv_heads, int head_dim, int cap,
+                          int own_cap, int host_storage) {
+    KS_ASSERT(first_layer >= 0 && n_layers >= 0 && n_kv_heads > 0 && head_dim > 0 && cap > 0 && own_cap > 0 &&
+              own_cap <= cap);
     memset(c, 0, sizeof *c);
+    c->first_layer = first_layer;
     c->n_layers = n_layers;
     c->n_kv_heads = n_kv_heads;
     c->head_dim = head_dim;
@@ -53,7 +57,7 @@ void ks_kvcache_reset(ks_kvcache *c) {
 }
 
 int ks_kvcache_needs_slot(const ks_kvcache *c, int layer, int n) {
-    if (!c->n_slots || c->slot[layer] >= 0) return 0; /* full mode: callers check the capacity up front */
+    if (!c->n_slots || ks_kvcache_slot(c, layer) >= 0) return 0; /* full mode: callers check the capacity up front */
     const int32_t *len = ks_kvcache_len(c, layer);
     for (int h = 0; h < c->n_kv_heads; h++)
         if (len[h] + n > c->own_cap) return 1;
@@ -75,12 +79,12 @@ static void move_rows(ks_kvcache *c, int layer, size_t from, int from_stride) {
 }
 
 int ks_kvcache_take_slot(ks_kvcache *c, int layer) {
-    KS_ASSERT(c->slot[layer] < 0);
+    KS_ASSERT(ks_kvcache_slot(c, layer) < 0);
     for (int i = 0; i < c->n_slots; i++) {
         int s = (c->next_slot + i) % c->n_slots;
         if (c->slot_layer[s] >= 0) continue;
         size_t from = ks_kvcache_offset(c, layer);
-        c->slot[layer] = s;
+        c->slot[ks_kvcache_index(c, layer)] = s;
         c->slot_layer[s] = layer;
         c->next_slot = (s + 1) % c->n_slots;
         move_rows(c, layer, from, c->own_cap);
@@ -96,8 +100,8 @@ ks_status ks_kvcache_no_slot(const ks_kvcache *c, int layer) {
                    layer, c->own_cap, c->n_slots);
 }
 
-ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int l, int layer, const int32_t *n_keep) {
-    if (c->slot[l] < 0) return KS_OK;
+ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int layer, const int32_t *n_keep) {
+    if (ks_kvcache_slot(c, layer) < 0) return KS_OK;
     for (int h = 0; h < c->n_kv_heads; h++)
         if (n_keep[h] > c->own_cap)
             return ks_fail(KS_ERR_RANGE, "KV cache: layer %d keeps %d rows of KV head %d after its prompt but each "
@@ -107,12 +111,12 @@ ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int l, int layer, const i
 }
 
 void ks_kvcache_leave_slot(ks_kvcache *c, int layer) {
-    int s = c->slot[layer];
+    int s = ks_kvcache_slot(c, layer);
     KS_ASSERT(s >= 0 && c->slot_layer[s] == layer);
     const int32_t *len = ks_kvcache_len(c, layer);
     for (int h = 0; h < c->n_kv_heads; h++) KS_ASSERT(len[h] <= c->own_cap);
     size_t from = ks_kvcache_offset(c, layer);
-    c->slot[layer] = -1;
+    c->slot[ks_kvcache_index(c, layer)] = -1;
     c->slot_layer[s] = -1;
     move_rows(c, layer, from, c->cap);
 }

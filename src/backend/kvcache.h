@@ -2,13 +2,16 @@
  * position of every kept row; storage head-major as kernels/cpu/ref.h describes.
  *
  *     ks_kvcache c = {0};
- *     KS_TRY(ks_kvcache_init(&c, n_layers, Hk, d, cap, 1));        // 1 = fp32 host storage (CPU backend)
- *     ks_kvcache_append(&c, l, k_new, v_new, n, pos0);              // k_new, v_new: (n, Hk, d) token-major
- *     float *K = ks_kvcache_k(&c, l);  int32_t *len = ks_kvcache_len(&c, l);   // (Hk, cap, d), (Hk)
+ *     KS_TRY(ks_kvcache_init(&c, first, n_layers, Hk, d, cap, cap, 1)); // layers [first, first + n_layers);
+ *                                                                     // 1 = fp32 host storage (CPU backend)
+ *     ks_kvcache_append(&c, layer, k_new, v_new, n, pos0);        // k_new, v_new: (n, Hk, d) token-major
+ *     float *K = ks_kvcache_k(&c, layer);  int32_t *len = ks_kvcache_len(&c, layer);  // (Hk, cap, d), (Hk)
  *     ks_kvcache_reset(&c);                                         // next sequence
  *     ks_kvcache_free(&c);                                          // accepts zeroed or half-built
  *
- * Layers are indexed from 0 within the range the backend holds. Rows of one head are kept in increasing
+ * Every function takes the model's absolute layer numbers, first_layer <= layer < first_layer + n_layers; the
+ * per-layer arrays are indexed from the first held layer, and ks_kvcache_index is the one place that converts
+ * (a pipeline stage's cache holds a range that does not start at 0). Rows of one head are kept in increasing
  * position order; a KV method may later drop rows of one head (compaction moves the kept rows to the front and
  * rewrites positions and length, so the capacity after them is free for the rows decode appends and the bytes
  * the cache reports are the rows it holds), which is why every head has its own length and position list.
@@ -32,12 +35,13 @@
 #include <stdint.h>
 
 #include "core/status.h"
-#include "cpu/ref.h" /* ks_evict_args */
+#include "kv_args.h" /* ks_evict_args */
 
 #define KS_KVCACHE_SLOTS 3 /* budget mode's prefill slots (see above) */
 
 typedef struct ks_kvcache {
-    int n_layers;   /* layers held (the backend's layer range) */
+    int first_layer; /* absolute number of the first layer held */
+    int n_layers;   /* layers held: first_layer .. first_layer + n_layers - 1 (the backend's layer range) */
     int n_kv_heads; /* Hk */
     int head_dim;   /* d */
     int cap;        /* rows per (layer, head) a layer may reach: the longest sequence this cache accepts */
@@ -45,8 +49,8 @@ typedef struct ks_kvcache {
     int n_slots;    /* prefill slots of cap rows (0 in full mode, else KS_KVCACHE_SLOTS) */
     int32_t *len;   /* (n_layers, Hk) valid rows; owned */
     int32_t *pos;   /* (n_layers, Hk, cap) original token position of each valid row; owned */
-    int32_t *slot;  /* (n_layers) the slot holding the layer's rows, -1: its own storage; owned */
-    int32_t *slot_layer; /* (n_slots) the layer in each slot, -1: free; owned */
+    int32_t *slot;  /* (n_layers) the slot holding the layer's rows, -1: its own storage (ks_kvcache_slot); owned */
+    int32_t *slot_layer; /* (n_slots) the absolute layer in each slot, -1: free; owned */
     int next_slot;  /* where the search for a free slot starts (round robin) */
     unsigned sequence; /* incremented by every reset: a backend tells a new sequence from it */
     float *k, *v;   /* (ks_kvcache_elems) fp32 host storage, owned; NULL for a device backend */
@@ -54,9 +58,10 @@ typedef struct ks_kvcache {
                        backend sets its own (2 for bf16) */
 } ks_kvcache;
 
-/* own_cap: rows per head each layer owns, 0 < own_cap <= cap (cap: full mode). */
-ks_status ks_kvcache_init(ks_kvcache *c, int n_layers, int n_kv_heads, int head_dim, int cap, int own_cap,
-                          int host_storage);
+/* Layers first_layer .. first_layer + n_layers - 1; own_cap: rows per head each layer owns, 0 < own_cap <= cap
+ * (cap: full mode). */
+ks_status ks_kvcache_init(ks_kvcache *c, int first_layer, int n_layers, int n_kv_heads, int head_dim, int cap,
+                          int own_cap, int host_storage);
 void ks_kvcache_free(ks_kvcache *c);
 
 /* Empties every head of every layer (storage is kept; every layer back in its own storage). */
@@ -66,20 +71,30 @@ void ks_kvcache_reset(ks_kvcache *c);
 static inline size_t ks_kvcache_elems(const ks_kvcache *c) {
     return (size_t)c->n_kv_heads * ((size_t)c->n_layers * c->own_cap + (size_t)c->n_slots * c->cap) * c->head_dim;
 }
+/* The index of held `layer` (an absolute number) in the per-layer arrays, 0 .. n_layers - 1: the one conversion
+ * between the two numberings. A store or backend that keeps per-layer state of its own indexes it with this. */
+static inline int ks_kvcache_index(const ks_kvcache *c, int layer) {
+    KS_ASSERT(layer >= c->first_layer && layer < c->first_layer + c->n_layers);
+    return layer - c->first_layer;
+}
+/* The prefill slot holding the layer's rows; -1: its own storage. */
+static inline int ks_kvcache_slot(const ks_kvcache *c, int layer) { return c->slot[ks_kvcache_index(c, layer)]; }
 /* Rows per head where the layer's rows are now (its row stride per head: own_cap, or cap in a slot). */
 static inline int ks_kvcache_stride(const ks_kvcache *c, int layer) {
-    return c->slot[layer] < 0 ? c->own_cap : c->cap;
+    return ks_kvcache_slot(c, layer) < 0 ? c->own_cap : c->cap;
 }
 /* Element offset of the layer's (Hk, stride, d) rows in the K (or V) block. */
 static inline size_t ks_kvcache_offset(const ks_kvcache *c, int layer) {
     size_t hd = (size_t)c->n_kv_heads * c->head_dim;
-    int s = c->slot[layer];
-    return s < 0 ? (size_t)layer * c->own_cap * hd : ((size_t)c->n_layers * c->own_cap + (size_t)s * c->cap) * hd;
+    int i = ks_kvcache_index(c, layer), s = c->slot[i];
+    return s < 0 ? (size_t)i * c->own_cap * hd : ((size_t)c->n_layers * c->own_cap + (size_t)s * c->cap) * hd;
 }
 
-static inline int32_t *ks_kvcache_len(const ks_kvcache *c, int layer) { return c->len + (size_t)layer * c->n_kv_heads; }
+static inline int32_t *ks_kvcache_len(const ks_kvcache *c, int layer) {
+    return c->len + (size_t)ks_kvcache_index(c, layer) * c->n_kv_heads;
+}
 static inline int32_t *ks_kvcache_pos(const ks_kvcache *c, int layer, int head) {
-    return c->pos + ((size_t)layer * c->n_kv_heads + head) * c->cap;
+    return c->pos + ((size_t)ks_kvcache_index(c, layer) * c->n_kv_heads + head) * c->cap;
 }
 static inline float *ks_kvcache_k(const ks_kvcache *c, int layer) { return c->k + ks_kvcache_offset(c, layer); }
 static inline float *ks_kvcache_v(const ks_kvcache *c, int layer) { return c->v + ks_kvcache_offset(c, layer); }
@@ -98,11 +113,11 @@ int ks_kvcache_take_slot(ks_kvcache *c, int layer);
  * offset/stride before the call to those after it). */
 void ks_kvcache_leave_slot(ks_kvcache *c, int layer);
 
-/* The KS_ERR_RANGE of a layer (absolute number `layer`) that needs a slot when none is free. */
+/* The KS_ERR_RANGE of a layer that needs a slot when none is free. */
 ks_status ks_kvcache_no_slot(const ks_kvcache *c, int layer);
-/* KS_OK when compacting held layer l (absolute number `layer`) to n_keep (Hk) rows fits where the rows go:
- * its own storage when it is in a slot; else KS_ERR_RANGE naming kv_rows. */
-ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int l, int layer, const int32_t *n_keep);
+/* KS_OK when compacting the layer to n_keep (Hk) rows fits where the rows go: its own storage when it is in a
+ * slot; else KS_ERR_RANGE naming kv_rows. */
+ks_status ks_kvcache_compact_fits(const ks_kvcache *c, int layer, const int32_t *n_keep);
 
 /* Records n new rows per head of `layer` at positions pos0 .. pos0+n-1 after each head's current rows (the
  * caller has written them there). Asserts the capacity (the layer's stride; callers check lengths up front). */

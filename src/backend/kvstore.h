@@ -15,7 +15,9 @@
  * it; the forward ops table and the method layer stay as they are.
  *
  * Layers are the model's absolute layer numbers; the cache (kvcache.h) indexes them from its first held layer.
- * Scores, norms and keep lists cross as host arrays; each op has a reference in kernels/cpu/ref.h.
+ * Scores, norms and keep lists cross as host arrays. The ops' argument types are kernels/kv_args.h's (below the
+ * backend, so that the kernels implementing them include nothing of it); each op has a reference in
+ * kernels/cpu/ref.h.
  */
 #ifndef KS_KVSTORE_H
 #define KS_KVSTORE_H
@@ -23,7 +25,7 @@
 #include <stdint.h>
 
 #include "core/status.h"
-#include "cpu/ref.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce: the ops' semantics */
+#include "kv_args.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce: the ops' semantics */
 #include "backend/kvcache.h"
 
 typedef struct ks_kvstore_ops ks_kvstore_ops;

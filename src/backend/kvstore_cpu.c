@@ -31,13 +31,6 @@ ks_status ks_kvstore_cpu_init(ks_kvstore_cpu *s, const ks_kvstore_cpu_params *p)
     return KS_OK;
 }
 
-/* The cache index of absolute `layer` (asserted in range). */
-static int held_layer(const ks_kvstore_cpu *s, int layer) {
-    int l = layer - s->p.first_layer;
-    KS_ASSERT(l >= 0 && l < s->p.cache->n_layers);
-    return l;
-}
-
 static int group_size(const ks_kvstore_cpu *s) { return s->p.n_heads / s->p.cache->n_kv_heads; }
 
 static ks_kvcache *cpu_cache(ks_kvstore *kv) { return cpu_of(kv)->p.cache; }
@@ -46,12 +39,11 @@ static ks_status cpu_window_scores(ks_kvstore *kv, int layer, const ks_window_ar
                                    ks_window_summary *sum) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
     KS_ASSERT(ld <= c->cap && a->n_keys <= ld && a->q_row0 + a->n_q <= s->p.max_chunk &&
-              ks_kvcache_is_dense(c, l, a->n_keys));
+              ks_kvcache_is_dense(c, layer, a->n_keys));
     int same = s->p.lse && s->lse_layer == layer && ks_window_lse_serves(s->lse_pos0, s->lse_n, a);
-    ks_fast_window_scores(out, ld, sum, s->p.q, ks_kvcache_k(c, l), s->p.n_heads, c->n_kv_heads, c->head_dim,
-                          ks_kvcache_stride(c, l), s->p.scale, a, same ? s->p.lse : NULL, s->score_work);
+    ks_fast_window_scores(out, ld, sum, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
+                          ks_kvcache_stride(c, layer), s->p.scale, a, same ? s->p.lse : NULL, s->score_work);
     return KS_OK;
 }
 
@@ -59,11 +51,11 @@ static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos,
                                             int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer), window = layer >= s->p.window_first ? s->p.window : 0;
+    int window = layer >= s->p.window_first ? s->p.window : 0;
     KS_ASSERT(ld <= c->cap);
-    for (int h = 0; h < c->n_kv_heads; h++) s->start[h] = ks_kvcache_window_start(c, l, h, qpos, window);
-    ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, l), s->start, ks_kvcache_len(c, l),
-                                   ks_kvcache_stride(c, l), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
+    for (int h = 0; h < c->n_kv_heads; h++) s->start[h] = ks_kvcache_window_start(c, layer, h, qpos, window);
+    ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, layer), s->start, ks_kvcache_len(c, layer),
+                                   ks_kvcache_stride(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
                                    reduce, s->score_work);
     return KS_OK;
 }
@@ -71,40 +63,39 @@ static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos,
 static ks_status cpu_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
-    ks_ref_key_norms(out, ld, ks_kvcache_k(c, l), ks_kvcache_len(c, l), ks_kvcache_stride(c, l), c->n_kv_heads,
-                     c->head_dim);
+    ks_ref_key_norms(out, ld, ks_kvcache_k(c, layer), ks_kvcache_len(c, layer), ks_kvcache_stride(c, layer),
+                     c->n_kv_heads, c->head_dim);
     return KS_OK;
 }
 
 static ks_status cpu_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
-    KS_TRY(ks_kvcache_compact_fits(c, l, layer, n_keep));
-    ks_kvcache_compact(c, l, keep, n_keep, ld); /* checks the keep lists before any row moves */
-    ks_ref_kv_compact(ks_kvcache_k(c, l), ks_kvcache_v(c, l), keep, n_keep, ld, ks_kvcache_stride(c, l),
+    KS_TRY(ks_kvcache_compact_fits(c, layer, n_keep));
+    ks_kvcache_compact(c, layer, keep, n_keep, ld); /* checks the keep lists before any row moves */
+    ks_ref_kv_compact(ks_kvcache_k(c, layer), ks_kvcache_v(c, layer), keep, n_keep, ld, ks_kvcache_stride(c, layer),
                       c->n_kv_heads, c->head_dim);
-    if (c->slot[l] >= 0) ks_kvcache_leave_slot(c, l); /* the kept rows, to the layer's own rows */
+    if (ks_kvcache_slot(c, layer) >= 0) ks_kvcache_leave_slot(c, layer); /* the kept rows, to the layer's own rows */
     return KS_OK;
 }
 
 /* The layer's per-row scores, (H, cap): one row per query head. */
-static float *layer_row_scores(const ks_kvstore_cpu *s, int l) {
+static float *layer_row_scores(const ks_kvstore_cpu *s, int layer) {
     KS_ASSERT(s->row_scores); /* row_scores_reserve first */
-    return s->row_scores + (size_t)l * s->p.n_heads * s->p.cache->cap;
+    const ks_kvcache *c = s->p.cache;
+    return s->row_scores + (size_t)ks_kvcache_index(c, layer) * s->p.n_heads * c->cap;
 }
 
 static ks_status cpu_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_evict_args *a) {
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
+    int acc = a->rule == KS_EVICT_ACCUMULATED;
     const float *p = NULL;
     if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(cpu_attention_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, s->evict_p, c->cap));
         p = s->evict_p;
     }
-    ks_kvcache_evict(c, l, a, group_size(s), p, acc ? layer_row_scores(s, l) : NULL, c->cap);
+    ks_kvcache_evict(c, layer, a, group_size(s), p, acc ? layer_row_scores(s, layer) : NULL, c->cap);
     return KS_OK;
 }
 
@@ -119,26 +110,24 @@ static ks_status cpu_row_scores_reserve(ks_kvstore *kv) {
 static ks_status cpu_row_scores_add(ks_kvstore *kv, int layer, const ks_window_args *a) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
     ks_window_args w = ks_window_scores_only(a);
     KS_TRY(cpu_window_scores(kv, layer, &w, s->evict_p, c->cap, NULL));
-    ks_row_scores_fold(layer_row_scores(s, l), c->cap, s->evict_p, c->cap, s->p.n_heads, a->q_pos0, a->n_keys);
+    ks_row_scores_fold(layer_row_scores(s, layer), c->cap, s->evict_p, c->cap, s->p.n_heads, a->q_pos0, a->n_keys);
     return KS_OK;
 }
 
 static ks_status cpu_row_scores_read(ks_kvstore *kv, int layer, float *out, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
-    ks_row_scores_copy(out, ld, layer_row_scores(s, l), c->cap, ks_kvcache_len(c, l), c->n_kv_heads, group_size(s));
+    ks_row_scores_copy(out, ld, layer_row_scores(s, layer), c->cap, ks_kvcache_len(c, layer), c->n_kv_heads,
+                       group_size(s));
     return KS_OK;
 }
 
 static ks_status cpu_row_scores_load(ks_kvstore *kv, int layer, const float *scores, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
-    int l = held_layer(s, layer);
-    ks_row_scores_copy(layer_row_scores(s, l), c->cap, scores, ld, ks_kvcache_len(c, l), c->n_kv_heads,
+    ks_row_scores_copy(layer_row_scores(s, layer), c->cap, scores, ld, ks_kvcache_len(c, layer), c->n_kv_heads,
                        group_size(s));
     return KS_OK;
 }

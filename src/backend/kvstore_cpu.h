@@ -1,7 +1,7 @@
 /* kvstore_cpu.h — the KV store over fp32 host rows (kvstore.h): the CPU backend's, and usable alone over a
  * cache whose rows and query buffer the caller fills (the method tests do).
  *
- *     ks_kvcache cache;  KS_TRY(ks_kvcache_init(&cache, n_layers, Hk, d, cap, cap, 1));
+ *     ks_kvcache cache;  KS_TRY(ks_kvcache_init(&cache, first_layer, n_layers, Hk, d, cap, cap, 1));
  *     ks_kvstore_cpu s;
  *     ks_kvstore_cpu_params p = {.cache = &cache, .q = q_buffer, .n_heads = H, .max_chunk = rows,
  *                                .scale = 1.0f / sqrtf(d)};
@@ -24,7 +24,6 @@ typedef struct ks_kvstore_cpu_params {
     const float *q;    /* (max_chunk, H, d) the query rows the ops read (row r = the chunk's row r; decode: row 0);
                           borrowed */
     float *lse;        /* (max_chunk, H) log-sum-exps the query owner's prefill attention writes; NULL: none */
-    int first_layer;   /* absolute layer number of the cache's layer 0 */
     int n_heads;       /* H, a multiple of the cache's Hk */
     int max_chunk;     /* query rows */
     float scale;       /* the attention logits' scale (1 / sqrt(d) for the supported models) */

@@ -120,11 +120,11 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The method's hook for layer l after its attention on n rows at pos0, timed into f->method_s. */
-static ks_status method_hook(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end) {
+/* The method's hook for the layer after its attention on n rows at pos0, timed into f->method_s. */
+static ks_status method_hook(ks_forward *f, int layer, int pos0, int n, int decode, int prompt_end) {
     double t0 = now_s();
-    ks_status st = decode ? ks_method_decode_layer(f->method, l, pos0)
-                          : ks_method_prefill_layer(f->method, l, pos0, n, prompt_end);
+    ks_status st = decode ? ks_method_decode_layer(f->method, layer, pos0)
+                          : ks_method_prefill_layer(f->method, layer, pos0, n, prompt_end);
     f->method_s += now_s() - t0;
     return st;
 }
@@ -137,28 +137,29 @@ int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     return rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
 }
 
-/* Rows 0..n-1 of X (positions pos0..) through layer l; decode = one query over the kept rows. chained: the
+/* Rows 0..n-1 of X (positions pos0..) through the layer; decode = one query over the kept rows. chained: the
  * layers run one after another on these rows (chunk-major), so each leaves the next one's normed input in XN
  * and only the first held layer norms its own; layer-major prefill moves X between a layer's chunks, so each
  * chunk starts with its own norm. After the layer's attention the method (if any) sees the chunk or step;
  * prompt_end: it compresses the layer. */
-static ks_status run_layer(ks_forward *f, int l, int pos0, int n, int decode, int prompt_end, int chained) {
+static ks_status run_layer(ks_forward *f, int layer, int pos0, int n, int decode, int prompt_end, int chained) {
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
-    const int next = chained && l + 1 < f->m->last_layer ? l + 1 : -1; /* none: logits or hidden_read follow */
-    if (!chained || l == f->m->first_layer) KS_TRY(o->rmsnorm(b, l, KS_W_ATTN_NORM, n));
-    KS_TRY(o->qkv_rope_append(b, l, n, pos0));
-    KS_TRY(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
-    if (f->method) KS_TRY(method_hook(f, l, pos0, n, decode, prompt_end));
-    KS_TRY(o->out_proj_residual_norm(b, l, KS_W_O, n, l, KS_W_FFN_NORM));
-    KS_TRY(o->gate_up_swiglu(b, l, n));
-    return o->out_proj_residual_norm(b, l, KS_W_DOWN, n, next, KS_W_ATTN_NORM);
+    /* none: logits or hidden_read follow */
+    const int next = chained && layer + 1 < f->m->last_layer ? layer + 1 : -1;
+    if (!chained || layer == f->m->first_layer) KS_TRY(o->rmsnorm(b, layer, KS_W_ATTN_NORM, n));
+    KS_TRY(o->qkv_rope_append(b, layer, n, pos0));
+    KS_TRY(decode ? o->attention_decode(b, layer, pos0) : o->attention_prefill(b, layer, n, pos0));
+    if (f->method) KS_TRY(method_hook(f, layer, pos0, n, decode, prompt_end));
+    KS_TRY(o->out_proj_residual_norm(b, layer, KS_W_O, n, layer, KS_W_FFN_NORM));
+    KS_TRY(o->gate_up_swiglu(b, layer, n));
+    return o->out_proj_residual_norm(b, layer, KS_W_DOWN, n, next, KS_W_ATTN_NORM);
 }
 
 /* Rows 0..n-1 of X through every layer held (chunk-major). */
 static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
-    for (int l = f->m->first_layer; l < f->m->last_layer; l++)
-        KS_TRY(run_layer(f, l, f->n_past, n, decode, prompt_end, 1));
+    for (int layer = f->m->first_layer; layer < f->m->last_layer; layer++)
+        KS_TRY(run_layer(f, layer, f->n_past, n, decode, prompt_end, 1));
     return KS_OK;
 }
 
@@ -177,12 +178,12 @@ static ks_status run_decode_layers(ks_forward *f) {
 /* Budget mode: every layer has room for one more row in its own storage (a decode step appends one). */
 static ks_status check_decode_rows(const ks_forward *f) {
     const ks_kvcache *c = f->ops->kvcache(f->be);
-    for (int l = 0; l < c->n_layers; l++)
+    for (int layer = f->m->first_layer; layer < f->m->last_layer; layer++)
         for (int h = 0; h < c->n_kv_heads; h++)
-            if (c->slot[l] >= 0 || ks_kvcache_len(c, l)[h] >= c->own_cap)
+            if (ks_kvcache_slot(c, layer) >= 0 || ks_kvcache_len(c, layer)[h] >= c->own_cap)
                 return ks_fail(KS_ERR_RANGE, "layer %d holds %d rows of KV head %d, the %d each layer keeps (kv_rows): "
                                              "no room for another generated token; raise kv_rows",
-                               f->m->first_layer + l, ks_kvcache_len(c, l)[h], h, c->own_cap);
+                               layer, ks_kvcache_len(c, layer)[h], h, c->own_cap);
     return KS_OK;
 }
 
@@ -265,11 +266,11 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
         if (st == KS_OK && !first) st = io->in(io->ctx, t0, m, io->rows);
         if (st == KS_OK) st = first ? o->embed(b, tokens + t0, m) : o->hidden_write(b, io->rows, m);
     }
-    for (int l = f->m->first_layer; l < f->m->last_layer && st == KS_OK; l++)
+    for (int layer = f->m->first_layer; layer < f->m->last_layer && st == KS_OK; layer++)
         for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
             m = ks_forward_chunk_len(f, n, t0);
             st = o->residual_at(b, t0);
-            if (st == KS_OK) st = run_layer(f, l, t0, m, 0, t0 + m == n, 0);
+            if (st == KS_OK) st = run_layer(f, layer, t0, m, 0, t0 + m == n, 0);
         }
     if (st == KS_OK) {
         double t0 = now_s();

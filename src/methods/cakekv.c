@@ -72,15 +72,14 @@ static int cakekv_window(const ks_method *m) { return KS_METHOD_OPTS(m, cakekv_o
 
 static void cakekv_plan(ks_method *m) {
     int C = ks_budget_tokens(&KS_METHOD_OPTS(m, cakekv_opts)->cache_size, m->n_prompt, 0);
-    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = C; /* until the allocation says otherwise */
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) /* until the allocation says otherwise */
+        ks_method_layer_at(m, layer)->budget = C;
 }
 
-static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->score_rows * m->cap; }
-
-/* Evicts held layer l (prompt rows only) to its top `past` indicator rows plus the last W rows. */
-static ks_status evict_layer(ks_method *m, int l, int past, int W) {
-    ks_method_keep_top(m, l, layer_scores(m, l), past > 0 ? past : 0, W);
-    return ks_method_compact(m, l, 0);
+/* Evicts the layer (prompt rows only) to its top `past` indicator rows (its row_scores) plus the last W rows. */
+static ks_status evict_layer(ks_method *m, int layer, int past, int W) {
+    ks_method_keep_top(m, layer, ks_method_row_scores(m, layer), past > 0 ? past : 0, W);
+    return ks_method_compact(m, layer, 0);
 }
 
 /* The reference's CakeprefillKVCache allocation after model layer `last` of the prompt, over model layers
@@ -91,10 +90,10 @@ static void allocate(ks_method *m, int last) {
     int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
     int budget[KS_METHOD_MAX_LAYERS];
     ks_cake_allocate(m->model_state, last + 1, (int64_t)(C - W) * m->n_layers_model, L - W, budget);
-    for (int i = m->first_layer; i <= last && i < m->first_layer + m->n_layers; i++) {
-        int past = budget[i] < L - W ? budget[i] : L - W;
-        ks_method_layer *ly = &m->layer[i - m->first_layer];
-        ly->cascade_past = i == last || past < ly->cascade_past ? past : ly->cascade_past;
+    for (int layer = m->first_layer; layer <= last && layer < m->last_layer; layer++) {
+        int past = budget[layer] < L - W ? budget[layer] : L - W;
+        ks_method_layer *ly = ks_method_layer_at(m, layer);
+        ly->cascade_past = layer == last || past < ly->cascade_past ? past : ly->cascade_past;
         ly->budget = past + W;
     }
 }
@@ -103,14 +102,16 @@ static void allocate(ks_method *m, int last) {
  * no-op where no step shrank it since its last eviction) or to the last allocation's budget, plus the window;
  * the budget decode keeps stays the last allocation's, as in the reference. */
 static ks_status evict_all(ks_method *m, int cascading, int W) {
-    for (int i = 0; i < m->n_layers; i++)
-        KS_TRY(evict_layer(m, i, cascading ? m->layer[i].cascade_past : m->layer[i].budget - W, W));
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) {
+        const ks_method_layer *ly = ks_method_layer_at(m, layer);
+        KS_TRY(evict_layer(m, layer, cascading ? ly->cascade_past : ly->budget - W, W));
+    }
     return KS_OK;
 }
 
 static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
-    int W = o->window_size, L = m->n_prompt, past = L - W, C = m->layer[c->l].budget;
+    int W = o->window_size, L = m->n_prompt, past = L - W, C = ks_method_layer_at(m, c->layer)->budget;
     if (past <= 0) return KS_OK;
     ks_window_summary sum;
     /* the same pass also sums each key's probabilities over the window (group mean): the statistics' mass */
@@ -120,16 +121,18 @@ static ks_status cakekv_after_prefill_layer(ks_method *m, const ks_method_chunk 
     m->model_state[c->layer] = pow(sum.entropy, 1.0 / o->tau1) * pow(sum.var_sum, 1.0 / o->tau2);
 #pragma omp parallel for if (past > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) /* pooling is linear: pooling the group mean = the mean of pooled heads */
-        ks_select_pool(layer_scores(m, c->l) + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past,
+        ks_select_pool(ks_method_row_scores(m, c->layer) + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past,
                        o->kernel_size, KS_POOL_AVG);
     KS_TRY(ks_method_observe(m, c, m->pooled));
     if (L <= C + W) return KS_OK;
     int last = c->layer == m->n_layers_model - 1;
     if (o->cascading || last) allocate(m, c->layer);
     if (o->cascading) /* this layer to its step budget, and earlier ones this step halved (amortised O(rows)) */
-        for (int i = 0; i <= c->l; i++)
-            if (i == c->l || 2 * m->layer[i].cascade_past <= ks_kvcache_len(m->cache, i)[0] - W)
-                KS_TRY(evict_layer(m, i, m->layer[i].cascade_past, W));
+        for (int layer = m->first_layer; layer <= c->layer; layer++) {
+            int cascade_past = ks_method_layer_at(m, layer)->cascade_past;
+            if (layer == c->layer || 2 * cascade_past <= ks_kvcache_len(m->cache, layer)[0] - W)
+                KS_TRY(evict_layer(m, layer, cascade_past, W));
+        }
     return last ? evict_all(m, o->cascading, W) : KS_OK;
 }
 
@@ -140,41 +143,41 @@ static ks_status cakekv_finish_stage(ks_method *m) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
     int W = o->window_size, L = m->n_prompt, C = ks_budget_tokens(&o->cache_size, L, 0);
     if (L - W <= 0 || L <= C + W) return KS_OK;
-    for (int g = o->cascading ? m->first_layer + m->n_layers : m->n_layers_model - 1; g < m->n_layers_model; g++)
+    for (int g = o->cascading ? m->last_layer : m->n_layers_model - 1; g < m->n_layers_model; g++)
         allocate(m, g);
     return evict_all(m, o->cascading, W);
 }
 
 /* A layer whose heads hold more than one row over its budget (a prompt of up to cache_size + W tokens is kept
  * whole) sheds them at once on the host; otherwise each step's one row goes on the backend. */
-static int sheds_several(const ks_method *m, int l, int appended) {
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+static int sheds_several(const ks_method *m, int layer, int appended) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     for (int h = 0; h < m->Hk; h++)
-        if (len[h] + !appended > m->layer[l].budget + 1) return 1;
+        if (len[h] + !appended > ks_method_layer_at(m, layer)->budget + 1) return 1;
     return 0;
 }
 
 static int cakekv_decode_on_host(const ks_method *m) {
-    for (int l = 0; l < m->n_layers; l++) /* before the step: its row not appended yet */
-        if (sheds_several(m, l, 0)) return 1;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) /* before the step: its row not appended yet */
+        if (sheds_several(m, layer, 0)) return 1;
     return 0;
 }
 
-static ks_status cakekv_on_decode_step(ks_method *m, int layer, int l, int qpos) {
+static ks_status cakekv_on_decode_step(ks_method *m, int layer, int qpos) {
     const cakekv_opts *o = KS_METHOD_OPTS(m, cakekv_opts);
-    int W = o->window_size, hh = m->layer[l].budget - W;
-    if (!sheds_several(m, l, 1)) {
+    int W = o->window_size, hh = ks_method_layer_at(m, layer)->budget - W;
+    if (!sheds_several(m, layer, 1)) {
         ks_evict_args a = {.rule = KS_EVICT_POOLED, .keep = hh + W, .tail = W, .kernel = o->kernel_size,
                            .reduce = o->gqa_reduce};
         return m->kv->ops->decode_evict(m->kv, layer, qpos, &a);
     }
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     KS_TRY(m->kv->ops->attention_decode_probs(m->kv, layer, qpos, o->gqa_reduce, m->scores, m->cap));
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, len[h] - W > 0 ? len[h] - W : 0,
                        o->kernel_size, KS_POOL_AVG);
-    ks_method_keep_top(m, l, m->pooled, hh, W);
-    return ks_method_compact(m, l, 1);
+    ks_method_keep_top(m, layer, m->pooled, hh, W);
+    return ks_method_compact(m, layer, 1);
 }
 
 const ks_method_ops ks_method_cakekv = {

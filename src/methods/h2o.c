@@ -77,11 +77,8 @@ static void h2o_plan(ks_method *m) {
     budgets(m, &heavy, &recent);
     int b = loom(m) ? ks_budget_tokens(&KS_METHOD_OPTS(m, h2o_opts)->max_capacity_prompt, m->n_prompt, 0)
                     : heavy + recent;
-    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = b;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) ks_method_layer_at(m, layer)->budget = b;
 }
-
-/* original: the (H, cap) per-query-head scores of held layer l. */
-static float *layer_scores(ks_method *m, int l) { return m->row_scores + (size_t)l * m->H * m->cap; }
 
 /* original, all queries: the chunk's queries add their attention to each query head's scores of the keys they
  * see (its own keys start at what it gives them), summed in the cache's per-row scores: no wait per chunk. */
@@ -92,12 +89,12 @@ static ks_status h2o_prefill_chunk(ks_method *m, const ks_method_chunk *c) {
     return m->kv->ops->row_scores_add(m->kv, c->layer, &a);
 }
 
-/* m->scores (Hk, cap) = held layer l's per-query-head scores reduced over each group, for the rows each KV head
- * holds: what the prompt-end selection ranks. */
-static void group_scores(ks_method *m, int l, ks_gqa_reduce reduce) {
+/* m->scores (Hk, cap) = the layer's per-query-head scores (original: m->row_scores, (H, cap) per layer)
+ * reduced over each group, for the rows each KV head holds: what the prompt-end selection ranks. */
+static void group_scores(ks_method *m, int layer, ks_gqa_reduce reduce) {
     const int G = m->H / m->Hk;
-    const int32_t *len = ks_kvcache_len(m->cache, l);
-    const float *s = layer_scores(m, l);
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
+    const float *s = ks_method_row_scores(m, layer);
 #pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++)
         for (int j = 0; j < len[h]; j++)
@@ -106,46 +103,45 @@ static void group_scores(ks_method *m, int l, ks_gqa_reduce reduce) {
 
 /* original: the layer's scores become the cache's per-row scores, which decode_evict accumulates into. */
 static ks_status load_scores(ks_method *m, const ks_method_chunk *c) {
-    return m->kv->ops->row_scores_load(m->kv, c->layer, layer_scores(m, c->l), m->cap);
+    return m->kv->ops->row_scores_load(m->kv, c->layer, ks_method_row_scores(m, c->layer), m->cap);
 }
 
 static ks_status h2o_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const h2o_opts *o = KS_METHOD_OPTS(m, h2o_opts);
     int L = m->n_prompt;
     if (loom(m)) {
-        int C = m->layer[c->l].budget, W = o->window_size;
+        int C = ks_method_layer_at(m, c->layer)->budget, W = o->window_size;
         if (L < C) return KS_OK;
         /* the same pass also sums the plain softmax over the window (group mean): the statistics' mass */
         ks_window_args a = {.n_q = W, .softmax_chunk = o->score_chunk, .stat = KS_SCORE_SUM, .reduce = o->gqa_reduce,
                             .sums = m->pooled};
         KS_TRY(ks_method_window_scores(m, c, a, m->scores, NULL));
         KS_TRY(ks_method_observe(m, c, m->pooled));
-        ks_method_keep_top(m, c->l, m->scores, C - W, W);
-        return ks_method_compact(m, c->l, 0);
+        ks_method_keep_top(m, c->layer, m->scores, C - W, W);
+        return ks_method_compact(m, c->layer, 0);
     }
     int heavy, recent;
     budgets(m, &heavy, &recent);
     if (!o->score_window) { /* the sums of every prompt chunk */
-        KS_TRY(m->kv->ops->row_scores_read(m->kv, c->layer, layer_scores(m, c->l), m->cap));
+        KS_TRY(m->kv->ops->row_scores_read(m->kv, c->layer, ks_method_row_scores(m, c->layer), m->cap));
     } else { /* the last W queries' scores start the accumulation (decode needs them even if L fits) */
         ks_window_args a = {.n_q = o->score_window < L ? o->score_window : L, .stat = KS_SCORE_SUM,
                             .reduce = KS_GQA_NONE};
-        KS_TRY(ks_method_window_scores(m, c, a, layer_scores(m, c->l), NULL));
+        KS_TRY(ks_method_window_scores(m, c, a, ks_method_row_scores(m, c->layer), NULL));
     }
     if (L <= heavy + recent) return load_scores(m, c);
-    group_scores(m, c->l, o->gqa_reduce);
+    group_scores(m, c->layer, o->gqa_reduce);
     int same = o->score_window && o->gqa_reduce == KS_GQA_MEAN; /* the window sums are the statistics' sums */
     KS_TRY(ks_method_observe(m, c, same ? m->scores : NULL));
-    ks_method_keep_top(m, c->l, m->scores, heavy, recent);
-    KS_TRY(ks_method_compact(m, c->l, 0)); /* the per-query-head scores move with their rows */
+    ks_method_keep_top(m, c->layer, m->scores, heavy, recent);
+    KS_TRY(ks_method_compact(m, c->layer, 0)); /* the per-query-head scores move with their rows */
     return load_scores(m, c);
 }
 
 /* original: the step's probabilities join the cache's per-row scores (per query head) and, past heavy + recent
  * rows, the row before the recent ones whose scores reduce lowest over the group goes (the top heavy of them are
  * kept), on the backend. */
-static ks_status h2o_on_decode_step(ks_method *m, int layer, int l, int qpos) {
-    (void)l;
+static ks_status h2o_on_decode_step(ks_method *m, int layer, int qpos) {
     if (loom(m)) return KS_OK;
     int heavy, recent;
     budgets(m, &heavy, &recent);

@@ -43,21 +43,21 @@ static void l2compress_plan(ks_method *m) {
     const l2compress_opts *o = KS_METHOD_OPTS(m, l2compress_opts);
     int keep = ks_budget_tokens(&o->max_capacity_prompt, m->n_prompt, !loom(m));
     int whole = !loom(m) && m->n_prompt < o->prune_after; /* left alone: every row is the budget */
-    for (int l = 0; l < m->n_layers; l++)
-        m->layer[l].budget = whole || skipped(o, m->first_layer + l) ? m->n_prompt : keep;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++)
+        ks_method_layer_at(m, layer)->budget = whole || skipped(o, layer) ? m->n_prompt : keep;
 }
 
 static ks_status l2compress_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const l2compress_opts *o = KS_METHOD_OPTS(m, l2compress_opts);
-    int L = m->n_prompt, keep = m->layer[c->l].budget;
+    int L = m->n_prompt, keep = ks_method_layer_at(m, c->layer)->budget;
     if (skipped(o, c->layer) || L < (loom(m) ? keep : o->prune_after) || keep >= L) return KS_OK;
-    const float *norm = m->row_norm + (size_t)c->l * m->Hk * m->cap; /* taken just before this hook (method.h) */
+    const float *norm = ks_method_row_norm(m, c->layer); /* taken just before this hook (method.h) */
 #pragma omp parallel for if (L > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++) /* the smallest norms are the best scores */
         for (int j = 0; j < L; j++) m->scores[(size_t)h * m->cap + j] = -norm[(size_t)h * m->cap + j];
     KS_TRY(ks_method_observe(m, c, NULL));
-    ks_method_keep_top(m, c->l, m->scores, keep, 0);
-    return ks_method_compact(m, c->l, 0);
+    ks_method_keep_top(m, c->layer, m->scores, keep, 0);
+    return ks_method_compact(m, c->layer, 0);
 }
 
 const ks_method_ops ks_method_l2compress = {

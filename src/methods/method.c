@@ -99,17 +99,18 @@ ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, cons
     int compresses = m->ops->after_prefill_layer != NULL;
     m->kv = kv;
     m->cache = c;
+    KS_ASSERT(c->first_layer == model->first_layer && c->n_layers == model->last_layer - model->first_layer);
     m->first_layer = model->first_layer;
-    m->n_layers = c->n_layers;
+    m->last_layer = model->last_layer;
     m->n_layers_model = model->cfg.n_layers;
     m->H = model->cfg.n_heads;
     m->Hk = c->n_kv_heads;
     m->d = c->head_dim;
     m->cap = c->cap;
     m->score_rows = m->ops->row_scores == KS_ROW_SCORES_QUERY_HEAD ? m->H : m->Hk;
-    size_t row = (size_t)m->Hk * m->cap, rows = (size_t)m->n_layers * row;
-    size_t score_floats = (size_t)m->n_layers * m->score_rows * m->cap;
-    m->layer = ks_calloc((size_t)m->n_layers + 1, sizeof *m->layer, "KV method layer records");
+    size_t row = (size_t)m->Hk * m->cap, rows = (size_t)c->n_layers * row;
+    size_t score_floats = (size_t)c->n_layers * m->score_rows * m->cap;
+    m->layer = ks_calloc((size_t)c->n_layers + 1, sizeof *m->layer, "KV method layer records");
     m->scores = ks_malloc(sizeof(float) * row, "KV method scores");
     m->pooled = ks_malloc(sizeof(float) * row, "KV method pooled scores");
     m->keep = ks_malloc(sizeof(int32_t) * row, "KV method keep lists");
@@ -137,7 +138,7 @@ void ks_method_reset(ks_method *m) {
     m->n_prompt = 0;
     memset(m->model_state, 0, sizeof m->model_state);
     if (m->kv) m->kv->ops->compress_cancel(m->kv); /* a prompt abandoned after an error: its work is dropped */
-    if (m->layer) memset(m->layer, 0, sizeof *m->layer * m->n_layers);
+    if (m->layer) memset(m->layer, 0, sizeof *m->layer * (m->last_layer - m->first_layer));
 }
 
 int ks_method_window(const ks_method *m) {
@@ -147,21 +148,22 @@ int ks_method_window(const ks_method *m) {
 
 void ks_method_begin_prompt(ks_method *m, int n_prompt) {
     m->n_prompt = n_prompt;
-    for (int l = 0; l < m->n_layers; l++) m->layer[l] = (ks_method_layer){.budget = n_prompt};
+    for (int layer = m->first_layer; layer < m->last_layer; layer++)
+        *ks_method_layer_at(m, layer) = (ks_method_layer){.budget = n_prompt};
     if (m->ops->plan) m->ops->plan(m);
 }
 
 /* A layer still in a prefill slot of a budget-sized cache after its compression kept every row: a compaction
  * that keeps them all moves it to its own storage (KS_ERR_RANGE there if they do not fit). */
-static ks_status settle(ks_method *m, int l) {
-    if (m->cache->slot[l] < 0) return KS_OK;
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+static ks_status settle(ks_method *m, int layer) {
+    if (ks_kvcache_slot(m->cache, layer) < 0) return KS_OK;
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     for (int h = 0; h < m->Hk; h++) {
         int32_t *keep = m->keep + (size_t)h * m->cap;
         for (int j = 0; j < len[h]; j++) keep[j] = j;
         m->n_keep[h] = len[h];
     }
-    return m->kv->ops->kv_compact(m->kv, m->first_layer + l, m->keep, m->n_keep, m->cap);
+    return m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap);
 }
 
 /* A layer's prompt-end work (a ks_kvstore_work on the method): its key norms (before any row of it moves), then
@@ -169,15 +171,15 @@ static ks_status settle(ks_method *m, int l) {
 static ks_status prompt_end_work(void *ctx, int layer) {
     ks_method *m = ctx;
     ks_method_chunk c = m->last_chunk;
-    c.layer = layer, c.l = layer - m->first_layer;
-    KS_TRY(m->kv->ops->key_norms(m->kv, c.layer, m->row_norm + (size_t)c.l * m->Hk * m->cap, m->cap));
+    c.layer = layer;
+    KS_TRY(m->kv->ops->key_norms(m->kv, layer, ks_method_row_norm(m, layer), m->cap));
     if (m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, &c));
-    return settle(m, c.l);
+    return settle(m, layer);
 }
 
 ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int last) {
-    ks_method_chunk c = {.layer = layer, .l = layer - m->first_layer, .pos0 = pos0, .n = n};
-    KS_ASSERT(c.l >= 0 && c.l < m->n_layers);
+    ks_method_chunk c = {.layer = layer, .pos0 = pos0, .n = n};
+    KS_ASSERT(layer >= m->first_layer && layer < m->last_layer);
     /* per-chunk scoring reads this chunk's queries: before the layer's work is handed over */
     if (m->ops->prefill_chunk) KS_TRY(m->ops->prefill_chunk(m, &c));
     if (!last || !m->kv) return KS_OK;
@@ -194,15 +196,16 @@ int ks_method_decode_on_host(const ks_method *m) {
 
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
     if (!m->ops->on_decode_step) return KS_OK;
-    return m->ops->on_decode_step(m, layer, layer - m->first_layer, qpos);
+    return m->ops->on_decode_step(m, layer, qpos);
 }
 
 /* Each held layer's statistics from the rows it holds now. */
 static void record_stats(ks_method *m) {
-    for (int l = 0; l < m->n_layers; l++) {
-        ks_method_layer *ly = &m->layer[l];
-        const int32_t *len = ks_kvcache_len(m->cache, l);
-        int norms = m->row_norm != NULL;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) {
+        ks_method_layer *ly = ks_method_layer_at(m, layer);
+        const int32_t *len = ks_kvcache_len(m->cache, layer);
+        const float *norm_rows = m->row_norm ? ks_method_row_norm(m, layer) : NULL;
+        const float *mass_rows = ly->mass_total > 0 ? ks_method_row_mass(m, layer) : NULL;
         /* Per-head partials combined in head order: the same statistics whatever the thread count. */
         double mass = 0, nsum = 0, p_mass[KS_METHOD_MAX_KV_HEADS], p_nsum[KS_METHOD_MAX_KV_HEADS];
         float nmax = 0, p_nmax[KS_METHOD_MAX_KV_HEADS];
@@ -211,11 +214,11 @@ static void record_stats(ks_method *m) {
         KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
 #pragma omp parallel for if (len[0] > KS_METHOD_PARALLEL_ROWS)
         for (int h = 0; h < m->Hk; h++) {
-            const float *norm = norms ? m->row_norm + ((size_t)l * m->Hk + h) * m->cap : NULL;
-            const float *rm = ly->mass_total > 0 ? m->row_mass + ((size_t)l * m->Hk + h) * m->cap : NULL;
+            const float *norm = norm_rows ? norm_rows + (size_t)h * m->cap : NULL;
+            const float *rm = mass_rows ? mass_rows + (size_t)h * m->cap : NULL;
             double ms = 0, ns = 0;
             float nm = 0;
-            for (int j = 0; norms && j < len[h]; j++) ns += norm[j], nm = norm[j] > nm ? norm[j] : nm;
+            for (int j = 0; norm && j < len[h]; j++) ns += norm[j], nm = norm[j] > nm ? norm[j] : nm;
             for (int j = 0; rm && j < len[h]; j++) ms += rm[j];
             p_mass[h] = ms, p_nsum[h] = ns, p_nmax[h] = nm;
         }
@@ -251,17 +254,18 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
     if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
     ks_method t = *m; /* plan() reads the options, the layer range and n_prompt, and writes t.layer */
     t.first_layer = model->first_layer;
-    t.n_layers = model->last_layer - model->first_layer;
+    t.last_layer = model->last_layer;
     t.n_layers_model = model->cfg.n_layers;
-    t.layer = ks_calloc((size_t)t.n_layers + 1, sizeof *t.layer, "KV method plan");
+    t.layer = ks_calloc((size_t)(t.last_layer - t.first_layer) + 1, sizeof *t.layer, "KV method plan");
     if (!t.layer) return 0;
     int most = 0;
     for (int n = 1; n <= max_prompt; n++) { /* budgets need not grow with the prompt (PyramidKV's schedule) */
         t.n_prompt = n;
-        for (int l = 0; l < t.n_layers; l++) t.layer[l] = (ks_method_layer){.budget = n};
+        for (int layer = t.first_layer; layer < t.last_layer; layer++)
+            *ks_method_layer_at(&t, layer) = (ks_method_layer){.budget = n};
         if (t.ops->plan) t.ops->plan(&t);
-        for (int l = 0; l < t.n_layers; l++) {
-            int rows = t.layer[l].budget < n ? t.layer[l].budget : n;
+        for (int layer = t.first_layer; layer < t.last_layer; layer++) {
+            int budget = ks_method_layer_at(&t, layer)->budget, rows = budget < n ? budget : n;
             most = rows > most ? rows : most;
         }
     }
@@ -271,18 +275,20 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
 
 int ks_method_dropped(const ks_method *m) {
     if (m->kv) m->kv->ops->cache(m->kv); /* the positions current (a store may apply evictions late) */
-    for (int l = 0; m->layer && l < m->n_layers; l++) { /* decode_evict leaves no mark but the positions */
-        const int32_t *len = ks_kvcache_len(m->cache, l);
-        if (m->layer[l].compressed || !ks_kvcache_is_dense(m->cache, l, len[0]))
+    /* decode_evict leaves no mark but the positions */
+    for (int layer = m->first_layer; m->layer && layer < m->last_layer; layer++) {
+        const int32_t *len = ks_kvcache_len(m->cache, layer);
+        if (ks_method_layer_at(m, layer)->compressed || !ks_kvcache_is_dense(m->cache, layer, len[0]))
             return 1;
     }
     return 0;
 }
 
 int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
-    for (int l = 0; l < m->n_layers; l++) {
-        const ks_method_layer *ly = &m->layer[l];
-        out[l] = (ks_layer_stat){.layer = m->first_layer + l,
+    int rows = 0;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) {
+        const ks_method_layer *ly = ks_method_layer_at(m, layer);
+        out[rows++] = (ks_layer_stat){.layer = layer,
                                  .kv_head = -1,
                                  .budget = ly->budget,
                                  .kept = ly->kept,
@@ -292,7 +298,7 @@ int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
                                  .sparse_density = 1.0f,
                                  .quant_error = 0.0f};
     }
-    return m->n_layers;
+    return rows;
 }
 
 /* ---- helpers for the methods ------------------------------------------------------------------------ */
@@ -307,7 +313,7 @@ ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_win
 }
 
 ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums) {
-    float *mass = m->row_mass + (size_t)c->l * m->Hk * m->cap;
+    float *mass = ks_method_row_mass(m, c->layer);
     int n_keys = c->pos0 + c->n;
     if (sums) {
 #pragma omp parallel for if (n_keys > KS_METHOD_PARALLEL_ROWS)
@@ -328,12 +334,12 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
         part[h] = t;
     }
     for (int h = 0; h < m->Hk; h++) total += part[h];
-    m->layer[c->l].mass_total = (float)total;
+    ks_method_layer_at(m, c->layer)->mass_total = (float)total;
     return KS_OK;
 }
 
-void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail) {
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int tail) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     /* Threads once the layer's lists hold more than KS_METHOD_PARALLEL_ROWS rows in all: a radix select costs
      * ~20 ns per row, so 8 heads of 2K rows (a decode-time eviction, CakeKV's final shrink of each layer) take
      * ~0.3 ms on one thread against a few microseconds for a thread team. */
@@ -359,18 +365,17 @@ static void compact_rows(const ks_method *m, float *rows, int per_head) {
     }
 }
 
-ks_status ks_method_compact(ks_method *m, int l, int decode) {
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+ks_status ks_method_compact(ks_method *m, int layer, int decode) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
-    if (!dropped && m->cache->slot[l] < 0) return KS_OK; /* keeping every row; in a slot: settle() moves it */
-    size_t off = (size_t)l * m->Hk * m->cap;
-    compact_rows(m, m->row_mass + off, 1);
-    if (m->row_scores)
-        compact_rows(m, m->row_scores + (size_t)l * m->score_rows * m->cap, m->score_rows / m->Hk);
-    if (m->row_norm && !decode) compact_rows(m, m->row_norm + off, 1); /* decode eviction: the statistics are taken */
-    KS_TRY(m->kv->ops->kv_compact(m->kv, m->first_layer + l, m->keep, m->n_keep, m->cap));
-    if (!decode && dropped) m->layer[l].compressed = 1; /* decode evictions show in the positions */
+    if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
+    compact_rows(m, ks_method_row_mass(m, layer), 1);
+    if (m->row_scores) compact_rows(m, ks_method_row_scores(m, layer), m->score_rows / m->Hk);
+    if (m->row_norm && !decode) /* decode eviction: the statistics are taken */
+        compact_rows(m, ks_method_row_norm(m, layer), 1);
+    KS_TRY(m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap));
+    if (!decode && dropped) ks_method_layer_at(m, layer)->compressed = 1; /* decode evictions show in the positions */
     return KS_OK;
 }
 

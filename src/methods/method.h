@@ -91,8 +91,7 @@ typedef struct ks_method ks_method;
  * chunk's tokens at positions pos0 .. pos0 + n - 1 (roped), and the layer's cache holds positions 0 ..
  * pos0 + n - 1 (dense). */
 typedef struct ks_method_chunk {
-    int layer;  /* absolute layer number (backend ops take it) */
-    int l;      /* index within the layers held (m->layer[l], cache layer l) */
+    int layer;  /* absolute layer number */
     int pos0, n;
 } ks_method_chunk;
 
@@ -119,8 +118,8 @@ typedef struct ks_method_ops {
     ks_status (*check)(const ks_method *m);
     /* Prompt queries the method scores after prefill: the prompt's last chunk must hold them. NULL: none. */
     int (*window)(const ks_method *m);
-    /* Budgets for the prompt of m->n_prompt tokens, before its last chunk: m->layer[l].budget for every l, the
-     * most rows per KV head the layer holds after the prompt (unless rows_unplanned). */
+    /* Budgets for the prompt of m->n_prompt tokens, before its last chunk: ks_method_layer_at(m, layer)->budget
+     * for every held layer, the most rows per KV head the layer holds after the prompt (unless rows_unplanned). */
     void (*plan)(ks_method *m);
     /* Optional: after a layer's attention on every prompt chunk (H2O sums scores over all prompt queries). */
     ks_status (*prefill_chunk)(ks_method *m, const ks_method_chunk *c);
@@ -130,7 +129,7 @@ typedef struct ks_method_ops {
     /* Optional: after a layer's attention in every decode step (the query is in the backend's Q row 0 at
      * position qpos, its K/V already appended): rolling eviction, as backend ops (decode_evict) so that a GPU
      * step stays one graph, unless decode_on_host says otherwise. */
-    ks_status (*on_decode_step)(ks_method *m, int layer, int l, int qpos);
+    ks_status (*on_decode_step)(ks_method *m, int layer, int qpos);
     /* Optional: 1 when the next decode step's hooks will do host work (read results back), so the step cannot
      * be replayed from a graph (CakeKV's first step after a prompt that left a layer more than one row over
      * its budget); NULL: never. */
@@ -168,8 +167,9 @@ struct ks_method {
     /* Bound by ks_method_bind (borrowed): */
     ks_kvstore *kv;        /* the backend's KV store; NULL for a method that never calls it on a backend without */
     ks_kvcache *cache;     /* the cache's bookkeeping: per-head lengths and positions */
-    int first_layer;       /* absolute number of held layer 0 */
-    int n_layers;          /* layers held */
+    int first_layer, last_layer; /* the layers held, [first_layer, last_layer): absolute numbers, which every
+                              hook and helper takes; the per-layer state below is indexed from first_layer
+                              (ks_method_index) and read through the accessors after this struct */
     int n_layers_model;    /* N: all layers of the model (PyramidKV's schedule) */
     int H, Hk, d, cap;     /* query heads, KV heads, head_dim, rows per head */
     /* Host scratch and state, allocated at bind from the maximum shapes: */
@@ -177,21 +177,41 @@ struct ks_method {
     float *pooled;         /* (Hk, cap) pooled scores / key norms */
     int32_t *keep;         /* (Hk, cap) rows each KV head keeps */
     int32_t *n_keep;       /* (Hk) */
-    float *row_mass;       /* (n_layers, Hk, cap) observation-window mass of each cache row */
-    float *row_scores;     /* (n_layers, score_rows, cap) method scores of each cache row, if ops->row_scores;
+    float *row_mass;       /* (layers held, Hk, cap) observation-window mass of each cache row */
+    float *row_scores;     /* (layers held, score_rows, cap) method scores of each cache row, if ops->row_scores;
                               else NULL */
     int score_rows;        /* rows of row_scores per layer: Hk, or H for KS_ROW_SCORES_QUERY_HEAD (row h of query
                               head h moves with the rows of KV head h / (H / Hk)) */
-    float *row_norm;       /* (n_layers, Hk, cap) L2 norm of each cache row's key, taken by the layer's prompt-end
+    float *row_norm;       /* (layers held, Hk, cap) L2 norm of each cache row's key, taken by the layer's prompt-end
                               work before any of its rows moves, and moved with them by prefill compaction: the
                               statistics' key norms, L2Compress's scores. NULL: no KV store */
-    ks_method_layer *layer; /* (n_layers) */
+    ks_method_layer *layer; /* (layers held) */
     int n_prompt;          /* length of the current prompt; 0 before its last chunk */
     double model_state[KS_METHOD_MAX_LAYERS]; /* ops->finish_stage: one value per model layer (absolute number),
                                                  CakeKV's preference scores P_l; zeroed per sequence */
-    ks_method_chunk last_chunk; /* the prompt's last chunk (its layer fields unused): what a layer's prompt-end
+    ks_method_chunk last_chunk; /* the prompt's last chunk (its layer field unused): what a layer's prompt-end
                               work scores, whenever the store runs it */
 };
+
+/* The index of held `layer` (an absolute number) in the per-layer state: the one place that converts. */
+static inline int ks_method_index(const ks_method *m, int layer) {
+    KS_ASSERT(layer >= m->first_layer && layer < m->last_layer);
+    return layer - m->first_layer;
+}
+/* The record of held `layer`. */
+static inline ks_method_layer *ks_method_layer_at(const ks_method *m, int layer) {
+    return &m->layer[ks_method_index(m, layer)];
+}
+/* The layer's (Hk, cap) rows of row_mass and row_norm, and its (score_rows, cap) rows of row_scores. */
+static inline float *ks_method_row_mass(const ks_method *m, int layer) {
+    return m->row_mass + (size_t)ks_method_index(m, layer) * m->Hk * m->cap;
+}
+static inline float *ks_method_row_norm(const ks_method *m, int layer) {
+    return m->row_norm + (size_t)ks_method_index(m, layer) * m->Hk * m->cap;
+}
+static inline float *ks_method_row_scores(const ks_method *m, int layer) {
+    return m->row_scores + (size_t)ks_method_index(m, layer) * m->score_rows * m->cap;
+}
 
 /* The table called `name` (case-insensitive; "none" and "FullKV" are FullKV). KS_ERR_ARG listing the names. */
 ks_status ks_method_find(const char *name, const ks_method_ops **out);
@@ -273,14 +293,14 @@ ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_win
  * NULL: computed here. Call before the layer's first compaction. */
 ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums);
 
-/* Fills m->keep / m->n_keep for every KV head h of held layer l: its last `tail` rows (the window, the recent
+/* Fills m->keep / m->n_keep for every KV head h of the layer: its last `tail` rows (the window, the recent
  * tokens) and the top k of the rows before them by scores[h * cap + j]. */
-void ks_method_keep_top(ks_method *m, int l, const float *scores, int k, int tail);
+void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int tail);
 
-/* Compacts held layer l to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow, row_norm too
+/* Compacts the layer to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow, row_norm too
  * at prefill). At prefill (decode 0) it marks the layer compressed when rows go. No-op when every row is kept
  * (except to move a layer out of a prefill slot). */
-ks_status ks_method_compact(ks_method *m, int l, int decode);
+ks_status ks_method_compact(ks_method *m, int layer, int decode);
 
 /* The checks shared by the window methods: a token-count `capacity` (knob cap_name) must exceed window_size;
  * kernel_size (when > 0) must be odd. */

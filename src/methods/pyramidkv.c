@@ -44,16 +44,16 @@ static void pyramidkv_plan(ks_method *m) {
     const pyramidkv_opts *o = KS_METHOD_OPTS(m, pyramidkv_opts);
     int C = ks_budget_tokens(&o->max_capacity_prompt, m->n_prompt, 0), k[KS_METHOD_MAX_LAYERS];
     ks_pyramid_branch br = ks_pyramid_budgets(C, o->window_size, o->beta, m->n_prompt, m->n_layers_model, k);
-    for (int l = 0; l < m->n_layers; l++)
-        m->layer[l].budget = br == KS_PYRAMID_NONE ? C : k[m->first_layer + l] + o->window_size;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++)
+        ks_method_layer_at(m, layer)->budget = br == KS_PYRAMID_NONE ? C : k[layer] + o->window_size;
 }
 
 static ks_status pyramidkv_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const pyramidkv_opts *o = KS_METHOD_OPTS(m, pyramidkv_opts);
     int C = ks_budget_tokens(&o->max_capacity_prompt, m->n_prompt, 0);
     if (m->n_prompt < C) return KS_OK;
-    return ks_snapkv_compress(m, c, o->window_size, m->layer[c->l].budget - o->window_size, o->kernel_size,
-                              o->pooling, o->gqa_reduce);
+    int past = ks_method_layer_at(m, c->layer)->budget - o->window_size;
+    return ks_snapkv_compress(m, c, o->window_size, past, o->kernel_size, o->pooling, o->gqa_reduce);
 }
 
 const ks_method_ops ks_method_pyramidkv = {

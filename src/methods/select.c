@@ -4,7 +4,7 @@
 #include <math.h>
 
 #include "core/status.h"
-#include "cpu/ref.h" /* ks_order_key */
+#include "kv_args.h" /* ks_order_key */
 
 void ks_select_pool(float *out, const float *in, int n, int k, ks_pool mode) {
     KS_ASSERT(k >= 1 && k % 2 == 1 && out != in);

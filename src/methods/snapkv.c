@@ -42,7 +42,7 @@ static int snapkv_window(const ks_method *m) { return KS_METHOD_OPTS(m, snapkv_o
 
 static void snapkv_plan(ks_method *m) {
     int C = ks_budget_tokens(&KS_METHOD_OPTS(m, snapkv_opts)->max_capacity_prompt, m->n_prompt, 0);
-    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = C;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++) ks_method_layer_at(m, layer)->budget = C;
 }
 
 ks_status ks_snapkv_compress(ks_method *m, const ks_method_chunk *c, int W, int k, int kernel, int pooling,
@@ -55,13 +55,13 @@ ks_status ks_snapkv_compress(ks_method *m, const ks_method_chunk *c, int W, int 
 #pragma omp parallel for if (past > KS_METHOD_PARALLEL_ROWS)
     for (int h = 0; h < m->Hk; h++)
         ks_select_pool(m->pooled + (size_t)h * m->cap, m->scores + (size_t)h * m->cap, past, kernel, pooling);
-    ks_method_keep_top(m, c->l, m->pooled, k, W);
-    return ks_method_compact(m, c->l, 0);
+    ks_method_keep_top(m, c->layer, m->pooled, k, W);
+    return ks_method_compact(m, c->layer, 0);
 }
 
 static ks_status snapkv_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     const snapkv_opts *o = KS_METHOD_OPTS(m, snapkv_opts);
-    int C = m->layer[c->l].budget;
+    int C = ks_method_layer_at(m, c->layer)->budget;
     if (m->n_prompt < C) return KS_OK;
     return ks_snapkv_compress(m, c, o->window_size, C - o->window_size, o->kernel_size, o->pooling, o->gqa_reduce);
 }

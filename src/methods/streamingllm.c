@@ -62,12 +62,13 @@ static void sizes(const ks_method *m, int *start, int *recent) {
 static void streamingllm_plan(ks_method *m) {
     int start, recent;
     sizes(m, &start, &recent);
-    for (int l = 0; l < m->n_layers; l++) m->layer[l].budget = start + recent;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++)
+        ks_method_layer_at(m, layer)->budget = start + recent;
 }
 
-/* Keeps rows [0, start) and the last `recent` rows of every head of held layer l. */
-static ks_status keep_sink_recent(ks_method *m, int l, int start, int recent) {
-    const int32_t *len = ks_kvcache_len(m->cache, l);
+/* Keeps rows [0, start) and the last `recent` rows of every head of the layer. */
+static ks_status keep_sink_recent(ks_method *m, int layer, int start, int recent) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
     for (int h = 0; h < m->Hk; h++) {
         int32_t *keep = m->keep + (size_t)h * m->cap;
         int n = 0, tail = len[h] - recent > start ? len[h] - recent : start;
@@ -75,7 +76,7 @@ static ks_status keep_sink_recent(ks_method *m, int l, int start, int recent) {
         for (int j = tail; j < len[h]; j++) keep[n++] = j;
         m->n_keep[h] = n;
     }
-    return ks_method_compact(m, l, 0);
+    return ks_method_compact(m, layer, 0);
 }
 
 static ks_status streamingllm_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
@@ -83,12 +84,11 @@ static ks_status streamingllm_after_prefill_layer(ks_method *m, const ks_method_
     sizes(m, &start, &recent);
     if (loom(m) ? L < start + recent : L <= start + recent) return KS_OK;
     KS_TRY(ks_method_observe(m, c, NULL));
-    return keep_sink_recent(m, c->l, start, recent);
+    return keep_sink_recent(m, c->layer, start, recent);
 }
 
 /* Past start + recent rows, the oldest row after the sinks goes (on the backend). */
-static ks_status streamingllm_on_decode_step(ks_method *m, int layer, int l, int qpos) {
-    (void)l;
+static ks_status streamingllm_on_decode_step(ks_method *m, int layer, int qpos) {
     if (loom(m)) return KS_OK;
     int start, recent;
     sizes(m, &start, &recent);

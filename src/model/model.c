@@ -236,7 +236,7 @@ static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path)
     }
     if (m->first_layer == 0 || (c->tie_embeddings && last_stage))
         plan_add(&p, "model.embed_tokens.weight", &m->embed, 2, c->vocab, c->hidden);
-    for (int l = m->first_layer; l < m->last_layer; l++) plan_layer(&p, c, &m->layers[l - m->first_layer], l, permuted);
+    for (int l = m->first_layer; l < m->last_layer; l++) plan_layer(&p, c, ks_model_layer(m, l), l, permuted);
     if (last_stage) {
         plan_add(&p, "model.norm.weight", &m->final_norm, 1, c->hidden, 0);
         if (!c->tie_embeddings) plan_add(&p, "lm_head.weight", &m->lm_head, 2, c->vocab, c->hidden);

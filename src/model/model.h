@@ -2,7 +2,7 @@
  *
  *     ks_model m = {0};
  *     KS_TRY(ks_model_load(&m, "/models/Llama-3.1-8B", 0, -1));  // HF directory or .gguf file; all layers
- *     ... m.cfg.n_layers, m.layers[i - m.first_layer].wq ...
+ *     ... m.cfg.n_layers, ks_model_layer(&m, layer)->wq ...        // layer: an absolute number
  *     ks_model_free(&m);                                          // accepts half-built structs
  *
  * A pipeline stage loads [first, last): the embedding is loaded when first == 0, the final norm and LM head
@@ -43,6 +43,13 @@ typedef struct ks_model {
     float *arena;               /* owned block holding every tensor above */
     size_t arena_floats;
 } ks_model;
+
+/* The weights of held `layer` (an absolute number, first_layer <= layer < last_layer): the one place that
+ * indexes `layers`. */
+static inline ks_layer_weights *ks_model_layer(const ks_model *m, int layer) {
+    KS_ASSERT(layer >= m->first_layer && layer < m->last_layer);
+    return &m->layers[layer - m->first_layer];
+}
 
 /* path: a directory with config.json + safetensors, or a .gguf file. last < 0 means n_layers. */
 ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer);
