@@ -14,7 +14,8 @@
  * tensors; a GPU backend: bf16 device copies), the activation buffers below, the KV cache and the KV store over
  * it, all sized at init from (max_ctx, max_chunk). Callers name buffers and weights by id and never touch their
  * memory; data crosses to the host only through embed/hidden_write (in) and hidden_read/logits_read/argmax
- * (out), and between GPUs only through hidden_recv/hidden_send. No op allocates (the KV store's per-row scores are allocated once when a method reserves them).
+ * (out), and to another GPU only through hidden_recv/hidden_send. No op allocates (the KV store's per-row scores
+ * are allocated once when a method reserves them).
  * Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
  */
 #ifndef KS_BACKEND_H

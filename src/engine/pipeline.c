@@ -83,14 +83,14 @@ static ks_status move_to_next(void *ctx, void *rows, size_t bytes, void *stream)
 }
 
 /* n rows from the previous stage: into p->rows, or (rows NULL) straight into the backend's X. */
-static ks_status hidden_in(ks_pipeline *p, int n) {
+static ks_status rows_from_prev(ks_pipeline *p, int n) {
     if (p->rows) return recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
     ks_device_move move = {move_from_prev, p};
     return p->f->ops->hidden_recv(p->f->be, &move, n);
 }
 
 /* n rows on to the next stage: from p->rows, or (rows NULL) straight from the backend's X. */
-static ks_status hidden_out(ks_pipeline *p, int n) {
+static ks_status rows_to_next(ks_pipeline *p, int n) {
     if (p->rows) return send(p, p->t->stage + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
     ks_device_move move = {move_to_next, p};
     return p->f->ops->hidden_send(p->f->be, &move, n);
@@ -98,10 +98,10 @@ static ks_status hidden_out(ks_pipeline *p, int n) {
 
 /* One decode step on a stage > 0: the row from the previous stage, on to the next or the token to stage 0. */
 static ks_status follow_step(ks_pipeline *p) {
-    KS_TRY(hidden_in(p, 1));
+    KS_TRY(rows_from_prev(p, 1));
     ks_forward_io io = {.hidden_in = p->rows, .hidden_out = p->rows};
     KS_TRY(ks_forward_step(p->f, &io));
-    if (!is_last(p)) return hidden_out(p, 1);
+    if (!is_last(p)) return rows_to_next(p, 1);
     return send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
 }
 
@@ -147,7 +147,7 @@ static ks_status state_finish(ks_pipeline *p) {
 static ks_status rows_in(void *ctx, int t0, int n, float *rows) {
     ks_pipeline *p = ctx;
     (void)rows;
-    KS_TRY(hidden_in(p, n));
+    KS_TRY(rows_from_prev(p, n));
     return t0 + n == p->n_prompt ? state_in(p) : KS_OK;
 }
 
@@ -155,7 +155,7 @@ static ks_status rows_out(void *ctx, int t0, int n, const float *rows) {
     ks_pipeline *p = ctx;
     (void)rows;
     say(p, "handing on the prompt's rows at token %d", t0);
-    KS_TRY(hidden_out(p, n));
+    KS_TRY(rows_to_next(p, n));
     return t0 + n == p->n_prompt ? state_out(p) : KS_OK;
 }
 
@@ -180,12 +180,12 @@ static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int3
             m = ks_forward_chunk_len(f, n, t0);
             say(p, "prompt chunk at token %d of %d", t0, n);
             int end = t0 + m == n;
-            if (s > 0) KS_TRY(hidden_in(p, m));
+            if (s > 0) KS_TRY(rows_from_prev(p, m));
             if (end) KS_TRY(state_in(p));
             ks_forward_io io = {.tokens = s == 0 ? tokens + t0 : NULL, .hidden_in = p->rows, .hidden_out = p->rows,
                                 .prompt_end = end, .skip_head = !end};
             KS_TRY(ks_forward_chunk(f, &io, m));
-            if (!is_last(p)) KS_TRY(hidden_out(p, m));
+            if (!is_last(p)) KS_TRY(rows_to_next(p, m));
             else if (end && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next));
             else if (end) *next = io.next;
             if (end) KS_TRY(state_out(p));
@@ -220,7 +220,7 @@ ks_status ks_pipeline_decode(ks_pipeline *p, int32_t token, int32_t *next) {
     } else {
         ks_forward_io io = {.tokens = &token, .hidden_out = p->rows};
         KS_TRY(ks_forward_step(p->f, &io));
-        KS_TRY(hidden_out(p, 1));
+        KS_TRY(rows_to_next(p, 1));
         KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next));
     }
     p->in_call = 0;
