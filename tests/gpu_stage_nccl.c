@@ -6,7 +6,8 @@
  *   2. `gpu_stage_nccl smollm2`, also: the SmolLM2 GGUF split over the two stages on the cuda backend, the
  *      pipeline (engine/pipeline.h) run once with the rows GPU to GPU through NCCL (the backend's
  *      hidden_recv/hidden_send) and once through host memory over MPI: the same greedy tokens, KV bytes and
- *      layer statistics, for a full cache (chunks pipelined) and a budget-sized one (layer-major stages).
+ *      layer statistics, for a full cache (chunks pipelined; H2O's decode-time eviction; CakeKV's per-layer
+ *      values over MPI between the rows) and a budget-sized one (SnapKV: layer-major stages).
  * Fewer than 2 GPUs on the node: exits 77, which CTest reports as skipped (not passed). */
 #include <stdio.h>
 #include <stdlib.h>
