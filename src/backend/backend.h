@@ -14,12 +14,14 @@
  * tensors; a GPU backend: bf16 device copies), the activation buffers below, the KV cache and the KV store over
  * it, all sized at init from (max_ctx, max_chunk). Callers name buffers and weights by id and never touch their
  * memory; data crosses to the host only through embed/hidden_write (in) and hidden_read/logits_read/argmax
- * (out). No op allocates (the KV store's per-row scores are allocated once when a method reserves them).
+ * (out), and to another GPU only through hidden_recv/hidden_send. No op allocates (the KV store's per-row scores
+ * are allocated once when a method reserves them).
  * Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
  */
 #ifndef KS_BACKEND_H
 #define KS_BACKEND_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -60,6 +62,15 @@ typedef enum ks_decode_kind {
                          captured or replayed */
 } ks_decode_kind;
 
+/* What moves a pipeline stage's rows between device memories for hidden_recv / hidden_send (a transport between
+ * GPUs, engine/pipeline.h): fn moves `bytes` at device address `rows`, enqueued on `stream` (the backend's
+ * cudaStream_t) so that it runs after the work issued there before and before the work issued after, and
+ * returns without waiting for it. */
+typedef struct ks_device_move {
+    ks_status (*fn)(void *ctx, void *rows, size_t bytes, void *stream);
+    void *ctx;
+} ks_device_move;
+
 typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
@@ -81,6 +92,12 @@ typedef struct ks_backend_ops {
     /* X[0..n) = host (n, hidden), and back: the hidden-state hand-off between pipeline stages. */
     ks_status (*hidden_write)(ks_backend *b, const float *host, int n);
     ks_status (*hidden_read)(ks_backend *b, float *host, int n);
+    /* Optional (NULL where X is host memory, as on the CPU): the same hand-off with X's rows [0..n) moved
+     * straight between GPUs, in place of hidden_write / hidden_read: `move` fills them (hidden_recv) or takes
+     * them (hidden_send) in the order of the backend's stream; neither call waits for the move or keeps
+     * `move`. */
+    ks_status (*hidden_recv)(ks_backend *b, const ks_device_move *move, int n);
+    ks_status (*hidden_send)(ks_backend *b, const ks_device_move *move, int n);
 
     /* From now on the buffer X denotes rows row0 .. row0 + max_chunk - 1 of the residual stream (0 at init):
      * with kv_rows < max_ctx the stream holds max_ctx rows and a layer-major prefill moves X over the prompt,

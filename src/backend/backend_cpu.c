@@ -245,6 +245,7 @@ const ks_backend_ops ks_backend_cpu = {
     .embed = cpu_embed,
     .hidden_write = cpu_hidden_write,
     .hidden_read = cpu_hidden_read,
+    /* hidden_recv, hidden_send: none, X is host memory */
     .residual_at = cpu_residual_at,
     .rmsnorm = cpu_rmsnorm,
     .qkv_rope_append = cpu_qkv_rope_append,

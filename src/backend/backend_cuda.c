@@ -3,7 +3,9 @@
  *
  * Numerics: bf16 weights, KV cache and activations between ops; fp32 residual stream, logits and every
  * accumulation, so results match the fp32 CPU backend to bf16 tolerance. Every op only enqueues work on the
- * backend's stream; the host waits only where data comes back (argmax, logits_read, hidden_read).
+ * backend's stream; the host waits only where data comes back (argmax, logits_read, hidden_read). hidden_recv
+ * and hidden_send hand X's device rows and that stream to a transport between GPUs, which enqueues its move
+ * there, so the rows a stage sends are complete and the rows it receives land before the next op reads them.
  *
  * Fusions: each layer op of backend.h is as few launches as its work allows. qkv_rope_append is one GEMM over the
  * stacked q|k|v weights, then RoPE and the append (a decode token: RoPE, append and the length update in one
@@ -74,6 +76,13 @@ ks_status ks_cuda_upload_starts(ks_backend *b, int layer, int qpos) {
 
 /* ---- data in and out ------------------------------------------------------------------------------------- */
 
+/* What every forward call does before its input lands in X (embed, hidden_write, hidden_recv): the
+ * decode-time evictions applied to the bookkeeping and the lengths on the device brought up to date. */
+static ks_status call_begin(ks_backend *b) {
+    KS_TRY(ks_cuda_apply_drops(b, -1));
+    return sync_lens(b);
+}
+
 static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
     KS_ASSERT(b->embed && n <= b->max_chunk);
     for (int t = 0; t < n; t++)
@@ -81,8 +90,7 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
             return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
                                          "is the tokenizer from another model?",
                            b->m->source, tokens[t], b->cfg->vocab);
-    KS_TRY(ks_cuda_apply_drops(b, -1));
-    KS_TRY(sync_lens(b));
+    KS_TRY(call_begin(b));
     if (n == 1) /* a decode token: a kernel argument is cheaper than a host copy */
         KS_TRY(ks_cuda_positions(b->tokens, tokens[0], 1, b->stream));
     else
@@ -92,10 +100,23 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
 
 static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
     KS_ASSERT(n <= b->max_chunk);
-    KS_TRY(ks_cuda_apply_drops(b, -1));
-    KS_TRY(sync_lens(b));
+    KS_TRY(call_begin(b));
     CUDA_CHECK(cudaMemcpyAsync(b->x, host, sizeof(float) * n * b->cfg->hidden, cudaMemcpyHostToDevice, b->stream));
     return KS_OK;
+}
+
+/* The move is enqueued on b->stream: after the previous call's ops, which may still read X, and before this
+ * call's layers, which read the rows it lands. */
+static ks_status cuda_hidden_recv(ks_backend *b, const ks_device_move *move, int n) {
+    KS_ASSERT(n <= b->max_chunk);
+    KS_TRY(call_begin(b));
+    return move->fn(move->ctx, b->x, sizeof(float) * n * b->cfg->hidden, b->stream);
+}
+
+/* On b->stream after the ops that wrote X's rows; the next call's writes to X are enqueued after it. */
+static ks_status cuda_hidden_send(ks_backend *b, const ks_device_move *move, int n) {
+    KS_ASSERT(n <= b->max_chunk);
+    return move->fn(move->ctx, b->x, sizeof(float) * n * b->cfg->hidden, b->stream);
 }
 
 static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
@@ -386,6 +407,8 @@ const ks_backend_ops ks_backend_cuda = {
     .embed = cuda_embed,
     .hidden_write = cuda_hidden_write,
     .hidden_read = cuda_hidden_read,
+    .hidden_recv = cuda_hidden_recv,
+    .hidden_send = cuda_hidden_send,
     .residual_at = cuda_residual_at,
     .rmsnorm = cuda_rmsnorm,
     .qkv_rope_append = cuda_qkv_rope_append,

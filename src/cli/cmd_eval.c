@@ -26,6 +26,7 @@
 #include "runner/runner.h"
 #include "stage.h"
 #include "stage_link.h"
+#include "stage_nccl.h"
 
 typedef struct eval_opts {
     const char *model_path, *cfg_path, *acceleration, *device, *torch_dtype, *gp_num, *output, *template_name;
@@ -199,6 +200,7 @@ typedef struct eval_job {
     ks_gp_num gp;           /* --gp_num */
     ks_stage_layout layout; /* this rank's instance and stage */
     ks_stage_link link;     /* to the other stages of its instance */
+    ks_stage_nccl nccl;     /* the rows between their GPUs, when each has its own (eval_transport) */
     ks_stage_transport transport;
 } eval_job;
 
@@ -259,24 +261,48 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     return st;
 }
 
-/* Step 2: this stage's part of the model on every rank, the sample list on the instances' first stages; rank 0
+/* Step 2: the GPU this rank uses (--device cuda). */
+static ks_status eval_gpu(const eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    if (o->device_chosen && mpi->rank == 0)
+        ks_log_info("--device not given: %s", strcmp(o->device, "cuda") ? "the CPU (no usable GPU)" : "the GPUs");
+    if (strcmp(o->device, "cuda")) return KS_OK;
+    int gpu;
+    KS_TRY(ks_stage_gpu(o->gpus, o->n_gpus, ks_backend_gpu_count(), mpi->local_rank, mpi->local_size,
+                        j->gp.per_gpu, &gpu));
+    KS_TRY(ks_backend_use_gpu(gpu));
+    if (mpi->size > 1) ks_log_info("GPU %d", gpu);
+    return KS_OK;
+}
+
+/* Step 3, collective over each instance of several stages: how its stages pass the residual rows. GPU to GPU
+ * through NCCL when every stage has a GPU of its own; through host memory over MPI on the CPU and where stages
+ * share a GPU (NCCL refuses two ranks on one device). Every other message goes over MPI. */
+static ks_status eval_transport(eval_job *j, const eval_opts *o) {
+    if (j->layout.n_stages == 1) return KS_OK;
+    int cuda = !strcmp(o->device, "cuda"), own_gpus = 0;
+#ifdef KS_HAVE_CUDA
+    if (cuda) KS_TRY(ks_stage_nccl_own_gpus(&j->link, &own_gpus));
+    if (own_gpus) KS_TRY(ks_stage_nccl_init(&j->nccl, &j->link));
+    ks_stage_nccl_transport(&j->nccl, &j->link, &j->transport);
+#else
+    ks_stage_link_transport(&j->link, &j->transport);
+#endif
+    if (j->layout.stage == 0)
+        ks_log_info("instance %d: its stages pass the residual rows %s", j->layout.instance,
+                    own_gpus ? "GPU to GPU through NCCL"
+                    : cuda   ? "through host memory over MPI (they share a GPU, which NCCL refuses)"
+                             : "through host memory over MPI");
+    return KS_OK;
+}
+
+/* Step 4: this stage's part of the model on every rank, the sample list on the instances' first stages; rank 0
  * builds the queue of samples not yet done. */
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
                            .method = j->method, .cache = j->cache};
-    if (o->device_chosen && mpi->rank == 0)
-        ks_log_info("--device not given: %s", strcmp(o->device, "cuda") ? "the CPU (no usable GPU)" : "the GPUs");
-    if (!strcmp(o->device, "cuda")) {
-        int gpu;
-        KS_TRY(ks_stage_gpu(o->gpus, o->n_gpus, ks_backend_gpu_count(), mpi->local_rank, mpi->local_size,
-                            j->gp.per_gpu, &gpu));
-        KS_TRY(ks_backend_use_gpu(gpu));
-        if (mpi->size > 1) ks_log_info("GPU %d", gpu);
-    }
     if (j->layout.n_stages > 1) {
         KS_TRY(stage_layers(j, o->model_path, &rp.first_layer, &rp.last_layer));
-        ks_stage_link_transport(&j->link, &j->transport);
         rp.stages = &j->transport;
         ks_log_info("instance %d, stage %d of %d: layers [%d, %d)", j->layout.instance, j->layout.stage,
                     j->layout.n_stages, rp.first_layer, rp.last_layer);
@@ -324,7 +350,7 @@ static ks_status eval_follow(eval_job *j, const ks_mpi *mpi) {
     return st;
 }
 
-/* Step 3: samples handed out by rank 0 (mpi/dispatch.h) to the instances' first stages until the work runs out
+/* Step 5: samples handed out by rank 0 (mpi/dispatch.h) to the instances' first stages until the work runs out
  * or a rank fails; every first stage returns the same status, the later stages serve theirs. */
 static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     if (j->layout.stage != 0) return eval_follow(j, mpi);
@@ -375,6 +401,9 @@ static void eval_free(eval_job *j) {
     free(j->ids);
     ks_bench_close(j->bench);
     ks_runner_free(&j->run);
+#ifdef KS_HAVE_CUDA
+    ks_stage_nccl_free(&j->nccl); /* after the backend's stream, which its sends and receives ran on */
+#endif
     ks_stage_link_free(&j->link);
     ks_method_free(j->method);
     free(j->method_yaml);
@@ -388,6 +417,8 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
     eval_job j = {0};
     ks_status st = ks_mpi_agree(mpi, eval_open(&j, o, mpi, argc, argv));
     if (st == KS_OK) st = ks_stage_link_init(&j.link, mpi, &j.layout, o->stage_timeout);
+    if (st == KS_OK) st = ks_mpi_agree(mpi, eval_gpu(&j, o, mpi));
+    if (st == KS_OK) st = ks_mpi_agree(mpi, eval_transport(&j, o));
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_load(&j, o, mpi));
     if (st == KS_OK) st = eval_samples(&j, o, mpi);
     if (j.link.mpi && j.layout.n_stages > 1) /* the later stages learn how their instances' samples ended */

@@ -214,8 +214,7 @@ static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decod
     if (m->first_layer == 0) {
         KS_ASSERT(io->tokens);
         KS_TRY(f->ops->embed(f->be, io->tokens, n));
-    } else {
-        KS_ASSERT(io->hidden_in);
+    } else if (io->hidden_in) { /* else the caller's hidden_recv put them in X */
         KS_TRY(f->ops->hidden_write(f->be, io->hidden_in, n));
     }
     KS_TRY(decode ? run_decode_layers(f) : run_layers(f, n, 0, prompt_end));
@@ -225,10 +224,8 @@ static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decod
         f->method_s += now_s() - t0;
     }
     f->n_past += n;
-    if (m->last_layer < m->cfg.n_layers) {
-        KS_ASSERT(io->hidden_out);
-        return f->ops->hidden_read(f->be, io->hidden_out, n);
-    }
+    if (m->last_layer < m->cfg.n_layers) /* without hidden_out the caller's hidden_send takes them from X */
+        return io->hidden_out ? f->ops->hidden_read(f->be, io->hidden_out, n) : KS_OK;
     if (io->skip_head) return KS_OK;
     KS_TRY(f->ops->logits(f->be, n - 1, 1));
     KS_TRY(f->ops->argmax(f->be, 1, &io->next));
@@ -263,8 +260,9 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
         m = ks_forward_chunk_len(f, n, t0);
         last0 = t0;
         st = o->residual_at(b, t0);
+        if (st == KS_OK && first) st = o->embed(b, tokens + t0, m);
         if (st == KS_OK && !first) st = io->in(io->ctx, t0, m, io->rows);
-        if (st == KS_OK) st = first ? o->embed(b, tokens + t0, m) : o->hidden_write(b, io->rows, m);
+        if (st == KS_OK && !first && io->rows) st = o->hidden_write(b, io->rows, m);
     }
     for (int layer = f->m->first_layer; layer < f->m->last_layer && st == KS_OK; layer++)
         for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
@@ -280,7 +278,7 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
     for (int t0 = 0, m; !last && t0 < n && st == KS_OK; t0 += m) {
         m = ks_forward_chunk_len(f, n, t0);
         st = o->residual_at(b, t0);
-        if (st == KS_OK) st = o->hidden_read(b, io->rows, m);
+        if (st == KS_OK && io->rows) st = o->hidden_read(b, io->rows, m);
         if (st == KS_OK) st = io->out(io->ctx, t0, m, io->rows);
     }
     if (last && st == KS_OK) st = o->residual_at(b, last0);

@@ -81,8 +81,10 @@ typedef struct ks_forward {
 /* One forward call's inputs and outputs (which ones apply depends on where the stage sits). */
 typedef struct ks_forward_io {
     const int32_t *tokens;  /* (n) ids; first stage (m->first_layer == 0) */
-    const float *hidden_in; /* (n, hidden) from the previous stage; other stages */
-    float *hidden_out;      /* (n, hidden) for the next stage; all but the last stage */
+    const float *hidden_in; /* (n, hidden) from the previous stage; other stages. NULL: X already holds them (the
+                               caller moved them there with the backend's hidden_recv) */
+    float *hidden_out;      /* (n, hidden) for the next stage; all but the last stage. NULL: they stay in X for the
+                               caller (the backend's hidden_send) */
     float *logits;          /* (vocab) the last row's logits, copied out when non-NULL; last stage */
     int skip_head;          /* last stage: 1 = no final norm / LM head (a prompt chunk before the last one) */
     int prompt_end;         /* 1 on the prompt's last chunk: the KV method compresses after it (every stage) */
@@ -128,7 +130,8 @@ ks_status ks_forward_step(ks_forward *f, ks_forward_io *io);
 
 /* Where a pipeline stage's layer-major prompt (ks_forward_prompt_layer_major) takes its rows from and hands them
  * to: in() fills rows with the n residual rows of tokens [t0, t0 + n) from the previous stage, out() passes them
- * on to the next; rows is (chunk, hidden) host memory. */
+ * on to the next; rows is (chunk, hidden) host memory, or NULL: in() and out() move the backend's X rows [0, n)
+ * themselves (backend.h hidden_recv / hidden_send), X denoting those tokens' rows when they are called. */
 typedef struct ks_forward_rows_io {
     ks_status (*in)(void *ctx, int t0, int n, float *rows);
     ks_status (*out)(void *ctx, int t0, int n, const float *rows);

@@ -52,9 +52,10 @@ ks_status ks_pipeline_init(ks_pipeline *p, ks_forward *f, const ks_stage_transpo
                                    "layer 0 and the last the last layer", t->stage, t->n_stages, m->first_layer,
                        m->last_layer, m->cfg.n_layers);
     p->rows_cap = f->chunk;
-    p->rows = ks_malloc((size_t)p->rows_cap * m->cfg.hidden * sizeof(float), "pipeline stage rows");
+    int on_device = t->send_device && t->recv_device && f->ops->hidden_recv && f->ops->hidden_send;
+    if (!on_device) p->rows = ks_malloc((size_t)p->rows_cap * m->cfg.hidden * sizeof(float), "pipeline stage rows");
     p->stats = ks_calloc(KS_METHOD_MAX_LAYERS, sizeof *p->stats, "layer statistics");
-    return p->rows && p->stats ? KS_OK : KS_ERR_NOMEM;
+    return (on_device || p->rows) && p->stats ? KS_OK : KS_ERR_NOMEM;
 }
 
 void ks_pipeline_free(ks_pipeline *p) {
@@ -70,13 +71,37 @@ static ks_status pass_cmd(const ks_pipeline *p, const pipe_cmd *c) {
 
 static size_t row_bytes(const ks_pipeline *p, int n) { return (size_t)n * p->f->m->cfg.hidden * sizeof(float); }
 
+/* The transport's device entries as the backend's ks_device_move, from the previous stage and to the next. */
+static ks_status move_from_prev(void *ctx, void *rows, size_t bytes, void *stream) {
+    const ks_stage_transport *t = ((const ks_pipeline *)ctx)->t;
+    return t->recv_device(t->device_ctx, t->stage - 1, rows, bytes, stream);
+}
+
+static ks_status move_to_next(void *ctx, void *rows, size_t bytes, void *stream) {
+    const ks_stage_transport *t = ((const ks_pipeline *)ctx)->t;
+    return t->send_device(t->device_ctx, t->stage + 1, rows, bytes, stream);
+}
+
+/* n rows from the previous stage: into p->rows, or (rows NULL) straight into the backend's X. */
+static ks_status rows_from_prev(ks_pipeline *p, int n) {
+    if (p->rows) return recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
+    ks_device_move move = {move_from_prev, p};
+    return p->f->ops->hidden_recv(p->f->be, &move, n);
+}
+
+/* n rows on to the next stage: from p->rows, or (rows NULL) straight from the backend's X. */
+static ks_status rows_to_next(ks_pipeline *p, int n) {
+    if (p->rows) return send(p, p->t->stage + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, n));
+    ks_device_move move = {move_to_next, p};
+    return p->f->ops->hidden_send(p->f->be, &move, n);
+}
+
 /* One decode step on a stage > 0: the row from the previous stage, on to the next or the token to stage 0. */
 static ks_status follow_step(ks_pipeline *p) {
-    int s = p->t->stage;
-    KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
+    KS_TRY(rows_from_prev(p, 1));
     ks_forward_io io = {.hidden_in = p->rows, .hidden_out = p->rows};
     KS_TRY(ks_forward_step(p->f, &io));
-    if (!is_last(p)) return send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1));
+    if (!is_last(p)) return rows_to_next(p, 1);
     return send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next);
 }
 
@@ -118,16 +143,19 @@ static ks_status state_finish(ks_pipeline *p) {
     return ks_method_finish_stage(p->f->method);
 }
 
+/* The layer-major prompt's callbacks (forward.h ks_forward_rows_io, whose rows are p->rows). */
 static ks_status rows_in(void *ctx, int t0, int n, float *rows) {
     ks_pipeline *p = ctx;
-    KS_TRY(recv(p, p->t->stage - 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n)));
+    (void)rows;
+    KS_TRY(rows_from_prev(p, n));
     return t0 + n == p->n_prompt ? state_in(p) : KS_OK;
 }
 
 static ks_status rows_out(void *ctx, int t0, int n, const float *rows) {
     ks_pipeline *p = ctx;
+    (void)rows;
     say(p, "handing on the prompt's rows at token %d", t0);
-    KS_TRY(send(p, p->t->stage + 1, KS_PIPE_HIDDEN, rows, row_bytes(p, n)));
+    KS_TRY(rows_to_next(p, n));
     return t0 + n == p->n_prompt ? state_out(p) : KS_OK;
 }
 
@@ -152,12 +180,12 @@ static ks_status stage_prompt(ks_pipeline *p, const int32_t *tokens, int n, int3
             m = ks_forward_chunk_len(f, n, t0);
             say(p, "prompt chunk at token %d of %d", t0, n);
             int end = t0 + m == n;
-            if (s > 0) KS_TRY(recv(p, s - 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+            if (s > 0) KS_TRY(rows_from_prev(p, m));
             if (end) KS_TRY(state_in(p));
             ks_forward_io io = {.tokens = s == 0 ? tokens + t0 : NULL, .hidden_in = p->rows, .hidden_out = p->rows,
                                 .prompt_end = end, .skip_head = !end};
             KS_TRY(ks_forward_chunk(f, &io, m));
-            if (!is_last(p)) KS_TRY(send(p, s + 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, m)));
+            if (!is_last(p)) KS_TRY(rows_to_next(p, m));
             else if (end && s > 0) KS_TRY(send(p, 0, KS_PIPE_TOKEN, &io.next, sizeof io.next));
             else if (end) *next = io.next;
             if (end) KS_TRY(state_out(p));
@@ -192,7 +220,7 @@ ks_status ks_pipeline_decode(ks_pipeline *p, int32_t token, int32_t *next) {
     } else {
         ks_forward_io io = {.tokens = &token, .hidden_out = p->rows};
         KS_TRY(ks_forward_step(p->f, &io));
-        KS_TRY(send(p, 1, KS_PIPE_HIDDEN, p->rows, row_bytes(p, 1)));
+        KS_TRY(rows_to_next(p, 1));
         KS_TRY(recv(p, p->t->n_stages - 1, KS_PIPE_TOKEN, next, sizeof *next));
     }
     p->in_call = 0;

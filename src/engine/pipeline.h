@@ -26,6 +26,12 @@
  * stage finishes its layers from the whole model's values: the kept rows of a single stage. A budget-sized cache's long prompt runs
  * layer-major within each stage (forward.h): a stage takes the whole prompt's rows, runs its layers over them
  * and hands every chunk's rows on.
+ *
+ * The residual rows travel through host memory (the backend's hidden_read, the transport's send and recv, the
+ * next backend's hidden_write), or straight between GPUs when the transport has device entries and the backend
+ * hidden_recv / hidden_send (backend.h): the move is enqueued on the backend's stream, after the layers that
+ * wrote the rows and before those that read them, and the host does not wait for it. Every other message goes
+ * through send and recv.
  */
 #ifndef KS_PIPELINE_H
 #define KS_PIPELINE_H
@@ -53,6 +59,13 @@ typedef struct ks_stage_transport {
     ks_status (*send)(void *ctx, int to_stage, int channel, const void *buf, size_t bytes);
     ks_status (*recv)(void *ctx, int from_stage, int channel, void *buf, size_t bytes); /* exactly `bytes` */
     void (*context)(void *ctx, const char *what); /* what the instance is doing, for a transport's errors */
+    /* Optional (NULL: the KS_PIPE_HIDDEN rows go through send and recv): those rows between GPUs, `bytes` at
+     * device address `rows`, enqueued on `stream` (the backend's cudaStream_t) in its order, without waiting.
+     * The pipeline uses them where the backend has hidden_recv / hidden_send; all the stages of an instance
+     * must then have both (mpi/stage_nccl.h). */
+    void *device_ctx;
+    ks_status (*send_device)(void *device_ctx, int to_stage, const void *rows, size_t bytes, void *stream);
+    ks_status (*recv_device)(void *device_ctx, int from_stage, void *rows, size_t bytes, void *stream);
 } ks_stage_transport;
 
 /* Per-sample KV bytes over every stage's layers (generate.h's three counts). */
@@ -63,7 +76,8 @@ typedef struct ks_pipeline_kv {
 typedef struct ks_pipeline {
     ks_forward *f;                 /* this stage's forward; borrowed */
     const ks_stage_transport *t;   /* borrowed */
-    float *rows;                   /* (rows_cap, hidden) rows in and out of this stage; owned */
+    float *rows;                   /* (rows_cap, hidden) rows in and out of this stage; owned. NULL: they go
+                                      between GPUs (the transport's device entries) */
     int rows_cap;                  /* the prefill chunk */
     int n_prompt;                  /* the prompt being run */
     int64_t kv_full;               /* this stage's uncompressed KV bytes of the current prompt */
