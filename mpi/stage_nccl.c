@@ -1,8 +1,12 @@
 /* stage_nccl.c — see stage_nccl.h. Built only with KS_HAVE_CUDA (CMakeLists.txt). */
 #include "stage_nccl.h"
 
+#include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+
+#include "core/log.h"
 
 #include <cuda_runtime_api.h>
 #include <nccl.h>
@@ -42,6 +46,48 @@ ks_status ks_stage_nccl_own_gpus(ks_stage_link *k, int *own) {
     return KS_OK;
 }
 
+/* ncclCommInitRank waits for every stage of the instance with no limit of its own: a watcher ends the job when
+ * it takes longer than the link's timeout (a peer died after the id's broadcast), as the link's own waits do. */
+typedef struct init_watch {
+    ks_stage_link *k;
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;
+    int done;
+} init_watch;
+
+static void *watch_init(void *arg) {
+    init_watch *w = arg;
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)w->k->timeout_s + 1;
+    pthread_mutex_lock(&w->lock);
+    int rc = 0;
+    while (!w->done && rc == 0) rc = pthread_cond_timedwait(&w->done_cond, &w->lock, &until);
+    int late = !w->done;
+    pthread_mutex_unlock(&w->lock);
+    if (late) {
+        ks_fail(KS_ERR_DEVICE, "pipeline stage %d (rank %d): NCCL's set-up (ncclCommInitRank) waited more than %.0f s "
+                               "for the instance's other stages: one hangs or died; ending the job (--stage_timeout "
+                               "sets the limit)", w->k->stage, w->k->first_rank + w->k->stage, w->k->timeout_s);
+        ks_log_error_now();
+        ks_mpi_abort(w->k->mpi, 1);
+    }
+    return NULL;
+}
+
+static ks_status init_comm_bounded(ks_stage_link *k, ncclComm_t *comm, ncclUniqueId id) {
+    init_watch w = {.k = k, .lock = PTHREAD_MUTEX_INITIALIZER, .done_cond = PTHREAD_COND_INITIALIZER};
+    pthread_t t;
+    int watching = pthread_create(&t, NULL, watch_init, &w) == 0;
+    ncclResult_t r = ncclCommInitRank(comm, k->n_stages, id, k->stage);
+    pthread_mutex_lock(&w.lock);
+    w.done = 1;
+    pthread_cond_signal(&w.done_cond);
+    pthread_mutex_unlock(&w.lock);
+    if (watching) pthread_join(t, NULL);
+    return nccl_check(r, "ncclCommInitRank", k->stage, -1);
+}
+
 ks_status ks_stage_nccl_init(ks_stage_nccl *n, ks_stage_link *k) {
     memset(n, 0, sizeof *n);
     n->stage = k->stage, n->n_stages = k->n_stages;
@@ -55,7 +101,7 @@ ks_status ks_stage_nccl_init(ks_stage_nccl *n, ks_stage_link *k) {
     KS_TRY(ks_stage_link_bcast(k, 0, &made, sizeof made));
     KS_TRY(nccl_check((ncclResult_t)made.r, "ncclGetUniqueId", n->stage, 0));
     ncclComm_t comm = NULL;
-    KS_TRY(nccl_check(ncclCommInitRank(&comm, n->n_stages, made.id, n->stage), "ncclCommInitRank", n->stage, -1));
+    KS_TRY(init_comm_bounded(k, &comm, made.id));
     n->comm = comm;
     return KS_OK;
 }

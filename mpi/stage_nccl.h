@@ -19,9 +19,10 @@
  * says whether the instance's stages all have GPUs of their own (told apart by UUID, so across nodes and
  * whatever CUDA_VISIBLE_DEVICES says), and instances where they do not keep the MPI path.
  *
- * Waits: set-up waits are bounded like the link's (its broadcasts) until ncclCommInitRank, which every stage
- * enters together; a peer that dies afterwards stalls the stream of the stage waiting on it, and the job ends
- * through the launcher or the link's bounded waits of the stages around it.
+ * Waits: set-up waits are bounded like the link's: its broadcasts, and ncclCommInitRank, which every stage enters
+ * together, under a watcher that ends the job past the link's timeout; a peer that dies afterwards stalls the
+ * stream of the stage waiting on it, and the job ends through the launcher or the link's bounded waits of the
+ * stages around it.
  */
 #ifndef KS_STAGE_NCCL_H
 #define KS_STAGE_NCCL_H
