@@ -51,6 +51,7 @@ struct ks_backend {
     const ks_model *m;          /* borrowed: config and layer range (host weights only read at init) */
     const ks_model_config *cfg; /* &m->cfg */
     int n_layers, max_chunk, cap; /* cap: rows per head a layer may reach (max_ctx) */
+    int gpu_share;                /* model instances sharing the GPU (ks_backend_params.gpu_share) */
     int own_cap;                /* rows per head each layer's own storage holds (kvcache.h; cap: full mode) */
     int qkv_width;              /* (H + 2Hk) d */
     cudaStream_t stream;        /* every op is enqueued here */

@@ -62,14 +62,20 @@ ks_status ks_backend_cuda_device(char *name, size_t cap, int *sm_count, size_t *
     return KS_OK;
 }
 
-/* cudaMalloc with the one clear message an out-of-memory deserves. */
-static ks_status device_alloc(void **p, size_t bytes, const char *what) {
+/* cudaMalloc with the one clear message an out-of-memory deserves (naming the instances that share the GPU). */
+static ks_status device_alloc(const ks_backend *b, void **p, size_t bytes, const char *what) {
     cudaError_t e = cudaMalloc(p, bytes ? bytes : 256);
     if (e == cudaSuccess) return KS_OK;
     *p = NULL;
     cudaGetLastError(); /* allocation errors are not sticky; clear the last-error slot */
     size_t fr = 0, tot = 0;
     cudaMemGetInfo(&fr, &tot);
+    if (e == cudaErrorMemoryAllocation && b->gpu_share > 1)
+        return ks_fail(KS_ERR_NOMEM,
+                       "--device cuda: out of GPU memory for the %s (%.2f GiB needed, %.2f of %.2f GiB free) with %d "
+                       "model instances on this GPU (--gp_num 1/%d), each holding its own weights and cache; use "
+                       "fewer instances per GPU, a shorter context or prefill chunk",
+                       what, gib(bytes), gib(fr), gib(tot), b->gpu_share, b->gpu_share);
     if (e == cudaErrorMemoryAllocation)
         return ks_fail(KS_ERR_NOMEM,
                        "--device cuda: out of GPU memory for the %s (%.2f GiB needed, %.2f of %.2f GiB free); use "
@@ -216,7 +222,7 @@ static ks_status upload_weights(ks_backend *b) {
     const ks_model *m = b->m;
     const ks_model_config *g = b->cfg;
     uploader u = {.b = b, .stage_floats = (size_t)8 << 20}; /* 32 MiB of fp32 */
-    KS_TRY(device_alloc((void **)&u.stage, u.stage_floats * 4, "weight upload staging buffer"));
+    KS_TRY(device_alloc(b, (void **)&u.stage, u.stage_floats * 4, "weight upload staging buffer"));
     ks_status st = KS_OK;
     for (int l = 0; l < b->n_layers && st == KS_OK; l++)
         st = upload_layer(&u, &b->layers[l], &m->layers[l], g);
@@ -314,8 +320,8 @@ static ks_status create(ks_backend *b, int random, uint64_t seed) {
     carver w = {0}, a = {0};
     layout_weights(b, &w);
     layout_arena(b, &a);
-    KS_TRY(device_alloc(&b->weights, w.off, "weights (bf16)"));
-    KS_TRY(device_alloc(&b->arena, a.off, "activations and KV cache"));
+    KS_TRY(device_alloc(b, &b->weights, w.off, "weights (bf16)"));
+    KS_TRY(device_alloc(b, &b->arena, a.off, "activations and KV cache"));
     b->weight_bytes = w.off, b->arena_bytes = a.off;
     w = (carver){b->weights, 0};
     a = (carver){b->arena, 0};
@@ -346,6 +352,7 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     b->cfg = g;
     b->n_layers = m->last_layer - m->first_layer;
     b->max_chunk = p->max_chunk;
+    b->gpu_share = p->gpu_share;
     b->cap = p->max_ctx;
     b->own_cap = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
     b->x_rows = b->own_cap < b->cap && b->cap > b->max_chunk ? b->cap : b->max_chunk;

@@ -300,7 +300,7 @@ static ks_status eval_transport(eval_job *j, const eval_opts *o) {
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = j->method, .cache = j->cache};
+                           .method = j->method, .cache = j->cache, .gpu_share = j->gp.per_gpu};
     if (j->layout.n_stages > 1) {
         KS_TRY(stage_layers(j, o->model_path, &rp.first_layer, &rp.last_layer));
         rp.stages = &j->transport;

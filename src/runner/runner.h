@@ -33,6 +33,7 @@ typedef struct ks_runner_params {
     int max_new;            /* the largest max_new_tokens of any sample */
     int chunk;              /* prefill chunk (0: 512) */
     int threads;            /* CPU threads (0: all) */
+    int gpu_share;          /* model instances sharing the GPU (--gp_num 1/k; 0: one) */
     ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
     ks_forward_cache cache; /* how the KV cache is sized (engine/forward.h; 0: KS_CACHE_AUTO) */
     /* A pipeline stage of a model instance (engine/pipeline.h): the layers [first_layer, last_layer) it holds
