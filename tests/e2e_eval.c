@@ -48,8 +48,9 @@ static pid_t start_run(const char *out_dir, const char *log, const run_shape *r)
         if (!freopen(log, "w", stderr) || !freopen("/dev/null", "w", stdout)) _exit(127);
         const char *argv[40] = {mpiexec, "-np", r->np, "--oversubscribe", kvscope, "eval", "--model_path", gguf,
                                 "--cfg_path", config, "--output", out_dir, "--threads", "1", "--max_new_tokens",
-                                "12", "--gp_num", r->gp_num, "--acceleration", r->method, "--limit", r->limit};
-        int n = 22;
+                                "12", "--gp_num", r->gp_num, "--acceleration", r->method, "--limit", r->limit,
+                                "--device", "cpu"};
+        int n = 24;
         if (r->opt) argv[n++] = "--method_opt", argv[n++] = r->opt;
         execvp(mpiexec, (char *const *)argv);
         _exit(127);

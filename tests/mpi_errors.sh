@@ -16,7 +16,7 @@ holder=""
 trap '[ -n "$holder" ] && kill "$holder" 2>/dev/null; rm -rf "$T"' EXIT
 
 MPI=("$MPIEXEC" --oversubscribe)
-EVAL=(eval --cfg_path "$CFG" --limit 1 --max_new_tokens 2 --threads 1)
+EVAL=(eval --cfg_path "$CFG" --limit 1 --max_new_tokens 2 --threads 1 --device cpu)
 RESULT=SmolLM2-135M-Instruct.Q4_1_RULER_FullKV.h5
 
 ms() { echo $(($(date +%s%N) / 1000000)); }
@@ -95,7 +95,7 @@ worker_pid() { # the pid of rank $LAST of the run writing to $T/dies
     fi
   done
 }
-"${MPI[@]}" -np "$NP" "$KV" eval --cfg_path "$CFG" --max_new_tokens 12 --threads 1 --model_path "$SMOL" \
+"${MPI[@]}" -np "$NP" "$KV" eval --cfg_path "$CFG" --max_new_tokens 12 --threads 1 --device cpu --model_path "$SMOL" \
   --output "$T/dies" >"$T/log" 2>&1 &
 job=$!
 for _ in $(seq 600); do [ -f "$T/dies/$RESULT" ] && break; sleep 0.1; done
