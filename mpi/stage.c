@@ -33,12 +33,13 @@ ks_status ks_gp_num_parse(const char *text, ks_gp_num *out) {
 
 ks_status ks_stage_layout_init(ks_stage_layout *s, const ks_gp_num *g, int world_size, int rank, int n_layers) {
     int k = g->stages;
-    if (world_size % k)
-        return ks_fail(KS_ERR_ARG, "--gp_num %d: the job's %d ranks do not form whole model instances of %d ranks "
-                                   "each; start a multiple of %d ranks (mpirun -np)", k, world_size, k, k);
     if (k > n_layers)
         return ks_fail(KS_ERR_ARG, "--gp_num %d: the model has %d layers, fewer than the %d pipeline stages; use at "
                                    "most --gp_num %d", k, n_layers, k, n_layers);
+    if (world_size % k)
+        return ks_fail(KS_ERR_ARG, "--gp_num %d: the job's %d rank%s cannot form whole model instances of %d ranks "
+                                   "each; start a multiple of %d ranks (mpirun -np)", k, world_size,
+                       world_size == 1 ? "" : "s", k, k);
     *s = (ks_stage_layout){.n_instances = world_size / k, .instance = rank / k, .n_stages = k, .stage = rank % k,
                            .first_rank = rank - rank % k};
     return KS_OK;

@@ -60,6 +60,12 @@ expect unknown_method_opt "no_such_knob" "$KV" eval --model_path "$SMOL" --cfg_p
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
 expect budget_cache_unbounded "CakeKV does not bound.*kv_rows" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration CakeKV --kv_cache budget
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"
+EV=("$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --output "$T/ev")
+expect gp_num_syntax "--gp_num 2/3: use k" "${EV[@]}" --gp_num 2/3
+expect gp_num_ranks "--gp_num 2: the job's 1 rank cannot form whole model instances" "${EV[@]}" --gp_num 2
+expect gp_num_layers "--gp_num 64: the model has 30 layers" "${EV[@]}" --gp_num 64
+expect stage_timeout "--stage_timeout 0: must be a positive" "${EV[@]}" --stage_timeout 0
+expect device_words "--device gpu0: use cpu, cuda, or GPU indices" "${EV[@]}" --device gpu0
 expect bad_cfg_key "nonsense_key" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/bad_cfg.yaml" --output "$T/p.jsonl"
 printf 'benchmark_name: RULER\ntask_names: [vt\n' >"$T/broken_cfg.yaml"
 expect broken_cfg_yaml "broken_cfg\.yaml.*YAML syntax" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/broken_cfg.yaml" --output "$T/p.jsonl"
