@@ -329,9 +329,9 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
         if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
     const int bound = decode_bound(b, 1);
-    /* sized for other lengths, or with another method's decode ops (or another sequence's): capture anew */
+    /* sized for other lengths, or with another method's decode ops (or another sequence's or prompt's): capture anew */
     if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked ||
-                     (hooked && b->graph_sequence != b->cache.sequence))) {
+                     (hooked && (b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts)))) {
         cudaGraphExecDestroy(b->graph);
         b->graph = NULL;
         b->decode_steps = 0;
@@ -352,6 +352,7 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     b->capturing = 1;
     b->graph_bound = bound;
     b->graph_sequence = b->cache.sequence;
+    b->graph_prompts = b->prompts;
     b->graph_hooked = hooked;
     memset(b->graph_evicts, 0, (size_t)b->n_layers); /* decode_evict marks the layers it records */
     return KS_OK;

@@ -468,6 +468,7 @@ static ks_status cuda_compress_layer(ks_kvstore *kv, int layer, int q_row0, int 
 
 static ks_status cuda_compress_flush(ks_kvstore *kv) {
     ks_backend *b = backend_of(kv);
+    b->prompts++;
     KS_TRY(run_pending(b));
     return join(b);
 }
