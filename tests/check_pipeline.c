@@ -166,7 +166,8 @@ START_TEST(test_three_stages_equal_one) {
     for (int rep = 0; rep < 2; rep++) { /* a second sample on the same stages: the reset reaches them all */
         ck_assert_msg(ks_generate(&st[0].fwd, ids, PROMPT, &gp, got, &pr) == KS_OK, "%s", ks_last_error());
         ck_assert_int_eq(pr.n, wr.n);
-        for (int i = 0; i < wr.n; i++) ck_assert_msg(got[i] == want[i], "%s: token %d: %d, one stage %d", name, i, got[i], want[i]);
+        for (int i = 0; i < wr.n; i++)
+            ck_assert_msg(got[i] == want[i], "%s: token %d: %d, one stage %d", name, i, got[i], want[i]);
         ck_assert_msg(pr.kv_bytes_full == wr.kv_bytes_full && pr.kv_bytes_prefill == wr.kv_bytes_prefill &&
                       pr.kv_bytes_end == wr.kv_bytes_end, "%s: KV bytes %lld/%lld/%lld, one stage %lld/%lld/%lld",
                       name, (long long)pr.kv_bytes_full, (long long)pr.kv_bytes_prefill, (long long)pr.kv_bytes_end,

@@ -294,7 +294,8 @@ static pid_t rank_pid(const char *needle, int rank) {
     snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
     struct dirent *e;
     while (found < 0 && (e = readdir(proc))) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9' || !read_proc(e->d_name, "cmdline", buf, sizeof buf, ' ')) continue;
+        if (e->d_name[0] < '0' || e->d_name[0] > '9' || !read_proc(e->d_name, "cmdline", buf, sizeof buf, ' '))
+            continue;
         if (!strstr(buf, needle) || !strstr(buf, "kvscope eval") || strstr(buf, "mpirun") || strstr(buf, "mpiexec"))
             continue;
         if (!read_proc(e->d_name, "environ", buf, sizeof buf, '\n')) continue;

@@ -156,7 +156,8 @@ static const char *sample_template(const ks_bench_config *bc, const ks_sample *s
 
 static ks_status check_opts(const eval_opts *o) {
     if (!(o->stage_timeout > 0))
-        return ks_fail(KS_ERR_ARG, "--stage_timeout %g: must be a positive number of seconds", (double)o->stage_timeout);
+        return ks_fail(KS_ERR_ARG, "--stage_timeout %g: must be a positive number of seconds",
+                       (double)o->stage_timeout);
     /* LOOM-Scope's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
      * on CPUs; a dtype the chosen backend does not compute in is refused rather than silently ignored. */
     const char *dt = !strncmp(o->torch_dtype, "torch.", 6) ? o->torch_dtype + 6 : o->torch_dtype;
