@@ -103,8 +103,15 @@ typedef enum ks_row_scores {
                                  are chosen, so that the prefill chunks do not change the reduction) */
 } ks_row_scores;
 
+/* What a method does to the cache, which orders the parts of a composition (--acceleration SnapKV+ThinK+KIVI):
+ * at most one SELECT part (token selection or layer budgets: which rows stay), then MERGE (values of the rows the
+ * selection drops are merged into kept rows before they go), then CHANNELS (key channels pruned), then QUANT (the
+ * kept rows stored in fewer bits). Alone, a MERGE, CHANNELS or QUANT method brings its own selection or none. */
+typedef enum ks_method_role { KS_ROLE_SELECT, KS_ROLE_MERGE, KS_ROLE_CHANNELS, KS_ROLE_QUANT } ks_method_role;
+
 typedef struct ks_method_ops {
     const char *name;     /* "SnapKV": the --acceleration value, matched case-insensitively */
+    ks_method_role role;  /* where it stands in a composition (0: SELECT) */
     const char *file;     /* "snapkv": configs/methods/<file>.yaml */
     const char *summary;  /* one line */
     const ks_knob *knobs; /* NULL-name-terminated; an empty table for FullKV */
@@ -141,6 +148,12 @@ typedef struct ks_method_ops {
      * ks_method_stage_state), and once the last stage has filled the rest, every other stage calls this to finish
      * its held layers as the whole model's values say. A single stage never calls it. NULL: layers independent. */
     ks_status (*finish_stage)(ks_method *m);
+    /* Optional (MERGE): right before a compaction of `layer` (at the prompt's end, or a decode-time eviction when
+     * `decode`), with the lists the compaction will keep (KV head h keeps rows keep[h * ld + i], i < n_keep[h]):
+     * the part may still change the rows that stay (CaM adds dropped rows' values to kept rows). m is the part's
+     * own instance, bound to the same store as the selection that compacts. */
+    ks_status (*before_compact)(ks_method *m, int layer, const int32_t *keep, const int32_t *n_keep, int ld,
+                                int decode);
 } ks_method_ops;
 
 /* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
