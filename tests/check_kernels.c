@@ -365,6 +365,25 @@ START_TEST(test_key_norms_and_compact) {
 }
 END_TEST
 
+/* ThinK's channel scores on a hand-worked case: two query heads over one KV head (GQA), two channels; query
+ * head 0's rows (1, 2), (3, 0) and the keys (1, 1), (3, 0): channel 0 = mean(1, 9) * mean(1, 9) = 25, channel 1 =
+ * mean(4, 0) * mean(1, 0) = 1; query head 1's rows (0, 1), (0, 1): channel 0 = 0, channel 1 = 1 * 0.5. A KV head
+ * with no rows scores 0. */
+START_TEST(test_channel_scores) {
+    const int H = 4, Hk = 2, d = 2, cap = 3, ld = 3, n_q = 2;
+    const float q[2][4][2] = {{{1, 2}, {0, 1}, {5, 5}, {5, 5}}, {{3, 0}, {0, 1}, {5, 5}, {5, 5}}};
+    float k[2 * 3 * 2] = {1, 1, 3, 0, 7, 7, 9, 9, 9, 9, 9, 9}; /* head 0 holds rows 0, 1 (row 2 is free capacity) */
+    int32_t len[2] = {2, 0};
+    float out[4 * 3];
+    ks_ref_channel_scores(out, ld, &q[0][0][0], n_q, k, len, cap, H, Hk, d);
+    const float want[4][2] = {{25, 1}, {0, 0.5f}, {0, 0}, {0, 0}};
+    for (int i = 0; i < H; i++)
+        for (int c = 0; c < d; c++)
+            ck_assert_msg(fabsf(out[i * ld + c] - want[i][c]) < 1e-6f, "head %d channel %d: %g, want %g", i, c,
+                          out[i * ld + c], want[i][c]);
+}
+END_TEST
+
 START_TEST(test_argmax) {
     float x[7] = {-1, 3, 2, 3, -5, 0, 1};
     ck_assert_int_eq(ks_ref_argmax(x, 7), 1); /* first of the tied maxima */
@@ -386,6 +405,7 @@ int main(void) {
     tcase_add_test(tc, test_window_scores);
     tcase_add_test(tc, test_attention_decode_probs);
     tcase_add_test(tc, test_key_norms_and_compact);
+    tcase_add_test(tc, test_channel_scores);
     tcase_add_test(tc, test_argmax);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

@@ -240,6 +240,34 @@ START_TEST(test_scores) {
 }
 END_TEST
 
+/* ThinK's channel scores against the reference on fresh random inputs: GQA groups, a head dim that is not a
+ * multiple of 32, a head holding no rows, query rows at a row stride wider than the heads (the fused q|k|v rows). */
+START_TEST(test_channel_scores) {
+    const int shapes[][5] = {{8, 2, 128, 700, 32}, {6, 3, 48, 67, 5}, {4, 4, 64, 16, 1}}; /* H, Hk, d, cap, n_q */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int H = shapes[s][0], Hk = shapes[s][1], d = shapes[s][2], cap = shapes[s][3], n_q = shapes[s][4];
+        const int ld = d + 5, ld_q = H * d + 2 * Hk * d;
+        float *k = malloc(sizeof(float) * Hk * cap * d), *q = malloc(sizeof(float) * n_q * ld_q);
+        float *q_dense = malloc(sizeof(float) * n_q * H * d);
+        fill(k, (size_t)Hk * cap * d, -3, 3), fill(q, (size_t)n_q * ld_q, -2, 2);
+        for (int r = 0; r < n_q; r++) memcpy(q_dense + (size_t)r * H * d, q + (size_t)r * ld_q, sizeof(float) * H * d);
+        int32_t len[8];
+        for (int g = 0; g < Hk; g++) len[g] = g == 1 ? 0 : cap - (int)(rnd() * cap / 2);
+        float *want = malloc(sizeof(float) * H * ld), *got = malloc(sizeof(float) * H * ld);
+        ks_ref_channel_scores(want, ld, q_dense, n_q, k, len, cap, H, Hk, d);
+        ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)n_q * ld_q);
+        int32_t *dlen = dev_ints(len, Hk);
+        float *dout = dev_alloc(sizeof(float) * H * ld);
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * H * ld));
+        CK_KS(ks_cuda_channel_scores(dout, ld, dq, ld_q, n_q, dk, dlen, H, Hk, d, cap, 0));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * H * ld, cudaMemcpyDeviceToHost));
+        expect_close(got, want, H, ld, NULL, d, 1e-6, 1e-4, "channel scores");
+        cudaFree(dk), cudaFree(dq), cudaFree(dlen), cudaFree(dout);
+        free(k), free(q), free(q_dense), free(want), free(got);
+    }
+}
+END_TEST
+
 START_TEST(test_key_norms_and_compact) {
     const int shapes[][3] = {{3, 64, 101}, {2, 128, 517}, {1, 16, 9}}; /* Hk, d, cap */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -1126,6 +1154,7 @@ int main(void) {
     TCase *tk = tcase_create("kernels"); /* CK_RUN_CASE=kernels: these alone (e.g. under compute-sanitizer) */
     tcase_set_timeout(tk, 300);
     tcase_add_test(tk, test_scores);
+    tcase_add_test(tk, test_channel_scores);
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
     tcase_add_test(tk, test_row_scores_fold);

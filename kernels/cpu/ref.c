@@ -205,6 +205,26 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
     }
 }
 
+void ks_ref_channel_scores(float *out, int ld, const float *q, int n_q, const float *k, const int32_t *len, int cap,
+                           int H, int Hk, int d) {
+    const int G = H / Hk;
+    for (int i = 0; i < H; i++) {
+        const int g = i / G;
+        for (int c = 0; c < d; c++) {
+            double qs = 0, ks = 0;
+            for (int r = 0; r < n_q; r++) {
+                double x = q[((size_t)r * H + i) * d + c];
+                qs += x * x;
+            }
+            for (int j = 0; j < len[g]; j++) {
+                double x = k[((size_t)g * cap + j) * d + c];
+                ks += x * x;
+            }
+            out[(size_t)i * ld + c] = n_q && len[g] ? (float)(qs / n_q * (ks / len[g])) : 0.0f;
+        }
+    }
+}
+
 void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d) {
     for (int g = 0; g < Hk; g++)
         for (int j = 0; j < len[g]; j++) {

@@ -87,6 +87,13 @@ void ks_ref_attention_decode_probs(float *out, int ld, const float *q, const flo
  * keep - tail - head of them plus the protected rows leaves out. G and ld serve ACCUMULATED only. */
 int ks_ref_evict_row(const ks_evict_args *a, int len, const float *p, float *scores, int G, int ld);
 
+/* ThinK's query-driven channel scores: out (H, ld >= d), row i for query head i of KV head g = i / (H / Hk): for
+ * channel c, the mean over the n_q query rows of q (n_q, H, d) of q[r, i, c]^2 times the mean over the len[g] key
+ * rows of k (Hk, cap, d) of k[g, j, c]^2 (0 when the head holds no rows): ||Q[:, c] K[:, c]^T||_F^2 over the
+ * rows' count product, the energy channel c carries into the logits. */
+void ks_ref_channel_scores(float *out, int ld, const float *q, int n_q, const float *k, const int32_t *len, int cap,
+                           int H, int Hk, int d);
+
 /* out (Hk, ld): the L2 norm of each of the len[g] valid key rows of k (Hk, cap, d). */
 void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, int cap, int Hk, int d);
 

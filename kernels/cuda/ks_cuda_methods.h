@@ -66,6 +66,11 @@ ks_status ks_cuda_scores(float *out, int64_t ld, double *summary, const ks_cuda_
 ks_status ks_cuda_scores_sm80(float *out, int64_t ld, double *summary, const ks_cuda_score_args *a, float *lse,
                               size_t lse_floats, cudaStream_t s);
 
+/* out (H, ld >= d) device fp32: ThinK's channel scores (ks_ref_channel_scores) of the n_q query rows q (row r at
+ * q + r ld_q, heads (H, d)) against rows j < lens[g] (device) of kc (Hk, cap, d). */
+ks_status ks_cuda_channel_scores(float *out, int64_t ld, const ks_bf16 *q, int64_t ld_q, int n_q, const ks_bf16 *kc,
+                                 const int32_t *lens, int H, int Hk, int d, int cap, cudaStream_t s);
+
 /* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
  * (an upper bound of lens). */
 ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int32_t *lens, int Hk, int d, int cap,

@@ -190,6 +190,21 @@ static ks_cuda_score_args score_args(const ks_backend *b, int layer, int q_row0)
                                 .scale = ks_cuda_attn_scale(c)};
 }
 
+/* Where a scoring op reads the chunk's query rows q_row0 .. q_row0 + n_q - 1 of `layer`: the live Q rows, or, in
+ * a deferred layer's work, the snapshot taken when the layer was handed over (chunk row r is its row r - row0). */
+static void query_rows(const ks_backend *b, int layer, int q_row0, int n_q, const ks_bf16 **q, int64_t *ld_q) {
+    if (!*deferred_mark(b, layer)) {
+        *q = b->qkv + (size_t)q_row0 * b->qkv_width;
+        *ld_q = b->qkv_width;
+        return;
+    }
+    const int slot = layer & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
+    KS_ASSERT(b->snap_slot[slot].layer == layer && q_row0 >= b->snap_slot[slot].row0 &&
+              q_row0 + n_q <= b->snap_slot[slot].row0 + b->snap_slot[slot].n);
+    *q = b->snap + ((size_t)slot * b->snap_rows + (q_row0 - b->snap_slot[slot].row0)) * qd;
+    *ld_q = qd;
+}
+
 static ks_status check_scratch(const ks_backend *b, const ks_cuda_score_args *a) {
     if (ks_cuda_scores_lse_floats(a) <= b->score_lse_floats) return KS_OK;
     return ks_fail(KS_ERR_UNSUPPORTED,
@@ -209,15 +224,9 @@ static ks_status enqueue_scores(ks_backend *b, int layer, const ks_window_args *
     KS_TRY(op_stream(b, layer, &s));
     *s_out = s;
     ks_cuda_score_args a = score_args(b, layer, w->q_row0);
-    if (*deferred_mark(b, layer)) { /* the snapshot: chunk row r is its row r - row0 */
-        const int slot = layer & 1, qd = b->cfg->n_heads * b->cfg->head_dim;
-        KS_ASSERT(b->snap_slot[slot].layer == layer && w->q_row0 >= b->snap_slot[slot].row0 &&
-                  w->q_row0 + w->n_q <= b->snap_slot[slot].row0 + b->snap_slot[slot].n);
-        a.q = b->snap + ((size_t)slot * b->snap_rows + (w->q_row0 - b->snap_slot[slot].row0)) * qd;
-        a.ld_q = qd;
-    } else if (b->lse_layer == layer && ks_window_lse_serves(b->lse_pos0, b->lse_n, w)) { /* same stream, after it */
-        a.lse_in = b->att_lse + (size_t)w->q_row0 * b->cfg->n_heads;
-    }
+    query_rows(b, layer, w->q_row0, w->n_q, &a.q, &a.ld_q);
+    if (!*deferred_mark(b, layer) && b->lse_layer == layer && ks_window_lse_serves(b->lse_pos0, b->lse_n, w))
+        a.lse_in = b->att_lse + (size_t)w->q_row0 * b->cfg->n_heads; /* same stream, after it */
     a.n_q = w->n_q, a.q_pos = w->q_pos0 + w->q_row0, a.n_keys = w->n_keys, a.softmax_chunk = w->softmax_chunk;
     a.stat = w->stat, a.gamma = w->gamma, a.reduce = w->reduce;
     a.sums = w->sums ? b->score_sums : NULL;
@@ -260,6 +269,24 @@ static ks_status cuda_attention_decode_probs(ks_kvstore *kv, int layer, int qpos
     KS_TRY(ks_cuda_scores(b->score_out, b->cap, NULL, &a, b->score_lse, b->score_lse_floats, b->stream));
     return scores_to_host(b, b->stream, out_rows(b, reduce), a.n_keys, len, out, ld, 0,
                           "decode attention probabilities");
+}
+
+static ks_status cuda_channel_scores(ks_kvstore *kv, int layer, int q_row0, int n_q, float *out, int ld) {
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(n_q > 0 && q_row0 >= 0 && q_row0 + n_q <= b->max_chunk && c->head_dim <= ld);
+    if (c->head_dim > b->cap)
+        return ks_fail(KS_ERR_UNSUPPORTED, "--device cuda: channel scores need a cache of at least head_dim (%d) rows "
+                       "per head; this one holds %d (raise the context length)", c->head_dim, b->cap);
+    const ks_bf16 *q;
+    int64_t ld_q;
+    query_rows(b, layer, q_row0, n_q, &q, &ld_q);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    KS_TRY(ks_cuda_channel_scores(b->score_out, b->cap, q, ld_q, n_q, ks_cuda_layer_k(b, layer),
+                                  ks_cuda_layer_heads(b, b->lens, layer), c->n_heads, c->n_kv_heads, c->head_dim,
+                                  ks_kvcache_stride(&b->cache, layer), s));
+    return scores_to_host(b, s, group_size(b), c->head_dim, NULL, out, ld, 0, "channel scores");
 }
 
 static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
@@ -488,6 +515,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .cache = cuda_cache,
     .window_scores = cuda_window_scores,
     .attention_decode_probs = cuda_attention_decode_probs,
+    .channel_scores = cuda_channel_scores,
     .key_norms = cuda_key_norms,
     .kv_compact = cuda_kv_compact,
     .decode_evict = cuda_decode_evict,

@@ -55,6 +55,10 @@ struct ks_kvstore_ops {
      * out (Hk, ld) host; (H, ld) for KS_GQA_NONE. */
     ks_status (*attention_decode_probs)(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out,
                                         int ld);
+    /* out (H, ld >= d) host: ThinK's channel scores of `layer` (ks_ref_channel_scores): the chunk's query rows
+     * q_row0 .. q_row0 + n_q - 1 (n_q > 0; read as window_scores reads them, so also in a deferred layer's work)
+     * against every row each KV head holds. */
+    ks_status (*channel_scores)(ks_kvstore *kv, int layer, int q_row0, int n_q, float *out, int ld);
     /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */
     ks_status (*key_norms)(ks_kvstore *kv, int layer, float *out, int ld);
     /* Physical compaction of `layer`: head h keeps its rows keep[h * ld + i], i < n_keep[h] (host arrays,

@@ -68,6 +68,16 @@ static ks_status cpu_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
     return KS_OK;
 }
 
+static ks_status cpu_channel_scores(ks_kvstore *kv, int layer, int q_row0, int n_q, float *out, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    KS_ASSERT(n_q > 0 && q_row0 >= 0 && q_row0 + n_q <= s->p.max_chunk && ld >= c->head_dim);
+    ks_ref_channel_scores(out, ld, s->p.q + (size_t)q_row0 * s->p.n_heads * c->head_dim, n_q, ks_kvcache_k(c, layer),
+                          ks_kvcache_len(c, layer), ks_kvcache_stride(c, layer), s->p.n_heads, c->n_kv_heads,
+                          c->head_dim);
+    return KS_OK;
+}
+
 static ks_status cpu_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
@@ -151,6 +161,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .cache = cpu_cache,
     .window_scores = cpu_window_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
+    .channel_scores = cpu_channel_scores,
     .key_norms = cpu_key_norms,
     .kv_compact = cpu_kv_compact,
     .decode_evict = cpu_decode_evict,
