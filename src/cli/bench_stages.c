@@ -50,7 +50,7 @@ static ks_status bytes_sent(ks_stages *sg, ks_pipeline_meter *mt, double *sum) {
     return KS_OK;
 }
 
-/* Phases 2: the pipelined prefill and decode, driven by stage 0, with the bytes each sent. */
+/* Phase 2: the pipelined prefill and decode, driven by stage 0, with the bytes each sent. */
 static ks_status pipelined(ks_stages *sg, ks_pipeline *p, ks_pipeline_meter *mt, const bench_opts *o, int L,
                            const int32_t *ids, length_result *r) {
     const int lead = sg->layout.stage == 0, reps = bench_reps(o, L);
