@@ -54,8 +54,9 @@ ks_status bench_check_logits(ks_forward *f, float *logits);
 /* Prefill runs at length L: o->repeat up to 32K, one beyond. */
 int bench_reps(const bench_opts *o, int L);
 
-/* This rank's stage of a --gp_num k > 1 run at length L (every rank calls it): m holds the stage's layer range;
- * r filled on stage 0 (busy times, bubble, bytes and memory of every stage). */
+/* This rank's stage of a --gp_num k > 1 run at length L (every rank calls it): m holds the stage's layer range.
+ * r: every stage's busy time, idle time, bytes and memory on every rank; prefill_s and decode_ms on stage 0, which
+ * drives (the caller fills kv_bytes). */
 ks_status bench_stage_length(const ks_model *m, ks_stages *sg, const bench_opts *o, int L, const int32_t *ids,
                              float *logits, length_result *r);
 

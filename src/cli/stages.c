@@ -31,9 +31,13 @@ ks_status ks_stage_devices_parse(const ks_opt_strings *w, ks_stage_devices *d) {
     return KS_OK;
 }
 
-/* The stage's layers: the model's balanced over the instance's stages by weight elements, the embedding counted
- * on stage 0 and the final norm and LM head on the last. */
+/* The stage's layers: every layer for one stage; else the model's balanced over the instance's stages by weight
+ * elements, the embedding counted on stage 0 and the final norm and LM head on the last. */
 static ks_status split_layers(ks_stages *s, const ks_model_config *cfg, const char *what) {
+    if (s->layout.n_stages == 1) {
+        s->bounds[0] = s->first_layer = 0, s->bounds[1] = s->last_layer = cfg->n_layers;
+        return KS_OK;
+    }
     if (cfg->n_layers > KS_METHOD_MAX_LAYERS)
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; at most %d", what, cfg->n_layers, KS_METHOD_MAX_LAYERS);
     int64_t per_layer, embed, head, layer_elems[KS_METHOD_MAX_LAYERS];
