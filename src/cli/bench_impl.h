@@ -1,6 +1,6 @@
-/* bench_impl.h — what the two halves of `kvscope bench` share: cmd_bench.c (options, set-up, one rank, the
- * table and JSON) and bench_stages.c (`--gp_num k`: one model instance pipelined over k ranks). Internal to
- * src/cli. */
+/* bench_impl.h — what the parts of `kvscope bench` share: cmd_bench.c (options, set-up, one rank, the table and
+ * JSON), bench_methods.c (--acceleration) and bench_stages.c (`--gp_num k`: one model instance pipelined over k
+ * ranks). Internal to src/cli. */
 #ifndef KS_CLI_BENCH_IMPL_H
 #define KS_CLI_BENCH_IMPL_H
 
@@ -11,6 +11,9 @@
 #include "engine/pipeline.h"
 #include "engine/pipeline_meter.h"
 #include "ks_mpi.h"
+
+#define MAX_LENGTHS 32 /* --lengths */
+#define MAX_METHODS 16 /* --acceleration */
 
 typedef struct bench_opts {
     int chunk, steps, repeat;
@@ -40,6 +43,7 @@ typedef struct bench_drive {
 } bench_drive;
 
 double bench_now_s(void);
+double bench_gib(size_t bytes);
 
 /* A prompt of n tokens from an empty cache, timed `reps` times; the median into *median_s. */
 ks_status bench_time_prefill(const bench_drive *d, const int32_t *ids, int n, int reps, double *median_s,
@@ -59,5 +63,22 @@ int bench_reps(const bench_opts *o, int L);
  * drives (the caller fills kv_bytes). */
 ks_status bench_stage_length(const ks_model *m, ks_stages *sg, const bench_opts *o, int L, const int32_t *ids,
                              float *logits, length_result *r);
+
+/* One --acceleration entry: the method's name and its options (the global --method_opt ones first, then the
+ * entry's own), pointing into `text` or argv. */
+typedef struct method_spec {
+    char text[256]; /* the entry with ':' replaced by NULs */
+    const char *label, *name;
+    const char *opts[KS_OPT_STRINGS_MAX];
+    int n_opts;
+} method_spec;
+
+/* s = entry `NAME[:key=value...]` with the --method_opt knobs `global` first; the method is created once to
+ * check it before any GPU time is spent. */
+ks_status bench_parse_method(const char *entry, const ks_opt_strings *global, method_spec *s);
+
+/* The --acceleration run on one GPU: the table on stdout, the rows as JSON at `out` (NULL: none). */
+ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
+                        float *logits, const method_spec *specs, int n, const char *gpu, const char *out);
 
 #endif

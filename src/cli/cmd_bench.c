@@ -5,8 +5,9 @@
  * alone in TFLOP/s. Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
  * puts side by side with PyTorch + transformers and the physical floor.
  *
- * With --acceleration (KV methods, methods/method.h; repeatable, each `NAME` or `NAME:key=value:...`, plus
- * --method_opt for all of them) each length instead runs FullKV and then every method, each on its own forward
+ * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
+ * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every
+ * method, each on its own forward
  * instance with the full cache: prefill seconds and their increase over FullKV's, the seconds spent in the
  * method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head),
  * decode ms/token on the compressed cache and device memory in use; then each method whose cache
@@ -30,11 +31,7 @@
 #include "cli/options.h"
 #include "cli/stages.h"
 #include "core/log.h"
-#include "methods/method.h"
 #include "speed/speed_model.h"
-
-#define MAX_LENGTHS 32
-#define MAX_METHODS 16
 
 double bench_now_s(void) {
     struct timespec ts;
@@ -42,7 +39,7 @@ double bench_now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+double bench_gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -152,158 +149,6 @@ static ks_status bench_length(const ks_model *m, const bench_opts *o, int L, int
     r->kv_bytes = kv_bytes(&m->cfg, 0, m->cfg.n_layers, max_ctx);
 done:
     ks_forward_free(&f);
-    return st;
-}
-
-/* ---- KV methods (--acceleration) ------------------------------------------------------------------------- */
-
-/* One --acceleration entry: the method's name and its options (the global --method_opt ones first, then the
- * entry's own), pointing into `text` or argv. */
-typedef struct method_spec {
-    char text[256]; /* the entry with ':' replaced by NULs */
-    const char *label, *name;
-    const char *opts[KS_OPT_STRINGS_MAX];
-    int n_opts;
-} method_spec;
-
-/* What one method measured at one length. */
-typedef struct method_result {
-    double prefill_s, method_s, decode_ms;
-    int64_t kv_bytes;  /* bf16 K and V of the rows held after prefill, every layer */
-    int kv_rows;       /* rows per layer and KV head the cache was sized for (max_ctx: the full cache) */
-    size_t peak_bytes; /* device memory the instance held after its run, beyond what was in use before it */
-} method_result;
-
-static ks_status parse_method(const char *entry, const ks_opt_strings *global, method_spec *s) {
-    if (strlen(entry) >= sizeof s->text)
-        return ks_fail(KS_ERR_ARG, "--acceleration '%.40s...': longer than %zu characters", entry, sizeof s->text - 1);
-    strcpy(s->text, entry);
-    s->label = entry, s->name = s->text, s->n_opts = 0;
-    for (int i = 0; i < global->n; i++) s->opts[s->n_opts++] = global->v[i];
-    for (char *p = strchr(s->text, ':'); p; p = strchr(p + 1, ':')) {
-        *p = '\0';
-        if (s->n_opts == KS_OPT_STRINGS_MAX)
-            return ks_fail(KS_ERR_ARG, "--acceleration '%s': more than %d options", entry, KS_OPT_STRINGS_MAX);
-        s->opts[s->n_opts++] = p + 1;
-    }
-    ks_method *m; /* validated now, before any GPU time is spent */
-    KS_TRY(ks_method_create(&m, s->name, NULL, s->opts, s->n_opts));
-    ks_method_free(m);
-    return KS_OK;
-}
-
-
-/* One method `meth` (borrowed; spec NULL and meth NULL: FullKV) on its own forward instance built with fp, r filled
- * and its table row printed; full: FullKV's result at this length (NULL: r is FullKV's). One untimed chunk first
- * builds the instance's GEMM plans and sets the kernels' attributes. */
-static ks_status bench_one(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                           const method_spec *spec, ks_method *meth, const ks_forward_params *fp,
-                           const method_result *full, method_result *r) {
-    ks_forward f = {0};
-    int32_t next;
-    size_t free0, free2;
-    ks_status st;
-    KS_TRY(ks_speed_device(NULL, 0, NULL, NULL, &free0));
-    KS_TRY_GOTO(st, ks_speed_forward(&f, m, meth, fp, o->seed), done);
-    bench_drive d = {.f = &f};
-    KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done);
-    KS_TRY_GOTO(st, bench_time_prefill(&d, ids, L, bench_reps(o, L), &r->prefill_s, &next), done);
-    r->method_s = f.method_s;
-    r->kv_bytes = ks_kvcache_bytes(f.ops->kvcache(f.be)); /* K and V rows held, bf16 */
-    r->kv_rows = f.kv_rows;
-    KS_TRY_GOTO(st, bench_time_decode(&d, next, o->steps, &r->decode_ms), done);
-    KS_TRY_GOTO(st, bench_check_logits(&f, logits), done);
-    KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free2), done);
-    r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
-    double rows = (double)r->kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
-    char cache[48] = "full";
-    if (f.kv_rows < f.max_ctx) snprintf(cache, sizeof cache, "budget: %d rows", f.kv_rows);
-    printf("| %dK | %s | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f | %.1f |\n", L / 1024,
-           spec ? spec->label : "FullKV", cache, r->prefill_s,
-           100.0 * (r->prefill_s / (full ? full : r)->prefill_s - 1.0), r->method_s, (double)r->kv_bytes / (1 << 20),
-           rows, r->decode_ms, gib(r->peak_bytes));
-    fflush(stdout);
-done:
-    ks_forward_free(&f);
-    return st;
-}
-
-/* The method of `spec` (NULL: FullKV) at length L with the cache mode `cache` into *out; KS_CACHE_AUTO runs only
- * where it sizes the cache to the method's budget (out->kv_rows stays 0 otherwise). */
-static ks_status bench_spec(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                            const method_spec *spec, ks_forward_cache cache, const method_result *full,
-                            method_result *out) {
-    const ks_forward_params fp = {.max_ctx = L + o->steps + 3, .max_new = o->steps + 3, .chunk = o->chunk,
-                                  .cache = cache};
-    ks_method *meth = NULL;
-    *out = (method_result){0};
-    if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
-    ks_backend_params bp;
-    ks_status st = ks_forward_backend_params(m, meth, &fp, &bp);
-    if (st == KS_OK && (cache != KS_CACHE_AUTO || bp.kv_rows < bp.max_ctx))
-        st = bench_one(m, o, L, ids, logits, spec, meth, &fp, full, out);
-    ks_method_free(meth);
-    return st;
-}
-
-/* At length L: FullKV (r[0]) and then each method (r[1..n]) with the full cache; then each method whose cache
- * KS_CACHE_AUTO sizes to its budget (rb[i - 1].kv_rows > 0) with that cache. */
-static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                                      const method_spec *specs, int n, method_result *r, method_result *rb) {
-    KS_TRY(bench_spec(m, o, L, ids, logits, NULL, KS_CACHE_FULL, NULL, &r[0]));
-    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_FULL, &r[0], &r[i + 1]));
-    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_AUTO, &r[0], &rb[i]));
-    return KS_OK;
-}
-
-static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "length", L);
-    cJSON_AddStringToObject(o, "method", label);
-    cJSON_AddNumberToObject(o, "prefill_s", r->prefill_s);
-    cJSON_AddNumberToObject(o, "prefill_vs_fullkv", r->prefill_s / full->prefill_s - 1.0);
-    cJSON_AddNumberToObject(o, "method_s", r->method_s);
-    cJSON_AddNumberToObject(o, "kv_bytes_prefill", (double)r->kv_bytes);
-    cJSON_AddNumberToObject(o, "decode_ms", r->decode_ms);
-    cJSON_AddStringToObject(o, "kv_cache", r->kv_rows < L ? "budget" : "full");
-    cJSON_AddNumberToObject(o, "kv_rows", r->kv_rows);
-    cJSON_AddNumberToObject(o, "peak_bytes", (double)r->peak_bytes);
-    return o;
-}
-
-/* The --acceleration run: the table on stdout, and the rows as JSON at `out` (may be NULL). */
-static ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
-                               float *logits, const method_spec *specs, int n, const char *gpu, const char *out) {
-    printf("| context | method | KV cache | prefill (s) | vs FullKV | method hooks (s) | KV after prefill (MiB) | rows "
-           "per layer and KV head | decode (ms/tok) | device memory (GiB) |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    cJSON *rows = cJSON_CreateArray();
-    ks_status st = KS_OK;
-    for (int li = 0; li < nl && st == KS_OK; li++) {
-        method_result r[MAX_METHODS + 1], rb[MAX_METHODS];
-        st = bench_methods_length(m, o, lengths[li], ids, logits, specs, n, r, rb);
-        if (st != KS_OK) break;
-        for (int i = 0; i <= n; i++)
-            cJSON_AddItemToArray(rows, method_json(lengths[li], i ? specs[i - 1].label : "FullKV", &r[i], &r[0]));
-        for (int i = 0; i < n; i++)
-            if (rb[i].kv_rows) cJSON_AddItemToArray(rows, method_json(lengths[li], specs[i].label, &rb[i], &r[0]));
-    }
-    if (st == KS_OK && out) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "tool", "kvscope bench --acceleration");
-        cJSON_AddStringToObject(j, "gpu", gpu);
-        cJSON_AddStringToObject(j, "model", m->source);
-        cJSON_AddNumberToObject(j, "chunk", o->chunk);
-        cJSON_AddItemToObject(j, "methods", rows);
-        rows = NULL;
-        char *text = cJSON_Print(j);
-        cJSON_Delete(j);
-        FILE *fp = text ? fopen(out, "w") : NULL;
-        int ok = fp && fputs(text, fp) >= 0;
-        if (fp && fclose(fp)) ok = 0;
-        free(text);
-        if (!ok) st = ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", out);
-    }
-    cJSON_Delete(rows);
     return st;
 }
 
@@ -494,13 +339,13 @@ static ks_status check_fits(const bench_job *j, const bench_args *a, size_t tota
         return ks_fail(KS_ERR_NOMEM, "%s does not fit one GPU: its bf16 weights (%.1f GiB) and the KV cache of %d "
                                      "tokens (--lengths %d: %.1f GiB) need %.1f GiB, more than the GPU's %.1f GiB; "
                                      "split its layers over GPUs: mpirun -np %d kvscope bench --gp_num %d (or "
-                                     "shorter --lengths)", j->m.source, gib(w), rows, a->longest, gib(kv),
-                       gib(w + kv), gib(total), need, need);
+                                     "shorter --lengths)", j->m.source, bench_gib(w), rows, a->longest, bench_gib(kv),
+                       bench_gib(w + kv), bench_gib(total), need, need);
     return ks_fail(KS_ERR_NOMEM, "%s, stage %d of %d (layers [%d, %d)): its bf16 weights (%.1f GiB) and the KV "
                                  "cache of %d tokens (--lengths %d: %.1f GiB) need %.1f GiB, more than its GPU's "
                                  "%.1f GiB; use more stages (mpirun -np %d kvscope bench --gp_num %d) or shorter "
-                                 "--lengths", j->m.source, j->sg.layout.stage, k, first, last, gib(w), rows,
-                   a->longest, gib(kv), gib(w + kv), gib(total), need, need);
+                                 "--lengths", j->m.source, j->sg.layout.stage, k, first, last, bench_gib(w), rows,
+                   a->longest, bench_gib(kv), bench_gib(w + kv), bench_gib(total), need, need);
 }
 
 /* Step 3, every rank: its GPU, the prefill chunk (stage 0's: every stage must plan the same chunks), whether
@@ -545,7 +390,7 @@ static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_arg
     size_t total;
     KS_TRY(ks_speed_device(NULL, 0, NULL, &total, NULL));
     ks_log_info("bench: %s on %s (%.0f GiB), %d layers, hidden %d, heads %d/%d x %d, prefill chunk %d",
-                j->m.source, j->gpu, gib(total), c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim,
+                j->m.source, j->gpu, bench_gib(total), c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim,
                 o->chunk);
     printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | peak (GiB) | budget: weights + KV + 4 GiB |"
            " allocated after init |\n|---|---|---|---|---|---|---|\n");
@@ -555,10 +400,10 @@ static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_arg
         memset(&res[i], 0, sizeof res[i]);
         KS_TRY(bench_length(&j->m, o, a->lengths[i], j->ids, j->logits, &res[i]));
         const length_result *r = &res[i];
-        double budget = gib(wbytes + r->kv_bytes) + 4.0;
+        double budget = bench_gib(wbytes + r->kv_bytes) + 4.0;
         printf("| %dK | %.3f | %.0f | %.2f | %.1f | %.1f %s | %.0f MiB |\n", r->length / 1024, r->prefill_s,
-               r->length / r->prefill_s, r->decode_ms, gib(r->peak_bytes), budget,
-               gib(r->peak_bytes) <= budget ? "ok" : "OVER", (double)r->late_bytes / (1 << 20));
+               r->length / r->prefill_s, r->decode_ms, bench_gib(r->peak_bytes), budget,
+               bench_gib(r->peak_bytes) <= budget ? "ok" : "OVER", (double)r->late_bytes / (1 << 20));
         fflush(stdout);
     }
     double tflops[MAX_LENGTHS];
@@ -688,7 +533,7 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     for (int i = 0; i < a.nl; i++) a.longest = a.lengths[i] > a.longest ? a.lengths[i] : a.longest;
     if (method_opts.n && !accel.n) return ks_fail(KS_ERR_ARG, "--method_opt needs an --acceleration method");
     if (accel.n > MAX_METHODS) return ks_fail(KS_ERR_ARG, "--acceleration: at most %d methods", MAX_METHODS);
-    for (int i = 0; i < accel.n; i++) KS_TRY(parse_method(accel.v[i], &method_opts, &a.specs[i]));
+    for (int i = 0; i < accel.n; i++) KS_TRY(bench_parse_method(accel.v[i], &method_opts, &a.specs[i]));
     a.n_specs = accel.n;
     KS_TRY(parse_gp_num(&a));
     a.o = (bench_opts){.chunk = chunk, .steps = steps, .repeat = repeat, .seed = (uint64_t)seed};
