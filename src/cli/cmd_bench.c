@@ -6,14 +6,13 @@
  * puts side by side with PyTorch + transformers and the physical floor.
  *
  * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
- * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every
- * method, each on its own forward
- * instance with the full cache: prefill seconds and their increase over FullKV's, the seconds spent in the
- * method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head),
- * decode ms/token on the compressed cache and device memory in use; then each method whose cache
- * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose
- * device memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance
- * per method costs its allocation and one untimed warm-up chunk, not a weight upload.
+ * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every method,
+ * each on its own forward instance with the full cache: prefill seconds and their increase over FullKV's, the
+ * seconds spent in the method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer
+ * and KV head), decode ms/token on the compressed cache and device memory in use; then each method whose cache
+ * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose device
+ * memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance per method
+ * costs its allocation and one untimed warm-up chunk, not a weight upload.
  *
  * With --gp_num k under `mpirun -np k` the model is one instance pipelined over k ranks, each holding the layers
  * `kvscope eval --gp_num k` would give its stage (bench_stages.c); the table adds the pipeline's bubble (each
