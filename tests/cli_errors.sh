@@ -66,6 +66,14 @@ expect gp_num_ranks "--gp_num 2: the job's 1 rank cannot form whole model instan
 expect gp_num_layers "--gp_num 64: the model has 30 layers" "${EV[@]}" --gp_num 64
 expect stage_timeout "--stage_timeout 0: must be a positive" "${EV[@]}" --stage_timeout 0
 expect device_words "--device gpu0: use cpu, cuda, or GPU indices" "${EV[@]}" --device gpu0
+# kvscope bench --gp_num k: one instance over k ranks (mpirun -np k); what it refuses before touching a GPU.
+expect bench_gp_num_share "--gp_num 1/2: kvscope bench measures one model instance" "$KV" bench --gp_num 1/2
+expect bench_gp_num_ranks "--gp_num 2 with 1 rank \\(mpirun -np 1\\).*mpirun -np 2 kvscope bench --gp_num 2" "$KV" bench --gp_num 2
+expect bench_gp_num_methods "--acceleration with --gp_num 2: .*one GPU" "$KV" bench --gp_num 2 --acceleration SnapKV
+# Without a GPU: a build without the cuda backend says so, a build with it says there is no GPU.
+if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+  expect bench_no_gpu "this kvscope build has no CUDA backend|measures the GPU, but this machine has no usable GPU" "$KV" bench --lengths 4096
+fi
 expect bad_cfg_key "nonsense_key" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/bad_cfg.yaml" --output "$T/p.jsonl"
 printf 'benchmark_name: RULER\ntask_names: [vt\n' >"$T/broken_cfg.yaml"
 expect broken_cfg_yaml "broken_cfg\.yaml.*YAML syntax" "$KV" prepare --model_path "$SMOL" --cfg_path "$T/broken_cfg.yaml" --output "$T/p.jsonl"

@@ -5,14 +5,19 @@
  * alone in TFLOP/s. Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
  * puts side by side with PyTorch + transformers and the physical floor.
  *
- * With --acceleration (KV methods, methods/method.h; repeatable, each `NAME` or `NAME:key=value:...`, plus
- * --method_opt for all of them) each length instead runs FullKV and then every method, each on its own forward
- * instance with the full cache: prefill seconds and their increase over FullKV's, the seconds spent in the
- * method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer and KV head),
- * decode ms/token on the compressed cache and device memory in use; then each method whose cache
- * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose
- * device memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance
- * per method costs its allocation and one untimed warm-up chunk, not a weight upload. */
+ * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
+ * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every method,
+ * each on its own forward instance with the full cache: prefill seconds and their increase over FullKV's, the
+ * seconds spent in the method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer
+ * and KV head), decode ms/token on the compressed cache and device memory in use; then each method whose cache
+ * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose device
+ * memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance per method
+ * costs its allocation and one untimed warm-up chunk, not a weight upload.
+ *
+ * With --gp_num k under `mpirun -np k` the model is one instance pipelined over k ranks, each holding the layers
+ * `kvscope eval --gp_num k` would give its stage (bench_stages.c); the table adds the pipeline's bubble (each
+ * stage's idle time against its layers alone), the residual-row bytes sent between stages per token and the
+ * device memory of every rank. --acceleration measures one GPU and is refused with --gp_num k > 1. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -20,36 +25,20 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/bench_impl.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/stages.h"
 #include "core/log.h"
-#include "methods/method.h"
 #include "speed/speed_model.h"
 
-#define MAX_LENGTHS 32
-#define MAX_METHODS 16
-
-typedef struct bench_opts {
-    int chunk, steps, repeat;
-    uint64_t seed;
-} bench_opts;
-
-/* What one context length measured. */
-typedef struct length_result {
-    int length;
-    double prefill_s, decode_ms;
-    size_t peak_bytes;       /* device memory in use at the end of the run, beyond what was in use before */
-    size_t late_bytes;       /* of which allocated after the backend's init (should be ~0) */
-    size_t kv_bytes;         /* the full KV cache of the run (prompt + decode steps), bf16 */
-} length_result;
-
-static double now_s(void) {
+double bench_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+double bench_gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -72,42 +61,62 @@ static ks_status parse_lengths(const char *s, const char *opt, int *out, int *n)
     return KS_OK;
 }
 
-/* Parameters in bf16, as PyTorch counts them (norms included): the "weights" term of the memory budget. */
-static size_t weight_bytes(const ks_model_config *c) {
+/* Parameters in bf16 of layers [first, last), as PyTorch counts them (norms included), with the embedding where
+ * layer 0 is held and the final norm and LM head where the last layer is (tied: the embedding, held once): the
+ * "weights" term of the memory budget. */
+static size_t weight_bytes(const ks_model_config *c, int first, int last) {
     size_t D = c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t layer = D * (qd + 2 * kvd) + qd * D + 3 * D * c->ffn + 2 * D;
     if (c->attn_bias) layer += qd + 2 * kvd;
     if (c->o_bias) layer += D;
-    return 2 * ((size_t)c->n_layers * layer + (size_t)c->vocab * D * (c->tie_embeddings ? 1 : 2) + D);
+    const int head = last == c->n_layers;
+    size_t n = (size_t)(last - first) * layer;
+    if (first == 0 || (head && c->tie_embeddings)) n += (size_t)c->vocab * D;
+    if (head) n += D + (c->tie_embeddings ? 0 : (size_t)c->vocab * D);
+    return 2 * n;
 }
 
-static size_t kv_bytes(const ks_model_config *c, int rows) {
-    return (size_t)c->n_layers * 2 * c->n_kv_heads * rows * c->head_dim * 2;
+/* The bf16 K and V of `rows` positions in layers [first, last). */
+static size_t kv_bytes(const ks_model_config *c, int first, int last, int rows) {
+    return (size_t)(last - first) * 2 * c->n_kv_heads * rows * c->head_dim * 2;
 }
 
-/* Prefill of `ids` (n tokens), timed `reps` times from an empty cache; the median. */
-static ks_status time_prefill(ks_forward *f, const int32_t *ids, int n, int reps, double *median, int32_t *next) {
+int bench_reps(const bench_opts *o, int L) { return L <= 32768 ? o->repeat : 1; }
+
+static ks_status drive_prefill(const bench_drive *d, const int32_t *ids, int n, int32_t *next) {
+    if (d->p) return ks_pipeline_prefill(d->p, ids, n, next); /* a new sequence on every stage */
+    ks_forward_reset(d->f);
+    return ks_forward_prefill(d->f, ids, n, NULL, next);
+}
+
+static ks_status drive_decode(const bench_drive *d, int32_t token, int32_t *next) {
+    return d->p ? ks_pipeline_decode(d->p, token, next) : ks_forward_decode(d->f, token, NULL, next);
+}
+
+ks_status bench_time_prefill(const bench_drive *d, const int32_t *ids, int n, int reps, double *median_s,
+                             int32_t *next) {
     double t[16];
     KS_ASSERT(reps > 0 && reps <= 16);
     for (int r = 0; r < reps; r++) {
-        ks_forward_reset(f);
-        double t0 = now_s();
-        KS_TRY(ks_forward_prefill(f, ids, n, NULL, next)); /* ends with argmax: synchronised */
-        t[r] = now_s() - t0;
+        double t0 = bench_now_s();
+        KS_TRY(drive_prefill(d, ids, n, next)); /* ends with the token on stage 0: synchronised */
+        t[r] = bench_now_s() - t0;
     }
     qsort(t, reps, sizeof *t, cmp_double);
-    *median = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    *median_s = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
     return KS_OK;
 }
 
-/* Two untimed steps (the first runs eagerly, the second is captured as a graph), `steps` timed replays, then
- * one more step whose logits must be finite (a broken kernel shows up as NaN, not only as a time). */
-static ks_status time_decode(ks_forward *f, int32_t next, int steps, float *logits, double *ms) {
-    for (int i = 0; i < 2; i++) KS_TRY(ks_forward_decode(f, next, NULL, &next));
-    double t0 = now_s();
-    for (int i = 0; i < steps; i++) KS_TRY(ks_forward_decode(f, next, NULL, &next)); /* each ends synchronised */
-    *ms = (now_s() - t0) * 1e3 / steps;
-    KS_TRY(ks_forward_decode(f, next, logits, &next));
+ks_status bench_time_decode(const bench_drive *d, int32_t next, int steps, double *ms) {
+    for (int i = 0; i < 2; i++) KS_TRY(drive_decode(d, next, &next));
+    double t0 = bench_now_s();
+    for (int i = 0; i < steps; i++) KS_TRY(drive_decode(d, next, &next)); /* each ends synchronised */
+    *ms = (bench_now_s() - t0) * 1e3 / steps;
+    return drive_decode(d, next, &next);
+}
+
+ks_status bench_check_logits(ks_forward *f, float *logits) {
+    KS_TRY(f->ops->logits_read(f->be, 1, logits));
     for (int i = 0; i < f->m->cfg.vocab; i++)
         if (!isfinite(logits[i]))
             return ks_fail(KS_ERR_DEVICE, "bench: logit %d of the decode step at position %d is %g (a broken kernel?)",
@@ -126,167 +135,19 @@ static ks_status bench_length(const ks_model *m, const bench_opts *o, int L, int
     KS_TRY_GOTO(st, ks_speed_forward(&f, m, NULL, &fp, o->seed), done);
     KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free1), done);
     int32_t next;
+    bench_drive d = {.f = &f};
     /* warm-up: one chunk builds the GEMM plans and sets the kernels' attributes */
     KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done);
-    KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
-    KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r->decode_ms), done);
+    KS_TRY_GOTO(st, bench_time_prefill(&d, ids, L, bench_reps(o, L), &r->prefill_s, &next), done);
+    KS_TRY_GOTO(st, bench_time_decode(&d, next, o->steps, &r->decode_ms), done);
+    KS_TRY_GOTO(st, bench_check_logits(&f, logits), done);
     KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free2), done);
     r->length = L;
     r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
     r->late_bytes = free1 > free2 ? free1 - free2 : 0;
-    r->kv_bytes = kv_bytes(&m->cfg, max_ctx);
+    r->kv_bytes = kv_bytes(&m->cfg, 0, m->cfg.n_layers, max_ctx);
 done:
     ks_forward_free(&f);
-    return st;
-}
-
-/* ---- KV methods (--acceleration) ------------------------------------------------------------------------- */
-
-/* One --acceleration entry: the method's name and its options (the global --method_opt ones first, then the
- * entry's own), pointing into `text` or argv. */
-typedef struct method_spec {
-    char text[256]; /* the entry with ':' replaced by NULs */
-    const char *label, *name;
-    const char *opts[KS_OPT_STRINGS_MAX];
-    int n_opts;
-} method_spec;
-
-/* What one method measured at one length. */
-typedef struct method_result {
-    double prefill_s, method_s, decode_ms;
-    int64_t kv_bytes;  /* bf16 K and V of the rows held after prefill, every layer */
-    int kv_rows;       /* rows per layer and KV head the cache was sized for (max_ctx: the full cache) */
-    size_t peak_bytes; /* device memory the instance held after its run, beyond what was in use before it */
-} method_result;
-
-static ks_status parse_method(const char *entry, const ks_opt_strings *global, method_spec *s) {
-    if (strlen(entry) >= sizeof s->text)
-        return ks_fail(KS_ERR_ARG, "--acceleration '%.40s...': longer than %zu characters", entry, sizeof s->text - 1);
-    strcpy(s->text, entry);
-    s->label = entry, s->name = s->text, s->n_opts = 0;
-    for (int i = 0; i < global->n; i++) s->opts[s->n_opts++] = global->v[i];
-    for (char *p = strchr(s->text, ':'); p; p = strchr(p + 1, ':')) {
-        *p = '\0';
-        if (s->n_opts == KS_OPT_STRINGS_MAX)
-            return ks_fail(KS_ERR_ARG, "--acceleration '%s': more than %d options", entry, KS_OPT_STRINGS_MAX);
-        s->opts[s->n_opts++] = p + 1;
-    }
-    ks_method *m; /* validated now, before any GPU time is spent */
-    KS_TRY(ks_method_create(&m, s->name, NULL, s->opts, s->n_opts));
-    ks_method_free(m);
-    return KS_OK;
-}
-
-
-/* One method `meth` (borrowed; spec NULL and meth NULL: FullKV) on its own forward instance built with fp, r filled
- * and its table row printed; full: FullKV's result at this length (NULL: r is FullKV's). One untimed chunk first
- * builds the instance's GEMM plans and sets the kernels' attributes. */
-static ks_status bench_one(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                           const method_spec *spec, ks_method *meth, const ks_forward_params *fp,
-                           const method_result *full, method_result *r) {
-    ks_forward f = {0};
-    int32_t next;
-    size_t free0, free2;
-    ks_status st;
-    KS_TRY(ks_speed_device(NULL, 0, NULL, NULL, &free0));
-    KS_TRY_GOTO(st, ks_speed_forward(&f, m, meth, fp, o->seed), done);
-    KS_TRY_GOTO(st, ks_forward_prefill(&f, ids, L < f.chunk ? L : f.chunk, NULL, &next), done);
-    KS_TRY_GOTO(st, time_prefill(&f, ids, L, L <= 32768 ? o->repeat : 1, &r->prefill_s, &next), done);
-    r->method_s = f.method_s;
-    r->kv_bytes = ks_kvcache_bytes(f.ops->kvcache(f.be)); /* K and V rows held, bf16 */
-    r->kv_rows = f.kv_rows;
-    KS_TRY_GOTO(st, time_decode(&f, next, o->steps, logits, &r->decode_ms), done);
-    KS_TRY_GOTO(st, ks_speed_device(NULL, 0, NULL, NULL, &free2), done);
-    r->peak_bytes = free0 > free2 ? free0 - free2 : 0;
-    double rows = (double)r->kv_bytes / ((double)m->cfg.n_layers * m->cfg.n_kv_heads * m->cfg.head_dim * 4);
-    char cache[48] = "full";
-    if (f.kv_rows < f.max_ctx) snprintf(cache, sizeof cache, "budget: %d rows", f.kv_rows);
-    printf("| %dK | %s | %s | %.3f | %+.1f%% | %.3f | %.1f | %.0f | %.2f | %.1f |\n", L / 1024,
-           spec ? spec->label : "FullKV", cache, r->prefill_s,
-           100.0 * (r->prefill_s / (full ? full : r)->prefill_s - 1.0), r->method_s, (double)r->kv_bytes / (1 << 20),
-           rows, r->decode_ms, gib(r->peak_bytes));
-    fflush(stdout);
-done:
-    ks_forward_free(&f);
-    return st;
-}
-
-/* The method of `spec` (NULL: FullKV) at length L with the cache mode `cache` into *out; KS_CACHE_AUTO runs only
- * where it sizes the cache to the method's budget (out->kv_rows stays 0 otherwise). */
-static ks_status bench_spec(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                            const method_spec *spec, ks_forward_cache cache, const method_result *full,
-                            method_result *out) {
-    const ks_forward_params fp = {.max_ctx = L + o->steps + 3, .max_new = o->steps + 3, .chunk = o->chunk,
-                                  .cache = cache};
-    ks_method *meth = NULL;
-    *out = (method_result){0};
-    if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
-    ks_backend_params bp;
-    ks_status st = ks_forward_backend_params(m, meth, &fp, &bp);
-    if (st == KS_OK && (cache != KS_CACHE_AUTO || bp.kv_rows < bp.max_ctx))
-        st = bench_one(m, o, L, ids, logits, spec, meth, &fp, full, out);
-    ks_method_free(meth);
-    return st;
-}
-
-/* At length L: FullKV (r[0]) and then each method (r[1..n]) with the full cache; then each method whose cache
- * KS_CACHE_AUTO sizes to its budget (rb[i - 1].kv_rows > 0) with that cache. */
-static ks_status bench_methods_length(const ks_model *m, const bench_opts *o, int L, int32_t *ids, float *logits,
-                                      const method_spec *specs, int n, method_result *r, method_result *rb) {
-    KS_TRY(bench_spec(m, o, L, ids, logits, NULL, KS_CACHE_FULL, NULL, &r[0]));
-    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_FULL, &r[0], &r[i + 1]));
-    for (int i = 0; i < n; i++) KS_TRY(bench_spec(m, o, L, ids, logits, &specs[i], KS_CACHE_AUTO, &r[0], &rb[i]));
-    return KS_OK;
-}
-
-static cJSON *method_json(int L, const char *label, const method_result *r, const method_result *full) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "length", L);
-    cJSON_AddStringToObject(o, "method", label);
-    cJSON_AddNumberToObject(o, "prefill_s", r->prefill_s);
-    cJSON_AddNumberToObject(o, "prefill_vs_fullkv", r->prefill_s / full->prefill_s - 1.0);
-    cJSON_AddNumberToObject(o, "method_s", r->method_s);
-    cJSON_AddNumberToObject(o, "kv_bytes_prefill", (double)r->kv_bytes);
-    cJSON_AddNumberToObject(o, "decode_ms", r->decode_ms);
-    cJSON_AddStringToObject(o, "kv_cache", r->kv_rows < L ? "budget" : "full");
-    cJSON_AddNumberToObject(o, "kv_rows", r->kv_rows);
-    cJSON_AddNumberToObject(o, "peak_bytes", (double)r->peak_bytes);
-    return o;
-}
-
-/* The --acceleration run: the table on stdout, and the rows as JSON at `out` (may be NULL). */
-static ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
-                               float *logits, const method_spec *specs, int n, const char *gpu, const char *out) {
-    printf("| context | method | KV cache | prefill (s) | vs FullKV | method hooks (s) | KV after prefill (MiB) | rows "
-           "per layer and KV head | decode (ms/tok) | device memory (GiB) |\n|---|---|---|---|---|---|---|---|---|---|\n");
-    cJSON *rows = cJSON_CreateArray();
-    ks_status st = KS_OK;
-    for (int li = 0; li < nl && st == KS_OK; li++) {
-        method_result r[MAX_METHODS + 1], rb[MAX_METHODS];
-        st = bench_methods_length(m, o, lengths[li], ids, logits, specs, n, r, rb);
-        if (st != KS_OK) break;
-        for (int i = 0; i <= n; i++)
-            cJSON_AddItemToArray(rows, method_json(lengths[li], i ? specs[i - 1].label : "FullKV", &r[i], &r[0]));
-        for (int i = 0; i < n; i++)
-            if (rb[i].kv_rows) cJSON_AddItemToArray(rows, method_json(lengths[li], specs[i].label, &rb[i], &r[0]));
-    }
-    if (st == KS_OK && out) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "tool", "kvscope bench --acceleration");
-        cJSON_AddStringToObject(j, "gpu", gpu);
-        cJSON_AddStringToObject(j, "model", m->source);
-        cJSON_AddNumberToObject(j, "chunk", o->chunk);
-        cJSON_AddItemToObject(j, "methods", rows);
-        rows = NULL;
-        char *text = cJSON_Print(j);
-        cJSON_Delete(j);
-        FILE *fp = text ? fopen(out, "w") : NULL;
-        int ok = fp && fputs(text, fp) >= 0;
-        if (fp && fclose(fp)) ok = 0;
-        free(text);
-        if (!ok) st = ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", out);
-    }
-    cJSON_Delete(rows);
     return st;
 }
 
@@ -300,8 +161,54 @@ static cJSON *by_length(const int *lengths, const double *values, int n) {
     return o;
 }
 
-static ks_status write_json(const char *path, const char *gpu, const ks_model *m, const bench_opts *o,
-                            const length_result *r, int nl, const int *alen, const double *tflops, int na) {
+/* Per length, one array of n_stages values each: (field of r[i]) as doubles. */
+static cJSON *by_length_stages(const length_result *r, int nl, int n_stages,
+                               double (*get)(const length_result *, int)) {
+    cJSON *o = cJSON_CreateObject();
+    char key[16];
+    for (int i = 0; o && i < nl; i++) {
+        double v[KS_STAGE_MAX];
+        for (int s = 0; s < n_stages; s++) v[s] = get(&r[i], s);
+        snprintf(key, sizeof key, "%d", r[i].length);
+        cJSON_AddItemToObject(o, key, cJSON_CreateDoubleArray(v, n_stages));
+    }
+    return o;
+}
+
+static double busy_of(const length_result *r, int s) { return r->busy_s[s]; }
+static double idle_of(const length_result *r, int s) { return r->bubble.idle_s[s]; }
+static double rank_bytes_of(const length_result *r, int s) { return (double)r->rank_bytes[s]; }
+
+/* What a run measures besides the lengths: the shape, the stages, the attention kernel. */
+typedef struct bench_run {
+    const ks_model *m;     /* this rank's stage of the shape */
+    const ks_stages *sg;   /* --gp_num */
+    const bench_opts *o;
+    const char *gpu;
+} bench_run;
+
+/* The pipeline's fields (--gp_num k > 1) into j. */
+static void stages_json(cJSON *j, const bench_run *b, const length_result *r, int nl) {
+    const int k = b->sg->layout.n_stages;
+    double pre[MAX_LENGTHS], dec[MAX_LENGTHS], frac[MAX_LENGTHS];
+    int len[MAX_LENGTHS];
+    for (int i = 0; i < nl; i++)
+        len[i] = r[i].length, pre[i] = r[i].prefill_bytes_per_token, dec[i] = r[i].decode_bytes_per_token,
+        frac[i] = r[i].bubble.mean_idle_fraction;
+    cJSON_AddNumberToObject(j, "gp_num", k);
+    cJSON_AddItemToObject(j, "stage_first_layers", cJSON_CreateIntArray(b->sg->bounds, k + 1));
+    cJSON_AddStringToObject(j, "residual_rows", b->sg->own_gpus ? "nccl" : "mpi host memory");
+    cJSON_AddItemToObject(j, "busy_s", by_length_stages(r, nl, k, busy_of));
+    cJSON_AddItemToObject(j, "idle_s", by_length_stages(r, nl, k, idle_of));
+    cJSON_AddItemToObject(j, "mean_idle_fraction", by_length(len, frac, nl));
+    cJSON_AddItemToObject(j, "prefill_bytes_per_token", by_length(len, pre, nl));
+    cJSON_AddItemToObject(j, "decode_bytes_per_token", by_length(len, dec, nl));
+    cJSON_AddItemToObject(j, "peak_bytes_per_rank", by_length_stages(r, nl, k, rank_bytes_of));
+}
+
+static ks_status write_json(const char *path, const bench_run *b, const length_result *r, int nl,
+                            const int *alen, const double *tflops, int na) {
+    const ks_model_config *c = &b->m->cfg;
     int len[MAX_LENGTHS];
     double pre[MAX_LENGTHS], dec[MAX_LENGTHS], peak[MAX_LENGTHS], kv[MAX_LENGTHS];
     for (int i = 0; i < nl; i++)
@@ -312,18 +219,19 @@ static ks_status write_json(const char *path, const char *gpu, const ks_model *m
     strftime(date, sizeof date, "%Y-%m-%d", gmtime(&now));
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "tool", "kvscope bench");
-    cJSON_AddStringToObject(j, "gpu", gpu);
+    cJSON_AddStringToObject(j, "gpu", b->gpu);
     cJSON_AddStringToObject(j, "date", date);
-    cJSON_AddStringToObject(j, "model", m->source);
-    cJSON_AddNumberToObject(j, "chunk", o->chunk);
-    cJSON_AddNumberToObject(j, "decode_steps", o->steps);
+    cJSON_AddStringToObject(j, "model", b->m->source);
+    cJSON_AddNumberToObject(j, "chunk", b->o->chunk);
+    cJSON_AddNumberToObject(j, "decode_steps", b->o->steps);
     cJSON_AddItemToObject(j, "lengths", cJSON_CreateIntArray(len, nl));
-    cJSON_AddNumberToObject(j, "weight_bytes", (double)weight_bytes(&m->cfg));
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)weight_bytes(c, 0, c->n_layers));
     cJSON_AddItemToObject(j, "prefill_s", by_length(len, pre, nl));
     cJSON_AddItemToObject(j, "decode_ms", by_length(len, dec, nl));
     cJSON_AddItemToObject(j, "peak_bytes", by_length(len, peak, nl));
     cJSON_AddItemToObject(j, "kv_bytes", by_length(len, kv, nl));
     cJSON_AddItemToObject(j, "attention_tflops", by_length(alen, tflops, na));
+    if (b->sg->layout.n_stages > 1) stages_json(j, b, r, nl);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
     if (!text) return ks_fail(KS_ERR_NOMEM, "bench: out of memory writing the JSON results");
@@ -335,99 +243,302 @@ static ks_status write_json(const char *path, const char *gpu, const ks_model *m
     return KS_OK;
 }
 
+/* ---- the command ------------------------------------------------------------------------------------------ */
+
+/* The options, parsed and checked. */
+typedef struct bench_args {
+    const char *config, *out, *gp_num;
+    int lengths[MAX_LENGTHS], alen[MAX_LENGTHS], nl, na, longest;
+    bench_opts o;
+    method_spec specs[MAX_METHODS];
+    int n_specs;
+    ks_gp_num gp;
+    ks_opt_strings device_words;
+    float stage_timeout;
+} bench_args;
+
+/* Everything one run holds; freed by job_free. */
+typedef struct bench_job {
+    ks_stage_devices dev;
+    ks_stages sg;
+    ks_model m;            /* the shape; its layer range this rank's stage */
+    char gpu[256];
+    int32_t *ids;          /* (longest) a random prompt */
+    float *logits;         /* (vocab) */
+} bench_job;
+
+/* --gp_num: k ranks (GPUs) for the one instance measured; 1/k (instances sharing a GPU) is eval's only. */
+static ks_status parse_gp_num(bench_args *a) {
+    KS_TRY(ks_gp_num_parse(a->gp_num, &a->gp));
+    if (a->gp.per_gpu > 1)
+        return ks_fail(KS_ERR_ARG, "--gp_num %s: kvscope bench measures one model instance; use --gp_num k to split "
+                                   "it over k GPUs (mpirun -np k)", a->gp_num);
+    if (a->gp.stages > 1 && a->n_specs)
+        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration with --gp_num %d: the KV methods are measured on one GPU "
+                                           "(--gp_num 1)", a->gp.stages);
+    return KS_OK;
+}
+
+
+/* -np must be --gp_num's k: the job is the one instance measured. Said by rank 0; the others learn it from
+ * ks_mpi_agree. */
+static ks_status check_ranks(const bench_args *a, const ks_mpi *mpi) {
+    const int k = a->gp.stages;
+    if (mpi->size == k || mpi->rank != 0) return KS_OK;
+    return ks_fail(KS_ERR_ARG, "--gp_num %d with %d rank%s (mpirun -np %d): kvscope bench measures one model "
+                               "instance, one rank per stage; start it as mpirun -np %d kvscope bench --gp_num %d",
+                   k, mpi->size, mpi->size == 1 ? "" : "s", mpi->size, k, k);
+}
+
+/* The GPUs: kvscope bench measures one; a build without the cuda backend, a machine without a GPU and
+ * --device cpu say so. */
+static ks_status bench_device(bench_job *j, const bench_args *a) {
+    int n;
+    KS_TRY(ks_speed_gpu_count(&n));
+    if (n == 0)
+        return ks_fail(KS_ERR_DEVICE, "kvscope bench measures the GPU, but this machine has no usable GPU (check the "
+                                      "driver and CUDA_VISIBLE_DEVICES)");
+    KS_TRY(ks_stage_devices_parse(&a->device_words, &j->dev));
+    if (strcmp(j->dev.device, "cuda"))
+        return ks_fail(KS_ERR_ARG, "--device %s: kvscope bench measures the GPU (--device cuda or GPU indices)",
+                       j->dev.device);
+    return KS_OK;
+}
+
+/* Step 1, cheap, every rank: the GPUs, the shape, this rank's stage and its layers, a random prompt. */
+static ks_status job_open(bench_job *j, const bench_args *a, const ks_mpi *mpi) {
+    KS_TRY(bench_device(j, a));
+    KS_TRY(ks_speed_model_init(&j->m, a->config));
+    KS_TRY(ks_stages_layout(&j->sg, a->gp_num, mpi, &j->m.cfg, j->m.source));
+    j->m.first_layer = j->sg.first_layer, j->m.last_layer = j->sg.last_layer;
+    const ks_model_config *c = &j->m.cfg;
+    j->ids = ks_malloc(sizeof(int32_t) * a->longest, "prompt ids");
+    j->logits = ks_malloc(sizeof(float) * c->vocab, "logits");
+    if (!j->ids || !j->logits) return KS_ERR_NOMEM;
+    uint64_t s = a->o.seed * 0x9e3779b97f4a7c15ull + 1; /* xorshift64: a random prompt */
+    for (int i = 0; i < a->longest; i++) {
+        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+        j->ids[i] = (int32_t)(s % (uint64_t)c->vocab);
+    }
+    return KS_OK;
+}
+
+/* This rank's weights and its KV cache at the longest length against its GPU's memory: a shape that cannot fit
+ * says so, in bytes, before anything is allocated. */
+static ks_status check_fits(const bench_job *j, const bench_args *a, size_t total) {
+    const ks_model_config *c = &j->m.cfg;
+    const int rows = a->longest + a->o.steps + 3, k = j->sg.layout.n_stages;
+    const int first = j->m.first_layer, last = j->m.last_layer;
+    const size_t w = weight_bytes(c, first, last), kv = kv_bytes(c, first, last, rows);
+    if (w + kv <= total) return KS_OK;
+    const double all = (double)(weight_bytes(c, 0, c->n_layers) + kv_bytes(c, 0, c->n_layers, rows));
+    int need = (int)ceil(all / (0.9 * (double)total));
+    need = need > k ? need : k + 1;
+    if (k == 1)
+        return ks_fail(KS_ERR_NOMEM, "%s does not fit one GPU: its bf16 weights (%.1f GiB) and the KV cache of %d "
+                                     "tokens (--lengths %d: %.1f GiB) need %.1f GiB, more than the GPU's %.1f GiB; "
+                                     "split its layers over GPUs: mpirun -np %d kvscope bench --gp_num %d (or "
+                                     "shorter --lengths)", j->m.source, bench_gib(w), rows, a->longest, bench_gib(kv),
+                       bench_gib(w + kv), bench_gib(total), need, need);
+    return ks_fail(KS_ERR_NOMEM, "%s, stage %d of %d (layers [%d, %d)): its bf16 weights (%.1f GiB) and the KV "
+                                 "cache of %d tokens (--lengths %d: %.1f GiB) need %.1f GiB, more than its GPU's "
+                                 "%.1f GiB; use more stages (mpirun -np %d kvscope bench --gp_num %d) or shorter "
+                                 "--lengths", j->m.source, j->sg.layout.stage, k, first, last, bench_gib(w), rows,
+                   a->longest, bench_gib(kv), bench_gib(w + kv), bench_gib(total), need, need);
+}
+
+/* Step 3, every rank: its GPU, the prefill chunk (stage 0's: every stage must plan the same chunks), whether
+ * its part fits. */
+static ks_status job_gpu(bench_job *j, bench_opts *o, const bench_args *a, const ks_mpi *mpi) {
+    KS_TRY(ks_stages_gpu(&j->sg, &j->dev, mpi));
+    size_t total;
+    int sms;
+    KS_TRY(ks_speed_device(j->gpu, sizeof j->gpu, &sms, &total, NULL));
+    /* 64 tokens per SM: with Llama's 32 heads the attention kernel's 128-row blocks (and 128-row GEMM tiles)
+     * come in whole waves over the multiprocessors (8448 on an H100/H200: 16 waves of 132 blocks) */
+    if (o->chunk == 0) o->chunk = 64 * sms;
+    KS_TRY(ks_stage_link_bcast(&j->sg.link, 0, &o->chunk, sizeof o->chunk));
+    KS_TRY(check_fits(j, a, total));
+    if (j->sg.layout.n_stages > 1)
+        ks_log_info("stage %d of %d: layers [%d, %d) on %s", j->sg.layout.stage, j->sg.layout.n_stages,
+                    j->m.first_layer, j->m.last_layer, j->gpu);
+    return KS_OK;
+}
+
+static void job_free(bench_job *j) {
+    free(j->ids);
+    free(j->logits);
+    ks_model_free(&j->m);
+    ks_stages_free(&j->sg);
+}
+
+/* The prefill attention kernel alone, rank 0's GPU. */
+static ks_status attention_table(const ks_model_config *c, const bench_args *a, double *tflops) {
+    printf("\n| attention kernel, causal, %d/%d heads x %d | TFLOP/s |\n|---|---|\n", c->n_heads, c->n_kv_heads,
+           c->head_dim);
+    for (int i = 0; i < a->na; i++) {
+        KS_TRY(ks_speed_attention_tflops(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 5, &tflops[i]));
+        printf("| %dK | %.0f |\n", a->alen[i] / 1024, tflops[i]);
+    }
+    return KS_OK;
+}
+
+/* One rank, no --acceleration: the table per length, the attention kernel, the JSON. */
+static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_args *a) {
+    const ks_model_config *c = &j->m.cfg;
+    size_t total;
+    KS_TRY(ks_speed_device(NULL, 0, NULL, &total, NULL));
+    ks_log_info("bench: %s on %s (%.0f GiB), %d layers, hidden %d, heads %d/%d x %d, prefill chunk %d",
+                j->m.source, j->gpu, bench_gib(total), c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim,
+                o->chunk);
+    printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | peak (GiB) | budget: weights + KV + 4 GiB |"
+           " allocated after init |\n|---|---|---|---|---|---|---|\n");
+    const size_t wbytes = weight_bytes(c, 0, c->n_layers);
+    length_result res[MAX_LENGTHS];
+    for (int i = 0; i < a->nl; i++) {
+        memset(&res[i], 0, sizeof res[i]);
+        KS_TRY(bench_length(&j->m, o, a->lengths[i], j->ids, j->logits, &res[i]));
+        const length_result *r = &res[i];
+        double budget = bench_gib(wbytes + r->kv_bytes) + 4.0;
+        printf("| %dK | %.3f | %.0f | %.2f | %.1f | %.1f %s | %.0f MiB |\n", r->length / 1024, r->prefill_s,
+               r->length / r->prefill_s, r->decode_ms, bench_gib(r->peak_bytes), budget,
+               bench_gib(r->peak_bytes) <= budget ? "ok" : "OVER", (double)r->late_bytes / (1 << 20));
+        fflush(stdout);
+    }
+    double tflops[MAX_LENGTHS];
+    KS_TRY(attention_table(c, a, tflops));
+    bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
+    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na) : KS_OK;
+}
+
+/* "v0 / v1 / ..." of n values into buf. */
+static const char *per_stage(char *buf, size_t cap, const double *v, int n, double scale) {
+    size_t at = 0;
+    buf[0] = '\0';
+    for (int s = 0; s < n && at < cap; s++)
+        at += (size_t)snprintf(buf + at, cap - at, "%s%.*f", s ? " / " : "", scale == 1.0 ? 3 : 1, v[s] * scale);
+    return buf;
+}
+
+static void stages_row(const length_result *r, int k) {
+    char busy[256], idle[256], mem[256];
+    double bytes[KS_STAGE_MAX];
+    for (int s = 0; s < k; s++) bytes[s] = (double)r->rank_bytes[s];
+    printf("| %dK | %.3f | %.0f | %.2f | %s | %s | %.1f%% | %.0f / %.0f | %s |\n", r->length / 1024, r->prefill_s,
+           r->length / r->prefill_s, r->decode_ms, per_stage(busy, sizeof busy, r->busy_s, k, 1.0),
+           per_stage(idle, sizeof idle, r->bubble.idle_s, k, 1.0), 100.0 * r->bubble.mean_idle_fraction,
+           r->prefill_bytes_per_token, r->decode_bytes_per_token,
+           per_stage(mem, sizeof mem, bytes, k, 1.0 / (1024.0 * 1024.0 * 1024.0)));
+    fflush(stdout);
+}
+
+/* --gp_num k > 1, every rank: the lengths through the pipeline (bench_stages.c), rank 0 printing. */
+static ks_status bench_pipeline(bench_job *j, const bench_opts *o, const bench_args *a, const ks_mpi *mpi) {
+    const ks_model_config *c = &j->m.cfg;
+    const int k = j->sg.layout.n_stages, lead = j->sg.layout.stage == 0;
+    if (lead) {
+        ks_log_info("bench: %s pipelined over %d stages, %d layers, hidden %d, heads %d/%d x %d, prefill chunk %d",
+                    j->m.source, k, c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim, o->chunk);
+        printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | busy per stage (s) | idle per stage "
+               "(s) | mean idle | bytes sent per token: prefill / decode | device memory per rank (GiB) |\n"
+               "|---|---|---|---|---|---|---|---|---|\n");
+    }
+    length_result res[MAX_LENGTHS];
+    for (int i = 0; i < a->nl; i++) {
+        ks_status st = bench_stage_length(&j->m, &j->sg, o, a->lengths[i], j->ids, j->logits, &res[i]);
+        if (st != KS_OK) { /* the other stages may wait for this one: end the job */
+            if (!ks_error_is_reported()) ks_log_error_now();
+            ks_mpi_abort(mpi, 1);
+        }
+        res[i].kv_bytes = kv_bytes(c, 0, c->n_layers, a->lengths[i] + o->steps + 3);
+        if (lead) stages_row(&res[i], k);
+    }
+    if (!lead) return KS_OK;
+    double tflops[MAX_LENGTHS];
+    KS_TRY(attention_table(c, a, tflops));
+    bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
+    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na) : KS_OK;
+}
+
+/* The run, once MPI is up: each set-up step ends in ks_mpi_agree, so a failure on any rank ends every rank. */
+static ks_status bench_main(const bench_args *a, const ks_mpi *mpi) {
+    bench_job j = {0};
+    bench_opts o = a->o;
+    ks_status st = ks_mpi_agree(mpi, check_ranks(a, mpi));
+    if (st == KS_OK) st = ks_mpi_agree(mpi, job_open(&j, a, mpi));
+    if (st == KS_OK) st = ks_stages_link(&j.sg, mpi, a->stage_timeout);
+    if (st == KS_OK) st = ks_mpi_agree(mpi, job_gpu(&j, &o, a, mpi));
+    if (st == KS_OK) st = ks_mpi_agree(mpi, ks_stages_transport(&j.sg, &j.dev));
+    if (st == KS_OK && j.sg.layout.n_stages > 1) st = bench_pipeline(&j, &o, a, mpi);
+    else if (st == KS_OK && a->n_specs) {
+        ks_log_info("bench: %s on %s, %d KV method(s) against FullKV, prefill chunk %d", j.m.source, j.gpu,
+                    a->n_specs, o.chunk);
+        st = bench_methods(&j.m, &o, a->lengths, a->nl, j.ids, j.logits, a->specs, a->n_specs, j.gpu, a->out);
+    } else if (st == KS_OK) {
+        st = bench_single(&j, &o, a);
+    }
+    job_free(&j);
+    return st;
+}
+
+static const char *const bench_summary =
+    "GPU speed of a random-weight model: prefill, decode, peak memory, attention kernel.\n"
+    "One model instance over k GPUs (each rank a pipeline stage holding a range of layers, the split `kvscope eval\n"
+    "--gp_num k` uses), for a shape that does not fit one GPU:\n"
+    "  mpirun -np 2 kvscope bench --config configs/models/llama-3.1-70b.json --gp_num 2 --lengths 4096,32768\n"
+    "adds per length each stage's busy time (its layers alone) and idle time against the pipelined prefill, the\n"
+    "residual-row bytes sent between stages per token and the device memory of every rank. Ranks of a node take its\n"
+    "GPUs in turn (--device 0 0: two ranks share GPU 0, their rows then go through host memory). --acceleration\n"
+    "needs --gp_num 1.";
+
 ks_status ks_cmd_bench(int argc, char **argv) {
-    const char *config = NULL, *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768";
-    const char *out = NULL;
+    const char *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768";
     int steps = 32, chunk = 0, repeat = 3, seed = 1;
     ks_opt_strings accel = {0}, method_opts = {0};
+    bench_args a = {.gp_num = "1", .stage_timeout = 600};
     const ks_option opts[] = {
-        {"config", KS_OPT_STRING, &config, "F", "HF config.json of the model shape (default: Llama-3.1-8B)", 0},
+        {"config", KS_OPT_STRING, &a.config, "F",
+         "HF config.json of the model shape (default: Llama-3.1-8B; configs/models/*.json)", 0},
         {"lengths", KS_OPT_STRING, &lengths_s, "L,..", "context lengths in tokens", 0},
         {"decode_steps", KS_OPT_INT, &steps, "N", "timed decode steps per length", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk in tokens (0: 64 x the GPU's multiprocessors)", 0},
         {"repeat", KS_OPT_INT, &repeat, "N", "prefill runs per length up to 32K (median); 1 beyond", 0},
         {"attention_lengths", KS_OPT_STRING, &alen_s, "L,..", "lengths for the attention kernel alone", 0},
         {"seed", KS_OPT_INT, &seed, "N", "seed of the random weights and prompt", 0},
-        {"out", KS_OPT_STRING, &out, "F", "write the results as JSON here", 0},
+        {"out", KS_OPT_STRING, &a.out, "F", "write the results as JSON here", 0},
         {"acceleration", KS_OPT_STRINGS, &accel, "NAME[:K=V..]",
-         "a KV method to measure against FullKV (its own options after ':')", 0},
+         "a KV method to measure against FullKV (its own options after ':'; one GPU only)", 0},
         {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "a knob for every --acceleration method", 0},
+        {"gp_num", KS_OPT_STRING, &a.gp_num, "K",
+         "GPUs (ranks, mpirun -np K) the one model instance is pipelined over, each a stage holding a range of layers",
+         0},
+        {"device", KS_OPT_WORDS, &a.device_words, "D",
+         "cuda (every GPU of a node) or GPU indices a node's ranks use in order (--device 0 0: two on GPU 0)", 0},
+        {"stage_timeout", KS_OPT_FLOAT, &a.stage_timeout, "S",
+         "seconds a pipeline stage waits for another before the job ends with an error naming it", 0},
         {0},
     };
     int help = 0;
-    KS_TRY(ks_options_parse(opts, argc, argv, "bench",
-                            "GPU speed of a random-weight model: prefill, decode, peak memory, attention kernel",
-                            &help));
+    KS_TRY(ks_options_parse(opts, argc, argv, "bench", bench_summary, &help));
     if (help) return KS_OK;
     if (steps < 1) return ks_fail(KS_ERR_ARG, "--decode_steps %d: must be at least 1", steps);
     if (chunk < 0) return ks_fail(KS_ERR_ARG, "--chunk %d: must be 0 (automatic) or more", chunk);
     if (repeat < 1 || repeat > 16) return ks_fail(KS_ERR_ARG, "--repeat %d: must be 1 to 16", repeat);
-    int lengths[MAX_LENGTHS], alen[MAX_LENGTHS], nl, na;
-    KS_TRY(parse_lengths(lengths_s, "lengths", lengths, &nl));
-    KS_TRY(parse_lengths(alen_s, "attention_lengths", alen, &na));
+    if (!(a.stage_timeout > 0))
+        return ks_fail(KS_ERR_ARG, "--stage_timeout %g: must be a positive number of seconds",
+                       (double)a.stage_timeout);
+    KS_TRY(parse_lengths(lengths_s, "lengths", a.lengths, &a.nl));
+    KS_TRY(parse_lengths(alen_s, "attention_lengths", a.alen, &a.na));
+    for (int i = 0; i < a.nl; i++) a.longest = a.lengths[i] > a.longest ? a.lengths[i] : a.longest;
     if (method_opts.n && !accel.n) return ks_fail(KS_ERR_ARG, "--method_opt needs an --acceleration method");
     if (accel.n > MAX_METHODS) return ks_fail(KS_ERR_ARG, "--acceleration: at most %d methods", MAX_METHODS);
-    method_spec specs[MAX_METHODS];
-    for (int i = 0; i < accel.n; i++) KS_TRY(parse_method(accel.v[i], &method_opts, &specs[i]));
-    char gpu[256];
-    size_t total;
-    int sms;
-    KS_TRY(ks_speed_device(gpu, sizeof gpu, &sms, &total, NULL));
-    /* 64 tokens per SM: with Llama's 32 heads the attention kernel's 128-row blocks (and 128-row GEMM tiles)
-     * come in whole waves over the multiprocessors (8448 on an H100/H200: 16 waves of 132 blocks) */
-    if (chunk == 0) chunk = 64 * sms;
-
-    ks_model m = {0};
-    length_result res[MAX_LENGTHS] = {{0}};
-    double tflops[MAX_LENGTHS];
-    int32_t *ids = NULL;
-    float *logits = NULL;
-    ks_status st;
-    KS_TRY_GOTO(st, ks_speed_model_init(&m, config), done);
-    const ks_model_config *c = &m.cfg;
-    int longest = 0;
-    for (int i = 0; i < nl; i++) longest = lengths[i] > longest ? lengths[i] : longest;
-    ids = ks_malloc(sizeof(int32_t) * longest, "prompt ids");
-    logits = ks_malloc(sizeof(float) * c->vocab, "logits");
-    st = ids && logits ? KS_OK : KS_ERR_NOMEM;
-    if (st != KS_OK) goto done;
-    uint64_t s = (uint64_t)seed * 0x9e3779b97f4a7c15ull + 1; /* xorshift64: a random prompt */
-    for (int i = 0; i < longest; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        ids[i] = (int32_t)(s % (uint64_t)c->vocab);
-    }
-    bench_opts o = {.chunk = chunk, .steps = steps, .repeat = repeat, .seed = (uint64_t)seed};
-    if (accel.n) {
-        ks_log_info("bench: %s on %s, %d KV method(s) against FullKV, prefill chunk %d", m.source, gpu, accel.n,
-                    chunk);
-        st = bench_methods(&m, &o, lengths, nl, ids, logits, specs, accel.n, gpu, out);
-        goto done;
-    }
-    ks_log_info("bench: %s on %s (%.0f GiB), %d layers, hidden %d, heads %d/%d x %d, prefill chunk %d", m.source,
-                gpu, gib(total), c->n_layers, c->hidden, c->n_heads, c->n_kv_heads, c->head_dim, chunk);
-    printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | peak (GiB) | budget: weights + KV + 4 GiB |"
-           " allocated after init |\n|---|---|---|---|---|---|---|\n");
-    const size_t wbytes = weight_bytes(c);
-    for (int i = 0; i < nl; i++) {
-        KS_TRY_GOTO(st, bench_length(&m, &o, lengths[i], ids, logits, &res[i]), done);
-        const length_result *r = &res[i];
-        double budget = gib(wbytes + r->kv_bytes) + 4.0;
-        printf("| %dK | %.3f | %.0f | %.2f | %.1f | %.1f %s | %.0f MiB |\n", r->length / 1024, r->prefill_s,
-               r->length / r->prefill_s, r->decode_ms, gib(r->peak_bytes), budget,
-               gib(r->peak_bytes) <= budget ? "ok" : "OVER", (double)r->late_bytes / (1 << 20));
-        fflush(stdout);
-    }
-    printf("\n| attention kernel, causal, %d/%d heads x %d | TFLOP/s |\n|---|---|\n", c->n_heads, c->n_kv_heads,
-           c->head_dim);
-    for (int i = 0; i < na; i++) {
-        KS_TRY_GOTO(st, ks_speed_attention_tflops(alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 5, &tflops[i]),
-                    done);
-        printf("| %dK | %.0f |\n", alen[i] / 1024, tflops[i]);
-    }
-    if (out) KS_TRY_GOTO(st, write_json(out, gpu, &m, &o, res, nl, alen, tflops, na), done);
-done:
-    free(ids);
-    free(logits);
-    ks_model_free(&m);
+    for (int i = 0; i < accel.n; i++) KS_TRY(bench_parse_method(accel.v[i], &method_opts, &a.specs[i]));
+    a.n_specs = accel.n;
+    KS_TRY(parse_gp_num(&a));
+    a.o = (bench_opts){.chunk = chunk, .steps = steps, .repeat = repeat, .seed = (uint64_t)seed};
+    ks_mpi mpi = {0};
+    KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
+    ks_status st = bench_main(&a, &mpi);
+    ks_mpi_finalize(&mpi);
     return st;
 }

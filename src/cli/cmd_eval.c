@@ -16,6 +16,7 @@
 #include "bench/bench.h"
 #include "cli/commands.h"
 #include "cli/options.h"
+#include "cli/stages.h"
 #include "core/log.h"
 #include "dispatch.h"
 #include "ks_mpi.h"
@@ -24,12 +25,9 @@
 #include "results/results.h"
 #include "backend/backend.h"
 #include "runner/runner.h"
-#include "stage.h"
-#include "stage_link.h"
-#include "stage_nccl.h"
 
 typedef struct eval_opts {
-    const char *model_path, *cfg_path, *acceleration, *device, *torch_dtype, *gp_num, *output, *template_name;
+    const char *model_path, *cfg_path, *acceleration, *torch_dtype, *gp_num, *output, *template_name;
     const char *method_config;
     ks_opt_strings method_opts; /* --method_opt key=value, in order */
     int limit, threads, chunk;
@@ -37,36 +35,8 @@ typedef struct eval_opts {
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
     float stage_timeout; /* seconds a pipeline stage waits for its neighbour before the job ends */
     ks_opt_strings device_words; /* --device: cpu, cuda, or GPU indices */
-    int gpus[KS_OPT_STRINGS_MAX], n_gpus; /* the GPU indices listed (n_gpus 0: every GPU of the node) */
-    int device_chosen;                    /* --device not given: resolve_device chose */
+    ks_stage_devices dev;        /* the backend and GPUs they name (cli/stages.h) */
 } eval_opts;
-
-/* --device as LOOM-Scope takes it: `cpu`, `cuda` (every GPU of the node), a list of GPU indices (`--device 0 1
- * 3`: the ranks of a node use those, in order), or nothing: every GPU when this build has the cuda backend and
- * the machine a GPU, else the CPU (said on stderr). Sets o->device to the backend's name. */
-static ks_status resolve_device(eval_opts *o) {
-    const ks_opt_strings *w = &o->device_words;
-    o->n_gpus = 0;
-    if (w->n == 0) {
-        int n = ks_backend_gpu_count();
-        o->device = n > 0 ? "cuda" : "cpu";
-        o->device_chosen = 1;
-        return KS_OK;
-    }
-    if (w->n == 1 && (!strcmp(w->v[0], "cpu") || !strcmp(w->v[0], "cuda"))) {
-        o->device = w->v[0];
-        return KS_OK;
-    }
-    for (int i = 0; i < w->n; i++) {
-        char *end;
-        long g = strtol(w->v[i], &end, 10);
-        if (*w->v[i] == '\0' || *end || g < 0 || g > 4096)
-            return ks_fail(KS_ERR_ARG, "--device %s: use cpu, cuda, or GPU indices (--device 0 1 3)", w->v[i]);
-        o->gpus[o->n_gpus++] = (int)g;
-    }
-    o->device = "cuda";
-    return KS_OK;
-}
 
 /* What rank 0's store callback needs. */
 typedef struct eval_store {
@@ -161,7 +131,7 @@ static ks_status check_opts(const eval_opts *o) {
     /* LOOM-Scope's flag. kvscope's backends have one compute type each: bf16 weights and KV cache on GPUs, fp32
      * on CPUs; a dtype the chosen backend does not compute in is refused rather than silently ignored. */
     const char *dt = !strncmp(o->torch_dtype, "torch.", 6) ? o->torch_dtype + 6 : o->torch_dtype;
-    int gpu = !strcmp(o->device, "cuda");
+    int gpu = !strcmp(o->dev.device, "cuda");
     if (strcmp(dt, "bfloat16") && strcmp(dt, "float16") && strcmp(dt, "float32"))
         return ks_fail(KS_ERR_ARG, "--torch_dtype %s: use bfloat16, float16 or float32 (torch. prefix allowed)",
                        o->torch_dtype);
@@ -198,39 +168,17 @@ typedef struct eval_job {
     ks_queue q;      /* rank 0 */
     eval_store es;   /* rank 0 */
     ks_forward_cache cache; /* --kv_cache */
-    ks_gp_num gp;           /* --gp_num */
-    ks_stage_layout layout; /* this rank's instance and stage */
-    ks_stage_link link;     /* to the other stages of its instance */
-    ks_stage_nccl nccl;     /* the rows between their GPUs, when each has its own (eval_transport) */
-    ks_stage_transport transport;
+    ks_stages stages;       /* --gp_num: this rank's instance, stage, layers, GPU and link (cli/stages.h) */
 } eval_job;
 
-/* The instance layout for --gp_num from the model's layer count (its config only), on every rank before any
+/* The instance layout for --gp_num and this stage's layers from the model's config, on every rank before any
  * model loads. */
 static ks_status eval_layout(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
-    KS_TRY(ks_gp_num_parse(o->gp_num, &j->gp));
     ks_model_config cfg;
     ks_tensor_index ix;
     KS_TRY(ks_model_open_index(o->model_path, &cfg, &ix, NULL));
     ks_tensor_index_free(&ix);
-    return ks_stage_layout_init(&j->layout, &j->gp, mpi->size, mpi->rank, cfg.n_layers);
-}
-
-/* This stage's layer range: the model's layers balanced over the instance's stages by weight elements. */
-static ks_status stage_layers(const eval_job *j, const char *model_path, int *first, int *last) {
-    ks_model_config cfg;
-    ks_tensor_index ix;
-    KS_TRY(ks_model_open_index(model_path, &cfg, &ix, NULL));
-    ks_tensor_index_free(&ix);
-    int64_t per_layer, embed, head, layer_elems[KS_METHOD_MAX_LAYERS];
-    if (cfg.n_layers > KS_METHOD_MAX_LAYERS)
-        return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; at most %d", model_path, cfg.n_layers, KS_METHOD_MAX_LAYERS);
-    ks_model_stage_elems(&cfg, &per_layer, &embed, &head);
-    for (int i = 0; i < cfg.n_layers; i++) layer_elems[i] = per_layer;
-    int bounds[KS_STAGE_MAX + 1];
-    KS_TRY(ks_stage_split(layer_elems, cfg.n_layers, embed, head, j->layout.n_stages, bounds));
-    *first = bounds[j->layout.stage], *last = bounds[j->layout.stage + 1];
-    return KS_OK;
+    return ks_stages_layout(&j->stages, o->gp_num, mpi, &cfg, o->model_path);
 }
 
 /* Step 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
@@ -255,7 +203,7 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     ks_status st = identity && cmdline ? KS_OK : KS_ERR_NOMEM;
     ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
                             .model = j->name, .benchmark = j->bc.benchmark_name, .method = j->method->ops->name,
-                            .method_options = j->method_yaml, .hardware = o->device};
+                            .method_options = j->method_yaml, .hardware = o->dev.device};
     if (st == KS_OK) st = ks_results_open(&j->res, j->path, &meta);
     free(identity);
     free(cmdline);
@@ -264,52 +212,26 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
 
 /* Step 2: the GPU this rank uses (--device cuda). */
 static ks_status eval_gpu(const eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
-    if (o->device_chosen && mpi->rank == 0)
-        ks_log_info("--device not given: %s", strcmp(o->device, "cuda") ? "the CPU (no usable GPU)" : "the GPUs");
-    if (strcmp(o->device, "cuda")) return KS_OK;
-    int gpu;
-    KS_TRY(ks_stage_gpu(o->gpus, o->n_gpus, ks_backend_gpu_count(), mpi->local_rank, mpi->local_size,
-                        j->gp.per_gpu, &gpu));
-    KS_TRY(ks_backend_use_gpu(gpu));
-    if (mpi->size > 1) ks_log_info("GPU %d", gpu);
-    return KS_OK;
-}
-
-/* Step 3, collective over each instance of several stages: how its stages pass the residual rows. GPU to GPU
- * through NCCL when every stage has a GPU of its own; through host memory over MPI on the CPU and where stages
- * share a GPU (NCCL refuses two ranks on one device). Every other message goes over MPI. */
-static ks_status eval_transport(eval_job *j, const eval_opts *o) {
-    if (j->layout.n_stages == 1) return KS_OK;
-    int cuda = !strcmp(o->device, "cuda"), own_gpus = 0;
-#ifdef KS_HAVE_CUDA
-    if (cuda) KS_TRY(ks_stage_nccl_own_gpus(&j->link, &own_gpus));
-    if (own_gpus) KS_TRY(ks_stage_nccl_init(&j->nccl, &j->link));
-    ks_stage_nccl_transport(&j->nccl, &j->link, &j->transport);
-#else
-    ks_stage_link_transport(&j->link, &j->transport);
-#endif
-    if (j->layout.stage == 0)
-        ks_log_info("instance %d: its stages pass the residual rows %s", j->layout.instance,
-                    own_gpus ? "GPU to GPU through NCCL"
-                    : cuda   ? "through host memory over MPI (they share a GPU, which NCCL refuses)"
-                             : "through host memory over MPI");
-    return KS_OK;
+    if (o->dev.chosen && mpi->rank == 0)
+        ks_log_info("--device not given: %s", strcmp(o->dev.device, "cuda") ? "the CPU (no usable GPU)" : "the GPUs");
+    return ks_stages_gpu(&j->stages, &o->dev, mpi);
 }
 
 /* Step 4: this stage's part of the model on every rank, the sample list on the instances' first stages; rank 0
  * builds the queue of samples not yet done. */
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
-    ks_runner_params rp = {.model_path = o->model_path, .device = o->device, .max_ctx = config_max_ctx(&j->bc),
+    const ks_stages *sg = &j->stages;
+    ks_runner_params rp = {.model_path = o->model_path, .device = o->dev.device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = j->method, .cache = j->cache, .gpu_share = j->gp.per_gpu};
-    if (j->layout.n_stages > 1) {
-        KS_TRY(stage_layers(j, o->model_path, &rp.first_layer, &rp.last_layer));
-        rp.stages = &j->transport;
-        ks_log_info("instance %d, stage %d of %d: layers [%d, %d)", j->layout.instance, j->layout.stage,
-                    j->layout.n_stages, rp.first_layer, rp.last_layer);
+                           .method = j->method, .cache = j->cache, .gpu_share = sg->gp.per_gpu};
+    if (sg->layout.n_stages > 1) {
+        rp.first_layer = sg->first_layer, rp.last_layer = sg->last_layer;
+        rp.stages = &sg->transport;
+        ks_log_info("instance %d, stage %d of %d: layers [%d, %d)", sg->layout.instance, sg->layout.stage,
+                    sg->layout.n_stages, rp.first_layer, rp.last_layer);
     }
     KS_TRY(ks_runner_init(&j->run, &rp));
-    if (j->layout.stage != 0) return KS_OK;
+    if (j->stages.layout.stage != 0) return KS_OK;
     KS_TRY(ks_bench_open(&j->bench, &j->bc, j->run.tok));
     KS_TRY(ks_bench_list(j->bench, o->limit, &j->ids, &j->n));
     if (mpi->rank != 0) return KS_OK;
@@ -325,8 +247,9 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     }
     if (st == KS_OK) {
         ks_log_info("%s: %d samples, %d already done, %d instance(s) of %d rank(s); results in %s",
-                    j->bc.benchmark_name, j->n, j->es.already, j->layout.n_instances, j->layout.n_stages, j->path);
-        st = ks_queue_init(&j->q, j->n, cost, done, j->layout.n_instances);
+                    j->bc.benchmark_name, j->n, j->es.already, j->stages.layout.n_instances,
+                    j->stages.layout.n_stages, j->path);
+        st = ks_queue_init(&j->q, j->n, cost, done, j->stages.layout.n_instances);
     }
     free(cost);
     free(done);
@@ -354,10 +277,10 @@ static ks_status eval_follow(eval_job *j, const ks_mpi *mpi) {
 /* Step 5: samples handed out by rank 0 (mpi/dispatch.h) to the instances' first stages until the work runs out
  * or a rank fails; every first stage returns the same status, the later stages serve theirs. */
 static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
-    if (j->layout.stage != 0) return eval_follow(j, mpi);
+    if (j->stages.layout.stage != 0) return eval_follow(j, mpi);
     ks_dispatch d = {0};
-    ks_status st = ks_dispatch_init(&d, ks_stage_link_heads(&j->link), mpi->rank == 0 ? &j->q : NULL, store_result,
-                                    &j->es);
+    ks_status st = ks_dispatch_init(&d, ks_stage_link_heads(&j->stages.link), mpi->rank == 0 ? &j->q : NULL,
+                                    store_result, &j->es);
     if (st != KS_OK) {
         ks_dispatch_free(&d);
         return st;
@@ -379,7 +302,7 @@ static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi
     if (st != KS_OK && id < 0) ks_dispatch_fail(&d, -1, st);
     st = ks_dispatch_finish(&d);
     ks_dispatch_free(&d);
-    ks_status ended = j->layout.n_stages > 1 ? ks_runner_end(&j->run) : KS_OK;
+    ks_status ended = j->stages.layout.n_stages > 1 ? ks_runner_end(&j->run) : KS_OK;
     return st != KS_OK ? st : ended;
 }
 
@@ -402,10 +325,7 @@ static void eval_free(eval_job *j) {
     free(j->ids);
     ks_bench_close(j->bench);
     ks_runner_free(&j->run);
-#ifdef KS_HAVE_CUDA
-    ks_stage_nccl_free(&j->nccl); /* after the backend's stream, which its sends and receives ran on */
-#endif
-    ks_stage_link_free(&j->link);
+    ks_stages_free(&j->stages); /* after the runner's backend stream */
     ks_method_free(j->method);
     free(j->method_yaml);
     ks_bench_config_free(&j->bc);
@@ -417,12 +337,13 @@ static void eval_free(eval_job *j) {
 static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
     eval_job j = {0};
     ks_status st = ks_mpi_agree(mpi, eval_open(&j, o, mpi, argc, argv));
-    if (st == KS_OK) st = ks_stage_link_init(&j.link, mpi, &j.layout, o->stage_timeout);
+    if (st == KS_OK) st = ks_stages_link(&j.stages, mpi, o->stage_timeout);
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_gpu(&j, o, mpi));
-    if (st == KS_OK) st = ks_mpi_agree(mpi, eval_transport(&j, o));
+    if (st == KS_OK) st = ks_mpi_agree(mpi, ks_stages_transport(&j.stages, &o->dev));
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_load(&j, o, mpi));
     if (st == KS_OK) st = eval_samples(&j, o, mpi);
-    if (j.link.mpi && j.layout.n_stages > 1) /* the later stages learn how their instances' samples ended */
+    /* the later stages learn how their instances' samples ended */
+    if (j.stages.link.mpi && j.stages.layout.n_stages > 1)
         st = ks_mpi_agree(mpi, st);
     if (st == KS_OK && mpi->rank == 0) st = eval_report(&j);
     eval_free(&j);
@@ -468,7 +389,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
                             "`mpirun -np N kvscope eval ...` spreads samples over N ranks",
                             &help));
     if (help) return KS_OK;
-    KS_TRY(resolve_device(&o));
+    KS_TRY(ks_stage_devices_parse(&o.device_words, &o.dev));
     ks_mpi mpi = {0};
     KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
     ks_status st = eval_run(&o, &mpi, argc, argv);

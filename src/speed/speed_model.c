@@ -53,6 +53,11 @@ ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, 
     return no_cuda();
 }
 
+ks_status ks_speed_gpu_count(int *n) {
+    *n = 0;
+    return no_cuda();
+}
+
 ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {
     (void)name, (void)cap, (void)sm_count, (void)total_bytes, (void)free_bytes;
     return no_cuda();
@@ -74,6 +79,11 @@ ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, 
     /* ks_forward_init would upload host weights; this model has none, so the backend fills its own */
     KS_TRY(ks_backend_cuda_init_random(&be, m, &bp, seed));
     return ks_forward_init_backend(f, m, method, &ks_backend_cuda, be, &bp);
+}
+
+ks_status ks_speed_gpu_count(int *n) {
+    *n = ks_backend_cuda_count();
+    return KS_OK;
 }
 
 ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes) {

@@ -31,6 +31,9 @@ ks_status ks_speed_model_init(ks_model *m, const char *config_path);
 ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p,
                            uint64_t seed);
 
+/* *n = the GPUs this process sees; KS_ERR_UNSUPPORTED naming the fix in a build without the cuda backend. */
+ks_status ks_speed_gpu_count(int *n);
+
 /* The current GPU: name, multiprocessor count, total and free memory in bytes (outputs may be NULL). */
 ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes);
 
