@@ -249,12 +249,12 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     if (mkdir(o->output, 0777) != 0 && !ks_is_directory(o->output))
         return ks_fail(KS_ERR_IO, "--output %s: cannot create the directory (%s)", o->output, strerror(errno));
     snprintf(j->path, sizeof j->path, "%s/%s_%s_%s.h5", o->output, j->name, j->bc.benchmark_name,
-             j->method->ops->name);
-    char *identity = identity_text(o, &j->bc, j->name, j->method->ops->name, j->method_yaml);
+             ks_method_name(j->method));
+    char *identity = identity_text(o, &j->bc, j->name, ks_method_name(j->method), j->method_yaml);
     char *cmdline = command_line(argc, argv);
     ks_status st = identity && cmdline ? KS_OK : KS_ERR_NOMEM;
     ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
-                            .model = j->name, .benchmark = j->bc.benchmark_name, .method = j->method->ops->name,
+                            .model = j->name, .benchmark = j->bc.benchmark_name, .method = ks_method_name(j->method),
                             .method_options = j->method_yaml, .hardware = o->device};
     if (st == KS_OK) st = ks_results_open(&j->res, j->path, &meta);
     free(identity);

@@ -43,9 +43,9 @@ static void stream_token(void *ctx, const int32_t *ids, int n) { stream_print(ct
 static void report_kv(const ks_generate_result *r, const ks_method *m, int per_layer) {
     const double mib = 1024.0 * 1024.0;
     ks_log_info("KV cache (%s): %.2f MiB after prefill of %.2f MiB uncompressed (%.1f%%), %.2f MiB at the end",
-                m->ops->name, r->kv_bytes_prefill / mib, r->kv_bytes_full / mib,
+                ks_method_name(m), r->kv_bytes_prefill / mib, r->kv_bytes_full / mib,
                 r->kv_bytes_full ? 100.0 * r->kv_bytes_prefill / r->kv_bytes_full : 0.0, r->kv_bytes_end / mib);
-    ks_log_info("KV method (%s): %.1f ms of the %.1f ms prefill (%.2f%%)", m->ops->name, 1e3 * r->prefill_method_s,
+    ks_log_info("KV method (%s): %.1f ms of the %.1f ms prefill (%.2f%%)", ks_method_name(m), 1e3 * r->prefill_method_s,
                 1e3 * r->prefill_s, r->prefill_s > 0 ? 100.0 * r->prefill_method_s / r->prefill_s : 0.0);
     if (!per_layer) return;
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
