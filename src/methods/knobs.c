@@ -274,7 +274,7 @@ static ks_status apply_section(const ks_method_ops *const *ops, void *const *opt
                                yaml_node_t *root, yaml_node_pair_t *pr, const char *path) {
     yaml_node_t *kn = yaml_document_get_node(doc, pr->key), *vn = yaml_document_get_node(doc, pr->value);
     char key[128], parts[256];
-    size_t line = kn->start_mark.line + 1, len = 0, first;
+    size_t line = kn->start_mark.line + 1, len = 0;
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(parts + len, sizeof parts - len, "%s%s", i ? ", " : "", ops[i]->file);
     int i = kn->type == YAML_SCALAR_NODE && node_text(doc, kn, key, sizeof key) ? section_part(ops, n, key) : -1;
@@ -282,8 +282,13 @@ static ks_status apply_section(const ks_method_ops *const *ops, void *const *opt
         return ks_fail(KS_ERR_ARG, "%s:%zu: '%s' is not a part of this composition: its file holds one section per "
                        "part (%s), each a mapping of that part's knobs", path, line,
                        kn->type == YAML_SCALAR_NODE ? key : "?", parts);
-    if (key_seen(doc, root, pr, key, &first))
-        return ks_fail(KS_ERR_ARG, "%s:%zu: section '%s' is given twice (first on line %zu)", path, line, key, first);
+    for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < pr; q++) { /* earlier sections name parts */
+        yaml_node_t *qk = yaml_document_get_node(doc, q->key);
+        char earlier[128];
+        if (node_text(doc, qk, earlier, sizeof earlier) && section_part(ops, n, earlier) == i)
+            return ks_fail(KS_ERR_ARG, "%s:%zu: section '%s' is given twice (first on line %zu as '%s')", path, line,
+                           key, qk->start_mark.line + 1, earlier);
+    }
     if (empty_section(vn)) return KS_OK;
     if (vn->type != YAML_MAPPING_NODE)
         return ks_fail(KS_ERR_FORMAT, "%s:%zu: section '%s' must be a mapping of %s knobs (key: value lines, "

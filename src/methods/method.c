@@ -128,9 +128,14 @@ static int part_window(const ks_method *m) {
     return w > 0 ? w : m->ops->after_prefill_layer ? KS_METHOD_STAT_WINDOW : 0;
 }
 
+/* The head's window (its statistics' window when it compresses without one), or the most a later part scores:
+ * a later part that scores prompt queries says how many through ops->window. */
 int ks_method_window(const ks_method *m) {
-    int most = 0;
-    for (const ks_method *p = m; p; p = p->next) most = part_window(p) > most ? part_window(p) : most;
+    int most = part_window(m);
+    for (const ks_method *p = m->next; p; p = p->next) {
+        int w = p->ops->window ? p->ops->window(p) : 0;
+        most = w > most ? w : most;
+    }
     return most;
 }
 

@@ -285,7 +285,7 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
  * that fill a store's cache themselves. */
 ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *cache, const ks_model *model);
 void ks_method_reset(ks_method *m);              /* a new sequence (drops an abandoned prompt's pending work) */
-int ks_method_window(const ks_method *m);        /* queries the prompt's last chunk must hold */
+int ks_method_window(const ks_method *m); /* queries the prompt's last chunk must hold: the most any part needs */
 void ks_method_begin_prompt(ks_method *m, int n_prompt); /* before the prompt's last chunk: plan */
 /* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk; its
  * compression is handed to the store, which may run it during a later call or ks_method_end_prompt). */
