@@ -69,10 +69,13 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; or a composition A+B, one "
+         "part per role in the order selection, merging, channels, quantization (SnapKV+KIVI)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
-         "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
-        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
+         "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
+         "per part)", 0},
+        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE",
+         "one method knob, after --method_config (a composition's part: PART.KEY=VALUE)", 0},
         {"layer_stats", KS_OPT_FLAG, &layer_stats, NULL, "print the method's per-layer statistics", 0},
         {"kv_cache", KS_OPT_STRING, &kv_cache, "auto|budget|full",
          "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole sequence; "

@@ -163,11 +163,13 @@ static ks_status set_opt(ks_method *head, const char *kv) {
         return ks_fail(KS_ERR_ARG, "--method_opt %s: '%.*s' is not a part of %s (its parts: %s)", kv,
                        (int)(dot - kv), kv, head->name, parts);
     }
-    if (part) return ks_knobs_set_kv(part->ops, part->opts, dot + 1, "--method_opt");
-    if (!head->next || !eq || eq == kv) return ks_knobs_set_kv(head->ops, head->opts, kv, "--method_opt");
-    char key[128];
-    snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
-    return set_plain(head, kv, key, eq + 1);
+    if (!part && (!head->next || !eq || eq == kv)) return ks_knobs_set_kv(head->ops, head->opts, kv, "--method_opt");
+    const char *k0 = part ? dot + 1 : kv;
+    char key[128], where[300];
+    snprintf(key, sizeof key, "%.*s", (int)(eq - k0), k0);
+    if (!part) return set_plain(head, kv, key, eq + 1);
+    snprintf(where, sizeof where, "--method_opt %s", kv);
+    return ks_knobs_set(part->ops, part->opts, key, eq + 1, where);
 }
 
 /* The YAML file: flat for a method alone, one section per part for a composition. */
