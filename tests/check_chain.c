@@ -255,7 +255,8 @@ START_TEST(test_knob_routing) {
                 "TestChannels (testchannels), TestQuant (testquant))", "write <part>.<key>=...");
     expect_fail(parts, 3, NULL, "kivi.bits=2", KS_ERR_ARG, "'kivi' is not a part of SnapKV+TestChannels+TestQuant",
                 NULL);
-    expect_fail(parts, 3, NULL, "testquant.nope=1", KS_ERR_ARG, "--method_opt testquant.nope=1: 'nope' is not a TestQuant knob", NULL);
+    expect_fail(parts, 3, NULL, "testquant.nope=1", KS_ERR_ARG,
+                "--method_opt testquant.nope=1: 'nope' is not a TestQuant knob", NULL);
     expect_fail(parts, 3, NULL, "testquant.bits=9", KS_ERR_ARG, "TestQuant knob 'bits': '9'", NULL);
     expect_fail(parts, 3, NULL, "snapkv.kernel_size=4", KS_ERR_ARG, "kernel_size 4 must be odd", NULL);
     expect_fail(parts, 3, NULL, "bits", KS_ERR_ARG, "key=value", NULL);
