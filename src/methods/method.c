@@ -415,10 +415,12 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
     for (ks_method *p = m->head; p; p = p->next)
         if (p->ops->before_compact) KS_TRY(p->ops->before_compact(p, layer, m->keep, m->n_keep, m->cap, decode));
-    compact_rows(m, ks_method_row_mass(m, layer), 1);
-    if (m->row_scores) compact_rows(m, ks_method_row_scores(m, layer), m->score_rows / m->Hk);
-    if (m->row_norm && !decode) /* decode eviction: the statistics are taken */
-        compact_rows(m, ks_method_row_norm(m, layer), 1);
+    for (ks_method *p = m->head; p; p = p->next) { /* every part's per-row arrays follow m's lists */
+        if (p->row_mass) compact_rows(m, ks_method_row_mass(p, layer), 1);
+        if (p->row_scores) compact_rows(m, ks_method_row_scores(p, layer), p->score_rows / m->Hk);
+        if (p->row_norm && !decode) /* decode eviction: the statistics are taken */
+            compact_rows(m, ks_method_row_norm(p, layer), 1);
+    }
     KS_TRY(m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap));
     if (!decode && dropped) ks_method_layer_at(m, layer)->compressed = 1; /* decode evictions show in the positions */
     return KS_OK;

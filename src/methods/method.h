@@ -350,10 +350,10 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
  * tokens) and the top k of the rows before them by scores[h * cap + j]. */
 void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int tail);
 
-/* Compacts the layer to m->keep / m->n_keep (backend kv_compact; m's row_mass and row_scores follow, row_norm too
- * at prefill). Right before, every part of m's chain with a before_compact hook (m included) sees the keep lists;
- * a part's own per-row arrays are its to move there. At prefill (decode 0) it marks the layer compressed when rows
- * go. No-op when every row is kept (except to move a layer out of a prefill slot). */
+/* Compacts the layer to m->keep / m->n_keep (backend kv_compact; the row_mass and row_scores of every part of m's
+ * chain follow, row_norm too at prefill). Right before, every part with a before_compact hook (m included) sees
+ * the keep lists. At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
+ * (except to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int layer, int decode);
 
 /* The checks shared by the window methods: a token-count `capacity` (knob cap_name) must exceed window_size;
