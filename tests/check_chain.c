@@ -5,7 +5,8 @@
  *                            after a decode-time eviction); --method_opt routing (part.key, a plain key's one part,
  *                            ambiguous and unknown keys); --method_config sections and their round trip; on the
  *                            cpu backend with the tiny model, the order of every part's hooks at the prompt's end
- *                            and at decode, before_compact right before the compaction, the merged statistics
+ *                            and at decode, before_compact right before the compaction, every part's per-row
+ *                            arrays following a compaction, the merged statistics
  *     check_chain smollm2    SmolLM2 (label "model"): SnapKV+<a part that does nothing> keeps exactly SnapKV's rows,
  *                            statistics and greedy tokens, with a full and a budget-sized cache
  *
@@ -83,6 +84,13 @@ static ks_status t_before_compact(ks_method *m, int layer, const int32_t *keep, 
              n_keep[0]);
     return KS_OK;
 }
+/* TestChannels also keeps one score per (KV head, row): the row's position, to see it follow the compactions. */
+static ks_status t_chan_after_prefill(ks_method *m, const ks_method_chunk *c) {
+    for (int h = 0; h < m->Hk; h++)
+        for (int j = 0; j < ks_kvcache_len(m->cache, c->layer)[h]; j++)
+            ks_method_row_scores(m, c->layer)[(size_t)h * m->cap + j] = (float)ks_kvcache_pos(m->cache, c->layer, h)[j];
+    return t_after_prefill(m, c);
+}
 static int t_chan_window(const ks_method *m) { return KS_METHOD_OPTS(m, chan_opts)->window_size; }
 static void t_quant_stat(const ks_method *m, int layer, ks_layer_stat *row) {
     row->quant_error = 0.25f + (float)layer + (float)KS_METHOD_OPTS(m, quant_opts)->bits;
@@ -95,8 +103,9 @@ static const ks_method_ops t_merge = {
 };
 static const ks_method_ops t_chan = {
     .name = "TestChannels", .role = KS_ROLE_CHANNELS, .file = "testchannels", .summary = "test double",
-    .knobs = chan_knobs, .opts_size = sizeof(chan_opts), .window = t_chan_window, .prefill_chunk = t_prefill_chunk,
-    .after_prefill_layer = t_after_prefill, .on_decode_step = t_decode,
+    .knobs = chan_knobs, .opts_size = sizeof(chan_opts), .row_scores = KS_ROW_SCORES_KV_HEAD,
+    .window = t_chan_window, .prefill_chunk = t_prefill_chunk, .after_prefill_layer = t_chan_after_prefill,
+    .on_decode_step = t_decode,
 };
 static const ks_method_ops t_quant = {
     .name = "TestQuant", .role = KS_ROLE_QUANT, .file = "testquant", .summary = "test double",
@@ -373,11 +382,12 @@ START_TEST(test_hook_order) {
         ck_assert_float_eq(st[l].quant_error, 0.25f + l + 2);
     }
 
-    /* a compaction by a later part's instance: every part's before_compact (the selection has none) */
-    ks_method *merge = m->next;
+    /* a compaction by a later part's instance (rows 1 ..): every part's before_compact (the selection has none),
+     * and every part's per-row arrays follow (TestChannels' positions) */
+    ks_method *merge = m->next, *chan = merge->next;
     const int32_t *len = ks_kvcache_len(merge->cache, 1);
     for (int h = 0; h < merge->Hk; h++) {
-        for (int j = 0; j < len[h] - 1; j++) merge->keep[(size_t)h * merge->cap + j] = j;
+        for (int j = 0; j < len[h] - 1; j++) merge->keep[(size_t)h * merge->cap + j] = j + 1;
         merge->n_keep[h] = len[h] - 1;
     }
     hook_log[0] = 0;
@@ -387,6 +397,10 @@ START_TEST(test_hook_order) {
     snprintf(bc, sizeof bc, "bcd:TestMerge:1:%d>%d bcd:TestQuant:1:%d>%d ", had, had - 1, had, had - 1);
     ck_assert_str_eq(hook_log, bc);
     ck_assert_int_eq(ks_kvcache_len(merge->cache, 1)[0], had - 1);
+    for (int h = 0; h < chan->Hk; h++)
+        for (int j = 0; j < KEEP - 1; j++) /* the prompt's rows kept; the decode rows were never scored */
+            ck_assert_float_eq(ks_method_row_scores(chan, 1)[(size_t)h * chan->cap + j],
+                               (float)ks_kvcache_pos(chan->cache, 1, h)[j]);
     ks_forward_free(&f);
     ks_method_free(m);
     ks_method_free(alone);
