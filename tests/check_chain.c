@@ -196,7 +196,8 @@ START_TEST(test_sense_errors) {
     expect_name_fail("SnapKV+H2O", "--acceleration SnapKV+H2O: two selection methods (SnapKV, H2O)", "at most one");
     expect_name_fail("SnapKV+", "an empty part", "SnapKV+KIVI");
     expect_name_fail("+SnapKV", "an empty part", NULL);
-    expect_name_fail("SnapKV+Frobnicate", "in the composition SnapKV+Frobnicate", "unknown method");
+    expect_name_fail("SnapKV+Frobnicate", "in the composition SnapKV+Frobnicate: --acceleration Frobnicate: unknown "
+                     "method", "PyramidKV, CakeKV (selection); case does not matter");
     expect_name_fail("FullKV+SnapKV", "FullKV keeps the whole cache and cannot be a part of a composition", NULL);
     expect_name_fail("snapkv+none", "FullKV keeps the whole cache", NULL);
     expect_name_fail("H2O+SnapKV+L2Compress+PyramidKV+CakeKV+StreamingLLM+H2O+SnapKV+H2O", "more than 8 parts", NULL);

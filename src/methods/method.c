@@ -22,11 +22,19 @@ ks_status ks_method_find(const char *name, const ks_method_ops **out) {
             *out = *o;
             return KS_OK;
         }
-    char names[256];
+    static const char *const roles[] = {"selection", "merging", "channels", "quantization"};
+    char names[512];
     size_t n = 0;
-    for (const ks_method_ops *const *o = ks_methods; *o; o++)
-        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", (*o)->name);
-    return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter)", name, names);
+    for (int role = KS_ROLE_SELECT; role <= KS_ROLE_QUANT; role++) { /* "A, B (selection); C (quantization)" */
+        size_t n0 = n;
+        for (const ks_method_ops *const *o = ks_methods; *o; o++)
+            if ((int)(*o)->role == role && n < sizeof names)
+                n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n == n0 ? (n ? "; " : "") : ", ",
+                                      (*o)->name);
+        if (n > n0 && n < sizeof names) n += (size_t)snprintf(names + n, sizeof names - n, " (%s)", roles[role]);
+    }
+    return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter; parts of "
+                   "different roles compose as A+B)", name, names);
 }
 
 /* Frees what ks_method_bind allocated. */
