@@ -183,7 +183,7 @@ static int node_text(yaml_document_t *doc, yaml_node_t *n, char *buf, size_t cap
 
 int ks_knobs_has(const ks_method_ops *ops, const char *key) { return knob_find(ops, key) != NULL; }
 
-/* 1 when two keys of `map` before `pr` equal key; its line in *line. */
+/* 1 when a key of `map` before `pr` equals key; its line in *line. */
 static int key_seen(yaml_document_t *doc, yaml_node_t *map, yaml_node_pair_t *pr, const char *key, size_t *line) {
     for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pr; q++) {
         yaml_node_t *qk = yaml_document_get_node(doc, q->key);
