@@ -57,6 +57,11 @@ expect bad_device "device" "$KV" generate --model_path "$SMOL" --prompt hi --dev
 expect unknown_method "Frobnicate" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration Frobnicate
 expect bad_method_opt "window_size" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt window_size=-3
 expect unknown_method_opt "no_such_knob" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --acceleration SnapKV --method_opt no_such_knob=1 --output "$T/ev"
+expect chain_two_selections "SnapKV\+H2O: two selection methods \(SnapKV, H2O\)" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+H2O
+expect chain_fullkv_part "FullKV\+SnapKV: FullKV keeps the whole cache" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --acceleration none+SnapKV --output "$T/ev"
+expect chain_unknown_part "in the composition SnapKV\+Frobnicate.*unknown method" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+Frobnicate
+expect chain_empty_part "SnapKV\+: an empty part" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+
+expect prefixed_method_opt "--method_opt snapkv.kernl_size=3: 'kernl_size' is not a SnapKV knob" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt snapkv.kernl_size=3
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
 expect budget_cache_unbounded "CakeKV does not bound.*kv_rows" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration CakeKV --kv_cache budget
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"

@@ -25,6 +25,9 @@
  *   budget cache a random-weight 8-layer Llama shape (speed/speed_model.h), long enough prompts that every
  *                prefill slot is taken several times: the budget-sized cache keeps the full cache's rows and
  *                decodes the same tokens
+ *   composition  the tiny model on the cuda backend: SnapKV, PyramidKV and H2O each composed with a part that
+ *                does nothing at the prompt's end and at every decode step (a hooked decode graph) keep the
+ *                rows, KV bytes and greedy tokens of the selection alone
  */
 #include <check.h>
 #include <math.h>
@@ -41,6 +44,7 @@
 #include "backend/kvstore_cpu.h"
 #include "speed/speed_model.h"
 #include "engine/generate.h"
+#include "methods/chain.h"
 #include "methods/method.h"
 #include "test_util.h"
 
@@ -1145,6 +1149,83 @@ START_TEST(test_budget_cache_slots) {
 }
 END_TEST
 
+/* ---- a composition on the cuda backend ------------------------------------------------------------------ */
+
+static const ks_knob no_knobs[] = {{0}};
+static ks_status noop_prompt_end(ks_method *m, const ks_method_chunk *c) { return (void)m, (void)c, KS_OK; }
+static ks_status noop_decode(ks_method *m, int layer, int qpos) { return (void)m, (void)layer, (void)qpos, KS_OK; }
+static const ks_method_ops noop_part = {
+    .name = "TestNoop", .role = KS_ROLE_QUANT, .file = "testnoop", .summary = "test double", .knobs = no_knobs,
+    .after_prefill_layer = noop_prompt_end, .on_decode_step = noop_decode,
+};
+
+/* What one run leaves: greedy tokens, KV bytes, the kept positions of every (layer, KV head). */
+typedef struct chain_out {
+    int32_t tokens[12], len[64], *pos; /* pos: (layers * KV heads, cap), the caller frees */
+    int cap;
+    ks_generate_result r;
+} chain_out;
+
+/* `parts` with opts on a fresh cuda forward of `model` (full cache, chunks of 40): n_new greedy tokens. */
+static void chain_run(const ks_model *model, const ks_method_ops *const *parts, int n_parts, const char *const *opts,
+                      int n_opts, const int32_t *ids, int n, int n_new, chain_out *o) {
+    ks_method *m;
+    CK_KS(ks_method_create_ops(&m, parts, n_parts, NULL, opts, n_opts));
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cuda", .max_ctx = n + n_new, .max_new = n_new, .chunk = 40,
+                            .cache = KS_CACHE_FULL};
+    CK_KS(ks_forward_init(&f, model, m, &fp));
+    ks_generate_params gp = {.max_new_tokens = n_new};
+    CK_KS(ks_generate(&f, ids, n, &gp, o->tokens, &o->r));
+    const ks_kvcache *c = f.ops->kvcache(f.be);
+    ck_assert(c->n_layers * c->n_kv_heads <= 64);
+    o->cap = c->cap;
+    o->pos = malloc(sizeof(int32_t) * c->n_layers * c->n_kv_heads * c->cap);
+    for (int l = 0, i = 0; l < c->n_layers; l++)
+        for (int h = 0; h < c->n_kv_heads; h++, i++) {
+            o->len[i] = ks_kvcache_len(c, l)[h];
+            memcpy(o->pos + (size_t)i * c->cap, ks_kvcache_pos(c, l, h), sizeof(int32_t) * o->len[i]);
+        }
+    ks_forward_free(&f);
+    ks_method_free(m);
+}
+
+START_TEST(test_chain_noop_part) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    enum { N = 90, NEW = 12 };
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    const struct {
+        const ks_method_ops *sel;
+        const char *opts[2];
+    } runs[] = {
+        {&ks_method_snapkv, {"max_capacity_prompt=24", "window_size=8"}},
+        {&ks_method_pyramidkv, {"max_capacity_prompt=24", "window_size=8"}},
+        {&ks_method_h2o, {"heavy_budget=12", "recent_budget=12"}},
+    };
+    static chain_out alone, chained;
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        const ks_method_ops *chain[] = {runs[i].sel, &noop_part};
+        chain_run(&model, chain, 1, runs[i].opts, 2, ids, N, NEW, &alone);
+        chain_run(&model, chain, 2, runs[i].opts, 2, ids, N, NEW, &chained);
+        const char *name = runs[i].sel->name;
+        ck_assert_msg(!memcmp(alone.tokens, chained.tokens, sizeof alone.tokens), "%s+TestNoop: other tokens", name);
+        ck_assert_msg(alone.r.kv_bytes_prefill == chained.r.kv_bytes_prefill &&
+                          alone.r.kv_bytes_end == chained.r.kv_bytes_end, "%s+TestNoop: other KV bytes", name);
+        int heads = model.cfg.n_layers * model.cfg.n_kv_heads;
+        ck_assert_msg(!memcmp(alone.len, chained.len, sizeof(int32_t) * heads), "%s+TestNoop: other lengths", name);
+        ck_assert_int_eq(alone.cap, chained.cap);
+        for (int h = 0; h < heads; h++)
+            ck_assert_msg(!memcmp(alone.pos + (size_t)h * alone.cap, chained.pos + (size_t)h * alone.cap,
+                                  sizeof(int32_t) * alone.len[h]),
+                          "%s+TestNoop: (layer, KV head) %d keeps other rows", name, h);
+        free(alone.pos), free(chained.pos);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -1166,6 +1247,7 @@ int main(void) {
     tcase_add_test(tc, test_tiny_model_chunks);
     tcase_add_test(tc, test_deferred_paths);
     tcase_add_test(tc, test_budget_cache_slots);
+    tcase_add_test(tc, test_chain_noop_part);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

@@ -197,12 +197,12 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     if (mkdir(o->output, 0777) != 0 && !ks_is_directory(o->output))
         return ks_fail(KS_ERR_IO, "--output %s: cannot create the directory (%s)", o->output, strerror(errno));
     snprintf(j->path, sizeof j->path, "%s/%s_%s_%s.h5", o->output, j->name, j->bc.benchmark_name,
-             j->method->ops->name);
-    char *identity = identity_text(o, &j->bc, j->name, j->method->ops->name, j->method_yaml);
+             ks_method_name(j->method));
+    char *identity = identity_text(o, &j->bc, j->name, ks_method_name(j->method), j->method_yaml);
     char *cmdline = command_line(argc, argv);
     ks_status st = identity && cmdline ? KS_OK : KS_ERR_NOMEM;
     ks_results_meta meta = {.identity = identity, .version = KS_VERSION, .command_line = cmdline,
-                            .model = j->name, .benchmark = j->bc.benchmark_name, .method = j->method->ops->name,
+                            .model = j->name, .benchmark = j->bc.benchmark_name, .method = ks_method_name(j->method),
                             .method_options = j->method_yaml, .hardware = o->dev.device};
     if (st == KS_OK) st = ks_results_open(&j->res, j->path, &meta);
     free(identity);
@@ -357,10 +357,13 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
         {"acceleration", KS_OPT_STRING, &o.acceleration, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; or a composition A+B, one "
+         "part per role in the order selection, merging, channels, quantization (SnapKV+KIVI)", 0},
         {"method_config", KS_OPT_STRING, &o.method_config, "F.yaml",
-         "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
-        {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
+         "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
+         "per part)", 0},
+        {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE",
+         "one method knob, after --method_config (a composition's part: PART.KEY=VALUE)", 0},
         {"device", KS_OPT_WORDS, &o.device_words, "D",
          "cpu, cuda (every GPU of a node), or GPU indices (--device 0 1 3: a node's ranks use those, in order); "
          "default: the GPUs when there are any, else the CPU", 0},

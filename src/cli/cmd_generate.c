@@ -43,9 +43,9 @@ static void stream_token(void *ctx, const int32_t *ids, int n) { stream_print(ct
 static void report_kv(const ks_generate_result *r, const ks_method *m, int per_layer) {
     const double mib = 1024.0 * 1024.0;
     ks_log_info("KV cache (%s): %.2f MiB after prefill of %.2f MiB uncompressed (%.1f%%), %.2f MiB at the end",
-                m->ops->name, r->kv_bytes_prefill / mib, r->kv_bytes_full / mib,
+                ks_method_name(m), r->kv_bytes_prefill / mib, r->kv_bytes_full / mib,
                 r->kv_bytes_full ? 100.0 * r->kv_bytes_prefill / r->kv_bytes_full : 0.0, r->kv_bytes_end / mib);
-    ks_log_info("KV method (%s): %.1f ms of the %.1f ms prefill (%.2f%%)", m->ops->name, 1e3 * r->prefill_method_s,
+    ks_log_info("KV method (%s): %.1f ms of the %.1f ms prefill (%.2f%%)", ks_method_name(m), 1e3 * r->prefill_method_s,
                 1e3 * r->prefill_s, r->prefill_s > 0 ? 100.0 * r->prefill_method_s / r->prefill_s : 0.0);
     if (!per_layer) return;
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
@@ -69,10 +69,13 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; or a composition A+B, one "
+         "part per role in the order selection, merging, channels, quantization (SnapKV+KIVI)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
-         "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
-        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
+         "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
+         "per part)", 0},
+        {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE",
+         "one method knob, after --method_config (a composition's part: PART.KEY=VALUE)", 0},
         {"layer_stats", KS_OPT_FLAG, &layer_stats, NULL, "print the method's per-layer statistics", 0},
         {"kv_cache", KS_OPT_STRING, &kv_cache, "auto|budget|full",
          "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole sequence; "

@@ -14,7 +14,7 @@
 static ks_status unbounded_budget(const ks_method *m, int max_ctx) {
     return ks_fail(KS_ERR_ARG, "--acceleration %s does not bound the rows each layer keeps after the prompt, so the "
                                "KV cache cannot be sized to a budget (kv_rows < context %d); use the full cache "
-                               "(--kv_cache full or auto)", m ? m->ops->name : "FullKV", max_ctx);
+                               "(--kv_cache full or auto)", m ? ks_method_name(m) : "FullKV", max_ctx);
 }
 
 /* The method against the forward's shape: a budget-sized cache needs a method that bounds every layer's rows, and
@@ -25,7 +25,7 @@ static ks_status check_method(const ks_method *m, const ks_backend_params *bp) {
     if (m && ks_method_window(m) > bp->max_chunk && bp->max_chunk < bp->max_ctx)
         return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
                                    "chunk of %d tokens; raise --chunk or lower window_size",
-                       m->ops->name, ks_method_window(m), bp->max_chunk);
+                       ks_method_name(m), ks_method_window(m), bp->max_chunk);
     return KS_OK;
 }
 
@@ -168,7 +168,7 @@ static ks_status issue_decode_layers(void *ctx) { return run_layers(ctx, 1, 1, 0
 
 /* One decode token through the layers, as the backend runs a step (backend.h: decode_step). */
 static ks_status run_decode_layers(ks_forward *f) {
-    int hooked = f->method && f->method->ops->on_decode_step;
+    int hooked = f->method && ks_method_decode_hooked(f->method);
     ks_decode_kind kind = !hooked                                 ? KS_DECODE_PLAIN
                           : ks_method_decode_on_host(f->method) ? KS_DECODE_HOST
                                                                  : KS_DECODE_HOOKED;
@@ -203,12 +203,12 @@ static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decod
     int prompt_end = !decode && io->prompt_end;
     if (meth && !decode && ks_method_dropped(meth))
         return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s compressed this sequence's KV cache; more prompt tokens "
-                                           "cannot follow (start a new sequence)", meth->ops->name);
+                                           "cannot follow (start a new sequence)", ks_method_name(meth));
     if (meth && prompt_end) {
         int need = ks_method_window(meth) < f->n_past + n ? ks_method_window(meth) : f->n_past + n;
         if (n < need)
             return ks_fail(KS_ERR_ARG, "the prompt's last chunk has %d tokens but --acceleration %s scores the last "
-                                       "%d (plan chunks with ks_forward_chunk_len)", n, meth->ops->name, need);
+                                       "%d (plan chunks with ks_forward_chunk_len)", n, ks_method_name(meth), need);
         ks_method_begin_prompt(meth, f->n_past + n);
     }
     if (m->first_layer == 0) {

@@ -181,48 +181,135 @@ static int node_text(yaml_document_t *doc, yaml_node_t *n, char *buf, size_t cap
     return len < cap;
 }
 
+int ks_knobs_has(const ks_method_ops *ops, const char *key) { return knob_find(ops, key) != NULL; }
+
+/* 1 when a key of `map` before `pr` equals key; its line in *line. */
+static int key_seen(yaml_document_t *doc, yaml_node_t *map, yaml_node_pair_t *pr, const char *key, size_t *line) {
+    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pr; q++) {
+        yaml_node_t *qk = yaml_document_get_node(doc, q->key);
+        if (qk->type == YAML_SCALAR_NODE && qk->data.scalar.length == strlen(key) &&
+            !memcmp(qk->data.scalar.value, key, strlen(key))) {
+            *line = qk->start_mark.line + 1;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Applies every "key: value" of the mapping node `map` (a list value for list knobs). */
+static ks_status apply_mapping(const ks_method_ops *ops, void *opts, yaml_document_t *doc, yaml_node_t *map,
+                               const char *path) {
+    ks_status st = KS_OK;
+    for (yaml_node_pair_t *pr = map->data.mapping.pairs.start; pr < map->data.mapping.pairs.top && st == KS_OK;
+         pr++) {
+        yaml_node_t *kn = yaml_document_get_node(doc, pr->key), *vn = yaml_document_get_node(doc, pr->value);
+        char key[128], val[1024], where[1200];
+        size_t first;
+        snprintf(where, sizeof where, "%s:%zu", path, kn->start_mark.line + 1);
+        if (kn->type != YAML_SCALAR_NODE || !node_text(doc, kn, key, sizeof key))
+            st = ks_fail(KS_ERR_FORMAT, "%s: a knob name must be a plain key", where);
+        else if (!node_text(doc, vn, val, sizeof val))
+            st = ks_fail(KS_ERR_ARG, "%s: %s knob '%s' needs a value or a list of values", where, ops->name, key);
+        else if (key_seen(doc, map, pr, key, &first))
+            st = ks_fail(KS_ERR_ARG, "%s: knob '%s' is set twice (first on line %zu)", where, key, first);
+        else
+            st = ks_knobs_set(ops, opts, key, val, where);
+    }
+    return st;
+}
+
+/* The YAML file `path` parsed into doc (*f, *parser open until close_yaml). */
+static ks_status open_yaml(const char *path, FILE **f, yaml_parser_t *parser, yaml_document_t *doc) {
+    *f = fopen(path, "rb");
+    if (!*f) return ks_fail(KS_ERR_IO, "--method_config %s: cannot open (%s)", path, strerror(errno));
+    yaml_parser_initialize(parser);
+    yaml_parser_set_input_file(parser, *f);
+    if (yaml_parser_load(parser, doc)) return KS_OK;
+    ks_status st = ks_fail(KS_ERR_FORMAT, "%s:%zu: not valid YAML (%s)", path, parser->problem_mark.line + 1,
+                           parser->problem ? parser->problem : "parse error");
+    yaml_parser_delete(parser);
+    fclose(*f);
+    return st;
+}
+
+static void close_yaml(FILE *f, yaml_parser_t *parser, yaml_document_t *doc) {
+    yaml_document_delete(doc);
+    yaml_parser_delete(parser);
+    fclose(f);
+}
+
 ks_status ks_knobs_load_yaml(const ks_method_ops *ops, void *opts, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return ks_fail(KS_ERR_IO, "--method_config %s: cannot open (%s)", path, strerror(errno));
+    FILE *f;
     yaml_parser_t parser;
     yaml_document_t doc;
-    yaml_parser_initialize(&parser);
-    yaml_parser_set_input_file(&parser, f);
+    KS_TRY(open_yaml(path, &f, &parser, &doc));
     ks_status st = KS_OK;
-    if (!yaml_parser_load(&parser, &doc)) {
-        st = ks_fail(KS_ERR_FORMAT, "%s:%zu: not valid YAML (%s)", path, parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "parse error");
-        yaml_parser_delete(&parser);
-        fclose(f);
-        return st;
-    }
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root && root->type != YAML_MAPPING_NODE)
         st = ks_fail(KS_ERR_FORMAT, "%s:%zu: expected a mapping of %s knobs (key: value lines)", path,
                      root->start_mark.line + 1, ops->name);
-    for (yaml_node_pair_t *pr = root && st == KS_OK ? root->data.mapping.pairs.start : NULL;
-         pr && pr < root->data.mapping.pairs.top && st == KS_OK; pr++) {
-        yaml_node_t *kn = yaml_document_get_node(&doc, pr->key), *vn = yaml_document_get_node(&doc, pr->value);
-        char key[128], val[1024], where[1200];
-        snprintf(where, sizeof where, "%s:%zu", path, kn->start_mark.line + 1);
-        if (kn->type != YAML_SCALAR_NODE || !node_text(&doc, kn, key, sizeof key)) {
-            st = ks_fail(KS_ERR_FORMAT, "%s: a knob name must be a plain key", where);
-        } else if (!node_text(&doc, vn, val, sizeof val)) {
-            st = ks_fail(KS_ERR_ARG, "%s: %s knob '%s' needs a value or a list of values", where, ops->name, key);
-        } else {
-            for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < pr && st == KS_OK; q++) {
-                yaml_node_t *qk = yaml_document_get_node(&doc, q->key);
-                if (qk->type == YAML_SCALAR_NODE && qk->data.scalar.length == strlen(key) &&
-                    !memcmp(qk->data.scalar.value, key, strlen(key)))
-                    st = ks_fail(KS_ERR_ARG, "%s: knob '%s' is set twice (first on line %zu)", where, key,
-                                 qk->start_mark.line + 1);
-            }
-            if (st == KS_OK) st = ks_knobs_set(ops, opts, key, val, where);
-        }
+    else if (root)
+        st = apply_mapping(ops, opts, &doc, root, path);
+    close_yaml(f, &parser, &doc);
+    return st;
+}
+
+/* The part a section key names (its name or file, case-insensitive), or -1. */
+static int section_part(const ks_method_ops *const *ops, int n, const char *key) {
+    for (int i = 0; i < n; i++)
+        if (!strcasecmp(key, ops[i]->name) || !strcasecmp(key, ops[i]->file)) return i;
+    return -1;
+}
+
+/* 1 when a section's value is empty ("snapkv:" alone, "~", "null"): no change. */
+static int empty_section(const yaml_node_t *v) {
+    if (v->type != YAML_SCALAR_NODE || v->data.scalar.style != YAML_PLAIN_SCALAR_STYLE) return 0;
+    const char *t = (const char *)v->data.scalar.value;
+    size_t len = v->data.scalar.length;
+    return !len || (len == 1 && *t == '~') || (len == 4 && !strncasecmp(t, "null", 4));
+}
+
+/* One section of a composition's file: the key names a part, once, and holds a mapping of its knobs. */
+static ks_status apply_section(const ks_method_ops *const *ops, void *const *opts, int n, yaml_document_t *doc,
+                               yaml_node_t *root, yaml_node_pair_t *pr, const char *path) {
+    yaml_node_t *kn = yaml_document_get_node(doc, pr->key), *vn = yaml_document_get_node(doc, pr->value);
+    char key[128], parts[256];
+    size_t line = kn->start_mark.line + 1, len = 0;
+    for (int i = 0; i < n; i++)
+        len += (size_t)snprintf(parts + len, sizeof parts - len, "%s%s", i ? ", " : "", ops[i]->file);
+    int i = kn->type == YAML_SCALAR_NODE && node_text(doc, kn, key, sizeof key) ? section_part(ops, n, key) : -1;
+    if (i < 0)
+        return ks_fail(KS_ERR_ARG, "%s:%zu: '%s' is not a part of this composition: its file holds one section per "
+                       "part (%s), each a mapping of that part's knobs", path, line,
+                       kn->type == YAML_SCALAR_NODE ? key : "?", parts);
+    for (yaml_node_pair_t *q = root->data.mapping.pairs.start; q < pr; q++) { /* earlier sections name parts */
+        yaml_node_t *qk = yaml_document_get_node(doc, q->key);
+        char earlier[128];
+        if (node_text(doc, qk, earlier, sizeof earlier) && section_part(ops, n, earlier) == i)
+            return ks_fail(KS_ERR_ARG, "%s:%zu: section '%s' is given twice (first on line %zu as '%s')", path, line,
+                           key, qk->start_mark.line + 1, earlier);
     }
-    yaml_document_delete(&doc);
-    yaml_parser_delete(&parser);
-    fclose(f);
+    if (empty_section(vn)) return KS_OK;
+    if (vn->type != YAML_MAPPING_NODE)
+        return ks_fail(KS_ERR_FORMAT, "%s:%zu: section '%s' must be a mapping of %s knobs (key: value lines, "
+                       "indented)", path, line, key, ops[i]->name);
+    return apply_mapping(ops[i], opts[i], doc, vn, path);
+}
+
+ks_status ks_knobs_load_yaml_parts(const ks_method_ops *const *ops, void *const *opts, int n, const char *path) {
+    FILE *f;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    KS_TRY(open_yaml(path, &f, &parser, &doc));
+    ks_status st = KS_OK;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root && root->type != YAML_MAPPING_NODE)
+        st = ks_fail(KS_ERR_FORMAT, "%s:%zu: expected one section per part of the composition (snapkv: ...)", path,
+                     root->start_mark.line + 1);
+    for (yaml_node_pair_t *pr = root && st == KS_OK ? root->data.mapping.pairs.start : NULL;
+         pr && pr < root->data.mapping.pairs.top && st == KS_OK; pr++)
+        st = apply_section(ops, opts, n, &doc, root, pr, path);
+    close_yaml(f, &parser, &doc);
     return st;
 }
 

@@ -1,5 +1,6 @@
-/* method.c — the method registry, instances (options, binding, per-sequence state), the hooks the forward pass
- * calls, and the selection/compaction helpers every method shares. */
+/* method.c — the method registry, instances (binding, per-sequence state; creation and options in chain.c), the
+ * hooks the forward pass calls, run over a composition's parts, and the selection/compaction helpers every
+ * method shares. */
 #include "methods/method.h"
 
 #include <math.h>
@@ -8,7 +9,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "methods/knobs.h"
 #include "methods/select.h"
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
@@ -22,38 +22,19 @@ ks_status ks_method_find(const char *name, const ks_method_ops **out) {
             *out = *o;
             return KS_OK;
         }
-    char names[256];
+    static const char *const roles[] = {"selection", "merging", "channels", "quantization"};
+    char names[512];
     size_t n = 0;
-    for (const ks_method_ops *const *o = ks_methods; *o; o++)
-        n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n ? ", " : "", (*o)->name);
-    return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter)", name, names);
-}
-
-ks_status ks_method_create(ks_method **out, const char *name, const char *config_path, const char *const *opts,
-                           int n_opts) {
-    const ks_method_ops *ops;
-    KS_TRY(ks_method_find(name, &ops));
-    ks_method *m = ks_calloc(1, sizeof *m, "KV method");
-    if (!m) return KS_ERR_NOMEM;
-    ks_status st = KS_OK;
-    m->ops = ops;
-    m->opts = ks_calloc(1, ops->opts_size ? ops->opts_size : 1, "KV method options");
-    const char *from = config_path ? config_path : "defaults", *plus = n_opts ? " + --method_opt" : "";
-    m->source = ks_malloc(strlen(from) + strlen(plus) + 1, "KV method options source");
-    if (!m->opts || !m->source) {
-        st = KS_ERR_NOMEM;
-        goto fail;
+    for (int role = KS_ROLE_SELECT; role <= KS_ROLE_QUANT; role++) { /* "A, B (selection); C (quantization)" */
+        size_t n0 = n;
+        for (const ks_method_ops *const *o = ks_methods; *o; o++)
+            if ((int)(*o)->role == role && n < sizeof names)
+                n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n == n0 ? (n ? "; " : "") : ", ",
+                                      (*o)->name);
+        if (n > n0 && n < sizeof names) n += (size_t)snprintf(names + n, sizeof names - n, " (%s)", roles[role]);
     }
-    strcat(strcpy(m->source, from), plus);
-    KS_TRY_GOTO(st, ks_knobs_defaults(ops, m->opts), fail);
-    if (config_path) KS_TRY_GOTO(st, ks_knobs_load_yaml(ops, m->opts, config_path), fail);
-    for (int i = 0; i < n_opts; i++) KS_TRY_GOTO(st, ks_knobs_set_kv(ops, m->opts, opts[i], "--method_opt"), fail);
-    if (ops->check) KS_TRY_GOTO(st, ops->check(m), fail);
-    *out = m;
-    return KS_OK;
-fail:
-    ks_method_free(m);
-    return st;
+    return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter; parts of "
+                   "different roles compose as A+B)", name, names);
 }
 
 /* Frees what ks_method_bind allocated. */
@@ -74,24 +55,27 @@ static void unbind(ks_method *m) {
 }
 
 void ks_method_free(ks_method *m) {
-    if (!m) return;
-    unbind(m);
-    free(m->opts);
-    free(m->source);
-    free(m);
+    while (m) {
+        ks_method *next = m->next;
+        unbind(m);
+        free(m->opts);
+        free(m->source);
+        free(m);
+        m = next;
+    }
 }
-
-ks_status ks_method_options_yaml(const ks_method *m, char **out) { return ks_knobs_to_yaml(m->ops, m->opts, out); }
 
 ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model) {
     ks_kvstore *kv = ops->kvstore(be);
-    if (!kv && (m->ops->after_prefill_layer || m->ops->prefill_chunk || m->ops->on_decode_step))
-        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV store for the methods",
-                       m->ops->name, ops->name);
+    for (const ks_method *p = m; p && !kv; p = p->next)
+        if (p->ops->after_prefill_layer || p->ops->prefill_chunk || p->ops->on_decode_step)
+            return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV store for the methods",
+                           m->name, ops->name);
     return ks_method_bind_store(m, kv, ops->kvcache(be), model);
 }
 
-ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks_model *model) {
+/* One part bound: its scratch and per-row arrays (row_norm on the head only: a layer's key norms are taken once). */
+static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks_model *model) {
     unbind(m);
     if (model->cfg.n_layers > KS_METHOD_MAX_LAYERS)
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: %d layers; the KV methods handle at most %d", model->source,
@@ -118,39 +102,58 @@ ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, cons
     if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
     if (m->ops->row_scores)
         m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
-    if (kv) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
+    int norms = kv && m->head == m;
+    if (norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores) || (kv && !m->row_norm)) {
+        (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm)) {
         unbind(m);
         return KS_ERR_NOMEM;
     }
     ks_status st = m->ops->cache_scores ? kv->ops->row_scores_reserve(kv) : KS_OK;
-    if (st != KS_OK) {
-        unbind(m);
-        return st;
-    }
+    if (st != KS_OK) unbind(m);
+    return st;
+}
+
+ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks_model *model) {
+    for (ks_method *p = m; p; p = p->next) KS_TRY(bind_part(p, kv, c, model));
     /* work another method handed the store and abandoned would run with its context */
     ks_method_reset(m);
     return KS_OK;
 }
 
 void ks_method_reset(ks_method *m) {
-    m->n_prompt = 0;
-    memset(m->model_state, 0, sizeof m->model_state);
+    for (ks_method *p = m; p; p = p->next) {
+        p->n_prompt = 0;
+        memset(p->model_state, 0, sizeof p->model_state);
+        if (p->layer) memset(p->layer, 0, sizeof *p->layer * (p->last_layer - p->first_layer));
+    }
     if (m->kv) m->kv->ops->compress_cancel(m->kv); /* a prompt abandoned after an error: its work is dropped */
-    if (m->layer) memset(m->layer, 0, sizeof *m->layer * (m->last_layer - m->first_layer));
 }
 
-int ks_method_window(const ks_method *m) {
+/* The prompt queries one part scores after prefill (the statistics' window for a part that compresses). */
+static int part_window(const ks_method *m) {
     int w = m->ops->window ? m->ops->window(m) : 0;
     return w > 0 ? w : m->ops->after_prefill_layer ? KS_METHOD_STAT_WINDOW : 0;
 }
 
+/* The head's window (its statistics' window when it compresses without one), or the most a later part scores:
+ * a later part that scores prompt queries says how many through ops->window. */
+int ks_method_window(const ks_method *m) {
+    int most = part_window(m);
+    for (const ks_method *p = m->next; p; p = p->next) {
+        int w = p->ops->window ? p->ops->window(p) : 0;
+        most = w > most ? w : most;
+    }
+    return most;
+}
+
 void ks_method_begin_prompt(ks_method *m, int n_prompt) {
-    m->n_prompt = n_prompt;
-    for (int layer = m->first_layer; layer < m->last_layer; layer++)
-        *ks_method_layer_at(m, layer) = (ks_method_layer){.budget = n_prompt};
-    if (m->ops->plan) m->ops->plan(m);
+    for (ks_method *p = m; p; p = p->next) {
+        p->n_prompt = n_prompt;
+        for (int layer = p->first_layer; layer < p->last_layer; layer++)
+            *ks_method_layer_at(p, layer) = (ks_method_layer){.budget = n_prompt};
+        if (p->ops->plan) p->ops->plan(p);
+    }
 }
 
 /* A layer still in a prefill slot of a budget-sized cache after its compression kept every row: a compaction
@@ -166,14 +169,16 @@ static ks_status settle(ks_method *m, int layer) {
     return m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap);
 }
 
-/* A layer's prompt-end work (a ks_kvstore_work on the method): its key norms (before any row of it moves), then
- * the method's compression, over the prompt's last chunk. */
+/* A layer's prompt-end work (a ks_kvstore_work on the head): its key norms (before any row of it moves), then each
+ * part's work over the prompt's last chunk in order (the selection's first; its compaction calls the parts'
+ * before_compact), then the layer out of a prefill slot. */
 static ks_status prompt_end_work(void *ctx, int layer) {
     ks_method *m = ctx;
     ks_method_chunk c = m->last_chunk;
     c.layer = layer;
     KS_TRY(m->kv->ops->key_norms(m->kv, layer, ks_method_row_norm(m, layer), m->cap));
-    if (m->ops->after_prefill_layer) KS_TRY(m->ops->after_prefill_layer(m, &c));
+    for (ks_method *p = m; p; p = p->next)
+        if (p->ops->after_prefill_layer) KS_TRY(p->ops->after_prefill_layer(p, &c));
     return settle(m, layer);
 }
 
@@ -181,22 +186,34 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
     ks_method_chunk c = {.layer = layer, .pos0 = pos0, .n = n};
     KS_ASSERT(layer >= m->first_layer && layer < m->last_layer);
     /* per-chunk scoring reads this chunk's queries: before the layer's work is handed over */
-    if (m->ops->prefill_chunk) KS_TRY(m->ops->prefill_chunk(m, &c));
+    for (ks_method *p = m; p; p = p->next)
+        if (p->ops->prefill_chunk) KS_TRY(p->ops->prefill_chunk(p, &c));
     if (!last || !m->kv) return KS_OK;
-    m->last_chunk = c;
+    for (ks_method *p = m; p; p = p->next) p->last_chunk = c;
     int w = ks_method_window(m) < n ? ks_method_window(m) : n; /* the rows window_scores may read */
     return m->kv->ops->compress_layer(m->kv, layer, n - w, w, prompt_end_work, m);
 }
 
 int ks_method_decode_on_host(const ks_method *m) {
-    if (!m->ops->decode_on_host) return 0;
+    int host = 0;
+    for (const ks_method *p = m; p; p = p->next) host |= p->ops->decode_on_host != NULL;
+    if (!host) return 0;
     m->kv->ops->cache(m->kv); /* the lengths current: a store may apply the last step's evictions late */
-    return m->ops->decode_on_host(m);
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->decode_on_host && p->ops->decode_on_host(p)) return 1;
+    return 0;
+}
+
+int ks_method_decode_hooked(const ks_method *m) {
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->on_decode_step) return 1;
+    return 0;
 }
 
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos) {
-    if (!m->ops->on_decode_step) return KS_OK;
-    return m->ops->on_decode_step(m, layer, qpos);
+    for (ks_method *p = m; p; p = p->next)
+        if (p->ops->on_decode_step) KS_TRY(p->ops->on_decode_step(p, layer, qpos));
+    return KS_OK;
 }
 
 /* Each held layer's statistics from the rows it holds now. */
@@ -235,29 +252,48 @@ static void record_stats(ks_method *m) {
 
 ks_status ks_method_end_prompt(ks_method *m) {
     if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
-    record_stats(m);
+    for (ks_method *p = m; p; p = p->next) record_stats(p);
     return KS_OK;
 }
 
-double *ks_method_stage_state(ks_method *m) { return m->ops->finish_stage ? m->model_state : NULL; }
+double *ks_method_stage_state(ks_method *m) {
+    for (ks_method *p = m; p; p = p->next) /* the parts' checks leave at most one: a SELECT part's */
+        if (p->ops->finish_stage) return p->model_state;
+    return NULL;
+}
 
 ks_status ks_method_finish_stage(ks_method *m) {
-    KS_TRY(m->ops->finish_stage(m));
+    for (ks_method *p = m; p; p = p->next)
+        if (p->ops->finish_stage) KS_TRY(p->ops->finish_stage(p));
     if (m->kv) KS_TRY(m->kv->ops->compress_flush(m->kv));
-    record_stats(m);
+    for (ks_method *p = m; p; p = p->next) record_stats(p);
     return KS_OK;
 }
 
-int ks_method_bounds_rows(const ks_method *m) { return m->ops->after_prefill_layer && !m->ops->rows_unplanned; }
+/* One part bounds the rows it leaves after the prompt by its plan. */
+static int part_bounds(const ks_method *m) { return m->ops->after_prefill_layer && !m->ops->rows_unplanned; }
 
-int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
-    if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+/* Whose plan bounds the rows of a composition: its selection, the head; without one (no part drops rows), every
+ * part's plan, and none may leave its rows unplanned. */
+int ks_method_bounds_rows(const ks_method *m) {
+    if (m->ops->role == KS_ROLE_SELECT) return part_bounds(m);
+    int some = 0;
+    for (const ks_method *p = m; p; p = p->next) {
+        if (p->ops->rows_unplanned) return 0;
+        some |= part_bounds(p);
+    }
+    return some;
+}
+
+/* The most rows one part's plan keeps of any layer of `model` after prompts of 1 .. max_prompt tokens: the place
+ * where the rows a part keeps in the dense cache are counted. -1: out of memory. */
+static int plan_rows(const ks_method *m, const ks_model *model, int max_prompt) {
     ks_method t = *m; /* plan() reads the options, the layer range and n_prompt, and writes t.layer */
     t.first_layer = model->first_layer;
     t.last_layer = model->last_layer;
     t.n_layers_model = model->cfg.n_layers;
     t.layer = ks_calloc((size_t)(t.last_layer - t.first_layer) + 1, sizeof *t.layer, "KV method plan");
-    if (!t.layer) return 0;
+    if (!t.layer) return -1;
     int most = 0;
     for (int n = 1; n <= max_prompt; n++) { /* budgets need not grow with the prompt (PyramidKV's schedule) */
         t.n_prompt = n;
@@ -270,6 +306,17 @@ int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt,
         }
     }
     free(t.layer);
+    return most;
+}
+
+int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
+    if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+    int most = 0;
+    for (const ks_method *p = m; p; p = m->ops->role == KS_ROLE_SELECT ? NULL : p->next) {
+        int rows = part_bounds(p) ? plan_rows(p, model, max_prompt) : 0;
+        if (rows < 0) return 0;
+        most = rows > most ? rows : most;
+    }
     return most + max_new;
 }
 
@@ -278,8 +325,9 @@ int ks_method_dropped(const ks_method *m) {
     /* decode_evict leaves no mark but the positions */
     for (int layer = m->first_layer; m->layer && layer < m->last_layer; layer++) {
         const int32_t *len = ks_kvcache_len(m->cache, layer);
-        if (ks_method_layer_at(m, layer)->compressed || !ks_kvcache_is_dense(m->cache, layer, len[0]))
-            return 1;
+        if (!ks_kvcache_is_dense(m->cache, layer, len[0])) return 1;
+        for (const ks_method *p = m; p; p = p->next)
+            if (ks_method_layer_at(p, layer)->compressed) return 1;
     }
     return 0;
 }
@@ -288,15 +336,18 @@ int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
     int rows = 0;
     for (int layer = m->first_layer; layer < m->last_layer; layer++) {
         const ks_method_layer *ly = ks_method_layer_at(m, layer);
-        out[rows++] = (ks_layer_stat){.layer = layer,
-                                 .kv_head = -1,
-                                 .budget = ly->budget,
-                                 .kept = ly->kept,
-                                 .attn_mass_kept = ly->mass_kept,
-                                 .key_norm_mean = ly->key_norm_mean,
-                                 .key_norm_max = ly->key_norm_max,
-                                 .sparse_density = 1.0f,
-                                 .quant_error = 0.0f};
+        ks_layer_stat *row = &out[rows++];
+        *row = (ks_layer_stat){.layer = layer,
+                               .kv_head = -1,
+                               .budget = ly->budget,
+                               .kept = ly->kept,
+                               .attn_mass_kept = ly->mass_kept,
+                               .key_norm_mean = ly->key_norm_mean,
+                               .key_norm_max = ly->key_norm_max,
+                               .sparse_density = 1.0f,
+                               .quant_error = 0.0f};
+        for (const ks_method *p = m; p; p = p->next)
+            if (p->ops->layer_stat) p->ops->layer_stat(p, layer, row);
     }
     return rows;
 }
@@ -320,7 +371,7 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
         for (int h = 0; h < m->Hk; h++)
             memcpy(mass + (size_t)h * m->cap, sums + (size_t)h * m->cap, sizeof(float) * n_keys);
     } else {
-        int w = ks_method_window(m);
+        int w = part_window(m);
         ks_window_args a = {.n_q = w < c->n ? w : c->n, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN};
         KS_TRY(ks_method_window_scores(m, c, a, mass, NULL));
     }
@@ -370,10 +421,14 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
-    compact_rows(m, ks_method_row_mass(m, layer), 1);
-    if (m->row_scores) compact_rows(m, ks_method_row_scores(m, layer), m->score_rows / m->Hk);
-    if (m->row_norm && !decode) /* decode eviction: the statistics are taken */
-        compact_rows(m, ks_method_row_norm(m, layer), 1);
+    for (ks_method *p = m->head; p; p = p->next)
+        if (p->ops->before_compact) KS_TRY(p->ops->before_compact(p, layer, m->keep, m->n_keep, m->cap, decode));
+    for (ks_method *p = m->head; p; p = p->next) { /* every part's per-row arrays follow m's lists */
+        if (p->row_mass) compact_rows(m, ks_method_row_mass(p, layer), 1);
+        if (p->row_scores) compact_rows(m, ks_method_row_scores(p, layer), p->score_rows / m->Hk);
+        if (p->row_norm && !decode) /* decode eviction: the statistics are taken */
+            compact_rows(m, ks_method_row_norm(p, layer), 1);
+    }
     KS_TRY(m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap));
     if (!decode && dropped) ks_method_layer_at(m, layer)->compressed = 1; /* decode evictions show in the positions */
     return KS_OK;

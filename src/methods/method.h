@@ -35,6 +35,15 @@
  * Prompt-end work: at a layer's prompt end the method hands the store that layer's work (kvstore.h:
  * compress_layer), which runs it at once or, on a GPU, one layer later so that the GPU runs the next layer while
  * the host scores and selects this one; the same numbers either way. ks_method_end_prompt flushes what is left.
+ *
+ * Compositions (--acceleration SnapKV+ThinK+KIVI): every public function below takes the head and runs the
+ * chain: each part is bound to the same store with its own scratch; plan, per-chunk scoring, decode steps and
+ * finish_stage run per part in order; a layer's prompt-end work takes the key norms once (into the head's
+ * row_norm), then runs the selector's after_prefill_layer (whose compaction calls every part's before_compact),
+ * then each later part's after_prefill_layer in order; the window is the most any part needs; the rows a
+ * budget-sized cache needs come from the selector's plan (no selector: the most any part's plan keeps); the
+ * statistics are the head's rows with each part's layer_stat fields added. A part reads the chain through
+ * m->selector (the selection's instance, e.g. its keep lists in before_compact) and m->next.
  */
 #ifndef KS_METHOD_H
 #define KS_METHOD_H
@@ -109,6 +118,9 @@ typedef enum ks_row_scores {
  * kept rows stored in fewer bits). Alone, a MERGE, CHANNELS or QUANT method brings its own selection or none. */
 typedef enum ks_method_role { KS_ROLE_SELECT, KS_ROLE_MERGE, KS_ROLE_CHANNELS, KS_ROLE_QUANT } ks_method_role;
 
+#define KS_METHOD_MAX_PARTS 4   /* parts of a composition: one per role */
+#define KS_METHOD_NAME_MAX 128  /* a composition's name, "SnapKV+ThinK+KIVI", with its terminator */
+
 typedef struct ks_method_ops {
     const char *name;     /* "SnapKV": the --acceleration value, matched case-insensitively */
     ks_method_role role;  /* where it stands in a composition (0: SELECT) */
@@ -121,6 +133,10 @@ typedef struct ks_method_ops {
                              (CakeKV's allocation), so `plan`'s budgets do not bound them: no budget-sized cache */
     int cache_scores;     /* 1: keeps running scores in the cache's per-row score buffer (kvstore.h row_scores_*,
                              decode_evict's ACCUMULATED rule), reserved when the method binds */
+    int needs_stable_rows; /* 1: the part keeps the rows it holds in a form that cannot lose rows once the prompt is
+                             in (quantized groups, narrowed keys), so a composition refuses it after a selection
+                             that evicts while decoding (a SELECT part with on_decode_step: H2O, StreamingLLM,
+                             CakeKV) */
     /* Cross-knob checks once all knobs are set (KS_ERR_ARG naming the knobs); NULL: none. */
     ks_status (*check)(const ks_method *m);
     /* Prompt queries the method scores after prefill: the prompt's last chunk must hold them. NULL: none. */
@@ -154,6 +170,9 @@ typedef struct ks_method_ops {
      * own instance, bound to the same store as the selection that compacts. */
     ks_status (*before_compact)(ks_method *m, int layer, const int32_t *keep, const int32_t *n_keep, int ld,
                                 int decode);
+    /* Optional: adds the part's own statistics of held `layer` to `row` (ks_method_layer_stats' row, already holding
+     * the first part's budget, kept rows, mass and key norms): the fields only this part sets (quant_error, ...). */
+    void (*layer_stat)(const ks_method *m, int layer, ks_layer_stat *row);
 } ks_method_ops;
 
 /* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
@@ -175,6 +194,14 @@ typedef struct ks_method_layer {
 
 struct ks_method {
     const ks_method_ops *ops;
+    char name[KS_METHOD_NAME_MAX]; /* the first part: the composition's parts' names joined by '+' ("SnapKV+KIVI"),
+                              or the method's name alone; a later part: its own name */
+    /* A composition (--acceleration SnapKV+ThinK+KIVI) is a chain of instances, one per part in role order, each
+     * with its own options and scratch, bound to the same store; callers hold the first part (the head). */
+    ks_method *next;       /* the next part; owned (ks_method_free frees the chain); NULL: the last part */
+    ks_method *head;       /* the first part (borrowed); the instance itself when it is the first or alone */
+    ks_method *selector;   /* the chain's SELECT part (borrowed), on the parts after it; NULL on the selector itself,
+                              on every part of a chain without one, and on a method alone */
     void *opts;            /* (ops->opts_size) the parsed options; owned */
     char *source;          /* where the options came from ("defaults", the YAML path); owned */
     /* Bound by ks_method_bind (borrowed): */
@@ -230,12 +257,22 @@ static inline float *ks_method_row_scores(const ks_method *m, int layer) {
 ks_status ks_method_find(const char *name, const ks_method_ops **out);
 
 /* A new instance with the compiled-in defaults, then the YAML file config_path (NULL: none), then the n_opts
- * "key=value" overrides. */
+ * "key=value" overrides. A name of parts joined by '+' ("SnapKV+KIVI") creates a composition: one instance per
+ * part, linked by `next`, checked for sense (distinct roles in the order SELECT, MERGE, CHANNELS, QUANT; no
+ * FullKV part; a MERGE part after a selection that drops rows; no needs_stable_rows part after a selection that
+ * evicts while decoding), each error KS_ERR_ARG naming the parts and the fix. A composition's options:
+ * "part.key=value" sets a part's knob (part: its name or file, case-insensitive), "key=value" the one part that
+ * has the knob; its YAML file holds one mapping per part, keyed by the part's name or file. */
 ks_status ks_method_create(ks_method **out, const char *name, const char *config_path, const char *const *opts,
                            int n_opts);
-void ks_method_free(ks_method *m); /* accepts NULL */
+void ks_method_free(ks_method *m); /* accepts NULL; frees the chain of a composition */
 
-/* The resolved options as YAML lines "key: value\n" (every knob; for result files and logs). Caller frees. */
+/* The name to show and record: "SnapKV", or a composition's "SnapKV+KIVI" (the parts' own capitalisation). */
+const char *ks_method_name(const ks_method *m);
+
+/* The resolved options as YAML lines "key: value\n" (every knob; for result files and logs); for a composition one
+ * section per part, "snapkv:\n  key: value\n..." keyed by the part's file name, which --method_config reads back.
+ * Caller frees. */
 ks_status ks_method_options_yaml(const ks_method *m, char **out);
 
 /* ---- called by the forward pass (engine/forward.c) ---------------------------------------------------- */
@@ -248,7 +285,7 @@ ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be
  * that fill a store's cache themselves. */
 ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *cache, const ks_model *model);
 void ks_method_reset(ks_method *m);              /* a new sequence (drops an abandoned prompt's pending work) */
-int ks_method_window(const ks_method *m);        /* queries the prompt's last chunk must hold */
+int ks_method_window(const ks_method *m); /* queries the prompt's last chunk must hold: the most any part needs */
 void ks_method_begin_prompt(ks_method *m, int n_prompt); /* before the prompt's last chunk: plan */
 /* After the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk; its
  * compression is handed to the store, which may run it during a later call or ks_method_end_prompt). */
@@ -256,8 +293,10 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
 /* After the prompt's last chunk: the store's pending work (compress_flush), the statistics. */
 ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
-/* 1 when the next decode step's hooks do host work (method_ops.decode_on_host). */
+/* 1 when the next decode step's hooks do host work (method_ops.decode_on_host of any part). */
 int ks_method_decode_on_host(const ks_method *m);
+/* 1 when some part has a decode-step hook (ks_method_decode_layer does anything). */
+int ks_method_decode_hooked(const ks_method *m);
 
 /* 1 when the method bounds every layer's rows after the prompt by its plan (it compresses, and is not
  * rows_unplanned): a budget-sized cache (engine/forward.h: KS_CACHE_BUDGET) can hold its sequences. */
@@ -302,7 +341,8 @@ ks_status ks_method_window_scores(ks_method *m, const ks_method_chunk *c, ks_win
                                   ks_window_summary *sum);
 
 /* Records the observation-window mass of each row of the chunk's layer, from `sums` (Hk, cap): window SUM
- * scores of the last W = ks_method_window(m) rows with the group mean (SnapKV's scores with gqa_reduce mean);
+ * scores of the last W rows (m's own window, as ks_method_window says for m alone) with the group mean
+ * (SnapKV's scores with gqa_reduce mean);
  * NULL: computed here. Call before the layer's first compaction. */
 ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float *sums);
 
@@ -310,8 +350,9 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
  * tokens) and the top k of the rows before them by scores[h * cap + j]. */
 void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int tail);
 
-/* Compacts the layer to m->keep / m->n_keep (backend kv_compact; row_mass and row_scores follow, row_norm too
- * at prefill). At prefill (decode 0) it marks the layer compressed when rows go. No-op when every row is kept
+/* Compacts the layer to m->keep / m->n_keep (backend kv_compact; the row_mass and row_scores of every part of m's
+ * chain follow, row_norm too at prefill). Right before, every part with a before_compact hook (m included) sees
+ * the keep lists. At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
  * (except to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int layer, int decode);
 
