@@ -61,6 +61,19 @@ KS_KIVI_HD ks_kivi_shape ks_kivi_shape_of(const ks_kivi_params *p, int d, int ca
     return s;
 }
 
+/* One KV head of a layer after a flush (kvstore.h quant_flush): tokens n = off + the cache rows it holds; keys
+ * of tokens < nq_k and values of tokens < nq_v packed; the cache's rows start at token off, and its rows before
+ * min(nq_k, nq_v) - off are stale (packed in both; a compaction may release them). */
+typedef struct ks_kivi_counts {
+    int32_t nq_k, nq_v, off, n;
+} ks_kivi_counts;
+
+/* The two parts of the relative reconstruction errors ||X - X^|| / ||X|| of what a flush quantized, in double:
+ * k[0] = sum (K - K^)^2, k[1] = sum K^2; v the same for the values. */
+typedef struct ks_kivi_error {
+    double k[2], v[2];
+} ks_kivi_error;
+
 /* One (layer, KV head) as the decode attention reads it: tokens 0 .. n - 1, keys of tokens < nq_k and values of
  * tokens < nq_v packed, the others full precision in the dense rows k, v ((rows, d), token t at row t - off,
  * off <= min(nq_k, nq_v)). */

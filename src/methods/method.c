@@ -13,7 +13,7 @@
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
-                                           &ks_method_cakekv,     NULL};
+                                           &ks_method_cakekv,     &ks_method_kivi,       NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
@@ -125,6 +125,7 @@ ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, cons
         return KS_ERR_NOMEM;
     }
     ks_status st = m->ops->cache_scores ? kv->ops->row_scores_reserve(kv) : KS_OK;
+    if (st == KS_OK && m->ops->bind) st = m->ops->bind(m);
     if (st != KS_OK) {
         unbind(m);
         return st;
@@ -248,10 +249,13 @@ ks_status ks_method_finish_stage(ks_method *m) {
     return KS_OK;
 }
 
+int ks_method_decode_evicts(const ks_method_ops *o) { return o->role == KS_ROLE_SELECT && o->on_decode_step; }
+
 int ks_method_bounds_rows(const ks_method *m) { return m->ops->after_prefill_layer && !m->ops->rows_unplanned; }
 
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
     if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+    if (m->ops->dense_rows) return m->ops->dense_rows(m);
     ks_method t = *m; /* plan() reads the options, the layer range and n_prompt, and writes t.layer */
     t.first_layer = model->first_layer;
     t.last_layer = model->last_layer;
@@ -291,12 +295,16 @@ int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
         out[rows++] = (ks_layer_stat){.layer = layer,
                                  .kv_head = -1,
                                  .budget = ly->budget,
-                                 .kept = ly->kept,
+                                 .kept = ly->quant.held ? ly->quant.held : ly->kept,
                                  .attn_mass_kept = ly->mass_kept,
                                  .key_norm_mean = ly->key_norm_mean,
                                  .key_norm_max = ly->key_norm_max,
                                  .sparse_density = 1.0f,
-                                 .quant_error = 0.0f};
+                                 .quant_error = ly->quant.err_k,
+                                 .quant_error_v = ly->quant.err_v,
+                                 .residual_k = ly->quant.residual_k,
+                                 .residual_v = ly->quant.residual_v,
+                                 .kv_bytes = ly->quant.bytes};
     }
     return rows;
 }
