@@ -181,3 +181,10 @@ int64_t ks_kv_kivi_bytes(const ks_kv_kivi *q, const ks_kvcache *c) {
     for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++) bytes += ks_kv_kivi_layer_bytes(q, c, l);
     return bytes;
 }
+
+int64_t ks_kv_kivi_alloc_bytes(const ks_kv_kivi *q) {
+    const ks_kivi_shape *s = &q->shape;
+    int64_t heads = (int64_t)q->n_layers * q->Hk;
+    return heads * ((int64_t)s->d * (s->k_words * 4 + s->k_groups * 2 * 2) +
+                    (int64_t)s->cap * (s->v_words * 4 + s->v_groups * 2 * 2));
+}

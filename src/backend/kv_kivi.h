@@ -82,5 +82,7 @@ ks_kivi_head ks_kv_kivi_head(const ks_kv_kivi *q, const ks_kvcache *c, int layer
 int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
 /* The same summed over the cache's layers. */
 int64_t ks_kv_kivi_bytes(const ks_kv_kivi *q, const ks_kvcache *c);
+/* Bytes of the packed arrays allocated (codes, scales and zeros for cap tokens of every (layer, KV head)). */
+int64_t ks_kv_kivi_alloc_bytes(const ks_kv_kivi *q);
 
 #endif
