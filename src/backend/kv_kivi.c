@@ -9,7 +9,7 @@
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
     if ((p->k_bits != 2 && p->k_bits != 4) || (p->v_bits != 2 && p->v_bits != 4))
         return ks_fail(KS_ERR_ARG, "KIVI: k_bits %d and v_bits %d must each be 2 or 4", p->k_bits, p->v_bits);
-    if (p->group <= 0 || d % p->group)
+    if (p->group <= 0 || (d > 0 && d % p->group))
         return ks_fail(KS_ERR_ARG, "KIVI: group_size %d must divide the model's head_dim %d (values are grouped "
                                    "along channels)", p->group, d);
     if (p->residual <= 0 || p->residual % p->group)

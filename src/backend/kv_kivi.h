@@ -48,7 +48,7 @@ typedef struct ks_kv_kivi {
 } ks_kv_kivi;
 
 /* KS_ERR_ARG naming the knob when params do not fit a head of head_dim d: bits 2 or 4, group_size dividing
- * head_dim, residual_length a positive multiple of group_size. */
+ * head_dim (d 0: not checked, the model unknown yet), residual_length a positive multiple of group_size. */
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d);
 
 /* The packed part for every (layer, KV head) of cache c (its layer range, Hk, d, cap tokens), allocated here

@@ -45,8 +45,8 @@ static ks_kivi_params params_of(const ks_method *m) {
 /* Bits and the residual's grouping (head_dim is checked when the store reserves the format). */
 static ks_status kivi_check(const ks_method *m) {
     ks_kivi_params p = params_of(m);
-    ks_status st = ks_kivi_params_check(&p, p.group);
-    return st == KS_OK ? KS_OK : ks_fail_context(st, "KIVI options (%s)", m->source);
+    ks_status st = ks_kivi_params_check(&p, 0);
+    return st == KS_OK ? KS_OK : ks_fail_context(st, "--acceleration KIVI (options from %s)", m->source);
 }
 
 static ks_status kivi_bind(ks_method *m) {
