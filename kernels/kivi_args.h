@@ -29,7 +29,7 @@
 #include <stdint.h>
 
 #ifdef __CUDACC__
-#define KS_KIVI_HD __host__ __device__ __forceinline__
+#define KS_KIVI_HD static __host__ __device__ __forceinline__
 #else
 #define KS_KIVI_HD static inline
 #endif
