@@ -354,7 +354,8 @@ static void expect_attention(store_fixture *f, int l) {
     for (int h = 0; h < SHK; h++) {
         ks_kivi_head g = ks_kv_kivi_head(q, &f->cache, l, h);
         float *K = kd + (size_t)h * SCAP * SD, *V = vd + (size_t)h * SCAP * SD;
-        const float *ka = f->k_all + ((size_t)l * SHK + h) * SCAP * SD, *va = f->v_all + ((size_t)l * SHK + h) * SCAP * SD;
+        const size_t at = ((size_t)l * SHK + h) * SCAP * SD;
+        const float *ka = f->k_all + at, *va = f->v_all + at;
         memcpy(K, ka, sizeof(float) * g.n * SD);
         memcpy(V, va, sizeof(float) * g.n * SD);
         ks_kivi_dequant_keys(&q->shape, g.k_codes, g.k_scale, g.k_zero, g.k_chan, g.kc, 0, g.nq_k, K);
@@ -366,7 +367,8 @@ static void expect_attention(store_fixture *f, int l) {
     }
     ks_ref_attention_decode(want, f->q, kd, vd, len, SCAP, SH, SHK, SD, 0.5f);
     ks_kvstore_cpu_attention_decode(&f->s, l, got);
-    for (int i = 0; i < SH * SD; i++) ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f, "[%d] %g vs %g", i, got[i], want[i]);
+    for (int i = 0; i < SH * SD; i++)
+        ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f, "[%d] %g vs %g", i, got[i], want[i]);
     free(kd), free(vd);
 }
 

@@ -1,5 +1,5 @@
-/* gpu_kernels.c — every CUDA kernel of kernels/cuda against the CPU reference (kernels/cpu/ref.h, kivi_ref.h), on fresh
- * random inputs (the seed is printed; set KS_SEED to replay), odd sizes, outputs poisoned with NaN before
+/* gpu_kernels.c — every CUDA kernel of kernels/cuda against the CPU references (kernels/cpu/ref.h, kivi_ref.h), on
+ * fresh random inputs (the seed is printed; set KS_SEED to replay), odd sizes, outputs poisoned with NaN before
  * each call. bf16 results must satisfy ||out - ref|| / ||ref|| <= 1e-2 and |out - ref| <= atol + rtol |ref|
  * everywhere; exact ops (gathers, copies, conversions) must match bit for bit. Needs a GPU (label "gpu"). */
 #include <check.h>
@@ -741,7 +741,8 @@ static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n,
         for (int i = 0; i < kc[g]; i++) {
             size_t ch = (size_t)g * d + i;
             for (int w = 0; w < (nq_k[g] * kb + 31) / 32; w++)
-                ck_assert_msg(gkq[ch * S.k_words + w] == rkq[ch * S.k_words + w], "key codes g %d ch %d word %d", g, i, w);
+                ck_assert_msg(gkq[ch * S.k_words + w] == rkq[ch * S.k_words + w], "key codes g %d ch %d word %d", g, i,
+                              w);
             for (int j = 0; j < nq_k[g] / G; j++)
                 ck_assert(gks[ch * S.k_groups + j] == rks[ch * S.k_groups + j] &&
                           gkz[ch * S.k_groups + j] == rkz[ch * S.k_groups + j]);

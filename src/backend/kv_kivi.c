@@ -20,7 +20,8 @@ ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
 
 void ks_kv_kivi_free(ks_kv_kivi *q) {
     free(q->nq_k), free(q->nq_v), free(q->off), free(q->kc), free(q->k_chan), free(q->pos);
-    free(q->k_codes), free(q->k_scale), free(q->k_zero), free(q->v_codes), free(q->v_scale), free(q->v_zero), free(q->view);
+    free(q->k_codes), free(q->k_scale), free(q->k_zero);
+    free(q->v_codes), free(q->v_scale), free(q->v_zero), free(q->view);
     memset(q, 0, sizeof *q);
 }
 
