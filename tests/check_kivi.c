@@ -440,6 +440,33 @@ START_TEST(test_residual_boundaries) {
 }
 END_TEST
 
+/* After a selection (a composition's SELECT part compacted the layer first: here every other row of 40 kept),
+ * KIVI quantizes the rows the cache holds, L = 20: keys of 16, values of 12, the 12 stale rows released; the
+ * positions follow the tokens (even positions), the released ones kept with the packed part. */
+START_TEST(test_after_selection) {
+    const char *opts[] = {"group_size=4", "residual_length=8"};
+    store_fixture f;
+    sf_init(&f, opts, 2, 0);
+    sf_bind(&f);
+    sf_append(&f, 40);
+    int32_t keep[SHK * SCAP], n_keep[SHK] = {20, 20};
+    for (int h = 0; h < SHK; h++)
+        for (int j = 0; j < 20; j++) keep[h * SCAP + j] = 2 * j;
+    for (int l = 0; l < SL; l++) ck_assert(f.s.base.ops->kv_compact(&f.s.base, l, keep, n_keep, SCAP) == KS_OK);
+    ks_method_begin_prompt(f.m, 40);
+    for (int l = 0; l < SL; l++) ck_assert(ks_method_prefill_layer(f.m, l, 0, 40, 1) == KS_OK);
+    ck_assert(ks_method_end_prompt(f.m) == KS_OK);
+    for (int l = 0; l < SL; l++)
+        for (int h = 0; h < SHK; h++) {
+            ks_kivi_counts c = ks_kv_kivi_counts(f.cache.kivi, &f.cache, l, h);
+            ck_assert(c.nq_k == 16 && c.nq_v == 12 && c.off == 12 && c.n == 20);
+            for (int t = 0; t < 12; t++) ck_assert_int_eq(f.cache.kivi->pos[((size_t)l * SHK + h) * SCAP + t], 2 * t);
+            for (int j = 0; j < 8; j++) ck_assert_int_eq(ks_kvcache_pos(&f.cache, l, h)[j], 2 * (12 + j));
+        }
+    sf_free(&f);
+}
+END_TEST
+
 /* The bytes held, by the formula: 2-bit keys, 4-bit values, G = 4, R = 8, d = 8, L = 21 per head:
  * key codes 8 channels x 1 word (16 tokens) = 32 B, key scales + zeros 8 x 4 groups x 4 B = 128 B,
  * values 13 tokens x (1 word + 2 groups x 4 B) = 156 B, full precision (21 - 16 keys + 21 - 13 values) x 8 x 4 B
@@ -617,6 +644,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_attention_decode_packed);
         tcase_add_test(tc, test_quant_error);
         tcase_add_test(tc, test_residual_boundaries);
+        tcase_add_test(tc, test_after_selection);
         tcase_add_test(tc, test_bytes_formula);
         tcase_add_test(tc, test_errors);
         tcase_add_test(tc, test_tiny_model);
