@@ -1,8 +1,8 @@
 /* check_kivi.c — KIVI.
  *
  *     check_kivi           the packed format (kernels/kivi_args.h, kernels/cpu/kivi_ref.h): fp16 rounding, code
- *                          packing, hand-worked groups, the decode attention over packed + dense rows against the
- *                          plain reference on the dequantized rows; the method on the cpu KV store over a cache
+ *                          packing, hand-worked groups, the decode attention over packed + dense rows (the
+ *                          reference and the fast path) against the plain reference on the dequantized rows; the method on the cpu KV store over a cache
  *                          the tests fill: the residual boundaries after the prompt and across decode flushes,
  *                          the bytes held, the errors; on the cpu backend with the tiny fixture model, a
  *                          budget-sized cache of 2 R rows against the full one
@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "backend/kvstore_cpu.h"
+#include "cpu/fast.h"
 #include "cpu/kivi_ref.h"
 #include "cpu/ref.h"
 #include "engine/generate.h"
@@ -186,12 +187,13 @@ static void free_head(head_fixture *f) {
     free(f->kq), free(f->vq), free(f->ks), free(f->kz), free(f->vs), free(f->vz), free(f->kd), free(f->vd);
 }
 
-/* The decode attention over packed + dense rows equals ks_ref_attention_decode on the dequantized rows, for
- * every bit pair, with heads of different packed counts (one all dense, one with half its key channels stored). */
+/* The decode attention over packed + dense rows (kivi_ref.h's and fast.h's) equals ks_ref_attention_decode on the
+ * dequantized rows, for every bit pair, with heads of different packed counts (one all dense, one with half its
+ * key channels stored), tiles straddling the packed counts. */
 START_TEST(test_attention_decode_packed) {
     enum { Hk = 3, G = 2, H = Hk * G, d = 64, cap = 256 };
     const int bits[4][2] = {{2, 2}, {4, 2}, {2, 4}, {4, 4}};
-    const int n[Hk] = {200, 37, 160}, nq_k[Hk] = {192, 0, 128}, nq_v[Hk] = {136, 0, 32}, off[Hk] = {100, 0, 32};
+    const int n[Hk] = {200, 37, 160}, nq_k[Hk] = {160, 0, 128}, nq_v[Hk] = {136, 0, 32}, off[Hk] = {100, 0, 32};
     int32_t chan[d / 2];
     for (int i = 0; i < d / 2; i++) chan[i] = 2 * i + 1;
     for (int b = 0; b < 4; b++) {
@@ -218,6 +220,11 @@ START_TEST(test_attention_decode_packed) {
         ks_kivi_attention_decode(got, q, heads, &s, H, Hk, 0.125f);
         for (int i = 0; i < H * d; i++)
             ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(want[i])), "bits %d/%d: [%d] %g vs %g",
+                          bits[b][0], bits[b][1], i, got[i], want[i]);
+        for (int i = 0; i < H * d; i++) got[i] = NAN; /* the fast path (GEMMs over 64-token tiles) */
+        ks_fast_kivi_attention_decode(got, q, heads, &s, H, Hk, 0.125f);
+        for (int i = 0; i < H * d; i++)
+            ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f * (1 + fabsf(want[i])), "fast, bits %d/%d: [%d] %g vs %g",
                           bits[b][0], bits[b][1], i, got[i], want[i]);
         /* the quantization changed the answer (the packed part is really read) */
         double diff = 0;

@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "core/status.h"
+
 /* Scale and zero (fp16 bits) of n values x[i * stride], b bits: min-max, kivi_args.h's rule. */
 static void group_params(const float *x, int n, int stride, int bits, uint16_t *s, uint16_t *z) {
     float mn = x[0], mx = x[0];
@@ -62,31 +64,59 @@ void ks_kivi_quant_values(const ks_kivi_shape *s, const float *v, int ld, int t0
     }
 }
 
-/* Token t's key, dequantized, into out (d): the stored channels, 0 elsewhere. */
-static void key_row(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale, const uint16_t *zero,
-                    const int32_t *chan, int kc, int t, float *out) {
-    if (kc < s->d) memset(out, 0, sizeof(float) * s->d);
+/* lut[q] = x^ of every code q of b bits in the group of fp16 scale sc and zero zr: the group's 2^b values,
+ * computed once, so that dequantizing an element is a table lookup. */
+static void group_values(float *lut, int b, uint16_t sc, uint16_t zr) {
+    float sf = ks_kivi_float(sc), zf = ks_kivi_float(zr);
+    for (unsigned q = 0; q < (1u << b); q++) lut[q] = ks_kivi_dequantize(q, sf, zf);
+}
+
+/* The keys of tokens t0 .. t0 + n - 1 dequantized into out (n, d), 0 in channels not stored: per stored channel,
+ * its group's values tabled once per group, its codes shifted out of each word in runs. */
+static void key_rows(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale, const uint16_t *zero,
+                     const int32_t *chan, int kc, int t0, int n, float *out) {
+    int d = s->d, G = s->group, b = s->k_bits, per = 32 / b;
+    unsigned mask = (1u << b) - 1u;
+    float lut[16];
+    if (kc < d) memset(out, 0, sizeof(float) * n * d);
     for (int i = 0; i < kc; i++) {
-        size_t gi = (size_t)i * s->k_groups + t / s->group;
-        unsigned q = ks_kivi_code(codes + (size_t)i * s->k_words, t, s->k_bits);
-        out[chan ? chan[i] : i] = ks_kivi_dequantize(q, ks_kivi_float(scale[gi]), ks_kivi_float(zero[gi]));
+        const uint32_t *row = codes + (size_t)i * s->k_words;
+        const uint16_t *sc = scale + (size_t)i * s->k_groups, *zr = zero + (size_t)i * s->k_groups;
+        float *o = out + (chan ? chan[i] : i);
+        for (int j = 0; j < n;) { /* a run of tokens sharing one group and one word */
+            int t = t0 + j, run = per - t % per;
+            run = run < G - t % G ? run : G - t % G;
+            run = run < n - j ? run : n - j;
+            if (j == 0 || t % G == 0) group_values(lut, b, sc[t / G], zr[t / G]);
+            uint32_t w = row[t / per] >> ((t % per) * b);
+            for (int e = 0; e < run; e++, w >>= b) o[(size_t)(j + e) * d] = lut[w & mask];
+            j += run;
+        }
     }
 }
 
-/* Token t's value, dequantized, into out (d). */
+/* Token t's value, dequantized, into out (d): per group of channels its values tabled once, the codes shifted
+ * out of each word in runs. */
 static void value_row(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale, const uint16_t *zero,
                       int t, float *out) {
     const uint32_t *row = codes + (size_t)t * s->v_words;
-    for (int c = 0; c < s->d; c++) {
-        size_t gi = (size_t)t * s->v_groups + c / s->group;
-        out[c] = ks_kivi_dequantize(ks_kivi_code(row, c, s->v_bits), ks_kivi_float(scale[gi]),
-                                    ks_kivi_float(zero[gi]));
+    const uint16_t *sc = scale + (size_t)t * s->v_groups, *zr = zero + (size_t)t * s->v_groups;
+    int G = s->group, b = s->v_bits, per = 32 / b;
+    unsigned mask = (1u << b) - 1u;
+    float lut[16];
+    for (int c = 0; c < s->d;) { /* a run of channels sharing one group and one word */
+        int run = per - c % per;
+        run = run < G - c % G ? run : G - c % G;
+        if (c % G == 0) group_values(lut, b, sc[c / G], zr[c / G]);
+        uint32_t w = row[c / per] >> ((c % per) * b);
+        for (int e = 0; e < run; e++, w >>= b) out[c + e] = lut[w & mask];
+        c += run;
     }
 }
 
 void ks_kivi_dequant_keys(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale,
                           const uint16_t *zero, const int32_t *chan, int kc, int t0, int n, float *out) {
-    for (int t = 0; t < n; t++) key_row(s, codes, scale, zero, chan, kc, t0 + t, out + (size_t)t * s->d);
+    key_rows(s, codes, scale, zero, chan, kc, t0, n, out);
 }
 
 void ks_kivi_dequant_values(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale,
@@ -94,11 +124,16 @@ void ks_kivi_dequant_values(const ks_kivi_shape *s, const uint32_t *codes, const
     for (int t = 0; t < n; t++) value_row(s, codes, scale, zero, t0 + t, out + (size_t)t * s->d);
 }
 
-/* Token t's key of head g: dequantized into buf (packed) or its dense row. */
-static const float *head_key(const ks_kivi_shape *s, const ks_kivi_head *g, int t, float *buf) {
-    if (t >= g->nq_k) return g->k + (size_t)(t - g->off) * s->d;
-    key_row(s, g->k_codes, g->k_scale, g->k_zero, g->k_chan, g->kc, t, buf);
-    return buf;
+/* Keys of head g's tokens t0 .. t0 + n - 1 (n <= KS_KIVI_TILE): *rows points at them, (n, d): the dense rows
+ * themselves, or the packed ones dequantized into tile (a tile straddling nq_k is dequantized whole and its dense
+ * tokens copied after). */
+static const float *key_tile(const ks_kivi_shape *s, const ks_kivi_head *g, int t0, int n, float *tile) {
+    int d = s->d, packed = g->nq_k - t0 < n ? g->nq_k - t0 : n;
+    if (packed <= 0) return g->k + (size_t)(t0 - g->off) * d;
+    key_rows(s, g->k_codes, g->k_scale, g->k_zero, g->k_chan, g->kc, t0, packed, tile);
+    if (packed < n)
+        memcpy(tile + (size_t)packed * d, g->k + (size_t)(t0 + packed - g->off) * d, sizeof(float) * (n - packed) * d);
+    return tile;
 }
 
 static const float *head_value(const ks_kivi_shape *s, const ks_kivi_head *g, int t, float *buf) {
@@ -107,41 +142,55 @@ static const float *head_value(const ks_kivi_shape *s, const ks_kivi_head *g, in
     return buf;
 }
 
-/* One query row q (d) over head g, online softmax over tiles of KS_KIVI_TILE tokens, into out (d). */
-static void attend_head(float *out, const float *q, const ks_kivi_head *g, const ks_kivi_shape *s, float scale) {
+/* The G query rows q (G, d) of KV head g, online softmax over tiles of KS_KIVI_TILE tokens, into out (G, d):
+ * each tile's keys and each value dequantized once for the group. */
+static void attend_group(float *out, const float *q, int G, const ks_kivi_head *g, const ks_kivi_shape *s,
+                         float scale) {
     int d = s->d;
-    float acc[KS_KIVI_MAX_D], row[KS_KIVI_MAX_D], logit[KS_KIVI_TILE], m = -INFINITY, l = 0;
-    memset(acc, 0, sizeof(float) * d);
+    float acc[KS_KIVI_MAX_GROUP][KS_KIVI_MAX_D], m[KS_KIVI_MAX_GROUP], l[KS_KIVI_MAX_GROUP];
+    float row[KS_KIVI_MAX_D], tile[KS_KIVI_TILE * KS_KIVI_MAX_D], logit[KS_KIVI_MAX_GROUP][KS_KIVI_TILE];
+    for (int r = 0; r < G; r++) {
+        memset(acc[r], 0, sizeof(float) * d);
+        m[r] = -INFINITY, l[r] = 0;
+    }
     for (int t0 = 0; t0 < g->n; t0 += KS_KIVI_TILE) {
         int nt = g->n - t0 < KS_KIVI_TILE ? g->n - t0 : KS_KIVI_TILE;
-        float bmax = -INFINITY;
-        for (int j = 0; j < nt; j++) {
-            const float *k = head_key(s, g, t0 + j, row);
-            float dot = 0;
-            for (int c = 0; c < d; c++) dot += q[c] * k[c];
-            logit[j] = dot * scale;
-            bmax = logit[j] > bmax ? logit[j] : bmax;
+        const float *keys = key_tile(s, g, t0, nt, tile);
+        for (int r = 0; r < G; r++) {
+            const float *qr = q + (size_t)r * d;
+            float bmax = -INFINITY;
+            for (int j = 0; j < nt; j++) {
+                const float *k = keys + (size_t)j * d;
+                float dot = 0;
+                for (int c = 0; c < d; c++) dot += qr[c] * k[c];
+                logit[r][j] = dot * scale;
+                bmax = logit[r][j] > bmax ? logit[r][j] : bmax;
+            }
+            if (bmax > m[r]) { /* rescale what the earlier tiles accumulated */
+                float corr = expf(m[r] - bmax);
+                for (int c = 0; c < d; c++) acc[r][c] *= corr;
+                l[r] *= corr;
+                m[r] = bmax;
+            }
         }
-        if (bmax > m) { /* rescale what the earlier tiles accumulated */
-            float corr = expf(m - bmax);
-            for (int c = 0; c < d; c++) acc[c] *= corr;
-            l *= corr;
-            m = bmax;
-        }
         for (int j = 0; j < nt; j++) {
-            float p = expf(logit[j] - m);
             const float *v = head_value(s, g, t0 + j, row);
-            l += p;
-            for (int c = 0; c < d; c++) acc[c] += p * v[c];
+            for (int r = 0; r < G; r++) {
+                float p = expf(logit[r][j] - m[r]);
+                l[r] += p;
+                for (int c = 0; c < d; c++) acc[r][c] += p * v[c];
+            }
         }
     }
-    for (int c = 0; c < d; c++) out[c] = l > 0 ? acc[c] / l : 0.0f;
+    for (int r = 0; r < G; r++)
+        for (int c = 0; c < d; c++) out[(size_t)r * d + c] = l[r] > 0 ? acc[r][c] / l[r] : 0.0f;
 }
 
 void ks_kivi_attention_decode(float *out, const float *q, const ks_kivi_head *heads, const ks_kivi_shape *s, int H,
                               int Hk, float scale) {
     int G = H / Hk;
+    KS_ASSERT(G <= KS_KIVI_MAX_GROUP && s->d <= KS_KIVI_MAX_D);
 #pragma omp parallel for schedule(static)
-    for (int h = 0; h < H; h++)
-        attend_head(out + (size_t)h * s->d, q + (size_t)h * s->d, &heads[h / G], s, scale);
+    for (int g = 0; g < Hk; g++)
+        attend_group(out + (size_t)g * G * s->d, q + (size_t)g * G * s->d, G, &heads[g], s, scale);
 }

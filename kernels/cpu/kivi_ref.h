@@ -40,9 +40,11 @@ void ks_kivi_dequant_values(const ks_kivi_shape *s, const uint32_t *codes, const
  * h / (H / Hk)); every token 0 .. n - 1 of a head is attended: logits q . k^_t * scale over the packed keys
  * (t < nq_k, the stored channels only) and q . k_t over the dense rows, softmax in fp32, out (H, d) =
  * sum p_t v^_t (t < nq_v) + sum p_t v_t. Tiles of KS_KIVI_TILE tokens are dequantized on the stack inside the
- * loop (online softmax), never the whole cache; query heads in parallel (OpenMP). d <= KS_KIVI_MAX_D. */
+ * loop (online softmax), once for the KV head's group of query heads, never the whole cache; KV heads in
+ * parallel (OpenMP). d <= KS_KIVI_MAX_D, H / Hk <= KS_KIVI_MAX_GROUP. */
 #define KS_KIVI_TILE 32
 #define KS_KIVI_MAX_D 256
+#define KS_KIVI_MAX_GROUP 32
 void ks_kivi_attention_decode(float *out, const float *q, const ks_kivi_head *heads, const ks_kivi_shape *s, int H,
                               int Hk, float scale);
 

@@ -150,7 +150,7 @@ void ks_kvstore_cpu_attention_decode(ks_kvstore_cpu *s, int layer, float *out) {
     const ks_kvcache *c = s->p.cache;
     ks_kivi_head *heads = s->kivi->view;
     for (int h = 0; h < c->n_kv_heads; h++) heads[h] = ks_kv_kivi_head(s->kivi, c, layer, h);
-    ks_kivi_attention_decode(out, s->p.q, heads, &s->kivi->shape, s->p.n_heads, c->n_kv_heads, s->p.scale);
+    ks_fast_kivi_attention_decode(out, s->p.q, heads, &s->kivi->shape, s->p.n_heads, c->n_kv_heads, s->p.scale);
 }
 
 static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {

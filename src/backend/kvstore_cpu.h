@@ -55,7 +55,7 @@ void ks_kvstore_cpu_free(ks_kvstore_cpu *s);
 
 /* 1 when the decode attention of `layer` must read a packed part (ks_kvstore_cpu_attention_decode). */
 int ks_kvstore_cpu_packed(const ks_kvstore_cpu *s, int layer);
-/* The decode attention of `layer` over its packed tokens and full-precision rows (ks_kivi_attention_decode):
+/* The decode attention of `layer` over its packed tokens and full-precision rows (ks_fast_kivi_attention_decode):
  * the store's query row 0 into out (H, d). */
 void ks_kvstore_cpu_attention_decode(ks_kvstore_cpu *s, int layer, float *out);
 
