@@ -1,7 +1,8 @@
 /* kivi_ref.h — KIVI's packed KV format on the host (the layout, the fp16 rules and the code packing are
  * kivi_args.h's): quantization of key blocks and value rows into one (layer, KV head)'s packed arrays, their
  * dequantization, and the decode attention over the packed part and the full-precision rows. The readable
- * ground truth of the CUDA kernels, and what the CPU backend computes with.
+ * ground truth of the CUDA kernels and of the CPU backend's fast path (fast.h: ks_fast_kivi_attention_decode,
+ * which dequantizes its tiles with these functions).
  *
  *     ks_kivi_shape s = ks_kivi_shape_of(&params, d, cap);
  *     ks_kivi_quant_keys(&s, k_rows, d, t0, n, NULL, d, k_codes, k_scale, k_zero, err_k);  // tokens t0 .. t0+n-1
