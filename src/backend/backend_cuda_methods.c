@@ -480,15 +480,20 @@ static void cuda_compress_cancel(ks_kvstore *kv) {
     (void)join(b);
 }
 
-/* KIVI's packed format has its CPU store only (backend/kv_kivi.h); its CUDA kernels come next. */
+/* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so no KIVI
+ * method binds here and quant_flush is never reached. */
+static ks_status no_packed_part(void) {
+    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
+}
+
 static ks_status cuda_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
     (void)kv, (void)p;
-    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
+    return no_packed_part();
 }
 
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     (void)kv, (void)layer, (void)counts, (void)err;
-    return cuda_quant_reserve(kv, NULL);
+    return no_packed_part();
 }
 
 /* The backend's accessor: the logged evictions applied first. */
