@@ -801,7 +801,7 @@ START_TEST(test_kivi) {
     kivi_case(6, 3, 64, 4, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 2, 4, 16, n3, k3, v3, o3); /* G 16: key groups of one word (2 bits) */
     const int n1[1] = {257}, k1[1] = {128}, v1[1] = {129}, o1[1] = {0};
-    kivi_case(9, 1, 64, 4, 4, 8, n1, k1, v1, o1);   /* G 8 < 32 / 4 codes: groups share words (atomics) */
+    kivi_case(9, 1, 64, 4, 4, 4, n1, k1, v1, o1);   /* G 4 < 32 / 4 codes a word: groups share words (atomics) */
 }
 END_TEST
 

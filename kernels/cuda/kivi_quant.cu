@@ -37,8 +37,8 @@ __device__ void pack_group(const bf16 *x, int64_t stride, int n, float sf, float
         const unsigned q = ks_kivi_quantize(v, sf, zf, bits);
         const int sh = (p % per) * bits;
         word |= q << sh, mask |= ((1u << bits) - 1u) << sh;
-        const float d = v - ks_kivi_dequantize(q, sf, zf);
-        e[0] += (double)d * d, e[1] += (double)v * v;
+        const double d = (double)v - ks_kivi_dequantize(q, sf, zf); /* in double, as the reference */
+        e[0] += d * d, e[1] += (double)v * v;
     }
     put_word(row + w, word, mask);
 }
