@@ -50,7 +50,9 @@ static void make_result(ks_result *r, int i) {
         r->layers[j] = (ks_layer_stat){.layer = j, .kv_head = j % 2 ? j : -1, .budget = 128 + j,
                                        .kept = 100 + i % 7 + j, .attn_mass_kept = 0.5f + 0.1f * j,
                                        .key_norm_mean = 1.5f * (i + 1), .key_norm_max = 3.25f * (j + 1),
-                                       .sparse_density = 1.0f / (j + 1), .quant_error = 0.001f * i};
+                                       .sparse_density = 1.0f / (j + 1), .quant_error = 0.001f * i,
+                                       .quant_error_v = 0.002f * j, .residual_k = i % 5 + j, .residual_v = 128,
+                                       .kv_bytes = ((int64_t)1 << 33) + 7 * i + j};
 }
 
 static void assert_same(const ks_result *got, int i) {

@@ -1,5 +1,5 @@
-/* gpu_kernels.c — every CUDA kernel of kernels/cuda against the CPU reference (kernels/cpu/ref.h), on fresh
- * random inputs (the seed is printed; set KS_SEED to replay), odd sizes, outputs poisoned with NaN before
+/* gpu_kernels.c — every CUDA kernel of kernels/cuda against the CPU references (kernels/cpu/ref.h, kivi_ref.h), on
+ * fresh random inputs (the seed is printed; set KS_SEED to replay), odd sizes, outputs poisoned with NaN before
  * each call. bf16 results must satisfy ||out - ref|| / ||ref|| <= 1e-2 and |out - ref| <= atol + rtol |ref|
  * everywhere; exact ops (gathers, copies, conversions) must match bit for bit. Needs a GPU (label "gpu"). */
 #include <check.h>
@@ -10,8 +10,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "cpu/kivi_ref.h"
 #include "cpu/ref.h"
 #include "cuda/ks_cuda.h"
+#include "cuda/ks_cuda_kivi.h"
 
 /* ---- host helpers ------------------------------------------------------------------------------------ */
 
@@ -675,6 +677,134 @@ START_TEST(test_attention_decode) {
 }
 END_TEST
 
+/* ---- KIVI's packed format ------------------------------------------------------------------------------ */
+
+/* One KIVI case: Hk heads of up to cap tokens; head g holds n[g] tokens, the keys of the first nq_k[g] and the
+ * values of the first nq_v[g] packed in two flushes each (at 0 and at half, both on group boundaries); head 1
+ * stores half its key channels. Codes, scales and zeros must equal the reference's bit for bit, the error parts
+ * agree, and the decode attention over packed + bf16 rows (rows from token off[g]) match the reference. */
+static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n, const int *nq_k, const int *nq_v,
+                      const int *off) {
+    enum { CAP = 1024 };
+    ks_kivi_params prm = {.k_bits = kb, .v_bits = vb, .group = G, .residual = G};
+    ks_kivi_shape S = ks_kivi_shape_of(&prm, d, CAP);
+    size_t kw = (size_t)Hk * d * S.k_words, kg = (size_t)Hk * d * S.k_groups;
+    size_t vw = (size_t)Hk * CAP * S.v_words, vg = (size_t)Hk * CAP * S.v_groups, rows = (size_t)Hk * CAP * d;
+    ks_bf16 *kbits = malloc(rows * 2), *vbits = malloc(rows * 2), *qbits = malloc((size_t)H * d * 2);
+    float *K = rand_vec(rows, 1.0f, kbits), *V = rand_vec(rows, 1.0f, vbits), *q = rand_vec((size_t)H * d, 1.0f, qbits);
+    int32_t chan[8 * 256], kc[8];
+    ck_assert(Hk <= 8 && d <= 256);
+    for (int g = 0; g < Hk; g++) {
+        kc[g] = g == 1 ? d / 2 : d;
+        for (int i = 0; i < d; i++) chan[g * d + i] = g == 1 ? (i * 2 + 1) % d : i;
+    }
+    /* the reference: two flushes per head */
+    uint32_t *rkq = calloc(kw, 4), *rvq = calloc(vw, 4);
+    uint16_t *rks = calloc(kg, 2), *rkz = calloc(kg, 2), *rvs = calloc(vg, 2), *rvz = calloc(vg, 2);
+    double rerr[2] = {0, 0};
+    int32_t t0a[8], na[8], t0b[8], nb[8], v0a[8], vna[8], v0b[8], vnb[8], zero[8] = {0};
+    for (int g = 0; g < Hk; g++) {
+        t0a[g] = 0, na[g] = nq_k[g] / G / 2 * G, t0b[g] = na[g], nb[g] = nq_k[g] - na[g];
+        v0a[g] = 0, vna[g] = nq_v[g] / 2, v0b[g] = vna[g], vnb[g] = nq_v[g] - vna[g];
+        const float *Kg = K + (size_t)g * CAP * d, *Vg = V + (size_t)g * CAP * d;
+        size_t kh = (size_t)g * d, vh = (size_t)g * CAP;
+        ks_kivi_quant_keys(&S, Kg, d, 0, nq_k[g], chan + g * d, kc[g], rkq + kh * S.k_words, rks + kh * S.k_groups,
+                           rkz + kh * S.k_groups, rerr);
+        ks_kivi_quant_values(&S, Vg, d, 0, nq_v[g], rvq + vh * S.v_words, rvs + vh * S.v_groups, rvz + vh * S.v_groups,
+                             rerr);
+    }
+    /* the kernels, over the whole rows (off 0) */
+    ks_cuda_kivi_layer L = {.shape = S, .Hk = Hk, .stride = CAP};
+    L.k_codes = dev_poisoned(kw * 4), L.v_codes = dev_poisoned(vw * 4); /* zero, as the reference's */
+    CK_CUDA(cudaMemset(L.k_codes, 0, kw * 4));
+    CK_CUDA(cudaMemset(L.v_codes, 0, vw * 4));
+    L.k_scale = dev_poisoned(kg * 2), L.k_zero = dev_poisoned(kg * 2);
+    L.v_scale = dev_poisoned(vg * 2), L.v_zero = dev_poisoned(vg * 2);
+    L.k_chan = dev_from(chan, sizeof(int32_t) * Hk * d), L.kc = dev_from(kc, sizeof(int32_t) * Hk);
+    int32_t *d_zero = dev_from(zero, sizeof zero);
+    L.off = d_zero;
+    void *dk = dev_from(kbits, rows * 2), *dv = dev_from(vbits, rows * 2);
+    L.k = dk, L.v = dv;
+    double *derr = dev_from((double[2]){0, 0}, 2 * sizeof(double));
+    int32_t *d_t0a = dev_from(t0a, sizeof t0a), *d_na = dev_from(na, sizeof na), *d_t0b = dev_from(t0b, sizeof t0b);
+    int32_t *d_nb = dev_from(nb, sizeof nb), *d_v0a = dev_from(v0a, sizeof v0a), *d_vna = dev_from(vna, sizeof vna);
+    int32_t *d_v0b = dev_from(v0b, sizeof v0b), *d_vnb = dev_from(vnb, sizeof vnb);
+    CK_KS(ks_cuda_kivi_quant_keys(&L, d_t0a, d_na, CAP, derr, 0));
+    CK_KS(ks_cuda_kivi_quant_keys(&L, d_t0b, d_nb, CAP, derr, 0));
+    CK_KS(ks_cuda_kivi_quant_values(&L, d_v0a, d_vna, CAP, derr, 0));
+    CK_KS(ks_cuda_kivi_quant_values(&L, d_v0b, d_vnb, CAP, derr, 0));
+    uint32_t *gkq = host_from(L.k_codes, kw * 4), *gvq = host_from(L.v_codes, vw * 4);
+    uint16_t *gks = host_from(L.k_scale, kg * 2), *gkz = host_from(L.k_zero, kg * 2);
+    uint16_t *gvs = host_from(L.v_scale, vg * 2), *gvz = host_from(L.v_zero, vg * 2);
+    double *gerr = host_from(derr, 2 * sizeof(double));
+    for (int g = 0; g < Hk; g++) {
+        for (int i = 0; i < kc[g]; i++) {
+            size_t ch = (size_t)g * d + i;
+            for (int w = 0; w < (nq_k[g] * kb + 31) / 32; w++)
+                ck_assert_msg(gkq[ch * S.k_words + w] == rkq[ch * S.k_words + w], "key codes g %d ch %d word %d", g, i,
+                              w);
+            for (int j = 0; j < nq_k[g] / G; j++)
+                ck_assert(gks[ch * S.k_groups + j] == rks[ch * S.k_groups + j] &&
+                          gkz[ch * S.k_groups + j] == rkz[ch * S.k_groups + j]);
+        }
+        for (int t = 0; t < nq_v[g]; t++) {
+            size_t tok = (size_t)g * CAP + t;
+            ck_assert_msg(!memcmp(gvq + tok * S.v_words, rvq + tok * S.v_words, 4 * S.v_words), "value codes g %d t %d",
+                          g, t);
+            ck_assert(!memcmp(gvs + tok * S.v_groups, rvs + tok * S.v_groups, 2 * S.v_groups));
+            ck_assert(!memcmp(gvz + tok * S.v_groups, rvz + tok * S.v_groups, 2 * S.v_groups));
+        }
+    }
+    ck_assert(fabs(gerr[0] - rerr[0]) <= 1e-9 * rerr[0] && fabs(gerr[1] - rerr[1]) <= 1e-9 * rerr[1]);
+    /* attention: the cache's rows start at token off[g] */
+    ks_bf16 *shifted = malloc(rows * 2), *vshift = malloc(rows * 2);
+    int32_t cnt[4][8];
+    ks_kivi_head heads[8];
+    for (int g = 0; g < Hk; g++) {
+        size_t h0 = (size_t)g * CAP * d;
+        memcpy(shifted + h0, kbits + h0 + (size_t)off[g] * d, (size_t)(CAP - off[g]) * d * 2);
+        memcpy(vshift + h0, vbits + h0 + (size_t)off[g] * d, (size_t)(CAP - off[g]) * d * 2);
+        cnt[0][g] = nq_k[g], cnt[1][g] = nq_v[g], cnt[2][g] = off[g], cnt[3][g] = n[g];
+        size_t kh = (size_t)g * d, vh = (size_t)g * CAP;
+        heads[g] = (ks_kivi_head){.k_codes = rkq + kh * S.k_words, .k_scale = rks + kh * S.k_groups,
+                                  .k_zero = rkz + kh * S.k_groups, .k_chan = chan + g * d, .kc = kc[g],
+                                  .v_codes = rvq + vh * S.v_words, .v_scale = rvs + vh * S.v_groups,
+                                  .v_zero = rvz + vh * S.v_groups, .nq_k = nq_k[g], .nq_v = nq_v[g], .n = n[g],
+                                  .off = off[g], .k = K + h0 + (size_t)off[g] * d, .v = V + h0 + (size_t)off[g] * d};
+    }
+    int32_t *d_cnt[4];
+    for (int i = 0; i < 4; i++) d_cnt[i] = dev_from(cnt[i], sizeof cnt[i]);
+    L.nq_k = d_cnt[0], L.nq_v = d_cnt[1], L.off = d_cnt[2], L.n = d_cnt[3];
+    void *dks = dev_from(shifted, rows * 2), *dvs = dev_from(vshift, rows * 2);
+    L.k = dks, L.v = dvs;
+    float *want = malloc(sizeof(float) * H * d), scale = 1.0f / sqrtf((float)d);
+    ks_kivi_attention_decode(want, q, heads, &S, H, Hk, scale);
+    void *dq = dev_from(qbits, (size_t)H * d * 2), *dout = dev_poisoned((size_t)H * d * 2);
+    float *scratch = dev_poisoned(sizeof(float) * ks_cuda_kivi_attention_scratch_floats(H, d, CAP));
+    CK_KS(ks_cuda_kivi_attention_decode(dout, dq, &L, H, scale, CAP, scratch, 0));
+    float *got = host_f32_from_bf16(dout, (size_t)H * d);
+    char what[64];
+    snprintf(what, sizeof what, "kivi attention H%d Hk%d d%d k%d v%d", H, Hk, d, kb, vb);
+    check_close(what, got, want, (size_t)H * d, 1e-2f, 2e-2f);
+    free(kbits), free(vbits), free(qbits), free(K), free(V), free(q), free(rkq), free(rvq), free(rks), free(rkz);
+    free(rvs), free(rvz), free(gkq), free(gvq), free(gks), free(gkz), free(gvs), free(gvz), free(gerr), free(shifted);
+    free(vshift), free(want), free(got);
+    void *dev[] = {L.k_codes, L.v_codes, L.k_scale, L.k_zero, L.v_scale, L.v_zero, (void *)L.k_chan, (void *)L.kc,
+                   d_zero, dk, dv, derr, d_t0a, d_na, d_t0b, d_nb, d_v0a, d_vna, d_v0b, d_vnb, d_cnt[0], d_cnt[1],
+                   d_cnt[2], d_cnt[3], dks, dvs, dq, dout, scratch};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) CK_CUDA(cudaFree(dev[i]));
+}
+
+START_TEST(test_kivi) {
+    const int n3[3] = {700, 37, 1000}, k3[3] = {640, 0, 992}, v3[3] = {572, 0, 872}, o3[3] = {300, 0, 872};
+    kivi_case(6, 3, 128, 2, 2, 32, n3, k3, v3, o3);
+    kivi_case(6, 3, 64, 4, 2, 32, n3, k3, v3, o3);
+    kivi_case(6, 3, 64, 2, 4, 16, n3, k3, v3, o3); /* G 16: key groups of one word (2 bits) */
+    const int n1[1] = {257}, k1[1] = {128}, v1[1] = {129}, o1[1] = {0};
+    kivi_case(9, 1, 64, 4, 4, 4, n1, k1, v1, o1);   /* G 4 < 32 / 4 codes a word: groups share words (atomics) */
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -701,6 +831,7 @@ int main(void) {
     tcase_add_test(tc, test_gemv_fused);
     tcase_add_test(tc, test_attention_prefill);
     tcase_add_test(tc, test_attention_decode);
+    tcase_add_test(tc, test_kivi);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* one CUDA context for the whole run */

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "cpu/ref.h"
+#include "kivi_args.h" /* ks_kivi_head, ks_kivi_shape */
 
 #define KS_FAST_MAX_HEAD_DIM 256
 
@@ -54,6 +55,11 @@ void ks_fast_attention_decode(float *out, const float *q, const float *k, const 
  * sliding window): it saves the first of the two passes over the keys. Ignored with a->softmax_chunk > 0. */
 void ks_fast_window_scores(float *out, int ld, ks_window_summary *sum, const float *q, const float *k, int H, int Hk,
                            int d, int cap, float scale, const ks_window_args *a, const float *lse, float *work);
+
+/* ks_kivi_attention_decode's contract (kivi_ref.h: KIVI's packed tokens and full-precision rows), the tiles'
+ * products as GEMMs. */
+void ks_fast_kivi_attention_decode(float *out, const float *q, const ks_kivi_head *heads, const ks_kivi_shape *s,
+                                   int H, int Hk, float scale);
 
 /* ks_ref_attention_decode_probs's contract; work holds (H, ld) floats. */
 void ks_fast_attention_decode_probs(float *out, int ld, const float *q, const float *k, const int32_t *start,

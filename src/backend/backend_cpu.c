@@ -198,6 +198,10 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
 static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
     const ks_model_config *c = b->cfg;
     const ks_kvcache *kc = &b->cache;
+    if (ks_kvstore_cpu_packed(&b->kv, layer)) { /* KIVI: packed tokens and full-precision rows (no window) */
+        ks_kvstore_cpu_attention_decode(&b->kv, layer, b->buf[KS_BUF_ATT]);
+        return KS_OK;
+    }
     for (int h = 0; h < c->n_kv_heads; h++)
         b->start[h] = ks_kvcache_window_start(kc, layer, h, qpos, layer_window(c, layer));
     ks_fast_attention_decode(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(kc, layer), ks_kvcache_v(kc, layer),

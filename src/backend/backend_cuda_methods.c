@@ -507,6 +507,22 @@ static void cuda_compress_cancel(ks_kvstore *kv) {
     (void)join(b);
 }
 
+/* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so no KIVI
+ * method binds here and quant_flush is never reached. */
+static ks_status no_packed_part(void) {
+    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
+}
+
+static ks_status cuda_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
+    (void)kv, (void)p;
+    return no_packed_part();
+}
+
+static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
+    (void)kv, (void)layer, (void)counts, (void)err;
+    return no_packed_part();
+}
+
 /* The backend's accessor: the logged evictions applied first. */
 static ks_kvcache *cuda_cache(ks_kvstore *kv) { return ks_backend_cuda.kvcache(backend_of(kv)); }
 
@@ -523,6 +539,8 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .row_scores_load = cuda_row_scores_load,
     .row_scores_add = cuda_row_scores_add,
     .row_scores_read = cuda_row_scores_read,
+    .quant_reserve = cuda_quant_reserve,
+    .quant_flush = cuda_quant_flush,
     .compress_layer = cuda_compress_layer,
     .compress_flush = cuda_compress_flush,
     .compress_cancel = cuda_compress_cancel,

@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "backend/kv_kivi.h"
 #include "cpu/ref.h" /* ks_ref_evict_row */
 
 ks_status ks_kvcache_init(ks_kvcache *c, int first_layer, int n_layers, int n_kv_heads, int head_dim, int cap,
@@ -228,4 +229,7 @@ int64_t ks_kvcache_rows(const ks_kvcache *c) {
     return rows;
 }
 
-int64_t ks_kvcache_bytes(const ks_kvcache *c) { return ks_kvcache_rows(c) * 2 * c->head_dim * c->elem_bytes; }
+int64_t ks_kvcache_bytes(const ks_kvcache *c) {
+    if (c->kivi) return ks_kv_kivi_bytes(c->kivi, c);
+    return ks_kvcache_rows(c) * 2 * c->head_dim * c->elem_bytes;
+}

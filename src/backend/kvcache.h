@@ -56,6 +56,8 @@ typedef struct ks_kvcache {
     float *k, *v;   /* (ks_kvcache_elems) fp32 host storage, owned; NULL for a device backend */
     int elem_bytes; /* bytes per stored K or V element: 4 for host fp32 storage (set by init); a device
                        backend sets its own (2 for bf16) */
+    const struct ks_kv_kivi *kivi; /* KIVI's packed part of the tokens (kv_kivi.h), set by the store that
+                       reserves it; NULL: every token is a full-precision row here; borrowed */
 } ks_kvcache;
 
 /* Layers first_layer .. first_layer + n_layers - 1; own_cap: rows per head each layer owns, 0 < own_cap <= cap
@@ -157,8 +159,9 @@ int ks_kvcache_is_dense(const ks_kvcache *c, int layer, int n);
  * len[h] = n_keep[h]. Asserts the contract. */
 void ks_kvcache_compact(ks_kvcache *c, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
 
-/* Rows held per head summed over the layer range, and the bytes they occupy: rows * 2 (K and V) * d *
- * elem_bytes. */
+/* Rows held per head summed over the layer range, and the bytes the KV cache holds: rows * 2 (K and V) * d *
+ * elem_bytes, or with a packed part (kivi) what ks_kv_kivi_bytes counts: codes, fp16 scales and zeros, and the
+ * full-precision keys and values. */
 int64_t ks_kvcache_rows(const ks_kvcache *c);
 int64_t ks_kvcache_bytes(const ks_kvcache *c);
 

@@ -26,6 +26,7 @@
 
 #include "core/status.h"
 #include "kv_args.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce: the ops' semantics */
+#include "kivi_args.h" /* ks_kivi_params, ks_kivi_counts, ks_kivi_error: the packed part's */
 #include "backend/kvcache.h"
 
 typedef struct ks_kvstore_ops ks_kvstore_ops;
@@ -94,6 +95,20 @@ struct ks_kvstore_ops {
     ks_status (*row_scores_add)(ks_kvstore *kv, int layer, const ks_window_args *a);
     /* The scores of the rows the cache holds to host out (H, ld). */
     ks_status (*row_scores_read)(ks_kvstore *kv, int layer, float *out, int ld);
+
+    /* ---- A packed quantized part (KIVI: kernels/kivi_args.h, backend/kv_kivi.h). ---- */
+    /* Allocates the packed part of every (layer, KV head) for the cache's cap tokens with these parameters,
+     * unless the store has it with the same; a quantizing method calls it when it binds. From then on the
+     * store's decode attention reads each layer's packed tokens together with its full-precision rows, its
+     * compactions may only release rows packed in both keys and values (KS_ERR_UNSUPPORTED naming KIVI, as for
+     * a decode_evict on a layer holding packed tokens), and ks_kvcache_bytes counts what is held.
+     * KS_ERR_ARG naming the knob when the parameters do not fit the model (ks_kivi_params_check);
+     * KS_ERR_UNSUPPORTED naming KIVI on a store without the format or layers with a sliding window. */
+    ks_status (*quant_reserve)(ks_kvstore *kv, const ks_kivi_params *p);
+    /* KIVI's flush rules on `layer` (ks_kv_kivi_flush): after its prompt (the rows its selection kept, if any)
+     * and after each decode attention. counts (Hk, host; NULL: not wanted) receives each head's counts after it;
+     * err (NULL: not wanted; the store may wait for its device) accumulates the reconstruction errors. */
+    ks_status (*quant_flush)(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
 
     /* ---- Scheduling of the prompt-end compression. At the prompt's last chunk, right after `layer`'s prefill
      * attention (and any per-chunk op on it), the caller hands the store that layer's work: work(ctx, layer)

@@ -3,8 +3,10 @@
 #include "backend/kvstore_cpu.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "cpu/fast.h"
+#include "cpu/kivi_ref.h"
 
 static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
 
@@ -13,6 +15,9 @@ void ks_kvstore_cpu_free(ks_kvstore_cpu *s) {
     free(s->score_work);
     free(s->evict_p);
     free(s->row_scores);
+    if (s->kivi) ks_kv_kivi_free(s->kivi), s->p.cache->kivi = NULL;
+    free(s->kivi);
+    s->kivi = NULL;
     s->start = NULL;
     s->score_work = s->evict_p = s->row_scores = NULL;
 }
@@ -82,6 +87,7 @@ static ks_status cpu_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, 
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
     KS_TRY(ks_kvcache_compact_fits(c, layer, n_keep));
+    if (s->kivi) KS_TRY(ks_kv_kivi_compacted(s->kivi, c, layer, keep, n_keep, ld)); /* releases stale rows only */
     ks_kvcache_compact(c, layer, keep, n_keep, ld); /* checks the keep lists before any row moves */
     ks_ref_kv_compact(ks_kvcache_k(c, layer), ks_kvcache_v(c, layer), keep, n_keep, ld, ks_kvcache_stride(c, layer),
                       c->n_kv_heads, c->head_dim);
@@ -101,6 +107,10 @@ static ks_status cpu_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_
     ks_kvcache *c = s->p.cache;
     int acc = a->rule == KS_EVICT_ACCUMULATED;
     const float *p = NULL;
+    if (ks_kvstore_cpu_packed(s, layer))
+        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layer %d holds quantized tokens; decode-time eviction cannot run "
+                                           "on it (H2O, StreamingLLM and CakeKV's decode eviction cannot precede "
+                                           "KIVI)", layer);
     if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(cpu_attention_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, s->evict_p, c->cap));
         p = s->evict_p;
@@ -142,6 +152,43 @@ static ks_status cpu_row_scores_load(ks_kvstore *kv, int layer, const float *sco
     return KS_OK;
 }
 
+int ks_kvstore_cpu_packed(const ks_kvstore_cpu *s, int layer) {
+    return s->kivi && ks_kv_kivi_packed(s->kivi, s->p.cache, layer);
+}
+
+void ks_kvstore_cpu_attention_decode(ks_kvstore_cpu *s, int layer, float *out) {
+    const ks_kvcache *c = s->p.cache;
+    ks_kivi_head *heads = s->kivi->view;
+    for (int h = 0; h < c->n_kv_heads; h++) heads[h] = ks_kv_kivi_head(s->kivi, c, layer, h);
+    ks_fast_kivi_attention_decode(out, s->p.q, heads, &s->kivi->shape, s->p.n_heads, c->n_kv_heads, s->p.scale);
+}
+
+static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    ks_kvcache *c = s->p.cache;
+    if (s->kivi && !memcmp(&s->kivi->p, p, sizeof *p)) return KS_OK;
+    int last = c->first_layer + c->n_layers;
+    if (s->p.window > 0 && s->p.window_first < last)
+        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layers %d and above attend within a sliding window of %d tokens "
+                                           "(use_sliding_window); the packed cache serves full attention only",
+                       s->p.window_first > c->first_layer ? s->p.window_first : c->first_layer, s->p.window);
+    KS_TRY(ks_kivi_params_check(p, c->head_dim));
+    if (!s->kivi) s->kivi = ks_calloc(1, sizeof *s->kivi, "KIVI packed cache");
+    else ks_kv_kivi_free(s->kivi);
+    if (!s->kivi) return KS_ERR_NOMEM;
+    c->kivi = NULL;
+    KS_TRY(ks_kv_kivi_init(s->kivi, c, p));
+    c->kivi = s->kivi;
+    return KS_OK;
+}
+
+static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    KS_ASSERT(s->kivi); /* quant_reserve first */
+    ks_kv_kivi_flush(s->kivi, s->p.cache, layer, counts, err);
+    return KS_OK;
+}
+
 /* One thread computes everything in order: a layer's work runs at once, and nothing is left for the flush. */
 static ks_status cpu_compress_layer(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work,
                                     void *ctx) {
@@ -169,6 +216,8 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .row_scores_load = cpu_row_scores_load,
     .row_scores_add = cpu_row_scores_add,
     .row_scores_read = cpu_row_scores_read,
+    .quant_reserve = cpu_quant_reserve,
+    .quant_flush = cpu_quant_flush,
     .compress_layer = cpu_compress_layer,
     .compress_flush = cpu_compress_flush,
     .compress_cancel = cpu_compress_cancel,

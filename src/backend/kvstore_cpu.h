@@ -9,7 +9,8 @@
  *     ks_kvstore *kv = &s.base;               // what the KV methods call (kv->ops->window_scores(kv, ...))
  *     ks_kvstore_cpu_free(&s);                // accepts zeroed or half-built
  *
- * The store borrows the cache and the query rows and owns its scratch and the per-row scores. Every op runs at
+ * The store borrows the cache and the query rows and owns its scratch, the per-row scores and KIVI's packed part
+ * (once reserved; the backend's decode attention then reads it: ks_kvstore_cpu_attention_decode). Every op runs at
  * once on the calling thread (OpenMP inside), so compress_layer runs the layer's work before it returns. The
  * owner of the query buffer tells the store what its last causal prefill attention left (lse_layer, lse_pos0,
  * lse_n, rows of `lse`), so that scoring those very queries skips recomputing their log-sum-exps.
@@ -17,6 +18,7 @@
 #ifndef KS_KVSTORE_CPU_H
 #define KS_KVSTORE_CPU_H
 
+#include "backend/kv_kivi.h"
 #include "backend/kvstore.h"
 
 typedef struct ks_kvstore_cpu_params {
@@ -42,11 +44,19 @@ typedef struct ks_kvstore_cpu {
     float *evict_p;            /* (H, cap) a decode step's probabilities for decode_evict (per query head for
                                   ACCUMULATED) and row_scores_add's chunk scores; owned */
     float *row_scores;         /* (n_layers, H, cap) the per-row scores once reserved, else NULL; owned */
+    ks_kv_kivi *kivi;          /* KIVI's packed part once reserved (quant_reserve), else NULL; owned (the cache
+                                  points to it) */
 } ks_kvstore_cpu;
 
 extern const ks_kvstore_ops ks_kvstore_cpu_ops;
 
 ks_status ks_kvstore_cpu_init(ks_kvstore_cpu *s, const ks_kvstore_cpu_params *p);
 void ks_kvstore_cpu_free(ks_kvstore_cpu *s);
+
+/* 1 when the decode attention of `layer` must read a packed part (ks_kvstore_cpu_attention_decode). */
+int ks_kvstore_cpu_packed(const ks_kvstore_cpu *s, int layer);
+/* The decode attention of `layer` over its packed tokens and full-precision rows (ks_fast_kivi_attention_decode):
+ * the store's query row 0 into out (H, d). */
+void ks_kvstore_cpu_attention_decode(ks_kvstore_cpu *s, int layer, float *out);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend/kv_kivi.h"
 #include "cli/commands.h"
 #include "cli/options.h"
 #include "core/log.h"
@@ -50,9 +51,14 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
     if (!per_layer) return;
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
     int n = ks_method_layer_stats(m, st);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         ks_log_info("layer %2d: budget %6d kept %6d window mass kept %.4f key norm mean %.3f max %.3f", st[i].layer,
                     st[i].budget, st[i].kept, st[i].attn_mass_kept, st[i].key_norm_mean, st[i].key_norm_max);
+        if (m->ops->role == KS_ROLE_QUANT)
+            ks_log_info("layer %2d: relative error K %.4f V %.4f, full precision K %d V %d tokens, %.1f KiB",
+                        st[i].layer, st[i].quant_error, st[i].quant_error_v, st[i].residual_k, st[i].residual_v,
+                        st[i].kv_bytes / 1024.0);
+    }
 }
 
 ks_status ks_cmd_generate(int argc, char **argv) {
@@ -69,7 +75,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; or a composition A+B, one "
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, KIVI; or a composition A+B, one "
          "part per role in the order selection, merging, channels, quantization (SnapKV+KIVI)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
@@ -131,6 +137,9 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     const ks_kvcache *kc = f.ops->kvcache(f.be);
     ks_log_info("KV storage: %.2f MiB allocated (%s)", (double)ks_kvcache_elems(kc) * 2 * kc->elem_bytes / (1 << 20),
                 kc->n_slots ? "budget-sized: each layer's own rows plus the prefill slots" : "full");
+    if (kc->kivi)
+        ks_log_info("KV storage: %.2f MiB allocated for the packed tokens (KIVI, the whole context)",
+                    (double)ks_kv_kivi_alloc_bytes(kc->kivi) / (1 << 20));
 done:
     free(out);
     ks_forward_free(&f);

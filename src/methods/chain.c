@@ -96,7 +96,7 @@ static ks_status check_needs(const char *name, const ks_method_ops *const *p, in
         if (p[i]->role == KS_ROLE_MERGE && !sel)
             return ks_fail(KS_ERR_ARG, "--acceleration %s: %s merges the rows a selection drops and needs a "
                            "selection method before it, e.g. SnapKV+%s", name, p[i]->name, p[i]->name);
-        if (p[i]->needs_stable_rows && sel && sel->on_decode_step) {
+        if (p[i]->needs_stable_rows && sel && ks_method_decode_evicts(sel)) {
             char ok[256];
             prompt_end_selections(ok, sizeof ok);
             return ks_fail(KS_ERR_ARG, "--acceleration %s: %s keeps rows that cannot be evicted during decode, and %s "

@@ -13,7 +13,7 @@
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
-                                           &ks_method_cakekv,     NULL};
+                                           &ks_method_cakekv,     &ks_method_kivi,       NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
@@ -110,6 +110,7 @@ static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks
         return KS_ERR_NOMEM;
     }
     ks_status st = m->ops->cache_scores ? kv->ops->row_scores_reserve(kv) : KS_OK;
+    if (st == KS_OK && m->ops->bind) st = m->ops->bind(m);
     if (st != KS_OK) unbind(m);
     return st;
 }
@@ -270,6 +271,8 @@ ks_status ks_method_finish_stage(ks_method *m) {
     return KS_OK;
 }
 
+int ks_method_decode_evicts(const ks_method_ops *o) { return o->role == KS_ROLE_SELECT && o->on_decode_step; }
+
 /* One part bounds the rows it leaves after the prompt by its plan. */
 static int part_bounds(const ks_method *m) { return m->ops->after_prefill_layer && !m->ops->rows_unplanned; }
 
@@ -309,15 +312,20 @@ static int plan_rows(const ks_method *m, const ks_model *model, int max_prompt) 
     return most;
 }
 
+/* The rows a budget-sized cache needs: the most the plans keep after the prompt, plus the generated tokens; with a
+ * part that packs rows out of the cache (dense_rows: KIVI), the most of those plans and its bound instead, since
+ * the selection compacts into the layer's rows before the part packs them and generated tokens are packed too. */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
     if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
-    int most = 0;
+    int most = 0, dense = 0;
     for (const ks_method *p = m; p; p = m->ops->role == KS_ROLE_SELECT ? NULL : p->next) {
-        int rows = part_bounds(p) ? plan_rows(p, model, max_prompt) : 0;
+        int rows = part_bounds(p) && !p->ops->dense_rows ? plan_rows(p, model, max_prompt) : 0;
         if (rows < 0) return 0;
         most = rows > most ? rows : most;
     }
-    return most + max_new;
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->dense_rows) dense = p->ops->dense_rows(p) > dense ? p->ops->dense_rows(p) : dense;
+    return dense ? (most > dense ? most : dense) : most + max_new;
 }
 
 int ks_method_dropped(const ks_method *m) {
@@ -421,7 +429,8 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
-    for (ks_method *p = m->head; p; p = p->next)
+    /* a QUANT part's compaction releases rows it holds packed (the tokens stay): nothing is dropped to merge */
+    for (ks_method *p = m->head; p && m->ops->role != KS_ROLE_QUANT; p = p->next)
         if (p->ops->before_compact) KS_TRY(p->ops->before_compact(p, layer, m->keep, m->n_keep, m->cap, decode));
     for (ks_method *p = m->head; p; p = p->next) { /* every part's per-row arrays follow m's lists */
         if (p->row_mass) compact_rows(m, ks_method_row_mass(p, layer), 1);

@@ -1,5 +1,5 @@
-/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV and FullKV
- * (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
+/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, KIVI and
+ * FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
  * ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state, and the forward pass
  * calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
  *
@@ -173,14 +173,34 @@ typedef struct ks_method_ops {
     /* Optional: adds the part's own statistics of held `layer` to `row` (ks_method_layer_stats' row, already holding
      * the first part's budget, kept rows, mass and key norms): the fields only this part sets (quant_error, ...). */
     void (*layer_stat)(const ks_method *m, int layer, ks_layer_stat *row);
+    /* Optional: once the instance is bound to a KV store, reserve what the method keeps in it for the store's
+     * life (QUANT: KIVI's packed part, kvstore.h quant_reserve); its errors fail the binding. */
+    ks_status (*bind)(ks_method *m);
+    /* Optional (QUANT): the most full-precision rows per (layer, KV head) the cache holds at any time once a
+     * layer's prompt is in, whatever the sequence's length (the rest is packed in the store): the rows of a
+     * budget-sized cache (ks_method_kv_rows). NULL: the plan's budgets plus the generated tokens. */
+    int (*dense_rows)(const ks_method *m);
 } ks_method_ops;
 
-/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV; NULL-terminated. */
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, KIVI; NULL-terminated. */
 extern const ks_method_ops *const ks_methods[];
 extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
-    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv;
+    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_kivi;
+
+/* 1 when a method of this table may evict rows during decode (a SELECT method with a decode hook: H2O,
+ * StreamingLLM, CakeKV): no needs_stable_rows part may follow it in a composition (packed rows cannot be
+ * evicted). */
+int ks_method_decode_evicts(const ks_method_ops *o);
 
 /* ---- an instance ------------------------------------------------------------------------------------ */
+
+/* A QUANT method's record of a layer after its prompt (ks_layer_stat's quantization columns). */
+typedef struct ks_method_quant {
+    float err_k, err_v;         /* relative reconstruction errors of the keys and values quantized */
+    int residual_k, residual_v; /* full-precision key / value tokens per KV head (the most over heads) */
+    int held;                   /* tokens per KV head held, packed or not (the most over heads) */
+    int64_t bytes;              /* bytes the layer holds */
+} ks_method_quant;
 
 typedef struct ks_method_layer {
     int budget;            /* rows per KV head the layer may keep after the prompt (window included) */
@@ -190,6 +210,7 @@ typedef struct ks_method_layer {
     float mass_kept;       /* fraction of it on the rows kept after the prompt */
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
     int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
+    ks_method_quant quant; /* QUANT methods' record after the prompt; zero for the others */
 } ks_method_layer;
 
 struct ks_method {
@@ -304,7 +325,8 @@ int ks_method_bounds_rows(const ks_method *m);
 
 /* The rows per (layer, KV head) a budget-sized cache needs for `model`'s layer range (held or not: this needs
  * no binding), prompts of 1 .. max_prompt tokens and max_new generated tokens: the most any layer's plan keeps
- * after the prompt, plus max_new. 0 when the method does not bound them (ks_method_bounds_rows). */
+ * after the prompt, plus max_new (a QUANT method: its dense_rows). 0 when the method does not bound them
+ * (ks_method_bounds_rows). */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new);
 
 /* Pipeline stages (engine/pipeline.h): the per-model-layer values a method shares across stages (NULL when its

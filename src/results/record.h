@@ -20,7 +20,13 @@ typedef struct ks_layer_stat {
     float attn_mass_kept;       /* fraction of observation-window attention mass on kept tokens */
     float key_norm_mean, key_norm_max;
     float sparse_density;       /* sparse-prefill methods: fraction of blocks computed; else 1 */
-    float quant_error;          /* KV quantization: relative error; else 0 */
+    float quant_error;          /* KV quantization: relative reconstruction error of the keys, ||K - K^|| / ||K||
+                                   over what the prompt's end quantized; else 0 */
+    float quant_error_v;        /* KV quantization: the same for the values; else 0 */
+    int residual_k, residual_v; /* KV quantization: full-precision key / value tokens per KV head after the prompt
+                                   (the most over heads); else 0 */
+    int64_t kv_bytes;           /* KV quantization: bytes the layer holds after the prompt (codes, fp16 scales
+                                   and zeros, full-precision rows); else 0 */
 } ks_layer_stat;
 
 typedef struct ks_result {

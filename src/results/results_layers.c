@@ -20,7 +20,15 @@ static const ks_column layers_cols[] = {
     COL("key_norm_mean", KS_COL_F32, stat.key_norm_mean, "mean L2 norm of the keys"),
     COL("key_norm_max", KS_COL_F32, stat.key_norm_max, "largest L2 norm of the keys"),
     COL("sparse_density", KS_COL_F32, stat.sparse_density, "sparse prefill: fraction of blocks computed (else 1)"),
-    COL("quant_error", KS_COL_F32, stat.quant_error, "KV quantization: relative error (else 0)"),
+    COL("quant_error", KS_COL_F32, stat.quant_error,
+        "KV quantization: relative reconstruction error of the keys quantized at the prompt's end (else 0)"),
+    COL("quant_error_v", KS_COL_F32, stat.quant_error_v,
+        "KV quantization: relative reconstruction error of the values quantized at the prompt's end (else 0)"),
+    COL("residual_k", KS_COL_I32, stat.residual_k,
+        "KV quantization: full-precision key tokens per KV head after the prompt (else 0)"),
+    COL("residual_v", KS_COL_I32, stat.residual_v,
+        "KV quantization: full-precision value tokens per KV head after the prompt (else 0)"),
+    COL("kv_bytes", KS_COL_I64, stat.kv_bytes, "KV quantization: bytes the layer holds after the prompt (else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {

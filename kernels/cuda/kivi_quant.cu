@@ -1,0 +1,113 @@
+// kivi_quant.cu — KIVI's flush quantization (ks_cuda_kivi.h: ks_cuda_kivi_quant_keys, ks_cuda_kivi_quant_values;
+// references ks_kivi_quant_keys, ks_kivi_quant_values): one thread per group (a key channel's G tokens, or a
+// value token's G channels), min-max in fp32, the fp16 scale and zero and the codes by kivi_args.h's inline rule.
+// A thread gathers the codes of one 32-bit word in a register and stores the word whole when its group covers
+// it, else merges its bits with atomicAnd / atomicOr, so groups sharing a word never race.
+#include "cuda/common.cuh"
+#include "cuda/ks_cuda_kivi.h"
+
+namespace {
+
+constexpr int QUANT_THREADS = 128;
+
+// Writes the codes `bits` (a mask of the slots written) into word *w.
+__device__ __forceinline__ void put_word(uint32_t *w, uint32_t bits, uint32_t mask) {
+    if (mask == 0xffffffffu) {
+        *w = bits;
+    } else {
+        atomicAnd(w, ~mask);
+        atomicOr(w, bits);
+    }
+}
+
+// Codes of n values x[i * stride] (a group) at code positions p0 .. p0 + n - 1 of the packed row `row`, with
+// scale sf and zero zf; the error parts added to e.
+__device__ void pack_group(const bf16 *x, int64_t stride, int n, float sf, float zf, int bits, uint32_t *row, int p0,
+                           double e[2]) {
+    const int per = 32 / bits;
+    uint32_t word = 0, mask = 0;
+    int w = p0 / per;
+    for (int i = 0; i < n; i++) {
+        const int p = p0 + i;
+        if (p / per != w) {
+            put_word(row + w, word, mask);
+            word = mask = 0, w = p / per;
+        }
+        const float v = __bfloat162float(x[i * stride]);
+        const unsigned q = ks_kivi_quantize(v, sf, zf, bits);
+        const int sh = (p % per) * bits;
+        word |= q << sh, mask |= ((1u << bits) - 1u) << sh;
+        const double d = (double)v - ks_kivi_dequantize(q, sf, zf); /* in double, as the reference */
+        e[0] += d * d, e[1] += (double)v * v;
+    }
+    put_word(row + w, word, mask);
+}
+
+// The fp16 scale and zero of n values x[i * stride] (kivi_args.h's min-max rule).
+__device__ void group_params(const bf16 *x, int64_t stride, int n, int bits, uint16_t *s, uint16_t *z) {
+    float mn = __bfloat162float(x[0]), mx = mn;
+    for (int i = 1; i < n; i++) {
+        const float v = __bfloat162float(x[i * stride]);
+        mn = v < mn ? v : mn, mx = v > mx ? v : mx; // the reference's comparisons (-0 and +0 as it keeps them)
+    }
+    *s = ks_kivi_half((mx - mn) / (float)((1 << bits) - 1));
+    *z = ks_kivi_half(mn);
+}
+
+__device__ void add_err(double *err, const double e[2]) {
+    if (!err || e[1] == 0.0) return;
+    atomicAdd(err, e[0]);
+    atomicAdd(err + 1, e[1]);
+}
+
+// Thread (g = blockIdx.y, i = stored channel, group j of the head's job).
+__global__ void quant_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
+    const ks_kivi_shape &S = L.shape;
+    const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
+    const int i = idx % S.d, j = idx / S.d, G = S.group;
+    if (i >= L.kc[g] || j * G >= n[g]) return;
+    const int t = t0[g] + j * G, c = L.k_chan[(int64_t)g * S.d + i];
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + c;
+    const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / G;
+    group_params(x, S.d, G, S.k_bits, &L.k_scale[gi], &L.k_zero[gi]);
+    double e[2] = {0.0, 0.0};
+    pack_group(x, S.d, G, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]), S.k_bits,
+               L.k_codes + ch * S.k_words, t, e);
+    add_err(err, e);
+}
+
+// Thread (g = blockIdx.y, token j of the head's job, channel group cg).
+__global__ void quant_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
+    const ks_kivi_shape &S = L.shape;
+    const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
+    const int cg = idx % S.v_groups, j = idx / S.v_groups, G = S.group;
+    if (j >= n[g]) return;
+    const int t = t0[g] + j;
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + cg * G;
+    const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + cg;
+    group_params(x, 1, G, S.v_bits, &L.v_scale[gi], &L.v_zero[gi]);
+    double e[2] = {0.0, 0.0};
+    pack_group(x, 1, G, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]), S.v_bits,
+               L.v_codes + tok * S.v_words, cg * G, e);
+    add_err(err, e);
+}
+
+} // namespace
+
+extern "C" ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n,
+                                             int max_n, double *err, cudaStream_t s) {
+    if (max_n <= 0) return KS_OK;
+    dim3 grid(ks_cdiv((int64_t)L->shape.d * ks_cdiv(max_n, L->shape.group), QUANT_THREADS), L->Hk);
+    quant_keys_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}
+
+extern "C" ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n,
+                                               int max_n, double *err, cudaStream_t s) {
+    if (max_n <= 0) return KS_OK;
+    dim3 grid(ks_cdiv((int64_t)L->shape.v_groups * max_n, QUANT_THREADS), L->Hk);
+    quant_values_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
+    KS_LAUNCH_CHECK();
+    return KS_OK;
+}

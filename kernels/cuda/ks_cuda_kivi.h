@@ -1,0 +1,65 @@
+/* ks_cuda_kivi.h — KIVI's packed KV format on the GPU (kernels/kivi_args.h: the layout, the fp16 rule and the
+ * packing; the references are kernels/cpu/kivi_ref.h's): the flush's quantization of a layer's key blocks and
+ * value rows out of the bf16 cache rows, and the decode attention over packed tokens and full-precision rows.
+ * Conventions as kernels/cuda/ks_cuda.h: device pointers, a stream, no allocation, no synchronisation.
+ *
+ *     ks_cuda_kivi_layer L = {...};       // one layer: its packed arrays, counts and cache rows (device)
+ *     ks_cuda_kivi_quant_keys(&L, k_t0, k_n, err, s);    // tokens k_t0[g] .. + k_n[g] of each KV head g
+ *     ks_cuda_kivi_quant_values(&L, v_t0, v_n, err, s);
+ *     ks_cuda_kivi_attention_decode(out, q, &L, H, scale, max_n, scratch, s);
+ *
+ * Codes, scales and zeros are bit-identical to ks_kivi_quant_keys / ks_kivi_quant_values on the same (bf16)
+ * values: the same inline rule (no fast-math). Codes of other tokens are left as they are.
+ */
+#ifndef KS_KERNELS_CUDA_KIVI_H
+#define KS_KERNELS_CUDA_KIVI_H
+
+#include "cuda/ks_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "kivi_args.h" /* ks_kivi_shape */
+
+/* One layer of the packed part and its cache rows, device memory; per KV head g (Hk of them) the arrays of
+ * kivi_args.h at g * (per-head size). */
+typedef struct ks_cuda_kivi_layer {
+    ks_kivi_shape shape;
+    int Hk;
+    uint32_t *k_codes;          /* (Hk, d, k_words) */
+    uint16_t *k_scale, *k_zero; /* (Hk, d, k_groups) */
+    const int32_t *k_chan;      /* (Hk, d) stored key channel -> head channel */
+    const int32_t *kc;          /* (Hk) stored key channels */
+    uint32_t *v_codes;          /* (Hk, cap, v_words) */
+    uint16_t *v_scale, *v_zero; /* (Hk, cap, v_groups) */
+    const int32_t *nq_k, *nq_v, *off, *n; /* (Hk) counts (ks_kivi_counts), read by the attention */
+    const ks_bf16 *k, *v;       /* (Hk, stride, d) the cache rows: token t of head g at row t - off[g] */
+    int stride;
+} ks_cuda_kivi_layer;
+
+/* Quantizes the keys of tokens t0[g] .. t0[g] + n[g] - 1 of each KV head g (device (Hk) arrays; t0[g] and n[g]
+ * multiples of G; rows from the cache at t - off[g]); max_n bounds n[g] (the grid). err (device, 2 doubles, may
+ * be NULL) is ADDED the error parts {sum (K - K^)^2, sum K^2} (in an order of its own). */
+ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n, int max_n,
+                                  double *err, cudaStream_t s);
+
+/* The same for the values of tokens t0[g] .. t0[g] + n[g] - 1, per token. */
+ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n, int max_n,
+                                    double *err, cudaStream_t s);
+
+/* Floats of scratch ks_cuda_kivi_attention_decode needs for H query heads and sequences of at most max_n tokens. */
+size_t ks_cuda_kivi_attention_scratch_floats(int H, int d, int max_n);
+
+/* One decode query per head, the semantics of ks_kivi_attention_decode: q (H, d) bf16 (query head h reads KV
+ * head h / (H / Hk)), every token 0 .. n[g] - 1 attended, packed keys (t < nq_k[g]) and values (t < nq_v[g])
+ * dequantized in registers, out (H, d) bf16. Split over the tokens (max_n bounds n[g]), the splits' partials
+ * combined in a second kernel. d a multiple of 32, at most 256. */
+ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_cuda_kivi_layer *L, int H,
+                                        float scale, int max_n, float *scratch, cudaStream_t s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
