@@ -13,7 +13,7 @@
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
-                                           &ks_method_cakekv,     NULL};
+                                           &ks_method_cakekv,     &ks_method_cam,        NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
@@ -66,6 +66,10 @@ static void unbind(ks_method *m) {
     free(m->row_scores);
     free(m->row_norm);
     free(m->layer);
+    free(m->merges);
+    free(m->n_merges);
+    m->merges = NULL;
+    m->n_merges = NULL;
     m->scores = m->pooled = m->row_mass = m->row_scores = m->row_norm = NULL;
     m->keep = m->n_keep = NULL;
     m->layer = NULL;
@@ -119,8 +123,13 @@ ks_status ks_method_bind_store(ks_method *m, ks_kvstore *kv, ks_kvcache *c, cons
     if (m->ops->row_scores)
         m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
     if (kv) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
+    int merges = m->ops->role == KS_ROLE_MERGE;
+    if (merges) {
+        m->merges = ks_malloc(sizeof(ks_merge) * (row ? row : 1), "KV method merge lists");
+        m->n_merges = ks_malloc(sizeof(int32_t) * m->Hk, "KV method merge counts");
+    }
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores) || (kv && !m->row_norm)) {
+        (m->ops->row_scores && !m->row_scores) || (kv && !m->row_norm) || (merges && (!m->merges || !m->n_merges))) {
         unbind(m);
         return KS_ERR_NOMEM;
     }
@@ -296,7 +305,11 @@ int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
                                  .key_norm_mean = ly->key_norm_mean,
                                  .key_norm_max = ly->key_norm_max,
                                  .sparse_density = 1.0f,
-                                 .quant_error = 0.0f};
+                                 .quant_error = 0.0f,
+                                 .merges_prompt = ly->merges_prompt,
+                                 .merges_decode = ly->merges_decode,
+                                 .merge_prob_mean = ly->leaving ? (float)(ly->prob_sum / ly->leaving) : 0.0f,
+                                 .merge_dv_rel = ly->dv_rel};
     }
     return rows;
 }
@@ -353,6 +366,17 @@ void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int
     }
 }
 
+void ks_method_keep_ends(ks_method *m, int layer, int start, int recent) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
+    for (int h = 0; h < m->Hk; h++) {
+        int32_t *keep = m->keep + (size_t)h * m->cap;
+        int n = 0, tail = len[h] - recent > start ? len[h] - recent : start;
+        for (int j = 0; j < start && j < len[h]; j++) keep[n++] = j;
+        for (int j = tail; j < len[h]; j++) keep[n++] = j;
+        m->n_keep[h] = n;
+    }
+}
+
 /* Moves the rows of one layer's array of per_head rows per KV head (cap floats each) as the KV heads' keep lists
  * say. */
 static void compact_rows(const ks_method *m, float *rows, int per_head) {
@@ -370,6 +394,8 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
+    if (dropped && m->ops->before_compact)
+        KS_TRY(m->ops->before_compact(m, layer, m->keep, m->n_keep, m->cap, decode));
     compact_rows(m, ks_method_row_mass(m, layer), 1);
     if (m->row_scores) compact_rows(m, ks_method_row_scores(m, layer), m->score_rows / m->Hk);
     if (m->row_norm && !decode) /* decode eviction: the statistics are taken */

@@ -21,6 +21,10 @@ typedef struct ks_layer_stat {
     float key_norm_mean, key_norm_max;
     float sparse_density;       /* sparse-prefill methods: fraction of blocks computed; else 1 */
     float quant_error;          /* KV quantization: relative error; else 0 */
+    int merges_prompt;          /* value merging (CaM): rows merged at the prompt's end (over KV heads); else 0 */
+    int merges_decode;          /* value merging: rows merged while decoding; else 0 */
+    float merge_prob_mean;      /* value merging: mean merge probability of the rows that left; else 0 */
+    float merge_dv_rel;         /* value merging: ||dV|| / ||V|| of the prompt end's merges; else 0 */
 } ks_layer_stat;
 
 typedef struct ks_result {
