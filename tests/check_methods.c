@@ -83,7 +83,8 @@ static ks_kvcache *ts_cache(ks_kvstore *kv) {
 
 /* The forced attention's first n columns of every KV head into out (Hk, ld). */
 static void ts_forced(const test_store *t, float *out, int ld, int n) {
-    for (int h = 0; h < t->Hk; h++) memcpy(out + (size_t)h * ld, t->forced + (size_t)h * t->cache.cap, sizeof(float) * n);
+    for (int h = 0; h < t->Hk; h++)
+        memcpy(out + (size_t)h * ld, t->forced + (size_t)h * t->cache.cap, sizeof(float) * n);
 }
 
 static ks_status ts_window_scores(ks_kvstore *kv, int layer, const ks_window_args *a, float *out, int ld,

@@ -69,7 +69,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV", 0},
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml)", 0},
         {"method_opt", KS_OPT_STRINGS, &method_opts, "KEY=VALUE", "one method knob, after --method_config", 0},
