@@ -123,16 +123,20 @@ static void head_merges(ks_method *m, int layer, int h, const int32_t *keep, int
     const float *a = m->scores + (size_t)h * m->cap;
     ks_merge *list = m->merges + (size_t)h * m->cap;
     int n = 0;
-    double sum = 0; /* a over rows [lo, hi): the rows after the current leaving row, slid along */
+    /* a over rows [lo, hi), the rows after the current leaving row, slid along; nonzero counts its nonzero
+     * values, so that an all-zero window's sum is exactly 0 (the NaN and +inf rules) whatever the rounding */
+    double sum = 0;
+    int nonzero = 0;
     for (int p = 0, k = 0, lo = 0, hi = 0; p < len; p++) {
         if (k < n_keep && keep[k] == p) {
             k++;
             continue;
         }
         const int end = len - p - 1 < recent ? len : p + 1 + recent;
-        if (hi <= p + 1) lo = hi = p + 1, sum = 0; /* nothing of the last window stays: start afresh */
-        for (; hi < end; hi++) sum += a[hi];
-        for (; lo < p + 1; lo++) sum -= a[lo];
+        if (hi <= p + 1) lo = hi = p + 1, sum = 0, nonzero = 0; /* nothing of the last window stays */
+        for (; hi < end; hi++) sum += a[hi], nonzero += a[hi] != 0;
+        for (; lo < p + 1; lo++) sum -= a[lo], nonzero -= a[lo] != 0;
+        if (!nonzero) sum = 0;
         const double mean = sum / (end - p - 1); /* no row after p: NaN, so prob 0 */
         const double prob = clamp_prob(a[p] / mean);
         t->left++, t->prob_sum += prob;
