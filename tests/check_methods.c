@@ -1140,6 +1140,10 @@ START_TEST(test_cam_part) {
     ks_method_layer_stats(cam, &st);
     ck_assert_msg(st.merges_prompt == 3 && st.merge_prob_mean == 0.75f, "merges %d prob %g", st.merges_prompt,
                   st.merge_prob_mean);
+    /* a second prompt-end compaction of the layer (CakeKV's cascade) is refused: its window keys are gone */
+    const int32_t again[2] = {0, 3}, n_again[1] = {2};
+    ck_assert(cam->ops->before_compact(cam, 0, again, n_again, 16, 0) == KS_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(ks_last_error(), "SnapKV+CaM"), "%s", ks_last_error());
     ks_method_free(cam);
     fx_free(&f);
 }

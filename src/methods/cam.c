@@ -98,10 +98,13 @@ static ks_status leaving_attention(ks_method *m, int layer, int decode) {
     }
     ks_method_chunk c = owner(m)->last_chunk;
     c.layer = layer;
+    const int n_keys = c.pos0 + c.n;
+    if (!ks_kvcache_is_dense(m->cache, layer, n_keys)) /* a second prompt-end compaction (CakeKV's cascade) */
+        return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s+CaM: CaM merges only at a layer's first compaction "
+                       "after the prompt (layer %d was compacted before)", owner(m)->ops->name, layer);
     int W = cam_window(m) < c.n ? cam_window(m) : c.n;
     ks_window_args a = {.n_q = W, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN};
     KS_TRY(ks_method_window_scores(m, &c, a, m->scores, NULL));
-    const int n_keys = c.pos0 + c.n;
     for (int h = 0; h < m->Hk; h++)
         for (int j = 0; j < n_keys; j++) m->scores[(size_t)h * m->cap + j] /= (float)W;
     return KS_OK;
