@@ -36,8 +36,8 @@ __global__ void v_merge_kernel(bf16 *vc, const ks_merge *list, const int32_t *co
             float x = x0;
             for (int k = lo; k < n && e[k].src < j; k++) // no fused multiply-add: the reference's roundings
                 x = __fadd_rn(x, __fmul_rn(e[k].weight, ks_ld(v + (int64_t)e[k].src * d + c)));
-            if (x != x0) ks_st(v + (int64_t)j * d + c, x);
-            const float stored = ks_ld(v + (int64_t)j * d + c);
+            const float stored = x != x0 ? __bfloat162float(__float2bfloat16_rn(x)) : x0;
+            if (x != x0) ks_st(v + (int64_t)j * d + c, stored);
             v_sq += (double)x0 * x0;
             dv_sq += (double)(stored - x0) * (stored - x0);
         }

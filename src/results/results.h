@@ -32,7 +32,8 @@
  *                   sample (row number in /samples), task, length, index (the sample's key), then layer,
  *                   kv_head, budget, kept, attn_mass_kept, key_norm_mean, key_norm_max, sparse_density,
  *                   quant_error, merges_prompt, merges_decode, merge_prob_mean, merge_dv_rel (ks_layer_stat).
- *                   Every dataset has a 'description' attribute (meaning, unit).
+ *                   Every dataset has a 'description' attribute (meaning, unit). A file written before the
+ *                   value-merging columns existed reads them as 0, and gains them (0 for its rows) when resumed.
  *   pandas: pd.DataFrame({k: d.asstr()[()] if d.dtype.kind in "SO" else d[()] for k, d in f["samples"].items()})
  *
  * Durability (a kill at any moment loses at most the samples in flight and never leaves an unreadable file):

@@ -4,7 +4,8 @@
 
 #include "results/results_impl.h"
 
-#define COL(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc}
+#define COL(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc, 0}
+#define COL_ADDED(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc, 1}
 
 static const ks_column layers_cols[] = {
     COL("sample", KS_COL_I64, sample, "row number of the sample in /samples"),
@@ -21,13 +22,13 @@ static const ks_column layers_cols[] = {
     COL("key_norm_max", KS_COL_F32, stat.key_norm_max, "largest L2 norm of the keys"),
     COL("sparse_density", KS_COL_F32, stat.sparse_density, "sparse prefill: fraction of blocks computed (else 1)"),
     COL("quant_error", KS_COL_F32, stat.quant_error, "KV quantization: relative error (else 0)"),
-    COL("merges_prompt", KS_COL_I32, stat.merges_prompt,
-        "value merging (CaM): rows merged into later rows at the prompt's end, over KV heads (else 0)"),
-    COL("merges_decode", KS_COL_I32, stat.merges_decode, "value merging: rows merged while decoding (else 0)"),
-    COL("merge_prob_mean", KS_COL_F32, stat.merge_prob_mean,
-        "value merging: mean merge probability of the rows that left the cache (else 0)"),
-    COL("merge_dv_rel", KS_COL_F32, stat.merge_dv_rel,
-        "value merging: ||dV|| / ||V|| of the layer's values at the prompt's end (else 0)"),
+    COL_ADDED("merges_prompt", KS_COL_I32, stat.merges_prompt,
+              "value merging (CaM): rows merged into later rows at the prompt's end, over KV heads (else 0)"),
+    COL_ADDED("merges_decode", KS_COL_I32, stat.merges_decode, "value merging: rows merged while decoding (else 0)"),
+    COL_ADDED("merge_prob_mean", KS_COL_F32, stat.merge_prob_mean,
+              "value merging: mean merge probability of the rows that left the cache (else 0)"),
+    COL_ADDED("merge_dv_rel", KS_COL_F32, stat.merge_dv_rel,
+              "value merging: ||dV|| / ||V|| of the layer's values at the prompt's end (else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {
