@@ -102,6 +102,20 @@ typedef struct ks_evict_args {
                              the group's running scores reduce when a row is chosen (ks_gqa_reduce_col) */
 } ks_evict_args;
 
+/* Value merging (backend/kvstore.h v_merge; CaM): one entry of a KV head's merge list, "add weight * V[src] to
+ * each of the `span` rows after src". A head's entries are applied in list order, sources strictly increasing,
+ * so a later entry's source value already holds what the earlier entries added to it (CaM's sequential rule). */
+typedef struct ks_merge {
+    int32_t src;  /* the source row (a row index of the head, not a position) */
+    float weight; /* V[r] += weight * V[src] for r = src + 1 .. src + span, rows past the head's length skipped */
+} ks_merge;
+
+/* What a merge changed, summed over every KV head, row and channel of the layer (for ||dV|| / ||V||). */
+typedef struct ks_merge_norms {
+    double v_sq;  /* sum of V^2 over the rows the heads hold, before the merge */
+    double dv_sq; /* sum of (V after - V before)^2 */
+} ks_merge_norms;
+
 /* An unsigned key whose order is the float order, NaN lowest and -0 = +0: the order of the methods' top-k
  * (methods/select.h) and of the row an eviction drops. */
 static inline uint32_t ks_order_key(float x) {

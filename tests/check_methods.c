@@ -48,6 +48,8 @@ typedef struct test_store {
     int pending[4];              /* per layer: an eviction waits */
     ks_evict_args pending_args[4];
     float *pending_p;            /* (n_layers, H, cap) the probabilities it was given */
+    const float *forced;         /* (Hk, cap) or NULL: what window_scores and attention_decode_probs return (any
+                                    statistic, reduced), a hand-set attention for CaM's probability rule */
 } test_store;
 
 /* A lazy store's waiting evictions, applied. */
@@ -79,7 +81,29 @@ static ks_kvcache *ts_cache(ks_kvstore *kv) {
     return &((test_store *)kv)->cache;
 }
 
-static ks_kvstore_ops ts_ops; /* ks_kvstore_cpu_ops with the two lazy ops (ts_init) */
+/* The forced attention's first n columns of every KV head into out (Hk, ld). */
+static void ts_forced(const test_store *t, float *out, int ld, int n) {
+    for (int h = 0; h < t->Hk; h++)
+        memcpy(out + (size_t)h * ld, t->forced + (size_t)h * t->cache.cap, sizeof(float) * n);
+}
+
+static ks_status ts_window_scores(ks_kvstore *kv, int layer, const ks_window_args *a, float *out, int ld,
+                                  ks_window_summary *sum) {
+    test_store *t = (test_store *)kv;
+    if (!t->forced) return ks_kvstore_cpu_ops.window_scores(kv, layer, a, out, ld, sum);
+    ts_forced(t, out, ld, a->n_keys);
+    return KS_OK;
+}
+
+static ks_status ts_attention_decode_probs(ks_kvstore *kv, int layer, int qpos, ks_gqa_reduce reduce, float *out,
+                                           int ld) {
+    test_store *t = (test_store *)kv;
+    if (!t->forced) return ks_kvstore_cpu_ops.attention_decode_probs(kv, layer, qpos, reduce, out, ld);
+    ts_forced(t, out, ld, ks_kvcache_len(&t->cache, layer)[0]);
+    return KS_OK;
+}
+
+static ks_kvstore_ops ts_ops; /* ks_kvstore_cpu_ops with the lazy ops and the forced attention (ts_init) */
 
 typedef struct fixture {
     test_store kv;
@@ -98,6 +122,7 @@ static void fx_init(fixture *f, int n_layers, int H, int Hk, int d, int cap) {
     ck_assert(ks_kvstore_cpu_init(&t->s, &p) == KS_OK);
     ts_ops = ks_kvstore_cpu_ops;
     ts_ops.decode_evict = ts_decode_evict, ts_ops.cache = ts_cache;
+    ts_ops.window_scores = ts_window_scores, ts_ops.attention_decode_probs = ts_attention_decode_probs;
     t->s.base.ops = &ts_ops;
     f->model.cfg.n_layers = n_layers, f->model.cfg.n_heads = H, f->model.cfg.n_kv_heads = Hk;
     f->model.cfg.head_dim = d;
@@ -897,8 +922,284 @@ START_TEST(test_options_and_errors) {
     expect_error("H2O", write_tmp("ratio.yaml", "recent_budget: 150%\n"), NULL, KS_ERR_ARG, "ratio.yaml:1",
                  "'recent_budget': '150%' is not a token count >= 0");
     expect_error("CakeKV", NULL, "cascading=maybe", KS_ERR_ARG, "cascading", "true or false");
+    expect_error("CaM", NULL, "max_capacity_prompt=1", KS_ERR_ARG, "max_capacity_prompt", NULL);
+    expect_error("CaM", NULL, "start_ratio=1.5", KS_ERR_ARG, "start_ratio", NULL);
     expect_error("L2Compress", NULL, "skip_layers=1,x", KS_ERR_ARG, "skip_layers", "'x'");
     expect_error("FullKV", NULL, "window_size=3", KS_ERR_ARG, "not a FullKV knob", NULL);
+}
+END_TEST
+
+/* ---- CaM ---------------------------------------------------------------------------------------------- */
+
+/* The documented draw of CaM (src/methods/cam.c): splitmix64 chained over seed, layer, KV head and position, the
+ * top 53 bits over 2^53. */
+static uint64_t splitmix64(uint64_t x) {
+    uint64_t z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static double cam_draw(uint64_t seed, uint64_t layer, uint64_t head, uint64_t pos) {
+    uint64_t x = splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ layer) ^ head) ^ pos);
+    return (double)(x >> 11) / 9007199254740992.0;
+}
+
+/* Pushes one row per key logit (d = 1) to (layer 0, head h). */
+static void cam_push(fixture *f, int h, const float *logits, int n) {
+    for (int j = 0; j < n; j++) fx_push(f, 0, h, &logits[j]);
+}
+
+/* (layer 0, head h) holds positions pos[0..n) with values (d = 1) val[0..n). */
+static void expect_values(fixture *f, int h, const int *pos, const float *val, int n, const char *what) {
+    const ks_kvcache *c = fx_cache(f);
+    ck_assert_msg(ks_kvcache_len(c, 0)[h] == n, "%s: head %d holds %d rows, want %d", what, h,
+                  ks_kvcache_len(c, 0)[h], n);
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(ks_kvcache_pos(c, 0, h)[i] == pos[i], "%s: head %d row %d is position %d, want %d", what, h, i,
+                      ks_kvcache_pos(c, 0, h)[i], pos[i]);
+        float v = ks_kvcache_v(c, 0)[((size_t)h * c->cap + i) * c->head_dim];
+        ck_assert_msg(v == val[i], "%s: head %d position %d has value %g, want %g", what, h, pos[i], v, val[i]);
+    }
+}
+
+/* The store's v_merge on a hand-built list: head 0 (6 rows, d 2, V[j] = (j, j + 10)) merges row 1 (weight 0.5)
+ * then row 2 (0.25) over span 3, the second reading row 2 after the first added to it; head 1 (3 rows) merges row
+ * 0 (weight 1) into rows 1 and 2 only; row 3 of head 1, past its length, keeps its sentinel. */
+START_TEST(test_v_merge_op) {
+    fixture f;
+    fx_init(&f, 1, 2, 2, 2, 8);
+    ks_kvcache *c = fx_cache(&f);
+    float *V = ks_kvcache_v(c, 0);
+    for (int h = 0; h < 2; h++)
+        for (int j = 0; j < 8; j++)
+            for (int k = 0; k < 2; k++) V[((size_t)h * 8 + j) * 2 + k] = j + 10.0f * k;
+    V[(8 + 3) * 2] = 99;
+    ks_kvcache_len(c, 0)[0] = 6, ks_kvcache_len(c, 0)[1] = 3;
+    ks_merge list[2 * 8] = {{1, 0.5f}, {2, 0.25f}};
+    list[8] = (ks_merge){0, 1.0f};
+    int32_t n[2] = {2, 1};
+    ks_merge_norms norms = {-1, -1};
+    ks_kvstore *kv = &f.kv.s.base;
+    ck_assert(kv->ops->v_merge(kv, 0, list, n, 8, 3, &norms) == KS_OK);
+    const float want0[6][2] = {{0, 10}, {1, 11}, {2.5f, 17.5f}, {4.125f, 22.875f}, {5.125f, 23.875f},
+                               {5.625f, 19.375f}};
+    const float want1[4][2] = {{0, 10}, {1, 21}, {2, 22}, {99, 13}};
+    for (int j = 0; j < 6; j++)
+        for (int k = 0; k < 2; k++)
+            ck_assert_msg(V[j * 2 + k] == want0[j][k], "head 0 row %d channel %d: %g, want %g", j, k, V[j * 2 + k],
+                          want0[j][k]);
+    for (int j = 0; j < 4; j++)
+        for (int k = 0; k < 2; k++)
+            ck_assert_msg(V[(8 + j) * 2 + k] == want1[j][k], "head 1 row %d channel %d: %g, want %g", j, k,
+                          V[(8 + j) * 2 + k], want1[j][k]);
+    /* ||V||^2 before: head 0 sum j^2 + (j + 10)^2 over 6 rows = 1010, head 1 over 3 rows = 370; ||dV||^2 = 30.5 +
+     * 2 * 98.78125 + 19.53125 + 2 * 100 */
+    ck_assert_msg(norms.v_sq == 1380 && norms.dv_sq == 447.59375, "norms %g %g", norms.v_sq, norms.dv_sq);
+    fx_free(&f);
+}
+END_TEST
+
+/* CaM at the prompt's end, C = 5, start_ratio 0.2 (S = 1), W = 2 (weight 0.5), L = 8: rows 1, 2, 3 leave, 0 and
+ * 4 .. 7 stay. Head 0's keys make row 1 and row 3 draw attention above the rows after them (probability 1) and row
+ * 2 next to none (key -1000: probability below 1e-30): row 1 adds 0.5 to rows 2 and 3; row 3, now 3.5, adds 1.75
+ * to rows 4 and 5 (the later merge sees the earlier one). Head 1's leaving rows get next to none: nothing
+ * merges. */
+START_TEST(test_cam_prompt_merges) {
+    fixture f;
+    fx_init(&f, 1, 2, 2, 1, 16);
+    const char *opts[] = {"max_capacity_prompt=5", "start_ratio=0.2", "window_size=2", NULL};
+    fx_method(&f, "CaM", opts);
+    const float k0[8] = {0, 2, -1000, 2, 0, 0, 0, 0}, k1[8] = {0, -1000, -1000, -1000, 0, 0, 0, 0};
+    cam_push(&f, 0, k0, 8);
+    cam_push(&f, 1, k1, 8);
+    for (int r = 0; r < 8; r++) fx_q_all(&f, r, 1);
+    fx_prompt(&f, 8, NULL);
+    const int pos[5] = {0, 4, 5, 6, 7};
+    const float v0[5] = {0, 5.75f, 6.75f, 6, 7}, v1[5] = {0, 4, 5, 6, 7};
+    expect_values(&f, 0, pos, v0, 5, "CaM prompt end");
+    expect_values(&f, 1, pos, v1, 5, "CaM prompt end, nothing merged");
+    ks_layer_stat st;
+    ck_assert_int_eq(ks_method_layer_stats(f.m, &st), 1);
+    /* dV: 0.5, 0.5, 1.75, 1.75 on head 0; ||V||^2 = 2 * sum_{j < 8} j^2 */
+    ck_assert_msg(st.budget == 5 && st.kept == 5 && st.merges_prompt == 2 && st.merges_decode == 0 &&
+                      fabsf(st.merge_prob_mean - 2.0f / 6) < 1e-6f &&
+                      fabsf(st.merge_dv_rel - sqrtf(6.625f / 280)) < 1e-6f,
+                  "budget %d kept %d merges %d/%d prob %g dv %g", st.budget, st.kept, st.merges_prompt,
+                  st.merges_decode, st.merge_prob_mean, st.merge_dv_rel);
+    fx_free(&f);
+}
+END_TEST
+
+/* The probability's edge cases, on a hand-set attention (the window's sums 1, 1, 0, 0, 0: the mean over W = 2
+ * queries 0.5, 0.5, 0, 0, 0): C = 3 (S = 1, recent 2), L = 5. Row 1: attention over a zero mean, +inf ->
+ * probability 1 (rows 2 and 3 get 0.5); row 2: zero over zero, NaN -> 0. */
+START_TEST(test_cam_nan_inf) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *opts[] = {"max_capacity_prompt=3", "start_ratio=0.1", "window_size=2", NULL};
+    fx_method(&f, "CaM", opts);
+    const float k[5] = {0}, forced[16] = {1, 1};
+    cam_push(&f, 0, k, 5);
+    f.kv.forced = forced;
+    fx_prompt(&f, 5, NULL);
+    const int pos[3] = {0, 3, 4};
+    const float v[3] = {0, 3.5f, 4};
+    expect_values(&f, 0, pos, v, 3, "CaM inf and NaN");
+    ks_layer_stat st;
+    ks_method_layer_stats(f.m, &st);
+    ck_assert_msg(st.merges_prompt == 1 && st.merge_prob_mean == 0.5f, "merges %d prob %g", st.merges_prompt,
+                  st.merge_prob_mean);
+    fx_free(&f);
+}
+END_TEST
+
+/* A probability of about 0.5 (row 1's key exp(-ln 2) against three rows of 1; C = 4, S = 1, W = 1): the draw of
+ * each seed, computed here from the documented hash, decides whether row 1's value moves into row 2. */
+START_TEST(test_cam_seeded_draw) {
+    int merged = 0, kept = 0;
+    for (int seed = 0; seed < 16; seed++) {
+        double u = cam_draw((uint64_t)seed, 0, 0, 1);
+        if (fabs(u - 0.5) < 1e-3) continue;
+        fixture f;
+        fx_init(&f, 1, 1, 1, 1, 16);
+        char s_opt[32];
+        snprintf(s_opt, sizeof s_opt, "seed=%d", seed);
+        const char *opts[] = {"max_capacity_prompt=4", "start_ratio=0.25", "window_size=1", s_opt, NULL};
+        fx_method(&f, "CaM", opts);
+        const float k[5] = {0, -0.69314718f, 0, 0, 0};
+        cam_push(&f, 0, k, 5);
+        fx_q_all(&f, 4, 1);
+        fx_prompt(&f, 5, NULL);
+        const int pos[4] = {0, 2, 3, 4};
+        const float v[4] = {0, u < 0.5 ? 3.0f : 2.0f, 3, 4};
+        expect_values(&f, 0, pos, v, 4, s_opt);
+        merged += u < 0.5, kept += u >= 0.5;
+        fx_free(&f);
+    }
+    ck_assert_msg(merged && kept, "seeds 0..15 drew %d merges, %d not", merged, kept);
+}
+END_TEST
+
+/* Decode: C = 4, S = 1, W = 2, a prompt of 4 rows (kept whole). Step 1 appends position 4, row 1 (key 2, above
+ * the rows after it) leaves, merged: rows 2, 3 get 0.5. Step 2: position 2 (key -1000: no attention) leaves
+ * unmerged. */
+START_TEST(test_cam_decode) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const char *opts[] = {"max_capacity_prompt=4", "start_ratio=0.25", "window_size=2", NULL};
+    fx_method(&f, "CaM", opts);
+    const float k[4] = {0, 2, -1000, 0};
+    cam_push(&f, 0, k, 4);
+    for (int r = 0; r < 4; r++) fx_q_all(&f, r, 1);
+    fx_prompt(&f, 4, NULL);
+    ck_assert(ks_method_decode_on_host(f.m) == 1); /* the next step has a row leaving */
+    fx_decode(&f, 0, 1);
+    const int pos1[4] = {0, 2, 3, 4}, pos2[4] = {0, 3, 4, 5};
+    const float v1[4] = {0, 2.5f, 3.5f, 4}, v2[4] = {0, 3.5f, 4, 5};
+    expect_values(&f, 0, pos1, v1, 4, "CaM decode step 1");
+    fx_decode(&f, 0, 1);
+    expect_values(&f, 0, pos2, v2, 4, "CaM decode step 2");
+    ks_layer_stat st;
+    ks_method_layer_stats(f.m, &st);
+    ck_assert_msg(st.merges_prompt == 0 && st.merges_decode == 1 && st.merge_prob_mean == 0.5f,
+                  "merges %d/%d prob %g", st.merges_prompt, st.merges_decode, st.merge_prob_mean);
+    fx_free(&f);
+}
+END_TEST
+
+/* A part after a selection (selector set by hand, as a composition sets it): CaM's prompt end selects nothing;
+ * before the selector's compaction to rows {0, 3, 6, 7} (C = 4, S = 1: the probabilities' denominators span 3
+ * rows; W = 2) it merges the dropped rows 1, 2, 4, 5 in order into the next two rows, dropped or kept: row 1
+ * (probability 1) into 2 and 3, row 2 not (no attention), row 4 (1) into 5 and 6, row 5, holding 7 by then, (1)
+ * into 6 and 7. */
+START_TEST(test_cam_part) {
+    fixture f;
+    fx_init(&f, 1, 1, 1, 1, 16);
+    const float k[8] = {0, 3, -1000, 0, 3, 0, 0, 0};
+    cam_push(&f, 0, k, 8);
+    for (int r = 0; r < 8; r++) fx_q_all(&f, r, 1);
+    fx_method(&f, "SnapKV", (const char *[]){"max_capacity_prompt=64", "window_size=2", NULL});
+    ks_method *cam;
+    const char *opts[] = {"max_capacity_prompt=4", "start_ratio=0.25", "window_size=2"};
+    ck_assert(ks_method_create(&cam, "CaM", NULL, opts, 3) == KS_OK);
+    ck_assert(ks_method_bind_store(cam, &f.kv.s.base, &f.kv.cache, &f.model) == KS_OK);
+    cam->selector = f.m;
+    ks_method_begin_prompt(f.m, 8);
+    f.m->last_chunk = (ks_method_chunk){.pos0 = 0, .n = 8};
+    ks_method_begin_prompt(cam, 8);
+    ck_assert(ks_method_prefill_layer(cam, 0, 0, 8, 1) == KS_OK && ks_method_end_prompt(cam) == KS_OK);
+    ck_assert_int_eq(ks_kvcache_len(fx_cache(&f), 0)[0], 8); /* no selection of its own */
+    const int32_t keep[4] = {0, 3, 6, 7}, n_keep[1] = {4};
+    ck_assert(cam->ops->before_compact(cam, 0, keep, n_keep, 16, 0) == KS_OK);
+    ck_assert(f.kv.s.base.ops->kv_compact(&f.kv.s.base, 0, keep, n_keep, 16) == KS_OK);
+    const int pos[4] = {0, 3, 6, 7};
+    const float v[4] = {0, 3.5f, 11.5f, 10.5f};
+    expect_values(&f, 0, pos, v, 4, "CaM after a selection");
+    ks_layer_stat st;
+    ks_method_layer_stats(cam, &st);
+    ck_assert_msg(st.merges_prompt == 3 && st.merge_prob_mean == 0.75f, "merges %d prob %g", st.merges_prompt,
+                  st.merge_prob_mean);
+    /* a second prompt-end compaction of the layer (CakeKV's cascade) is refused: its window keys are gone */
+    const int32_t again[2] = {0, 3}, n_again[1] = {2};
+    ck_assert(cam->ops->before_compact(cam, 0, again, n_again, 16, 0) == KS_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(ks_last_error(), "SnapKV+CaM"), "%s", ks_last_error());
+    ks_method_free(cam);
+    fx_free(&f);
+}
+END_TEST
+
+/* The values CaM leaves (every layer and KV head, after the prompt and after decode steps) do not depend on the
+ * prefill chunk, on the reference ops with random queries and keys and rows merging (checked). */
+START_TEST(test_cam_chunk_invariant) {
+    enum { L = 300, STEPS = 4, CAP = L + STEPS, LAYERS = 2, H = 4, HK = 2, D = 8 };
+    static float keys[LAYERS * CAP * HK * D], qs[CAP * H * D], vals[2][2][LAYERS * HK * CAP * D];
+    uint64_t x = 77;
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0] + sizeof qs / sizeof qs[0]; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        float u = (float)((x >> 40) & 0xFFFFFF) / 16777216.0f * 2 - 1;
+        if (i < sizeof keys / sizeof keys[0]) keys[i] = 2 * u;
+        else qs[i - sizeof keys / sizeof keys[0]] = u;
+    }
+    const int sizes[2] = {L, 7};
+    const char *opts[] = {"max_capacity_prompt=40", "window_size=4", "seed=5", NULL};
+    for (int s = 0; s < 2; s++) {
+        fixture f;
+        fx_init(&f, LAYERS, H, HK, D, CAP);
+        fx_method(&f, "CaM", opts);
+        for (int l = 0; l < LAYERS; l++)
+            for (int j = 0; j < L; j++)
+                for (int h = 0; h < HK; h++) fx_push(&f, l, h, keys + (((size_t)l * CAP + j) * HK + h) * D);
+        int chunks[L + 1];
+        ks_test_plan_chunks(chunks, L, sizes[s], ks_method_window(f.m));
+        fx_prompt_q(&f, L, chunks, qs);
+        for (int w = 0; w < 2; w++) {
+            if (w)
+                for (int t = 0; t < STEPS; t++)
+                    for (int l = 0; l < LAYERS; l++) {
+                        for (int h = 0; h < HK; h++)
+                            fx_push(&f, l, h, keys + (((size_t)l * CAP + L + t) * HK + h) * D);
+                        memcpy(f.kv.q, qs + (size_t)(L + t) * H * D, sizeof(float) * H * D);
+                        ck_assert(ks_method_decode_layer(f.m, l, L + t) == KS_OK);
+                    }
+            const ks_kvcache *c = fx_cache(&f);
+            for (int l = 0; l < LAYERS; l++) {
+                ck_assert_int_eq(ks_kvcache_len(c, l)[0], 40);
+                memcpy(vals[s][w] + (size_t)l * HK * CAP * D, ks_kvcache_v(c, l), sizeof(float) * HK * CAP * D);
+            }
+        }
+        ks_layer_stat st[LAYERS];
+        ks_method_layer_stats(f.m, st);
+        ck_assert(st[0].merges_prompt > 10 && st[1].merges_decode > 0);
+        fx_free(&f);
+    }
+    for (int w = 0; w < 2; w++)
+        for (int l = 0; l < LAYERS; l++)
+            for (int h = 0; h < HK; h++)
+                ck_assert_msg(!memcmp(vals[0][w] + ((size_t)l * HK + h) * CAP * D,
+                                      vals[1][w] + ((size_t)l * HK + h) * CAP * D, sizeof(float) * 40 * D),
+                              "layer %d head %d: values differ with chunks of 7 (%s)", l, h,
+                              w ? "after decoding" : "after the prompt");
 }
 END_TEST
 
@@ -958,6 +1259,7 @@ START_TEST(test_smollm2_methods) {
         {"L2Compress", {"max_capacity_prompt=1.0", "prune_after=0"}},
         {"PyramidKV", {"max_capacity_prompt=4096"}},
         {"CakeKV", {"cache_size=4096"}},
+        {"CaM", {"max_capacity_prompt=4096"}}, /* nothing leaves the cache: nothing merges */
     };
     for (size_t i = 0; i < sizeof full / sizeof full[0]; i++) {
         ks_method *m = create(&full[i]);
@@ -983,6 +1285,7 @@ START_TEST(test_smollm2_methods) {
         {{"StreamingLLM", {"start_size=4", "recent_size=12"}}, 16, 16},
         {{"L2Compress", {"variant=loom", "max_capacity_prompt=20", "skip_layers=[]"}}, 20, 20 + FEW - 1},
         {{"CakeKV", {"cache_size=12", "window_size=4"}}, -1, -1},
+        {{"CaM", {"max_capacity_prompt=16", "window_size=4"}}, 16, 16},
     };
     for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) {
         ks_method *m = create(&small[i].run);
@@ -1078,6 +1381,7 @@ static const chunk_case chunk_cases[] = {
     {"CakeKV", {"cache_size=24", "window_size=4"}, 1},
     {"StreamingLLM", {"start_size=4", "recent_size=60"}, 0},
     {"StreamingLLM", {"variant=loom", "max_capacity_prompt=64", "window_size=4"}, 0},
+    {"CaM", {"max_capacity_prompt=64", "window_size=4"}, 0},
     {"L2Compress", {"max_capacity_prompt=0.1", "prune_after=50", "skip_layers=[]"}, 0},
     {"L2Compress", {"variant=loom", "max_capacity_prompt=64", "skip_layers=[]"}, 0},
 };
@@ -1647,6 +1951,13 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_h2o_gqa_reduce_decode);
         tcase_add_test(tc, test_streamingllm);
         tcase_add_test(tc, test_l2compress);
+        tcase_add_test(tc, test_v_merge_op);
+        tcase_add_test(tc, test_cam_prompt_merges);
+        tcase_add_test(tc, test_cam_nan_inf);
+        tcase_add_test(tc, test_cam_seeded_draw);
+        tcase_add_test(tc, test_cam_decode);
+        tcase_add_test(tc, test_cam_part);
+        tcase_add_test(tc, test_cam_chunk_invariant);
         tcase_add_test(tc, test_select_pool_and_topk);
         tcase_add_test(tc, test_budget_parse);
         tcase_add_test(tc, test_yaml_files_match_defaults);

@@ -1,5 +1,5 @@
 /* gpu_methods.c — the KV-compression ops on CUDA (kernels/cuda/ks_cuda_methods.h, the cuda KV store's
- * window_scores, attention_decode_probs, key_norms, kv_compact) against the CPU. Needs a GPU (label "gpu";
+ * window_scores, attention_decode_probs, key_norms, kv_compact, v_merge) against the CPU. Needs a GPU (label "gpu";
  * jobs/gpu/run_gpu.sh runs it). Random inputs: the seed is printed, KS_SEED replays it.
  *
  *   kernels      each kernel against its reference of kernels/cpu/ref.h on the same bf16-representable
@@ -10,7 +10,8 @@
  *                arrays, and the same store whose scoring, compaction and eviction run the CUDA kernels on
  *                device copies; every (layer, KV head)
  *                must keep the same positions, with their values, after prefill and after decode steps, also
- *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100)
+ *                when the cuda twin's prompt comes in other chunks than the reference's (7, 64, 100); CaM's
+ *                hand-built prompt-end merges on the cuda twin give check_methods' values
  *   tiny model   tests/fixtures/models/tiny_llama on the cuda backend: with budgets covering the sequence every
  *                method's greedy tokens equal FullKV's; with small budgets the cache holds the budget's rows
  *                and decoding continues; a second sequence on each instance repeats the first; H2O keeps the rows of a one-chunk prompt for other chunk sizes, under
@@ -424,6 +425,85 @@ START_TEST(test_decode_evict) {
 }
 END_TEST
 
+/* ks_cuda_v_merge on check_methods' hand-built case (test_v_merge_op; every value bf16-exact): head 0 (6 rows,
+ * d 8, V[j] = (j, j + 10, ...)) merges row 1 (weight 0.5) then row 2 (0.25) over span 3, head 1 (3 rows) row 0
+ * (weight 1) into rows 1 and 2; row 3 of head 1, past its length, keeps its sentinel. Then random lists on random
+ * values against ks_ref_v_merge (bf16 storage: each row rounds once). */
+START_TEST(test_v_merge) {
+    enum { HK = 2, D = 8, CAP = 8 };
+    float v[HK * CAP * D];
+    for (int h = 0; h < HK; h++)
+        for (int j = 0; j < CAP; j++)
+            for (int k = 0; k < D; k++) v[(h * CAP + j) * D + k] = j + 10.0f * (k & 1);
+    v[(CAP + 3) * D] = 99;
+    ks_merge list[HK * CAP] = {{1, 0.5f}, {2, 0.25f}};
+    list[CAP] = (ks_merge){0, 1.0f};
+    int32_t counts[HK] = {2, 1}, len[HK] = {6, 3};
+    float want[HK * CAP * D];
+    memcpy(want, v, sizeof v);
+    ks_merge_norms ref = {0, 0};
+    ks_ref_v_merge(want, list, counts, CAP, 3, len, CAP, HK, D, &ref);
+    ck_assert(want[5 * D + 1] == 19.375f && want[(CAP + 2) * D + 1] == 22); /* the hand values (check_methods) */
+    ks_bf16 *dv = upload(v, sizeof v / sizeof v[0]);
+    ks_merge *dlist = dev_alloc(sizeof list);
+    int32_t *dcount = dev_ints(counts, HK), *dlen = dev_ints(len, HK);
+    double *dnorms = dev_alloc(2 * sizeof(double)), norms[2];
+    CK_CUDA(cudaMemcpy(dlist, list, sizeof list, cudaMemcpyHostToDevice));
+    CK_CUDA(cudaMemset(dnorms, 0, 2 * sizeof(double)));
+    CK_KS(ks_cuda_v_merge(dv, dlist, dcount, CAP, 3, dlen, HK, D, CAP, dnorms, 0));
+    uint16_t got[HK * CAP * D];
+    CK_CUDA(cudaMemcpy(got, dv, sizeof got, cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(norms, dnorms, sizeof norms, cudaMemcpyDeviceToHost));
+    for (int e = 0; e < HK * CAP * D; e++)
+        ck_assert_msg(from_bf16(got[e]) == want[e], "v_merge: element %d is %g, want %g", e, from_bf16(got[e]),
+                      want[e]);
+    ck_assert_msg(norms[0] == ref.v_sq && norms[1] == ref.dv_sq, "v_merge norms %g %g, want %g %g", norms[0],
+                  norms[1], ref.v_sq, ref.dv_sq);
+    cudaFree(dv), cudaFree(dlist), cudaFree(dcount), cudaFree(dlen), cudaFree(dnorms);
+
+    const int shapes[][4] = {{3, 64, 301, 32}, {2, 128, 517, 5}, {1, 16, 9, 1}}; /* Hk, d, cap, span */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        const int Hk = shapes[s][0], d = shapes[s][1], cap = shapes[s][2], span = shapes[s][3];
+        const size_t n = (size_t)Hk * cap * d;
+        float *x = malloc(sizeof(float) * n), *y = malloc(sizeof(float) * n);
+        fill(x, n, -3, 3);
+        ks_merge *l = malloc(sizeof(ks_merge) * Hk * cap);
+        int32_t cnt[4], lens[4];
+        for (int g = 0; g < Hk; g++) {
+            lens[g] = cap - (int)(rnd() * cap / 3);
+            cnt[g] = 0;
+            for (int j = 0; j < lens[g]; j++)
+                if (rnd() < 0.5) /* weights of at most 1 / span: the values stay of the inputs' size */
+                    l[g * cap + cnt[g]++] = (ks_merge){j, from_bf16(to_bf16((float)(rnd() / span)))};
+        }
+        memcpy(y, x, sizeof(float) * n);
+        ks_merge_norms r = {0, 0};
+        ks_ref_v_merge(y, l, cnt, cap, span, lens, cap, Hk, d, &r);
+        ks_bf16 *dx = upload(x, n);
+        ks_merge *dl = dev_alloc(sizeof(ks_merge) * Hk * cap);
+        int32_t *dc = dev_ints(cnt, Hk), *dn = dev_ints(lens, Hk);
+        double *dnr = dev_alloc(2 * sizeof(double)), nr[2];
+        CK_CUDA(cudaMemcpy(dl, l, sizeof(ks_merge) * Hk * cap, cudaMemcpyHostToDevice));
+        CK_CUDA(cudaMemset(dnr, 0, 2 * sizeof(double)));
+        CK_KS(ks_cuda_v_merge(dx, dl, dc, cap, span, dn, Hk, d, cap, s ? NULL : dnr, 0));
+        uint16_t *h = malloc(2 * n);
+        CK_CUDA(cudaMemcpy(h, dx, 2 * n, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(nr, dnr, sizeof nr, cudaMemcpyDeviceToHost));
+        for (int g = 0; g < Hk; g++)
+            for (size_t e = (size_t)g * cap * d; e < ((size_t)g * cap + lens[g]) * d; e++) {
+                float a = from_bf16(h[e]), b = y[e];
+                ck_assert_msg(fabsf(a - b) <= 0.02f * (1 + fabsf(b)), "v_merge shape %zu: head %d element %zu is %g, "
+                              "the reference's %g", s, g, e, a, b);
+            }
+        if (!s)
+            ck_assert_msg(fabs(nr[0] - r.v_sq) <= 1e-6 * r.v_sq && fabs(nr[1] - r.dv_sq) <= 0.02 * r.dv_sq,
+                          "v_merge norms %g %g, the reference's %g %g", nr[0], nr[1], r.v_sq, r.dv_sq);
+        cudaFree(dx), cudaFree(dl), cudaFree(dc), cudaFree(dn), cudaFree(dnr);
+        free(x), free(y), free(l), free(h);
+    }
+}
+END_TEST
+
 /* ---- kept sets: the cpu KV store and its cuda-kernel twin ----------------------------------------------- */
 
 /* The host holds the canonical Q and cache (fp32 storage of bf16 values) of a cpu KV store (kvstore_cpu.h, scale
@@ -444,6 +524,7 @@ typedef struct twin_store {
     float *p;                        /* host (H, cap) decode probabilities */
     float *dscores, *dscores_aside;  /* (H, cap) x 2 */
     int32_t *ddrop;                  /* (Hk) */
+    ks_merge *dmerge;                /* (Hk * cap) merge lists, then Hk int32 counts */
 } twin_store;
 
 static twin_store *twin_of(ks_kvstore *kv) { return (twin_store *)kv; }
@@ -555,6 +636,36 @@ static ks_status tw_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, c
     return KS_OK;
 }
 
+static ks_status tw_v_merge(ks_kvstore *kv, int layer, const ks_merge *list, const int32_t *n, int ld, int span,
+                            ks_merge_norms *norms) {
+    twin_store *b = twin_of(kv);
+    ks_kvcache *c = &b->cache;
+    put_layer(b, layer, 1);
+    int w = 0;
+    for (int g = 0; g < b->Hk; g++) w = n[g] > w ? n[g] : w;
+    ks_merge *packed = malloc(sizeof(ks_merge) * b->Hk * (w ? w : 1) + sizeof(int32_t) * b->Hk);
+    for (int g = 0; g < b->Hk; g++) memcpy(packed + (size_t)g * w, list + (size_t)g * ld, sizeof(ks_merge) * n[g]);
+    memcpy(packed + (size_t)b->Hk * w, n, sizeof(int32_t) * b->Hk);
+    CK_CUDA(cudaMemcpy(b->dmerge, packed, sizeof(ks_merge) * b->Hk * w + sizeof(int32_t) * b->Hk,
+                       cudaMemcpyHostToDevice));
+    free(packed);
+    CK_CUDA(cudaMemset(b->dsum, 0, 2 * sizeof(double)));
+    CK_KS(ks_cuda_v_merge(b->dv, b->dmerge, (const int32_t *)(b->dmerge + (size_t)b->Hk * w), w ? w : 1, span,
+                          b->dlen, b->Hk, b->d, c->cap, norms ? b->dsum : NULL, 0));
+    size_t e = (size_t)b->Hk * c->cap * b->d; /* the device's values become the host's */
+    uint16_t *h = malloc(2 * e);
+    CK_CUDA(cudaMemcpy(h, b->dv, 2 * e, cudaMemcpyDeviceToHost));
+    float *v = ks_kvcache_v(c, layer);
+    for (size_t i = 0; i < e; i++) v[i] = from_bf16(h[i]);
+    free(h);
+    if (norms) {
+        double s[2];
+        CK_CUDA(cudaMemcpy(s, b->dsum, sizeof s, cudaMemcpyDeviceToHost));
+        *norms = (ks_merge_norms){s[0], s[1]};
+    }
+    return KS_OK;
+}
+
 /* The layer's host per-row scores, (H, cap): one row per query head (the store's, reserved at bind). */
 static float *tw_row_scores(twin_store *b, int layer) {
     return b->s.row_scores + (size_t)ks_kvcache_index(&b->cache, layer) * b->H * b->cache.cap;
@@ -641,7 +752,7 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
     tw_ops = ks_kvstore_cpu_ops;
     tw_ops.window_scores = tw_window_scores, tw_ops.attention_decode_probs = tw_decode_probs;
     tw_ops.key_norms = tw_key_norms, tw_ops.kv_compact = tw_kv_compact, tw_ops.decode_evict = tw_decode_evict;
-    tw_ops.row_scores_add = tw_row_scores_add;
+    tw_ops.row_scores_add = tw_row_scores_add, tw_ops.v_merge = tw_v_merge;
     if (cuda) {
         b->s.base.ops = &tw_ops;
         b->dscores = dev_alloc(sizeof(float) * H * cap), b->dscores_aside = dev_alloc(sizeof(float) * H * cap);
@@ -653,6 +764,7 @@ static void twin_init(twin *t, int cuda, int n_layers, int H, int Hk, int d, int
         b->dout = dev_alloc(sizeof(float) * H * cap), b->dlse = dev_alloc(sizeof(float) * H * 2 * cap);
         b->dsum = dev_alloc(2 * sizeof(double));
         b->idx = malloc(sizeof(int32_t) * (Hk * cap + Hk));
+        b->dmerge = dev_alloc(sizeof(ks_merge) * Hk * cap + sizeof(int32_t) * Hk);
     }
     t->model.cfg.n_layers = n_layers, t->model.cfg.n_heads = H, t->model.cfg.n_kv_heads = Hk;
     t->model.cfg.head_dim = d;
@@ -667,7 +779,7 @@ static void twin_free(twin *t) {
     free(b->q), free(b->idx), free(b->p);
     cudaFree(b->dscores), cudaFree(b->dscores_aside), cudaFree(b->ddrop);
     cudaFree(b->dq), cudaFree(b->dk), cudaFree(b->dv), cudaFree(b->scratch), cudaFree(b->dlen), cudaFree(b->didx);
-    cudaFree(b->dout), cudaFree(b->dlse), cudaFree(b->dsum);
+    cudaFree(b->dout), cudaFree(b->dlse), cudaFree(b->dsum), cudaFree(b->dmerge);
     ks_kvcache_free(&b->cache);
 }
 
@@ -789,6 +901,48 @@ START_TEST(test_kept_sets) {
 }
 END_TEST
 
+/* CaM on the cuda twin (scores, merges and compaction on the kernels), check_methods' hand-built prompt end
+ * (test_cam_prompt_merges) with d = 8 (component 0 of the keys the logit): C = 5, S = 1, W = 2, L = 8; head 0's
+ * row 1 and row 3 merge (row 3 after row 1 added to it), row 2 and head 1's rows draw next to no attention. Every
+ * value is bf16-exact. */
+START_TEST(test_cam_twin) {
+    enum { L = 8, D = 8, CAP = 16 };
+    twin t;
+    twin_init(&t, 1, 1, 2, 2, D, CAP);
+    const char *opts[] = {"max_capacity_prompt=5", "start_ratio=0.2", "window_size=2"};
+    CK_KS(ks_method_create(&t.m, "CaM", NULL, opts, 3));
+    CK_KS(ks_method_bind_store(t.m, &t.be.s.base, &t.be.cache, &t.model));
+    const float logits[2][L] = {{0, 2, -1000, 2, 0, 0, 0, 0}, {0, -1000, -1000, -1000, 0, 0, 0, 0}};
+    for (int j = 0; j < L; j++) {
+        float k[2 * D] = {0};
+        k[0] = logits[0][j], k[D] = logits[1][j];
+        twin_push(&t, 0, k);
+    }
+    for (int r = 0; r < L * 2 * D; r++) t.be.q[r] = (r % D) == 0;
+    ks_method_begin_prompt(t.m, L);
+    CK_KS(ks_method_prefill_layer(t.m, 0, 0, L, 1));
+    CK_KS(ks_method_end_prompt(t.m));
+    const int pos[5] = {0, 4, 5, 6, 7};
+    const float want[2][5] = {{0, 5.75f, 6.75f, 6, 7}, {0, 4, 5, 6, 7}};
+    const ks_kvcache *c = &t.be.cache;
+    for (int h = 0; h < 2; h++) {
+        ck_assert_int_eq(ks_kvcache_len(c, 0)[h], 5);
+        for (int i = 0; i < 5; i++)
+            for (int k = 0; k < D; k++) {
+                float v = ks_kvcache_v(c, 0)[((size_t)h * CAP + i) * D + k];
+                ck_assert_msg(ks_kvcache_pos(c, 0, h)[i] == pos[i] && v == want[h][i],
+                              "CaM on cuda: head %d row %d: position %d value %g, want %d %g", h, i,
+                              ks_kvcache_pos(c, 0, h)[i], v, pos[i], want[h][i]);
+            }
+    }
+    ks_layer_stat st;
+    ks_method_layer_stats(t.m, &st);
+    ck_assert_msg(st.merges_prompt == 2 && fabsf(st.merge_dv_rel - sqrtf(6.625f / 280)) < 1e-6f,
+                  "CaM on cuda: %d merges, dV %g", st.merges_prompt, st.merge_dv_rel);
+    twin_free(&t);
+}
+END_TEST
+
 /* ---- the cuda backend on a tiny model ----------------------------------------------------------------- */
 
 typedef struct model_run {
@@ -846,11 +1000,13 @@ START_TEST(test_tiny_model) {
         {"L2Compress", {"max_capacity_prompt=1.0", "prune_after=0"}, 0},
         {"PyramidKV", {"max_capacity_prompt=4096"}, 0},
         {"CakeKV", {"cache_size=4096"}, 0},
+        {"CaM", {"max_capacity_prompt=4096"}, 0},
         /* small budgets: the budget's rows after prefill, and decoding goes on (graph or decode hook) */
         {"SnapKV", {"max_capacity_prompt=24", "window_size=8"}, 24},
         {"H2O", {"heavy_budget=12", "recent_budget=12"}, 24},
         {"StreamingLLM", {"start_size=4", "recent_size=20"}, 24},
         {"L2Compress", {"variant=loom", "max_capacity_prompt=24", "skip_layers=[]"}, 24},
+        {"CaM", {"max_capacity_prompt=24", "window_size=8"}, 24}, /* v_merge on the store; decode on the host */
     };
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         generate(&model, &runs[i], ids, N, NEW, got, &r, NULL);
@@ -858,7 +1014,8 @@ START_TEST(test_tiny_model) {
             ck_assert_msg(r.kv_bytes_prefill == runs[i].rows * row_bytes, "%s: %lld bytes after prefill, want %lld",
                           runs[i].method, (long long)r.kv_bytes_prefill, (long long)(runs[i].rows * row_bytes));
             /* the methods that evict while decoding stay at their budget (the device's drops applied) */
-            int evicts = !strcmp(runs[i].method, "H2O") || !strcmp(runs[i].method, "StreamingLLM");
+            int evicts = !strcmp(runs[i].method, "H2O") || !strcmp(runs[i].method, "StreamingLLM") ||
+                         !strcmp(runs[i].method, "CaM");
             int64_t end = (runs[i].rows + (evicts ? 0 : NEW - 1)) * row_bytes;
             ck_assert_msg(r.kv_bytes_end == end, "%s: %lld bytes at the end, want %lld", runs[i].method,
                           (long long)r.kv_bytes_end, (long long)end);
@@ -1239,10 +1396,12 @@ int main(void) {
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
     tcase_add_test(tk, test_row_scores_fold);
+    tcase_add_test(tk, test_v_merge);
     suite_add_tcase(s, tk);
     TCase *tc = tcase_create("methods");
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, test_kept_sets);
+    tcase_add_test(tc, test_cam_twin);
     tcase_add_test(tc, test_tiny_model);
     tcase_add_test(tc, test_tiny_model_chunks);
     tcase_add_test(tc, test_deferred_paths);

@@ -268,3 +268,25 @@ void ks_ref_kv_compact(float *k, float *v, const int32_t *keep, const int32_t *n
             memcpy(v + dst, v + src, sizeof(float) * d);
         }
 }
+
+void ks_ref_v_merge(float *v, const ks_merge *list, const int32_t *n, int ld, int span, const int32_t *len, int cap,
+                    int Hk, int d, ks_merge_norms *norms) {
+    double v_sq = 0, dv_sq = 0;
+    for (int g = 0; g < Hk; g++) {
+        const ks_merge *e = list + (size_t)g * ld;
+        float *vg = v + (size_t)g * cap * d;
+        for (int j = 0, lo = 0; j < len[g]; j++) {
+            while (lo < n[g] && e[lo].src + span < j) lo++; /* entries whose span ends before row j */
+            float *row = vg + (size_t)j * d;
+            for (int c = 0; c < d; c++) {
+                float x = row[c];
+                const float x0 = x;
+                for (int k = lo; k < n[g] && e[k].src < j; k++) x += e[k].weight * vg[(size_t)e[k].src * d + c];
+                row[c] = x;
+                v_sq += (double)x0 * x0;
+                dv_sq += (double)(x - x0) * (x - x0);
+            }
+        }
+    }
+    if (norms) norms->v_sq += v_sq, norms->dv_sq += dv_sq;
+}

@@ -103,4 +103,14 @@ void ks_ref_key_norms(float *out, int ld, const float *k, const int32_t *len, in
 void ks_ref_kv_compact(float *k, float *v, const int32_t *keep, const int32_t *n_keep, int ld, int cap, int Hk,
                        int d);
 
+/* Value merging (CaM): KV head g's n[g] entries list[g * ld + i] (sources strictly increasing, kv_args.h
+ * ks_merge) applied in order to v (Hk, cap, d), len[g] valid rows: V[r] += weight * V[src] for r = src + 1 ..
+ * min(src + span, len[g]) - 1, each entry reading its source after the earlier entries' additions. Computed row
+ * by row, in place: row j's value is its own plus, in list order, weight * V[src] of every entry with
+ * src < j <= src + span, where V[src] is already final (every entry adding to it comes earlier in the list): the
+ * same fp32 additions in the same order as applying the entries one after another. Keys are not touched. norms
+ * (may be NULL) is added to (ks_merge_norms over the len[g] rows of every head). */
+void ks_ref_v_merge(float *v, const ks_merge *list, const int32_t *n, int ld, int span, const int32_t *len, int cap,
+                    int Hk, int d, ks_merge_norms *norms);
+
 #endif

@@ -1,8 +1,8 @@
 /* ks_cuda_methods.h — the CUDA kernels behind the KV store's ops of backend/kvstore.h (window_scores,
- * attention_decode_probs, key_norms, kv_compact), as a plain C interface; the references they match are in
- * kernels/cpu/ref.h (ks_ref_window_scores, ks_ref_attention_decode_probs, ks_ref_key_norms,
- * ks_ref_kv_compact). Conventions as kernels/cuda/ks_cuda.h: device pointers, a stream, no allocation, no
- * synchronisation; scratch sized by the caller once from the maximum shapes.
+ * attention_decode_probs, key_norms, kv_compact, v_merge, decode_evict), as a plain C interface; the references
+ * they match are in kernels/cpu/ref.h (ks_ref_window_scores, ks_ref_attention_decode_probs, ks_ref_key_norms,
+ * ks_ref_kv_compact, ks_ref_v_merge, ks_ref_evict_row). Conventions as kernels/cuda/ks_cuda.h: device pointers,
+ * a stream, no allocation, no synchronisation; scratch sized by the caller once from the maximum shapes.
  *
  *     ks_cuda_score_args a = {.q = qkv, .ld_q = qkv_width, .kc = kc, .H = 32, .Hk = 8, .d = 128, .cap = cap,
  *                             .n_q = 32, .q_pos = L - 32, .n_keys = L, .stat = KS_SCORE_SUM,
@@ -81,6 +81,15 @@ ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int
  * then lens[g] = count. max_keep bounds the counts (the grid). */
 ks_status ks_cuda_kv_compact(ks_bf16 *kc, ks_bf16 *vc, int32_t *lens, const int32_t *idx, int ld, int Hk, int d,
                              int cap, int max_keep, ks_bf16 *scratch, cudaStream_t s);
+
+/* Value merging of one layer (backend/kvstore.h v_merge; reference ks_ref_v_merge), rows in place: KV head g of
+ * vc (Hk, cap, d), lens[g] rows (device), applies its count[g] entries list[g * ld + i] (device; sources strictly
+ * increasing) in order, V[r] += weight * V[src] for the span rows after src, in fp32, stored as bf16 (a source is
+ * read as stored, after the earlier entries' additions). norms (device, 2 doubles: ks_merge_norms' v_sq, dv_sq
+ * over every head's rows), when not NULL, is ADDED to (zero it first). A thread per (KV head, channel) walks the
+ * rows in order: about one memory latency per row the entries reach (every row with norms). */
+ks_status ks_cuda_v_merge(ks_bf16 *vc, const ks_merge *list, const int32_t *count, int ld, int span,
+                          const int32_t *lens, int Hk, int d, int cap, double *norms, cudaStream_t s);
 
 /* Decode-time eviction of one layer (backend/kvstore.h decode_evict): each KV head g of kc, vc (Hk, cap, d)
  * holding more than a->keep rows (lens[g], device, the step's own row counted) drops the row ks_ref_evict_row

@@ -95,6 +95,7 @@ struct ks_backend {
     int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
                                    and rows */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
+    ks_merge *merge_list;       /* (Hk * cap) device merge lists (v_merge), then Hk int32 counts */
     /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */
     void *scores_block;         /* owned */
     float *row_scores;          /* (n_layers, H, cap) one row per query head: a method's running scores
@@ -118,6 +119,7 @@ struct ks_backend {
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
+    ks_merge *host_merge;       /* pinned host staging of merge_list (the same layout); owned */
 
     /* The KV store (kvstore.h) the methods see; its ops find the instance around it. */
     ks_kvstore kvs;
@@ -127,12 +129,13 @@ struct ks_backend {
      * previous layer's work runs, and this one's waits in `pending` for the next layer's compress_layer or the
      * flush. A deferred layer's ops run on `side`, which first waits for that layer's stash event; the host
      * waits only on `side` for their results. score_out, score_lse, score_sum and host_scores serve both
-     * streams: every use ends in a host wait, so the two never overlap; compact_idx and compact_scratch are
-     * used on `side` only while layers are deferred (kvstore.h's rule). */
+     * streams: every use ends in a host wait, so the two never overlap; compact_idx, merge_list and
+     * compact_scratch are used on `side` only while layers are deferred (kvstore.h's rule). */
     cudaStream_t side;          /* high priority, so its small kernels slip between the main stream's */
     cudaEvent_t stash_ev[2];    /* per snapshot slot: recorded on `stream` after the snapshot copy */
     cudaEvent_t side_ev;        /* recorded on `side` at the join; `stream` waits on it */
     cudaEvent_t idx_ev;         /* after host_idx's last upload: host_idx is not rewritten before it */
+    cudaEvent_t merge_ev;       /* the same for host_merge */
     cudaEvent_t slot_ev[KS_KVCACHE_SLOTS]; /* budget mode: recorded on the stream that moved a layer's kept rows
                                    out of the prefill slot; the next layer taking the slot waits for it */
     ks_bf16 *snap;              /* (2, snap_rows, H d) device snapshots of stashed Q rows (arena view) */

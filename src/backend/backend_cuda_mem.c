@@ -153,6 +153,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->score_sum = take(c, 2 * sizeof(double));
     b->att_lse = d == 64 || d == 128 ? take(c, rows * g->n_heads * 4) : NULL; /* ks_cuda_attention_prefill's lse */
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
+    b->merge_list = take(c, Hk * cap * sizeof(ks_merge) + Hk * 4);
     b->drop_dev = take(c, heads * 4);
     b->compact_scratch = take(c, Hk * cap * d * 2);
     b->snap = take(c, 2 * (size_t)b->snap_rows * qd * 2);

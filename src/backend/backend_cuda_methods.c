@@ -1,5 +1,5 @@
 /* backend_cuda_methods.c — the "cuda" backend's KV store (backend/kvstore.h: window_scores,
- * attention_decode_probs, key_norms, kv_compact, decode_evict, the per-row scores, the scheduling of the
+ * attention_decode_probs, key_norms, kv_compact, v_merge, decode_evict, the per-row scores, the scheduling of the
  * prompt-end compression) over kernels/cuda/ks_cuda_methods.h.
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
@@ -75,11 +75,14 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     }
     CUDA_CHECK(cudaEventCreateWithFlags(&b->side_ev, cudaEventDisableTiming));
     CUDA_CHECK(cudaEventCreateWithFlags(&b->idx_ev, cudaEventDisableTiming));
+    CUDA_CHECK(cudaEventCreateWithFlags(&b->merge_ev, cudaEventDisableTiming));
     for (int i = 0; i < KS_KVCACHE_SLOTS; i++)
         CUDA_CHECK(cudaEventCreateWithFlags(&b->slot_ev[i], cudaEventDisableTiming));
     b->snap_rows = b->max_chunk < KS_KVSTORE_DEFER_ROWS ? b->max_chunk : KS_KVSTORE_DEFER_ROWS;
     KS_TRY(host_alloc((void **)&b->host_scores, sizeof(float) * H * cap, "score staging"));
     KS_TRY(host_alloc((void **)&b->host_idx, sizeof(int32_t) * (Hk * cap + Hk), "keep-list staging"));
+    KS_TRY(host_alloc((void **)&b->host_merge, sizeof(ks_merge) * Hk * cap + sizeof(int32_t) * Hk,
+                      "merge-list staging"));
     KS_TRY(host_alloc((void **)&b->host_sum, 2 * sizeof(double), "score summary staging"));
     KS_TRY(host_alloc((void **)&b->host_drops, sizeof(int32_t) * (b->n_layers ? b->n_layers : 1) * Hk,
                       "eviction log staging"));
@@ -100,12 +103,14 @@ void ks_cuda_methods_free(ks_backend *b) {
         if (b->stash_ev[i]) cudaEventDestroy(b->stash_ev[i]);
     if (b->side_ev) cudaEventDestroy(b->side_ev);
     if (b->idx_ev) cudaEventDestroy(b->idx_ev);
+    if (b->merge_ev) cudaEventDestroy(b->merge_ev);
     for (int i = 0; i < KS_KVCACHE_SLOTS; i++) {
         if (b->slot_ev[i]) cudaEventDestroy(b->slot_ev[i]);
         b->slot_ev[i] = NULL;
     }
     if (b->host_scores) cudaFreeHost(b->host_scores);
     if (b->host_idx) cudaFreeHost(b->host_idx);
+    if (b->host_merge) cudaFreeHost(b->host_merge);
     if (b->host_sum) cudaFreeHost(b->host_sum);
     if (b->host_drops) cudaFreeHost(b->host_drops);
     cudaFree(b->scores_block);
@@ -115,8 +120,8 @@ void ks_cuda_methods_free(ks_backend *b) {
     free(b->drop_epoch);
     b->host_drops = NULL, b->drop_pending = b->graph_evicts = NULL, b->drop_epoch = NULL;
     free(b->deferred);
-    b->side = NULL, b->side_ev = b->idx_ev = b->stash_ev[0] = b->stash_ev[1] = NULL;
-    b->host_scores = NULL, b->host_idx = NULL, b->host_sum = NULL, b->deferred = NULL;
+    b->side = NULL, b->side_ev = b->idx_ev = b->merge_ev = b->stash_ev[0] = b->stash_ev[1] = NULL;
+    b->host_scores = NULL, b->host_idx = NULL, b->host_merge = NULL, b->host_sum = NULL, b->deferred = NULL;
 }
 
 /* ---- streams ------------------------------------------------------------------------------------------- */
@@ -333,6 +338,35 @@ static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep,
     return KS_OK;
 }
 
+/* The (Hk, w) merge lists of the longest list's width w, then the counts, in one pinned copy (the staging
+ * rewritten only once the previous copy out of it is done); the rows merge on the device in place. */
+static ks_status cuda_v_merge(ks_kvstore *kv, int layer, const ks_merge *list, const int32_t *n, int ld, int span,
+                              ks_merge_norms *norms) {
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    const int Hk = c->n_kv_heads, w = max_len(n, Hk);
+    KS_ASSERT(ld <= b->cap && span > 0);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    KS_ASSERT(*deferred_mark(b, layer) || !any_deferred(b)); /* merge_list: one stream at a time */
+    CUDA_CHECK(cudaEventSynchronize(b->merge_ev));
+    ks_merge *staged = b->host_merge;
+    for (int g = 0; g < Hk; g++) memcpy(staged + (size_t)g * w, list + (size_t)g * ld, sizeof(ks_merge) * n[g]);
+    memcpy(staged + (size_t)Hk * w, n, sizeof(int32_t) * Hk);
+    CUDA_CHECK(cudaMemcpyAsync(b->merge_list, staged, sizeof(ks_merge) * Hk * w + sizeof(int32_t) * Hk,
+                               cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaEventRecord(b->merge_ev, s));
+    if (norms) CUDA_CHECK(cudaMemsetAsync(b->score_sum, 0, 2 * sizeof(double), s));
+    KS_TRY(ks_cuda_v_merge(ks_cuda_layer_v(b, layer), b->merge_list, (const int32_t *)(b->merge_list + (size_t)Hk * w),
+                           w > 0 ? w : 1, span, ks_cuda_layer_heads(b, b->lens, layer), Hk, c->head_dim,
+                           ks_kvcache_stride(&b->cache, layer), norms ? b->score_sum : NULL, s));
+    if (!norms) return KS_OK;
+    CUDA_CHECK(cudaMemcpyAsync(b->host_sum, b->score_sum, 2 * sizeof(double), cudaMemcpyDeviceToHost, s));
+    KS_TRY(ks_cuda_wait_stream(s, "value merging"));
+    *norms = (ks_merge_norms){.v_sq = b->host_sum[0], .dv_sq = b->host_sum[1]};
+    return KS_OK;
+}
+
 /* The layer's per-row scores on the device, (H, cap): one row per query head. */
 static float *layer_row_scores(const ks_backend *b, int layer) {
     KS_ASSERT(b->row_scores); /* row_scores_reserve first */
@@ -534,6 +568,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .channel_scores = cuda_channel_scores,
     .key_norms = cuda_key_norms,
     .kv_compact = cuda_kv_compact,
+    .v_merge = cuda_v_merge,
     .decode_evict = cuda_decode_evict,
     .row_scores_reserve = cuda_row_scores_reserve,
     .row_scores_load = cuda_row_scores_load,

@@ -69,6 +69,15 @@ struct ks_kvstore_ops {
      * per-row scores of the layer do not move (a method that keeps them reloads them: row_scores_load). */
     ks_status (*kv_compact)(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
 
+    /* Value merging (CaM) on `layer`, rows staying where they are: KV head h applies its n[h] entries
+     * list[h * ld + i] (host arrays; sources strictly increasing and below the head's length) in order,
+     * V[r] += weight * V[src] for the span rows r after src that the head holds, each entry reading its source
+     * after the earlier entries' additions (ks_ref_v_merge). Keys, lengths and positions do not change. norms
+     * (host, may be NULL) receives the layer's ||V||^2 before and ||dV||^2 (set, not added; the call then waits
+     * for the store). */
+    ks_status (*v_merge)(ks_kvstore *kv, int layer, const ks_merge *list, const int32_t *n, int ld, int span,
+                         ks_merge_norms *norms);
+
     /* Decode-time eviction, all inside the store, so that a GPU decode step stays one graph: right after the
      * decode attention of `layer` at qpos, each KV head of `layer` holding more than a->keep rows drops the row
      * ks_ref_evict_row picks (the step query's probabilities as attention_decode_probs gives them: reduced with

@@ -95,6 +95,16 @@ static ks_status cpu_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, 
     return KS_OK;
 }
 
+static ks_status cpu_v_merge(ks_kvstore *kv, int layer, const ks_merge *list, const int32_t *n, int ld, int span,
+                             ks_merge_norms *norms) {
+    const ks_kvcache *c = cpu_of(kv)->p.cache;
+    KS_ASSERT(ld <= c->cap && span > 0);
+    if (norms) *norms = (ks_merge_norms){0, 0};
+    ks_ref_v_merge(ks_kvcache_v(c, layer), list, n, ld, span, ks_kvcache_len(c, layer), ks_kvcache_stride(c, layer),
+                   c->n_kv_heads, c->head_dim, norms);
+    return KS_OK;
+}
+
 /* The layer's per-row scores, (H, cap): one row per query head. */
 static float *layer_row_scores(const ks_kvstore_cpu *s, int layer) {
     KS_ASSERT(s->row_scores); /* row_scores_reserve first */
@@ -211,6 +221,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .channel_scores = cpu_channel_scores,
     .key_norms = cpu_key_norms,
     .kv_compact = cpu_kv_compact,
+    .v_merge = cpu_v_merge,
     .decode_evict = cpu_decode_evict,
     .row_scores_reserve = cpu_row_scores_reserve,
     .row_scores_load = cpu_row_scores_load,

@@ -88,14 +88,21 @@ static ks_status check_order(const char *name, const ks_method_ops *const *p, in
                    "quantization: write %s", name, want);
 }
 
-/* A MERGE part merges what a selection drops: it needs one; a needs_stable_rows part cannot follow a selection
- * that evicts while decoding. */
+/* A MERGE part merges what a selection drops at the prompt's end: it needs one that does not evict while decoding
+ * (those evictions happen inside the store, past before_compact); nor can a needs_stable_rows part follow one. */
 static ks_status check_needs(const char *name, const ks_method_ops *const *p, int n) {
     const ks_method_ops *sel = p[0]->role == KS_ROLE_SELECT ? p[0] : NULL; /* the order is checked */
     for (int i = 0; i < n; i++) {
         if (p[i]->role == KS_ROLE_MERGE && !sel)
             return ks_fail(KS_ERR_ARG, "--acceleration %s: %s merges the rows a selection drops and needs a "
                            "selection method before it, e.g. SnapKV+%s", name, p[i]->name, p[i]->name);
+        if (p[i]->role == KS_ROLE_MERGE && ks_method_decode_evicts(sel)) {
+            char ok[256];
+            prompt_end_selections(ok, sizeof ok);
+            return ks_fail(KS_ERR_ARG, "--acceleration %s: %s evicts while decoding inside the KV store, where %s "
+                           "cannot merge the rows it drops; use %s alone, or a selection that compresses at the "
+                           "prompt's end only (%s)", name, sel->name, p[i]->name, p[i]->name, ok);
+        }
         if (p[i]->needs_stable_rows && sel && ks_method_decode_evicts(sel)) {
             char ok[256];
             prompt_end_selections(ok, sizeof ok);

@@ -13,7 +13,8 @@
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
-                                           &ks_method_cakekv,     &ks_method_kivi,       NULL};
+                                           &ks_method_cakekv,     &ks_method_cam,        &ks_method_kivi,
+                                           NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
@@ -47,6 +48,10 @@ static void unbind(ks_method *m) {
     free(m->row_scores);
     free(m->row_norm);
     free(m->layer);
+    free(m->merges);
+    free(m->n_merges);
+    m->merges = NULL;
+    m->n_merges = NULL;
     m->scores = m->pooled = m->row_mass = m->row_scores = m->row_norm = NULL;
     m->keep = m->n_keep = NULL;
     m->layer = NULL;
@@ -104,8 +109,13 @@ static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks
         m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
     int norms = kv && m->head == m;
     if (norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
+    int merges = m->ops->role == KS_ROLE_MERGE;
+    if (merges) {
+        m->merges = ks_malloc(sizeof(ks_merge) * (row ? row : 1), "KV method merge lists");
+        m->n_merges = ks_malloc(sizeof(int32_t) * m->Hk, "KV method merge counts");
+    }
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm)) {
+        (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm) || (merges && (!m->merges || !m->n_merges))) {
         unbind(m);
         return KS_ERR_NOMEM;
     }
@@ -412,6 +422,17 @@ void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int
     }
 }
 
+void ks_method_keep_ends(ks_method *m, int layer, int start, int recent) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
+    for (int h = 0; h < m->Hk; h++) {
+        int32_t *keep = m->keep + (size_t)h * m->cap;
+        int n = 0, tail = len[h] - recent > start ? len[h] - recent : start;
+        for (int j = 0; j < start && j < len[h]; j++) keep[n++] = j;
+        for (int j = tail; j < len[h]; j++) keep[n++] = j;
+        m->n_keep[h] = n;
+    }
+}
+
 /* Moves the rows of one layer's array of per_head rows per KV head (cap floats each) as the KV heads' keep lists
  * say. */
 static void compact_rows(const ks_method *m, float *rows, int per_head) {
@@ -430,7 +451,7 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
     /* a QUANT part's compaction releases rows it holds packed (the tokens stay): nothing is dropped to merge */
-    for (ks_method *p = m->head; p && m->ops->role != KS_ROLE_QUANT; p = p->next)
+    for (ks_method *p = m->head; p && dropped && m->ops->role != KS_ROLE_QUANT; p = p->next)
         if (p->ops->before_compact) KS_TRY(p->ops->before_compact(p, layer, m->keep, m->n_keep, m->cap, decode));
     for (ks_method *p = m->head; p; p = p->next) { /* every part's per-row arrays follow m's lists */
         if (p->row_mass) compact_rows(m, ks_method_row_mass(p, layer), 1);

@@ -1,4 +1,4 @@
-/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, KIVI and
+/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, KIVI and
  * FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
  * ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state, and the forward pass
  * calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
@@ -182,10 +182,10 @@ typedef struct ks_method_ops {
     int (*dense_rows)(const ks_method *m);
 } ks_method_ops;
 
-/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, KIVI; NULL-terminated. */
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, KIVI; NULL-terminated. */
 extern const ks_method_ops *const ks_methods[];
 extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
-    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_kivi;
+    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_cam, ks_method_kivi;
 
 /* 1 when a method of this table may evict rows during decode (a SELECT method with a decode hook: H2O,
  * StreamingLLM, CakeKV): no needs_stable_rows part may follow it in a composition (packed rows cannot be
@@ -211,6 +211,11 @@ typedef struct ks_method_layer {
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
     int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
     ks_method_quant quant; /* QUANT methods' record after the prompt; zero for the others */
+    /* A MERGE part (CaM): the rows that left the layer and their merges, at the prompt's end and while decoding */
+    int merges_prompt, merges_decode; /* merges (over KV heads) */
+    int64_t leaving;       /* rows that left (merged or not), prompt end and decode */
+    double prob_sum;       /* their merge probabilities, summed */
+    float dv_rel;          /* ||dV|| / ||V|| of the prompt end's merges over the layer (0: none) */
 } ks_method_layer;
 
 struct ks_method {
@@ -252,6 +257,11 @@ struct ks_method {
                                                  CakeKV's preference scores P_l; zeroed per sequence */
     ks_method_chunk last_chunk; /* the prompt's last chunk (its layer field unused): what a layer's prompt-end
                               work scores, whenever the store runs it */
+    ks_method *selector;   /* borrowed: in a composition, the SELECT part whose compactions this later part acts
+                              on (before_compact); NULL when alone or the selector itself */
+    ks_merge *merges;      /* (Hk, cap) a MERGE method's merge lists (kvstore.h v_merge), allocated at bind; else
+                              NULL */
+    int32_t *n_merges;     /* (Hk) their lengths */
 };
 
 /* The index of held `layer` (an absolute number) in the per-layer state: the one place that converts. */
@@ -372,9 +382,13 @@ ks_status ks_method_observe(ks_method *m, const ks_method_chunk *c, const float 
  * tokens) and the top k of the rows before them by scores[h * cap + j]. */
 void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int tail);
 
+/* Fills m->keep / m->n_keep for every KV head of the layer: its first `start` rows and its last `recent` rows
+ * (every row when it holds at most start + recent): StreamingLLM's sinks and recent window, CaM's cache. */
+void ks_method_keep_ends(ks_method *m, int layer, int start, int recent);
+
 /* Compacts the layer to m->keep / m->n_keep (backend kv_compact; the row_mass and row_scores of every part of m's
- * chain follow, row_norm too at prefill). Right before, every part with a before_compact hook (m included) sees
- * the keep lists. At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
+ * chain follow, row_norm too at prefill). Right before, when rows go, every part with a before_compact hook (m included) sees
+ * the keep lists (not for a QUANT part's compaction: it releases rows that stay held, packed). At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
  * (except to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int layer, int decode);
 

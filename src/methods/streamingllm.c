@@ -66,25 +66,13 @@ static void streamingllm_plan(ks_method *m) {
         ks_method_layer_at(m, layer)->budget = start + recent;
 }
 
-/* Keeps rows [0, start) and the last `recent` rows of every head of the layer. */
-static ks_status keep_sink_recent(ks_method *m, int layer, int start, int recent) {
-    const int32_t *len = ks_kvcache_len(m->cache, layer);
-    for (int h = 0; h < m->Hk; h++) {
-        int32_t *keep = m->keep + (size_t)h * m->cap;
-        int n = 0, tail = len[h] - recent > start ? len[h] - recent : start;
-        for (int j = 0; j < start && j < len[h]; j++) keep[n++] = j;
-        for (int j = tail; j < len[h]; j++) keep[n++] = j;
-        m->n_keep[h] = n;
-    }
-    return ks_method_compact(m, layer, 0);
-}
-
 static ks_status streamingllm_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
     int start, recent, L = m->n_prompt;
     sizes(m, &start, &recent);
     if (loom(m) ? L < start + recent : L <= start + recent) return KS_OK;
     KS_TRY(ks_method_observe(m, c, NULL));
-    return keep_sink_recent(m, c->layer, start, recent);
+    ks_method_keep_ends(m, c->layer, start, recent);
+    return ks_method_compact(m, c->layer, 0);
 }
 
 /* Past start + recent rows, the oldest row after the sinks goes (on the backend). */

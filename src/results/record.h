@@ -27,6 +27,10 @@ typedef struct ks_layer_stat {
                                    (the most over heads); else 0 */
     int64_t kv_bytes;           /* KV quantization: bytes the layer holds after the prompt (codes, fp16 scales
                                    and zeros, full-precision rows); else 0 */
+    int merges_prompt;          /* value merging (CaM): rows merged at the prompt's end (over KV heads); else 0 */
+    int merges_decode;          /* value merging: rows merged while decoding; else 0 */
+    float merge_prob_mean;      /* value merging: mean merge probability of the rows that left; else 0 */
+    float merge_dv_rel;         /* value merging: ||dV|| / ||V|| of the prompt end's merges; else 0 */
 } ks_layer_stat;
 
 typedef struct ks_result {

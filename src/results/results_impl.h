@@ -30,6 +30,8 @@ typedef struct ks_column {
     ks_col_type type;
     size_t offset;           /* of the field in the row struct */
     const char *description; /* stored as the dataset's 'description' attribute */
+    int added;               /* 1: a numeric column younger than the result format: a file without it reads 0
+                                there, and gains it (0 for its rows) when opened for writing */
 } ks_column;
 
 typedef struct ks_table_spec {

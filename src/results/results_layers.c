@@ -4,7 +4,8 @@
 
 #include "results/results_impl.h"
 
-#define COL(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc}
+#define COL(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc, 0}
+#define COL_ADDED(name, type, field, desc) {name, type, offsetof(ks_layer_row, field), desc, 1}
 
 static const ks_column layers_cols[] = {
     COL("sample", KS_COL_I64, sample, "row number of the sample in /samples"),
@@ -22,13 +23,20 @@ static const ks_column layers_cols[] = {
     COL("sparse_density", KS_COL_F32, stat.sparse_density, "sparse prefill: fraction of blocks computed (else 1)"),
     COL("quant_error", KS_COL_F32, stat.quant_error,
         "KV quantization: relative reconstruction error of the keys quantized at the prompt's end (else 0)"),
-    COL("quant_error_v", KS_COL_F32, stat.quant_error_v,
+    COL_ADDED("quant_error_v", KS_COL_F32, stat.quant_error_v,
         "KV quantization: relative reconstruction error of the values quantized at the prompt's end (else 0)"),
-    COL("residual_k", KS_COL_I32, stat.residual_k,
+    COL_ADDED("residual_k", KS_COL_I32, stat.residual_k,
         "KV quantization: full-precision key tokens per KV head after the prompt (else 0)"),
-    COL("residual_v", KS_COL_I32, stat.residual_v,
+    COL_ADDED("residual_v", KS_COL_I32, stat.residual_v,
         "KV quantization: full-precision value tokens per KV head after the prompt (else 0)"),
-    COL("kv_bytes", KS_COL_I64, stat.kv_bytes, "KV quantization: bytes the layer holds after the prompt (else 0)"),
+    COL_ADDED("kv_bytes", KS_COL_I64, stat.kv_bytes, "KV quantization: bytes the layer holds after the prompt (else 0)"),
+    COL_ADDED("merges_prompt", KS_COL_I32, stat.merges_prompt,
+              "value merging (CaM): rows merged into later rows at the prompt's end, over KV heads (else 0)"),
+    COL_ADDED("merges_decode", KS_COL_I32, stat.merges_decode, "value merging: rows merged while decoding (else 0)"),
+    COL_ADDED("merge_prob_mean", KS_COL_F32, stat.merge_prob_mean,
+              "value merging: mean merge probability of the rows that left the cache (else 0)"),
+    COL_ADDED("merge_dv_rel", KS_COL_F32, stat.merge_dv_rel,
+              "value merging: ||dV|| / ||V|| of the layer's values at the prompt's end (else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {

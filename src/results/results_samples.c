@@ -1,7 +1,7 @@
 /* results_samples.c — the /samples columns: one row per finished sample, taken from ks_result fields. */
 #include "results/results_impl.h"
 
-#define COL(name, type, field, desc) {name, type, offsetof(ks_result, field), desc}
+#define COL(name, type, field, desc) {name, type, offsetof(ks_result, field), desc, 0}
 
 static const ks_column samples_cols[] = {
     COL("task", KS_COL_TASK, task, "task name"),

@@ -97,6 +97,11 @@ done:
     return st;
 }
 
+/* Whether the columns are compressed (the filters this HDF5 build has). */
+static int deflate_available(void) {
+    return H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 && H5Zfilter_avail(H5Z_FILTER_SHUFFLE) > 0;
+}
+
 ks_status ks_table_create(ks_table *t, hid_t file, const ks_table_spec *spec) {
     KS_TRY(alloc_dsets(t, spec));
     /* Tracked creation order: h5py (hence pandas) lists the columns in the spec's order, not by name. */
@@ -106,8 +111,7 @@ ks_status ks_table_create(ks_table *t, hid_t file, const ks_table_spec *spec) {
         t->group = H5Gcreate2(file, spec->group, H5P_DEFAULT, gcpl, H5P_DEFAULT);
     H5Pclose(gcpl);
     H5_CHECK(t->group); /* still H5I_INVALID_HID if either call failed */
-    int deflate = H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0 && H5Zfilter_avail(H5Z_FILTER_SHUFFLE) > 0;
-    for (int c = 0; c < spec->n_cols; c++) KS_TRY(create_column(t, c, deflate));
+    for (int c = 0; c < spec->n_cols; c++) KS_TRY(create_column(t, c, deflate_available()));
     return KS_OK;
 }
 
@@ -161,6 +165,23 @@ static ks_status check_stored(const ks_table *t, int c, hsize_t len, const char 
     return KS_OK;
 }
 
+static ks_status write_rows(ks_table *t, int c, hsize_t start, hsize_t count, const void *buf);
+
+/* An added column (ks_column.added) a file lacks: created with 0 for its t->n_rows rows when the file is open for
+ * writing; else left closed, read as 0. */
+static ks_status add_column(ks_table *t, hid_t file, int c) {
+    unsigned intent = 0;
+    H5_CHECK(H5Fget_intent(file, &intent));
+    if (!(intent & H5F_ACC_RDWR)) return KS_OK;
+    KS_TRY(create_column(t, c, deflate_available()));
+    if (!t->n_rows) return KS_OK;
+    void *zeros = ks_calloc((size_t)t->n_rows, col_size(t->spec->cols[c].type), "a results column");
+    if (!zeros) return KS_ERR_NOMEM;
+    ks_status st = write_rows(t, c, 0, (hsize_t)t->n_rows, zeros);
+    free(zeros);
+    return st;
+}
+
 ks_status ks_table_open(ks_table *t, hid_t file, const ks_table_spec *spec, const char *path) {
     KS_TRY(alloc_dsets(t, spec));
     if (H5Lexists(file, spec->group, H5P_DEFAULT) <= 0)
@@ -168,6 +189,12 @@ ks_status ks_table_open(ks_table *t, hid_t file, const ks_table_spec *spec, cons
     H5_CHECK(t->group = H5Gopen2(file, spec->group, H5P_DEFAULT));
     for (int c = 0; c < spec->n_cols; c++) {
         hsize_t len = 0;
+        const ks_col_type type = spec->cols[c].type;
+        KS_ASSERT(!spec->cols[c].added || (c > 0 && type != KS_COL_TEXT && type != KS_COL_TASK)); /* numeric */
+        if (spec->cols[c].added && H5Lexists(t->group, spec->cols[c].name, H5P_DEFAULT) <= 0) {
+            KS_TRY(add_column(t, file, c));
+            continue;
+        }
         KS_TRY(open_column(t, c, path, &len));
         KS_TRY(check_stored(t, c, len, path));
         if (c == 0) t->n_rows = (int64_t)len;
@@ -245,8 +272,14 @@ static ks_status read_column(const ks_table *t, int c, void *rows, int64_t n) {
     hsize_t start = 0, count = (hsize_t)n;
     hid_t fspace = H5I_INVALID_HID, mspace = H5I_INVALID_HID, mtype = H5I_INVALID_HID;
     int have_vlen = 0;
-    char *buf = ks_malloc((size_t)n * col_size(col->type), "a results column");
+    char *buf = t->dsets[c] < 0 ? ks_calloc((size_t)n, col_size(col->type), "a results column") /* added: 0 */
+                                : ks_malloc((size_t)n * col_size(col->type), "a results column");
     if (!buf) return KS_ERR_NOMEM;
+    if (t->dsets[c] < 0) {
+        st = scatter(t->spec, col, buf, rows, n);
+        free(buf);
+        return st;
+    }
     H5_TRY_GOTO(st, fspace = H5Dget_space(t->dsets[c]), done);
     H5_TRY_GOTO(st, H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL), done);
     H5_TRY_GOTO(st, mspace = H5Screate_simple(1, &count, NULL), done);
