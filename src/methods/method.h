@@ -257,8 +257,6 @@ struct ks_method {
                                                  CakeKV's preference scores P_l; zeroed per sequence */
     ks_method_chunk last_chunk; /* the prompt's last chunk (its layer field unused): what a layer's prompt-end
                               work scores, whenever the store runs it */
-    ks_method *selector;   /* borrowed: in a composition, the SELECT part whose compactions this later part acts
-                              on (before_compact); NULL when alone or the selector itself */
     ks_merge *merges;      /* (Hk, cap) a MERGE method's merge lists (kvstore.h v_merge), allocated at bind; else
                               NULL */
     int32_t *n_merges;     /* (Hk) their lengths */
