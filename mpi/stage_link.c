@@ -12,6 +12,12 @@
 
 /* Polling: sleeps start short (a decode step's hand-off is sub-millisecond on a node) and double up to this. */
 #define KS_STAGE_POLL_MAX_US 1000
+/* While a message of at least KS_STAGE_BULK_BYTES is in flight from or to this rank (a prefill chunk's rows), the
+ * sleeps stay at KS_STAGE_POLL_BULK_US: MPI moves a large message only while its ranks call into it (one
+ * shared-memory fragment per call where no single-copy path exists), so 1 ms sleeps would move a chunk's rows
+ * at tens of MB/s. */
+#define KS_STAGE_BULK_BYTES (64 * 1024)
+#define KS_STAGE_POLL_BULK_US 20
 
 ks_status ks_stage_link_init(ks_stage_link *k, const ks_mpi *mpi, const ks_stage_layout *s, double timeout_s) {
     memset(k, 0, sizeof *k);
@@ -56,9 +62,19 @@ static double now_s(void) {
 }
 
 /* Waits for req with sleeps; past the timeout the job ends with one line naming `peer` and what was awaited. */
-static void wait_bounded(ks_stage_link *k, MPI_Request *req, MPI_Status *st, int peer, const char *what) {
+/* 1 when a message of KS_STAGE_BULK_BYTES or more is in flight: the one awaited (bytes) or a send of this rank. */
+static int bulk_in_flight(const ks_stage_link *k, size_t bytes) {
+    if (bytes >= KS_STAGE_BULK_BYTES) return 1;
+    for (int t = 0; t < KS_STAGE_TAGS; t++)
+        if (k->sent[t] != MPI_REQUEST_NULL && k->sent_bytes[t] >= KS_STAGE_BULK_BYTES) return 1;
+    return 0;
+}
+
+static void wait_bounded(ks_stage_link *k, MPI_Request *req, MPI_Status *st, int peer, const char *what,
+                         size_t bytes) {
     double t0 = now_s();
-    for (useconds_t poll_us = 20;; poll_us = poll_us < KS_STAGE_POLL_MAX_US ? 2 * poll_us : poll_us) {
+    const useconds_t most = bulk_in_flight(k, bytes) ? KS_STAGE_POLL_BULK_US : KS_STAGE_POLL_MAX_US;
+    for (useconds_t poll_us = 20;; poll_us = poll_us < most ? 2 * poll_us : most) {
         int done = 0;
         MPI_CHECK(MPI_Test(req, &done, st));
         if (done) return;
@@ -85,7 +101,7 @@ ks_status ks_stage_link_send(ks_stage_link *k, int to_stage, int tag, const void
 #ifdef KS_HAVE_MPI
     KS_TRY(check_peer(k, to_stage, "send"));
     KS_ASSERT(tag > 0 && tag < KS_STAGE_TAGS && bytes <= (size_t)0x7fffffff);
-    wait_bounded(k, &k->sent[tag], MPI_STATUS_IGNORE, k->sent_to[tag], "took");
+    wait_bounded(k, &k->sent[tag], MPI_STATUS_IGNORE, k->sent_to[tag], "took", k->sent_bytes[tag]);
     if (k->out_cap[tag] < bytes) {
         void *p = realloc(k->out[tag], bytes);
         if (!p) return ks_fail(KS_ERR_NOMEM, "out of memory for a %zu-byte stage message", bytes);
@@ -94,6 +110,7 @@ ks_status ks_stage_link_send(ks_stage_link *k, int to_stage, int tag, const void
     memcpy(k->out[tag], buf, bytes);
     MPI_CHECK(MPI_Isend(k->out[tag], (int)bytes, MPI_BYTE, to_stage, tag, k->comm, &k->sent[tag]));
     k->sent_to[tag] = to_stage;
+    k->sent_bytes[tag] = bytes;
     return KS_OK;
 #else
     (void)k, (void)to_stage, (void)tag, (void)buf, (void)bytes;
@@ -108,7 +125,7 @@ ks_status ks_stage_link_recv(ks_stage_link *k, int from_stage, int tag, void *bu
     MPI_Request req;
     MPI_Status st;
     MPI_CHECK(MPI_Irecv(buf, (int)bytes, MPI_BYTE, from_stage, tag, k->comm, &req));
-    wait_bounded(k, &req, &st, from_stage, "sent");
+    wait_bounded(k, &req, &st, from_stage, "sent", bytes);
     int got = 0;
     MPI_CHECK(MPI_Get_count(&st, MPI_BYTE, &got));
     if ((size_t)got != bytes)
@@ -129,7 +146,7 @@ ks_status ks_stage_link_bcast(ks_stage_link *k, int root_stage, void *buf, size_
     KS_ASSERT(bytes <= (size_t)0x7fffffff);
     MPI_Request req;
     MPI_CHECK(MPI_Ibcast(buf, (int)bytes, MPI_BYTE, root_stage, k->comm, &req));
-    wait_bounded(k, &req, MPI_STATUS_IGNORE, root_stage, k->stage == root_stage ? "completed" : "sent");
+    wait_bounded(k, &req, MPI_STATUS_IGNORE, root_stage, k->stage == root_stage ? "completed" : "sent", bytes);
     return KS_OK;
 #else
     (void)buf, (void)bytes;
@@ -149,7 +166,8 @@ void ks_stage_link_free(ks_stage_link *k) {
 #ifdef KS_HAVE_MPI
     if (k->comm != MPI_COMM_NULL && k->mpi) {
         for (int t = 0; t < KS_STAGE_TAGS; t++)
-            if (k->sent[t] != MPI_REQUEST_NULL) wait_bounded(k, &k->sent[t], MPI_STATUS_IGNORE, k->sent_to[t], "took");
+            if (k->sent[t] != MPI_REQUEST_NULL)
+                wait_bounded(k, &k->sent[t], MPI_STATUS_IGNORE, k->sent_to[t], "took", k->sent_bytes[t]);
         MPI_Comm_free(&k->comm);
     }
     if (k->heads != MPI_COMM_NULL && k->mpi) MPI_Comm_free(&k->heads);

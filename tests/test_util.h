@@ -1,15 +1,20 @@
-/* test_util.h — helpers shared by the Check tests: paths to the fixtures, and the SmolLM2 GGUF. */
+/* test_util.h — helpers shared by the Check tests: paths to the fixtures, the SmolLM2 GGUF and its shared prompt. */
 #ifndef KS_TEST_UTIL_H
 #define KS_TEST_UTIL_H
 
 #include <check.h>
 #include <stddef.h>
 
+#include "engine/generate.h" /* ks_ids, ks_tokenizer, ks_model */
+
 /* "<tests/fixtures>/<rel>" in a static buffer (valid until the next call). */
 const char *ks_test_fixture(const char *rel);
 /* Path of SmolLM2-135M-Instruct.Q4_1.gguf: $KS_SMOLLM2_GGUF, else the pip package's copy that
  * jobs/smollm2_path.sh found when CMake configured the tests. NULL if absent. */
 const char *ks_test_smollm2_gguf(void);
+/* SmolLM2 loaded whole with its tokenizer, and ids = the prompt the SmolLM2 method tests share (a secret word and
+ * who owns what, no chat template); Check assertions fire when anything fails. The caller frees all three. */
+void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
 const char *ks_test_tmpdir(void);
 

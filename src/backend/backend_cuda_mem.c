@@ -8,6 +8,7 @@
 #include "backend/backend_cuda.h"
 #include "backend/backend_cuda_impl.h"
 #include "backend/cuda_check.h"
+#include "cuda/ks_cuda_methods.h"
 
 static double gib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0 * 1024.0); }
 
@@ -126,6 +127,20 @@ static void layout_weights(ks_backend *b, carver *c) {
     }
 }
 
+/* Log-sum-exp scratch of the window scoring: H (rows + cap) floats, or more where a chunk of up to `rows` queries
+ * scored without softmax chunks has few enough queries that each takes several key splits
+ * (ks_cuda_scores_lse_floats: n_q H (splits + 1)). Longer scorings in softmax chunks are checked per call. */
+static size_t score_lse_floats(const ks_model_config *g, int rows, int cap) {
+    size_t most = (size_t)g->n_heads * (rows + cap);
+    ks_cuda_score_args a = {.H = g->n_heads, .Hk = g->n_kv_heads, .d = g->head_dim, .cap = cap, .n_keys = cap};
+    for (int n = 1; n <= rows && n <= cap; n++) {
+        a.n_q = n, a.q_pos = cap - n;
+        size_t f = ks_cuda_scores_lse_floats(&a);
+        most = f > most ? f : most;
+    }
+    return most;
+}
+
 static void layout_arena(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
@@ -146,7 +161,7 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
     b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
     const size_t Hk = g->n_kv_heads, H = g->n_heads, cap = b->cap;
-    b->score_lse_floats = (size_t)g->n_heads * (rows + cap);
+    b->score_lse_floats = score_lse_floats(g, (int)rows, (int)cap);
     b->score_out = take(c, H * cap * 4);
     b->score_sums = take(c, H * cap * 4);
     b->score_lse = take(c, b->score_lse_floats * 4);
