@@ -542,7 +542,7 @@ static void cuda_compress_cancel(ks_kvstore *kv) {
 }
 
 /* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so no KIVI
- * method binds here and quant_flush is never reached. */
+ * method binds here and quant_flush and quant_channels are never reached. */
 static ks_status no_packed_part(void) {
     return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
 }
@@ -554,6 +554,11 @@ static ks_status cuda_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
 
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     (void)kv, (void)layer, (void)counts, (void)err;
+    return no_packed_part();
+}
+
+static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
+    (void)kv, (void)layer, (void)chan, (void)n_chan, (void)ld;
     return no_packed_part();
 }
 
@@ -576,6 +581,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .row_scores_read = cuda_row_scores_read,
     .quant_reserve = cuda_quant_reserve,
     .quant_flush = cuda_quant_flush,
+    .quant_channels = cuda_quant_channels,
     .compress_layer = cuda_compress_layer,
     .compress_flush = cuda_compress_flush,
     .compress_cancel = cuda_compress_cancel,

@@ -25,6 +25,15 @@ void ks_kv_kivi_free(ks_kv_kivi *q) {
     memset(q, 0, sizeof *q);
 }
 
+/* Every head stores every key channel, in order. */
+static void all_channels(ks_kv_kivi *q) {
+    size_t heads = (size_t)q->n_layers * q->Hk, d = (size_t)q->shape.d;
+    for (size_t i = 0; i < heads; i++) {
+        q->kc[i] = (int32_t)d;
+        for (size_t ch = 0; ch < d; ch++) q->k_chan[i * d + ch] = (int32_t)ch;
+    }
+}
+
 /* An array of n elements of `size` bytes (at least one element). */
 static void *alloc(size_t n, size_t size, const char *what) { return ks_calloc(n ? n : 1, size, what); }
 
@@ -56,10 +65,7 @@ ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_para
         return ks_fail_context(KS_ERR_NOMEM, "KIVI packed cache of %d layers x %d KV heads x %d tokens",
                                c->n_layers, c->n_kv_heads, c->cap);
     }
-    for (size_t i = 0; i < heads; i++) {
-        q->kc[i] = s->d;
-        for (int ch = 0; ch < s->d; ch++) q->k_chan[i * d + ch] = ch;
-    }
+    all_channels(q);
     return KS_OK;
 }
 
@@ -75,6 +81,7 @@ static void follow_sequence(ks_kv_kivi *q, const ks_kvcache *c) {
     memset(q->nq_k, 0, sizeof(int32_t) * heads);
     memset(q->nq_v, 0, sizeof(int32_t) * heads);
     memset(q->off, 0, sizeof(int32_t) * heads);
+    all_channels(q);
     q->sequence = c->sequence;
 }
 
@@ -83,6 +90,24 @@ ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int l
     if (q->sequence != c->sequence) return (ks_kivi_counts){.n = len};
     size_t i = head_index(q, c, layer, head);
     return (ks_kivi_counts){.nq_k = q->nq_k[i], .nq_v = q->nq_v[i], .off = q->off[i], .n = q->off[i] + len};
+}
+
+ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, int head, const int32_t *chan,
+                                  int kc) {
+    follow_sequence(q, c);
+    size_t i = head_index(q, c, layer, head);
+    int ok = kc >= 1 && kc <= q->shape.d;
+    for (int j = 0; ok && j < kc; j++) ok = chan[j] >= 0 && chan[j] < q->shape.d && (j == 0 || chan[j] > chan[j - 1]);
+    if (!ok)
+        return ks_fail(KS_ERR_ARG, "key channels of layer %d, KV head %d: %d channels, not a strictly increasing list "
+                                   "of head channels below %d", layer, head, kc, q->shape.d);
+    if (q->nq_k[i])
+        return ks_fail(KS_ERR_UNSUPPORTED, "key channels of layer %d, KV head %d: its keys are packed already (%d "
+                                           "tokens); the stored channels are set before the first flush", layer,
+                       head, q->nq_k[i]);
+    q->kc[i] = kc;
+    memcpy(q->k_chan + i * q->shape.d, chan, sizeof(int32_t) * kc);
+    return KS_OK;
 }
 
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer) {

@@ -37,7 +37,8 @@ typedef struct ks_kv_kivi {
     unsigned sequence;    /* the cache sequence the counts below belong to */
     int32_t *nq_k, *nq_v; /* (n_layers, Hk) tokens whose keys / values are packed */
     int32_t *off;         /* (n_layers, Hk) tokens before the cache's row 0 (packed in both, released) */
-    int32_t *kc;          /* (n_layers, Hk) key channels stored per head (d: all) */
+    int32_t *kc;          /* (n_layers, Hk) key channels stored per head (d: all; fewer once a channel-pruning
+                             part set them for the sequence) */
     int32_t *k_chan;      /* (n_layers, Hk, d) the head channel of each stored key channel */
     int32_t *pos;         /* (n_layers, Hk, cap) positions of the released tokens 0 .. off - 1 */
     uint32_t *k_codes;    /* (n_layers, Hk, d, k_words) */
@@ -62,6 +63,14 @@ void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_cou
 
 /* The counts of (layer, head) now. */
 ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
+
+/* Sets the key channels (layer, head) stores in its packed keys: chan[0 .. kc - 1], strictly increasing head
+ * channels (a channel-pruning part, ThinK: every key the head packs from then on keeps those channels only; its
+ * full-precision rows keep all d). For the cache's current sequence: a new sequence stores every channel again.
+ * KS_ERR_ARG when the list is not strictly increasing within 1 .. d channels; KS_ERR_UNSUPPORTED when the head
+ * already holds packed keys. */
+ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, int head, const int32_t *chan,
+                                  int kc);
 
 /* 1 when some head of `layer` holds packed tokens. */
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer);

@@ -118,6 +118,12 @@ struct ks_kvstore_ops {
      * and after each decode attention. counts (Hk, host; NULL: not wanted) receives each head's counts after it;
      * err (NULL: not wanted; the store may wait for its device) accumulates the reconstruction errors. */
     ks_status (*quant_flush)(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
+    /* The key channels each KV head h of `layer` stores in its packed keys for this sequence:
+     * chan[h * ld + i], i < n_chan[h] (host; strictly increasing head channels; n_chan[h] = d: all), set at the
+     * layer's prompt end before its first quant_flush (ThinK's pruning before KIVI, ks_kv_kivi_set_channels). The
+     * full-precision rows keep every channel; a new sequence stores all again. KS_ERR_UNSUPPORTED once the head's
+     * keys are packed, or on a store without the packed part. */
+    ks_status (*quant_channels)(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld);
 
     /* ---- Scheduling of the prompt-end compression. At the prompt's last chunk, right after `layer`'s prefill
      * attention (and any per-chunk op on it), the caller hands the store that layer's work: work(ctx, layer)

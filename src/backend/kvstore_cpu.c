@@ -199,6 +199,16 @@ static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *coun
     return KS_OK;
 }
 
+static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    if (!s->kivi)
+        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
+                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
+    for (int h = 0; h < s->p.cache->n_kv_heads; h++)
+        KS_TRY(ks_kv_kivi_set_channels(s->kivi, s->p.cache, layer, h, chan + (size_t)h * ld, n_chan[h]));
+    return KS_OK;
+}
+
 /* One thread computes everything in order: a layer's work runs at once, and nothing is left for the flush. */
 static ks_status cpu_compress_layer(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work,
                                     void *ctx) {
@@ -229,6 +239,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .row_scores_read = cpu_row_scores_read,
     .quant_reserve = cpu_quant_reserve,
     .quant_flush = cpu_quant_flush,
+    .quant_channels = cpu_quant_channels,
     .compress_layer = cpu_compress_layer,
     .compress_flush = cpu_compress_flush,
     .compress_cancel = cpu_compress_cancel,

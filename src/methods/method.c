@@ -13,8 +13,8 @@
 
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
-                                           &ks_method_cakekv,     &ks_method_cam,        &ks_method_kivi,
-                                           NULL};
+                                           &ks_method_cakekv,     &ks_method_cam,        &ks_method_think,
+                                           &ks_method_kivi,       NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;
@@ -50,8 +50,13 @@ static void unbind(ks_method *m) {
     free(m->layer);
     free(m->merges);
     free(m->n_merges);
+    free(m->chan_scores);
+    free(m->chan_keep);
+    free(m->n_chan);
     m->merges = NULL;
     m->n_merges = NULL;
+    m->chan_scores = NULL;
+    m->chan_keep = m->n_chan = NULL;
     m->scores = m->pooled = m->row_mass = m->row_scores = m->row_norm = NULL;
     m->keep = m->n_keep = NULL;
     m->layer = NULL;
@@ -114,8 +119,15 @@ static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks
         m->merges = ks_malloc(sizeof(ks_merge) * (row ? row : 1), "KV method merge lists");
         m->n_merges = ks_malloc(sizeof(int32_t) * m->Hk, "KV method merge counts");
     }
+    int channels = m->ops->role == KS_ROLE_CHANNELS;
+    if (channels) {
+        m->chan_scores = ks_malloc(sizeof(float) * (m->H + m->Hk) * m->d, "KV method channel scores");
+        m->chan_keep = ks_malloc(sizeof(int32_t) * m->Hk * m->d, "KV method channel lists");
+        m->n_chan = ks_malloc(sizeof(int32_t) * m->Hk, "KV method channel counts");
+    }
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
-        (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm) || (merges && (!m->merges || !m->n_merges))) {
+        (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm) || (merges && (!m->merges || !m->n_merges)) ||
+        (channels && (!m->chan_scores || !m->chan_keep || !m->n_chan))) {
         unbind(m);
         return KS_ERR_NOMEM;
     }

@@ -1,5 +1,5 @@
-/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, KIVI and
- * FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
+/* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK,
+ * KIVI and FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
  * ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state, and the forward pass
  * calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
  *
@@ -182,10 +182,11 @@ typedef struct ks_method_ops {
     int (*dense_rows)(const ks_method *m);
 } ks_method_ops;
 
-/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, KIVI; NULL-terminated. */
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI;
+ * NULL-terminated. */
 extern const ks_method_ops *const ks_methods[];
 extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
-    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_cam, ks_method_kivi;
+    ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_cam, ks_method_think, ks_method_kivi;
 
 /* 1 when a method of this table may evict rows during decode (a SELECT method with a decode hook: H2O,
  * StreamingLLM, CakeKV): no needs_stable_rows part may follow it in a composition (packed rows cannot be
@@ -216,6 +217,8 @@ typedef struct ks_method_layer {
     int64_t leaving;       /* rows that left (merged or not), prompt end and decode */
     double prob_sum;       /* their merge probabilities, summed */
     float dv_rel;          /* ||dV|| / ||V|| of the prompt end's merges over the layer (0: none) */
+    float channels_kept;   /* a CHANNELS part (ThinK): key channels stored per KV head, mean over KV heads (0: not
+                              pruned yet) */
 } ks_method_layer;
 
 struct ks_method {
@@ -260,6 +263,10 @@ struct ks_method {
     ks_merge *merges;      /* (Hk, cap) a MERGE method's merge lists (kvstore.h v_merge), allocated at bind; else
                               NULL */
     int32_t *n_merges;     /* (Hk) their lengths */
+    float *chan_scores;    /* (H + Hk, d) a CHANNELS method's channel scores of the layer being pruned: per query
+                              head, then their group means per KV head; allocated at bind, else NULL */
+    int32_t *chan_keep;    /* (Hk, d) its kept-channel lists (kvstore.h quant_channels) */
+    int32_t *n_chan;       /* (Hk) their lengths */
 };
 
 /* The index of held `layer` (an absolute number) in the per-layer state: the one place that converts. */

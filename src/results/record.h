@@ -31,6 +31,8 @@ typedef struct ks_layer_stat {
     int merges_decode;          /* value merging: rows merged while decoding; else 0 */
     float merge_prob_mean;      /* value merging: mean merge probability of the rows that left; else 0 */
     float merge_dv_rel;         /* value merging: ||dV|| / ||V|| of the prompt end's merges; else 0 */
+    float channels_kept;        /* key channel pruning (ThinK): key channels each KV head stores in its pruned
+                                   keys, mean over the layer's KV heads (head_dim where nothing is pruned); else 0 */
 } ks_layer_stat;
 
 typedef struct ks_result {

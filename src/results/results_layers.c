@@ -37,6 +37,9 @@ static const ks_column layers_cols[] = {
               "value merging: mean merge probability of the rows that left the cache (else 0)"),
     COL_ADDED("merge_dv_rel", KS_COL_F32, stat.merge_dv_rel,
               "value merging: ||dV|| / ||V|| of the layer's values at the prompt's end (else 0)"),
+    COL_ADDED("channels_kept", KS_COL_F32, stat.channels_kept,
+              "key channel pruning (ThinK): key channels stored per KV head in its pruned keys, mean over KV heads "
+              "(else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {
