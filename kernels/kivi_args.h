@@ -21,7 +21,12 @@
  *     v_codes (cap, v_words)  uint32, channel c in word c / P, slot c % P; v_words = ceil(d / P)
  *     v_scale, v_zero (cap, v_groups)  fp16 bits, channel c in group c / G; v_groups = d / G
  * Keys are quantized in whole blocks of tokens starting at a multiple of G (KIVI's residual flush), values one
- * token at a time. */
+ * token at a time.
+ *
+ * The raw encoding (k_bits or v_bits KS_KIVI_RAW): the cache's own element bits instead of codes, without scales
+ * or zeros (k_groups, v_groups 0), exact: on the host fp32, one element per word (P = 1: k_words = cap, v_words =
+ * d); a bf16 device store would hold two per word. A channel-pruning part (ThinK) stores its pruned prefix so:
+ * keys on the kept channels (kc < d), values whole, any number of tokens at a time. */
 #ifndef KS_KIVI_ARGS_H
 #define KS_KIVI_ARGS_H
 
@@ -34,9 +39,11 @@
 #define KS_KIVI_HD static inline
 #endif
 
+#define KS_KIVI_RAW 32 /* k_bits / v_bits of the raw encoding: fp32 bits, one per word */
+
 /* The knobs of the format (the KIVI method's k_bits, v_bits, group_size, residual_length). */
 typedef struct ks_kivi_params {
-    int k_bits, v_bits; /* 2 or 4 */
+    int k_bits, v_bits; /* 2 or 4; KS_KIVI_RAW */
     int group;          /* G: tokens per key group, channels per value group */
     int residual;       /* R: full-precision tokens (keys 0 .. R - 1, values the last R), a multiple of G */
 } ks_kivi_params;
@@ -56,8 +63,8 @@ KS_KIVI_HD ks_kivi_shape ks_kivi_shape_of(const ks_kivi_params *p, int d, int ca
     ks_kivi_shape s;
     int pk = ks_kivi_per_word(p->k_bits), pv = ks_kivi_per_word(p->v_bits);
     s.d = d, s.cap = cap, s.k_bits = p->k_bits, s.v_bits = p->v_bits, s.group = p->group;
-    s.k_words = (cap + pk - 1) / pk, s.k_groups = (cap + p->group - 1) / p->group;
-    s.v_words = (d + pv - 1) / pv, s.v_groups = d / p->group;
+    s.k_words = (cap + pk - 1) / pk, s.k_groups = p->k_bits == KS_KIVI_RAW ? 0 : (cap + p->group - 1) / p->group;
+    s.v_words = (d + pv - 1) / pv, s.v_groups = p->v_bits == KS_KIVI_RAW ? 0 : d / p->group;
     return s;
 }
 
@@ -126,7 +133,19 @@ KS_KIVI_HD float ks_kivi_float(uint16_t h) {
     return b.f;
 }
 
-/* Code i of a packed row (words), b bits. */
+/* The raw encoding's word of x, and back (the bits themselves). */
+KS_KIVI_HD uint32_t ks_kivi_raw(float x) {
+    union { float f; uint32_t u; } b;
+    b.f = x;
+    return b.u;
+}
+KS_KIVI_HD float ks_kivi_unraw(uint32_t w) {
+    union { uint32_t u; float f; } b;
+    b.u = w;
+    return b.f;
+}
+
+/* Code i of a packed row (words), b bits (not the raw encoding). */
 KS_KIVI_HD unsigned ks_kivi_code(const uint32_t *words, int i, int bits) {
     int p = 32 / bits;
     return (words[i / p] >> ((i % p) * bits)) & ((1u << bits) - 1u);

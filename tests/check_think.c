@@ -169,10 +169,15 @@ static void expect_attention(fixture *f) {
         memcpy(V, f->v_all + (size_t)h * CAP * D, sizeof(float) * g.n * D);
         ks_kivi_dequant_keys(&kq->shape, g.k_codes, g.k_scale, g.k_zero, g.k_chan, g.kc, 0, g.nq_k, K);
         ks_kivi_dequant_values(&kq->shape, g.v_codes, g.v_scale, g.v_zero, 0, g.nq_v, V);
+        if (kq->p.v_bits == KS_KIVI_RAW) /* raw: the values exact */
+            ck_assert(!memcmp(V, f->v_all + (size_t)h * CAP * D, sizeof(float) * g.n * D));
         for (int t = 0; t < g.nq_k; t++)
             for (int c = 0, i = 0; c < D; c++) {
-                if (i < g.kc && g.k_chan[i] == c) i++;
-                else ck_assert(K[(size_t)t * D + c] == 0.0f); /* a pruned channel carries nothing */
+                const float *kt = f->k_all + ((size_t)h * CAP + t) * D;
+                if (i < g.kc && g.k_chan[i] == c) /* raw: a kept channel exact */
+                    ck_assert(kq->p.k_bits != KS_KIVI_RAW || K[(size_t)t * D + c] == kt[c]), i++;
+                else
+                    ck_assert(K[(size_t)t * D + c] == 0.0f); /* a pruned channel carries nothing */
             }
         len[h] = g.n;
     }
@@ -240,9 +245,83 @@ START_TEST(test_short_prompt) {
 }
 END_TEST
 
-/* ThinK alone or without a quantizer after it, after a decode-time eviction, with ratio 1. */
-START_TEST(test_errors) {
+/* The raw encoding: the bits themselves (-0, a subnormal, a large value), keys on the stored channels only (the
+ * others read as 0), values whole, no error; any first token and count. */
+START_TEST(test_raw_round_trip) {
+    const ks_kivi_params p = {.k_bits = KS_KIVI_RAW, .v_bits = KS_KIVI_RAW, .group = 1, .residual = 1};
+    ks_kivi_shape s = ks_kivi_shape_of(&p, D, 8);
+    ck_assert(s.k_words == 8 && s.v_words == D && s.k_groups == 0 && s.v_groups == 0);
+    const float x[3][D] = {{-0.0f, 1e-40f, 3.0e38f, -1.25f}, {0.1f, -7.0f, 2.0f, 1e-3f}, {5.0f, 6.0f, -0.0f, 8.0f}};
+    const int32_t chan[2] = {1, 3};
+    uint32_t kcodes[2 * 8] = {0}, vcodes[8 * D] = {0};
+    double ek[2] = {0, 0}, ev[2] = {0, 0};
+    ks_kivi_quant_keys(&s, &x[0][0], D, 3, 3, chan, 2, kcodes, NULL, NULL, ek);
+    ks_kivi_quant_values(&s, &x[0][0], D, 3, 3, vcodes, NULL, NULL, ev);
+    ck_assert(ek[0] == 0 && ev[0] == 0 && ek[1] > 0 && ev[1] > ek[1]);
+    float k[3 * D], v[3 * D];
+    ks_kivi_dequant_keys(&s, kcodes, NULL, NULL, chan, 2, 3, 3, k);
+    ks_kivi_dequant_values(&s, vcodes, NULL, NULL, 3, 3, v);
+    ck_assert(!memcmp(v, x, sizeof v));
+    for (int t = 0; t < 3; t++)
+        for (int c = 0; c < D; c++) {
+            float want = c == 1 || c == 3 ? x[t][c] : 0.0f;
+            ck_assert(!memcmp(&k[t * D + c], &want, sizeof want));
+        }
+}
+END_TEST
+
+/* ThinK alone: the kept channels of test_kept_channels' Q/K over 7 rows, recent_size 2: the first 5 rows of each
+ * head packed raw (keys on 2 channels, values whole) and released, 2 rows in the cache. Bytes: 5 x 2 x 4 B of keys,
+ * 5 x 4 x 4 B of values, 2 full rows (keys and values) x 16 B: 184 B per head. */
+START_TEST(test_alone) {
+    static const float k[HK][D] = {{1, 1, 2, 1}, {1, 1, 1, 2}};
+    static const float q[H][D] = {{1, 2, 1, 3}, {3, 1, 1, 1}, {1, 1, 1, 1}, {-1, 1, -1, 1}};
+    const char *opts[] = {"ratio=0.5", "recent_size=2", "window_size=2"};
     fixture f;
+    fx_init(&f, "ThinK", opts, 3);
+    fx_append(&f, 7, k);
+    fx_queries(&f, 5, 2, q);
+    fx_prompt(&f, 7);
+    const int32_t kept0[] = {0, 3}, kept1[] = {2, 3};
+    expect_channels(&f, 0, kept0, 2);
+    expect_channels(&f, 1, kept1, 2);
+    for (int h = 0; h < HK; h++) {
+        ks_kivi_counts n = ks_kv_kivi_counts(f.cache.kivi, &f.cache, 0, h);
+        ck_assert(n.nq_k == 5 && n.nq_v == 5 && n.off == 5 && n.n == 7 && ks_kvcache_len(&f.cache, 0)[h] == 2);
+        ck_assert(ks_kvcache_pos(&f.cache, 0, h)[0] == 5 && f.cache.kivi->pos[(size_t)h * CAP + 4] == 4);
+    }
+    ks_layer_stat st;
+    ck_assert_int_eq(ks_method_layer_stats(f.m, &st), 1);
+    ck_assert(st.channels_kept == 2.0f && st.kept == 7 && st.kv_bytes == 2 * 184);
+    ck_assert_int_eq(ks_kvcache_bytes(&f.cache), 2 * 184);
+    fx_free(&f);
+}
+END_TEST
+
+/* ThinK alone on random rows: the decode attention equals the plain reference over the keys with the pruned
+ * channels of the packed rows set to 0 and the values exact, after the prompt and after decode tokens (appended
+ * whole to the cache). */
+START_TEST(test_alone_attention) {
+    const char *opts[] = {"ratio=0.5", "recent_size=3", "window_size=4"};
+    fixture f;
+    fx_init(&f, "ThinK", opts, 3);
+    fx_append(&f, 12, NULL);
+    for (int i = 0; i < 12 * H * D; i++) f.q[i] = frand();
+    fx_prompt(&f, 12);
+    ck_assert(ks_kvstore_cpu_packed(&f.s, 0) && ks_kvcache_len(&f.cache, 0)[0] == 3);
+    expect_attention(&f);
+    for (int s = 0; s < 3; s++) {
+        fx_append(&f, 1, NULL);
+        ck_assert(ks_method_decode_layer(f.m, 0, held(&f) - 1) == KS_OK);
+    }
+    ck_assert(ks_kvcache_len(&f.cache, 0)[0] == 6 && ks_kv_kivi_counts(f.cache.kivi, &f.cache, 0, 0).nq_k == 9);
+    expect_attention(&f);
+    fx_free(&f);
+}
+END_TEST
+
+/* After a decode-time eviction, before KIVI, with ratio 1. */
+START_TEST(test_errors) {
     const char *ratio1[] = {"ratio=1"};
     ks_method *m = NULL;
     ck_assert(ks_method_create(&m, "ThinK", NULL, ratio1, 1) == KS_ERR_ARG);
@@ -251,20 +330,6 @@ START_TEST(test_errors) {
     ck_assert(strstr(ks_last_error(), "ThinK") && strstr(ks_last_error(), "H2O"));
     ck_assert(ks_method_create(&m, "KIVI+ThinK", NULL, NULL, 0) == KS_ERR_ARG);
     ck_assert(strstr(ks_last_error(), "ThinK+KIVI"));
-    const char *names[] = {"ThinK", "SnapKV+ThinK"};
-    for (int i = 0; i < 2; i++) {
-        ck_assert(ks_method_create(&m, names[i], NULL, NULL, 0) == KS_OK);
-        ck_assert(ks_kvcache_init(&f.cache, 0, 1, HK, D, CAP, CAP, 1) == KS_OK);
-        ks_kvstore_cpu_params p = {.cache = &f.cache, .q = f.q, .n_heads = H, .max_chunk = CAP, .scale = 0.5f};
-        ck_assert(ks_kvstore_cpu_init(&f.s, &p) == KS_OK);
-        f.model.cfg.n_layers = 1, f.model.cfg.n_heads = H, f.model.cfg.n_kv_heads = HK, f.model.cfg.head_dim = D;
-        f.model.first_layer = 0, f.model.last_layer = 1;
-        ck_assert(ks_method_bind_store(m, &f.s.base, &f.cache, &f.model) == KS_ERR_UNSUPPORTED);
-        ck_assert(strstr(ks_last_error(), names[i]) && strstr(ks_last_error(), "KIVI"));
-        ks_method_free(m);
-        ks_kvstore_cpu_free(&f.s);
-        ks_kvcache_free(&f.cache);
-    }
     ck_assert(ks_method_think.role == KS_ROLE_CHANNELS && ks_method_think.needs_stable_rows);
 }
 END_TEST
@@ -291,7 +356,7 @@ static void formula(const ks_kvcache *c, run *out) {
         for (int h = 0; h < c->n_kv_heads; h++) {
             ks_kivi_head g = ks_kv_kivi_head(q, c, l, h);
             int64_t words = (g.nq_k + 32 / s->k_bits - 1) / (32 / s->k_bits);
-            out->bytes_formula += (int64_t)g.kc * (words * 4 + g.nq_k / s->group * 4) +
+            out->bytes_formula += (int64_t)g.kc * (words * 4 + (s->k_groups ? g.nq_k / s->group * 4 : 0)) +
                                   (int64_t)g.nq_v * (s->v_words * 4 + s->v_groups * 4) +
                                   (int64_t)(2 * g.n - g.nq_k - g.nq_v) * s->d * 4;
             out->channels_min = g.kc < out->channels_min ? g.kc : out->channels_min;
@@ -299,8 +364,10 @@ static void formula(const ks_kvcache *c, run *out) {
         }
 }
 
+/* Greedy tokens and statistics of `name` on the prompt; with a packed part, its bytes by the formula, and when
+ * `packs`, the statistics' kv_bytes summing to the prefill's bytes. */
 static void generate(const ks_model *model, const char *name, const char *const *opts, int n_opts, const ks_ids *ids,
-                     run *out) {
+                     int packs, run *out) {
     ks_method *m;
     ks_forward f = {0};
     ck_assert_msg(ks_method_create(&m, name, NULL, opts, n_opts) == KS_OK, "%s", ks_last_error());
@@ -311,12 +378,13 @@ static void generate(const ks_model *model, const char *name, const char *const 
     ck_assert_msg(ks_generate(&f, ids->ids, ids->n, &gp, out->tokens, &out->r) == KS_OK, "%s", ks_last_error());
     ck_assert_int_eq(out->r.n, NEW);
     const ks_kvcache *c = f.ops->kvcache(f.be);
-    formula(c, out);
-    ck_assert(ks_kvcache_bytes(c) == out->r.kv_bytes_end && out->bytes_formula == out->r.kv_bytes_end);
+    ck_assert(ks_kvcache_bytes(c) == out->r.kv_bytes_end);
+    if (c->kivi) formula(c, out);
+    ck_assert(!c->kivi || out->bytes_formula == out->r.kv_bytes_end);
     out->rows = ks_method_layer_stats(m, out->st);
     int64_t sum = 0;
     for (int l = 0; l < out->rows; l++) sum += out->st[l].kv_bytes;
-    ck_assert_int_eq(sum, out->r.kv_bytes_prefill);
+    ck_assert(!packs || sum == out->r.kv_bytes_prefill);
     ks_forward_free(&f);
     ks_method_free(m);
 }
@@ -337,13 +405,13 @@ START_TEST(test_smollm2) {
     ks_tokenizer *tok;
     ks_ids ids;
     ks_test_smollm2_prompt(&model, &tok, &ids);
-    ck_assert(ids.n > 128);
+    ck_assert(ids.n > 34);
     static run base, zero, pruned;
-    const char *snap[] = {"max_capacity_prompt=96", "residual_length=32"};
-    const char *think0[] = {"snapkv.max_capacity_prompt=96", "residual_length=32", "ratio=0"};
-    const char *think[] = {"snapkv.max_capacity_prompt=96", "residual_length=32"};
-    generate(&model, "SnapKV+KIVI", snap, 2, &ids, &base);
-    generate(&model, "SnapKV+ThinK+KIVI", think0, 3, &ids, &zero);
+    const char *snap[] = {"max_capacity_prompt=34", "group_size=16", "residual_length=16"};
+    const char *think0[] = {"snapkv.max_capacity_prompt=34", "group_size=16", "residual_length=16", "ratio=0"};
+    const char *think[] = {"snapkv.max_capacity_prompt=34", "group_size=16", "residual_length=16"};
+    generate(&model, "SnapKV+KIVI", snap, 3, &ids, 1, &base);
+    generate(&model, "SnapKV+ThinK+KIVI", think0, 4, &ids, 1, &zero);
     /* ratio 0: SnapKV+KIVI's tokens, rows, statistics and bytes, bit for bit */
     ck_assert(!memcmp(zero.tokens, base.tokens, sizeof base.tokens));
     ck_assert(zero.r.kv_bytes_prefill == base.r.kv_bytes_prefill && zero.r.kv_bytes_end == base.r.kv_bytes_end);
@@ -355,17 +423,58 @@ START_TEST(test_smollm2) {
     }
     ck_assert(zero.channels_min == d && zero.channels_max == d);
     /* the default ratio 0.4: d - floor(0.4 d) channels in every head, fewer bytes by exactly the pruned keys */
-    generate(&model, "SnapKV+ThinK+KIVI", think, 2, &ids, &pruned);
+    generate(&model, "SnapKV+ThinK+KIVI", think, 3, &ids, 1, &pruned);
     int kc = d - (int)floor(d * 0.4);
     ck_assert_int_eq(pruned.channels_min, kc);
     ck_assert_int_eq(pruned.channels_max, kc);
     int64_t saved = 0;
     for (int l = 0; l < pruned.rows; l++) {
         ck_assert(pruned.st[l].channels_kept == (float)kc && pruned.st[l].kept == base.st[l].kept);
-        int nq_k = base.st[l].kept - base.st[l].residual_k; /* every head keeps 96 rows: the same counts */
-        saved += (int64_t)model.cfg.n_kv_heads * (d - kc) * ((nq_k + 15) / 16 * 4 + nq_k / 32 * 4);
+        int nq_k = base.st[l].kept - base.st[l].residual_k; /* every head keeps 34 rows: the same counts */
+        saved += (int64_t)model.cfg.n_kv_heads * (d - kc) * ((nq_k + 15) / 16 * 4 + nq_k / 16 * 4);
     }
     ck_assert_int_eq(base.r.kv_bytes_prefill - pruned.r.kv_bytes_prefill, saved);
+    ks_ids_free(&ids);
+    ks_tokenizer_free(tok);
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ThinK with its own storage: alone with ratio 0 it is SnapKV with the same knobs, and so is SnapKV+ThinK, bit
+ * for bit; SnapKV+ThinK with the default ratio and recent_size 8 keeps 34 tokens per head, 26 of them packed raw
+ * with d - floor(0.4 d) key channels, and holds the formula's bytes. */
+START_TEST(test_smollm2_alone) {
+    ks_model model;
+    ks_tokenizer *tok;
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
+    ck_assert(ids.n > 34);
+    static run snap, alone, after, pruned;
+    const char *snap_o[] = {"max_capacity_prompt=34"}, *alone_o[] = {"max_capacity_prompt=34", "ratio=0"};
+    const char *after_o[] = {"snapkv.max_capacity_prompt=34", "ratio=0"};
+    const char *pruned_o[] = {"snapkv.max_capacity_prompt=34", "recent_size=8"};
+    generate(&model, "SnapKV", snap_o, 1, &ids, 0, &snap);
+    generate(&model, "ThinK", alone_o, 2, &ids, 0, &alone);
+    generate(&model, "SnapKV+ThinK", after_o, 2, &ids, 0, &after);
+    int d = model.cfg.head_dim, Hk = model.cfg.n_kv_heads;
+    const run *same[] = {&alone, &after};
+    for (int i = 0; i < 2; i++) {
+        ck_assert(!memcmp(same[i]->tokens, snap.tokens, sizeof snap.tokens));
+        ck_assert(same[i]->r.kv_bytes_prefill == snap.r.kv_bytes_prefill &&
+                  same[i]->r.kv_bytes_end == snap.r.kv_bytes_end && same[i]->rows == snap.rows);
+        for (int l = 0; l < snap.rows; l++) {
+            ck_assert(same[i]->st[l].channels_kept == (float)d && snap.st[l].channels_kept == 0.0f);
+            expect_same_stat(&same[i]->st[l], &snap.st[l]);
+        }
+    }
+    generate(&model, "SnapKV+ThinK", pruned_o, 2, &ids, 1, &pruned);
+    int kc = d - (int)floor(d * 0.4);
+    ck_assert(pruned.channels_min == kc && pruned.channels_max == kc);
+    for (int l = 0; l < pruned.rows; l++) {
+        ck_assert(pruned.st[l].kept == 34 && pruned.st[l].channels_kept == (float)kc);
+        ck_assert_int_eq(pruned.st[l].kv_bytes, (int64_t)Hk * (26 * kc * 4 + 26 * d * 4 + 2 * 8 * d * 4));
+    }
+    ck_assert(pruned.r.kv_bytes_prefill < snap.r.kv_bytes_prefill);
     ks_ids_free(&ids);
     ks_tokenizer_free(tok);
     ks_model_free(&model);
@@ -378,11 +487,15 @@ int main(int argc, char **argv) {
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "think");
     if (smollm2) {
         tcase_add_test(tc, test_smollm2);
+        tcase_add_test(tc, test_smollm2_alone);
     } else {
         tcase_add_test(tc, test_kept_channels);
         tcase_add_test(tc, test_decode_attention);
         tcase_add_test(tc, test_short_prompt);
         tcase_add_test(tc, test_errors);
+        tcase_add_test(tc, test_raw_round_trip);
+        tcase_add_test(tc, test_alone);
+        tcase_add_test(tc, test_alone_attention);
     }
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);

@@ -541,8 +541,8 @@ static void cuda_compress_cancel(ks_kvstore *kv) {
     (void)join(b);
 }
 
-/* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so no KIVI
- * method binds here and quant_flush and quant_channels are never reached. */
+/* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so neither KIVI
+ * nor ThinK binds here and quant_flush, quant_channels and quant_pack are never reached. */
 static ks_status no_packed_part(void) {
     return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
 }
@@ -559,6 +559,11 @@ static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *cou
 
 static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
     (void)kv, (void)layer, (void)chan, (void)n_chan, (void)ld;
+    return no_packed_part();
+}
+
+static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
+    (void)kv, (void)layer, (void)upto, (void)counts;
     return no_packed_part();
 }
 
@@ -582,6 +587,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .quant_reserve = cuda_quant_reserve,
     .quant_flush = cuda_quant_flush,
     .quant_channels = cuda_quant_channels,
+    .quant_pack = cuda_quant_pack,
     .compress_layer = cuda_compress_layer,
     .compress_flush = cuda_compress_flush,
     .compress_cancel = cuda_compress_cancel,

@@ -7,8 +7,9 @@
 #include "cpu/kivi_ref.h"
 
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
-    if ((p->k_bits != 2 && p->k_bits != 4) || (p->v_bits != 2 && p->v_bits != 4))
-        return ks_fail(KS_ERR_ARG, "KIVI: k_bits %d and v_bits %d must each be 2 or 4", p->k_bits, p->v_bits);
+    int kb = p->k_bits, vb = p->v_bits;
+    if ((kb != 2 && kb != 4 && kb != KS_KIVI_RAW) || (vb != 2 && vb != 4 && vb != KS_KIVI_RAW))
+        return ks_fail(KS_ERR_ARG, "KIVI: k_bits %d and v_bits %d must each be 2 or 4", kb, vb);
     if (p->group <= 0 || (d > 0 && d % p->group))
         return ks_fail(KS_ERR_ARG, "KIVI: group_size %d must divide the model's head_dim %d (values are grouped "
                                    "along channels)", p->group, d);
@@ -131,25 +132,42 @@ static const float *row_of(const float *block, const ks_kvcache *c, int layer, i
     return block + ((size_t)head * ks_kvcache_stride(c, layer) + (t - off)) * c->head_dim;
 }
 
+/* Packs head h's next nk keys and nv values (0 or more each) from the cache's rows. */
+static void pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, int h, int nk, int nv, ks_kivi_error *err) {
+    const ks_kivi_shape *s = &q->shape;
+    size_t i = head_index(q, c, layer, h);
+    int off = q->off[i], d = s->d;
+    if (nk > 0)
+        ks_kivi_quant_keys(s, row_of(ks_kvcache_k(c, layer), c, layer, h, q->nq_k[i], off), d, q->nq_k[i], nk,
+                           q->k_chan + i * d, q->kc[i], k_codes(q, i), k_scale(q, i), k_zero(q, i),
+                           err ? err->k : NULL);
+    if (nv > 0)
+        ks_kivi_quant_values(s, row_of(ks_kvcache_v(c, layer), c, layer, h, q->nq_v[i], off), d, q->nq_v[i], nv,
+                             v_codes(q, i), v_scale(q, i), v_zero(q, i), err ? err->v : NULL);
+    q->nq_k[i] += nk > 0 ? nk : 0;
+    q->nq_v[i] += nv > 0 ? nv : 0;
+}
+
 void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     KS_ASSERT(c->k); /* host rows */
     follow_sequence(q, c);
-    const ks_kivi_shape *s = &q->shape;
-    int R = q->p.residual, d = s->d;
-    const float *K = ks_kvcache_k(c, layer), *V = ks_kvcache_v(c, layer);
+    int R = q->p.residual;
     for (int h = 0; h < q->Hk; h++) {
         size_t i = head_index(q, c, layer, h);
-        int off = q->off[i], n = off + ks_kvcache_len(c, layer)[h];
-        int nk = (n - q->nq_k[i]) / R * R, nv = n - q->nq_v[i] - R; /* keys in blocks of R; values past R */
-        if (nk > 0)
-            ks_kivi_quant_keys(s, row_of(K, c, layer, h, q->nq_k[i], off), d, q->nq_k[i], nk,
-                               q->k_chan + i * d, q->kc[i], k_codes(q, i), k_scale(q, i), k_zero(q, i),
-                               err ? err->k : NULL);
-        if (nv > 0)
-            ks_kivi_quant_values(s, row_of(V, c, layer, h, q->nq_v[i], off), d, q->nq_v[i], nv, v_codes(q, i),
-                                 v_scale(q, i), v_zero(q, i), err ? err->v : NULL);
-        q->nq_k[i] += nk > 0 ? nk : 0;
-        q->nq_v[i] += nv > 0 ? nv : 0;
+        int n = q->off[i] + ks_kvcache_len(c, layer)[h];
+        pack(q, c, layer, h, (n - q->nq_k[i]) / R * R, n - q->nq_v[i] - R, err); /* keys in blocks of R; values
+                                                                                   past R */
+        if (counts) counts[h] = ks_kv_kivi_counts(q, c, layer, h);
+    }
+}
+
+void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts) {
+    KS_ASSERT(c->k && q->p.k_bits == KS_KIVI_RAW && q->p.v_bits == KS_KIVI_RAW);
+    follow_sequence(q, c);
+    for (int h = 0; h < q->Hk; h++) {
+        size_t i = head_index(q, c, layer, h);
+        KS_ASSERT(upto[h] <= q->off[i] + ks_kvcache_len(c, layer)[h]);
+        pack(q, c, layer, h, upto[h] - q->nq_k[i], upto[h] - q->nq_v[i], NULL);
         if (counts) counts[h] = ks_kv_kivi_counts(q, c, layer, h);
     }
 }
@@ -195,7 +213,7 @@ int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int lay
     for (int h = 0; h < q->Hk; h++) {
         ks_kivi_counts n = ks_kv_kivi_counts(q, c, layer, h);
         int64_t kc = q->kc[head_index(q, c, layer, h)];
-        bytes += kc * ((n.nq_k + pk - 1) / pk) * 4 + kc * (n.nq_k / s->group) * 2 * 2;
+        bytes += kc * ((n.nq_k + pk - 1) / pk) * 4 + (s->k_groups ? kc * (n.nq_k / s->group) * 2 * 2 : 0);
         bytes += (int64_t)n.nq_v * (s->v_words * 4 + s->v_groups * 2 * 2);
         bytes += (int64_t)(2 * n.n - n.nq_k - n.nq_v) * s->d * c->elem_bytes;
     }

@@ -61,6 +61,11 @@ void ks_kv_kivi_free(ks_kv_kivi *q); /* accepts zeroed or half-built */
  * not wanted) receives each head's counts after it; err (NULL: not wanted) accumulates what was quantized. */
 void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
 
+/* Packs each head h of `layer` up to token upto[h] (Hk, host; at most the tokens it holds; tokens packed already
+ * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW: any count is a
+ * whole block). A channel-pruning part's prefix (ThinK alone); counts (may be NULL) as ks_kv_kivi_flush's. */
+void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts);
+
 /* The counts of (layer, head) now. */
 ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
 
@@ -84,8 +89,8 @@ ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, co
 /* (layer, head) as the decode attention reads it, over the cache's host rows. */
 ks_kivi_head ks_kv_kivi_head(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
 
-/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel), value codes
- * (v_words words per packed token), fp16 scales and zeros of the packed groups, and c->elem_bytes per element of
+/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words),
+ * value codes (v_words words per packed token; raw: d), fp16 scales and zeros of the packed groups (raw: none), and c->elem_bytes per element of
  * the full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each head. Stale rows (packed in both)
  * are not counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
 int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int layer);

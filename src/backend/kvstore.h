@@ -124,6 +124,11 @@ struct ks_kvstore_ops {
      * full-precision rows keep every channel; a new sequence stores all again. KS_ERR_UNSUPPORTED once the head's
      * keys are packed, or on a store without the packed part. */
     ks_status (*quant_channels)(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld);
+    /* A raw packed part (quant_reserve with k_bits and v_bits KS_KIVI_RAW; ThinK without a quantizer): each KV
+     * head h of `layer` packs its tokens up to upto[h] (host (Hk); tokens packed already stay), keys on its stored
+     * channels, exactly (ks_kv_kivi_pack); counts (Hk, host; may be NULL) as quant_flush's. The rows packed are
+     * then stale (a compaction releases them). */
+    ks_status (*quant_pack)(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts);
 
     /* ---- Scheduling of the prompt-end compression. At the prompt's last chunk, right after `layer`'s prefill
      * attention (and any per-chunk op on it), the caller hands the store that layer's work: work(ctx, layer)

@@ -209,6 +209,13 @@ static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *ch
     return KS_OK;
 }
 
+static ks_status cpu_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    KS_ASSERT(s->kivi); /* quant_reserve first */
+    ks_kv_kivi_pack(s->kivi, s->p.cache, layer, upto, counts);
+    return KS_OK;
+}
+
 /* One thread computes everything in order: a layer's work runs at once, and nothing is left for the flush. */
 static ks_status cpu_compress_layer(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work,
                                     void *ctx) {
@@ -240,6 +247,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .quant_reserve = cpu_quant_reserve,
     .quant_flush = cpu_quant_flush,
     .quant_channels = cpu_quant_channels,
+    .quant_pack = cpu_quant_pack,
     .compress_layer = cpu_compress_layer,
     .compress_flush = cpu_compress_flush,
     .compress_cancel = cpu_compress_cancel,

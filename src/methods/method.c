@@ -462,8 +462,9 @@ ks_status ks_method_compact(ks_method *m, int layer, int decode) {
     int64_t dropped = 0;
     for (int h = 0; h < m->Hk; h++) dropped += len[h] - m->n_keep[h];
     if (!dropped && ks_kvcache_slot(m->cache, layer) < 0) return KS_OK; /* keeping every row; in a slot: settle() */
-    /* a QUANT part's compaction releases rows it holds packed (the tokens stay): nothing is dropped to merge */
-    for (ks_method *p = m->head; p && dropped && m->ops->role != KS_ROLE_QUANT; p = p->next)
+    /* a CHANNELS or QUANT part's compaction releases rows it holds packed (the tokens stay): nothing is dropped to
+     * merge */
+    for (ks_method *p = m->head; p && dropped && m->ops->role < KS_ROLE_CHANNELS; p = p->next)
         if (p->ops->before_compact) KS_TRY(p->ops->before_compact(p, layer, m->keep, m->n_keep, m->cap, decode));
     for (ks_method *p = m->head; p; p = p->next) { /* every part's per-row arrays follow m's lists */
         if (p->row_mass) compact_rows(m, ks_method_row_mass(p, layer), 1);

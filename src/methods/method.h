@@ -211,7 +211,7 @@ typedef struct ks_method_layer {
     float mass_kept;       /* fraction of it on the rows kept after the prompt */
     float key_norm_mean, key_norm_max; /* L2 norms of the keys kept after the prompt */
     int cascade_past;      /* CakeKV cascading: the fewest past tokens any allocation so far gave the layer */
-    ks_method_quant quant; /* QUANT methods' record after the prompt; zero for the others */
+    ks_method_quant quant; /* QUANT methods' record after the prompt (ThinK's: held, bytes of its own storage) */
     /* A MERGE part (CaM): the rows that left the layer and their merges, at the prompt's end and while decoding */
     int merges_prompt, merges_decode; /* merges (over KV heads) */
     int64_t leaving;       /* rows that left (merged or not), prompt end and decode */
@@ -393,7 +393,7 @@ void ks_method_keep_ends(ks_method *m, int layer, int start, int recent);
 
 /* Compacts the layer to m->keep / m->n_keep (backend kv_compact; the row_mass and row_scores of every part of m's
  * chain follow, row_norm too at prefill). Right before, when rows go, every part with a before_compact hook (m included) sees
- * the keep lists (not for a QUANT part's compaction: it releases rows that stay held, packed). At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
+ * the keep lists (not for a CHANNELS or QUANT part's compaction: it releases rows that stay held, packed). At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
  * (except to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int layer, int decode);
 

@@ -8,14 +8,19 @@
  * channel first; NaN lowest) and the others kept in channel order. A head holding at most recent_size rows
  * prunes nothing (a short prompt; the reference crashes there), nor does any head with r = 0.
  *
- * Storage: the kept channels are the key channels the store's packed part keeps (kvstore.h quant_channels), so
- * ThinK needs a quantizing part after it: KIVI packs every key of the head on the kept channels only, while its
- * full-precision residual (the recent keys, the decode tokens until they are packed) keeps every channel, and
- * the decode attention reads the packed keys' logits over the kept channels. ThinK alone, storing its pruned
- * prefix without quantization, is not built (KS_ERR_UNSUPPORTED naming the fix). */
+ * Storage: the kept channels are the key channels the store's packed part keeps (kvstore.h quant_channels), and
+ * the decode attention reads a packed key's logit over its kept channels only.
+ * - With a quantizing part after it (SnapKV+ThinK+KIVI): KIVI packs every key of the head on the kept channels,
+ *   its full-precision residual (the recent keys, the decode tokens until they are packed) keeping all of them;
+ *   recent_size only says which heads prune.
+ * - Otherwise (ThinK, SnapKV+ThinK): ThinK reserves a raw packed part (kernels/kivi_args.h, KS_KIVI_RAW: the
+ *   cache's fp32 bits, exact) and packs each pruned head's prefix, its rows before the last recent_size, keys on
+ *   the kept channels and values whole; those rows leave the cache, so a head's dense rows are its recent_size
+ *   last prompt rows and the generated tokens, which keep every channel. */
 #include <math.h>
 #include <stddef.h>
 
+#include "backend/kv_kivi.h"
 #include "methods/budget.h"
 #include "methods/method.h"
 
@@ -53,13 +58,19 @@ static ks_status think_check(const ks_method *m) {
                                   o->kernel_size);
 }
 
-/* A quantizing part after ThinK stores the narrowed keys (its bind reserves the packed part). */
-static ks_status think_bind(ks_method *m) {
+/* 1 when a quantizing part after ThinK packs the keys (and reserves the packed part). */
+static int quant_after(const ks_method *m) {
     for (const ks_method *p = m->next; p; p = p->next)
-        if (p->ops->role == KS_ROLE_QUANT) return KS_OK;
-    return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: ThinK stores its narrowed keys in a quantizing part's "
-                   "packed cache; write it with KIVI after it (e.g. SnapKV+ThinK+KIVI or ThinK+KIVI): narrowed keys "
-                   "without quantization are not built", m->head->name);
+        if (p->ops->role == KS_ROLE_QUANT) return 1;
+    return 0;
+}
+
+/* Without a quantizer after it, the raw packed part of the pruned prefixes. */
+static ks_status think_bind(ks_method *m) {
+    if (quant_after(m)) return KS_OK;
+    const ks_kivi_params raw = {.k_bits = KS_KIVI_RAW, .v_bits = KS_KIVI_RAW, .group = 1, .residual = 1};
+    ks_status st = m->kv->ops->quant_reserve(m->kv, &raw);
+    return st == KS_OK ? KS_OK : ks_fail_context(st, "--acceleration %s: ThinK's pruned keys", m->head->name);
 }
 
 static int think_window(const ks_method *m) { return KS_METHOD_OPTS(m, think_opts)->window_size; }
@@ -94,6 +105,30 @@ static void keep_channels(ks_method *m, int h, int r) {
     m->n_chan[h] = n;
 }
 
+/* ThinK's own storage: each pruned head's rows before its last `recent` packed raw, then released from the
+ * cache (a compaction keeping the later rows); the layer's tokens held and bytes recorded. */
+static ks_status store_prefix(ks_method *m, int layer, int recent) {
+    const int32_t *len = ks_kvcache_len(m->cache, layer);
+    int32_t upto[KS_METHOD_MAX_KV_HEADS];
+    KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
+    for (int h = 0; h < m->Hk; h++) {
+        upto[h] = m->n_chan[h] < m->d ? len[h] - recent : 0; /* pruned heads hold more than recent rows */
+        int32_t *keep = m->keep + (size_t)h * m->cap;
+        for (int j = upto[h]; j < len[h]; j++) keep[j - upto[h]] = j;
+        m->n_keep[h] = len[h] - upto[h];
+    }
+    KS_TRY(m->kv->ops->quant_pack(m->kv, layer, upto, NULL));
+    KS_TRY(ks_method_compact(m, layer, 0));
+    ks_method_quant *q = &ks_method_layer_at(m, layer)->quant;
+    q->held = 0;
+    for (int h = 0; h < m->Hk; h++) {
+        ks_kivi_counts n = ks_kv_kivi_counts(m->cache->kivi, m->cache, layer, h);
+        q->held = n.n > q->held ? n.n : q->held;
+    }
+    q->bytes = ks_kv_kivi_layer_bytes(m->cache->kivi, m->cache, layer);
+    return KS_OK;
+}
+
 /* The layer's channel pruning over the rows its heads hold: scores, lists, the store's stored key channels. */
 static ks_status prune(ks_method *m, const ks_method_chunk *c) {
     const think_opts *o = KS_METHOD_OPTS(m, think_opts);
@@ -110,7 +145,8 @@ static ks_status prune(ks_method *m, const ks_method_chunk *c) {
         kept += m->n_chan[h];
     }
     ly->channels_kept = (float)(kept / m->Hk);
-    return m->kv->ops->quant_channels(m->kv, c->layer, m->chan_keep, m->n_chan, m->d);
+    KS_TRY(m->kv->ops->quant_channels(m->kv, c->layer, m->chan_keep, m->n_chan, m->d));
+    return quant_after(m) ? KS_OK : store_prefix(m, c->layer, o->recent_size);
 }
 
 static ks_status think_after_prefill_layer(ks_method *m, const ks_method_chunk *c) {
@@ -122,16 +158,21 @@ static ks_status think_after_prefill_layer(ks_method *m, const ks_method_chunk *
     return prune(m, c);
 }
 
+/* channels_kept; with its own storage, `kept` counts every token held (packed or not) and kv_bytes the layer's. */
 static void think_layer_stat(const ks_method *m, int layer, ks_layer_stat *row) {
-    row->channels_kept = ks_method_layer_at(m, layer)->channels_kept;
+    const ks_method_layer *ly = ks_method_layer_at(m, layer);
+    row->channels_kept = ly->channels_kept;
+    if (!ly->quant.held) return;
+    row->kept = ly->quant.held;
+    row->kv_bytes = ly->quant.bytes;
 }
 
 const ks_method_ops ks_method_think = {
     .name = "ThinK",
     .role = KS_ROLE_CHANNELS,
     .file = "think",
-    .summary = "query-driven key channel pruning per KV head (the lowest-scoring floor(d * ratio) channels), "
-               "stored through KIVI's packed keys",
+    .summary = "query-driven key channel pruning per KV head: the floor(d * ratio) lowest-scoring channels leave "
+               "the keys of all but the recent rows",
     .knobs = knobs,
     .opts_size = sizeof(think_opts),
     .check = think_check,
