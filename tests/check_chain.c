@@ -197,8 +197,9 @@ START_TEST(test_sense_errors) {
     expect_name_fail("SnapKV+", "an empty part", "SnapKV+KIVI");
     expect_name_fail("+SnapKV", "an empty part", NULL);
     expect_name_fail("SnapKV+Frobnicate", "in the composition SnapKV+Frobnicate: --acceleration Frobnicate: unknown "
-                     "method", "PyramidKV, CakeKV (selection); CaM (merging); ThinK (channels); KIVI (quantization); case does not "
-                     "matter");
+                     "method",
+                     "PyramidKV, CakeKV (selection); CaM (merging); ThinK (channels); KIVI (quantization); case does "
+                     "not matter");
     expect_name_fail("FullKV+SnapKV", "FullKV keeps the whole cache and cannot be a part of a composition", NULL);
     expect_name_fail("snapkv+none", "FullKV keeps the whole cache", NULL);
     expect_name_fail("H2O+SnapKV+L2Compress+PyramidKV+CakeKV+StreamingLLM+H2O+SnapKV+H2O", "more than 8 parts", NULL);

@@ -183,9 +183,14 @@ static void expect_attention(fixture *f) {
     }
     for (int i = 0; i < H * D; i++) f->q[i] = frand();
     ks_ref_attention_decode(want, f->q, kd, vd, len, CAP, H, HK, D, 0.5f);
-    ks_kvstore_cpu_attention_decode(&f->s, 0, got);
+    ks_kvstore_cpu_attention_decode(&f->s, 0, got); /* the fast path */
     for (int i = 0; i < H * D; i++)
         ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f, "[%d] %g vs %g", i, got[i], want[i]);
+    ks_kivi_head heads[HK];
+    for (int h = 0; h < HK; h++) heads[h] = ks_kv_kivi_head(kq, &f->cache, 0, h);
+    ks_kivi_attention_decode(got, f->q, heads, &kq->shape, H, HK, 0.5f); /* the format's reference */
+    for (int i = 0; i < H * D; i++)
+        ck_assert_msg(fabsf(got[i] - want[i]) <= 1e-5f, "[%d] %g vs %g (reference)", i, got[i], want[i]);
 }
 
 START_TEST(test_decode_attention) {

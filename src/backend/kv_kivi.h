@@ -90,8 +90,9 @@ ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, co
 ks_kivi_head ks_kv_kivi_head(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
 
 /* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words),
- * value codes (v_words words per packed token; raw: d), fp16 scales and zeros of the packed groups (raw: none), and c->elem_bytes per element of
- * the full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each head. Stale rows (packed in both)
+ * value codes (v_words words per packed token; raw: d), fp16 scales and zeros of the packed groups (raw: none),
+ * and c->elem_bytes per element of the full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each
+ * head. Stale rows (packed in both)
  * are not counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
 int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
 /* The same summed over the cache's layers. */

@@ -1,7 +1,7 @@
 /* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK,
- * KIVI and FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the NULL-terminated registry
- * ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state, and the forward pass
- * calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
+ * KIVI and FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the
+ * NULL-terminated registry ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state,
+ * and the forward pass calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
  *
  *     ks_method *m;
  *     const char *opts[] = {"max_capacity_prompt=1024", "pooling=maxpool"};
@@ -392,9 +392,10 @@ void ks_method_keep_top(ks_method *m, int layer, const float *scores, int k, int
 void ks_method_keep_ends(ks_method *m, int layer, int start, int recent);
 
 /* Compacts the layer to m->keep / m->n_keep (backend kv_compact; the row_mass and row_scores of every part of m's
- * chain follow, row_norm too at prefill). Right before, when rows go, every part with a before_compact hook (m included) sees
- * the keep lists (not for a CHANNELS or QUANT part's compaction: it releases rows that stay held, packed). At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept
- * (except to move a layer out of a prefill slot). */
+ * chain follow, row_norm too at prefill). Right before, when rows go, every part with a before_compact hook (m
+ * included) sees the keep lists (not for a CHANNELS or QUANT part's compaction: it releases rows that stay held,
+ * packed). At prefill (decode 0) it marks m's layer compressed when rows go. No-op when every row is kept (except
+ * to move a layer out of a prefill slot). */
 ks_status ks_method_compact(ks_method *m, int layer, int decode);
 
 /* The checks shared by the window methods: a token-count `capacity` (knob cap_name) must exceed window_size;
