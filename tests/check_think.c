@@ -1,12 +1,17 @@
-/* check_think.c — ThinK, key channel pruning (src/methods/think.c), stored through KIVI's packed keys.
+/* check_think.c — ThinK, key channel pruning (src/methods/think.c): stored through KIVI's packed keys
+ * (ThinK+KIVI) or, without a quantizer, as its own raw packed prefix (kernels/kivi_args.h, KS_KIVI_RAW).
  *
  *     check_think           on the cpu KV store over a cache the tests fill: the kept channels of hand-built
- *                           Q/K (group mean, ties), the bytes by the formula, the decode attention over keys
- *                           packed on the kept channels (a later key block on the same channels), a short prompt
- *                           and a new sequence storing every channel, the errors
- *     check_think smollm2   SmolLM2 (label "model"): SnapKV+ThinK+KIVI with ratio 0 is SnapKV+KIVI bit for bit;
- *                           with the default ratio it runs, every head keeps d - floor(0.4 d) channels, and the
- *                           bytes follow the formula
+ *                           Q/K (group mean, ties) and the bytes by the formula, with KIVI; the decode attention
+ *                           over keys packed on the kept channels (a later key block on the same channels), the
+ *                           fast path and the format's reference against the plain reference; a short prompt and
+ *                           a new sequence storing every channel; the errors; the raw encoding's round trip;
+ *                           ThinK alone on the hand-built Q/K (counts, released rows, bytes) and on random rows
+ *                           (decode attention before and after decode tokens, values exact)
+ *     check_think smollm2   SmolLM2 (label "model"): SnapKV+ThinK+KIVI with ratio 0 is SnapKV+KIVI bit for bit,
+ *                           with the default ratio every head keeps d - floor(0.4 d) channels and the bytes follow
+ *                           the formula; ThinK alone and SnapKV+ThinK with ratio 0 are SnapKV bit for bit;
+ *                           SnapKV+ThinK prunes with the formula's bytes, the same with a budget-sized cache
  */
 #include <check.h>
 #include <math.h>
@@ -371,13 +376,13 @@ static void formula(const ks_kvcache *c, run *out) {
 
 /* Greedy tokens and statistics of `name` on the prompt; with a packed part, its bytes by the formula, and when
  * `packs`, the statistics' kv_bytes summing to the prefill's bytes. */
-static void generate(const ks_model *model, const char *name, const char *const *opts, int n_opts, const ks_ids *ids,
-                     int packs, run *out) {
+static void generate_in(const ks_model *model, const char *name, const char *const *opts, int n_opts,
+                        const ks_ids *ids, int packs, ks_forward_cache cache, run *out) {
     ks_method *m;
     ks_forward f = {0};
     ck_assert_msg(ks_method_create(&m, name, NULL, opts, n_opts) == KS_OK, "%s", ks_last_error());
     ks_forward_params fp = {.device = "cpu", .max_ctx = ids->n + NEW, .max_new = NEW, .chunk = 64,
-                            .cache = KS_CACHE_FULL};
+                            .cache = cache};
     ck_assert_msg(ks_forward_init(&f, model, m, &fp) == KS_OK, "%s", ks_last_error());
     ks_generate_params gp = {.max_new_tokens = NEW};
     ck_assert_msg(ks_generate(&f, ids->ids, ids->n, &gp, out->tokens, &out->r) == KS_OK, "%s", ks_last_error());
@@ -403,6 +408,11 @@ static void expect_same_stat(const ks_layer_stat *a, const ks_layer_stat *b) {
                   a->residual_k == b->residual_k && a->residual_v == b->residual_v && a->kv_bytes == b->kv_bytes &&
                   a->merges_prompt == b->merges_prompt && a->merges_decode == b->merges_decode,
                   "layer %d statistics differ", a->layer);
+}
+
+static void generate(const ks_model *model, const char *name, const char *const *opts, int n_opts, const ks_ids *ids,
+                     int packs, run *out) {
+    generate_in(model, name, opts, n_opts, ids, packs, KS_CACHE_FULL, out);
 }
 
 START_TEST(test_smollm2) {
@@ -480,6 +490,10 @@ START_TEST(test_smollm2_alone) {
         ck_assert_int_eq(pruned.st[l].kv_bytes, (int64_t)Hk * (26 * kc * 4 + 26 * d * 4 + 2 * 8 * d * 4));
     }
     ck_assert(pruned.r.kv_bytes_prefill < snap.r.kv_bytes_prefill);
+    /* a budget-sized cache (34 rows + the generation per layer, the prompt through the prefill slots): the same */
+    generate_in(&model, "SnapKV+ThinK", pruned_o, 2, &ids, 1, KS_CACHE_BUDGET, &after);
+    ck_assert(!memcmp(after.tokens, pruned.tokens, sizeof pruned.tokens));
+    ck_assert(after.r.kv_bytes_prefill == pruned.r.kv_bytes_prefill && after.r.kv_bytes_end == pruned.r.kv_bytes_end);
     ks_ids_free(&ids);
     ks_tokenizer_free(tok);
     ks_model_free(&model);
