@@ -54,6 +54,8 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
     for (int i = 0; i < n; i++) {
         ks_log_info("layer %2d: budget %6d kept %6d window mass kept %.4f key norm mean %.3f max %.3f", st[i].layer,
                     st[i].budget, st[i].kept, st[i].attn_mass_kept, st[i].key_norm_mean, st[i].key_norm_max);
+        if (st[i].channels_kept > 0)
+            ks_log_info("layer %2d: key channels kept per KV head %.1f", st[i].layer, st[i].channels_kept);
         if (m->ops->role == KS_ROLE_QUANT)
             ks_log_info("layer %2d: relative error K %.4f V %.4f, full precision K %d V %d tokens, %.1f KiB",
                         st[i].layer, st[i].quant_error, st[i].quant_error_v, st[i].residual_k, st[i].residual_v,
@@ -139,7 +141,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     ks_log_info("KV storage: %.2f MiB allocated (%s)", (double)ks_kvcache_elems(kc) * 2 * kc->elem_bytes / (1 << 20),
                 kc->n_slots ? "budget-sized: each layer's own rows plus the prefill slots" : "full");
     if (kc->kivi)
-        ks_log_info("KV storage: %.2f MiB allocated for the packed tokens (KIVI, the whole context)",
+        ks_log_info("KV storage: %.2f MiB allocated for the packed tokens (KIVI's or ThinK's, the whole context)",
                     (double)ks_kv_kivi_alloc_bytes(kc->kivi) / (1 << 20));
 done:
     free(out);
