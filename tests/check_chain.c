@@ -475,9 +475,7 @@ START_TEST(test_smollm2_noop_part) {
         free(ra.pos), free(rb.pos);
         ks_method_free(a), ks_method_free(b);
     }
-    ks_ids_free(&ids);
-    ks_tokenizer_free(tok);
-    ks_model_free(&model);
+    ks_test_smollm2_free(&model, tok, &ids);
 }
 END_TEST
 

@@ -623,9 +623,7 @@ START_TEST(test_smollm2) {
     ck_assert(ids.n > 32);
     compare_caches(&model, short_r, 1, 32, ids.ids, ids.n, NEW, got, &r);
     ck_assert(r.kv_bytes_prefill < r.kv_bytes_full);
-    ks_ids_free(&ids);
-    ks_tokenizer_free(tok);
-    ks_model_free(&model);
+    ks_test_smollm2_free(&model, tok, &ids);
 }
 END_TEST
 

@@ -1313,9 +1313,7 @@ START_TEST(test_smollm2_methods) {
         ks_forward_free(&f);
         ks_method_free(m);
     }
-    ks_ids_free(&ids);
-    ks_tokenizer_free(tok);
-    ks_model_free(&model);
+    ks_test_smollm2_free(&model, tok, &ids);
 }
 END_TEST
 

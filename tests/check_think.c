@@ -449,9 +449,7 @@ START_TEST(test_smollm2) {
         saved += (int64_t)model.cfg.n_kv_heads * (d - kc) * ((nq_k + 15) / 16 * 4 + nq_k / 16 * 4);
     }
     ck_assert_int_eq(base.r.kv_bytes_prefill - pruned.r.kv_bytes_prefill, saved);
-    ks_ids_free(&ids);
-    ks_tokenizer_free(tok);
-    ks_model_free(&model);
+    ks_test_smollm2_free(&model, tok, &ids);
 }
 END_TEST
 
@@ -494,9 +492,7 @@ START_TEST(test_smollm2_alone) {
     generate_in(&model, "SnapKV+ThinK", pruned_o, 2, &ids, 1, KS_CACHE_BUDGET, &after);
     ck_assert(!memcmp(after.tokens, pruned.tokens, sizeof pruned.tokens));
     ck_assert(after.r.kv_bytes_prefill == pruned.r.kv_bytes_prefill && after.r.kv_bytes_end == pruned.r.kv_bytes_end);
-    ks_ids_free(&ids);
-    ks_tokenizer_free(tok);
-    ks_model_free(&model);
+    ks_test_smollm2_free(&model, tok, &ids);
 }
 END_TEST
 

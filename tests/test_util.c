@@ -55,3 +55,9 @@ void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids) {
                                               "boat. Answer:",
                                         0, ids) == KS_OK);
 }
+
+void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids) {
+    ks_ids_free(ids);
+    ks_tokenizer_free(tok);
+    ks_model_free(model);
+}
