@@ -175,6 +175,74 @@ START_TEST(test_attention_chunked) {
 }
 END_TEST
 
+/* A block list for a chunk of n queries at pos0 (blocks of B): every causal block if keep_all, else each
+ * (head, query block) row keeps a random subset (ascending; possibly empty). */
+static ks_block_list random_block_list(int H, int n, int pos0, int B, int keep_all, unsigned seed) {
+    ks_block_list l = {.block = B, .H = H, .qb0 = pos0 / B, .n_qblocks = ks_block_rows_of(pos0, n, B)};
+    int rows = H * l.n_qblocks, max_cols = (pos0 + n) / B + 1;
+    l.row_start = malloc(sizeof(int32_t) * (size_t)(rows + 1));
+    l.cols = malloc(sizeof(int32_t) * (size_t)rows * max_cols);
+    l.row_start[0] = 0;
+    for (int r = 0, c = 0; r < rows; r++) {
+        int qb = l.qb0 + r % l.n_qblocks;
+        for (int kb = 0; kb <= qb; kb++) {
+            seed = seed * 1103515245u + 12345u;
+            if (keep_all || (seed >> 16) % 3 != 0) l.cols[c++] = kb;
+        }
+        l.row_start[r + 1] = c;
+    }
+    return l;
+}
+
+/* Block-sparse prefill: a full list equals dense attention exactly; a sparse list equals, query by query, the
+ * attention over just its listed keys (gathered into a cache of their own, attended as a decode step attends
+ * every row it holds). */
+START_TEST(test_attention_sparse) {
+    const att_case cases[] = {{37, 0, 6, 2, 40, 0}, {29, 21, 4, 2, 16, 0}, {40, 50, 4, 1, 8, 13}};
+    const int B = 8;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        att_case a = cases[c];
+        int n_kv = a.pos0 + a.n, cap = n_kv, G = a.H / a.Hk;
+        int32_t valid[8];
+        for (int g = 0; g < a.Hk; g++) valid[g] = n_kv;
+        float *q = rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
+              *v = cache_buf(a.Hk, cap, a.d, valid);
+        size_t no = (size_t)a.n * a.H * a.d;
+        float *want = malloc(sizeof(float) * no), *got = nan_buf(no), scale = 1.0f / sqrtf((float)a.d);
+
+        ks_block_list full = random_block_list(a.H, a.n, a.pos0, B, 1, 0);
+        ks_ref_attention(want, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale);
+        ks_ref_attention_sparse(got, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale, &full);
+        assert_close(got, want, no, 0.0f, "sparse prefill, full list");
+
+        ks_block_list l = random_block_list(a.H, a.n, a.pos0, B, 0, (unsigned)c + 7);
+        ks_ref_attention_sparse(got, q, k, v, a.n, n_kv, cap, a.H, a.Hk, a.d, a.pos0, a.window, scale, &l);
+        float *kg = malloc(sizeof(float) * (size_t)n_kv * a.d), *vg = malloc(sizeof(float) * (size_t)n_kv * a.d);
+        for (int t = 0; t < a.n; t++)
+            for (int h = 0; h < a.H; h++) {
+                int qpos = a.pos0 + t, row = ks_block_row(&l, h, qpos / B);
+                int32_t m = 0;
+                for (int i = l.row_start[row]; i < l.row_start[row + 1]; i++)
+                    for (int j = l.cols[i] * B; j < (l.cols[i] + 1) * B; j++) {
+                        if (j > qpos || (a.window > 0 && j <= qpos - a.window)) continue;
+                        size_t src = ((size_t)(h / G) * cap + j) * a.d;
+                        memcpy(kg + (size_t)m * a.d, k + src, sizeof(float) * a.d);
+                        memcpy(vg + (size_t)m * a.d, v + src, sizeof(float) * a.d);
+                        m++;
+                    }
+                float *o = want + ((size_t)t * a.H + h) * a.d;
+                if (m == 0)
+                    for (int i = 0; i < a.d; i++) o[i] = 0;
+                else
+                    ks_ref_attention_decode(o, q + ((size_t)t * a.H + h) * a.d, kg, vg, &m, n_kv, 1, 1, a.d, scale);
+            }
+        assert_close(got, want, no, 0.0f, "sparse prefill vs its gathered keys");
+        free(full.row_start), free(full.cols), free(l.row_start), free(l.cols), free(kg), free(vg);
+        free(q), free(k), free(v), free(want), free(got);
+    }
+}
+END_TEST
+
 START_TEST(test_attention_decode) {
     int H = 12, Hk = 4, d = 56, cap = 300, G = H / Hk;
     int32_t len[4] = {1, 77, 300, 160}; /* per-KV-head lengths, as after per-head compression */
@@ -401,6 +469,7 @@ int main(void) {
     tcase_add_test(tc, test_swiglu);
     tcase_add_test(tc, test_attention_prefill);
     tcase_add_test(tc, test_attention_chunked);
+    tcase_add_test(tc, test_attention_sparse);
     tcase_add_test(tc, test_attention_decode);
     tcase_add_test(tc, test_window_scores);
     tcase_add_test(tc, test_attention_decode_probs);

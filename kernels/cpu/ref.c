@@ -50,24 +50,33 @@ void ks_ref_embed(float *out, const int32_t *tokens, int n, const float *table, 
 }
 
 /* softmax(q k^T * scale) v for one query over keys rows [lo, hi) of one KV head (k, v: (rows, d)). */
-static void attend_one(float *out, const float *q, const float *k, const float *v, int lo, int hi, int d,
-                       float scale) {
+/* out (d) = softmax(q k_j^T * scale) v over the keys j of the ranges [lo[r], hi[r]) (disjoint, ascending); no
+ * key at all gives 0. */
+static void attend_ranges(float *out, const float *q, const float *k, const float *v, const int *lo, const int *hi,
+                          int nr, int d, float scale) {
     float mx = -INFINITY;
-    for (int j = lo; j < hi; j++) {
-        double s = 0;
-        for (int i = 0; i < d; i++) s += (double)q[i] * k[(size_t)j * d + i];
-        if ((float)(s * scale) > mx) mx = (float)(s * scale);
-    }
+    for (int r = 0; r < nr; r++)
+        for (int j = lo[r]; j < hi[r]; j++) {
+            double s = 0;
+            for (int i = 0; i < d; i++) s += (double)q[i] * k[(size_t)j * d + i];
+            if ((float)(s * scale) > mx) mx = (float)(s * scale);
+        }
     double denom = 0, acc[d];
     for (int i = 0; i < d; i++) acc[i] = 0;
-    for (int j = lo; j < hi; j++) {
-        double s = 0;
-        for (int i = 0; i < d; i++) s += (double)q[i] * k[(size_t)j * d + i];
-        double p = exp((double)(float)(s * scale) - mx);
-        denom += p;
-        for (int i = 0; i < d; i++) acc[i] += p * v[(size_t)j * d + i];
-    }
-    for (int i = 0; i < d; i++) out[i] = (float)(acc[i] / denom);
+    for (int r = 0; r < nr; r++)
+        for (int j = lo[r]; j < hi[r]; j++) {
+            double s = 0;
+            for (int i = 0; i < d; i++) s += (double)q[i] * k[(size_t)j * d + i];
+            double p = exp((double)(float)(s * scale) - mx);
+            denom += p;
+            for (int i = 0; i < d; i++) acc[i] += p * v[(size_t)j * d + i];
+        }
+    for (int i = 0; i < d; i++) out[i] = denom > 0 ? (float)(acc[i] / denom) : 0.0f;
+}
+
+static void attend_one(float *out, const float *q, const float *k, const float *v, int lo, int hi, int d,
+                       float scale) {
+    attend_ranges(out, q, k, v, &lo, &hi, 1, d, scale);
 }
 
 void ks_ref_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
@@ -83,6 +92,32 @@ void ks_ref_attention(float *out, const float *q, const float *k, const float *v
                        d, scale);
         }
     }
+}
+
+void ks_ref_attention_sparse(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                             int H, int Hk, int d, int q_pos0, int window, float scale, const ks_block_list *l) {
+    int G = H / Hk, B = l->block;
+    size_t max_blocks = (size_t)(q_pos0 + n) / (size_t)B + 1;
+    int *lo = malloc(max_blocks * sizeof *lo), *hi = malloc(max_blocks * sizeof *hi);
+    for (int t = 0; t < n; t++) {
+        int qpos = q_pos0 + t;
+        int top = qpos + 1 < n_kv ? qpos + 1 : n_kv;
+        int bottom = window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
+        for (int h = 0; h < H; h++) {
+            int row = ks_block_row(l, h, qpos / B), nr = 0;
+            for (int c = l->row_start[row]; c < l->row_start[row + 1]; c++) {
+                int a = l->cols[c] * B, b = a + B;
+                if (a < bottom) a = bottom;
+                if (b > top) b = top;
+                if (a < b) lo[nr] = a, hi[nr++] = b;
+            }
+            size_t kv_off = (size_t)(h / G) * cap * d;
+            attend_ranges(out + ((size_t)t * H + h) * d, q + ((size_t)t * H + h) * d, k + kv_off, v + kv_off, lo, hi,
+                          nr, d, scale);
+        }
+    }
+    free(lo);
+    free(hi);
 }
 
 void ks_ref_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *len,

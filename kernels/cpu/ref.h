@@ -15,7 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kv_args.h" /* the argument types of the KV-cache compression ops */
+#include "block_list.h" /* the block lists of sparse prefill */
+#include "kv_args.h"    /* the argument types of the KV-cache compression ops */
 
 /* out (n, D) = x * w / sqrt(mean(x^2) + eps), per row. out may alias x. */
 void ks_ref_rmsnorm(float *out, const float *x, const float *w, int n, int D, float eps);
@@ -42,6 +43,12 @@ void ks_ref_embed(float *out, const int32_t *tokens, int n, const float *table, 
  *   out (n, H, d) = softmax(q k^T * scale) v, softmax in fp32 with max subtraction. */
 void ks_ref_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
                       int H, int Hk, int d, int q_pos0, int window, float scale);
+
+/* Block-sparse causal prefill: ks_ref_attention restricted to the key blocks l lists for each query's (head,
+ * query block) row (block_list.h); the causal mask and window still apply inside a listed block. A full list
+ * gives ks_ref_attention's output. */
+void ks_ref_attention_sparse(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                             int H, int Hk, int d, int q_pos0, int window, float scale, const ks_block_list *l);
 
 /* One decode query per head against per-KV-head variable-length caches (compressed caches keep their
  * own lengths): q (H, d); k,v (Hk, cap, d); len (Hk) valid rows; every valid row is attended
