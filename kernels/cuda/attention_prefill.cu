@@ -131,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
                         if (!full) {
                             int key = kb + j * 8 + (lane & 3) * 2 + c;
                             int p = a.q_pos0 + (v0 + warp * 32 + s * 16 + e * 8 + (lane >> 2)) / G;
-                            if (!(ks_prefill_visible(a, key, p) && walk.listed(cur, p))) x = -INFINITY;
+                            if (!(ks_prefill_visible(a, key, p) & walk.listed(cur, p))) x = -INFINITY;
                         }
                         sc[s][j][2 * e + c] = x;
                         mx = fmaxf(mx, x);
@@ -285,7 +285,8 @@ extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const
         return ks_attention_generic_launch(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, NULL,
                                            NULL, scale, s);
     }
-    prefill_args a = ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
+    prefill_args a =
+        ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     // The sm_90a binary holds the wgmma kernel; other GPUs run the mma.sync one (from the PTX target).
     if (d == 128 && ks_device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);
     return ks_prefill_launch_sm80(a, Hk, d, s);
@@ -296,6 +297,7 @@ extern "C" ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, 
                                                     int H, int Hk, int d, int q_pos0, int window, float scale,
                                                     float *lse, cudaStream_t s) {
     if (n <= 0) return KS_OK;
-    prefill_args a = ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
+    prefill_args a =
+        ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     return ks_prefill_launch_sm80(a, Hk, d, s);
 }

@@ -41,13 +41,14 @@ struct sparse_tile {
 };
 
 // Q, the K and V rings, the full and empty barriers, the sparse tiles of the stages, alignment slack.
-constexpr int kSmem = (int)(kQBytes + 2 * kStages * kKVBytes) + 16 * kStages + (int)sizeof(sparse_tile) * kStages + 1024;
+constexpr int kSmem =
+    (int)(kQBytes + 2 * kStages * kKVBytes) + 16 * kStages + (int)sizeof(sparse_tile) * kStages + 1024;
 
 template <class List>
 struct ws_params {
     prefill_args a;
     List list;
-    CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x kBN x 1 (sparse: 64 x kChunk x 1)
+    CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x kBN (sparse: kChunk) x 1
 };
 
 #ifdef KS_SM90A
@@ -128,18 +129,15 @@ struct dense_tiles {
     }
 };
 
-// The consumers' view of the block-sparse tiles: their count from the block's own walk (the producer's), each
-// tile's chunks from its stage's sparse_tile.
+// The consumers' view of the block-sparse tiles: their count from the chunks of the producer's walk (counted by
+// each warp), each tile's chunks from its stage's sparse_tile.
 struct sparse_tiles {
     const ks_sparse_cta &cta;
     const prefill_range &rg;
     const sparse_tile *info;
+    int lane;
     __device__ __forceinline__ int count() const {
-        auto walk = cta.keys<kChunk>(rg);
-        key_chunk c;
-        int chunks = 0;
-        while (walk.next(c)) chunks++;
-        return (chunks + kChunks - 1) / kChunks;
+        return (cta.keys<kChunk>(rg).count_warp(lane) + kChunks - 1) / kChunks;
     }
     __device__ __forceinline__ void softmax(int, int st, const float s[kBN / 2], uint32_t pa[kBN / 16][4], float m[2],
                                             float l[2], float alpha[2], const int pos[2], int lane) const {
@@ -153,13 +151,13 @@ struct sparse_tiles {
         });
     }
 };
-__device__ __forceinline__ dense_tiles tiles_of(const ks_dense_cta &cta, const prefill_range &rg,
-                                                const sparse_tile *) {
+__device__ __forceinline__ dense_tiles tiles_of(const ks_dense_cta &cta, const prefill_range &rg, const sparse_tile *,
+                                                int) {
     return {cta.a, rg};
 }
 __device__ __forceinline__ sparse_tiles tiles_of(const ks_sparse_cta &cta, const prefill_range &rg,
-                                                 const sparse_tile *info) {
-    return {cta, rg, info};
+                                                 const sparse_tile *info, int lane) {
+    return {cta, rg, info, lane};
 }
 
 // Consumer warpgroup wg (warp wl of it): its 64 rows of Q (the block's rows from v0, query heads of qkvh's
@@ -266,7 +264,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (wl == 0 && lane == 0) produce(p, cta, rg, k_ring, v_ring, full0, empty0, info);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-        consume(cta.a, tiles_of(cta, rg, info), q_s, k_ring, v_ring, full0, empty0, cta.v0, cta.qkvh, wg, wl, lane);
+        consume(cta.a, tiles_of(cta, rg, info, lane), q_s, k_ring, v_ring, full0, empty0, cta.v0, cta.qkvh, wg, wl,
+                lane);
     }
 #else
     __trap(); // only the sm_90a binary holds this kernel; the launcher never selects it elsewhere
@@ -304,6 +303,6 @@ ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s) 
 }
 
 ks_status ks_prefill_sparse_launch_sm90(const prefill_args &a, const ks_sparse_list &l, int Hk, cudaStream_t s) {
-    static_assert(kSm90BM == kSparseTile && 64 % kChunk == 0, "a sparse tile is one block of rows; chunks split blocks");
+    static_assert(kSm90BM == kSparseTile && 64 % kChunk == 0, "a tile is one block of rows; chunks split blocks");
     return launch<ks_sparse_cta>(a, l, Hk, kChunk, ks_sparse_grid(a), s);
 }

@@ -54,6 +54,32 @@ struct ks_sparse_walk {
             return true;
         }
     }
+    // The number of chunks a fresh walk returns, counted by the 32 lanes of a warp together (all active; every lane
+    // gets it): the chunks in [lo, hi) of each block of list a, and of each block of list b that a lacks.
+    __device__ __forceinline__ int count_warp(int lane) const {
+        int n = 0;
+        for (const int32_t *p = a + lane; p < a_end; p += 32) n += chunks_of(__ldg(p));
+        for (const int32_t *p = b + lane; p < b_end; p += 32) {
+            const int kb = __ldg(p);
+            if (!in_a(kb)) n += chunks_of(kb);
+        }
+        return __reduce_add_sync(0xffffffffu, n);
+    }
+    // Chunks of key block kb that reach into [lo, hi) (block starts are multiples of C).
+    __device__ __forceinline__ int chunks_of(int kb) const {
+        const int x = max(kb << shift, lo), y = min((kb + 1) << shift, hi);
+        return x < y ? (y + C - 1) / C - x / C : 0;
+    }
+    // List a (ascending) holds kb: binary search.
+    __device__ __forceinline__ bool in_a(int kb) const {
+        const int32_t *l = a, *r = a_end;
+        while (l < r) {
+            const int32_t *m = l + (r - l) / 2;
+            if (__ldg(m) < kb) l = m + 1;
+            else r = m;
+        }
+        return l < a_end && __ldg(l) == kb;
+    }
     // The row of absolute query position pos lists chunk c.
     __device__ __forceinline__ bool listed(const key_chunk &c, int pos) const {
         return (c.mask >> ((pos >> shift) - qb_first)) & 1;

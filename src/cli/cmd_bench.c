@@ -3,8 +3,9 @@
  * (median of --repeat runs up to 32K, one run beyond), decode ms/token on the full cache (the cache filled by
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
  * alone in TFLOP/s, and with --sparse_densities the block-sparse prefill kernel at those densities of random
- * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks). Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
- * puts side by side with PyTorch + transformers and the physical floor.
+ * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks). Prints a table and writes
+ * JSON that `jobs/bench_torch.py --compare torch.json F.json` puts side by side with PyTorch + transformers and
+ * the physical floor.
  *
  * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
  * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every method,
@@ -426,8 +427,8 @@ static void job_free(bench_job *j) {
 static ks_status sparse_attention_table(const ks_model_config *c, const bench_args *a, sparse_table *sp) {
     sp->block = a->sparse_block, sp->nd = a->nd;
     memcpy(sp->dens, a->dens, sizeof(double) * a->nd);
-    printf("\n| sparse attention kernel, causal, %d/%d heads x %d, blocks of %d | density | blocks kept | ms | dense ms "
-           "| speedup | TFLOP/s (computed blocks) |\n|---|---|---|---|---|---|---|\n",
+    printf("\n| sparse attention kernel, causal, %d/%d heads x %d, blocks of %d | density | blocks kept | ms "
+           "| dense ms | speedup | TFLOP/s (computed blocks) |\n|---|---|---|---|---|---|---|\n",
            c->n_heads, c->n_kv_heads, c->head_dim, a->sparse_block);
     for (int i = 0; i < a->na; i++) {
         sparse_row *r = &sp->rows[i];
