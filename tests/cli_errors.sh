@@ -75,6 +75,9 @@ expect device_words "--device gpu0: use cpu, cuda, or GPU indices" "${EV[@]}" --
 expect bench_gp_num_share "--gp_num 1/2: kvscope bench measures one model instance" "$KV" bench --gp_num 1/2
 expect bench_gp_num_ranks "--gp_num 2 with 1 rank \\(mpirun -np 1\\).*mpirun -np 2 kvscope bench --gp_num 2" "$KV" bench --gp_num 2
 expect bench_gp_num_methods "--acceleration with --gp_num 2: .*one GPU" "$KV" bench --gp_num 2 --acceleration SnapKV
+expect bench_sparse_density "--sparse_densities '0,0.5': expected .*fractions in \\(0, 1\\]" "$KV" bench --sparse_densities 0,0.5
+expect bench_sparse_block "--sparse_block 32: must be 64 or 128" "$KV" bench --sparse_densities 0.1 --sparse_block 32
+expect bench_sparse_methods "--sparse_densities times the attention kernel alone" "$KV" bench --sparse_densities 0.1 --acceleration SnapKV
 # Without a GPU: a build without the cuda backend says so, a build with it says there is no GPU.
 if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   expect bench_no_gpu "this kvscope build has no CUDA backend|measures the GPU, but this machine has no usable GPU" "$KV" bench --lengths 4096
