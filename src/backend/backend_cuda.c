@@ -212,13 +212,27 @@ static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0)
     return KS_OK;
 }
 
-/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the one place its kernel
- * is called from. */
-static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0,
-                                               const ks_block_list *blocks) {
-    (void)b, (void)layer, (void)n, (void)pos0, (void)blocks;
-    return ks_fail(KS_ERR_UNSUPPORTED, "sparse prefill (block lists of key blocks) is not yet on the cuda backend; "
-                                       "run it with --device cpu");
+/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the host list goes to the
+ * device arrays sized at init (block_rows, block_cols), then ks_cuda_attention_prefill_sparse. The copies are
+ * from pageable memory, so each returns once the list is staged and the host may rewrite it for the next layer. */
+static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0, const ks_block_list *l) {
+    const ks_model_config *c = b->cfg;
+    if (l->block != b->sparse_block)
+        return ks_fail(KS_ERR_ARG, "a block list of %d-token blocks on a cuda backend built for %d (0: none); "
+                                   "pass the method to the forward's init", l->block, b->sparse_block);
+    KS_ASSERT(l->H == c->n_heads && l->qb0 == pos0 / l->block && l->n_qblocks == ks_block_rows_of(pos0, n, l->block));
+    const size_t rows = (size_t)l->H * l->n_qblocks;
+    CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, (rows + 1) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(b->block_cols, l->cols, (size_t)l->row_start[rows] * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, b->stream));
+    ks_block_list on_device = *l;
+    on_device.row_start = b->block_rows, on_device.cols = b->block_cols;
+    return ks_cuda_attention_prefill_sparse(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width,
+                                            ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), n, pos0 + n,
+                                            ks_kvcache_stride(&b->cache, layer), c->n_heads, c->n_kv_heads,
+                                            c->head_dim, pos0, ks_cuda_layer_window(c, layer), ks_cuda_attn_scale(c),
+                                            NULL, &on_device, b->stream);
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks) {

@@ -94,6 +94,9 @@ struct ks_backend {
                                    dims the attention cannot give them for */
     int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
                                    and rows */
+    int sparse_block;           /* ks_backend_params.sparse_block: B of the block lists below, 0: none */
+    int32_t *block_rows;        /* (H (max_chunk / B + 2) + 1) a sparse prefill chunk's row offsets, device */
+    int32_t *block_cols;        /* (H (max_chunk / B + 2) (cap / B + 1)) its key blocks, device */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_merge *merge_list;       /* (Hk * cap) device merge lists (v_merge), then Hk int32 counts */
     /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */
