@@ -29,6 +29,9 @@
  *   composition  the tiny model on the cuda backend: SnapKV, PyramidKV and H2O each composed with a part that
  *                does nothing at the prompt's end and at every decode step (a hooked decode graph) keep the
  *                rows, KV bytes and greedy tokens of the selection alone
+ *   KIVI         the tiny model on the cuda store's packed part: a residual longer than the sequence gives
+ *                FullKV's tokens and bytes; a short one the cpu backend's counts and bytes (bf16 rows) after the
+ *                prompt and decode steps, its errors within 10%, and tokens as close as FullKV's (test_kivi)
  */
 #include <check.h>
 #include <math.h>
@@ -42,6 +45,7 @@
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
+#include "backend/kv_kivi.h"
 #include "backend/kvstore_cpu.h"
 #include "speed/speed_model.h"
 #include "engine/generate.h"
@@ -1029,6 +1033,166 @@ START_TEST(test_tiny_model) {
 }
 END_TEST
 
+/* ---- KIVI on the cuda backend ------------------------------------------------------------------------------ */
+
+enum { KIVI_N = 90, KIVI_NEW = 24, KIVI_HEADS = KS_METHOD_MAX_LAYERS * 8 };
+
+/* A KIVI forward on `device` (full cache for the prompt and KIVI_NEW tokens, chunks of 40). */
+typedef struct kivi_run {
+    ks_forward f;
+    ks_method *m;
+    ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+} kivi_run;
+
+static void kivi_open(kivi_run *r, const ks_model *model, const char *device, const char *const *opts, int n_opts) {
+    memset(r, 0, sizeof *r);
+    CK_KS(ks_method_create(&r->m, "KIVI", NULL, opts, n_opts));
+    ks_forward_params fp = {.device = device, .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
+                            .cache = KS_CACHE_FULL};
+    CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
+}
+
+/* The counts of every (layer, KV head) into n; returns how many. */
+static int kivi_counts(kivi_run *r, ks_kivi_counts *n) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    ck_assert(c->kivi && c->n_layers * c->n_kv_heads <= KIVI_HEADS);
+    int i = 0;
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) n[i++] = ks_kv_kivi_counts(c->kivi, c, l, g);
+    return i;
+}
+
+/* The cuda run's counts equal the cpu run's, head by head (the flush and release rules follow counts only), and
+ * its bytes are the cpu's with each full-precision element 2 bytes instead of 4 (bf16 against fp32 rows; codes,
+ * scales and zeros the same). */
+static void kivi_same_counts(kivi_run *cpu, kivi_run *gpu, const char *what) {
+    ks_kivi_counts a[KIVI_HEADS], b[KIVI_HEADS];
+    int n = kivi_counts(cpu, a);
+    ck_assert_int_eq(kivi_counts(gpu, b), n);
+    const ks_kvcache *cc = cpu->f.ops->kvcache(cpu->f.be), *gc = gpu->f.ops->kvcache(gpu->f.be);
+    int64_t dense = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(a[i].nq_k == b[i].nq_k && a[i].nq_v == b[i].nq_v && a[i].off == b[i].off && a[i].n == b[i].n,
+                      "%s, head %d: cuda counts (%d, %d, %d, %d), cpu (%d, %d, %d, %d)", what, i, b[i].nq_k,
+                      b[i].nq_v, b[i].off, b[i].n, a[i].nq_k, a[i].nq_v, a[i].off, a[i].n);
+        dense += (int64_t)(2 * a[i].n - a[i].nq_k - a[i].nq_v) * cc->head_dim;
+    }
+    ck_assert_msg(ks_kvcache_bytes(gc) == ks_kvcache_bytes(cc) - dense * (cc->elem_bytes - gc->elem_bytes),
+                  "%s: cuda holds %lld bytes, cpu %lld with %lld full-precision elements", what,
+                  (long long)ks_kvcache_bytes(gc), (long long)ks_kvcache_bytes(cc), (long long)dense);
+}
+
+/* Teacher-forced decode of the cpu run's greedy tokens on both runs from their prompts' next tokens (c0, g0):
+ * how many of the KIVI_NEW steps' greedy tokens agree. */
+static int kivi_decode_both(kivi_run *cpu, kivi_run *gpu, int32_t c0, int32_t g0) {
+    int agree = c0 == g0;
+    int32_t tok = c0;
+    for (int t = 1; t < KIVI_NEW; t++) {
+        int32_t nc, ng;
+        CK_KS(ks_forward_decode(&cpu->f, tok, NULL, &nc));
+        CK_KS(ks_forward_decode(&gpu->f, tok, NULL, &ng));
+        agree += nc == ng;
+        tok = nc;
+    }
+    return agree;
+}
+
+static void kivi_close(kivi_run *r) {
+    ks_forward_free(&r->f);
+    ks_method_free(r->m);
+}
+
+/* FullKV's teacher-forced agreement between the cpu and cuda backends on the prompt: what bf16 allows. */
+static int fullkv_agreement(const ks_model *model, const int32_t *ids) {
+    ks_forward f[2] = {{0}, {0}};
+    const char *dev[2] = {"cpu", "cuda"};
+    int32_t next[2];
+    for (int i = 0; i < 2; i++) {
+        ks_forward_params fp = {.device = dev[i], .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
+                                .cache = KS_CACHE_FULL};
+        CK_KS(ks_forward_init(&f[i], model, NULL, &fp));
+        CK_KS(ks_forward_prefill(&f[i], ids, KIVI_N, NULL, &next[i]));
+    }
+    int agree = next[0] == next[1];
+    int32_t tok = next[0];
+    for (int t = 1; t < KIVI_NEW; t++) {
+        for (int i = 0; i < 2; i++) CK_KS(ks_forward_decode(&f[i], tok, NULL, &next[i]));
+        agree += next[0] == next[1];
+        tok = next[0];
+    }
+    ks_forward_free(&f[0]), ks_forward_free(&f[1]);
+    return agree;
+}
+
+/* KIVI on the cuda store (device packed part, flush kernels, packed decode attention, releases) on the tiny model
+ * (head_dim 16, so group_size 8):
+ * - residual_length longer than the sequence: nothing is packed, FullKV's greedy tokens and KV bytes, and a
+ *   second sequence on the instance repeats the first (generate);
+ * - residual_length 16, 2 and 4 bits: after the prompt and after KIVI_NEW teacher-forced decode steps (which
+ *   pack a key block, pack a value per step and release stale rows once) every head's counts equal the cpu
+ *   backend's and the bytes held are the cpu's with bf16 full-precision elements; the prompt's statistics
+ *   (kept, residual_k, residual_v) equal and its relative quantization errors agree within 10% (bf16 against fp32
+ *   keys and values: a value near a code boundary may round to the other code); the greedy tokens agree with the
+ *   cpu's on at least as many steps as FullKV's do between the two backends, less 3 (the quantization may bring
+ *   a near-tie of either); a second prompt on the cuda instance (ks_forward_reset) gives the same counts. */
+START_TEST(test_kivi) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[KIVI_N], want[KIVI_NEW], got[KIVI_NEW];
+    for (int i = 0; i < KIVI_N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    ks_generate_result r, rf;
+    generate(&model, NULL, ids, KIVI_N, KIVI_NEW, want, &rf, NULL);
+    const model_run whole = {"KIVI", {"group_size=8", "residual_length=4096"}, 0};
+    generate(&model, &whole, ids, KIVI_N, KIVI_NEW, got, &r, NULL);
+    ck_assert(r.kv_bytes_prefill == rf.kv_bytes_prefill && r.kv_bytes_end == rf.kv_bytes_end);
+    for (int t = 0; t < KIVI_NEW; t++)
+        ck_assert_msg(got[t] == want[t], "KIVI, residual 4096: token %d is %d, FullKV's %d", t, got[t], want[t]);
+
+    const int full_agree = fullkv_agreement(&model, ids);
+    const char *const cases[][4] = {
+        {"group_size=8", "residual_length=16"},
+        {"group_size=8", "residual_length=16", "k_bits=4", "v_bits=4"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_opts = cases[c][2] ? 4 : 2;
+        kivi_run cpu, gpu;
+        kivi_open(&cpu, &model, "cpu", cases[c], n_opts);
+        kivi_open(&gpu, &model, "cuda", cases[c], n_opts);
+        int32_t c0, g0;
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        int layers = ks_method_layer_stats(cpu.m, cpu.st);
+        ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
+        for (int l = 0; l < layers; l++) {
+            const ks_layer_stat *x = &cpu.st[l], *y = &gpu.st[l];
+            ck_assert_msg(x->kept == y->kept && x->residual_k == y->residual_k && x->residual_v == y->residual_v,
+                          "case %zu layer %d: cuda statistics (kept %d, residuals %d, %d), cpu (%d, %d, %d)", c, l,
+                          y->kept, y->residual_k, y->residual_v, x->kept, x->residual_k, x->residual_v);
+            ck_assert_msg(x->quant_error > 0 && fabsf(y->quant_error - x->quant_error) <= 0.1f * x->quant_error &&
+                              fabsf(y->quant_error_v - x->quant_error_v) <= 0.1f * x->quant_error_v,
+                          "case %zu layer %d: cuda errors %g, %g; cpu %g, %g", c, l, y->quant_error,
+                          y->quant_error_v, x->quant_error, x->quant_error_v);
+        }
+        ks_kivi_counts first[KIVI_HEADS];
+        int heads = kivi_counts(&gpu, first);
+        for (int i = 0; i < heads; i++) ck_assert(first[i].nq_k > 0 && first[i].nq_v > 0 && first[i].off > 0);
+        kivi_same_counts(&cpu, &gpu, "after the prompt");
+        int agree = kivi_decode_both(&cpu, &gpu, c0, g0);
+        kivi_same_counts(&cpu, &gpu, "after decoding");
+        ck_assert_msg(agree >= full_agree - 3, "case %zu: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", c,
+                      agree, KIVI_NEW, full_agree);
+        ks_forward_reset(&gpu.f);
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        ks_kivi_counts again[KIVI_HEADS];
+        ck_assert_int_eq(kivi_counts(&gpu, again), heads);
+        for (int i = 0; i < heads; i++)
+            ck_assert(!memcmp(&again[i], &first[i], sizeof again[i]));
+        kivi_close(&cpu), kivi_close(&gpu);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
 /* ---- prefill chunk sizes on the cuda backend ------------------------------------------------------------- */
 
 /* The kept positions of every (layer, KV head) after a prompt of n ids in prefill chunks of `chunk` tokens on
@@ -1407,6 +1571,7 @@ int main(void) {
     tcase_add_test(tc, test_deferred_paths);
     tcase_add_test(tc, test_budget_cache_slots);
     tcase_add_test(tc, test_chain_noop_part);
+    tcase_add_test(tc, test_kivi);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

@@ -54,7 +54,7 @@ size_t ks_cuda_kivi_attention_scratch_floats(int H, int d, int max_n);
 /* One decode query per head, the semantics of ks_kivi_attention_decode: q (H, d) bf16 (query head h reads KV
  * head h / (H / Hk)), every token 0 .. n[g] - 1 attended, packed keys (t < nq_k[g]) and values (t < nq_v[g])
  * dequantized in registers, out (H, d) bf16. Split over the tokens (max_n bounds n[g]), the splits' partials
- * combined in a second kernel. d a multiple of 32, at most 256. */
+ * combined in a second kernel. d at most 256 (a lane holds channels lane, lane + 32, ... below d). */
 ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_cuda_kivi_layer *L, int H,
                                         float scale, int max_n, float *scratch, cudaStream_t s);
 
