@@ -800,6 +800,8 @@ START_TEST(test_kivi) {
     kivi_case(6, 3, 128, 2, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 4, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 2, 4, 16, n3, k3, v3, o3); /* G 16: key groups of one word (2 bits) */
+    kivi_case(6, 3, 16, 2, 2, 8, n3, k3, v3, o3);  /* head_dim below a warp: lanes 16 .. 31 hold nothing */
+    kivi_case(6, 3, 80, 4, 2, 16, n3, k3, v3, o3); /* head_dim not a multiple of 32: a lane's third channel */
     const int n1[1] = {257}, k1[1] = {128}, v1[1] = {129}, o1[1] = {0};
     kivi_case(9, 1, 64, 4, 4, 4, n1, k1, v1, o1);   /* G 4 < 32 / 4 codes a word: groups share words (atomics) */
 }

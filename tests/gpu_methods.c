@@ -31,7 +31,8 @@
  *                rows, KV bytes and greedy tokens of the selection alone
  *   KIVI         the tiny model on the cuda store's packed part: a residual longer than the sequence gives
  *                FullKV's tokens and bytes; a short one the cpu backend's counts and bytes (bf16 rows) after the
- *                prompt and decode steps, its errors within 10%, and tokens as close as FullKV's (test_kivi)
+ *                prompt and decode steps, its errors within 10%, tokens as close as FullKV's, and a budget-sized
+ *                cache the full one's counts and tokens (test_kivi)
  */
 #include <check.h>
 #include <math.h>
@@ -1037,18 +1038,19 @@ END_TEST
 
 enum { KIVI_N = 90, KIVI_NEW = 24, KIVI_HEADS = KS_METHOD_MAX_LAYERS * 8 };
 
-/* A KIVI forward on `device` (full cache for the prompt and KIVI_NEW tokens, chunks of 40). */
+/* A KIVI forward on `device` (a cache of `cache` mode for the prompt and KIVI_NEW tokens, chunks of 40). */
 typedef struct kivi_run {
     ks_forward f;
     ks_method *m;
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
 } kivi_run;
 
-static void kivi_open(kivi_run *r, const ks_model *model, const char *device, const char *const *opts, int n_opts) {
+static void kivi_open(kivi_run *r, const ks_model *model, const char *device, ks_forward_cache cache,
+                      const char *const *opts, int n_opts) {
     memset(r, 0, sizeof *r);
     CK_KS(ks_method_create(&r->m, "KIVI", NULL, opts, n_opts));
     ks_forward_params fp = {.device = device, .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
-                            .cache = KS_CACHE_FULL};
+                            .cache = cache};
     CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
 }
 
@@ -1082,19 +1084,12 @@ static void kivi_same_counts(kivi_run *cpu, kivi_run *gpu, const char *what) {
                   (long long)ks_kvcache_bytes(gc), (long long)ks_kvcache_bytes(cc), (long long)dense);
 }
 
-/* Teacher-forced decode of the cpu run's greedy tokens on both runs from their prompts' next tokens (c0, g0):
- * how many of the KIVI_NEW steps' greedy tokens agree. */
-static int kivi_decode_both(kivi_run *cpu, kivi_run *gpu, int32_t c0, int32_t g0) {
-    int agree = c0 == g0;
-    int32_t tok = c0;
-    for (int t = 1; t < KIVI_NEW; t++) {
-        int32_t nc, ng;
-        CK_KS(ks_forward_decode(&cpu->f, tok, NULL, &nc));
-        CK_KS(ks_forward_decode(&gpu->f, tok, NULL, &ng));
-        agree += nc == ng;
-        tok = nc;
-    }
-    return agree;
+/* KIVI_NEW - 1 decode steps on r after a prompt whose next token is t0: step t feeds feed[t - 1] (feed NULL:
+ * r's own greedy token); out[0] = t0, out[t] the greedy token after step t. */
+static void kivi_decode(kivi_run *r, int32_t t0, const int32_t *feed, int32_t *out) {
+    out[0] = t0;
+    for (int t = 1; t < KIVI_NEW; t++)
+        CK_KS(ks_forward_decode(&r->f, feed ? feed[t - 1] : out[t - 1], NULL, &out[t]));
 }
 
 static void kivi_close(kivi_run *r) {
@@ -1128,13 +1123,15 @@ static int fullkv_agreement(const ks_model *model, const int32_t *ids) {
  * (head_dim 16, so group_size 8):
  * - residual_length longer than the sequence: nothing is packed, FullKV's greedy tokens and KV bytes, and a
  *   second sequence on the instance repeats the first (generate);
- * - residual_length 16, 2 and 4 bits: after the prompt and after KIVI_NEW teacher-forced decode steps (which
- *   pack a key block, pack a value per step and release stale rows once) every head's counts equal the cpu
- *   backend's and the bytes held are the cpu's with bf16 full-precision elements; the prompt's statistics
- *   (kept, residual_k, residual_v) equal and its relative quantization errors agree within 10% (bf16 against fp32
- *   keys and values: a value near a code boundary may round to the other code); the greedy tokens agree with the
- *   cpu's on at least as many steps as FullKV's do between the two backends, less 3 (the quantization may bring
- *   a near-tie of either); a second prompt on the cuda instance (ks_forward_reset) gives the same counts. */
+ * - residual_length 16, 2 and 4 bits, decoding the cpu backend's greedy tokens (teacher-forced, KIVI_NEW steps:
+ *   a key block packed, a value per step, stale rows released once): after the prompt and after decoding every
+ *   head's counts equal the cpu backend's, and the bytes held are the cpu's with bf16 full-precision elements;
+ *   the prompt's statistics (kept, residual_k, residual_v) equal and its relative quantization errors agree
+ *   within 10% (bf16 against fp32 keys and values: a value near a code boundary may round to the other code);
+ *   the greedy tokens agree with the cpu's on at least as many steps as FullKV's do between the two backends,
+ *   less 3 (the quantization may bring a near-tie of either); a budget-sized cuda cache (2 R rows, the prompt
+ *   through the prefill slots) gives the full cache's counts and tokens exactly; a second prompt on the cuda
+ *   instance (ks_forward_reset) gives the same counts. */
 START_TEST(test_kivi) {
     ks_model model = {0};
     CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
@@ -1155,12 +1152,15 @@ START_TEST(test_kivi) {
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int n_opts = cases[c][2] ? 4 : 2;
-        kivi_run cpu, gpu;
-        kivi_open(&cpu, &model, "cpu", cases[c], n_opts);
-        kivi_open(&gpu, &model, "cuda", cases[c], n_opts);
-        int32_t c0, g0;
+        kivi_run cpu, gpu, bud;
+        kivi_open(&cpu, &model, "cpu", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&gpu, &model, "cuda", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&bud, &model, "cuda", KS_CACHE_BUDGET, cases[c], n_opts);
+        ck_assert_int_eq(bud.f.kv_rows, 2 * 16);
+        int32_t c0, g0, b0, ct[KIVI_NEW], gt[KIVI_NEW], bt[KIVI_NEW];
         CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
         CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        CK_KS(ks_forward_prefill(&bud.f, ids, KIVI_N, NULL, &b0));
         int layers = ks_method_layer_stats(cpu.m, cpu.st);
         ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
         for (int l = 0; l < layers; l++) {
@@ -1173,21 +1173,29 @@ START_TEST(test_kivi) {
                           "case %zu layer %d: cuda errors %g, %g; cpu %g, %g", c, l, y->quant_error,
                           y->quant_error_v, x->quant_error, x->quant_error_v);
         }
-        ks_kivi_counts first[KIVI_HEADS];
+        ks_kivi_counts first[KIVI_HEADS], other[KIVI_HEADS];
         int heads = kivi_counts(&gpu, first);
         for (int i = 0; i < heads; i++) ck_assert(first[i].nq_k > 0 && first[i].nq_v > 0 && first[i].off > 0);
         kivi_same_counts(&cpu, &gpu, "after the prompt");
-        int agree = kivi_decode_both(&cpu, &gpu, c0, g0);
+        ck_assert(kivi_counts(&bud, other) == heads && !memcmp(other, first, sizeof first[0] * heads) && b0 == g0);
+        kivi_decode(&cpu, c0, NULL, ct);
+        kivi_decode(&gpu, g0, ct, gt);
+        kivi_decode(&bud, b0, ct, bt);
         kivi_same_counts(&cpu, &gpu, "after decoding");
+        int agree = 0;
+        for (int t = 0; t < KIVI_NEW; t++) {
+            agree += ct[t] == gt[t];
+            ck_assert_msg(bt[t] == gt[t], "case %zu: token %d is %d budget-sized, %d full", c, t, bt[t], gt[t]);
+        }
         ck_assert_msg(agree >= full_agree - 3, "case %zu: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", c,
                       agree, KIVI_NEW, full_agree);
+        ks_kivi_counts now[KIVI_HEADS];
+        ck_assert(kivi_counts(&gpu, now) == heads && kivi_counts(&bud, other) == heads &&
+                  !memcmp(other, now, sizeof now[0] * heads));
         ks_forward_reset(&gpu.f);
         CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
-        ks_kivi_counts again[KIVI_HEADS];
-        ck_assert_int_eq(kivi_counts(&gpu, again), heads);
-        for (int i = 0; i < heads; i++)
-            ck_assert(!memcmp(&again[i], &first[i], sizeof again[i]));
-        kivi_close(&cpu), kivi_close(&gpu);
+        ck_assert(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads));
+        kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
     }
     ks_model_free(&model);
 }
