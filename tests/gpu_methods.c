@@ -33,6 +33,11 @@
  *                FullKV's tokens and bytes; a short one the cpu backend's counts and bytes (bf16 rows) after the
  *                prompt and decode steps, its errors within 10%, tokens as close as FullKV's, and a budget-sized
  *                cache the full one's counts and tokens (test_kivi)
+ *   ThinK        the tiny model on the cuda store's packed part (raw bf16 prefix, device key channel lists):
+ *                ratio 0 gives SnapKV's tokens and bytes; ThinK, SnapKV+ThinK and SnapKV+ThinK+KIVI give the cpu
+ *                store's counts, kept channels (every head when every prompt row is kept) and bytes by the formula,
+ *                tokens as close as FullKV's, a budget-sized cache the full one's, a second prompt the first's
+ *                (test_think)
  */
 #include <check.h>
 #include <math.h>
@@ -1038,17 +1043,18 @@ END_TEST
 
 enum { KIVI_N = 90, KIVI_NEW = 24, KIVI_HEADS = KS_METHOD_MAX_LAYERS * 8 };
 
-/* A KIVI forward on `device` (a cache of `cache` mode for the prompt and KIVI_NEW tokens, chunks of 40). */
+/* A forward of a method holding the packed part (KIVI, ThinK) on `device` (a cache of `cache` mode for the prompt
+ * and KIVI_NEW tokens, chunks of 40). */
 typedef struct kivi_run {
     ks_forward f;
     ks_method *m;
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
 } kivi_run;
 
-static void kivi_open(kivi_run *r, const ks_model *model, const char *device, ks_forward_cache cache,
-                      const char *const *opts, int n_opts) {
+static void kivi_open(kivi_run *r, const ks_model *model, const char *method, const char *device,
+                      ks_forward_cache cache, const char *const *opts, int n_opts) {
     memset(r, 0, sizeof *r);
-    CK_KS(ks_method_create(&r->m, "KIVI", NULL, opts, n_opts));
+    CK_KS(ks_method_create(&r->m, method, NULL, opts, n_opts));
     ks_forward_params fp = {.device = device, .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
                             .cache = cache};
     CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
@@ -1153,9 +1159,9 @@ START_TEST(test_kivi) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int n_opts = cases[c][2] ? 4 : 2;
         kivi_run cpu, gpu, bud;
-        kivi_open(&cpu, &model, "cpu", KS_CACHE_FULL, cases[c], n_opts);
-        kivi_open(&gpu, &model, "cuda", KS_CACHE_FULL, cases[c], n_opts);
-        kivi_open(&bud, &model, "cuda", KS_CACHE_BUDGET, cases[c], n_opts);
+        kivi_open(&cpu, &model, "KIVI", "cpu", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&gpu, &model, "KIVI", "cuda", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&bud, &model, "KIVI", "cuda", KS_CACHE_BUDGET, cases[c], n_opts);
         ck_assert_int_eq(bud.f.kv_rows, 2 * 16);
         int32_t c0, g0, b0, ct[KIVI_NEW], gt[KIVI_NEW], bt[KIVI_NEW];
         CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
@@ -1195,6 +1201,181 @@ START_TEST(test_kivi) {
         ks_forward_reset(&gpu.f);
         CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
         ck_assert(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads));
+        kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ---- ThinK on the cuda backend ----------------------------------------------------------------------------- */
+
+/* Head (l, g)'s stored key channels in run r (the host lists, as the store's kernels read them): their count,
+ * the list at *chan. */
+static int think_channels(kivi_run *r, int l, int g, const int32_t **chan) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    size_t i = (size_t)ks_kvcache_index(c, l) * c->n_kv_heads + g;
+    *chan = c->kivi->k_chan + i * c->head_dim;
+    return c->kivi->kc[i];
+}
+
+/* 1 when head (l, g) holds the same counts and positions in both runs (its released tokens' and its rows'). */
+static int same_positions(kivi_run *a, kivi_run *b, int l, int g) {
+    const ks_kvcache *c[2] = {a->f.ops->kvcache(a->f.be), b->f.ops->kvcache(b->f.be)};
+    ks_kivi_counts n[2];
+    const int32_t *released[2];
+    for (int i = 0; i < 2; i++) {
+        n[i] = ks_kv_kivi_counts(c[i]->kivi, c[i], l, g);
+        size_t h = (size_t)ks_kvcache_index(c[i], l) * c[i]->n_kv_heads + g;
+        released[i] = c[i]->kivi->pos + h * c[i]->kivi->shape.cap;
+    }
+    return !memcmp(&n[0], &n[1], sizeof n[0]) && !memcmp(released[0], released[1], sizeof(int32_t) * n[0].off) &&
+           !memcmp(ks_kvcache_pos(c[0], l, g), ks_kvcache_pos(c[1], l, g), sizeof(int32_t) * (n[0].n - n[0].off));
+}
+
+/* Run b's stored key channels equal run a's on every (layer, KV head) holding the same positions, which must be
+ * every head when `all`. */
+static void think_same_channels(kivi_run *a, kivi_run *b, int all, const char *what) {
+    const ks_kvcache *c = a->f.ops->kvcache(a->f.be);
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            int same = same_positions(a, b, l, g);
+            ck_assert_msg(same || !all, "%s: layer %d, KV head %d holds other tokens", what, l, g);
+            if (!same) continue;
+            const int32_t *x, *y;
+            int kx = think_channels(a, l, g, &x), ky = think_channels(b, l, g, &y);
+            ck_assert_msg(kx == ky && !memcmp(x, y, sizeof(int32_t) * kx),
+                          "%s: layer %d, KV head %d stores other key channels (%d against %d)", what, l, g, ky, kx);
+        }
+}
+
+/* ThinK's own storage by the formula, from the counts and stored channels of every head: per packed token its
+ * key on the kept channels and its value whole in the store's raw element (fp32 on the cpu, bf16 two per word on
+ * the cuda store: whole 32-bit words per stored channel and per token), the dense rows in the cache's element. */
+static int64_t think_bytes(kivi_run *r) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    const int d = c->head_dim, per = 4 / c->elem_bytes;
+    int64_t bytes = 0;
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            ks_kivi_counts n = ks_kv_kivi_counts(c->kivi, c, l, g);
+            const int32_t *chan;
+            int64_t kc = think_channels(r, l, g, &chan);
+            bytes += kc * ((n.nq_k + per - 1) / per) * 4 + (int64_t)n.nq_v * ((d + per - 1) / per) * 4 +
+                     (int64_t)(2 * n.n - n.nq_k - n.nq_v) * d * c->elem_bytes;
+        }
+    return bytes;
+}
+
+/* The bytes both runs hold against the formula: ThinK's own storage (think_bytes), or, with KIVI after it, the
+ * cuda run's counts and bytes against the cpu's (kivi_same_counts). */
+static void think_same_bytes(kivi_run *cpu, kivi_run *gpu, int quant, const char *what) {
+    if (quant) {
+        kivi_same_counts(cpu, gpu, what);
+        return;
+    }
+    ks_kivi_counts a[KIVI_HEADS], b[KIVI_HEADS];
+    int n = kivi_counts(cpu, a);
+    ck_assert_msg(kivi_counts(gpu, b) == n && !memcmp(a, b, sizeof a[0] * n), "%s: cuda counts differ", what);
+    kivi_run *r[2] = {cpu, gpu};
+    for (int i = 0; i < 2; i++) {
+        const ks_kvcache *c = r[i]->f.ops->kvcache(r[i]->f.be);
+        ck_assert_msg(ks_kvcache_bytes(c) == think_bytes(r[i]), "%s: %s holds %lld bytes, the formula %lld", what,
+                      i ? "cuda" : "cpu", (long long)ks_kvcache_bytes(c), (long long)think_bytes(r[i]));
+    }
+}
+
+/* ThinK on the cuda store (its raw packed part in bf16, the stored key channels on the device, the packed decode
+ * attention over them) on the tiny model (head_dim 16: 10 channels kept of 16 at ratio 0.4):
+ * - ratio 0 is SnapKV: the same greedy tokens and KV bytes, and a second sequence repeats the first (generate);
+ * - ThinK alone, SnapKV+ThinK and SnapKV+ThinK+KIVI against the cpu store, teacher-forced with the cpu's tokens:
+ *   after the prompt and after decoding the same counts, the bytes by the formula (ThinK's own storage: fp32 on
+ *   the cpu, bf16 on cuda; with KIVI: the cpu's bytes with bf16 full-precision elements); with every prompt row
+ *   kept (max_capacity_prompt 4096: the same rows on both) the same kept channels on every head and the same
+ *   channels_kept statistics, ThinK alone packing the 82 rows before the recent 8 of every head; with a
+ *   selection of 40 rows (bf16 scores may split near-ties otherwise) the same channels wherever a head holds the
+ *   same tokens; greedy tokens agreeing with the cpu's as FullKV's do, less 3; a budget-sized cuda cache giving
+ *   the full one's counts, channels and tokens exactly; a second prompt on both instances (ks_forward_reset) the
+ *   first's counts and channels (the device lists follow the sequence). */
+START_TEST(test_think) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[KIVI_N], want[KIVI_NEW], got[KIVI_NEW];
+    for (int i = 0; i < KIVI_N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    ks_generate_result rs, rz;
+    const model_run snap = {"SnapKV", {"max_capacity_prompt=40", "window_size=8"}, 0};
+    const model_run zero = {"ThinK", {"max_capacity_prompt=40", "window_size=8", "ratio=0"}, 0};
+    generate(&model, &snap, ids, KIVI_N, KIVI_NEW, want, &rs, NULL);
+    generate(&model, &zero, ids, KIVI_N, KIVI_NEW, got, &rz, NULL);
+    ck_assert(rz.kv_bytes_prefill == rs.kv_bytes_prefill && rz.kv_bytes_end == rs.kv_bytes_end);
+    for (int t = 0; t < KIVI_NEW; t++)
+        ck_assert_msg(got[t] == want[t], "ThinK, ratio 0: token %d is %d, SnapKV's %d", t, got[t], want[t]);
+
+    const int full_agree = fullkv_agreement(&model, ids), d = model.cfg.head_dim, kc = d - (int)floor(d * 0.4);
+    const struct {
+        const char *method;
+        const char *opts[5];
+        int all, quant; /* every prompt row kept; KIVI after ThinK */
+    } cases[] = {
+        {"ThinK", {"max_capacity_prompt=4096", "window_size=8", "recent_size=8"}, 1, 0},
+        {"SnapKV+ThinK", {"snapkv.max_capacity_prompt=4096", "snapkv.window_size=8", "think.window_size=8",
+                          "recent_size=8"}, 1, 0},
+        {"SnapKV+ThinK", {"snapkv.max_capacity_prompt=40", "snapkv.window_size=8", "think.window_size=8",
+                          "recent_size=8"}, 0, 0},
+        {"SnapKV+ThinK+KIVI", {"snapkv.max_capacity_prompt=4096", "snapkv.window_size=8", "think.window_size=8",
+                               "group_size=8", "residual_length=16"}, 1, 1},
+        {"SnapKV+ThinK+KIVI", {"snapkv.max_capacity_prompt=40", "snapkv.window_size=8", "think.window_size=8",
+                               "group_size=8", "residual_length=16"}, 0, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *name = cases[c].method;
+        int n_opts = 0;
+        while (n_opts < 5 && cases[c].opts[n_opts]) n_opts++;
+        char what[96];
+        kivi_run cpu, gpu, bud;
+        kivi_open(&cpu, &model, name, "cpu", KS_CACHE_FULL, cases[c].opts, n_opts);
+        kivi_open(&gpu, &model, name, "cuda", KS_CACHE_FULL, cases[c].opts, n_opts);
+        kivi_open(&bud, &model, name, "cuda", KS_CACHE_BUDGET, cases[c].opts, n_opts);
+        int32_t c0, g0, b0, ct[KIVI_NEW], gt[KIVI_NEW], bt[KIVI_NEW];
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        CK_KS(ks_forward_prefill(&bud.f, ids, KIVI_N, NULL, &b0));
+        snprintf(what, sizeof what, "case %zu (%s), after the prompt", c, name);
+        think_same_bytes(&cpu, &gpu, cases[c].quant, what);
+        think_same_channels(&cpu, &gpu, cases[c].all, what);
+        think_same_channels(&gpu, &bud, 1, what);
+        int layers = ks_method_layer_stats(cpu.m, cpu.st);
+        ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
+        for (int l = 0; cases[c].all && l < layers; l++)
+            ck_assert_msg(cpu.st[l].channels_kept == gpu.st[l].channels_kept && gpu.st[l].channels_kept == kc &&
+                              cpu.st[l].kept == gpu.st[l].kept,
+                          "%s, layer %d: cuda keeps %g channels and %d tokens, cpu %g and %d", what, l,
+                          gpu.st[l].channels_kept, gpu.st[l].kept, cpu.st[l].channels_kept, cpu.st[l].kept);
+        ks_kivi_counts first[KIVI_HEADS], other[KIVI_HEADS];
+        int heads = kivi_counts(&gpu, first);
+        for (int i = 0; !strcmp(name, "ThinK") && i < heads; i++) /* every row before the recent 8 packed raw */
+            ck_assert(first[i].nq_k == KIVI_N - 8 && first[i].nq_v == KIVI_N - 8 && first[i].off == KIVI_N - 8 &&
+                      first[i].n == KIVI_N);
+        ck_assert(kivi_counts(&bud, other) == heads && !memcmp(other, first, sizeof first[0] * heads) && b0 == g0);
+        kivi_decode(&cpu, c0, NULL, ct);
+        kivi_decode(&gpu, g0, ct, gt);
+        kivi_decode(&bud, b0, ct, bt);
+        snprintf(what, sizeof what, "case %zu (%s), after decoding", c, name);
+        think_same_bytes(&cpu, &gpu, cases[c].quant, what);
+        think_same_channels(&gpu, &bud, 1, what);
+        int agree = 0;
+        for (int t = 0; t < KIVI_NEW; t++) {
+            agree += ct[t] == gt[t];
+            ck_assert_msg(bt[t] == gt[t], "%s: token %d is %d budget-sized, %d full", what, t, bt[t], gt[t]);
+        }
+        ck_assert_msg(agree >= full_agree - 3, "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", what,
+                      agree, KIVI_NEW, full_agree);
+        ks_forward_reset(&cpu.f), ks_forward_reset(&gpu.f);
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        snprintf(what, sizeof what, "case %zu (%s), a second prompt", c, name);
+        ck_assert_msg(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads),
+                      "%s: other counts than the first", what);
+        think_same_channels(&cpu, &gpu, cases[c].all, what);
         kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
     }
     ks_model_free(&model);
@@ -1580,6 +1761,7 @@ int main(void) {
     tcase_add_test(tc, test_budget_cache_slots);
     tcase_add_test(tc, test_chain_noop_part);
     tcase_add_test(tc, test_kivi);
+    tcase_add_test(tc, test_think);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

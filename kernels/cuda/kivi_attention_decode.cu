@@ -3,7 +3,8 @@
 // tokens of each head are split over a fixed number of blocks (from max_n, so the grid does not depend on the
 // device-side counts), each block of DEC_WARPS warps streams its tokens once, a warp per token at a time: its
 // lanes hold the query and the accumulator for channels lane, lane + 32, ..., dequantize the key (packed:
-// the code of each stored channel, its group's fp16 scale and zero) or read the bf16 row, reduce the dot product
+// the code of each stored channel, its group's fp16 scale and zero; raw: the stored bf16 bits; channels not
+// stored count 0) or read the bf16 row, reduce the dot product
 // over the warp, keep an online softmax, and add the dequantized or bf16 value. The warps' partials merge in
 // shared memory into one (O, max, sum) per block, and a combine kernel merges the blocks.
 #include "cuda/common.cuh"
@@ -22,6 +23,7 @@ int splits_for(int max_n) {
 __device__ __forceinline__ float packed_key(const ks_cuda_kivi_layer &L, int g, int i, int t) {
     const ks_kivi_shape &S = L.shape;
     const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / S.group;
+    if (S.k_bits == KS_KIVI_RAW_BF16) return ks_kivi_raw_get(L.k_codes + ch * S.k_words, t, S.k_bits);
     const unsigned q = ks_kivi_code(L.k_codes + ch * S.k_words, t, S.k_bits);
     return ks_kivi_dequantize(q, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]));
 }
@@ -30,6 +32,7 @@ __device__ __forceinline__ float packed_key(const ks_cuda_kivi_layer &L, int g, 
 __device__ __forceinline__ float packed_value(const ks_cuda_kivi_layer &L, int g, int c, int t) {
     const ks_kivi_shape &S = L.shape;
     const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + c / S.group;
+    if (S.v_bits == KS_KIVI_RAW_BF16) return ks_kivi_raw_get(L.v_codes + tok * S.v_words, c, S.v_bits);
     const unsigned q = ks_kivi_code(L.v_codes + tok * S.v_words, c, S.v_bits);
     return ks_kivi_dequantize(q, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]));
 }

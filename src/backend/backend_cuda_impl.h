@@ -53,10 +53,12 @@ typedef struct cuda_view {
  * reads), then a flush's plan k_t0, k_n, v_t0, v_n (what the quantization kernels read). */
 #define KS_CUDA_KIVI_ROWS 8
 
-/* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, the decode attention):
- * the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in one device block, the counts on
- * the host (ks_kv_kivi without host arrays; the cache's `kivi` points to them), copied to the layer's rows of
- * `dev_counts` on the stream before each kernel that reads them. */
+/* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, quant_channels,
+ * quant_pack, the decode attention): the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in
+ * one device block, the counts on the host (ks_kv_kivi without host arrays; the cache's `kivi` points to them),
+ * copied to the layer's rows of `dev_counts` on the stream before each kernel that reads them. The stored key
+ * channel lists (host: counts.kc, counts.k_chan) are copied to the layer's device lists when set (quant_channels)
+ * and before the first kernel of a new sequence on the layer (lists_seq). */
 typedef struct cuda_kivi {
     ks_kv_kivi counts;          /* host counts, key channels, released positions; plan scratch */
     void *block;                /* the device block; owned */
@@ -69,6 +71,9 @@ typedef struct cuda_kivi {
     int32_t *host_counts;       /* (n_layers, 2, KS_CUDA_KIVI_ROWS, Hk) pinned staging: per layer the decode
                                    attention's rows, then the flush's; owned */
     cudaEvent_t *upload_ev;     /* (n_layers, 2) after each region's last copy out of host_counts; owned */
+    int32_t *host_lists;        /* (n_layers, Hk + Hk d) pinned staging of a layer's kc, then k_chan; owned */
+    cudaEvent_t *lists_ev;      /* (n_layers) after each layer's last copy out of host_lists; owned */
+    unsigned *lists_seq;        /* (n_layers) the cache sequence whose lists the layer's device lists hold; owned */
     double *err;                /* (4) a flush's error parts: keys {sum d^2, sum x^2}, then values */
     float *scratch;             /* the decode attention's split partials (ks_cuda_kivi_attention_scratch_floats) */
 } cuda_kivi;

@@ -1,7 +1,7 @@
 /* backend_cuda_methods.c — the "cuda" backend's KV store (backend/kvstore.h: window_scores,
  * attention_decode_probs, key_norms, kv_compact, v_merge, decode_evict, the per-row scores, the scheduling of the
- * prompt-end compression, KIVI's packed part: quant_reserve, quant_flush) over kernels/cuda/ks_cuda_methods.h and
- * kernels/cuda/ks_cuda_kivi.h.
+ * prompt-end compression, KIVI's packed part: quant_reserve, quant_flush, and ThinK's use of it: quant_channels,
+ * quant_pack) over kernels/cuda/ks_cuda_methods.h and kernels/cuda/ks_cuda_kivi.h.
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
  * copied once to the pinned host staging buffer and from there into the caller's (Hk, ld) or (H, ld) array
@@ -28,7 +28,10 @@
  * numbers as the CPU store) and go to the device with each flush's plan and before each decode attention over a
  * layer holding packed tokens; the flush quantizes the layer's bf16 rows in place on the device (kivi_quant.cu),
  * the release of stale rows is an ordinary kv_compact, and the decode attention reads the packed codes and the
- * bf16 rows together (kivi_attention_decode.cu), never a dequantized copy.
+ * bf16 rows together (kivi_attention_decode.cu), never a dequantized copy. ThinK's stored key channels are set
+ * on the host counts and copied to the layer's device lists (quant_channels); its raw packed part (the method's
+ * KS_KIVI_RAW reserved as KS_KIVI_RAW_BF16: the bf16 rows' bits, two per word) is packed by the same kernels'
+ * raw form from a plan of ks_kv_kivi_plan_pack (quant_pack).
  * Nothing here allocates after ks_cuda_methods_init but row_scores_reserve and quant_reserve. */
 #ifdef KS_HAVE_CUDA
 
@@ -587,12 +590,33 @@ static ks_cuda_kivi_layer kivi_layer(const ks_backend *b, int layer) {
                                 .stride = ks_kvcache_stride(&b->cache, layer)};
 }
 
-/* The layer's counts now (and a flush's plan, jobs non-NULL) to its rows of dev_counts on s; *max_n the most
- * tokens a head holds. The pinned staging has a region per layer for each of the two callers (the decode
- * attention, the flush), rewritten by that caller's next call on the layer (a step later) once the region's
- * last copy has run (its event; a pipeline stage sending its rows between GPUs does not wait for each step). */
+/* The layer's stored key channel lists (the host counts' kc and k_chan, current for the cache's sequence) to its
+ * device lists on s, when they hold another sequence's or when forced (quant_channels set them). The layer's
+ * pinned region is rewritten once its last copy has run (lists_ev). */
+static ks_status kivi_lists(ks_backend *b, int layer, int force, cudaStream_t s) {
+    cuda_kivi *k = b->kivi;
+    const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), g0 = kivi_head(b, layer);
+    if (!force && k->lists_seq[li] == b->cache.sequence) return KS_OK;
+    const size_t Hk = (size_t)b->cfg->n_kv_heads, d = (size_t)k->counts.shape.d;
+    int32_t *h = k->host_lists + li * Hk * (d + 1);
+    CUDA_CHECK(cudaEventSynchronize(k->lists_ev[li]));
+    memcpy(h, k->counts.kc + g0, sizeof(int32_t) * Hk);
+    memcpy(h + Hk, k->counts.k_chan + g0 * d, sizeof(int32_t) * Hk * d);
+    CUDA_CHECK(cudaMemcpyAsync(k->kc + g0, h, sizeof(int32_t) * Hk, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(k->k_chan + g0 * d, h + Hk, sizeof(int32_t) * Hk * d, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaEventRecord(k->lists_ev[li], s));
+    k->lists_seq[li] = b->cache.sequence;
+    return KS_OK;
+}
+
+/* The layer's counts now (and a flush's plan, jobs non-NULL) to its rows of dev_counts on s, its key channel
+ * lists first when they are another sequence's (kivi_lists); *max_n the most tokens a head holds. The pinned
+ * staging has a region per layer for each of the two callers (the decode attention, the flush), rewritten by that
+ * caller's next call on the layer (a step later) once the region's last copy has run (its event; a pipeline stage
+ * sending its rows between GPUs does not wait for each step). */
 static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, cudaStream_t s, int *max_n) {
     cuda_kivi *k = b->kivi;
+    KS_TRY(kivi_lists(b, layer, 0, s));
     const int Hk = b->cfg->n_kv_heads, rows = jobs ? KS_CUDA_KIVI_ROWS : 4;
     const size_t region = (size_t)ks_kvcache_index(&b->cache, layer) * 2 + (jobs != NULL);
     int32_t *h = k->host_counts + region * Hk * KS_CUDA_KIVI_ROWS;
@@ -629,9 +653,12 @@ static void kivi_free(ks_backend *b) {
     ks_kv_kivi_free(&k->counts);
     cudaFree(k->block);
     if (k->host_counts) cudaFreeHost(k->host_counts);
+    if (k->host_lists) cudaFreeHost(k->host_lists);
     for (int i = 0; k->upload_ev && i < 2 * b->n_layers; i++)
         if (k->upload_ev[i]) cudaEventDestroy(k->upload_ev[i]);
-    free(k->upload_ev);
+    for (int i = 0; k->lists_ev && i < b->n_layers; i++)
+        if (k->lists_ev[i]) cudaEventDestroy(k->lists_ev[i]);
+    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq);
     free(k);
     b->kivi = NULL;
 }
@@ -663,19 +690,31 @@ static size_t kivi_carve(cuda_kivi *k, char *base, const ks_backend *b) {
     return off;
 }
 
-/* The packed part for params p: host counts, the device block (zeroed), the key channels uploaded. */
+/* n events (at least one slot), created without timing, into *ev. */
+static ks_status kivi_events(cudaEvent_t **ev, size_t n, const char *what) {
+    *ev = ks_calloc(n ? n : 1, sizeof(cudaEvent_t), what);
+    if (!*ev) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) CUDA_CHECK(cudaEventCreateWithFlags(&(*ev)[i], cudaEventDisableTiming));
+    return KS_OK;
+}
+
+/* The packed part for params p: host counts, the staging, the device block (zeroed); every layer's key channel
+ * lists marked as another sequence's, so that the first kernel on the layer uploads them. */
 static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     cuda_kivi *k = ks_calloc(1, sizeof *k, "KIVI packed cache");
     if (!k) return KS_ERR_NOMEM;
     b->kivi = k;
     KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p));
-    const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads;
+    const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, layers = (size_t)b->n_layers;
     KS_TRY(host_alloc((void **)&k->host_counts, sizeof(int32_t) * heads * 2 * KS_CUDA_KIVI_ROWS,
                       "KIVI count staging"));
-    k->upload_ev = ks_calloc(b->n_layers ? 2 * (size_t)b->n_layers : 1, sizeof(cudaEvent_t), "KIVI upload events");
-    if (!k->upload_ev) return KS_ERR_NOMEM;
-    for (int i = 0; i < 2 * b->n_layers; i++)
-        CUDA_CHECK(cudaEventCreateWithFlags(&k->upload_ev[i], cudaEventDisableTiming));
+    KS_TRY(host_alloc((void **)&k->host_lists, sizeof(int32_t) * heads * (k->counts.shape.d + 1),
+                      "KIVI key channel staging"));
+    KS_TRY(kivi_events(&k->upload_ev, 2 * layers, "KIVI upload events"));
+    KS_TRY(kivi_events(&k->lists_ev, layers, "KIVI key channel events"));
+    k->lists_seq = ks_calloc(layers ? layers : 1, sizeof(unsigned), "KIVI key channel sequences");
+    if (!k->lists_seq) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < layers; i++) k->lists_seq[i] = b->cache.sequence - 1u;
     const size_t bytes = kivi_carve(k, NULL, b);
     cudaError_t e = cudaMalloc(&k->block, bytes);
     if (e != cudaSuccess) {
@@ -687,46 +726,35 @@ static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     }
     kivi_carve(k, k->block, b);
     CUDA_CHECK(cudaMemsetAsync(k->block, 0, bytes, b->stream));
-    /* pageable sources, consumed before the calls return */
-    CUDA_CHECK(cudaMemcpyAsync(k->k_chan, k->counts.k_chan, sizeof(int32_t) * heads * k->counts.shape.d,
-                               cudaMemcpyHostToDevice, b->stream));
-    CUDA_CHECK(cudaMemcpyAsync(k->kc, k->counts.kc, sizeof(int32_t) * heads, cudaMemcpyHostToDevice, b->stream));
     b->cache.kivi = &k->counts;
     return KS_OK;
-}
-
-/* ThinK's stored key channels and its raw packed part are the CPU store's only (kv_kivi.h
- * ks_kv_kivi_set_channels, ks_kv_kivi_pack): the CUDA store refuses them, so ThinK does not bind here. */
-static ks_status no_channel_pruning(void) {
-    return ks_fail(KS_ERR_UNSUPPORTED, "ThinK: the cuda backend does not store pruned key channels yet; use "
-                                       "--device cpu");
 }
 
 static ks_status cuda_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
-    if (b->kivi && !memcmp(&b->kivi->counts.p, p, sizeof *p)) return KS_OK;
-    if (p->k_bits == KS_KIVI_RAW || p->v_bits == KS_KIVI_RAW) return no_channel_pruning();
+    ks_kivi_params dp = *p; /* the raw encoding here holds the bf16 rows' own bits */
+    dp.k_bits = dp.k_bits == KS_KIVI_RAW ? KS_KIVI_RAW_BF16 : dp.k_bits;
+    dp.v_bits = dp.v_bits == KS_KIVI_RAW ? KS_KIVI_RAW_BF16 : dp.v_bits;
+    if (b->kivi && !memcmp(&b->kivi->counts.p, &dp, sizeof dp)) return KS_OK;
     KS_TRY(ks_kivi_window_check(c->sliding_window, c->swa_first_layer, &b->cache));
     KS_TRY(ks_kivi_params_check(p, c->head_dim));
     if (c->head_dim > 256)
         return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: --device cuda decodes over packed tokens for head_dim up to 256; "
                                            "this model's is %d (use --device cpu)", c->head_dim);
     kivi_free(b);
-    ks_status st = kivi_create(b, p);
+    ks_status st = kivi_create(b, &dp);
     if (st != KS_OK) kivi_free(b);
     return st;
 }
 
-/* The flush's plan from the host counts, its kernels on the layer's op stream (the side stream for a deferred
- * layer), the host counts advanced; the error parts read back, waiting for that stream, only when asked. */
-static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
-    ks_backend *b = backend_of(kv);
+/* A plan's kernels (ks_kv_kivi_plan or ks_kv_kivi_plan_pack: jobs) on the layer's op stream (the side stream for
+ * a deferred layer), the host counts advanced; the error parts read back, waiting for that stream, only when
+ * asked. The kernels follow the shape's encoding (codes, or the raw bf16 bits). */
+static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_kivi_counts *counts,
+                          ks_kivi_error *err) {
     cuda_kivi *k = b->kivi;
-    KS_ASSERT(k); /* quant_reserve first */
     const int Hk = b->cfg->n_kv_heads;
-    ks_kivi_job *jobs = k->counts.jobs;
-    ks_kv_kivi_plan(&k->counts, &b->cache, layer, jobs);
     int max_k = 0, max_v = 0, max_n;
     for (int g = 0; g < Hk; g++) {
         max_k = jobs[g].k_n > max_k ? jobs[g].k_n : max_k;
@@ -752,15 +780,28 @@ static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *cou
     return KS_OK;
 }
 
-static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
-    (void)kv, (void)layer, (void)chan, (void)n_chan, (void)ld;
-    return no_channel_pruning();
+static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
+    ks_backend *b = backend_of(kv);
+    KS_ASSERT(b->kivi); /* quant_reserve first */
+    ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs);
+    return kivi_run(b, layer, b->kivi->counts.jobs, counts, err);
 }
 
-/* never reached: quant_reserve refuses the raw encoding */
+/* The host lists set (the checks and the rules of ks_kv_kivi_set_channels), then copied to the layer's device
+ * lists on its op stream, ahead of the kernels that read them. */
+static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
+    ks_backend *b = backend_of(kv);
+    KS_TRY(ks_kv_kivi_set_layer_channels(b->kivi ? &b->kivi->counts : NULL, &b->cache, layer, chan, n_chan, ld));
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    return kivi_lists(b, layer, 1, s);
+}
+
 static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
-    (void)kv, (void)layer, (void)upto, (void)counts;
-    return no_channel_pruning();
+    ks_backend *b = backend_of(kv);
+    KS_ASSERT(b->kivi); /* quant_reserve first */
+    ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs);
+    return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
 }
 
 /* The backend's accessor: the logged evictions applied first. */

@@ -8,7 +8,7 @@
 
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
     int kb = p->k_bits, vb = p->v_bits;
-    if ((kb != 2 && kb != 4 && kb != KS_KIVI_RAW) || (vb != 2 && vb != 4 && vb != KS_KIVI_RAW))
+    if ((kb != 2 && kb != 4 && !ks_kivi_is_raw(kb)) || (vb != 2 && vb != 4 && !ks_kivi_is_raw(vb)))
         return ks_fail(KS_ERR_ARG, "KIVI: k_bits %d and v_bits %d must each be 2 or 4", kb, vb);
     if (p->group <= 0 || (d > 0 && d % p->group))
         return ks_fail(KS_ERR_ARG, "KIVI: group_size %d must divide the model's head_dim %d (values are grouped "
@@ -123,6 +123,16 @@ ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer,
     return KS_OK;
 }
 
+ks_status ks_kv_kivi_set_layer_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *chan,
+                                        const int32_t *n_chan, int ld) {
+    if (!q)
+        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
+                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
+    for (int h = 0; h < c->n_kv_heads; h++)
+        KS_TRY(ks_kv_kivi_set_channels(q, c, layer, h, chan + (size_t)h * ld, n_chan[h]));
+    return KS_OK;
+}
+
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer) {
     for (int h = 0; h < q->Hk; h++) {
         ks_kivi_counts n = ks_kv_kivi_counts(q, c, layer, h);
@@ -157,7 +167,7 @@ void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job 
 }
 
 void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_job *jobs) {
-    KS_ASSERT(q->p.k_bits == KS_KIVI_RAW && q->p.v_bits == KS_KIVI_RAW);
+    KS_ASSERT(ks_kivi_is_raw(q->p.k_bits) && ks_kivi_is_raw(q->p.v_bits));
     follow_sequence(q, c);
     for (int h = 0; h < q->Hk; h++) {
         size_t i = head_index(q, c, layer, h);

@@ -80,8 +80,9 @@ ks_status ks_kivi_window_check(int window, int window_first, const ks_kvcache *c
 void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
 
 /* Packs each head h of `layer` up to token upto[h] (Hk, host; at most the tokens it holds; tokens packed already
- * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW: any count is a
- * whole block). A channel-pruning part's prefix (ThinK alone); counts (may be NULL) as ks_kv_kivi_flush's. */
+ * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW or
+ * KS_KIVI_RAW_BF16: any count is a whole block). A channel-pruning part's prefix (ThinK alone); counts (may be
+ * NULL) as ks_kv_kivi_flush's. */
 void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts);
 
 /* The flush rules' plan for every head of `layer` (jobs: Hk), from the counts now; nothing changes but a new
@@ -106,6 +107,10 @@ ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int l
  * already holds packed keys. */
 ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, int head, const int32_t *chan,
                                   int kc);
+/* ks_kv_kivi_set_channels for every KV head h of `layer`: chan[h * ld ..], n_chan[h] (a store's quant_channels);
+ * q NULL (the store holds no packed part): KS_ERR_UNSUPPORTED. */
+ks_status ks_kv_kivi_set_layer_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *chan,
+                                        const int32_t *n_chan, int ld);
 
 /* 1 when some head of `layer` holds packed tokens. */
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
@@ -119,11 +124,11 @@ ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, co
 /* (layer, head) as the decode attention reads it, over the cache's host rows. */
 ks_kivi_head ks_kv_kivi_head(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
 
-/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words),
- * value codes (v_words words per packed token; raw: d), fp16 scales and zeros of the packed groups (raw: none),
- * and c->elem_bytes per element of the full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each
- * head. Stale rows (packed in both)
- * are not counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
+/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words
+ * for KS_KIVI_RAW, ceil(nq_k / 2) for KS_KIVI_RAW_BF16), value codes (v_words words per packed token; raw: d or
+ * ceil(d / 2)), fp16 scales and zeros of the packed groups (raw: none), and c->elem_bytes per element of the
+ * full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each head. Stale rows (packed in both) are not
+ * counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
 int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
 /* The same summed over the cache's layers. */
 int64_t ks_kv_kivi_bytes(const ks_kv_kivi *q, const ks_kvcache *c);

@@ -194,12 +194,7 @@ static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *coun
 
 static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
-    if (!s->kivi)
-        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
-                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
-    for (int h = 0; h < s->p.cache->n_kv_heads; h++)
-        KS_TRY(ks_kv_kivi_set_channels(s->kivi, s->p.cache, layer, h, chan + (size_t)h * ld, n_chan[h]));
-    return KS_OK;
+    return ks_kv_kivi_set_layer_channels(s->kivi, s->p.cache, layer, chan, n_chan, ld);
 }
 
 static ks_status cpu_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
