@@ -838,7 +838,8 @@ END_TEST
 /* One KIVI case: Hk heads of up to cap tokens; head g holds n[g] tokens, the keys of the first nq_k[g] and the
  * values of the first nq_v[g] packed in two flushes each (at 0 and at half, both on group boundaries); head 1
  * stores half its key channels. Codes, scales and zeros must equal the reference's bit for bit, the error parts
- * agree, and the decode attention over packed + bf16 rows (rows from token off[g]) match the reference. */
+ * agree, and the decode attention over packed + bf16 rows (rows from token off[g]) match the reference. kb and vb
+ * KS_KIVI_RAW_BF16 (G 1): the raw bf16 words the same way, the error's first part 0. */
 static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n, const int *nq_k, const int *nq_v,
                       const int *off) {
     enum { CAP = 1024 };
@@ -899,7 +900,7 @@ static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n,
             for (int w = 0; w < (nq_k[g] * kb + 31) / 32; w++)
                 ck_assert_msg(gkq[ch * S.k_words + w] == rkq[ch * S.k_words + w], "key codes g %d ch %d word %d", g, i,
                               w);
-            for (int j = 0; j < nq_k[g] / G; j++)
+            for (int j = 0; S.k_groups && j < nq_k[g] / G; j++) /* the raw encoding has none */
                 ck_assert(gks[ch * S.k_groups + j] == rks[ch * S.k_groups + j] &&
                           gkz[ch * S.k_groups + j] == rkz[ch * S.k_groups + j]);
         }
@@ -956,8 +957,16 @@ START_TEST(test_kivi) {
     kivi_case(6, 3, 128, 2, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 4, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 2, 4, 16, n3, k3, v3, o3); /* G 16: key groups of one word (2 bits) */
+    kivi_case(6, 3, 16, 2, 2, 8, n3, k3, v3, o3);  /* head_dim below a warp: lanes 16 .. 31 hold nothing */
+    kivi_case(6, 3, 80, 4, 2, 16, n3, k3, v3, o3); /* head_dim not a multiple of 32: a lane's third channel */
     const int n1[1] = {257}, k1[1] = {128}, v1[1] = {129}, o1[1] = {0};
     kivi_case(9, 1, 64, 4, 4, 4, n1, k1, v1, o1);   /* G 4 < 32 / 4 codes a word: groups share words (atomics) */
+    /* the raw encoding of bf16 rows (ThinK's prefix): any counts; the second flush starts inside a word (643 / 2
+     * is odd), the last word half filled */
+    const int kr[3] = {643, 0, 999}, vr[3] = {571, 0, 873};
+    kivi_case(6, 3, 64, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
+    kivi_case(6, 3, 16, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
+    kivi_case(6, 3, 80, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
 }
 END_TEST
 

@@ -19,7 +19,7 @@
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
- * graph and the next steps capture a new one.
+ * graph and the next steps capture a new one. With KIVI's packed part every step runs eagerly (cuda_decode_step).
  */
 #ifdef KS_HAVE_CUDA
 
@@ -266,6 +266,9 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
     const int32_t *starts = NULL;
+    int packed; /* KIVI: a layer holding packed tokens attends through them (no window there: quant_reserve) */
+    KS_TRY(ks_cuda_kivi_attention(b, layer, &packed));
+    if (packed) return KS_OK;
     if (ks_cuda_layer_window(c, layer) > 0) {
         /* a captured step reads the starts graph_begin uploaded for every windowed layer */
         if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
@@ -405,10 +408,13 @@ static ks_status graph_end(ks_backend *b, int ok) {
     return KS_OK;
 }
 
-/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. */
+/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. So is every
+ * step while KIVI's packed part exists: its flushes' launches (which heads quantize which tokens), its releases
+ * (compactions) and the attention's choice of kernel follow counts kept on the host, which change from step to
+ * step, so no captured step could serve the next. */
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
-    if (kind == KS_DECODE_HOST) return issue(ctx);
+    if (kind == KS_DECODE_HOST || b->kivi) return issue(ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
     if (replayed) return KS_OK;

@@ -124,7 +124,8 @@ struct ks_kvstore_ops {
      * full-precision rows keep every channel; a new sequence stores all again. KS_ERR_UNSUPPORTED once the head's
      * keys are packed, or on a store without the packed part. */
     ks_status (*quant_channels)(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld);
-    /* A raw packed part (quant_reserve with k_bits and v_bits KS_KIVI_RAW; ThinK without a quantizer): each KV
+    /* A raw packed part (quant_reserve with k_bits and v_bits KS_KIVI_RAW; ThinK without a quantizer; the store
+     * holds its rows' own element bits: fp32 on the host, bf16 on the CUDA store, KS_KIVI_RAW_BF16): each KV
      * head h of `layer` packs its tokens up to upto[h] (host (Hk); tokens packed already stay), keys on its stored
      * channels, exactly (ks_kv_kivi_pack); counts (Hk, host; may be NULL) as quant_flush's. The rows packed are
      * then stale (a compaction releases them). */

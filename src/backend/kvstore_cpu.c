@@ -117,10 +117,7 @@ static ks_status cpu_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_
     ks_kvcache *c = s->p.cache;
     int acc = a->rule == KS_EVICT_ACCUMULATED;
     const float *p = NULL;
-    if (ks_kvstore_cpu_packed(s, layer))
-        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layer %d holds quantized tokens; decode-time eviction cannot run "
-                                           "on it (H2O, StreamingLLM and CakeKV's decode eviction cannot precede "
-                                           "KIVI)", layer);
+    KS_TRY(ks_kv_kivi_refuse_evict(s->kivi, c, layer));
     if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(cpu_attention_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, s->evict_p, c->cap));
         p = s->evict_p;
@@ -177,11 +174,7 @@ static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
     if (s->kivi && !memcmp(&s->kivi->p, p, sizeof *p)) return KS_OK;
-    int last = c->first_layer + c->n_layers;
-    if (s->p.window > 0 && s->p.window_first < last)
-        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layers %d and above attend within a sliding window of %d tokens "
-                                           "(use_sliding_window); the packed cache serves full attention only",
-                       s->p.window_first > c->first_layer ? s->p.window_first : c->first_layer, s->p.window);
+    KS_TRY(ks_kivi_window_check(s->p.window, s->p.window_first, c));
     KS_TRY(ks_kivi_params_check(p, c->head_dim));
     if (!s->kivi) s->kivi = ks_calloc(1, sizeof *s->kivi, "KIVI packed cache");
     else ks_kv_kivi_free(s->kivi);
@@ -201,12 +194,7 @@ static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *coun
 
 static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
-    if (!s->kivi)
-        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
-                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
-    for (int h = 0; h < s->p.cache->n_kv_heads; h++)
-        KS_TRY(ks_kv_kivi_set_channels(s->kivi, s->p.cache, layer, h, chan + (size_t)h * ld, n_chan[h]));
-    return KS_OK;
+    return ks_kv_kivi_set_layer_channels(s->kivi, s->p.cache, layer, chan, n_chan, ld);
 }
 
 static ks_status cpu_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
