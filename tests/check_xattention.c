@@ -8,7 +8,8 @@
  *                                the chunk size, its statistics; the threshold table's file and shape errors; the
  *                                knob and composition errors
  *     check_xattention smollm2   SmolLM2 (label "model"), a prompt of several blocks: threshold 1.0 gives FullKV's
- *                                greedy tokens; XAttention+SnapKV at threshold 1.0 keeps SnapKV's rows exactly;
+ *                                greedy tokens; XAttention+SnapKV at threshold 1.0 keeps SnapKV's rows exactly
+ *                                (layer-major into a budget-sized cache);
  *                                threshold 0.5 computes fewer blocks, reaching the threshold in every row
  */
 #include <check.h>
@@ -378,12 +379,11 @@ typedef struct run_out {
 } run_out;
 
 static void run(const ks_model *model, const ks_ids *ids, const char *name, const char *const *opts, int n_opts,
-                int chunk, run_out *o) {
+                int chunk, ks_forward_cache cache, run_out *o) {
     ks_method *m = NULL;
     if (name) ck_assert_msg(ks_method_create(&m, name, NULL, opts, n_opts) == KS_OK, "%s", ks_last_error());
     ks_forward f = {0};
-    ks_forward_params fp = {.device = "cpu", .max_ctx = ids->n + 4, .max_new = 4, .chunk = chunk,
-                            .cache = KS_CACHE_FULL};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = ids->n + 4, .max_new = 4, .chunk = chunk, .cache = cache};
     ck_assert_msg(ks_forward_init(&f, model, m, &fp) == KS_OK, "%s", ks_last_error());
     ks_generate_params gp = {.max_new_tokens = 4};
     ks_generate_result r;
@@ -401,8 +401,9 @@ static void run(const ks_model *model, const ks_ids *ids, const char *name, cons
     ks_method_free(m);
 }
 
-/* Dense equivalence: threshold 1.0 gives FullKV's greedy tokens; XAttention+SnapKV at threshold 1.0 keeps
- * SnapKV's rows and tokens exactly, with SnapKV's statistics and a density of 1. */
+/* Dense equivalence: threshold 1.0 gives FullKV's greedy tokens; XAttention+SnapKV at threshold 1.0, prefilled
+ * layer by layer into a budget-sized cache, keeps the rows and tokens of SnapKV in the full cache exactly, with
+ * SnapKV's statistics and a density of 1. */
 START_TEST(test_smollm2_threshold_one) {
     ks_model model;
     ks_tokenizer *tok;
@@ -410,14 +411,14 @@ START_TEST(test_smollm2_threshold_one) {
     long_prompt(&model, &tok, &ids);
     static run_out full, xa, snap, both;
     const char *one[] = {"threshold=1.0"};
-    run(&model, &ids, NULL, NULL, 0, 256, &full);
-    run(&model, &ids, "XAttention", one, 1, 256, &xa);
+    run(&model, &ids, NULL, NULL, 0, 256, KS_CACHE_FULL, &full);
+    run(&model, &ids, "XAttention", one, 1, 256, KS_CACHE_FULL, &xa);
     ck_assert_mem_eq(full.tokens, xa.tokens, sizeof full.tokens);
     for (int l = 0; l < xa.n_st; l++) ck_assert(xa.st[l].sparse_density == 1.0f && xa.st[l].sparse_blocks > 0);
     const char *snap_opts[] = {"max_capacity_prompt=64", "window_size=16"};
     const char *both_opts[] = {"xattention.threshold=1.0", "max_capacity_prompt=64", "window_size=16"};
-    run(&model, &ids, "SnapKV", snap_opts, 2, 256, &snap);
-    run(&model, &ids, "XAttention+SnapKV", both_opts, 3, 256, &both);
+    run(&model, &ids, "SnapKV", snap_opts, 2, 256, KS_CACHE_FULL, &snap);
+    run(&model, &ids, "XAttention+SnapKV", both_opts, 3, 256, KS_CACHE_BUDGET, &both); /* layer-major prefill */
     ck_assert_mem_eq(snap.tokens, both.tokens, sizeof snap.tokens);
     int heads = model.cfg.n_layers * model.cfg.n_kv_heads;
     ck_assert_mem_eq(snap.len, both.len, sizeof(int32_t) * heads);
@@ -443,7 +444,7 @@ START_TEST(test_smollm2_sparse) {
     long_prompt(&model, &tok, &ids);
     static run_out a, b;
     const char *half[] = {"threshold=0.5", "stride=8"};
-    run(&model, &ids, "XAttention", half, 2, 256, &a);
+    run(&model, &ids, "XAttention", half, 2, 256, KS_CACHE_FULL, &a);
     int sparse = 0;
     for (int l = 0; l < a.n_st; l++) {
         ck_assert(a.st[l].sparse_density > 0 && a.st[l].sparse_density <= 1.0f);
@@ -452,7 +453,7 @@ START_TEST(test_smollm2_sparse) {
     }
     ck_assert(sparse);
     const char *dens[] = {"force_density=0.25"};
-    run(&model, &ids, "XAttention", dens, 1, 128, &b);
+    run(&model, &ids, "XAttention", dens, 1, 128, KS_CACHE_FULL, &b);
     for (int l = 0; l < b.n_st; l++) ck_assert(b.st[l].sparse_density < 0.75f);
     free(a.pos), free(b.pos);
     ks_test_smollm2_free(&model, tok, &ids);
