@@ -804,6 +804,13 @@ static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto,
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
 }
 
+/* XAttention's estimation (kernels/cuda/sparse_estimate.cu) is not built on this backend. */
+static ks_status cuda_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld) {
+    (void)kv, (void)layer, (void)a, (void)out, (void)ld;
+    return ks_fail(KS_ERR_UNSUPPORTED, "XAttention: the cuda backend has no antidiagonal block scoring "
+                                       "(xattn_scores) yet; use --device cpu");
+}
+
 /* The backend's accessor: the logged evictions applied first. */
 static ks_kvcache *cuda_cache(ks_kvstore *kv) { return ks_backend_cuda.kvcache(backend_of(kv)); }
 
@@ -811,6 +818,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .name = "cuda bf16",
     .cache = cuda_cache,
     .window_scores = cuda_window_scores,
+    .xattn_scores = cuda_xattn_scores,
     .attention_decode_probs = cuda_attention_decode_probs,
     .channel_scores = cuda_channel_scores,
     .key_norms = cuda_key_norms,

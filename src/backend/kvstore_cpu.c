@@ -7,6 +7,7 @@
 
 #include "cpu/fast.h"
 #include "cpu/kivi_ref.h"
+#include "cpu/xattn_ref.h"
 
 static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
 
@@ -62,6 +63,15 @@ static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos,
     ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, layer), s->start, ks_kvcache_len(c, layer),
                                    ks_kvcache_stride(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
                                    reduce, s->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    KS_ASSERT(a->qb < ld && a->n <= s->p.max_chunk && ks_kvcache_is_dense(c, layer, a->q_pos0 + a->n));
+    ks_ref_xattn_block_scores(out, ld, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
+                              ks_kvcache_stride(c, layer), a);
     return KS_OK;
 }
 
@@ -222,6 +232,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .name = "cpu fp32",
     .cache = cpu_cache,
     .window_scores = cpu_window_scores,
+    .xattn_scores = cpu_xattn_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
     .channel_scores = cpu_channel_scores,
     .key_norms = cpu_key_norms,
