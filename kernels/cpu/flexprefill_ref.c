@@ -122,20 +122,30 @@ static void score_row(float *x, const float *q, const float *k, int cap, int h, 
     for (int j = pos + 1; j < a->L; j++) x[j] = 0;
 }
 
-void ks_flexprefill_score(float *vertical, float *slash, const float *q, const float *k, int cap, int h,
-                          const ks_flexprefill_args *a) {
+/* A (B, L): the B scored queries' rows. */
+static void score_block(float *A, const float *q, const float *k, int cap, int h, const ks_flexprefill_args *a) {
+    for (int i = 0; i < a->block; i++) score_row(A + (size_t)i * a->L, q, k, cap, h, i, a);
+}
+
+/* Step 2 from A. */
+static void vertical_slash(float *vertical, float *slash, const float *A, const ks_flexprefill_args *a) {
     int B = a->block, L = a->L;
     double *vs = calloc((size_t)L, sizeof *vs), *ss = calloc((size_t)L, sizeof *ss);
-    float *x = malloc(sizeof *x * (size_t)L);
-    for (int i = 0; i < B; i++) {
-        score_row(x, q, k, cap, h, i, a);
+    for (int i = 0; i < B; i++)
         for (int j = 0; j <= L - B + i; j++) {
-            vs[j] += x[j];
-            ss[j + B - 1 - i] += x[j]; /* (i, j) lies on the diagonal through (B - 1, j + B - 1 - i) */
+            vs[j] += A[(size_t)i * L + j];
+            ss[j + B - 1 - i] += A[(size_t)i * L + j]; /* (i, j) is on the diagonal through (B - 1, j + B - 1 - i) */
         }
-    }
     for (int j = 0; j < L; j++) vertical[j] = (float)(vs[j] / B), slash[j] = (float)(ss[j] / B);
-    free(vs), free(ss), free(x);
+    free(vs), free(ss);
+}
+
+void ks_flexprefill_score(float *vertical, float *slash, const float *q, const float *k, int cap, int h,
+                          const ks_flexprefill_args *a) {
+    float *A = malloc(sizeof *A * (size_t)a->block * a->L);
+    score_block(A, q, k, cap, h, a);
+    vertical_slash(vertical, slash, A, a);
+    free(A);
 }
 
 /* ---- step 4 and the block means of step 5 -------------------------------------------------------------- */
@@ -260,30 +270,27 @@ static int64_t emit_rows(ks_block_list *l, const uint8_t *mask, int h, int nb, i
     return blocks;
 }
 
-/* The scored queries' mass on the blocks their rows list, averaged over them. */
-static float coverage(const uint8_t *mask, const float *q, const float *k, int cap, int h, int nb,
-                      const ks_flexprefill_args *a) {
+/* The scored queries' mass (A) on the blocks their rows list, averaged over them. */
+static float coverage(const uint8_t *mask, const float *A, int nb, const ks_flexprefill_args *a) {
     int B = a->block;
-    float *x = malloc(sizeof *x * (size_t)a->L);
     double sum = 0;
     for (int i = 0; i < B; i++) {
         int pos = a->L - B + i;
         const uint8_t *row = mask + (size_t)(pos / B) * nb;
-        score_row(x, q, k, cap, h, i, a);
         for (int j = 0; j <= pos; j++)
-            if (row[j / B]) sum += x[j];
+            if (row[j / B]) sum += A[(size_t)i * a->L + j];
     }
-    free(x);
     return (float)(sum / B);
 }
 
 typedef struct {
-    float *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p;
+    float *A, *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p;
     uint8_t *mask;
 } flex_scratch;
 
-static flex_scratch scratch_alloc(int L, int nb, int d) {
+static flex_scratch scratch_alloc(int B, int L, int nb, int d) {
     flex_scratch s;
+    s.A = malloc(sizeof(float) * (size_t)B * L);
     s.vertical = malloc(sizeof(float) * (size_t)L), s.slash = malloc(sizeof(float) * (size_t)L);
     s.v_b = malloc(sizeof(float) * (size_t)nb), s.s_b = malloc(sizeof(float) * (size_t)nb);
     s.a_blk = malloc(sizeof(float) * (size_t)nb);
@@ -293,16 +300,17 @@ static flex_scratch scratch_alloc(int L, int nb, int d) {
 }
 
 static void scratch_free(flex_scratch *s) {
-    free(s->vertical), free(s->slash), free(s->v_b), free(s->s_b), free(s->a_blk);
+    free(s->A), free(s->vertical), free(s->slash), free(s->v_b), free(s->s_b), free(s->a_blk);
     free(s->km), free(s->qm), free(s->p), free(s->mask);
 }
 
-/* Head h's block set into s->mask and its statistics but the counts of blocks. */
+/* Head h's block set into s->mask, its scores in s->A, and its statistics but the blocks, sparsity and coverage. */
 static ks_flexprefill_stat select_head(flex_scratch *s, const float *q, const float *k, int cap, int h,
                                        const ks_flexprefill_args *a) {
     int B = a->block, L = a->L, d = a->d, nb = ks_flexprefill_blocks(a), g = h / (a->H / a->Hk);
     ks_flexprefill_stat st = {0};
-    ks_flexprefill_score(s->vertical, s->slash, q, k, cap, h, a);
+    score_block(s->A, q, k, cap, h, a);
+    vertical_slash(s->vertical, s->slash, s->A, a);
     sum_pool(s->v_b, s->vertical, L, B);
     sum_pool(s->s_b, s->slash, L, B);
     block_means(s->km, k + (size_t)g * cap * d, (size_t)d, L, B, d, 1.0f);
@@ -351,14 +359,14 @@ void ks_flexprefill_ref(ks_block_list *l, ks_flexprefill_stat *stats, const floa
         list_full(l, stats, nb);
         return;
     }
-    flex_scratch s = scratch_alloc(a->L, nb, a->d);
+    flex_scratch s = scratch_alloc(a->block, a->L, nb, a->d);
     int32_t off = 0;
     l->row_start[0] = 0;
     for (int h = 0; h < a->H; h++) {
         ks_flexprefill_stat st = select_head(&s, q, k, cap, h, a);
         st.blocks = emit_rows(l, s.mask, h, nb, &off);
         st.sparsity = (float)(1.0 - (double)st.blocks / ((double)nb * (nb + 1) / 2));
-        st.coverage = coverage(s.mask, q, k, cap, h, nb, a);
+        st.coverage = coverage(s.mask, s.A, nb, a);
         if (stats) stats[h] = st;
     }
     scratch_free(&s);
