@@ -309,6 +309,39 @@ START_TEST(test_uniform_js_both_sides) {
 }
 END_TEST
 
+/* A partial last block: B = 4, L = 10, nb = 3 (block 2 holds tokens 8, 9). The scored queries are the last B
+ * tokens, 6 .. 9, across rows 1 and 2. Queries (1, 0), so the scaled query is (1/sqrt 2, 0); keys 8 and 9 are
+ * (sqrt 2 ln 3, 0) (weight 3), the others 0 (weight 1).
+ *   A: p = 6: 1/7 each; p = 7: 1/8; p = 8: 1/11, key 8 3/11; p = 9: 1/14, keys 8, 9 3/14.
+ *   vertical_8 = (3/11 + 3/14)/4 = 0.121753; v_b = {1/7 + 1/8 + 1/11 + 1/14 = 0.430195, 0.394481, 0.175325}.
+ *   Block mean keys: 0, 0 and block 2's over its 2 tokens, (sqrt 2 ln 3, 0): a = softmax(0, 0, ln 3) =
+ *   {0.2, 0.2, 0.6} (a mean over B = 4 would give weight sqrt 3 instead). m = {0.315097, 0.297240, 0.387662},
+ *   KL(a||m) = 0.091919, KL(v_b||m) = 0.106474, d_JS = 0.314955.
+ *   tau 0.30: VERTICAL_SLASH, n_v = n_s = 1: "0|0 1|0 2". Coverage: p = 6, 7 (row 1 lists everything) 1; p = 8
+ *   (row 2: keys 0..3 and 8) 4/11 + 3/11; p = 9: 4/14 + 6/14: (2 + 7/11 + 10/14)/4 = 0.837662.
+ *   tau 0.33: QUERY_AWARE. Block attention: rows {1}, {1/2, 1/2}, {0.2, 0.2, 0.6}; gamma 0.9 (<= 2.7): (0,0) 1,
+ *   (2,2) 1.6, (1,0) 2.1, (1,1) 2.6; (2,0) would reach 2.8. The same list, "0|0 1|0 2". */
+START_TEST(test_partial_last_block) {
+    ks_flexprefill_args a = {.block = 4, .gamma = 0.9f, .tau = 0.30f, .min_budget = 1, .H = 1, .Hk = 1, .d = 2,
+                             .L = 10};
+    float q[20], k[20], v[10], s[10];
+    for (int t = 0; t < 10; t++) q[2 * t] = 1, q[2 * t + 1] = 0, k[2 * t] = t >= 8 ? 1.5536724f : 0.0f, k[2 * t + 1] = 0;
+    ks_flexprefill_score(v, s, q, k, 10, 0, &a);
+    ck_assert_float_eq_tol(v[8], 0.121753f, 1e-5f);
+    flex_out o = run(q, k, 10, &a);
+    ck_assert_str_eq(rows_text(&o.l, 0), "0|0 1|0 2");
+    ck_assert_int_eq(o.st[0].pattern, KS_FLEX_VERTICAL_SLASH);
+    ck_assert_float_eq_tol(o.st[0].d_js, 0.314955f, 1e-4f);
+    ck_assert_float_eq_tol(o.st[0].coverage, 0.837662f, 1e-5f);
+    out_free(&o);
+    a.tau = 0.33f;
+    o = run(q, k, 10, &a);
+    ck_assert_str_eq(rows_text(&o.l, 0), "0|0 1|0 2");
+    ck_assert_int_eq(o.st[0].pattern, KS_FLEX_QUERY_AWARE);
+    out_free(&o);
+}
+END_TEST
+
 /* Sinks: keys 0 .. 253 are (14.142136, 0), the rest 0; every query (10, 0), so a scored query's logit is 100 on a
  * sink and 0 elsewhere: 1/254 on each sink, exactly 0 (fp32 underflow) elsewhere. B = 64, L = 384, nb = 6, tau 0
  * (never query-aware); query head 1 shares KV head 0 with head 0, so both give the same list.
@@ -444,6 +477,7 @@ int main(void) {
     tcase_add_test(tc, test_mark_forced);
     tcase_add_test(tc, test_dense_fallback);
     tcase_add_test(tc, test_uniform_js_both_sides);
+    tcase_add_test(tc, test_partial_last_block);
     tcase_add_test(tc, test_sinks_literal_128_and_clamps);
     tcase_add_test(tc, test_gamma_one_full);
     tcase_add_test(tc, test_force_density_rows);
