@@ -325,7 +325,8 @@ START_TEST(test_partial_last_block) {
     ks_flexprefill_args a = {.block = 4, .gamma = 0.9f, .tau = 0.30f, .min_budget = 1, .H = 1, .Hk = 1, .d = 2,
                              .L = 10};
     float q[20], k[20], v[10], s[10];
-    for (int t = 0; t < 10; t++) q[2 * t] = 1, q[2 * t + 1] = 0, k[2 * t] = t >= 8 ? 1.5536724f : 0.0f, k[2 * t + 1] = 0;
+    for (int t = 0; t < 10; t++)
+        q[2 * t] = 1, q[2 * t + 1] = 0, k[2 * t] = t >= 8 ? 1.5536724f : 0.0f, k[2 * t + 1] = 0;
     ks_flexprefill_score(v, s, q, k, 10, 0, &a);
     ck_assert_float_eq_tol(v[8], 0.121753f, 1e-5f);
     flex_out o = run(q, k, 10, &a);
