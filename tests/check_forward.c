@@ -294,7 +294,7 @@ START_TEST(test_layer_ops) {
             ck_assert(o->qkv_rope_append(be, l, n, pos0) == KS_OK);
             ref_qkv_attention(&m, l, xn, n, pos0, kc + (size_t)l * kvd, vc + (size_t)l * kvd, CAP, att);
             check_cache(o->kvcache(be), l, kc + (size_t)l * kvd, vc + (size_t)l * kvd, CAP, pos0 + n, what);
-            ck_assert((step ? o->attention_decode(be, l, pos0) : o->attention_prefill(be, l, n, pos0)) == KS_OK);
+            ck_assert((step ? o->attention_decode(be, l, pos0) : o->attention_prefill(be, l, n, pos0, NULL)) == KS_OK);
 
             ck_assert(o->out_proj_residual_norm(be, l, KS_W_O, n, l, KS_W_FFN_NORM) == KS_OK);
             ref_residual(x, att, w->wo, w->bo, n, Hd, D);

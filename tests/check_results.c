@@ -182,14 +182,16 @@ END_TEST
 
 /* Opening `path` as a writer (with IDENTITY) must fail with `st` and a message holding `needle`; the file's
  * bytes must not change, and no lock file may stay behind. The reader must refuse it too (unless skip_read). */
-/* A file written before the /layers columns of value merging and channel pruning existed (deleted here) reads
- * them as 0, and gains them, 0 for its rows, when a run resumes it. */
+/* A file written before the /layers columns of value merging, channel pruning and sparse prefill existed
+ * (deleted here) reads them as 0, and gains them, 0 for its rows, when a run resumes it. */
 START_TEST(test_added_columns) {
     const char *path = join(tmp, "run.h5");
-    const char *added[] = {"merges_prompt", "merges_decode", "merge_prob_mean", "merge_dv_rel", "channels_kept"};
+    const char *added[] = {"merges_prompt", "merges_decode",  "merge_prob_mean", "merge_dv_rel",
+                           "channels_kept", "sparse_blocks", "sparse_coverage"};
+    const int n_added = (int)(sizeof added / sizeof added[0]);
     write_range(path, IDENTITY, "SnapKV", 0, 10);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "layers", H5P_DEFAULT);
-    for (int i = 0; i < 5; i++) ck_assert(H5Ldelete(g, added[i], H5P_DEFAULT) >= 0);
+    for (int i = 0; i < n_added; i++) ck_assert(H5Ldelete(g, added[i], H5P_DEFAULT) >= 0);
     H5Gclose(g), H5Fclose(f);
     ks_results_data d = {0};
     ck_assert_msg(ks_results_read(path, &d) == KS_OK, "%s", ks_last_error());
@@ -198,7 +200,8 @@ START_TEST(test_added_columns) {
     ks_results_data_free(&d);
     write_range(path, IDENTITY, "SnapKV", 10, 15);
     f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), g = H5Gopen2(f, "layers", H5P_DEFAULT);
-    for (int i = 0; i < 5; i++) ck_assert_msg(H5Lexists(g, added[i], H5P_DEFAULT) > 0, "%s not added", added[i]);
+    for (int i = 0; i < n_added; i++)
+        ck_assert_msg(H5Lexists(g, added[i], H5P_DEFAULT) > 0, "%s not added", added[i]);
     H5Gclose(g), H5Fclose(f);
     ck_assert_msg(ks_results_read(path, &d) == KS_OK, "%s", ks_last_error());
     ck_assert_int_eq(d.n_rows, 15);

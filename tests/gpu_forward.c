@@ -153,7 +153,7 @@ static void run_case(const ks_model *m, const int32_t *ids, int n_prompt, int n_
 /* qkv_rope_append, the attention (decode for a row after the prompt) and out_proj_residual_norm(O) of layer l. */
 static void attention_ops(const ks_backend_ops *o, ks_backend *b, int l, int n, int pos0, int decode) {
     CK_KS(o->qkv_rope_append(b, l, n, pos0));
-    CK_KS(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0));
+    CK_KS(decode ? o->attention_decode(b, l, pos0) : o->attention_prefill(b, l, n, pos0, NULL));
     CK_KS(o->out_proj_residual_norm(b, l, KS_W_O, n, l, KS_W_FFN_NORM));
 }
 

@@ -45,6 +45,12 @@ void ks_fast_swiglu(float *out, const float *gate, const float *up, int64_t n);
 void ks_fast_attention(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
                        int H, int Hk, int d, int q_pos0, int window, float scale, float *lse);
 
+/* ks_ref_attention_sparse's contract (block_list.h): each (query head, query block) row's listed key blocks
+ * only; a full list walks the same keys in the same order as ks_fast_attention. No log-sum-exps (they would not
+ * be the dense softmax's). */
+void ks_fast_attention_sparse(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                              int H, int Hk, int d, int q_pos0, int window, float scale, const ks_block_list *l);
+
 /* ks_ref_attention_decode's contract, except that KV head g attends rows [start[g], len[g]) (start NULL = 0):
  * a sliding-window model's decode query skips the rows that fell out of its window. */
 void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,

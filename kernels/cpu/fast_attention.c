@@ -6,7 +6,8 @@
  * those bounds. Keys are consumed in blocks of ATT_KEYS: S = Q K^T and acc += P V are single-threaded OpenBLAS
  * GEMMs (the tiles run in parallel on OpenMP threads), with an online softmax in between (running max m,
  * running sum l, accumulator rescaled when the max grows). Memory is a fixed stack tile whatever the context
- * length. */
+ * length. Block-sparse prefill tiles one query head's rows of one query block (they share a block list row) and
+ * walks only the key ranges the row lists. */
 #include "cpu/fast.h"
 
 #include <cblas.h>
@@ -53,8 +54,11 @@ static void softmax_block_row(float *s, int nb, int j0, int lo, int hi, float *m
     *l += sum;
 }
 
-/* k, v: (rows, d) of one KV head. */
-static void attend_tile(const att_tile *tl, const float *k, const float *v, int d, float scale) {
+/* k, v: (rows, d) of one KV head. The tile's keys: every key between its rows' lowest lo and highest hi
+ * (cols NULL), or only those of the key blocks cols[0 .. n_cols) of B keys (ascending; runs of adjacent blocks
+ * are one key range, so the full list walks the keys as the dense tile does). */
+static void attend_tile(const att_tile *tl, const float *k, const float *v, int d, float scale, const int32_t *cols,
+                        int n_cols, int B) {
     float qt[ATT_ROWS * KS_FAST_MAX_HEAD_DIM];  /* (rows, d) queries * scale, contiguous for the GEMM */
     float acc[ATT_ROWS * KS_FAST_MAX_HEAD_DIM]; /* (rows, d) unnormalised outputs */
     float s[ATT_ROWS * ATT_KEYS];               /* (rows, ATT_KEYS) scores, then probabilities */
@@ -68,17 +72,26 @@ static void attend_tile(const att_tile *tl, const float *k, const float *v, int 
         if (tl->hi[r] > jhi) jhi = tl->hi[r];
     }
     memset(acc, 0, sizeof(float) * R * d);
-    for (int j0 = jlo; j0 < jhi; j0 += ATT_KEYS) {
-        int nb = jhi - j0 < ATT_KEYS ? jhi - j0 : ATT_KEYS;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nb, d, 1.0f, qt, d, k + (size_t)j0 * d, d, 0.0f, s,
-                    ATT_KEYS);
-        for (int r = 0; r < R; r++)
-            softmax_block_row(s + r * ATT_KEYS, nb, j0, tl->lo[r], tl->hi[r], &m[r], &l[r], acc + r * d, d);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, d, nb, 1.0f, s, ATT_KEYS, v + (size_t)j0 * d, d,
-                    1.0f, acc, d);
+    for (int i = 0; i < (cols ? n_cols : 1); i++) {
+        int a = jlo, b = jhi; /* the next key range, clipped to the tile's keys */
+        if (cols) {
+            int first = cols[i];
+            while (i + 1 < n_cols && cols[i + 1] == cols[i] + 1) i++;
+            a = first * B > jlo ? first * B : jlo;
+            b = (cols[i] + 1) * B < jhi ? (cols[i] + 1) * B : jhi;
+        }
+        for (int j0 = a; j0 < b; j0 += ATT_KEYS) {
+            int nb = b - j0 < ATT_KEYS ? b - j0 : ATT_KEYS;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, nb, d, 1.0f, qt, d, k + (size_t)j0 * d, d, 0.0f,
+                        s, ATT_KEYS);
+            for (int r = 0; r < R; r++)
+                softmax_block_row(s + r * ATT_KEYS, nb, j0, tl->lo[r], tl->hi[r], &m[r], &l[r], acc + r * d, d);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, d, nb, 1.0f, s, ATT_KEYS, v + (size_t)j0 * d,
+                        d, 1.0f, acc, d);
+        }
     }
     for (int r = 0; r < R; r++) {
-        float inv = 1.0f / l[r];
+        float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f; /* a sparse row may see no key: 0, as block_list.h says */
         for (int i = 0; i < d; i++) tl->out[r][i] = acc[r * d + i] * inv;
         if (tl->lse[r]) *tl->lse[r] = m[r] + logf(l[r]);
     }
@@ -104,7 +117,35 @@ void ks_fast_attention(float *out, const float *q, const float *k, const float *
             tl.lo[r] = window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
         }
         size_t off = (size_t)g * cap * d;
-        attend_tile(&tl, k + off, v + off, d, scale);
+        attend_tile(&tl, k + off, v + off, d, scale, NULL, 0, 0);
+    }
+}
+
+void ks_fast_attention_sparse(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
+                              int H, int Hk, int d, int q_pos0, int window, float scale, const ks_block_list *l) {
+    KS_ASSERT(d <= KS_FAST_MAX_HEAD_DIM && H % Hk == 0 && q_pos0 + n <= n_kv && l->H == H);
+    int G = H / Hk, B = l->block, nqb = l->n_qblocks;
+    int subs = (B + ATT_ROWS - 1) / ATT_ROWS; /* tiles per (head, query block): its queries share one list */
+#pragma omp parallel for schedule(dynamic)
+    for (int item = 0; item < H * nqb * subs; item++) {
+        int h = item / (nqb * subs), qb = l->qb0 + item / subs % nqb, sub = item % subs;
+        int t_end = (qb + 1) * B < q_pos0 + n ? (qb + 1) * B - q_pos0 : n;
+        int t0 = (qb * B > q_pos0 ? qb * B - q_pos0 : 0) + sub * ATT_ROWS;
+        if (t0 >= t_end) continue;
+        att_tile tl;
+        tl.rows = t_end - t0 < ATT_ROWS ? t_end - t0 : ATT_ROWS;
+        for (int r = 0; r < tl.rows; r++) {
+            int t = t0 + r, qpos = q_pos0 + t;
+            tl.q[r] = q + ((size_t)t * H + h) * d;
+            tl.out[r] = out + ((size_t)t * H + h) * d;
+            tl.lse[r] = NULL;
+            tl.hi[r] = qpos + 1;
+            tl.lo[r] = window > 0 && qpos - window + 1 > 0 ? qpos - window + 1 : 0;
+        }
+        int row = ks_block_row(l, h, qb);
+        size_t off = (size_t)(h / G) * cap * d;
+        attend_tile(&tl, k + off, v + off, d, scale, l->cols + l->row_start[row],
+                    l->row_start[row + 1] - l->row_start[row], B);
     }
 }
 
@@ -129,6 +170,6 @@ void ks_fast_attention_decode(float *out, const float *q, const float *k, const 
             tl.hi[r] = len[g];
         }
         size_t off = (size_t)g * cap * d;
-        attend_tile(&tl, k + off, v + off, d, scale);
+        attend_tile(&tl, k + off, v + off, d, scale, NULL, 0, 0);
     }
 }

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "block_list.h" /* ks_block_list: attention_prefill's block lists */
 #include "core/status.h"
 #include "backend/kvcache.h"
 #include "backend/kvstore.h"
@@ -116,8 +117,12 @@ typedef struct ks_backend_ops {
      * when none is free. */
     ks_status (*qkv_rope_append)(ks_backend *b, int layer, int n, int pos0);
     /* ATT[0..n) = causal (sliding-window) attention of Q rows at positions pos0.. over `layer`'s cache, which
-     * must be dense (every position 0 .. pos0+n-1, as during prefill). */
-    ks_status (*attention_prefill)(ks_backend *b, int layer, int n, int pos0);
+     * must be dense (every position 0 .. pos0+n-1, as during prefill). blocks NULL: every key (dense); else a
+     * sparse-prefill method's block list for this chunk (block_list.h: qb0 and n_qblocks those of pos0, n): each
+     * (query head, query block) row attends its listed key blocks only (a full list is the dense attention). A
+     * sparse attention leaves no log-sum-exps for the scoring ops (they are not the dense softmax's). A backend
+     * without the block-sparse kernel fails with KS_ERR_UNSUPPORTED. */
+    ks_status (*attention_prefill)(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks);
     /* ATT[0] = attention of the single query at position qpos over each KV head's kept rows (per-head
      * lengths; with a sliding window only rows whose position is > qpos - window). */
     ks_status (*attention_decode)(ks_backend *b, int layer, int qpos);

@@ -180,16 +180,21 @@ static int layer_window(const ks_model_config *c, int layer) {
     return layer >= c->swa_first_layer ? c->sliding_window : 0;
 }
 
-static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
+static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks) {
     const ks_model_config *c = b->cfg;
     const ks_kvcache *kc = &b->cache;
     KS_ASSERT(ks_kvcache_is_dense(kc, layer, pos0 + n));
     int window = layer_window(c, layer); /* the scoring op's softmax is causal without a window */
-    ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], ks_kvcache_k(kc, layer), ks_kvcache_v(kc, layer), n,
-                      pos0 + n, ks_kvcache_stride(kc, layer), c->n_heads, c->n_kv_heads, c->head_dim, pos0,
-                      window, attn_scale(c),
-                      window ? NULL : b->lse);
-    b->kv.lse_layer = window ? -1 : layer;
+    const float *k = ks_kvcache_k(kc, layer), *v = ks_kvcache_v(kc, layer);
+    int lse = !window && !blocks; /* a sparse attention's log-sum-exps are not the dense softmax's */
+    if (blocks)
+        ks_fast_attention_sparse(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], k, v, n, pos0 + n,
+                                 ks_kvcache_stride(kc, layer), c->n_heads, c->n_kv_heads, c->head_dim, pos0, window,
+                                 attn_scale(c), blocks);
+    else
+        ks_fast_attention(b->buf[KS_BUF_ATT], b->buf[KS_BUF_Q], k, v, n, pos0 + n, ks_kvcache_stride(kc, layer),
+                          c->n_heads, c->n_kv_heads, c->head_dim, pos0, window, attn_scale(c), lse ? b->lse : NULL);
+    b->kv.lse_layer = lse ? layer : -1;
     b->kv.lse_pos0 = pos0;
     b->kv.lse_n = n;
     return KS_OK;

@@ -212,9 +212,22 @@ static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0)
     return KS_OK;
 }
 
-static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0) {
+/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the one place its kernel
+ * is called from. */
+static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0,
+                                               const ks_block_list *blocks) {
+    (void)b, (void)layer, (void)n, (void)pos0, (void)blocks;
+    return ks_fail(KS_ERR_UNSUPPORTED, "sparse prefill (block lists of key blocks) is not yet on the cuda backend; "
+                                       "run it with --device cpu");
+}
+
+static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks) {
     const ks_model_config *c = b->cfg;
     KS_ASSERT(ks_kvcache_is_dense(&b->cache, layer, pos0 + n));
+    if (blocks) {
+        b->lse_layer = -1; /* a sparse attention's log-sum-exps are not the dense softmax's */
+        return cuda_attention_prefill_sparse(b, layer, n, pos0, blocks);
+    }
     const int window = ks_cuda_layer_window(c, layer); /* the scoring op's softmax is causal without a window */
     float *lse = window ? NULL : b->att_lse;
     b->lse_layer = lse ? layer : -1, b->lse_pos0 = pos0, b->lse_n = n;

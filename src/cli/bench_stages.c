@@ -71,23 +71,25 @@ static ks_status pipelined(ks_stages *sg, ks_pipeline *p, ks_pipeline_meter *mt,
 }
 
 /* This stage's layers alone on the prompt of L tokens, chunk by chunk as the pipeline plans them, no transport:
- * a later stage's X holds the rows it last received, whose values do not change the work. Ends synchronised:
- * the last stage on its argmax, the others reading one row back. */
+ * a later stage's rows come from the host (hidden_write: the call's input, as a received chunk is; their values
+ * do not change the work). Ends synchronised: the last stage on its argmax, the others reading one row back. */
 static ks_status busy_alone(ks_forward *f, const int32_t *ids, int L, double *busy_s) {
     const ks_model *m = f->m;
+    int first = m->first_layer == 0;
+    float *rows = first ? NULL : ks_calloc((size_t)f->chunk * m->cfg.hidden, sizeof(float), "a chunk of residual rows");
     float *row = ks_malloc(sizeof(float) * m->cfg.hidden, "a residual row");
-    if (!row) return KS_ERR_NOMEM;
-    ks_status st = KS_OK;
+    ks_status st = (first || rows) && row ? KS_OK : KS_ERR_NOMEM;
     ks_forward_reset(f);
     double t0 = bench_now_s();
     for (int t = 0, n; t < L && st == KS_OK; t += n) {
         n = ks_forward_chunk_len(f, L, t);
-        ks_forward_io io = {.tokens = m->first_layer == 0 ? ids + t : NULL, .prompt_end = t + n == L,
+        ks_forward_io io = {.tokens = first ? ids + t : NULL, .hidden_in = rows, .prompt_end = t + n == L,
                             .skip_head = t + n < L};
         st = ks_forward_chunk(f, &io, n);
     }
     if (st == KS_OK && m->last_layer < m->cfg.n_layers) st = f->ops->hidden_read(f->be, row, 1);
     *busy_s = bench_now_s() - t0;
+    free(rows);
     free(row);
     return st;
 }

@@ -7,6 +7,7 @@
  * Nothing here touches activation or cache memory. */
 #include "engine/forward.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -26,7 +27,23 @@ static ks_status check_method(const ks_method *m, const ks_backend_params *bp) {
         return ks_fail(KS_ERR_ARG, "--acceleration %s: its observation window of %d tokens must fit in one prefill "
                                    "chunk of %d tokens; raise --chunk or lower window_size",
                        ks_method_name(m), ks_method_window(m), bp->max_chunk);
+    int B = m ? ks_method_sparse_block(m) : 0; /* chunks start on block edges (ks_forward_chunk_len) */
+    if (B && bp->max_chunk < bp->max_ctx && bp->max_chunk < B + ks_method_window(m))
+        return ks_fail(KS_ERR_ARG, "--acceleration %s: its prefill chunks hold whole blocks of %d tokens and the last "
+                                   "one the observation window of %d, so --chunk must be at least %d (it is %d)",
+                       ks_method_name(m), B, ks_method_window(m), B + ks_method_window(m), bp->max_chunk);
     return KS_OK;
+}
+
+/* f->blocks' storage for a sparse-prefill method: the rows of a chunk of max_chunk queries (it may start
+ * mid-block) and every causal key block of max_ctx keys per row. */
+static ks_status blocks_alloc(ks_forward *f, const ks_method *m, int max_chunk, int max_ctx) {
+    int B = m ? ks_method_sparse_block(m) : 0;
+    if (!B) return KS_OK;
+    size_t rows = (size_t)f->m->cfg.n_heads * (size_t)(max_chunk / B + 2);
+    f->blocks.row_start = ks_malloc(sizeof(int32_t) * (rows + 1), "sparse prefill block list");
+    f->blocks.cols = ks_malloc(sizeof(int32_t) * rows * (size_t)(max_ctx / B + 1), "sparse prefill block list");
+    return f->blocks.row_start && f->blocks.cols ? KS_OK : KS_ERR_NOMEM;
 }
 
 /* Rows per (layer, KV head) of the cache mode p->cache for method m: max_ctx for the full cache. */
@@ -69,6 +86,7 @@ ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *m
     ks_backend_params shape = *bp;
     shape.kv_rows = f->kv_rows;
     ks_status st = check_method(method, &shape);
+    if (st == KS_OK) st = blocks_alloc(f, method, bp->max_chunk, bp->max_ctx);
     if (st == KS_OK && method) st = ks_method_bind(method, ops, be, m);
     if (st != KS_OK) {
         ks_forward_free(f);
@@ -103,6 +121,8 @@ ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_c
 
 void ks_forward_free(ks_forward *f) {
     if (f->ops && f->be) f->ops->free(f->be);
+    free(f->blocks.row_start);
+    free(f->blocks.cols);
     memset(f, 0, sizeof *f);
 }
 
@@ -134,7 +154,34 @@ int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     if (rem <= f->chunk) return rem;
     int need = f->method ? ks_method_window(f->method) : 0;
     need = need < n_prompt ? need : n_prompt;
-    return rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
+    int len = rem - f->chunk < need ? rem - need : f->chunk; /* leave the whole window to the last chunk */
+    int B = f->method ? ks_method_sparse_block(f->method) : 0;
+    return B ? len / B * B : len; /* >= B: the chunk holds B + the window (check_method) */
+}
+
+/* The sparse-prefill method's block list for `layer`'s attention on the chunk of n rows at pos0 (last: the
+ * prompt's last chunk), in f->blocks; NULL: dense. Timed into f->method_s. */
+static ks_status prefill_blocks(ks_forward *f, int layer, int pos0, int n, int last, const ks_block_list **out) {
+    *out = NULL;
+    int B = f->method ? ks_method_sparse_block(f->method) : 0;
+    if (!B) return KS_OK;
+    ks_block_list *l = &f->blocks;
+    l->block = B;
+    l->H = f->m->cfg.n_heads;
+    l->qb0 = pos0 / B;
+    l->n_qblocks = ks_block_rows_of(pos0, n, B);
+    double t0 = now_s();
+    ks_status st = ks_method_prefill_blocks(f->method, layer, pos0, n, last, l, out);
+    f->method_s += now_s() - t0;
+    return st;
+}
+
+/* The prefill attention of `layer`, sparse where the method's list says; a backend's refusal names the method. */
+static ks_status attention_prefill(ks_forward *f, int layer, int pos0, int n, int last) {
+    const ks_block_list *blocks;
+    KS_TRY(prefill_blocks(f, layer, pos0, n, last, &blocks));
+    ks_status st = f->ops->attention_prefill(f->be, layer, n, pos0, blocks);
+    return st != KS_OK && blocks ? ks_fail_context(st, "--acceleration %s", ks_method_name(f->method)) : st;
 }
 
 /* Rows 0..n-1 of X (positions pos0..) through the layer; decode = one query over the kept rows. chained: the
@@ -149,7 +196,7 @@ static ks_status run_layer(ks_forward *f, int layer, int pos0, int n, int decode
     const int next = chained && layer + 1 < f->m->last_layer ? layer + 1 : -1;
     if (!chained || layer == f->m->first_layer) KS_TRY(o->rmsnorm(b, layer, KS_W_ATTN_NORM, n));
     KS_TRY(o->qkv_rope_append(b, layer, n, pos0));
-    KS_TRY(decode ? o->attention_decode(b, layer, pos0) : o->attention_prefill(b, layer, n, pos0));
+    KS_TRY(decode ? o->attention_decode(b, layer, pos0) : attention_prefill(f, layer, pos0, n, prompt_end));
     if (f->method) KS_TRY(method_hook(f, layer, pos0, n, decode, prompt_end));
     KS_TRY(o->out_proj_residual_norm(b, layer, KS_W_O, n, layer, KS_W_FFN_NORM));
     KS_TRY(o->gate_up_swiglu(b, layer, n));

@@ -19,6 +19,9 @@
  * max_ctx tokens keeps (ks_method_kv_rows) plus max_new per layer, and a few prefill slots of max_ctx rows that
  * the layers take in turn while their prompt is in (kvcache.h): its memory scales with the budget.
  *
+ * Sparse prefill (a method with a PREFILL part: XAttention): before each layer's attention on a prompt chunk the
+ * method returns the chunk's block list (ks_method_prefill_blocks, into f->blocks), or NULL for dense attention.
+ *
  * KV compression: every layer's attention on a prompt chunk and on a decode step is followed by the method's
  * hook; on the chunk flagged prompt_end the method compresses each layer (its prefill output already used the
  * full cache), so the prompt's last chunk must hold the method's observation window: ks_forward_chunk_len plans
@@ -77,6 +80,8 @@ typedef struct ks_forward {
     ks_method *method;         /* KV compression, borrowed, bound at init; NULL = none (FullKV) */
     double method_s;           /* wall seconds in the method's hooks since the last reset (device backends: with
                                   the wait for queued work the hooks' results depend on) */
+    ks_block_list blocks;      /* a sparse-prefill method's list for the chunk's attention (row_start, cols owned,
+                                  sized at init for max_chunk queries and max_ctx keys); NULL arrays: none */
 } ks_forward;
 
 /* One forward call's inputs and outputs (which ones apply depends on where the stage sits). */
@@ -118,7 +123,9 @@ void ks_forward_reset(ks_forward *f);
 ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_cache *out);
 
 /* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and
- * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens). */
+ * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens); with a
+ * sparse-prefill method every chunk but the last is a multiple of its block (ks_method_sparse_block), so that
+ * chunks start on block edges and no query block is split over two chunks. */
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done);
 
 /* n <= chunk tokens of prefill at positions n_past .. n_past+n-1 (causal attention within the chunk and over

@@ -8,7 +8,8 @@
 
 #include "methods/knobs.h"
 
-#define PARSE_MAX (KS_METHOD_MAX_PARTS * 2) /* parts parsed before the checks say which are too many */
+/* Parts parsed before the checks say which are too many: more than a composition holds (KS_METHOD_MAX_PARTS). */
+#define PARSE_MAX 8
 
 ks_status ks_method_parse(const char *name, const ks_method_ops **parts, int *n) {
     *n = 0;
@@ -20,7 +21,7 @@ ks_status ks_method_parse(const char *name, const ks_method_ops **parts, int *n)
                            name, end == p ? "an empty" : "an over-long");
         if (*n == PARSE_MAX)
             return ks_fail(KS_ERR_ARG, "--acceleration %s: more than %d parts (a composition takes one per role: "
-                           "selection, merging, channel pruning, quantization)", name, PARSE_MAX);
+                           "sparse prefill, selection, merging, channel pruning, quantization)", name, PARSE_MAX);
         snprintf(part, sizeof part, "%.*s", (int)(end - p), p);
         ks_status st = ks_method_find(part, &parts[*n]);
         if (st != KS_OK) return plus || p != name ? ks_fail_context(st, "in the composition %s", name) : st;
@@ -32,8 +33,9 @@ ks_status ks_method_parse(const char *name, const ks_method_ops **parts, int *n)
 
 /* ---- sense checks ------------------------------------------------------------------------------------- */
 
-static const char *const role_plural[] = {"selection methods", "merging methods", "channel-pruning methods",
-                                          "quantizers"};
+/* Indexed by role - KS_ROLE_PREFILL. */
+static const char *const role_plural[] = {"sparse-prefill methods", "selection methods", "merging methods",
+                                          "channel-pruning methods", "quantizers"};
 
 /* A selection that drops rows at the prompt's end or while decoding (FullKV never does). */
 static int evicts(const ks_method_ops *o) { return o->after_prefill_layer || o->on_decode_step; }
@@ -69,7 +71,7 @@ static ks_status check_roles_distinct(const char *name, const ks_method_ops *con
         for (int j = i + 1; j < n; j++)
             if (p[i]->role == p[j]->role)
                 return ks_fail(KS_ERR_ARG, "--acceleration %s: two %s (%s, %s); a composition takes at most one",
-                               name, role_plural[p[i]->role], p[i]->name, p[j]->name);
+                               name, role_plural[p[i]->role - KS_ROLE_PREFILL], p[i]->name, p[j]->name);
     return KS_OK;
 }
 
@@ -80,18 +82,20 @@ static ks_status check_order(const char *name, const ks_method_ops *const *p, in
     if (sorted) return KS_OK;
     char want[KS_METHOD_NAME_MAX];
     size_t len = 0;
-    for (int role = KS_ROLE_SELECT; role <= KS_ROLE_QUANT; role++)
+    for (int role = KS_ROLE_PREFILL; role <= KS_ROLE_QUANT; role++)
         for (int i = 0; i < n; i++)
             if ((int)p[i]->role == role)
                 len += (size_t)snprintf(want + len, sizeof want - len, "%s%s", len ? "+" : "", p[i]->name);
     return ks_fail(KS_ERR_ARG, "--acceleration %s: the parts go in the order selection, merging, channel pruning, "
-                   "quantization: write %s", name, want);
+                   "quantization: write %s (a sparse-prefill part goes first)", name, want);
 }
 
 /* A MERGE part merges what a selection drops at the prompt's end: it needs one that does not evict while decoding
  * (those evictions happen inside the store, past before_compact); nor can a needs_stable_rows part follow one. */
 static ks_status check_needs(const char *name, const ks_method_ops *const *p, int n) {
-    const ks_method_ops *sel = p[0]->role == KS_ROLE_SELECT ? p[0] : NULL; /* the order is checked */
+    const ks_method_ops *sel = NULL; /* the roles are distinct */
+    for (int i = 0; i < n; i++)
+        if (p[i]->role == KS_ROLE_SELECT) sel = p[i];
     for (int i = 0; i < n; i++) {
         if (p[i]->role == KS_ROLE_MERGE && !sel)
             return ks_fail(KS_ERR_ARG, "--acceleration %s: %s merges the rows a selection drops and needs a "
@@ -232,14 +236,16 @@ static ks_status part_create(ks_method **out, const ks_method_ops *ops, const ch
     return ks_knobs_defaults(ops, m->opts);
 }
 
-/* The instances linked: next, head, selector, and the head's name "A+B". */
+/* The instances linked: next, head, selector (on the parts after the SELECT part), and the head's name "A+B". */
 static void link_parts(ks_method *const *m, int n) {
     size_t len = 0;
-    ks_method *sel = m[0]->ops->role == KS_ROLE_SELECT && n > 1 ? m[0] : NULL;
+    int s = 0;
+    while (s < n && m[s]->ops->role != KS_ROLE_SELECT) s++;
+    ks_method *sel = s < n && n > 1 ? m[s] : NULL;
     for (int i = 0; i < n; i++) {
         m[i]->next = i + 1 < n ? m[i + 1] : NULL;
         m[i]->head = m[0];
-        m[i]->selector = i > 0 ? sel : NULL;
+        m[i]->selector = i > s ? sel : NULL;
     }
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(m[0]->name + len, sizeof m[0]->name - len, "%s%s", i ? "+" : "", m[i]->ops->name);

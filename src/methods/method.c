@@ -23,16 +23,17 @@ ks_status ks_method_find(const char *name, const ks_method_ops **out) {
             *out = *o;
             return KS_OK;
         }
-    static const char *const roles[] = {"selection", "merging", "channels", "quantization"};
+    static const char *const roles[] = {"sparse prefill", "selection", "merging", "channels", "quantization"};
     char names[512];
     size_t n = 0;
-    for (int role = KS_ROLE_SELECT; role <= KS_ROLE_QUANT; role++) { /* "A, B (selection); C (quantization)" */
+    for (int role = KS_ROLE_PREFILL; role <= KS_ROLE_QUANT; role++) { /* "A, B (selection); C (quantization)" */
         size_t n0 = n;
         for (const ks_method_ops *const *o = ks_methods; *o; o++)
             if ((int)(*o)->role == role && n < sizeof names)
                 n += (size_t)snprintf(names + n, sizeof names - n, "%s%s", n == n0 ? (n ? "; " : "") : ", ",
                                       (*o)->name);
-        if (n > n0 && n < sizeof names) n += (size_t)snprintf(names + n, sizeof names - n, " (%s)", roles[role]);
+        if (n > n0 && n < sizeof names)
+            n += (size_t)snprintf(names + n, sizeof names - n, " (%s)", roles[role - KS_ROLE_PREFILL]);
     }
     return ks_fail(KS_ERR_ARG, "--acceleration %s: unknown method (known: %s; case does not matter; parts of "
                    "different roles compose as A+B)", name, names);
@@ -53,6 +54,10 @@ static void unbind(ks_method *m) {
     free(m->chan_scores);
     free(m->chan_keep);
     free(m->n_chan);
+    free(m->sparse);
+    free(m->state);
+    m->sparse = NULL;
+    m->state = NULL;
     m->merges = NULL;
     m->n_merges = NULL;
     m->chan_scores = NULL;
@@ -75,16 +80,25 @@ void ks_method_free(ks_method *m) {
     }
 }
 
+/* The part whose per-layer record is the statistics' row and that takes the key norms: the first part that
+ * acts on the cache (a PREFILL part only computes the prompt's attention), or the head when none does. */
+static ks_method *stat_part(const ks_method *m) {
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->role != KS_ROLE_PREFILL) return (ks_method *)p;
+    return (ks_method *)m;
+}
+
 ks_status ks_method_bind(ks_method *m, const ks_backend_ops *ops, ks_backend *be, const ks_model *model) {
     ks_kvstore *kv = ops->kvstore(be);
     for (const ks_method *p = m; p && !kv; p = p->next)
-        if (p->ops->after_prefill_layer || p->ops->prefill_chunk || p->ops->on_decode_step)
+        if (p->ops->after_prefill_layer || p->ops->prefill_chunk || p->ops->on_decode_step || p->ops->prefill_blocks)
             return ks_fail(KS_ERR_UNSUPPORTED, "--acceleration %s: the %s backend has no KV store for the methods",
                            m->name, ops->name);
     return ks_method_bind_store(m, kv, ops->kvcache(be), model);
 }
 
-/* One part bound: its scratch and per-row arrays (row_norm on the head only: a layer's key norms are taken once). */
+/* One part bound: its scratch and per-row arrays (row_norm on the statistics' part only: a layer's key norms are
+ * taken once). */
 static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks_model *model) {
     unbind(m);
     if (model->cfg.n_layers > KS_METHOD_MAX_LAYERS)
@@ -112,7 +126,7 @@ static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks
     if (compresses) m->row_mass = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method row masses");
     if (m->ops->row_scores)
         m->row_scores = ks_malloc(sizeof(float) * (score_floats ? score_floats : 1), "KV method row scores");
-    int norms = kv && m->head == m;
+    int norms = kv && stat_part(m->head) == m;
     if (norms) m->row_norm = ks_malloc(sizeof(float) * (rows ? rows : 1), "KV method key norms");
     int merges = m->ops->role == KS_ROLE_MERGE;
     if (merges) {
@@ -125,7 +139,10 @@ static ks_status bind_part(ks_method *m, ks_kvstore *kv, ks_kvcache *c, const ks
         m->chan_keep = ks_malloc(sizeof(int32_t) * m->Hk * m->d, "KV method channel lists");
         m->n_chan = ks_malloc(sizeof(int32_t) * m->Hk, "KV method channel counts");
     }
+    int sparse = m->ops->role == KS_ROLE_PREFILL;
+    if (sparse) m->sparse = ks_calloc((size_t)c->n_layers + 1, sizeof *m->sparse, "sparse prefill records");
     if (!m->layer || !m->scores || !m->pooled || !m->keep || !m->n_keep || (compresses && !m->row_mass) ||
+        (sparse && !m->sparse) ||
         (m->ops->row_scores && !m->row_scores) || (norms && !m->row_norm) || (merges && (!m->merges || !m->n_merges)) ||
         (channels && (!m->chan_scores || !m->chan_keep || !m->n_chan))) {
         unbind(m);
@@ -149,6 +166,7 @@ void ks_method_reset(ks_method *m) {
         p->n_prompt = 0;
         memset(p->model_state, 0, sizeof p->model_state);
         if (p->layer) memset(p->layer, 0, sizeof *p->layer * (p->last_layer - p->first_layer));
+        if (p->sparse) memset(p->sparse, 0, sizeof *p->sparse * (p->last_layer - p->first_layer));
     }
     if (m->kv) m->kv->ops->compress_cancel(m->kv); /* a prompt abandoned after an error: its work is dropped */
 }
@@ -159,12 +177,13 @@ static int part_window(const ks_method *m) {
     return w > 0 ? w : m->ops->after_prefill_layer ? KS_METHOD_STAT_WINDOW : 0;
 }
 
-/* The head's window (its statistics' window when it compresses without one), or the most a later part scores:
- * a later part that scores prompt queries says how many through ops->window. */
+/* The statistics' part's window (its statistics' window when it compresses without one), or the most another
+ * part scores: a part that scores prompt queries says how many through ops->window. */
 int ks_method_window(const ks_method *m) {
-    int most = part_window(m);
-    for (const ks_method *p = m->next; p; p = p->next) {
-        int w = p->ops->window ? p->ops->window(p) : 0;
+    const ks_method *s = stat_part(m);
+    int most = part_window(s);
+    for (const ks_method *p = m; p; p = p->next) {
+        int w = p != s && p->ops->window ? p->ops->window(p) : 0;
         most = w > most ? w : most;
     }
     return most;
@@ -192,14 +211,15 @@ static ks_status settle(ks_method *m, int layer) {
     return m->kv->ops->kv_compact(m->kv, layer, m->keep, m->n_keep, m->cap);
 }
 
-/* A layer's prompt-end work (a ks_kvstore_work on the head): its key norms (before any row of it moves), then each
+/* A layer's prompt-end work (a ks_kvstore_work on the head): its key norms (before any row of it moves; into the
+ * statistics' part's row_norm), then each
  * part's work over the prompt's last chunk in order (the selection's first; its compaction calls the parts'
  * before_compact), then the layer out of a prefill slot. */
 static ks_status prompt_end_work(void *ctx, int layer) {
     ks_method *m = ctx;
     ks_method_chunk c = m->last_chunk;
     c.layer = layer;
-    KS_TRY(m->kv->ops->key_norms(m->kv, layer, ks_method_row_norm(m, layer), m->cap));
+    KS_TRY(m->kv->ops->key_norms(m->kv, layer, ks_method_row_norm(stat_part(m), layer), m->cap));
     for (ks_method *p = m; p; p = p->next)
         if (p->ops->after_prefill_layer) KS_TRY(p->ops->after_prefill_layer(p, &c));
     return settle(m, layer);
@@ -215,6 +235,28 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
     for (ks_method *p = m; p; p = p->next) p->last_chunk = c;
     int w = ks_method_window(m) < n ? ks_method_window(m) : n; /* the rows window_scores may read */
     return m->kv->ops->compress_layer(m->kv, layer, n - w, w, prompt_end_work, m);
+}
+
+int ks_method_sparse_block(const ks_method *m) {
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->role == KS_ROLE_PREFILL) return p->ops->sparse_block(p);
+    return 0;
+}
+
+ks_status ks_method_prefill_blocks(ks_method *m, int layer, int pos0, int n, int last, ks_block_list *l,
+                                   const ks_block_list **out) {
+    *out = NULL;
+    KS_ASSERT(layer >= m->first_layer && layer < m->last_layer);
+    ks_method *p = m;
+    while (p && p->ops->role != KS_ROLE_PREFILL) p = p->next;
+    if (!p) return KS_OK;
+    if (p->ops->sparse_whole_prompt && !(pos0 == 0 && last))
+        return ks_fail(KS_ERR_ARG, "--acceleration %s: %s chooses each layer's key blocks from the prompt's last "
+                       "block of queries, so the whole prompt must be one prefill chunk; this prompt does not fit "
+                       "the chunk of %d tokens: raise --chunk to the prompt's length", m->name, p->ops->name,
+                       pos0 == 0 ? n : pos0);
+    ks_method_chunk c = {.layer = layer, .pos0 = pos0, .n = n};
+    return p->ops->prefill_blocks(p, &c, last, l, out);
 }
 
 int ks_method_decode_on_host(const ks_method *m) {
@@ -301,6 +343,7 @@ static int part_bounds(const ks_method *m) { return m->ops->after_prefill_layer 
 /* Whose plan bounds the rows of a composition: its selection, the head; without one (no part drops rows), every
  * part's plan, and none may leave its rows unplanned. */
 int ks_method_bounds_rows(const ks_method *m) {
+    m = stat_part(m); /* a PREFILL part keeps every row */
     if (m->ops->role == KS_ROLE_SELECT) return part_bounds(m);
     int some = 0;
     for (const ks_method *p = m; p; p = p->next) {
@@ -339,6 +382,7 @@ static int plan_rows(const ks_method *m, const ks_model *model, int max_prompt) 
  * the selection compacts into the layer's rows before the part packs them and generated tokens are packed too. */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
     if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+    m = stat_part(m);
     int most = 0, dense = 0;
     for (const ks_method *p = m; p; p = m->ops->role == KS_ROLE_SELECT ? NULL : p->next) {
         int rows = part_bounds(p) && !p->ops->dense_rows ? plan_rows(p, model, max_prompt) : 0;
@@ -362,10 +406,19 @@ int ks_method_dropped(const ks_method *m) {
     return 0;
 }
 
+/* A PREFILL part's columns of held `layer`'s row. */
+static void sparse_stat(const ks_method *p, int layer, ks_layer_stat *row) {
+    const ks_method_sparse_layer *s = &p->sparse[ks_method_index(p, layer)];
+    if (!s->causal) return; /* no prompt chunk ran */
+    row->sparse_density = (float)((double)s->blocks / (double)s->causal);
+    row->sparse_blocks = s->blocks;
+    row->sparse_coverage = (float)(s->coverage / (double)s->rows);
+}
+
 int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
     int rows = 0;
     for (int layer = m->first_layer; layer < m->last_layer; layer++) {
-        const ks_method_layer *ly = ks_method_layer_at(m, layer);
+        const ks_method_layer *ly = ks_method_layer_at(stat_part(m), layer);
         ks_layer_stat *row = &out[rows++];
         *row = (ks_layer_stat){.layer = layer,
                                .kv_head = -1,
@@ -376,8 +429,10 @@ int ks_method_layer_stats(const ks_method *m, ks_layer_stat *out) {
                                .key_norm_max = ly->key_norm_max,
                                .sparse_density = 1.0f,
                                .quant_error = 0.0f};
-        for (const ks_method *p = m; p; p = p->next)
+        for (const ks_method *p = m; p; p = p->next) {
+            if (p->sparse) sparse_stat(p, layer, row);
             if (p->ops->layer_stat) p->ops->layer_stat(p, layer, row);
+        }
     }
     return rows;
 }

@@ -1,7 +1,8 @@
 /* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK,
- * KIVI and FullKV (none). Each is a const ks_method_ops table in its own file, found by name in the
- * NULL-terminated registry ks_methods[]; an instance (ks_method) holds the parsed options and per-sequence state,
- * and the forward pass calls its hooks. `kvscope generate` and `kvscope eval` use the same objects:
+ * KIVI and FullKV (none), and the sparse prefill methods that compose before them. Each is a const
+ * ks_method_ops table in its own file, found by name in the NULL-terminated registry ks_methods[]; an instance
+ * (ks_method) holds the parsed options and per-sequence state, and the forward pass calls its hooks. `kvscope
+ * generate` and `kvscope eval` use the same objects:
  *
  *     ks_method *m;
  *     const char *opts[] = {"max_capacity_prompt=1024", "pooling=maxpool"};
@@ -112,13 +113,21 @@ typedef enum ks_row_scores {
                                  are chosen, so that the prefill chunks do not change the reduction) */
 } ks_row_scores;
 
-/* What a method does to the cache, which orders the parts of a composition (--acceleration SnapKV+ThinK+KIVI):
- * at most one SELECT part (token selection or layer budgets: which rows stay), then MERGE (values of the rows the
+/* What a method does, which orders the parts of a composition (--acceleration XAttention+SnapKV+ThinK+KIVI):
+ * at most one PREFILL part (sparse prefill: which key blocks each prompt query attends; the cache stays whole),
+ * then SELECT (token selection or layer budgets: which rows stay), then MERGE (values of the rows the
  * selection drops are merged into kept rows before they go), then CHANNELS (key channels pruned), then QUANT (the
- * kept rows stored in fewer bits). Alone, a MERGE, CHANNELS or QUANT method brings its own selection or none. */
-typedef enum ks_method_role { KS_ROLE_SELECT, KS_ROLE_MERGE, KS_ROLE_CHANNELS, KS_ROLE_QUANT } ks_method_role;
+ * kept rows stored in fewer bits). Alone, a MERGE, CHANNELS or QUANT method brings its own selection or none.
+ * SELECT is 0, so that a table without .role is a selection; PREFILL sorts before it. */
+typedef enum ks_method_role {
+    KS_ROLE_PREFILL = -1,
+    KS_ROLE_SELECT,
+    KS_ROLE_MERGE,
+    KS_ROLE_CHANNELS,
+    KS_ROLE_QUANT
+} ks_method_role;
 
-#define KS_METHOD_MAX_PARTS 4   /* parts of a composition: one per role */
+#define KS_METHOD_MAX_PARTS 5   /* parts of a composition: one per role */
 #define KS_METHOD_NAME_MAX 128  /* a composition's name, "SnapKV+ThinK+KIVI", with its terminator */
 
 typedef struct ks_method_ops {
@@ -174,12 +183,30 @@ typedef struct ks_method_ops {
      * the first part's budget, kept rows, mass and key norms): the fields only this part sets (quant_error, ...). */
     void (*layer_stat)(const ks_method *m, int layer, ks_layer_stat *row);
     /* Optional: once the instance is bound to a KV store, reserve what the method keeps in it for the store's
-     * life (QUANT: KIVI's packed part, kvstore.h quant_reserve); its errors fail the binding. */
+     * life (QUANT: KIVI's packed part, kvstore.h quant_reserve) and its own host state (m->state); its errors
+     * fail the binding. */
     ks_status (*bind)(ks_method *m);
     /* Optional (QUANT): the most full-precision rows per (layer, KV head) the cache holds at any time once a
      * layer's prompt is in, whatever the sequence's length (the rest is packed in the store): the rows of a
      * budget-sized cache (ks_method_kv_rows). NULL: the plan's budgets plus the generated tokens. */
     int (*dense_rows)(const ks_method *m);
+    /* ---- sparse prefill (role PREFILL: XAttention, FlexPrefill) ---- */
+    /* B, tokens per block of the method's block lists (block_list.h). The forward pass starts every prompt chunk
+     * but the first on a multiple of B (ks_forward_chunk_len), so that a query block's queries are never split
+     * over two chunks, and sizes the list it hands prefill_blocks from B. */
+    int (*sparse_block)(const ks_method *m);
+    /* Before `layer`'s attention on a prompt chunk c (its roped queries in the backend's Q rows 0 .. c->n - 1, the
+     * layer's cache holding positions 0 .. c->pos0 + c->n - 1; last: the prompt's last chunk): the key blocks
+     * each (query head, query block) row of the chunk attends. The caller's list l has block, H, qb0 and
+     * n_qblocks set and room for every causal block of every row (row_start: H * n_qblocks + 1, cols: H *
+     * n_qblocks * (qb0 + n_qblocks)); the method fills row_start and cols and sets *out = l, or *out = NULL for
+     * dense attention. Decode stays dense. */
+    ks_status (*prefill_blocks)(ks_method *m, const ks_method_chunk *c, int last, ks_block_list *l,
+                                const ks_block_list **out);
+    /* 1: a layer's lists depend on the prompt's last block of queries (FlexPrefill), which exist only once the
+     * prompt's last chunk has run qkv_rope_append: the whole prompt must be one prefill chunk, and
+     * ks_method_prefill_blocks fails with KS_ERR_ARG naming --chunk on a chunk before the last. */
+    int sparse_whole_prompt;
 } ks_method_ops;
 
 /* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI;
@@ -220,6 +247,15 @@ typedef struct ks_method_layer {
     float channels_kept;   /* a CHANNELS part (ThinK): key channels stored per KV head, mean over KV heads (0: not
                               pruned yet) */
 } ks_method_layer;
+
+/* A PREFILL part's record of a layer's prompt, summed over its chunks (the statistics' sparse columns). */
+typedef struct ks_method_sparse_layer {
+    int64_t blocks;   /* key blocks computed, over query heads and query blocks */
+    int64_t causal;   /* the causal key blocks of those rows (the dense attention's) */
+    int64_t rows;     /* (query head, query block) rows */
+    double coverage;  /* the rows' estimated attention mass on their computed blocks, as a fraction of the row's,
+                         summed over the rows */
+} ks_method_sparse_layer;
 
 struct ks_method {
     const ks_method_ops *ops;
@@ -267,6 +303,10 @@ struct ks_method {
                               head, then their group means per KV head; allocated at bind, else NULL */
     int32_t *chan_keep;    /* (Hk, d) its kept-channel lists (kvstore.h quant_channels) */
     int32_t *n_chan;       /* (Hk) their lengths */
+    ks_method_sparse_layer *sparse; /* (layers held) a PREFILL part's record of the prompt per layer, allocated at
+                              bind and zeroed per sequence; else NULL */
+    void *state;           /* a part's own host state (XAttention's thresholds and scratch): one block its bind
+                              callback allocates, freed with the binding; NULL: none */
 };
 
 /* The index of held `layer` (an absolute number) in the per-layer state: the one place that converts. */
@@ -329,6 +369,14 @@ ks_status ks_method_prefill_layer(ks_method *m, int layer, int pos0, int n, int 
 /* After the prompt's last chunk: the store's pending work (compress_flush), the statistics. */
 ks_status ks_method_end_prompt(ks_method *m);
 ks_status ks_method_decode_layer(ks_method *m, int layer, int qpos);
+/* Sparse prefill: B of the PREFILL part's block lists (ks_method_ops.sparse_block); 0 without one (dense). */
+int ks_method_sparse_block(const ks_method *m);
+/* Before the attention of `layer` on a prompt chunk at pos0 with n rows (last: the prompt's last chunk): *out =
+ * the PREFILL part's block list for it, written into l (sized as ks_method_ops.prefill_blocks says), or NULL for
+ * dense attention (no PREFILL part, or it chose dense). KS_ERR_ARG naming --chunk when the part needs the whole
+ * prompt in one chunk (sparse_whole_prompt) and this chunk is not all of it. */
+ks_status ks_method_prefill_blocks(ks_method *m, int layer, int pos0, int n, int last, ks_block_list *l,
+                                   const ks_block_list **out);
 /* 1 when the next decode step's hooks do host work (method_ops.decode_on_host of any part). */
 int ks_method_decode_on_host(const ks_method *m);
 /* 1 when some part has a decode-step hook (ks_method_decode_layer does anything). */

@@ -19,7 +19,8 @@ typedef struct ks_layer_stat {
     int kept;                   /* tokens kept after compression */
     float attn_mass_kept;       /* fraction of observation-window attention mass on kept tokens */
     float key_norm_mean, key_norm_max;
-    float sparse_density;       /* sparse-prefill methods: fraction of blocks computed; else 1 */
+    float sparse_density;       /* sparse-prefill methods: key blocks computed over the causal blocks of the
+                                   prompt's (query head, query block) rows (1 - the sparsity); else 1 */
     float quant_error;          /* KV quantization: relative reconstruction error of the keys, ||K - K^|| / ||K||
                                    over what the prompt's end quantized; else 0 */
     float quant_error_v;        /* KV quantization: the same for the values; else 0 */
@@ -33,6 +34,10 @@ typedef struct ks_layer_stat {
     float merge_dv_rel;         /* value merging: ||dV|| / ||V|| of the prompt end's merges; else 0 */
     float channels_kept;        /* key channel pruning (ThinK): key channels each KV head stores in its pruned
                                    keys, mean over the layer's KV heads (head_dim where nothing is pruned); else 0 */
+    float sparse_coverage;      /* sparse prefill: the method's estimated attention mass on the computed blocks as
+                                   a fraction of each row's, mean over those rows; else 0 */
+    int64_t sparse_blocks;      /* sparse prefill: key blocks computed over the prompt's (query head, query block)
+                                   rows; else 0 */
 } ks_layer_stat;
 
 typedef struct ks_result {

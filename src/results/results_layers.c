@@ -40,6 +40,11 @@ static const ks_column layers_cols[] = {
     COL_ADDED("channels_kept", KS_COL_F32, stat.channels_kept,
               "key channel pruning (ThinK): key channels stored per KV head in its pruned keys, mean over KV heads "
               "(else 0)"),
+    COL_ADDED("sparse_blocks", KS_COL_I64, stat.sparse_blocks,
+              "sparse prefill: key blocks computed over the prompt's (query head, query block) rows (else 0)"),
+    COL_ADDED("sparse_coverage", KS_COL_F32, stat.sparse_coverage,
+              "sparse prefill: estimated attention mass on the computed blocks as a fraction of each row's, mean "
+              "over the rows (else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {
