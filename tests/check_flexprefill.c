@@ -1,7 +1,13 @@
 /* check_flexprefill.c — FlexPrefill's estimation (kernels/cpu/flexprefill_ref.h) on hand-built cases whose answers
  * are worked out from the algorithm in the comments, step by step and then whole; and the properties: every
  * list well formed (ascending rows, columns <= the row, column 0 and the diagonal present), gamma = 1 with a full
- * budget lists every causal block, force_density gives each row its fraction. */
+ * budget lists every causal block, force_density gives each row its fraction.
+ *
+ *     check_flexprefill            the estimation (label "unit")
+ *     check_flexprefill smollm2    the method on SmolLM2 (label "model"): gamma = 1 with a full budget gives
+ *                                  FullKV's greedy tokens (query-aware heads on a short prompt, vertical-slash
+ *                                  heads with B = 128 on a long one), and FlexPrefill+SnapKV SnapKV's; a sparse
+ *                                  run's statistics; a prompt longer than the chunk is refused naming --chunk. */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
@@ -9,7 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/status.h"
 #include "cpu/flexprefill_ref.h"
+#include "engine/forward.h"
+#include "engine/generate.h"
+#include "methods/method.h"
 #include "test_util.h"
 
 /* ---- helpers ---------------------------------------------------------------------------------------------- */
@@ -467,9 +477,141 @@ START_TEST(test_check_args) {
 }
 END_TEST
 
-int main(void) {
+
+/* ---- the method on SmolLM2 --------------------------------------------------------------------------------- */
+
+enum { NEW = 12 };
+
+static ks_method *create(const char *name, const char *const *opts) {
+    int n = 0;
+    while (opts && opts[n]) n++;
+    ks_method *m;
+    ck_assert_msg(ks_method_create(&m, name, NULL, opts, n) == KS_OK, "%s", ks_last_error());
+    return m;
+}
+
+/* The prompt's NEW greedy tokens with method m (NULL: FullKV) into out, prefill chunk `chunk`. */
+static ks_status generate(const ks_model *model, ks_method *m, const ks_ids *ids, int chunk, int32_t *out) {
+    ks_forward f = {0};
+    ks_forward_params fp = {.device = "cpu", .max_ctx = ids->n + NEW, .max_new = NEW, .chunk = chunk,
+                            .cache = KS_CACHE_FULL};
+    ck_assert_msg(ks_forward_init(&f, model, m, &fp) == KS_OK, "%s", ks_last_error());
+    ks_generate_params gp = {.max_new_tokens = NEW};
+    ks_generate_result r;
+    ks_status st = ks_generate(&f, ids->ids, ids->n, &gp, out, &r);
+    ks_forward_free(&f);
+    return st;
+}
+
+static void assert_tokens(const int32_t *got, const int32_t *want, const char *what) {
+    for (int t = 0; t < NEW; t++)
+        ck_assert_msg(got[t] == want[t], "%s: token %d is %d, %d expected", what, t, got[t], want[t]);
+}
+
+/* The layers' sparse columns: density within [lo, hi], coverage in (0, 1]. */
+static void assert_sparse_stats(const ks_method *m, double lo, double hi) {
+    ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+    int n = ks_method_layer_stats(m, st);
+    ck_assert_int_gt(n, 0);
+    for (int l = 0; l < n; l++) {
+        ck_assert_msg(st[l].sparse_density >= lo - 1e-6 && st[l].sparse_density <= hi + 1e-6,
+                      "layer %d: density %g outside [%g, %g]", l, st[l].sparse_density, lo, hi);
+        ck_assert_msg(st[l].sparse_blocks > 0 && st[l].sparse_coverage > 0 && st[l].sparse_coverage <= 1.0001f,
+                      "layer %d: %lld blocks, coverage %g", l, (long long)st[l].sparse_blocks, st[l].sparse_coverage);
+    }
+}
+
+/* gamma = 1 with a full budget lists every causal block: FullKV's tokens. The short prompt (> 2 B = 32 tokens) with
+ * B = 16 and tau = 1 (every head query-aware: d_JS <= sqrt(ln 2) < 1); and FlexPrefill+SnapKV gives SnapKV's. A
+ * sparse run (gamma 0.9, tau 0.1) and force_density 0.5 (rows of 1, 2, 2 of 3 blocks: density 5/6 exactly). */
+START_TEST(test_smollm2_short) {
+    ks_model model;
+    ks_tokenizer *tok;
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
+    ck_assert_int_gt(ids.n, 32);
+    ck_assert_int_le(ids.n, 48); /* three blocks of 16 */
+    int32_t want[NEW], got[NEW];
+    ck_assert(generate(&model, NULL, &ids, 512, want) == KS_OK);
+
+    const char *full[] = {"block_size=16", "gamma=1", "tau=1", "min_budget=1", "max_budget=0", NULL};
+    ks_method *m = create("FlexPrefill", full);
+    ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
+    assert_tokens(got, want, "FlexPrefill, gamma 1");
+    assert_sparse_stats(m, 1, 1);
+    ks_method_free(m);
+
+    const char *snap[] = {"max_capacity_prompt=24", "window_size=8", NULL};
+    m = create("SnapKV", snap);
+    ck_assert(generate(&model, m, &ids, 512, want) == KS_OK);
+    ks_method_free(m);
+    const char *both[] = {"FlexPrefill.block_size=16", "FlexPrefill.gamma=1", "FlexPrefill.tau=1",
+                          "FlexPrefill.min_budget=1", "FlexPrefill.max_budget=0", "SnapKV.max_capacity_prompt=24",
+                          "SnapKV.window_size=8", NULL};
+    m = create("FlexPrefill+SnapKV", both);
+    ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
+    assert_tokens(got, want, "FlexPrefill+SnapKV, gamma 1");
+    ks_method_free(m);
+
+    const char *sparse[] = {"block_size=16", "min_budget=1", NULL};
+    m = create("FlexPrefill", sparse);
+    ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
+    assert_sparse_stats(m, 5.0 / 6, 1);
+    ks_method_free(m);
+
+    const char *forced[] = {"block_size=16", "min_budget=1", "force_density=0.5", NULL};
+    m = create("FlexPrefill", forced);
+    ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
+    assert_sparse_stats(m, 5.0 / 6, 5.0 / 6);
+    ks_method_free(m);
+
+    /* a prompt over two chunks: refused, naming --chunk */
+    m = create("FlexPrefill", sparse);
+    ck_assert_int_eq(generate(&model, m, &ids, 32, got), KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "--chunk"));
+    ks_method_free(m);
+    ks_test_smollm2_free(&model, tok, &ids);
+}
+END_TEST
+
+/* A prompt of more than 2 B = 256 tokens with B = 128, gamma 1, tau 0 (every head vertical-slash): the counts cover
+ * every token, (L + 1) / 128 + 1 >= nb, so every list is full: FullKV's tokens. */
+START_TEST(test_smollm2_long) {
+    ks_model model;
+    ks_tokenizer *tok;
+    ks_ids ids;
+    ks_test_smollm2_prompt(&model, &tok, &ids);
+    ks_ids_free(&ids);
+    char text[8192];
+    size_t n = 0;
+    for (int i = 0; i < 24; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "Day %d: the harbor master counted %d boats and %d gulls. ", i,
+                              3 * i + 7, 11 * i + 2);
+    snprintf(text + n, sizeof text - n, "The secret word is HARBOR. Repeat the secret word. Answer:");
+    ck_assert(ks_generate_encode_prompt(tok, text, 0, &ids) == KS_OK);
+    ck_assert_int_gt(ids.n, 256);
+    int32_t want[NEW], got[NEW];
+    ck_assert(generate(&model, NULL, &ids, 1024, want) == KS_OK);
+    const char *full[] = {"gamma=1", "tau=0", "min_budget=1", "max_budget=0", NULL};
+    ks_method *m = create("FlexPrefill", full);
+    ck_assert_msg(generate(&model, m, &ids, 1024, got) == KS_OK, "%s", ks_last_error());
+    assert_tokens(got, want, "FlexPrefill, B 128, gamma 1");
+    assert_sparse_stats(m, 1, 1);
+    ks_method_free(m);
+    ks_test_smollm2_free(&model, tok, &ids);
+}
+END_TEST
+
+int main(int argc, char **argv) {
+    int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("flexprefill");
-    TCase *tc = tcase_create("estimation");
+    TCase *tc = tcase_create(smollm2 ? "smollm2" : "estimation");
+    if (smollm2) {
+        tcase_add_test(tc, test_smollm2_short);
+        tcase_add_test(tc, test_smollm2_long);
+        suite_add_tcase(s, tc);
+        return ks_test_run(s, 0);
+    }
     tcase_add_test(tc, test_cover);
     tcase_add_test(tc, test_count);
     tcase_add_test(tc, test_js);

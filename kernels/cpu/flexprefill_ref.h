@@ -52,35 +52,10 @@
 #include <stdint.h>
 
 #include "block_list.h"
+#include "kv_args.h" /* ks_flexprefill_args, ks_flexprefill_stat */
 
 /* The literal divisor of step 3 (FlexPrefill divides token counts by 128 whatever the block size). */
 #define KS_FLEXPREFILL_COUNT_DIV 128
-
-typedef struct {
-    int block;           /* B, tokens per block */
-    float gamma;         /* coverage of the vertical/slash counts and of the query-aware fill, (0, 1] */
-    float tau;           /* the query-aware threshold on d_JS */
-    int min_budget;      /* tokens; mb = ceil(min_budget / B) blocks, >= 1 */
-    int max_budget;      /* tokens; Mb = min(ceil(max_budget / B), nb); <= 0: no bound */
-    float force_density; /* 0: FlexPrefill's own choice; (0, 1]: the fraction of each row's causal blocks */
-    int H, Hk, d, L;     /* query heads, KV heads, head dimension, prompt length */
-} ks_flexprefill_args;
-
-typedef enum ks_flexprefill_pattern {
-    KS_FLEX_DENSE,          /* the prompt is too short: the full list */
-    KS_FLEX_VERTICAL_SLASH, /* d_JS >= tau */
-    KS_FLEX_QUERY_AWARE,    /* d_JS < tau */
-    KS_FLEX_FORCED,         /* force_density */
-} ks_flexprefill_pattern;
-
-typedef struct {
-    ks_flexprefill_pattern pattern;
-    float d_js;       /* the square-root Jensen-Shannon divergence of step 5 */
-    int n_v, n_s;     /* vertical blocks and slash offsets kept, the forced ones included */
-    int64_t blocks;   /* blocks listed over all rows */
-    float sparsity;   /* 1 - blocks / (nb (nb + 1) / 2) */
-    float coverage;   /* the scored queries' mass on listed blocks */
-} ks_flexprefill_stat;
 
 /* NULL when a is usable, else a message naming the field (block >= 1, gamma in (0, 1], min_budget >= 1,
  * force_density in [0, 1], 1 <= Hk <= H with H % Hk == 0, d >= 1, L >= 1). */

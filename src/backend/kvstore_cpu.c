@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/fast.h"
+#include "cpu/flexprefill_ref.h"
 #include "cpu/kivi_ref.h"
 
 static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
@@ -62,6 +63,15 @@ static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos,
     ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, layer), s->start, ks_kvcache_len(c, layer),
                                    ks_kvcache_stride(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
                                    reduce, s->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_flex_blocks(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
+                                 ks_flexprefill_stat *stats) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    KS_ASSERT(a->L <= s->p.max_chunk && a->H == s->p.n_heads && a->Hk == c->n_kv_heads && a->d == c->head_dim);
+    ks_flexprefill_ref(l, stats, s->p.q, ks_kvcache_k(c, layer), ks_kvcache_stride(c, layer), a);
     return KS_OK;
 }
 
@@ -236,6 +246,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .window_scores = cpu_window_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
     .channel_scores = cpu_channel_scores,
+    .flex_blocks = cpu_flex_blocks,
     .key_norms = cpu_key_norms,
     .kv_compact = cpu_kv_compact,
     .v_merge = cpu_v_merge,

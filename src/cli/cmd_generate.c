@@ -77,9 +77,9 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
-         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI; or a "
-         "composition A+B, one part per role in the order selection, merging, channels, quantization "
-         "(SnapKV+ThinK+KIVI)", 0},
+         "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
+         "FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
+         "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, FlexPrefill+SnapKV)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
          "per part)", 0},
