@@ -508,8 +508,9 @@ static void assert_tokens(const int32_t *got, const int32_t *want, const char *w
         ck_assert_msg(got[t] == want[t], "%s: token %d is %d, %d expected", what, t, got[t], want[t]);
 }
 
-/* The layers' sparse columns: density within [lo, hi], coverage in (0, 1]. */
-static void assert_sparse_stats(const ks_method *m, double lo, double hi) {
+/* The layers' sparse columns: density within [lo, hi], coverage in (0, 1], d_JS in (0, sqrt(ln 2)], the fraction
+ * of query-aware heads `aware` (< 0: not checked). */
+static void assert_sparse_stats(const ks_method *m, double lo, double hi, double aware) {
     ks_layer_stat st[KS_METHOD_MAX_LAYERS];
     int n = ks_method_layer_stats(m, st);
     ck_assert_int_gt(n, 0);
@@ -518,6 +519,8 @@ static void assert_sparse_stats(const ks_method *m, double lo, double hi) {
                       "layer %d: density %g outside [%g, %g]", l, st[l].sparse_density, lo, hi);
         ck_assert_msg(st[l].sparse_blocks > 0 && st[l].sparse_coverage > 0 && st[l].sparse_coverage <= 1.0001f,
                       "layer %d: %lld blocks, coverage %g", l, (long long)st[l].sparse_blocks, st[l].sparse_coverage);
+        ck_assert_msg(st[l].sparse_djs > 0 && st[l].sparse_djs <= 0.8326f, "layer %d: d_JS %g", l, st[l].sparse_djs);
+        if (aware >= 0) ck_assert_float_eq(st[l].sparse_query_aware, (float)aware);
     }
 }
 
@@ -538,7 +541,7 @@ START_TEST(test_smollm2_short) {
     ks_method *m = create("FlexPrefill", full);
     ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
     assert_tokens(got, want, "FlexPrefill, gamma 1");
-    assert_sparse_stats(m, 1, 1);
+    assert_sparse_stats(m, 1, 1, 1);
     ks_method_free(m);
 
     const char *snap[] = {"max_capacity_prompt=24", "window_size=8", NULL};
@@ -556,13 +559,13 @@ START_TEST(test_smollm2_short) {
     const char *sparse[] = {"block_size=16", "min_budget=1", NULL};
     m = create("FlexPrefill", sparse);
     ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
-    assert_sparse_stats(m, 5.0 / 6, 1);
+    assert_sparse_stats(m, 5.0 / 6, 1, -1);
     ks_method_free(m);
 
     const char *forced[] = {"block_size=16", "min_budget=1", "force_density=0.5", NULL};
     m = create("FlexPrefill", forced);
     ck_assert_msg(generate(&model, m, &ids, 512, got) == KS_OK, "%s", ks_last_error());
-    assert_sparse_stats(m, 5.0 / 6, 5.0 / 6);
+    assert_sparse_stats(m, 5.0 / 6, 5.0 / 6, 0);
     ks_method_free(m);
 
     /* a prompt over two chunks: refused, naming --chunk */
@@ -596,7 +599,7 @@ START_TEST(test_smollm2_long) {
     ks_method *m = create("FlexPrefill", full);
     ck_assert_msg(generate(&model, m, &ids, 1024, got) == KS_OK, "%s", ks_last_error());
     assert_tokens(got, want, "FlexPrefill, B 128, gamma 1");
-    assert_sparse_stats(m, 1, 1);
+    assert_sparse_stats(m, 1, 1, 0);
     ks_method_free(m);
     ks_test_smollm2_free(&model, tok, &ids);
 }

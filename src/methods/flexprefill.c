@@ -11,8 +11,9 @@
  *
  * The lists need the prompt's last block of queries before the layer's first attention, so the whole prompt is
  * one prefill chunk (sparse_whole_prompt). Statistics: the per-layer sparse columns; coverage is each head's
- * estimate over its scored queries (the only rows FlexPrefill scores), counted for every row of the head. Each
- * query head's record (pattern, d_JS, n_v, n_s) stays in the instance (m->state). */
+ * estimate over its scored queries (the only rows FlexPrefill scores), counted for every row of the head; the
+ * fraction of query-aware heads and the heads' mean d_JS, from each query head's record of the last prompt
+ * (m->state: pattern, d_JS, n_v, n_s). */
 #include <stddef.h>
 
 #include "cpu/flexprefill_ref.h"
@@ -92,6 +93,15 @@ static ks_status flex_prefill_blocks(ks_method *m, const ks_method_chunk *c, int
     return KS_OK;
 }
 
+/* sparse_query_aware and sparse_djs from the query heads' records of the last prompt. */
+static void flex_layer_stat(const ks_method *m, int layer, ks_layer_stat *row) {
+    const ks_flexprefill_stat *st = head_stats(m, layer);
+    double aware = 0, djs = 0;
+    for (int h = 0; h < m->H; h++) aware += st[h].pattern == KS_FLEX_QUERY_AWARE, djs += st[h].d_js;
+    row->sparse_query_aware = (float)(aware / m->H);
+    row->sparse_djs = (float)(djs / m->H);
+}
+
 const ks_method_ops ks_method_flexprefill = {
     .name = "FlexPrefill",
     .file = "flexprefill",
@@ -102,6 +112,7 @@ const ks_method_ops ks_method_flexprefill = {
     .opts_size = sizeof(flexprefill_opts),
     .check = flex_check,
     .bind = flex_bind,
+    .layer_stat = flex_layer_stat,
     .sparse_block = flex_block,
     .prefill_blocks = flex_prefill_blocks,
     .sparse_whole_prompt = 1,
