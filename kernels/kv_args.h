@@ -1,8 +1,8 @@
 /* kv_args.h — the argument types of the KV-store ops (src/backend/kvstore.h): what a window score, a GQA
- * reduction and a decode-time eviction mean, shared by the stores that run them (src/backend), the references
- * (cpu/ref.h) and the kernels (cuda/ks_cuda_methods.h). It includes nothing of the project, so every folder
- * may include it without a cycle: the backend defines the ops with these types, and the kernels below it
- * implement them.
+ * reduction, a decode-time eviction and FlexPrefill's block selection mean, shared by the stores that run them
+ * (src/backend), the references (cpu/ref.h, cpu/flexprefill_ref.h) and the kernels (cuda/ks_cuda_methods.h). It
+ * includes nothing of the project, so every folder may include it without a cycle: the backend defines the ops
+ * with these types, and the kernels below it implement them.
  *
  *     ks_window_args a = {.n_q = W, .stat = KS_SCORE_SUM, .reduce = KS_GQA_MEAN};  // SnapKV's window scores
  *     ks_evict_args e = {.rule = KS_EVICT_SINK, .keep = start + recent, .head = start, .tail = recent};
@@ -115,6 +115,34 @@ typedef struct ks_merge_norms {
     double v_sq;  /* sum of V^2 over the rows the heads hold, before the merge */
     double dv_sq; /* sum of (V after - V before)^2 */
 } ks_merge_norms;
+
+/* FlexPrefill's block selection (kvstore.h flex_blocks; the algorithm: cpu/flexprefill_ref.h). */
+typedef struct ks_flexprefill_args {
+    int block;           /* B, tokens per block */
+    float gamma;         /* coverage of the vertical/slash counts and of the query-aware fill, (0, 1] */
+    float tau;           /* the query-aware threshold on d_JS */
+    int min_budget;      /* tokens; mb = ceil(min_budget / B) blocks, >= 1 */
+    int max_budget;      /* tokens; Mb = min(ceil(max_budget / B), nb); <= 0: no bound */
+    float force_density; /* 0: FlexPrefill's own choice; (0, 1]: the fraction of each row's causal blocks */
+    int H, Hk, d, L;     /* query heads, KV heads, head dimension, prompt length */
+} ks_flexprefill_args;
+
+typedef enum ks_flexprefill_pattern {
+    KS_FLEX_DENSE,          /* the prompt is too short: the full list */
+    KS_FLEX_VERTICAL_SLASH, /* d_JS >= tau */
+    KS_FLEX_QUERY_AWARE,    /* d_JS < tau */
+    KS_FLEX_FORCED,         /* force_density */
+} ks_flexprefill_pattern;
+
+/* One query head's record of a selection. */
+typedef struct ks_flexprefill_stat {
+    ks_flexprefill_pattern pattern;
+    float d_js;       /* the square-root Jensen-Shannon divergence of step 5 */
+    int n_v, n_s;     /* vertical blocks and slash offsets kept, the forced ones included */
+    int64_t blocks;   /* blocks listed over all rows */
+    float sparsity;   /* 1 - blocks / (nb (nb + 1) / 2) */
+    float coverage;   /* the scored queries' mass on listed blocks */
+} ks_flexprefill_stat;
 
 /* An unsigned key whose order is the float order, NaN lowest and -0 = +0: the order of the methods' top-k
  * (methods/select.h) and of the row an eviction drops. */

@@ -150,7 +150,7 @@ static void sample_result(ks_result *r, int id) {
     for (int j = 0; j < r->n_layers; j++)
         r->layers[j] = (ks_layer_stat){j,    j % 3 - 1, 64,  60 - j, 0.75f, 1.5f + j, 9.0f,  0.5f,
                                        0.01f * j, 0.02f * j, 3 + j, 64, 1000 + j, j, 2 * j, 0.5f, 0.25f,
-                                       40.0f + j, 0.875f, 70 + j};
+                                       40.0f + j, 0.875f, 70 + j, 0.375f, 0.0625f * j};
 }
 
 static void assert_same_result(const ks_result *a, const ks_result *b) {

@@ -187,7 +187,8 @@ END_TEST
 START_TEST(test_added_columns) {
     const char *path = join(tmp, "run.h5");
     const char *added[] = {"merges_prompt", "merges_decode",  "merge_prob_mean", "merge_dv_rel",
-                           "channels_kept", "sparse_blocks", "sparse_coverage"};
+                           "channels_kept", "sparse_blocks", "sparse_coverage", "sparse_query_aware",
+                           "sparse_djs"};
     const int n_added = (int)(sizeof added / sizeof added[0]);
     write_range(path, IDENTITY, "SnapKV", 0, 10);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT), g = H5Gopen2(f, "layers", H5P_DEFAULT);

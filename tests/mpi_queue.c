@@ -43,7 +43,7 @@ static void compute(ks_result *r, int id) {
     for (int j = 0; j < r->n_layers; j++)
         r->layers[j] = (ks_layer_stat){j / 2, j % 2 ? 1 : -1, 256, 200 + id, 0.875f, 2.0f + j, 8.5f, 1.0f, 0.0f, 0.25f,
                                        7 + j, 128, ((int64_t)1 << 33) + id, id % 3, j, 0.25f, 0.125f,
-                                       24.5f, 0.625f, ((int64_t)1 << 34) + j};
+                                       24.5f, 0.625f, ((int64_t)1 << 34) + j, 0.5f, 0.03125f * j};
 }
 
 static int same(const ks_result *a, const ks_result *b) {

@@ -307,6 +307,14 @@ static ks_status cuda_channel_scores(ks_kvstore *kv, int layer, int q_row0, int 
     return scores_to_host(b, s, group_size(b), c->head_dim, NULL, out, ld, 0, "channel scores");
 }
 
+/* FlexPrefill's estimation has no kernel yet (kernels/cuda/sparse_estimate.cu is planned). */
+static ks_status cuda_flex_blocks(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
+                                  ks_flexprefill_stat *stats) {
+    (void)kv, (void)layer, (void)a, (void)l, (void)stats;
+    return ks_fail(KS_ERR_UNSUPPORTED, "FlexPrefill: the cuda backend has no FlexPrefill estimator yet; use --device "
+                                       "cpu");
+}
+
 static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
@@ -821,6 +829,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .xattn_scores = cuda_xattn_scores,
     .attention_decode_probs = cuda_attention_decode_probs,
     .channel_scores = cuda_channel_scores,
+    .flex_blocks = cuda_flex_blocks,
     .key_norms = cuda_key_norms,
     .kv_compact = cuda_kv_compact,
     .v_merge = cuda_v_merge,

@@ -24,6 +24,7 @@
 
 #include <stdint.h>
 
+#include "block_list.h" /* ks_block_list: flex_blocks' output */
 #include "core/status.h"
 #include "kv_args.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce, ks_xattn_args: the ops'
                         semantics */
@@ -66,6 +67,12 @@ struct ks_kvstore_ops {
      * before the chunk's attention (cpu/xattn_ref.h ks_ref_xattn_block_scores). Never builds more than one
      * stride row's scores per query head. */
     ks_status (*xattn_scores)(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld);
+    /* FlexPrefill's block lists of `layer` for a whole prompt of a->L tokens (ks_flexprefill_ref, cpu/
+     * flexprefill_ref.h): the roped queries in Q rows 0 .. a->L - 1, the keys in the layer's cache rows 0 ..
+     * a->L - 1. l (host arrays: row_start H nb + 1, cols ks_flexprefill_max_cols) receives query blocks 0 .. nb - 1,
+     * stats (H, host) each query head's record. */
+    ks_status (*flex_blocks)(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
+                             ks_flexprefill_stat *stats);
     /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */
     ks_status (*key_norms)(ks_kvstore *kv, int layer, float *out, int ld);
     /* Physical compaction of `layer`: head h keeps its rows keep[h * ld + i], i < n_keep[h] (host arrays,

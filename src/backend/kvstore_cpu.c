@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cpu/fast.h"
+#include "cpu/flexprefill_ref.h"
 #include "cpu/kivi_ref.h"
 #include "cpu/xattn_ref.h"
 
@@ -72,6 +73,15 @@ static ks_status cpu_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args
     KS_ASSERT(a->qb < ld && a->n <= s->p.max_chunk && ks_kvcache_is_dense(c, layer, a->q_pos0 + a->n));
     ks_ref_xattn_block_scores(out, ld, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
                               ks_kvcache_stride(c, layer), a);
+    return KS_OK;
+}
+
+static ks_status cpu_flex_blocks(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
+                                 ks_flexprefill_stat *stats) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    KS_ASSERT(a->L <= s->p.max_chunk && a->H == s->p.n_heads && a->Hk == c->n_kv_heads && a->d == c->head_dim);
+    ks_flexprefill_ref(l, stats, s->p.q, ks_kvcache_k(c, layer), ks_kvcache_stride(c, layer), a);
     return KS_OK;
 }
 
@@ -235,6 +245,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .xattn_scores = cpu_xattn_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
     .channel_scores = cpu_channel_scores,
+    .flex_blocks = cpu_flex_blocks,
     .key_norms = cpu_key_norms,
     .kv_compact = cpu_kv_compact,
     .v_merge = cpu_v_merge,

@@ -54,6 +54,10 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
     for (int i = 0; i < n; i++) {
         ks_log_info("layer %2d: budget %6d kept %6d window mass kept %.4f key norm mean %.3f max %.3f", st[i].layer,
                     st[i].budget, st[i].kept, st[i].attn_mass_kept, st[i].key_norm_mean, st[i].key_norm_max);
+        if (st[i].sparse_blocks > 0)
+            ks_log_info("layer %2d: sparse prefill density %.4f (%lld blocks) coverage %.4f, query-aware heads %.3f, "
+                        "mean d_JS %.4f", st[i].layer, st[i].sparse_density, (long long)st[i].sparse_blocks,
+                        st[i].sparse_coverage, st[i].sparse_query_aware, st[i].sparse_djs);
         if (st[i].channels_kept > 0)
             ks_log_info("layer %2d: key channels kept per KV head %.1f", st[i].layer, st[i].channels_kept);
         if (m->ops->role == KS_ROLE_QUANT)
@@ -78,7 +82,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
          "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
-         "XAttention (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
+         "XAttention, FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
          "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, XAttention+SnapKV)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "

@@ -212,12 +212,12 @@ typedef struct ks_method_ops {
     int sparse_whole_prompt;
 } ks_method_ops;
 
-/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, XAttention;
- * NULL-terminated. */
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, XAttention,
+ * FlexPrefill; NULL-terminated. */
 extern const ks_method_ops *const ks_methods[];
 extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
     ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_cam, ks_method_think, ks_method_kivi,
-    ks_method_xattention;
+    ks_method_xattention, ks_method_flexprefill;
 
 /* 1 when a method of this table may evict rows during decode (a SELECT method with a decode hook: H2O,
  * StreamingLLM, CakeKV): no needs_stable_rows part may follow it in a composition (packed rows cannot be

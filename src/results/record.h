@@ -36,6 +36,9 @@ typedef struct ks_layer_stat {
                                    keys, mean over the layer's KV heads (head_dim where nothing is pruned); else 0 */
     float sparse_coverage;      /* sparse prefill: the method's estimated attention mass on the computed blocks as
                                    a fraction of each row's, mean over those rows; else 0 */
+    float sparse_query_aware;   /* FlexPrefill: fraction of the query heads that chose query-aware blocks; else 0 */
+    float sparse_djs;           /* FlexPrefill: the square-root Jensen-Shannon divergence of each head's block
+                                   estimate from its last-block scores, mean over the query heads; else 0 */
     int64_t sparse_blocks;      /* sparse prefill: key blocks computed over the prompt's (query head, query block)
                                    rows; else 0 */
 } ks_layer_stat;

@@ -32,10 +32,11 @@
  *                   sample (row number in /samples), task, length, index (the sample's key), then layer,
  *                   kv_head, budget, kept, attn_mass_kept, key_norm_mean, key_norm_max, sparse_density,
  *                   quant_error, quant_error_v, residual_k, residual_v, kv_bytes, merges_prompt, merges_decode,
- *                   merge_prob_mean, merge_dv_rel, channels_kept, sparse_blocks, sparse_coverage
- *                   (ks_layer_stat). Every dataset has a 'description' attribute (meaning, unit). A file written
- *                   before the quantization, value-merging, channel-pruning and sparse-prefill columns existed
- *                   reads them as 0, and gains them (0 for its rows) when resumed.
+ *                   merge_prob_mean, merge_dv_rel, channels_kept, sparse_blocks, sparse_coverage,
+ *                   sparse_query_aware, sparse_djs (ks_layer_stat). Every dataset has a 'description'
+ *                   attribute (meaning, unit). A file written before the quantization, value-merging,
+ *                   channel-pruning and sparse-prefill columns existed reads them as 0, and gains them (0 for its
+ *                   rows) when resumed.
  *   pandas: pd.DataFrame({k: d.asstr()[()] if d.dtype.kind in "SO" else d[()] for k, d in f["samples"].items()})
  *
  * Durability (a kill at any moment loses at most the samples in flight and never leaves an unreadable file):

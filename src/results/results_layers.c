@@ -45,6 +45,11 @@ static const ks_column layers_cols[] = {
     COL_ADDED("sparse_coverage", KS_COL_F32, stat.sparse_coverage,
               "sparse prefill: estimated attention mass on the computed blocks as a fraction of each row's, mean "
               "over the rows (else 0)"),
+    COL_ADDED("sparse_query_aware", KS_COL_F32, stat.sparse_query_aware,
+              "FlexPrefill: fraction of the query heads choosing query-aware blocks (else 0)"),
+    COL_ADDED("sparse_djs", KS_COL_F32, stat.sparse_djs,
+              "FlexPrefill: square-root JS divergence of the block estimate from the last-block scores, mean over "
+              "query heads (else 0)"),
 };
 
 const ks_table_spec ks_layers_spec = {
