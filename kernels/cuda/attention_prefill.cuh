@@ -83,7 +83,8 @@ struct ks_dense_cta {
     using list = ks_dense_list;
     const prefill_args &a;
     int kvh, qkvh, v0;
-    __device__ __forceinline__ ks_dense_cta(const prefill_args &a0, const list &, int x, int tile, int rows, int)
+    // (tile unsigned, as gridDim and blockIdx are: the dense kernels' v0 arithmetic)
+    __device__ __forceinline__ ks_dense_cta(const prefill_args &a0, const list &, int x, unsigned tile, int rows, int)
         : a(a0), kvh(x), qkvh(x), v0(tile * rows) {}
     template <int C>
     __device__ __forceinline__ ks_dense_walk<C> keys(const prefill_range &rg) const {

@@ -167,9 +167,9 @@ template <class Tiles>
 __device__ __forceinline__ void consume(const prefill_args &a, const Tiles &tiles, uint32_t q_s, uint32_t k_ring,
                                         uint32_t v_ring, uint32_t full0, uint32_t empty0, int v0, int qkvh, int wg,
                                         int wl, int lane) {
-    const int n = tiles.count();
     ks_sm90_load_q(a, q_s, v0, qkvh, wg * 64, 64, wl * 32 + lane, 128);
     ks_cp_async_commit();
+    const int n = tiles.count(); // (sparse: list loads while Q lands)
     ks_cp_async_wait<0>();
     ks_fence_proxy_async();
     ks_named_sync(kBarQ + wg, 128);

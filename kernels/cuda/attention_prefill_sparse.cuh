@@ -27,10 +27,12 @@ struct ks_sparse_list {
 
 // The chunks of C keys (C divides the block size) of the union of list a and list b (a: the tile's first query
 // block, b: its second, or empty), ascending, from the first chunk that reaches lo to the last that starts
-// before hi. next() keeps returning false once it has.
+// before hi. next() keeps returning false once it has. Each list's next entry is loaded when the previous one
+// is taken, a block ahead of its use.
 template <int C>
 struct ks_sparse_walk {
     const int32_t *a, *a_end, *b, *b_end;
+    int ca, cb;        // *a and *b, INT_MAX past the end
     int shift, lo, hi; // log2 of the block size; the tile's key bounds
     int qb_first, need; // the tile's first query block; its query blocks as a mask (1, or 3 for two)
     int kb, mask, off;  // the block being walked, its rows, the next chunk's offset in it
@@ -38,11 +40,11 @@ struct ks_sparse_walk {
     __device__ __forceinline__ bool next(key_chunk &c) {
         for (;;) {
             if (off >= (1 << shift)) { // the next listed block of either row
-                const int ca = a < a_end ? __ldg(a) : INT_MAX, cb = b < b_end ? __ldg(b) : INT_MAX;
                 kb = min(ca, cb);
                 if (kb == INT_MAX) return false;
                 mask = (ca == kb) | (cb == kb) << 1;
-                a += ca == kb, b += cb == kb;
+                if (ca == kb) ca = ++a < a_end ? __ldg(a) : INT_MAX;
+                if (cb == kb) cb = ++b < b_end ? __ldg(b) : INT_MAX;
                 off = ((kb + 1) << shift) <= lo ? (1 << shift) : 0; // wholly before the window: skip it
                 continue;
             }
@@ -58,6 +60,7 @@ struct ks_sparse_walk {
     // gets it): the chunks in [lo, hi) of each block of list a, and of each block of list b that a lacks.
     __device__ __forceinline__ int count_warp(int lane) const {
         int n = 0;
+#pragma unroll 4
         for (const int32_t *p = a + lane; p < a_end; p += 32) n += chunks_of(__ldg(p));
         for (const int32_t *p = b + lane; p < b_end; p += 32) {
             const int kb = __ldg(p);
@@ -121,6 +124,7 @@ struct ks_sparse_cta {
     __device__ __forceinline__ ks_sparse_walk<C> keys(const prefill_range &) const {
         ks_sparse_walk<C> w;
         w.a = row_a, w.a_end = row_a_end, w.b = row_a_end, w.b_end = row_b_end;
+        w.ca = row_a < row_a_end ? __ldg(row_a) : INT_MAX, w.cb = row_a_end < row_b_end ? __ldg(row_a_end) : INT_MAX;
         w.shift = shift, w.qb_first = qb_first, w.need = need;
         w.lo = a.window > 0 ? max(0, a.q_pos0 - a.window + 1) : 0;
         w.hi = min(a.n_kv, a.q_pos0 + a.n);
