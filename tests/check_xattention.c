@@ -3,7 +3,8 @@
  *     check_xattention           the block choice on hand-built scores whose answers follow from the rule
  *                                (threshold edges, the forced sink and diagonal, the block that crosses the
  *                                threshold, ties, force_density, a zero row); the antidiagonal estimator on
- *                                hand-built queries and keys; the method on the cpu KV store over a cache the
+ *                                hand-built queries and keys, its GEMM form (the CPU store's) against it on random
+ *                                ones; the method on the cpu KV store over a cache the
  *                                tests fill: its lists equal the estimator + choice on the whole prompt whatever
  *                                the chunk size, its statistics; the threshold table's file and shape errors; the
  *                                knob and composition errors
@@ -20,6 +21,7 @@
 #include <string.h>
 
 #include "backend/kvstore_cpu.h"
+#include "cpu/fast.h"
 #include "cpu/xattn_ref.h"
 #include "engine/generate.h"
 #include "methods/method.h"
@@ -131,6 +133,36 @@ START_TEST(test_estimator_antidiagonal) {
 }
 END_TEST
 
+/* The CPU store's GEMM form against the reference on random queries and keys: chunks starting and ending inside
+ * stride groups and blocks, GQA, both strides' shapes. */
+START_TEST(test_estimator_fast) {
+    const struct {
+        int q_pos0, n, H, Hk, d, B, S;
+    } cases[] = {{0, 300, 4, 2, 8, 64, 8}, {128, 131, 2, 1, 16, 128, 16}, {37, 90, 6, 3, 8, 32, 4},
+                 {0, 37, 2, 2, 4, 16, 8}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_kv = cases[c].q_pos0 + cases[c].n, cap = n_kv + 5, H = cases[c].H, Hk = cases[c].Hk, d = cases[c].d;
+        float *q = malloc(sizeof(float) * cases[c].n * H * d), *k = malloc(sizeof(float) * Hk * cap * d);
+        for (int i = 0; i < cases[c].n * H * d; i++) q[i] = 2 * frand();
+        for (int i = 0; i < Hk * cap * d; i++) k[i] = 2 * frand();
+        int ld = n_kv / cases[c].B + 2;
+        float *want = malloc(sizeof(float) * H * ld), *got = malloc(sizeof(float) * H * ld);
+        for (int qb = cases[c].q_pos0 / cases[c].B; qb <= (n_kv - 1) / cases[c].B; qb++) {
+            ks_xattn_args a = {.q_pos0 = cases[c].q_pos0, .n = cases[c].n, .qb = qb, .block = cases[c].B,
+                               .stride = cases[c].S, .scale = 1.0f / (sqrtf((float)d) * cases[c].S)};
+            ks_ref_xattn_block_scores(want, ld, q, k, H, Hk, d, cap, &a);
+            ks_fast_xattn_block_scores(got, ld, q, k, H, Hk, d, cap, &a);
+            for (int h = 0; h < H; h++)
+                for (int J = 0; J <= qb; J++)
+                    ck_assert_msg(fabsf(got[h * ld + J] - want[h * ld + J]) <= 1e-5f * (1 + fabsf(want[h * ld + J])),
+                                  "case %zu qb %d head %d block %d: %g vs %g", c, qb, h, J, got[h * ld + J],
+                                  want[h * ld + J]);
+        }
+        free(q), free(k), free(want), free(got);
+    }
+}
+END_TEST
+
 /* ---- the method on the cpu KV store ----------------------------------------------------------------------- */
 
 enum { H = 4, HK = 2, D = 8, CAP = 5 * 128, B = 128 }; /* one layer */
@@ -205,8 +237,8 @@ static void run_chunks(fixture *f, const float *q, const float *k, const float *
     ck_assert_int_eq(ks_method_layer_stats(f->m, st), 1);
 }
 
-/* XAttention's lists are the estimator and the choice on the whole prompt, row by row, whatever the prefill
- * chunk (block-aligned chunks, a partial last block); the statistics count them. */
+/* XAttention's lists are the store's estimator and the choice on the whole prompt, row by row, whatever the
+ * prefill chunk (block-aligned chunks, a partial last block); the statistics count them. */
 START_TEST(test_method_chunk_independent) {
     const int L = 600, nqb = (L + B - 1) / B;
     float *q = malloc(sizeof(float) * L * H * D), *k = malloc(sizeof(float) * L * HK * D),
@@ -228,7 +260,7 @@ START_TEST(test_method_chunk_independent) {
         ks_xattn_rank work[8];
         for (int qb = 0; qb < nqb; qb++) {
             ks_xattn_args a = {.q_pos0 = 0, .n = L, .qb = qb, .block = B, .stride = 8, .scale = 1.0f / (sqrtf(D) * 8)};
-            ks_ref_xattn_block_scores(scores, 8, q, kc, H, HK, D, CAP, &a);
+            ks_fast_xattn_block_scores(scores, 8, q, kc, H, HK, D, CAP, &a);
             for (int h = 0; h < H; h++) {
                 int32_t *row = want + (size_t)(h * nqb + qb) * (nqb + 1);
                 double cov;
@@ -472,6 +504,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_select_forced_and_ties);
         tcase_add_test(tc, test_select_density);
         tcase_add_test(tc, test_estimator_antidiagonal);
+        tcase_add_test(tc, test_estimator_fast);
         tcase_add_test(tc, test_method_chunk_independent);
         tcase_add_test(tc, test_method_threshold_one_dense);
         tcase_add_test(tc, test_threshold_table);
