@@ -7,7 +7,8 @@
  *                                ones; the method on the cpu KV store over a cache the
  *                                tests fill: its lists equal the estimator + choice on the whole prompt whatever
  *                                the chunk size, its statistics; the threshold table's file and shape errors; the
- *                                knob and composition errors
+ *                                knob and composition errors; the forward pass's block-aligned chunk plan; a
+ *                                sparse part that needs the whole prompt in one chunk (a test double)
  *     check_xattention smollm2   SmolLM2 (label "model"), a prompt of several blocks: threshold 1.0 gives FullKV's
  *                                greedy tokens; XAttention+SnapKV at threshold 1.0 keeps SnapKV's rows exactly
  *                                (layer-major into a budget-sized cache);
@@ -24,6 +25,8 @@
 #include "cpu/fast.h"
 #include "cpu/xattn_ref.h"
 #include "engine/generate.h"
+#include "engine/forward.h"
+#include "methods/chain.h"
 #include "methods/method.h"
 #include "test_util.h"
 
@@ -385,6 +388,64 @@ START_TEST(test_errors) {
 }
 END_TEST
 
+/* The forward pass's chunks with a sparse-prefill method start on block edges, the last holding the composition's
+ * window: a 1000-token prompt in chunks of at most 300 is 256, 256, 256, 232; a 330-token one 256, 74 (the window
+ * of 32 would not fit a last chunk of 30). */
+START_TEST(test_chunk_plan) {
+    ks_method *m;
+    ck_assert(ks_method_create(&m, "XAttention+SnapKV", NULL, NULL, 0) == KS_OK);
+    ks_forward f = {.chunk = 300, .method = m};
+    const struct {
+        int n, want[5];
+    } cases[] = {{1000, {256, 256, 256, 232}}, {330, {256, 74}}, {300, {300}}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int t0 = 0, i = 0; t0 < cases[c].n; i++) {
+            int len = ks_forward_chunk_len(&f, cases[c].n, t0);
+            ck_assert_msg(len == cases[c].want[i], "prompt %d, chunk %d: %d tokens", cases[c].n, i, len);
+            t0 += len;
+        }
+    ks_method_free(m);
+}
+END_TEST
+
+/* A sparse-prefill part that needs the prompt's last query block (FlexPrefill's kind, a test double here) gets
+ * the whole prompt as one chunk or an error naming --chunk. */
+static int whole_block(const ks_method *m) {
+    (void)m;
+    return 64;
+}
+static ks_status whole_blocks(ks_method *m, const ks_method_chunk *c, int last, ks_block_list *l,
+                              const ks_block_list **out) {
+    (void)m, (void)c, (void)last, (void)l;
+    *out = NULL;
+    return KS_OK;
+}
+static const ks_knob no_knobs[] = {{0}};
+static const ks_method_ops t_whole = {.name = "TestWhole", .role = KS_ROLE_PREFILL, .file = "testwhole",
+                                      .summary = "test double", .knobs = no_knobs, .sparse_block = whole_block,
+                                      .prefill_blocks = whole_blocks, .sparse_whole_prompt = 1};
+
+START_TEST(test_whole_prompt_part) {
+    fixture f;
+    ck_assert(fx_init(&f, "XAttention", NULL, 0, 1) == KS_OK);
+    ks_method *m;
+    const ks_method_ops *parts[] = {&t_whole, &ks_method_snapkv};
+    ck_assert_msg(ks_method_create_ops(&m, parts, 2, NULL, NULL, 0) == KS_OK, "%s", ks_last_error());
+    ck_assert(ks_method_bind_store(m, &f.s.base, &f.cache, &f.model) == KS_OK);
+    ck_assert_int_eq(ks_method_sparse_block(m), 64);
+    const ks_block_list *out = &f.l;
+    ck_assert(ks_method_prefill_blocks(m, 0, 0, 100, 1, &f.l, &out) == KS_OK && out == NULL);
+    ck_assert(ks_method_prefill_blocks(m, 0, 0, 64, 0, &f.l, &out) == KS_ERR_ARG);
+    ck_assert_msg(strstr(ks_last_error(), "TestWhole+SnapKV: TestWhole chooses each layer's key blocks from the "
+                                          "prompt's last block of queries") &&
+                      strstr(ks_last_error(), "raise --chunk"),
+                  "%s", ks_last_error());
+    ck_assert(ks_method_prefill_blocks(m, 0, 64, 36, 1, &f.l, &out) == KS_ERR_ARG);
+    ks_method_free(m);
+    fx_free(&f);
+}
+END_TEST
+
 /* ---- SmolLM2 ------------------------------------------------------------------------------------------ */
 
 /* SmolLM2's shared prompt after a filler of several blocks, so that query blocks have earlier blocks to drop. */
@@ -509,6 +570,8 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_method_threshold_one_dense);
         tcase_add_test(tc, test_threshold_table);
         tcase_add_test(tc, test_errors);
+        tcase_add_test(tc, test_chunk_plan);
+        tcase_add_test(tc, test_whole_prompt_part);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
