@@ -3,10 +3,12 @@
  *     check_xattention           the block choice on hand-built scores whose answers follow from the rule
  *                                (threshold edges, the forced sink and diagonal, the block that crosses the
  *                                threshold, ties, force_density, a zero row); the antidiagonal estimator on
- *                                hand-built queries and keys; the method on the cpu KV store over a cache the
+ *                                hand-built queries and keys, its GEMM form (the CPU store's) against it on random
+ *                                ones; the method on the cpu KV store over a cache the
  *                                tests fill: its lists equal the estimator + choice on the whole prompt whatever
  *                                the chunk size, its statistics; the threshold table's file and shape errors; the
- *                                knob and composition errors
+ *                                knob and composition errors; the forward pass's block-aligned chunk plan; a
+ *                                sparse part that needs the whole prompt in one chunk (a test double)
  *     check_xattention smollm2   SmolLM2 (label "model"), a prompt of several blocks: threshold 1.0 gives FullKV's
  *                                greedy tokens; XAttention+SnapKV at threshold 1.0 keeps SnapKV's rows exactly
  *                                (layer-major into a budget-sized cache);
@@ -20,8 +22,11 @@
 #include <string.h>
 
 #include "backend/kvstore_cpu.h"
+#include "cpu/fast.h"
 #include "cpu/xattn_ref.h"
 #include "engine/generate.h"
+#include "engine/forward.h"
+#include "methods/chain.h"
 #include "methods/method.h"
 #include "test_util.h"
 
@@ -131,6 +136,36 @@ START_TEST(test_estimator_antidiagonal) {
 }
 END_TEST
 
+/* The CPU store's GEMM form against the reference on random queries and keys: chunks starting and ending inside
+ * stride groups and blocks, GQA, both strides' shapes. */
+START_TEST(test_estimator_fast) {
+    const struct {
+        int q_pos0, n, H, Hk, d, B, S;
+    } cases[] = {{0, 300, 4, 2, 8, 64, 8}, {128, 131, 2, 1, 16, 128, 16}, {37, 90, 6, 3, 8, 32, 4},
+                 {0, 37, 2, 2, 4, 16, 8}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_kv = cases[c].q_pos0 + cases[c].n, cap = n_kv + 5, H = cases[c].H, Hk = cases[c].Hk, d = cases[c].d;
+        float *q = malloc(sizeof(float) * cases[c].n * H * d), *k = malloc(sizeof(float) * Hk * cap * d);
+        for (int i = 0; i < cases[c].n * H * d; i++) q[i] = 2 * frand();
+        for (int i = 0; i < Hk * cap * d; i++) k[i] = 2 * frand();
+        int ld = n_kv / cases[c].B + 2;
+        float *want = malloc(sizeof(float) * H * ld), *got = malloc(sizeof(float) * H * ld);
+        for (int qb = cases[c].q_pos0 / cases[c].B; qb <= (n_kv - 1) / cases[c].B; qb++) {
+            ks_xattn_args a = {.q_pos0 = cases[c].q_pos0, .n = cases[c].n, .qb = qb, .block = cases[c].B,
+                               .stride = cases[c].S, .scale = 1.0f / (sqrtf((float)d) * cases[c].S)};
+            ks_ref_xattn_block_scores(want, ld, q, k, H, Hk, d, cap, &a);
+            ks_fast_xattn_block_scores(got, ld, q, k, H, Hk, d, cap, &a);
+            for (int h = 0; h < H; h++)
+                for (int J = 0; J <= qb; J++)
+                    ck_assert_msg(fabsf(got[h * ld + J] - want[h * ld + J]) <= 1e-5f * (1 + fabsf(want[h * ld + J])),
+                                  "case %zu qb %d head %d block %d: %g vs %g", c, qb, h, J, got[h * ld + J],
+                                  want[h * ld + J]);
+        }
+        free(q), free(k), free(want), free(got);
+    }
+}
+END_TEST
+
 /* ---- the method on the cpu KV store ----------------------------------------------------------------------- */
 
 enum { H = 4, HK = 2, D = 8, CAP = 5 * 128, B = 128 }; /* one layer */
@@ -205,8 +240,8 @@ static void run_chunks(fixture *f, const float *q, const float *k, const float *
     ck_assert_int_eq(ks_method_layer_stats(f->m, st), 1);
 }
 
-/* XAttention's lists are the estimator and the choice on the whole prompt, row by row, whatever the prefill
- * chunk (block-aligned chunks, a partial last block); the statistics count them. */
+/* XAttention's lists are the store's estimator and the choice on the whole prompt, row by row, whatever the
+ * prefill chunk (block-aligned chunks, a partial last block); the statistics count them. */
 START_TEST(test_method_chunk_independent) {
     const int L = 600, nqb = (L + B - 1) / B;
     float *q = malloc(sizeof(float) * L * H * D), *k = malloc(sizeof(float) * L * HK * D),
@@ -228,7 +263,7 @@ START_TEST(test_method_chunk_independent) {
         ks_xattn_rank work[8];
         for (int qb = 0; qb < nqb; qb++) {
             ks_xattn_args a = {.q_pos0 = 0, .n = L, .qb = qb, .block = B, .stride = 8, .scale = 1.0f / (sqrtf(D) * 8)};
-            ks_ref_xattn_block_scores(scores, 8, q, kc, H, HK, D, CAP, &a);
+            ks_fast_xattn_block_scores(scores, 8, q, kc, H, HK, D, CAP, &a);
             for (int h = 0; h < H; h++) {
                 int32_t *row = want + (size_t)(h * nqb + qb) * (nqb + 1);
                 double cov;
@@ -353,6 +388,64 @@ START_TEST(test_errors) {
 }
 END_TEST
 
+/* The forward pass's chunks with a sparse-prefill method start on block edges, the last holding the composition's
+ * window: a 1000-token prompt in chunks of at most 300 is 256, 256, 256, 232; a 330-token one 256, 74 (the window
+ * of 32 would not fit a last chunk of 30). */
+START_TEST(test_chunk_plan) {
+    ks_method *m;
+    ck_assert(ks_method_create(&m, "XAttention+SnapKV", NULL, NULL, 0) == KS_OK);
+    ks_forward f = {.chunk = 300, .method = m};
+    const struct {
+        int n, want[5];
+    } cases[] = {{1000, {256, 256, 256, 232}}, {330, {256, 74}}, {300, {300}}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int t0 = 0, i = 0; t0 < cases[c].n; i++) {
+            int len = ks_forward_chunk_len(&f, cases[c].n, t0);
+            ck_assert_msg(len == cases[c].want[i], "prompt %d, chunk %d: %d tokens", cases[c].n, i, len);
+            t0 += len;
+        }
+    ks_method_free(m);
+}
+END_TEST
+
+/* A sparse-prefill part that needs the prompt's last query block (FlexPrefill's kind, a test double here) gets
+ * the whole prompt as one chunk or an error naming --chunk. */
+static int whole_block(const ks_method *m) {
+    (void)m;
+    return 64;
+}
+static ks_status whole_blocks(ks_method *m, const ks_method_chunk *c, int last, ks_block_list *l,
+                              const ks_block_list **out) {
+    (void)m, (void)c, (void)last, (void)l;
+    *out = NULL;
+    return KS_OK;
+}
+static const ks_knob no_knobs[] = {{0}};
+static const ks_method_ops t_whole = {.name = "TestWhole", .role = KS_ROLE_PREFILL, .file = "testwhole",
+                                      .summary = "test double", .knobs = no_knobs, .sparse_block = whole_block,
+                                      .prefill_blocks = whole_blocks, .sparse_whole_prompt = 1};
+
+START_TEST(test_whole_prompt_part) {
+    fixture f;
+    ck_assert(fx_init(&f, "XAttention", NULL, 0, 1) == KS_OK);
+    ks_method *m;
+    const ks_method_ops *parts[] = {&t_whole, &ks_method_snapkv};
+    ck_assert_msg(ks_method_create_ops(&m, parts, 2, NULL, NULL, 0) == KS_OK, "%s", ks_last_error());
+    ck_assert(ks_method_bind_store(m, &f.s.base, &f.cache, &f.model) == KS_OK);
+    ck_assert_int_eq(ks_method_sparse_block(m), 64);
+    const ks_block_list *out = &f.l;
+    ck_assert(ks_method_prefill_blocks(m, 0, 0, 100, 1, &f.l, &out) == KS_OK && out == NULL);
+    ck_assert(ks_method_prefill_blocks(m, 0, 0, 64, 0, &f.l, &out) == KS_ERR_ARG);
+    ck_assert_msg(strstr(ks_last_error(), "TestWhole+SnapKV: TestWhole chooses each layer's key blocks from the "
+                                          "prompt's last block of queries") &&
+                      strstr(ks_last_error(), "raise --chunk"),
+                  "%s", ks_last_error());
+    ck_assert(ks_method_prefill_blocks(m, 0, 64, 36, 1, &f.l, &out) == KS_ERR_ARG);
+    ks_method_free(m);
+    fx_free(&f);
+}
+END_TEST
+
 /* ---- SmolLM2 ------------------------------------------------------------------------------------------ */
 
 /* SmolLM2's shared prompt after a filler of several blocks, so that query blocks have earlier blocks to drop. */
@@ -472,10 +565,13 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_select_forced_and_ties);
         tcase_add_test(tc, test_select_density);
         tcase_add_test(tc, test_estimator_antidiagonal);
+        tcase_add_test(tc, test_estimator_fast);
         tcase_add_test(tc, test_method_chunk_independent);
         tcase_add_test(tc, test_method_threshold_one_dense);
         tcase_add_test(tc, test_threshold_table);
         tcase_add_test(tc, test_errors);
+        tcase_add_test(tc, test_chunk_plan);
+        tcase_add_test(tc, test_whole_prompt_part);
     }
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

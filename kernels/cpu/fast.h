@@ -51,6 +51,11 @@ void ks_fast_attention(float *out, const float *q, const float *k, const float *
 void ks_fast_attention_sparse(float *out, const float *q, const float *k, const float *v, int n, int n_kv, int cap,
                               int H, int Hk, int d, int q_pos0, int window, float scale, const ks_block_list *l);
 
+/* ks_ref_xattn_block_scores's contract (cpu/xattn_ref.h): the block's stride rows against every stride column
+ * as one GEMM per query head. block / stride is at most 64. */
+void ks_fast_xattn_block_scores(float *out, int ld, const float *q, const float *k, int H, int Hk, int d, int cap,
+                                const ks_xattn_args *a);
+
 /* ks_ref_attention_decode's contract, except that KV head g attends rows [start[g], len[g]) (start NULL = 0):
  * a sliding-window model's decode query skips the rows that fell out of its window. */
 void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,

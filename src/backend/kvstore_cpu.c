@@ -8,7 +8,6 @@
 #include "cpu/fast.h"
 #include "cpu/flexprefill_ref.h"
 #include "cpu/kivi_ref.h"
-#include "cpu/xattn_ref.h"
 
 static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
 
@@ -71,8 +70,8 @@ static ks_status cpu_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args
     ks_kvstore_cpu *s = cpu_of(kv);
     const ks_kvcache *c = s->p.cache;
     KS_ASSERT(a->qb < ld && a->n <= s->p.max_chunk && ks_kvcache_is_dense(c, layer, a->q_pos0 + a->n));
-    ks_ref_xattn_block_scores(out, ld, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
-                              ks_kvcache_stride(c, layer), a);
+    ks_fast_xattn_block_scores(out, ld, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
+                               ks_kvcache_stride(c, layer), a);
     return KS_OK;
 }
 

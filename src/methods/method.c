@@ -253,9 +253,8 @@ ks_status ks_method_prefill_blocks(ks_method *m, int layer, int pos0, int n, int
     if (!p) return KS_OK;
     if (p->ops->sparse_whole_prompt && !(pos0 == 0 && last))
         return ks_fail(KS_ERR_ARG, "--acceleration %s: %s chooses each layer's key blocks from the prompt's last "
-                       "block of queries, so the whole prompt must be one prefill chunk; this prompt does not fit "
-                       "the chunk of %d tokens: raise --chunk to the prompt's length", m->name, p->ops->name,
-                       pos0 == 0 ? n : pos0);
+                       "block of queries, so the whole prompt must be one prefill chunk, not tokens %d .. %d of it: "
+                       "raise --chunk to the prompt's length", m->name, p->ops->name, pos0, pos0 + n - 1);
     ks_method_chunk c = {.layer = layer, .pos0 = pos0, .n = n};
     return p->ops->prefill_blocks(p, &c, last, l, out);
 }
