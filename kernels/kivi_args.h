@@ -23,10 +23,12 @@
  * Keys are quantized in whole blocks of tokens starting at a multiple of G (KIVI's residual flush), values one
  * token at a time.
  *
- * The raw encoding (k_bits or v_bits KS_KIVI_RAW): the cache's own element bits instead of codes, without scales
- * or zeros (k_groups, v_groups 0), exact: on the host fp32, one element per word (P = 1: k_words = cap, v_words =
- * d); a bf16 device store would hold two per word. A channel-pruning part (ThinK) stores its pruned prefix so:
- * keys on the kept channels (kc < d), values whole, any number of tokens at a time. */
+ * The raw encoding (k_bits or v_bits KS_KIVI_RAW or KS_KIVI_RAW_BF16): the cache's own element bits instead of
+ * codes, without scales or zeros (k_groups, v_groups 0), exact for its store: KS_KIVI_RAW the host store's fp32
+ * bits, one element per word (P = 1: k_words = cap, v_words = d); KS_KIVI_RAW_BF16 the device store's bf16 bits,
+ * two per word (P = 2, element i in bits [16 (i % 2), ...) of word i / 2, as 16-bit codes). A channel-pruning
+ * part (ThinK) stores its pruned prefix so: keys on the kept channels (kc < d), values whole, any number of tokens
+ * at a time. */
 #ifndef KS_KIVI_ARGS_H
 #define KS_KIVI_ARGS_H
 
@@ -39,11 +41,12 @@
 #define KS_KIVI_HD static inline
 #endif
 
-#define KS_KIVI_RAW 32 /* k_bits / v_bits of the raw encoding: fp32 bits, one per word */
+#define KS_KIVI_RAW 32      /* k_bits / v_bits of the raw encoding of fp32 rows: fp32 bits, one per word */
+#define KS_KIVI_RAW_BF16 16 /* the raw encoding of bf16 rows (the CUDA store's): bf16 bits, two per word */
 
 /* The knobs of the format (the KIVI method's k_bits, v_bits, group_size, residual_length). */
 typedef struct ks_kivi_params {
-    int k_bits, v_bits; /* 2 or 4; KS_KIVI_RAW */
+    int k_bits, v_bits; /* 2 or 4; KS_KIVI_RAW, KS_KIVI_RAW_BF16 */
     int group;          /* G: tokens per key group, channels per value group */
     int residual;       /* R: full-precision tokens (keys 0 .. R - 1, values the last R), a multiple of G */
 } ks_kivi_params;
@@ -59,12 +62,15 @@ typedef struct ks_kivi_shape {
 
 KS_KIVI_HD int ks_kivi_per_word(int bits) { return 32 / bits; }
 
+/* 1 for the raw encodings (KS_KIVI_RAW, KS_KIVI_RAW_BF16). */
+KS_KIVI_HD int ks_kivi_is_raw(int bits) { return bits == KS_KIVI_RAW || bits == KS_KIVI_RAW_BF16; }
+
 KS_KIVI_HD ks_kivi_shape ks_kivi_shape_of(const ks_kivi_params *p, int d, int cap) {
     ks_kivi_shape s;
     int pk = ks_kivi_per_word(p->k_bits), pv = ks_kivi_per_word(p->v_bits);
     s.d = d, s.cap = cap, s.k_bits = p->k_bits, s.v_bits = p->v_bits, s.group = p->group;
-    s.k_words = (cap + pk - 1) / pk, s.k_groups = p->k_bits == KS_KIVI_RAW ? 0 : (cap + p->group - 1) / p->group;
-    s.v_words = (d + pv - 1) / pv, s.v_groups = p->v_bits == KS_KIVI_RAW ? 0 : d / p->group;
+    s.k_words = (cap + pk - 1) / pk, s.k_groups = ks_kivi_is_raw(p->k_bits) ? 0 : (cap + p->group - 1) / p->group;
+    s.v_words = (d + pv - 1) / pv, s.v_groups = ks_kivi_is_raw(p->v_bits) ? 0 : d / p->group;
     return s;
 }
 
@@ -145,7 +151,15 @@ KS_KIVI_HD float ks_kivi_unraw(uint32_t w) {
     return b.f;
 }
 
-/* Code i of a packed row (words), b bits (not the raw encoding). */
+/* fp32 -> bf16 bits, round to nearest even (NaN stays NaN); and back (exact). */
+KS_KIVI_HD uint16_t ks_kivi_bf16(float x) {
+    uint32_t u = ks_kivi_raw(x);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u); /* quiet, never rounded to inf */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+KS_KIVI_HD float ks_kivi_unbf16(uint16_t h) { return ks_kivi_unraw((uint32_t)h << 16); }
+
+/* Code i of a packed row (words), b bits (below 32). */
 KS_KIVI_HD unsigned ks_kivi_code(const uint32_t *words, int i, int bits) {
     int p = 32 / bits;
     return (words[i / p] >> ((i % p) * bits)) & ((1u << bits) - 1u);
@@ -154,6 +168,16 @@ KS_KIVI_HD unsigned ks_kivi_code(const uint32_t *words, int i, int bits) {
 KS_KIVI_HD void ks_kivi_set_code(uint32_t *words, int i, int bits, unsigned q) {
     int p = 32 / bits, sh = (i % p) * bits;
     words[i / p] = (words[i / p] & ~(((1u << bits) - 1u) << sh)) | (q << sh);
+}
+
+/* Element i of a row (words) in a raw encoding of `bits` (KS_KIVI_RAW, KS_KIVI_RAW_BF16), as fp32. */
+KS_KIVI_HD float ks_kivi_raw_get(const uint32_t *words, int i, int bits) {
+    return bits == KS_KIVI_RAW ? ks_kivi_unraw(words[i]) : ks_kivi_unbf16((uint16_t)ks_kivi_code(words, i, bits));
+}
+/* Sets element i of such a row to x (KS_KIVI_RAW_BF16: x rounded to bf16), leaving the word's other element. */
+KS_KIVI_HD void ks_kivi_raw_set(uint32_t *words, int i, int bits, float x) {
+    if (bits == KS_KIVI_RAW) words[i] = ks_kivi_raw(x);
+    else ks_kivi_set_code(words, i, bits, ks_kivi_bf16(x));
 }
 
 /* The code of x in a group of scale s and zero z (fp32 values of the stored fp16), b bits. */

@@ -155,4 +155,15 @@ static inline uint32_t ks_order_key(float x) {
     return v.u & 0x80000000u ? ~v.u : v.u | 0x80000000u;
 }
 
+/* XAttention's antidiagonal block scores (kvstore.h xattn_scores, cpu/xattn_ref.h): query block `qb` of the
+ * chunk whose n roped queries (Q rows 0 .. n - 1) sit at positions q_pos0 .. q_pos0 + n - 1, against a layer's
+ * dense keys 0 .. q_pos0 + n - 1, in blocks of `block` tokens and stride groups of `stride` (which divides
+ * block); `scale` multiplies each stride score (XAttention: 1 / (sqrt(d) stride)). */
+typedef struct ks_xattn_args {
+    int q_pos0, n; /* the chunk */
+    int qb;        /* the query block scored: q_pos0 / block <= qb <= (q_pos0 + n - 1) / block */
+    int block, stride;
+    float scale;
+} ks_xattn_args;
+
 #endif

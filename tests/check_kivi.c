@@ -4,7 +4,8 @@
  *                          packing, hand-worked groups, the decode attention over packed + dense rows (the
  *                          reference and the fast path) against the plain reference on the dequantized rows; the method on the cpu KV store over a cache
  *                          the tests fill: the residual boundaries after the prompt and across decode flushes,
- *                          the bytes held, the errors; on the cpu backend with the tiny fixture model, a
+ *                          the bytes held, the errors; a counts-only part (a device store's host half)
+ *                          following the host flush; on the cpu backend with the tiny fixture model, a
  *                          budget-sized cache of 2 R rows against the full one
  *     check_kivi smollm2   SmolLM2 (label "model"): KIVI with a residual longer than the sequence gives FullKV's
  *                          greedy tokens; with a short residual the budget-sized cache gives the full cache's
@@ -497,6 +498,53 @@ START_TEST(test_bytes_formula) {
 }
 END_TEST
 
+/* A counts-only packed part (ks_kv_kivi_init_counts: what a device store keeps on the host) driven by
+ * ks_kv_kivi_plan / ks_kv_kivi_advance follows the host flush's counts exactly: a prompt, then decode steps with
+ * KIVI's releases of stale rows. */
+START_TEST(test_counts_only) {
+    enum { R = 8, STEPS = 30 };
+    ks_kivi_params p = {.k_bits = 2, .v_bits = 2, .group = 4, .residual = R};
+    ks_kvcache c;
+    ck_assert(ks_kvcache_init(&c, 0, 1, SHK, SD, SCAP, SCAP, 1) == KS_OK);
+    ks_kv_kivi full, counts;
+    ck_assert(ks_kv_kivi_init(&full, &c, &p) == KS_OK);
+    ck_assert(ks_kv_kivi_init_counts(&counts, &c, &p) == KS_OK);
+    ck_assert_ptr_null(counts.k_codes);
+    ks_kivi_job jobs[SHK];
+    ks_kivi_counts a[SHK], b[SHK];
+    int32_t keep[SHK * SCAP], n_keep[SHK];
+    for (int step = 0; step <= STEPS; step++) {
+        int n = step ? 1 : 21, pos0 = ks_kv_kivi_counts(&full, &c, 0, 0).n;
+        float *k = rand_buf((size_t)n * SHK * SD, 1), *v = rand_buf((size_t)n * SHK * SD, 1);
+        ks_kvcache_append(&c, 0, k, v, n, pos0);
+        free(k), free(v);
+        ks_kv_kivi_flush(&full, &c, 0, a, NULL);
+        ks_kv_kivi_plan(&counts, &c, 0, jobs);
+        ks_kv_kivi_advance(&counts, &c, 0, jobs, b);
+        int most = 0;
+        for (int h = 0; h < SHK; h++) {
+            ck_assert(!memcmp(&a[h], &b[h], sizeof a[h]));
+            int stale = (a[h].nq_k < a[h].nq_v ? a[h].nq_k : a[h].nq_v) - a[h].off, len = ks_kvcache_len(&c, 0)[h];
+            for (int j = stale; j < len; j++) keep[h * SCAP + j - stale] = j;
+            n_keep[h] = len - stale;
+            most = stale > most ? stale : most;
+        }
+        if (most < (step ? R : 1)) continue; /* KIVI's release rule */
+        ck_assert(ks_kv_kivi_compacted(&full, &c, 0, keep, n_keep, SCAP) == KS_OK);
+        ck_assert(ks_kv_kivi_compacted(&counts, &c, 0, keep, n_keep, SCAP) == KS_OK);
+        ks_kvcache_compact(&c, 0, keep, n_keep, SCAP);
+        for (int h = 0; h < SHK; h++) {
+            a[h] = ks_kv_kivi_counts(&full, &c, 0, h), b[h] = ks_kv_kivi_counts(&counts, &c, 0, h);
+            ck_assert(!memcmp(&a[h], &b[h], sizeof a[h]) && a[h].off > 0);
+            ck_assert(!memcmp(full.pos + (size_t)h * SCAP, counts.pos + (size_t)h * SCAP, sizeof(int32_t) * a[h].off));
+        }
+    }
+    ck_assert_int_eq(ks_kv_kivi_bytes(&full, &c), ks_kv_kivi_bytes(&counts, &c));
+    ks_kv_kivi_free(&full), ks_kv_kivi_free(&counts);
+    ks_kvcache_free(&c);
+}
+END_TEST
+
 /* Knobs that do not fit, a sliding window, and the composition predicate. */
 START_TEST(test_errors) {
     const char *bits[] = {"k_bits=3"}, *resid[] = {"residual_length=100"}, *group[] = {"group_size=16",
@@ -644,6 +692,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_residual_boundaries);
         tcase_add_test(tc, test_after_selection);
         tcase_add_test(tc, test_bytes_formula);
+        tcase_add_test(tc, test_counts_only);
         tcase_add_test(tc, test_errors);
         tcase_add_test(tc, test_tiny_model);
     }

@@ -5,7 +5,8 @@
  *                           Q/K (group mean, ties) and the bytes by the formula, with KIVI; the decode attention
  *                           over keys packed on the kept channels (a later key block on the same channels), the
  *                           fast path and the format's reference against the plain reference; a short prompt and
- *                           a new sequence storing every channel; the errors; the raw encoding's round trip;
+ *                           a new sequence storing every channel; the errors; the raw encoding's round trip
+ *                           (fp32, and the CUDA store's bf16 form: rounding to nearest even, two per word);
  *                           ThinK alone on the hand-built Q/K (counts, released rows, bytes) and on random rows
  *                           (decode attention before and after decode tokens, values exact)
  *     check_think smollm2   SmolLM2 (label "model"): SnapKV+ThinK+KIVI with ratio 0 is SnapKV+KIVI bit for bit,
@@ -14,6 +15,7 @@
  *                           SnapKV+ThinK prunes with the formula's bytes, the same with a budget-sized cache
  */
 #include <check.h>
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -280,6 +282,48 @@ START_TEST(test_raw_round_trip) {
 }
 END_TEST
 
+/* The raw encoding of bf16 rows (the CUDA store's form, KS_KIVI_RAW_BF16): two elements per word, element i in
+ * bits [16 (i % 2), ...) of word i / 2; fp32 values rounded to bf16, to nearest even (1 + 2^-8 a tie down to 1,
+ * 1 + 3 2^-8 a tie up, NaN kept, FLT_MAX to inf), bf16 values exact, -0 kept; the error parts those of the
+ * rounding; keys on the stored channels only (the others read as 0), the first token inside a word. */
+START_TEST(test_raw_bf16) {
+    ck_assert(ks_kivi_bf16(1.0f + 0x1p-8f) == 0x3F80 && ks_kivi_bf16(1.0f + 0x3p-8f) == 0x3F82);
+    ck_assert(ks_kivi_bf16(0.1f) == 0x3DCD && ks_kivi_bf16(1e-3f) == 0x3A83 && ks_kivi_bf16(-0.0f) == 0x8000);
+    ck_assert(ks_kivi_bf16(FLT_MAX) == 0x7F80 && isnan(ks_kivi_unbf16(ks_kivi_bf16(NAN))));
+    ck_assert(ks_kivi_unbf16(0xC0E0) == -7.0f);
+    const ks_kivi_params p = {.k_bits = KS_KIVI_RAW_BF16, .v_bits = KS_KIVI_RAW_BF16, .group = 1, .residual = 1};
+    ck_assert(ks_kivi_params_check(&p, D) == KS_OK);
+    ks_kivi_shape s = ks_kivi_shape_of(&p, D, 8);
+    ck_assert(s.k_words == 4 && s.v_words == D / 2 && s.k_groups == 0 && s.v_groups == 0);
+    const float x[3][D] = {{-0.0f, 1.0f + 0x1p-8f, 1.0f + 0x3p-8f, -1.25f}, {0.1f, -7.0f, 2.0f, 1e-3f},
+                           {5.0f, 6.0f, -0.0f, 8.0f}};
+    const uint16_t bits[3][D] = {{0x8000, 0x3F80, 0x3F82, 0xBFA0}, {0x3DCD, 0xC0E0, 0x4000, 0x3A83},
+                                 {0x40A0, 0x40C0, 0x8000, 0x4100}};
+    const int32_t chan[2] = {1, 3};
+    uint32_t kcodes[2 * 4] = {0}, vcodes[8 * D / 2] = {0};
+    double ek[2] = {0, 0}, ev[2] = {0, 0}, want_k = 0, want_v = 0;
+    ks_kivi_quant_keys(&s, &x[0][0], D, 3, 3, chan, 2, kcodes, NULL, NULL, ek);
+    ks_kivi_quant_values(&s, &x[0][0], D, 3, 3, vcodes, NULL, NULL, ev);
+    for (int t = 0; t < 3; t++)
+        for (int c = 0; c < D; c++) {
+            double e = (double)x[t][c] - ks_kivi_unbf16(bits[t][c]);
+            want_v += e * e, want_k += c == 1 || c == 3 ? e * e : 0;
+            ck_assert(ks_kivi_code(vcodes + (3 + t) * s.v_words, c, 16) == bits[t][c]);
+            if (c == 1 || c == 3) ck_assert(ks_kivi_code(kcodes + (c / 2) * s.k_words, 3 + t, 16) == bits[t][c]);
+        }
+    ck_assert(kcodes[0] == 0 && (kcodes[1] & 0xffffu) == 0); /* tokens 0 .. 2 untouched */
+    ck_assert(ek[0] == want_k && ev[0] == want_v && want_k > 0 && ev[1] > ek[1]);
+    float k[3 * D], v[3 * D];
+    ks_kivi_dequant_keys(&s, kcodes, NULL, NULL, chan, 2, 3, 3, k);
+    ks_kivi_dequant_values(&s, vcodes, NULL, NULL, 3, 3, v);
+    for (int t = 0; t < 3; t++)
+        for (int c = 0; c < D; c++) {
+            float want = ks_kivi_unbf16(bits[t][c]), want_key = c == 1 || c == 3 ? want : 0.0f;
+            ck_assert(!memcmp(&v[t * D + c], &want, sizeof want) && !memcmp(&k[t * D + c], &want_key, sizeof want));
+        }
+}
+END_TEST
+
 /* ThinK alone: the kept channels of test_kept_channels' Q/K over 7 rows, recent_size 2: the first 5 rows of each
  * head packed raw (keys on 2 channels, values whole) and released, 2 rows in the cache. Bytes: 5 x 2 x 4 B of keys,
  * 5 x 4 x 4 B of values, 2 full rows (keys and values) x 16 B: 184 B per head. */
@@ -509,6 +553,7 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_short_prompt);
         tcase_add_test(tc, test_errors);
         tcase_add_test(tc, test_raw_round_trip);
+        tcase_add_test(tc, test_raw_bf16);
         tcase_add_test(tc, test_alone);
         tcase_add_test(tc, test_alone_attention);
     }

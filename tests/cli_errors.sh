@@ -63,6 +63,12 @@ expect chain_unknown_part "in the composition SnapKV\+Frobnicate.*unknown method
 expect chain_empty_part "SnapKV\+: an empty part" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+
 expect prefixed_method_opt "--method_opt snapkv.kernl_size=3: 'kernl_size' is not a SnapKV knob" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt snapkv.kernl_size=3
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
+# XAttention (sparse prefill): its knobs, its threshold table against the model's shape, its chunk, its place.
+expect xattn_stride "stride 12 must be 8 or 16" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration XAttention --method_opt stride=12
+printf '0.9 0.9\n' >"$T/theta.txt"
+expect xattn_table "theta\.txt:1: 2 values; the model has 9 query heads" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration XAttention --method_opt threshold="$T/theta.txt"
+expect xattn_chunk "XAttention\+SnapKV: its prefill chunks hold whole blocks of 128 tokens.*--chunk must be at least 160" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration XAttention+SnapKV --chunk 150 --max_new_tokens 300
+expect xattn_order "SnapKV\+XAttention: .*write XAttention\+SnapKV" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+XAttention
 expect budget_cache_unbounded "CakeKV does not bound.*kv_rows" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration CakeKV --kv_cache budget
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"
 EV=("$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --output "$T/ev")
@@ -75,6 +81,9 @@ expect device_words "--device gpu0: use cpu, cuda, or GPU indices" "${EV[@]}" --
 expect bench_gp_num_share "--gp_num 1/2: kvscope bench measures one model instance" "$KV" bench --gp_num 1/2
 expect bench_gp_num_ranks "--gp_num 2 with 1 rank \\(mpirun -np 1\\).*mpirun -np 2 kvscope bench --gp_num 2" "$KV" bench --gp_num 2
 expect bench_gp_num_methods "--acceleration with --gp_num 2: .*one GPU" "$KV" bench --gp_num 2 --acceleration SnapKV
+expect bench_sparse_density "--sparse_densities '0,0.5': expected .*fractions in \\(0, 1\\]" "$KV" bench --sparse_densities 0,0.5
+expect bench_sparse_block "--sparse_block 32: must be 64 or 128" "$KV" bench --sparse_densities 0.1 --sparse_block 32
+expect bench_sparse_methods "--sparse_densities times the attention kernel alone" "$KV" bench --sparse_densities 0.1 --acceleration SnapKV
 # Without a GPU: a build without the cuda backend says so, a build with it says there is no GPU.
 if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   expect bench_no_gpu "this kvscope build has no CUDA backend|measures the GPU, but this machine has no usable GPU" "$KV" bench --lengths 4096

@@ -534,9 +534,19 @@ static float *make_cache(ks_bf16 *bits, int Hk, int cap, int d, const int32_t *l
     return f;
 }
 
-/* lse (n, H): each query's log-sum-exp of its scaled logits over the keys ks_ref_attention lets it see (double). */
+/* Key j is in a block that l lists for query position pos of head h (l NULL: every key). */
+static int key_listed(const ks_block_list *l, int h, int pos, int j) {
+    if (!l) return 1;
+    const int row = ks_block_row(l, h, pos / l->block);
+    for (int c = l->row_start[row]; c < l->row_start[row + 1]; c++)
+        if (l->cols[c] == j / l->block) return 1;
+    return 0;
+}
+
+/* lse (n, H): each query's log-sum-exp of its scaled logits over the keys ks_ref_attention (l NULL) or
+ * ks_ref_attention_sparse (block list l) lets it see (double); +inf for none. */
 static void ref_lse(float *lse, const float *q, const float *k, int n, int n_kv, int cap, int H, int Hk, int d,
-                    int q_pos0, int window, float scale) {
+                    int q_pos0, int window, float scale, const ks_block_list *l) {
     for (int t = 0; t < n; t++)
         for (int h = 0; h < H; h++) {
             const int pos = q_pos0 + t, lo = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
@@ -544,6 +554,7 @@ static void ref_lse(float *lse, const float *q, const float *k, int n, int n_kv,
             double mx = -INFINITY, sum = 0;
             for (int pass = 0; pass < 2; pass++)
                 for (int j = lo; j <= pos && j < n_kv; j++) {
+                    if (!key_listed(l, h, pos, j)) continue;
                     double dot = 0;
                     for (int i = 0; i < d; i++) dot += (double)qr[i] * kh[(size_t)j * d + i];
                     dot *= scale;
@@ -567,7 +578,7 @@ static void prefill_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int 
     float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
     float *ref = malloc((size_t)n * H * d * 4), *lse_ref = malloc((size_t)n * H * 4);
     ks_ref_attention(ref, q, k, v, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
-    ref_lse(lse_ref, q, k, n, n_kv, cap, H, Hk, d, q_pos0, window, scale);
+    ref_lse(lse_ref, q, k, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, NULL);
     const int tc = d == 64 || d == 128; /* the tensor-core kernels also give each row's log-sum-exp */
     float *dlse = dev_poisoned((size_t)n * H * 4);
 
@@ -615,6 +626,151 @@ START_TEST(test_attention_prefill) {
     prefill_case(16, 4, 128, 1, 1500, 1501, 0, 0);   /* a single query (a decode step through prefill) */
     prefill_case(4, 2, 16, 37, 0, 37, 8, 1);         /* d=16 (tiny test checkpoints): the CUDA-core kernel */
     prefill_case(6, 3, 80, 50, 20, 70, 0, 0);        /* d=80, a second chunk: the CUDA-core kernel */
+}
+END_TEST
+
+/* A random block list (host arrays) for a chunk of n queries at q_pos0, blocks of B: a row is empty with
+ * probability p_empty, else lists each key block kb <= qb with probability density (density 1: the full list). */
+static ks_block_list rand_block_list(int H, int q_pos0, int n, int B, double density, double p_empty) {
+    ks_block_list l = {.block = B, .H = H, .qb0 = q_pos0 / B, .n_qblocks = ks_block_rows_of(q_pos0, n, B)};
+    const int rows = H * l.n_qblocks, qb_end = l.qb0 + l.n_qblocks;
+    l.row_start = malloc((size_t)(rows + 1) * sizeof *l.row_start);
+    l.cols = malloc((size_t)rows * qb_end * sizeof *l.cols + 4);
+    ck_assert(l.row_start && l.cols);
+    int nnz = 0;
+    for (int h = 0; h < H; h++)
+        for (int qb = l.qb0; qb < qb_end; qb++) {
+            l.row_start[ks_block_row(&l, h, qb)] = nnz;
+            if (density < 1.0 && rng_unif() < p_empty) continue;
+            for (int kb = 0; kb <= qb; kb++)
+                if (density >= 1.0 || rng_unif() < density) l.cols[nnz++] = kb;
+        }
+    l.row_start[rows] = nnz;
+    return l;
+}
+
+/* The same list with its arrays copied to the device (free with cudaFree on both). */
+static ks_block_list block_list_to_device(const ks_block_list *l) {
+    ks_block_list dl = *l;
+    const int rows = l->H * l->n_qblocks;
+    dl.row_start = dev_from(l->row_start, (size_t)(rows + 1) * sizeof *l->row_start);
+    dl.cols = dev_from(l->cols, (size_t)l->row_start[rows] * sizeof *l->cols);
+    return dl;
+}
+
+/* Queries whose row lists no visible key must get lse = +inf from both; then both are set to 0 so that
+ * check_close compares the finite rest. */
+static void check_inf_lse(const char *what, float *got, float *ref, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (isinf(ref[i])) {
+            ck_assert_msg(isinf(got[i]) && got[i] > 0, "%s: lse[%zu] = %g, want +inf (no visible key)", what, i,
+                          got[i]);
+            got[i] = ref[i] = 0.0f;
+        }
+}
+
+/* ks_cuda_attention_prefill_sparse (dispatch: wgmma for d = 128 on Hopper) and its mma.sync kernel against
+ * ks_ref_attention_sparse on a random list (see rand_block_list); with density 1 (the full list) also against
+ * the dense kernel's output on the same inputs. */
+static void sparse_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int window, int B, double density,
+                        double p_empty, int fused) {
+    const int cap = n_kv + 37;
+    const int64_t ld_q = fused ? (int64_t)(H + 2 * Hk) * d : (int64_t)H * d, ld_o = (int64_t)H * d;
+    const float scale = 1.0f / sqrtf((float)d);
+    const size_t ce = (size_t)Hk * cap * d, on = (size_t)n * ld_o;
+    ks_bf16 *qb = malloc((size_t)n * ld_q * 2), *kb = malloc(ce * 2), *vb = malloc(ce * 2);
+    float *qall = rand_vec((size_t)n * ld_q, 1.0f, qb), *q = malloc((size_t)n * H * d * 4);
+    for (int t = 0; t < n; t++) memcpy(q + (size_t)t * H * d, qall + t * ld_q, (size_t)H * d * 4);
+    int32_t lens[64];
+    for (int h = 0; h < Hk; h++) lens[h] = n_kv;
+    float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
+    ks_block_list l = rand_block_list(H, q_pos0, n, B, density, p_empty), dl = block_list_to_device(&l);
+    float *ref = malloc(on * 4), *lse_ref = malloc((size_t)n * H * 4);
+    ks_ref_attention_sparse(ref, q, k, v, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, &l);
+    ref_lse(lse_ref, q, k, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, &l);
+
+    ks_bf16 *dq = dev_from(qb, (size_t)n * ld_q * 2), *dk = dev_from(kb, ce * 2);
+    ks_bf16 *dv = dev_from(vb, ce * 2), *dout = dev_poisoned(on * 2), *ddense = dev_poisoned(on * 2);
+    float *dlse = dev_poisoned((size_t)n * H * 4);
+    float *dense = NULL;
+    if (density >= 1.0) {
+        CK_KS(ks_cuda_attention_prefill(ddense, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0, window, scale,
+                                        NULL, 0));
+        dense = host_f32_from_bf16(ddense, on);
+    }
+    for (int portable = 0; portable < 2; portable++) {
+        CK_CUDA(cudaMemset(dout, 0xff, on * 2));
+        CK_CUDA(cudaMemset(dlse, 0xff, (size_t)n * H * 4)); /* NaN poison */
+        if (portable)
+            CK_KS(ks_cuda_attention_prefill_sparse_sm80(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0,
+                                                        window, scale, dlse, &dl, 0));
+        else
+            CK_KS(ks_cuda_attention_prefill_sparse(dout, ld_o, dq, ld_q, dk, dv, n, n_kv, cap, H, Hk, d, q_pos0,
+                                                   window, scale, dlse, &dl, 0));
+        float *got = host_f32_from_bf16(dout, on);
+        char what[128];
+        snprintf(what, sizeof what, "sparse%s H=%d Hk=%d d=%d n=%d pos0=%d n_kv=%d win=%d B=%d dens=%.2f%s",
+                 portable ? "80" : "", H, Hk, d, n, q_pos0, n_kv, window, B, density, fused ? " fused" : "");
+        check_close(what, got, ref, on, 1e-2f, 2e-2f);
+        if (dense) { /* the full list is the dense attention: same key tiles in the same order (see the report) */
+            size_t differ = 0;
+            for (size_t i = 0; i < on; i++) differ += memcmp(&got[i], &dense[i], sizeof *got) != 0;
+            printf("  %-44s %zu of %zu elements differ bitwise from the dense kernel\n", what, differ, on);
+            strncat(what, " vs dense", sizeof what - strlen(what) - 1);
+            check_close(what, got, dense, on, 1e-2f, 2e-2f);
+        }
+        free(got);
+        float *lse = malloc((size_t)n * H * 4), *lref = malloc((size_t)n * H * 4);
+        CK_CUDA(cudaMemcpy(lse, dlse, (size_t)n * H * 4, cudaMemcpyDeviceToHost));
+        memcpy(lref, lse_ref, (size_t)n * H * 4);
+        strncat(what, " lse", sizeof what - strlen(what) - 1);
+        check_inf_lse(what, lse, lref, (size_t)n * H);
+        check_close(what, lse, lref, (size_t)n * H, 1e-4f, 1e-5f); /* fp32 sums of the same logits */
+        free(lse), free(lref);
+    }
+    free(qb), free(kb), free(vb), free(qall), free(q), free(k), free(v), free(ref), free(lse_ref), free(dense);
+    free(l.row_start), free(l.cols);
+    cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(dout), cudaFree(ddense), cudaFree(dlse);
+    cudaFree(dl.row_start), cudaFree(dl.cols);
+}
+
+START_TEST(test_attention_prefill_sparse) {
+    /* Llama-3.1-8B heads (G=4), blocks of 128, a chunk from 0, ragged and empty rows */
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.3, 0.1, 0);
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.05, 0.0, 1); /* 5%, fused q|k|v rows */
+    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0);  /* G=8, a chunk starting mid-block */
+    sparse_case(4, 4, 64, 300, 90, 390, 0, 64, 0.25, 0.1, 0);    /* MHA, d=64, blocks of 64: tiles over two blocks */
+    sparse_case(9, 3, 64, 333, 0, 333, 0, 64, 0.1, 0.3, 0);      /* SmolLM2 heads (G=3) */
+    sparse_case(9, 3, 64, 250, 40, 290, 0, 128, 0.6, 0.1, 1);    /* d=64, blocks of 128, chunk offset, fused */
+    sparse_case(16, 4, 128, 400, 1000, 1400, 0, 64, 0.5, 0.0, 0); /* d=128, blocks of 64 (wgmma: two lists) */
+    sparse_case(6, 2, 64, 200, 500, 700, 150, 128, 0.6, 0.0, 0);  /* sliding window inside listed blocks */
+    sparse_case(4, 1, 128, 150, 700, 850, 200, 64, 0.7, 0.0, 0);  /* d=128 window, blocks of 64 */
+    sparse_case(8, 2, 128, 1, 1500, 1501, 0, 128, 0.2, 0.0, 0);   /* a single query */
+    sparse_case(4, 2, 128, 130, 0, 130, 0, 128, 0.0, 1.0, 0);     /* every row empty: zeros, lse +inf */
+    /* the full list against the dense kernel (no window: the same key tiles in the same order) */
+    sparse_case(32, 8, 128, 600, 100, 700, 0, 128, 1.0, 0.0, 0);
+    sparse_case(8, 1, 128, 300, 0, 300, 0, 64, 1.0, 0.0, 0);
+    sparse_case(9, 3, 64, 300, 50, 350, 0, 64, 1.0, 0.0, 0);
+    sparse_case(4, 4, 64, 257, 0, 257, 0, 128, 1.0, 0.0, 0);
+    sparse_case(6, 2, 128, 200, 300, 500, 100, 128, 1.0, 0.0, 0); /* with a window: tiles differ, bf16 tolerance */
+}
+END_TEST
+
+/* Head dims and block sizes the kernel lacks: a clear error, not garbage. */
+START_TEST(test_attention_prefill_sparse_refuses) {
+    ks_block_list l = rand_block_list(4, 0, 10, 128, 1.0, 0.0), dl = block_list_to_device(&l);
+    ks_bf16 *buf = dev_poisoned((size_t)10 * 4 * 80 * 2);
+    ck_assert_int_eq(ks_cuda_attention_prefill_sparse(buf, 4 * 80, buf, 4 * 80, buf, buf, 10, 10, 10, 4, 2, 80, 0, 0,
+                                                      0.1f, NULL, &dl, 0),
+                     KS_ERR_UNSUPPORTED);
+    printf("  refused d=80: %s\n", ks_last_error());
+    dl.block = 32, dl.n_qblocks = ks_block_rows_of(0, 10, 32);
+    ck_assert_int_eq(ks_cuda_attention_prefill_sparse(buf, 4 * 64, buf, 4 * 64, buf, buf, 10, 10, 10, 4, 2, 64, 0, 0,
+                                                      0.1f, NULL, &dl, 0),
+                     KS_ERR_UNSUPPORTED);
+    printf("  refused block 32: %s\n", ks_last_error());
+    free(l.row_start), free(l.cols);
+    cudaFree(buf), cudaFree((void *)dl.row_start), cudaFree((void *)dl.cols);
 }
 END_TEST
 
@@ -682,7 +838,8 @@ END_TEST
 /* One KIVI case: Hk heads of up to cap tokens; head g holds n[g] tokens, the keys of the first nq_k[g] and the
  * values of the first nq_v[g] packed in two flushes each (at 0 and at half, both on group boundaries); head 1
  * stores half its key channels. Codes, scales and zeros must equal the reference's bit for bit, the error parts
- * agree, and the decode attention over packed + bf16 rows (rows from token off[g]) match the reference. */
+ * agree, and the decode attention over packed + bf16 rows (rows from token off[g]) match the reference. kb and vb
+ * KS_KIVI_RAW_BF16 (G 1): the raw bf16 words the same way, the error's first part 0. */
 static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n, const int *nq_k, const int *nq_v,
                       const int *off) {
     enum { CAP = 1024 };
@@ -743,7 +900,7 @@ static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n,
             for (int w = 0; w < (nq_k[g] * kb + 31) / 32; w++)
                 ck_assert_msg(gkq[ch * S.k_words + w] == rkq[ch * S.k_words + w], "key codes g %d ch %d word %d", g, i,
                               w);
-            for (int j = 0; j < nq_k[g] / G; j++)
+            for (int j = 0; S.k_groups && j < nq_k[g] / G; j++) /* the raw encoding has none */
                 ck_assert(gks[ch * S.k_groups + j] == rks[ch * S.k_groups + j] &&
                           gkz[ch * S.k_groups + j] == rkz[ch * S.k_groups + j]);
         }
@@ -800,8 +957,16 @@ START_TEST(test_kivi) {
     kivi_case(6, 3, 128, 2, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 4, 2, 32, n3, k3, v3, o3);
     kivi_case(6, 3, 64, 2, 4, 16, n3, k3, v3, o3); /* G 16: key groups of one word (2 bits) */
+    kivi_case(6, 3, 16, 2, 2, 8, n3, k3, v3, o3);  /* head_dim below a warp: lanes 16 .. 31 hold nothing */
+    kivi_case(6, 3, 80, 4, 2, 16, n3, k3, v3, o3); /* head_dim not a multiple of 32: a lane's third channel */
     const int n1[1] = {257}, k1[1] = {128}, v1[1] = {129}, o1[1] = {0};
     kivi_case(9, 1, 64, 4, 4, 4, n1, k1, v1, o1);   /* G 4 < 32 / 4 codes a word: groups share words (atomics) */
+    /* the raw encoding of bf16 rows (ThinK's prefix): any counts; the second flush starts inside a word (643 / 2
+     * is odd), the last word half filled */
+    const int kr[3] = {643, 0, 999}, vr[3] = {571, 0, 873};
+    kivi_case(6, 3, 64, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
+    kivi_case(6, 3, 16, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
+    kivi_case(6, 3, 80, KS_KIVI_RAW_BF16, KS_KIVI_RAW_BF16, 1, n3, kr, vr, o3);
 }
 END_TEST
 
@@ -830,6 +995,8 @@ int main(void) {
     tcase_add_test(tc, test_gemm);
     tcase_add_test(tc, test_gemv_fused);
     tcase_add_test(tc, test_attention_prefill);
+    tcase_add_test(tc, test_attention_prefill_sparse);
+    tcase_add_test(tc, test_attention_prefill_sparse_refuses);
     tcase_add_test(tc, test_attention_decode);
     tcase_add_test(tc, test_kivi);
     suite_add_tcase(s, tc);

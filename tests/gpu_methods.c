@@ -29,6 +29,15 @@
  *   composition  the tiny model on the cuda backend: SnapKV, PyramidKV and H2O each composed with a part that
  *                does nothing at the prompt's end and at every decode step (a hooked decode graph) keep the
  *                rows, KV bytes and greedy tokens of the selection alone
+ *   KIVI         the tiny model on the cuda store's packed part: a residual longer than the sequence gives
+ *                FullKV's tokens and bytes; a short one the cpu backend's counts and bytes (bf16 rows) after the
+ *                prompt and decode steps, its errors within 10%, tokens as close as FullKV's, and a budget-sized
+ *                cache the full one's counts and tokens (test_kivi)
+ *   ThinK        the tiny model on the cuda store's packed part (raw bf16 prefix, device key channel lists):
+ *                ratio 0 gives SnapKV's tokens and bytes; ThinK, SnapKV+ThinK and SnapKV+ThinK+KIVI give the cpu
+ *                store's counts, kept channels (every head when every prompt row is kept) and bytes by the formula,
+ *                tokens as close as FullKV's, a budget-sized cache the full one's, a second prompt the first's
+ *                (test_think)
  */
 #include <check.h>
 #include <math.h>
@@ -42,6 +51,7 @@
 #include "cpu/ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
+#include "backend/kv_kivi.h"
 #include "backend/kvstore_cpu.h"
 #include "speed/speed_model.h"
 #include "engine/generate.h"
@@ -1029,6 +1039,349 @@ START_TEST(test_tiny_model) {
 }
 END_TEST
 
+/* ---- KIVI on the cuda backend ------------------------------------------------------------------------------ */
+
+enum { KIVI_N = 90, KIVI_NEW = 24, KIVI_HEADS = KS_METHOD_MAX_LAYERS * 8 };
+
+/* A forward of a method holding the packed part (KIVI, ThinK) on `device` (a cache of `cache` mode for the prompt
+ * and KIVI_NEW tokens, chunks of 40). */
+typedef struct kivi_run {
+    ks_forward f;
+    ks_method *m;
+    ks_layer_stat st[KS_METHOD_MAX_LAYERS];
+} kivi_run;
+
+static void kivi_open(kivi_run *r, const ks_model *model, const char *method, const char *device,
+                      ks_forward_cache cache, const char *const *opts, int n_opts) {
+    memset(r, 0, sizeof *r);
+    CK_KS(ks_method_create(&r->m, method, NULL, opts, n_opts));
+    ks_forward_params fp = {.device = device, .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
+                            .cache = cache};
+    CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
+}
+
+/* The counts of every (layer, KV head) into n; returns how many. */
+static int kivi_counts(kivi_run *r, ks_kivi_counts *n) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    ck_assert(c->kivi && c->n_layers * c->n_kv_heads <= KIVI_HEADS);
+    int i = 0;
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) n[i++] = ks_kv_kivi_counts(c->kivi, c, l, g);
+    return i;
+}
+
+/* The cuda run's counts equal the cpu run's, head by head (the flush and release rules follow counts only), and
+ * its bytes are the cpu's with each full-precision element 2 bytes instead of 4 (bf16 against fp32 rows; codes,
+ * scales and zeros the same). */
+static void kivi_same_counts(kivi_run *cpu, kivi_run *gpu, const char *what) {
+    ks_kivi_counts a[KIVI_HEADS], b[KIVI_HEADS];
+    int n = kivi_counts(cpu, a);
+    ck_assert_int_eq(kivi_counts(gpu, b), n);
+    const ks_kvcache *cc = cpu->f.ops->kvcache(cpu->f.be), *gc = gpu->f.ops->kvcache(gpu->f.be);
+    int64_t dense = 0;
+    for (int i = 0; i < n; i++) {
+        ck_assert_msg(a[i].nq_k == b[i].nq_k && a[i].nq_v == b[i].nq_v && a[i].off == b[i].off && a[i].n == b[i].n,
+                      "%s, head %d: cuda counts (%d, %d, %d, %d), cpu (%d, %d, %d, %d)", what, i, b[i].nq_k,
+                      b[i].nq_v, b[i].off, b[i].n, a[i].nq_k, a[i].nq_v, a[i].off, a[i].n);
+        dense += (int64_t)(2 * a[i].n - a[i].nq_k - a[i].nq_v) * cc->head_dim;
+    }
+    ck_assert_msg(ks_kvcache_bytes(gc) == ks_kvcache_bytes(cc) - dense * (cc->elem_bytes - gc->elem_bytes),
+                  "%s: cuda holds %lld bytes, cpu %lld with %lld full-precision elements", what,
+                  (long long)ks_kvcache_bytes(gc), (long long)ks_kvcache_bytes(cc), (long long)dense);
+}
+
+/* KIVI_NEW - 1 decode steps on r after a prompt whose next token is t0: step t feeds feed[t - 1] (feed NULL:
+ * r's own greedy token); out[0] = t0, out[t] the greedy token after step t. */
+static void kivi_decode(kivi_run *r, int32_t t0, const int32_t *feed, int32_t *out) {
+    out[0] = t0;
+    for (int t = 1; t < KIVI_NEW; t++)
+        CK_KS(ks_forward_decode(&r->f, feed ? feed[t - 1] : out[t - 1], NULL, &out[t]));
+}
+
+static void kivi_close(kivi_run *r) {
+    ks_forward_free(&r->f);
+    ks_method_free(r->m);
+}
+
+/* FullKV's teacher-forced agreement between the cpu and cuda backends on the prompt: what bf16 allows. */
+static int fullkv_agreement(const ks_model *model, const int32_t *ids) {
+    ks_forward f[2] = {{0}, {0}};
+    const char *dev[2] = {"cpu", "cuda"};
+    int32_t next[2];
+    for (int i = 0; i < 2; i++) {
+        ks_forward_params fp = {.device = dev[i], .max_ctx = KIVI_N + KIVI_NEW, .max_new = KIVI_NEW, .chunk = 40,
+                                .cache = KS_CACHE_FULL};
+        CK_KS(ks_forward_init(&f[i], model, NULL, &fp));
+        CK_KS(ks_forward_prefill(&f[i], ids, KIVI_N, NULL, &next[i]));
+    }
+    int agree = next[0] == next[1];
+    int32_t tok = next[0];
+    for (int t = 1; t < KIVI_NEW; t++) {
+        for (int i = 0; i < 2; i++) CK_KS(ks_forward_decode(&f[i], tok, NULL, &next[i]));
+        agree += next[0] == next[1];
+        tok = next[0];
+    }
+    ks_forward_free(&f[0]), ks_forward_free(&f[1]);
+    return agree;
+}
+
+/* KIVI on the cuda store (device packed part, flush kernels, packed decode attention, releases) on the tiny model
+ * (head_dim 16, so group_size 8):
+ * - residual_length longer than the sequence: nothing is packed, FullKV's greedy tokens and KV bytes, and a
+ *   second sequence on the instance repeats the first (generate);
+ * - residual_length 16, 2 and 4 bits, decoding the cpu backend's greedy tokens (teacher-forced, KIVI_NEW steps:
+ *   a key block packed, a value per step, stale rows released once): after the prompt and after decoding every
+ *   head's counts equal the cpu backend's, and the bytes held are the cpu's with bf16 full-precision elements;
+ *   the prompt's statistics (kept, residual_k, residual_v) equal and its relative quantization errors agree
+ *   within 10% (bf16 against fp32 keys and values: a value near a code boundary may round to the other code);
+ *   the greedy tokens agree with the cpu's on at least as many steps as FullKV's do between the two backends,
+ *   less 3 (the quantization may bring a near-tie of either); a budget-sized cuda cache (2 R rows, the prompt
+ *   through the prefill slots) gives the full cache's counts and tokens exactly; a second prompt on the cuda
+ *   instance (ks_forward_reset) gives the same counts. */
+START_TEST(test_kivi) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[KIVI_N], want[KIVI_NEW], got[KIVI_NEW];
+    for (int i = 0; i < KIVI_N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    ks_generate_result r, rf;
+    generate(&model, NULL, ids, KIVI_N, KIVI_NEW, want, &rf, NULL);
+    const model_run whole = {"KIVI", {"group_size=8", "residual_length=4096"}, 0};
+    generate(&model, &whole, ids, KIVI_N, KIVI_NEW, got, &r, NULL);
+    ck_assert(r.kv_bytes_prefill == rf.kv_bytes_prefill && r.kv_bytes_end == rf.kv_bytes_end);
+    for (int t = 0; t < KIVI_NEW; t++)
+        ck_assert_msg(got[t] == want[t], "KIVI, residual 4096: token %d is %d, FullKV's %d", t, got[t], want[t]);
+
+    const int full_agree = fullkv_agreement(&model, ids);
+    const char *const cases[][4] = {
+        {"group_size=8", "residual_length=16"},
+        {"group_size=8", "residual_length=16", "k_bits=4", "v_bits=4"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n_opts = cases[c][2] ? 4 : 2;
+        kivi_run cpu, gpu, bud;
+        kivi_open(&cpu, &model, "KIVI", "cpu", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&gpu, &model, "KIVI", "cuda", KS_CACHE_FULL, cases[c], n_opts);
+        kivi_open(&bud, &model, "KIVI", "cuda", KS_CACHE_BUDGET, cases[c], n_opts);
+        ck_assert_int_eq(bud.f.kv_rows, 2 * 16);
+        int32_t c0, g0, b0, ct[KIVI_NEW], gt[KIVI_NEW], bt[KIVI_NEW];
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        CK_KS(ks_forward_prefill(&bud.f, ids, KIVI_N, NULL, &b0));
+        int layers = ks_method_layer_stats(cpu.m, cpu.st);
+        ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
+        for (int l = 0; l < layers; l++) {
+            const ks_layer_stat *x = &cpu.st[l], *y = &gpu.st[l];
+            ck_assert_msg(x->kept == y->kept && x->residual_k == y->residual_k && x->residual_v == y->residual_v,
+                          "case %zu layer %d: cuda statistics (kept %d, residuals %d, %d), cpu (%d, %d, %d)", c, l,
+                          y->kept, y->residual_k, y->residual_v, x->kept, x->residual_k, x->residual_v);
+            ck_assert_msg(x->quant_error > 0 && fabsf(y->quant_error - x->quant_error) <= 0.1f * x->quant_error &&
+                              fabsf(y->quant_error_v - x->quant_error_v) <= 0.1f * x->quant_error_v,
+                          "case %zu layer %d: cuda errors %g, %g; cpu %g, %g", c, l, y->quant_error,
+                          y->quant_error_v, x->quant_error, x->quant_error_v);
+        }
+        ks_kivi_counts first[KIVI_HEADS], other[KIVI_HEADS];
+        int heads = kivi_counts(&gpu, first);
+        for (int i = 0; i < heads; i++) ck_assert(first[i].nq_k > 0 && first[i].nq_v > 0 && first[i].off > 0);
+        kivi_same_counts(&cpu, &gpu, "after the prompt");
+        ck_assert(kivi_counts(&bud, other) == heads && !memcmp(other, first, sizeof first[0] * heads) && b0 == g0);
+        kivi_decode(&cpu, c0, NULL, ct);
+        kivi_decode(&gpu, g0, ct, gt);
+        kivi_decode(&bud, b0, ct, bt);
+        kivi_same_counts(&cpu, &gpu, "after decoding");
+        int agree = 0;
+        for (int t = 0; t < KIVI_NEW; t++) {
+            agree += ct[t] == gt[t];
+            ck_assert_msg(bt[t] == gt[t], "case %zu: token %d is %d budget-sized, %d full", c, t, bt[t], gt[t]);
+        }
+        ck_assert_msg(agree >= full_agree - 3, "case %zu: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", c,
+                      agree, KIVI_NEW, full_agree);
+        ks_kivi_counts now[KIVI_HEADS];
+        ck_assert(kivi_counts(&gpu, now) == heads && kivi_counts(&bud, other) == heads &&
+                  !memcmp(other, now, sizeof now[0] * heads));
+        ks_forward_reset(&gpu.f);
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        ck_assert(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads));
+        kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
+/* ---- ThinK on the cuda backend ----------------------------------------------------------------------------- */
+
+/* Head (l, g)'s stored key channels in run r (the host lists, as the store's kernels read them): their count,
+ * the list at *chan. */
+static int think_channels(kivi_run *r, int l, int g, const int32_t **chan) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    size_t i = (size_t)ks_kvcache_index(c, l) * c->n_kv_heads + g;
+    *chan = c->kivi->k_chan + i * c->head_dim;
+    return c->kivi->kc[i];
+}
+
+/* 1 when head (l, g) holds the same counts and positions in both runs (its released tokens' and its rows'). */
+static int same_positions(kivi_run *a, kivi_run *b, int l, int g) {
+    const ks_kvcache *c[2] = {a->f.ops->kvcache(a->f.be), b->f.ops->kvcache(b->f.be)};
+    ks_kivi_counts n[2];
+    const int32_t *released[2];
+    for (int i = 0; i < 2; i++) {
+        n[i] = ks_kv_kivi_counts(c[i]->kivi, c[i], l, g);
+        size_t h = (size_t)ks_kvcache_index(c[i], l) * c[i]->n_kv_heads + g;
+        released[i] = c[i]->kivi->pos + h * c[i]->kivi->shape.cap;
+    }
+    return !memcmp(&n[0], &n[1], sizeof n[0]) && !memcmp(released[0], released[1], sizeof(int32_t) * n[0].off) &&
+           !memcmp(ks_kvcache_pos(c[0], l, g), ks_kvcache_pos(c[1], l, g), sizeof(int32_t) * (n[0].n - n[0].off));
+}
+
+/* Run b's stored key channels equal run a's on every (layer, KV head) holding the same positions, which must be
+ * every head when `all`. */
+static void think_same_channels(kivi_run *a, kivi_run *b, int all, const char *what) {
+    const ks_kvcache *c = a->f.ops->kvcache(a->f.be);
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            int same = same_positions(a, b, l, g);
+            ck_assert_msg(same || !all, "%s: layer %d, KV head %d holds other tokens", what, l, g);
+            if (!same) continue;
+            const int32_t *x, *y;
+            int kx = think_channels(a, l, g, &x), ky = think_channels(b, l, g, &y);
+            ck_assert_msg(kx == ky && !memcmp(x, y, sizeof(int32_t) * kx),
+                          "%s: layer %d, KV head %d stores other key channels (%d against %d)", what, l, g, ky, kx);
+        }
+}
+
+/* ThinK's own storage by the formula, from the counts and stored channels of every head: per packed token its
+ * key on the kept channels and its value whole in the store's raw element (fp32 on the cpu, bf16 two per word on
+ * the cuda store: whole 32-bit words per stored channel and per token), the dense rows in the cache's element. */
+static int64_t think_bytes(kivi_run *r) {
+    const ks_kvcache *c = r->f.ops->kvcache(r->f.be);
+    const int d = c->head_dim, per = 4 / c->elem_bytes;
+    int64_t bytes = 0;
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            ks_kivi_counts n = ks_kv_kivi_counts(c->kivi, c, l, g);
+            const int32_t *chan;
+            int64_t kc = think_channels(r, l, g, &chan);
+            bytes += kc * ((n.nq_k + per - 1) / per) * 4 + (int64_t)n.nq_v * ((d + per - 1) / per) * 4 +
+                     (int64_t)(2 * n.n - n.nq_k - n.nq_v) * d * c->elem_bytes;
+        }
+    return bytes;
+}
+
+/* The bytes both runs hold against the formula: ThinK's own storage (think_bytes), or, with KIVI after it, the
+ * cuda run's counts and bytes against the cpu's (kivi_same_counts). */
+static void think_same_bytes(kivi_run *cpu, kivi_run *gpu, int quant, const char *what) {
+    if (quant) {
+        kivi_same_counts(cpu, gpu, what);
+        return;
+    }
+    ks_kivi_counts a[KIVI_HEADS], b[KIVI_HEADS];
+    int n = kivi_counts(cpu, a);
+    ck_assert_msg(kivi_counts(gpu, b) == n && !memcmp(a, b, sizeof a[0] * n), "%s: cuda counts differ", what);
+    kivi_run *r[2] = {cpu, gpu};
+    for (int i = 0; i < 2; i++) {
+        const ks_kvcache *c = r[i]->f.ops->kvcache(r[i]->f.be);
+        ck_assert_msg(ks_kvcache_bytes(c) == think_bytes(r[i]), "%s: %s holds %lld bytes, the formula %lld", what,
+                      i ? "cuda" : "cpu", (long long)ks_kvcache_bytes(c), (long long)think_bytes(r[i]));
+    }
+}
+
+/* ThinK on the cuda store (its raw packed part in bf16, the stored key channels on the device, the packed decode
+ * attention over them) on the tiny model (head_dim 16: 10 channels kept of 16 at ratio 0.4):
+ * - ratio 0 is SnapKV: the same greedy tokens and KV bytes, and a second sequence repeats the first (generate);
+ * - ThinK alone, SnapKV+ThinK and SnapKV+ThinK+KIVI against the cpu store, teacher-forced with the cpu's tokens:
+ *   after the prompt and after decoding the same counts, the bytes by the formula (ThinK's own storage: fp32 on
+ *   the cpu, bf16 on cuda; with KIVI: the cpu's bytes with bf16 full-precision elements); with every prompt row
+ *   kept (max_capacity_prompt 4096: the same rows on both) the same kept channels on every head and the same
+ *   channels_kept statistics, ThinK alone packing the 82 rows before the recent 8 of every head; with a
+ *   selection of 40 rows (bf16 scores may split near-ties otherwise) the same channels wherever a head holds the
+ *   same tokens; greedy tokens agreeing with the cpu's as FullKV's do, less 3; a budget-sized cuda cache giving
+ *   the full one's counts, channels and tokens exactly; a second prompt on both instances (ks_forward_reset) the
+ *   first's counts and channels (the device lists follow the sequence). */
+START_TEST(test_think) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[KIVI_N], want[KIVI_NEW], got[KIVI_NEW];
+    for (int i = 0; i < KIVI_N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    ks_generate_result rs, rz;
+    const model_run snap = {"SnapKV", {"max_capacity_prompt=40", "window_size=8"}, 0};
+    const model_run zero = {"ThinK", {"max_capacity_prompt=40", "window_size=8", "ratio=0"}, 0};
+    generate(&model, &snap, ids, KIVI_N, KIVI_NEW, want, &rs, NULL);
+    generate(&model, &zero, ids, KIVI_N, KIVI_NEW, got, &rz, NULL);
+    ck_assert(rz.kv_bytes_prefill == rs.kv_bytes_prefill && rz.kv_bytes_end == rs.kv_bytes_end);
+    for (int t = 0; t < KIVI_NEW; t++)
+        ck_assert_msg(got[t] == want[t], "ThinK, ratio 0: token %d is %d, SnapKV's %d", t, got[t], want[t]);
+
+    const int full_agree = fullkv_agreement(&model, ids), d = model.cfg.head_dim, kc = d - (int)floor(d * 0.4);
+    const struct {
+        const char *method;
+        const char *opts[5];
+        int all, quant; /* every prompt row kept; KIVI after ThinK */
+    } cases[] = {
+        {"ThinK", {"max_capacity_prompt=4096", "window_size=8", "recent_size=8"}, 1, 0},
+        {"SnapKV+ThinK", {"snapkv.max_capacity_prompt=4096", "snapkv.window_size=8", "think.window_size=8",
+                          "recent_size=8"}, 1, 0},
+        {"SnapKV+ThinK", {"snapkv.max_capacity_prompt=40", "snapkv.window_size=8", "think.window_size=8",
+                          "recent_size=8"}, 0, 0},
+        {"SnapKV+ThinK+KIVI", {"snapkv.max_capacity_prompt=4096", "snapkv.window_size=8", "think.window_size=8",
+                               "group_size=8", "residual_length=16"}, 1, 1},
+        {"SnapKV+ThinK+KIVI", {"snapkv.max_capacity_prompt=40", "snapkv.window_size=8", "think.window_size=8",
+                               "group_size=8", "residual_length=16"}, 0, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *name = cases[c].method;
+        int n_opts = 0;
+        while (n_opts < 5 && cases[c].opts[n_opts]) n_opts++;
+        char what[96];
+        kivi_run cpu, gpu, bud;
+        kivi_open(&cpu, &model, name, "cpu", KS_CACHE_FULL, cases[c].opts, n_opts);
+        kivi_open(&gpu, &model, name, "cuda", KS_CACHE_FULL, cases[c].opts, n_opts);
+        kivi_open(&bud, &model, name, "cuda", KS_CACHE_BUDGET, cases[c].opts, n_opts);
+        int32_t c0, g0, b0, ct[KIVI_NEW], gt[KIVI_NEW], bt[KIVI_NEW];
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        CK_KS(ks_forward_prefill(&bud.f, ids, KIVI_N, NULL, &b0));
+        snprintf(what, sizeof what, "case %zu (%s), after the prompt", c, name);
+        think_same_bytes(&cpu, &gpu, cases[c].quant, what);
+        think_same_channels(&cpu, &gpu, cases[c].all, what);
+        think_same_channels(&gpu, &bud, 1, what);
+        int layers = ks_method_layer_stats(cpu.m, cpu.st);
+        ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
+        for (int l = 0; cases[c].all && l < layers; l++)
+            ck_assert_msg(cpu.st[l].channels_kept == gpu.st[l].channels_kept && gpu.st[l].channels_kept == kc &&
+                              cpu.st[l].kept == gpu.st[l].kept,
+                          "%s, layer %d: cuda keeps %g channels and %d tokens, cpu %g and %d", what, l,
+                          gpu.st[l].channels_kept, gpu.st[l].kept, cpu.st[l].channels_kept, cpu.st[l].kept);
+        ks_kivi_counts first[KIVI_HEADS], other[KIVI_HEADS];
+        int heads = kivi_counts(&gpu, first);
+        for (int i = 0; !strcmp(name, "ThinK") && i < heads; i++) /* every row before the recent 8 packed raw */
+            ck_assert(first[i].nq_k == KIVI_N - 8 && first[i].nq_v == KIVI_N - 8 && first[i].off == KIVI_N - 8 &&
+                      first[i].n == KIVI_N);
+        ck_assert(kivi_counts(&bud, other) == heads && !memcmp(other, first, sizeof first[0] * heads) && b0 == g0);
+        kivi_decode(&cpu, c0, NULL, ct);
+        kivi_decode(&gpu, g0, ct, gt);
+        kivi_decode(&bud, b0, ct, bt);
+        snprintf(what, sizeof what, "case %zu (%s), after decoding", c, name);
+        think_same_bytes(&cpu, &gpu, cases[c].quant, what);
+        think_same_channels(&gpu, &bud, 1, what);
+        int agree = 0;
+        for (int t = 0; t < KIVI_NEW; t++) {
+            agree += ct[t] == gt[t];
+            ck_assert_msg(bt[t] == gt[t], "%s: token %d is %d budget-sized, %d full", what, t, bt[t], gt[t]);
+        }
+        ck_assert_msg(agree >= full_agree - 3, "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", what,
+                      agree, KIVI_NEW, full_agree);
+        ks_forward_reset(&cpu.f), ks_forward_reset(&gpu.f);
+        CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
+        CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));
+        snprintf(what, sizeof what, "case %zu (%s), a second prompt", c, name);
+        ck_assert_msg(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads),
+                      "%s: other counts than the first", what);
+        think_same_channels(&cpu, &gpu, cases[c].all, what);
+        kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
 /* ---- prefill chunk sizes on the cuda backend ------------------------------------------------------------- */
 
 /* The kept positions of every (layer, KV head) after a prompt of n ids in prefill chunks of `chunk` tokens on
@@ -1407,6 +1760,8 @@ int main(void) {
     tcase_add_test(tc, test_deferred_paths);
     tcase_add_test(tc, test_budget_cache_slots);
     tcase_add_test(tc, test_chain_noop_part);
+    tcase_add_test(tc, test_kivi);
+    tcase_add_test(tc, test_think);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);
 }

@@ -26,15 +26,15 @@ static void add_err(double err[2], float x, float xh) {
 
 void ks_kivi_quant_keys(const ks_kivi_shape *s, const float *k, int ld, int t0, int n, const int32_t *chan, int kc,
                         uint32_t *codes, uint16_t *scale, uint16_t *zero, double err[2]) {
-    int G = s->group, b = s->k_bits;
+    int G = s->group, b = s->k_bits, raw = ks_kivi_is_raw(b);
     for (int i = 0; i < kc; i++) {
         int c = chan ? chan[i] : i;
         uint32_t *row = codes + (size_t)i * s->k_words;
-        for (int t = 0; b == KS_KIVI_RAW && t < n; t++) {
-            row[t0 + t] = ks_kivi_raw(k[(size_t)t * ld + c]);
-            add_err(err, k[(size_t)t * ld + c], k[(size_t)t * ld + c]);
+        for (int t = 0; raw && t < n; t++) {
+            ks_kivi_raw_set(row, t0 + t, b, k[(size_t)t * ld + c]);
+            add_err(err, k[(size_t)t * ld + c], ks_kivi_raw_get(row, t0 + t, b));
         }
-        if (b == KS_KIVI_RAW) continue;
+        if (raw) continue;
         for (int g0 = 0; g0 < n; g0 += G) {
             const float *x = k + (size_t)g0 * ld + c;
             size_t gi = (size_t)i * s->k_groups + (t0 + g0) / G;
@@ -56,9 +56,9 @@ void ks_kivi_quant_values(const ks_kivi_shape *s, const float *v, int ld, int t0
     for (int t = 0; t < n; t++) {
         const float *x = v + (size_t)t * ld;
         uint32_t *row = codes + (size_t)(t0 + t) * s->v_words;
-        for (int c = 0; b == KS_KIVI_RAW && c < s->d; c++) {
-            row[c] = ks_kivi_raw(x[c]);
-            add_err(err, x[c], x[c]);
+        for (int c = 0; ks_kivi_is_raw(b) && c < s->d; c++) {
+            ks_kivi_raw_set(row, c, b, x[c]);
+            add_err(err, x[c], ks_kivi_raw_get(row, c, b));
         }
         for (int g = 0; g < s->v_groups; g++) {
             size_t gi = (size_t)(t0 + t) * s->v_groups + g;
@@ -84,14 +84,14 @@ static void group_values(float *lut, int b, uint16_t sc, uint16_t zr) {
  * its group's values tabled once per group, its codes shifted out of each word in runs. */
 static void key_rows(const ks_kivi_shape *s, const uint32_t *codes, const uint16_t *scale, const uint16_t *zero,
                      const int32_t *chan, int kc, int t0, int n, float *out) {
-    int d = s->d, G = s->group, b = s->k_bits, per = 32 / b;
-    unsigned mask = b == KS_KIVI_RAW ? 0u : (1u << b) - 1u;
+    int d = s->d, G = s->group, b = s->k_bits, per = 32 / b, raw = ks_kivi_is_raw(b);
+    unsigned mask = raw ? 0u : (1u << b) - 1u;
     float lut[16];
     if (kc < d) memset(out, 0, sizeof(float) * n * d);
     for (int i = 0; i < kc; i++) {
         const uint32_t *row = codes + (size_t)i * s->k_words;
-        if (b == KS_KIVI_RAW) {
-            for (int j = 0; j < n; j++) out[(size_t)j * d + (chan ? chan[i] : i)] = ks_kivi_unraw(row[t0 + j]);
+        if (raw) {
+            for (int j = 0; j < n; j++) out[(size_t)j * d + (chan ? chan[i] : i)] = ks_kivi_raw_get(row, t0 + j, b);
             continue;
         }
         const uint16_t *sc = scale + (size_t)i * s->k_groups, *zr = zero + (size_t)i * s->k_groups;
@@ -114,11 +114,11 @@ static void value_row(const ks_kivi_shape *s, const uint32_t *codes, const uint1
                       int t, float *out) {
     const uint32_t *row = codes + (size_t)t * s->v_words;
     const uint16_t *sc = scale + (size_t)t * s->v_groups, *zr = zero + (size_t)t * s->v_groups;
-    int G = s->group, b = s->v_bits, per = 32 / b;
-    unsigned mask = b == KS_KIVI_RAW ? 0u : (1u << b) - 1u;
+    int G = s->group, b = s->v_bits, per = 32 / b, raw = ks_kivi_is_raw(b);
+    unsigned mask = raw ? 0u : (1u << b) - 1u;
     float lut[16];
-    for (int c = 0; b == KS_KIVI_RAW && c < s->d; c++) out[c] = ks_kivi_unraw(row[c]);
-    if (b == KS_KIVI_RAW) return;
+    for (int c = 0; raw && c < s->d; c++) out[c] = ks_kivi_raw_get(row, c, b);
+    if (raw) return;
     for (int c = 0; c < s->d;) { /* a run of channels sharing one group and one word */
         int run = per - c % per;
         run = run < G - c % G ? run : G - c % G;

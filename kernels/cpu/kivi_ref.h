@@ -10,8 +10,9 @@
  *     ks_kivi_attention_decode(out, q, heads, &s, H, Hk, scale);   // heads: one ks_kivi_head per KV head
  *
  * Rows are fp32 (n, d) with a row stride ld. Errors err (may be NULL) accumulate {sum (x - x^)^2, sum x^2} over
- * what was quantized (in double), the relative reconstruction error's two parts. Keys or values in the raw
- * encoding (KS_KIVI_RAW) are stored bit for bit, any t0 and n, and read back exactly.
+ * what was quantized (in double), the relative reconstruction error's two parts. Keys or values in a raw
+ * encoding are stored element by element, any t0 and n: KS_KIVI_RAW bit for bit (no error), KS_KIVI_RAW_BF16
+ * rounded to bf16 (the CUDA store's form, exact on bf16 rows), and read back as stored.
  */
 #ifndef KS_KERNELS_KIVI_REF_H
 #define KS_KERNELS_KIVI_REF_H

@@ -15,8 +15,12 @@
 //
 // Each row's log-sum-exp also goes to a.lse when it is set. kLse: the same walk without V (no V tiles, no
 // P V), the log-sum-exps only: the first pass of the tensor-core window scores (window_scores_tc.cu).
+//
+// The rows of a block and the key tiles it visits come from the policy Cta: ks_dense_cta (the above), or
+// ks_sparse_cta (attention_prefill_sparse.cuh: one query head's tile, the key blocks its block list names).
 #include "attention_generic.cuh"
 #include "attention_prefill.cuh"
+#include "attention_prefill_sparse.cuh"
 #include "mma.cuh"
 
 namespace {
@@ -48,26 +52,30 @@ __device__ __forceinline__ void load_kv_tile(bf16 *ks, bf16 *vs, const bf16 *kh,
     }
 }
 
-template <int D, bool kLse>
-__global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_args a) {
+template <int D, bool kLse, class Cta>
+__global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_args a0, typename Cta::list list) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     prefill_smem<D> &sm = *reinterpret_cast<prefill_smem<D> *>(smem_raw);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int kvh = blockIdx.x, G = a.G;
-    const int v0 = (gridDim.y - 1 - blockIdx.y) * kBM; // the longest (latest) query blocks start first
+    // the longest (latest) query blocks start first
+    const Cta cta(a0, list, blockIdx.x, gridDim.y - 1 - blockIdx.y, kBM, D);
+    const prefill_args &a = cta.a;
+    const int kvh = cta.kvh, qkvh = cta.qkvh, G = a.G, v0 = cta.v0;
     const prefill_range rg = ks_prefill_range(a, v0, kBM, kBN);
     const bf16 *kh = a.kc + (int64_t)kvh * a.cap * D, *vh = kLse ? NULL : a.vc + (int64_t)kvh * a.cap * D;
 
-    // Q tile: virtual row r -> query t = (v0 + r) / G, head kvh * G + (v0 + r) % G; rows past n zero-filled.
+    // Q tile: virtual row r -> query t = (v0 + r) / G, head qkvh * G + (v0 + r) % G; rows past n zero-filled.
     for (int c = threadIdx.x; c < kBM * D / 8; c += kThreads) {
         int r = c / (D / 8), col = (c % (D / 8)) * 8, v = v0 + r, t = v / G;
         bool ok = t < a.n;
-        const bf16 *src = ok ? a.q + (int64_t)t * a.ld_q + (int64_t)(kvh * G + v - t * G) * D + col : a.q;
+        const bf16 *src = ok ? a.q + (int64_t)t * a.ld_q + (int64_t)(qkvh * G + v - t * G) * D + col : a.q;
         ks_cp_async16(sm.q + ks_swz<D>(r, col), src, ok);
     }
 
-    const int kb0 = rg.kb0, ntiles = rg.ntiles;
-    if (ntiles > 0) load_kv_tile<D, kLse>(sm.k[0], sm.v[0], kh, vh, kb0, a.n_kv);
+    auto walk = cta.template keys<kBN>(rg);
+    key_chunk cur, nxt;
+    bool have = walk.next(cur);
+    if (have) load_kv_tile<D, kLse>(sm.k[0], sm.v[0], kh, vh, cur.base, a.n_kv);
     ks_cp_async_commit();
 
     // ldmatrix row addresses of this lane (byte addresses in the shared window; see ks_swz_lane):
@@ -91,10 +99,11 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
             for (int c = 0; c < 4; c++) o[s][j][c] = 0.0f;
     float m[2][2] = {{-INFINITY, -INFINITY}, {-INFINITY, -INFINITY}}, l[2][2] = {{0, 0}, {0, 0}};
 
-    for (int it = 0; it < ntiles; it++) {
-        const int kb = kb0 + it * kBN, st = it & 1;
-        if (it + 1 < ntiles) {
-            load_kv_tile<D, kLse>(sm.k[st ^ 1], sm.v[st ^ 1], kh, vh, kb + kBN, a.n_kv);
+    for (int it = 0; have; it++) {
+        const int kb = cur.base, st = it & 1;
+        const bool more = walk.next(nxt);
+        if (more) {
+            load_kv_tile<D, kLse>(sm.k[st ^ 1], sm.v[st ^ 1], kh, vh, nxt.base, a.n_kv);
             ks_cp_async_commit();
             ks_cp_async_wait<1>();
         } else {
@@ -108,7 +117,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
         ks_mma_abt<D, kBN>(sc, q_addr, q_x, k_addr, k_x);
 
         // Masks only where some (row, key) of the tile is invisible.
-        const bool full = ks_prefill_tile_full(a, rg, kb, kBN);
+        const bool full = ks_prefill_tile_full(a, rg, kb, kBN) && walk.all_listed(cur);
 #pragma unroll
         for (int s = 0; s < 2; s++) {
 #pragma unroll
@@ -122,7 +131,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
                         if (!full) {
                             int key = kb + j * 8 + (lane & 3) * 2 + c;
                             int p = a.q_pos0 + (v0 + warp * 32 + s * 16 + e * 8 + (lane >> 2)) / G;
-                            if (!ks_prefill_visible(a, key, p)) x = -INFINITY;
+                            if (!(ks_prefill_visible(a, key, p) & walk.listed(cur, p))) x = -INFINITY;
                         }
                         sc[s][j][2 * e + c] = x;
                         mx = fmaxf(mx, x);
@@ -176,6 +185,7 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
             }
         }
         __syncthreads(); // every warp is done with stage st before the next iteration refills it
+        cur = nxt, have = more;
     }
     ks_cp_async_wait<0>(); // with no key tile at all, the Q copies are still in flight here
 
@@ -188,34 +198,40 @@ __global__ void __launch_bounds__(kThreads, 2) attention_prefill_kernel(prefill_
             const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
             const int v = v0 + warp * 32 + s * 16 + e * 8 + (lane >> 2), t = v / G;
             if (t >= a.n) continue;
-            if ((kLse || a.lse) && (lane & 3) == 0) ks_prefill_store_lse(a, t, kvh * G + v - t * G, m[s][e], sum);
+            if ((kLse || a.lse) && (lane & 3) == 0) ks_prefill_store_lse(a, t, qkvh * G + v - t * G, m[s][e], sum);
             if (kLse) continue;
-            bf16 *dst = a.out + (int64_t)t * a.ld_o + (int64_t)(kvh * G + v - t * G) * D + (lane & 3) * 2;
+            bf16 *dst = a.out + (int64_t)t * a.ld_o + (int64_t)(qkvh * G + v - t * G) * D + (lane & 3) * 2;
 #pragma unroll
             for (int j = 0; j < D / 8; j++)
                 *reinterpret_cast<uint32_t *>(dst + j * 8) = ks_pack2(o[s][j][2 * e] * inv, o[s][j][2 * e + 1] * inv);
         }
 }
 
-template <int D, bool kLse>
-ks_status launch(const prefill_args &a, int Hk, cudaStream_t s) {
+template <int D, bool kLse, class Cta>
+ks_status launch(const prefill_args &a, const typename Cta::list &list, dim3 grid, cudaStream_t s) {
     const int smem = smem_bytes<D, kLse>();
     static bool configured = false; // the attribute is per function; set once, before the first launch
     if (!configured) {
-        CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel<D, kLse>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        smem));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_kernel<D, kLse, Cta>,
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
         configured = true;
     }
-    dim3 grid(Hk, ks_cdiv((int64_t)a.n * a.G, kBM));
-    attention_prefill_kernel<D, kLse><<<grid, kThreads, smem, s>>>(a);
+    attention_prefill_kernel<D, kLse, Cta><<<grid, kThreads, smem, s>>>(a, list);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }
 
-// Validates the arguments and fills the kernels' argument block.
-prefill_args make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
-                       const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0, int window,
-                       float scale, float *lse) {
+// The dense grid: x the KV heads, y the blocks of kBM virtual rows.
+template <int D, bool kLse>
+ks_status launch_dense(const prefill_args &a, int Hk, cudaStream_t s) {
+    return launch<D, kLse, ks_dense_cta>(a, ks_dense_list{}, dim3(Hk, ks_cdiv((int64_t)a.n * a.G, kBM)), s);
+}
+
+} // namespace
+
+prefill_args ks_prefill_make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
+                                  const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0,
+                                  int window, float scale, float *lse) {
     KS_ASSERT(d == 64 || d == 128);
     KS_ASSERT(Hk > 0 && H % Hk == 0 && n_kv <= cap);
     // 16-byte rows for cp.async and the 4-byte output stores.
@@ -233,8 +249,6 @@ prefill_args make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_
     return a;
 }
 
-} // namespace
-
 int ks_device_major() {
     static int major = -1;
     if (major < 0) {
@@ -247,12 +261,18 @@ int ks_device_major() {
 }
 
 ks_status ks_prefill_launch_sm80(const prefill_args &a, int Hk, int d, cudaStream_t s) {
-    return d == 64 ? launch<64, false>(a, Hk, s) : launch<128, false>(a, Hk, s);
+    return d == 64 ? launch_dense<64, false>(a, Hk, s) : launch_dense<128, false>(a, Hk, s);
+}
+
+ks_status ks_prefill_sparse_launch_sm80(const prefill_args &a, const ks_sparse_list &l, int d, cudaStream_t s) {
+    static_assert(kBM == kSparseTile, "a sparse tile is one block of rows");
+    const dim3 grid = ks_sparse_grid(a);
+    return d == 64 ? launch<64, false, ks_sparse_cta>(a, l, grid, s) : launch<128, false, ks_sparse_cta>(a, l, grid, s);
 }
 
 ks_status ks_prefill_lse_launch(const prefill_args &a, int Hk, int d, cudaStream_t s) {
     KS_ASSERT((d == 64 || d == 128) && a.lse && a.window == 0);
-    return d == 64 ? launch<64, true>(a, Hk, s) : launch<128, true>(a, Hk, s);
+    return d == 64 ? launch_dense<64, true>(a, Hk, s) : launch_dense<128, true>(a, Hk, s);
 }
 
 extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
@@ -265,7 +285,8 @@ extern "C" ks_status ks_cuda_attention_prefill(ks_bf16 *out, int64_t ld_o, const
         return ks_attention_generic_launch(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, NULL,
                                            NULL, scale, s);
     }
-    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
+    prefill_args a =
+        ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     // The sm_90a binary holds the wgmma kernel; other GPUs run the mma.sync one (from the PTX target).
     if (d == 128 && ks_device_major() == 9) return ks_prefill_launch_sm90(a, Hk, s);
     return ks_prefill_launch_sm80(a, Hk, d, s);
@@ -276,6 +297,7 @@ extern "C" ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, 
                                                     int H, int Hk, int d, int q_pos0, int window, float scale,
                                                     float *lse, cudaStream_t s) {
     if (n <= 0) return KS_OK;
-    prefill_args a = make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
+    prefill_args a =
+        ks_prefill_make_args(out, ld_o, q, ld_q, kc, vc, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, lse);
     return ks_prefill_launch_sm80(a, Hk, d, s);
 }

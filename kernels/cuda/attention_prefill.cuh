@@ -5,6 +5,9 @@
 //                                 (window_scores_tc.cu)
 //   attention_prefill_sm90_ws.cu  warp-specialised wgmma (sm_90a) kernel, head dim 128, chosen on Hopper
 //                                 (ks_prefill_launch_sm90)
+// Both kernels take the rows and keys of a block from a template policy: ks_dense_cta here (kBM virtual rows
+// of one KV group, every key tile of their range), ks_sparse_cta (attention_prefill_sparse.cuh) for the
+// block-sparse prefill.
 #pragma once
 
 #include "common.cuh"
@@ -51,6 +54,49 @@ __device__ __forceinline__ bool ks_prefill_tile_full(const prefill_args &a, cons
 __device__ __forceinline__ bool ks_prefill_visible(const prefill_args &a, int key, int pos) {
     return (key < a.n_kv) & (key <= pos) & ((a.window <= 0) | (key > pos - a.window));
 }
+
+// A run of keys [base, base + C) a block visits, and the rows that see it: bit b of mask set when the block's
+// (b + 1)-th query block lists it (block-sparse walks; the dense walk leaves mask 0 and lists every key).
+struct key_chunk {
+    int base, mask;
+};
+
+// The dense key walk: chunks of C keys from kb to end, every one listed for every row.
+template <int C>
+struct ks_dense_walk {
+    int kb, end;
+    __device__ __forceinline__ bool next(key_chunk &c) {
+        if (kb >= end) return false;
+        c.base = kb, c.mask = 0;
+        kb += C;
+        return true;
+    }
+    __device__ __forceinline__ bool listed(const key_chunk &, int) const { return true; }
+    __device__ __forceinline__ bool all_listed(const key_chunk &) const { return true; }
+};
+
+struct ks_dense_list {}; // the dense kernels take no block list
+
+// The rows and keys of block (x, tile) of the dense kernels: the `rows` virtual rows from v0 = tile * rows of KV
+// head x (a.q, a.out address query head qkvh * G + g), visiting the key tiles of their range in order.
+struct ks_dense_cta {
+    using list = ks_dense_list;
+    const prefill_args &a;
+    int kvh, qkvh, v0;
+    // (tile unsigned, as gridDim and blockIdx are: the dense kernels' v0 arithmetic)
+    __device__ __forceinline__ ks_dense_cta(const prefill_args &a0, const list &, int x, unsigned tile, int rows, int)
+        : a(a0), kvh(x), qkvh(x), v0(tile * rows) {}
+    template <int C>
+    __device__ __forceinline__ ks_dense_walk<C> keys(const prefill_range &rg) const {
+        return {rg.kb0, rg.kb0 + rg.ntiles * C};
+    }
+};
+
+// Validates the arguments of the public launchers (ks_cuda.h: head dim 64 or 128, alignment) and fills the
+// kernels' argument block.
+prefill_args ks_prefill_make_args(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q, const ks_bf16 *kc,
+                                  const ks_bf16 *vc, int n, int n_kv, int cap, int H, int Hk, int d, int q_pos0,
+                                  int window, float scale, float *lse);
 
 // Compute capability major of the current device, queried once (kvscope uses one device per process).
 int ks_device_major();

@@ -45,24 +45,23 @@ __device__ __forceinline__ void ks_sm90_issue_pv(float o[kSm90D / 2], const uint
     ks_wgmma_commit();
 }
 
-// Online softmax of one S tile (keys kb ..) into the running max m and sum l (log2 domain), leaving P as
+// Online softmax of one S tile into the running max m and sum l (log2 domain), leaving P as
 // wgmma A fragments in pa and the factor the output must be rescaled by in alpha (O is not touched, so the
 // caller may run this while a P V product still accumulates into O). Masked scores go to a fresh array:
 // writing sc in place makes ptxas serialise every wgmma of the kernel (C7515: sc is a wgmma accumulator).
 // The scale is applied inside the exponent's FMA (max commutes with it: scale > 0).
-template <int BN>
+// Masking: unless `full` (every score of the tile visible), element i of this thread's scores (key column
+// (i / 4) * 8 + (lane % 4) * 2 + i % 2 of the tile, row e = (i / 2) % 2) is kept where visible(i).
+template <int BN, class Visible>
 __device__ __forceinline__ void ks_sm90_softmax(const prefill_args &a, const float sc[BN / 2], uint32_t pa[BN / 16][4],
-                                                float m[2], float l[2], float alpha[2], int kb, bool full,
-                                                const int pos[2], int lane) {
+                                                float m[2], float l[2], float alpha[2], bool full,
+                                                const Visible &visible) {
     float x[BN / 2];
 #pragma unroll
     for (int i = 0; i < BN / 2; i++) x[i] = sc[i];
     if (!full) { // one branch per tile: a per-element `full ||` compiles to ~5 branch instructions each
 #pragma unroll
-        for (int i = 0; i < BN / 2; i++) {
-            const int key = kb + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1);
-            x[i] = ks_prefill_visible(a, key, pos[(i >> 1) & 1]) ? x[i] : -INFINITY;
-        }
+        for (int i = 0; i < BN / 2; i++) x[i] = visible(i) ? x[i] : -INFINITY;
     }
     const float scale = a.scale_log2;
     float mu[2];

@@ -15,31 +15,54 @@
 //              FA3's "ping-pong" (named barriers making them take turns) measured 1-6% slower here.
 // Key tiles of 96: at 128 the consumers spill under the 240-register cap and the kernel ran ~5% slower.
 // Q is loaded once per block by the consumers (cp.async: the virtual rows are not a TMA box).
+//
+// Block-sparse (ks_sparse_cta, attention_prefill_sparse.cuh): the same block and loop over one query head's
+// tile; a key tile is kChunks chunks of 32 keys, each inside one listed key block (TMA boxes of 32 rows), so the
+// listed blocks of 128 or 64 keys fill the 96-key tiles back to back. The producer walks the block list and
+// leaves each tile's chunk positions and row masks in a sparse_tile beside its ring stage, which the `full`
+// barrier publishes to the consumers with the data; a last tile short of chunks repeats its first chunk,
+// listed for no row (finite data, masked).
 #include "attention_prefill_sm90.cuh"
+#include "attention_prefill_sparse.cuh"
 #include "tma.cuh"
 
 namespace {
 
 constexpr int kConsumers = 2, kThreads = (kConsumers + 1) * 128;
 constexpr int kBN = 96, kStages = 4; // the ring is what fits in 227 KB with Q
+constexpr int kChunk = 32, kChunks = kBN / kChunk; // block-sparse: a key tile in chunks of 32 keys
 constexpr uint32_t kQBytes = kSm90BM * kSm90D * 2, kKVBytes = kBN * kSm90D * 2;
-// Q, the K and V rings, the full and empty barriers, alignment slack.
-constexpr int kSmem = (int)(kQBytes + 2 * kStages * kKVBytes) + 16 * kStages + 1024;
 
+// A block-sparse key tile: the first key of each chunk; bits 2c and 2c + 1 of mask: chunk c is listed for the
+// tile's first and second query block; bit kFullBit: every score of the tile is visible to every row.
+struct sparse_tile {
+    int base[kChunks];
+    int mask;
+};
+
+// Q, the K and V rings, the full and empty barriers, the sparse tiles of the stages, alignment slack.
+constexpr int kSmem =
+    (int)(kQBytes + 2 * kStages * kKVBytes) + 16 * kStages + (int)sizeof(sparse_tile) * kStages + 1024;
+
+template <class List>
 struct ws_params {
     prefill_args a;
-    CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x kBN x 1
+    List list;
+    CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x kBN (sparse: kChunk) x 1
 };
 
 #ifdef KS_SM90A
+constexpr int kFullBit = 30; // of sparse_tile::mask
 constexpr int kBarQ = 1; // named barrier id: + the consumer warpgroup's index
 // Registers per thread after setmaxnreg: per SM sub-partition one producer warp and two consumer warps
 // share 16384 (launch bound: 168 each); the producer needs few.
 constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 
 // Producer: K/V tiles 0 .. ntiles - 1 of the block through the ring (see tma.cuh for the parities).
-__device__ __forceinline__ void produce(const ws_params &p, const prefill_range &rg, uint32_t k_ring, uint32_t v_ring,
-                                        uint32_t full0, uint32_t empty0, int kvh) {
+__device__ __forceinline__ void produce(const ws_params<ks_dense_list> &p, const ks_dense_cta &cta,
+                                        const prefill_range &rg, uint32_t k_ring, uint32_t v_ring, uint32_t full0,
+                                        uint32_t empty0, sparse_tile *) {
+    const int kvh = cta.kvh;
     for (int t = 0; t < rg.ntiles; t++) {
         const int st = t % kStages;
         const uint32_t full = full0 + 8 * st, ks = k_ring + st * kKVBytes, vs = v_ring + st * kKVBytes;
@@ -54,15 +77,99 @@ __device__ __forceinline__ void produce(const ws_params &p, const prefill_range 
     }
 }
 
-// Consumer warpgroup wg (warp wl of it): its 64 rows of Q, visible to its own wgmma (async proxy) after the
-// fence, then the tile loop described above, then the normalised output.
-__device__ __forceinline__ void consume(const ws_params &p, const prefill_range &rg, uint32_t q_s, uint32_t k_ring,
-                                        uint32_t v_ring, uint32_t full0, uint32_t empty0, int v0, int kvh, int wg,
+// Block-sparse producer: the chunks of the block's walk, kChunks a tile, each tile's sparse_tile written into
+// its stage's slot before the arrive that the consumers' wait on `full` acquires.
+__device__ __forceinline__ void produce(const ws_params<ks_sparse_list> &p, const ks_sparse_cta &cta,
+                                        const prefill_range &rg, uint32_t k_ring, uint32_t v_ring, uint32_t full0,
+                                        uint32_t empty0, sparse_tile *info) {
+    auto walk = cta.keys<kChunk>(rg);
+    for (int t = 0;; t++) {
+        key_chunk c[kChunks];
+        int got = 0;
+        while (got < kChunks && walk.next(c[got])) got++;
+        if (got == 0) return;
+        int mask = 0;
+        bool full = got == kChunks;
+#pragma unroll
+        for (int i = 0; i < kChunks; i++) {
+            if (i >= got) c[i] = key_chunk{c[0].base, 0}; // the last tile's padding: finite keys, no row's
+            full = full && walk.all_listed(c[i]) && ks_prefill_tile_full(cta.a, rg, c[i].base, kChunk);
+            mask |= c[i].mask << 2 * i;
+        }
+        const int st = t % kStages;
+        const uint32_t full_bar = full0 + 8 * st, ks = k_ring + st * kKVBytes, vs = v_ring + st * kKVBytes;
+        ks_mbar_wait(empty0 + 8 * st, ((t / kStages) & 1) ^ 1);
+#pragma unroll
+        for (int i = 0; i < kChunks; i++) info[st].base[i] = c[i].base;
+        info[st].mask = mask | (int)full << kFullBit;
+        ks_mbar_arrive_expect_tx(full_bar, 2 * kKVBytes);
+#pragma unroll
+        for (int i = 0; i < kChunks; i++)
+#pragma unroll
+            for (int h = 0; h < 2; h++) { // rows i * kChunk .. of the tile, in each 64-column half
+                const uint32_t at = h * kBN * 128 + i * kChunk * 128;
+                ks_tma_load_3d(ks + at, &p.k_map, h * 64, c[i].base, cta.kvh, full_bar);
+                ks_tma_load_3d(vs + at, &p.v_map, h * 64, c[i].base, cta.kvh, full_bar);
+            }
+    }
+}
+
+// The consumers' view of the dense key tiles: tile it holds keys rg.kb0 + it * kBN ..
+struct dense_tiles {
+    const prefill_args &a;
+    const prefill_range &rg;
+    __device__ __forceinline__ int count() const { return rg.ntiles; }
+    // ks_sm90_softmax of tile it (in ring stage st) with its masks.
+    __device__ __forceinline__ void softmax(int it, int, const float s[kBN / 2], uint32_t pa[kBN / 16][4], float m[2],
+                                            float l[2], float alpha[2], const int pos[2], int lane) const {
+        const int kb = rg.kb0 + it * kBN;
+        ks_sm90_softmax<kBN>(a, s, pa, m, l, alpha, ks_prefill_tile_full(a, rg, kb, kBN), [&](int i) {
+            return ks_prefill_visible(a, kb + (i >> 2) * 8 + (lane & 3) * 2 + (i & 1), pos[(i >> 1) & 1]);
+        });
+    }
+};
+
+// The consumers' view of the block-sparse tiles: their count from the chunks of the producer's walk (counted by
+// each warp), each tile's chunks from its stage's sparse_tile.
+struct sparse_tiles {
+    const ks_sparse_cta &cta;
+    const prefill_range &rg;
+    const sparse_tile *info;
+    int lane;
+    __device__ __forceinline__ int count() const {
+        return (cta.keys<kChunk>(rg).count_warp(lane) + kChunks - 1) / kChunks;
+    }
+    __device__ __forceinline__ void softmax(int, int st, const float s[kBN / 2], uint32_t pa[kBN / 16][4], float m[2],
+                                            float l[2], float alpha[2], const int pos[2], int lane) const {
+        const sparse_tile t = info[st];
+        // the rows' query blocks as bit offsets: 0 for the tile's first, 1 for its second
+        const int bit[2] = {(pos[0] >> cta.shift) - cta.qb_first, (pos[1] >> cta.shift) - cta.qb_first};
+        ks_sm90_softmax<kBN>(cta.a, s, pa, m, l, alpha, (t.mask >> kFullBit) & 1, [&](int i) {
+            const int c = i >> 4, e = (i >> 1) & 1; // chunk c: keys 32c .. of the tile
+            const int key = t.base[c] + ((i >> 2) & 3) * 8 + (lane & 3) * 2 + (i & 1);
+            return ks_prefill_visible(cta.a, key, pos[e]) & ((t.mask >> (2 * c + bit[e])) & 1);
+        });
+    }
+};
+__device__ __forceinline__ dense_tiles tiles_of(const ks_dense_cta &cta, const prefill_range &rg, const sparse_tile *,
+                                                int) {
+    return {cta.a, rg};
+}
+__device__ __forceinline__ sparse_tiles tiles_of(const ks_sparse_cta &cta, const prefill_range &rg,
+                                                 const sparse_tile *info, int lane) {
+    return {cta, rg, info, lane};
+}
+
+// Consumer warpgroup wg (warp wl of it): its 64 rows of Q (the block's rows from v0, query heads of qkvh's
+// group), visible to its own wgmma (async proxy) after the fence, then the tile loop described above over the
+// key tiles of `tiles`, then the normalised output.
+template <class Tiles>
+__device__ __forceinline__ void consume(const prefill_args &a, const Tiles &tiles, uint32_t q_s, uint32_t k_ring,
+                                        uint32_t v_ring, uint32_t full0, uint32_t empty0, int v0, int qkvh, int wg,
                                         int wl, int lane) {
-    const prefill_args &a = p.a;
-    const int n = rg.ntiles;
-    ks_sm90_load_q(a, q_s, v0, kvh, wg * 64, 64, wl * 32 + lane, 128);
+    ks_sm90_load_q(a, q_s, v0, qkvh, wg * 64, 64, wl * 32 + lane, 128);
     ks_cp_async_commit();
+    const int n = tiles.count(); // (sparse: list loads while Q lands)
     ks_cp_async_wait<0>();
     ks_fence_proxy_async();
     ks_named_sync(kBarQ + wg, 128);
@@ -82,7 +189,7 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
         ks_wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < kBN / 2; i++) ks_reg_fence(s[i]);
-        ks_sm90_softmax<kBN>(a, s, pa_a, m, l, alpha, rg.kb0, ks_prefill_tile_full(a, rg, rg.kb0, kBN), pos, lane);
+        tiles.softmax(0, 0, s, pa_a, m, l, alpha, pos, lane);
     }
 
     // Tile it < n - 1: P(it) is in cur (alpha rescales O for it); leaves P(it + 1) in next and its alpha.
@@ -97,8 +204,7 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
         ks_wgmma_wait<1>(); // S(it + 1); P(it) V(it) may still run
 #pragma unroll
         for (int i = 0; i < kBN / 2; i++) ks_reg_fence(s[i]);
-        const int kb = rg.kb0 + (it + 1) * kBN;
-        ks_sm90_softmax<kBN>(a, s, next, m, l, alpha, kb, ks_prefill_tile_full(a, rg, kb, kBN), pos, lane);
+        tiles.softmax(it + 1, st1, s, next, m, l, alpha, pos, lane);
         ks_wgmma_wait<0>();
 #pragma unroll
         for (int i = 0; i < kSm90D / 2; i++) ks_reg_fence(o[i]);
@@ -125,20 +231,23 @@ __device__ __forceinline__ void consume(const ws_params &p, const prefill_range 
         last(it, pa_a);
     }
 
-    ks_sm90_store_o(a, o, m, l, v0, row0, kvh, lane);
+    ks_sm90_store_o(a, o, m, l, v0, row0, qkvh, lane);
 }
 #endif
 
-__global__ void __launch_bounds__(kThreads, 1) attention_prefill_ws_kernel(const __grid_constant__ ws_params p) {
+template <class Cta>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_prefill_ws_kernel(const __grid_constant__ ws_params<typename Cta::list> p) {
 #ifdef KS_SM90A
     extern __shared__ unsigned char smem_raw[];
     const uint32_t base = (ks_smem_addr(smem_raw) + 1023) & ~1023u; // swizzle atoms need 1024-byte alignment
     const uint32_t q_s = base, k_ring = base + kQBytes, v_ring = k_ring + kStages * kKVBytes;
-    const uint32_t full0 = v_ring + kStages * kKVBytes, empty0 = full0 + 8 * kStages;
+    const uint32_t full0 = v_ring + kStages * kKVBytes, empty0 = full0 + 8 * kStages, info_s = empty0 + 8 * kStages;
+    sparse_tile *info = reinterpret_cast<sparse_tile *>(smem_raw + (info_s - ks_smem_addr(smem_raw)));
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int kvh = blockIdx.x;
-    const int v0 = (gridDim.y - 1 - blockIdx.y) * kSm90BM; // the longest (latest) query blocks start first
-    const prefill_range rg = ks_prefill_range(p.a, v0, kSm90BM, kBN);
+    // the longest (latest) query blocks start first
+    const Cta cta(p.a, p.list, blockIdx.x, gridDim.y - 1 - blockIdx.y, kSm90BM, kSm90D);
+    const prefill_range rg = ks_prefill_range(cta.a, cta.v0, kSm90BM, kBN);
 
     if (tid == 0) {
         for (int st = 0; st < kStages; st++) {
@@ -152,35 +261,48 @@ __global__ void __launch_bounds__(kThreads, 1) attention_prefill_ws_kernel(const
     const int wg = warp >> 2, wl = warp & 3;
     if (wg == kConsumers) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kProducerRegs));
-        if (wl == 0 && lane == 0) produce(p, rg, k_ring, v_ring, full0, empty0, kvh);
+        if (wl == 0 && lane == 0) produce(p, cta, rg, k_ring, v_ring, full0, empty0, info);
     } else {
         asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kConsumerRegs));
-        consume(p, rg, q_s, k_ring, v_ring, full0, empty0, v0, kvh, wg, wl, lane);
+        consume(cta.a, tiles_of(cta, rg, info, lane), q_s, k_ring, v_ring, full0, empty0, cta.v0, cta.qkvh, wg, wl,
+                lane);
     }
 #else
     __trap(); // only the sm_90a binary holds this kernel; the launcher never selects it elsewhere
 #endif
 }
 
-} // namespace
-
-ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s) {
+// The kernel of policy Cta over `grid`, K/V loaded in TMA boxes of box_rows keys.
+template <class Cta>
+ks_status launch(const prefill_args &a, const typename Cta::list &list, int Hk, int box_rows, dim3 grid,
+                 cudaStream_t s) {
     static bool configured = false; // the attribute is per function; set once, before the first launch
     if (!configured) {
-        CUDA_CHECK(
-            cudaFuncSetAttribute(attention_prefill_ws_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+        CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_ws_kernel<Cta>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        kSmem));
         configured = true;
     }
-    ws_params p;
+    ws_params<typename Cta::list> p;
     p.a = a;
+    p.list = list;
     // The maps end at n_kv (at least one row: the encoder refuses empty extents; with n_kv = 0 nothing loads).
     const uint64_t dims[3] = {kSm90D, (uint64_t)(a.n_kv > 0 ? a.n_kv : 1), (uint64_t)Hk};
     const uint64_t strides[2] = {kSm90D * 2, (uint64_t)a.cap * kSm90D * 2};
-    const uint32_t box[3] = {64, kBN, 1};
+    const uint32_t box[3] = {64, (uint32_t)box_rows, 1};
     KS_TRY(ks_tma_map_bf16_3d(&p.k_map, a.kc, dims, strides, box));
     KS_TRY(ks_tma_map_bf16_3d(&p.v_map, a.vc, dims, strides, box));
-    dim3 grid(Hk, ks_cdiv((int64_t)a.n * a.G, kSm90BM));
-    attention_prefill_ws_kernel<<<grid, kThreads, kSmem, s>>>(p);
+    attention_prefill_ws_kernel<Cta><<<grid, kThreads, kSmem, s>>>(p);
     KS_LAUNCH_CHECK();
     return KS_OK;
+}
+
+} // namespace
+
+ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s) {
+    return launch<ks_dense_cta>(a, ks_dense_list{}, Hk, kBN, dim3(Hk, ks_cdiv((int64_t)a.n * a.G, kSm90BM)), s);
+}
+
+ks_status ks_prefill_sparse_launch_sm90(const prefill_args &a, const ks_sparse_list &l, int Hk, cudaStream_t s) {
+    static_assert(kSm90BM == kSparseTile && 64 % kChunk == 0, "a tile is one block of rows; chunks split blocks");
+    return launch<ks_sparse_cta>(a, l, Hk, kChunk, ks_sparse_grid(a), s);
 }

@@ -2,7 +2,8 @@
 // references ks_kivi_quant_keys, ks_kivi_quant_values): one thread per group (a key channel's G tokens, or a
 // value token's G channels), min-max in fp32, the fp16 scale and zero and the codes by kivi_args.h's inline rule.
 // A thread gathers the codes of one 32-bit word in a register and stores the word whole when its group covers
-// it, else merges its bits with atomicAnd / atomicOr, so groups sharing a word never race.
+// it, else merges its bits with atomicAnd / atomicOr, so groups sharing a word never race. The raw encoding
+// (KS_KIVI_RAW_BF16: the rows' bf16 bits, two per word) is a copy: one thread per word of the job's tokens.
 #include "cuda/common.cuh"
 #include "cuda/ks_cuda_kivi.h"
 
@@ -92,11 +93,58 @@ __global__ void quant_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, con
     add_err(err, e);
 }
 
+// The bf16 bits of x and their error parts {0, x^2} (the raw encoding is exact).
+__device__ __forceinline__ uint32_t raw_bits(bf16 x, double e[2]) {
+    const float v = __bfloat162float(x);
+    e[1] += (double)v * v;
+    return __bfloat16_as_ushort(x);
+}
+
+// Thread (g = blockIdx.y, stored channel i, the j-th word of the head's job): the job's tokens in that word of the
+// channel's row (its first word may be shared with tokens packed before: merged).
+__global__ void raw_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
+    const ks_kivi_shape &S = L.shape;
+    const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
+    const int i = idx % S.d, lo = t0[g], hi = lo + n[g], w = lo / 2 + idx / S.d;
+    if (i >= L.kc[g] || lo >= hi || 2 * w >= hi) return;
+    const int c = L.k_chan[(int64_t)g * S.d + i], off = L.off[g];
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + (int64_t)g * L.stride * S.d + c; // token t: row t - off
+    uint32_t word = 0, mask = 0;
+    double e[2] = {0.0, 0.0};
+    for (int t = 2 * w; t < 2 * w + 2; t++) {
+        if (t < lo || t >= hi) continue;
+        word |= raw_bits(x[(int64_t)(t - off) * S.d], e) << (16 * (t % 2)), mask |= 0xffffu << (16 * (t % 2));
+    }
+    put_word(L.k_codes + ((int64_t)g * S.d + i) * S.k_words + w, word, mask);
+    add_err(err, e);
+}
+
+// Thread (g = blockIdx.y, token j of the head's job, word w of its value row): channels 2 w and 2 w + 1.
+__global__ void raw_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
+    const ks_kivi_shape &S = L.shape;
+    const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
+    const int w = idx % S.v_words, j = idx / S.v_words;
+    if (j >= n[g]) return;
+    const int t = t0[g] + j;
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d;
+    uint32_t word = 0;
+    double e[2] = {0.0, 0.0};
+    for (int c = 2 * w; c < 2 * w + 2 && c < S.d; c++) word |= raw_bits(x[c], e) << (16 * (c % 2));
+    L.v_codes[((int64_t)g * S.cap + t) * S.v_words + w] = word; // the token's own word: no other writer
+    add_err(err, e);
+}
+
 } // namespace
 
 extern "C" ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n,
                                              int max_n, double *err, cudaStream_t s) {
     if (max_n <= 0) return KS_OK;
+    if (L->shape.k_bits == KS_KIVI_RAW_BF16) { // a job's tokens span at most max_n / 2 + 1 words
+        dim3 grid(ks_cdiv((int64_t)L->shape.d * (max_n / 2 + 1), QUANT_THREADS), L->Hk);
+        raw_keys_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
+        KS_LAUNCH_CHECK();
+        return KS_OK;
+    }
     dim3 grid(ks_cdiv((int64_t)L->shape.d * ks_cdiv(max_n, L->shape.group), QUANT_THREADS), L->Hk);
     quant_keys_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
     KS_LAUNCH_CHECK();
@@ -106,6 +154,12 @@ extern "C" ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const 
 extern "C" ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n,
                                                int max_n, double *err, cudaStream_t s) {
     if (max_n <= 0) return KS_OK;
+    if (L->shape.v_bits == KS_KIVI_RAW_BF16) {
+        dim3 grid(ks_cdiv((int64_t)L->shape.v_words * max_n, QUANT_THREADS), L->Hk);
+        raw_values_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
+        KS_LAUNCH_CHECK();
+        return KS_OK;
+    }
     dim3 grid(ks_cdiv((int64_t)L->shape.v_groups * max_n, QUANT_THREADS), L->Hk);
     quant_values_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
     KS_LAUNCH_CHECK();

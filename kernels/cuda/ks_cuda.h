@@ -36,6 +36,7 @@
 extern "C" {
 #endif
 
+#include "block_list.h"  /* ks_block_list: the block-sparse prefill's lists */
 #include "core/status.h"
 #include "model/tensor_index.h" /* ks_dtype: the launchers accept KS_DTYPE_F32 and KS_DTYPE_BF16 */
 
@@ -132,6 +133,28 @@ ks_status ks_cuda_attention_prefill_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf
                                          const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap, int H,
                                          int Hk, int d, int q_pos0, int window, float scale, float *lse,
                                          cudaStream_t s);
+
+/* Block-sparse causal prefill (FlexPrefill, XAttention), the semantics of ks_ref_attention_sparse: the arguments
+ * and layouts of ks_cuda_attention_prefill, each query attending only the key blocks that l lists for its (query
+ * head, query block) row (block_list.h: absolute blocks, the chunk may start mid-block, causal mask and window
+ * inside listed blocks, KV head h / (H / Hk) read in place, a query with no visible key gets 0, the full list is
+ * the dense attention). l is a host struct whose row_start and cols are DEVICE arrays; l->H must be H,
+ * l->qb0 q_pos0 / l->block and l->n_qblocks ks_block_rows_of(q_pos0, n, l->block). Unlisted key blocks are
+ * neither loaded nor multiplied. One block of the kernel holds the queries of one head in a 128-row tile, so
+ * every head walks its own list. Head dims 64 and 128 (d = 128 on Hopper: the wgmma kernel, else mma.sync),
+ * blocks of 64 or 128 keys; anything else returns KS_ERR_UNSUPPORTED naming it. lse as in the dense launcher
+ * (over the keys attended). */
+ks_status ks_cuda_attention_prefill_sparse(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
+                                           const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap, int H,
+                                           int Hk, int d, int q_pos0, int window, float scale, float *lse,
+                                           const ks_block_list *l, cudaStream_t s);
+
+/* The same on the portable mma.sync kernel (what the launcher above runs for d = 64 and off Hopper); exposed so
+ * that both kernels are tested on Hopper. */
+ks_status ks_cuda_attention_prefill_sparse_sm80(ks_bf16 *out, int64_t ld_o, const ks_bf16 *q, int64_t ld_q,
+                                                const ks_bf16 *kc, const ks_bf16 *vc, int n, int n_kv, int cap,
+                                                int H, int Hk, int d, int q_pos0, int window, float scale,
+                                                float *lse, const ks_block_list *l, cudaStream_t s);
 
 /* Decode attention (flash-decoding), the semantics of ks_ref_attention_decode: q (H, d) bf16; kc, vc
  * (Hk, cap, d) bf16; lens (Hk) on the device, rows [starts[h], lens[h]) of KV head h attended (starts: a

@@ -9,7 +9,9 @@
  *     ks_cuda_kivi_attention_decode(out, q, &L, H, scale, max_n, scratch, s);
  *
  * Codes, scales and zeros are bit-identical to ks_kivi_quant_keys / ks_kivi_quant_values on the same (bf16)
- * values: the same inline rule (no fast-math). Codes of other tokens are left as they are.
+ * values: the same inline rule (no fast-math). Codes of other tokens are left as they are. A shape in the raw
+ * encoding of bf16 rows (k_bits, v_bits KS_KIVI_RAW_BF16; ThinK's pruned prefix) packs the rows' bits, any first
+ * token and count, as the reference does from the same values.
  */
 #ifndef KS_KERNELS_CUDA_KIVI_H
 #define KS_KERNELS_CUDA_KIVI_H
@@ -39,8 +41,8 @@ typedef struct ks_cuda_kivi_layer {
 } ks_cuda_kivi_layer;
 
 /* Quantizes the keys of tokens t0[g] .. t0[g] + n[g] - 1 of each KV head g (device (Hk) arrays; t0[g] and n[g]
- * multiples of G; rows from the cache at t - off[g]); max_n bounds n[g] (the grid). err (device, 2 doubles, may
- * be NULL) is ADDED the error parts {sum (K - K^)^2, sum K^2} (in an order of its own). */
+ * multiples of G, any in the raw encoding; rows from the cache at t - off[g]); max_n bounds n[g] (the grid). err
+ * (device, 2 doubles, may be NULL) is ADDED the error parts {sum (K - K^)^2, sum K^2} (in an order of its own). */
 ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n, int max_n,
                                   double *err, cudaStream_t s);
 
@@ -54,7 +56,7 @@ size_t ks_cuda_kivi_attention_scratch_floats(int H, int d, int max_n);
 /* One decode query per head, the semantics of ks_kivi_attention_decode: q (H, d) bf16 (query head h reads KV
  * head h / (H / Hk)), every token 0 .. n[g] - 1 attended, packed keys (t < nq_k[g]) and values (t < nq_v[g])
  * dequantized in registers, out (H, d) bf16. Split over the tokens (max_n bounds n[g]), the splits' partials
- * combined in a second kernel. d a multiple of 32, at most 256. */
+ * combined in a second kernel. d at most 256 (a lane holds channels lane, lane + 32, ... below d). */
 ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_cuda_kivi_layer *L, int H,
                                         float scale, int max_n, float *scratch, cudaStream_t s);
 

@@ -77,6 +77,9 @@ typedef struct ks_backend_params {
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
     int threads;   /* CPU threads (<= 0: the OpenMP default) */
     int gpu_share; /* model instances sharing this GPU (--gp_num 1/k), said in an out-of-memory error; <= 1: one */
+    int sparse_block; /* a sparse-prefill method's block size B (ks_method_sparse_block), 0: none. A backend
+                         whose attention reads block lists from its own memory keeps room there for one chunk's
+                         list (its rows, every causal key block of max_ctx keys) */
     int kv_rows;   /* rows per (layer, KV head) each layer's own cache storage holds; 0 or >= max_ctx: max_ctx.
                       Fewer: the cache's budget mode (kvcache.h), for a KV method that keeps at most kv_rows rows
                       per layer: longer prompts are prefilled layer by layer through shared prefill slots, and

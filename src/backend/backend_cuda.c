@@ -19,7 +19,7 @@
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
- * graph and the next steps capture a new one.
+ * graph and the next steps capture a new one. With KIVI's packed part every step runs eagerly (cuda_decode_step).
  */
 #ifdef KS_HAVE_CUDA
 
@@ -212,13 +212,27 @@ static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0)
     return KS_OK;
 }
 
-/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the one place its kernel
- * is called from. */
-static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0,
-                                               const ks_block_list *blocks) {
-    (void)b, (void)layer, (void)n, (void)pos0, (void)blocks;
-    return ks_fail(KS_ERR_UNSUPPORTED, "sparse prefill (block lists of key blocks) is not yet on the cuda backend; "
-                                       "run it with --device cpu");
+/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the host list goes to the
+ * device arrays sized at init (block_rows, block_cols), then ks_cuda_attention_prefill_sparse. The copies are
+ * from pageable memory, so each returns once the list is staged and the host may rewrite it for the next layer. */
+static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0, const ks_block_list *l) {
+    const ks_model_config *c = b->cfg;
+    if (l->block != b->sparse_block)
+        return ks_fail(KS_ERR_ARG, "a block list of %d-token blocks on a cuda backend built for %d (0: none); "
+                                   "pass the method to the forward's init", l->block, b->sparse_block);
+    KS_ASSERT(l->H == c->n_heads && l->qb0 == pos0 / l->block && l->n_qblocks == ks_block_rows_of(pos0, n, l->block));
+    const size_t rows = (size_t)l->H * l->n_qblocks;
+    CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, (rows + 1) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                               b->stream));
+    CUDA_CHECK(cudaMemcpyAsync(b->block_cols, l->cols, (size_t)l->row_start[rows] * sizeof(int32_t),
+                               cudaMemcpyHostToDevice, b->stream));
+    ks_block_list on_device = *l;
+    on_device.row_start = b->block_rows, on_device.cols = b->block_cols;
+    return ks_cuda_attention_prefill_sparse(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width,
+                                            ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), n, pos0 + n,
+                                            ks_kvcache_stride(&b->cache, layer), c->n_heads, c->n_kv_heads,
+                                            c->head_dim, pos0, ks_cuda_layer_window(c, layer), ks_cuda_attn_scale(c),
+                                            NULL, &on_device, b->stream);
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks) {
@@ -252,6 +266,9 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
     const int32_t *starts = NULL;
+    int packed; /* KIVI: a layer holding packed tokens attends through them (no window there: quant_reserve) */
+    KS_TRY(ks_cuda_kivi_attention(b, layer, &packed));
+    if (packed) return KS_OK;
     if (ks_cuda_layer_window(c, layer) > 0) {
         /* a captured step reads the starts graph_begin uploaded for every windowed layer */
         if (!b->capturing) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
@@ -391,10 +408,13 @@ static ks_status graph_end(ks_backend *b, int ok) {
     return KS_OK;
 }
 
-/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. */
+/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. So is every
+ * step while KIVI's packed part exists: its flushes' launches (which heads quantize which tokens), its releases
+ * (compactions) and the attention's choice of kernel follow counts kept on the host, which change from step to
+ * step, so no captured step could serve the next. */
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
-    if (kind == KS_DECODE_HOST) return issue(ctx);
+    if (kind == KS_DECODE_HOST || b->kivi) return issue(ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
     if (replayed) return KS_OK;

@@ -15,7 +15,8 @@
  *            values bf16, head-major as kernels/cpu/ref.h describes, laid out as backend/kvcache.h says (full
  *            mode: (n_layers, Hk, cap, d); budget mode: each layer's own rows plus the shared prefill slots).
  * A third block, the per-row scores and their scratch, is allocated only when a method reserves them
- * (kvstore.h row_scores_reserve).
+ * (kvstore.h row_scores_reserve); a fourth, KIVI's packed part (cuda_kivi), only when a quantizing method reserves
+ * it (kvstore.h quant_reserve).
  * The buffers of backend.h are views: Q, K, V are column ranges of one (rows, (H + 2Hk) d) q|k|v buffer and
  * GATE, UP of one (rows, 2F) gate|up buffer, with row stride `ld`.
  */
@@ -28,6 +29,7 @@
 
 #include "cuda/ks_cuda.h"
 #include "backend/backend.h"
+#include "backend/kv_kivi.h"
 
 typedef struct cuda_layer {
     float *attn_norm, *ffn_norm; /* (hidden) */
@@ -46,6 +48,35 @@ typedef struct cuda_view {
     int width;
     ks_dtype type;
 } cuda_view;
+
+/* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off, n (what the decode attention
+ * reads), then a flush's plan k_t0, k_n, v_t0, v_n (what the quantization kernels read). */
+#define KS_CUDA_KIVI_ROWS 8
+
+/* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, quant_channels,
+ * quant_pack, the decode attention): the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in
+ * one device block, the counts on the host (ks_kv_kivi without host arrays; the cache's `kivi` points to them),
+ * copied to the layer's rows of `dev_counts` on the stream before each kernel that reads them. The stored key
+ * channel lists (host: counts.kc, counts.k_chan) are copied to the layer's device lists when set (quant_channels)
+ * and before the first kernel of a new sequence on the layer (lists_seq). */
+typedef struct cuda_kivi {
+    ks_kv_kivi counts;          /* host counts, key channels, released positions; plan scratch */
+    void *block;                /* the device block; owned */
+    uint32_t *k_codes;          /* (n_layers, Hk, d, k_words) */
+    uint16_t *k_scale, *k_zero; /* (n_layers, Hk, d, k_groups) */
+    uint32_t *v_codes;          /* (n_layers, Hk, cap, v_words) */
+    uint16_t *v_scale, *v_zero; /* (n_layers, Hk, cap, v_groups) */
+    int32_t *k_chan, *kc;       /* (n_layers, Hk, d), (n_layers, Hk) */
+    int32_t *dev_counts;        /* (n_layers, KS_CUDA_KIVI_ROWS, Hk) */
+    int32_t *host_counts;       /* (n_layers, 2, KS_CUDA_KIVI_ROWS, Hk) pinned staging: per layer the decode
+                                   attention's rows, then the flush's; owned */
+    cudaEvent_t *upload_ev;     /* (n_layers, 2) after each region's last copy out of host_counts; owned */
+    int32_t *host_lists;        /* (n_layers, Hk + Hk d) pinned staging of a layer's kc, then k_chan; owned */
+    cudaEvent_t *lists_ev;      /* (n_layers) after each layer's last copy out of host_lists; owned */
+    unsigned *lists_seq;        /* (n_layers) the cache sequence whose lists the layer's device lists hold; owned */
+    double *err;                /* (4) a flush's error parts: keys {sum d^2, sum x^2}, then values */
+    float *scratch;             /* the decode attention's split partials (ks_cuda_kivi_attention_scratch_floats) */
+} cuda_kivi;
 
 struct ks_backend {
     const ks_model *m;          /* borrowed: config and layer range (host weights only read at init) */
@@ -94,6 +125,9 @@ struct ks_backend {
                                    dims the attention cannot give them for */
     int lse_layer, lse_pos0, lse_n; /* what att_lse holds: absolute layer (-1: nothing), the chunk's position
                                    and rows */
+    int sparse_block;           /* ks_backend_params.sparse_block: B of the block lists below, 0: none */
+    int32_t *block_rows;        /* (H (max_chunk / B + 2) + 1) a sparse prefill chunk's row offsets, device */
+    int32_t *block_cols;        /* (H (max_chunk / B + 2) (cap / B + 1)) its key blocks, device */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_merge *merge_list;       /* (Hk * cap) device merge lists (v_merge), then Hk int32 counts */
     /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */
@@ -120,6 +154,10 @@ struct ks_backend {
     float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
     ks_merge *host_merge;       /* pinned host staging of merge_list (the same layout); owned */
+
+    cuda_kivi *kivi;            /* KIVI's packed part once reserved (quant_reserve), else NULL; owned. While it
+                                   exists every decode step runs eagerly (decode_step), as the flush's launches
+                                   and the attention's kernel follow the host counts */
 
     /* The KV store (kvstore.h) the methods see; its ops find the instance around it. */
     ks_kvstore kvs;
@@ -212,6 +250,10 @@ static inline int32_t *ks_cuda_layer_heads(const ks_backend *b, int32_t *a, int 
 /* Enqueues on s the move of the layer's first max-length rows per head, K and V, from (from, from_stride) to
  * where the cache bookkeeping now puts them (a prefill slot taken or left). */
 ks_status ks_cuda_move_layer_rows(ks_backend *b, int layer, size_t from, int from_stride, cudaStream_t s);
+
+/* backend_cuda_methods.c: when `layer` holds packed tokens (KIVI), its decode attention over them and its
+ * full-precision rows into ATT (*done = 1); *done = 0 otherwise, nothing enqueued. */
+ks_status ks_cuda_kivi_attention(ks_backend *b, int layer, int *done);
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
 static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {

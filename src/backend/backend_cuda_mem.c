@@ -167,6 +167,11 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->score_lse = take(c, b->score_lse_floats * 4);
     b->score_sum = take(c, 2 * sizeof(double));
     b->att_lse = d == 64 || d == 128 ? take(c, rows * g->n_heads * 4) : NULL; /* ks_cuda_attention_prefill's lse */
+    if (b->sparse_block) { /* the block list of a chunk starting mid-block: its rows and every causal key block */
+        const size_t block_rows = H * (rows / b->sparse_block + 2);
+        b->block_rows = take(c, (block_rows + 1) * 4);
+        b->block_cols = take(c, block_rows * (cap / b->sparse_block + 1) * 4);
+    }
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->merge_list = take(c, Hk * cap * sizeof(ks_merge) + Hk * 4);
     b->drop_dev = take(c, heads * 4);
@@ -369,6 +374,7 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     b->n_layers = m->last_layer - m->first_layer;
     b->max_chunk = p->max_chunk;
     b->gpu_share = p->gpu_share;
+    b->sparse_block = p->sparse_block;
     b->cap = p->max_ctx;
     b->own_cap = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
     b->x_rows = b->own_cap < b->cap && b->cap > b->max_chunk ? b->cap : b->max_chunk;

@@ -1,6 +1,7 @@
 /* backend_cuda_methods.c — the "cuda" backend's KV store (backend/kvstore.h: window_scores,
  * attention_decode_probs, key_norms, kv_compact, v_merge, decode_evict, the per-row scores, the scheduling of the
- * prompt-end compression) over kernels/cuda/ks_cuda_methods.h.
+ * prompt-end compression, KIVI's packed part: quant_reserve, quant_flush, and ThinK's use of it: quant_channels,
+ * quant_pack) over kernels/cuda/ks_cuda_methods.h and kernels/cuda/ks_cuda_kivi.h.
  *
  * Scores and norms are computed into the device buffer score_out (Hk, cap; H rows for scores per query head),
  * copied once to the pinned host staging buffer and from there into the caller's (Hk, ld) or (H, ld) array
@@ -23,7 +24,15 @@
  * suffice: when layer l is stashed, layer l - 1's work is still to come (its slot must survive) and layer l - 2's
  * reads have returned their results to the host. The flush makes the main stream wait for the side stream, so
  * the forward ops issued afterwards run after every deferred op, and clears the marks.
- * Nothing here allocates after ks_cuda_methods_init but row_scores_reserve. */
+ * KIVI (cuda_kivi in backend_cuda_impl.h): the counts stay on the host (backend/kv_kivi.h, the same rules and
+ * numbers as the CPU store) and go to the device with each flush's plan and before each decode attention over a
+ * layer holding packed tokens; the flush quantizes the layer's bf16 rows in place on the device (kivi_quant.cu),
+ * the release of stale rows is an ordinary kv_compact, and the decode attention reads the packed codes and the
+ * bf16 rows together (kivi_attention_decode.cu), never a dequantized copy. ThinK's stored key channels are set
+ * on the host counts and copied to the layer's device lists (quant_channels); its raw packed part (the method's
+ * KS_KIVI_RAW reserved as KS_KIVI_RAW_BF16: the bf16 rows' bits, two per word) is packed by the same kernels'
+ * raw form from a plan of ks_kv_kivi_plan_pack (quant_pack).
+ * Nothing here allocates after ks_cuda_methods_init but row_scores_reserve and quant_reserve. */
 #ifdef KS_HAVE_CUDA
 
 #include <stdlib.h>
@@ -31,6 +40,7 @@
 
 #include <stddef.h>
 
+#include "cuda/ks_cuda_kivi.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
 #include "backend/backend_cuda_impl.h"
@@ -94,11 +104,14 @@ ks_status ks_cuda_methods_init(ks_backend *b) {
     return b->deferred ? KS_OK : KS_ERR_NOMEM;
 }
 
+static void kivi_free(ks_backend *b);
+
 void ks_cuda_methods_free(ks_backend *b) {
     if (b->side) {
         cudaStreamSynchronize(b->side);
         cudaStreamDestroy(b->side);
     }
+    kivi_free(b);
     for (int i = 0; i < 2; i++)
         if (b->stash_ev[i]) cudaEventDestroy(b->stash_ev[i]);
     if (b->side_ev) cudaEventDestroy(b->side_ev);
@@ -323,6 +336,8 @@ static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep,
     KS_TRY(op_stream(b, layer, &s));
     KS_ASSERT(*deferred_mark(b, layer) || !any_deferred(b)); /* compact_idx, compact_scratch: one stream at a time */
     KS_TRY(ks_kvcache_compact_fits(&b->cache, layer, n_keep));
+    if (b->kivi) /* releases stale rows only */
+        KS_TRY(ks_kv_kivi_compacted(&b->kivi->counts, &b->cache, layer, keep, n_keep, ld));
     ks_kvcache_compact(&b->cache, layer, keep, n_keep, ld); /* checks the keep lists before any row moves */
     /* (Hk, w) keep lists of the longest list's width w, then the counts: one pinned copy, so the staging is
      * rewritten only once the previous copy out of it is done */
@@ -387,6 +402,7 @@ static ks_status cuda_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks
     const int i = ks_kvcache_index(&b->cache, layer), Hk = c->n_kv_heads;
     const int stride = ks_kvcache_stride(&b->cache, layer), acc = a->rule == KS_EVICT_ACCUMULATED;
     KS_ASSERT(!b->deferred[i] && ks_kvcache_slot(&b->cache, layer) < 0 && (!acc || b->row_scores));
+    KS_TRY(ks_kv_kivi_refuse_evict(b->kivi ? &b->kivi->counts : NULL, &b->cache, layer));
     /* within a graph step the graph's row bound (lengths change between replays), else this step's */
     const int bound = b->step_bound ? b->step_bound : max_len(b->cache.len, b->n_layers * Hk);
     if (a->rule != KS_EVICT_SINK) { /* the step query's probabilities, as attention_decode_probs */
@@ -549,30 +565,258 @@ static void cuda_compress_cancel(ks_kvstore *kv) {
     (void)join(b);
 }
 
-/* KIVI's packed part lives in the CPU store only (backend/kv_kivi.h); the CUDA store refuses it, so neither KIVI
- * nor ThinK binds here and quant_flush, quant_channels and quant_pack are never reached. */
-static ks_status no_packed_part(void) {
-    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the cuda backend has no packed KV cache yet; use --device cpu");
+/* ---- KIVI's packed part (cuda_kivi) ---------------------------------------------------------------------- */
+
+/* Index of the layer's first KV head in the (n_layers, Hk) per-head arrays of cuda_kivi. */
+static size_t kivi_head(const ks_backend *b, int layer) {
+    return (size_t)ks_kvcache_index(&b->cache, layer) * b->cfg->n_kv_heads;
+}
+
+/* The layer's arrays, counts and cache rows as the kernels read them. */
+static ks_cuda_kivi_layer kivi_layer(const ks_backend *b, int layer) {
+    const cuda_kivi *k = b->kivi;
+    const ks_kivi_shape *s = &k->counts.shape;
+    const size_t g0 = kivi_head(b, layer), d = s->d, cap = s->cap;
+    const int Hk = b->cfg->n_kv_heads;
+    const int32_t *cnt = k->dev_counts + g0 * KS_CUDA_KIVI_ROWS;
+    return (ks_cuda_kivi_layer){.shape = *s,
+                                .Hk = Hk,
+                                .k_codes = k->k_codes + g0 * d * s->k_words,
+                                .k_scale = k->k_scale + g0 * d * s->k_groups,
+                                .k_zero = k->k_zero + g0 * d * s->k_groups,
+                                .k_chan = k->k_chan + g0 * d,
+                                .kc = k->kc + g0,
+                                .v_codes = k->v_codes + g0 * cap * s->v_words,
+                                .v_scale = k->v_scale + g0 * cap * s->v_groups,
+                                .v_zero = k->v_zero + g0 * cap * s->v_groups,
+                                .nq_k = cnt,
+                                .nq_v = cnt + Hk,
+                                .off = cnt + 2 * Hk,
+                                .n = cnt + 3 * Hk,
+                                .k = ks_cuda_layer_k(b, layer),
+                                .v = ks_cuda_layer_v(b, layer),
+                                .stride = ks_kvcache_stride(&b->cache, layer)};
+}
+
+/* The layer's stored key channel lists (the host counts' kc and k_chan, current for the cache's sequence) to its
+ * device lists on s, when they hold another sequence's or when forced (quant_channels set them). The layer's
+ * pinned region is rewritten once its last copy has run (lists_ev). */
+static ks_status kivi_lists(ks_backend *b, int layer, int force, cudaStream_t s) {
+    cuda_kivi *k = b->kivi;
+    const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), g0 = kivi_head(b, layer);
+    if (!force && k->lists_seq[li] == b->cache.sequence) return KS_OK;
+    const size_t Hk = (size_t)b->cfg->n_kv_heads, d = (size_t)k->counts.shape.d;
+    int32_t *h = k->host_lists + li * Hk * (d + 1);
+    CUDA_CHECK(cudaEventSynchronize(k->lists_ev[li]));
+    memcpy(h, k->counts.kc + g0, sizeof(int32_t) * Hk);
+    memcpy(h + Hk, k->counts.k_chan + g0 * d, sizeof(int32_t) * Hk * d);
+    CUDA_CHECK(cudaMemcpyAsync(k->kc + g0, h, sizeof(int32_t) * Hk, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaMemcpyAsync(k->k_chan + g0 * d, h + Hk, sizeof(int32_t) * Hk * d, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaEventRecord(k->lists_ev[li], s));
+    k->lists_seq[li] = b->cache.sequence;
+    return KS_OK;
+}
+
+/* The layer's counts now (and a flush's plan, jobs non-NULL) to its rows of dev_counts on s, its key channel
+ * lists first when they are another sequence's (kivi_lists); *max_n the most tokens a head holds. The pinned
+ * staging has a region per layer for each of the two callers (the decode attention, the flush), rewritten by that
+ * caller's next call on the layer (a step later) once the region's last copy has run (its event; a pipeline stage
+ * sending its rows between GPUs does not wait for each step). */
+static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, cudaStream_t s, int *max_n) {
+    cuda_kivi *k = b->kivi;
+    KS_TRY(kivi_lists(b, layer, 0, s));
+    const int Hk = b->cfg->n_kv_heads, rows = jobs ? KS_CUDA_KIVI_ROWS : 4;
+    const size_t region = (size_t)ks_kvcache_index(&b->cache, layer) * 2 + (jobs != NULL);
+    int32_t *h = k->host_counts + region * Hk * KS_CUDA_KIVI_ROWS;
+    CUDA_CHECK(cudaEventSynchronize(k->upload_ev[region]));
+    *max_n = 0;
+    for (int g = 0; g < Hk; g++) {
+        ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
+        h[g] = n.nq_k, h[Hk + g] = n.nq_v, h[2 * Hk + g] = n.off, h[3 * Hk + g] = n.n;
+        *max_n = n.n > *max_n ? n.n : *max_n;
+        if (!jobs) continue;
+        h[4 * Hk + g] = jobs[g].k_t0, h[5 * Hk + g] = jobs[g].k_n;
+        h[6 * Hk + g] = jobs[g].v_t0, h[7 * Hk + g] = jobs[g].v_n;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(k->dev_counts + kivi_head(b, layer) * KS_CUDA_KIVI_ROWS, h,
+                               sizeof(int32_t) * rows * Hk, cudaMemcpyHostToDevice, s));
+    CUDA_CHECK(cudaEventRecord(k->upload_ev[region], s));
+    return KS_OK;
+}
+
+ks_status ks_cuda_kivi_attention(ks_backend *b, int layer, int *done) {
+    *done = b->kivi && ks_kv_kivi_packed(&b->kivi->counts, &b->cache, layer);
+    if (!*done) return KS_OK;
+    int max_n;
+    KS_TRY(kivi_upload(b, layer, NULL, b->stream, &max_n));
+    ks_cuda_kivi_layer L = kivi_layer(b, layer);
+    return ks_cuda_kivi_attention_decode(b->att, b->qkv, &L, b->cfg->n_heads, ks_cuda_attn_scale(b->cfg), max_n,
+                                         b->kivi->scratch, b->stream);
+}
+
+static void kivi_free(ks_backend *b) {
+    cuda_kivi *k = b->kivi;
+    if (!k) return;
+    b->cache.kivi = NULL;
+    ks_kv_kivi_free(&k->counts);
+    cudaFree(k->block);
+    if (k->host_counts) cudaFreeHost(k->host_counts);
+    if (k->host_lists) cudaFreeHost(k->host_lists);
+    for (int i = 0; k->upload_ev && i < 2 * b->n_layers; i++)
+        if (k->upload_ev[i]) cudaEventDestroy(k->upload_ev[i]);
+    for (int i = 0; k->lists_ev && i < b->n_layers; i++)
+        if (k->lists_ev[i]) cudaEventDestroy(k->lists_ev[i]);
+    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq);
+    free(k);
+    b->kivi = NULL;
+}
+
+/* The device block's arrays for the shape (carved at 256-byte boundaries from base; base NULL: only the size). */
+static size_t kivi_carve(cuda_kivi *k, char *base, const ks_backend *b) {
+    const ks_kivi_shape *s = &k->counts.shape;
+    const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, d = s->d, cap = s->cap;
+    const size_t floats = ks_cuda_kivi_attention_scratch_floats(b->cfg->n_heads, s->d, s->cap);
+    size_t off = 0;
+#define KIVI_TAKE(field, count)                                                                                      \
+    do {                                                                                                             \
+        off = (off + 255) & ~(size_t)255;                                                                            \
+        k->field = base ? (void *)(base + off) : NULL;                                                               \
+        off += sizeof(*k->field) * (count);                                                                          \
+    } while (0)
+    KIVI_TAKE(k_codes, heads * d * s->k_words);
+    KIVI_TAKE(k_scale, heads * d * s->k_groups);
+    KIVI_TAKE(k_zero, heads * d * s->k_groups);
+    KIVI_TAKE(v_codes, heads * cap * s->v_words);
+    KIVI_TAKE(v_scale, heads * cap * s->v_groups);
+    KIVI_TAKE(v_zero, heads * cap * s->v_groups);
+    KIVI_TAKE(k_chan, heads * d);
+    KIVI_TAKE(kc, heads);
+    KIVI_TAKE(dev_counts, heads * KS_CUDA_KIVI_ROWS);
+    KIVI_TAKE(err, 4);
+    KIVI_TAKE(scratch, floats);
+#undef KIVI_TAKE
+    return off;
+}
+
+/* n events (at least one slot), created without timing, into *ev. */
+static ks_status kivi_events(cudaEvent_t **ev, size_t n, const char *what) {
+    *ev = ks_calloc(n ? n : 1, sizeof(cudaEvent_t), what);
+    if (!*ev) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) CUDA_CHECK(cudaEventCreateWithFlags(&(*ev)[i], cudaEventDisableTiming));
+    return KS_OK;
+}
+
+/* The packed part for params p: host counts, the staging, the device block (zeroed); every layer's key channel
+ * lists marked as another sequence's, so that the first kernel on the layer uploads them. */
+static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
+    cuda_kivi *k = ks_calloc(1, sizeof *k, "KIVI packed cache");
+    if (!k) return KS_ERR_NOMEM;
+    b->kivi = k;
+    KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p));
+    const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, layers = (size_t)b->n_layers;
+    KS_TRY(host_alloc((void **)&k->host_counts, sizeof(int32_t) * heads * 2 * KS_CUDA_KIVI_ROWS,
+                      "KIVI count staging"));
+    KS_TRY(host_alloc((void **)&k->host_lists, sizeof(int32_t) * heads * (k->counts.shape.d + 1),
+                      "KIVI key channel staging"));
+    KS_TRY(kivi_events(&k->upload_ev, 2 * layers, "KIVI upload events"));
+    KS_TRY(kivi_events(&k->lists_ev, layers, "KIVI key channel events"));
+    k->lists_seq = ks_calloc(layers ? layers : 1, sizeof(unsigned), "KIVI key channel sequences");
+    if (!k->lists_seq) return KS_ERR_NOMEM;
+    for (size_t i = 0; i < layers; i++) k->lists_seq[i] = b->cache.sequence - 1u;
+    const size_t bytes = kivi_carve(k, NULL, b);
+    cudaError_t e = cudaMalloc(&k->block, bytes);
+    if (e != cudaSuccess) {
+        k->block = NULL;
+        cudaGetLastError(); /* not sticky; leave no error behind */
+        return ks_fail(KS_ERR_NOMEM, "--device cuda: cannot allocate %.1f MiB of device memory for KIVI's packed KV "
+                                     "cache (%s); lower --max_ctx",
+                       (double)bytes / (1 << 20), cudaGetErrorString(e));
+    }
+    kivi_carve(k, k->block, b);
+    CUDA_CHECK(cudaMemsetAsync(k->block, 0, bytes, b->stream));
+    b->cache.kivi = &k->counts;
+    return KS_OK;
 }
 
 static ks_status cuda_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
-    (void)kv, (void)p;
-    return no_packed_part();
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    ks_kivi_params dp = *p; /* the raw encoding here holds the bf16 rows' own bits */
+    dp.k_bits = dp.k_bits == KS_KIVI_RAW ? KS_KIVI_RAW_BF16 : dp.k_bits;
+    dp.v_bits = dp.v_bits == KS_KIVI_RAW ? KS_KIVI_RAW_BF16 : dp.v_bits;
+    if (b->kivi && !memcmp(&b->kivi->counts.p, &dp, sizeof dp)) return KS_OK;
+    KS_TRY(ks_kivi_window_check(c->sliding_window, c->swa_first_layer, &b->cache));
+    KS_TRY(ks_kivi_params_check(p, c->head_dim));
+    if (c->head_dim > 256)
+        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: --device cuda decodes over packed tokens for head_dim up to 256; "
+                                           "this model's is %d (use --device cpu)", c->head_dim);
+    kivi_free(b);
+    ks_status st = kivi_create(b, &dp);
+    if (st != KS_OK) kivi_free(b);
+    return st;
+}
+
+/* A plan's kernels (ks_kv_kivi_plan or ks_kv_kivi_plan_pack: jobs) on the layer's op stream (the side stream for
+ * a deferred layer), the host counts advanced; the error parts read back, waiting for that stream, only when
+ * asked. The kernels follow the shape's encoding (codes, or the raw bf16 bits). */
+static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_kivi_counts *counts,
+                          ks_kivi_error *err) {
+    cuda_kivi *k = b->kivi;
+    const int Hk = b->cfg->n_kv_heads;
+    int max_k = 0, max_v = 0, max_n;
+    for (int g = 0; g < Hk; g++) {
+        max_k = jobs[g].k_n > max_k ? jobs[g].k_n : max_k;
+        max_v = jobs[g].v_n > max_v ? jobs[g].v_n : max_v;
+    }
+    if (max_k || max_v) {
+        cudaStream_t s;
+        KS_TRY(op_stream(b, layer, &s));
+        KS_TRY(kivi_upload(b, layer, jobs, s, &max_n));
+        ks_cuda_kivi_layer L = kivi_layer(b, layer);
+        const int32_t *plan = L.nq_k + 4 * Hk;
+        if (err) CUDA_CHECK(cudaMemsetAsync(k->err, 0, 4 * sizeof(double), s));
+        KS_TRY(ks_cuda_kivi_quant_keys(&L, plan, plan + Hk, max_k, err ? k->err : NULL, s));
+        KS_TRY(ks_cuda_kivi_quant_values(&L, plan + 2 * Hk, plan + 3 * Hk, max_v, err ? k->err + 2 : NULL, s));
+        if (err) {
+            double e[4];
+            CUDA_CHECK(cudaMemcpyAsync(e, k->err, sizeof e, cudaMemcpyDeviceToHost, s));
+            KS_TRY(ks_cuda_wait_stream(s, "KIVI's quantization errors"));
+            err->k[0] += e[0], err->k[1] += e[1], err->v[0] += e[2], err->v[1] += e[3];
+        }
+    }
+    ks_kv_kivi_advance(&k->counts, &b->cache, layer, jobs, counts);
+    return KS_OK;
 }
 
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
-    (void)kv, (void)layer, (void)counts, (void)err;
-    return no_packed_part();
+    ks_backend *b = backend_of(kv);
+    KS_ASSERT(b->kivi); /* quant_reserve first */
+    ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs);
+    return kivi_run(b, layer, b->kivi->counts.jobs, counts, err);
 }
 
+/* The host lists set (the checks and the rules of ks_kv_kivi_set_channels), then copied to the layer's device
+ * lists on its op stream, ahead of the kernels that read them. */
 static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
-    (void)kv, (void)layer, (void)chan, (void)n_chan, (void)ld;
-    return no_packed_part();
+    ks_backend *b = backend_of(kv);
+    KS_TRY(ks_kv_kivi_set_layer_channels(b->kivi ? &b->kivi->counts : NULL, &b->cache, layer, chan, n_chan, ld));
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    return kivi_lists(b, layer, 1, s);
 }
 
 static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
-    (void)kv, (void)layer, (void)upto, (void)counts;
-    return no_packed_part();
+    ks_backend *b = backend_of(kv);
+    KS_ASSERT(b->kivi); /* quant_reserve first */
+    ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs);
+    return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
+}
+
+/* XAttention's estimation (kernels/cuda/sparse_estimate.cu) is not built on this backend. */
+static ks_status cuda_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld) {
+    (void)kv, (void)layer, (void)a, (void)out, (void)ld;
+    return ks_fail(KS_ERR_UNSUPPORTED, "XAttention: the cuda backend has no antidiagonal block scoring "
+                                       "(xattn_scores) yet; use --device cpu");
 }
 
 /* The backend's accessor: the logged evictions applied first. */
@@ -582,6 +826,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .name = "cuda bf16",
     .cache = cuda_cache,
     .window_scores = cuda_window_scores,
+    .xattn_scores = cuda_xattn_scores,
     .attention_decode_probs = cuda_attention_decode_probs,
     .channel_scores = cuda_channel_scores,
     .flex_blocks = cuda_flex_blocks,

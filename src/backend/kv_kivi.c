@@ -8,7 +8,7 @@
 
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
     int kb = p->k_bits, vb = p->v_bits;
-    if ((kb != 2 && kb != 4 && kb != KS_KIVI_RAW) || (vb != 2 && vb != 4 && vb != KS_KIVI_RAW))
+    if ((kb != 2 && kb != 4 && !ks_kivi_is_raw(kb)) || (vb != 2 && vb != 4 && !ks_kivi_is_raw(vb)))
         return ks_fail(KS_ERR_ARG, "KIVI: k_bits %d and v_bits %d must each be 2 or 4", kb, vb);
     if (p->group <= 0 || (d > 0 && d % p->group))
         return ks_fail(KS_ERR_ARG, "KIVI: group_size %d must divide the model's head_dim %d (values are grouped "
@@ -22,7 +22,7 @@ ks_status ks_kivi_params_check(const ks_kivi_params *p, int d) {
 void ks_kv_kivi_free(ks_kv_kivi *q) {
     free(q->nq_k), free(q->nq_v), free(q->off), free(q->kc), free(q->k_chan), free(q->pos);
     free(q->k_codes), free(q->k_scale), free(q->k_zero);
-    free(q->v_codes), free(q->v_scale), free(q->v_zero), free(q->view);
+    free(q->v_codes), free(q->v_scale), free(q->v_zero), free(q->view), free(q->jobs);
     memset(q, 0, sizeof *q);
 }
 
@@ -38,21 +38,35 @@ static void all_channels(ks_kv_kivi *q) {
 /* An array of n elements of `size` bytes (at least one element). */
 static void *alloc(size_t n, size_t size, const char *what) { return ks_calloc(n ? n : 1, size, what); }
 
-ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p) {
+/* Every key channel stored; the packed arrays stay NULL. */
+ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p) {
     memset(q, 0, sizeof *q);
     KS_TRY(ks_kivi_params_check(p, c->head_dim));
     q->p = *p;
     q->shape = ks_kivi_shape_of(p, c->head_dim, c->cap);
     q->n_layers = c->n_layers, q->Hk = c->n_kv_heads;
     q->sequence = c->sequence;
-    const ks_kivi_shape *s = &q->shape;
-    size_t heads = (size_t)c->n_layers * c->n_kv_heads, d = (size_t)s->d, cap = (size_t)s->cap;
+    size_t heads = (size_t)c->n_layers * c->n_kv_heads, d = (size_t)q->shape.d, cap = (size_t)q->shape.cap;
     q->nq_k = alloc(heads, sizeof(int32_t), "KIVI counts");
     q->nq_v = alloc(heads, sizeof(int32_t), "KIVI counts");
     q->off = alloc(heads, sizeof(int32_t), "KIVI counts");
     q->kc = alloc(heads, sizeof(int32_t), "KIVI key channel counts");
     q->k_chan = alloc(heads * d, sizeof(int32_t), "KIVI key channels");
     q->pos = alloc(heads * cap, sizeof(int32_t), "KIVI positions");
+    q->jobs = alloc((size_t)c->n_kv_heads, sizeof(ks_kivi_job), "KIVI flush jobs");
+    if (!q->nq_k || !q->nq_v || !q->off || !q->kc || !q->k_chan || !q->pos || !q->jobs) {
+        ks_kv_kivi_free(q);
+        return ks_fail_context(KS_ERR_NOMEM, "KIVI counts of %d layers x %d KV heads x %d tokens", c->n_layers,
+                               c->n_kv_heads, c->cap);
+    }
+    all_channels(q);
+    return KS_OK;
+}
+
+ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p) {
+    KS_TRY(ks_kv_kivi_init_counts(q, c, p));
+    const ks_kivi_shape *s = &q->shape;
+    size_t heads = (size_t)c->n_layers * c->n_kv_heads, d = (size_t)s->d, cap = (size_t)s->cap;
     q->k_codes = alloc(heads * d * s->k_words, sizeof(uint32_t), "KIVI key codes");
     q->k_scale = alloc(heads * d * s->k_groups, sizeof(uint16_t), "KIVI key scales");
     q->k_zero = alloc(heads * d * s->k_groups, sizeof(uint16_t), "KIVI key zeros");
@@ -60,13 +74,11 @@ ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_para
     q->v_scale = alloc(heads * cap * s->v_groups, sizeof(uint16_t), "KIVI value scales");
     q->v_zero = alloc(heads * cap * s->v_groups, sizeof(uint16_t), "KIVI value zeros");
     q->view = alloc((size_t)c->n_kv_heads, sizeof(ks_kivi_head), "KIVI head views");
-    if (!q->view || !q->nq_k || !q->nq_v || !q->off || !q->kc || !q->k_chan || !q->pos || !q->k_codes || !q->k_scale ||
-        !q->k_zero || !q->v_codes || !q->v_scale || !q->v_zero) {
+    if (!q->view || !q->k_codes || !q->k_scale || !q->k_zero || !q->v_codes || !q->v_scale || !q->v_zero) {
         ks_kv_kivi_free(q);
         return ks_fail_context(KS_ERR_NOMEM, "KIVI packed cache of %d layers x %d KV heads x %d tokens",
                                c->n_layers, c->n_kv_heads, c->cap);
     }
-    all_channels(q);
     return KS_OK;
 }
 
@@ -111,6 +123,16 @@ ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer,
     return KS_OK;
 }
 
+ks_status ks_kv_kivi_set_layer_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *chan,
+                                        const int32_t *n_chan, int ld) {
+    if (!q)
+        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
+                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
+    for (int h = 0; h < c->n_kv_heads; h++)
+        KS_TRY(ks_kv_kivi_set_channels(q, c, layer, h, chan + (size_t)h * ld, n_chan[h]));
+    return KS_OK;
+}
+
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer) {
     for (int h = 0; h < q->Hk; h++) {
         ks_kivi_counts n = ks_kv_kivi_counts(q, c, layer, h);
@@ -132,44 +154,84 @@ static const float *row_of(const float *block, const ks_kvcache *c, int layer, i
     return block + ((size_t)head * ks_kvcache_stride(c, layer) + (t - off)) * c->head_dim;
 }
 
-/* Packs head h's next nk keys and nv values (0 or more each) from the cache's rows. */
-static void pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, int h, int nk, int nv, ks_kivi_error *err) {
-    const ks_kivi_shape *s = &q->shape;
-    size_t i = head_index(q, c, layer, h);
-    int off = q->off[i], d = s->d;
-    if (nk > 0)
-        ks_kivi_quant_keys(s, row_of(ks_kvcache_k(c, layer), c, layer, h, q->nq_k[i], off), d, q->nq_k[i], nk,
-                           q->k_chan + i * d, q->kc[i], k_codes(q, i), k_scale(q, i), k_zero(q, i),
-                           err ? err->k : NULL);
-    if (nv > 0)
-        ks_kivi_quant_values(s, row_of(ks_kvcache_v(c, layer), c, layer, h, q->nq_v[i], off), d, q->nq_v[i], nv,
-                             v_codes(q, i), v_scale(q, i), v_zero(q, i), err ? err->v : NULL);
-    q->nq_k[i] += nk > 0 ? nk : 0;
-    q->nq_v[i] += nv > 0 ? nv : 0;
-}
-
-void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
-    KS_ASSERT(c->k); /* host rows */
+void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs) {
     follow_sequence(q, c);
     int R = q->p.residual;
     for (int h = 0; h < q->Hk; h++) {
         size_t i = head_index(q, c, layer, h);
         int n = q->off[i] + ks_kvcache_len(c, layer)[h];
-        pack(q, c, layer, h, (n - q->nq_k[i]) / R * R, n - q->nq_v[i] - R, err); /* keys in blocks of R; values
-                                                                                   past R */
-        if (counts) counts[h] = ks_kv_kivi_counts(q, c, layer, h);
+        int nk = (n - q->nq_k[i]) / R * R, nv = n - q->nq_v[i] - R; /* keys in blocks of R; values past R */
+        jobs[h] = (ks_kivi_job){.k_t0 = q->nq_k[i], .k_n = nk > 0 ? nk : 0, .v_t0 = q->nq_v[i],
+                                .v_n = nv > 0 ? nv : 0};
     }
 }
 
-void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts) {
-    KS_ASSERT(c->k && q->p.k_bits == KS_KIVI_RAW && q->p.v_bits == KS_KIVI_RAW);
+void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_job *jobs) {
+    KS_ASSERT(ks_kivi_is_raw(q->p.k_bits) && ks_kivi_is_raw(q->p.v_bits));
     follow_sequence(q, c);
     for (int h = 0; h < q->Hk; h++) {
         size_t i = head_index(q, c, layer, h);
         KS_ASSERT(upto[h] <= q->off[i] + ks_kvcache_len(c, layer)[h]);
-        pack(q, c, layer, h, upto[h] - q->nq_k[i], upto[h] - q->nq_v[i], NULL);
+        int nk = upto[h] - q->nq_k[i], nv = upto[h] - q->nq_v[i];
+        jobs[h] = (ks_kivi_job){.k_t0 = q->nq_k[i], .k_n = nk > 0 ? nk : 0, .v_t0 = q->nq_v[i],
+                                .v_n = nv > 0 ? nv : 0};
+    }
+}
+
+void ks_kv_kivi_advance(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kivi_job *jobs,
+                        ks_kivi_counts *counts) {
+    for (int h = 0; h < q->Hk; h++) {
+        size_t i = head_index(q, c, layer, h);
+        q->nq_k[i] += jobs[h].k_n;
+        q->nq_v[i] += jobs[h].v_n;
         if (counts) counts[h] = ks_kv_kivi_counts(q, c, layer, h);
     }
+}
+
+/* Runs a plan on the host arrays from the cache's host rows, then advances the counts. */
+static void run_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kivi_job *jobs,
+                     ks_kivi_counts *counts, ks_kivi_error *err) {
+    KS_ASSERT(c->k && q->k_codes); /* host rows, host arrays */
+    const ks_kivi_shape *s = &q->shape;
+    int d = s->d;
+    const float *K = ks_kvcache_k(c, layer), *V = ks_kvcache_v(c, layer);
+    for (int h = 0; h < q->Hk; h++) {
+        size_t i = head_index(q, c, layer, h);
+        int off = q->off[i];
+        const ks_kivi_job *j = &jobs[h];
+        if (j->k_n)
+            ks_kivi_quant_keys(s, row_of(K, c, layer, h, j->k_t0, off), d, j->k_t0, j->k_n, q->k_chan + i * d,
+                               q->kc[i], k_codes(q, i), k_scale(q, i), k_zero(q, i), err ? err->k : NULL);
+        if (j->v_n)
+            ks_kivi_quant_values(s, row_of(V, c, layer, h, j->v_t0, off), d, j->v_t0, j->v_n, v_codes(q, i),
+                                 v_scale(q, i), v_zero(q, i), err ? err->v : NULL);
+    }
+    ks_kv_kivi_advance(q, c, layer, jobs, counts);
+}
+
+void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
+    ks_kv_kivi_plan(q, c, layer, q->jobs);
+    run_plan(q, c, layer, q->jobs, counts, err);
+}
+
+void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts) {
+    ks_kv_kivi_plan_pack(q, c, layer, upto, q->jobs);
+    run_plan(q, c, layer, q->jobs, counts, NULL);
+}
+
+ks_status ks_kv_kivi_refuse_evict(const ks_kv_kivi *q, const ks_kvcache *c, int layer) {
+    if (!q || !ks_kv_kivi_packed(q, c, layer)) return KS_OK;
+    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layer %d holds quantized tokens; decode-time eviction cannot run on "
+                                       "it (H2O, StreamingLLM and CakeKV's decode eviction cannot precede KIVI)",
+                   layer);
+}
+
+ks_status ks_kivi_window_check(int window, int window_first, const ks_kvcache *c) {
+    int last = c->first_layer + c->n_layers;
+    if (window <= 0 || window_first >= last) return KS_OK;
+    return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layers %d and above attend within a sliding window of %d tokens "
+                                       "(use_sliding_window); the packed cache serves full attention only",
+                   window_first > c->first_layer ? window_first : c->first_layer, window);
 }
 
 ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *keep,

@@ -19,6 +19,10 @@
  * both (stale) stay in the cache until a compaction releases them (ks_kv_kivi_compacted): the KIVI method
  * releases them after the prompt and whenever R have gathered, so the cache's rows per head stay below 2 R.
  *
+ * A device store keeps the counts here (ks_kv_kivi_init_counts: no host arrays) and runs each flush or raw pack as
+ * its plan (ks_kv_kivi_plan, ks_kv_kivi_plan_pack: the tokens each head packs), its kernels on the device rows,
+ * then ks_kv_kivi_advance; it mirrors the stored key channels (kc, k_chan) on its device.
+ *
  * Counts belong to the cache's sequence (ks_kvcache.sequence): after a reset they read as zero.
  */
 #ifndef KS_KV_KIVI_H
@@ -29,6 +33,12 @@
 #include "core/status.h"
 #include "kivi_args.h"
 #include "backend/kvcache.h"
+
+/* One head's part of a flush: the keys of tokens k_t0 .. k_t0 + k_n - 1 and the values of v_t0 .. v_t0 + v_n - 1
+ * are quantized (a flush: k_n a multiple of R; a raw pack: any count; 0: none). */
+typedef struct ks_kivi_job {
+    int32_t k_t0, k_n, v_t0, v_n;
+} ks_kivi_job;
 
 typedef struct ks_kv_kivi {
     ks_kivi_params p;
@@ -41,7 +51,8 @@ typedef struct ks_kv_kivi {
                              part set them for the sequence) */
     int32_t *k_chan;      /* (n_layers, Hk, d) the head channel of each stored key channel */
     int32_t *pos;         /* (n_layers, Hk, cap) positions of the released tokens 0 .. off - 1 */
-    uint32_t *k_codes;    /* (n_layers, Hk, d, k_words) */
+    ks_kivi_job *jobs;    /* (Hk) scratch: a flush's plan */
+    uint32_t *k_codes;    /* (n_layers, Hk, d, k_words); NULL with ks_kv_kivi_init_counts, as the arrays below */
     uint16_t *k_scale, *k_zero; /* (n_layers, Hk, d, k_groups) fp16 */
     uint32_t *v_codes;    /* (n_layers, Hk, cap, v_words) */
     uint16_t *v_scale, *v_zero; /* (n_layers, Hk, cap, v_groups) fp16 */
@@ -55,16 +66,36 @@ ks_status ks_kivi_params_check(const ks_kivi_params *p, int d);
 /* The packed part for every (layer, KV head) of cache c (its layer range, Hk, d, cap tokens), allocated here
  * once; every key channel stored. */
 ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p);
+/* The counts, key channels and released positions only, for a store whose packed arrays live elsewhere (its
+ * device): no codes, scales, zeros or head views, so ks_kv_kivi_flush and ks_kv_kivi_head do not apply. */
+ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p);
 void ks_kv_kivi_free(ks_kv_kivi *q); /* accepts zeroed or half-built */
+
+/* KS_ERR_UNSUPPORTED naming KIVI when layers at window_first and above of cache c attend within a sliding window
+ * (window > 0): the packed part serves full attention only. */
+ks_status ks_kivi_window_check(int window, int window_first, const ks_kvcache *c);
 
 /* Applies the flush rules to every head of `layer`, quantizing from the cache's host rows. counts (Hk; NULL:
  * not wanted) receives each head's counts after it; err (NULL: not wanted) accumulates what was quantized. */
 void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
 
 /* Packs each head h of `layer` up to token upto[h] (Hk, host; at most the tokens it holds; tokens packed already
- * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW: any count is a
- * whole block). A channel-pruning part's prefix (ThinK alone); counts (may be NULL) as ks_kv_kivi_flush's. */
+ * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW or
+ * KS_KIVI_RAW_BF16: any count is a whole block). A channel-pruning part's prefix (ThinK alone); counts (may be
+ * NULL) as ks_kv_kivi_flush's. */
 void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts);
+
+/* The flush rules' plan for every head of `layer` (jobs: Hk), from the counts now; nothing changes but a new
+ * sequence's counts reading as zero. */
+void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs);
+/* ks_kv_kivi_pack's plan (jobs: Hk): each head's tokens not yet packed up to upto[h], keys and values. */
+void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_job *jobs);
+/* The counts after the plan's quantization ran; counts (Hk; NULL: not wanted) receives them. */
+void ks_kv_kivi_advance(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kivi_job *jobs,
+                        ks_kivi_counts *counts);
+
+/* KS_ERR_UNSUPPORTED naming KIVI when `layer` holds packed tokens (q NULL: none): no decode-time eviction there. */
+ks_status ks_kv_kivi_refuse_evict(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
 
 /* The counts of (layer, head) now. */
 ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
@@ -76,6 +107,10 @@ ks_kivi_counts ks_kv_kivi_counts(const ks_kv_kivi *q, const ks_kvcache *c, int l
  * already holds packed keys. */
 ks_status ks_kv_kivi_set_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, int head, const int32_t *chan,
                                   int kc);
+/* ks_kv_kivi_set_channels for every KV head h of `layer`: chan[h * ld ..], n_chan[h] (a store's quant_channels);
+ * q NULL (the store holds no packed part): KS_ERR_UNSUPPORTED. */
+ks_status ks_kv_kivi_set_layer_channels(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *chan,
+                                        const int32_t *n_chan, int ld);
 
 /* 1 when some head of `layer` holds packed tokens. */
 int ks_kv_kivi_packed(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
@@ -89,11 +124,11 @@ ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, co
 /* (layer, head) as the decode attention reads it, over the cache's host rows. */
 ks_kivi_head ks_kv_kivi_head(const ks_kv_kivi *q, const ks_kvcache *c, int layer, int head);
 
-/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words),
- * value codes (v_words words per packed token; raw: d), fp16 scales and zeros of the packed groups (raw: none),
- * and c->elem_bytes per element of the full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each
- * head. Stale rows (packed in both)
- * are not counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
+/* Bytes `layer` holds: packed key codes (ceil(nq_k / (32 / k_bits)) words per stored channel; raw: nq_k words
+ * for KS_KIVI_RAW, ceil(nq_k / 2) for KS_KIVI_RAW_BF16), value codes (v_words words per packed token; raw: d or
+ * ceil(d / 2)), fp16 scales and zeros of the packed groups (raw: none), and c->elem_bytes per element of the
+ * full-precision keys (n - nq_k rows) and values (n - nq_v rows) of each head. Stale rows (packed in both) are not
+ * counted: a compaction releases them (capacity the cache reserved, as every row past a head's length). */
 int64_t ks_kv_kivi_layer_bytes(const ks_kv_kivi *q, const ks_kvcache *c, int layer);
 /* The same summed over the cache's layers. */
 int64_t ks_kv_kivi_bytes(const ks_kv_kivi *q, const ks_kvcache *c);

@@ -26,7 +26,8 @@
 
 #include "block_list.h" /* ks_block_list: flex_blocks' output */
 #include "core/status.h"
-#include "kv_args.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce: the ops' semantics */
+#include "kv_args.h" /* ks_window_args, ks_window_summary, ks_evict_args, ks_gqa_reduce, ks_xattn_args: the ops'
+                        semantics */
 #include "kivi_args.h" /* ks_kivi_params, ks_kivi_counts, ks_kivi_error: the packed part's */
 #include "backend/kvcache.h"
 
@@ -61,6 +62,11 @@ struct ks_kvstore_ops {
      * q_row0 .. q_row0 + n_q - 1 (n_q > 0; read as window_scores reads them, so also in a deferred layer's work)
      * against every row each KV head holds. */
     ks_status (*channel_scores)(ks_kvstore *kv, int layer, int q_row0, int n_q, float *out, int ld);
+    /* out (H, ld > a->qb) host: XAttention's antidiagonal block scores of query block a->qb of the current chunk
+     * (its roped queries in Q rows 0 .. a->n - 1) against `layer`'s dense keys 0 .. a->q_pos0 + a->n - 1, right
+     * before the chunk's attention (cpu/xattn_ref.h ks_ref_xattn_block_scores). Never builds more than one
+     * stride row's scores per query head. */
+    ks_status (*xattn_scores)(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld);
     /* FlexPrefill's block lists of `layer` for a whole prompt of a->L tokens (ks_flexprefill_ref, cpu/
      * flexprefill_ref.h): the roped queries in Q rows 0 .. a->L - 1, the keys in the layer's cache rows 0 ..
      * a->L - 1. l (host arrays: row_start H nb + 1, cols ks_flexprefill_max_cols) receives query blocks 0 .. nb - 1,
@@ -131,7 +137,8 @@ struct ks_kvstore_ops {
      * full-precision rows keep every channel; a new sequence stores all again. KS_ERR_UNSUPPORTED once the head's
      * keys are packed, or on a store without the packed part. */
     ks_status (*quant_channels)(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld);
-    /* A raw packed part (quant_reserve with k_bits and v_bits KS_KIVI_RAW; ThinK without a quantizer): each KV
+    /* A raw packed part (quant_reserve with k_bits and v_bits KS_KIVI_RAW; ThinK without a quantizer; the store
+     * holds its rows' own element bits: fp32 on the host, bf16 on the CUDA store, KS_KIVI_RAW_BF16): each KV
      * head h of `layer` packs its tokens up to upto[h] (host (Hk); tokens packed already stay), keys on its stored
      * channels, exactly (ks_kv_kivi_pack); counts (Hk, host; may be NULL) as quant_flush's. The rows packed are
      * then stale (a compaction releases them). */
@@ -148,7 +155,7 @@ struct ks_kvstore_ops {
      * them), and layers' work runs in layer order. A work callback issues all its ops before it returns and may compact
      * the layers before its own (CakeKV's cascade). The caller keeps two rules: it calls compress_layer once per
      * layer, in layer order, and outside the callbacks, until compress_flush, it runs only scoring ops
-     * (window_scores, row_scores_add, key_norms) and only on layers it has not handed over (H2O's per-chunk
+     * (window_scores, xattn_scores, row_scores_add, key_norms) and only on layers it has not handed over (H2O's per-chunk
      * scoring of the next layer). ---- */
     ks_status (*compress_layer)(ks_kvstore *kv, int layer, int q_row0, int n_q, ks_kvstore_work work, void *ctx);
     /* After the prompt's last layer: the work not run yet runs, and the forward ops issued afterwards see every

@@ -8,6 +8,7 @@
 #include "cpu/fast.h"
 #include "cpu/flexprefill_ref.h"
 #include "cpu/kivi_ref.h"
+#include "cpu/xattn_ref.h"
 
 static ks_kvstore_cpu *cpu_of(ks_kvstore *kv) { return (ks_kvstore_cpu *)kv; }
 
@@ -63,6 +64,15 @@ static ks_status cpu_attention_decode_probs(ks_kvstore *kv, int layer, int qpos,
     ks_fast_attention_decode_probs(out, ld, s->p.q, ks_kvcache_k(c, layer), s->start, ks_kvcache_len(c, layer),
                                    ks_kvcache_stride(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim, s->p.scale,
                                    reduce, s->score_work);
+    return KS_OK;
+}
+
+static ks_status cpu_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld) {
+    ks_kvstore_cpu *s = cpu_of(kv);
+    const ks_kvcache *c = s->p.cache;
+    KS_ASSERT(a->qb < ld && a->n <= s->p.max_chunk && ks_kvcache_is_dense(c, layer, a->q_pos0 + a->n));
+    ks_ref_xattn_block_scores(out, ld, s->p.q, ks_kvcache_k(c, layer), s->p.n_heads, c->n_kv_heads, c->head_dim,
+                              ks_kvcache_stride(c, layer), a);
     return KS_OK;
 }
 
@@ -127,10 +137,7 @@ static ks_status cpu_decode_evict(ks_kvstore *kv, int layer, int qpos, const ks_
     ks_kvcache *c = s->p.cache;
     int acc = a->rule == KS_EVICT_ACCUMULATED;
     const float *p = NULL;
-    if (ks_kvstore_cpu_packed(s, layer))
-        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layer %d holds quantized tokens; decode-time eviction cannot run "
-                                           "on it (H2O, StreamingLLM and CakeKV's decode eviction cannot precede "
-                                           "KIVI)", layer);
+    KS_TRY(ks_kv_kivi_refuse_evict(s->kivi, c, layer));
     if (a->rule != KS_EVICT_SINK) { /* ACCUMULATED: per query head, reduced only to choose */
         KS_TRY(cpu_attention_decode_probs(kv, layer, qpos, acc ? KS_GQA_NONE : a->reduce, s->evict_p, c->cap));
         p = s->evict_p;
@@ -187,11 +194,7 @@ static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
     ks_kvstore_cpu *s = cpu_of(kv);
     ks_kvcache *c = s->p.cache;
     if (s->kivi && !memcmp(&s->kivi->p, p, sizeof *p)) return KS_OK;
-    int last = c->first_layer + c->n_layers;
-    if (s->p.window > 0 && s->p.window_first < last)
-        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: layers %d and above attend within a sliding window of %d tokens "
-                                           "(use_sliding_window); the packed cache serves full attention only",
-                       s->p.window_first > c->first_layer ? s->p.window_first : c->first_layer, s->p.window);
+    KS_TRY(ks_kivi_window_check(s->p.window, s->p.window_first, c));
     KS_TRY(ks_kivi_params_check(p, c->head_dim));
     if (!s->kivi) s->kivi = ks_calloc(1, sizeof *s->kivi, "KIVI packed cache");
     else ks_kv_kivi_free(s->kivi);
@@ -211,12 +214,7 @@ static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *coun
 
 static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
     ks_kvstore_cpu *s = cpu_of(kv);
-    if (!s->kivi)
-        return ks_fail(KS_ERR_UNSUPPORTED, "narrowed keys: layer %d has no packed part (a channel-pruning method "
-                                           "stores its narrowed keys through KIVI: write ...+ThinK+KIVI)", layer);
-    for (int h = 0; h < s->p.cache->n_kv_heads; h++)
-        KS_TRY(ks_kv_kivi_set_channels(s->kivi, s->p.cache, layer, h, chan + (size_t)h * ld, n_chan[h]));
-    return KS_OK;
+    return ks_kv_kivi_set_layer_channels(s->kivi, s->p.cache, layer, chan, n_chan, ld);
 }
 
 static ks_status cpu_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
@@ -244,6 +242,7 @@ const ks_kvstore_ops ks_kvstore_cpu_ops = {
     .name = "cpu fp32",
     .cache = cpu_cache,
     .window_scores = cpu_window_scores,
+    .xattn_scores = cpu_xattn_scores,
     .attention_decode_probs = cpu_attention_decode_probs,
     .channel_scores = cpu_channel_scores,
     .flex_blocks = cpu_flex_blocks,

@@ -14,6 +14,7 @@
 
 #define MAX_LENGTHS 32 /* --lengths */
 #define MAX_METHODS 16 /* --acceleration */
+#define MAX_DENSITIES 8 /* --sparse_densities */
 
 typedef struct bench_opts {
     int chunk, steps, repeat;

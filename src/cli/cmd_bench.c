@@ -2,8 +2,10 @@
  * config shape (Llama-3.1-8B by default; speed/speed_model.h). For each context length: prefill seconds of one prompt
  * (median of --repeat runs up to 32K, one run beyond), decode ms/token on the full cache (the cache filled by
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
- * alone in TFLOP/s. Prints a table and writes JSON that `jobs/bench_torch.py --compare torch.json F.json`
- * puts side by side with PyTorch + transformers and the physical floor.
+ * alone in TFLOP/s, and with --sparse_densities the block-sparse prefill kernel at those densities of random
+ * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks). Prints a table and writes
+ * JSON that `jobs/bench_torch.py --compare torch.json F.json` puts side by side with PyTorch + transformers and
+ * the physical floor.
  *
  * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
  * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every method,
@@ -58,6 +60,22 @@ static ks_status parse_lengths(const char *s, const char *opt, int *out, int *n)
         p = *end ? end + 1 : end;
     }
     if (*n == 0) return ks_fail(KS_ERR_ARG, "--%s: empty list", opt);
+    return KS_OK;
+}
+
+/* "0.05,0.1" -> out[]; KS_ERR_ARG naming the option on anything but fractions in (0, 1]. */
+static ks_status parse_densities(const char *s, double *out, int *n) {
+    *n = 0;
+    for (const char *p = s; *p;) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || !(v > 0 && v <= 1) || (*end && *end != ',') || *n == MAX_DENSITIES)
+            return ks_fail(KS_ERR_ARG, "--sparse_densities '%s': expected up to %d comma-separated fractions in (0, 1]",
+                           s, MAX_DENSITIES);
+        out[(*n)++] = v;
+        p = *end ? end + 1 : end;
+    }
+    if (*n == 0) return ks_fail(KS_ERR_ARG, "--sparse_densities: empty list");
     return KS_OK;
 }
 
@@ -206,8 +224,38 @@ static void stages_json(cJSON *j, const bench_run *b, const length_result *r, in
     cJSON_AddItemToObject(j, "peak_bytes_per_rank", by_length_stages(r, nl, k, rank_bytes_of));
 }
 
+/* The block-sparse kernel beside the dense one (--sparse_densities): per attention length, the dense kernel's ms
+ * in the same call and per density the sparse kernel's ms, the fraction of causal blocks kept, its TFLOP/s. */
+typedef struct {
+    double dense_ms, ms[MAX_DENSITIES], kept[MAX_DENSITIES], tflops[MAX_DENSITIES];
+} sparse_row;
+typedef struct {
+    int block, nd;
+    double dens[MAX_DENSITIES];
+    sparse_row rows[MAX_LENGTHS];
+} sparse_table;
+
+/* {"block": B, "densities": [..], "<length>": {"dense_ms": x, "ms": [..], "kept": [..], "tflops": [..]}, ..}. */
+static cJSON *sparse_json(const sparse_table *sp, const int *alen, int na) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "block", sp->block);
+    cJSON_AddItemToObject(o, "densities", cJSON_CreateDoubleArray(sp->dens, sp->nd));
+    char key[16];
+    for (int i = 0; i < na; i++) {
+        const sparse_row *r = &sp->rows[i];
+        cJSON *l = cJSON_CreateObject();
+        cJSON_AddNumberToObject(l, "dense_ms", r->dense_ms);
+        cJSON_AddItemToObject(l, "ms", cJSON_CreateDoubleArray(r->ms, sp->nd));
+        cJSON_AddItemToObject(l, "kept", cJSON_CreateDoubleArray(r->kept, sp->nd));
+        cJSON_AddItemToObject(l, "tflops", cJSON_CreateDoubleArray(r->tflops, sp->nd));
+        snprintf(key, sizeof key, "%d", alen[i]);
+        cJSON_AddItemToObject(o, key, l);
+    }
+    return o;
+}
+
 static ks_status write_json(const char *path, const bench_run *b, const length_result *r, int nl,
-                            const int *alen, const double *tflops, int na) {
+                            const int *alen, const double *tflops, int na, const sparse_table *sp) {
     const ks_model_config *c = &b->m->cfg;
     int len[MAX_LENGTHS];
     double pre[MAX_LENGTHS], dec[MAX_LENGTHS], peak[MAX_LENGTHS], kv[MAX_LENGTHS];
@@ -231,6 +279,7 @@ static ks_status write_json(const char *path, const bench_run *b, const length_r
     cJSON_AddItemToObject(j, "peak_bytes", by_length(len, peak, nl));
     cJSON_AddItemToObject(j, "kv_bytes", by_length(len, kv, nl));
     cJSON_AddItemToObject(j, "attention_tflops", by_length(alen, tflops, na));
+    if (sp->nd) cJSON_AddItemToObject(j, "sparse_attention", sparse_json(sp, alen, na));
     if (b->sg->layout.n_stages > 1) stages_json(j, b, r, nl);
     char *text = cJSON_Print(j);
     cJSON_Delete(j);
@@ -249,6 +298,8 @@ static ks_status write_json(const char *path, const bench_run *b, const length_r
 typedef struct bench_args {
     const char *config, *out, *gp_num;
     int lengths[MAX_LENGTHS], alen[MAX_LENGTHS], nl, na, longest;
+    int sparse_block, nd;
+    double dens[MAX_DENSITIES];
     bench_opts o;
     method_spec specs[MAX_METHODS];
     int n_specs;
@@ -372,15 +423,35 @@ static void job_free(bench_job *j) {
     ks_stages_free(&j->sg);
 }
 
-/* The prefill attention kernel alone, rank 0's GPU. */
-static ks_status attention_table(const ks_model_config *c, const bench_args *a, double *tflops) {
+/* The block-sparse kernel at each --sparse_densities beside the dense kernel, per attention length. */
+static ks_status sparse_attention_table(const ks_model_config *c, const bench_args *a, sparse_table *sp) {
+    sp->block = a->sparse_block, sp->nd = a->nd;
+    memcpy(sp->dens, a->dens, sizeof(double) * a->nd);
+    printf("\n| sparse attention kernel, causal, %d/%d heads x %d, blocks of %d | density | blocks kept | ms "
+           "| dense ms | speedup | TFLOP/s (computed blocks) |\n|---|---|---|---|---|---|---|\n",
+           c->n_heads, c->n_kv_heads, c->head_dim, a->sparse_block);
+    for (int i = 0; i < a->na; i++) {
+        sparse_row *r = &sp->rows[i];
+        KS_TRY(ks_speed_attention_sparse(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, a->sparse_block, a->dens,
+                                         a->nd, 5, a->o.seed, &r->dense_ms, r->ms, r->kept, r->tflops));
+        for (int k = 0; k < a->nd; k++)
+            printf("| %dK | %g | %.3f | %.3f | %.3f | %.2fx | %.0f |\n", a->alen[i] / 1024, a->dens[k], r->kept[k],
+                   r->ms[k], r->dense_ms, r->dense_ms / r->ms[k], r->tflops[k]);
+        fflush(stdout);
+    }
+    return KS_OK;
+}
+
+/* The prefill attention kernel alone, rank 0's GPU; the sparse one beside it when --sparse_densities asks. */
+static ks_status attention_table(const ks_model_config *c, const bench_args *a, double *tflops, sparse_table *sp) {
     printf("\n| attention kernel, causal, %d/%d heads x %d | TFLOP/s |\n|---|---|\n", c->n_heads, c->n_kv_heads,
            c->head_dim);
     for (int i = 0; i < a->na; i++) {
         KS_TRY(ks_speed_attention_tflops(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 5, &tflops[i]));
         printf("| %dK | %.0f |\n", a->alen[i] / 1024, tflops[i]);
     }
-    return KS_OK;
+    sp->nd = 0;
+    return a->nd ? sparse_attention_table(c, a, sp) : KS_OK;
 }
 
 /* One rank, no --acceleration: the table per length, the attention kernel, the JSON. */
@@ -406,9 +477,10 @@ static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_arg
         fflush(stdout);
     }
     double tflops[MAX_LENGTHS];
-    KS_TRY(attention_table(c, a, tflops));
+    sparse_table sp;
+    KS_TRY(attention_table(c, a, tflops, &sp));
     bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
-    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na) : KS_OK;
+    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na, &sp) : KS_OK;
 }
 
 /* "v0 / v1 / ..." of n values into buf. */
@@ -455,9 +527,10 @@ static ks_status bench_pipeline(bench_job *j, const bench_opts *o, const bench_a
     }
     if (!lead) return KS_OK;
     double tflops[MAX_LENGTHS];
-    KS_TRY(attention_table(c, a, tflops));
+    sparse_table sp;
+    KS_TRY(attention_table(c, a, tflops, &sp));
     bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
-    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na) : KS_OK;
+    return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na, &sp) : KS_OK;
 }
 
 /* The run, once MPI is up: each set-up step ends in ks_mpi_agree, so a failure on any rank ends every rank. */
@@ -492,7 +565,8 @@ static const char *const bench_summary =
     "needs --gp_num 1.";
 
 ks_status ks_cmd_bench(int argc, char **argv) {
-    const char *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768";
+    const char *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768", *dens_s = NULL;
+    int sparse_block = 128;
     int steps = 32, chunk = 0, repeat = 3, seed = 1;
     ks_opt_strings accel = {0}, method_opts = {0};
     bench_args a = {.gp_num = "1", .stage_timeout = 600};
@@ -504,7 +578,12 @@ ks_status ks_cmd_bench(int argc, char **argv) {
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk in tokens (0: 64 x the GPU's multiprocessors)", 0},
         {"repeat", KS_OPT_INT, &repeat, "N", "prefill runs per length up to 32K (median); 1 beyond", 0},
         {"attention_lengths", KS_OPT_STRING, &alen_s, "L,..", "lengths for the attention kernel alone", 0},
-        {"seed", KS_OPT_INT, &seed, "N", "seed of the random weights and prompt", 0},
+        {"sparse_densities", KS_OPT_STRING, &dens_s, "D,..",
+         "also the block-sparse prefill kernel at these fractions of key blocks (random lists, column 0 and the "
+         "diagonal always) beside the dense one, at the attention lengths",
+         0},
+        {"sparse_block", KS_OPT_INT, &sparse_block, "N", "block size of --sparse_densities' lists: 64 or 128", 0},
+        {"seed", KS_OPT_INT, &seed, "N", "seed of the random weights, prompt and sparse block lists", 0},
         {"out", KS_OPT_STRING, &a.out, "F", "write the results as JSON here", 0},
         {"acceleration", KS_OPT_STRINGS, &accel, "NAME[:K=V..]",
          "a KV method to measure against FullKV (its own options after ':'; one GPU only)", 0},
@@ -529,8 +608,15 @@ ks_status ks_cmd_bench(int argc, char **argv) {
                        (double)a.stage_timeout);
     KS_TRY(parse_lengths(lengths_s, "lengths", a.lengths, &a.nl));
     KS_TRY(parse_lengths(alen_s, "attention_lengths", a.alen, &a.na));
+    if (dens_s) KS_TRY(parse_densities(dens_s, a.dens, &a.nd));
+    if (sparse_block != 64 && sparse_block != 128)
+        return ks_fail(KS_ERR_ARG, "--sparse_block %d: must be 64 or 128", sparse_block);
+    a.sparse_block = sparse_block;
     for (int i = 0; i < a.nl; i++) a.longest = a.lengths[i] > a.longest ? a.lengths[i] : a.longest;
     if (method_opts.n && !accel.n) return ks_fail(KS_ERR_ARG, "--method_opt needs an --acceleration method");
+    if (a.nd && accel.n)
+        return ks_fail(KS_ERR_ARG, "--sparse_densities times the attention kernel alone: it does not go with "
+                                   "--acceleration (which measures methods, not the kernel)");
     if (accel.n > MAX_METHODS) return ks_fail(KS_ERR_ARG, "--acceleration: at most %d methods", MAX_METHODS);
     for (int i = 0; i < accel.n; i++) KS_TRY(bench_parse_method(accel.v[i], &method_opts, &a.specs[i]));
     a.n_specs = accel.n;

@@ -358,8 +358,8 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
         {"acceleration", KS_OPT_STRING, &o.acceleration, "NAME",
          "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
-         "FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
-         "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, FlexPrefill+SnapKV)", 0},
+         "XAttention, FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
+         "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, XAttention+SnapKV)", 0},
         {"method_config", KS_OPT_STRING, &o.method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
          "per part)", 0},

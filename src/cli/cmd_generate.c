@@ -82,8 +82,8 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
          "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
-         "FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
-         "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, FlexPrefill+SnapKV)", 0},
+         "XAttention, FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
+         "selection, merging, channels, quantization (SnapKV+ThinK+KIVI, XAttention+SnapKV)", 0},
         {"method_config", KS_OPT_STRING, &method_config, "F.yaml",
          "method knobs overriding the defaults (template: configs/methods/<name>.yaml; a composition: a section "
          "per part)", 0},

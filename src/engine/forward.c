@@ -69,7 +69,8 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
     if (p->max_new < 0)
         return ks_fail(KS_ERR_ARG, "generated tokens per sequence (%d) must not be negative", p->max_new);
     *bp = (ks_backend_params){.max_ctx = p->max_ctx, .max_chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx,
-                              .threads = p->threads, .gpu_share = p->gpu_share};
+                              .threads = p->threads, .gpu_share = p->gpu_share,
+                              .sparse_block = method ? ks_method_sparse_block(method) : 0};
     KS_TRY(cache_rows(m, method, p, &bp->kv_rows));
     return check_method(method, bp);
 }

@@ -141,6 +141,13 @@ ks_status ks_knobs_set(const ks_method_ops *ops, void *opts, const char *key, co
         snprintf(why, sizeof why, "a list of integers like [0, 1] (%s)", detail);
         break;
     }
+    case KS_KNOB_TEXT:
+        if (*value && strlen(value) < KS_KNOB_TEXT_MAX) {
+            strcpy(p, value);
+            return KS_OK;
+        }
+        snprintf(why, sizeof why, "a non-empty text of fewer than %d bytes", KS_KNOB_TEXT_MAX);
+        break;
     }
     return ks_fail(KS_ERR_ARG, "%s: %s knob '%s': '%s' is not %s", where, ops->name, key, value, why);
 }
@@ -344,6 +351,7 @@ static void value_text(const ks_knob *k, const void *opts, char *buf, size_t cap
         if (n < cap) snprintf(buf + n, cap - n, "]");
         break;
     }
+    case KS_KNOB_TEXT: snprintf(buf, cap, "%s", p); break;
     }
 }
 

@@ -14,7 +14,8 @@
 const ks_method_ops *const ks_methods[] = {&ks_method_fullkv,     &ks_method_h2o,       &ks_method_streamingllm,
                                            &ks_method_snapkv,     &ks_method_l2compress, &ks_method_pyramidkv,
                                            &ks_method_cakekv,     &ks_method_cam,        &ks_method_think,
-                                           &ks_method_kivi,       &ks_method_flexprefill, NULL};
+                                           &ks_method_kivi,       &ks_method_xattention,
+                                           &ks_method_flexprefill, NULL};
 
 ks_status ks_method_find(const char *name, const ks_method_ops **out) {
     if (!strcasecmp(name, "none")) name = ks_method_fullkv.name;

@@ -1,5 +1,5 @@
 /* method.h — KV-cache compression methods: H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK,
- * KIVI and FullKV (none), and the sparse prefill methods that compose before them. Each is a const
+ * KIVI and FullKV (none), and the sparse prefill XAttention, which composes before them. Each is a const
  * ks_method_ops table in its own file, found by name in the NULL-terminated registry ks_methods[]; an instance
  * (ks_method) holds the parsed options and per-sequence state, and the forward pass calls its hooks. `kvscope
  * generate` and `kvscope eval` use the same objects:
@@ -66,6 +66,7 @@
  * top-k selection, ~20 ns per row, compares the layer's rows in all (ks_method_keep_top). */
 #define KS_METHOD_PARALLEL_ROWS 4096
 #define KS_KNOB_INTS_MAX 64
+#define KS_KNOB_TEXT_MAX 256
 
 /* ---- knobs -------------------------------------------------------------------------------------------- */
 
@@ -76,6 +77,8 @@ typedef enum ks_knob_kind {
     KS_KNOB_BUDGET, /* ks_budget (methods/budget.h): tokens or a ratio of the prompt */
     KS_KNOB_ENUM,   /* int: index into `choices` */
     KS_KNOB_INTS,   /* ks_ints: a YAML list [0, 1] or "0,1" */
+    KS_KNOB_TEXT,   /* char[KS_KNOB_TEXT_MAX]: the value as written (a number or a file path, which the method
+                       reads), non-empty */
 } ks_knob_kind;
 
 typedef struct ks_ints {
@@ -209,12 +212,12 @@ typedef struct ks_method_ops {
     int sparse_whole_prompt;
 } ks_method_ops;
 
-/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI,
+/* The registry: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, XAttention,
  * FlexPrefill; NULL-terminated. */
 extern const ks_method_ops *const ks_methods[];
 extern const ks_method_ops ks_method_fullkv, ks_method_h2o, ks_method_streamingllm, ks_method_snapkv,
     ks_method_l2compress, ks_method_pyramidkv, ks_method_cakekv, ks_method_cam, ks_method_think, ks_method_kivi,
-    ks_method_flexprefill;
+    ks_method_xattention, ks_method_flexprefill;
 
 /* 1 when a method of this table may evict rows during decode (a SELECT method with a decode hook: H2O,
  * StreamingLLM, CakeKV): no needs_stable_rows part may follow it in a composition (packed rows cannot be

@@ -14,9 +14,10 @@
  *   its full-precision residual (the recent keys, the decode tokens until they are packed) keeping all of them;
  *   recent_size only says which heads prune.
  * - Otherwise (ThinK, SnapKV+ThinK): ThinK reserves a raw packed part (kernels/kivi_args.h, KS_KIVI_RAW: the
- *   cache's fp32 bits, exact) and packs each pruned head's prefix, its rows before the last recent_size, keys on
- *   the kept channels and values whole; those rows leave the cache, so a head's dense rows are its recent_size
- *   last prompt rows and the generated tokens, which keep every channel. */
+ *   cache's own element bits, exact: fp32 on the cpu store, bf16 on the cuda store) and packs each pruned head's
+ *   prefix, its rows before the last recent_size, keys on the kept channels and values whole; those rows leave
+ *   the cache, so a head's dense rows are its recent_size last prompt rows and the generated tokens, which keep
+ *   every channel. */
 #include <math.h>
 #include <stddef.h>
 

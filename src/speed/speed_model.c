@@ -68,6 +68,13 @@ ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, dou
     return no_cuda();
 }
 
+ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, const double *dens, int nd, int repeat,
+                                    uint64_t seed, double *dense_ms, double *ms, double *kept, double *tflops) {
+    (void)n, (void)H, (void)Hk, (void)d, (void)block, (void)dens, (void)nd, (void)repeat, (void)seed;
+    (void)dense_ms, (void)ms, (void)kept, (void)tflops;
+    return no_cuda();
+}
+
 #else
 
 ks_status ks_speed_forward(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p,
@@ -95,9 +102,10 @@ static int cmp_float(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The timed calls; buffers and events are the caller's. */
+/* The timed calls of the dense kernel (l NULL) or the sparse one with block list l (device arrays); buffers and
+ * events are the caller's. */
 static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, int n, int H, int Hk, int d,
-                                int repeat, float *ms) {
+                                const ks_block_list *l, int repeat, float *ms) {
     const int64_t ld = (int64_t)H * d;
     const float scale = 1.0f / sqrtf((float)d);
     cudaEvent_t ev[2] = {NULL, NULL};
@@ -106,7 +114,8 @@ static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, 
         st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
     for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
         cudaEventRecord(ev[0], 0);
-        st = ks_cuda_attention_prefill(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, NULL, 0);
+        st = l ? ks_cuda_attention_prefill_sparse(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, NULL, l, 0)
+               : ks_cuda_attention_prefill(o, ld, q, ld, k, v, n, n, n, H, Hk, d, 0, 0, scale, NULL, 0);
         cudaEventRecord(ev[1], 0);
         cudaError_t e = cudaEventSynchronize(ev[1]);
         if (st == KS_OK && e != cudaSuccess)
@@ -118,13 +127,13 @@ static ks_status time_attention(ks_bf16 *q, ks_bf16 *k, ks_bf16 *v, ks_bf16 *o, 
     return st;
 }
 
-ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
-    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0);
+/* buf = q, k, v, out of a causal self-attention of n tokens: random bf16 (never zeros: the inputs of a real
+ * prefill), out uninitialised. attention_free releases what was allocated. */
+static ks_status attention_alloc(ks_bf16 *buf[4], int n, int H, int Hk, int d) {
     const size_t qn = (size_t)n * H * d, kvn = (size_t)Hk * n * d;
-    ks_bf16 *buf[4] = {NULL, NULL, NULL, NULL}; /* q, k, v, out */
     const size_t count[4] = {qn, kvn, kvn, qn};
-    float *ms = ks_malloc(sizeof(float) * repeat, "attention timings");
-    ks_status st = ms ? KS_OK : KS_ERR_NOMEM;
+    ks_status st = KS_OK;
+    for (int i = 0; i < 4; i++) buf[i] = NULL;
     for (int i = 0; i < 4 && st == KS_OK; i++) {
         if (cudaMalloc((void **)&buf[i], count[i] * 2) != cudaSuccess) {
             cudaGetLastError();
@@ -136,14 +145,111 @@ ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, dou
         if (st == KS_OK && i < 3)
             st = ks_cuda_fill_uniform(buf[i], KS_DTYPE_BF16, (int64_t)count[i], -2.0f, 2.0f, 17 + i, 0);
     }
-    if (st == KS_OK) st = time_attention(buf[0], buf[1], buf[2], buf[3], n, H, Hk, d, repeat, ms);
+    return st;
+}
+
+static void attention_free(ks_bf16 *buf[4]) {
+    for (int i = 0; i < 4; i++) cudaFree(buf[i]);
+}
+
+/* *med = the median ms of `repeat` timed calls (time_attention) on the inputs buf. */
+static ks_status attention_median_ms(ks_bf16 *buf[4], int n, int H, int Hk, int d, const ks_block_list *l,
+                                     int repeat, double *med) {
+    float *ms = ks_malloc(sizeof(float) * repeat, "attention timings");
+    if (!ms) return KS_ERR_NOMEM;
+    ks_status st = time_attention(buf[0], buf[1], buf[2], buf[3], n, H, Hk, d, l, repeat, ms);
     if (st == KS_OK) {
         qsort(ms, repeat, sizeof *ms, cmp_float);
-        double med = repeat % 2 ? ms[repeat / 2] : 0.5 * (ms[repeat / 2 - 1] + ms[repeat / 2]);
-        *tflops = 4.0 * n * (double)n * d * H / 2 / (med * 1e-3) / 1e12;
+        *med = repeat % 2 ? ms[repeat / 2] : 0.5 * (ms[repeat / 2 - 1] + ms[repeat / 2]);
     }
-    for (int i = 0; i < 4; i++) cudaFree(buf[i]);
     free(ms);
+    return st;
+}
+
+ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0);
+    ks_bf16 *buf[4];
+    double med = 0;
+    ks_status st = attention_alloc(buf, n, H, Hk, d);
+    if (st == KS_OK) st = attention_median_ms(buf, n, H, Hk, d, NULL, repeat, &med);
+    if (st == KS_OK) *tflops = 4.0 * n * (double)n * d * H / 2 / (med * 1e-3) / 1e12;
+    attention_free(buf);
+    return st;
+}
+
+/* splitmix64: the random block lists' generator. */
+static uint64_t splitmix(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* The visible (query, key) pairs of key block kb for query block qb of a causal self-attention of n tokens from 0
+ * in blocks of B. */
+static double block_pairs(int qb, int kb, int B, int n) {
+    const int q_hi = (qb + 1) * B < n ? (qb + 1) * B : n, rows = q_hi - qb * B;
+    if (kb < qb) return (double)rows * B;
+    return (double)rows * (rows + 1) / 2; /* the diagonal block: query i sees keys 0 .. i of it */
+}
+
+/* A random list for n queries from 0 in blocks of B, H heads (see ks_speed_attention_sparse), with its arrays
+ * copied to the device into *dl (free both arrays with cudaFree); *kept, *pairs as there. */
+static ks_status sparse_list(int n, int H, int B, double density, uint64_t seed, ks_block_list *dl, double *kept,
+                             double *pairs) {
+    const int nqb = ks_block_rows_of(0, n, B), rows = H * nqb;
+    const size_t max_cols = (size_t)H * nqb * (nqb + 1) / 2;
+    int32_t *row_start = ks_malloc(sizeof(int32_t) * (rows + 1), "sparse block list");
+    int32_t *cols = ks_malloc(sizeof(int32_t) * max_cols, "sparse block list");
+    *dl = (ks_block_list){.block = B, .H = H, .qb0 = 0, .n_qblocks = nqb};
+    ks_status st = row_start && cols ? KS_OK : KS_ERR_NOMEM;
+    size_t nnz = 0;
+    *pairs = 0;
+    uint64_t rng = seed;
+    for (int r = 0; r < rows && st == KS_OK; r++) {
+        const int qb = r % nqb;
+        row_start[r] = (int32_t)nnz;
+        for (int kb = 0; kb <= qb; kb++)
+            if (kb == 0 || kb == qb || (double)(splitmix(&rng) >> 11) * 0x1.0p-53 < density) {
+                cols[nnz++] = kb;
+                *pairs += block_pairs(qb, kb, B, n);
+            }
+    }
+    if (st == KS_OK) {
+        row_start[rows] = (int32_t)nnz;
+        *kept = (double)nnz / (double)max_cols;
+        const size_t bytes[2] = {sizeof(int32_t) * (rows + 1), sizeof(int32_t) * (nnz ? nnz : 1)};
+        int32_t *host[2] = {row_start, cols}, *dev[2] = {NULL, NULL};
+        for (int i = 0; i < 2 && st == KS_OK; i++)
+            if (cudaMalloc((void **)&dev[i], bytes[i]) != cudaSuccess ||
+                cudaMemcpy(dev[i], host[i], bytes[i], cudaMemcpyHostToDevice) != cudaSuccess) {
+                cudaGetLastError();
+                st = ks_fail(KS_ERR_NOMEM, "--sparse_densities: cannot place a block list of %.0f MiB on the GPU",
+                             (double)bytes[i] / (1 << 20));
+            }
+        dl->row_start = dev[0], dl->cols = dev[1];
+        if (st != KS_OK) cudaFree(dev[0]), cudaFree(dev[1]), dl->row_start = dl->cols = NULL;
+    }
+    free(row_start);
+    free(cols);
+    return st;
+}
+
+ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, const double *dens, int nd, int repeat,
+                                    uint64_t seed, double *dense_ms, double *ms, double *kept, double *tflops) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0 && nd >= 0);
+    ks_bf16 *buf[4];
+    ks_status st = attention_alloc(buf, n, H, Hk, d);
+    if (st == KS_OK) st = attention_median_ms(buf, n, H, Hk, d, NULL, repeat, dense_ms);
+    for (int i = 0; i < nd && st == KS_OK; i++) {
+        ks_block_list dl;
+        double pairs = 0;
+        st = sparse_list(n, H, block, dens[i], seed + (uint64_t)i, &dl, &kept[i], &pairs);
+        if (st == KS_OK) st = attention_median_ms(buf, n, H, Hk, d, &dl, repeat, &ms[i]);
+        if (st == KS_OK) tflops[i] = 4.0 * d * pairs / (ms[i] * 1e-3) / 1e12;
+        if (dl.row_start) cudaFree(dl.row_start), cudaFree(dl.cols);
+    }
+    attention_free(buf);
     return st;
 }
 

@@ -42,4 +42,13 @@ ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_b
  * freed after; the median of `repeat` timed calls after one warm-up, in TFLOP/s counting 4 n^2 d H / 2. */
 ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops);
 
+/* The block-sparse prefill kernel (ks_cuda_attention_prefill_sparse) beside the dense one, in one call on the same
+ * inputs as ks_speed_attention_tflops: *dense_ms, the dense kernel's median; then for each density dens[i] in
+ * (0, 1] a random block list of blocks of `block` tokens (from `seed`: each row lists column 0, its diagonal and
+ * every other causal block with probability dens[i]; 1 is the full list), ms[i] its median, kept[i] the fraction
+ * of the causal blocks listed, tflops[i] counting 4 d per visible (query, key) pair of the listed blocks (the
+ * full list counts what the dense figure counts). */
+ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, const double *dens, int nd, int repeat,
+                                    uint64_t seed, double *dense_ms, double *ms, double *kept, double *tflops);
+
 #endif

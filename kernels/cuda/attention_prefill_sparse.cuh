@@ -1,0 +1,143 @@
+// attention_prefill_sparse.cuh — the block-sparse causal prefill (ks_cuda_attention_prefill_sparse): the rows and
+// keys of one block of the prefill kernels when a block list (block_list.h, arrays on the device) says which key
+// blocks each (query head, query block) row attends. The kernels (attention_prefill.cu, mma.sync;
+// attention_prefill_sm90_ws.cu, wgmma) take ks_sparse_cta in place of ks_dense_cta and are otherwise the same.
+//
+// A block holds the queries of ONE query head (lists differ between the heads of a KV group, so the dense
+// kernels' GQA packing would visit the union of G lists) in one 128-row tile aligned to absolute positions
+// (tile i of the chunk: positions [(q_pos0 / 128 + i) 128, + 128) cut to the chunk), reading KV head h / G in
+// place. With blocks of 128 such a tile lies in one query block; with blocks of 64 in at most two, and the block
+// walks the union of the two rows' lists, each row masking the key blocks its own row does not list. A listed
+// key block is visited in chunks of C keys (the kernel's key tile, or a part of it) between the window start of
+// the tile's first query and the causal end of its last; no other key is loaded or multiplied.
+#pragma once
+
+#include <climits>
+
+#include "attention_prefill.cuh"
+#include "block_list.h"
+
+constexpr int kSparseTile = 128; // query rows of a block (both kernels), a multiple of every block size
+
+// A ks_block_list with its arrays on the device (block 64 or 128).
+struct ks_sparse_list {
+    const int32_t *row_start, *cols;
+    int block, qb0, n_qblocks;
+};
+
+// The chunks of C keys (C divides the block size) of the union of list a and list b (a: the tile's first query
+// block, b: its second, or empty), ascending, from the first chunk that reaches lo to the last that starts
+// before hi. next() keeps returning false once it has. Each list's next entry is loaded when the previous one
+// is taken, a block ahead of its use.
+template <int C>
+struct ks_sparse_walk {
+    const int32_t *a, *a_end, *b, *b_end;
+    int ca, cb;        // *a and *b, INT_MAX past the end
+    int shift, lo, hi; // log2 of the block size; the tile's key bounds
+    int qb_first, need; // the tile's first query block; its query blocks as a mask (1, or 3 for two)
+    int kb, mask, off;  // the block being walked, its rows, the next chunk's offset in it
+
+    __device__ __forceinline__ bool next(key_chunk &c) {
+        for (;;) {
+            if (off >= (1 << shift)) { // the next listed block of either row
+                kb = min(ca, cb);
+                if (kb == INT_MAX) return false;
+                mask = (ca == kb) | (cb == kb) << 1;
+                if (ca == kb) ca = ++a < a_end ? __ldg(a) : INT_MAX;
+                if (cb == kb) cb = ++b < b_end ? __ldg(b) : INT_MAX;
+                off = ((kb + 1) << shift) <= lo ? (1 << shift) : 0; // wholly before the window: skip it
+                continue;
+            }
+            const int base = (kb << shift) + off;
+            if (base >= hi) return false; // ascending: every later chunk is past the causal end too
+            off += C;
+            if (base + C <= lo) continue;
+            c.base = base, c.mask = mask;
+            return true;
+        }
+    }
+    // The number of chunks a fresh walk returns, counted by the 32 lanes of a warp together (all active; every lane
+    // gets it): the chunks in [lo, hi) of each block of list a, and of each block of list b that a lacks.
+    __device__ __forceinline__ int count_warp(int lane) const {
+        int n = 0;
+#pragma unroll 4
+        for (const int32_t *p = a + lane; p < a_end; p += 32) n += chunks_of(__ldg(p));
+        for (const int32_t *p = b + lane; p < b_end; p += 32) {
+            const int kb = __ldg(p);
+            if (!in_a(kb)) n += chunks_of(kb);
+        }
+        return __reduce_add_sync(0xffffffffu, n);
+    }
+    // Chunks of key block kb that reach into [lo, hi) (block starts are multiples of C).
+    __device__ __forceinline__ int chunks_of(int kb) const {
+        const int x = max(kb << shift, lo), y = min((kb + 1) << shift, hi);
+        return x < y ? (y + C - 1) / C - x / C : 0;
+    }
+    // List a (ascending) holds kb: binary search.
+    __device__ __forceinline__ bool in_a(int kb) const {
+        const int32_t *l = a, *r = a_end;
+        while (l < r) {
+            const int32_t *m = l + (r - l) / 2;
+            if (__ldg(m) < kb) l = m + 1;
+            else r = m;
+        }
+        return l < a_end && __ldg(l) == kb;
+    }
+    // The row of absolute query position pos lists chunk c.
+    __device__ __forceinline__ bool listed(const key_chunk &c, int pos) const {
+        return (c.mask >> ((pos >> shift) - qb_first)) & 1;
+    }
+    // Every query block of the tile lists chunk c.
+    __device__ __forceinline__ bool all_listed(const key_chunk &c) const { return (c.mask & need) == need; }
+};
+
+// The rows and keys of block (head, tile) of the sparse prefill: the tile's queries of query head `head` as a
+// view of the call's arguments (a.q, a.out, a.lse moved to the tile's first query and the head, a.n its rows,
+// a.q_pos0 its first position, a.G = 1, so the kernels' virtual rows are its queries and qkvh is 0), KV head
+// head / G.
+struct ks_sparse_cta {
+    using list = ks_sparse_list;
+    prefill_args a;
+    int kvh, qkvh, v0;
+    const int32_t *row_a, *row_a_end, *row_b_end; // the first row's list, and the second's end (= row_a_end: none)
+    int shift, qb_first, need;
+
+    __device__ __forceinline__ ks_sparse_cta(const prefill_args &a0, const list &l, int head, int tile, int rows,
+                                             int d)
+        : a(a0), kvh(head / a0.G), qkvh(0), v0(0) {
+        const int start = (a0.q_pos0 / rows + tile) * rows;
+        const int t_lo = max(0, start - a0.q_pos0), t_hi = min(a0.n, start + rows - a0.q_pos0);
+        a.q += (int64_t)t_lo * a0.ld_q + (int64_t)head * d;
+        a.out += (int64_t)t_lo * a0.ld_o + (int64_t)head * d;
+        if (a.lse) a.lse += (int64_t)t_lo * a0.H + head;
+        a.n = t_hi - t_lo, a.q_pos0 = a0.q_pos0 + t_lo, a.G = 1;
+        shift = l.block == 64 ? 6 : 7;
+        qb_first = a.q_pos0 >> shift;
+        need = ((a.q_pos0 + a.n - 1) >> shift) > qb_first ? 3 : 1;
+        const int r = head * l.n_qblocks + (qb_first - l.qb0);
+        row_a = l.cols + l.row_start[r], row_a_end = l.cols + l.row_start[r + 1];
+        row_b_end = need == 3 ? l.cols + l.row_start[r + 2] : row_a_end;
+    }
+
+    // The walk over the tile's keys: from the window start of its first query to the causal end of its last.
+    template <int C>
+    __device__ __forceinline__ ks_sparse_walk<C> keys(const prefill_range &) const {
+        ks_sparse_walk<C> w;
+        w.a = row_a, w.a_end = row_a_end, w.b = row_a_end, w.b_end = row_b_end;
+        w.ca = row_a < row_a_end ? __ldg(row_a) : INT_MAX, w.cb = row_a_end < row_b_end ? __ldg(row_a_end) : INT_MAX;
+        w.shift = shift, w.qb_first = qb_first, w.need = need;
+        w.lo = a.window > 0 ? max(0, a.q_pos0 - a.window + 1) : 0;
+        w.hi = min(a.n_kv, a.q_pos0 + a.n);
+        w.kb = -1, w.mask = 0, w.off = 1 << shift;
+        return w;
+    }
+};
+
+// Blocks of the grid: x the query heads, y the 128-aligned tiles of the chunk.
+inline dim3 ks_sparse_grid(const prefill_args &a) {
+    return dim3(a.H, (a.q_pos0 + a.n - 1) / kSparseTile - a.q_pos0 / kSparseTile + 1);
+}
+
+// The sparse forms of ks_prefill_launch_sm80 (head dim d 64 or 128) and ks_prefill_launch_sm90 (128).
+ks_status ks_prefill_sparse_launch_sm80(const prefill_args &a, const ks_sparse_list &l, int d, cudaStream_t s);
+ks_status ks_prefill_sparse_launch_sm90(const prefill_args &a, const ks_sparse_list &l, int Hk, cudaStream_t s);
