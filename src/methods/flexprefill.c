@@ -77,7 +77,8 @@ static ks_status flex_prefill_blocks(ks_method *m, const ks_method_chunk *c, int
     ks_flexprefill_args a = args_of(m, c->n);
     ks_flexprefill_stat *st = head_stats(m, c->layer);
     int64_t nb = ks_flexprefill_blocks(&a), causal = nb * (nb + 1) / 2;
-    if (ks_flexprefill_is_dense(&a)) /* the full list is the dense attention: none */
+    int dense = ks_flexprefill_is_dense(&a); /* the full list is the dense attention: no list */
+    if (dense)
         for (int h = 0; h < m->H; h++)
             st[h] = (ks_flexprefill_stat){.pattern = KS_FLEX_DENSE, .blocks = causal, .coverage = 1};
     else
@@ -89,7 +90,7 @@ static ks_status flex_prefill_blocks(ks_method *m, const ks_method_chunk *c, int
         rec->rows += nb;
         rec->coverage += (double)st[h].coverage * (double)nb;
     }
-    *out = ks_flexprefill_is_dense(&a) ? NULL : l;
+    *out = dense ? NULL : l;
     return KS_OK;
 }
 
