@@ -448,22 +448,6 @@ END_TEST
 
 /* ---- SmolLM2 ------------------------------------------------------------------------------------------ */
 
-/* SmolLM2's shared prompt after a filler of several blocks, so that query blocks have earlier blocks to drop. */
-static void long_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids) {
-    ks_test_smollm2_prompt(model, tok, ids);
-    static char text[16384];
-    size_t n = 0;
-    for (int i = 0; i < 40; i++)
-        n += (size_t)snprintf(text + n, sizeof text - n, "Line %d: the river runs past the old mill and the "
-                              "meadow. ", i);
-    snprintf(text + n, sizeof text - n, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
-                                        "secret word is HARBOR. Repeat the secret word and say who owns the boat. "
-                                        "Answer:");
-    ks_ids_free(ids);
-    ck_assert(ks_generate_encode_prompt(*tok, text, 0, ids) == KS_OK);
-    ck_assert_msg(ids->n > 4 * B, "prompt of %d tokens", ids->n);
-}
-
 typedef struct run_out {
     int32_t tokens[4];
     int32_t *pos, len[2048];
@@ -501,7 +485,7 @@ START_TEST(test_smollm2_threshold_one) {
     ks_model model;
     ks_tokenizer *tok;
     ks_ids ids;
-    long_prompt(&model, &tok, &ids);
+    ks_test_smollm2_long_prompt(&model, &tok, &ids, 4 * B);
     static run_out full, xa, snap, both;
     const char *one[] = {"threshold=1.0"};
     run(&model, &ids, NULL, NULL, 0, 256, KS_CACHE_FULL, &full);
@@ -534,7 +518,7 @@ START_TEST(test_smollm2_sparse) {
     ks_model model;
     ks_tokenizer *tok;
     ks_ids ids;
-    long_prompt(&model, &tok, &ids);
+    ks_test_smollm2_long_prompt(&model, &tok, &ids, 4 * B);
     static run_out a, b;
     const char *half[] = {"threshold=0.5", "stride=8"};
     run(&model, &ids, "XAttention", half, 2, 256, KS_CACHE_FULL, &a);

@@ -11,7 +11,7 @@
  *                            (prompt rows and decode rows) against the cpu backend's
  *     gpu_forward smollm2    SmolLM2-135M-Instruct (label "model" too; $KS_SMOLLM2_GGUF): the fixture logits and
  *                            the fixture's 32 greedy tokens (teacher-forced against the CPU, then free-running
- *                            through the decode graph)
+ *                            through the decode graph); XAttention's sparse prefill against the cpu backend's
  *
  * Tolerance (bf16 weights, KV cache and activations against fp32): every logit finite, ||gpu - ref|| <=
  * g_rel_l2 ||ref||, max |gpu - ref| <= g_max_rel max |ref| (per model, below); and the argmax must agree
@@ -28,6 +28,7 @@
 #include "core/file.h"
 #include "core/json.h"
 #include "engine/forward.h"
+#include "methods/method.h"
 #include "fwd_fixture.h"
 #include "test_util.h"
 
@@ -373,6 +374,49 @@ START_TEST(test_smollm2) {
 }
 END_TEST
 
+/* XAttention's prefill on one backend (force_density 0.5, chunks of 256): the last position's logits, the layers'
+ * statistics. */
+static void xattention_prefill(const ks_model *m, const ks_ids *ids, const char *device, float *logits,
+                               ks_layer_stat *st, int *n_st) {
+    const char *opts[] = {"force_density=0.5"};
+    ks_method *meth = NULL;
+    CK_KS(ks_method_create(&meth, "XAttention", NULL, opts, 1));
+    ks_forward f = {0};
+    ks_forward_params p = {.device = device, .max_ctx = ids->n + 1, .chunk = 256};
+    CK_KS(ks_forward_init(&f, m, meth, &p));
+    int32_t next;
+    CK_KS(ks_forward_prefill(&f, ids->ids, ids->n, logits, &next));
+    *n_st = ks_method_layer_stats(meth, st);
+    ks_forward_free(&f);
+    ks_method_free(meth);
+}
+
+/* XAttention on the cuda backend: its block scores (kernels/cuda/sparse_estimate.cu) choose lists of the cpu's
+ * density (force_density fixes each row's count; a near-tie in bf16 may pick another block of it), the
+ * block-sparse kernel attends them, and the prompt's last logits stay within the bf16 tolerance of the cpu's
+ * sparse prefill. */
+START_TEST(test_smollm2_xattention) {
+    ks_model m;
+    ks_tokenizer *tok;
+    ks_ids ids;
+    ks_test_smollm2_long_prompt(&m, &tok, &ids, 4 * 128);
+    g_rel_l2 = 8e-2, g_max_rel = 2e-1;
+    const int V = m.cfg.vocab;
+    float *lc = malloc(sizeof(float) * V), *lg = malloc(sizeof(float) * V);
+    static ks_layer_stat sc[KS_METHOD_MAX_LAYERS], sg[KS_METHOD_MAX_LAYERS];
+    int nc, ng;
+    xattention_prefill(&m, &ids, "cpu", lc, sc, &nc);
+    xattention_prefill(&m, &ids, "cuda", lg, sg, &ng);
+    ck_assert_int_eq(ng, nc);
+    for (int l = 0; l < nc; l++)
+        ck_assert_msg(sg[l].sparse_density < 1 && fabs(sg[l].sparse_density - sc[l].sparse_density) < 1e-9,
+                      "layer %d: density %g on cuda, %g on cpu", l, sg[l].sparse_density, sc[l].sparse_density);
+    check_logits(lg, lc, V, "XAttention force_density 0.5: prefill, cuda vs cpu");
+    free(lc), free(lg);
+    ks_test_smollm2_free(&m, tok, &ids);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("gpu_forward");
@@ -380,6 +424,7 @@ int main(int argc, char **argv) {
     tcase_set_timeout(tc, 600);
     if (smollm2) {
         tcase_add_test(tc, test_smollm2);
+        tcase_add_test(tc, test_smollm2_xattention);
     } else {
         tcase_add_test(tc, test_registry);
         tcase_add_test(tc, test_synthetic_checkpoints);

@@ -2,7 +2,7 @@
  * window_scores, attention_decode_probs, key_norms, kv_compact, v_merge) against the CPU. Needs a GPU (label "gpu";
  * jobs/gpu/run_gpu.sh runs it). Random inputs: the seed is printed, KS_SEED replays it.
  *
- *   kernels      each kernel against its reference of kernels/cpu/ref.h on the same bf16-representable
+ *   kernels      each kernel against its reference (kernels/cpu/ref.h, xattn_ref.h) on the same bf16-representable
  *                inputs, odd sizes, GQA groups, every statistic, reduction and softmax mode, per-head row
  *                ranges; outputs poisoned with NaN before the call
  *   kept sets    the six methods (and H2O's score window and LOOM variants) driven through two twin KV stores
@@ -49,6 +49,7 @@
 #include <unistd.h>
 
 #include "cpu/ref.h"
+#include "cpu/xattn_ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
 #include "backend/kv_kivi.h"
@@ -278,6 +279,33 @@ START_TEST(test_channel_scores) {
         CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * H * ld, cudaMemcpyDeviceToHost));
         expect_close(got, want, H, ld, NULL, d, 1e-6, 1e-4, "channel scores");
         cudaFree(dk), cudaFree(dq), cudaFree(dlen), cudaFree(dout);
+        free(k), free(q), free(q_dense), free(want), free(got);
+    }
+}
+END_TEST
+
+/* XAttention's block scores of one query block against ks_ref_xattn_block_scores: a first chunk, a later chunk
+ * whose last query block is partial, stride 8 and 16, GQA groups 1 and 3. */
+START_TEST(test_xattn_scores) {
+    const int shapes[][7] = {{8, 2, 64, 16, 0, 300, 2}, {4, 4, 128, 8, 256, 200, 3}, {6, 2, 32, 16, 128, 130, 1}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) { /* H, Hk, d, stride, q_pos0, n, qb */
+        const int H = shapes[s][0], Hk = shapes[s][1], d = shapes[s][2], n = shapes[s][5];
+        const ks_xattn_args a = {.q_pos0 = shapes[s][4], .n = n, .qb = shapes[s][6], .block = 128,
+                                 .stride = shapes[s][3], .scale = 1.0f / (sqrtf((float)d) * (float)shapes[s][3])};
+        const int cap = a.q_pos0 + n + 9, ld = a.qb + 4, ld_q = H * d + 2 * Hk * d;
+        float *k = malloc(sizeof(float) * Hk * cap * d), *q = malloc(sizeof(float) * n * ld_q);
+        float *q_dense = malloc(sizeof(float) * n * H * d);
+        fill(k, (size_t)Hk * cap * d, -2, 2), fill(q, (size_t)n * ld_q, -2, 2);
+        for (int r = 0; r < n; r++) memcpy(q_dense + (size_t)r * H * d, q + (size_t)r * ld_q, sizeof(float) * H * d);
+        float *want = malloc(sizeof(float) * H * ld), *got = malloc(sizeof(float) * H * ld);
+        ks_ref_xattn_block_scores(want, ld, q_dense, k, H, Hk, d, cap, &a);
+        ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)n * ld_q);
+        float *dout = dev_alloc(sizeof(float) * H * ld), *dstats = dev_alloc(sizeof(float) * 2 * H * 16);
+        CK_CUDA(cudaMemset(dout, 0xff, sizeof(float) * H * ld));
+        CK_KS(ks_cuda_xattn_block_scores(dout, ld, dstats, dq, ld_q, dk, H, Hk, d, cap, &a, 0));
+        CK_CUDA(cudaMemcpy(got, dout, sizeof(float) * H * ld, cudaMemcpyDeviceToHost));
+        expect_close(got, want, H, ld, NULL, a.qb + 1, 1e-6, 1e-4, "XAttention block scores");
+        cudaFree(dk), cudaFree(dq), cudaFree(dout), cudaFree(dstats);
         free(k), free(q), free(q_dense), free(want), free(got);
     }
 }
@@ -1746,6 +1774,7 @@ int main(void) {
     tcase_set_timeout(tk, 300);
     tcase_add_test(tk, test_scores);
     tcase_add_test(tk, test_channel_scores);
+    tcase_add_test(tk, test_xattn_scores);
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
     tcase_add_test(tk, test_row_scores_fold);

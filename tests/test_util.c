@@ -56,6 +56,21 @@ void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids) {
                                         0, ids) == KS_OK);
 }
 
+void ks_test_smollm2_long_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids, int min_tokens) {
+    ks_test_smollm2_prompt(model, tok, ids);
+    static char text[16384];
+    size_t n = 0;
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(text + n, sizeof text - n, "Line %d: the river runs past the old mill and the "
+                              "meadow. ", i);
+    snprintf(text + n, sizeof text - n, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "
+                                        "secret word is HARBOR. Repeat the secret word and say who owns the boat. "
+                                        "Answer:");
+    ks_ids_free(ids);
+    ck_assert(ks_generate_encode_prompt(*tok, text, 0, ids) == KS_OK);
+    ck_assert_msg(ids->n > min_tokens, "prompt of %d tokens", ids->n);
+}
+
 void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids) {
     ks_ids_free(ids);
     ks_tokenizer_free(tok);

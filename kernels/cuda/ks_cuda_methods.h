@@ -71,6 +71,14 @@ ks_status ks_cuda_scores_sm80(float *out, int64_t ld, double *summary, const ks_
 ks_status ks_cuda_channel_scores(float *out, int64_t ld, const ks_bf16 *q, int64_t ld_q, int n_q, const ks_bf16 *kc,
                                  const int32_t *lens, int H, int Hk, int d, int cap, cudaStream_t s);
 
+/* out (H, ld > a->qb) device fp32: XAttention's antidiagonal block scores of query block a->qb
+ * (ks_ref_xattn_block_scores) from the chunk's a->n roped query rows q (row r at q + r ld_q, heads (H, d)) and
+ * the keys below a->q_pos0 + a->n of kc (Hk, cap, d); stats: scratch of 2 H (block / stride) floats. Stride x
+ * head_dim up to 16 x 256. */
+ks_status ks_cuda_xattn_block_scores(float *out, int64_t ld, float *stats, const ks_bf16 *q, int64_t ld_q,
+                                     const ks_bf16 *kc, int H, int Hk, int d, int cap, const ks_xattn_args *a,
+                                     cudaStream_t s);
+
 /* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
  * (an upper bound of lens). */
 ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int32_t *lens, int Hk, int d, int cap,

@@ -812,11 +812,20 @@ static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto,
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
 }
 
-/* XAttention's estimation (kernels/cuda/sparse_estimate.cu) is not built on this backend. */
+/* XAttention's block scores of one query block (kernels/cuda/sparse_estimate.cu), read back to the host. */
 static ks_status cuda_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld) {
-    (void)kv, (void)layer, (void)a, (void)out, (void)ld;
-    return ks_fail(KS_ERR_UNSUPPORTED, "XAttention: the cuda backend has no antidiagonal block scoring "
-                                       "(xattn_scores) yet; use --device cpu");
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(a->qb < ld && a->qb < b->cap && a->n <= b->max_chunk && a->block / a->stride <= b->cap / 2);
+    const ks_bf16 *q;
+    int64_t ld_q;
+    query_rows(b, layer, 0, a->n, &q, &ld_q);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    KS_TRY(ks_cuda_xattn_block_scores(b->score_out, b->cap, b->score_sums, q, ld_q, ks_cuda_layer_k(b, layer),
+                                      c->n_heads, c->n_kv_heads, c->head_dim, ks_kvcache_stride(&b->cache, layer), a,
+                                      s));
+    return scores_to_host(b, s, group_size(b), a->qb + 1, NULL, out, ld, 0, "XAttention block scores");
 }
 
 /* The backend's accessor: the logged evictions applied first. */
