@@ -284,16 +284,6 @@ START_TEST(test_knob_routing) {
 }
 END_TEST
 
-static const char *write_tmp(const char *name, const char *text) {
-    static char path[4][512];
-    static int slot;
-    char *p = path[slot++ % 4];
-    snprintf(p, 512, "%s/%s", ks_test_tmpdir(), name);
-    FILE *f = fopen(p, "w");
-    fputs(text, f);
-    fclose(f);
-    return p;
-}
 
 START_TEST(test_yaml_sections) {
     const ks_method_ops *parts[] = {&ks_method_snapkv, &t_chan, &t_quant2};
@@ -303,33 +293,35 @@ START_TEST(test_yaml_sections) {
     ck_assert(ks_method_options_yaml(m, &y) == KS_OK);
     ck_assert_msg(strstr(y, "snapkv:\n  ") && strstr(y, "  max_capacity_prompt: 0.1\n") &&
                       strstr(y, "otherquant: {}\n"), "%s", y);
-    again = compose(parts, 3, write_tmp("chain.yaml", y), NULL); /* what it writes reads back */
+    again = compose(parts, 3, ks_test_write_tmp("chain.yaml", y), NULL); /* what it writes reads back */
     ck_assert(ks_method_options_yaml(again, &y2) == KS_OK);
     ck_assert_str_eq(y, y2);
     free(y), free(y2);
     ks_method_free(m), ks_method_free(again);
 
-    m = compose(parts, 3, write_tmp("sections.yaml", "SnapKV:\n  window_size: 8\ntestchannels:\n  ratio: 0.75\n"
+    m = compose(parts, 3, ks_test_write_tmp("sections.yaml", "SnapKV:\n  window_size: 8\ntestchannels:\n  ratio: 0.75\n"
                                                      "otherquant:\n"), NULL);
     ck_assert_float_eq(KS_METHOD_OPTS(m->next, chan_opts)->ratio, 0.75f);
     ck_assert_int_eq(KS_METHOD_OPTS(m->next, chan_opts)->window_size, 12);
     ck_assert_msg(strstr(m->source, "sections.yaml"), "%s", m->source);
     ks_method_free(m);
 
-    expect_fail(parts, 3, write_tmp("flat.yaml", "window_size: 8\n"), NULL, KS_ERR_ARG,
+    expect_fail(parts, 3, ks_test_write_tmp("flat.yaml", "window_size: 8\n"), NULL, KS_ERR_ARG,
                 "flat.yaml:1: 'window_size' is not a part of this composition", "(snapkv, testchannels, otherquant)");
-    expect_fail(parts, 3, write_tmp("twice.yaml", "snapkv:\n  window_size: 8\nSNAPKV:\n  kernel_size: 3\n"), NULL,
+    expect_fail(parts, 3,
+                ks_test_write_tmp("twice.yaml", "snapkv:\n  window_size: 8\nSNAPKV:\n  kernel_size: 3\n"), NULL,
                 KS_ERR_ARG, "twice.yaml:3: section 'SNAPKV' is given twice", NULL);
-    expect_fail(parts, 3, write_tmp("scalar.yaml", "snapkv: 3\n"), NULL, KS_ERR_FORMAT,
+    expect_fail(parts, 3, ks_test_write_tmp("scalar.yaml", "snapkv: 3\n"), NULL, KS_ERR_FORMAT,
                 "scalar.yaml:1: section 'snapkv' must be a mapping of SnapKV knobs", NULL);
-    expect_fail(parts, 3, write_tmp("knob.yaml", "testchannels:\n  ratio: 0.5\nsnapkv:\n  windw: 3\n"), NULL,
+    expect_fail(parts, 3, ks_test_write_tmp("knob.yaml", "testchannels:\n  ratio: 0.5\nsnapkv:\n  windw: 3\n"), NULL,
                 KS_ERR_ARG, "knob.yaml:4", "'windw' is not a SnapKV knob");
-    expect_fail(parts, 3, write_tmp("dupknob.yaml", "snapkv:\n  window_size: 3\n  window_size: 4\n"), NULL,
+    expect_fail(parts, 3, ks_test_write_tmp("dupknob.yaml", "snapkv:\n  window_size: 3\n  window_size: 4\n"), NULL,
                 KS_ERR_ARG, "dupknob.yaml:3: knob 'window_size' is set twice", NULL);
-    expect_fail(parts, 3, write_tmp("list.yaml", "- snapkv\n"), NULL, KS_ERR_FORMAT, "one section per part", NULL);
+    expect_fail(parts, 3, ks_test_write_tmp("list.yaml", "- snapkv\n"), NULL, KS_ERR_FORMAT, "one section per part",
+                NULL);
     /* --method_opt after the file */
     const char *over[] = {"testchannels.ratio=0.125", NULL};
-    m = compose(parts, 3, write_tmp("over.yaml", "testchannels:\n  ratio: 0.75\n"), over);
+    m = compose(parts, 3, ks_test_write_tmp("over.yaml", "testchannels:\n  ratio: 0.75\n"), over);
     ck_assert_float_eq(KS_METHOD_OPTS(m->next, chan_opts)->ratio, 0.125f);
     ks_method_free(m);
 }

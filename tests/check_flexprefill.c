@@ -102,21 +102,6 @@ static void assert_full(const flex_out *o) {
     }
 }
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1ull << 23))) - 1.0f;
-}
-
-static float *rand_buf(size_t n, float amp) {
-    float *p = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++) p[i] = amp * frand();
-    return p;
-}
-
 /* ---- step 3: cover and counts ---------------------------------------------------------------------------- */
 
 /* cover(x) = 1 + #{prefix sums of x sorted descending <= gamma * total}.
@@ -258,7 +243,7 @@ START_TEST(test_dense_fallback) {
         ck_assert_int_eq(ks_flexprefill_is_dense(&a), dense[c]);
     }
     a.L = 12;
-    float *q = rand_buf((size_t)a.L * a.H * a.d, 1), *k = rand_buf((size_t)a.L * a.d, 1);
+    float *q = ks_test_rand_buf((size_t)a.L * a.H * a.d, 1), *k = ks_test_rand_buf((size_t)a.L * a.d, 1);
     flex_out o = run(q, k, a.L, &a);
     assert_full(&o);
     for (int h = 0; h < a.H; h++) {
@@ -424,7 +409,7 @@ END_TEST
  * only the query-aware heads (tau above any d_JS) are full, the literal 128 halving the counts. */
 START_TEST(test_gamma_one_full) {
     ks_flexprefill_args a = {.block = 128, .gamma = 1.0f, .min_budget = 1, .H = 4, .Hk = 2, .d = 16, .L = 700};
-    float *q = rand_buf((size_t)a.L * a.H * a.d, 2), *k = rand_buf((size_t)a.L * a.Hk * a.d, 2);
+    float *q = ks_test_rand_buf((size_t)a.L * a.H * a.d, 2), *k = ks_test_rand_buf((size_t)a.L * a.Hk * a.d, 2);
     const int blocks[] = {128, 128, 64};
     const float taus[] = {0, 10, 10};
     for (int c = 0; c < 3; c++) {
@@ -446,7 +431,7 @@ END_TEST
 START_TEST(test_force_density_rows) {
     ks_flexprefill_args a = {.block = 32, .gamma = 0.9f, .tau = 0.1f, .min_budget = 1, .force_density = 0.3f,
                              .H = 3, .Hk = 1, .d = 8, .L = 500};
-    float *q = rand_buf((size_t)a.L * a.H * a.d, 2), *k = rand_buf((size_t)a.L * a.Hk * a.d, 2);
+    float *q = ks_test_rand_buf((size_t)a.L * a.H * a.d, 2), *k = ks_test_rand_buf((size_t)a.L * a.Hk * a.d, 2);
     flex_out o = run(q, k, a.L, &a);
     assert_well_formed(&o);
     for (int h = 0; h < a.H; h++) {
@@ -606,6 +591,7 @@ START_TEST(test_smollm2_long) {
 END_TEST
 
 int main(int argc, char **argv) {
+    ks_test_seed(0x2545F4914F6CDD1Dull);
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("flexprefill");
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "estimation");

@@ -11,22 +11,6 @@
 #include "cpu/ref.h"
 #include "test_util.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1ull << 23))) - 1.0f;
-}
-
-static float *rand_buf(size_t n, float amp) {
-    float *p = malloc(sizeof(float) * n);
-    ck_assert_ptr_nonnull(p);
-    for (size_t i = 0; i < n; i++) p[i] = amp * frand();
-    return p;
-}
-
 static float *nan_buf(size_t n) {
     float *p = malloc(sizeof(float) * n);
     ck_assert_ptr_nonnull(p);
@@ -51,7 +35,8 @@ START_TEST(test_gemm) {
     const int shapes[][3] = {{1, 61, 83}, {7, 61, 83}, {37, 130, 19}, {64, 64, 64}};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         int n = shapes[s][0], in = shapes[s][1], od = shapes[s][2];
-        float *x = rand_buf((size_t)n * in, 1), *w = rand_buf((size_t)od * in, 1), *b = rand_buf(od, 1);
+        float *x = ks_test_rand_buf((size_t)n * in, 1), *w = ks_test_rand_buf((size_t)od * in, 1),
+              *b = ks_test_rand_buf(od, 1);
         float *want = malloc(sizeof(float) * n * od), *got = nan_buf((size_t)n * od);
         for (int with_bias = 0; with_bias < 2; with_bias++) {
             const float *bias = with_bias ? b : NULL;
@@ -60,7 +45,7 @@ START_TEST(test_gemm) {
             ks_fast_gemm(got, x, w, bias, n, in, od, 0);
             assert_close(got, want, (size_t)n * od, 1e-5f, "gemm");
             /* accumulate onto a known residual: got = r + x w^T + b */
-            float *r = rand_buf((size_t)n * od, 1);
+            float *r = ks_test_rand_buf((size_t)n * od, 1);
             memcpy(got, r, sizeof(float) * n * od);
             ks_fast_gemm(got, x, w, bias, n, in, od, 1);
             for (int i = 0; i < n * od; i++) want[i] += r[i];
@@ -74,7 +59,7 @@ END_TEST
 
 START_TEST(test_rmsnorm) {
     int n = 5, D = 77;
-    float *x = rand_buf((size_t)n * D, 3), *w = rand_buf(D, 1);
+    float *x = ks_test_rand_buf((size_t)n * D, 3), *w = ks_test_rand_buf(D, 1);
     float *want = malloc(sizeof(float) * n * D), *got = nan_buf((size_t)n * D);
     ks_ref_rmsnorm(want, x, w, n, D, 1e-5f);
     ks_fast_rmsnorm(got, x, w, n, D, 1e-5f);
@@ -91,7 +76,7 @@ START_TEST(test_rope) {
     for (int t = 0; t < n; t++) pos[t] = 1000 + 7 * t; /* a chunk far from position 0 */
     float inv_freq[17];
     for (int i = 0; i < d / 2; i++) inv_freq[i] = powf(10000.0f, -2.0f * i / d);
-    float *want = rand_buf((size_t)n * heads * d, 1), *got = malloc(sizeof(float) * n * heads * d);
+    float *want = ks_test_rand_buf((size_t)n * heads * d, 1), *got = malloc(sizeof(float) * n * heads * d);
     memcpy(got, want, sizeof(float) * n * heads * d);
     ks_ref_rope(want, pos, n, heads, d, inv_freq);
     ks_fast_rope(got, pos, n, heads, d, inv_freq);
@@ -102,7 +87,8 @@ END_TEST
 
 START_TEST(test_swiglu) {
     int64_t n = 10007; /* above the threading threshold, not a multiple of the vector width */
-    float *g = rand_buf(n, 8), *u = rand_buf(n, 2), *want = malloc(sizeof(float) * n), *got = nan_buf(n);
+    float *g = ks_test_rand_buf(n, 8), *u = ks_test_rand_buf(n, 2), *want = malloc(sizeof(float) * n),
+          *got = nan_buf(n);
     ks_ref_swiglu(want, g, u, n);
     ks_fast_swiglu(got, g, u, n);
     assert_close(got, want, n, 1e-6f, "swiglu");
@@ -114,7 +100,7 @@ END_TEST
 
 /* A head-major cache (Hk, cap, d) whose rows >= valid[g] are NaN. */
 static float *cache_buf(int Hk, int cap, int d, const int32_t *valid) {
-    float *c = rand_buf((size_t)Hk * cap * d, 1);
+    float *c = ks_test_rand_buf((size_t)Hk * cap * d, 1);
     for (int g = 0; g < Hk; g++)
         for (size_t i = (size_t)valid[g] * d; i < (size_t)cap * d; i++) c[(size_t)g * cap * d + i] = NAN;
     return c;
@@ -138,7 +124,7 @@ START_TEST(test_attention_prefill) {
         int n_kv = a.pos0 + a.n, cap = n_kv + 5;
         int32_t valid[8];
         for (int g = 0; g < a.Hk; g++) valid[g] = n_kv;
-        float *q = rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
+        float *q = ks_test_rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
               *v = cache_buf(a.Hk, cap, a.d, valid);
         size_t no = (size_t)a.n * a.H * a.d;
         float *want = malloc(sizeof(float) * no), *got = nan_buf(no);
@@ -156,7 +142,8 @@ START_TEST(test_attention_chunked) {
     int n = 101, H = 6, Hk = 2, d = 24, cap = 128;
     for (int window = 0; window <= 30; window += 30) {
         int32_t valid[2] = {n, n};
-        float *q = rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid), *v = cache_buf(Hk, cap, d, valid);
+        float *q = ks_test_rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid),
+              *v = cache_buf(Hk, cap, d, valid);
         size_t no = (size_t)n * H * d;
         float *one = nan_buf(no), *chunked = nan_buf(no), *ref_chunked = nan_buf(no);
         float scale = 0.3f;
@@ -205,7 +192,7 @@ START_TEST(test_attention_sparse) {
         int n_kv = a.pos0 + a.n, cap = n_kv, G = a.H / a.Hk;
         int32_t valid[8];
         for (int g = 0; g < a.Hk; g++) valid[g] = n_kv;
-        float *q = rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
+        float *q = ks_test_rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
               *v = cache_buf(a.Hk, cap, a.d, valid);
         size_t no = (size_t)a.n * a.H * a.d;
         float *want = malloc(sizeof(float) * no), *got = nan_buf(no), scale = 1.0f / sqrtf((float)a.d);
@@ -246,7 +233,7 @@ END_TEST
 START_TEST(test_attention_decode) {
     int H = 12, Hk = 4, d = 56, cap = 300, G = H / Hk;
     int32_t len[4] = {1, 77, 300, 160}; /* per-KV-head lengths, as after per-head compression */
-    float *q = rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len), *v = cache_buf(Hk, cap, d, len);
+    float *q = ks_test_rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len), *v = cache_buf(Hk, cap, d, len);
     float *want = malloc(sizeof(float) * H * d), *got = nan_buf((size_t)H * d);
     float scale = 1.0f / sqrtf((float)d);
     ks_ref_attention_decode(want, q, k, v, len, cap, H, Hk, d, scale);
@@ -288,8 +275,8 @@ typedef struct score_case {
 START_TEST(test_window_scores) {
     int n = 70, pos0 = 150, H = 6, Hk = 2, d = 40, cap = 230, n_keys = pos0 + n, ld = cap;
     int32_t valid[2] = {n_keys, n_keys};
-    float *q = rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid);
-    float *work = malloc(sizeof(float) * 2 * H * ld), *want = rand_buf((size_t)H * ld, 1);
+    float *q = ks_test_rand_buf((size_t)n * H * d, 2), *k = cache_buf(Hk, cap, d, valid);
+    float *work = malloc(sizeof(float) * 2 * H * ld), *want = ks_test_rand_buf((size_t)H * ld, 1);
     float *got = malloc(sizeof(float) * H * ld), *init = malloc(sizeof(float) * H * ld);
     float *att = malloc(sizeof(float) * n * H * d), *lse = nan_buf((size_t)n * H);
     float *sums_ref = malloc(sizeof(float) * Hk * ld), *sums_fast = malloc(sizeof(float) * Hk * ld);
@@ -381,7 +368,7 @@ END_TEST
 START_TEST(test_attention_decode_probs) {
     int H = 12, Hk = 4, G = H / Hk, d = 56, cap = 300, ld = 310;
     int32_t len[4] = {1, 77, 300, 160}, start[4] = {0, 70, 1, 99};
-    float *q = rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len);
+    float *q = ks_test_rand_buf((size_t)H * d, 2), *k = cache_buf(Hk, cap, d, len);
     float *want = malloc(sizeof(float) * H * ld), *got = nan_buf((size_t)H * ld);
     float *work = malloc(sizeof(float) * H * ld);
     float scale = 1.0f / sqrtf((float)d);
@@ -473,7 +460,7 @@ START_TEST(test_attention_sparse_fast) {
         int B = cases[c].B, n_kv = a.pos0 + a.n, cap = n_kv + 3;
         int32_t valid[8];
         for (int g = 0; g < a.Hk; g++) valid[g] = n_kv;
-        float *q = rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
+        float *q = ks_test_rand_buf((size_t)a.n * a.H * a.d, 2), *k = cache_buf(a.Hk, cap, a.d, valid),
               *v = cache_buf(a.Hk, cap, a.d, valid);
         size_t no = (size_t)a.n * a.H * a.d;
         float *want = nan_buf(no), *got = nan_buf(no), scale = 1.0f / sqrtf((float)a.d);

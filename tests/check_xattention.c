@@ -258,7 +258,8 @@ START_TEST(test_method_chunk_independent) {
     {
         float kc[HK * CAP * D];
         for (int h = 0; h < HK; h++)
-            for (int t = 0; t < L; t++) memcpy(kc + ((size_t)h * CAP + t) * D, k + ((size_t)t * HK + h) * D, sizeof(float) * D);
+            for (int t = 0; t < L; t++)
+                memcpy(kc + ((size_t)h * CAP + t) * D, k + ((size_t)t * HK + h) * D, sizeof(float) * D);
         float scores[H * 8];
         ks_xattn_rank work[8];
         for (int qb = 0; qb < nqb; qb++) {
@@ -309,16 +310,6 @@ START_TEST(test_method_threshold_one_dense) {
 }
 END_TEST
 
-static const char *write_tmp(const char *name, const char *text) {
-    static char path[4][512];
-    static int slot;
-    char *p = path[slot++ % 4];
-    snprintf(p, 512, "%s/%s", ks_test_tmpdir(), name);
-    FILE *fp = fopen(p, "w");
-    fputs(text, fp);
-    fclose(fp);
-    return p;
-}
 
 /* A binding must fail with `want` and a message holding both needles. */
 static void expect_bind_error(const char *threshold, int n_layers, ks_status want, const char *needle,
@@ -336,7 +327,7 @@ static void expect_bind_error(const char *threshold, int n_layers, ks_status wan
 /* The per-layer x head table: its values are the heads' thresholds (head 0's 1 keeps every block, head 1's low
  * one fewer); its shape is checked against the model, each error naming the file and what it needs. */
 START_TEST(test_threshold_table) {
-    const char *good = write_tmp("theta.txt", "# layer 0\n1, 1 1 1\n\n0.1 0.1 0.1 0.1  # layer 1\n");
+    const char *good = ks_test_write_tmp("theta.txt", "# layer 0\n1, 1 1 1\n\n0.1 0.1 0.1 0.1  # layer 1\n");
     char opt[600];
     snprintf(opt, sizeof opt, "threshold=%s", good);
     const char *opts[] = {opt};
@@ -354,9 +345,9 @@ START_TEST(test_threshold_table) {
     free(q), free(k), free(v);
 
     expect_bind_error(good, 3, KS_ERR_ARG, "theta.txt", "2 lines of values; the model has 3 layers");
-    expect_bind_error(write_tmp("short.txt", "0.5 0.5 0.5\n0.5 0.5 0.5 0.5\n"), 2, KS_ERR_ARG, "short.txt:1",
+    expect_bind_error(ks_test_write_tmp("short.txt", "0.5 0.5 0.5\n0.5 0.5 0.5 0.5\n"), 2, KS_ERR_ARG, "short.txt:1",
                       "3 values; the model has 4 query heads");
-    expect_bind_error(write_tmp("big.txt", "0.5 1.5 0.5 0.5\n"), 1, KS_ERR_ARG, "big.txt:1",
+    expect_bind_error(ks_test_write_tmp("big.txt", "0.5 1.5 0.5 0.5\n"), 1, KS_ERR_ARG, "big.txt:1",
                       "'1.5' is not a number in (0, 1]");
     expect_bind_error("/nonexistent/theta.txt", 1, KS_ERR_IO, "/nonexistent/theta.txt", "");
 }

@@ -76,3 +76,33 @@ void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids) {
     ks_tokenizer_free(tok);
     ks_model_free(model);
 }
+
+const char *ks_test_write_tmp(const char *name, const char *text) {
+    static char path[4][512];
+    static int slot;
+    char *p = path[slot++ % 4];
+    snprintf(p, 512, "%s/%s", ks_test_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    ck_assert_msg(f, "cannot write %s", p);
+    fputs(text, f);
+    fclose(f);
+    return p;
+}
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+void ks_test_seed(uint64_t seed) { rng_state = seed; }
+
+float ks_test_frand(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / (1ull << 23))) - 1.0f;
+}
+
+float *ks_test_rand_buf(size_t n, float amp) {
+    float *p = malloc(sizeof(float) * (n ? n : 1));
+    ck_assert_ptr_nonnull(p);
+    for (size_t i = 0; i < n; i++) p[i] = amp * ks_test_frand();
+    return p;
+}

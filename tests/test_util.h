@@ -4,6 +4,7 @@
 
 #include <check.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "engine/generate.h" /* ks_ids, ks_tokenizer, ks_model */
 
@@ -20,6 +21,15 @@ void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids);
 void ks_test_smollm2_long_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids, int min_tokens);
 /* Frees what ks_test_smollm2_prompt or ks_test_smollm2_long_prompt built. */
 void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids);
+/* A file `name` holding `text` in ks_test_tmpdir(); returns its path (one of four static buffers, so up to four
+ * paths stay valid at once). */
+const char *ks_test_write_tmp(const char *name, const char *text);
+/* Random inputs: a xorshift64 stream restarted by ks_test_seed (Check runs each test in a fork of main, so a seed
+ * set in main starts every test alike); ks_test_frand is uniform in [-1, 1), ks_test_rand_buf n of them times
+ * amp (malloc'd). */
+void ks_test_seed(uint64_t seed);
+float ks_test_frand(void);
+float *ks_test_rand_buf(size_t n, float amp);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
 const char *ks_test_tmpdir(void);
 
