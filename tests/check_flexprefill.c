@@ -585,6 +585,9 @@ START_TEST(test_smollm2_long) {
     ck_assert_msg(generate(&model, m, &ids, 1024, got) == KS_OK, "%s", ks_last_error());
     assert_tokens(got, want, "FlexPrefill, B 128, gamma 1");
     assert_sparse_stats(m, 1, 1, 0);
+    /* a caller given no chunk prefills FlexPrefill's prompt whole, anyone else's in chunks of 512 */
+    ck_assert_int_eq(ks_forward_default_chunk(m, ids.n + NEW), ids.n + NEW);
+    ck_assert_int_eq(ks_forward_default_chunk(NULL, ids.n + NEW), KS_FORWARD_CHUNK);
     ks_method_free(m);
     ks_test_smollm2_free(&model, tok, &ids);
 }

@@ -63,6 +63,8 @@ expect chain_unknown_part "in the composition SnapKV\+Frobnicate.*unknown method
 expect chain_empty_part "SnapKV\+: an empty part" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+
 expect prefixed_method_opt "--method_opt snapkv.kernl_size=3: 'kernl_size' is not a SnapKV knob" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV --method_opt snapkv.kernl_size=3
 expect bad_kv_cache "budget or full" "$KV" generate --model_path "$SMOL" --prompt hi --kv_cache half
+expect chunk_negative "--chunk -1: must be at least 1 \(0: the default\)" "$KV" generate --model_path "$SMOL" --prompt hi \
+  --chunk -1
 # XAttention (sparse prefill): its knobs, its threshold table against the model's shape, its chunk, its place.
 expect xattn_stride "stride 12 must be 8 or 16" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration XAttention --method_opt stride=12
 printf '0.9 0.9\n' >"$T/theta.txt"

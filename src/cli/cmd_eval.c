@@ -142,7 +142,7 @@ static ks_status check_opts(const eval_opts *o) {
         return ks_fail(KS_ERR_UNSUPPORTED, "--torch_dtype %s: the cpu backend computes in float32 (bfloat16, the "
                                            "default, is accepted too); float16 is not supported", o->torch_dtype);
     if (o->max_new_tokens < 0) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be 0 or more", o->max_new_tokens);
-    if (o->chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", o->chunk);
+    if (o->chunk < 0) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1 (0: the default)", o->chunk);
     return KS_OK;
 }
 
@@ -352,7 +352,7 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
 
 ks_status ks_cmd_eval(int argc, char **argv) {
     eval_opts o = {.acceleration = "FullKV", .torch_dtype = "bfloat16", .gp_num = "1",
-                   .output = "results", .limit = -1, .chunk = 512, .kv_cache = "auto", .stage_timeout = 300};
+                   .output = "results", .limit = -1, .chunk = 0, .kv_cache = "auto", .stage_timeout = 300};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
@@ -381,7 +381,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"max_new_tokens", KS_OPT_INT, &o.max_new_tokens, "N",
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
         {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = all cores)", 0},
-        {"chunk", KS_OPT_INT, &o.chunk, "N", "prefill chunk size in tokens", 0},
+        {"chunk", KS_OPT_INT, &o.chunk, "N",
+         "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
+         "one chunk)", 0},
         {"kv_cache", KS_OPT_STRING, &o.kv_cache, "auto|budget|full",
          "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole context; "
          "auto: budget where the method bounds its rows and that saves memory", 0},

@@ -70,7 +70,7 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
 ks_status ks_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *device = "cpu", *accel = "FullKV", *method_config = NULL;
     const char *kv_cache = "auto";
-    int chat = 0, max_new = 128, threads = 0, chunk = 512, layer_stats = 0;
+    int chat = 0, max_new = 128, threads = 0, chunk = 0, layer_stats = 0;
     ks_opt_strings method_opts = {0};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &model_path, "P", "HF model directory or .gguf file", 1},
@@ -79,7 +79,9 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"max_new_tokens", KS_OPT_INT, &max_new, "N", "the most tokens to generate", 0},
         {"device", KS_OPT_STRING, &device, "D", "compute backend: cpu or cuda", 0},
         {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
-        {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
+        {"chunk", KS_OPT_INT, &chunk, "N",
+         "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
+         "one chunk)", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
          "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
          "XAttention, FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
@@ -100,7 +102,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
                             "run a prompt through a model and print its greedy continuation", &help));
     if (help) return KS_OK;
     if (max_new < 1) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be at least 1", max_new);
-    if (chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", chunk);
+    if (chunk < 0) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1 (0: the default)", chunk);
     if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (all cores) or more", threads);
     ks_forward_cache cache;
     KS_TRY(ks_forward_cache_parse(kv_cache, "--kv_cache", &cache));
@@ -119,7 +121,8 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     KS_TRY_GOTO(st, ks_tokenizer_load(&tok, model_path), done);
     KS_TRY_GOTO(st, ks_generate_encode_prompt(tok, prompt, chat, &ids), done);
     KS_TRY_GOTO(st, ks_generate_check_length(&m, ids.n, max_new), done);
-    ks_forward_params fp = {.device = device, .max_ctx = ids.n + max_new, .max_new = max_new, .chunk = chunk,
+    ks_forward_params fp = {.device = device, .max_ctx = ids.n + max_new, .max_new = max_new,
+                            .chunk = chunk > 0 ? chunk : ks_forward_default_chunk(method, ids.n + max_new),
                             .threads = threads, .cache = cache};
     KS_TRY_GOTO(st, ks_forward_init(&f, &m, method, &fp), done);
     out = ks_malloc(sizeof(int32_t) * max_new, "generated ids");

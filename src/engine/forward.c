@@ -150,6 +150,10 @@ static ks_status method_hook(ks_forward *f, int layer, int pos0, int n, int deco
     return st;
 }
 
+int ks_forward_default_chunk(const ks_method *m, int max_ctx) {
+    return m && ks_method_whole_prompt(m) ? max_ctx : KS_FORWARD_CHUNK;
+}
+
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done) {
     int rem = n_prompt - done;
     if (rem <= f->chunk) return rem;

@@ -127,6 +127,10 @@ ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_c
  * sparse-prefill method every chunk but the last is a multiple of its block (ks_method_sparse_block), so that
  * chunks start on block edges and no query block is split over two chunks. */
 int ks_forward_chunk_len(const ks_forward *f, int n_prompt, int done);
+/* The prefill chunk of a caller given none: KS_FORWARD_CHUNK tokens, or max_ctx for a method that needs the whole
+ * prompt in one chunk (ks_method_whole_prompt: FlexPrefill). */
+#define KS_FORWARD_CHUNK 512
+int ks_forward_default_chunk(const ks_method *m, int max_ctx);
 
 /* n <= chunk tokens of prefill at positions n_past .. n_past+n-1 (causal attention within the chunk and over
  * the cache). KS_ERR_RANGE if the sequence would exceed max_ctx; KS_ERR_ARG if io->prompt_end and the chunk is

@@ -259,6 +259,12 @@ ks_status ks_method_prefill_blocks(ks_method *m, int layer, int pos0, int n, int
     return p->ops->prefill_blocks(p, &c, last, l, out);
 }
 
+int ks_method_whole_prompt(const ks_method *m) {
+    for (const ks_method *p = m; p; p = p->next)
+        if (p->ops->sparse_whole_prompt) return 1;
+    return 0;
+}
+
 int ks_method_decode_on_host(const ks_method *m) {
     int host = 0;
     for (const ks_method *p = m; p; p = p->next) host |= p->ops->decode_on_host != NULL;

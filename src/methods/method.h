@@ -381,6 +381,8 @@ int ks_method_sparse_block(const ks_method *m);
  * prompt in one chunk (sparse_whole_prompt) and this chunk is not all of it. */
 ks_status ks_method_prefill_blocks(ks_method *m, int layer, int pos0, int n, int last, ks_block_list *l,
                                    const ks_block_list **out);
+/* 1 when a part needs the whole prompt in one prefill chunk (ks_method_ops.sparse_whole_prompt: FlexPrefill). */
+int ks_method_whole_prompt(const ks_method *m);
 /* 1 when the next decode step's hooks do host work (method_ops.decode_on_host of any part). */
 int ks_method_decode_on_host(const ks_method *m);
 /* 1 when some part has a decode-step hook (ks_method_decode_layer does anything). */

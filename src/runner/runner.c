@@ -19,7 +19,7 @@ ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     int max_ctx = p->max_ctx < r->model.cfg.max_pos ? p->max_ctx : r->model.cfg.max_pos;
     r->max_new = p->max_new > 0 ? p->max_new : 1;
     ks_forward_params fp = {.device = p->device, .max_ctx = max_ctx, .max_new = r->max_new,
-                            .chunk = p->chunk > 0 ? p->chunk : 512, .threads = p->threads, .cache = p->cache,
+                            .chunk = p->chunk > 0 ? p->chunk : ks_forward_default_chunk(p->method, max_ctx), .threads = p->threads, .cache = p->cache,
                             .gpu_share = p->gpu_share};
     KS_TRY_GOTO(st, ks_forward_init(&r->fwd, &r->model, p->method, &fp), fail);
     r->method = p->method;
