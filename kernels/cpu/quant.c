@@ -1,0 +1,219 @@
+/* quant.c — the packed-weight products of quant.h: activation quantization, the plain C dot kernels, the
+ * reference, the run-time choice of kernel and the threaded product (the AVX2 kernels are in quant_avx2.c).
+ *
+ * Per 32-element activation block a (scale a.d, codes a.q, a.s = a.d * sum a.q) the integer sum
+ * isum = sum w_code[i] * a.q[i] becomes, with the weight block's own scales (layouts in model/dequant.c):
+ *   Q8_0  d * a.d * isum                      Q4_0  d * (a.d * isum - 8 * a.s)    (codes 0..15)
+ *   Q4_1  d * a.d * isum + m * a.s            Q4_K  d * sc * a.d * isum - dmin * mn * a.s (per 32-element sub-block)
+ *   Q6_K  d * a.d * sum over its two 16-element halves of sc[half] * sum (code - 32) * a.q
+ */
+#include "cpu/quant.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/quant_impl.h"
+#include "model/dequant.h"
+
+#define ROW_TILE 16 /* weight rows a thread takes at a time: their blocks stay in L1 across the n inputs */
+
+int ks_quant_supports(ks_dtype t) {
+    return t == KS_DTYPE_Q8_0 || t == KS_DTYPE_Q4_0 || t == KS_DTYPE_Q4_1 || t == KS_DTYPE_Q4_K ||
+           t == KS_DTYPE_Q6_K;
+}
+
+size_t ks_quant_work_blocks(int n, int64_t in) { return (size_t)n * (size_t)(in / KS_QA_ELEMS); }
+
+void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
+    for (int64_t b = 0; b < n / KS_QA_ELEMS; b++, x += KS_QA_ELEMS) {
+        float amax = 0;
+        for (int i = 0; i < KS_QA_ELEMS; i++) amax = fmaxf(amax, fabsf(x[i]));
+        const float d = amax / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < KS_QA_ELEMS; i++) {
+            dst[b].q[i] = (int8_t)lrintf(x[i] * inv);
+            sum += dst[b].q[i];
+        }
+        dst[b].d = d;
+        dst[b].s = d * (float)sum;
+    }
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static float dot_q8_0(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++, w += 34) {
+        int isum = 0;
+        for (int i = 0; i < KS_QA_ELEMS; i++) isum += (int8_t)w[2 + i] * a[b].q[i];
+        acc += ks_fp16_to_f32(rd16(w)) * a[b].d * (float)isum;
+    }
+    return acc;
+}
+
+/* sum over a 32-element block of its 16 bytes' nibbles (low = elements 0..15, high = 16..31) times a->q. */
+static int nibble_dot(const uint8_t *qs, const ks_qa_block *a) {
+    int isum = 0;
+    for (int j = 0; j < 16; j++) isum += (qs[j] & 0xF) * a->q[j] + (qs[j] >> 4) * a->q[j + 16];
+    return isum;
+}
+
+static float dot_q4_0(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++, w += 18)
+        acc += ks_fp16_to_f32(rd16(w)) * (a[b].d * (float)nibble_dot(w + 2, &a[b]) - 8.0f * a[b].s);
+    return acc;
+}
+
+static float dot_q4_1(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
+    float acc = 0;
+    for (int64_t b = 0; b < nb; b++, w += 20)
+        acc += ks_fp16_to_f32(rd16(w)) * a[b].d * (float)nibble_dot(w + 4, &a[b]) + ks_fp16_to_f32(rd16(w + 2)) * a[b].s;
+    return acc;
+}
+
+/* nb counts 32-element activation blocks: 8 per 256-element super-block. */
+static float dot_q4_k(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
+    float acc = 0;
+    for (int64_t sb = 0; sb < nb / 8; sb++, w += 144, a += 8) {
+        const float d = ks_fp16_to_f32(rd16(w)), dmin = ks_fp16_to_f32(rd16(w + 2));
+        for (int j = 0; j < 8; j++) {
+            const uint8_t *q = w + 16 + 32 * (j / 2);
+            const int shift = 4 * (j % 2);
+            uint8_t sc, mn;
+            ks_q4_k_scale_min(j, w + 4, &sc, &mn);
+            int isum = 0;
+            for (int l = 0; l < 32; l++) isum += ((q[l] >> shift) & 0xF) * a[j].q[l];
+            acc += d * sc * a[j].d * (float)isum - dmin * mn * a[j].s;
+        }
+    }
+    return acc;
+}
+
+/* Q6_K group g (0..3) of half h holds elements 128h + 32g ..: low 4 bits in ql[(g & 1) * 32 + l] (nibble g / 2),
+ * high 2 bits at bit 2g of qh[l], scales sc[2g] (l < 16) and sc[2g + 1]. */
+static float dot_q6_k(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
+    float acc = 0;
+    for (int64_t sb = 0; sb < nb / 8; sb++, w += 210) {
+        const float d = ks_fp16_to_f32(rd16(w + 208));
+        for (int h = 0; h < 2; h++, a += 4) {
+            const uint8_t *ql = w + 64 * h, *qh = w + 128 + 32 * h;
+            const int8_t *sc = (const int8_t *)(w + 192 + 8 * h);
+            int block_sum[4] = {0};
+            for (int g = 0; g < 4; g++)
+                for (int l = 0; l < 32; l++) {
+                    const int code = ((ql[(g & 1) * 32 + l] >> (4 * (g / 2))) & 0xF) | (((qh[l] >> (2 * g)) & 3) << 4);
+                    block_sum[g] += sc[2 * g + l / 16] * (code - 32) * a[g].q[l];
+                }
+            for (int g = 0; g < 4; g++) acc += d * a[g].d * (float)block_sum[g];
+        }
+    }
+    return acc;
+}
+
+static ks_quant_dot_fn c_kernel(ks_dtype t) {
+    switch (t) {
+    case KS_DTYPE_Q8_0: return dot_q8_0;
+    case KS_DTYPE_Q4_0: return dot_q4_0;
+    case KS_DTYPE_Q4_1: return dot_q4_1;
+    case KS_DTYPE_Q4_K: return dot_q4_k;
+    case KS_DTYPE_Q6_K: return dot_q6_k;
+    default: break;
+    }
+    KS_ASSERT(!"ks_quant: unsupported weight type");
+    return NULL;
+}
+
+/* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
+static ks_quant_dot_fn kernel(ks_dtype t) {
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+        return ks_quant_avx2_kernel(t);
+    return c_kernel(t);
+}
+
+float ks_quant_dot(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
+    return kernel(w->type)(w->data + row * w->row_bytes, xa, w->cols / KS_QA_ELEMS);
+}
+
+float ks_quant_dot_c(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
+    return c_kernel(w->type)(w->data + row * w->row_bytes, xa, w->cols / KS_QA_ELEMS);
+}
+
+double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x) {
+    float *y = malloc(sizeof(float) * (size_t)w->cols);
+    KS_ASSERT(y);
+    ks_dequant(w->type, w->data + row * w->row_bytes, y, (size_t)w->cols);
+    double acc = 0;
+    for (int64_t i = 0; i < w->cols; i++) acc += (double)y[i] * x[i];
+    free(y);
+    return acc;
+}
+
+double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
+    float *y = malloc(sizeof(float) * (size_t)w->cols);
+    KS_ASSERT(y);
+    ks_dequant(w->type, w->data + row * w->row_bytes, y, (size_t)w->cols);
+    double bound = 0;
+    for (int64_t b = 0; b < w->cols / KS_QA_ELEMS; b++) {
+        double wsum = 0;
+        for (int i = 0; i < KS_QA_ELEMS; i++) wsum += fabsf(y[b * KS_QA_ELEMS + i]);
+        bound += xa[b].d / 2 * wsum;
+    }
+    free(y);
+    return bound;
+}
+
+void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
+                   ks_qa_block *work) {
+    const ks_quant_out o = {.w = w, .bias = bias, .out = out};
+    ks_quant_gemm_multi(&o, 1, x, n, accumulate, work);
+}
+
+/* Rows [r0, r1) of one product for all n inputs. */
+static void tile(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
+                 int accumulate) {
+    const ks_qmat *w = o->w;
+    const int64_t nb = w->cols / KS_QA_ELEMS;
+    for (int t = 0; t < n; t++) {
+        float *y = o->out + (size_t)t * w->rows;
+        const ks_qa_block *a = xa + (size_t)t * nb;
+        for (int64_t r = r0; r < r1; r++) {
+            const float v = dot(w->data + r * w->row_bytes, a, nb) + (o->bias ? o->bias[r] : 0.0f);
+            y[r] = accumulate ? y[r] + v : v;
+        }
+    }
+}
+
+void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
+                         ks_qa_block *work) {
+    KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS);
+    const int64_t in = outs[0].w->cols, nb = in / KS_QA_ELEMS;
+    ks_quant_dot_fn dots[KS_QUANT_MAX_OUTS];
+    int64_t tiles[KS_QUANT_MAX_OUTS + 1] = {0}, work_elems = 0; /* tiles[i]: first tile of product i */
+    for (int i = 0; i < n_outs; i++) {
+        KS_ASSERT(outs[i].w->cols == in && ks_quant_supports(outs[i].w->type));
+        dots[i] = kernel(outs[i].w->type);
+        tiles[i + 1] = tiles[i] + (outs[i].w->rows + ROW_TILE - 1) / ROW_TILE;
+        work_elems += outs[i].w->rows * in;
+    }
+    const int parallel = work_elems * n >= KS_QUANT_PARALLEL_MIN;
+#pragma omp parallel if (parallel)
+    {
+#pragma omp for schedule(static)
+        for (int t = 0; t < n; t++) ks_quant_act(work + (size_t)t * nb, x + (size_t)t * in, in);
+#pragma omp for schedule(static)
+        for (int64_t k = 0; k < tiles[n_outs]; k++) {
+            int i = 0;
+            while (k >= tiles[i + 1]) i++;
+            const int64_t r0 = (k - tiles[i]) * ROW_TILE, rows = outs[i].w->rows;
+            tile(&outs[i], dots[i], r0, r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows, work, n, accumulate);
+        }
+    }
+}
+
+void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n) {
+    for (int t = 0; t < n; t++)
+        ks_dequant(w->type, w->data + (size_t)tokens[t] * w->row_bytes, out + (size_t)t * w->cols, (size_t)w->cols);
+}
