@@ -199,11 +199,14 @@ void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, i
         work_elems += outs[i].w->rows * in;
     }
     const int parallel = work_elems * n >= KS_QUANT_PARALLEL_MIN;
+    if (n == 1) ks_quant_act(work, x, in); /* a decode row: less work than a barrier */
 #pragma omp parallel if (parallel)
     {
+        if (n > 1) {
 #pragma omp for schedule(static)
-        for (int t = 0; t < n; t++) ks_quant_act(work + (size_t)t * nb, x + (size_t)t * in, in);
-#pragma omp for schedule(static)
+            for (int t = 0; t < n; t++) ks_quant_act(work + (size_t)t * nb, x + (size_t)t * in, in);
+        }
+#pragma omp for schedule(static) nowait
         for (int64_t k = 0; k < tiles[n_outs]; k++) {
             int i = 0;
             while (k >= tiles[i + 1]) i++;

@@ -74,7 +74,7 @@ typedef struct ks_device_move {
 typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
-    int threads;   /* CPU threads (<= 0: the OpenMP default) */
+    int threads;   /* CPU threads (<= 0: the physical cores, or OMP_NUM_THREADS; ks_fast_set_threads) */
     int gpu_share; /* model instances sharing this GPU (--gp_num 1/k), said in an out-of-memory error; <= 1: one */
     int kv_rows;   /* rows per (layer, KV head) each layer's own cache storage holds; 0 or >= max_ctx: max_ctx.
                       Fewer: the cache's budget mode (kvcache.h), for a KV method that keeps at most kv_rows rows

@@ -386,7 +386,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
          "chat template for every task, overriding the config (llama3, mistral, chatml, none, auto)", 0},
         {"max_new_tokens", KS_OPT_INT, &o.max_new_tokens, "N",
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
-        {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = all cores)", 0},
+        {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = the physical cores)", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N", "prefill chunk size in tokens", 0},
         {"cpu_weights", KS_OPT_STRING, &o.cpu_weights, "packed|f32",
          "--device cpu with a GGUF: packed keeps its quantized blocks and multiplies them with int8 activations; "

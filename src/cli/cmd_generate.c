@@ -74,7 +74,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"chat", KS_OPT_FLAG, &chat, NULL, "wrap the prompt in the model's chat template", 0},
         {"max_new_tokens", KS_OPT_INT, &max_new, "N", "the most tokens to generate", 0},
         {"device", KS_OPT_STRING, &device, "D", "compute backend: cpu or cuda", 0},
-        {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
+        {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = the physical cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk size in tokens", 0},
         {"cpu_weights", KS_OPT_STRING, &cpu_weights_name, "packed|f32",
          "--device cpu with a GGUF: packed keeps its quantized blocks and multiplies them with int8 activations; "
@@ -100,7 +100,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     if (help) return KS_OK;
     if (max_new < 1) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be at least 1", max_new);
     if (chunk < 1) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1", chunk);
-    if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (all cores) or more", threads);
+    if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (the physical cores) or more", threads);
     ks_forward_cache cache;
     KS_TRY(ks_forward_cache_parse(kv_cache, "--kv_cache", &cache));
     ks_cpu_weights cpu_weights;

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/cpu_env.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -29,6 +30,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    ks_cpu_env_settle(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -62,7 +62,7 @@ typedef struct ks_forward_params {
     int max_ctx;            /* tokens per sequence (prompt + generated) the KV cache holds */
     int max_new;            /* of which generated, at most: a budget-sized cache's room for them (>= 0) */
     int chunk;              /* prefill chunk: the most tokens per forward call (activation rows) */
-    int threads;            /* CPU threads (<= 0: default) */
+    int threads;            /* CPU threads (<= 0: the physical cores; ks_fast_set_threads) */
     int gpu_share;          /* model instances sharing the GPU (ks_backend_params.gpu_share; 0: one) */
     ks_forward_cache cache; /* 0: KS_CACHE_AUTO */
 } ks_forward_params;

@@ -32,7 +32,7 @@ typedef struct ks_runner_params {
     int max_ctx;            /* longest prompt + generation (capped at the model's max_position_embeddings) */
     int max_new;            /* the largest max_new_tokens of any sample */
     int chunk;              /* prefill chunk (0: 512) */
-    int threads;            /* CPU threads (0: all) */
+    int threads;            /* CPU threads (0: the physical cores; ks_fast_set_threads) */
     int gpu_share;          /* model instances sharing the GPU (--gp_num 1/k; 0: one) */
     ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
     ks_forward_cache cache; /* how the KV cache is sized (engine/forward.h; 0: KS_CACHE_AUTO) */
