@@ -75,6 +75,9 @@ expect device_words "--device gpu0: use cpu, cuda, or GPU indices" "${EV[@]}" --
 expect bench_gp_num_share "--gp_num 1/2: kvscope bench measures one model instance" "$KV" bench --gp_num 1/2
 expect bench_gp_num_ranks "--gp_num 2 with 1 rank \\(mpirun -np 1\\).*mpirun -np 2 kvscope bench --gp_num 2" "$KV" bench --gp_num 2
 expect bench_gp_num_methods "--acceleration with --gp_num 2: .*one GPU" "$KV" bench --gp_num 2 --acceleration SnapKV
+expect bench_cpu_no_model "--device cpu: kvscope bench needs --model" "$KV" bench --device cpu
+expect bench_cpu_weights "--cpu_weights q4: must be packed" "$KV" bench --device cpu --model "$SMOL" --cpu_weights q4
+expect generate_cpu_weights "--cpu_weights fp16: must be packed" "$KV" generate --model_path "$SMOL" --prompt hi --cpu_weights fp16
 # Without a GPU: a build without the cuda backend says so, a build with it says there is no GPU.
 if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   expect bench_no_gpu "this kvscope build has no CUDA backend|measures the GPU, but this machine has no usable GPU" "$KV" bench --lengths 4096

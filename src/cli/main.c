@@ -18,7 +18,8 @@ static const ks_command commands[] = {
     {"eval", "evaluate a model and a KV method on a benchmark (resumable; MPI)", ks_cmd_eval},
     {"prepare", "write a benchmark's samples (prompts, answers) as JSONL", ks_cmd_prepare},
     {"report", "score tables and a plot from result files (.h5)", ks_cmd_report},
-    {"bench", "GPU speed of a random-weight model: prefill, decode, memory, attention", ks_cmd_bench},
+    {"bench", "speed: a random-weight model on the GPU, or a checkpoint on the CPU (--device cpu --model F)",
+     ks_cmd_bench},
 };
 
 static void usage(FILE *out) {
