@@ -1,8 +1,8 @@
 /* check_quant.c — the packed-weight kernels (kernels/cpu/quant.h) on fresh random blocks of every supported
  * type: the dispatched (AVX2 where the CPU has it) and plain C dot kernels agree up to fp32 summation order, and
  * both stay within the activations' rounding bound (ks_quant_act_bound) of the reference (the row dequantized,
- * dotted in double with the unrounded activations); the threaded product and the packed embedding lookup match
- * them. */
+ * dotted in double with the unrounded activations); the threaded product (int8 for a few inputs, dequantized tiles
+ * and SGEMM for more) and the packed embedding lookup match them. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -122,13 +122,15 @@ START_TEST(test_gemm_multi) {
     ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
     float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
     float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
-    ks_qa_block *work = malloc(sizeof *work * ks_quant_work_blocks(n, cols)), xa[512 / KS_QA_ELEMS];
+    ks_quant_work work;
+    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
+    ks_qa_block xa[512 / KS_QA_ELEMS];
     random_x(x, n * cols);
     for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
     for (int i = 0; i < 2; i++)
         for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
     const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
-    ks_quant_gemm_multi(o, 2, x, n, 1, work);
+    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
     for (int i = 0; i < 2; i++)
         for (int tkn = 0; tkn < n; tkn++) {
             ks_quant_act(xa, x + tkn * cols, cols);
@@ -137,11 +139,43 @@ START_TEST(test_gemm_multi) {
                 ck_assert_float_eq_tol(out[i][tkn * rows[i] + r], want, 1e-6f * (1 + fabsf(want)));
             }
         }
-    ks_quant_gemm(out[1], x, &w[1], NULL, n, 0, work); /* overwrite: no accumulation */
+    ks_quant_gemm(out[1], x, &w[1], NULL, n, 0, &work); /* overwrite: no accumulation */
     ks_quant_act(xa, x + (n - 1) * cols, cols);
     ck_assert_float_eq_tol(out[1][(n - 1) * rows[1] + 7], ks_quant_dot(&w[1], 7, xa), 1e-6f);
     for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
-    free(work), free(bias), free(x);
+    ks_quant_work_free(&work);
+    free(bias), free(x);
+}
+END_TEST
+
+/* From KS_QUANT_TILE_MIN_ROWS inputs on: dequantized tiles and SGEMM, within fp32 rounding of the reference (a
+ * bias, accumulation, a product of fewer rows than a tile and one of several tiles). */
+START_TEST(test_gemm_tiles) {
+    const ks_dtype t = types[_i];
+    const int n = KS_QUANT_TILE_MIN_ROWS + 5;
+    const int64_t cols = 256, rows[2] = {KS_QUANT_TILE * 2 + 7, 9};
+    ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
+    float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
+    float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
+    ks_quant_work work;
+    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
+    random_x(x, n * cols);
+    for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
+    const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
+    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
+    for (int i = 0; i < 2; i++)
+        for (int tkn = 0; tkn < n; tkn++)
+            for (int64_t r = 0; r < rows[i]; r++) {
+                const double want = 1.0 + ks_quant_ref_dot(&w[i], r, x + tkn * cols) + (i == 0 ? bias[r] : 0.0);
+                const double tol = 1e-5 * (magnitude(&w[i], r, x + tkn * cols) + 2.0);
+                ck_assert_msg(fabs(out[i][tkn * rows[i] + r] - want) <= tol, "%s: row %ld input %d: %.7g vs %.7g",
+                              ks_dtype_name(t), (long)r, tkn, out[i][tkn * rows[i] + r], want);
+            }
+    ks_quant_work_free(&work);
+    for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
+    free(bias), free(x);
 }
 END_TEST
 
@@ -166,6 +200,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_dot_every_type, 0, N_TYPES);
     tcase_add_test(tc, test_act_rounding);
     tcase_add_loop_test(tc, test_gemm_multi, 0, N_TYPES);
+    tcase_add_loop_test(tc, test_gemm_tiles, 0, N_TYPES);
     tcase_add_loop_test(tc, test_rows, 0, N_TYPES);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);

@@ -9,6 +9,7 @@
  */
 #include "cpu/quant.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -24,7 +25,22 @@ int ks_quant_supports(ks_dtype t) {
            t == KS_DTYPE_Q6_K;
 }
 
-size_t ks_quant_work_blocks(int n, int64_t in) { return (size_t)n * (size_t)(in / KS_QA_ELEMS); }
+ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in) {
+    *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in};
+    w->act = ks_malloc(sizeof *w->act * (size_t)max_n * (size_t)(max_in / KS_QA_ELEMS), "int8 activations");
+    if (max_n >= KS_QUANT_TILE_MIN_ROWS)
+        w->tiles = ks_malloc(sizeof(float) * (size_t)w->threads * KS_QUANT_TILE * (size_t)max_in,
+                             "dequantized weight tiles");
+    if (w->act && (w->tiles || max_n < KS_QUANT_TILE_MIN_ROWS)) return KS_OK;
+    ks_quant_work_free(w);
+    return KS_ERR_NOMEM;
+}
+
+void ks_quant_work_free(ks_quant_work *w) {
+    free(w->act);
+    free(w->tiles);
+    *w = (ks_quant_work){0};
+}
 
 void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
     for (int64_t b = 0; b < n / KS_QA_ELEMS; b++, x += KS_QA_ELEMS) {
@@ -166,13 +182,13 @@ double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa) 
 }
 
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
-                   ks_qa_block *work) {
+                   const ks_quant_work *work) {
     const ks_quant_out o = {.w = w, .bias = bias, .out = out};
     ks_quant_gemm_multi(&o, 1, x, n, accumulate, work);
 }
 
-/* Rows [r0, r1) of one product for all n inputs. */
-static void tile(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
+/* Rows [r0, r1) of one product for all n inputs: int8 dot products. */
+static void tile_dots(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
                  int accumulate) {
     const ks_qmat *w = o->w;
     const int64_t nb = w->cols / KS_QA_ELEMS;
@@ -186,32 +202,67 @@ static void tile(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t
     }
 }
 
+/* The product's tiles of `per` rows, numbered across the products: tiles[i] is product i's first. */
+static int64_t number_tiles(const ks_quant_out *outs, int n_outs, int64_t per, int64_t *tiles) {
+    tiles[0] = 0;
+    for (int i = 0; i < n_outs; i++) tiles[i + 1] = tiles[i] + (outs[i].w->rows + per - 1) / per;
+    return tiles[n_outs];
+}
+
+/* Which product tile k belongs to, and its rows [*r0, *r1). */
+static int find_tile(const ks_quant_out *outs, const int64_t *tiles, int64_t k, int64_t per, int64_t *r0,
+                     int64_t *r1) {
+    int i = 0;
+    while (k >= tiles[i + 1]) i++;
+    *r0 = (k - tiles[i]) * per;
+    *r1 = *r0 + per < outs[i].w->rows ? *r0 + per : outs[i].w->rows;
+    return i;
+}
+
+/* Rows [r0, r1) of one product for all n inputs through a dequantized fp32 tile and SGEMM. */
+static void sgemm_tile(const ks_quant_out *o, int64_t r0, int64_t r1, const float *x, int n, int accumulate,
+                       float *tile) {
+    const ks_qmat *w = o->w;
+    const int64_t rows = r1 - r0, in = w->cols;
+    ks_dequant(w->type, w->data + r0 * w->row_bytes, tile, (size_t)(rows * in));
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (o->bias) { /* seed the outputs with the bias; SGEMM accumulates onto it */
+        for (int t = 0; t < n; t++) {
+            float *y = o->out + (size_t)t * w->rows;
+            for (int64_t r = r0; r < r1; r++) y[r] = (accumulate ? y[r] : 0.0f) + o->bias[r];
+        }
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, (int)rows, (int)in, 1.0f, x, (int)in, tile, (int)in, beta,
+                o->out + r0, (int)w->rows);
+}
+
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
-                         ks_qa_block *work) {
-    KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS);
-    const int64_t in = outs[0].w->cols, nb = in / KS_QA_ELEMS;
+                         const ks_quant_work *work) {
+    KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS && n <= work->max_n);
+    const int64_t in = outs[0].w->cols;
+    const int tiled = n >= KS_QUANT_TILE_MIN_ROWS;
+    const int64_t per = tiled ? KS_QUANT_TILE : ROW_TILE;
     ks_quant_dot_fn dots[KS_QUANT_MAX_OUTS];
-    int64_t tiles[KS_QUANT_MAX_OUTS + 1] = {0}, work_elems = 0; /* tiles[i]: first tile of product i */
+    int64_t tiles[KS_QUANT_MAX_OUTS + 1], work_elems = 0;
     for (int i = 0; i < n_outs; i++) {
-        KS_ASSERT(outs[i].w->cols == in && ks_quant_supports(outs[i].w->type));
+        KS_ASSERT(outs[i].w->cols == in && in <= work->max_in && ks_quant_supports(outs[i].w->type));
         dots[i] = kernel(outs[i].w->type);
-        tiles[i + 1] = tiles[i] + (outs[i].w->rows + ROW_TILE - 1) / ROW_TILE;
         work_elems += outs[i].w->rows * in;
     }
+    const int64_t n_tiles = number_tiles(outs, n_outs, per, tiles);
     const int parallel = work_elems * n >= KS_QUANT_PARALLEL_MIN;
-    if (n == 1) ks_quant_act(work, x, in); /* a decode row: less work than a barrier */
-#pragma omp parallel if (parallel)
+    const int threads = omp_get_max_threads() < work->threads ? omp_get_max_threads() : work->threads;
+    if (!tiled) ks_quant_act(work->act, x, in * n); /* a few rows: less work than a barrier */
+#pragma omp parallel if (parallel) num_threads(threads)
     {
-        if (n > 1) {
-#pragma omp for schedule(static)
-            for (int t = 0; t < n; t++) ks_quant_act(work + (size_t)t * nb, x + (size_t)t * in, in);
-        }
-#pragma omp for schedule(static) nowait
-        for (int64_t k = 0; k < tiles[n_outs]; k++) {
-            int i = 0;
-            while (k >= tiles[i + 1]) i++;
-            const int64_t r0 = (k - tiles[i]) * ROW_TILE, rows = outs[i].w->rows;
-            tile(&outs[i], dots[i], r0, r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows, work, n, accumulate);
+        float *tile = tiled ? work->tiles + (size_t)omp_get_thread_num() * KS_QUANT_TILE * in : NULL;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t k = 0; k < n_tiles; k++) {
+            int64_t r0, r1;
+            const int i = find_tile(outs, tiles, k, per, &r0, &r1);
+            if (tiled) sgemm_tile(&outs[i], r0, r1, x, n, accumulate, tile);
+            else tile_dots(&outs[i], dots[i], r0, r1, work->act, n, accumulate);
         }
     }
 }

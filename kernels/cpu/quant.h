@@ -1,10 +1,16 @@
 /* quant.h — products with weight matrices kept in their GGUF block encoding (ks_qmat, model.h): the CPU
- * backend's packed-weight path. Activations are quantized on the fly to 32-element int8 blocks (ks_qa_block),
- * and each weight block meets its activation block in an integer dot product, as the GGML formats are meant to
- * be used; one scale multiply per block pair turns the integer sum into fp32.
+ * backend's packed-weight path. For a few input rows (decode) activations are quantized on the fly to 32-element
+ * int8 blocks (ks_qa_block), and each weight block meets its activation block in an integer dot product, as the
+ * GGML formats are meant to be used; one scale multiply per block pair turns the integer sum into fp32. From
+ * KS_QUANT_TILE_MIN_ROWS input rows on (prefill) each thread dequantizes a tile of weight rows to fp32 and runs
+ * OpenBLAS's SGEMM on it with the fp32 activations: the weights are read once per chunk either way, and SGEMM
+ * does 2-3x the multiply-adds per second of the int8 dot products there (one Zen core, 1536x576 Q4_1: 33 against
+ * 13 GMAC/s at 512 rows, equal near 24 rows; CPU time).
  *
- *     ks_qa_block *work = malloc(ks_quant_work_blocks(n, in) * sizeof *work);
- *     ks_quant_gemm(y, x, &w, bias, n, 1, work);       // y (n, w.rows) += x (n, w.cols) w^T + bias
+ *     ks_quant_work work;
+ *     KS_TRY(ks_quant_work_init(&work, max_n, max_in));  // after ks_fast_set_threads
+ *     ks_quant_gemm(y, x, &w, bias, n, 1, &work);        // y (n, w.rows) += x (n, w.cols) w^T + bias
+ *     ks_quant_work_free(&work);
  *     float r = ks_quant_ref_dot(&w, row, x);            // reference: dequantize the row, fp32 dot
  *
  * Supported weight types (ks_quant_supports): Q8_0, Q4_0, Q4_1, Q4_K, Q6_K. The dot kernels exist twice: plain C
@@ -35,8 +41,20 @@ typedef struct ks_qa_block {
 /* 1 when ks_quant_gemm takes weights of type t. */
 int ks_quant_supports(ks_dtype t);
 
-/* The activation blocks ks_quant_gemm needs as work for n rows of `in` values. */
-size_t ks_quant_work_blocks(int n, int64_t in);
+#define KS_QUANT_TILE_MIN_ROWS 24 /* input rows from which products go through dequantized tiles and SGEMM */
+#define KS_QUANT_TILE 256         /* weight rows per dequantized tile */
+
+/* The scratch of ks_quant_gemm (owned): int8 activations for up to max_n rows of up to max_in values, and an fp32
+ * tile of weight rows per thread, for the OpenMP threads set when it was built (products then use at most those). */
+typedef struct ks_quant_work {
+    ks_qa_block *act; /* (max_n * max_in / 32) */
+    float *tiles;     /* (threads, KS_QUANT_TILE, max_in); NULL when max_n < KS_QUANT_TILE_MIN_ROWS */
+    int max_n, threads;
+    int64_t max_in;
+} ks_quant_work;
+
+ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in);
+void ks_quant_work_free(ks_quant_work *w); /* accepts a zeroed struct */
 
 /* dst (n / 32 blocks) = x (n values, a multiple of 32) quantized. */
 void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n);
@@ -53,12 +71,12 @@ double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x);
  * allows: sum over blocks of d / 2 * sum |w_i|. */
 double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa);
 
-/* out (n, w->rows) = x (n, w->cols) w^T + bias, or out += ... when accumulate; bias may be NULL. work holds
- * ks_quant_work_blocks(n, w->cols) blocks. Output rows are spread over the OpenMP threads in one parallel
- * region (none below KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team costs more than it saves); each
- * tile of weight rows is read once for all n inputs. */
+/* out (n, w->rows) = x (n, w->cols) w^T + bias, or out += ... when accumulate; bias may be NULL; n <= work's
+ * max_n, w->cols <= its max_in. Output rows are spread over the OpenMP threads in one parallel region (none below
+ * KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team costs more than it saves); each tile of weight rows is
+ * read once for all n inputs. */
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
-                   ks_qa_block *work);
+                   const ks_quant_work *work);
 
 #define KS_QUANT_MAX_OUTS 3
 #define KS_QUANT_PARALLEL_MIN (1 << 18)
@@ -73,7 +91,7 @@ typedef struct ks_quant_out {
 /* Up to KS_QUANT_MAX_OUTS products of the same input x (n, cols), all weights having cols columns (q|k|v,
  * gate|up): x is quantized once and all their rows share one parallel region. */
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
-                         ks_qa_block *work);
+                         const ks_quant_work *work);
 
 /* out (n, w->cols) = rows tokens[t] of w dequantized: an embedding lookup in a packed table. */
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n);

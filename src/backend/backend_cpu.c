@@ -1,7 +1,8 @@
 /* backend_cpu.c — the "cpu" backend: fp32 on the host, computing with kernels/cpu/fast.h (OpenBLAS GEMMs,
  * OpenMP loops). Weights are the ks_model's own tensors (borrowed, never copied): fp32, or GGML blocks for a
- * model loaded packed, whose products go through kernels/cpu/quant.h (activations quantized to int8 blocks in
- * `qa`); activations are one block carved into the ks_buf views; the KV cache has host storage. */
+ * model loaded packed, whose products go through kernels/cpu/quant.h with its scratch `qw` (int8 activations for
+ * decode, dequantized fp32 tiles for prefill chunks); activations are one block carved into the ks_buf views;
+ * the KV cache has host storage. */
 #include <math.h>
 #include <string.h>
 
@@ -24,7 +25,7 @@ struct ks_backend {
     float *inv_freq;          /* (head_dim / 2) RoPE frequencies with the config's scaling; view */
     float *arena;             /* owned */
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
-    ks_qa_block *qa;          /* (max_chunk, widest input / 32) quantized activations for packed weights; owned */
+    ks_quant_work qw;         /* the packed products' scratch (max_chunk rows of the widest input); owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
     float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
                                  which the KV store's scoring reuses (kv.lse_layer says what it holds); owned */
@@ -38,7 +39,7 @@ static void cpu_free(ks_backend *b) {
     if (!b) return;
     free(b->arena);
     free(b->pos);
-    free(b->qa);
+    ks_quant_work_free(&b->qw);
     free(b->start);
     free(b->lse);
     ks_kvstore_cpu_free(&b->kv);
@@ -71,9 +72,9 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
     int widest = c->hidden > qd ? c->hidden : qd;
     widest = widest > c->ffn ? widest : c->ffn;
-    if (ks_model_is_packed(m))
-        b->qa = ks_malloc(sizeof *b->qa * ks_quant_work_blocks(p->max_chunk, widest), "cpu backend int8 activations");
-    if (!b->arena || !b->pos || !b->start || !b->lse || (ks_model_is_packed(m) && !b->qa)) {
+    ks_fast_set_threads(p->threads); /* before the packed products' scratch, sized per thread */
+    ks_status wst = ks_model_is_packed(m) ? ks_quant_work_init(&b->qw, p->max_chunk, widest) : KS_OK;
+    if (!b->arena || !b->pos || !b->start || !b->lse || wst != KS_OK) {
         cpu_free(b);
         return KS_ERR_NOMEM;
     }
@@ -98,7 +99,6 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
         cpu_free(b);
         return st;
     }
-    ks_fast_set_threads(p->threads);
     static int hinted;
     const char *core = ks_fast_blas_coretype_hint();
     if (core && !hinted++)
@@ -167,7 +167,7 @@ static void project(ks_backend *b, const projection *pr, int np, ks_buf in, int 
             ks_fast_gemm(b->buf[pr[i].out], b->buf[in], pr[i].W, pr[i].bias, n, b->width[in], b->width[pr[i].out],
                          accumulate);
     }
-    if (n_packed) ks_quant_gemm_multi(packed, n_packed, b->buf[in], n, accumulate, b->qa);
+    if (n_packed) ks_quant_gemm_multi(packed, n_packed, b->buf[in], n, accumulate, &b->qw);
 }
 
 static ks_status cpu_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
@@ -245,7 +245,7 @@ static ks_status cpu_logits(ks_backend *b, int row0, int n) {
               row0 + n <= b->max_chunk);
     float *xn = b->buf[KS_BUF_XN];
     ks_fast_rmsnorm(xn, b->buf[KS_BUF_X] + (size_t)row0 * c->hidden, m->final_norm, n, c->hidden, c->rms_eps);
-    if (m->p_lm_head.data) ks_quant_gemm(b->logits, xn, &m->p_lm_head, NULL, n, 0, b->qa);
+    if (m->p_lm_head.data) ks_quant_gemm(b->logits, xn, &m->p_lm_head, NULL, n, 0, &b->qw);
     else ks_fast_gemm(b->logits, xn, m->lm_head, NULL, n, c->hidden, c->vocab, 0);
     return KS_OK;
 }
