@@ -13,7 +13,6 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "cpu/quant_impl.h"
 #include "model/dequant.h"
@@ -42,7 +41,7 @@ void ks_quant_work_free(ks_quant_work *w) {
     *w = (ks_quant_work){0};
 }
 
-void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
+void ks_quant_act_c(ks_qa_block *dst, const float *x, int64_t n) {
     for (int64_t b = 0; b < n / KS_QA_ELEMS; b++, x += KS_QA_ELEMS) {
         float amax = 0;
         for (int i = 0; i < KS_QA_ELEMS; i++) amax = fmaxf(amax, fabsf(x[i]));
@@ -142,11 +141,16 @@ static ks_quant_dot_fn c_kernel(ks_dtype t) {
     return NULL;
 }
 
+static int has_avx2(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
 /* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
-static ks_quant_dot_fn kernel(ks_dtype t) {
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-        return ks_quant_avx2_kernel(t);
-    return c_kernel(t);
+static ks_quant_dot_fn kernel(ks_dtype t) { return has_avx2() ? ks_quant_avx2_kernel(t) : c_kernel(t); }
+
+void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
+    if (has_avx2()) ks_quant_act_avx2(dst, x, n);
+    else ks_quant_act_c(dst, x, n);
 }
 
 float ks_quant_dot(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
@@ -157,10 +161,16 @@ float ks_quant_dot_c(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
     return c_kernel(w->type)(w->data + row * w->row_bytes, xa, w->cols / KS_QA_ELEMS);
 }
 
-double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x) {
+/* Row `row` of w dequantized into a fresh buffer (the caller frees it): the references' starting point. */
+static float *row_f32(const ks_qmat *w, int64_t row) {
     float *y = malloc(sizeof(float) * (size_t)w->cols);
     KS_ASSERT(y);
     ks_dequant(w->type, w->data + row * w->row_bytes, y, (size_t)w->cols);
+    return y;
+}
+
+double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x) {
+    float *y = row_f32(w, row);
     double acc = 0;
     for (int64_t i = 0; i < w->cols; i++) acc += (double)y[i] * x[i];
     free(y);
@@ -168,9 +178,7 @@ double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x) {
 }
 
 double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa) {
-    float *y = malloc(sizeof(float) * (size_t)w->cols);
-    KS_ASSERT(y);
-    ks_dequant(w->type, w->data + row * w->row_bytes, y, (size_t)w->cols);
+    float *y = row_f32(w, row);
     double bound = 0;
     for (int64_t b = 0; b < w->cols / KS_QA_ELEMS; b++) {
         double wsum = 0;
@@ -182,14 +190,14 @@ double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa) 
 }
 
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
-                   const ks_quant_work *work) {
+                   ks_quant_work *work) {
     const ks_quant_out o = {.w = w, .bias = bias, .out = out};
     ks_quant_gemm_multi(&o, 1, x, n, accumulate, work);
 }
 
 /* Rows [r0, r1) of one product for all n inputs: int8 dot products. */
-static void tile_dots(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
-                 int accumulate) {
+static void tile_dots(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa,
+                      int n, int accumulate) {
     const ks_qmat *w = o->w;
     const int64_t nb = w->cols / KS_QA_ELEMS;
     for (int t = 0; t < n; t++) {
@@ -238,7 +246,7 @@ static void sgemm_tile(const ks_quant_out *o, int64_t r0, int64_t r1, const floa
 }
 
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
-                         const ks_quant_work *work) {
+                         ks_quant_work *work) {
     KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS && n <= work->max_n);
     const int64_t in = outs[0].w->cols;
     const int tiled = n >= KS_QUANT_TILE_MIN_ROWS;
@@ -251,20 +259,26 @@ void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, i
         work_elems += outs[i].w->rows * in;
     }
     const int64_t n_tiles = number_tiles(outs, n_outs, per, tiles);
-    const int parallel = work_elems * n >= KS_QUANT_PARALLEL_MIN;
     const int threads = omp_get_max_threads() < work->threads ? omp_get_max_threads() : work->threads;
+    const int team = threads > 1 && work_elems * n >= KS_QUANT_PARALLEL_MIN && (tiled || work->solo == 0);
+    if (!tiled && work->solo > 0) work->solo--;
     if (!tiled) ks_quant_act(work->act, x, in * n); /* a few rows: less work than a barrier */
-#pragma omp parallel if (parallel) num_threads(threads)
+    int idle = 0; /* team members that took no tile */
+#pragma omp parallel if (team) num_threads(threads) reduction(+ : idle)
     {
         float *tile = tiled ? work->tiles + (size_t)omp_get_thread_num() * KS_QUANT_TILE * in : NULL;
+        int took = 0;
 #pragma omp for schedule(dynamic, 1) nowait
         for (int64_t k = 0; k < n_tiles; k++) {
             int64_t r0, r1;
             const int i = find_tile(outs, tiles, k, per, &r0, &r1);
             if (tiled) sgemm_tile(&outs[i], r0, r1, x, n, accumulate, tile);
             else tile_dots(&outs[i], dots[i], r0, r1, work->act, n, accumulate);
+            took++;
         }
+        idle += !took;
     }
+    if (team && !tiled && idle && n_tiles >= threads) work->solo = KS_QUANT_SOLO_RUN;
 }
 
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n) {

@@ -51,13 +51,24 @@ typedef struct ks_quant_work {
     float *tiles;     /* (threads, KS_QUANT_TILE, max_in); NULL when max_n < KS_QUANT_TILE_MIN_ROWS */
     int max_n, threads;
     int64_t max_in;
+    int solo;         /* products left to run on one thread (KS_QUANT_SOLO_RUN) */
 } ks_quant_work;
+
+/* A thread team is worth its wake-up and its join only when every member works. When one took no tile of an
+ * int8 product (a decode step's, tens of microseconds each) at all (the scheduler kept it off the cores: other
+ * processes share them, and the others did its share while the join still waited for it), the next
+ * KS_QUANT_SOLO_RUN int8 products (about 4 SmolLM2 tokens) run on the calling thread alone, and then a team tries
+ * again. Prefill's tiled products (milliseconds each) always use the team. Which thread computes a row never
+ * changes its value. */
+#define KS_QUANT_SOLO_RUN 512
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in);
 void ks_quant_work_free(ks_quant_work *w); /* accepts a zeroed struct */
 
-/* dst (n / 32 blocks) = x (n values, a multiple of 32) quantized. */
+/* dst (n / 32 blocks) = x (n values, a multiple of 32) quantized: the dispatched version (AVX2 where the CPU has
+ * it) and the plain C one, which give the same blocks. */
 void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n);
+void ks_quant_act_c(ks_qa_block *dst, const float *x, int64_t n);
 
 /* Row `row` of w dotted with activation blocks xa (w->cols / 32 of them): the dispatched kernel (AVX2 where the
  * CPU has it) and the plain C one. */
@@ -76,7 +87,7 @@ double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa);
  * KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team costs more than it saves); each tile of weight rows is
  * read once for all n inputs. */
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
-                   const ks_quant_work *work);
+                   ks_quant_work *work);
 
 #define KS_QUANT_MAX_OUTS 3
 #define KS_QUANT_PARALLEL_MIN (1 << 18)
@@ -91,7 +102,7 @@ typedef struct ks_quant_out {
 /* Up to KS_QUANT_MAX_OUTS products of the same input x (n, cols), all weights having cols columns (q|k|v,
  * gate|up): x is quantized once and all their rows share one parallel region. */
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
-                         const ks_quant_work *work);
+                         ks_quant_work *work);
 
 /* out (n, w->cols) = rows tokens[t] of w dequantized: an embedding lookup in a packed table. */
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n);

@@ -116,6 +116,34 @@ static float q6_k(const uint8_t *w, const ks_qa_block *a, int64_t nb) {
     return hsum(acc);
 }
 
+/* ks_quant_act_c's blocks: the same scale, and cvtps rounds to nearest even as lrintf does. */
+void ks_quant_act_avx2(ks_qa_block *dst, const float *x, int64_t n) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < n / KS_QA_ELEMS; b++, x += KS_QA_ELEMS) {
+        __m256 v[4], m = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(x + 8 * k);
+            m = _mm256_max_ps(m, _mm256_and_ps(v[k], abs_mask));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float d = _mm_cvtss_f32(h) / 127.0f, inv = d > 0 ? 1.0f / d : 0.0f;
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(v[k], _mm256_set1_ps(inv)));
+        const __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        /* packs interleave the 128-bit lanes: the permute puts the 32 codes back in element order */
+        const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)dst[b].q,
+                            _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        dst[b].d = d;
+        dst[b].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
 ks_quant_dot_fn ks_quant_avx2_kernel(ks_dtype t) {
     switch (t) {
     case KS_DTYPE_Q8_0: return q8_0;

@@ -11,4 +11,7 @@ typedef float (*ks_quant_dot_fn)(const uint8_t *w, const ks_qa_block *a, int64_t
 /* The AVX2 + FMA + F16C kernel for weight type t (a type ks_quant_supports); call only where the CPU has them. */
 ks_quant_dot_fn ks_quant_avx2_kernel(ks_dtype t);
 
+/* ks_quant_act with AVX2 (the same blocks as ks_quant_act_c); call only where the CPU has it. */
+void ks_quant_act_avx2(ks_qa_block *dst, const float *x, int64_t n);
+
 #endif
