@@ -39,16 +39,17 @@ tg = [r["avg_ts"] for r in rows if r["n_gen"] > 0 and r["n_prompt"] == 0]
 print("%.1f %.1f" % (pp[0], tg[0]))'
 }
 
-# The same two numbers from kvscope bench --device cpu.
+# The same two numbers from kvscope bench --device cpu with $1 threads: prefill of a 512-token prompt, and 128
+# decode steps after a 1-token prompt (tg128 decodes from an empty context).
 kvscope_tps() {
   local out
   out=$(mktemp)
-  "$KVSCOPE" bench --device cpu --model "$GGUF" --threads "$1" --lengths 512 --decode_steps 128 --repeat 3 \
+  "$KVSCOPE" bench --device cpu --model "$GGUF" --threads "$1" --lengths 512,1 --decode_steps 128 --repeat 3 \
     --out "$out" >/dev/null 2>&1
   python3 -c '
 import json, sys
-r = json.load(open(sys.argv[1]))["results"][0]
-print("%.1f %.1f" % (r["prefill_tokens_per_s"], r["decode_tokens_per_s"]))' "$out"
+r = json.load(open(sys.argv[1]))["results"]
+print("%.1f %.1f" % (r[0]["prefill_tokens_per_s"], r[1]["decode_tokens_per_s"]))' "$out"
   rm -f "$out"
 }
 
