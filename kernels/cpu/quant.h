@@ -18,8 +18,9 @@
  * sums per 32-element block and differ only in the order of the fp32 accumulation of the block results;
  * tests/check_quant.c compares them with each other and with the reference.
  *
- * Error against the fp32 reference: only the activations' rounding, |sum_i w_i (x_i - x^_i)| <= sum over
- * activation blocks of (d / 2) * sum |w_i| of that block (ks_quant_act_bound), plus fp32 summation rounding.
+ * Error of the int8 path against the fp32 reference: only the activations' rounding, |sum_i w_i (x_i - x^_i)| <=
+ * sum over activation blocks of (d / 2) * sum |w_i| of that block (ks_quant_act_bound), plus fp32 summation
+ * rounding. The tiled path is the reference's fp32 arithmetic in another order.
  */
 #ifndef KS_KERNELS_QUANT_H
 #define KS_KERNELS_QUANT_H
