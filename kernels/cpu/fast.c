@@ -6,13 +6,38 @@
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "core/status.h"
 
+/* 1 when CPU `cpu` is the first of its core's hardware threads (its sysfs sibling list starts with it). */
+static int first_sibling(int cpu) {
+    char path[96];
+    snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu%d/topology/thread_siblings_list", cpu);
+    FILE *f = fopen(path, "r");
+    int first = -1;
+    if (f) {
+        if (fscanf(f, "%d", &first) != 1) first = -1;
+        fclose(f);
+    }
+    return first < 0 || first == cpu; /* no topology: count it */
+}
+
+int ks_fast_physical_cores(void) {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set)) return omp_get_num_procs();
+    int n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++) n += CPU_ISSET(cpu, &set) && first_sibling(cpu);
+    return n > 0 ? n : 1;
+}
+
 void ks_fast_set_threads(int n) {
     if (n > 0) omp_set_num_threads(n);
+    else if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(ks_fast_physical_cores());
     openblas_set_num_threads(1); /* see ks_fast_gemm: OpenBLAS runs inside our threads, never beside them */
 }
 

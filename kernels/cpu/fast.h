@@ -20,9 +20,14 @@
 
 #define KS_FAST_MAX_HEAD_DIM 256
 
-/* Threads for the OpenMP loops (n <= 0 keeps the OpenMP default); OpenBLAS is set to one thread because the
- * GEMMs are split over the OpenMP threads. Call before the other ops. */
+/* Threads for the OpenMP loops: n, or for n <= 0 OMP_NUM_THREADS where set, else the physical cores this
+ * process may run on (a second hardware thread of a core adds no memory bandwidth or FMA units to these loops,
+ * only another thread to wait for); OpenBLAS is set to one thread because the GEMMs are split over the OpenMP
+ * threads. Call before the other ops. */
 void ks_fast_set_threads(int n);
+
+/* The cores (not hardware threads) among the CPUs this process may run on (sched_getaffinity, sysfs topology). */
+int ks_fast_physical_cores(void);
 
 /* When OpenBLAS picked pre-AVX2 kernels on a CPU that has AVX2/AVX-512 (it does not know every CPU model), the
  * OPENBLAS_CORETYPE value that would use them ("Haswell", "SkylakeX"); else NULL. Read at program start by

@@ -75,7 +75,7 @@ typedef struct ks_device_move {
 typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
-    int threads;   /* CPU threads (<= 0: the OpenMP default) */
+    int threads;   /* CPU threads (<= 0: the physical cores, or OMP_NUM_THREADS; ks_fast_set_threads) */
     int gpu_share; /* model instances sharing this GPU (--gp_num 1/k), said in an out-of-memory error; <= 1: one */
     int sparse_block; /* a sparse-prefill method's block size B (ks_method_sparse_block), 0: none. A backend
                          whose attention reads block lists from its own memory keeps room there for one chunk's

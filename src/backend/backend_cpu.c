@@ -1,11 +1,14 @@
 /* backend_cpu.c — the "cpu" backend: fp32 on the host, computing with kernels/cpu/fast.h (OpenBLAS GEMMs,
- * OpenMP loops). Weights are the ks_model's own fp32 tensors (borrowed, never copied); activations are one
- * block carved into the ks_buf views; the KV cache has host storage. */
+ * OpenMP loops). Weights are the ks_model's own tensors (borrowed, never copied): fp32, or GGML blocks for a
+ * model loaded packed, whose products go through kernels/cpu/quant.h with its scratch `qw` (int8 activations for
+ * decode, dequantized fp32 tiles for prefill chunks); activations are one block carved into the ks_buf views;
+ * the KV cache has host storage. */
 #include <math.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "cpu/fast.h"
+#include "cpu/quant.h"
 #include "cpu/ref.h"
 #include "backend/backend.h"
 #include "backend/kvstore_cpu.h"
@@ -22,6 +25,7 @@ struct ks_backend {
     float *inv_freq;          /* (head_dim / 2) RoPE frequencies with the config's scaling; view */
     float *arena;             /* owned */
     int32_t *pos;             /* (max_chunk) positions for rope; owned */
+    ks_quant_work qw;         /* the packed products' scratch (max_chunk rows of the widest input); owned */
     int32_t *start;           /* (n_kv_heads) first row a decode query sees per head; owned */
     float *lse;               /* (max_chunk, n_heads) log-sum-exp of each query row of the last prefill attention,
                                  which the KV store's scoring reuses (kv.lse_layer says what it holds); owned */
@@ -35,6 +39,7 @@ static void cpu_free(ks_backend *b) {
     if (!b) return;
     free(b->arena);
     free(b->pos);
+    ks_quant_work_free(&b->qw);
     free(b->start);
     free(b->lse);
     ks_kvstore_cpu_free(&b->kv);
@@ -65,7 +70,11 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
     b->pos = ks_malloc(sizeof(int32_t) * p->max_chunk, "cpu backend positions");
     b->start = ks_malloc(sizeof(int32_t) * c->n_kv_heads, "cpu backend window starts");
     b->lse = ks_malloc(sizeof(float) * c->n_heads * (size_t)p->max_chunk, "cpu backend attention log-sum-exps");
-    if (!b->arena || !b->pos || !b->start || !b->lse) {
+    int widest = c->hidden > qd ? c->hidden : qd;
+    widest = widest > c->ffn ? widest : c->ffn;
+    ks_fast_set_threads(p->threads); /* before the packed products' scratch, sized per thread */
+    ks_status wst = ks_model_is_packed(m) ? ks_quant_work_init(&b->qw, p->max_chunk, widest) : KS_OK;
+    if (!b->arena || !b->pos || !b->start || !b->lse || wst != KS_OK) {
         cpu_free(b);
         return KS_ERR_NOMEM;
     }
@@ -90,7 +99,6 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
         cpu_free(b);
         return st;
     }
-    ks_fast_set_threads(p->threads);
     static int hinted;
     const char *core = ks_fast_blas_coretype_hint();
     if (core && !hinted++)
@@ -101,13 +109,14 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
 }
 
 static ks_status cpu_embed(ks_backend *b, const int32_t *tokens, int n) {
-    KS_ASSERT(b->m->embed && n <= b->max_chunk);
+    KS_ASSERT((b->m->embed || b->m->p_embed.data) && n <= b->max_chunk);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
             return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
                                          "is the tokenizer from another model?",
                            b->m->source, tokens[t], b->cfg->vocab);
-    ks_ref_embed(b->buf[KS_BUF_X], tokens, n, b->m->embed, b->cfg->hidden);
+    if (b->m->p_embed.data) ks_quant_rows(b->buf[KS_BUF_X], &b->m->p_embed, tokens, n);
+    else ks_ref_embed(b->buf[KS_BUF_X], tokens, n, b->m->embed, b->cfg->hidden);
     return KS_OK;
 }
 
@@ -137,18 +146,36 @@ static ks_status cpu_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
     return KS_OK;
 }
 
-/* out[0..n) = in[0..n) W^T (+ bias), or out += ... when accumulate. */
-static void project(ks_backend *b, const float *W, const float *bias, ks_buf in, ks_buf out, int n, int accumulate) {
-    KS_ASSERT(n <= b->max_chunk);
-    ks_fast_gemm(b->buf[out], b->buf[in], W, bias, n, b->width[in], b->width[out], accumulate);
+/* One projection: out = in W^T (+ bias); the weight fp32 (W) or packed (P.data set). */
+typedef struct projection {
+    const float *W;
+    const ks_qmat *P;
+    const float *bias;
+    ks_buf out;
+} projection;
+
+/* out[0..n) = in[0..n) W^T (+ bias) for each projection of `in`, or out += ... when accumulate: the packed ones
+ * together (one quantization of `in`, one thread team), the fp32 ones through OpenBLAS. */
+static void project(ks_backend *b, const projection *pr, int np, ks_buf in, int n, int accumulate) {
+    KS_ASSERT(n <= b->max_chunk && np <= KS_QUANT_MAX_OUTS);
+    ks_quant_out packed[KS_QUANT_MAX_OUTS];
+    int n_packed = 0;
+    for (int i = 0; i < np; i++) {
+        if (pr[i].P->data)
+            packed[n_packed++] = (ks_quant_out){.w = pr[i].P, .bias = pr[i].bias, .out = b->buf[pr[i].out]};
+        else
+            ks_fast_gemm(b->buf[pr[i].out], b->buf[in], pr[i].W, pr[i].bias, n, b->width[in], b->width[pr[i].out],
+                         accumulate);
+    }
+    if (n_packed) ks_quant_gemm_multi(packed, n_packed, b->buf[in], n, accumulate, &b->qw);
 }
 
 static ks_status cpu_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
     const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     const ks_model_config *c = b->cfg;
-    project(b, lw->wq, lw->bq, KS_BUF_XN, KS_BUF_Q, n, 0);
-    project(b, lw->wk, lw->bk, KS_BUF_XN, KS_BUF_K, n, 0);
-    project(b, lw->wv, lw->bv, KS_BUF_XN, KS_BUF_V, n, 0);
+    const projection qkv[3] = {{lw->wq, &lw->pq, lw->bq, KS_BUF_Q}, {lw->wk, &lw->pk, lw->bk, KS_BUF_K},
+                               {lw->wv, &lw->pv, lw->bv, KS_BUF_V}};
+    project(b, qkv, 3, KS_BUF_XN, n, 0);
     for (int t = 0; t < n; t++) b->pos[t] = pos0 + t;
     ks_fast_rope(b->buf[KS_BUF_Q], b->pos, n, c->n_heads, c->head_dim, b->inv_freq);
     ks_fast_rope(b->buf[KS_BUF_K], b->pos, n, c->n_kv_heads, c->head_dim, b->inv_freq);
@@ -160,8 +187,8 @@ static ks_status cpu_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) 
 
 static ks_status cpu_gate_up_swiglu(ks_backend *b, int layer, int n) {
     const ks_layer_weights *lw = ks_model_layer(b->m, layer);
-    project(b, lw->w_gate, NULL, KS_BUF_XN, KS_BUF_GATE, n, 0);
-    project(b, lw->w_up, NULL, KS_BUF_XN, KS_BUF_UP, n, 0);
+    const projection gate_up[2] = {{lw->w_gate, &lw->p_gate, NULL, KS_BUF_GATE}, {lw->w_up, &lw->p_up, NULL, KS_BUF_UP}};
+    project(b, gate_up, 2, KS_BUF_XN, n, 0);
     ks_fast_swiglu(b->buf[KS_BUF_GATE], b->buf[KS_BUF_GATE], b->buf[KS_BUF_UP], (int64_t)n * b->cfg->ffn);
     return KS_OK;
 }
@@ -170,8 +197,9 @@ static ks_status cpu_out_proj_residual_norm(ks_backend *b, int layer, ks_weight 
                                             ks_weight norm_w) {
     const ks_layer_weights *lw = ks_model_layer(b->m, layer);
     KS_ASSERT(w == KS_W_O || w == KS_W_DOWN);
-    if (w == KS_W_O) project(b, lw->wo, lw->bo, KS_BUF_ATT, KS_BUF_X, n, 1);
-    else project(b, lw->w_down, NULL, KS_BUF_GATE, KS_BUF_X, n, 1);
+    const projection o = {lw->wo, &lw->po, lw->bo, KS_BUF_X}, down = {lw->w_down, &lw->p_down, NULL, KS_BUF_X};
+    if (w == KS_W_O) project(b, &o, 1, KS_BUF_ATT, n, 1);
+    else project(b, &down, 1, KS_BUF_GATE, n, 1);
     return norm_layer >= 0 ? cpu_rmsnorm(b, norm_layer, norm_w, n) : KS_OK;
 }
 
@@ -217,10 +245,13 @@ static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
 
 static ks_status cpu_logits(ks_backend *b, int row0, int n) {
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(b->m->final_norm && b->m->lm_head && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
+    const ks_model *m = b->m;
+    KS_ASSERT(m->final_norm && (m->lm_head || m->p_lm_head.data) && n <= KS_BACKEND_MAX_LOGIT_ROWS &&
+              row0 + n <= b->max_chunk);
     float *xn = b->buf[KS_BUF_XN];
-    ks_fast_rmsnorm(xn, b->buf[KS_BUF_X] + (size_t)row0 * c->hidden, b->m->final_norm, n, c->hidden, c->rms_eps);
-    ks_fast_gemm(b->logits, xn, b->m->lm_head, NULL, n, c->hidden, c->vocab, 0);
+    ks_fast_rmsnorm(xn, b->buf[KS_BUF_X] + (size_t)row0 * c->hidden, m->final_norm, n, c->hidden, c->rms_eps);
+    if (m->p_lm_head.data) ks_quant_gemm(b->logits, xn, &m->p_lm_head, NULL, n, 0, &b->qw);
+    else ks_fast_gemm(b->logits, xn, m->lm_head, NULL, n, c->hidden, c->vocab, 0);
     return KS_OK;
 }
 

@@ -426,6 +426,9 @@ static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, 
 /* ---- the table ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_init(ks_backend **out, const ks_model *m, const ks_backend_params *p) {
+    if (ks_model_is_packed(m))
+        return ks_fail(KS_ERR_ARG, "%s: the cuda backend takes fp32-loaded weights, not packed GGUF blocks "
+                       "(load with ks_model_load; the CLI's --cpu_weights applies to --device cpu only)", m->source);
     return ks_cuda_backend_create(out, m, p, 0, 0);
 }
 

@@ -1,6 +1,6 @@
 /* bench_impl.h — what the parts of `kvscope bench` share: cmd_bench.c (options, set-up, one rank, the table and
- * JSON), bench_methods.c (--acceleration) and bench_stages.c (`--gp_num k`: one model instance pipelined over k
- * ranks). Internal to src/cli. */
+ * JSON), bench_methods.c (--acceleration), bench_stages.c (`--gp_num k`: one model instance pipelined over k
+ * ranks) and bench_cpu.c (`--device cpu --model F`). Internal to src/cli. */
 #ifndef KS_CLI_BENCH_IMPL_H
 #define KS_CLI_BENCH_IMPL_H
 
@@ -81,5 +81,20 @@ ks_status bench_parse_method(const char *entry, const ks_opt_strings *global, me
 /* The --acceleration run on one GPU: the table on stdout, the rows as JSON at `out` (NULL: none). */
 ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
                         float *logits, const method_spec *specs, int n, const char *gpu, const char *out);
+
+/* `kvscope bench --device cpu`: a real checkpoint on the CPU, as generate and eval hold it. */
+typedef struct bench_cpu_args {
+    const char *model;          /* --model: a .gguf file or HF directory */
+    int threads;                /* --threads (0: the physical cores) */
+    ks_cpu_weights weights;     /* --cpu_weights */
+    const int *lengths;         /* (nl) prompt lengths */
+    int nl;
+    const bench_opts *o;        /* chunk (0: the whole prompt in one), steps, repeat, seed */
+    const char *out;            /* JSON results, or NULL */
+} bench_cpu_args;
+
+/* Per length: prefill tokens/s of a random prompt (median of o->repeat runs after one warm-up) and decode
+ * tokens/s of o->steps greedy steps after it; a table on stdout and JSON at a->out. */
+ks_status bench_cpu(const bench_cpu_args *a);
 
 #endif

@@ -19,7 +19,10 @@
  * With --gp_num k under `mpirun -np k` the model is one instance pipelined over k ranks, each holding the layers
  * `kvscope eval --gp_num k` would give its stage (bench_stages.c); the table adds the pipeline's bubble (each
  * stage's idle time against its layers alone), the residual-row bytes sent between stages per token and the
- * device memory of every rank. --acceleration measures one GPU and is refused with --gp_num k > 1. */
+ * device memory of every rank. --acceleration measures one GPU and is refused with --gp_num k > 1.
+ *
+ * With --device cpu --model F it measures that checkpoint on the CPU instead (bench_cpu.c): prefill and decode
+ * tokens/s per prompt length. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -556,6 +559,7 @@ static ks_status bench_main(const bench_args *a, const ks_mpi *mpi) {
 
 static const char *const bench_summary =
     "GPU speed of a random-weight model: prefill, decode, peak memory, attention kernel.\n"
+    "CPU speed of a checkpoint: kvscope bench --device cpu --model F.gguf [--threads N] (prefill, decode tok/s).\n"
     "One model instance over k GPUs (each rank a pipeline stage holding a range of layers, the split `kvscope eval\n"
     "--gp_num k` uses), for a shape that does not fit one GPU:\n"
     "  mpirun -np 2 kvscope bench --config configs/models/llama-3.1-70b.json --gp_num 2 --lengths 4096,32768\n"
@@ -565,16 +569,17 @@ static const char *const bench_summary =
     "needs --gp_num 1.";
 
 ks_status ks_cmd_bench(int argc, char **argv) {
-    const char *lengths_s = "4096,16384,32768,65536,131072", *alen_s = "4096,16384,32768", *dens_s = NULL;
+    const char *lengths_s = NULL, *alen_s = "4096,16384,32768", *dens_s = NULL, *model = NULL, *cpu_weights = "packed";
     int sparse_block = 128;
-    int steps = 32, chunk = 0, repeat = 3, seed = 1;
+    int steps = 0, chunk = 0, repeat = 3, seed = 1, threads = 0;
     ks_opt_strings accel = {0}, method_opts = {0};
     bench_args a = {.gp_num = "1", .stage_timeout = 600};
     const ks_option opts[] = {
         {"config", KS_OPT_STRING, &a.config, "F",
          "HF config.json of the model shape (default: Llama-3.1-8B; configs/models/*.json)", 0},
-        {"lengths", KS_OPT_STRING, &lengths_s, "L,..", "context lengths in tokens", 0},
-        {"decode_steps", KS_OPT_INT, &steps, "N", "timed decode steps per length", 0},
+        {"lengths", KS_OPT_STRING, &lengths_s, "L,..",
+         "context lengths in tokens (default: 4096,16384,32768,65536,131072; --device cpu: 512)", 0},
+        {"decode_steps", KS_OPT_INT, &steps, "N", "timed decode steps per length (default 32; --device cpu: 128)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk in tokens (0: 64 x the GPU's multiprocessors)", 0},
         {"repeat", KS_OPT_INT, &repeat, "N", "prefill runs per length up to 32K (median); 1 beyond", 0},
         {"attention_lengths", KS_OPT_STRING, &alen_s, "L,..", "lengths for the attention kernel alone", 0},
@@ -595,12 +600,23 @@ ks_status ks_cmd_bench(int argc, char **argv) {
          "cuda (every GPU of a node) or GPU indices a node's ranks use in order (--device 0 0: two on GPU 0)", 0},
         {"stage_timeout", KS_OPT_FLOAT, &a.stage_timeout, "S",
          "seconds a pipeline stage waits for another before the job ends with an error naming it", 0},
+        {"model", KS_OPT_STRING, &model, "F", "--device cpu: the checkpoint to measure (.gguf file or HF directory)", 0},
+        {"threads", KS_OPT_INT, &threads, "N", "--device cpu: threads (0 = the physical cores)", 0},
+        {"cpu_weights", KS_OPT_STRING, &cpu_weights, "packed|f32",
+         "--device cpu: GGUF weights in their quantized blocks (int8 products) or dequantized to fp32", 0},
         {0},
     };
     int help = 0;
     KS_TRY(ks_options_parse(opts, argc, argv, "bench", bench_summary, &help));
     if (help) return KS_OK;
+    const int cpu = a.device_words.n == 1 && !strcmp(a.device_words.v[0], "cpu");
+    if (!lengths_s) lengths_s = cpu ? "512" : "4096,16384,32768,65536,131072";
+    if (!steps) steps = cpu ? 128 : 32;
     if (steps < 1) return ks_fail(KS_ERR_ARG, "--decode_steps %d: must be at least 1", steps);
+    if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (the physical cores) or more", threads);
+    if (!cpu && model)
+        return ks_fail(KS_ERR_ARG, "--model: kvscope bench measures a checkpoint on --device cpu; the GPU bench takes a "
+                                   "shape (--config) with random weights");
     if (chunk < 0) return ks_fail(KS_ERR_ARG, "--chunk %d: must be 0 (automatic) or more", chunk);
     if (repeat < 1 || repeat > 16) return ks_fail(KS_ERR_ARG, "--repeat %d: must be 1 to 16", repeat);
     if (!(a.stage_timeout > 0))
@@ -622,6 +638,12 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     a.n_specs = accel.n;
     KS_TRY(parse_gp_num(&a));
     a.o = (bench_opts){.chunk = chunk, .steps = steps, .repeat = repeat, .seed = (uint64_t)seed};
+    if (cpu) {
+        bench_cpu_args ca = {.model = model, .threads = threads, .lengths = a.lengths, .nl = a.nl, .o = &a.o,
+                             .out = a.out};
+        KS_TRY(ks_cpu_weights_parse(cpu_weights, "--cpu_weights", &ca.weights));
+        return bench_cpu(&ca);
+    }
     ks_mpi mpi = {0};
     KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
     ks_status st = bench_main(&a, &mpi);

@@ -32,6 +32,7 @@ typedef struct eval_opts {
     ks_opt_strings method_opts; /* --method_opt key=value, in order */
     int limit, threads, chunk;
     const char *kv_cache; /* "auto", "budget" or "full" (ks_forward_cache) */
+    const char *cpu_weights; /* "packed" or "f32" (ks_cpu_weights) */
     int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
     float stage_timeout; /* seconds a pipeline stage waits for its neighbour before the job ends */
     ks_opt_strings device_words; /* --device: cpu, cuda, or GPU indices */
@@ -81,14 +82,15 @@ static void model_name(const char *path, char *out, size_t cap) {
  * layout and --output are not part of it (a rerun with a larger limit adds to the same file). */
 static char *identity_text(const eval_opts *o, const ks_bench_config *bc, const char *model, const char *method,
                            const char *method_yaml) {
-    const char *fmt = "model: %s\nacceleration: %s\ntorch_dtype: %s\ntemplate_override: %s\n"
+    const char *fmt = "model: %s\nacceleration: %s\ntorch_dtype: %s\ncpu_weights: %s\ntemplate_override: %s\n"
                       "max_new_tokens_cap: %d\nmethod_options:\n%s---\n%s";
     const char *tmpl = o->template_name ? o->template_name : "null";
-    int n = snprintf(NULL, 0, fmt, model, method, o->torch_dtype, tmpl, o->max_new_tokens, method_yaml,
+    int n = snprintf(NULL, 0, fmt, model, method, o->torch_dtype, o->cpu_weights, tmpl, o->max_new_tokens, method_yaml,
                      bc->yaml_text);
     char *s = ks_malloc((size_t)n + 1, "result identity");
     if (s)
-        snprintf(s, (size_t)n + 1, fmt, model, method, o->torch_dtype, tmpl, o->max_new_tokens, method_yaml,
+        snprintf(s, (size_t)n + 1, fmt, model, method, o->torch_dtype, o->cpu_weights, tmpl, o->max_new_tokens,
+                 method_yaml,
                  bc->yaml_text);
     return s;
 }
@@ -168,6 +170,7 @@ typedef struct eval_job {
     ks_queue q;      /* rank 0 */
     eval_store es;   /* rank 0 */
     ks_forward_cache cache; /* --kv_cache */
+    ks_cpu_weights cpu_weights; /* --cpu_weights */
     ks_stages stages;       /* --gp_num: this rank's instance, stage, layers, GPU and link (cli/stages.h) */
 } eval_job;
 
@@ -185,6 +188,7 @@ static ks_status eval_layout(eval_job *j, const eval_opts *o, const ks_mpi *mpi)
  * result file (mkdir, lock, identity check), so a bad --output ends the job before any model loads. */
 static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
     KS_TRY(ks_forward_cache_parse(o->kv_cache, "--kv_cache", &j->cache));
+    KS_TRY(ks_cpu_weights_parse(o->cpu_weights, "--cpu_weights", &j->cpu_weights));
     KS_TRY(check_opts(o));
     KS_TRY(eval_layout(j, o, mpi));
     model_name(o->model_path, j->name, sizeof j->name);
@@ -223,7 +227,8 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     const ks_stages *sg = &j->stages;
     ks_runner_params rp = {.model_path = o->model_path, .device = o->dev.device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = j->method, .cache = j->cache, .gpu_share = sg->gp.per_gpu};
+                           .method = j->method, .cache = j->cache, .cpu_weights = j->cpu_weights,
+                           .gpu_share = sg->gp.per_gpu};
     if (sg->layout.n_stages > 1) {
         rp.first_layer = sg->first_layer, rp.last_layer = sg->last_layer;
         rp.stages = &sg->transport;
@@ -352,7 +357,8 @@ static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char 
 
 ks_status ks_cmd_eval(int argc, char **argv) {
     eval_opts o = {.acceleration = "FullKV", .torch_dtype = "bfloat16", .gp_num = "1",
-                   .output = "results", .limit = -1, .chunk = 0, .kv_cache = "auto", .stage_timeout = 300};
+                   .output = "results", .limit = -1, .chunk = 0, .kv_cache = "auto", .cpu_weights = "packed",
+                   .stage_timeout = 300};
     const ks_option opts[] = {
         {"model_path", KS_OPT_STRING, &o.model_path, "P", "HF model directory or .gguf file", 1},
         {"cfg_path", KS_OPT_STRING, &o.cfg_path, "F", "benchmark YAML (configs/benchmarks/*.yaml)", 1},
@@ -380,10 +386,13 @@ ks_status ks_cmd_eval(int argc, char **argv) {
          "chat template for every task, overriding the config (llama3, mistral, chatml, none, auto)", 0},
         {"max_new_tokens", KS_OPT_INT, &o.max_new_tokens, "N",
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
-        {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = all cores)", 0},
+        {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = the physical cores)", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N",
          "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
          "one chunk)", 0},
+        {"cpu_weights", KS_OPT_STRING, &o.cpu_weights, "packed|f32",
+         "--device cpu with a GGUF: packed keeps its quantized blocks and multiplies them with int8 activations; "
+         "f32 dequantizes at load (the exact fp32 path)", 0},
         {"kv_cache", KS_OPT_STRING, &o.kv_cache, "auto|budget|full",
          "budget: size the KV cache for the method's budget (layer-major prefill); full: for the whole context; "
          "auto: budget where the method bounds its rows and that saves memory", 0},

@@ -69,7 +69,7 @@ static void report_kv(const ks_generate_result *r, const ks_method *m, int per_l
 
 ks_status ks_cmd_generate(int argc, char **argv) {
     const char *model_path = NULL, *prompt = NULL, *device = "cpu", *accel = "FullKV", *method_config = NULL;
-    const char *kv_cache = "auto";
+    const char *kv_cache = "auto", *cpu_weights_name = "packed";
     int chat = 0, max_new = 128, threads = 0, chunk = 0, layer_stats = 0;
     ks_opt_strings method_opts = {0};
     const ks_option opts[] = {
@@ -78,10 +78,13 @@ ks_status ks_cmd_generate(int argc, char **argv) {
         {"chat", KS_OPT_FLAG, &chat, NULL, "wrap the prompt in the model's chat template", 0},
         {"max_new_tokens", KS_OPT_INT, &max_new, "N", "the most tokens to generate", 0},
         {"device", KS_OPT_STRING, &device, "D", "compute backend: cpu or cuda", 0},
-        {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = all cores)", 0},
+        {"threads", KS_OPT_INT, &threads, "N", "CPU threads (0 = the physical cores)", 0},
         {"chunk", KS_OPT_INT, &chunk, "N",
          "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
          "one chunk)", 0},
+        {"cpu_weights", KS_OPT_STRING, &cpu_weights_name, "packed|f32",
+         "--device cpu with a GGUF: packed keeps its quantized blocks and multiplies them with int8 activations; "
+         "f32 dequantizes at load (the exact fp32 path)", 0},
         {"acceleration", KS_OPT_STRING, &accel, "NAME",
          "KV method: FullKV, H2O, StreamingLLM, SnapKV, L2Compress, PyramidKV, CakeKV, CaM, ThinK, KIVI, "
          "XAttention, FlexPrefill (sparse prefill); or a composition A+B, one part per role in the order sparse prefill, "
@@ -103,9 +106,11 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     if (help) return KS_OK;
     if (max_new < 1) return ks_fail(KS_ERR_ARG, "--max_new_tokens %d: must be at least 1", max_new);
     if (chunk < 0) return ks_fail(KS_ERR_ARG, "--chunk %d: must be at least 1 (0: the default)", chunk);
-    if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (all cores) or more", threads);
+    if (threads < 0) return ks_fail(KS_ERR_ARG, "--threads %d: must be 0 (the physical cores) or more", threads);
     ks_forward_cache cache;
     KS_TRY(ks_forward_cache_parse(kv_cache, "--kv_cache", &cache));
+    ks_cpu_weights cpu_weights;
+    KS_TRY(ks_cpu_weights_parse(cpu_weights_name, "--cpu_weights", &cpu_weights));
     const ks_backend_ops *ops;
     KS_TRY(ks_backend_find(device, &ops)); /* fail before the slow model load */
     ks_method *method = NULL;
@@ -117,7 +122,7 @@ ks_status ks_cmd_generate(int argc, char **argv) {
     ks_ids ids = {0};
     ks_forward f = {0};
     int32_t *out = NULL;
-    KS_TRY_GOTO(st, ks_model_load(&m, model_path, 0, -1), done);
+    KS_TRY_GOTO(st, ks_forward_load_model(&m, model_path, 0, -1, device, cpu_weights), done);
     KS_TRY_GOTO(st, ks_tokenizer_load(&tok, model_path), done);
     KS_TRY_GOTO(st, ks_generate_encode_prompt(tok, prompt, chat, &ids), done);
     KS_TRY_GOTO(st, ks_generate_check_length(&m, ids.n, max_new), done);

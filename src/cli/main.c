@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cli/commands.h"
+#include "cli/cpu_env.h"
 #include "core/log.h"
 #include "core/status.h"
 
@@ -17,7 +18,8 @@ static const ks_command commands[] = {
     {"eval", "evaluate a model and a KV method on a benchmark (resumable; MPI)", ks_cmd_eval},
     {"prepare", "write a benchmark's samples (prompts, answers) as JSONL", ks_cmd_prepare},
     {"report", "score tables and a plot from result files (.h5)", ks_cmd_report},
-    {"bench", "GPU speed of a random-weight model: prefill, decode, memory, attention", ks_cmd_bench},
+    {"bench", "speed: a random-weight model on the GPU, or a checkpoint on the CPU (--device cpu --model F)",
+     ks_cmd_bench},
 };
 
 static void usage(FILE *out) {
@@ -29,6 +31,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    ks_cpu_env_settle(argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

@@ -120,6 +120,20 @@ ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_c
     return ks_fail(KS_ERR_ARG, "%s %s: must be auto, budget or full", option, s);
 }
 
+ks_status ks_cpu_weights_parse(const char *s, const char *option, ks_cpu_weights *out) {
+    if (!strcmp(s, "packed") || !strcmp(s, "f32")) {
+        *out = strcmp(s, "f32") ? KS_CPU_WEIGHTS_PACKED : KS_CPU_WEIGHTS_F32;
+        return KS_OK;
+    }
+    return ks_fail(KS_ERR_ARG, "%s %s: must be packed (GGUF blocks, int8 products) or f32 (exact fp32)", option, s);
+}
+
+ks_status ks_forward_load_model(ks_model *m, const char *path, int first, int last, const char *device,
+                                ks_cpu_weights w) {
+    if (!strcmp(device, "cpu") && w == KS_CPU_WEIGHTS_PACKED) return ks_model_load_packed(m, path, first, last);
+    return ks_model_load(m, path, first, last);
+}
+
 void ks_forward_free(ks_forward *f) {
     if (f->ops && f->be) f->ops->free(f->be);
     free(f->blocks.row_start);

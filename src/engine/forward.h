@@ -65,7 +65,7 @@ typedef struct ks_forward_params {
     int max_ctx;            /* tokens per sequence (prompt + generated) the KV cache holds */
     int max_new;            /* of which generated, at most: a budget-sized cache's room for them (>= 0) */
     int chunk;              /* prefill chunk: the most tokens per forward call (activation rows) */
-    int threads;            /* CPU threads (<= 0: default) */
+    int threads;            /* CPU threads (<= 0: the physical cores; ks_fast_set_threads) */
     int gpu_share;          /* model instances sharing the GPU (ks_backend_params.gpu_share; 0: one) */
     ks_forward_cache cache; /* 0: KS_CACHE_AUTO */
 } ks_forward_params;
@@ -121,6 +121,20 @@ void ks_forward_reset(ks_forward *f);
 
 /* *out = the cache mode `s` names: "auto", "budget" or "full"; KS_ERR_ARG naming `option` otherwise. */
 ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_cache *out);
+
+/* How a run on the CPU holds a GGUF's block-encoded matrices (--cpu_weights). */
+typedef enum ks_cpu_weights {
+    KS_CPU_WEIGHTS_PACKED, /* in their GGML blocks, multiplied by kernels/cpu/quant.h (int8 activations) */
+    KS_CPU_WEIGHTS_F32,    /* dequantized to fp32 at load: the exact fp32 path every backend shares */
+} ks_cpu_weights;
+
+/* *out = the mode `s` names: "packed" or "f32"; KS_ERR_ARG naming `option` otherwise. */
+ks_status ks_cpu_weights_parse(const char *s, const char *option, ks_cpu_weights *out);
+
+/* ks_model_load of layers [first, last) for a run on `device`: packed (ks_model_load_packed) when device is "cpu"
+ * and w is KS_CPU_WEIGHTS_PACKED, fp32 otherwise. */
+ks_status ks_forward_load_model(ks_model *m, const char *path, int first, int last, const char *device,
+                                ks_cpu_weights w);
 
 /* Length of the prompt chunk that starts at token `done` of an n_prompt-token prompt: at most f->chunk, and
  * split so that the last chunk holds the method's observation window (min(window, n_prompt) tokens); with a

@@ -88,8 +88,7 @@ static void dequant_q4_1(const uint8_t *b, float *y) {
     }
 }
 
-/* ggml's get_scale_min_k4: the j-th 6-bit scale and min packed into Q4_K's 12 scale bytes. */
-static void scale_min_k4(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
+void ks_q4_k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -104,9 +103,9 @@ static void dequant_q4_k(const uint8_t *b, float *y) {
     const uint8_t *scales = b + 4, *q = b + 16;
     for (int j = 0, is = 0; j < QK_K; j += 64, is += 2, q += 32) {
         uint8_t sc, m;
-        scale_min_k4(is, scales, &sc, &m);
+        ks_q4_k_scale_min(is, scales, &sc, &m);
         const float d1 = d * sc, m1 = dmin * m;
-        scale_min_k4(is + 1, scales, &sc, &m);
+        ks_q4_k_scale_min(is + 1, scales, &sc, &m);
         const float d2 = d * sc, m2 = dmin * m;
         for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0xF) - m1;
         for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;

@@ -21,6 +21,9 @@ float ks_bf16_to_f32(uint16_t b);
 size_t ks_dtype_block_elems(ks_dtype t);
 size_t ks_dtype_block_bytes(ks_dtype t);
 
+/* Q4_K's j-th (0..7) 6-bit sub-block scale and min, packed into its 12 scale bytes (ggml's get_scale_min_k4). */
+void ks_q4_k_scale_min(int j, const uint8_t *scales, uint8_t *sc, uint8_t *m);
+
 /* Converts n elements (a whole number of blocks) starting at src to fp32 in dst. */
 void ks_dequant(ks_dtype t, const uint8_t *src, float *dst, size_t n);
 

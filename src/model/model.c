@@ -4,7 +4,8 @@
  * implies, check each is present with that shape (one error naming the tensor, expected and found shapes),
  * size one arena, then convert every tensor in row chunks in parallel (OpenMP). GGUF llama Q/K rows were
  * permuted by llama.cpp's converter for adjacent-pair RoPE; they are put back in HF's rotate-half order while
- * converting (see unpermute_row).
+ * converting (see unpermute_row). ks_model_load_packed copies the GGML-block matrices' rows as they are (in the
+ * same un-permuted order) into a second block, `packed`, instead of converting them.
  */
 #include "model/model.h"
 
@@ -13,6 +14,7 @@
 #include <string.h>
 
 #include "core/file.h"
+#include "model/dequant.h"
 #include "model/gguf.h"
 
 #define MAX_WEIGHTS_PER_LAYER 13 /* 9 weights + 4 biases */
@@ -63,12 +65,15 @@ typedef struct slot {
     int ndim;
     int64_t shape[2];
     int perm_heads;     /* > 0: un-permute GGUF llama Q/K rows with this many heads */
+    ks_qmat *qdst;      /* a matrix's packed form, or NULL for a tensor that is always fp32 */
+    int pack;           /* 1: kept in its GGML blocks at *qdst (set by plan_resolve) */
     const ks_tensor_info *t;
 } slot;
 
 typedef struct plan {
     slot *slots;
     int n, cap;
+    int packed; /* keep GGML-block matrices packed */
 } plan;
 
 /* Appends a slot for tensor `name` (expected shape [d0] or [d0, d1]) that lands in *dst. */
@@ -84,6 +89,13 @@ static slot *plan_add(plan *p, const char *name, float **dst, int ndim, int64_t 
     return s;
 }
 
+/* A matrix slot (rows, cols) that lands in *dst, or packed in *qdst. */
+static slot *plan_add_matrix(plan *p, const char *name, float **dst, ks_qmat *qdst, int64_t rows, int64_t cols) {
+    slot *s = plan_add(p, name, dst, 2, rows, cols);
+    s->qdst = qdst;
+    return s;
+}
+
 /* "model.layers.<l>.<suffix>" */
 static slot *plan_layer_add(plan *p, int l, const char *suffix, float **dst, int ndim, int64_t d0, int64_t d1) {
     char name[96];
@@ -91,14 +103,21 @@ static slot *plan_layer_add(plan *p, int l, const char *suffix, float **dst, int
     return plan_add(p, name, dst, ndim, d0, d1);
 }
 
+static slot *plan_layer_matrix(plan *p, int l, const char *suffix, float **dst, ks_qmat *qdst, int64_t rows,
+                               int64_t cols) {
+    slot *s = plan_layer_add(p, l, suffix, dst, 2, rows, cols);
+    s->qdst = qdst;
+    return s;
+}
+
 static void plan_layer(plan *p, const ks_model_config *c, ks_layer_weights *w, int l, int permuted) {
     const int64_t h = c->hidden, q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
     const int q_perm = permuted ? c->n_heads : 0, k_perm = permuted ? c->n_kv_heads : 0;
     plan_layer_add(p, l, "input_layernorm.weight", &w->attn_norm, 1, h, 0);
-    plan_layer_add(p, l, "self_attn.q_proj.weight", &w->wq, 2, q, h)->perm_heads = q_perm;
-    plan_layer_add(p, l, "self_attn.k_proj.weight", &w->wk, 2, kv, h)->perm_heads = k_perm;
-    plan_layer_add(p, l, "self_attn.v_proj.weight", &w->wv, 2, kv, h);
-    plan_layer_add(p, l, "self_attn.o_proj.weight", &w->wo, 2, h, q);
+    plan_layer_matrix(p, l, "self_attn.q_proj.weight", &w->wq, &w->pq, q, h)->perm_heads = q_perm;
+    plan_layer_matrix(p, l, "self_attn.k_proj.weight", &w->wk, &w->pk, kv, h)->perm_heads = k_perm;
+    plan_layer_matrix(p, l, "self_attn.v_proj.weight", &w->wv, &w->pv, kv, h);
+    plan_layer_matrix(p, l, "self_attn.o_proj.weight", &w->wo, &w->po, h, q);
     if (c->attn_bias) { /* the converter permutes Q/K biases like their weights */
         plan_layer_add(p, l, "self_attn.q_proj.bias", &w->bq, 1, q, 0)->perm_heads = q_perm;
         plan_layer_add(p, l, "self_attn.k_proj.bias", &w->bk, 1, kv, 0)->perm_heads = k_perm;
@@ -106,9 +125,9 @@ static void plan_layer(plan *p, const ks_model_config *c, ks_layer_weights *w, i
     }
     if (c->o_bias) plan_layer_add(p, l, "self_attn.o_proj.bias", &w->bo, 1, h, 0);
     plan_layer_add(p, l, "post_attention_layernorm.weight", &w->ffn_norm, 1, h, 0);
-    plan_layer_add(p, l, "mlp.gate_proj.weight", &w->w_gate, 2, c->ffn, h);
-    plan_layer_add(p, l, "mlp.up_proj.weight", &w->w_up, 2, c->ffn, h);
-    plan_layer_add(p, l, "mlp.down_proj.weight", &w->w_down, 2, h, c->ffn);
+    plan_layer_matrix(p, l, "mlp.gate_proj.weight", &w->w_gate, &w->p_gate, c->ffn, h);
+    plan_layer_matrix(p, l, "mlp.up_proj.weight", &w->w_up, &w->p_up, c->ffn, h);
+    plan_layer_matrix(p, l, "mlp.down_proj.weight", &w->w_down, &w->p_down, h, c->ffn);
 }
 
 static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) {
@@ -118,9 +137,11 @@ static void format_shape(char *buf, size_t cap, int ndim, const int64_t *shape) 
     if (n < cap) snprintf(buf + n, cap - n, "]");
 }
 
-/* Finds each slot's tensor and checks its shape; returns the arena size in floats. */
-static ks_status plan_resolve(plan *p, const ks_tensor_index *ix, const char *path, size_t *total) {
+/* Finds each slot's tensor and checks its shape, decides which slots stay packed; returns the arena size in
+ * floats and the packed block's size in bytes. */
+static ks_status plan_resolve(plan *p, const ks_tensor_index *ix, const char *path, size_t *total, size_t *bytes) {
     *total = 0;
+    *bytes = 0;
     for (int i = 0; i < p->n; i++) {
         slot *s = &p->slots[i];
         char label[512];
@@ -138,7 +159,9 @@ static ks_status plan_resolve(plan *p, const ks_tensor_index *ix, const char *pa
                            "weights do not match)", ks_tensor_file(ix, s->t),
                            ks_tensor_label(ix, s->name, label, sizeof label), got, want);
         }
-        *total += (size_t)ks_tensor_numel(s->t);
+        s->pack = p->packed && s->qdst && ks_dtype_block_elems(s->t->dtype) > 1;
+        if (s->pack) *bytes += s->t->nbytes;
+        else *total += (size_t)ks_tensor_numel(s->t);
     }
     return KS_OK;
 }
@@ -147,7 +170,7 @@ static ks_status plan_resolve(plan *p, const ks_tensor_index *ix, const char *pa
 
 typedef struct job {
     const slot *s;
-    float *dst;     /* the slot's arena block */
+    float *dst;     /* the slot's arena block (unpacked slots) */
     int64_t row0, nrows;
 } job;
 
@@ -158,9 +181,24 @@ static int64_t unpermute_row(int64_t r, int64_t head_dim) {
     return h * head_dim + 2 * (rem % half) + rem / half;
 }
 
+/* A packed slot's rows: copied in HF order (un-permuted like the fp32 rows). */
+static void copy_packed_rows(const job *j) {
+    const ks_qmat *q = j->s->qdst;
+    uint8_t *dst = (uint8_t *)q->data;
+    const int64_t head_dim = j->s->perm_heads ? q->rows / j->s->perm_heads : 0;
+    for (int64_t r = j->row0; r < j->row0 + j->nrows; r++) {
+        const int64_t src = head_dim ? unpermute_row(r, head_dim) : r;
+        memcpy(dst + r * q->row_bytes, j->s->t->data + src * q->row_bytes, q->row_bytes);
+    }
+}
+
 static void run_job(const job *j) {
     const ks_tensor_info *t = j->s->t;
     const int64_t row_len = ks_tensor_row_len(t);
+    if (j->s->pack) {
+        copy_packed_rows(j);
+        return;
+    }
     if (!j->s->perm_heads) {
         ks_tensor_rows_to_f32(t, j->row0, j->nrows, j->dst + j->row0 * row_len);
         return;
@@ -198,7 +236,8 @@ static ks_status convert_all(const plan *p) {
         const int64_t rows = ks_tensor_numel(t) / ks_tensor_row_len(t);
         const int64_t per = t->ndim == 1 ? rows : (CHUNK_ELEMS + ks_tensor_row_len(t) - 1) / ks_tensor_row_len(t);
         for (int64_t r = 0; r < rows; r += per)
-            jobs[k++] = (job){&p->slots[i], *p->slots[i].dst, r, rows - r < per ? rows - r : per};
+            jobs[k++] = (job){&p->slots[i], p->slots[i].pack ? NULL : *p->slots[i].dst, r,
+                              rows - r < per ? rows - r : per};
     }
     KS_ASSERT(k == n_jobs);
 #pragma omp parallel for schedule(dynamic, 1)
@@ -216,7 +255,25 @@ static ks_status check_range(const ks_model *m, const char *path, int first, int
     return KS_OK;
 }
 
-static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path) {
+/* Points every slot at its place: fp32 slots into the arena, packed ones into the packed block. */
+static void place_slots(ks_model *m, const plan *p) {
+    float *cur = m->arena;
+    uint8_t *bytes = m->packed;
+    for (int i = 0; i < p->n; i++) {
+        const slot *s = &p->slots[i];
+        if (!s->pack) {
+            *s->dst = cur;
+            cur += ks_tensor_numel(s->t);
+            continue;
+        }
+        *s->dst = NULL;
+        *s->qdst = (ks_qmat){.type = s->t->dtype, .rows = s->shape[0], .cols = s->shape[1],
+                             .row_bytes = s->t->nbytes / (size_t)s->shape[0], .data = bytes};
+        bytes += s->t->nbytes;
+    }
+}
+
+static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path, int packed) {
     const ks_model_config *c = &m->cfg;
     const int nl = m->last_layer - m->first_layer, last_stage = m->last_layer == c->n_layers;
     const int permuted = m->is_gguf && c->arch == KS_ARCH_LLAMA;
@@ -226,7 +283,7 @@ static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path)
         return ks_fail(KS_ERR_FORMAT, "%s: the config asks for %d layers but the checkpoint holds only %d tensors "
                        "(each layer needs %d); config and weights do not match", path, nl, ix->n,
                        MIN_WEIGHTS_PER_LAYER);
-    plan p = {0};
+    plan p = {.packed = packed};
     p.cap = nl * MAX_WEIGHTS_PER_LAYER + 3;
     p.slots = ks_calloc((size_t)p.cap, sizeof *p.slots, "the load plan");
     m->layers = ks_calloc((size_t)nl, sizeof *m->layers, "the layer table");
@@ -235,31 +292,31 @@ static ks_status build(ks_model *m, const ks_tensor_index *ix, const char *path)
         return KS_ERR_NOMEM;
     }
     if (m->first_layer == 0 || (c->tie_embeddings && last_stage))
-        plan_add(&p, "model.embed_tokens.weight", &m->embed, 2, c->vocab, c->hidden);
+        plan_add_matrix(&p, "model.embed_tokens.weight", &m->embed, &m->p_embed, c->vocab, c->hidden);
     for (int l = m->first_layer; l < m->last_layer; l++) plan_layer(&p, c, ks_model_layer(m, l), l, permuted);
     if (last_stage) {
         plan_add(&p, "model.norm.weight", &m->final_norm, 1, c->hidden, 0);
-        if (!c->tie_embeddings) plan_add(&p, "lm_head.weight", &m->lm_head, 2, c->vocab, c->hidden);
+        if (!c->tie_embeddings) plan_add_matrix(&p, "lm_head.weight", &m->lm_head, &m->p_lm_head, c->vocab, c->hidden);
     }
-    ks_status st = plan_resolve(&p, ix, path, &m->arena_floats);
+    ks_status st = plan_resolve(&p, ix, path, &m->arena_floats, &m->packed_bytes);
     if (st == KS_OK) {
         m->arena = ks_malloc(m->arena_floats * sizeof(float), "the model weights (fp32)");
-        if (!m->arena) st = KS_ERR_NOMEM;
+        m->packed = m->packed_bytes ? ks_malloc(m->packed_bytes, "the model weights (packed)") : NULL;
+        if (!m->arena || (m->packed_bytes && !m->packed)) st = KS_ERR_NOMEM;
     }
     if (st == KS_OK) {
-        float *cur = m->arena;
-        for (int i = 0; i < p.n; i++) {
-            *p.slots[i].dst = cur;
-            cur += ks_tensor_numel(p.slots[i].t);
+        place_slots(m, &p);
+        if (last_stage && c->tie_embeddings) {
+            m->lm_head = m->embed;
+            m->p_lm_head = m->p_embed;
         }
-        if (last_stage && c->tie_embeddings) m->lm_head = m->embed;
         st = convert_all(&p);
     }
     free(p.slots);
     return st;
 }
 
-ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer) {
+static ks_status load(ks_model *m, const char *path, int first_layer, int last_layer, int packed) {
     memset(m, 0, sizeof *m);
     ks_tensor_index ix;
     KS_TRY(ks_model_open_index(path, &m->cfg, &ix, &m->is_gguf));
@@ -269,17 +326,28 @@ ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last
     ks_status st = check_range(m, path, first_layer, last_layer);
     if (st == KS_OK) {
         m->source = strdup(path);
-        st = m->source ? build(m, &ix, path) : ks_fail(KS_ERR_NOMEM, "out of memory");
+        st = m->source ? build(m, &ix, path, packed && m->is_gguf) : ks_fail(KS_ERR_NOMEM, "out of memory");
     }
     ks_tensor_index_free(&ix);
     if (st != KS_OK) ks_model_free(m);
     return st;
 }
 
+ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer) {
+    return load(m, path, first_layer, last_layer, 0);
+}
+
+ks_status ks_model_load_packed(ks_model *m, const char *path, int first_layer, int last_layer) {
+    return load(m, path, first_layer, last_layer, 1);
+}
+
+int ks_model_is_packed(const ks_model *m) { return m->packed != NULL; }
+
 void ks_model_free(ks_model *m) {
     if (!m) return;
     free(m->layers);
     free(m->arena);
+    free(m->packed);
     free(m->source);
     memset(m, 0, sizeof *m);
 }

@@ -9,6 +9,10 @@
  * when last == n_layers (with tied embeddings the LM head is the embedding matrix). Weights are converted to
  * fp32 (GGUF quantized types dequantized; GGUF llama Q/K rows un-permuted back to HF's rotate-half layout),
  * so every backend sees the same HF-convention tensors. The CUDA backend uploads them as bf16.
+ *
+ * ks_model_load_packed keeps the GGUF matrices that are stored in GGML blocks (Q8_0, Q4_0, Q4_1, Q4_K, Q6_K) in
+ * those blocks instead (ks_qmat; Q/K rows un-permuted the same way): the CPU backend computes on them directly
+ * (kernels/cpu/quant.h). Their float pointers are then NULL; norms, biases and fp32/16-bit matrices stay fp32.
  */
 #ifndef KS_MODEL_H
 #define KS_MODEL_H
@@ -16,6 +20,15 @@
 #include "core/status.h"
 #include "model/config.h"
 #include "model/tensor_index.h"
+
+/* A weight matrix (rows, cols) in a GGML block encoding: each row is row_bytes bytes, cols / block elements
+ * blocks of `type`. type KS_DTYPE_F32 with data NULL: the matrix is not packed (its fp32 pointer holds it). */
+typedef struct ks_qmat {
+    ks_dtype type;
+    int64_t rows, cols;
+    size_t row_bytes;
+    const uint8_t *data; /* points into ks_model.packed */
+} ks_qmat;
 
 typedef struct ks_layer_weights {
     float *attn_norm;           /* (hidden) input_layernorm */
@@ -29,6 +42,8 @@ typedef struct ks_layer_weights {
     float *w_gate;              /* (ffn, hidden) */
     float *w_up;                /* (ffn, hidden) */
     float *w_down;              /* (hidden, ffn) */
+    /* The packed forms of wq, wk, wv, wo, w_gate, w_up, w_down (ks_model_load_packed); see ks_qmat. */
+    ks_qmat pq, pk, pv, po, p_gate, p_up, p_down;
 } ks_layer_weights;
 
 typedef struct ks_model {
@@ -40,8 +55,11 @@ typedef struct ks_model {
     float *final_norm;          /* (hidden) when last_layer == n_layers */
     float *lm_head;             /* (vocab, hidden) when last stage; == embed when tied (not separately owned) */
     ks_layer_weights *layers;   /* (last_layer - first_layer) owned array; tensors point into `arena` */
-    float *arena;               /* owned block holding every tensor above */
+    ks_qmat p_embed, p_lm_head; /* packed forms of embed and lm_head (see ks_qmat); p_lm_head = p_embed when tied */
+    float *arena;               /* owned block holding every fp32 tensor above */
     size_t arena_floats;
+    uint8_t *packed;            /* owned block holding every packed matrix (NULL when none) */
+    size_t packed_bytes;
 } ks_model;
 
 /* The weights of held `layer` (an absolute number, first_layer <= layer < last_layer): the one place that
@@ -53,7 +71,12 @@ static inline ks_layer_weights *ks_model_layer(const ks_model *m, int layer) {
 
 /* path: a directory with config.json + safetensors, or a .gguf file. last < 0 means n_layers. */
 ks_status ks_model_load(ks_model *m, const char *path, int first_layer, int last_layer);
+/* ks_model_load, keeping GGUF matrices in their GGML blocks (see above); an HF directory loads as fp32. */
+ks_status ks_model_load_packed(ks_model *m, const char *path, int first_layer, int last_layer);
 void ks_model_free(ks_model *m);
+
+/* 1 when any matrix of m is packed (only the CPU backend computes on those). */
+int ks_model_is_packed(const ks_model *m);
 
 /* The config and the tensor directory of a checkpoint (HF directory or .gguf file), without converting any
  * weights: what ks_model_load starts from and `kvscope info` prints. *is_gguf may be NULL. On failure both

@@ -13,8 +13,8 @@
 ks_status ks_runner_init(ks_runner *r, const ks_runner_params *p) {
     memset(r, 0, sizeof *r);
     ks_status st;
-    KS_TRY_GOTO(st, ks_model_load(&r->model, p->model_path, p->stages ? p->first_layer : 0,
-                                  p->stages ? p->last_layer : -1), fail);
+    KS_TRY_GOTO(st, ks_forward_load_model(&r->model, p->model_path, p->stages ? p->first_layer : 0,
+                                          p->stages ? p->last_layer : -1, p->device, p->cpu_weights), fail);
     KS_TRY_GOTO(st, ks_tokenizer_load(&r->tok, p->model_path), fail);
     int max_ctx = p->max_ctx < r->model.cfg.max_pos ? p->max_ctx : r->model.cfg.max_pos;
     r->max_new = p->max_new > 0 ? p->max_new : 1;

@@ -32,10 +32,11 @@ typedef struct ks_runner_params {
     int max_ctx;            /* longest prompt + generation (capped at the model's max_position_embeddings) */
     int max_new;            /* the largest max_new_tokens of any sample */
     int chunk;              /* prefill chunk (0: 512) */
-    int threads;            /* CPU threads (0: all) */
+    int threads;            /* CPU threads (0: the physical cores; ks_fast_set_threads) */
     int gpu_share;          /* model instances sharing the GPU (--gp_num 1/k; 0: one) */
     ks_method *method;      /* the KV method (borrowed; outlives the runner), or NULL = FullKV */
     ks_forward_cache cache; /* how the KV cache is sized (engine/forward.h; 0: KS_CACHE_AUTO) */
+    ks_cpu_weights cpu_weights; /* how the CPU holds GGUF matrices (engine/forward.h; 0: packed) */
     /* A pipeline stage of a model instance (engine/pipeline.h): the layers [first_layer, last_layer) it holds
      * and its transport to the other stages (borrowed). NULL: this runner holds every layer. */
     const ks_stage_transport *stages;

@@ -1,0 +1,211 @@
+/* check_quant.c — the packed-weight kernels (kernels/cpu/quant.h) on fresh random blocks of every supported
+ * type: the dispatched (AVX2 where the CPU has it) and plain C dot kernels agree up to fp32 summation order, and
+ * both stay within the activations' rounding bound (ks_quant_act_bound) of the reference (the row dequantized,
+ * dotted in double with the unrounded activations); the threaded product (int8 for a few inputs, dequantized tiles
+ * and SGEMM for more) and the packed embedding lookup match them. */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/fast.h"
+#include "cpu/quant.h"
+#include "model/dequant.h"
+#include "test_util.h"
+
+static const ks_dtype types[] = {KS_DTYPE_Q8_0, KS_DTYPE_Q4_0, KS_DTYPE_Q4_1, KS_DTYPE_Q4_K, KS_DTYPE_Q6_K};
+#define N_TYPES ((int)(sizeof types / sizeof types[0]))
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)(rnd() & 0xFFFF) / 65535.0f; }
+
+/* A normal fp16 of magnitude in [2^(e_lo - 15), 2^(e_hi - 14)), positive or with a random sign. */
+static void put_f16(uint8_t *p, int e_lo, int e_hi, int any_sign) {
+    uint16_t h = (uint16_t)(((e_lo + (int)(rnd() % (uint32_t)(e_hi - e_lo + 1))) << 10) | (rnd() & 0x3FF));
+    if (any_sign && (rnd() & 1)) h |= 0x8000;
+    p[0] = (uint8_t)h;
+    p[1] = (uint8_t)(h >> 8);
+}
+
+/* Random bytes for every code and scale, and sane fp16 scale fields (no inf or NaN). */
+static void random_block(ks_dtype t, uint8_t *b) {
+    for (size_t i = 0; i < ks_dtype_block_bytes(t); i++) b[i] = (uint8_t)rnd();
+    switch (t) {
+    case KS_DTYPE_Q8_0: case KS_DTYPE_Q4_0: put_f16(b, 5, 12, 1); break;
+    case KS_DTYPE_Q4_1: put_f16(b, 5, 12, 1), put_f16(b + 2, 5, 12, 1); break;
+    case KS_DTYPE_Q4_K: put_f16(b, 3, 8, 0), put_f16(b + 2, 3, 8, 0); break;
+    case KS_DTYPE_Q6_K: put_f16(b + 208, 3, 8, 1); break;
+    default: ck_abort_msg("no random block for this type");
+    }
+}
+
+/* A (rows, cols) matrix of random blocks; free ->data. */
+static ks_qmat random_qmat(ks_dtype t, int64_t rows, int64_t cols) {
+    ks_qmat w = {.type = t, .rows = rows, .cols = cols};
+    w.row_bytes = (size_t)cols / ks_dtype_block_elems(t) * ks_dtype_block_bytes(t);
+    uint8_t *data = malloc(w.row_bytes * (size_t)rows);
+    ck_assert_ptr_nonnull(data);
+    for (size_t off = 0; off < w.row_bytes * (size_t)rows; off += ks_dtype_block_bytes(t)) random_block(t, data + off);
+    w.data = data;
+    return w;
+}
+
+/* Activations of mixed scale: most in [-2, 2], an outlier every so often (as real hidden states have). */
+static void random_x(float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] = uniform(-2, 2) * (rnd() % 37 == 0 ? 20.0f : 1.0f);
+}
+
+/* sum |w_i x_i| of row r: the scale of the fp32 rounding allowed. */
+static double magnitude(const ks_qmat *w, int64_t r, const float *x) {
+    float *y = malloc(sizeof(float) * (size_t)w->cols);
+    ks_dequant(w->type, w->data + r * w->row_bytes, y, (size_t)w->cols);
+    double m = 0;
+    for (int64_t i = 0; i < w->cols; i++) m += fabs((double)y[i] * x[i]);
+    free(y);
+    return m;
+}
+
+START_TEST(test_dot_every_type) {
+    const ks_dtype t = types[_i];
+    const int64_t rows = 9, cols = 768;
+    ks_qmat w = random_qmat(t, rows, cols);
+    float *x = malloc(sizeof(float) * cols);
+    ks_qa_block *xa = malloc(sizeof *xa * (size_t)(cols / KS_QA_ELEMS));
+    for (int trial = 0; trial < 4; trial++) {
+        random_x(x, cols);
+        ks_quant_act(xa, x, cols);
+        for (int64_t r = 0; r < rows; r++) {
+            const double ref = ks_quant_ref_dot(&w, r, x), bound = ks_quant_act_bound(&w, r, xa);
+            const double fp = 1e-5 * magnitude(&w, r, x) + 1e-6;
+            const float c = ks_quant_dot_c(&w, r, xa), v = ks_quant_dot(&w, r, xa);
+            ck_assert_msg(fabs(c - v) <= fp, "%s row %ld: dispatched %.7g vs plain C %.7g", ks_dtype_name(t), (long)r,
+                          v, c);
+            ck_assert_msg(fabs(c - ref) <= bound + fp, "%s row %ld: plain C %.7g vs reference %.7g (bound %.3g)",
+                          ks_dtype_name(t), (long)r, c, ref, bound);
+            ck_assert_msg(fabs(v - ref) <= bound + fp, "%s row %ld: dispatched %.7g vs reference %.7g (bound %.3g)",
+                          ks_dtype_name(t), (long)r, v, ref, bound);
+        }
+    }
+    free(xa);
+    free(x);
+    free((void *)w.data);
+}
+END_TEST
+
+/* Activation rounding alone: quantized and dequantized, each value within half a step of its block's scale; the
+ * dispatched and plain C versions give the same blocks. */
+START_TEST(test_act_rounding) {
+    float x[256], back;
+    ks_qa_block a[256 / KS_QA_ELEMS];
+    random_x(x, 256);
+    ks_quant_act(a, x, 256);
+    for (int b = 0; b < 256 / KS_QA_ELEMS; b++) {
+        int sum = 0;
+        for (int i = 0; i < KS_QA_ELEMS; i++) {
+            back = a[b].d * a[b].q[i];
+            ck_assert_float_le(fabsf(back - x[b * KS_QA_ELEMS + i]), a[b].d * 0.5001f);
+            sum += a[b].q[i];
+        }
+        ck_assert_float_eq_tol(a[b].s, a[b].d * sum, 1e-6f * fabsf(a[b].d * sum) + 1e-30f);
+    }
+    ks_qa_block c[256 / KS_QA_ELEMS];
+    ks_quant_act_c(c, x, 256);
+    ck_assert_mem_eq(c, a, sizeof c); /* the dispatched and the plain C quantization agree bit for bit */
+}
+END_TEST
+
+/* The threaded product (bias, accumulate, several inputs, two products sharing x) against the single dots. */
+START_TEST(test_gemm_multi) {
+    const ks_dtype t = types[_i];
+    const int n = 3;
+    const int64_t cols = 512, rows[2] = {300, 45};
+    ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
+    float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
+    float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
+    ks_quant_work work;
+    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
+    ks_qa_block xa[512 / KS_QA_ELEMS];
+    random_x(x, n * cols);
+    for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
+    const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
+    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
+    for (int i = 0; i < 2; i++)
+        for (int tkn = 0; tkn < n; tkn++) {
+            ks_quant_act(xa, x + tkn * cols, cols);
+            for (int64_t r = 0; r < rows[i]; r++) {
+                const float want = 1.0f + ks_quant_dot(&w[i], r, xa) + (i == 0 ? bias[r] : 0.0f);
+                ck_assert_float_eq_tol(out[i][tkn * rows[i] + r], want, 1e-6f * (1 + fabsf(want)));
+            }
+        }
+    ks_quant_gemm(out[1], x, &w[1], NULL, n, 0, &work); /* overwrite: no accumulation */
+    ks_quant_act(xa, x + (n - 1) * cols, cols);
+    ck_assert_float_eq_tol(out[1][(n - 1) * rows[1] + 7], ks_quant_dot(&w[1], 7, xa), 1e-6f);
+    for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
+    ks_quant_work_free(&work);
+    free(bias), free(x);
+}
+END_TEST
+
+/* From KS_QUANT_TILE_MIN_ROWS inputs on: dequantized tiles and SGEMM, within fp32 rounding of the reference (a
+ * bias, accumulation, a product of fewer rows than a tile and one of several tiles). */
+START_TEST(test_gemm_tiles) {
+    const ks_dtype t = types[_i];
+    const int n = KS_QUANT_TILE_MIN_ROWS + 5;
+    const int64_t cols = 256, rows[2] = {KS_QUANT_TILE * 2 + 7, 9};
+    ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
+    float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
+    float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
+    ks_quant_work work;
+    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
+    random_x(x, n * cols);
+    for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
+    for (int i = 0; i < 2; i++)
+        for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
+    const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
+    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
+    for (int i = 0; i < 2; i++)
+        for (int tkn = 0; tkn < n; tkn++)
+            for (int64_t r = 0; r < rows[i]; r++) {
+                const double want = 1.0 + ks_quant_ref_dot(&w[i], r, x + tkn * cols) + (i == 0 ? bias[r] : 0.0);
+                const double tol = 1e-5 * (magnitude(&w[i], r, x + tkn * cols) + 2.0);
+                ck_assert_msg(fabs(out[i][tkn * rows[i] + r] - want) <= tol, "%s: row %ld input %d: %.7g vs %.7g",
+                              ks_dtype_name(t), (long)r, tkn, out[i][tkn * rows[i] + r], want);
+            }
+    ks_quant_work_free(&work);
+    for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
+    free(bias), free(x);
+}
+END_TEST
+
+START_TEST(test_rows) {
+    const ks_dtype t = types[_i];
+    ks_qmat w = random_qmat(t, 20, 256);
+    const int32_t tokens[3] = {19, 0, 7};
+    float out[3 * 256], want[256];
+    ks_quant_rows(out, &w, tokens, 3);
+    for (int k = 0; k < 3; k++) {
+        ks_dequant(t, w.data + tokens[k] * w.row_bytes, want, 256);
+        ck_assert_mem_eq(out + k * 256, want, sizeof want);
+    }
+    free((void *)w.data);
+}
+END_TEST
+
+int main(void) {
+    ks_fast_set_threads(2);
+    Suite *s = suite_create("quant");
+    TCase *tc = tcase_create("quant");
+    tcase_add_loop_test(tc, test_dot_every_type, 0, N_TYPES);
+    tcase_add_test(tc, test_act_rounding);
+    tcase_add_loop_test(tc, test_gemm_multi, 0, N_TYPES);
+    tcase_add_loop_test(tc, test_gemm_tiles, 0, N_TYPES);
+    tcase_add_loop_test(tc, test_rows, 0, N_TYPES);
+    suite_add_tcase(s, tc);
+    return ks_test_run(s, 0);
+}
