@@ -10,6 +10,7 @@
 #include "cpu/quant.h"
 
 #include <cblas.h>
+#include <cpuid.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -141,9 +142,13 @@ static ks_quant_dot_fn c_kernel(ks_dtype t) {
     return NULL;
 }
 
-static int has_avx2(void) {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+/* F16C from CPUID leaf 1 (ECX bit 29): not every compiler's __builtin_cpu_supports knows the name. */
+static int has_f16c(void) {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
+
+static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
 
 /* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
 static ks_quant_dot_fn kernel(ks_dtype t) { return has_avx2() ? ks_quant_avx2_kernel(t) : c_kernel(t); }
