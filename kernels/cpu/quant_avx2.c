@@ -1,9 +1,8 @@
 /* quant_avx2.c — the dot kernels of quant.c with AVX2, FMA and F16C: the same integer sum per 32-element block
  * (32 weight codes against 32 int8 activations: _mm256_maddubs_epi16 into int16 pairs, _mm256_madd_epi16 into
  * eight int32), converted to fp32 and accumulated with one FMA per block; the blocks' offset terms (a.s) are
- * summed as scalars. Compiled for those instructions whatever the build's flags; quant.c calls these only on a
- * CPU that has them. */
-#pragma GCC target("avx2,fma,f16c")
+ * summed as scalars. Compiled with -mavx2 -mfma -mf16c whatever the build's flags (CMakeLists.txt); quant.c calls
+ * these only on a CPU that has them. */
 
 #include <immintrin.h>
 
