@@ -3,6 +3,7 @@
  * random moments, the writer lock, and the report's tables, CSV, SVG and command line. */
 #include <check.h>
 #include <hdf5.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -330,6 +331,26 @@ START_TEST(test_attribute_arrays_refused) {
 }
 END_TEST
 
+/* A file whose run count ('sessions') is not one kvscope writes (below 1, or the largest int, which one more
+ * open would overflow): resuming refuses it, naming the file and the attribute. */
+START_TEST(test_bad_session_count_refused) {
+    const int counts[] = {INT_MAX, 0, -5};
+    for (size_t i = 0; i < sizeof counts / sizeof counts[0]; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "sessions%zu.h5", i);
+        const char *path = join(tmp, name);
+        write_range(path, IDENTITY, "SnapKV", 0, 2);
+        replace_attr(path, "sessions", H5T_NATIVE_INT, 1, &counts[i]);
+        ks_results_meta meta = meta_for(IDENTITY, "SnapKV");
+        ks_results *r = NULL;
+        ck_assert_int_eq(ks_results_open(&r, path, &meta), KS_ERR_FORMAT);
+        ck_assert_ptr_null(r);
+        ck_assert_msg(strstr(ks_last_error(), path) && strstr(ks_last_error(), "'sessions'"), "message: %s",
+                      ks_last_error());
+    }
+}
+END_TEST
+
 /* H5Literate callback: grows the dataset `name` of the group to *(hsize_t *)rows rows without writing them. */
 static herr_t grow_column(hid_t group, const char *name, const H5L_info_t *info, void *rows) {
     (void)info;
@@ -586,6 +607,7 @@ int main(void) {
     tcase_add_test(tc, test_other_configuration_refused);
     tcase_add_test(tc, test_foreign_files_refused);
     tcase_add_test(tc, test_attribute_arrays_refused);
+    tcase_add_test(tc, test_bad_session_count_refused);
     tcase_add_test(tc, test_unstored_rows_refused);
     tcase_add_test(tc, test_second_writer_refused);
     tcase_add_test(tc, test_kill_at_random_moments);

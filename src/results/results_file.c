@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,6 +292,10 @@ static ks_status resume_file(ks_results *r, const ks_results_meta *meta) {
     int sessions = 0;
     KS_TRY(ks_attr_read_f64(r->file, "wall_seconds", &r->wall_before));
     KS_TRY(ks_attr_read_i32(r->file, "sessions", &sessions));
+    if (sessions < 1 || sessions == INT_MAX)
+        return ks_fail(KS_ERR_FORMAT, "%s: attribute 'sessions' is %d, not a count of the runs that opened the file "
+                                      "(1 or more); the file was not written by kvscope or was altered",
+                       r->path, sessions);
     KS_TRY(ks_attr_write_i32(r->file, "sessions", sessions + 1));
     return commit(r);
 }
