@@ -118,37 +118,56 @@ START_TEST(test_act_rounding) {
 }
 END_TEST
 
+/* Two products sharing n inputs x (n, cols): w[0] (rows[0], cols) with a bias, w[1] (rows[1], cols) without,
+ * run by ks_quant_gemm_multi accumulating into outputs that hold 1.0. */
+typedef struct two_products {
+    int n;
+    int64_t cols, rows[2];
+    ks_qmat w[2];
+    float *x, *bias, *out[2];
+    ks_quant_work work;
+} two_products;
+
+static void two_products_run(two_products *p, ks_dtype t, int n, int64_t cols, int64_t rows0, int64_t rows1) {
+    *p = (two_products){.n = n, .cols = cols, .rows = {rows0, rows1}};
+    for (int i = 0; i < 2; i++) {
+        p->w[i] = random_qmat(t, p->rows[i], cols);
+        p->out[i] = malloc(sizeof(float) * n * p->rows[i]);
+        for (int64_t k = 0; k < n * p->rows[i]; k++) p->out[i][k] = 1.0f;
+    }
+    p->x = malloc(sizeof(float) * n * cols), p->bias = malloc(sizeof(float) * rows0);
+    ck_assert_int_eq(ks_quant_work_init(&p->work, n, cols), KS_OK);
+    random_x(p->x, n * cols);
+    for (int64_t r = 0; r < rows0; r++) p->bias[r] = uniform(-1, 1);
+    const ks_quant_out o[2] = {{.w = &p->w[0], .bias = p->bias, .out = p->out[0]},
+                               {.w = &p->w[1], .bias = NULL, .out = p->out[1]}};
+    ks_quant_gemm_multi(o, 2, p->x, n, 1, &p->work);
+}
+
+static void two_products_free(two_products *p) {
+    ks_quant_work_free(&p->work);
+    for (int i = 0; i < 2; i++) free(p->out[i]), free((void *)p->w[i].data);
+    free(p->bias), free(p->x);
+}
+
 /* The threaded product (bias, accumulate, several inputs, two products sharing x) against the single dots. */
 START_TEST(test_gemm_multi) {
     const ks_dtype t = types[_i];
-    const int n = 3;
-    const int64_t cols = 512, rows[2] = {300, 45};
-    ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
-    float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
-    float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
-    ks_quant_work work;
-    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
+    two_products p;
+    two_products_run(&p, t, 3, 512, 300, 45);
     ks_qa_block xa[512 / KS_QA_ELEMS];
-    random_x(x, n * cols);
-    for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
     for (int i = 0; i < 2; i++)
-        for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
-    const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
-    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
-    for (int i = 0; i < 2; i++)
-        for (int tkn = 0; tkn < n; tkn++) {
-            ks_quant_act(xa, x + tkn * cols, cols);
-            for (int64_t r = 0; r < rows[i]; r++) {
-                const float want = 1.0f + ks_quant_dot(&w[i], r, xa) + (i == 0 ? bias[r] : 0.0f);
-                ck_assert_float_eq_tol(out[i][tkn * rows[i] + r], want, 1e-6f * (1 + fabsf(want)));
+        for (int tkn = 0; tkn < p.n; tkn++) {
+            ks_quant_act(xa, p.x + tkn * p.cols, p.cols);
+            for (int64_t r = 0; r < p.rows[i]; r++) {
+                const float want = 1.0f + ks_quant_dot(&p.w[i], r, xa) + (i == 0 ? p.bias[r] : 0.0f);
+                ck_assert_float_eq_tol(p.out[i][tkn * p.rows[i] + r], want, 1e-6f * (1 + fabsf(want)));
             }
         }
-    ks_quant_gemm(out[1], x, &w[1], NULL, n, 0, &work); /* overwrite: no accumulation */
-    ks_quant_act(xa, x + (n - 1) * cols, cols);
-    ck_assert_float_eq_tol(out[1][(n - 1) * rows[1] + 7], ks_quant_dot(&w[1], 7, xa), 1e-6f);
-    for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
-    ks_quant_work_free(&work);
-    free(bias), free(x);
+    ks_quant_gemm(p.out[1], p.x, &p.w[1], NULL, p.n, 0, &p.work); /* overwrite: no accumulation */
+    ks_quant_act(xa, p.x + (p.n - 1) * p.cols, p.cols);
+    ck_assert_float_eq_tol(p.out[1][(p.n - 1) * p.rows[1] + 7], ks_quant_dot(&p.w[1], 7, xa), 1e-6f);
+    two_products_free(&p);
 }
 END_TEST
 
@@ -156,30 +175,18 @@ END_TEST
  * bias, accumulation, a product of fewer rows than a tile and one of several tiles). */
 START_TEST(test_gemm_tiles) {
     const ks_dtype t = types[_i];
-    const int n = KS_QUANT_TILE_MIN_ROWS + 5;
-    const int64_t cols = 256, rows[2] = {KS_QUANT_TILE * 2 + 7, 9};
-    ks_qmat w[2] = {random_qmat(t, rows[0], cols), random_qmat(t, rows[1], cols)};
-    float *x = malloc(sizeof(float) * n * cols), *bias = malloc(sizeof(float) * rows[0]);
-    float *out[2] = {malloc(sizeof(float) * n * rows[0]), malloc(sizeof(float) * n * rows[1])};
-    ks_quant_work work;
-    ck_assert_int_eq(ks_quant_work_init(&work, n, cols), KS_OK);
-    random_x(x, n * cols);
-    for (int64_t r = 0; r < rows[0]; r++) bias[r] = uniform(-1, 1);
+    two_products p;
+    two_products_run(&p, t, KS_QUANT_TILE_MIN_ROWS + 5, 256, KS_QUANT_TILE * 2 + 7, 9);
     for (int i = 0; i < 2; i++)
-        for (int64_t k = 0; k < n * rows[i]; k++) out[i][k] = 1.0f;
-    const ks_quant_out o[2] = {{.w = &w[0], .bias = bias, .out = out[0]}, {.w = &w[1], .bias = NULL, .out = out[1]}};
-    ks_quant_gemm_multi(o, 2, x, n, 1, &work);
-    for (int i = 0; i < 2; i++)
-        for (int tkn = 0; tkn < n; tkn++)
-            for (int64_t r = 0; r < rows[i]; r++) {
-                const double want = 1.0 + ks_quant_ref_dot(&w[i], r, x + tkn * cols) + (i == 0 ? bias[r] : 0.0);
-                const double tol = 1e-5 * (magnitude(&w[i], r, x + tkn * cols) + 2.0);
-                ck_assert_msg(fabs(out[i][tkn * rows[i] + r] - want) <= tol, "%s: row %ld input %d: %.7g vs %.7g",
-                              ks_dtype_name(t), (long)r, tkn, out[i][tkn * rows[i] + r], want);
+        for (int tkn = 0; tkn < p.n; tkn++)
+            for (int64_t r = 0; r < p.rows[i]; r++) {
+                const float *x = p.x + tkn * p.cols, got = p.out[i][tkn * p.rows[i] + r];
+                const double want = 1.0 + ks_quant_ref_dot(&p.w[i], r, x) + (i == 0 ? p.bias[r] : 0.0);
+                const double tol = 1e-5 * (magnitude(&p.w[i], r, x) + 2.0);
+                ck_assert_msg(fabs(got - want) <= tol, "%s: row %ld input %d: %.7g vs %.7g", ks_dtype_name(t), (long)r,
+                              tkn, got, want);
             }
-    ks_quant_work_free(&work);
-    for (int i = 0; i < 2; i++) free(out[i]), free((void *)w[i].data);
-    free(bias), free(x);
+    two_products_free(&p);
 }
 END_TEST
 
