@@ -103,6 +103,29 @@ START_TEST(test_option_words) {
 }
 END_TEST
 
+/* ks_make_dirs makes every missing folder of a path, accepts one that exists (with a trailing slash too), and
+ * names the option, the path and the reason when a component is a regular file. */
+START_TEST(test_make_dirs) {
+    char dir[4096], nested[4200], file[4200], under_file[4300];
+    snprintf(dir, sizeof dir, "%s", ks_test_tmpdir());
+    snprintf(nested, sizeof nested, "%s/a/b/c", dir);
+    ck_assert_int_eq(ks_make_dirs(nested, "--output"), KS_OK);
+    ck_assert(ks_is_directory(nested));
+    ck_assert_int_eq(ks_make_dirs(nested, "--output"), KS_OK);
+    snprintf(nested + strlen(nested), sizeof nested - strlen(nested), "/");
+    ck_assert_int_eq(ks_make_dirs(nested, "--output"), KS_OK);
+    snprintf(file, sizeof file, "%s/a/plain", dir);
+    FILE *f = fopen(file, "w");
+    ck_assert_ptr_nonnull(f);
+    fclose(f);
+    snprintf(under_file, sizeof under_file, "%s/d", file);
+    ck_assert_int_eq(ks_make_dirs(under_file, "--output"), KS_ERR_IO);
+    ck_assert_msg(strstr(ks_last_error(), "--output") && strstr(ks_last_error(), file) &&
+                      strstr(ks_last_error(), "a file of that name exists"),
+                  "message: %s", ks_last_error());
+}
+END_TEST
+
 /* What is wrong with a path that is not a regular file is said, not "not found" or "read error"; a FIFO is
  * never opened (that would wait for a writer). */
 START_TEST(test_file_kinds) {
@@ -147,6 +170,7 @@ int main(void) {
     tcase_add_test(tc, test_options);
     tcase_add_test(tc, test_option_words);
     tcase_add_test(tc, test_file_kinds);
+    tcase_add_test(tc, test_make_dirs);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

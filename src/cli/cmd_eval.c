@@ -198,8 +198,7 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     KS_TRY(ks_bench_config_load(&j->bc, o->cfg_path));
     KS_TRY(apply_template_override(&j->bc, o->template_name));
     if (mpi->rank != 0) return KS_OK;
-    if (mkdir(o->output, 0777) != 0 && !ks_is_directory(o->output))
-        return ks_fail(KS_ERR_IO, "--output %s: cannot create the directory (%s)", o->output, strerror(errno));
+    KS_TRY(ks_make_dirs(o->output, "--output"));
     snprintf(j->path, sizeof j->path, "%s/%s_%s_%s.h5", o->output, j->name, j->bc.benchmark_name,
              ks_method_name(j->method));
     char *identity = identity_text(o, &j->bc, j->name, ks_method_name(j->method), j->method_yaml);

@@ -116,6 +116,23 @@ int ks_is_directory(const char *path) {
     return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
+ks_status ks_make_dirs(const char *path, const char *what) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) return ks_fail(KS_ERR_ARG, "%s: a directory path of %zu characters", what, n);
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) { /* each prefix ending before a '/' (and the whole path) */
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && !ks_is_directory(buf))
+            return ks_fail(KS_ERR_IO, "%s %s: cannot create the directory %s (%s)", what, path, buf,
+                           errno == EEXIST ? "a file of that name exists" : strerror(errno));
+        buf[i] = c;
+    }
+    return KS_OK;
+}
+
 char *ks_path_join(char *buf, size_t cap, const char *dir, const char *name) {
     size_t dl = strlen(dir);
     while (dl > 1 && dir[dl - 1] == '/') dl--;

@@ -39,6 +39,9 @@ ks_status ks_file_open_read(const char *path, FILE **out);
 
 int ks_file_exists(const char *path); /* a regular file (following links) */
 int ks_is_directory(const char *path);
+/* The directory path and every missing folder above it (as `mkdir -p`); KS_ERR_IO naming `what` (an option or
+ * field), the path and the reason when one cannot be made or is not a directory. */
+ks_status ks_make_dirs(const char *path, const char *what);
 
 /* "a FIFO", "a socket", "a character device" or "a block device" when path is one of those, else NULL (a
  * regular file, a directory, nothing there). Only stats the path: opening a FIFO would wait for a writer. */
