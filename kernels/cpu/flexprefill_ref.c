@@ -110,9 +110,11 @@ static void score_row(float *x, const float *q, const float *k, int cap, int h, 
     int d = a->d, pos = a->L - a->block + i;
     const float *qr = q + ((size_t)pos * a->H + h) * d, *kg = k + (size_t)(h / (a->H / a->Hk)) * cap * d;
     float root = sqrtf((float)d), mx = -INFINITY;
+    double qs[d]; /* the query pre-scaled once (the same float quotients as per key) */
+    for (int c = 0; c < d; c++) qs[c] = (double)(qr[c] / root);
     for (int j = 0; j <= pos; j++) {
         double s = 0;
-        for (int c = 0; c < d; c++) s += (double)(qr[c] / root) * kg[(size_t)j * d + c];
+        for (int c = 0; c < d; c++) s += qs[c] * kg[(size_t)j * d + c];
         x[j] = (float)s;
         if (x[j] > mx) mx = x[j];
     }
