@@ -24,24 +24,6 @@
 #include "methods/method.h"
 #include "test_util.h"
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint32_t urand(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 32);
-}
-
-static float frand(void) { return (float)((urand() >> 8) * (1.0 / (1u << 24))) * 2.0f - 1.0f; } /* [-1, 1) */
-
-static float *rand_buf(size_t n, float amp) {
-    float *p = malloc(sizeof(float) * n);
-    ck_assert_ptr_nonnull(p);
-    for (size_t i = 0; i < n; i++) p[i] = amp * frand();
-    return p;
-}
-
 START_TEST(test_half_rounding) {
     ck_assert_uint_eq(ks_kivi_half(1.0f), 0x3c00);
     ck_assert_uint_eq(ks_kivi_half(-2.0f), 0xc000);
@@ -73,7 +55,7 @@ START_TEST(test_pack_round_trip) {
         uint32_t words[N], q[N * 16];
         int per = 32 / bits, n = N * per;
         memset(words, 0xff, sizeof words);
-        for (int i = 0; i < n; i++) q[i] = urand() & ((1u << bits) - 1);
+        for (int i = 0; i < n; i++) q[i] = ks_test_urand() & ((1u << bits) - 1);
         for (int i = n - 1; i >= 0; i--) ks_kivi_set_code(words, i, bits, q[i]); /* any order */
         for (int i = 0; i < n; i++) ck_assert_uint_eq(ks_kivi_code(words, i, bits), q[i]);
         /* code i sits in bits [i b, (i + 1) b) of its word */
@@ -200,7 +182,7 @@ START_TEST(test_attention_decode_packed) {
     for (int b = 0; b < 4; b++) {
         ks_kivi_params p = {.k_bits = bits[b][0], .v_bits = bits[b][1], .group = 32, .residual = 64};
         ks_kivi_shape s = ks_kivi_shape_of(&p, d, cap);
-        float *q = rand_buf((size_t)H * d, 1), *want = malloc(sizeof(float) * H * d);
+        float *q = ks_test_rand_buf((size_t)H * d, 1), *want = malloc(sizeof(float) * H * d);
         float *got = malloc(sizeof(float) * H * d);
         float *kref = calloc((size_t)Hk * cap * d, sizeof(float)), *vref = calloc((size_t)Hk * cap * d, sizeof(float));
         float *K[Hk], *V[Hk];
@@ -208,7 +190,7 @@ START_TEST(test_attention_decode_packed) {
         ks_kivi_head heads[Hk];
         int32_t len[Hk];
         for (int g = 0; g < Hk; g++) {
-            K[g] = rand_buf((size_t)n[g] * d, 2), V[g] = rand_buf((size_t)n[g] * d, 1);
+            K[g] = ks_test_rand_buf((size_t)n[g] * d, 2), V[g] = ks_test_rand_buf((size_t)n[g] * d, 1);
             K[g][5 * d + 3] = 40.0f; /* an outlier channel value */
             heads[g] = make_head(&f[g], &s, K[g], V[g], n[g], nq_k[g], nq_v[g], off[g], g == 2 ? chan : NULL,
                                  g == 2 ? d / 2 : d);
@@ -246,7 +228,7 @@ END_TEST
 /* Reconstruction errors: 4 bits beat 2 bits on the same rows; the error parts add what was quantized. */
 START_TEST(test_quant_error) {
     enum { d = 64, n = 128 };
-    float *x = rand_buf((size_t)n * d, 1);
+    float *x = ks_test_rand_buf((size_t)n * d, 1);
     double e2[2] = {0, 0}, e4[2] = {0, 0};
     for (int b = 2; b <= 4; b += 2) {
         ks_kivi_params p = {.k_bits = b, .v_bits = b, .group = 32, .residual = 128};
@@ -280,7 +262,7 @@ typedef struct store_fixture {
 
 static void sf_init(store_fixture *f, const char *const *opts, int n_opts, int window) {
     memset(f, 0, sizeof *f);
-    f->q = rand_buf((size_t)SCAP * SH * SD, 1);
+    f->q = ks_test_rand_buf((size_t)SCAP * SH * SD, 1);
     f->k_all = malloc(sizeof(float) * SL * SHK * SCAP * SD), f->v_all = malloc(sizeof(float) * SL * SHK * SCAP * SD);
     ck_assert(ks_kvcache_init(&f->cache, 0, SL, SHK, SD, SCAP, SCAP, 1) == KS_OK);
     ks_kvstore_cpu_params p = {.cache = &f->cache, .q = f->q, .n_heads = SH, .max_chunk = SCAP, .scale = 0.5f,
@@ -306,7 +288,7 @@ static void sf_free(store_fixture *f) {
 /* Appends n random tokens to every head of every layer (at the next positions), remembered in k_all / v_all. */
 static void sf_append(store_fixture *f, int n) {
     for (int l = 0; l < SL; l++) {
-        float *k = rand_buf((size_t)n * SHK * SD, 2), *v = rand_buf((size_t)n * SHK * SD, 1);
+        float *k = ks_test_rand_buf((size_t)n * SHK * SD, 2), *v = ks_test_rand_buf((size_t)n * SHK * SD, 1);
         const ks_kivi_counts c0 = f->cache.kivi ? ks_kv_kivi_counts(f->cache.kivi, &f->cache, l, 0)
                                                  : (ks_kivi_counts){.n = ks_kvcache_len(&f->cache, l)[0]};
         for (int t = 0; t < n; t++)
@@ -515,7 +497,7 @@ START_TEST(test_counts_only) {
     int32_t keep[SHK * SCAP], n_keep[SHK];
     for (int step = 0; step <= STEPS; step++) {
         int n = step ? 1 : 21, pos0 = ks_kv_kivi_counts(&full, &c, 0, 0).n;
-        float *k = rand_buf((size_t)n * SHK * SD, 1), *v = rand_buf((size_t)n * SHK * SD, 1);
+        float *k = ks_test_rand_buf((size_t)n * SHK * SD, 1), *v = ks_test_rand_buf((size_t)n * SHK * SD, 1);
         ks_kvcache_append(&c, 0, k, v, n, pos0);
         free(k), free(v);
         ks_kv_kivi_flush(&full, &c, 0, a, NULL);
@@ -676,6 +658,7 @@ START_TEST(test_smollm2) {
 END_TEST
 
 int main(int argc, char **argv) {
+    ks_test_seed(0x2545F4914F6CDD1Dull);
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("kivi");
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "kivi");

@@ -28,13 +28,6 @@
 #include "methods/method.h"
 #include "test_util.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static float frand(void) { /* [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((uint32_t)(rng_state >> 40) * (1.0 / (1u << 24))) * 2.0f - 1.0f;
-}
-
 /* ---- the method on the cpu KV store over a cache the tests fill ---------------------------------------- */
 
 enum { H = 4, HK = 2, D = 4, CAP = 64 }; /* one layer; query heads, KV heads, head_dim, rows */
@@ -74,7 +67,7 @@ static void fx_append(fixture *f, int n, const float k[HK][D]) {
     float kn[HK * D], vn[HK * D];
     for (int t = 0; t < n; t++) {
         int at = held(f);
-        for (int i = 0; i < HK * D; i++) kn[i] = k ? k[i / D][i % D] : 2 * frand(), vn[i] = frand();
+        for (int i = 0; i < HK * D; i++) kn[i] = k ? k[i / D][i % D] : 2 * ks_test_frand(), vn[i] = ks_test_frand();
         for (int h = 0; h < HK; h++) {
             memcpy(f->k_all + ((size_t)h * CAP + at) * D, kn + h * D, sizeof(float) * D);
             memcpy(f->v_all + ((size_t)h * CAP + at) * D, vn + h * D, sizeof(float) * D);
@@ -188,7 +181,7 @@ static void expect_attention(fixture *f) {
             }
         len[h] = g.n;
     }
-    for (int i = 0; i < H * D; i++) f->q[i] = frand();
+    for (int i = 0; i < H * D; i++) f->q[i] = ks_test_frand();
     ks_ref_attention_decode(want, f->q, kd, vd, len, CAP, H, HK, D, 0.5f);
     ks_kvstore_cpu_attention_decode(&f->s, 0, got); /* the fast path */
     for (int i = 0; i < H * D; i++)
@@ -207,7 +200,7 @@ START_TEST(test_decode_attention) {
     fx_init(&f, "ThinK+KIVI", opts, 6);
     fx_append(&f, 18, NULL);
     for (int r = 0; r < 18; r++)
-        for (int i = 0; i < H * D; i++) f.q[r * H * D + i] = frand();
+        for (int i = 0; i < H * D; i++) f.q[r * H * D + i] = ks_test_frand();
     fx_prompt(&f, 18);
     ck_assert(layer_stat_channels(&f) == 2.0f);
     ck_assert(ks_kvstore_cpu_packed(&f.s, 0));
@@ -235,7 +228,7 @@ START_TEST(test_short_prompt) {
     fixture f;
     fx_init(&f, "ThinK+KIVI", opts, 3);
     fx_append(&f, 32, NULL);
-    for (int i = 0; i < CAP * H * D; i++) f.q[i] = frand();
+    for (int i = 0; i < CAP * H * D; i++) f.q[i] = ks_test_frand();
     fx_prompt(&f, 32);
     for (int h = 0; h < HK; h++) expect_channels(&f, h, all, D);
     ck_assert(layer_stat_channels(&f) == (float)D);
@@ -360,7 +353,7 @@ START_TEST(test_alone_attention) {
     fixture f;
     fx_init(&f, "ThinK", opts, 3);
     fx_append(&f, 12, NULL);
-    for (int i = 0; i < 12 * H * D; i++) f.q[i] = frand();
+    for (int i = 0; i < 12 * H * D; i++) f.q[i] = ks_test_frand();
     fx_prompt(&f, 12);
     ck_assert(ks_kvstore_cpu_packed(&f.s, 0) && ks_kvcache_len(&f.cache, 0)[0] == 3);
     expect_attention(&f);
@@ -541,6 +534,7 @@ START_TEST(test_smollm2_alone) {
 END_TEST
 
 int main(int argc, char **argv) {
+    ks_test_seed(0x9E3779B97F4A7C15ull);
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("think");
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "think");

@@ -30,13 +30,6 @@
 #include "methods/method.h"
 #include "test_util.h"
 
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static float frand(void) { /* [-1, 1) */
-    rng_state ^= rng_state << 13, rng_state ^= rng_state >> 7, rng_state ^= rng_state << 17;
-    return (float)((uint32_t)(rng_state >> 40) * (1.0 / (1u << 24))) * 2.0f - 1.0f;
-}
-
 /* ---- the block choice ---------------------------------------------------------------------------------- */
 
 /* ks_xattn_select on row qb's scores a must keep exactly want[0 .. n) with the coverage cov. */
@@ -146,8 +139,8 @@ START_TEST(test_estimator_fast) {
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int n_kv = cases[c].q_pos0 + cases[c].n, cap = n_kv + 5, H = cases[c].H, Hk = cases[c].Hk, d = cases[c].d;
         float *q = malloc(sizeof(float) * cases[c].n * H * d), *k = malloc(sizeof(float) * Hk * cap * d);
-        for (int i = 0; i < cases[c].n * H * d; i++) q[i] = 2 * frand();
-        for (int i = 0; i < Hk * cap * d; i++) k[i] = 2 * frand();
+        for (int i = 0; i < cases[c].n * H * d; i++) q[i] = 2 * ks_test_frand();
+        for (int i = 0; i < Hk * cap * d; i++) k[i] = 2 * ks_test_frand();
         int ld = n_kv / cases[c].B + 2;
         float *want = malloc(sizeof(float) * H * ld), *got = malloc(sizeof(float) * H * ld);
         for (int qb = cases[c].q_pos0 / cases[c].B; qb <= (n_kv - 1) / cases[c].B; qb++) {
@@ -203,8 +196,9 @@ static void fx_free(fixture *f) {
 
 /* The whole prompt's queries (L, H, D) and keys, values (L, HK, D): random, with a few strong key blocks. */
 static void random_prompt(float *q, float *k, float *v, int L) {
-    for (int i = 0; i < L * H * D; i++) q[i] = frand();
-    for (int i = 0; i < L * HK * D; i++) k[i] = frand() * (i / (HK * D) / B == 2 ? 4.0f : 1.0f), v[i] = frand();
+    for (int i = 0; i < L * H * D; i++) q[i] = ks_test_frand();
+    for (int i = 0; i < L * HK * D; i++)
+        k[i] = ks_test_frand() * (i / (HK * D) / B == 2 ? 4.0f : 1.0f), v[i] = ks_test_frand();
 }
 
 /* The kept blocks of every (head, query block) row of an L-token prompt run in chunks of `chunk` (block-aligned
@@ -529,6 +523,7 @@ START_TEST(test_smollm2_sparse) {
 END_TEST
 
 int main(int argc, char **argv) {
+    ks_test_seed(0x2545F4914F6CDD1Dull);
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
     Suite *s = suite_create("xattention");
     TCase *tc = tcase_create(smollm2 ? "smollm2" : "xattention");

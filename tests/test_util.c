@@ -93,12 +93,14 @@ static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
 
 void ks_test_seed(uint64_t seed) { rng_state = seed; }
 
-float ks_test_frand(void) {
+uint32_t ks_test_urand(void) {
     rng_state ^= rng_state << 13;
     rng_state ^= rng_state >> 7;
     rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1ull << 23))) - 1.0f;
+    return (uint32_t)(rng_state >> 32);
 }
+
+float ks_test_frand(void) { return (float)((ks_test_urand() >> 8) * (1.0 / (1u << 24))) * 2.0f - 1.0f; }
 
 float *ks_test_rand_buf(size_t n, float amp) {
     float *p = malloc(sizeof(float) * (n ? n : 1));

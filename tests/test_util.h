@@ -25,9 +25,10 @@ void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids);
  * paths stay valid at once). */
 const char *ks_test_write_tmp(const char *name, const char *text);
 /* Random inputs: a xorshift64 stream restarted by ks_test_seed (Check runs each test in a fork of main, so a seed
- * set in main starts every test alike); ks_test_frand is uniform in [-1, 1), ks_test_rand_buf n of them times
- * amp (malloc'd). */
+ * set in main starts every test alike); ks_test_urand its next 32 high bits, ks_test_frand uniform in [-1, 1)
+ * from their top 24, ks_test_rand_buf n of those times amp (malloc'd). */
 void ks_test_seed(uint64_t seed);
+uint32_t ks_test_urand(void);
 float ks_test_frand(void);
 float *ks_test_rand_buf(size_t n, float amp);
 /* A fresh temporary directory (mkdtemp under $TMPDIR); static buffer. */
