@@ -26,6 +26,8 @@
 #include "attention_prefill_sparse.cuh"
 #include "tma.cuh"
 
+#include <type_traits>
+
 namespace {
 
 constexpr int kConsumers = 2, kThreads = (kConsumers + 1) * 128;
@@ -48,7 +50,8 @@ template <class List>
 struct ws_params {
     prefill_args a;
     List list;
-    CUtensorMap k_map, v_map; // (d, n_kv, Hk) views of the caches, boxes of 64 x kBN (sparse: kChunk) x 1
+    // (d, n_kv, Hk) views of the caches: boxes of 64 x kBN x 1, and (block-sparse walks only) of 64 x kChunk x 1
+    CUtensorMap k_map, v_map, k_chunk_map, v_chunk_map;
 };
 
 #ifdef KS_SM90A
@@ -58,27 +61,34 @@ constexpr int kBarQ = 1; // named barrier id: + the consumer warpgroup's index
 // share 16384 (launch bound: 168 each); the producer needs few.
 constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 
+// Keys kb .. kb + kBN - 1 of KV head kvh into the ring stage at ks / vs, completing on barrier `full`.
+template <class List>
+__device__ __forceinline__ void load_tile(const ws_params<List> &p, uint32_t ks, uint32_t vs, int kb, int kvh,
+                                          uint32_t full) {
+#pragma unroll
+    for (int h = 0; h < 2; h++) { // the two 64-column halves of each tile
+        ks_tma_load_3d(ks + h * kBN * 128, &p.k_map, h * 64, kb, kvh, full);
+        ks_tma_load_3d(vs + h * kBN * 128, &p.v_map, h * 64, kb, kvh, full);
+    }
+}
+
 // Producer: K/V tiles 0 .. ntiles - 1 of the block through the ring (see tma.cuh for the parities).
 __device__ __forceinline__ void produce(const ws_params<ks_dense_list> &p, const ks_dense_cta &cta,
                                         const prefill_range &rg, uint32_t k_ring, uint32_t v_ring, uint32_t full0,
                                         uint32_t empty0, sparse_tile *) {
-    const int kvh = cta.kvh;
     for (int t = 0; t < rg.ntiles; t++) {
         const int st = t % kStages;
-        const uint32_t full = full0 + 8 * st, ks = k_ring + st * kKVBytes, vs = v_ring + st * kKVBytes;
-        const int kb = rg.kb0 + t * kBN;
+        const uint32_t full = full0 + 8 * st;
         ks_mbar_wait(empty0 + 8 * st, ((t / kStages) & 1) ^ 1);
         ks_mbar_arrive_expect_tx(full, 2 * kKVBytes);
-#pragma unroll
-        for (int h = 0; h < 2; h++) { // the two 64-column halves of each tile
-            ks_tma_load_3d(ks + h * kBN * 128, &p.k_map, h * 64, kb, kvh, full);
-            ks_tma_load_3d(vs + h * kBN * 128, &p.v_map, h * 64, kb, kvh, full);
-        }
+        load_tile(p, k_ring + st * kKVBytes, v_ring + st * kKVBytes, rg.kb0 + t * kBN, cta.kvh, full);
     }
 }
 
 // Block-sparse producer: the chunks of the block's walk, kChunks a tile, each tile's sparse_tile written into
-// its stage's slot before the arrive that the consumers' wait on `full` acquires.
+// its stage's slot before the arrive that the consumers' wait on `full` acquires. A tile of consecutive keys (a
+// listed run of kBN keys or more: every tile of the full list) loads as the dense producer's boxes of kBN rows,
+// any other as kChunks boxes of kChunk rows.
 __device__ __forceinline__ void produce(const ws_params<ks_sparse_list> &p, const ks_sparse_cta &cta,
                                         const prefill_range &rg, uint32_t k_ring, uint32_t v_ring, uint32_t full0,
                                         uint32_t empty0, sparse_tile *info) {
@@ -96,6 +106,7 @@ __device__ __forceinline__ void produce(const ws_params<ks_sparse_list> &p, cons
             full = full && walk.all_listed(c[i]) && ks_prefill_tile_full(cta.a, rg, c[i].base, kChunk);
             mask |= c[i].mask << 2 * i;
         }
+        const bool run = got == kChunks && c[kChunks - 1].base == c[0].base + kBN - kChunk;
         const int st = t % kStages;
         const uint32_t full_bar = full0 + 8 * st, ks = k_ring + st * kKVBytes, vs = v_ring + st * kKVBytes;
         ks_mbar_wait(empty0 + 8 * st, ((t / kStages) & 1) ^ 1);
@@ -103,13 +114,17 @@ __device__ __forceinline__ void produce(const ws_params<ks_sparse_list> &p, cons
         for (int i = 0; i < kChunks; i++) info[st].base[i] = c[i].base;
         info[st].mask = mask | (int)full << kFullBit;
         ks_mbar_arrive_expect_tx(full_bar, 2 * kKVBytes);
+        if (run) {
+            load_tile(p, ks, vs, c[0].base, cta.kvh, full_bar);
+            continue;
+        }
 #pragma unroll
         for (int i = 0; i < kChunks; i++)
 #pragma unroll
             for (int h = 0; h < 2; h++) { // rows i * kChunk .. of the tile, in each 64-column half
                 const uint32_t at = h * kBN * 128 + i * kChunk * 128;
-                ks_tma_load_3d(ks + at, &p.k_map, h * 64, c[i].base, cta.kvh, full_bar);
-                ks_tma_load_3d(vs + at, &p.v_map, h * 64, c[i].base, cta.kvh, full_bar);
+                ks_tma_load_3d(ks + at, &p.k_chunk_map, h * 64, c[i].base, cta.kvh, full_bar);
+                ks_tma_load_3d(vs + at, &p.v_chunk_map, h * 64, c[i].base, cta.kvh, full_bar);
             }
     }
 }
@@ -272,10 +287,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// The kernel of policy Cta over `grid`, K/V loaded in TMA boxes of box_rows keys.
+// The kernel of policy Cta over `grid`: K/V tensor maps with boxes of kBN keys, and of kChunk keys for the
+// block-sparse walk.
 template <class Cta>
-ks_status launch(const prefill_args &a, const typename Cta::list &list, int Hk, int box_rows, dim3 grid,
-                 cudaStream_t s) {
+ks_status launch(const prefill_args &a, const typename Cta::list &list, int Hk, dim3 grid, cudaStream_t s) {
     static bool configured = false; // the attribute is per function; set once, before the first launch
     if (!configured) {
         CUDA_CHECK(cudaFuncSetAttribute(attention_prefill_ws_kernel<Cta>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -288,9 +303,13 @@ ks_status launch(const prefill_args &a, const typename Cta::list &list, int Hk, 
     // The maps end at n_kv (at least one row: the encoder refuses empty extents; with n_kv = 0 nothing loads).
     const uint64_t dims[3] = {kSm90D, (uint64_t)(a.n_kv > 0 ? a.n_kv : 1), (uint64_t)Hk};
     const uint64_t strides[2] = {kSm90D * 2, (uint64_t)a.cap * kSm90D * 2};
-    const uint32_t box[3] = {64, (uint32_t)box_rows, 1};
+    const uint32_t box[3] = {64, kBN, 1}, chunk_box[3] = {64, kChunk, 1};
     KS_TRY(ks_tma_map_bf16_3d(&p.k_map, a.kc, dims, strides, box));
     KS_TRY(ks_tma_map_bf16_3d(&p.v_map, a.vc, dims, strides, box));
+    if (std::is_same<Cta, ks_sparse_cta>::value) {
+        KS_TRY(ks_tma_map_bf16_3d(&p.k_chunk_map, a.kc, dims, strides, chunk_box));
+        KS_TRY(ks_tma_map_bf16_3d(&p.v_chunk_map, a.vc, dims, strides, chunk_box));
+    }
     attention_prefill_ws_kernel<Cta><<<grid, kThreads, kSmem, s>>>(p);
     KS_LAUNCH_CHECK();
     return KS_OK;
@@ -299,10 +318,10 @@ ks_status launch(const prefill_args &a, const typename Cta::list &list, int Hk, 
 } // namespace
 
 ks_status ks_prefill_launch_sm90(const prefill_args &a, int Hk, cudaStream_t s) {
-    return launch<ks_dense_cta>(a, ks_dense_list{}, Hk, kBN, dim3(Hk, ks_cdiv((int64_t)a.n * a.G, kSm90BM)), s);
+    return launch<ks_dense_cta>(a, ks_dense_list{}, Hk, dim3(Hk, ks_cdiv((int64_t)a.n * a.G, kSm90BM)), s);
 }
 
 ks_status ks_prefill_sparse_launch_sm90(const prefill_args &a, const ks_sparse_list &l, int Hk, cudaStream_t s) {
     static_assert(kSm90BM == kSparseTile && 64 % kChunk == 0, "a tile is one block of rows; chunks split blocks");
-    return launch<ks_sparse_cta>(a, l, Hk, kChunk, ks_sparse_grid(a), s);
+    return launch<ks_sparse_cta>(a, l, Hk, ks_sparse_grid(a), s);
 }

@@ -27,33 +27,37 @@ struct ks_sparse_list {
 
 // The chunks of C keys (C divides the block size) of the union of list a and list b (a: the tile's first query
 // block, b: its second, or empty), ascending, from the first chunk that reaches lo to the last that starts
-// before hi. next() keeps returning false once it has. Each list's next entry is loaded when the previous one
-// is taken, a block ahead of its use.
+// before hi. next() keeps returning false once it has. The lists are entries cols[a .. a_end) and
+// cols[b .. b_end) (indices, not pointers: the wgmma kernel's producer thread walks with 24 registers); each
+// list's next entry is loaded when the previous one is taken, a block ahead of its use.
 template <int C>
 struct ks_sparse_walk {
-    const int32_t *a, *a_end, *b, *b_end;
-    int ca, cb;        // *a and *b, INT_MAX past the end
-    int shift, lo, hi; // log2 of the block size; the tile's key bounds
+    const int32_t *cols;
+    int a, a_end, b, b_end;
+    int ca, cb;         // cols[a] and cols[b], INT_MAX past the end
+    int shift, lo, hi;  // log2 of the block size; the tile's key bounds
     int qb_first, need; // the tile's first query block; its query blocks as a mask (1, or 3 for two)
-    int kb, mask, off;  // the block being walked, its rows, the next chunk's offset in it
+    int base, end, mask; // the block being walked: its next chunk, the end of its keys in [lo, hi), its rows
 
     __device__ __forceinline__ bool next(key_chunk &c) {
+        if (base >= end && !advance()) return false;
+        c.base = base, c.mask = mask;
+        base += C;
+        return true;
+    }
+    // Moves to the next listed block of either row with keys in [lo, hi); false past the last.
+    __device__ __forceinline__ bool advance() {
         for (;;) {
-            if (off >= (1 << shift)) { // the next listed block of either row
-                kb = min(ca, cb);
-                if (kb == INT_MAX) return false;
-                mask = (ca == kb) | (cb == kb) << 1;
-                if (ca == kb) ca = ++a < a_end ? __ldg(a) : INT_MAX;
-                if (cb == kb) cb = ++b < b_end ? __ldg(b) : INT_MAX;
-                off = ((kb + 1) << shift) <= lo ? (1 << shift) : 0; // wholly before the window: skip it
-                continue;
+            const int kb = min(ca, cb);
+            if (kb == INT_MAX || (kb << shift) >= hi) return false; // ascending: every later block is past hi too
+            mask = (ca == kb) | (cb == kb) << 1;
+            if (ca == kb) ca = ++a < a_end ? __ldg(cols + a) : INT_MAX;
+            if (cb == kb) cb = ++b < b_end ? __ldg(cols + b) : INT_MAX;
+            const int x = max(kb << shift, lo), y = min((kb + 1) << shift, hi);
+            if (x < y) {
+                base = x / C * C, end = y;
+                return true;
             }
-            const int base = (kb << shift) + off;
-            if (base >= hi) return false; // ascending: every later chunk is past the causal end too
-            off += C;
-            if (base + C <= lo) continue;
-            c.base = base, c.mask = mask;
-            return true;
         }
     }
     // The number of chunks a fresh walk returns, counted by the 32 lanes of a warp together (all active; every lane
@@ -61,9 +65,9 @@ struct ks_sparse_walk {
     __device__ __forceinline__ int count_warp(int lane) const {
         int n = 0;
 #pragma unroll 4
-        for (const int32_t *p = a + lane; p < a_end; p += 32) n += chunks_of(__ldg(p));
-        for (const int32_t *p = b + lane; p < b_end; p += 32) {
-            const int kb = __ldg(p);
+        for (int i = a + lane; i < a_end; i += 32) n += chunks_of(__ldg(cols + i));
+        for (int i = b + lane; i < b_end; i += 32) {
+            const int kb = __ldg(cols + i);
             if (!in_a(kb)) n += chunks_of(kb);
         }
         return __reduce_add_sync(0xffffffffu, n);
@@ -75,13 +79,13 @@ struct ks_sparse_walk {
     }
     // List a (ascending) holds kb: binary search.
     __device__ __forceinline__ bool in_a(int kb) const {
-        const int32_t *l = a, *r = a_end;
+        int l = a, r = a_end;
         while (l < r) {
-            const int32_t *m = l + (r - l) / 2;
-            if (__ldg(m) < kb) l = m + 1;
+            const int m = l + (r - l) / 2;
+            if (__ldg(cols + m) < kb) l = m + 1;
             else r = m;
         }
-        return l < a_end && __ldg(l) == kb;
+        return l < a_end && __ldg(cols + l) == kb;
     }
     // The row of absolute query position pos lists chunk c.
     __device__ __forceinline__ bool listed(const key_chunk &c, int pos) const {
@@ -99,12 +103,13 @@ struct ks_sparse_cta {
     using list = ks_sparse_list;
     prefill_args a;
     int kvh, qkvh, v0;
-    const int32_t *row_a, *row_a_end, *row_b_end; // the first row's list, and the second's end (= row_a_end: none)
+    const int32_t *cols;
+    int row_a, row_a_end, row_b_end; // the first row's entries of cols, and the second's end (= row_a_end: none)
     int shift, qb_first, need;
 
     __device__ __forceinline__ ks_sparse_cta(const prefill_args &a0, const list &l, int head, int tile, int rows,
                                              int d)
-        : a(a0), kvh(head / a0.G), qkvh(0), v0(0) {
+        : a(a0), kvh(head / a0.G), qkvh(0), v0(0), cols(l.cols) {
         const int start = (a0.q_pos0 / rows + tile) * rows;
         const int t_lo = max(0, start - a0.q_pos0), t_hi = min(a0.n, start + rows - a0.q_pos0);
         a.q += (int64_t)t_lo * a0.ld_q + (int64_t)head * d;
@@ -115,20 +120,22 @@ struct ks_sparse_cta {
         qb_first = a.q_pos0 >> shift;
         need = ((a.q_pos0 + a.n - 1) >> shift) > qb_first ? 3 : 1;
         const int r = head * l.n_qblocks + (qb_first - l.qb0);
-        row_a = l.cols + l.row_start[r], row_a_end = l.cols + l.row_start[r + 1];
-        row_b_end = need == 3 ? l.cols + l.row_start[r + 2] : row_a_end;
+        row_a = l.row_start[r], row_a_end = l.row_start[r + 1];
+        row_b_end = need == 3 ? l.row_start[r + 2] : row_a_end;
     }
 
     // The walk over the tile's keys: from the window start of its first query to the causal end of its last.
     template <int C>
     __device__ __forceinline__ ks_sparse_walk<C> keys(const prefill_range &) const {
         ks_sparse_walk<C> w;
+        w.cols = cols;
         w.a = row_a, w.a_end = row_a_end, w.b = row_a_end, w.b_end = row_b_end;
-        w.ca = row_a < row_a_end ? __ldg(row_a) : INT_MAX, w.cb = row_a_end < row_b_end ? __ldg(row_a_end) : INT_MAX;
+        w.ca = row_a < row_a_end ? __ldg(cols + row_a) : INT_MAX;
+        w.cb = row_a_end < row_b_end ? __ldg(cols + row_a_end) : INT_MAX;
         w.shift = shift, w.qb_first = qb_first, w.need = need;
         w.lo = a.window > 0 ? max(0, a.q_pos0 - a.window + 1) : 0;
         w.hi = min(a.n_kv, a.q_pos0 + a.n);
-        w.kb = -1, w.mask = 0, w.off = 1 << shift;
+        w.base = 0, w.end = 0, w.mask = 0;
         return w;
     }
 };
