@@ -6,7 +6,8 @@
 // A block holds the queries of ONE query head (lists differ between the heads of a KV group, so the dense
 // kernels' GQA packing would visit the union of G lists) in one 128-row tile aligned to absolute positions
 // (tile i of the chunk: positions [(q_pos0 / 128 + i) 128, + 128) cut to the chunk), reading KV head h / G in
-// place. With blocks of 128 such a tile lies in one query block; with blocks of 64 in at most two, and the block
+// place; where every head of the group lists the same blocks for the tile, the group's G blocks take the dense
+// kernels' GQA rows instead (ks_sparse_cta). With blocks of 128 such a tile lies in one query block; with blocks of 64 in at most two, and the block
 // walks the union of the two rows' lists, each row masking the key blocks its own row does not list. A listed
 // key block is visited in chunks of C keys (the kernel's key tile, or a part of it) between the window start of
 // the tile's first query and the causal end of its last; no other key is loaded or multiplied.
@@ -95,10 +96,38 @@ struct ks_sparse_walk {
     __device__ __forceinline__ bool all_listed(const key_chunk &c) const { return (c.mask & need) == need; }
 };
 
-// The rows and keys of block (head, tile) of the sparse prefill: the tile's queries of query head `head` as a
-// view of the call's arguments (a.q, a.out, a.lse moved to the tile's first query and the head, a.n its rows,
-// a.q_pos0 its first position, a.G = 1, so the kernels' virtual rows are its queries and qkvh is 0), KV head
-// head / G.
+// Every query head of KV group `group` (G <= 32 heads) lists the same key blocks in rows qb .. qb + nq - 1 (nq 1
+// or 2), compared by the 32 lanes of a warp together (all active; every lane gets it): lane g < G loads head g's
+// row bounds, then the lanes compare the entries, loads batched by the unroll (the check runs before any tile).
+__device__ __forceinline__ bool ks_sparse_group_shares(const ks_sparse_list &l, int group, int G, int qb, int nq,
+                                                       int lane) {
+    int s = 0, m = 0, e = 0; // head `lane`'s entries cols[s, e), the first row's ending at m
+    if (lane < G) {
+        const int r = (group * G + lane) * l.n_qblocks + (qb - l.qb0);
+        s = l.row_start[r], m = l.row_start[r + 1], e = l.row_start[r + nq];
+    }
+    const int s0 = __shfl_sync(0xffffffffu, s, 0), m0 = __shfl_sync(0xffffffffu, m, 0);
+    const int e0 = __shfl_sync(0xffffffffu, e, 0);
+    if (!__all_sync(0xffffffffu, lane >= G || (m - s == m0 - s0 && e - s == e0 - s0))) return false;
+    bool same = true;
+    for (int g = 1; g < G; g++) {
+        const int sg = __shfl_sync(0xffffffffu, s, g);
+#pragma unroll 8
+        for (int i = lane; i < e0 - s0; i += 32) same &= __ldg(l.cols + s0 + i) == __ldg(l.cols + sg + i);
+    }
+    return __all_sync(0xffffffffu, same);
+}
+
+// The rows and keys of block (head, tile) of the sparse prefill. The G blocks of the query heads of one KV group
+// share the group's 128-position tile, in one of two layouts:
+//   per head (the heads' lists differ): the tile's queries of query head `head` as a view of the call's
+//     arguments (a.q, a.out, a.lse moved to the tile's first query and the head, a.n its rows, a.q_pos0 its
+//     first position, a.G = 1, so the kernels' virtual rows are its queries and qkvh is 0), KV head head / G;
+//   packed (every head of the group lists the same blocks in the tile's query blocks, as the full list does):
+//     the dense kernels' GQA rows, slab head % G of the tile's 128 / G positions for all G heads, so each listed
+//     K/V tile is loaded once for the group (a.n cut at the slab's end; the rows before it are the call's).
+//     Each slab lies in one query block (128 / G divides the block size).
+// Constructed by every thread of the block (the layout check is a warp collective).
 struct ks_sparse_cta {
     using list = ks_sparse_list;
     prefill_args a;
@@ -109,32 +138,48 @@ struct ks_sparse_cta {
 
     __device__ __forceinline__ ks_sparse_cta(const prefill_args &a0, const list &l, int head, int tile, int rows,
                                              int d)
-        : a(a0), kvh(head / a0.G), qkvh(0), v0(0), cols(l.cols) {
-        const int start = (a0.q_pos0 / rows + tile) * rows;
+        : a(a0), kvh(head / a0.G), cols(l.cols) {
+        const int start = (a0.q_pos0 / rows + tile) * rows, G = a0.G;
         const int t_lo = max(0, start - a0.q_pos0), t_hi = min(a0.n, start + rows - a0.q_pos0);
+        shift = l.block == 64 ? 6 : 7;
+        const int qb_lo = (a0.q_pos0 + t_lo) >> shift, qb_hi = (a0.q_pos0 + t_hi - 1) >> shift;
+        if (G > 1 && G <= 32 && rows % G == 0 && ks_sparse_group_shares(l, kvh, G, qb_lo, qb_hi - qb_lo + 1, threadIdx.x & 31)) {
+            const int per = rows / G, sub = head % G, s_lo = start - a0.q_pos0 + sub * per;
+            const int p_lo = max(t_lo, s_lo), p_hi = min(t_hi, s_lo + per);
+            qkvh = kvh, v0 = p_lo * G, need = 1;
+            qb_first = (a0.q_pos0 + p_lo) >> shift;
+            if (p_hi > p_lo) {
+                const int r = kvh * G * l.n_qblocks + (qb_first - l.qb0);
+                a.n = p_hi, row_a = l.row_start[r], row_a_end = l.row_start[r + 1];
+            } else { // a slab past the chunk's end: no rows, no keys
+                a.n = p_lo, row_a = row_a_end = 0;
+            }
+            row_b_end = row_a_end;
+            return;
+        }
         a.q += (int64_t)t_lo * a0.ld_q + (int64_t)head * d;
         a.out += (int64_t)t_lo * a0.ld_o + (int64_t)head * d;
         if (a.lse) a.lse += (int64_t)t_lo * a0.H + head;
         a.n = t_hi - t_lo, a.q_pos0 = a0.q_pos0 + t_lo, a.G = 1;
-        shift = l.block == 64 ? 6 : 7;
-        qb_first = a.q_pos0 >> shift;
-        need = ((a.q_pos0 + a.n - 1) >> shift) > qb_first ? 3 : 1;
+        qkvh = 0, v0 = 0;
+        qb_first = qb_lo, need = qb_hi > qb_lo ? 3 : 1;
         const int r = head * l.n_qblocks + (qb_first - l.qb0);
         row_a = l.row_start[r], row_a_end = l.row_start[r + 1];
         row_b_end = need == 3 ? l.row_start[r + 2] : row_a_end;
     }
 
-    // The walk over the tile's keys: from the window start of its first query to the causal end of its last.
+    // The walk over the keys of the block's rows (range rg): from the window start of its first query to the causal
+    // end of its last.
     template <int C>
-    __device__ __forceinline__ ks_sparse_walk<C> keys(const prefill_range &) const {
+    __device__ __forceinline__ ks_sparse_walk<C> keys(const prefill_range &rg) const {
         ks_sparse_walk<C> w;
         w.cols = cols;
         w.a = row_a, w.a_end = row_a_end, w.b = row_a_end, w.b_end = row_b_end;
         w.ca = row_a < row_a_end ? __ldg(cols + row_a) : INT_MAX;
         w.cb = row_a_end < row_b_end ? __ldg(cols + row_a_end) : INT_MAX;
         w.shift = shift, w.qb_first = qb_first, w.need = need;
-        w.lo = a.window > 0 ? max(0, a.q_pos0 - a.window + 1) : 0;
-        w.hi = min(a.n_kv, a.q_pos0 + a.n);
+        w.lo = a.window > 0 ? max(0, rg.qp_lo - a.window + 1) : 0;
+        w.hi = min(a.n_kv, rg.qp_hi + 1);
         w.base = 0, w.end = 0, w.mask = 0;
         return w;
     }
