@@ -630,22 +630,36 @@ START_TEST(test_attention_prefill) {
 END_TEST
 
 /* A random block list (host arrays) for a chunk of n queries at q_pos0, blocks of B: a row is empty with
- * probability p_empty, else lists each key block kb <= qb with probability density (density 1: the full list). */
-static ks_block_list rand_block_list(int H, int q_pos0, int n, int B, double density, double p_empty) {
+ * probability p_empty, else lists each key block kb <= qb with probability density (density 1: the full list);
+ * with probability p_share a query block's rows of the heads of a KV group (G heads) all copy the group's first
+ * head's row (the kernels then give that group's tile the GQA rows). */
+static ks_block_list rand_block_list(int H, int G, int q_pos0, int n, int B, double density, double p_empty,
+                                     double p_share) {
     ks_block_list l = {.block = B, .H = H, .qb0 = q_pos0 / B, .n_qblocks = ks_block_rows_of(q_pos0, n, B)};
     const int rows = H * l.n_qblocks, qb_end = l.qb0 + l.n_qblocks;
     l.row_start = malloc((size_t)(rows + 1) * sizeof *l.row_start);
     l.cols = malloc((size_t)rows * qb_end * sizeof *l.cols + 4);
     ck_assert(l.row_start && l.cols);
+    char *shared = malloc((size_t)rows / G + 1); /* (group, query block): its heads copy the first one's row */
+    ck_assert(shared);
+    for (int i = 0; i < rows / G; i++) shared[i] = p_share > 0 && rng_unif() < p_share;
     int nnz = 0;
     for (int h = 0; h < H; h++)
         for (int qb = l.qb0; qb < qb_end; qb++) {
-            l.row_start[ks_block_row(&l, h, qb)] = nnz;
+            const int r = ks_block_row(&l, h, qb), first = ks_block_row(&l, h - h % G, qb);
+            l.row_start[r] = nnz;
+            if (h % G && shared[(h / G) * l.n_qblocks + qb - l.qb0]) {
+                for (int i = l.row_start[first]; i < l.row_start[first + 1]; i++) l.cols[nnz++] = l.cols[i];
+                continue;
+            }
+            l.row_start[r + 1] = nnz; /* (the row's end while a later head of the group may copy it) */
             if (density < 1.0 && rng_unif() < p_empty) continue;
             for (int kb = 0; kb <= qb; kb++)
                 if (density >= 1.0 || rng_unif() < density) l.cols[nnz++] = kb;
+            l.row_start[r + 1] = nnz;
         }
     l.row_start[rows] = nnz;
+    free(shared);
     return l;
 }
 
@@ -673,7 +687,7 @@ static void check_inf_lse(const char *what, float *got, float *ref, size_t n) {
  * ks_ref_attention_sparse on a random list (see rand_block_list); with density 1 (the full list) also against
  * the dense kernel's output on the same inputs. */
 static void sparse_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int window, int B, double density,
-                        double p_empty, int fused) {
+                        double p_empty, double p_share, int fused) {
     const int cap = n_kv + 37;
     const int64_t ld_q = fused ? (int64_t)(H + 2 * Hk) * d : (int64_t)H * d, ld_o = (int64_t)H * d;
     const float scale = 1.0f / sqrtf((float)d);
@@ -684,7 +698,8 @@ static void sparse_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int w
     int32_t lens[64];
     for (int h = 0; h < Hk; h++) lens[h] = n_kv;
     float *k = make_cache(kb, Hk, cap, d, lens), *v = make_cache(vb, Hk, cap, d, lens);
-    ks_block_list l = rand_block_list(H, q_pos0, n, B, density, p_empty), dl = block_list_to_device(&l);
+    ks_block_list l = rand_block_list(H, H / Hk, q_pos0, n, B, density, p_empty, p_share),
+                  dl = block_list_to_device(&l);
     float *ref = malloc(on * 4), *lse_ref = malloc((size_t)n * H * 4);
     ks_ref_attention_sparse(ref, q, k, v, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, &l);
     ref_lse(lse_ref, q, k, n, n_kv, cap, H, Hk, d, q_pos0, window, scale, &l);
@@ -736,29 +751,35 @@ static void sparse_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int w
 
 START_TEST(test_attention_prefill_sparse) {
     /* Llama-3.1-8B heads (G=4), blocks of 128, a chunk from 0, ragged and empty rows */
-    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.3, 0.1, 0);
-    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.05, 0.0, 1); /* 5%, fused q|k|v rows */
-    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0);  /* G=8, a chunk starting mid-block */
-    sparse_case(4, 4, 64, 300, 90, 390, 0, 64, 0.25, 0.1, 0);    /* MHA, d=64, blocks of 64: tiles over two blocks */
-    sparse_case(9, 3, 64, 333, 0, 333, 0, 64, 0.1, 0.3, 0);      /* SmolLM2 heads (G=3) */
-    sparse_case(9, 3, 64, 250, 40, 290, 0, 128, 0.6, 0.1, 1);    /* d=64, blocks of 128, chunk offset, fused */
-    sparse_case(16, 4, 128, 400, 1000, 1400, 0, 64, 0.5, 0.0, 0); /* d=128, blocks of 64 (wgmma: two lists) */
-    sparse_case(6, 2, 64, 200, 500, 700, 150, 128, 0.6, 0.0, 0);  /* sliding window inside listed blocks */
-    sparse_case(4, 1, 128, 150, 700, 850, 200, 64, 0.7, 0.0, 0);  /* d=128 window, blocks of 64 */
-    sparse_case(8, 2, 128, 1, 1500, 1501, 0, 128, 0.2, 0.0, 0);   /* a single query */
-    sparse_case(4, 2, 128, 130, 0, 130, 0, 128, 0.0, 1.0, 0);     /* every row empty: zeros, lse +inf */
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.3, 0.1, 0.0, 0);
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.05, 0.0, 0.0, 1); /* 5%, fused q|k|v rows */
+    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0.0, 0);  /* G=8, a chunk starting mid-block */
+    sparse_case(4, 4, 64, 300, 90, 390, 0, 64, 0.25, 0.1, 0.0, 0);    /* MHA, d=64, blocks of 64: tiles over two blocks */
+    sparse_case(9, 3, 64, 333, 0, 333, 0, 64, 0.1, 0.3, 0.0, 0);      /* SmolLM2 heads (G=3) */
+    sparse_case(9, 3, 64, 250, 40, 290, 0, 128, 0.6, 0.1, 0.0, 1);    /* d=64, blocks of 128, chunk offset, fused */
+    sparse_case(16, 4, 128, 400, 1000, 1400, 0, 64, 0.5, 0.0, 0.0, 0); /* d=128, blocks of 64 (wgmma: two lists) */
+    sparse_case(6, 2, 64, 200, 500, 700, 150, 128, 0.6, 0.0, 0.0, 0);  /* sliding window inside listed blocks */
+    sparse_case(4, 1, 128, 150, 700, 850, 200, 64, 0.7, 0.0, 0.0, 0);  /* d=128 window, blocks of 64 */
+    sparse_case(8, 2, 128, 1, 1500, 1501, 0, 128, 0.2, 0.0, 0.0, 0);   /* a single query */
+    sparse_case(4, 2, 128, 130, 0, 130, 0, 128, 0.0, 1.0, 0.0, 0);     /* every row empty: zeros, lse +inf */
+    /* KV groups whose heads share rows on some query blocks: the GQA rows there, one head per block elsewhere */
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.3, 0.1, 0.5, 0);
+    sparse_case(16, 4, 128, 400, 1000, 1400, 0, 64, 0.5, 0.0, 0.6, 0); /* blocks of 64: tiles over two blocks */
+    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0.8, 0);   /* G=8 (16-row slabs), chunk mid-block */
+    sparse_case(8, 2, 64, 333, 77, 410, 100, 64, 0.4, 0.1, 0.7, 1);    /* d=64, window, chunk mid-slab, fused */
+    sparse_case(9, 3, 64, 200, 0, 200, 0, 64, 0.3, 0.0, 1.0, 0);       /* G=3 does not divide 128: one head each */
     /* the full list against the dense kernel (no window: the same key tiles in the same order) */
-    sparse_case(32, 8, 128, 600, 100, 700, 0, 128, 1.0, 0.0, 0);
-    sparse_case(8, 1, 128, 300, 0, 300, 0, 64, 1.0, 0.0, 0);
-    sparse_case(9, 3, 64, 300, 50, 350, 0, 64, 1.0, 0.0, 0);
-    sparse_case(4, 4, 64, 257, 0, 257, 0, 128, 1.0, 0.0, 0);
-    sparse_case(6, 2, 128, 200, 300, 500, 100, 128, 1.0, 0.0, 0); /* with a window: tiles differ, bf16 tolerance */
+    sparse_case(32, 8, 128, 600, 100, 700, 0, 128, 1.0, 0.0, 0.0, 0);
+    sparse_case(8, 1, 128, 300, 0, 300, 0, 64, 1.0, 0.0, 0.0, 0);
+    sparse_case(9, 3, 64, 300, 50, 350, 0, 64, 1.0, 0.0, 0.0, 0);
+    sparse_case(4, 4, 64, 257, 0, 257, 0, 128, 1.0, 0.0, 0.0, 0);
+    sparse_case(6, 2, 128, 200, 300, 500, 100, 128, 1.0, 0.0, 0.0, 0); /* with a window: tiles differ, bf16 tolerance */
 }
 END_TEST
 
 /* Head dims and block sizes the kernel lacks: a clear error, not garbage. */
 START_TEST(test_attention_prefill_sparse_refuses) {
-    ks_block_list l = rand_block_list(4, 0, 10, 128, 1.0, 0.0), dl = block_list_to_device(&l);
+    ks_block_list l = rand_block_list(4, 2, 0, 10, 128, 1.0, 0.0, 0.0), dl = block_list_to_device(&l);
     ks_bf16 *buf = dev_poisoned((size_t)10 * 4 * 80 * 2);
     ck_assert_int_eq(ks_cuda_attention_prefill_sparse(buf, 4 * 80, buf, 4 * 80, buf, buf, 10, 10, 10, 4, 2, 80, 0, 0,
                                                       0.1f, NULL, &dl, 0),
