@@ -166,4 +166,16 @@ typedef struct ks_xattn_args {
     float scale;
 } ks_xattn_args;
 
+/* XAttention's block lists of a whole chunk (kvstore.h xattn_blocks): every query block of the chunk (positions
+ * q_pos0 .. q_pos0 + n - 1, its roped queries in Q rows 0 .. n - 1) scored as ks_xattn_args says, and each
+ * (query head, query block) row's choice by ks_xattn_select (cpu/xattn_ref.h) with theta[h] (H values), or
+ * density > 0 instead. */
+typedef struct ks_xattn_blocks_args {
+    int q_pos0, n;
+    int block, stride;
+    float scale;
+    const float *theta; /* (H) host */
+    float density;
+} ks_xattn_blocks_args;
+
 #endif

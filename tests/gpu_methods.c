@@ -311,6 +311,90 @@ START_TEST(test_xattn_scores) {
 }
 END_TEST
 
+/* XAttention's block lists of a whole chunk on the device (ks_cuda_xattn_blocks: stride scores on cuBLASLt, the
+ * choice on the device, then ks_cuda_xattn_pack) against ks_ref_xattn_block_scores and ks_xattn_select query block
+ * by query block: the block scores within tolerance, the same blocks in every row. Score scratch for two query
+ * blocks, so the chunks take several slabs; a first chunk, a later chunk whose keys end inside a stride column
+ * (the partial column recomputed), stride 8 and 16, GQA groups 1 to 4, threshold and force_density. */
+START_TEST(test_xattn_blocks) {
+    const int shapes[][7] = {{8, 2, 64, 16, 0, 700, 0}, {4, 4, 128, 8, 256, 203, 30}, {6, 2, 32, 16, 128, 130, 0},
+                             {8, 2, 128, 16, 384, 600, 10}}; /* H, Hk, d, stride, q_pos0, n, density % */
+    const int B = 128;
+    ks_cuda_gemm_t *gemm;
+    CK_KS(ks_cuda_gemm_init(&gemm, (size_t)32 << 20));
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        const int H = shapes[c][0], Hk = shapes[c][1], d = shapes[c][2], S = shapes[c][3], n = shapes[c][5];
+        float theta[8];
+        for (int h = 0; h < H; h++) theta[h] = 0.6f + 0.05f * (float)h;
+        const ks_xattn_blocks_args a = {.q_pos0 = shapes[c][4], .n = n, .block = B, .stride = S,
+                                        .scale = 1.0f / (sqrtf((float)d) * (float)S), .theta = theta,
+                                        .density = (float)shapes[c][6] / 100.0f};
+        const int cap = a.q_pos0 + n + 9, ld_q = H * d + 2 * Hk * d, qb0 = a.q_pos0 / B;
+        const int nq = (a.q_pos0 + n - 1) / B - qb0 + 1, W = qb0 + nq, nb = cap / B + 1, rows = H * nq;
+        float *k = malloc(sizeof(float) * Hk * cap * d), *q = malloc(sizeof(float) * n * ld_q);
+        float *q_dense = malloc(sizeof(float) * n * H * d);
+        fill(k, (size_t)Hk * cap * d, -2, 2), fill(q, (size_t)n * ld_q, -2, 2);
+        for (int r = 0; r < n; r++) memcpy(q_dense + (size_t)r * H * d, q + (size_t)r * ld_q, sizeof(float) * H * d);
+
+        /* the reference, query block by query block */
+        float *want = malloc(sizeof(float) * rows * nb), *scores = malloc(sizeof(float) * H * W);
+        int32_t *want_cols_n = malloc(sizeof(int32_t) * rows), *want_cols = malloc(sizeof(int32_t) * rows * W);
+        double *want_cov = malloc(sizeof(double) * rows);
+        ks_xattn_rank *work = malloc(sizeof(ks_xattn_rank) * W);
+        for (int qb = qb0; qb < W; qb++) {
+            const ks_xattn_args xa = {.q_pos0 = a.q_pos0, .n = n, .qb = qb, .block = B, .stride = S, .scale = a.scale};
+            ks_ref_xattn_block_scores(scores, W, q_dense, k, H, Hk, d, cap, &xa);
+            for (int h = 0; h < H; h++) {
+                const int r = h * nq + qb - qb0;
+                memcpy(want + (size_t)r * nb, scores + (size_t)h * W, sizeof(float) * (qb + 1));
+                want_cols_n[r] = ks_xattn_select(want_cols + (size_t)r * W, &want_cov[r], scores + (size_t)h * W, qb,
+                                                 theta[h], a.density, work);
+            }
+        }
+
+        /* the device */
+        ks_cuda_xattn_work w = {.s_floats = 2 * (size_t)H * (B / S) * (cap / S + 1)};
+        w.q_elems = (size_t)H * ks_cuda_xattn_slab_qblocks(w.s_floats, H, B, S, cap) * B * d;
+        w.s = dev_alloc(sizeof(float) * w.s_floats), w.q = dev_alloc(2 * w.q_elems);
+        w.a = dev_alloc(sizeof(float) * rows * nb), w.theta = dev_alloc(sizeof(float) * H);
+        w.cols = dev_alloc(sizeof(int32_t) * rows * nb), w.count = dev_alloc(sizeof(int32_t) * rows);
+        w.coverage = dev_alloc(sizeof(double) * rows);
+        CK_CUDA(cudaMemcpy(w.theta, theta, sizeof(float) * H, cudaMemcpyHostToDevice));
+        ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)n * ld_q);
+        CK_KS(ks_cuda_xattn_blocks(gemm, &w, dq, ld_q, dk, H, Hk, d, cap, &a, 0));
+        float *got = malloc(sizeof(float) * rows * nb);
+        int32_t *count = malloc(sizeof(int32_t) * rows), *start = malloc(sizeof(int32_t) * (rows + 1));
+        double *cov = malloc(sizeof(double) * rows);
+        CK_CUDA(cudaMemcpy(got, w.a, sizeof(float) * rows * nb, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(count, w.count, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(cov, w.coverage, sizeof(double) * rows, cudaMemcpyDeviceToHost));
+        int32_t lens[512];
+        for (int r = 0; r < rows; r++) lens[r] = qb0 + r % nq + 1;
+        expect_close(got, want, rows, nb, lens, 0, 1e-6, 1e-4, "XAttention chunk block scores");
+        start[0] = 0;
+        for (int r = 0; r < rows; r++) start[r + 1] = start[r] + count[r];
+        int32_t *dstart = dev_ints(start, rows + 1), *dpacked = dev_alloc(sizeof(int32_t) * (start[rows] + 1));
+        CK_KS(ks_cuda_xattn_pack(dpacked, dstart, &w, rows, W, 0));
+        int32_t *packed = malloc(sizeof(int32_t) * (start[rows] + 1));
+        CK_CUDA(cudaMemcpy(packed, dpacked, sizeof(int32_t) * start[rows], cudaMemcpyDeviceToHost));
+        for (int r = 0; r < rows; r++) {
+            ck_assert_msg(count[r] == want_cols_n[r], "case %zu row %d: %d blocks, want %d", c, r, count[r],
+                          want_cols_n[r]);
+            for (int i = 0; i < count[r]; i++)
+                ck_assert_msg(packed[start[r] + i] == want_cols[(size_t)r * W + i], "case %zu row %d entry %d: %d, "
+                              "want %d", c, r, i, packed[start[r] + i], want_cols[(size_t)r * W + i]);
+            ck_assert_msg(fabs(cov[r] - want_cov[r]) <= 1e-4, "case %zu row %d: coverage %.8g, want %.8g", c, r,
+                          cov[r], want_cov[r]);
+        }
+        cudaFree(w.s), cudaFree(w.q), cudaFree(w.a), cudaFree(w.theta), cudaFree(w.cols), cudaFree(w.count);
+        cudaFree(w.coverage), cudaFree(dk), cudaFree(dq), cudaFree(dstart), cudaFree(dpacked);
+        free(k), free(q), free(q_dense), free(want), free(scores), free(want_cols_n), free(want_cols), free(want_cov);
+        free(work), free(got), free(count), free(start), free(cov), free(packed);
+    }
+    ks_cuda_gemm_free(gemm);
+}
+END_TEST
+
 START_TEST(test_key_norms_and_compact) {
     const int shapes[][3] = {{3, 64, 101}, {2, 128, 517}, {1, 16, 9}}; /* Hk, d, cap */
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
@@ -1775,6 +1859,7 @@ int main(void) {
     tcase_add_test(tk, test_scores);
     tcase_add_test(tk, test_channel_scores);
     tcase_add_test(tk, test_xattn_scores);
+    tcase_add_test(tk, test_xattn_blocks);
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
     tcase_add_test(tk, test_row_scores_fold);

@@ -79,6 +79,36 @@ ks_status ks_cuda_xattn_block_scores(float *out, int64_t ld, float *stats, const
                                      const ks_bf16 *kc, int H, int Hk, int d, int cap, const ks_xattn_args *a,
                                      cudaStream_t s);
 
+/* The device scratch of ks_cuda_xattn_blocks (all device arrays; rows = H n_qblocks of the largest chunk,
+ * nb = cap / block + 1): */
+typedef struct ks_cuda_xattn_work {
+    ks_bf16 *q;       /* (q_elems) a slab's reordered stride queries: H (slab query blocks) block d elements */
+    float *s;         /* (s_floats) the slab's stride scores: H (slab query blocks) (block / stride) (cap / stride
+                         + 1); ks_cuda_xattn_slab_qblocks says how many query blocks a slab holds */
+    size_t q_elems, s_floats;
+    float *a;         /* (rows nb) each row's block scores */
+    float *theta;     /* (H) the thresholds, uploaded by the caller */
+    int32_t *cols;    /* (rows nb) each row's kept blocks at r W (W: the chunk's last query block + 1) */
+    int32_t *count;   /* (rows) */
+    double *coverage; /* (rows) */
+} ks_cuda_xattn_work;
+
+/* Query blocks of `block` tokens one slab of s_floats stride scores holds at this stride and capacity. */
+size_t ks_cuda_xattn_slab_qblocks(size_t s_floats, int H, int block, int stride, int cap);
+
+/* XAttention's block lists of the chunk a->q_pos0 .. + a->n (ks_xattn_blocks_args; its theta is ignored: w->theta
+ * holds it on the device) from its roped query rows q (row r at q + r ld_q, heads (H, d)) and kc (Hk, cap, d):
+ * per slab of query blocks the stride queries reordered, their stride scores one cuBLASLt GEMM per KV head
+ * (tensor cores), the block scores, then each (head, query block) row's ks_xattn_select on the device into
+ * w->cols (row r = h n_qblocks + qb - qb0 at r W, W = qb0 + n_qblocks), w->count, w->coverage. Nothing waits. */
+ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w, const ks_bf16 *q, int64_t ld_q,
+                               const ks_bf16 *kc, int H, int Hk, int d, int cap, const ks_xattn_blocks_args *a,
+                               cudaStream_t s);
+
+/* dst (device) = the rows rows of w->cols (row r: w->count[r] entries at r W) packed at row_start[r] (device). */
+ks_status ks_cuda_xattn_pack(int32_t *dst, const int32_t *row_start, const ks_cuda_xattn_work *w, int rows, int W,
+                             cudaStream_t s);
+
 /* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
  * (an upper bound of lens). */
 ks_status ks_cuda_key_norms(float *out, int64_t ld, const ks_bf16 *kc, const int32_t *lens, int Hk, int d, int cap,

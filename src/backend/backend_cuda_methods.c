@@ -828,6 +828,37 @@ static ks_status cuda_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_arg
     return scores_to_host(b, s, group_size(b), a->qb + 1, NULL, out, ld, 0, "XAttention block scores");
 }
 
+/* XAttention's block lists of the whole chunk (kernels/cuda/sparse_estimate.cu, ks_cuda_xattn_blocks): scored and
+ * chosen on the device; the rows' counts and coverages come back, the host lays out the CSR offsets, and the
+ * device packs the rows for the one copy of the list back. */
+static ks_status cuda_xattn_blocks(ks_kvstore *kv, int layer, const ks_xattn_blocks_args *a, ks_block_list *l,
+                                   double *coverage) {
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    const int rows = l->H * l->n_qblocks, W = l->qb0 + l->n_qblocks;
+    KS_ASSERT(a->block == b->sparse_block && a->n <= b->max_chunk && l->H == c->n_heads &&
+              l->qb0 == a->q_pos0 / a->block && l->n_qblocks == ks_block_rows_of(a->q_pos0, a->n, a->block));
+    const ks_bf16 *q;
+    int64_t ld_q;
+    query_rows(b, layer, 0, a->n, &q, &ld_q);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    const ks_cuda_xattn_work *w = &b->xattn;
+    CUDA_CHECK(cudaMemcpyAsync(w->theta, a->theta, sizeof(float) * c->n_heads, cudaMemcpyHostToDevice, s));
+    KS_TRY(ks_cuda_xattn_blocks(b->gemm, w, q, ld_q, ks_cuda_layer_k(b, layer), c->n_heads, c->n_kv_heads,
+                                c->head_dim, ks_kvcache_stride(&b->cache, layer), a, s));
+    CUDA_CHECK(cudaMemcpyAsync(l->row_start + 1, w->count, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaMemcpyAsync(coverage, w->coverage, sizeof(double) * rows, cudaMemcpyDeviceToHost, s));
+    KS_TRY(ks_cuda_wait_stream(s, "XAttention block counts"));
+    l->row_start[0] = 0;
+    for (int r = 0; r < rows; r++) l->row_start[r + 1] += l->row_start[r];
+    CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, sizeof(int32_t) * (rows + 1), cudaMemcpyHostToDevice, s));
+    KS_TRY(ks_cuda_xattn_pack(b->block_cols, b->block_rows, w, rows, W, s));
+    CUDA_CHECK(cudaMemcpyAsync(l->cols, b->block_cols, sizeof(int32_t) * l->row_start[rows], cudaMemcpyDeviceToHost,
+                               s));
+    return ks_cuda_wait_stream(s, "XAttention block lists");
+}
+
 /* The backend's accessor: the logged evictions applied first. */
 static ks_kvcache *cuda_cache(ks_kvstore *kv) { return ks_backend_cuda.kvcache(backend_of(kv)); }
 
@@ -836,6 +867,7 @@ static const ks_kvstore_ops cuda_kvstore_ops = {
     .cache = cuda_cache,
     .window_scores = cuda_window_scores,
     .xattn_scores = cuda_xattn_scores,
+    .xattn_blocks = cuda_xattn_blocks,
     .attention_decode_probs = cuda_attention_decode_probs,
     .channel_scores = cuda_channel_scores,
     .flex_blocks = cuda_flex_blocks,

@@ -44,7 +44,8 @@ typedef struct xattn_state {
     float *theta;        /* (layers held, H) */
     float *scores;       /* (H, nb) */
     ks_xattn_rank *rank; /* (nb) */
-    int nb;              /* cap / B + 1: the most key blocks a row sees */
+    double *coverage;    /* (H nb) each row's coverage from a store's xattn_blocks */
+    int nb;              /* cap / B + 1: the most key blocks a row sees, and more than a chunk's query blocks */
 } xattn_state;
 
 /* 1 when text is one number (its value in *x). */
@@ -117,11 +118,13 @@ static ks_status xattn_bind(ks_method *m) {
     const xattn_opts *o = KS_METHOD_OPTS(m, xattn_opts);
     int layers = m->last_layer - m->first_layer, nb = m->cap / XATTN_BLOCK + 1;
     size_t n_theta = (size_t)layers * m->H, n_scores = (size_t)m->H * nb;
-    xattn_state *st = ks_malloc(sizeof *st + sizeof(float) * (n_theta + n_scores) + sizeof(ks_xattn_rank) * nb,
+    xattn_state *st = ks_malloc(sizeof *st + sizeof(double) * (size_t)m->H * nb + sizeof(float) * (n_theta + n_scores) +
+                                    sizeof(ks_xattn_rank) * nb,
                                 "XAttention state");
     if (!st) return KS_ERR_NOMEM;
     m->state = st;
-    st->theta = (float *)(st + 1);
+    st->coverage = (double *)(st + 1);
+    st->theta = (float *)(st->coverage + (size_t)m->H * nb);
     st->scores = st->theta + n_theta;
     st->rank = (ks_xattn_rank *)(st->scores + n_scores);
     st->nb = nb;
@@ -143,6 +146,28 @@ static void pack_rows(ks_block_list *l, int W) {
     }
 }
 
+/* The chunk's rows chosen by the store in one call (its xattn_blocks): the record and whether every row is full. */
+static ks_status chunk_blocks(ks_method *m, const ks_method_chunk *c, const float *theta, ks_block_list *l,
+                              int *full) {
+    const xattn_opts *o = KS_METHOD_OPTS(m, xattn_opts);
+    xattn_state *st = m->state;
+    ks_method_sparse_layer *rec = &m->sparse[ks_method_index(m, c->layer)];
+    const ks_xattn_blocks_args a = {.q_pos0 = c->pos0, .n = c->n, .block = XATTN_BLOCK, .stride = o->stride,
+                                    .scale = 1.0f / (sqrtf((float)m->d) * (float)o->stride), .theta = theta,
+                                    .density = o->force_density};
+    KS_TRY(m->kv->ops->xattn_blocks(m->kv, c->layer, &a, l, st->coverage));
+    for (int h = 0; h < m->H; h++)
+        for (int qb = l->qb0; qb < l->qb0 + l->n_qblocks; qb++) {
+            const int r = ks_block_row(l, h, qb), n = l->row_start[r + 1] - l->row_start[r];
+            rec->blocks += n;
+            rec->causal += qb + 1;
+            rec->rows++;
+            rec->coverage += st->coverage[r];
+            *full &= n == qb + 1;
+        }
+    return KS_OK;
+}
+
 static ks_status xattn_prefill_blocks(ks_method *m, const ks_method_chunk *c, int last, ks_block_list *l,
                                       const ks_block_list **out) {
     (void)last;
@@ -151,6 +176,11 @@ static ks_status xattn_prefill_blocks(ks_method *m, const ks_method_chunk *c, in
     int li = ks_method_index(m, c->layer), W = l->qb0 + l->n_qblocks, full = 1;
     const float *theta = st->theta + (size_t)li * m->H;
     ks_method_sparse_layer *rec = &m->sparse[li];
+    if (m->kv->ops->xattn_blocks) {
+        KS_TRY(chunk_blocks(m, c, theta, l, &full));
+        *out = full ? NULL : l;
+        return KS_OK;
+    }
     for (int qb = l->qb0; qb < l->qb0 + l->n_qblocks; qb++) {
         ks_xattn_args a = {.q_pos0 = c->pos0, .n = c->n, .qb = qb, .block = XATTN_BLOCK, .stride = o->stride,
                            .scale = 1.0f / (sqrtf((float)m->d) * (float)o->stride)};
