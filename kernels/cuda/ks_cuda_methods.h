@@ -96,6 +96,11 @@ typedef struct ks_cuda_xattn_work {
 /* Query blocks of `block` tokens one slab of s_floats stride scores holds at this stride and capacity. */
 size_t ks_cuda_xattn_slab_qblocks(size_t s_floats, int H, int block, int stride, int cap);
 
+/* The scratch sizes for chunks of at most nq query blocks against keys up to cap: *s_floats (the stride scores
+ * of a slab in at most 256 MiB, yet at least one query block at stride 8 and at most the whole chunk) and *q_elems
+ * (the reordered queries of the most query blocks such a slab holds, at stride 16). */
+void ks_cuda_xattn_work_size(int H, int d, int block, int cap, int nq, size_t *s_floats, size_t *q_elems);
+
 /* XAttention's block lists of the chunk a->q_pos0 .. + a->n (ks_xattn_blocks_args; its theta is ignored: w->theta
  * holds it on the device) from its roped query rows q (row r at q + r ld_q, heads (H, d)) and kc (Hk, cap, d):
  * per slab of query blocks the stride queries reordered, their stride scores one cuBLASLt GEMM per KV head

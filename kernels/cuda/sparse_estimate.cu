@@ -121,6 +121,7 @@ extern "C" ks_status ks_cuda_xattn_block_scores(float *out, int64_t ld, float *s
 namespace {
 
 constexpr int XB_WARPS = 8, XB_SELECT_THREADS = 256;
+constexpr size_t kXattnScoreBytes = (size_t)256 << 20; // a slab's stride scores at most (ks_cuda_xattn_work_size)
 
 // Qr (H, R, S d) of stride rows i0 .. i0 + R - 1.
 __global__ void xattn_reorder_q(bf16 *qr, const bf16 *q, int64_t ld_q, int H, int d, int S, int i0, int R,
@@ -278,6 +279,15 @@ extern "C" size_t ks_cuda_xattn_slab_qblocks(size_t s_floats, int H, int block, 
     return s_floats / per_qblock;
 }
 
+extern "C" void ks_cuda_xattn_work_size(int H, int d, int block, int cap, int nq, size_t *s_floats, size_t *q_elems) {
+    const size_t one = (size_t)H * (block / 8) * (cap / 8 + 1); // one query block's stride scores at stride 8
+    size_t floats = kXattnScoreBytes / 4;
+    floats = floats < one ? one : floats > one * nq ? one * nq : floats;
+    size_t slab = ks_cuda_xattn_slab_qblocks(floats, H, block, 16, cap);
+    slab = slab < (size_t)nq ? slab : (size_t)nq;
+    *s_floats = floats, *q_elems = (size_t)H * slab * block * d;
+}
+
 extern "C" ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w, const ks_bf16 *q,
                                           int64_t ld_q, const ks_bf16 *kc, int H, int Hk, int d, int cap,
                                           const ks_xattn_blocks_args *a, cudaStream_t s) {
@@ -297,10 +307,11 @@ extern "C" ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xa
         xattn_reorder_q<<<(unsigned)min(ks_cdiv(vec, 256), 65535), 256, 0, s>>>(
             reinterpret_cast<bf16 *>(w->q), reinterpret_cast<const bf16 *>(q), ld_q, H, d, S, i0, R, a->q_pos0, a->n);
         KS_LAUNCH_CHECK();
-        for (int g = 0; g < Hk && whole > 0; g++) // the G heads' rows against KV head g's whole stride columns
+        const int cols = min(whole, i0 + R); // the whole stride columns up to the slab's last row (causal)
+        for (int g = 0; g < Hk && cols > 0; g++) // the G heads' rows against KV head g's stride columns
             KS_TRY(ks_cuda_gemm_run_ld(gemm, w->s + (int64_t)g * G * R * ld_s, ld_s, KS_DTYPE_F32,
                                        w->q + (int64_t)g * G * R * S * d, (int64_t)S * d,
-                                       kc + (int64_t)g * cap * d, NULL, G * R, S * d, whole, 0.0f, s));
+                                       kc + (int64_t)g * cap * d, NULL, G * R, S * d, cols, 0.0f, s));
         const xattn_slab sl = {reinterpret_cast<const bf16 *>(w->q), w->s, ld_s, i0, R, whole};
         xattn_slab_sums<<<dim3(nqs, H), XB_WARPS * 32, 0, s>>>(w->a, nq, nb, sl, reinterpret_cast<const bf16 *>(kc),
                                                                H, Hk, d, cap, qs, qb0, *a);

@@ -141,22 +141,16 @@ static size_t score_lse_floats(const ks_model_config *g, int rows, int cap) {
     return most;
 }
 
-/* XAttention's chunk estimation scratch (ks_cuda_xattn_work) for block lists of block_rows rows: the stride scores
- * of a slab of query blocks in at most KS_XATTN_SCORE_BYTES (at least one query block at stride 8, at most the
- * largest chunk's), the slab's reordered queries at stride 16 (the most query blocks that slab holds), the rows'
- * block scores, choices, counts and coverages. */
-#define KS_XATTN_SCORE_BYTES ((size_t)256 << 20)
+/* XAttention's chunk estimation scratch (ks_cuda_xattn_work, ks_cuda_xattn_work_size) for block lists of
+ * block_rows rows: the stride scores and reordered queries of a slab, the rows' block scores, choices, counts and
+ * coverages. */
 static void xattn_work_layout(ks_backend *b, carver *c, size_t block_rows) {
     const ks_model_config *g = b->cfg;
-    const size_t H = g->n_heads, B = b->sparse_block, cap = b->cap, nq = block_rows / H, nb = cap / B + 1;
-    const size_t one = H * (B / 8) * (cap / 8 + 1); /* the stride scores of one query block at stride 8 */
-    size_t floats = KS_XATTN_SCORE_BYTES / 4;
-    floats = floats < one ? one : floats > one * nq ? one * nq : floats;
-    size_t slab = ks_cuda_xattn_slab_qblocks(floats, (int)H, (int)B, 16, (int)cap);
-    slab = slab < nq ? slab : nq;
+    const size_t H = g->n_heads, nb = b->cap / b->sparse_block + 1;
     ks_cuda_xattn_work *w = &b->xattn;
-    w->s_floats = floats, w->q_elems = H * slab * B * g->head_dim;
-    w->s = take(c, floats * 4);
+    ks_cuda_xattn_work_size((int)H, g->head_dim, b->sparse_block, b->cap, (int)(block_rows / H), &w->s_floats,
+                            &w->q_elems);
+    w->s = take(c, w->s_floats * 4);
     w->q = take(c, w->q_elems * 2);
     w->a = take(c, block_rows * nb * 4);
     w->theta = take(c, H * 4);

@@ -3,7 +3,8 @@
  * (median of --repeat runs up to 32K, one run beyond), decode ms/token on the full cache (the cache filled by
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
  * alone in TFLOP/s, and with --sparse_densities the block-sparse prefill kernel at those densities of random
- * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks). Prints a table and writes
+ * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks) and each sparse method's
+ * estimation of one layer at those lengths against the dense kernel (XAttention's). Prints a table and writes
  * JSON that `jobs/bench_torch.py --compare torch.json F.json` puts side by side with PyTorch + transformers and
  * the physical floor.
  *
@@ -231,6 +232,7 @@ static void stages_json(cJSON *j, const bench_run *b, const length_result *r, in
  * in the same call and per density the sparse kernel's ms, the fraction of causal blocks kept, its TFLOP/s. */
 typedef struct {
     double dense_ms, ms[MAX_DENSITIES], kept[MAX_DENSITIES], tflops[MAX_DENSITIES];
+    double xattn_ms; /* XAttention's estimation of the same layer (ks_speed_xattn_estimate) */
 } sparse_row;
 typedef struct {
     int block, nd;
@@ -238,7 +240,8 @@ typedef struct {
     sparse_row rows[MAX_LENGTHS];
 } sparse_table;
 
-/* {"block": B, "densities": [..], "<length>": {"dense_ms": x, "ms": [..], "kept": [..], "tflops": [..]}, ..}. */
+/* {"block": B, "densities": [..], "<length>": {"dense_ms": x, "ms": [..], "kept": [..], "tflops": [..],
+ * "xattn_estimation_ms": x}, ..}. */
 static cJSON *sparse_json(const sparse_table *sp, const int *alen, int na) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "block", sp->block);
@@ -251,6 +254,7 @@ static cJSON *sparse_json(const sparse_table *sp, const int *alen, int na) {
         cJSON_AddItemToObject(l, "ms", cJSON_CreateDoubleArray(r->ms, sp->nd));
         cJSON_AddItemToObject(l, "kept", cJSON_CreateDoubleArray(r->kept, sp->nd));
         cJSON_AddItemToObject(l, "tflops", cJSON_CreateDoubleArray(r->tflops, sp->nd));
+        cJSON_AddNumberToObject(l, "xattn_estimation_ms", r->xattn_ms);
         snprintf(key, sizeof key, "%d", alen[i]);
         cJSON_AddItemToObject(o, key, l);
     }
@@ -426,8 +430,10 @@ static void job_free(bench_job *j) {
     ks_stages_free(&j->sg);
 }
 
-/* The block-sparse kernel at each --sparse_densities beside the dense kernel, per attention length. */
-static ks_status sparse_attention_table(const ks_model_config *c, const bench_args *a, sparse_table *sp) {
+/* The block-sparse kernel at each --sparse_densities beside the dense kernel, per attention length; then each
+ * sparse method's estimation of one layer at that length against the dense kernel (XAttention's; FlexPrefill has
+ * no CUDA estimator). */
+static ks_status sparse_attention_table(const ks_model_config *c, const bench_args *a, int chunk, sparse_table *sp) {
     sp->block = a->sparse_block, sp->nd = a->nd;
     memcpy(sp->dens, a->dens, sizeof(double) * a->nd);
     printf("\n| sparse attention kernel, causal, %d/%d heads x %d, blocks of %d | density | blocks kept | ms "
@@ -442,11 +448,22 @@ static ks_status sparse_attention_table(const ks_model_config *c, const bench_ar
                    r->ms[k], r->dense_ms, r->dense_ms / r->ms[k], r->tflops[k]);
         fflush(stdout);
     }
+    printf("\n| estimation of one layer, prefill chunks of %d | method | ms | dense attention ms | share |\n"
+           "|---|---|---|---|---|\n", chunk);
+    for (int i = 0; i < a->na; i++) {
+        sparse_row *r = &sp->rows[i];
+        KS_TRY(ks_speed_xattn_estimate(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, chunk, 3, &r->xattn_ms));
+        printf("| %dK | XAttention (stride 16, threshold 0.9) | %.3f | %.3f | %.1f%% |\n", a->alen[i] / 1024,
+               r->xattn_ms, r->dense_ms, 100.0 * r->xattn_ms / r->dense_ms);
+        printf("| %dK | FlexPrefill | no CUDA estimator | %.3f | |\n", a->alen[i] / 1024, r->dense_ms);
+        fflush(stdout);
+    }
     return KS_OK;
 }
 
 /* The prefill attention kernel alone, rank 0's GPU; the sparse one beside it when --sparse_densities asks. */
-static ks_status attention_table(const ks_model_config *c, const bench_args *a, double *tflops, sparse_table *sp) {
+static ks_status attention_table(const ks_model_config *c, const bench_args *a, int chunk, double *tflops,
+                                 sparse_table *sp) {
     printf("\n| attention kernel, causal, %d/%d heads x %d | TFLOP/s |\n|---|---|\n", c->n_heads, c->n_kv_heads,
            c->head_dim);
     for (int i = 0; i < a->na; i++) {
@@ -454,7 +471,7 @@ static ks_status attention_table(const ks_model_config *c, const bench_args *a, 
         printf("| %dK | %.0f |\n", a->alen[i] / 1024, tflops[i]);
     }
     sp->nd = 0;
-    return a->nd ? sparse_attention_table(c, a, sp) : KS_OK;
+    return a->nd ? sparse_attention_table(c, a, chunk, sp) : KS_OK;
 }
 
 /* One rank, no --acceleration: the table per length, the attention kernel, the JSON. */
@@ -481,7 +498,7 @@ static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_arg
     }
     double tflops[MAX_LENGTHS];
     sparse_table sp;
-    KS_TRY(attention_table(c, a, tflops, &sp));
+    KS_TRY(attention_table(c, a, o->chunk, tflops, &sp));
     bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
     return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na, &sp) : KS_OK;
 }
@@ -531,7 +548,7 @@ static ks_status bench_pipeline(bench_job *j, const bench_opts *o, const bench_a
     if (!lead) return KS_OK;
     double tflops[MAX_LENGTHS];
     sparse_table sp;
-    KS_TRY(attention_table(c, a, tflops, &sp));
+    KS_TRY(attention_table(c, a, o->chunk, tflops, &sp));
     bench_run b = {.m = &j->m, .sg = &j->sg, .o = o, .gpu = j->gpu};
     return a->out ? write_json(a->out, &b, res, a->nl, a->alen, tflops, a->na, &sp) : KS_OK;
 }

@@ -10,6 +10,7 @@
 #include "cuda/ks_cuda.h"
 #include "backend/backend_cuda.h"
 #include "backend/cuda_check.h"
+#include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_blocks */
 #endif
 
 /* meta-llama/Llama-3.1-8B's config.json. */
@@ -72,6 +73,11 @@ ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, cons
                                     uint64_t seed, double *dense_ms, double *ms, double *kept, double *tflops) {
     (void)n, (void)H, (void)Hk, (void)d, (void)block, (void)dens, (void)nd, (void)repeat, (void)seed;
     (void)dense_ms, (void)ms, (void)kept, (void)tflops;
+    return no_cuda();
+}
+
+ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *ms) {
+    (void)n, (void)H, (void)Hk, (void)d, (void)chunk, (void)repeat, (void)ms;
     return no_cuda();
 }
 
@@ -250,6 +256,82 @@ ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, cons
         if (dl.row_start) cudaFree(dl.row_start), cudaFree(dl.cols);
     }
     attention_free(buf);
+    return st;
+}
+
+/* The device scratch of ks_cuda_xattn_blocks for chunks of nq query blocks (ks_cuda_xattn_work_size) in one
+ * allocation at *block; theta (H) set to `threshold`. */
+static ks_status xattn_work_alloc(ks_cuda_xattn_work *w, void **block, int H, int d, int B, int cap, int nq,
+                                  float threshold) {
+    const size_t rows = (size_t)H * nq, nb = (size_t)cap / B + 1;
+    ks_cuda_xattn_work_size(H, d, B, cap, nq, &w->s_floats, &w->q_elems);
+    const size_t bytes[7] = {w->s_floats * 4, w->q_elems * 2, rows * nb * 4, (size_t)H * 4, rows * nb * 4, rows * 4,
+                             rows * 8};
+    size_t total = 0;
+    for (int i = 0; i < 7; i++) total += (bytes[i] + 255) & ~(size_t)255;
+    if (cudaMalloc(block, total) != cudaSuccess) {
+        cudaGetLastError();
+        *block = NULL;
+        return ks_fail(KS_ERR_NOMEM, "--sparse_densities: out of GPU memory for XAttention's estimation (%.2f GiB)",
+                       (double)total / (1 << 30));
+    }
+    unsigned char *p = *block;
+    void *at[7];
+    for (int i = 0; i < 7; i++) at[i] = p, p += (bytes[i] + 255) & ~(size_t)255;
+    w->s = at[0], w->q = at[1], w->a = at[2], w->theta = at[3], w->cols = at[4], w->count = at[5], w->coverage = at[6];
+    float *theta = ks_malloc(sizeof(float) * H, "XAttention thresholds");
+    if (!theta) return KS_ERR_NOMEM;
+    for (int h = 0; h < H; h++) theta[h] = threshold;
+    cudaError_t e = cudaMemcpy(w->theta, theta, sizeof(float) * H, cudaMemcpyHostToDevice);
+    free(theta);
+    return e == cudaSuccess ? KS_OK : ks_fail(KS_ERR_DEVICE, "CUDA failed: %s", cudaGetErrorString(e));
+}
+
+/* One layer's estimation: every chunk of the prompt in turn. */
+static ks_status xattn_prompt(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w, ks_bf16 *buf[4], int n, int H,
+                              int Hk, int d, int chunk) {
+    for (int pos0 = 0; pos0 < n; pos0 += chunk) {
+        const ks_xattn_blocks_args a = {.q_pos0 = pos0, .n = n - pos0 < chunk ? n - pos0 : chunk, .block = 128,
+                                        .stride = 16, .scale = 1.0f / (sqrtf((float)d) * 16.0f), .density = 0};
+        KS_TRY(ks_cuda_xattn_blocks(gemm, w, buf[0] + (size_t)pos0 * H * d, (int64_t)H * d, buf[1], H, Hk, d, n, &a,
+                                    0));
+    }
+    return KS_OK;
+}
+
+ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *med) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0 && chunk >= 128);
+    chunk -= chunk % 128;
+    ks_bf16 *buf[4];
+    ks_cuda_xattn_work w;
+    void *block = NULL;
+    ks_cuda_gemm_t *gemm = NULL;
+    float *ms = ks_malloc(sizeof(float) * repeat, "estimation timings");
+    cudaEvent_t ev[2] = {NULL, NULL};
+    ks_status st = ms ? attention_alloc(buf, n, H, Hk, d) : KS_ERR_NOMEM;
+    if (st == KS_OK) st = xattn_work_alloc(&w, &block, H, d, 128, n, ks_block_rows_of(0, chunk, 128) + 1, 0.9f);
+    if (st == KS_OK) st = ks_cuda_gemm_init(&gemm, (size_t)32 << 20);
+    if (st == KS_OK && (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess))
+        st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
+    for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
+        cudaEventRecord(ev[0], 0);
+        st = xattn_prompt(gemm, &w, buf, n, H, Hk, d, chunk);
+        cudaEventRecord(ev[1], 0);
+        cudaError_t e = cudaEventSynchronize(ev[1]);
+        if (st == KS_OK && e != cudaSuccess)
+            st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (XAttention estimation benchmark)", cudaGetErrorString(e));
+        if (st == KS_OK && r >= 0) cudaEventElapsedTime(&ms[r], ev[0], ev[1]);
+    }
+    if (st == KS_OK) {
+        qsort(ms, repeat, sizeof *ms, cmp_float);
+        *med = repeat % 2 ? ms[repeat / 2] : 0.5 * (ms[repeat / 2 - 1] + ms[repeat / 2]);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    ks_cuda_gemm_free(gemm);
+    cudaFree(block);
+    if (ms) attention_free(buf);
+    free(ms);
     return st;
 }
 

@@ -51,4 +51,10 @@ ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, dou
 ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, const double *dens, int nd, int repeat,
                                     uint64_t seed, double *dense_ms, double *ms, double *kept, double *tflops);
 
+/* XAttention's estimation of one layer (ks_cuda_xattn_blocks: stride 16, threshold 0.9, blocks of 128) over a
+ * causal prompt of n random tokens from position 0 in prefill chunks of `chunk` tokens (rounded down to whole
+ * blocks), on the inputs ks_speed_attention_tflops uses: the median device ms of `repeat` timed runs after one
+ * warm-up (the lists' copies to the host, which the KV store adds, not counted). */
+ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *ms);
+
 #endif
