@@ -307,8 +307,11 @@ extern "C" ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xa
         xattn_reorder_q<<<(unsigned)min(ks_cdiv(vec, 256), 65535), 256, 0, s>>>(
             reinterpret_cast<bf16 *>(w->q), reinterpret_cast<const bf16 *>(q), ld_q, H, d, S, i0, R, a->q_pos0, a->n);
         KS_LAUNCH_CHECK();
-        const int cols = min(whole, i0 + R); // the whole stride columns up to the slab's last row (causal)
-        for (int g = 0; g < Hk && cols > 0; g++) // the G heads' rows against KV head g's stride columns
+        // The whole stride columns up to the slab's last row (causal), rounded up to a multiple of 512 inside the
+        // cache (columns past n_kv / S are computed and never read) so that the chunks share a few GEMM shapes, and
+        // so cuBLASLt plans.
+        const int need = min(whole, i0 + R), cols = min((need + 511) / 512 * 512, cap / S);
+        for (int g = 0; g < Hk && need > 0; g++) // the G heads' rows against KV head g's stride columns
             KS_TRY(ks_cuda_gemm_run_ld(gemm, w->s + (int64_t)g * G * R * ld_s, ld_s, KS_DTYPE_F32,
                                        w->q + (int64_t)g * G * R * S * d, (int64_t)S * d,
                                        kc + (int64_t)g * cap * d, NULL, G * R, S * d, cols, 0.0f, s));
