@@ -353,7 +353,7 @@ START_TEST(test_xattn_blocks) {
         }
 
         /* the device */
-        ks_cuda_xattn_work w = {.s_floats = 2 * (size_t)H * (B / S) * (cap / S + 1)};
+        ks_cuda_xattn_work w = {.s_floats = 2 * (size_t)H * (B / S) * (cap / S + 32)}; /* two query blocks a slab */
         w.q_elems = (size_t)H * ks_cuda_xattn_slab_qblocks(w.s_floats, H, B, S, cap) * B * d;
         w.s = dev_alloc(sizeof(float) * w.s_floats), w.q = dev_alloc(2 * w.q_elems);
         w.a = dev_alloc(sizeof(float) * rows * nb), w.theta = dev_alloc(sizeof(float) * H);

@@ -83,8 +83,8 @@ ks_status ks_cuda_xattn_block_scores(float *out, int64_t ld, float *stats, const
  * nb = cap / block + 1): */
 typedef struct ks_cuda_xattn_work {
     ks_bf16 *q;       /* (q_elems) a slab's reordered stride queries: H (slab query blocks) block d elements */
-    float *s;         /* (s_floats) the slab's stride scores: H (slab query blocks) (block / stride) (cap / stride
-                         + 1); ks_cuda_xattn_slab_qblocks says how many query blocks a slab holds */
+    float *s;         /* (s_floats) the slab's stride scores: H (slab query blocks) (block / stride) rows of at
+                         least cap / stride + 1; ks_cuda_xattn_slab_qblocks says how many query blocks a slab holds */
     size_t q_elems, s_floats;
     float *a;         /* (rows nb) each row's block scores */
     float *theta;     /* (H) the thresholds, uploaded by the caller */

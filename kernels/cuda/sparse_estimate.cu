@@ -274,13 +274,17 @@ __global__ void xattn_pack(int32_t *dst, const int32_t *row_start, const int32_t
 
 } // namespace
 
+// The row stride of the stride scores: every stride column of the cache, in whole 128-byte lines (the GEMM's
+// output rows aligned).
+static int64_t scores_ld(int cap, int stride) { return (cap / stride + 32) / 32 * 32; }
+
 extern "C" size_t ks_cuda_xattn_slab_qblocks(size_t s_floats, int H, int block, int stride, int cap) {
-    const size_t per_qblock = (size_t)H * (block / stride) * (cap / stride + 1);
+    const size_t per_qblock = (size_t)H * (block / stride) * scores_ld(cap, stride);
     return s_floats / per_qblock;
 }
 
 extern "C" void ks_cuda_xattn_work_size(int H, int d, int block, int cap, int nq, size_t *s_floats, size_t *q_elems) {
-    const size_t one = (size_t)H * (block / 8) * (cap / 8 + 1); // one query block's stride scores at stride 8
+    const size_t one = (size_t)H * (block / 8) * scores_ld(cap, 8); // one query block's stride scores at stride 8
     size_t floats = kXattnScoreBytes / 4;
     floats = floats < one ? one : floats > one * nq ? one * nq : floats;
     size_t slab = ks_cuda_xattn_slab_qblocks(floats, H, block, 16, cap);
@@ -300,7 +304,7 @@ extern "C" ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xa
         return ks_fail(KS_ERR_UNSUPPORTED, "XAttention on cuda: the estimation scratch holds no query block of %d "
                                            "keys at stride %d", cap, S);
     const int whole = n_kv / S;
-    const int64_t ld_s = cap / S + 1;
+    const int64_t ld_s = scores_ld(cap, S);
     for (int qs = qb0; qs < qb0 + nq; qs += slab) {
         const int nqs = min(slab, qb0 + nq - qs), i0 = qs * per, R = nqs * per;
         const int64_t vec = (int64_t)H * R * S * d / 8;
