@@ -149,18 +149,22 @@ __device__ float padded_dot(const bf16 *qr, const bf16 *kh, int d, int j, int S,
 }
 
 struct xattn_slab {
-    const bf16 *qr;  // (H, R, S d)
-    const float *sc; // (H, R, ld_s) unscaled stride dots of the whole columns 0 .. whole - 1
+    const bf16 *qr; // (H, R, S d)
+    float *sc;      // (H, R, ld_s) unscaled stride dots of the whole columns 0 .. whole - 1; then, in place, each
+                    // row's key-block partials (max, sum) at 2 J, 2 J + 1 (xattn_slab_sums)
     int64_t ld_s;
     int i0, R, whole; // the slab's first stride row and rows; whole stride columns (n_kv / S)
 };
 
-// One block per (query block qb = qb_s + blockIdx.x, head): the rows' softmax maxima and sums (a warp per row, an
-// online pass over j <= i), then warp w the key blocks J = w, w + XB_WARPS, .. <= qb: a[J] = the sum over the rows
-// and J's columns of the probabilities, in a fixed order, into a_out (H, nq, nb) row (h, qb - qb0).
-__global__ void xattn_slab_sums(float *a_out, int nq, int nb, xattn_slab sl, const bf16 *kc, int H, int Hk, int d, int cap,
-                                int qb_s, int qb0, ks_xattn_blocks_args a) {
-    __shared__ float rm[32], rt[32], fix[32];
+// One block per (query block qb = qb_s + blockIdx.x, head), in one pass over the scores. A warp per stride row i:
+// 32 columns at a time, each key block's `per` columns a group of lanes, the block's max m_J and sum
+// s_J = sum exp(s - m_J) by shuffles, written over the row's own columns 2 J, 2 J + 1 (already read: 2 J + 1 <
+// J per), and folded into the row's softmax max M and denominator T. Then thread t the key blocks J = t,
+// t + blockDim, .. <= qb: a[J] = sum over the rows of s_J exp(m_J - M) / T, rows in order, into a_out (H, nq, nb)
+// row (h, qb - qb0).
+__global__ void xattn_slab_sums(float *a_out, int nq, int nb, xattn_slab sl, const bf16 *kc, int H, int Hk, int d,
+                                int cap, int qb_s, int qb0, ks_xattn_blocks_args a) {
+    __shared__ float rm[32], rt[32];
     const int per = a.block / a.stride, S = a.stride, h = blockIdx.y, qb = qb_s + blockIdx.x;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, n_kv = a.q_pos0 + a.n;
     const bf16 *kh = kc + (int64_t)(h / (H / Hk)) * cap * d;
@@ -168,34 +172,42 @@ __global__ void xattn_slab_sums(float *a_out, int nq, int nb, xattn_slab sl, con
         const int i = qb * per + rr, r = i - sl.i0;
         const bool has = i * S + S - 1 >= a.q_pos0 && i * S < a.q_pos0 + a.n;
         const bf16 *qr = sl.qr + ((int64_t)h * sl.R + r) * S * d;
-        const float *srow = sl.sc + ((int64_t)h * sl.R + r) * sl.ld_s;
+        float *srow = sl.sc + ((int64_t)h * sl.R + r) * sl.ld_s;
         const float f = has && sl.whole <= i ? padded_dot(qr, kh, d, sl.whole, S, n_kv, a.scale) : 0.0f;
-        float mx = -INFINITY, sum = 0.0f;
-        for (int j = lane; has && j <= i; j += 32) {
-            const float s = j < sl.whole ? srow[j] * a.scale : f;
-            if (s > mx) sum = sum * expf(mx - s), mx = s;
-            sum += expf(s - mx);
+        float mx = -INFINITY, tot = 0.0f; // this lane's fold of its groups' partials
+        for (int j0 = 0; has && j0 <= i; j0 += 32) {
+            const int j = j0 + lane;
+            const float s = j > i ? -INFINITY : j < sl.whole ? srow[j] * a.scale : f;
+            float m = s;
+            for (int o = 1; o < per; o <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            float e = j > i ? 0.0f : expf(s - m);
+            for (int o = 1; o < per; o <<= 1) e += __shfl_xor_sync(0xffffffffu, e, o);
+            if (lane % per == 0 && j <= i) { // the group's first column is causal: the block has a partial
+                const int J = j / per;
+                srow[2 * J] = m, srow[2 * J + 1] = e;
+                const float M = fmaxf(mx, m);
+                tot = (tot > 0.0f ? tot * expf(mx - M) : 0.0f) + e * expf(m - M);
+                mx = M;
+            }
         }
         for (int o = 16; o > 0; o >>= 1) { // combine the lanes' (max, sum)
-            const float om = __shfl_xor_sync(0xffffffffu, mx, o), os = __shfl_xor_sync(0xffffffffu, sum, o);
+            const float om = __shfl_xor_sync(0xffffffffu, mx, o), ot = __shfl_xor_sync(0xffffffffu, tot, o);
             const float M = fmaxf(mx, om);
-            sum = (sum > 0.0f ? sum * expf(mx - M) : 0.0f) + (os > 0.0f ? os * expf(om - M) : 0.0f);
+            tot = (tot > 0.0f ? tot * expf(mx - M) : 0.0f) + (ot > 0.0f ? ot * expf(om - M) : 0.0f);
             mx = M;
         }
-        if (lane == 0) rm[rr] = mx, rt[rr] = has ? sum : 0.0f, fix[rr] = f;
+        if (lane == 0) rm[rr] = mx, rt[rr] = has ? tot : 0.0f;
     }
     __syncthreads();
     float *row = a_out + ((int64_t)h * nq + (qb - qb0)) * nb;
-    for (int J = warp; J <= qb; J += XB_WARPS) {
+    for (int J = threadIdx.x; J <= qb; J += blockDim.x) {
         double acc = 0.0;
-        for (int e = lane; e < per * per; e += 32) { // (row rr, column J per + cc)
-            const int rr = e / per, cc = e % per, i = qb * per + rr, j = J * per + cc, r = i - sl.i0;
-            if (j > i || !(rt[rr] > 0.0f)) continue;
-            const float s = j < sl.whole ? sl.sc[((int64_t)h * sl.R + r) * sl.ld_s + j] * a.scale : fix[rr];
-            acc += expf(s - rm[rr]) / rt[rr];
+        for (int rr = 0; rr < per; rr++) {
+            if (!(rt[rr] > 0.0f)) continue;
+            const float *p = sl.sc + ((int64_t)h * sl.R + qb * per + rr - sl.i0) * sl.ld_s + 2 * J;
+            acc += (double)p[1] * exp((double)p[0] - rm[rr]) / rt[rr];
         }
-        for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (lane == 0) row[J] = (float)acc;
+        row[J] = (float)acc;
     }
 }
 
