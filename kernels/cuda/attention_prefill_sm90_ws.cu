@@ -17,7 +17,8 @@
 // Q is loaded once per block by the consumers (cp.async: the virtual rows are not a TMA box).
 //
 // Block-sparse (ks_sparse_cta, attention_prefill_sparse.cuh): the same block and loop over one query head's
-// tile; a key tile is kChunks chunks of 32 keys, each inside one listed key block (TMA boxes of 32 rows), so the
+// tile (or a KV group's GQA rows where its heads list the same blocks); a key tile is kChunks chunks of 32 keys,
+// each inside one listed key block (TMA boxes of 32 rows, or one box of kBN rows for consecutive chunks), so the
 // listed blocks of 128 or 64 keys fill the 96-key tiles back to back. The producer walks the block list and
 // leaves each tile's chunk positions and row masks in a sparse_tile beside its ring stage, which the `full`
 // barrier publishes to the consumers with the data; a last tile short of chunks repeats its first chunk,
