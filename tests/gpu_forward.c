@@ -392,9 +392,9 @@ static void xattention_prefill(const ks_model *m, const ks_ids *ids, const char 
 }
 
 /* XAttention on the cuda backend: its store's xattn_blocks (ks_cuda_xattn_blocks: stride scores on tensor cores,
- * the choice on the device, a chunk of query blocks per call) chooses lists of the cpu's density (force_density fixes each row's count; a near-tie in bf16 may pick another block of it), the
- * block-sparse kernel attends them, and the prompt's last logits stay within the bf16 tolerance of the cpu's
- * sparse prefill. */
+ * the choice on the device, a chunk of query blocks per call) chooses lists of the cpu's density (force_density
+ * fixes each row's count; a near-tie in bf16 may pick another block of it), the block-sparse kernel attends them,
+ * and the prompt's last logits stay within the bf16 tolerance of the cpu's sparse prefill. */
 START_TEST(test_smollm2_xattention) {
     ks_model m;
     ks_tokenizer *tok;

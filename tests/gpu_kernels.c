@@ -752,11 +752,11 @@ static void sparse_case(int H, int Hk, int d, int n, int q_pos0, int n_kv, int w
 START_TEST(test_attention_prefill_sparse) {
     /* Llama-3.1-8B heads (G=4), blocks of 128, a chunk from 0, ragged and empty rows */
     sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.3, 0.1, 0.0, 0);
-    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.05, 0.0, 0.0, 1); /* 5%, fused q|k|v rows */
-    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0.0, 0);  /* G=8, a chunk starting mid-block */
-    sparse_case(4, 4, 64, 300, 90, 390, 0, 64, 0.25, 0.1, 0.0, 0);    /* MHA, d=64, blocks of 64: tiles over two blocks */
-    sparse_case(9, 3, 64, 333, 0, 333, 0, 64, 0.1, 0.3, 0.0, 0);      /* SmolLM2 heads (G=3) */
-    sparse_case(9, 3, 64, 250, 40, 290, 0, 128, 0.6, 0.1, 0.0, 1);    /* d=64, blocks of 128, chunk offset, fused */
+    sparse_case(32, 8, 128, 700, 0, 700, 0, 128, 0.05, 0.0, 0.0, 1);   /* 5%, fused q|k|v rows */
+    sparse_case(8, 1, 128, 517, 200, 717, 0, 128, 0.5, 0.2, 0.0, 0);   /* G=8, a chunk starting mid-block */
+    sparse_case(4, 4, 64, 300, 90, 390, 0, 64, 0.25, 0.1, 0.0, 0); /* MHA, d=64, blocks of 64: tiles over two blocks */
+    sparse_case(9, 3, 64, 333, 0, 333, 0, 64, 0.1, 0.3, 0.0, 0);       /* SmolLM2 heads (G=3) */
+    sparse_case(9, 3, 64, 250, 40, 290, 0, 128, 0.6, 0.1, 0.0, 1);     /* d=64, blocks of 128, chunk offset, fused */
     sparse_case(16, 4, 128, 400, 1000, 1400, 0, 64, 0.5, 0.0, 0.0, 0); /* d=128, blocks of 64 (wgmma: two lists) */
     sparse_case(6, 2, 64, 200, 500, 700, 150, 128, 0.6, 0.0, 0.0, 0);  /* sliding window inside listed blocks */
     sparse_case(4, 1, 128, 150, 700, 850, 200, 64, 0.7, 0.0, 0.0, 0);  /* d=128 window, blocks of 64 */

@@ -7,8 +7,8 @@
 // kernels' GQA packing would visit the union of G lists) in one 128-row tile aligned to absolute positions
 // (tile i of the chunk: positions [(q_pos0 / 128 + i) 128, + 128) cut to the chunk), reading KV head h / G in
 // place; where every head of the group lists the same blocks for the tile, the group's G blocks take the dense
-// kernels' GQA rows instead (ks_sparse_cta). With blocks of 128 such a tile lies in one query block; with blocks of 64 in at most two, and the block
-// walks the union of the two rows' lists, each row masking the key blocks its own row does not list. A listed
+// kernels' GQA rows instead (ks_sparse_cta). With blocks of 128 such a tile lies in one query block; with blocks
+// of 64 in at most two, and the block walks the union of the two rows' lists, each row masking the key blocks its own row does not list. A listed
 // key block is visited in chunks of C keys (the kernel's key tile, or a part of it) between the window start of
 // the tile's first query and the causal end of its last; no other key is loaded or multiplied.
 #pragma once
@@ -143,7 +143,8 @@ struct ks_sparse_cta {
         const int t_lo = max(0, start - a0.q_pos0), t_hi = min(a0.n, start + rows - a0.q_pos0);
         shift = l.block == 64 ? 6 : 7;
         const int qb_lo = (a0.q_pos0 + t_lo) >> shift, qb_hi = (a0.q_pos0 + t_hi - 1) >> shift;
-        if (G > 1 && G <= 32 && rows % G == 0 && ks_sparse_group_shares(l, kvh, G, qb_lo, qb_hi - qb_lo + 1, threadIdx.x & 31)) {
+        if (G > 1 && G <= 32 && rows % G == 0 &&
+            ks_sparse_group_shares(l, kvh, G, qb_lo, qb_hi - qb_lo + 1, threadIdx.x & 31)) {
             const int per = rows / G, sub = head % G, s_lo = start - a0.q_pos0 + sub * per;
             const int p_lo = max(t_lo, s_lo), p_hi = min(t_hi, s_lo + per);
             qkvh = kvh, v0 = p_lo * G, need = 1;

@@ -127,7 +127,8 @@ constexpr size_t kXattnScoreBytes = (size_t)256 << 20; // a slab's stride scores
 __global__ void xattn_reorder_q(bf16 *qr, const bf16 *q, int64_t ld_q, int H, int d, int S, int i0, int R,
                                 int q_pos0, int n) {
     const int64_t row_elems = (int64_t)S * d, total = (int64_t)H * R * row_elems / 8;
-    for (int64_t e8 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e8 < total; e8 += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t e8 = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e8 < total; e8 += step) {
         const int64_t e = e8 * 8, hr = e / row_elems;
         const int h = (int)(hr / R), r = (int)(hr % R), rem = (int)(e % row_elems), t = rem / d, c = rem % d;
         const int row = (i0 + r) * S + S - 1 - t - q_pos0;
