@@ -83,73 +83,134 @@ __device__ __forceinline__ int pos_slot(int p) {
     return p - r + (r % 2) * (P / 2) + r / 2;
 }
 
-// Items of a tile's words a lane loads at once before dequantizing them (bounds the registers in flight).
+// Items of a tile's words a lane loads at once before dequantizing them (bounds the registers in flight): a word
+// and its group's fp16 scale (low half) and zero (high half).
 constexpr int kBatch = 8;
+struct word_batch {
+    uint32_t word[kBatch], sz[kBatch];
+};
 
-// The K^T tile of tokens kb .. kb + kTK - 1 of head g: row i = stored key channel i (rows kc .. D - 1 zero: their
-// code, scale and zero read as 0), token kb + j at column slot_pos<P>(j), fp16, swizzled rows of kTK. The lanes
-// take the words (channel, word of the tile) in order, a channel's words on neighbouring lanes.
+// A word_batch item's scale and zero.
+__device__ __forceinline__ uint32_t scale_zero(unsigned short s, unsigned short z) {
+    return (uint32_t)s | (uint32_t)z << 16;
+}
+
+// Key tiles: the lanes take the words (channel, word of the tile) in order, a channel's words on neighbouring lanes:
+// lane l loads word l % WPC of channels l / WPC + STEP r (P = 32 / KB tokens a word, WPC words a channel).
 template <int D, int KB>
-__device__ __forceinline__ void key_tile(__half *kt, const ks_cuda_kivi_layer &L, int g, int kb, int kc, int lane) {
-    constexpr int P = 32 / KB, WPC = kTK / P, ITEMS = D * WPC / 32, BATCH = ITEMS < kBatch ? ITEMS : kBatch;
+struct key_items {
+    static constexpr int P = 32 / KB, WPC = kTK / P, STEP = 32 / WPC, N = D / STEP,
+                         BATCH = N < kBatch ? N : kBatch;
+};
+
+// Channels r0 .. r0 + BATCH - 1 of this lane's (key_items) in head g's key tile at token kb into b; channels kc ..
+// D - 1 read as 0 (code, scale and zero: their rows dequantize to 0).
+template <int D, int KB>
+__device__ __forceinline__ void key_load(word_batch &b, const ks_cuda_kivi_layer &L, int g, int kb, int kc, int lane,
+                                         int r0) {
+    using K = key_items<D, KB>;
     const ks_kivi_shape &S = L.shape;
-#pragma unroll 1
-    for (int r0 = 0; r0 < ITEMS; r0 += BATCH) {
-        uint32_t word[BATCH];
-        unsigned short sc[BATCH], zr[BATCH];
+    const int t = kb + lane % K::WPC * K::P, i0 = lane / K::WPC + K::STEP * r0;
+    const int64_t ch0 = (int64_t)g * D + i0;
+    const uint32_t *codes = L.k_codes + ch0 * S.k_words + t / K::P;
+    const int64_t gi = ch0 * S.k_groups + t / S.group;
 #pragma unroll
-        for (int b = 0; b < BATCH; b++) {
-            const int it = lane + 32 * (r0 + b), i = it / WPC, t = kb + it % WPC * P;
-            const int64_t ch = (int64_t)g * D + i, gi = ch * S.k_groups + t / S.group;
-            const bool on = i < kc;
-            word[b] = on ? __ldg(L.k_codes + ch * S.k_words + t / P) : 0u;
-            sc[b] = on ? __ldg(L.k_scale + gi) : 0, zr[b] = on ? __ldg(L.k_zero + gi) : 0;
-        }
-#pragma unroll
-        for (int b = 0; b < BATCH; b++) {
-            const int it = lane + 32 * (r0 + b), i = it / WPC, w = it % WPC;
-            const __half2 s = __half2half2(__ushort_as_half(sc[b])), z = __half2half2(__ushort_as_half(zr[b]));
-            uint32_t out[P / 2];
-#pragma unroll
-            for (int k = 0; k < P / 2; k++) out[k] = dequant_pair<KB>(word[b], k, s, z);
-#pragma unroll
-            for (int c = 0; c < P / 8; c++)
-                *reinterpret_cast<uint4 *>(kt + ks_swz<kTK>(i, w * P + 8 * c)) =
-                    make_uint4(out[4 * c], out[4 * c + 1], out[4 * c + 2], out[4 * c + 3]);
-        }
+    for (int r = 0; r < K::BATCH; r++) {
+        const bool on = i0 + K::STEP * r < kc;
+        const int64_t rs = (int64_t)K::STEP * r;
+        b.word[r] = on ? __ldg(codes + rs * S.k_words) : 0u;
+        b.sz[r] = on ? scale_zero(__ldg(L.k_scale + gi + rs * S.k_groups), __ldg(L.k_zero + gi + rs * S.k_groups)) : 0u;
     }
 }
 
-// The V tile of the same tokens: token kb + j at row slot_pos<32 / KB>(j) (the K^T tile's column order), channel c
-// at column slot_pos<32 / VB>(c), fp16, swizzled rows of D. The lanes take the words (token, word of the row) in
-// order.
-template <int D, int KB, int VB>
-__device__ __forceinline__ void value_tile(__half *vt, const ks_cuda_kivi_layer &L, int g, int kb, int lane) {
-    constexpr int P = 32 / VB, WPT = D / P, ITEMS = kTK * WPT / 32, BATCH = ITEMS < kBatch ? ITEMS : kBatch;
+// The loaded channels into the K^T tile: row i = stored key channel i, token kb + j at column slot_pos<P>(j),
+// fp16, swizzled rows of kTK.
+template <int D, int KB>
+__device__ __forceinline__ void key_store(__half *kt, const word_batch &b, int lane, int r0) {
+    using K = key_items<D, KB>;
+    const int col = lane % K::WPC * K::P, i0 = lane / K::WPC + K::STEP * r0;
+#pragma unroll
+    for (int r = 0; r < K::BATCH; r++) {
+        const __half2 sc = __low2half2(bits_h2(b.sz[r])), z = __high2half2(bits_h2(b.sz[r]));
+        uint32_t out[K::P / 2];
+#pragma unroll
+        for (int k = 0; k < K::P / 2; k++) out[k] = dequant_pair<KB>(b.word[r], k, sc, z);
+#pragma unroll
+        for (int c = 0; c < K::P / 8; c++)
+            *reinterpret_cast<uint4 *>(kt + ks_swz<kTK>(i0 + K::STEP * r, col + 8 * c)) =
+                make_uint4(out[4 * c], out[4 * c + 1], out[4 * c + 2], out[4 * c + 3]);
+    }
+}
+
+// Value tiles: the lanes take the words (token, word of its row) in order: lane l loads word l % WPT of tokens
+// kb + l / WPT + STEP r (P = 32 / VB channels a word, WPT words a token).
+template <int D, int VB>
+struct value_items {
+    static constexpr int P = 32 / VB, WPT = D / P, STEP = 32 / WPT, N = kTK / STEP, BATCH = N < kBatch ? N : kBatch;
+};
+
+template <int D, int VB>
+__device__ __forceinline__ void value_load(word_batch &b, const ks_cuda_kivi_layer &L, int g, int kb, int lane,
+                                           int r0) {
+    using V = value_items<D, VB>;
     const ks_kivi_shape &S = L.shape;
+    const int w = lane % V::WPT;
+    const int64_t tok0 = (int64_t)g * S.cap + kb + lane / V::WPT + V::STEP * r0;
+    const uint32_t *codes = L.v_codes + tok0 * S.v_words + w;
+    const int64_t gi = tok0 * S.v_groups + w * V::P / S.group;
+#pragma unroll
+    for (int r = 0; r < V::BATCH; r++) {
+        const int64_t rs = (int64_t)V::STEP * r;
+        b.word[r] = __ldg(codes + rs * S.v_words);
+        b.sz[r] = scale_zero(__ldg(L.v_scale + gi + rs * S.v_groups), __ldg(L.v_zero + gi + rs * S.v_groups));
+    }
+}
+
+// The loaded tokens into the V tile: token kb + j at row slot_pos<32 / KB>(j) (the K^T tile's column order),
+// channel c at column slot_pos<P>(c), fp16, swizzled rows of D.
+template <int D, int KB, int VB>
+__device__ __forceinline__ void value_store(__half *vt, const word_batch &b, int lane, int r0) {
+    using V = value_items<D, VB>;
+    const int col = lane % V::WPT * V::P, j0 = lane / V::WPT + V::STEP * r0;
+#pragma unroll
+    for (int r = 0; r < V::BATCH; r++) {
+        const __half2 sc = __low2half2(bits_h2(b.sz[r])), z = __high2half2(bits_h2(b.sz[r]));
+        uint32_t out[V::P / 2];
+#pragma unroll
+        for (int k = 0; k < V::P / 2; k++) out[k] = dequant_pair<VB>(b.word[r], k, sc, z);
+        const int row = slot_pos<32 / KB>(j0 + V::STEP * r);
+#pragma unroll
+        for (int c = 0; c < V::P / 8; c++)
+            *reinterpret_cast<uint4 *>(vt + ks_swz<D>(row, col + 8 * c)) =
+                make_uint4(out[4 * c], out[4 * c + 1], out[4 * c + 2], out[4 * c + 3]);
+    }
+}
+
+// The K^T tile of head g at token kb, its first batch already in `first`.
+template <int D, int KB>
+__device__ __forceinline__ void key_tile(__half *kt, const word_batch &first, const ks_cuda_kivi_layer &L, int g,
+                                         int kb, int kc, int lane) {
+    using K = key_items<D, KB>;
+    key_store<D, KB>(kt, first, lane, 0);
 #pragma unroll 1
-    for (int r0 = 0; r0 < ITEMS; r0 += BATCH) {
-        uint32_t word[BATCH];
-        unsigned short sc[BATCH], zr[BATCH];
-#pragma unroll
-        for (int b = 0; b < BATCH; b++) {
-            const int it = lane + 32 * (r0 + b), j = it / WPT, w = it % WPT;
-            const int64_t tok = (int64_t)g * S.cap + kb + j, gi = tok * S.v_groups + w * P / S.group;
-            word[b] = __ldg(L.v_codes + tok * S.v_words + w);
-            sc[b] = __ldg(L.v_scale + gi), zr[b] = __ldg(L.v_zero + gi);
-        }
-#pragma unroll
-        for (int b = 0; b < BATCH; b++) {
-            const int it = lane + 32 * (r0 + b), j = it / WPT, w = it % WPT, row = slot_pos<32 / KB>(j);
-            const __half2 s = __half2half2(__ushort_as_half(sc[b])), z = __half2half2(__ushort_as_half(zr[b]));
-            uint32_t out[P / 2];
-#pragma unroll
-            for (int k = 0; k < P / 2; k++) out[k] = dequant_pair<VB>(word[b], k, s, z);
-#pragma unroll
-            for (int c = 0; c < P / 8; c++)
-                *reinterpret_cast<uint4 *>(vt + ks_swz<D>(row, w * P + 8 * c)) =
-                    make_uint4(out[4 * c], out[4 * c + 1], out[4 * c + 2], out[4 * c + 3]);
-        }
+    for (int r0 = K::BATCH; r0 < K::N; r0 += K::BATCH) {
+        word_batch b;
+        key_load<D, KB>(b, L, g, kb, kc, lane, r0);
+        key_store<D, KB>(kt, b, lane, r0);
+    }
+}
+
+// The V tile of head g at token kb, its first batch already in `first`.
+template <int D, int KB, int VB>
+__device__ __forceinline__ void value_tile(__half *vt, const word_batch &first, const ks_cuda_kivi_layer &L, int g,
+                                           int kb, int lane) {
+    using V = value_items<D, VB>;
+    value_store<D, KB, VB>(vt, first, lane, 0);
+#pragma unroll 1
+    for (int r0 = V::BATCH; r0 < V::N; r0 += V::BATCH) {
+        word_batch b;
+        value_load<D, VB>(b, L, g, kb, lane, r0);
+        value_store<D, KB, VB>(vt, b, lane, r0);
     }
 }
 
@@ -158,7 +219,7 @@ __device__ __forceinline__ void value_tile(__half *vt, const ks_cuda_kivi_layer 
 // (O, max, sum) partial per query head, the max in natural log units as the generic kernel's. Lane l holds row
 // l / 4 of every accumulator.
 template <int D, int KB, int VB>
-__global__ void __launch_bounds__(32, 12) kivi_tile_kernel(tile_args a) {
+__global__ void __launch_bounds__(32) kivi_tile_kernel(tile_args a) {
     __shared__ __align__(128) __half tile[kTK * D]; // K^T (D rows of kTK), then V (kTK rows of D)
     const ks_cuda_kivi_layer &L = a.L;
     const int lane = threadIdx.x, g = blockIdx.x, split = blockIdx.y, z0 = blockIdx.z * kRows;
@@ -193,10 +254,15 @@ __global__ void __launch_bounds__(32, 12) kivi_tile_kernel(tile_args a) {
     for (int j = 0; j < D / 8; j++) o[j][0] = o[j][1] = 0.0f;
     float m = -INFINITY, l = 0.0f;
 
+    // Each tile's first batch of key words is loaded before the previous tile's P V, and of value words before its
+    // own S, so that their latency overlaps the tensor-core work.
+    word_batch kpre, vpre;
+    if (t_lo < t_hi) key_load<D, KB>(kpre, L, g, t_lo * kTK, kc, lane, 0);
     for (int t = t_lo; t < t_hi; t++) {
         const int kb = t * kTK;
         __syncwarp(); // the previous tile's V reads are done
-        key_tile<D, KB>(tile, L, g, kb, kc, lane);
+        key_tile<D, KB>(tile, kpre, L, g, kb, kc, lane);
+        value_load<D, VB>(vpre, L, g, kb, lane, 0);
         __syncwarp();
         float sc[kTK / 8][2];
 #pragma unroll
@@ -234,7 +300,8 @@ __global__ void __launch_bounds__(32, 12) kivi_tile_kernel(tile_args a) {
 #pragma unroll
         for (int j = 0; j < D / 8; j++) o[j][0] *= alpha, o[j][1] *= alpha;
         __syncwarp(); // the K^T reads are done before the values overwrite the tile
-        value_tile<D, KB, VB>(tile, L, g, kb, lane);
+        value_tile<D, KB, VB>(tile, vpre, L, g, kb, lane);
+        if (t + 1 < t_hi) key_load<D, KB>(kpre, L, g, kb + kTK, kc, lane, 0);
         __syncwarp();
 #pragma unroll
         for (int kk = 0; kk < kTK / 16; kk++) {
