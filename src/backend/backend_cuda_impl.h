@@ -84,6 +84,7 @@ struct ks_backend {
     int n_layers, max_chunk, cap; /* cap: rows per head a layer may reach (max_ctx) */
     int gpu_share;                /* model instances sharing the GPU (ks_backend_params.gpu_share) */
     int own_cap;                /* rows per head each layer's own storage holds (kvcache.h; cap: full mode) */
+    int packed_rows;            /* tokens per (layer, KV head) of KIVI's packed part (ks_backend_params; 0: cap) */
     int qkv_width;              /* (H + 2Hk) d */
     cudaStream_t stream;        /* every op is enqueued here */
     ks_cuda_gemm_t *gemm;       /* cuBLASLt handle, workspace and plans */

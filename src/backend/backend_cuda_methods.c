@@ -675,7 +675,8 @@ static void kivi_free(ks_backend *b) {
 static size_t kivi_carve(cuda_kivi *k, char *base, const ks_backend *b) {
     const ks_kivi_shape *s = &k->counts.shape;
     const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, d = s->d, cap = s->cap;
-    const size_t floats = ks_cuda_kivi_attention_scratch_floats(b->cfg->n_heads, s->d, s->cap);
+    /* the attention's bound is every token a head holds, packed or not: the cache's cap */
+    const size_t floats = ks_cuda_kivi_attention_scratch_floats(b->cfg->n_heads, s->d, b->cap);
     size_t off = 0;
 #define KIVI_TAKE(field, count)                                                                                      \
     do {                                                                                                             \
@@ -712,7 +713,7 @@ static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     cuda_kivi *k = ks_calloc(1, sizeof *k, "KIVI packed cache");
     if (!k) return KS_ERR_NOMEM;
     b->kivi = k;
-    KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p));
+    KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p, b->packed_rows));
     const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, layers = (size_t)b->n_layers;
     KS_TRY(host_alloc((void **)&k->host_counts, sizeof(int32_t) * heads * 2 * KS_CUDA_KIVI_ROWS,
                       "KIVI count staging"));
@@ -791,7 +792,7 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     ks_backend *b = backend_of(kv);
     KS_ASSERT(b->kivi); /* quant_reserve first */
-    ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs);
+    KS_TRY(ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs));
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, err);
 }
 
@@ -808,7 +809,7 @@ static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *c
 static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
     ks_backend *b = backend_of(kv);
     KS_ASSERT(b->kivi); /* quant_reserve first */
-    ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs);
+    KS_TRY(ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs));
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
 }
 
