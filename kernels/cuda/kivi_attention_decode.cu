@@ -404,7 +404,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) kivi_decode_kernel(ks_cuda_kiv
     const ks_kivi_shape &S = L.shape;
     const int h = blockIdx.x, split = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = h / (H / L.Hk), d = S.d, per = (d + 31) / 32; // lanes past d hold nothing
-    const int n = L.n[g], nq_k = L.nq_k[g], nq_v = L.nq_v[g], off = L.off[g], kc = L.kc[g];
+    const int nq_k = L.nq_k[g], nq_v = L.nq_v[g], off = L.off[g], n = off + L.len[g], kc = L.kc[g];
     const int first = tiled ? tile_prefix(L, g) : 0;
     const int chunk = (n - first + splits - 1) / splits, lo = first + split * chunk, hi = min(n, lo + chunk);
     float qr[MAX_PER_LANE], qs[MAX_PER_LANE], acc[MAX_PER_LANE], m = -INFINITY, l = 0.0f;

@@ -49,9 +49,11 @@ typedef struct cuda_view {
     ks_dtype type;
 } cuda_view;
 
-/* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off, n (what the decode attention
- * reads), then a flush's plan k_t0, k_n, v_t0, v_n (what the quantization kernels read). */
-#define KS_CUDA_KIVI_ROWS 8
+/* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off (KS_CUDA_KIVI_COUNTS: what the
+ * decode attention reads, with the device lengths), then a flush's plan k_t0, k_n, v_t0, v_n (what the
+ * quantization kernels read). */
+#define KS_CUDA_KIVI_COUNTS 3
+#define KS_CUDA_KIVI_ROWS 7
 
 /* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, quant_channels,
  * quant_pack, the decode attention): the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in
@@ -71,6 +73,9 @@ typedef struct cuda_kivi {
     int32_t *host_counts;       /* (n_layers, 2, KS_CUDA_KIVI_ROWS, Hk) pinned staging: per layer the decode
                                    attention's rows, then the flush's; owned */
     cudaEvent_t *upload_ev;     /* (n_layers, 2) after each region's last copy out of host_counts; owned */
+    int32_t *dev_rows;          /* (n_layers, KS_CUDA_KIVI_COUNTS, Hk) what the count rows of dev_counts hold once
+                                   the copies enqueued so far have run (the decode attention copies only when its
+                                   counts differ, so that a decode step whose counts stay replays); owned */
     int32_t *host_lists;        /* (n_layers, Hk + Hk d) pinned staging of a layer's kc, then k_chan; owned */
     cudaEvent_t *lists_ev;      /* (n_layers) after each layer's last copy out of host_lists; owned */
     unsigned *lists_seq;        /* (n_layers) the cache sequence whose lists the layer's device lists hold; owned */
