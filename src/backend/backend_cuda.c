@@ -360,15 +360,19 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
         if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
     const int bound = decode_bound(b, 1);
-    /* sized for other lengths, or with another method's decode ops or another sequence's or prompt's packed part
-     * (which layers attend through it): capture anew */
-    const int per_sequence = hooked || b->kivi;
-    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked ||
-                     (per_sequence && (b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts)))) {
+    const int other = b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts;
+    /* sized for other lengths, or with another method's decode ops or another sequence's or prompt's (a packed
+     * part: which layers attend through it): capture anew */
+    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked || ((hooked || b->kivi) && other))) {
         cudaGraphExecDestroy(b->graph);
         b->graph = NULL;
         b->decode_steps = 0;
     }
+    /* a packed part's first step of a sequence or prompt runs eagerly: it copies the counts and channel lists the
+     * captured steps then read from the device */
+    if (b->kivi && other) b->decode_steps = 0;
+    b->graph_sequence = b->cache.sequence;
+    b->graph_prompts = b->prompts;
     if (b->graph) {
         for (int layer = b->m->first_layer; layer < b->m->last_layer; layer++) commit_rows(b, layer, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
@@ -384,8 +388,6 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
     b->capturing = 1;
     b->graph_bound = bound;
-    b->graph_sequence = b->cache.sequence;
-    b->graph_prompts = b->prompts;
     b->graph_hooked = hooked;
     memset(b->graph_evicts, 0, (size_t)b->n_layers); /* decode_evict marks the layers it records */
     return KS_OK;

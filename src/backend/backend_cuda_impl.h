@@ -152,10 +152,11 @@ struct ks_backend {
     unsigned sync_epoch;        /* host waits for `stream` so far */
     unsigned char *graph_evicts;/* (n_layers) host: the decode graph evicts on the layer; owned */
     int graph_hooked;           /* the graph holds a method's decode ops (a KS_DECODE_HOOKED step) */
-    unsigned graph_sequence;    /* cache.sequence when it was captured (a hooked graph serves that one only) */
+    unsigned graph_sequence;    /* cache.sequence of the last graph-served step (a hooked graph, or one over a packed
+                                   part, serves one sequence only) */
     unsigned prompts;           /* prompts whose compression ended (compress_flush): a prompt continuing a
                                    sequence re-plans the method's budgets, which a hooked graph holds */
-    unsigned graph_prompts;     /* `prompts` when it was captured */
+    unsigned graph_prompts;     /* `prompts` at the last graph-served step */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
