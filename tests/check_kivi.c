@@ -489,8 +489,8 @@ START_TEST(test_counts_only) {
     ks_kvcache c;
     ck_assert(ks_kvcache_init(&c, 0, 1, SHK, SD, SCAP, SCAP, 1) == KS_OK);
     ks_kv_kivi full, counts;
-    ck_assert(ks_kv_kivi_init(&full, &c, &p) == KS_OK);
-    ck_assert(ks_kv_kivi_init_counts(&counts, &c, &p) == KS_OK);
+    ck_assert(ks_kv_kivi_init(&full, &c, &p, 0) == KS_OK);
+    ck_assert(ks_kv_kivi_init_counts(&counts, &c, &p, 0) == KS_OK);
     ck_assert_ptr_null(counts.k_codes);
     ks_kivi_job jobs[SHK];
     ks_kivi_counts a[SHK], b[SHK];
@@ -500,8 +500,8 @@ START_TEST(test_counts_only) {
         float *k = ks_test_rand_buf((size_t)n * SHK * SD, 1), *v = ks_test_rand_buf((size_t)n * SHK * SD, 1);
         ks_kvcache_append(&c, 0, k, v, n, pos0);
         free(k), free(v);
-        ks_kv_kivi_flush(&full, &c, 0, a, NULL);
-        ks_kv_kivi_plan(&counts, &c, 0, jobs);
+        ck_assert(ks_kv_kivi_flush(&full, &c, 0, a, NULL) == KS_OK);
+        ck_assert(ks_kv_kivi_plan(&counts, &c, 0, jobs) == KS_OK);
         ks_kv_kivi_advance(&counts, &c, 0, jobs, b);
         int most = 0;
         for (int h = 0; h < SHK; h++) {
@@ -523,6 +523,31 @@ START_TEST(test_counts_only) {
     }
     ck_assert_int_eq(ks_kv_kivi_bytes(&full, &c), ks_kv_kivi_bytes(&counts, &c));
     ks_kv_kivi_free(&full), ks_kv_kivi_free(&counts);
+    ks_kvcache_free(&c);
+}
+END_TEST
+
+/* A packed part for fewer tokens than the cache's cap (a budget-sized cache's: ks_method_packed_rows) packs up to
+ * them; a flush that would pass them fails with KS_ERR_RANGE naming the bound and changes nothing. */
+START_TEST(test_packed_bound) {
+    enum { R = 8, TOKENS = 24 };
+    ks_kivi_params p = {.k_bits = 2, .v_bits = 2, .group = 4, .residual = R};
+    ks_kvcache c;
+    ck_assert(ks_kvcache_init(&c, 0, 1, SHK, SD, SCAP, SCAP, 1) == KS_OK);
+    ks_kv_kivi q;
+    ck_assert(ks_kv_kivi_init(&q, &c, &p, TOKENS) == KS_OK);
+    ck_assert_int_eq(q.shape.cap, TOKENS);
+    ks_kivi_counts a[SHK];
+    float *k = ks_test_rand_buf((size_t)40 * SHK * SD, 1), *v = ks_test_rand_buf((size_t)40 * SHK * SD, 1);
+    ks_kvcache_append(&c, 0, k, v, 24, 0); /* keys of 24 packed (3 R), values of 16 (all but R) */
+    ck_assert(ks_kv_kivi_flush(&q, &c, 0, a, NULL) == KS_OK);
+    ck_assert(a[0].nq_k == 24 && a[0].nq_v == 16);
+    ks_kvcache_append(&c, 0, k + (size_t)24 * SHK * SD, v + (size_t)24 * SHK * SD, 16, 24); /* keys up to 40 next */
+    ck_assert(ks_kv_kivi_flush(&q, &c, 0, a, NULL) == KS_ERR_RANGE);
+    ck_assert(strstr(ks_last_error(), "packed part holds 24"));
+    ck_assert(ks_kv_kivi_counts(&q, &c, 0, 0).nq_k == 24 && ks_kv_kivi_counts(&q, &c, 0, 0).nq_v == 16);
+    free(k), free(v);
+    ks_kv_kivi_free(&q);
     ks_kvcache_free(&c);
 }
 END_TEST
@@ -629,6 +654,33 @@ START_TEST(test_tiny_model) {
 }
 END_TEST
 
+/* The tokens a budget-sized cache's packed part holds: the selection's plan plus the generated tokens (SnapKV
+ * 24 + 6, ThinK's own selection alike); KIVI alone packs the whole context (0: the cache's cap). */
+START_TEST(test_packed_rows) {
+    ks_model model = {0};
+    ck_assert(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1) == KS_OK);
+    const char *kivi_opts[] = {"group_size=8", "residual_length=16"};
+    const char *chain_opts[] = {"snapkv.max_capacity_prompt=24", "snapkv.window_size=8", "kivi.group_size=8",
+                                "kivi.residual_length=16"};
+    const char *think_opts[] = {"max_capacity_prompt=24", "window_size=8"};
+    const struct {
+        const char *name, **opts;
+        int n_opts, rows;
+    } cases[] = {{"KIVI", kivi_opts, 2, 0},
+                 {"SnapKV+KIVI", chain_opts, 4, 24 + 6},
+                 {"SnapKV+ThinK+KIVI", chain_opts, 4, 24 + 6},
+                 {"ThinK", think_opts, 2, 24 + 6}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ks_method *m;
+        ck_assert_msg(ks_method_create(&m, cases[i].name, NULL, cases[i].opts, cases[i].n_opts) == KS_OK, "%s",
+                      ks_last_error());
+        ck_assert_int_eq(ks_method_packed_rows(m, &model, 90, 6), cases[i].rows);
+        ks_method_free(m);
+    }
+    ks_model_free(&model);
+}
+END_TEST
+
 /* SmolLM2: a residual longer than the sequence packs nothing, so the greedy tokens are FullKV's; a residual of
  * 32 packs most of the prompt, the budget-sized cache agreeing with the full one. */
 START_TEST(test_smollm2) {
@@ -676,8 +728,10 @@ int main(int argc, char **argv) {
         tcase_add_test(tc, test_after_selection);
         tcase_add_test(tc, test_bytes_formula);
         tcase_add_test(tc, test_counts_only);
+        tcase_add_test(tc, test_packed_bound);
         tcase_add_test(tc, test_errors);
         tcase_add_test(tc, test_tiny_model);
+        tcase_add_test(tc, test_packed_rows);
     }
     tcase_set_timeout(tc, 600);
     suite_add_tcase(s, tc);

@@ -942,7 +942,7 @@ static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n,
         size_t h0 = (size_t)g * CAP * d;
         memcpy(shifted + h0, kbits + h0 + (size_t)off[g] * d, (size_t)(CAP - off[g]) * d * 2);
         memcpy(vshift + h0, vbits + h0 + (size_t)off[g] * d, (size_t)(CAP - off[g]) * d * 2);
-        cnt[0][g] = nq_k[g], cnt[1][g] = nq_v[g], cnt[2][g] = off[g], cnt[3][g] = n[g];
+        cnt[0][g] = nq_k[g], cnt[1][g] = nq_v[g], cnt[2][g] = off[g], cnt[3][g] = n[g] - off[g];
         size_t kh = (size_t)g * d, vh = (size_t)g * CAP;
         heads[g] = (ks_kivi_head){.k_codes = rkq + kh * S.k_words, .k_scale = rks + kh * S.k_groups,
                                   .k_zero = rkz + kh * S.k_groups, .k_chan = chan + g * d, .kc = kc[g],
@@ -952,7 +952,7 @@ static void kivi_case(int H, int Hk, int d, int kb, int vb, int G, const int *n,
     }
     int32_t *d_cnt[4];
     for (int i = 0; i < 4; i++) d_cnt[i] = dev_from(cnt[i], sizeof cnt[i]);
-    L.nq_k = d_cnt[0], L.nq_v = d_cnt[1], L.off = d_cnt[2], L.n = d_cnt[3];
+    L.nq_k = d_cnt[0], L.nq_v = d_cnt[1], L.off = d_cnt[2], L.len = d_cnt[3];
     void *dks = dev_from(shifted, rows * 2), *dvs = dev_from(vshift, rows * 2);
     L.k = dks, L.v = dvs;
     float *want = malloc(sizeof(float) * H * d), scale = 1.0f / sqrtf((float)d);

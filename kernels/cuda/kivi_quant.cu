@@ -1,6 +1,8 @@
 // kivi_quant.cu — KIVI's flush quantization (ks_cuda_kivi.h: ks_cuda_kivi_quant_keys, ks_cuda_kivi_quant_values;
 // references ks_kivi_quant_keys, ks_kivi_quant_values): one thread per group (a key channel's G tokens, or a
 // value token's G channels), min-max in fp32, the fp16 scale and zero and the codes by kivi_args.h's inline rule.
+// The error parts are summed over each block before one atomic per block reaches the global sums (a long prompt's
+// flush has millions of threads, and atomics on one address serialise in L2).
 // A thread gathers the codes of one 32-bit word in a register and stores the word whole when its group covers
 // it, else merges its bits with atomicAnd / atomicOr, so groups sharing a word never race. The raw encoding
 // (KS_KIVI_RAW_BF16: the rows' bf16 bits, two per word) is a copy: one thread per word of the job's tokens.
@@ -55,10 +57,22 @@ __device__ void group_params(const bf16 *x, int64_t stride, int n, int bits, uin
     *z = ks_kivi_half(mn);
 }
 
+// The block's error parts added to err (NULL: not wanted): summed over the block first, so that one atomic per
+// block and part reaches the two global sums (every thread of the block calls it; a thread with nothing adds 0).
 __device__ void add_err(double *err, const double e[2]) {
-    if (!err || e[1] == 0.0) return;
-    atomicAdd(err, e[0]);
-    atomicAdd(err + 1, e[1]);
+    __shared__ double part[2][QUANT_THREADS / 32];
+    if (!err) return; // uniform over the grid
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    double a = e[0], b = e[1];
+    for (int o = 16; o > 0; o >>= 1) a += __shfl_down_sync(0xffffffffu, a, o), b += __shfl_down_sync(0xffffffffu, b, o);
+    if (lane == 0) part[0][warp] = a, part[1][warp] = b;
+    __syncthreads();
+    if (threadIdx.x) return;
+    a = b = 0.0;
+    for (int w = 0; w < QUANT_THREADS / 32; w++) a += part[0][w], b += part[1][w];
+    if (b == 0.0) return;
+    atomicAdd(err, a);
+    atomicAdd(err + 1, b);
 }
 
 // Thread (g = blockIdx.y, i = stored channel, group j of the head's job).
@@ -66,14 +80,15 @@ __global__ void quant_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
     const int i = idx % S.d, j = idx / S.d, G = S.group;
-    if (i >= L.kc[g] || j * G >= n[g]) return;
-    const int t = t0[g] + j * G, c = L.k_chan[(int64_t)g * S.d + i];
-    const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + c;
-    const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / G;
-    group_params(x, S.d, G, S.k_bits, &L.k_scale[gi], &L.k_zero[gi]);
     double e[2] = {0.0, 0.0};
-    pack_group(x, S.d, G, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]), S.k_bits,
-               L.k_codes + ch * S.k_words, t, e);
+    if (i < L.kc[g] && j * G < n[g]) {
+        const int t = t0[g] + j * G, c = L.k_chan[(int64_t)g * S.d + i];
+        const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + c;
+        const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / G;
+        group_params(x, S.d, G, S.k_bits, &L.k_scale[gi], &L.k_zero[gi]);
+        pack_group(x, S.d, G, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]), S.k_bits,
+                   L.k_codes + ch * S.k_words, t, e);
+    }
     add_err(err, e);
 }
 
@@ -82,14 +97,15 @@ __global__ void quant_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, con
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
     const int cg = idx % S.v_groups, j = idx / S.v_groups, G = S.group;
-    if (j >= n[g]) return;
-    const int t = t0[g] + j;
-    const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + cg * G;
-    const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + cg;
-    group_params(x, 1, G, S.v_bits, &L.v_scale[gi], &L.v_zero[gi]);
     double e[2] = {0.0, 0.0};
-    pack_group(x, 1, G, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]), S.v_bits,
-               L.v_codes + tok * S.v_words, cg * G, e);
+    if (j < n[g]) {
+        const int t = t0[g] + j;
+        const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + cg * G;
+        const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + cg;
+        group_params(x, 1, G, S.v_bits, &L.v_scale[gi], &L.v_zero[gi]);
+        pack_group(x, 1, G, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]), S.v_bits,
+                   L.v_codes + tok * S.v_words, cg * G, e);
+    }
     add_err(err, e);
 }
 
@@ -106,16 +122,17 @@ __global__ void raw_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const i
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
     const int i = idx % S.d, lo = t0[g], hi = lo + n[g], w = lo / 2 + idx / S.d;
-    if (i >= L.kc[g] || lo >= hi || 2 * w >= hi) return;
-    const int c = L.k_chan[(int64_t)g * S.d + i], off = L.off[g];
-    const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + (int64_t)g * L.stride * S.d + c; // token t: row t - off
-    uint32_t word = 0, mask = 0;
     double e[2] = {0.0, 0.0};
-    for (int t = 2 * w; t < 2 * w + 2; t++) {
-        if (t < lo || t >= hi) continue;
-        word |= raw_bits(x[(int64_t)(t - off) * S.d], e) << (16 * (t % 2)), mask |= 0xffffu << (16 * (t % 2));
+    if (i < L.kc[g] && lo < hi && 2 * w < hi) {
+        const int c = L.k_chan[(int64_t)g * S.d + i], off = L.off[g];
+        const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + (int64_t)g * L.stride * S.d + c; // token t: row t - off
+        uint32_t word = 0, mask = 0;
+        for (int t = 2 * w; t < 2 * w + 2; t++) {
+            if (t < lo || t >= hi) continue;
+            word |= raw_bits(x[(int64_t)(t - off) * S.d], e) << (16 * (t % 2)), mask |= 0xffffu << (16 * (t % 2));
+        }
+        put_word(L.k_codes + ((int64_t)g * S.d + i) * S.k_words + w, word, mask);
     }
-    put_word(L.k_codes + ((int64_t)g * S.d + i) * S.k_words + w, word, mask);
     add_err(err, e);
 }
 
@@ -124,13 +141,14 @@ __global__ void raw_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
     const int w = idx % S.v_words, j = idx / S.v_words;
-    if (j >= n[g]) return;
-    const int t = t0[g] + j;
-    const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d;
-    uint32_t word = 0;
     double e[2] = {0.0, 0.0};
-    for (int c = 2 * w; c < 2 * w + 2 && c < S.d; c++) word |= raw_bits(x[c], e) << (16 * (c % 2));
-    L.v_codes[((int64_t)g * S.cap + t) * S.v_words + w] = word; // the token's own word: no other writer
+    if (j < n[g]) {
+        const int t = t0[g] + j;
+        const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d;
+        uint32_t word = 0;
+        for (int c = 2 * w; c < 2 * w + 2 && c < S.d; c++) word |= raw_bits(x[c], e) << (16 * (c % 2));
+        L.v_codes[((int64_t)g * S.cap + t) * S.v_words + w] = word; // the token's own word: no other writer
+    }
     add_err(err, e);
 }
 

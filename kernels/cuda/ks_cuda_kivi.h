@@ -35,7 +35,9 @@ typedef struct ks_cuda_kivi_layer {
     const int32_t *kc;          /* (Hk) stored key channels */
     uint32_t *v_codes;          /* (Hk, cap, v_words) */
     uint16_t *v_scale, *v_zero; /* (Hk, cap, v_groups) */
-    const int32_t *nq_k, *nq_v, *off, *n; /* (Hk) counts (ks_kivi_counts), read by the attention */
+    const int32_t *nq_k, *nq_v, *off; /* (Hk) counts (ks_kivi_counts), read by the attention */
+    const int32_t *len;         /* (Hk) rows head g holds in the cache (its tokens: n = off[g] + len[g]), read by the
+                                   attention: the device lengths a decode step's append advances */
     const ks_bf16 *k, *v;       /* (Hk, stride, d) the cache rows: token t of head g at row t - off[g] */
     int stride;
 } ks_cuda_kivi_layer;
@@ -54,9 +56,10 @@ ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, const int32_t *
 size_t ks_cuda_kivi_attention_scratch_floats(int H, int d, int max_n);
 
 /* One decode query per head, the semantics of ks_kivi_attention_decode: q (H, d) bf16 (query head h reads KV
- * head h / (H / Hk)), every token 0 .. n[g] - 1 attended, packed keys (t < nq_k[g]) and values (t < nq_v[g])
- * dequantized in registers, out (H, d) bf16. Split over the tokens (max_n bounds n[g]), the splits' partials
- * combined in a second kernel. d at most 256 (a lane holds channels lane, lane + 32, ... below d). */
+ * head h / (H / Hk)), every token 0 .. off[g] + len[g] - 1 attended, packed keys (t < nq_k[g]) and values
+ * (t < nq_v[g]) dequantized on the device, out (H, d) bf16. Split over the tokens (max_n, a bound on the tokens,
+ * sizes the grids only: any bound gives the same result), the splits' partials combined in a last kernel. d at
+ * most 256 (a lane holds channels lane, lane + 32, ... below d). */
 ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *q, const ks_cuda_kivi_layer *L, int H,
                                         float scale, int max_n, float *scratch, cudaStream_t s);
 

@@ -1,5 +1,5 @@
 // mma.cuh — the warp-level tensor-core and async-copy primitives the attention kernels share (sm_80+ PTX,
-// fine on sm_90): cp.async 16-byte copies, ldmatrix, mma.sync m16n8k16 bf16 -> fp32, fast exp2, and the
+// fine on sm_90): cp.async 16-byte copies, ldmatrix, mma.sync m16n8k16 bf16 or fp16 -> fp32, fast exp2, and the
 // swizzled shared-memory tile layout that keeps ldmatrix free of bank conflicts.
 #pragma once
 
@@ -44,6 +44,19 @@ __device__ __forceinline__ void ks_mma_bf16(float c[4], const uint32_t a[4], uin
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
+
+#pragma nv_diag_suppress 550 // the dropped rows' results are set and never read, by design
+// The same with fp16 operands (a KIVI tile dequantized to fp16: its codes' scale and zero are fp16 already)
+// and an A whose rows 8 .. 15 are zero (a0, a2: rows 0 .. 7): c (rows 0 .. 7 of the 16x8 result, c[0], c[1] as
+// an m16n8 accumulator's) += a b; the zero rows' results are dropped, so they hold no registers.
+__device__ __forceinline__ void ks_mma_f16_rows8(float c[2], uint32_t a0, uint32_t a2, uint32_t b0, uint32_t b1) {
+    float drop[2];
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                 "{%8, %9}, {%10, %11, %12, %12};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(drop[0]), "=f"(drop[1])
+                 : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(0.0f));
+}
+#pragma nv_diag_default 550
 
 // 2^x with the hardware approximation (relative error ~2^-22; 2^-inf = 0), the softmax's exponential.
 __device__ __forceinline__ float ks_exp2(float x) {

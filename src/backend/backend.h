@@ -84,6 +84,9 @@ typedef struct ks_backend_params {
                       Fewer: the cache's budget mode (kvcache.h), for a KV method that keeps at most kv_rows rows
                       per layer: longer prompts are prefilled layer by layer through shared prefill slots, and
                       the residual stream X holds max_ctx rows (residual_at; engine/forward.c) */
+    int packed_rows; /* tokens per (layer, KV head) a KV store's packed part holds once a method reserves it
+                        (kvstore.h quant_reserve); 0 or >= max_ctx: max_ctx. Fewer: a budget-sized cache whose
+                        selection bounds what is packed (ks_method_packed_rows) */
 } ks_backend_params;
 
 typedef struct ks_backend_ops {

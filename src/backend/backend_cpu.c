@@ -93,7 +93,7 @@ static ks_status cpu_init(ks_backend **out, const ks_model *m, const ks_backend_
                                    c->head_dim, p->max_ctx, own, 1);
     ks_kvstore_cpu_params kp = {.cache = &b->cache, .q = b->buf[KS_BUF_Q], .lse = b->lse, .n_heads = c->n_heads,
                                 .max_chunk = p->max_chunk, .scale = attn_scale(c), .window = c->sliding_window,
-                                .window_first = c->swa_first_layer};
+                                .window_first = c->swa_first_layer, .packed_rows = p->packed_rows};
     if (st == KS_OK) st = ks_kvstore_cpu_init(&b->kv, &kp);
     if (st != KS_OK) {
         cpu_free(b);

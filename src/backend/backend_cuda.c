@@ -19,7 +19,8 @@
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
- * graph and the next steps capture a new one. With KIVI's packed part every step runs eagerly (cuda_decode_step).
+ * graph and the next steps capture a new one. A packed part that decode hooks change (KIVI's) runs every step
+ * eagerly (cuda_decode_step).
  */
 #ifdef KS_HAVE_CUDA
 
@@ -359,13 +360,19 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
         if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
     const int bound = decode_bound(b, 1);
-    /* sized for other lengths, or with another method's decode ops (or another sequence's or prompt's): capture anew */
-    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked ||
-                     (hooked && (b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts)))) {
+    const int other = b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts;
+    /* sized for other lengths, or with another method's decode ops or another sequence's or prompt's (a packed
+     * part: which layers attend through it): capture anew */
+    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked || ((hooked || b->kivi) && other))) {
         cudaGraphExecDestroy(b->graph);
         b->graph = NULL;
         b->decode_steps = 0;
     }
+    /* a packed part's first step of a sequence or prompt runs eagerly: it copies the counts and channel lists the
+     * captured steps then read from the device */
+    if (b->kivi && other) b->decode_steps = 0;
+    b->graph_sequence = b->cache.sequence;
+    b->graph_prompts = b->prompts;
     if (b->graph) {
         for (int layer = b->m->first_layer; layer < b->m->last_layer; layer++) commit_rows(b, layer, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
@@ -381,8 +388,6 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
     b->capturing = 1;
     b->graph_bound = bound;
-    b->graph_sequence = b->cache.sequence;
-    b->graph_prompts = b->prompts;
     b->graph_hooked = hooked;
     memset(b->graph_evicts, 0, (size_t)b->n_layers); /* decode_evict marks the layers it records */
     return KS_OK;
@@ -409,12 +414,14 @@ static ks_status graph_end(ks_backend *b, int ok) {
 }
 
 /* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. So is every
- * step while KIVI's packed part exists: its flushes' launches (which heads quantize which tokens), its releases
- * (compactions) and the attention's choice of kernel follow counts kept on the host, which change from step to
- * step, so no captured step could serve the next. */
+ * step of a method whose decode hooks change a packed part (KIVI's flush): its flushes' launches (which heads
+ * quantize which tokens), its releases (compactions) and its counts follow the host, step by step, so no captured
+ * step could serve the next. A packed part no decode hook changes (ThinK's pruned prefix) replays: the attention
+ * reads its counts from the device rows (copied when they change, which they do not between the steps of one
+ * sequence) and each head's tokens from the device lengths. */
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
-    if (kind == KS_DECODE_HOST || b->kivi) return issue(ctx);
+    if (kind == KS_DECODE_HOST || (b->kivi && kind == KS_DECODE_HOOKED)) return issue(ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
     if (replayed) return KS_OK;

@@ -50,9 +50,11 @@ typedef struct cuda_view {
     ks_dtype type;
 } cuda_view;
 
-/* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off, n (what the decode attention
- * reads), then a flush's plan k_t0, k_n, v_t0, v_n (what the quantization kernels read). */
-#define KS_CUDA_KIVI_ROWS 8
+/* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off (KS_CUDA_KIVI_COUNTS: what the
+ * decode attention reads, with the device lengths), then a flush's plan k_t0, k_n, v_t0, v_n (what the
+ * quantization kernels read). */
+#define KS_CUDA_KIVI_COUNTS 3
+#define KS_CUDA_KIVI_ROWS 7
 
 /* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, quant_channels,
  * quant_pack, the decode attention): the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in
@@ -72,6 +74,9 @@ typedef struct cuda_kivi {
     int32_t *host_counts;       /* (n_layers, 2, KS_CUDA_KIVI_ROWS, Hk) pinned staging: per layer the decode
                                    attention's rows, then the flush's; owned */
     cudaEvent_t *upload_ev;     /* (n_layers, 2) after each region's last copy out of host_counts; owned */
+    int32_t *dev_rows;          /* (n_layers, KS_CUDA_KIVI_COUNTS, Hk) what the count rows of dev_counts hold once
+                                   the copies enqueued so far have run (the decode attention copies only when its
+                                   counts differ, so that a decode step whose counts stay replays); owned */
     int32_t *host_lists;        /* (n_layers, Hk + Hk d) pinned staging of a layer's kc, then k_chan; owned */
     cudaEvent_t *lists_ev;      /* (n_layers) after each layer's last copy out of host_lists; owned */
     unsigned *lists_seq;        /* (n_layers) the cache sequence whose lists the layer's device lists hold; owned */
@@ -85,6 +90,7 @@ struct ks_backend {
     int n_layers, max_chunk, cap; /* cap: rows per head a layer may reach (max_ctx) */
     int gpu_share;                /* model instances sharing the GPU (ks_backend_params.gpu_share) */
     int own_cap;                /* rows per head each layer's own storage holds (kvcache.h; cap: full mode) */
+    int packed_rows;            /* tokens per (layer, KV head) of KIVI's packed part (ks_backend_params; 0: cap) */
     int qkv_width;              /* (H + 2Hk) d */
     cudaStream_t stream;        /* every op is enqueued here */
     ks_cuda_gemm_t *gemm;       /* cuBLASLt handle, workspace and plans */
@@ -148,10 +154,11 @@ struct ks_backend {
     unsigned sync_epoch;        /* host waits for `stream` so far */
     unsigned char *graph_evicts;/* (n_layers) host: the decode graph evicts on the layer; owned */
     int graph_hooked;           /* the graph holds a method's decode ops (a KS_DECODE_HOOKED step) */
-    unsigned graph_sequence;    /* cache.sequence when it was captured (a hooked graph serves that one only) */
+    unsigned graph_sequence;    /* cache.sequence of the last graph-served step (a hooked graph, or one over a packed
+                                   part, serves one sequence only) */
     unsigned prompts;           /* prompts whose compression ended (compress_flush): a prompt continuing a
                                    sequence re-plans the method's budgets, which a hooked graph holds */
-    unsigned graph_prompts;     /* `prompts` when it was captured */
+    unsigned graph_prompts;     /* `prompts` at the last graph-served step */
     ks_bf16 *compact_scratch;   /* (Hk, cap, d) the gathered rows of one of K, V */
     float *host_scores;         /* (H, cap) pinned host staging of score_out and row_scores; owned */
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */

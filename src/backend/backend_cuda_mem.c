@@ -396,6 +396,7 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     b->sparse_block = p->sparse_block;
     b->cap = p->max_ctx;
     b->own_cap = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
+    b->packed_rows = p->packed_rows;
     b->x_rows = b->own_cap < b->cap && b->cap > b->max_chunk ? b->cap : b->max_chunk;
     b->qkv_width = (g->n_heads + 2 * g->n_kv_heads) * g->head_dim;
     ks_status st = create(b, random, seed);

@@ -592,7 +592,7 @@ static ks_cuda_kivi_layer kivi_layer(const ks_backend *b, int layer) {
                                 .nq_k = cnt,
                                 .nq_v = cnt + Hk,
                                 .off = cnt + 2 * Hk,
-                                .n = cnt + 3 * Hk,
+                                .len = ks_cuda_layer_heads(b, b->lens, layer),
                                 .k = ks_cuda_layer_k(b, layer),
                                 .v = ks_cuda_layer_v(b, layer),
                                 .stride = ks_kvcache_stride(&b->cache, layer)};
@@ -618,25 +618,33 @@ static ks_status kivi_lists(ks_backend *b, int layer, int force, cudaStream_t s)
 }
 
 /* The layer's counts now (and a flush's plan, jobs non-NULL) to its rows of dev_counts on s, its key channel
- * lists first when they are another sequence's (kivi_lists); *max_n the most tokens a head holds. The pinned
- * staging has a region per layer for each of the two callers (the decode attention, the flush), rewritten by that
- * caller's next call on the layer (a step later) once the region's last copy has run (its event; a pipeline stage
- * sending its rows between GPUs does not wait for each step). */
+ * lists first when they are another sequence's (kivi_lists); *max_n the most tokens a head holds. The decode
+ * attention's counts are copied only when they differ from what the rows hold (dev_rows): a decode step whose
+ * counts stay (a packed part that no decode hook changes: ThinK's) issues no copy, so a captured step serves the
+ * next ones. The pinned staging has a region per layer for each of the two callers (the decode attention, the
+ * flush), rewritten by that caller's next call on the layer once the region's last copy has run (its event; a
+ * pipeline stage sending its rows between GPUs does not wait for each step). */
 static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, cudaStream_t s, int *max_n) {
     cuda_kivi *k = b->kivi;
     KS_TRY(kivi_lists(b, layer, 0, s));
-    const int Hk = b->cfg->n_kv_heads, rows = jobs ? KS_CUDA_KIVI_ROWS : 4;
-    const size_t region = (size_t)ks_kvcache_index(&b->cache, layer) * 2 + (jobs != NULL);
-    int32_t *h = k->host_counts + region * Hk * KS_CUDA_KIVI_ROWS;
-    CUDA_CHECK(cudaEventSynchronize(k->upload_ev[region]));
+    const int Hk = b->cfg->n_kv_heads, rows = jobs ? KS_CUDA_KIVI_ROWS : KS_CUDA_KIVI_COUNTS;
+    const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), region = li * 2 + (jobs != NULL);
+    int32_t *h = k->host_counts + region * Hk * KS_CUDA_KIVI_ROWS, *dev = k->dev_rows + li * Hk * KS_CUDA_KIVI_COUNTS;
+    int same = !jobs;
     *max_n = 0;
     for (int g = 0; g < Hk; g++) {
         ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
-        h[g] = n.nq_k, h[Hk + g] = n.nq_v, h[2 * Hk + g] = n.off, h[3 * Hk + g] = n.n;
         *max_n = n.n > *max_n ? n.n : *max_n;
+        same = same && dev[g] == n.nq_k && dev[Hk + g] == n.nq_v && dev[2 * Hk + g] == n.off;
+    }
+    if (same) return KS_OK;
+    CUDA_CHECK(cudaEventSynchronize(k->upload_ev[region]));
+    for (int g = 0; g < Hk; g++) {
+        ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
+        h[g] = dev[g] = n.nq_k, h[Hk + g] = dev[Hk + g] = n.nq_v, h[2 * Hk + g] = dev[2 * Hk + g] = n.off;
         if (!jobs) continue;
-        h[4 * Hk + g] = jobs[g].k_t0, h[5 * Hk + g] = jobs[g].k_n;
-        h[6 * Hk + g] = jobs[g].v_t0, h[7 * Hk + g] = jobs[g].v_n;
+        h[3 * Hk + g] = jobs[g].k_t0, h[4 * Hk + g] = jobs[g].k_n;
+        h[5 * Hk + g] = jobs[g].v_t0, h[6 * Hk + g] = jobs[g].v_n;
     }
     CUDA_CHECK(cudaMemcpyAsync(k->dev_counts + kivi_head(b, layer) * KS_CUDA_KIVI_ROWS, h,
                                sizeof(int32_t) * rows * Hk, cudaMemcpyHostToDevice, s));
@@ -666,7 +674,7 @@ static void kivi_free(ks_backend *b) {
         if (k->upload_ev[i]) cudaEventDestroy(k->upload_ev[i]);
     for (int i = 0; k->lists_ev && i < b->n_layers; i++)
         if (k->lists_ev[i]) cudaEventDestroy(k->lists_ev[i]);
-    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq);
+    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq), free(k->dev_rows);
     free(k);
     b->kivi = NULL;
 }
@@ -675,7 +683,8 @@ static void kivi_free(ks_backend *b) {
 static size_t kivi_carve(cuda_kivi *k, char *base, const ks_backend *b) {
     const ks_kivi_shape *s = &k->counts.shape;
     const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, d = s->d, cap = s->cap;
-    const size_t floats = ks_cuda_kivi_attention_scratch_floats(b->cfg->n_heads, s->d, s->cap);
+    /* the attention's bound is every token a head holds, packed or not: the cache's cap */
+    const size_t floats = ks_cuda_kivi_attention_scratch_floats(b->cfg->n_heads, s->d, b->cap);
     size_t off = 0;
 #define KIVI_TAKE(field, count)                                                                                      \
     do {                                                                                                             \
@@ -712,7 +721,7 @@ static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     cuda_kivi *k = ks_calloc(1, sizeof *k, "KIVI packed cache");
     if (!k) return KS_ERR_NOMEM;
     b->kivi = k;
-    KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p));
+    KS_TRY(ks_kv_kivi_init_counts(&k->counts, &b->cache, p, b->packed_rows));
     const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads, layers = (size_t)b->n_layers;
     KS_TRY(host_alloc((void **)&k->host_counts, sizeof(int32_t) * heads * 2 * KS_CUDA_KIVI_ROWS,
                       "KIVI count staging"));
@@ -721,7 +730,8 @@ static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     KS_TRY(kivi_events(&k->upload_ev, 2 * layers, "KIVI upload events"));
     KS_TRY(kivi_events(&k->lists_ev, layers, "KIVI key channel events"));
     k->lists_seq = ks_calloc(layers ? layers : 1, sizeof(unsigned), "KIVI key channel sequences");
-    if (!k->lists_seq) return KS_ERR_NOMEM;
+    k->dev_rows = ks_calloc(heads * KS_CUDA_KIVI_COUNTS, sizeof(int32_t), "KIVI count rows"); /* the zeroed block's */
+    if (!k->lists_seq || !k->dev_rows) return KS_ERR_NOMEM;
     for (size_t i = 0; i < layers; i++) k->lists_seq[i] = b->cache.sequence - 1u;
     const size_t bytes = kivi_carve(k, NULL, b);
     cudaError_t e = cudaMalloc(&k->block, bytes);
@@ -773,7 +783,7 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
         KS_TRY(op_stream(b, layer, &s));
         KS_TRY(kivi_upload(b, layer, jobs, s, &max_n));
         ks_cuda_kivi_layer L = kivi_layer(b, layer);
-        const int32_t *plan = L.nq_k + 4 * Hk;
+        const int32_t *plan = L.nq_k + KS_CUDA_KIVI_COUNTS * Hk;
         if (err) CUDA_CHECK(cudaMemsetAsync(k->err, 0, 4 * sizeof(double), s));
         KS_TRY(ks_cuda_kivi_quant_keys(&L, plan, plan + Hk, max_k, err ? k->err : NULL, s));
         KS_TRY(ks_cuda_kivi_quant_values(&L, plan + 2 * Hk, plan + 3 * Hk, max_v, err ? k->err + 2 : NULL, s));
@@ -791,7 +801,7 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     ks_backend *b = backend_of(kv);
     KS_ASSERT(b->kivi); /* quant_reserve first */
-    ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs);
+    KS_TRY(ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs));
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, err);
 }
 
@@ -808,7 +818,7 @@ static ks_status cuda_quant_channels(ks_kvstore *kv, int layer, const int32_t *c
 static ks_status cuda_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
     ks_backend *b = backend_of(kv);
     KS_ASSERT(b->kivi); /* quant_reserve first */
-    ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs);
+    KS_TRY(ks_kv_kivi_plan_pack(&b->kivi->counts, &b->cache, layer, upto, b->kivi->counts.jobs));
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, NULL);
 }
 

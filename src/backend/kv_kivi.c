@@ -39,11 +39,11 @@ static void all_channels(ks_kv_kivi *q) {
 static void *alloc(size_t n, size_t size, const char *what) { return ks_calloc(n ? n : 1, size, what); }
 
 /* Every key channel stored; the packed arrays stay NULL. */
-ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p) {
+ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p, int tokens) {
     memset(q, 0, sizeof *q);
     KS_TRY(ks_kivi_params_check(p, c->head_dim));
     q->p = *p;
-    q->shape = ks_kivi_shape_of(p, c->head_dim, c->cap);
+    q->shape = ks_kivi_shape_of(p, c->head_dim, tokens > 0 && tokens < c->cap ? tokens : c->cap);
     q->n_layers = c->n_layers, q->Hk = c->n_kv_heads;
     q->sequence = c->sequence;
     size_t heads = (size_t)c->n_layers * c->n_kv_heads, d = (size_t)q->shape.d, cap = (size_t)q->shape.cap;
@@ -57,14 +57,14 @@ ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_ki
     if (!q->nq_k || !q->nq_v || !q->off || !q->kc || !q->k_chan || !q->pos || !q->jobs) {
         ks_kv_kivi_free(q);
         return ks_fail_context(KS_ERR_NOMEM, "KIVI counts of %d layers x %d KV heads x %d tokens", c->n_layers,
-                               c->n_kv_heads, c->cap);
+                               c->n_kv_heads, q->shape.cap);
     }
     all_channels(q);
     return KS_OK;
 }
 
-ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p) {
-    KS_TRY(ks_kv_kivi_init_counts(q, c, p));
+ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p, int tokens) {
+    KS_TRY(ks_kv_kivi_init_counts(q, c, p, tokens));
     const ks_kivi_shape *s = &q->shape;
     size_t heads = (size_t)c->n_layers * c->n_kv_heads, d = (size_t)s->d, cap = (size_t)s->cap;
     q->k_codes = alloc(heads * d * s->k_words, sizeof(uint32_t), "KIVI key codes");
@@ -77,7 +77,7 @@ ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_para
     if (!q->view || !q->k_codes || !q->k_scale || !q->k_zero || !q->v_codes || !q->v_scale || !q->v_zero) {
         ks_kv_kivi_free(q);
         return ks_fail_context(KS_ERR_NOMEM, "KIVI packed cache of %d layers x %d KV heads x %d tokens",
-                               c->n_layers, c->n_kv_heads, c->cap);
+                               c->n_layers, c->n_kv_heads, s->cap);
     }
     return KS_OK;
 }
@@ -154,7 +154,21 @@ static const float *row_of(const float *block, const ks_kvcache *c, int layer, i
     return block + ((size_t)head * ks_kvcache_stride(c, layer) + (t - off)) * c->head_dim;
 }
 
-void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs) {
+/* KS_ERR_RANGE when a job of the plan would pack past the tokens the part holds. */
+static ks_status plan_fits(const ks_kv_kivi *q, int layer, const ks_kivi_job *jobs) {
+    for (int h = 0; h < q->Hk; h++) {
+        int end = jobs[h].k_t0 + jobs[h].k_n > jobs[h].v_t0 + jobs[h].v_n ? jobs[h].k_t0 + jobs[h].k_n
+                                                                          : jobs[h].v_t0 + jobs[h].v_n;
+        if (end > q->shape.cap)
+            return ks_fail(KS_ERR_RANGE, "KIVI: layer %d, KV head %d would hold %d packed tokens; its packed part "
+                                         "holds %d (a budget-sized cache's: the selection's budget plus the generated "
+                                         "tokens; use the full cache for longer generations)",
+                           layer, h, end, q->shape.cap);
+    }
+    return KS_OK;
+}
+
+ks_status ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs) {
     follow_sequence(q, c);
     int R = q->p.residual;
     for (int h = 0; h < q->Hk; h++) {
@@ -164,9 +178,11 @@ void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job 
         jobs[h] = (ks_kivi_job){.k_t0 = q->nq_k[i], .k_n = nk > 0 ? nk : 0, .v_t0 = q->nq_v[i],
                                 .v_n = nv > 0 ? nv : 0};
     }
+    return plan_fits(q, layer, jobs);
 }
 
-void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_job *jobs) {
+ks_status ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto,
+                               ks_kivi_job *jobs) {
     KS_ASSERT(ks_kivi_is_raw(q->p.k_bits) && ks_kivi_is_raw(q->p.v_bits));
     follow_sequence(q, c);
     for (int h = 0; h < q->Hk; h++) {
@@ -176,6 +192,7 @@ void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const i
         jobs[h] = (ks_kivi_job){.k_t0 = q->nq_k[i], .k_n = nk > 0 ? nk : 0, .v_t0 = q->nq_v[i],
                                 .v_n = nv > 0 ? nv : 0};
     }
+    return plan_fits(q, layer, jobs);
 }
 
 void ks_kv_kivi_advance(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kivi_job *jobs,
@@ -209,14 +226,18 @@ static void run_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kiv
     ks_kv_kivi_advance(q, c, layer, jobs, counts);
 }
 
-void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
-    ks_kv_kivi_plan(q, c, layer, q->jobs);
+ks_status ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts,
+                           ks_kivi_error *err) {
+    KS_TRY(ks_kv_kivi_plan(q, c, layer, q->jobs));
     run_plan(q, c, layer, q->jobs, counts, err);
+    return KS_OK;
 }
 
-void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts) {
-    ks_kv_kivi_plan_pack(q, c, layer, upto, q->jobs);
+ks_status ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto,
+                          ks_kivi_counts *counts) {
+    KS_TRY(ks_kv_kivi_plan_pack(q, c, layer, upto, q->jobs));
     run_plan(q, c, layer, q->jobs, counts, NULL);
+    return KS_OK;
 }
 
 ks_status ks_kv_kivi_refuse_evict(const ks_kv_kivi *q, const ks_kvcache *c, int layer) {

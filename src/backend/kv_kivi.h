@@ -5,9 +5,9 @@
  * its device).
  *
  *     ks_kv_kivi q;
- *     KS_TRY(ks_kv_kivi_init(&q, &cache, &params));   // sized for cache.cap tokens per (layer, KV head), once
+ *     KS_TRY(ks_kv_kivi_init(&q, &cache, &params, 0)); // sized for cache.cap tokens per (layer, KV head), once
  *     cache.kivi = &q;                                 // ks_kvcache_bytes counts what is held
- *     ks_kv_kivi_flush(&q, &cache, layer, counts, &err);  // after a layer's prompt, after each decode step
+ *     KS_TRY(ks_kv_kivi_flush(&q, &cache, layer, counts, &err));  // after a layer's prompt, after each decode step
  *     ks_kivi_head h = ks_kv_kivi_head(&q, &cache, layer, head);  // what the decode attention reads
  *     ks_kv_kivi_free(&q);
  *
@@ -42,7 +42,7 @@ typedef struct ks_kivi_job {
 
 typedef struct ks_kv_kivi {
     ks_kivi_params p;
-    ks_kivi_shape shape;  /* one (layer, KV head)'s arrays, cap = the cache's cap */
+    ks_kivi_shape shape;  /* one (layer, KV head)'s arrays, cap = the tokens a head may hold packed */
     int n_layers, Hk;     /* the cache's */
     unsigned sequence;    /* the cache sequence the counts below belong to */
     int32_t *nq_k, *nq_v; /* (n_layers, Hk) tokens whose keys / values are packed */
@@ -50,7 +50,7 @@ typedef struct ks_kv_kivi {
     int32_t *kc;          /* (n_layers, Hk) key channels stored per head (d: all; fewer once a channel-pruning
                              part set them for the sequence) */
     int32_t *k_chan;      /* (n_layers, Hk, d) the head channel of each stored key channel */
-    int32_t *pos;         /* (n_layers, Hk, cap) positions of the released tokens 0 .. off - 1 */
+    int32_t *pos;         /* (n_layers, Hk, shape.cap) positions of the released tokens 0 .. off - 1 */
     ks_kivi_job *jobs;    /* (Hk) scratch: a flush's plan */
     uint32_t *k_codes;    /* (n_layers, Hk, d, k_words); NULL with ks_kv_kivi_init_counts, as the arrays below */
     uint16_t *k_scale, *k_zero; /* (n_layers, Hk, d, k_groups) fp16 */
@@ -63,12 +63,13 @@ typedef struct ks_kv_kivi {
  * head_dim (d 0: not checked, the model unknown yet), residual_length a positive multiple of group_size. */
 ks_status ks_kivi_params_check(const ks_kivi_params *p, int d);
 
-/* The packed part for every (layer, KV head) of cache c (its layer range, Hk, d, cap tokens), allocated here
- * once; every key channel stored. */
-ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p);
+/* The packed part for every (layer, KV head) of cache c (its layer range, Hk, d) for `tokens` tokens a head
+ * (0 or more than c->cap: c->cap; fewer: the most a sequence packs, e.g. a selection's budget plus the generated
+ * tokens), allocated here once; every key channel stored. */
+ks_status ks_kv_kivi_init(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p, int tokens);
 /* The counts, key channels and released positions only, for a store whose packed arrays live elsewhere (its
  * device): no codes, scales, zeros or head views, so ks_kv_kivi_flush and ks_kv_kivi_head do not apply. */
-ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p);
+ks_status ks_kv_kivi_init_counts(ks_kv_kivi *q, const ks_kvcache *c, const ks_kivi_params *p, int tokens);
 void ks_kv_kivi_free(ks_kv_kivi *q); /* accepts zeroed or half-built */
 
 /* KS_ERR_UNSUPPORTED naming KIVI when layers at window_first and above of cache c attend within a sliding window
@@ -76,20 +77,25 @@ void ks_kv_kivi_free(ks_kv_kivi *q); /* accepts zeroed or half-built */
 ks_status ks_kivi_window_check(int window, int window_first, const ks_kvcache *c);
 
 /* Applies the flush rules to every head of `layer`, quantizing from the cache's host rows. counts (Hk; NULL:
- * not wanted) receives each head's counts after it; err (NULL: not wanted) accumulates what was quantized. */
-void ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
+ * not wanted) receives each head's counts after it; err (NULL: not wanted) accumulates what was quantized.
+ * KS_ERR_RANGE as ks_kv_kivi_plan's (nothing changes then). */
+ks_status ks_kv_kivi_flush(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
 
 /* Packs each head h of `layer` up to token upto[h] (Hk, host; at most the tokens it holds; tokens packed already
  * stay): its keys on its stored channels and its values, in the raw encoding (both KS_KIVI_RAW or
  * KS_KIVI_RAW_BF16: any count is a whole block). A channel-pruning part's prefix (ThinK alone); counts (may be
  * NULL) as ks_kv_kivi_flush's. */
-void ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_counts *counts);
+ks_status ks_kv_kivi_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto,
+                          ks_kivi_counts *counts);
 
 /* The flush rules' plan for every head of `layer` (jobs: Hk), from the counts now; nothing changes but a new
- * sequence's counts reading as zero. */
-void ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs);
-/* ks_kv_kivi_pack's plan (jobs: Hk): each head's tokens not yet packed up to upto[h], keys and values. */
-void ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto, ks_kivi_job *jobs);
+ * sequence's counts reading as zero. KS_ERR_RANGE naming the head when the plan would pack more tokens than the
+ * part holds (shape.cap). */
+ks_status ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi_job *jobs);
+/* ks_kv_kivi_pack's plan (jobs: Hk): each head's tokens not yet packed up to upto[h], keys and values; the same
+ * KS_ERR_RANGE. */
+ks_status ks_kv_kivi_plan_pack(ks_kv_kivi *q, const ks_kvcache *c, int layer, const int32_t *upto,
+                               ks_kivi_job *jobs);
 /* The counts after the plan's quantization ran; counts (Hk; NULL: not wanted) receives them. */
 void ks_kv_kivi_advance(ks_kv_kivi *q, const ks_kvcache *c, int layer, const ks_kivi_job *jobs,
                         ks_kivi_counts *counts);

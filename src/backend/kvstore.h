@@ -126,8 +126,10 @@ struct ks_kvstore_ops {
     ks_status (*row_scores_read)(ks_kvstore *kv, int layer, float *out, int ld);
 
     /* ---- A packed quantized part (KIVI: kernels/kivi_args.h, backend/kv_kivi.h). ---- */
-    /* Allocates the packed part of every (layer, KV head) for the cache's cap tokens with these parameters,
-     * unless the store has it with the same; a quantizing method calls it when it binds. From then on the
+    /* Allocates the packed part of every (layer, KV head) with these parameters, unless the store has it with the
+     * same, for the cache's cap tokens a head, or for the backend params' packed_rows (a budget-sized cache whose
+     * selection bounds what is packed; a flush past them fails with KS_ERR_RANGE); a quantizing method calls it
+     * when it binds. From then on the
      * store's decode attention reads each layer's packed tokens together with its full-precision rows, its
      * compactions may only release rows packed in both keys and values (KS_ERR_UNSUPPORTED naming KIVI, as for
      * a decode_evict on a layer holding packed tokens), and ks_kvcache_bytes counts what is held.

@@ -199,7 +199,7 @@ static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
     else ks_kv_kivi_free(s->kivi);
     if (!s->kivi) return KS_ERR_NOMEM;
     c->kivi = NULL;
-    KS_TRY(ks_kv_kivi_init(s->kivi, c, p));
+    KS_TRY(ks_kv_kivi_init(s->kivi, c, p, s->p.packed_rows));
     c->kivi = s->kivi;
     return KS_OK;
 }
@@ -207,8 +207,7 @@ static ks_status cpu_quant_reserve(ks_kvstore *kv, const ks_kivi_params *p) {
 static ks_status cpu_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     ks_kvstore_cpu *s = cpu_of(kv);
     KS_ASSERT(s->kivi); /* quant_reserve first */
-    ks_kv_kivi_flush(s->kivi, s->p.cache, layer, counts, err);
-    return KS_OK;
+    return ks_kv_kivi_flush(s->kivi, s->p.cache, layer, counts, err);
 }
 
 static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *chan, const int32_t *n_chan, int ld) {
@@ -219,8 +218,7 @@ static ks_status cpu_quant_channels(ks_kvstore *kv, int layer, const int32_t *ch
 static ks_status cpu_quant_pack(ks_kvstore *kv, int layer, const int32_t *upto, ks_kivi_counts *counts) {
     ks_kvstore_cpu *s = cpu_of(kv);
     KS_ASSERT(s->kivi); /* quant_reserve first */
-    ks_kv_kivi_pack(s->kivi, s->p.cache, layer, upto, counts);
-    return KS_OK;
+    return ks_kv_kivi_pack(s->kivi, s->p.cache, layer, upto, counts);
 }
 
 /* One thread computes everything in order: a layer's work runs at once, and nothing is left for the flush. */

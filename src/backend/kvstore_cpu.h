@@ -31,6 +31,8 @@ typedef struct ks_kvstore_cpu_params {
     float scale;       /* the attention logits' scale (1 / sqrt(d) for the supported models) */
     int window;        /* sliding window of the decode queries (0: none) ... */
     int window_first;  /* ... on absolute layers >= window_first */
+    int packed_rows;   /* tokens per (layer, KV head) a packed part (quant_reserve) holds: ks_backend_params'
+                          packed_rows (0: the cache's cap) */
 } ks_kvstore_cpu_params;
 
 typedef struct ks_kvstore_cpu {

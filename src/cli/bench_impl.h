@@ -44,6 +44,10 @@ typedef struct bench_drive {
 } bench_drive;
 
 double bench_now_s(void);
+/* Parameters in bf16 of layers [first, last) of c, as PyTorch counts them (norms included), with the embedding where
+ * layer 0 is held and the final norm and LM head where the last layer is (tied: the embedding, held once): the
+ * "weights" term of the memory budget and of the decode floor. */
+size_t bench_weight_bytes(const ks_model_config *c, int first, int last);
 double bench_gib(size_t bytes);
 
 /* A prompt of n tokens from an empty cache, timed `reps` times; the median into *median_s. */

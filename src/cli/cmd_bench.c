@@ -11,8 +11,10 @@
  * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
  * `NAME:key=value:...`, plus --method_opt for all of them) each length instead runs FullKV and then every method,
  * each on its own forward instance with the full cache: prefill seconds and their increase over FullKV's, the
- * seconds spent in the method's hooks, the KV bytes held after prefill (bf16 rows actually kept, and rows per layer
- * and KV head), decode ms/token on the compressed cache and device memory in use; then each method whose cache
+ * seconds spent in the method's hooks, the KV bytes held after prefill (bf16 rows actually kept, or a packed
+ * format's bytes, and rows per layer and KV head), decode ms/token on the compressed cache beside its floor (the
+ * weights and those KV bytes over the device's copy bandwidth, measured once at the start of the run) and device
+ * memory in use; then each method whose cache
  * KS_CACHE_AUTO sizes to its budget (engine/forward.h: layer-major prefill) again on such an instance, whose device
  * memory is what that method really needs. Random weights are generated on the GPU, so a fresh instance per method
  * costs its allocation and one untimed warm-up chunk, not a weight upload.
@@ -83,10 +85,7 @@ static ks_status parse_densities(const char *s, double *out, int *n) {
     return KS_OK;
 }
 
-/* Parameters in bf16 of layers [first, last), as PyTorch counts them (norms included), with the embedding where
- * layer 0 is held and the final norm and LM head where the last layer is (tied: the embedding, held once): the
- * "weights" term of the memory budget. */
-static size_t weight_bytes(const ks_model_config *c, int first, int last) {
+size_t bench_weight_bytes(const ks_model_config *c, int first, int last) {
     size_t D = c->hidden, qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     size_t layer = D * (qd + 2 * kvd) + qd * D + 3 * D * c->ffn + 2 * D;
     if (c->attn_bias) layer += qd + 2 * kvd;
@@ -280,7 +279,7 @@ static ks_status write_json(const char *path, const bench_run *b, const length_r
     cJSON_AddNumberToObject(j, "chunk", b->o->chunk);
     cJSON_AddNumberToObject(j, "decode_steps", b->o->steps);
     cJSON_AddItemToObject(j, "lengths", cJSON_CreateIntArray(len, nl));
-    cJSON_AddNumberToObject(j, "weight_bytes", (double)weight_bytes(c, 0, c->n_layers));
+    cJSON_AddNumberToObject(j, "weight_bytes", (double)bench_weight_bytes(c, 0, c->n_layers));
     cJSON_AddItemToObject(j, "prefill_s", by_length(len, pre, nl));
     cJSON_AddItemToObject(j, "decode_ms", by_length(len, dec, nl));
     cJSON_AddItemToObject(j, "peak_bytes", by_length(len, peak, nl));
@@ -387,9 +386,9 @@ static ks_status check_fits(const bench_job *j, const bench_args *a, size_t tota
     const ks_model_config *c = &j->m.cfg;
     const int rows = a->longest + a->o.steps + 3, k = j->sg.layout.n_stages;
     const int first = j->m.first_layer, last = j->m.last_layer;
-    const size_t w = weight_bytes(c, first, last), kv = kv_bytes(c, first, last, rows);
+    const size_t w = bench_weight_bytes(c, first, last), kv = kv_bytes(c, first, last, rows);
     if (w + kv <= total) return KS_OK;
-    const double all = (double)(weight_bytes(c, 0, c->n_layers) + kv_bytes(c, 0, c->n_layers, rows));
+    const double all = (double)(bench_weight_bytes(c, 0, c->n_layers) + kv_bytes(c, 0, c->n_layers, rows));
     int need = (int)ceil(all / (0.9 * (double)total));
     need = need > k ? need : k + 1;
     if (k == 1)
@@ -484,7 +483,7 @@ static ks_status bench_single(bench_job *j, const bench_opts *o, const bench_arg
                 o->chunk);
     printf("| context | prefill (s) | prefill (tok/s) | decode (ms/tok) | peak (GiB) | budget: weights + KV + 4 GiB |"
            " allocated after init |\n|---|---|---|---|---|---|---|\n");
-    const size_t wbytes = weight_bytes(c, 0, c->n_layers);
+    const size_t wbytes = bench_weight_bytes(c, 0, c->n_layers);
     length_result res[MAX_LENGTHS];
     for (int i = 0; i < a->nl; i++) {
         memset(&res[i], 0, sizeof res[i]);

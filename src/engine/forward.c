@@ -72,6 +72,9 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
                               .threads = p->threads, .gpu_share = p->gpu_share,
                               .sparse_block = method ? ks_method_sparse_block(method) : 0};
     KS_TRY(cache_rows(m, method, p, &bp->kv_rows));
+    /* a budget-sized cache's packed part holds what its selection keeps, not the whole context */
+    if (method && bp->kv_rows < bp->max_ctx)
+        bp->packed_rows = ks_method_packed_rows(method, m, p->max_ctx, p->max_new);
     return check_method(method, bp);
 }
 

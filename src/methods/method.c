@@ -383,21 +383,38 @@ static int plan_rows(const ks_method *m, const ks_model *model, int max_prompt) 
     return most;
 }
 
+/* The most rows the plans of m (its statistics' part on) keep after prompts of 1 .. max_prompt tokens: the
+ * selection's, or without one every part's but those that pack rows out of the cache (dense_rows); -1: out of
+ * memory. */
+static int plans_most(const ks_method *m, const ks_model *model, int max_prompt) {
+    int most = 0;
+    for (const ks_method *p = m; p; p = m->ops->role == KS_ROLE_SELECT ? NULL : p->next) {
+        int rows = part_bounds(p) && !p->ops->dense_rows ? plan_rows(p, model, max_prompt) : 0;
+        if (rows < 0) return -1;
+        most = rows > most ? rows : most;
+    }
+    return most;
+}
+
 /* The rows a budget-sized cache needs: the most the plans keep after the prompt, plus the generated tokens; with a
  * part that packs rows out of the cache (dense_rows: KIVI), the most of those plans and its bound instead, since
  * the selection compacts into the layer's rows before the part packs them and generated tokens are packed too. */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
     if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
     m = stat_part(m);
-    int most = 0, dense = 0;
-    for (const ks_method *p = m; p; p = m->ops->role == KS_ROLE_SELECT ? NULL : p->next) {
-        int rows = part_bounds(p) && !p->ops->dense_rows ? plan_rows(p, model, max_prompt) : 0;
-        if (rows < 0) return 0;
-        most = rows > most ? rows : most;
-    }
+    int most = plans_most(m, model, max_prompt), dense = 0;
+    if (most < 0) return 0;
     for (const ks_method *p = m; p; p = p->next)
         if (p->ops->dense_rows) dense = p->ops->dense_rows(p) > dense ? p->ops->dense_rows(p) : dense;
     return dense ? (most > dense ? most : dense) : most + max_new;
+}
+
+/* A packing part packs at most the rows the plans keep after the prompt and the generated tokens; without such a
+ * plan (KIVI alone packs the whole context) there is no bound. */
+int ks_method_packed_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new) {
+    if (!ks_method_bounds_rows(m) || max_prompt < 1) return 0;
+    int most = plans_most(stat_part(m), model, max_prompt);
+    return most > 0 ? most + max_new : 0;
 }
 
 int ks_method_dropped(const ks_method *m) {

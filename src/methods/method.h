@@ -398,6 +398,12 @@ int ks_method_bounds_rows(const ks_method *m);
  * (ks_method_bounds_rows). */
 int ks_method_kv_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new);
 
+/* The tokens per (layer, KV head) a packing part (KIVI, ThinK's pruned prefix) may pack for `model`'s layer range,
+ * prompts of 1 .. max_prompt tokens and max_new generated tokens: the most the selection's plan keeps (or, without
+ * a selection, the plans of the parts that drop rows) plus max_new. 0 when nothing bounds them (KIVI alone packs
+ * the whole context; a method that does not bound its rows). */
+int ks_method_packed_rows(const ks_method *m, const ks_model *model, int max_prompt, int max_new);
+
 /* Pipeline stages (engine/pipeline.h): the per-model-layer values a method shares across stages (NULL when its
  * layers are independent, ops->finish_stage NULL), n_layers_model of them: a stage copies the previous stage's
  * in before its prompt-end work and hands its own on after it. ks_method_finish_stage, on every stage but the last

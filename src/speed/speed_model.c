@@ -64,6 +64,11 @@ ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_b
     return no_cuda();
 }
 
+ks_status ks_speed_copy_bandwidth(size_t bytes, int repeat, double *bytes_per_s) {
+    (void)bytes, (void)repeat, (void)bytes_per_s;
+    return no_cuda();
+}
+
 ks_status ks_speed_attention_tflops(int n, int H, int Hk, int d, int repeat, double *tflops) {
     (void)n, (void)H, (void)Hk, (void)d, (void)repeat, (void)tflops;
     return no_cuda();
@@ -106,6 +111,52 @@ ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_b
 static int cmp_float(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;
     return (x > y) - (x < y);
+}
+
+/* The median of n timings (sorted in place). */
+static double median_ms(float *ms, int n) {
+    qsort(ms, n, sizeof *ms, cmp_float);
+    return n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+}
+
+/* `repeat` timed copies src -> dst of `bytes` after one warm-up into ms. */
+static ks_status time_copies(void *dst, const void *src, size_t bytes, int repeat, float *ms) {
+    cudaEvent_t ev[2] = {NULL, NULL};
+    ks_status st = KS_OK;
+    if (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess)
+        st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
+    for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
+        cudaEventRecord(ev[0], 0);
+        cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, 0);
+        cudaEventRecord(ev[1], 0);
+        if (e == cudaSuccess) e = cudaEventSynchronize(ev[1]);
+        if (e != cudaSuccess) st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (copy bandwidth)", cudaGetErrorString(e));
+        if (st == KS_OK && r >= 0) cudaEventElapsedTime(&ms[r], ev[0], ev[1]);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ev[i]) cudaEventDestroy(ev[i]);
+    return st;
+}
+
+ks_status ks_speed_copy_bandwidth(size_t bytes, int repeat, double *bytes_per_s) {
+    KS_ASSERT(bytes > 0 && repeat > 0);
+    void *buf[2] = {NULL, NULL};
+    float *ms = ks_malloc(sizeof(float) * repeat, "copy timings");
+    ks_status st = ms ? KS_OK : KS_ERR_NOMEM;
+    for (int i = 0; i < 2 && st == KS_OK; i++)
+        if (cudaMalloc(&buf[i], bytes) != cudaSuccess) {
+            cudaGetLastError();
+            buf[i] = NULL;
+            st = ks_fail(KS_ERR_NOMEM, "copy bandwidth: out of GPU memory for two buffers of %.2f GiB",
+                         (double)bytes / (1 << 30));
+        }
+    /* random data, never zeros (a device may compress zeros) */
+    if (st == KS_OK) st = ks_cuda_fill_uniform(buf[0], KS_DTYPE_BF16, (int64_t)(bytes / 2), -2.0f, 2.0f, 7, 0);
+    if (st == KS_OK) st = time_copies(buf[1], buf[0], bytes, repeat, ms);
+    if (st == KS_OK) *bytes_per_s = 2.0 * (double)bytes / (median_ms(ms, repeat) * 1e-3);
+    for (int i = 0; i < 2; i++) cudaFree(buf[i]);
+    free(ms);
+    return st;
 }
 
 /* The timed calls of the dense kernel (l NULL) or the sparse one with block list l (device arrays); buffers and
@@ -164,10 +215,7 @@ static ks_status attention_median_ms(ks_bf16 *buf[4], int n, int H, int Hk, int 
     float *ms = ks_malloc(sizeof(float) * repeat, "attention timings");
     if (!ms) return KS_ERR_NOMEM;
     ks_status st = time_attention(buf[0], buf[1], buf[2], buf[3], n, H, Hk, d, l, repeat, ms);
-    if (st == KS_OK) {
-        qsort(ms, repeat, sizeof *ms, cmp_float);
-        *med = repeat % 2 ? ms[repeat / 2] : 0.5 * (ms[repeat / 2 - 1] + ms[repeat / 2]);
-    }
+    if (st == KS_OK) *med = median_ms(ms, repeat);
     free(ms);
     return st;
 }

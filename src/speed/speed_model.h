@@ -37,6 +37,11 @@ ks_status ks_speed_gpu_count(int *n);
 /* The current GPU: name, multiprocessor count, total and free memory in bytes (outputs may be NULL). */
 ks_status ks_speed_device(char *name, size_t cap, int *sm_count, size_t *total_bytes, size_t *free_bytes);
 
+/* The device's copy bandwidth, the ceiling of a memory-bound step: device-to-device copies of `bytes` between two
+ * buffers allocated here and freed after, the median of `repeat` timed copies after one warm-up, counting the
+ * bytes read and written (2 bytes / time, as jobs/bench_torch.py's ceiling). */
+ks_status ks_speed_copy_bandwidth(size_t bytes, int repeat, double *bytes_per_s);
+
 /* The prefill attention kernel alone (ks_cuda_attention_prefill): causal self-attention of n tokens from
  * position 0, H query heads, Hk KV heads of dimension d, random bf16 inputs in buffers allocated here and
  * freed after; the median of `repeat` timed calls after one warm-up, in TFLOP/s counting 4 n^2 d H / 2. */
