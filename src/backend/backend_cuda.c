@@ -319,7 +319,7 @@ static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight
 
 static ks_status cuda_logits(ks_backend *b, int row0, int n) {
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
+    KS_ASSERT(b->lm_head && b->final_norm && n <= KS_CUDA_LOGIT_ROWS && row0 + n <= b->max_chunk);
     KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
                            c->rms_eps, b->stream));
     return ks_cuda_gemm_run(b->gemm, b->logits, KS_DTYPE_F32, b->xn, b->lm_head, NULL, n, c->hidden, c->vocab, 0.0f,
@@ -327,14 +327,14 @@ static ks_status cuda_logits(ks_backend *b, int row0, int n) {
 }
 
 static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
-    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    KS_ASSERT(n <= KS_CUDA_LOGIT_ROWS);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
     return ks_cuda_wait_main(b, "the forward pass");
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
-    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    KS_ASSERT(n <= KS_CUDA_LOGIT_ROWS);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
     return ks_cuda_wait_main(b, "reading the logits");
@@ -423,6 +423,19 @@ static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, 
     return st == KS_OK ? end : st;
 }
 
+/* One sequence slot (ks_cuda_backend_create refuses max_batch > 1). */
+static ks_status cuda_use_slot(ks_backend *b, int slot) {
+    (void)b;
+    KS_ASSERT(slot == 0);
+    return KS_OK;
+}
+
+static ks_status cuda_use_batch(ks_backend *b, const ks_decode_batch *batch) {
+    (void)b;
+    KS_ASSERT(!batch || batch->n == 1); /* one slot: a batch is at most its one sequence */
+    return KS_OK;
+}
+
 /* ---- the table ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_init(ks_backend **out, const ks_model *m, const ks_backend_params *p) {
@@ -446,6 +459,8 @@ const ks_backend_ops ks_backend_cuda = {
     .hidden_read = cuda_hidden_read,
     .hidden_recv = cuda_hidden_recv,
     .hidden_send = cuda_hidden_send,
+    .use_slot = cuda_use_slot,
+    .use_batch = cuda_use_batch,
     .residual_at = cuda_residual_at,
     .rmsnorm = cuda_rmsnorm,
     .qkv_rope_append = cuda_qkv_rope_append,

@@ -49,6 +49,8 @@ typedef struct cuda_view {
     ks_dtype type;
 } cuda_view;
 
+#define KS_CUDA_LOGIT_ROWS 1 /* ks_backend_logit_rows of the one sequence slot it builds */
+
 /* Number of (Hk) int32 rows per layer in cuda_kivi's count mirror: nq_k, nq_v, off, n (what the decode attention
  * reads), then a flush's plan k_t0, k_n, v_t0, v_n (what the quantization kernels read). */
 #define KS_CUDA_KIVI_ROWS 8
@@ -100,11 +102,11 @@ struct ks_backend {
     float *x_base;              /* (x_rows, hidden) residual stream, fp32 */
     int x_rows;                 /* max_chunk, or max_ctx in the cache's budget mode (a layer-major prompt) */
     ks_bf16 *xn, *qkv, *att, *gu;
-    float *logits;              /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) */
+    float *logits;              /* (KS_CUDA_LOGIT_ROWS, vocab) */
     float *inv_freq;            /* (d / 2) */
     int32_t *pos, *tokens;      /* (max_chunk) positions for RoPE, token ids */
     int32_t *lens, *starts;     /* (n_layers, Hk) rows held per head; first row a windowed decode query sees */
-    int32_t *ids;               /* (KS_BACKEND_MAX_LOGIT_ROWS) argmax results */
+    int32_t *ids;               /* (KS_CUDA_LOGIT_ROWS) argmax results */
     ks_bf16 *kc, *vc;           /* (ks_kvcache_elems(&cache)) K and V blocks: a layer's (Hk, stride, d) rows at
                                    ks_kvcache_offset(&cache, layer) */
     void *decode_scratch, *argmax_scratch;

@@ -150,16 +150,16 @@ static void layout_arena(ks_backend *b, carver *c) {
     b->qkv = take(c, rows * b->qkv_width * 2);
     b->att = take(c, rows * qd * 2);
     b->gu = take(c, rows * 2 * F * 2);
-    b->logits = take(c, (size_t)KS_BACKEND_MAX_LOGIT_ROWS * g->vocab * 4);
+    b->logits = take(c, (size_t)KS_CUDA_LOGIT_ROWS * g->vocab * 4);
     b->inv_freq = take(c, d / 2 * 4);
     b->pos = take(c, rows * 4);
     b->tokens = take(c, rows * 4);
     b->lens = take(c, heads * 4);
     b->starts = take(c, heads * 4);
-    b->ids = take(c, KS_BACKEND_MAX_LOGIT_ROWS * 4);
+    b->ids = take(c, KS_CUDA_LOGIT_ROWS * 4);
     b->norm_done = take(c, sizeof(unsigned));
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
-    b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
+    b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_CUDA_LOGIT_ROWS, g->vocab));
     const size_t Hk = g->n_kv_heads, H = g->n_heads, cap = b->cap;
     b->score_lse_floats = score_lse_floats(g, (int)rows, (int)cap);
     b->score_out = take(c, H * cap * 4);
@@ -367,6 +367,9 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     const ks_model_config *g = &m->cfg;
     KS_ASSERT(p->max_ctx > 0 && p->max_chunk > 0 && m->last_layer > m->first_layer);
     *out = NULL;
+    if (p->max_batch > 1)
+        return ks_fail(KS_ERR_UNSUPPORTED, "--batch %d: the cuda backend decodes one sequence per instance (batched "
+                       "decode across samples is built on the cpu backend only); use --batch 1", p->max_batch);
     ks_backend *b = ks_calloc(1, sizeof *b, "cuda backend");
     if (!b) return KS_ERR_NOMEM;
     b->m = m;
