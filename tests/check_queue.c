@@ -15,7 +15,7 @@ START_TEST(test_longest_first_skipping_done) {
     const int64_t cost[] = {5, 100, 100, 7, 50};
     const unsigned char done[] = {0, 0, 1, 0, 0};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, done, 2), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, done, 2, 1), KS_OK);
     ck_assert_int_eq(q.n_skipped, 1);
     ck_assert_int_eq(ks_queue_pending(&q), 4);
     const int want[] = {1, 4, 3, 0}; /* 100 (id 2 is done), 50, 7, 5 */
@@ -37,7 +37,7 @@ END_TEST
 START_TEST(test_protocol_errors) {
     const int64_t cost[] = {3, 2, 1};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 3, cost, NULL, 2), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 3, cost, NULL, 2, 1), KS_OK);
     int id, id1;
     ck_assert_int_eq(ks_queue_next(&q, 2, &id), KS_ERR_MPI); /* no rank 2 */
     ck_assert_int_eq(ks_queue_next(&q, 0, &id), KS_OK);
@@ -54,7 +54,7 @@ END_TEST
 START_TEST(test_failed_rank_stops_the_hand_out) {
     const int64_t cost[] = {9, 8, 7, 6, 5};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 3), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 3, 1), KS_OK);
     int a, b, c;
     ck_assert_int_eq(ks_queue_next(&q, 0, &a), KS_OK);
     ck_assert_int_eq(ks_queue_next(&q, 1, &b), KS_OK);
@@ -74,10 +74,40 @@ START_TEST(test_failed_rank_stops_the_hand_out) {
     ck_assert_int_eq(q.state[4], KS_SAMPLE_PENDING); /* never handed out: a rerun does it */
     ks_queue_free(&q);
 
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 1), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 1, 1), KS_OK);
     ks_queue_stop(&q);
     ck_assert_int_eq(ks_queue_next(&q, 0, &id), KS_OK);
     ck_assert_int_eq(id, -1);
+    ks_queue_free(&q);
+}
+END_TEST
+
+/* A rank with 3 slots holds up to 3 samples, returns them in any order and asks again as slots free up; a fourth
+ * request while it holds 3 is a protocol error; a failure fails every sample it holds. */
+START_TEST(test_slots) {
+    const int64_t cost[] = {9, 8, 7, 6, 5, 4};
+    ks_queue q = {0};
+    ck_assert_int_eq(ks_queue_init(&q, 6, cost, NULL, 2, 3), KS_OK);
+    int a, b, c, x;
+    ck_assert_int_eq(ks_queue_next(&q, 0, &a), KS_OK);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &b), KS_OK);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &c), KS_OK);
+    ck_assert(a == 0 && b == 1 && c == 2); /* longest first */
+    ck_assert_int_eq(ks_queue_next(&q, 0, &x), KS_ERR_MPI);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "holds 3 samples"));
+    ck_assert_int_eq(ks_queue_complete(&q, 0, b), KS_OK); /* out of order */
+    ck_assert_int_eq(ks_queue_complete(&q, 0, b), KS_ERR_MPI);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &x), KS_OK);
+    ck_assert_int_eq(x, 3);
+    ck_assert_int_eq(ks_queue_next(&q, 1, &b), KS_OK);
+    ck_assert_int_eq(ks_queue_complete(&q, 1, a), KS_ERR_MPI); /* rank 0's */
+    ck_assert_int_eq(q.n_running, 4);
+    ks_queue_fail(&q, 0);
+    ck_assert(q.state[a] == KS_SAMPLE_FAILED && q.state[c] == KS_SAMPLE_FAILED && q.state[x] == KS_SAMPLE_FAILED);
+    ck_assert_int_eq(q.n_failed, 3);
+    ck_assert_int_eq(q.n_running, 1);
+    ck_assert_int_eq(ks_queue_complete(&q, 1, b), KS_OK); /* in flight on rank 1: still recorded */
+    ck_assert_int_eq(q.n_done, 2);
     ks_queue_free(&q);
 }
 END_TEST
@@ -96,7 +126,7 @@ START_TEST(test_exactly_once_random) {
         n_not_done += !done[i];
     }
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, N, cost, done, RANKS), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, N, cost, done, RANKS, 1), KS_OK);
     int holding[RANKS], last_cost = 1 << 30, ended = 0;
     for (int r = 0; r < RANKS; r++) holding[r] = -1;
     while (ended < RANKS) {
@@ -234,11 +264,11 @@ static ks_status run_single(sink *s, int n, int fail_sample) {
     int64_t cost[64];
     for (int i = 0; i < n; i++) cost[i] = (i * 7) % 13;
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1, 1), KS_OK);
     ks_mpi_comm none;
     memset(&none, 0, sizeof none); /* MPI is not initialised here: the dispatcher runs as one process */
     ks_dispatch d = {0};
-    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, store, s), KS_OK);
+    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, 1, store, s), KS_OK);
     int id, k = 0;
     while (ks_dispatch_next(&d, &id) == KS_OK && id >= 0) {
         ks_result r;
@@ -280,6 +310,7 @@ int main(void) {
     TCase *tc = tcase_create("queue");
     tcase_add_test(tc, test_longest_first_skipping_done);
     tcase_add_test(tc, test_protocol_errors);
+    tcase_add_test(tc, test_slots);
     tcase_add_test(tc, test_failed_rank_stops_the_hand_out);
     tcase_add_loop_test(tc, test_exactly_once_random, 0, 20);
     tcase_add_test(tc, test_wire_round_trip_and_damage);

@@ -84,7 +84,7 @@ typedef struct ks_device_move {
 } ks_device_move;
 
 /* The rows of a batched decode step (use_batch): row i is the next token of the sequence in slot slots[i]
- * (distinct slots), at position pos[i]. */
+ * (distinct slots, in increasing order), at position pos[i]. */
 typedef struct ks_decode_batch {
     int n;               /* rows, 1 .. max_batch */
     const int *slots;    /* (n) */
@@ -208,6 +208,8 @@ extern const ks_backend_ops ks_backend_cpu;
 /* GPUs this process can use (CUDA's count, after CUDA_VISIBLE_DEVICES); 0 in a build without the cuda backend
  * or on a machine without a GPU. */
 int ks_backend_gpu_count(void);
+/* Memory free now on `device`: the host's ("cpu"), or the current GPU's ("cuda"); 0 where it cannot be known. */
+int64_t ks_backend_free_bytes(const char *device);
 /* Makes GPU `gpu` (0 .. ks_backend_gpu_count() - 1) the one this process's cuda backend instances run on;
  * KS_ERR_UNSUPPORTED in a build without the cuda backend. */
 ks_status ks_backend_use_gpu(int gpu);

@@ -49,7 +49,22 @@ typedef struct ks_batch {
 /* Builds p->batch slots (at least 1) for model m (borrowed): methods[i] (borrowed, may be NULL: FullKV) bound to
  * slot i; methods may be NULL (FullKV everywhere). On failure b holds nothing. */
 ks_status ks_batch_init(ks_batch *b, const ks_model *m, ks_method *const *methods, const ks_forward_params *p);
+/* The same around slot 0's forward built by the caller (e.g. ks_speed_forward: random weights on the GPU) with
+ * first->max_batch slots, which b owns from the call on (freed on failure); max_new: the most ids a sample
+ * generates. */
+ks_status ks_batch_init_forward(ks_batch *b, ks_forward *first, ks_method *const *methods, int max_new);
 void ks_batch_free(ks_batch *b); /* accepts a zeroed or half-built struct */
+
+/* The most slots --batch 0 takes. */
+#define KS_BATCH_AUTO_MAX 16
+
+/* The slots of a batch on p->device for model m and method `method` (the shape of every slot's) when the caller
+ * gives none: the most whose KV caches (each sized as ks_forward_init sizes one: full or budget), the stores'
+ * per-row scratch and (on a GPU) their own activations fit 3/4 of the device's memory free now (less the
+ * weights on a GPU, which the instance allocates first), shared by `sharing` processes (the ranks on this node or
+ * GPU), at least 1 and at most `most`. */
+int ks_batch_auto_slots(const ks_model *m, const ks_method *method, const ks_forward_params *p, int sharing,
+                        int most);
 
 /* A slot no sample holds, or -1. */
 int ks_batch_free_slot(const ks_batch *b);
@@ -59,14 +74,16 @@ int ks_batch_busy(const ks_batch *b);
 int ks_batch_decoding(const ks_batch *b);
 
 /* The sample `tag` takes free slot s: its prompt is prefilled (ks_generate_begin with *gp, whose stop set is
- * copied; gp->pipeline must be NULL) and its first id accepted. */
+ * copied) and its first id accepted. A pipelined sample (gp->pipeline, slot 0's forward being its stage 0) needs a
+ * batch of one slot. */
 ks_status ks_batch_join(ks_batch *b, int s, const int32_t *prompt, int n_prompt, const ks_generate_params *gp,
                         void *tag);
 /* One decode token of every decoding sample, in one batched step (ks_forward_decode_batch). */
 ks_status ks_batch_step(ks_batch *b);
 /* A slot whose sample has finished generating and not yet left, or -1. */
 int ks_batch_finished(const ks_batch *b);
-/* Slot s's sample leaves (its out and r are read before): the slot is free. */
+/* Slot s's sample leaves, finished (its out and r are read before) or abandoned after an error: the slot is
+ * free. */
 void ks_batch_leave(ks_batch *b, int s);
 
 #endif

@@ -455,7 +455,7 @@ ks_status ks_forward_decode_batch(ks_forward *const *fs, int n, const int32_t *t
     int32_t pos[KS_FORWARD_MAX_BATCH];
     ks_decode_kind kind = KS_DECODE_PLAIN; /* the step runs as its most demanding sequence needs */
     for (int i = 0; i < n; i++) {
-        KS_ASSERT(fs[i]->be == f->be);
+        KS_ASSERT(fs[i]->be == f->be && (i == 0 || fs[i]->slot > fs[i - 1]->slot)); /* backend.h: increasing slots */
         KS_TRY(check_capacity(fs[i], 1));
         if (fs[i]->kv_rows < fs[i]->max_ctx) KS_TRY(check_decode_rows(fs[i]));
         kind = decode_kind(fs[i]) > kind ? decode_kind(fs[i]) : kind;

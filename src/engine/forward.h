@@ -203,8 +203,8 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next);
 ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t *next);
 
-/* One decode token of each of n forwards (distinct slots of one backend instance, n <= its max_batch, every
- * layer held): tokens[i] at position fs[i]->n_past, next[i] its greedy successor. Each sequence gets exactly
+/* One decode token of each of n forwards (slots of one backend instance in increasing order, n <= its
+ * max_batch, every layer held): tokens[i] at position fs[i]->n_past, next[i] its greedy successor. Each sequence gets exactly
  * what ks_forward_decode(fs[i], tokens[i], NULL, &next[i]) gives it (tokens, cache rows, its method's state). */
 ks_status ks_forward_decode_batch(ks_forward *const *fs, int n, const int32_t *tokens, int32_t *next);
 

@@ -99,8 +99,17 @@ ks_status ks_generate_begin(ks_forward *f, const int32_t *prompt, int n_prompt, 
     return KS_OK;
 }
 
-void ks_generate_end(const ks_forward *f, ks_generate_result *r) {
+ks_status ks_generate_end(const ks_forward *f, const ks_generate_params *p, ks_generate_result *r) {
     r->kv_bytes_end = ks_kvcache_bytes(ks_forward_kvcache(f)); /* the accessor applies a backend's late bookkeeping */
+    ks_pipeline *pipe = p->pipeline;
+    if (!pipe) return KS_OK;
+    KS_TRY(ks_pipeline_gather(pipe));
+    r->kv_bytes_full = pipe->kv.full, r->kv_bytes_prefill = pipe->kv.prefill, r->kv_bytes_end = pipe->kv.end;
+    return KS_OK;
+}
+
+ks_status ks_generate_step(ks_forward *f, const ks_generate_params *p, int32_t *next) {
+    return p->pipeline ? ks_pipeline_decode(p->pipeline, *next, next) : ks_forward_decode(f, *next, NULL, next);
 }
 
 ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
@@ -109,16 +118,11 @@ ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const 
     int done;
     KS_TRY(ks_generate_begin(f, prompt, n_prompt, p, out, r, &next, &done));
     if (p->max_new_tokens <= 0) return KS_OK;
-    ks_pipeline *pipe = p->pipeline;
     while (!done) {
         double ts = now_s(); /* time the model only, not the caller's on_token */
-        KS_TRY(pipe ? ks_pipeline_decode(pipe, next, &next) : ks_forward_decode(f, next, NULL, &next));
+        KS_TRY(ks_generate_step(f, p, &next));
         r->decode_s += now_s() - ts;
         done = ks_generate_accept(p, out, r, next);
     }
-    ks_generate_end(f, r);
-    if (!pipe) return KS_OK;
-    KS_TRY(ks_pipeline_gather(pipe));
-    r->kv_bytes_full = pipe->kv.full, r->kv_bytes_prefill = pipe->kv.prefill, r->kv_bytes_end = pipe->kv.end;
-    return KS_OK;
+    return ks_generate_end(f, p, r);
 }
