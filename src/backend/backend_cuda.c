@@ -25,7 +25,7 @@
  * (seq_of). A batched decode step (use_batch) runs eagerly: the embedding, norms, products and logits on the
  * batch's rows in the front's buffers (GEMMs with M = the rows: one read of the weights for them all), and per
  * row the RoPE, append and attention of its slot over the slot's own cache, the slot's q|k|v and attention-output
- * pointers aimed at its row of the front's buffers (batch_views), so its store's ops read its query there.
+ * pointers aimed at its row of the front's buffers (aim), so its store's ops read its query there.
  */
 #ifdef KS_HAVE_CUDA
 
@@ -331,7 +331,7 @@ static ks_status attention_decode_one(ks_backend *b, int layer, int qpos) {
                                     b->decode_scratch, b->stream);
 }
 
-/* A batched step: each row's query over its slot's rows (the slot's pointers aim at its row: batch_views). */
+/* A batched step: each row's query over its slot's rows (use_batch aimed the slot's pointers at its row). */
 static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     if (!b->batch) return attention_decode_one(b->cur, layer, qpos);
     for (int i = 0; i < b->batch->n; i++)

@@ -83,7 +83,7 @@ struct ks_backend {
      * their own (KV cache, store, activations for their prompts, decode graph) that borrow the front's weights,
      * stream and GEMM handle. The front forwards every per-sequence op to the current slot; in a batched decode
      * step (use_batch) it runs the products on the batch's rows in its own buffers, each other slot's q|k|v and
-     * attention-output pointers then pointing at its row there (batch_views). */
+     * attention-output pointers then pointing at its row there (aim). */
     ks_backend **slots;         /* (n_slots) slots[0] == the front; the others owned by the front */
     int n_slots;
     ks_backend *cur;            /* the current slot (the front's use_slot; itself in the others) */
@@ -108,7 +108,7 @@ struct ks_backend {
 
     cuda_view view[KS_BUF_COUNT];
     float *x;                   /* rows x_row0.. of x_base: what the ops call X (residual_at) */
-    float *x_base;              /* (x_rows, hidden) residual stream, fp32 */
+    float *x_base;              /* (x_rows, hidden) residual stream, fp32; a further slot uses the front's */
     int x_rows;                 /* max_chunk, or max_ctx in the cache's budget mode (a layer-major prompt) */
     ks_bf16 *xn, *qkv, *att, *gu; /* qkv, att: a batched step may aim them at the front's rows (use_batch) */
     ks_bf16 *home_qkv, *home_att; /* where qkv and att are outside a batched step */

@@ -145,7 +145,8 @@ static void layout_arena(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
     const size_t qd = (size_t)g->n_heads * d, heads = (size_t)b->n_layers * g->n_kv_heads;
-    b->x_base = b->x = take(c, (size_t)b->x_rows * D * 4);
+    /* a further slot's prompt runs while no other sequence computes: it uses the front's residual stream */
+    b->x = b->x_base = b->shares ? b->x_base : take(c, (size_t)b->x_rows * D * 4);
     b->xn = take(c, rows * D * 2);
     b->qkv = take(c, rows * b->qkv_width * 2);
     b->att = take(c, rows * qd * 2);
@@ -337,11 +338,13 @@ static ks_status create_host_side(ks_backend *b, const ks_backend *front) {
     return KS_OK;
 }
 
-/* The front's device weights for a further slot: the views (the layer table's device pointers), not a copy. */
-static void share_weights(ks_backend *b, const ks_backend *front) {
+/* What a further slot takes from the front: the device weights (the layer table's pointers, not a copy) and the
+ * residual stream (at least as many rows as the slot's own would hold). */
+static void share_front(ks_backend *b, const ks_backend *front) {
     memcpy(b->layers, front->layers, sizeof *b->layers * (size_t)b->n_layers);
     b->embed = front->embed, b->lm_head = front->lm_head, b->final_norm = front->final_norm;
     b->weights = front->weights, b->weight_bytes = front->weight_bytes;
+    b->x_base = front->x_base;
 }
 
 /* b's buffers; the weights its own (front NULL: uploaded or filled by the caller) or front's. */
@@ -356,7 +359,8 @@ static ks_status create(ks_backend *b, const ks_backend *front) {
     KS_TRY(create_host_side(b, front));
 
     carver w = {0}, a = {0};
-    if (!front) layout_weights(b, &w);
+    if (front) share_front(b, front);
+    else layout_weights(b, &w);
     layout_arena(b, &a);
     if (!front) KS_TRY(device_alloc(b, &b->weights, w.off, "weights (bf16)"));
     KS_TRY(device_alloc(b, &b->arena, a.off, front ? "a further sequence slot's activations and KV cache (--batch)"
@@ -365,8 +369,7 @@ static ks_status create(ks_backend *b, const ks_backend *front) {
     b->arena_bytes = a.off;
     w = (carver){b->weights, 0};
     a = (carver){b->arena, 0};
-    if (front) share_weights(b, front);
-    else layout_weights(b, &w);
+    if (!front) layout_weights(b, &w);
     layout_arena(b, &a);
 
     float inv_freq[KS_MAX_ROPE_FACTORS];

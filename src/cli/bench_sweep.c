@@ -85,7 +85,7 @@ ks_status bench_sweep(int argc, char **argv) {
         {"lengths", KS_OPT_STRING, &lengths_s, "L,..", "RULER target lengths to run (default: the config's)", 0},
         {"limit", KS_OPT_INT, &o.limit, "N", "the first N samples of each task and length (-1 = all)", 0},
         {"batch", KS_OPT_INT, &o.batch, "N",
-         "samples decoding together (0 = as many as fit the memory on the cpu; cuda decodes one at a time)", 0},
+         "samples decoding together per rank (0 = as many as fit the memory)", 0},
         {"acceleration", KS_OPT_STRING, &o.acceleration, "NAME", "the KV method (as kvscope eval's)", 0},
         {"method_config", KS_OPT_STRING, &o.method_config, "F.yaml", "method knobs (as kvscope eval's)", 0},
         {"method_opt", KS_OPT_STRINGS, &o.method_opts, "KEY=VALUE", "one method knob (as kvscope eval's)", 0},

@@ -539,8 +539,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = the physical cores)", 0},
         {"batch", KS_OPT_INT, &o.batch, "N",
          "samples decoding together per rank: prompts are prefilled one at a time, every decode step runs one token "
-         "of each (the same tokens as alone); 0 = as many as fit the memory (the cpu backend; cuda decodes one at "
-         "a time)", 0},
+         "of each (the same tokens as alone); 0 = as many as fit the memory", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N",
          "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
          "one chunk)", 0},
