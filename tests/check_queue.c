@@ -1,7 +1,8 @@
 /* check_queue.c — rank 0's sample queue without MPI: longest-first order, skipping recorded samples,
  * exactly-once hand-out under random request/return interleavings, failed ranks and protocol errors; the
  * result wire format (round trip, truncated and foreign messages); and the dispatcher's single-process path
- * (success, a failing sample, a failing store). The 3-rank MPI transport is tests/mpi_queue.c. */
+ * (success, a failing sample, a failing store, a rank holding several samples). The 3-rank MPI transport is
+ * tests/mpi_queue.c. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,6 +287,57 @@ static ks_status run_single(sink *s, int n, int fail_sample) {
     return st;
 }
 
+/* A one-process dispatcher whose rank holds up to `slots` samples: it fills its slots, hands back the newest
+ * first (results arrive in any order), and after `fail_after` results (-1: never) fails while holding the rest. */
+static ks_status run_slots(sink *s, int n, int slots, int fail_after) {
+    int64_t cost[64];
+    for (int i = 0; i < n; i++) cost[i] = (i * 7) % 13;
+    ks_queue q = {0};
+    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1, slots), KS_OK);
+    ks_mpi_comm none;
+    memset(&none, 0, sizeof none);
+    ks_dispatch d = {0};
+    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, slots, store, s), KS_OK);
+    int held[8], n_held = 0, done = 0, closed = 0;
+    while (!closed || n_held) {
+        while (!closed && n_held < slots) {
+            int id;
+            ck_assert_int_eq(ks_dispatch_next(&d, &id), KS_OK);
+            if (id < 0) closed = 1;
+            else held[n_held++] = id;
+        }
+        ck_assert_int_eq(ks_dispatch_holding(&d), n_held);
+        if (!n_held) break;
+        if (done == fail_after) {
+            ks_dispatch_fail(&d, held[0], ks_fail(KS_ERR_RANGE, "prompt too long (test)"));
+            break;
+        }
+        ks_result r;
+        sample_result(&r, held[--n_held]);
+        ck_assert_int_eq(ks_dispatch_submit(&d, held[n_held], &r), KS_OK);
+        ks_result_free(&r);
+        done++;
+    }
+    ks_status st = ks_dispatch_finish(&d);
+    ck_assert_int_eq(q.n_running, 0);
+    ks_dispatch_free(&d);
+    ks_queue_free(&q);
+    return st;
+}
+
+START_TEST(test_dispatch_slots) {
+    sink s = {.fail_at = -1};
+    ck_assert_int_eq(run_slots(&s, 40, 4, -1), KS_OK);
+    ck_assert_int_eq(s.n, 40);
+    for (int i = 0; i < 40; i++) ck_assert_int_eq(s.stored[i], 1);
+
+    sink f = {.fail_at = -1};
+    ck_assert_int_eq(run_slots(&f, 40, 4, 6), KS_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "prompt too long (test)"));
+    ck_assert_int_eq(f.n, 6);
+}
+END_TEST
+
 START_TEST(test_dispatch_one_process) {
     sink s = {.fail_at = -1};
     ck_assert_int_eq(run_single(&s, 40, -1), KS_OK);
@@ -315,6 +367,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_exactly_once_random, 0, 20);
     tcase_add_test(tc, test_wire_round_trip_and_damage);
     tcase_add_test(tc, test_dispatch_one_process);
+    tcase_add_test(tc, test_dispatch_slots);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }
