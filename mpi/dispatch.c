@@ -41,10 +41,24 @@ static ks_status take_result(ks_dispatch *d, int rank, int id, const ks_result *
     return st;
 }
 
+/* The entry of held[] that holds `id` (-1: a free one), or NULL. */
+static int *held_entry(ks_dispatch *d, int id) {
+    for (int k = 0; k < d->slots; k++)
+        if (d->held[k] == id) return &d->held[k];
+    return NULL;
+}
+
+int ks_dispatch_holding(const ks_dispatch *d) {
+    int n = 0;
+    for (int k = 0; k < d->slots; k++) n += d->held[k] >= 0;
+    return n;
+}
+
 ks_status ks_dispatch_next(ks_dispatch *d, int *id) {
     *id = -1;
     if (d->closed) return KS_OK;
-    KS_ASSERT(d->holding < 0); /* submit or fail the previous sample first */
+    int *entry = held_entry(d, -1);
+    KS_ASSERT(entry); /* submit or fail a sample first: this rank holds `slots` */
     if (d->rank == 0) {
         pthread_mutex_lock(&d->lock);
         ks_status st = ks_queue_next(d->q, 0, id);
@@ -57,13 +71,14 @@ ks_status ks_dispatch_next(ks_dispatch *d, int *id) {
 #endif
     }
     if (*id < 0) d->closed = 1;
-    d->holding = *id;
+    *entry = *id;
     return KS_OK;
 }
 
 ks_status ks_dispatch_submit(ks_dispatch *d, int id, const ks_result *r) {
-    KS_ASSERT(id >= 0 && id == d->holding);
-    d->holding = -1;
+    int *entry = id >= 0 ? held_entry(d, id) : NULL;
+    KS_ASSERT(entry);
+    *entry = -1;
     if (d->rank == 0) {
         pthread_mutex_lock(&d->lock);
         ks_status st = take_result(d, 0, id, r);
@@ -78,11 +93,13 @@ ks_status ks_dispatch_submit(ks_dispatch *d, int id, const ks_result *r) {
 }
 
 void ks_dispatch_fail(ks_dispatch *d, int id, ks_status st) {
+    if (d->failed) return; /* rank 0 knows: the rank's samples failed with the first */
+    d->failed = 1;
     fail_message f = {.id = id, .status = st};
     snprintf(f.msg, sizeof f.msg, "%s", ks_last_error());
     if (id >= 0) ks_fail_context(st, "sample %d", id);
     ks_log_error_now(); /* now, not at the job's end: other ranks may compute for a long while yet */
-    d->holding = -1;
+    for (int k = 0; k < d->slots; k++) d->held[k] = -1; /* the queue fails them all */
     d->closed = 1;
     if (d->rank == 0) {
         pthread_mutex_lock(&d->lock);
@@ -99,10 +116,25 @@ void ks_dispatch_fail(ks_dispatch *d, int id, ks_status st) {
 }
 
 #ifdef KS_HAVE_MPI
-/* Rank 0's helper thread: answers requests, stores results, notes failures, until every worker is done. */
+/* A worker that was told to stop (`stopped`) is done once it holds no sample: its last results are in. Call with
+ * the lock held. */
+static void close_if_done(ks_dispatch *d, unsigned char *stopped, unsigned char *done, int src, int *open) {
+    if (stopped[src] && !done[src] && ks_queue_held(d->q, src) == 0) {
+        done[src] = 1;
+        (*open)--;
+    }
+}
+
+/* Rank 0's helper thread: answers requests, stores results, notes failures, until every worker is done (told to
+ * stop and holding nothing, or failed). */
 static void *serve(void *arg) {
     ks_dispatch *d = arg;
     int open = d->size - 1; /* workers that may still send */
+    unsigned char *stopped = calloc((size_t)d->size, 1), *done = calloc((size_t)d->size, 1);
+    if (!stopped || !done) {
+        fprintf(stderr, "kvscope r0: error: out of memory starting the sample queue\n");
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     useconds_t idle_us = 50;
     while (open > 0) {
         int flag = 0, count = 0;
@@ -135,7 +167,8 @@ static void *serve(void *arg) {
                 ks_queue_fail(d->q, src);
             }
             MPI_CHECK(MPI_Send(&id, 1, MPI_INT, src, TAG_ASSIGN, d->comm));
-            if (id < 0) open--;
+            if (id < 0) stopped[src] = 1;
+            close_if_done(d, stopped, done, src, &open);
         } else if (s.MPI_TAG == TAG_RESULT) {
             ks_result r;
             int id = -1;
@@ -146,12 +179,14 @@ static void *serve(void *arg) {
                 ks_queue_fail(d->q, src);
             }
             ks_result_free(&r);
+            close_if_done(d, stopped, done, src, &open);
         } else if (s.MPI_TAG == TAG_FAIL && count == (int)sizeof(fail_message)) {
             fail_message *f = (fail_message *)d->buf.data;
             f->msg[sizeof f->msg - 1] = '\0';
             record_failure(d, (ks_status)f->status, src, f->id, f->msg);
             ks_queue_fail(d->q, src);
-            open--;
+            stopped[src] = 1; /* it holds nothing now and asks for nothing more */
+            close_if_done(d, stopped, done, src, &open);
         } else {
             fprintf(stderr, "kvscope r0: error: unexpected message (tag %d, %d bytes) from rank %d\n", s.MPI_TAG,
                     count, src);
@@ -159,6 +194,8 @@ static void *serve(void *arg) {
         }
         pthread_mutex_unlock(&d->lock);
     }
+    free(stopped);
+    free(done);
     return NULL;
 }
 #endif
@@ -179,10 +216,15 @@ static ks_status share_status(ks_dispatch *d, ks_status st, const char *msg) {
     return shared;
 }
 
-ks_status ks_dispatch_init(ks_dispatch *d, ks_mpi_comm comm, ks_queue *q, ks_dispatch_store store, void *ctx) {
+ks_status ks_dispatch_init(ks_dispatch *d, ks_mpi_comm comm, ks_queue *q, int slots, ks_dispatch_store store,
+                           void *ctx) {
     memset(d, 0, sizeof *d);
+    KS_ASSERT(slots >= 1 && (!q || q->slots == slots));
     d->size = 1;
-    d->holding = -1;
+    d->slots = slots;
+    d->held = ks_malloc(sizeof(int) * (size_t)slots, "the samples a rank holds");
+    if (!d->held) return KS_ERR_NOMEM;
+    for (int k = 0; k < slots; k++) d->held[k] = -1;
     pthread_mutex_init(&d->lock, NULL);
     d->lock_ready = 1;
 #ifdef KS_HAVE_MPI
@@ -225,9 +267,11 @@ ks_status ks_dispatch_init(ks_dispatch *d, ks_mpi_comm comm, ks_queue *q, ks_dis
 }
 
 ks_status ks_dispatch_finish(ks_dispatch *d) {
-    if (d->holding >= 0) { /* the caller left its loop while holding a sample without saying why */
+    if (ks_dispatch_holding(d)) { /* the caller left its loop while holding a sample without saying why */
+        int id = -1;
+        for (int k = 0; k < d->slots && id < 0; k++) id = d->held[k];
         ks_fail(KS_ERR_ARG, "left the sample loop while holding a sample");
-        ks_dispatch_fail(d, d->holding, KS_ERR_ARG);
+        ks_dispatch_fail(d, id, KS_ERR_ARG);
     }
     if (d->rank != 0 && !d->closed) { /* left the loop early: tell rank 0, which waits for every rank */
         ks_fail(KS_ERR_ARG, "left the sample loop before the work ran out");
@@ -248,6 +292,7 @@ void ks_dispatch_free(ks_dispatch *d) {
     if (d->lock_ready && d->comm != MPI_COMM_NULL && !finalized) MPI_Comm_free(&d->comm);
 #endif
     ks_wire_buf_free(&d->buf);
+    free(d->held);
     if (d->lock_ready) pthread_mutex_destroy(&d->lock);
     memset(d, 0, sizeof *d);
 }

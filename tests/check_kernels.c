@@ -57,6 +57,33 @@ START_TEST(test_gemm) {
 }
 END_TEST
 
+/* ks_fast_gemm_rows: each row bit for bit what ks_fast_gemm gives that row alone (with and without bias, plain and
+ * accumulating), on shapes below and above the threaded product's threshold. */
+START_TEST(test_gemm_rows) {
+    const int shapes[][3] = {{5, 61, 83}, {3, 300, 520}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int n = shapes[s][0], in = shapes[s][1], od = shapes[s][2];
+        float *x = ks_test_rand_buf((size_t)n * in, 1), *w = ks_test_rand_buf((size_t)od * in, 1),
+              *b = ks_test_rand_buf(od, 1), *r = ks_test_rand_buf((size_t)n * od, 1);
+        float *got = malloc(sizeof(float) * n * od), *alone = malloc(sizeof(float) * od);
+        for (int mode = 0; mode < 4; mode++) {
+            const float *bias = mode & 1 ? b : NULL;
+            int acc = mode >> 1;
+            memcpy(got, r, sizeof(float) * n * od);
+            ks_fast_gemm_rows(got, x, w, bias, n, in, od, acc);
+            for (int t = 0; t < n; t++) {
+                memcpy(alone, r + (size_t)t * od, sizeof(float) * od);
+                ks_fast_gemm(alone, x + (size_t)t * in, w, bias, 1, in, od, acc);
+                ck_assert_msg(!memcmp(got + (size_t)t * od, alone, sizeof(float) * od),
+                              "gemm_rows %dx%dx%d, bias %d, accumulate %d: row %d differs from the row alone", n, in,
+                              od, mode & 1, acc, t);
+            }
+        }
+        free(x), free(w), free(b), free(r), free(got), free(alone);
+    }
+}
+END_TEST
+
 START_TEST(test_rmsnorm) {
     int n = 5, D = 77;
     float *x = ks_test_rand_buf((size_t)n * D, 3), *w = ks_test_rand_buf(D, 1);
@@ -485,6 +512,7 @@ int main(void) {
     Suite *s = suite_create("kernels");
     TCase *tc = tcase_create("kernels");
     tcase_add_test(tc, test_gemm);
+    tcase_add_test(tc, test_gemm_rows);
     tcase_add_test(tc, test_rmsnorm);
     tcase_add_test(tc, test_rope);
     tcase_add_test(tc, test_swiglu);

@@ -1,7 +1,8 @@
 /* check_queue.c — rank 0's sample queue without MPI: longest-first order, skipping recorded samples,
  * exactly-once hand-out under random request/return interleavings, failed ranks and protocol errors; the
  * result wire format (round trip, truncated and foreign messages); and the dispatcher's single-process path
- * (success, a failing sample, a failing store). The 3-rank MPI transport is tests/mpi_queue.c. */
+ * (success, a failing sample, a failing store, a rank holding several samples). The 3-rank MPI transport is
+ * tests/mpi_queue.c. */
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,7 +16,7 @@ START_TEST(test_longest_first_skipping_done) {
     const int64_t cost[] = {5, 100, 100, 7, 50};
     const unsigned char done[] = {0, 0, 1, 0, 0};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, done, 2), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, done, 2, 1), KS_OK);
     ck_assert_int_eq(q.n_skipped, 1);
     ck_assert_int_eq(ks_queue_pending(&q), 4);
     const int want[] = {1, 4, 3, 0}; /* 100 (id 2 is done), 50, 7, 5 */
@@ -37,7 +38,7 @@ END_TEST
 START_TEST(test_protocol_errors) {
     const int64_t cost[] = {3, 2, 1};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 3, cost, NULL, 2), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 3, cost, NULL, 2, 1), KS_OK);
     int id, id1;
     ck_assert_int_eq(ks_queue_next(&q, 2, &id), KS_ERR_MPI); /* no rank 2 */
     ck_assert_int_eq(ks_queue_next(&q, 0, &id), KS_OK);
@@ -54,7 +55,7 @@ END_TEST
 START_TEST(test_failed_rank_stops_the_hand_out) {
     const int64_t cost[] = {9, 8, 7, 6, 5};
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 3), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 3, 1), KS_OK);
     int a, b, c;
     ck_assert_int_eq(ks_queue_next(&q, 0, &a), KS_OK);
     ck_assert_int_eq(ks_queue_next(&q, 1, &b), KS_OK);
@@ -74,10 +75,40 @@ START_TEST(test_failed_rank_stops_the_hand_out) {
     ck_assert_int_eq(q.state[4], KS_SAMPLE_PENDING); /* never handed out: a rerun does it */
     ks_queue_free(&q);
 
-    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 1), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, 5, cost, NULL, 1, 1), KS_OK);
     ks_queue_stop(&q);
     ck_assert_int_eq(ks_queue_next(&q, 0, &id), KS_OK);
     ck_assert_int_eq(id, -1);
+    ks_queue_free(&q);
+}
+END_TEST
+
+/* A rank with 3 slots holds up to 3 samples, returns them in any order and asks again as slots free up; a fourth
+ * request while it holds 3 is a protocol error; a failure fails every sample it holds. */
+START_TEST(test_slots) {
+    const int64_t cost[] = {9, 8, 7, 6, 5, 4};
+    ks_queue q = {0};
+    ck_assert_int_eq(ks_queue_init(&q, 6, cost, NULL, 2, 3), KS_OK);
+    int a, b, c, x;
+    ck_assert_int_eq(ks_queue_next(&q, 0, &a), KS_OK);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &b), KS_OK);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &c), KS_OK);
+    ck_assert(a == 0 && b == 1 && c == 2); /* longest first */
+    ck_assert_int_eq(ks_queue_next(&q, 0, &x), KS_ERR_MPI);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "holds 3 samples"));
+    ck_assert_int_eq(ks_queue_complete(&q, 0, b), KS_OK); /* out of order */
+    ck_assert_int_eq(ks_queue_complete(&q, 0, b), KS_ERR_MPI);
+    ck_assert_int_eq(ks_queue_next(&q, 0, &x), KS_OK);
+    ck_assert_int_eq(x, 3);
+    ck_assert_int_eq(ks_queue_next(&q, 1, &b), KS_OK);
+    ck_assert_int_eq(ks_queue_complete(&q, 1, a), KS_ERR_MPI); /* rank 0's */
+    ck_assert_int_eq(q.n_running, 4);
+    ks_queue_fail(&q, 0);
+    ck_assert(q.state[a] == KS_SAMPLE_FAILED && q.state[c] == KS_SAMPLE_FAILED && q.state[x] == KS_SAMPLE_FAILED);
+    ck_assert_int_eq(q.n_failed, 3);
+    ck_assert_int_eq(q.n_running, 1);
+    ck_assert_int_eq(ks_queue_complete(&q, 1, b), KS_OK); /* in flight on rank 1: still recorded */
+    ck_assert_int_eq(q.n_done, 2);
     ks_queue_free(&q);
 }
 END_TEST
@@ -96,7 +127,7 @@ START_TEST(test_exactly_once_random) {
         n_not_done += !done[i];
     }
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, N, cost, done, RANKS), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, N, cost, done, RANKS, 1), KS_OK);
     int holding[RANKS], last_cost = 1 << 30, ended = 0;
     for (int r = 0; r < RANKS; r++) holding[r] = -1;
     while (ended < RANKS) {
@@ -234,11 +265,11 @@ static ks_status run_single(sink *s, int n, int fail_sample) {
     int64_t cost[64];
     for (int i = 0; i < n; i++) cost[i] = (i * 7) % 13;
     ks_queue q = {0};
-    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1), KS_OK);
+    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1, 1), KS_OK);
     ks_mpi_comm none;
     memset(&none, 0, sizeof none); /* MPI is not initialised here: the dispatcher runs as one process */
     ks_dispatch d = {0};
-    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, store, s), KS_OK);
+    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, 1, store, s), KS_OK);
     int id, k = 0;
     while (ks_dispatch_next(&d, &id) == KS_OK && id >= 0) {
         ks_result r;
@@ -255,6 +286,57 @@ static ks_status run_single(sink *s, int n, int fail_sample) {
     ks_queue_free(&q);
     return st;
 }
+
+/* A one-process dispatcher whose rank holds up to `slots` samples: it fills its slots, hands back the newest
+ * first (results arrive in any order), and after `fail_after` results (-1: never) fails while holding the rest. */
+static ks_status run_slots(sink *s, int n, int slots, int fail_after) {
+    int64_t cost[64];
+    for (int i = 0; i < n; i++) cost[i] = (i * 7) % 13;
+    ks_queue q = {0};
+    ck_assert_int_eq(ks_queue_init(&q, n, cost, NULL, 1, slots), KS_OK);
+    ks_mpi_comm none;
+    memset(&none, 0, sizeof none);
+    ks_dispatch d = {0};
+    ck_assert_int_eq(ks_dispatch_init(&d, none, &q, slots, store, s), KS_OK);
+    int held[8], n_held = 0, done = 0, closed = 0;
+    while (!closed || n_held) {
+        while (!closed && n_held < slots) {
+            int id;
+            ck_assert_int_eq(ks_dispatch_next(&d, &id), KS_OK);
+            if (id < 0) closed = 1;
+            else held[n_held++] = id;
+        }
+        ck_assert_int_eq(ks_dispatch_holding(&d), n_held);
+        if (!n_held) break;
+        if (done == fail_after) {
+            ks_dispatch_fail(&d, held[0], ks_fail(KS_ERR_RANGE, "prompt too long (test)"));
+            break;
+        }
+        ks_result r;
+        sample_result(&r, held[--n_held]);
+        ck_assert_int_eq(ks_dispatch_submit(&d, held[n_held], &r), KS_OK);
+        ks_result_free(&r);
+        done++;
+    }
+    ks_status st = ks_dispatch_finish(&d);
+    ck_assert_int_eq(q.n_running, 0);
+    ks_dispatch_free(&d);
+    ks_queue_free(&q);
+    return st;
+}
+
+START_TEST(test_dispatch_slots) {
+    sink s = {.fail_at = -1};
+    ck_assert_int_eq(run_slots(&s, 40, 4, -1), KS_OK);
+    ck_assert_int_eq(s.n, 40);
+    for (int i = 0; i < 40; i++) ck_assert_int_eq(s.stored[i], 1);
+
+    sink f = {.fail_at = -1};
+    ck_assert_int_eq(run_slots(&f, 40, 4, 6), KS_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "prompt too long (test)"));
+    ck_assert_int_eq(f.n, 6);
+}
+END_TEST
 
 START_TEST(test_dispatch_one_process) {
     sink s = {.fail_at = -1};
@@ -280,10 +362,12 @@ int main(void) {
     TCase *tc = tcase_create("queue");
     tcase_add_test(tc, test_longest_first_skipping_done);
     tcase_add_test(tc, test_protocol_errors);
+    tcase_add_test(tc, test_slots);
     tcase_add_test(tc, test_failed_rank_stops_the_hand_out);
     tcase_add_loop_test(tc, test_exactly_once_random, 0, 20);
     tcase_add_test(tc, test_wire_round_trip_and_damage);
     tcase_add_test(tc, test_dispatch_one_process);
+    tcase_add_test(tc, test_dispatch_slots);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

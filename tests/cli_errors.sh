@@ -73,6 +73,11 @@ expect xattn_chunk "XAttention\+SnapKV: its prefill chunks hold whole blocks of 
 expect xattn_order "SnapKV\+XAttention: .*write XAttention\+SnapKV" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration SnapKV+XAttention
 expect budget_cache_unbounded "CakeKV does not bound.*kv_rows" "$KV" generate --model_path "$SMOL" --prompt hi --acceleration CakeKV --kv_cache budget
 expect bad_kv_cache_eval "budget or full" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --kv_cache half --output "$T/ev"
+expect eval_batch_range "--batch -1: must be 0 \\(as many as fit the memory\\) \\.\\. 256" "$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --batch -1 --output "$T/ev"
+# kvscope bench --sweep: what it needs before it builds anything.
+expect sweep_tokenizer "--sweep on random weights needs --tokenizer" "$KV" bench --sweep "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml"
+expect sweep_cpu_random "--device cpu: the random-weight model lives on the GPU; --model F" "$KV" bench --sweep "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --tokenizer "$SMOL" --device cpu
+expect sweep_config_model "--config: the random-weight shape; --model times a real checkpoint" "$KV" bench --sweep "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --model "$SMOL" --config x.json
 EV=("$KV" eval --model_path "$SMOL" --cfg_path "$(dirname "$0")/fixtures/eval/e2e_ruler.yaml" --output "$T/ev")
 expect gp_num_syntax "--gp_num 2/3: use k" "${EV[@]}" --gp_num 2/3
 expect gp_num_ranks "--gp_num 2: the job's 1 rank cannot form whole model instances" "${EV[@]}" --gp_num 2

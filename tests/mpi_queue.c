@@ -84,12 +84,12 @@ static ks_status run(sink *s, const char *path, misbehave how, int *computed) {
     if (mpi.rank == 0) {
         int64_t cost[N];
         for (int i = 0; i < N; i++) cost[i] = 1024 * (1 + i % 4) - i;
-        ck_assert_int_eq(ks_queue_init(&q, N, cost, NULL, mpi.size), KS_OK);
+        ck_assert_int_eq(ks_queue_init(&q, N, cost, NULL, mpi.size, 1), KS_OK);
         ks_results_meta meta = {.identity = "test: mpi_queue\n", .method = "FullKV"};
         ck_assert_msg(ks_results_open(&s->file, path, &meta) == KS_OK, "%s", ks_last_error());
     }
     ks_dispatch d = {0};
-    ck_assert_int_eq(ks_dispatch_init(&d, mpi.world, mpi.rank == 0 ? &q : NULL, store, s), KS_OK);
+    ck_assert_int_eq(ks_dispatch_init(&d, mpi.world, mpi.rank == 0 ? &q : NULL, 1, store, s), KS_OK);
     int id, k = 0;
     *computed = 0;
     int bad_rank = mpi.size - 1;

@@ -76,29 +76,53 @@ static void gemm_slice(float *out, const float *x, const float *w, int n, int in
                     beta, out + o0, out_dim);
 }
 
+/* out (n, out_dim) is seeded with the bias (so that BLAS accumulates onto it); returns the BLAS beta. */
+static float seed_bias(float *out, const float *bias, int n, int out_dim, int accumulate) {
+    if (!bias) return accumulate ? 1.0f : 0.0f;
+    for (int t = 0; t < n; t++) {
+        float *o = out + (size_t)t * out_dim;
+        if (accumulate)
+            for (int i = 0; i < out_dim; i++) o[i] += bias[i];
+        else
+            memcpy(o, bias, sizeof(float) * out_dim);
+    }
+    return 1.0f;
+}
+
+/* Whether a product of n rows runs on the thread team. */
+static int gemm_parallel(int n, int in, int out_dim) { return (int64_t)n * in * out_dim >= (1 << 16) && out_dim >= 32; }
+
+/* This thread's slice [*o0, *o1) of out_dim output columns (whole 64-byte lines). */
+static void thread_slice(int out_dim, int *o0, int *o1) {
+    int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    int per = ((out_dim + nt - 1) / nt + 15) / 16 * 16;
+    *o0 = id * per;
+    *o1 = *o0 + per < out_dim ? *o0 + per : out_dim;
+}
+
 /* The output columns are split over the OpenMP threads, each calling single-threaded OpenBLAS on its slice of
  * W. One threading runtime only: OpenBLAS's own pthreads spinning next to OpenMP's on the same cores made
  * decode several times slower. */
 void ks_fast_gemm(float *out, const float *x, const float *w, const float *bias, int n, int in, int out_dim,
                   int accumulate) {
-    float beta = accumulate ? 1.0f : 0.0f;
-    if (bias) { /* seed the output with the bias and let BLAS accumulate onto it */
-        for (int t = 0; t < n; t++) {
-            float *o = out + (size_t)t * out_dim;
-            if (accumulate)
-                for (int i = 0; i < out_dim; i++) o[i] += bias[i];
-            else
-                memcpy(o, bias, sizeof(float) * out_dim);
-        }
-        beta = 1.0f;
-    }
-    int parallel = (int64_t)n * in * out_dim >= (1 << 16) && out_dim >= 32;
-#pragma omp parallel if (parallel)
+    float beta = seed_bias(out, bias, n, out_dim, accumulate);
+#pragma omp parallel if (gemm_parallel(n, in, out_dim))
     {
-        int nt = omp_get_num_threads(), id = omp_get_thread_num();
-        int per = ((out_dim + nt - 1) / nt + 15) / 16 * 16; /* slices of whole 64-byte lines */
-        int o0 = id * per, o1 = o0 + per < out_dim ? o0 + per : out_dim;
+        int o0, o1;
+        thread_slice(out_dim, &o0, &o1);
         if (o0 < o1) gemm_slice(out, x, w, n, in, out_dim, o0, o1, beta);
+    }
+}
+
+void ks_fast_gemm_rows(float *out, const float *x, const float *w, const float *bias, int n, int in, int out_dim,
+                       int accumulate) {
+    float beta = seed_bias(out, bias, n, out_dim, accumulate);
+#pragma omp parallel if (gemm_parallel(1, in, out_dim))
+    {
+        int o0, o1;
+        thread_slice(out_dim, &o0, &o1);
+        for (int t = 0; t < n && o0 < o1; t++)
+            gemm_slice(out + (size_t)t * out_dim, x + (size_t)t * in, w, 1, in, out_dim, o0, o1, beta);
     }
 }
 

@@ -39,6 +39,11 @@ void ks_fast_rmsnorm(float *out, const float *x, const float *w, int n, int D, f
 /* out (n, out_dim) = x w^T + bias, or with accumulate != 0: out += x w^T + bias. bias may be NULL. */
 void ks_fast_gemm(float *out, const float *x, const float *w, const float *bias, int n, int in, int out_dim,
                   int accumulate);
+/* ks_fast_gemm's contract, each of the n rows computed exactly as ks_fast_gemm computes one row alone (a batched
+ * decode step's rows get their unbatched numbers): each thread runs its slice of W against every row in turn, so
+ * the slice is read from memory once for the n rows while it stays in cache. */
+void ks_fast_gemm_rows(float *out, const float *x, const float *w, const float *bias, int n, int in, int out_dim,
+                       int accumulate);
 
 void ks_fast_rope(float *x, const int32_t *pos, int n, int heads, int d, const float *inv_freq);
 

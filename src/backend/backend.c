@@ -2,6 +2,7 @@
 #include "backend/backend.h"
 
 #include <string.h>
+#include <unistd.h>
 
 #ifdef KS_HAVE_CUDA
 #include "backend/backend_cuda.h"
@@ -39,6 +40,16 @@ int ks_backend_gpu_count(void) {
 #else
     return 0;
 #endif
+}
+
+int64_t ks_backend_free_bytes(const char *device) {
+    if (!strcmp(device, "cpu")) return (int64_t)sysconf(_SC_AVPHYS_PAGES) * sysconf(_SC_PAGESIZE);
+#ifdef KS_HAVE_CUDA
+    size_t free_bytes = 0;
+    if (!strcmp(device, "cuda") && ks_backend_cuda_device(NULL, 0, NULL, NULL, &free_bytes) == KS_OK)
+        return (int64_t)free_bytes;
+#endif
+    return 0;
 }
 
 ks_status ks_backend_use_gpu(int gpu) {

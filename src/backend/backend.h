@@ -17,6 +17,17 @@
  * (out), and to another GPU only through hidden_recv/hidden_send. No op allocates (the KV store's per-row scores
  * are allocated once when a method reserves them).
  * Layers are the model's absolute layer numbers within [m->first_layer, m->last_layer).
+ *
+ * Sequence slots (max_batch > 1): the instance holds max_batch (KV cache, KV store) pairs over the same weights
+ * and activation buffers. use_slot picks the sequence the per-sequence ops act on (qkv_rope_append, the
+ * attentions, residual_at, kvcache, kvstore, decode_step); use_batch makes the next ops' rows n sequences of a
+ * batched decode step (row i the next token of slot slots[i]):
+ *
+ *     KS_TRY(ops->use_slot(be, 2));  ... a prompt of the sequence in slot 2, as above ...
+ *     ks_decode_batch db = {.n = 3, .slots = (int[]){0, 2, 5}, .pos = (int32_t[]){812, 4100, 96}};
+ *     KS_TRY(ops->use_batch(be, &db));
+ *     KS_TRY(ops->embed(be, next_ids, 3));  ... the layer recipe on 3 rows ...  ops->argmax(be, 3, next_ids);
+ *     KS_TRY(ops->use_batch(be, NULL));
  */
 #ifndef KS_BACKEND_H
 #define KS_BACKEND_H
@@ -72,6 +83,14 @@ typedef struct ks_device_move {
     void *ctx;
 } ks_device_move;
 
+/* The rows of a batched decode step (use_batch): row i is the next token of the sequence in slot slots[i]
+ * (distinct slots, in increasing order), at position pos[i]. */
+typedef struct ks_decode_batch {
+    int n;               /* rows, 1 .. max_batch */
+    const int *slots;    /* (n) */
+    const int32_t *pos;  /* (n) */
+} ks_decode_batch;
+
 typedef struct ks_backend_params {
     int max_ctx;   /* KV rows per head: the longest prompt + generation this instance runs */
     int max_chunk; /* most tokens per forward call (the prefill chunk) */
@@ -80,6 +99,8 @@ typedef struct ks_backend_params {
     int sparse_block; /* a sparse-prefill method's block size B (ks_method_sparse_block), 0: none. A backend
                          whose attention reads block lists from its own memory keeps room there for one chunk's
                          list (its rows, every causal key block of max_ctx keys) */
+    int max_batch; /* sequence slots, each with its own KV cache and store (use_slot), and the most rows of a
+                      batched decode step (use_batch); <= 1: one */
     int kv_rows;   /* rows per (layer, KV head) each layer's own cache storage holds; 0 or >= max_ctx: max_ctx.
                       Fewer: the cache's budget mode (kvcache.h), for a KV method that keeps at most kv_rows rows
                       per layer: longer prompts are prefilled layer by layer through shared prefill slots, and
@@ -106,6 +127,17 @@ typedef struct ks_backend_ops {
      * `move`. */
     ks_status (*hidden_recv)(ks_backend *b, const ks_device_move *move, int n);
     ks_status (*hidden_send)(ks_backend *b, const ks_device_move *move, int n);
+
+    /* The sequence the per-sequence ops act on from now on: slot 0 .. max_batch - 1 (0 at init); the slot's cache
+     * and store are what kvcache and kvstore return. */
+    ks_status (*use_slot)(ks_backend *b, int slot);
+    /* From now on (until use_batch(b, NULL)) the ops' n = batch->n rows are one decode token of each batch slot:
+     * qkv_rope_append ropes row i at pos[i] and appends it to slot slots[i]'s cache (its pos0 is ignored),
+     * attention_decode attends row i over that slot's kept rows (its qpos is ignored), and each slot's store
+     * reads row i as its decode query; the other ops treat the rows as they treat a chunk's, and give each row
+     * the numbers it would get alone. NULL: back to the current slot's sequence. The batch is borrowed until
+     * then. */
+    ks_status (*use_batch)(ks_backend *b, const ks_decode_batch *batch);
 
     /* From now on the buffer X denotes rows row0 .. row0 + max_chunk - 1 of the residual stream (0 at init):
      * with kv_rows < max_ctx the stream holds max_ctx rows and a layer-major prefill moves X over the prompt,
@@ -144,16 +176,16 @@ typedef struct ks_backend_ops {
 
 
     /* Last stage: logits of X rows [row0, row0 + n) through the final norm and LM head, kept on the backend
-     * (n <= KS_BACKEND_MAX_LOGIT_ROWS). */
+     * (n <= ks_backend_logit_rows(max_batch)). */
     ks_status (*logits)(ks_backend *b, int row0, int n);
     /* ids[i] = argmax of logits row i (first on ties), i < n. */
     ks_status (*argmax)(ks_backend *b, int n, int32_t *ids);
     /* host (n, vocab) = logits rows 0..n-1. */
     ks_status (*logits_read)(ks_backend *b, int n, float *host);
 
-    /* The cache's bookkeeping (lengths, positions); storage may be device memory. */
+    /* The current slot's cache bookkeeping (lengths, positions); storage may be device memory. */
     ks_kvcache *(*kvcache)(ks_backend *b);
-    /* The backend's KV store over that cache (kvstore.h): the primitives the KV methods call and the
+    /* The current slot's KV store over that cache (kvstore.h): the primitives the KV methods call and the
      * scheduling of their prompt-end work. NULL when the backend has none. */
     ks_kvstore *(*kvstore)(ks_backend *b);
 
@@ -161,13 +193,14 @@ typedef struct ks_backend_ops {
      * layer held) and returns their status. The backend runs it as it sees fit: the CPU calls it; the CUDA
      * backend captures the step as a graph and replays it for later steps (positions and per-head lengths are
      * device data), in which case issue is not called and the cache bookkeeping is committed for it. `kind`
-     * says what the layers do besides backend ops, which decides whether a graph may serve them. */
+     * says what the layers do besides backend ops, which decides whether a graph may serve them. Under
+     * use_batch the step is the batch's (qpos ignored), run as issued. */
     ks_status (*decode_step)(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                              void *ctx);
 } ks_backend_ops;
 
-/* How many rows the logits buffer holds. */
-#define KS_BACKEND_MAX_LOGIT_ROWS 1
+/* How many rows the logits buffer of an instance with max_batch slots holds: one per batch row. */
+static inline int ks_backend_logit_rows(int max_batch) { return max_batch > 1 ? max_batch : 1; }
 
 /* The backend called `name` ("cpu", "cuda"): KS_ERR_UNSUPPORTED for a known backend not built in, KS_ERR_ARG
  * (listing the names) for an unknown one. */
@@ -178,6 +211,8 @@ extern const ks_backend_ops ks_backend_cpu;
 /* GPUs this process can use (CUDA's count, after CUDA_VISIBLE_DEVICES); 0 in a build without the cuda backend
  * or on a machine without a GPU. */
 int ks_backend_gpu_count(void);
+/* Memory free now on `device`: the host's ("cpu"), or the current GPU's ("cuda"); 0 where it cannot be known. */
+int64_t ks_backend_free_bytes(const char *device);
 /* Makes GPU `gpu` (0 .. ks_backend_gpu_count() - 1) the one this process's cuda backend instances run on;
  * KS_ERR_UNSUPPORTED in a build without the cuda backend. */
 ks_status ks_backend_use_gpu(int gpu);

@@ -21,6 +21,12 @@
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
  * graph and the next steps capture a new one. A packed part that decode hooks change (KIVI's) runs every step
  * eagerly (cuda_decode_step).
+ *
+ * Sequence slots (backend_cuda_impl.h): the table's ops take the front instance and run on its current slot
+ * (seq_of). A batched decode step (use_batch) runs eagerly: the embedding, norms, products and logits on the
+ * batch's rows in the front's buffers (GEMMs with M = the rows: one read of the weights for them all), and per
+ * row the RoPE, append and attention of its slot over the slot's own cache, the slot's q|k|v and attention-output
+ * pointers aimed at its row of the front's buffers (aim), so its store's ops read its query there.
  */
 #ifdef KS_HAVE_CUDA
 
@@ -30,6 +36,13 @@
 #include "backend/backend_cuda.h"
 #include "backend/backend_cuda_impl.h"
 #include "backend/cuda_check.h"
+
+/* The instance the front's op runs on: the current slot, or the front itself in a batched step (its products on
+ * every row). */
+static ks_backend *seq_of(ks_backend *b) { return b->batch ? b : b->cur; }
+
+/* Slot `slot`'s instance of the front b. */
+static ks_backend *slot_of(const ks_backend *b, int slot) { return b->slots[slot]; }
 
 /* The layer's device weights (b->layers, indexed as the cache's per-layer arrays are). */
 static const cuda_layer *layer_of(const ks_backend *b, int layer) {
@@ -85,13 +98,15 @@ static ks_status call_begin(ks_backend *b) {
 }
 
 static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
+    for (int i = 0; b->batch && i < n; i++) KS_TRY(call_begin(slot_of(b, b->batch->slots[i])));
+    b = seq_of(b);
     KS_ASSERT(b->embed && n <= b->max_chunk);
     for (int t = 0; t < n; t++)
         if (tokens[t] < 0 || tokens[t] >= b->cfg->vocab)
             return ks_fail(KS_ERR_RANGE, "%s: token id %d is outside the model's vocabulary (vocab_size %d); "
                                          "is the tokenizer from another model?",
                            b->m->source, tokens[t], b->cfg->vocab);
-    KS_TRY(call_begin(b));
+    if (!b->batch) KS_TRY(call_begin(b));
     if (n == 1) /* a decode token: a kernel argument is cheaper than a host copy */
         KS_TRY(ks_cuda_positions(b->tokens, tokens[0], 1, b->stream));
     else
@@ -100,6 +115,7 @@ static ks_status cuda_embed(ks_backend *b, const int32_t *tokens, int n) {
 }
 
 static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
+    b = b->cur;
     KS_ASSERT(n <= b->max_chunk);
     KS_TRY(call_begin(b));
     CUDA_CHECK(cudaMemcpyAsync(b->x, host, sizeof(float) * n * b->cfg->hidden, cudaMemcpyHostToDevice, b->stream));
@@ -109,6 +125,7 @@ static ks_status cuda_hidden_write(ks_backend *b, const float *host, int n) {
 /* The move is enqueued on b->stream: after the previous call's ops, which may still read X, and before this
  * call's layers, which read the rows it lands. */
 static ks_status cuda_hidden_recv(ks_backend *b, const ks_device_move *move, int n) {
+    b = b->cur;
     KS_ASSERT(n <= b->max_chunk);
     KS_TRY(call_begin(b));
     return move->fn(move->ctx, b->x, sizeof(float) * n * b->cfg->hidden, b->stream);
@@ -116,17 +133,20 @@ static ks_status cuda_hidden_recv(ks_backend *b, const ks_device_move *move, int
 
 /* On b->stream after the ops that wrote X's rows; the next call's writes to X are enqueued after it. */
 static ks_status cuda_hidden_send(ks_backend *b, const ks_device_move *move, int n) {
+    b = b->cur;
     KS_ASSERT(n <= b->max_chunk);
     return move->fn(move->ctx, b->x, sizeof(float) * n * b->cfg->hidden, b->stream);
 }
 
 static ks_status cuda_hidden_read(ks_backend *b, float *host, int n) {
+    b = b->cur;
     KS_ASSERT(n <= b->max_chunk);
     CUDA_CHECK(cudaMemcpyAsync(host, b->x, sizeof(float) * n * b->cfg->hidden, cudaMemcpyDeviceToHost, b->stream));
     return ks_cuda_wait_main(b, "reading the hidden states");
 }
 
 static ks_status cuda_residual_at(ks_backend *b, int row0) {
+    b = b->cur;
     KS_ASSERT(row0 >= 0 && (row0 == 0 || row0 < b->x_rows)); /* callers keep row0 + n <= x_rows */
     b->x = b->x_base + (size_t)row0 * b->cfg->hidden;
     b->view[KS_BUF_X].p = b->x;
@@ -159,6 +179,7 @@ static const float *norm_weight(const ks_backend *b, int layer, ks_weight w) {
 }
 
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
+    b = seq_of(b);
     KS_ASSERT(n <= b->max_chunk);
     return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm_weight(b, layer, w), n, b->cfg->hidden, b->cfg->rms_eps,
                            b->stream);
@@ -183,9 +204,39 @@ static ks_status take_slot(ks_backend *b, int layer) {
     return ks_cuda_move_layer_rows(b, layer, from, b->own_cap, b->stream);
 }
 
+/* One decode token of slot s at position pos, its q|k|v row at s->qkv: RoPE, the append and the length update in
+ * one launch (positions from `pos`: a captured step reads the one graph_begin uploaded). */
+static ks_status append_one(ks_backend *s, int layer, int pos) {
+    const ks_model_config *c = s->cfg;
+    if (!s->capturing) KS_TRY(ks_cuda_positions(s->pos, pos, 1, s->stream));
+    KS_TRY(ks_cuda_rope_append_one(s->qkv, ks_cuda_layer_k(s, layer), ks_cuda_layer_v(s, layer), s->pos,
+                                   ks_cuda_layer_heads(s, s->lens, layer), c->n_heads, c->n_kv_heads, c->head_dim,
+                                   ks_kvcache_stride(&s->cache, layer), s->inv_freq, s->stream));
+    commit_rows(s, layer, 1, pos);
+    return KS_OK;
+}
+
+/* A batched step's q|k|v: one GEMM over the front's rows, then each row's token appended to its slot's cache. */
+static ks_status batch_qkv_rope_append(ks_backend *b, int layer) {
+    const ks_model_config *c = b->cfg;
+    const ks_decode_batch *db = b->batch;
+    const cuda_view *xn = &b->view[KS_BUF_XN], *qkv = &b->view[KS_BUF_Q];
+    KS_TRY(ks_cuda_gemm_run_ld(b->gemm, qkv->p, qkv->ld, KS_DTYPE_BF16, xn->p, xn->ld, layer_of(b, layer)->w_qkv,
+                               layer_of(b, layer)->b_qkv, db->n, c->hidden, b->qkv_width, 0.0f, b->stream));
+    for (int i = 0; i < db->n; i++) {
+        ks_backend *s = slot_of(b, db->slots[i]);
+        KS_TRY(ks_cuda_apply_drops(s, layer));
+        KS_ASSERT(!ks_kvcache_needs_slot(&s->cache, layer, 1)); /* decode rows fit a layer's own storage */
+        KS_TRY(append_one(s, layer, db->pos[i]));
+    }
+    return KS_OK;
+}
+
 /* The q|k|v GEMM; then a token that needs no prefill slot (a decode step) takes one launch for RoPE, the append
  * and the length update; more rows take RoPE, the append and the length update apart. */
 static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
+    if (b->batch) return batch_qkv_rope_append(b, layer);
+    b = b->cur;
     const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
@@ -195,20 +246,14 @@ static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0)
                                c->hidden, b->qkv_width, 0.0f, b->stream));
     KS_TRY(ks_cuda_apply_drops(b, layer)); /* the layer's last step's eviction, before these rows are counted */
     const int slot = ks_kvcache_needs_slot(&b->cache, layer, n);
+    if (n == 1 && !slot) return append_one(b, layer, pos0);
     int32_t *lens = ks_cuda_layer_heads(b, b->lens, layer);
-    if (n == 1 && !slot) {
-        if (!b->capturing) KS_TRY(ks_cuda_positions(b->pos, pos0, 1, b->stream));
-        KS_TRY(ks_cuda_rope_append_one(b->qkv, ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), b->pos, lens,
-                                       c->n_heads, Hk, c->head_dim, ks_kvcache_stride(&b->cache, layer), b->inv_freq,
-                                       b->stream));
-    } else {
-        KS_TRY(rope_rows(b, n, pos0));
-        if (slot) KS_TRY(take_slot(b, layer)); /* the layer's rows move: their place is known after it */
-        KS_TRY(ks_cuda_kv_append(ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), b->view[KS_BUF_K].p,
-                                 b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk, c->head_dim,
-                                 ks_kvcache_stride(&b->cache, layer), b->stream));
-        KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
-    }
+    KS_TRY(rope_rows(b, n, pos0));
+    if (slot) KS_TRY(take_slot(b, layer)); /* the layer's rows move: their place is known after it */
+    KS_TRY(ks_cuda_kv_append(ks_cuda_layer_k(b, layer), ks_cuda_layer_v(b, layer), b->view[KS_BUF_K].p,
+                             b->view[KS_BUF_V].p, b->qkv_width, lens, 0, n, Hk, c->head_dim,
+                             ks_kvcache_stride(&b->cache, layer), b->stream));
+    KS_TRY(ks_cuda_lens_add(lens, Hk, n, b->stream));
     commit_rows(b, layer, n, pos0);
     return KS_OK;
 }
@@ -237,6 +282,8 @@ static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, 
 }
 
 static ks_status cuda_attention_prefill(ks_backend *b, int layer, int n, int pos0, const ks_block_list *blocks) {
+    KS_ASSERT(!b->batch);
+    b = b->cur;
     const ks_model_config *c = b->cfg;
     KS_ASSERT(ks_kvcache_is_dense(&b->cache, layer, pos0 + n));
     if (blocks) {
@@ -263,7 +310,8 @@ static int decode_bound(const ks_backend *b, int extra) {
     return bound < b->cap ? bound : b->cap;
 }
 
-static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
+/* The decode attention of slot b's query at qpos over its kept rows, from b->qkv into b->att. */
+static ks_status attention_decode_one(ks_backend *b, int layer, int qpos) {
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
     const int32_t *starts = NULL;
@@ -284,9 +332,18 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
                                     b->decode_scratch, b->stream);
 }
 
+/* A batched step: each row's query over its slot's rows (use_batch aimed the slot's pointers at its row). */
+static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
+    if (!b->batch) return attention_decode_one(b->cur, layer, qpos);
+    for (int i = 0; i < b->batch->n; i++)
+        KS_TRY(attention_decode_one(slot_of(b, b->batch->slots[i]), layer, b->batch->pos[i]));
+    return KS_OK;
+}
+
 /* A decode token: one GEMV with the SwiGLU in its epilogue; more rows: the gate|up GEMM, then the SwiGLU in
  * place (its result replaces GATE, as backend.h specifies). */
 static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
+    b = seq_of(b);
     const cuda_layer *L = layer_of(b, layer);
     const int D = b->cfg->hidden, F = b->cfg->ffn;
     KS_ASSERT(n > 0 && n <= b->max_chunk);
@@ -301,6 +358,7 @@ static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
  * (a GEMV for one row), then the norm if any. */
 static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
                                              ks_weight norm_w) {
+    b = seq_of(b);
     const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     KS_ASSERT((w == KS_W_O || w == KS_W_DOWN) && n > 0 && n <= b->max_chunk);
@@ -319,8 +377,9 @@ static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight
 /* ---- the head ------------------------------------------------------------------------------------------- */
 
 static ks_status cuda_logits(ks_backend *b, int row0, int n) {
+    b = seq_of(b);
     const ks_model_config *c = b->cfg;
-    KS_ASSERT(b->lm_head && b->final_norm && n <= KS_BACKEND_MAX_LOGIT_ROWS && row0 + n <= b->max_chunk);
+    KS_ASSERT(b->lm_head && b->final_norm && n <= b->logit_rows && row0 + n <= b->max_chunk);
     KS_TRY(ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x + (size_t)row0 * c->hidden, b->final_norm, n, c->hidden,
                            c->rms_eps, b->stream));
     return ks_cuda_gemm_run(b->gemm, b->logits, KS_DTYPE_F32, b->xn, b->lm_head, NULL, n, c->hidden, c->vocab, 0.0f,
@@ -328,23 +387,28 @@ static ks_status cuda_logits(ks_backend *b, int row0, int n) {
 }
 
 static ks_status cuda_argmax(ks_backend *b, int n, int32_t *ids) {
-    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    b = seq_of(b);
+    KS_ASSERT(n <= b->logit_rows);
     KS_TRY(ks_cuda_argmax(b->ids, b->logits, n, b->cfg->vocab, b->argmax_scratch, b->stream));
     CUDA_CHECK(cudaMemcpyAsync(ids, b->ids, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, b->stream));
     return ks_cuda_wait_main(b, "the forward pass");
 }
 
 static ks_status cuda_logits_read(ks_backend *b, int n, float *host) {
-    KS_ASSERT(n <= KS_BACKEND_MAX_LOGIT_ROWS);
+    b = seq_of(b);
+    KS_ASSERT(n <= b->logit_rows);
     CUDA_CHECK(cudaMemcpyAsync(host, b->logits, sizeof(float) * n * b->cfg->vocab, cudaMemcpyDeviceToHost,
                                b->stream));
     return ks_cuda_wait_main(b, "reading the logits");
 }
 
 static ks_kvcache *cuda_kvcache(ks_backend *b) {
+    b = b->cur;
     (void)ks_cuda_apply_drops(b, -1); /* a failed wait is the device's error, reported by the next op */
     return &b->cache;
 }
+
+static ks_kvstore *cuda_kvstore(ks_backend *b) { return ks_cuda_kvstore(b->cur); }
 
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
@@ -421,6 +485,8 @@ static ks_status graph_end(ks_backend *b, int ok) {
  * sequence) and each head's tokens from the device lengths. */
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
+    if (b->batch) return issue(ctx); /* a batched step runs eagerly */
+    b = b->cur;
     if (kind == KS_DECODE_HOST || (b->kivi && kind == KS_DECODE_HOOKED)) return issue(ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
@@ -428,6 +494,37 @@ static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, 
     ks_status st = issue(ctx);
     ks_status end = graph_end(b, st == KS_OK);
     return st == KS_OK ? end : st;
+}
+
+static ks_status cuda_use_slot(ks_backend *b, int slot) {
+    KS_ASSERT(slot >= 0 && slot < b->n_slots && !b->batch);
+    b->cur = b->slots[slot];
+    return KS_OK;
+}
+
+/* Slot s's q|k|v and attention-output rows (the buffers and its views of Q, K, V and ATT) at qkv and att. */
+static void aim(ks_backend *s, ks_bf16 *qkv, ks_bf16 *att) {
+    const ks_model_config *c = s->cfg;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    s->qkv = qkv, s->att = att;
+    s->view[KS_BUF_Q].p = qkv;
+    s->view[KS_BUF_K].p = qkv + qd;
+    s->view[KS_BUF_V].p = qkv + qd + kvd;
+    s->view[KS_BUF_ATT].p = att;
+}
+
+/* Every other slot's rows back at its own buffers; then, for a batch, each of its slots at its row of the front's
+ * (the front itself, slot 0, is row 0 when in the batch: backend.h's increasing slots). */
+static ks_status cuda_use_batch(ks_backend *b, const ks_decode_batch *batch) {
+    KS_ASSERT(b->slots && (!batch || (batch->n >= 1 && batch->n <= b->n_slots)));
+    const size_t qd = (size_t)b->cfg->n_heads * b->cfg->head_dim;
+    for (int i = 1; i < b->n_slots; i++) aim(b->slots[i], b->slots[i]->home_qkv, b->slots[i]->home_att);
+    for (int i = 0; batch && i < batch->n; i++) {
+        KS_ASSERT(batch->slots[i] >= 0 && batch->slots[i] < b->n_slots && (batch->slots[i] || i == 0));
+        if (batch->slots[i]) aim(b->slots[batch->slots[i]], b->qkv + i * (size_t)b->qkv_width, b->att + i * qd);
+    }
+    b->batch = batch;
+    return KS_OK;
 }
 
 /* ---- the table ------------------------------------------------------------------------------------------- */
@@ -453,6 +550,8 @@ const ks_backend_ops ks_backend_cuda = {
     .hidden_read = cuda_hidden_read,
     .hidden_recv = cuda_hidden_recv,
     .hidden_send = cuda_hidden_send,
+    .use_slot = cuda_use_slot,
+    .use_batch = cuda_use_batch,
     .residual_at = cuda_residual_at,
     .rmsnorm = cuda_rmsnorm,
     .qkv_rope_append = cuda_qkv_rope_append,
@@ -464,7 +563,7 @@ const ks_backend_ops ks_backend_cuda = {
     .argmax = cuda_argmax,
     .logits_read = cuda_logits_read,
     .kvcache = cuda_kvcache,
-    .kvstore = ks_cuda_kvstore,
+    .kvstore = cuda_kvstore,
     .decode_step = cuda_decode_step,
 };
 

@@ -85,6 +85,17 @@ typedef struct cuda_kivi {
 } cuda_kivi;
 
 struct ks_backend {
+    /* Sequence slots (backend.h): slot 0 is the instance the caller holds (the front); slots 1.. are instances of
+     * their own (KV cache, store, activations for their prompts, decode graph) that borrow the front's weights,
+     * stream and GEMM handle. The front forwards every per-sequence op to the current slot; in a batched decode
+     * step (use_batch) it runs the products on the batch's rows in its own buffers, each other slot's q|k|v and
+     * attention-output pointers then pointing at its row there (aim). */
+    ks_backend **slots;         /* (n_slots) slots[0] == the front; the others owned by the front */
+    int n_slots;
+    ks_backend *cur;            /* the current slot (the front's use_slot; itself in the others) */
+    const ks_decode_batch *batch; /* the batched decode step's rows (front only), NULL: none; borrowed */
+    int shares;                 /* 1: weights, stream and GEMM handle are the front's (slots 1..) */
+    int logit_rows;             /* ks_backend_logit_rows(max_batch): rows of logits, ids, argmax scratch */
     const ks_model *m;          /* borrowed: config and layer range (host weights only read at init) */
     const ks_model_config *cfg; /* &m->cfg */
     int n_layers, max_chunk, cap; /* cap: rows per head a layer may reach (max_ctx) */
@@ -104,14 +115,15 @@ struct ks_backend {
 
     cuda_view view[KS_BUF_COUNT];
     float *x;                   /* rows x_row0.. of x_base: what the ops call X (residual_at) */
-    float *x_base;              /* (x_rows, hidden) residual stream, fp32 */
+    float *x_base;              /* (x_rows, hidden) residual stream, fp32; a further slot uses the front's */
     int x_rows;                 /* max_chunk, or max_ctx in the cache's budget mode (a layer-major prompt) */
-    ks_bf16 *xn, *qkv, *att, *gu;
-    float *logits;              /* (KS_BACKEND_MAX_LOGIT_ROWS, vocab) */
+    ks_bf16 *xn, *qkv, *att, *gu; /* qkv, att: a batched step may aim them at the front's rows (use_batch) */
+    ks_bf16 *home_qkv, *home_att; /* where qkv and att are outside a batched step */
+    float *logits;              /* (logit_rows, vocab) */
     float *inv_freq;            /* (d / 2) */
     int32_t *pos, *tokens;      /* (max_chunk) positions for RoPE, token ids */
     int32_t *lens, *starts;     /* (n_layers, Hk) rows held per head; first row a windowed decode query sees */
-    int32_t *ids;               /* (KS_BACKEND_MAX_LOGIT_ROWS) argmax results */
+    int32_t *ids;               /* (logit_rows) argmax results */
     ks_bf16 *kc, *vc;           /* (ks_kvcache_elems(&cache)) K and V blocks: a layer's (Hk, stride, d) rows at
                                    ks_kvcache_offset(&cache, layer) */
     void *decode_scratch, *argmax_scratch;
@@ -217,10 +229,11 @@ struct ks_backend {
 };
 
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
- * tensors (random = 0) or filled on the device with uniform random values from `seed` (random = 1). */
+ * tensors (random = 0) or filled on the device with uniform random values from `seed` (random = 1), and its
+ * p->max_batch - 1 further sequence slots sharing them. */
 ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
                                  uint64_t seed);
-void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built instances */
+void ks_cuda_backend_destroy(ks_backend *b); /* accepts NULL and half-built instances; the front frees its slots */
 
 /* backend_cuda.c: shared with backend_cuda_methods.c. */
 ks_status ks_cuda_wait_main(ks_backend *b, const char *what);  /* synchronise `stream` (a sync epoch) */

@@ -163,21 +163,23 @@ static void layout_arena(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
     const size_t qd = (size_t)g->n_heads * d, heads = (size_t)b->n_layers * g->n_kv_heads;
-    b->x_base = b->x = take(c, (size_t)b->x_rows * D * 4);
+    /* a further slot's prompt runs while no other sequence computes: it uses the front's residual stream */
+    b->x = b->x_base = b->shares ? b->x_base : take(c, (size_t)b->x_rows * D * 4);
     b->xn = take(c, rows * D * 2);
     b->qkv = take(c, rows * b->qkv_width * 2);
     b->att = take(c, rows * qd * 2);
     b->gu = take(c, rows * 2 * F * 2);
-    b->logits = take(c, (size_t)KS_BACKEND_MAX_LOGIT_ROWS * g->vocab * 4);
+    b->home_qkv = b->qkv, b->home_att = b->att;
+    b->logits = take(c, (size_t)b->logit_rows * g->vocab * 4);
     b->inv_freq = take(c, d / 2 * 4);
     b->pos = take(c, rows * 4);
     b->tokens = take(c, rows * 4);
     b->lens = take(c, heads * 4);
     b->starts = take(c, heads * 4);
-    b->ids = take(c, KS_BACKEND_MAX_LOGIT_ROWS * 4);
+    b->ids = take(c, b->logit_rows * 4);
     b->norm_done = take(c, sizeof(unsigned));
     b->decode_scratch = take(c, ks_cuda_attention_decode_scratch_bytes(g->n_heads, g->n_kv_heads, g->head_dim, b->cap));
-    b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(KS_BACKEND_MAX_LOGIT_ROWS, g->vocab));
+    b->argmax_scratch = take(c, ks_cuda_argmax_scratch_bytes(b->logit_rows, g->vocab));
     const size_t Hk = g->n_kv_heads, H = g->n_heads, cap = b->cap;
     b->score_lse_floats = score_lse_floats(g, (int)rows, (int)cap);
     b->score_out = take(c, H * cap * 4);
@@ -315,13 +317,15 @@ static ks_status fill_weights(ks_backend *b, uint64_t seed) {
 
 void ks_cuda_backend_destroy(ks_backend *b) {
     if (!b) return;
+    for (int i = 1; i < b->n_slots; i++) ks_cuda_backend_destroy(b->slots[i]); /* on the front's stream */
+    free(b->slots);
     if (b->stream) cudaStreamSynchronize(b->stream);
     ks_cuda_methods_free(b);
     if (b->graph) cudaGraphExecDestroy(b->graph);
-    ks_cuda_gemm_free(b->gemm);
-    cudaFree(b->weights);
+    if (!b->shares) ks_cuda_gemm_free(b->gemm);
+    if (!b->shares) cudaFree(b->weights);
     cudaFree(b->arena);
-    if (b->stream) cudaStreamDestroy(b->stream);
+    if (b->stream && !b->shares) cudaStreamDestroy(b->stream);
     free(b->layers);
     free(b->lens_on_device);
     free(b->host_starts);
@@ -329,12 +333,17 @@ void ks_cuda_backend_destroy(ks_backend *b) {
     free(b);
 }
 
-/* Everything that is not a device block: the stream, cuBLASLt, the cache bookkeeping, host staging. */
-static ks_status create_host_side(ks_backend *b) {
+/* Everything that is not a device block: the stream, cuBLASLt (the front's for a further slot), the cache
+ * bookkeeping, host staging. */
+static ks_status create_host_side(ks_backend *b, const ks_backend *front) {
     const ks_model_config *g = b->cfg;
     const size_t heads = (size_t)b->n_layers * g->n_kv_heads;
-    CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
-    KS_TRY(ks_cuda_gemm_init(&b->gemm, (size_t)32 << 20));
+    if (front) {
+        b->stream = front->stream, b->gemm = front->gemm;
+    } else {
+        CUDA_CHECK(cudaStreamCreateWithFlags(&b->stream, cudaStreamNonBlocking));
+        KS_TRY(ks_cuda_gemm_init(&b->gemm, (size_t)32 << 20));
+    }
     KS_TRY(ks_kvcache_init(&b->cache, b->m->first_layer, b->n_layers, g->n_kv_heads, g->head_dim, b->cap, b->own_cap,
                            0));
     b->layers = ks_calloc(b->n_layers ? b->n_layers : 1, sizeof *b->layers, "cuda backend layer table");
@@ -348,24 +357,38 @@ static ks_status create_host_side(ks_backend *b) {
     return KS_OK;
 }
 
-static ks_status create(ks_backend *b, int random, uint64_t seed) {
+/* What a further slot takes from the front: the device weights (the layer table's pointers, not a copy) and the
+ * residual stream (at least as many rows as the slot's own would hold). */
+static void share_front(ks_backend *b, const ks_backend *front) {
+    memcpy(b->layers, front->layers, sizeof *b->layers * (size_t)b->n_layers);
+    b->embed = front->embed, b->lm_head = front->lm_head, b->final_norm = front->final_norm;
+    b->weights = front->weights, b->weight_bytes = front->weight_bytes;
+    b->x_base = front->x_base;
+}
+
+/* b's buffers; the weights its own (front NULL: uploaded or filled by the caller) or front's. */
+static ks_status create(ks_backend *b, const ks_backend *front) {
     const ks_model_config *g = b->cfg;
     struct cudaDeviceProp prop;
     KS_TRY(device_check(&prop));
     if (g->head_dim % 2 || g->head_dim > 256)
         return ks_fail(KS_ERR_UNSUPPORTED, "%s: head_dim %d is not supported by the cuda backend (even, <= 256)",
                        b->m->source ? b->m->source : "model", g->head_dim);
-    KS_TRY(create_host_side(b));
+    b->shares = front != NULL;
+    KS_TRY(create_host_side(b, front));
 
     carver w = {0}, a = {0};
-    layout_weights(b, &w);
+    if (front) share_front(b, front);
+    else layout_weights(b, &w);
     layout_arena(b, &a);
-    KS_TRY(device_alloc(b, &b->weights, w.off, "weights (bf16)"));
-    KS_TRY(device_alloc(b, &b->arena, a.off, "activations and KV cache"));
-    b->weight_bytes = w.off, b->arena_bytes = a.off;
+    if (!front) KS_TRY(device_alloc(b, &b->weights, w.off, "weights (bf16)"));
+    KS_TRY(device_alloc(b, &b->arena, a.off, front ? "a further sequence slot's activations and KV cache (--batch)"
+                                                   : "activations and KV cache"));
+    if (!front) b->weight_bytes = w.off;
+    b->arena_bytes = a.off;
     w = (carver){b->weights, 0};
     a = (carver){b->arena, 0};
-    layout_weights(b, &w);
+    if (!front) layout_weights(b, &w);
     layout_arena(b, &a);
 
     float inv_freq[KS_MAX_ROPE_FACTORS];
@@ -376,22 +399,23 @@ static ks_status create(ks_backend *b, int random, uint64_t seed) {
     CUDA_CHECK(cudaMemsetAsync(b->lens, 0, heads * 4, b->stream));
     CUDA_CHECK(cudaMemsetAsync(b->starts, 0, heads * 4, b->stream));
     CUDA_CHECK(cudaMemsetAsync(b->norm_done, 0, sizeof(unsigned), b->stream));
-    KS_TRY(random ? fill_weights(b, seed) : upload_weights(b));
-    CUDA_CHECK(cudaStreamSynchronize(b->stream));
     return KS_OK;
 }
 
-ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
-                                 uint64_t seed) {
+/* One instance with p's shape and `batch` slots' worth of batch rows (max_batch rows of logits; buffers of at
+ * least max_batch rows), its buffers created around the front's weights (NULL: its own, not yet filled). */
+static ks_status create_instance(ks_backend **out, const ks_model *m, const ks_backend_params *p, int batch,
+                                 const ks_backend *front) {
     const ks_model_config *g = &m->cfg;
-    KS_ASSERT(p->max_ctx > 0 && p->max_chunk > 0 && m->last_layer > m->first_layer);
-    *out = NULL;
     ks_backend *b = ks_calloc(1, sizeof *b, "cuda backend");
+    *out = b;
     if (!b) return KS_ERR_NOMEM;
+    b->cur = b;
     b->m = m;
     b->cfg = g;
     b->n_layers = m->last_layer - m->first_layer;
-    b->max_chunk = p->max_chunk;
+    b->max_chunk = p->max_chunk > batch ? p->max_chunk : batch;
+    b->logit_rows = ks_backend_logit_rows(batch);
     b->gpu_share = p->gpu_share;
     b->sparse_block = p->sparse_block;
     b->cap = p->max_ctx;
@@ -399,7 +423,29 @@ ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_b
     b->packed_rows = p->packed_rows;
     b->x_rows = b->own_cap < b->cap && b->cap > b->max_chunk ? b->cap : b->max_chunk;
     b->qkv_width = (g->n_heads + 2 * g->n_kv_heads) * g->head_dim;
-    ks_status st = create(b, random, seed);
+    return create(b, front);
+}
+
+/* The front's slot table: itself, then max_batch - 1 instances sharing its weights. */
+static ks_status create_slots(ks_backend *b, const ks_backend_params *p) {
+    b->n_slots = p->max_batch > 1 ? p->max_batch : 1;
+    b->slots = ks_calloc((size_t)b->n_slots, sizeof *b->slots, "cuda backend sequence slots");
+    if (!b->slots) return KS_ERR_NOMEM;
+    b->slots[0] = b;
+    for (int i = 1; i < b->n_slots; i++) KS_TRY(create_instance(&b->slots[i], b->m, p, 1, b));
+    return KS_OK;
+}
+
+ks_status ks_cuda_backend_create(ks_backend **out, const ks_model *m, const ks_backend_params *p, int random,
+                                 uint64_t seed) {
+    KS_ASSERT(p->max_ctx > 0 && p->max_chunk > 0 && m->last_layer > m->first_layer);
+    *out = NULL;
+    ks_backend *b;
+    ks_status st = create_instance(&b, m, p, p->max_batch, NULL);
+    if (st == KS_OK) st = random ? fill_weights(b, seed) : upload_weights(b);
+    cudaError_t e = st == KS_OK ? cudaStreamSynchronize(b->stream) : cudaSuccess;
+    if (e != cudaSuccess) st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (setting up the weights)", cudaGetErrorString(e));
+    if (st == KS_OK) st = create_slots(b, p);
     if (st != KS_OK) {
         ks_cuda_backend_destroy(b);
         return st;

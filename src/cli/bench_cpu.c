@@ -51,14 +51,7 @@ static ks_status write_json(const bench_cpu_args *a, const ks_model *m, const cp
         cJSON_AddItemToArray(rows, row);
     }
     cJSON_AddItemToObject(j, "results", rows);
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text) return ks_fail(KS_ERR_NOMEM, "bench: out of memory writing the JSON results");
-    FILE *fp = fopen(a->out, "w");
-    int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF;
-    if (fp && fclose(fp)) ok = 0;
-    free(text);
-    return ok ? KS_OK : ks_fail(KS_ERR_IO, "--out %s: cannot write the results", a->out);
+    return bench_write_json(a->out, j);
 }
 
 ks_status bench_cpu(const bench_cpu_args *a) {

@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cjson/cJSON.h>
+
 #include "cli/stages.h"
 #include "engine/pipeline.h"
 #include "engine/pipeline_meter.h"
@@ -85,6 +87,15 @@ ks_status bench_parse_method(const char *entry, const ks_opt_strings *global, me
 /* The --acceleration run on one GPU: the table on stdout, the rows as JSON at `out` (NULL: none). */
 ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengths, int nl, int32_t *ids,
                         float *logits, const method_spec *specs, int n, const char *gpu, const char *out);
+
+/* j printed at `path` (--out); j is deleted. */
+ks_status bench_write_json(const char *path, cJSON *j);
+
+/* "4096,16384" -> out[] (room for MAX_LENGTHS); KS_ERR_ARG naming --opt on anything but positive integers. */
+ks_status bench_parse_lengths(const char *s, const char *opt, int *out, int *n);
+
+/* `kvscope bench --sweep CFG ...` (bench_sweep.c): its own options; argv starts at "bench". */
+ks_status bench_sweep(int argc, char **argv);
 
 /* `kvscope bench --device cpu`: a real checkpoint on the CPU, as generate and eval hold it. */
 typedef struct bench_cpu_args {

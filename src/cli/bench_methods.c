@@ -163,13 +163,7 @@ ks_status bench_methods(const ks_model *m, const bench_opts *o, const int *lengt
         cJSON_AddNumberToObject(j, "weight_bytes", fl.weight_bytes);
         cJSON_AddItemToObject(j, "methods", rows);
         rows = NULL;
-        char *text = cJSON_Print(j);
-        cJSON_Delete(j);
-        FILE *fp = text ? fopen(out, "w") : NULL;
-        int ok = fp && fputs(text, fp) >= 0;
-        if (fp && fclose(fp)) ok = 0;
-        free(text);
-        if (!ok) st = ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", out);
+        st = bench_write_json(out, j);
     }
     cJSON_Delete(rows);
     return st;

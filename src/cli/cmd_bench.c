@@ -25,7 +25,10 @@
  * device memory of every rank. --acceleration measures one GPU and is refused with --gp_num k > 1.
  *
  * With --device cpu --model F it measures that checkpoint on the CPU instead (bench_cpu.c): prefill and decode
- * tokens/s per prompt length. */
+ * tokens/s per prompt length.
+ *
+ * With --sweep CFG it times a whole benchmark config through `kvscope eval`'s run on the random-weight model
+ * (bench_sweep.c: wall time, samples/s, prefill / decode / other). */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -48,13 +51,23 @@ double bench_now_s(void) {
 
 double bench_gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
+ks_status bench_write_json(const char *path, cJSON *j) {
+    char *text = j ? cJSON_Print(j) : NULL;
+    cJSON_Delete(j);
+    if (!text) return ks_fail(KS_ERR_NOMEM, "bench: out of memory writing the JSON results");
+    FILE *fp = fopen(path, "w");
+    int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF;
+    if (fp && fclose(fp)) ok = 0;
+    free(text);
+    return ok ? KS_OK : ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", path);
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-/* "4096,16384" -> out[]; KS_ERR_ARG naming the option on anything but positive integers. */
-static ks_status parse_lengths(const char *s, const char *opt, int *out, int *n) {
+ks_status bench_parse_lengths(const char *s, const char *opt, int *out, int *n) {
     *n = 0;
     for (const char *p = s; *p;) {
         char *end;
@@ -287,15 +300,7 @@ static ks_status write_json(const char *path, const bench_run *b, const length_r
     cJSON_AddItemToObject(j, "attention_tflops", by_length(alen, tflops, na));
     if (sp->nd) cJSON_AddItemToObject(j, "sparse_attention", sparse_json(sp, alen, na));
     if (b->sg->layout.n_stages > 1) stages_json(j, b, r, nl);
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text) return ks_fail(KS_ERR_NOMEM, "bench: out of memory writing the JSON results");
-    FILE *fp = fopen(path, "w");
-    int ok = fp && fputs(text, fp) >= 0 && fputc('\n', fp) != EOF;
-    if (fp && fclose(fp)) ok = 0;
-    free(text);
-    if (!ok) return ks_fail(KS_ERR_IO, "--out %s: cannot write the results file", path);
-    return KS_OK;
+    return bench_write_json(path, j);
 }
 
 /* ---- the command ------------------------------------------------------------------------------------------ */
@@ -575,6 +580,8 @@ static ks_status bench_main(const bench_args *a, const ks_mpi *mpi) {
 
 static const char *const bench_summary =
     "GPU speed of a random-weight model: prefill, decode, peak memory, attention kernel.\n"
+    "A whole benchmark config timed through kvscope eval's run on it: kvscope bench --sweep CFG --tokenizer P\n"
+    "(--sweep --help lists its options).\n"
     "CPU speed of a checkpoint: kvscope bench --device cpu --model F.gguf [--threads N] (prefill, decode tok/s).\n"
     "One model instance over k GPUs (each rank a pipeline stage holding a range of layers, the split `kvscope eval\n"
     "--gp_num k` uses), for a shape that does not fit one GPU:\n"
@@ -585,6 +592,8 @@ static const char *const bench_summary =
     "needs --gp_num 1.";
 
 ks_status ks_cmd_bench(int argc, char **argv) {
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--sweep") || !strncmp(argv[i], "--sweep=", 8)) return bench_sweep(argc, argv);
     const char *lengths_s = NULL, *alen_s = "4096,16384,32768", *dens_s = NULL, *model = NULL, *cpu_weights = "packed";
     int sparse_block = 128;
     int steps = 0, chunk = 0, repeat = 3, seed = 1, threads = 0;
@@ -638,8 +647,8 @@ ks_status ks_cmd_bench(int argc, char **argv) {
     if (!(a.stage_timeout > 0))
         return ks_fail(KS_ERR_ARG, "--stage_timeout %g: must be a positive number of seconds",
                        (double)a.stage_timeout);
-    KS_TRY(parse_lengths(lengths_s, "lengths", a.lengths, &a.nl));
-    KS_TRY(parse_lengths(alen_s, "attention_lengths", a.alen, &a.na));
+    KS_TRY(bench_parse_lengths(lengths_s, "lengths", a.lengths, &a.nl));
+    KS_TRY(bench_parse_lengths(alen_s, "attention_lengths", a.alen, &a.na));
     if (dens_s) KS_TRY(parse_densities(dens_s, a.dens, &a.nd));
     if (sparse_block != 64 && sparse_block != 128)
         return ks_fail(KS_ERR_ARG, "--sparse_block %d: must be 64 or 128", sparse_block);

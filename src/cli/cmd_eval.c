@@ -1,9 +1,12 @@
-/* cmd_eval.c — `kvscope eval`: a benchmark config through a model and a method, one sample at a time per rank,
- * results appended to an HDF5 file that resumes, and the score table at the end.
+/* cmd_eval.c — `kvscope eval`: a benchmark config through a model and a method, a batch of samples at a time per
+ * rank (--batch: prompts prefilled one at a time, decode steps shared), results appended to an HDF5 file that
+ * resumes, and the score table at the end.
  *
  * Every rank parses the same options, loads the model and builds the same sample id list; rank 0 opens the
- * result file, skips the samples it already holds, and hands ids out longest first (mpi/dispatch.h); rank 0
- * computes too. Without mpirun this is the same program with one rank. */
+ * result file, skips the samples it already holds, and hands ids out longest first (mpi/dispatch.h), a rank
+ * holding one per free slot of its batch; rank 0 computes too. Without mpirun this is the same program with one
+ * rank. */
+#include <stdatomic.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,19 +28,9 @@
 #include "results/results.h"
 #include "backend/backend.h"
 #include "runner/runner.h"
+#include "speed/speed_model.h"
+#include "cli/eval_impl.h"
 
-typedef struct eval_opts {
-    const char *model_path, *cfg_path, *acceleration, *torch_dtype, *gp_num, *output, *template_name;
-    const char *method_config;
-    ks_opt_strings method_opts; /* --method_opt key=value, in order */
-    int limit, threads, chunk;
-    const char *kv_cache; /* "auto", "budget" or "full" (ks_forward_cache) */
-    const char *cpu_weights; /* "packed" or "f32" (ks_cpu_weights) */
-    int max_new_tokens; /* > 0: cap every sample's generation budget (quick runs); part of the identity */
-    float stage_timeout; /* seconds a pipeline stage waits for its neighbour before the job ends */
-    ks_opt_strings device_words; /* --device: cpu, cuda, or GPU indices */
-    ks_stage_devices dev;        /* the backend and GPUs they name (cli/stages.h) */
-} eval_opts;
 
 /* What rank 0's store callback needs. */
 typedef struct eval_store {
@@ -46,6 +39,9 @@ typedef struct eval_store {
     int already;      /* done before this run started */
     double score_sum; /* over samples finished in this run */
     double t0;
+    double prefill_s, decode_s; /* sums over samples finished in this run */
+    int batch;        /* rank 0's slots */
+    atomic_int busy;  /* rank 0's slots holding samples (its compute thread writes, the store reads) */
 } eval_store;
 
 static double now_s(void) {
@@ -59,11 +55,14 @@ static ks_status store_result(void *ctx, int id, const ks_result *r, const ks_qu
     eval_store *e = ctx;
     KS_TRY(ks_results_append(e->res, r));
     e->score_sum += r->score;
+    e->prefill_s += r->prefill_s;
+    e->decode_s += r->decode_s;
     int fresh = q->n_done, done = e->already + fresh;
     double el = now_s() - e->t0, rate = fresh / (el > 0 ? el : 1e-9);
     double eta = rate > 0 ? (e->total - done) / rate : 0;
-    ks_log_info("%d/%d samples  %.3f samples/s  ETA %.0f s  running score %.2f  (last: %s/%d/%d %.1f)", done,
-                e->total, rate, eta, e->score_sum / fresh, r->task, r->length, r->index, r->score);
+    ks_log_info("%d/%d samples  %.3f samples/s  batch %d (%d busy on rank 0)  ETA %.0f s  running score %.2f  "
+                "(last: %s/%d/%d %.1f)", done, e->total, rate, e->batch, atomic_load(&e->busy), eta,
+                e->score_sum / fresh, r->task, r->length, r->index, r->score);
     return KS_OK;
 }
 
@@ -158,7 +157,9 @@ static int config_max_ctx(const ks_bench_config *bc) {
 
 /* Everything one evaluation holds; freed by eval_free. */
 typedef struct eval_job {
-    ks_method *method;
+    ks_method **methods; /* (n_methods) one per batch slot; methods[0] names the run */
+    int n_methods;
+    ks_method *method;   /* methods[0] */
     char *method_yaml;
     ks_bench_config bc;
     ks_runner run;
@@ -172,16 +173,44 @@ typedef struct eval_job {
     ks_forward_cache cache; /* --kv_cache */
     ks_cpu_weights cpu_weights; /* --cpu_weights */
     ks_stages stages;       /* --gp_num: this rank's instance, stage, layers, GPU and link (cli/stages.h) */
+    ks_model shape;         /* random_weights: the config's shape, no host weights (speed/speed_model.h) */
+    double loop_s;          /* rank 0: wall seconds of the sample loop */
 } eval_job;
 
 /* The instance layout for --gp_num and this stage's layers from the model's config, on every rank before any
  * model loads. */
 static ks_status eval_layout(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
+    if (o->random_weights) {
+        KS_TRY(ks_speed_model_init(&j->shape, o->shape_config));
+        return ks_stages_layout(&j->stages, o->gp_num, mpi, &j->shape.cfg, j->shape.source);
+    }
     ks_model_config cfg;
     ks_tensor_index ix;
     KS_TRY(ks_model_open_index(o->model_path, &cfg, &ix, NULL));
     ks_tensor_index_free(&ix);
     return ks_stages_layout(&j->stages, o->gp_num, mpi, &cfg, o->model_path);
+}
+
+/* The random-weight model's name in result files: "random-" and its config's (model_name rules), or the built-in
+ * shape's. */
+static void shape_name(const eval_opts *o, char *out, size_t cap) {
+    char base[200];
+    model_name(o->shape_config ? o->shape_config : "Llama-3.1-8B", base, sizeof base);
+    size_t n = strlen(base);
+    if (n > 5 && !strcmp(base + n - 5, ".json")) base[n - 5] = '\0';
+    snprintf(out, cap, "random-%s", base);
+}
+
+/* --lengths of kvscope bench --sweep: the RULER target lengths run, in place of the config's. */
+static ks_status override_lengths(ks_bench_config *bc, const int *lengths, int n) {
+    if (!lengths) return KS_OK;
+    int *l = ks_malloc(sizeof *l * (size_t)n, "benchmark lengths");
+    if (!l) return KS_ERR_NOMEM;
+    memcpy(l, lengths, sizeof *l * (size_t)n);
+    free(bc->lengths);
+    bc->lengths = l;
+    bc->n_lengths = n;
+    return KS_OK;
 }
 
 /* Step 1, cheap: the options, the method and the benchmark config on every rank; rank 0 also opens the
@@ -191,12 +220,25 @@ static ks_status eval_open(eval_job *j, const eval_opts *o, const ks_mpi *mpi, i
     KS_TRY(ks_cpu_weights_parse(o->cpu_weights, "--cpu_weights", &j->cpu_weights));
     KS_TRY(check_opts(o));
     KS_TRY(eval_layout(j, o, mpi));
-    model_name(o->model_path, j->name, sizeof j->name);
+    if (o->random_weights) shape_name(o, j->name, sizeof j->name);
+    else model_name(o->model_path, j->name, sizeof j->name);
     const char *accel = o->acceleration[0] ? o->acceleration : "FullKV";
-    KS_TRY(ks_method_create(&j->method, accel, o->method_config, o->method_opts.v, o->method_opts.n));
+    if (o->batch < 0 || o->batch > KS_FORWARD_MAX_BATCH)
+        return ks_fail(KS_ERR_ARG, "--batch %d: must be 0 (as many as fit the memory) .. %d", o->batch,
+                       KS_FORWARD_MAX_BATCH);
+    if (o->batch > 1 && j->stages.layout.n_stages > 1)
+        return ks_fail(KS_ERR_UNSUPPORTED, "--batch %d with --gp_num %s: a pipelined instance decodes one sample at "
+                       "a time; use --batch 1", o->batch, o->gp_num);
+    j->n_methods = j->stages.layout.n_stages > 1 ? 1 : o->batch > 0 ? o->batch : KS_BATCH_AUTO_MAX;
+    j->methods = ks_calloc((size_t)j->n_methods, sizeof *j->methods, "method instances");
+    if (!j->methods) return KS_ERR_NOMEM;
+    for (int i = 0; i < j->n_methods; i++)
+        KS_TRY(ks_method_create(&j->methods[i], accel, o->method_config, o->method_opts.v, o->method_opts.n));
+    j->method = j->methods[0];
     KS_TRY(ks_method_options_yaml(j->method, &j->method_yaml));
     KS_TRY(ks_bench_config_load(&j->bc, o->cfg_path));
     KS_TRY(apply_template_override(&j->bc, o->template_name));
+    KS_TRY(override_lengths(&j->bc, o->lengths, o->n_lengths));
     if (mpi->rank != 0) return KS_OK;
     KS_TRY(ks_make_dirs(o->output, "--output"));
     snprintf(j->path, sizeof j->path, "%s/%s_%s_%s.h5", o->output, j->name, j->bc.benchmark_name,
@@ -220,13 +262,25 @@ static ks_status eval_gpu(const eval_job *j, const eval_opts *o, const ks_mpi *m
     return ks_stages_gpu(&j->stages, &o->dev, mpi);
 }
 
+/* The random-weight forward of kvscope bench --sweep (ks_runner_build): ctx is the eval_opts. */
+static ks_status random_build(void *ctx, ks_forward *f, const ks_model *m, ks_method *method,
+                              const ks_forward_params *p) {
+    const eval_opts *o = ctx;
+    return ks_speed_forward(f, m, method, p, o->seed);
+}
+
 /* Step 4: this stage's part of the model on every rank, the sample list on the instances' first stages; rank 0
  * builds the queue of samples not yet done. */
 static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     const ks_stages *sg = &j->stages;
-    ks_runner_params rp = {.model_path = o->model_path, .device = o->dev.device, .max_ctx = config_max_ctx(&j->bc),
+    ks_runner_params rp = {.model_path = o->model_path, .tokenizer_path = o->tokenizer_path,
+                           .model = o->random_weights ? &j->shape : NULL, .build = o->random_weights ? random_build : NULL,
+                           .build_ctx = (void *)o, .ignore_stops = o->random_weights,
+                           .device = o->dev.device, .max_ctx = config_max_ctx(&j->bc),
                            .max_new = 512, .chunk = o->chunk, .threads = o->threads,
-                           .method = j->method, .cache = j->cache, .cpu_weights = j->cpu_weights,
+                           .methods = j->methods, .batch = sg->layout.n_stages > 1 ? 1 : o->batch,
+                           .sharing = strcmp(o->dev.device, "cpu") ? sg->gp.per_gpu : mpi->local_size,
+                           .cache = j->cache, .cpu_weights = j->cpu_weights,
                            .gpu_share = sg->gp.per_gpu};
     if (sg->layout.n_stages > 1) {
         rp.first_layer = sg->first_layer, rp.last_layer = sg->last_layer;
@@ -235,11 +289,14 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
                     sg->layout.n_stages, rp.first_layer, rp.last_layer);
     }
     KS_TRY(ks_runner_init(&j->run, &rp));
+    if (o->batch == 0 && j->stages.layout.stage == 0)
+        ks_log_info("--batch 0: %d sample%s decode together on this rank (the most whose KV caches fit its memory)",
+                    j->run.batch.n, j->run.batch.n > 1 ? "s" : "");
     if (j->stages.layout.stage != 0) return KS_OK;
     KS_TRY(ks_bench_open(&j->bench, &j->bc, j->run.tok));
     KS_TRY(ks_bench_list(j->bench, o->limit, &j->ids, &j->n));
     if (mpi->rank != 0) return KS_OK;
-    j->es = (eval_store){.res = j->res, .total = j->n, .t0 = now_s()};
+    j->es = (eval_store){.res = j->res, .total = j->n, .t0 = now_s(), .batch = j->run.batch.n};
     int64_t *cost = ks_calloc((size_t)j->n + 1, sizeof *cost, "sample costs");
     unsigned char *done = ks_calloc((size_t)j->n + 1, 1, "done flags");
     ks_status st = cost && done ? KS_OK : KS_ERR_NOMEM;
@@ -253,7 +310,7 @@ static ks_status eval_load(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
         ks_log_info("%s: %d samples, %d already done, %d instance(s) of %d rank(s); results in %s",
                     j->bc.benchmark_name, j->n, j->es.already, j->stages.layout.n_instances,
                     j->stages.layout.n_stages, j->path);
-        st = ks_queue_init(&j->q, j->n, cost, done, j->stages.layout.n_instances);
+        st = ks_queue_init(&j->q, j->n, cost, done, j->stages.layout.n_instances, j->n_methods);
     }
     free(cost);
     free(done);
@@ -278,32 +335,114 @@ static ks_status eval_follow(eval_job *j, const ks_mpi *mpi) {
     return st;
 }
 
+/* The samples a rank holds, one per runner slot: the id handed out (-1: none) and the sample built for it. */
+typedef struct held_samples {
+    int *id;         /* (n) */
+    ks_sample *s;    /* (n) */
+    int n;
+} held_samples;
+
+/* The first id held, or -1. */
+static int first_held(const held_samples *h) {
+    for (int k = 0; k < h->n; k++)
+        if (h->id[k] >= 0) return h->id[k];
+    return -1;
+}
+
+/* Slot k's sample is gone (collected or abandoned). */
+static void drop_held(held_samples *h, int k) {
+    ks_sample_free(&h->s[k]);
+    memset(&h->s[k], 0, sizeof h->s[k]);
+    h->id[k] = -1;
+}
+
+/* Fills the runner's free slots with samples handed out until none is free or the work runs out (*closed). A
+ * sample that cannot start is failed (ks_dispatch_fail). */
+static ks_status join_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi, ks_dispatch *d, held_samples *h,
+                              int *closed) {
+    int k;
+    while (!*closed && (k = ks_runner_free_slot(&j->run)) >= 0) {
+        int id;
+        ks_status st = ks_dispatch_next(d, &id);
+        if (st != KS_OK) return st;
+        if (id < 0) {
+            *closed = 1;
+            break;
+        }
+        h->id[k] = id;
+        st = ks_bench_get(j->bench, &j->ids[id], &h->s[k]);
+        if (o->max_new_tokens > 0 && h->s[k].max_new_tokens > o->max_new_tokens) h->s[k].max_new_tokens = o->max_new_tokens;
+        if (st == KS_OK) st = ks_runner_join(&j->run, k, &h->s[k], sample_template(&j->bc, &h->s[k]));
+        end_job_if_mid_call(j, mpi, st);
+        if (st != KS_OK) {
+            ks_dispatch_fail(d, id, st);
+            drop_held(h, k);
+            return st;
+        }
+        atomic_store(&j->es.busy, ks_runner_busy(&j->run));
+    }
+    return KS_OK;
+}
+
+/* Hands back every finished sample's result. A sample that fails is failed (ks_dispatch_fail); a result that
+ * cannot be handed back sets *told (rank 0 learnt of it, or the transport failed). */
+static ks_status submit_finished(eval_job *j, ks_dispatch *d, held_samples *h, int *told) {
+    int k;
+    while ((k = ks_runner_finished(&j->run)) >= 0) {
+        ks_result r = {0};
+        int id = h->id[k];
+        ks_status st = ks_runner_collect(&j->run, k, &r);
+        if (st == KS_OK) *told = (st = ks_dispatch_submit(d, id, &r)) != KS_OK;
+        else ks_dispatch_fail(d, id, st);
+        ks_result_free(&r);
+        drop_held(h, k);
+        atomic_store(&j->es.busy, ks_runner_busy(&j->run));
+        if (st != KS_OK) return st;
+    }
+    return KS_OK;
+}
+
 /* Step 5: samples handed out by rank 0 (mpi/dispatch.h) to the instances' first stages until the work runs out
- * or a rank fails; every first stage returns the same status, the later stages serve theirs. */
+ * or a rank fails: each rank keeps its batch full (join_samples), steps it, and hands back what finished; every
+ * first stage returns the same status, the later stages serve theirs. */
 static ks_status eval_samples(eval_job *j, const eval_opts *o, const ks_mpi *mpi) {
     if (j->stages.layout.stage != 0) return eval_follow(j, mpi);
     ks_dispatch d = {0};
     ks_status st = ks_dispatch_init(&d, ks_stage_link_heads(&j->stages.link), mpi->rank == 0 ? &j->q : NULL,
-                                    store_result, &j->es);
+                                    j->n_methods, store_result, &j->es);
+    held_samples h = {.n = j->run.batch.n};
+    h.id = st == KS_OK ? ks_malloc(sizeof *h.id * (size_t)h.n, "held samples") : NULL;
+    h.s = st == KS_OK ? ks_calloc((size_t)h.n, sizeof *h.s, "held samples") : NULL;
+    if (st == KS_OK && (!h.id || !h.s)) {
+        st = KS_ERR_NOMEM;
+        ks_dispatch_fail(&d, -1, st);
+    }
     if (st != KS_OK) {
+        free(h.id);
+        free(h.s);
+        if (d.closed) st = ks_dispatch_finish(&d);
         ks_dispatch_free(&d);
         return st;
     }
-    int id;
-    while ((st = ks_dispatch_next(&d, &id)) == KS_OK && id >= 0) {
-        ks_sample s = {0};
-        ks_result r = {0};
-        st = ks_bench_get(j->bench, &j->ids[id], &s);
-        if (o->max_new_tokens > 0 && s.max_new_tokens > o->max_new_tokens) s.max_new_tokens = o->max_new_tokens;
-        if (st == KS_OK) st = ks_runner_run(&j->run, &s, sample_template(&j->bc, &s), &r);
+    for (int k = 0; k < h.n; k++) h.id[k] = -1;
+    int closed = 0, told = 0;
+    while (st == KS_OK) {
+        st = join_samples(j, o, mpi, &d, &h, &closed);
+        if (st != KS_OK || ks_runner_busy(&j->run) == 0) break;
+        st = ks_runner_step(&j->run);
         end_job_if_mid_call(j, mpi, st);
-        if (st == KS_OK) st = ks_dispatch_submit(&d, id, &r);
-        else ks_dispatch_fail(&d, id, st);
-        ks_result_free(&r);
-        ks_sample_free(&s);
-        if (st != KS_OK) break;
+        if (st == KS_OK) st = submit_finished(j, &d, &h, &told);
     }
-    if (st != KS_OK && id < 0) ks_dispatch_fail(&d, -1, st);
+    /* a failure outside one sample (a step, the hand-out): every sample still held fails with it; after a result
+     * that could not be handed back (told), only those */
+    if (st != KS_OK && (first_held(&h) >= 0 || (!d.closed && !told))) ks_dispatch_fail(&d, first_held(&h), st);
+    for (int k = 0; k < h.n; k++)
+        if (h.id[k] >= 0) {
+            ks_runner_abandon(&j->run, k);
+            drop_held(&h, k);
+        }
+    free(h.id);
+    free(h.s);
     st = ks_dispatch_finish(&d);
     ks_dispatch_free(&d);
     ks_status ended = j->stages.layout.n_stages > 1 ? ks_runner_end(&j->run) : KS_OK;
@@ -330,26 +469,38 @@ static void eval_free(eval_job *j) {
     ks_bench_close(j->bench);
     ks_runner_free(&j->run);
     ks_stages_free(&j->stages); /* after the runner's backend stream */
-    ks_method_free(j->method);
+    for (int i = 0; i < j->n_methods; i++) ks_method_free(j->methods[i]);
+    free(j->methods);
     free(j->method_yaml);
     ks_bench_config_free(&j->bc);
+    ks_model_free(&j->shape);
+}
+
+/* Rank 0's measure of the sample loop. */
+static void eval_timing_of(const eval_job *j, eval_timing *t) {
+    *t = (eval_timing){.wall_s = j->loop_s, .prefill_s = j->es.prefill_s, .decode_s = j->es.decode_s,
+                       .samples = j->q.n_done, .batch = j->es.batch};
+    snprintf(t->path, sizeof t->path, "%s", j->path);
 }
 
 /* The evaluation proper, once MPI is up. Each phase that may fail on some ranks only ends in ks_mpi_agree,
  * so a failure anywhere ends every rank (its line printed by the rank that hit it) and no collective is left
  * unmatched. */
-static ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv) {
+ks_status eval_run(const eval_opts *o, const ks_mpi *mpi, int argc, char **argv, eval_timing *t) {
     eval_job j = {0};
     ks_status st = ks_mpi_agree(mpi, eval_open(&j, o, mpi, argc, argv));
     if (st == KS_OK) st = ks_stages_link(&j.stages, mpi, o->stage_timeout);
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_gpu(&j, o, mpi));
     if (st == KS_OK) st = ks_mpi_agree(mpi, ks_stages_transport(&j.stages, &o->dev));
     if (st == KS_OK) st = ks_mpi_agree(mpi, eval_load(&j, o, mpi));
+    double t0 = now_s();
     if (st == KS_OK) st = eval_samples(&j, o, mpi);
+    j.loop_s = now_s() - t0;
     /* the later stages learn how their instances' samples ended */
     if (j.stages.link.mpi && j.stages.layout.n_stages > 1)
         st = ks_mpi_agree(mpi, st);
     if (st == KS_OK && mpi->rank == 0) st = eval_report(&j);
+    if (t && mpi->rank == 0) eval_timing_of(&j, t);
     eval_free(&j);
     return st;
 }
@@ -386,6 +537,9 @@ ks_status ks_cmd_eval(int argc, char **argv) {
         {"max_new_tokens", KS_OPT_INT, &o.max_new_tokens, "N",
          "cap every task's generation budget at N tokens (0 = the tasks' own; for quick runs)", 0},
         {"threads", KS_OPT_INT, &o.threads, "N", "CPU threads per rank (0 = the physical cores)", 0},
+        {"batch", KS_OPT_INT, &o.batch, "N",
+         "samples decoding together per rank: prompts are prefilled one at a time, every decode step runs one token "
+         "of each (the same tokens as alone); 0 = as many as fit the memory", 0},
         {"chunk", KS_OPT_INT, &o.chunk, "N",
          "prefill chunk size in tokens (0: 512, or the whole context for FlexPrefill, which needs the whole prompt in "
          "one chunk)", 0},
@@ -406,7 +560,7 @@ ks_status ks_cmd_eval(int argc, char **argv) {
     KS_TRY(ks_stage_devices_parse(&o.device_words, &o.dev));
     ks_mpi mpi = {0};
     KS_TRY(ks_mpi_init(&mpi, &argc, &argv));
-    ks_status st = eval_run(&o, &mpi, argc, argv);
+    ks_status st = eval_run(&o, &mpi, argc, argv, NULL);
     ks_mpi_finalize(&mpi);
     return st;
 }

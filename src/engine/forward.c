@@ -68,8 +68,10 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
         return ks_fail(KS_ERR_ARG, "context (%d) and prefill chunk (%d) must be positive", p->max_ctx, p->chunk);
     if (p->max_new < 0)
         return ks_fail(KS_ERR_ARG, "generated tokens per sequence (%d) must not be negative", p->max_new);
+    if (p->batch > KS_FORWARD_MAX_BATCH)
+        return ks_fail(KS_ERR_ARG, "--batch %d: at most %d sequences decode together", p->batch, KS_FORWARD_MAX_BATCH);
     *bp = (ks_backend_params){.max_ctx = p->max_ctx, .max_chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx,
-                              .threads = p->threads, .gpu_share = p->gpu_share,
+                              .threads = p->threads, .gpu_share = p->gpu_share, .max_batch = p->batch,
                               .sparse_block = method ? ks_method_sparse_block(method) : 0};
     KS_TRY(cache_rows(m, method, p, &bp->kv_rows));
     /* a budget-sized cache's packed part holds what its selection keeps, not the whole context */
@@ -78,20 +80,14 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
     return check_method(method, bp);
 }
 
-ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *method, const ks_backend_ops *ops,
-                                  ks_backend *be, const ks_backend_params *bp) {
-    memset(f, 0, sizeof *f);
-    f->m = m;
-    f->ops = ops;
-    f->be = be;
-    f->max_ctx = bp->max_ctx;
-    f->chunk = bp->max_chunk;
-    f->kv_rows = bp->kv_rows > 0 && bp->kv_rows < bp->max_ctx ? bp->kv_rows : bp->max_ctx;
-    ks_backend_params shape = *bp;
-    shape.kv_rows = f->kv_rows;
+/* f (its shape set) bound to `method` on its slot: the checks, the block list, the binding, a fresh sequence. On
+ * failure f is freed (with the instance when it owns it). */
+static ks_status finish_init(ks_forward *f, ks_method *method) {
+    ks_backend_params shape = {.max_ctx = f->max_ctx, .max_chunk = f->chunk, .kv_rows = f->kv_rows};
     ks_status st = check_method(method, &shape);
-    if (st == KS_OK) st = blocks_alloc(f, method, bp->max_chunk, bp->max_ctx);
-    if (st == KS_OK && method) st = ks_method_bind(method, ops, be, m);
+    if (st == KS_OK) st = blocks_alloc(f, method, f->chunk, f->max_ctx);
+    if (st == KS_OK) st = f->ops->use_slot(f->be, f->slot);
+    if (st == KS_OK && method) st = ks_method_bind(method, f->ops, f->be, f->m);
     if (st != KS_OK) {
         ks_forward_free(f);
         return st;
@@ -99,6 +95,33 @@ ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *m
     f->method = method;
     ks_forward_reset(f);
     return KS_OK;
+}
+
+ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *method, const ks_backend_ops *ops,
+                                  ks_backend *be, const ks_backend_params *bp) {
+    memset(f, 0, sizeof *f);
+    f->m = m;
+    f->ops = ops;
+    f->be = be;
+    f->max_batch = bp->max_batch > 1 ? bp->max_batch : 1;
+    f->max_ctx = bp->max_ctx;
+    f->chunk = bp->max_chunk;
+    f->kv_rows = bp->kv_rows > 0 && bp->kv_rows < bp->max_ctx ? bp->kv_rows : bp->max_ctx;
+    return finish_init(f, method);
+}
+
+ks_status ks_forward_init_slot(ks_forward *f, const ks_forward *base, int slot, ks_method *method) {
+    KS_ASSERT(base->slot == 0 && slot > 0 && slot < base->max_batch);
+    memset(f, 0, sizeof *f);
+    f->m = base->m;
+    f->ops = base->ops;
+    f->be = base->be;
+    f->slot = slot;
+    f->max_batch = base->max_batch;
+    f->max_ctx = base->max_ctx;
+    f->chunk = base->chunk;
+    f->kv_rows = base->kv_rows;
+    return finish_init(f, method);
 }
 
 ks_status ks_forward_init(ks_forward *f, const ks_model *m, ks_method *method, const ks_forward_params *p) {
@@ -138,13 +161,26 @@ ks_status ks_forward_load_model(ks_model *m, const char *path, int first, int la
 }
 
 void ks_forward_free(ks_forward *f) {
-    if (f->ops && f->be) f->ops->free(f->be);
+    if (f->ops && f->be && f->slot == 0) f->ops->free(f->be);
     free(f->blocks.row_start);
     free(f->blocks.cols);
     memset(f, 0, sizeof *f);
 }
 
+/* The backend's per-sequence ops act on f's slot from now on. */
+static void use_slot(const ks_forward *f) {
+    ks_status st = f->ops->use_slot(f->be, f->slot);
+    KS_ASSERT(st == KS_OK); /* a slot of the instance, outside a batched step */
+    (void)st;
+}
+
+const ks_kvcache *ks_forward_kvcache(const ks_forward *f) {
+    use_slot(f);
+    return f->ops->kvcache(f->be);
+}
+
 void ks_forward_reset(ks_forward *f) {
+    use_slot(f);
     ks_kvcache_reset(f->ops->kvcache(f->be));
     (void)f->ops->residual_at(f->be, 0); /* after a failed layer-major prefill; row 0 always exists */
     f->n_past = 0;
@@ -206,12 +242,30 @@ static ks_status attention_prefill(ks_forward *f, int layer, int pos0, int n, in
     return st != KS_OK && blocks ? ks_fail_context(st, "--acceleration %s", ks_method_name(f->method)) : st;
 }
 
+/* The sequences a layer's rows belong to: one forward's n rows (n_fs 1), or a batched decode step's row per
+ * forward (n_fs = n; the backend's use_batch maps rows to slots). */
+typedef struct layer_seqs {
+    ks_forward *const *fs;
+    int n_fs;
+} layer_seqs;
+
+/* Each sequence's method hook after the layer's attention: one forward's chunk or step at pos0, or a batched
+ * step's decode token of each forward at its own position. */
+static ks_status method_hooks(const layer_seqs *s, int layer, int pos0, int n, int decode, int prompt_end) {
+    if (s->n_fs == 1) return s->fs[0]->method ? method_hook(s->fs[0], layer, pos0, n, decode, prompt_end) : KS_OK;
+    for (int i = 0; i < s->n_fs; i++)
+        if (s->fs[i]->method) KS_TRY(method_hook(s->fs[i], layer, s->fs[i]->n_past, 1, 1, 0));
+    return KS_OK;
+}
+
 /* Rows 0..n-1 of X (positions pos0..) through the layer; decode = one query over the kept rows. chained: the
  * layers run one after another on these rows (chunk-major), so each leaves the next one's normed input in XN
  * and only the first held layer norms its own; layer-major prefill moves X between a layer's chunks, so each
- * chunk starts with its own norm. After the layer's attention the method (if any) sees the chunk or step;
- * prompt_end: it compresses the layer. */
-static ks_status run_layer(ks_forward *f, int layer, int pos0, int n, int decode, int prompt_end, int chained) {
+ * chunk starts with its own norm. After the layer's attention each sequence's method (if any) sees the chunk or
+ * step; prompt_end: it compresses the layer. */
+static ks_status run_layer(const layer_seqs *s, int layer, int pos0, int n, int decode, int prompt_end,
+                           int chained) {
+    ks_forward *f = s->fs[0];
     const ks_backend_ops *o = f->ops;
     ks_backend *b = f->be;
     /* none: logits or hidden_read follow */
@@ -219,34 +273,43 @@ static ks_status run_layer(ks_forward *f, int layer, int pos0, int n, int decode
     if (!chained || layer == f->m->first_layer) KS_TRY(o->rmsnorm(b, layer, KS_W_ATTN_NORM, n));
     KS_TRY(o->qkv_rope_append(b, layer, n, pos0));
     KS_TRY(decode ? o->attention_decode(b, layer, pos0) : attention_prefill(f, layer, pos0, n, prompt_end));
-    if (f->method) KS_TRY(method_hook(f, layer, pos0, n, decode, prompt_end));
+    KS_TRY(method_hooks(s, layer, pos0, n, decode, prompt_end));
     KS_TRY(o->out_proj_residual_norm(b, layer, KS_W_O, n, layer, KS_W_FFN_NORM));
     KS_TRY(o->gate_up_swiglu(b, layer, n));
     return o->out_proj_residual_norm(b, layer, KS_W_DOWN, n, next, KS_W_ATTN_NORM);
 }
 
 /* Rows 0..n-1 of X through every layer held (chunk-major). */
-static ks_status run_layers(ks_forward *f, int n, int decode, int prompt_end) {
-    for (int layer = f->m->first_layer; layer < f->m->last_layer; layer++)
-        KS_TRY(run_layer(f, layer, f->n_past, n, decode, prompt_end, 1));
+static ks_status run_layers(const layer_seqs *s, int n, int decode, int prompt_end) {
+    const ks_model *m = s->fs[0]->m;
+    for (int layer = m->first_layer; layer < m->last_layer; layer++)
+        KS_TRY(run_layer(s, layer, s->fs[0]->n_past, n, decode, prompt_end, 1));
     return KS_OK;
 }
 
-/* The layers of one decode token (decode_step's issue callback on the forward pass). */
-static ks_status issue_decode_layers(void *ctx) { return run_layers(ctx, 1, 1, 0); }
+/* The layers of one decode token of each sequence (decode_step's issue callback on the forward pass). */
+static ks_status issue_decode_layers(void *ctx) {
+    const layer_seqs *s = ctx;
+    return run_layers(s, s->n_fs, 1, 0);
+}
+
+/* What f's decode hooks do besides backend ops. */
+static ks_decode_kind decode_kind(const ks_forward *f) {
+    int hooked = f->method && ks_method_decode_hooked(f->method);
+    return !hooked                                 ? KS_DECODE_PLAIN
+           : ks_method_decode_on_host(f->method) ? KS_DECODE_HOST
+                                                  : KS_DECODE_HOOKED;
+}
 
 /* One decode token through the layers, as the backend runs a step (backend.h: decode_step). */
 static ks_status run_decode_layers(ks_forward *f) {
-    int hooked = f->method && ks_method_decode_hooked(f->method);
-    ks_decode_kind kind = !hooked                                 ? KS_DECODE_PLAIN
-                          : ks_method_decode_on_host(f->method) ? KS_DECODE_HOST
-                                                                 : KS_DECODE_HOOKED;
-    return f->ops->decode_step(f->be, f->n_past, kind, issue_decode_layers, f);
+    layer_seqs s = {&f, 1};
+    return f->ops->decode_step(f->be, f->n_past, decode_kind(f), issue_decode_layers, &s);
 }
 
 /* Budget mode: every layer has room for one more row in its own storage (a decode step appends one). */
 static ks_status check_decode_rows(const ks_forward *f) {
-    const ks_kvcache *c = f->ops->kvcache(f->be);
+    const ks_kvcache *c = ks_forward_kvcache(f);
     for (int layer = f->m->first_layer; layer < f->m->last_layer; layer++)
         for (int h = 0; h < c->n_kv_heads; h++)
             if (ks_kvcache_slot(c, layer) >= 0 || ks_kvcache_len(c, layer)[h] >= c->own_cap)
@@ -266,6 +329,7 @@ static ks_status check_capacity(const ks_forward *f, int n) {
 static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decode) {
     const ks_model *m = f->m;
     KS_ASSERT(n > 0 && n <= f->chunk);
+    use_slot(f);
     KS_TRY(check_capacity(f, n));
     if (decode && f->kv_rows < f->max_ctx) KS_TRY(check_decode_rows(f));
     ks_method *meth = f->method;
@@ -286,7 +350,8 @@ static ks_status forward_rows(ks_forward *f, ks_forward_io *io, int n, int decod
     } else if (io->hidden_in) { /* else the caller's hidden_recv put them in X */
         KS_TRY(f->ops->hidden_write(f->be, io->hidden_in, n));
     }
-    KS_TRY(decode ? run_decode_layers(f) : run_layers(f, n, 0, prompt_end));
+    layer_seqs seqs = {&f, 1};
+    KS_TRY(decode ? run_decode_layers(f) : run_layers(&seqs, n, 0, prompt_end));
     if (meth && prompt_end) {
         double t0 = now_s();
         KS_TRY(ks_method_end_prompt(meth));
@@ -318,6 +383,7 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
     ks_method *meth = f->method;
     int first = f->m->first_layer == 0, last = f->m->last_layer == f->m->cfg.n_layers;
     KS_ASSERT((first || (io && io->in)) && (last || (io && io->out)));
+    use_slot(f);
     if (f->n_past)
         return ks_fail(KS_ERR_UNSUPPORTED, "a prompt into a KV cache sized to a budget (kv_rows %d) must start a "
                                            "sequence (%d tokens already cached)", f->kv_rows, f->n_past);
@@ -337,7 +403,7 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
         for (int t0 = 0, m; t0 < n && st == KS_OK; t0 += m) {
             m = ks_forward_chunk_len(f, n, t0);
             st = o->residual_at(b, t0);
-            if (st == KS_OK) st = run_layer(f, layer, t0, m, 0, t0 + m == n, 0);
+            if (st == KS_OK) st = run_layer(&(layer_seqs){&f, 1}, layer, t0, m, 0, t0 + m == n, 0);
         }
     if (st == KS_OK) {
         double t0 = now_s();
@@ -382,4 +448,33 @@ ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t
     KS_TRY(ks_forward_step(f, &io));
     *next = io.next;
     return KS_OK;
+}
+
+ks_status ks_forward_decode_batch(ks_forward *const *fs, int n, const int32_t *tokens, int32_t *next) {
+    ks_forward *f = fs[0];
+    KS_ASSERT(n >= 1 && n <= f->max_batch && f->m->first_layer == 0 && f->m->last_layer == f->m->cfg.n_layers);
+    if (n == 1) return ks_forward_decode(f, tokens[0], NULL, next);
+    int slots[KS_FORWARD_MAX_BATCH];
+    int32_t pos[KS_FORWARD_MAX_BATCH];
+    ks_decode_kind kind = KS_DECODE_PLAIN; /* the step runs as its most demanding sequence needs */
+    for (int i = 0; i < n; i++) {
+        KS_ASSERT(fs[i]->be == f->be && (i == 0 || fs[i]->slot > fs[i - 1]->slot)); /* backend.h: increasing slots */
+        KS_TRY(check_capacity(fs[i], 1));
+        if (fs[i]->kv_rows < fs[i]->max_ctx) KS_TRY(check_decode_rows(fs[i]));
+        kind = decode_kind(fs[i]) > kind ? decode_kind(fs[i]) : kind;
+        slots[i] = fs[i]->slot;
+        pos[i] = fs[i]->n_past;
+    }
+    const ks_backend_ops *o = f->ops;
+    const ks_decode_batch batch = {.n = n, .slots = slots, .pos = pos};
+    layer_seqs seqs = {fs, n};
+    KS_TRY(o->use_batch(f->be, &batch));
+    ks_status st = o->embed(f->be, tokens, n);
+    if (st == KS_OK) st = o->decode_step(f->be, pos[0], kind, issue_decode_layers, &seqs);
+    if (st == KS_OK) st = o->logits(f->be, 0, n);
+    if (st == KS_OK) st = o->argmax(f->be, n, next);
+    ks_status back = o->use_batch(f->be, NULL);
+    if (st != KS_OK) return st;
+    for (int i = 0; i < n; i++) fs[i]->n_past++;
+    return back;
 }

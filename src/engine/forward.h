@@ -19,6 +19,18 @@
  * max_ctx tokens keeps (ks_method_kv_rows) plus max_new per layer, and a few prefill slots of max_ctx rows that
  * the layers take in turn while their prompt is in (kvcache.h): its memory scales with the budget.
  *
+ * Batched decode (backend.h "Sequence slots"): p->batch > 1 builds a backend instance with that many slots; f is
+ * the sequence of slot 0 and ks_forward_init_slot makes another slot's forward over the same instance, with its
+ * own method instance. Each forward prefills alone; ks_forward_decode_batch runs one token of several at once,
+ * each row getting the numbers its forward's ks_forward_decode would give:
+ *
+ *     ks_forward f[3];  ks_method *m[3];                               // one method instance per sequence
+ *     KS_TRY(ks_forward_init(&f[0], &model, m[0], &p));                // p.batch = 3
+ *     for (int s = 1; s < 3; s++) KS_TRY(ks_forward_init_slot(&f[s], &f[0], s, m[s]));
+ *     ... ks_forward_prefill(&f[s], ...) for each ...
+ *     ks_forward *rows[3] = {&f[0], &f[1], &f[2]};
+ *     KS_TRY(ks_forward_decode_batch(rows, 3, tokens, next));          // free the slot forwards before f[0]
+ *
  * Sparse prefill (a method with a PREFILL part: XAttention): before each layer's attention on a prompt chunk the
  * method returns the chunk's block list (ks_method_prefill_blocks, into f->blocks), or NULL for dense attention.
  *
@@ -60,6 +72,8 @@ typedef enum ks_forward_cache {
     KS_CACHE_FULL,   /* max_ctx rows per (layer, KV head) */
 } ks_forward_cache;
 
+#define KS_FORWARD_MAX_BATCH 256 /* the most sequence slots of one backend instance */
+
 typedef struct ks_forward_params {
     const char *device;     /* backend name ("cpu", "cuda") */
     int max_ctx;            /* tokens per sequence (prompt + generated) the KV cache holds */
@@ -67,13 +81,16 @@ typedef struct ks_forward_params {
     int chunk;              /* prefill chunk: the most tokens per forward call (activation rows) */
     int threads;            /* CPU threads (<= 0: the physical cores; ks_fast_set_threads) */
     int gpu_share;          /* model instances sharing the GPU (ks_backend_params.gpu_share; 0: one) */
+    int batch;              /* sequence slots of the backend instance (ks_backend_params.max_batch; <= 1: one) */
     ks_forward_cache cache; /* 0: KS_CACHE_AUTO */
 } ks_forward_params;
 
 typedef struct ks_forward {
     const ks_model *m;         /* borrowed */
     const ks_backend_ops *ops; /* the backend's table */
-    ks_backend *be;            /* owned instance */
+    ks_backend *be;            /* the instance: owned by slot 0's forward, borrowed by the others */
+    int slot;                  /* the backend's sequence slot this forward's sequence lives in */
+    int max_batch;             /* the instance's slots (ks_backend_params.max_batch, at least 1) */
     int max_ctx, chunk;        /* as initialised */
     int kv_rows;               /* rows per (layer, KV head) the cache holds after a prompt (max_ctx: full) */
     int n_past;                /* tokens already in the KV cache = position of the next token */
@@ -116,8 +133,16 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
 ks_status ks_forward_init_backend(ks_forward *f, const ks_model *m, ks_method *method, const ks_backend_ops *ops,
                                   ks_backend *be, const ks_backend_params *bp);
 
+/* Another sequence on base's backend instance: slot `slot` (1 .. base->max_batch - 1, one forward per slot) with
+ * its own KV method instance `method` (NULL: FullKV; bound to the slot's store), the same shape and cache mode.
+ * base must outlive f; ks_forward_free(f) leaves the instance to base. */
+ks_status ks_forward_init_slot(ks_forward *f, const ks_forward *base, int slot, ks_method *method);
+
 /* Starts a new sequence: empties the KV cache and resets the method's state. */
 void ks_forward_reset(ks_forward *f);
+
+/* f's KV cache bookkeeping, current (the backend's kvcache of f's slot). */
+const ks_kvcache *ks_forward_kvcache(const ks_forward *f);
 
 /* *out = the cache mode `s` names: "auto", "budget" or "full"; KS_ERR_ARG naming `option` otherwise. */
 ks_status ks_forward_cache_parse(const char *s, const char *option, ks_forward_cache *out);
@@ -177,5 +202,10 @@ ks_status ks_forward_prompt_layer_major(ks_forward *f, const int32_t *tokens, in
  * time. logits (vocab) receives the last position's logits when non-NULL; *next its argmax. */
 ks_status ks_forward_prefill(ks_forward *f, const int32_t *tokens, int n, float *logits, int32_t *next);
 ks_status ks_forward_decode(ks_forward *f, int32_t token, float *logits, int32_t *next);
+
+/* One decode token of each of n forwards (slots of one backend instance in increasing order, n <= its
+ * max_batch, every layer held): tokens[i] at position fs[i]->n_past, next[i] its greedy successor. Each sequence gets exactly
+ * what ks_forward_decode(fs[i], tokens[i], NULL, &next[i]) gives it (tokens, cache rows, its method's state). */
+ks_status ks_forward_decode_batch(ks_forward *const *fs, int n, const int32_t *tokens, int32_t *next);
 
 #endif

@@ -65,41 +65,64 @@ static double now_s(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
-                      int32_t *out, ks_generate_result *r) {
+int ks_generate_accept(const ks_generate_params *p, int32_t *out, ks_generate_result *r, int32_t id) {
+    out[r->n++] = id;
+    if (p->on_token) p->on_token(p->ctx, out, r->n);
+    if (p->stop && ks_stop_set_has(p->stop, id)) {
+        r->stopped = 1;
+        return 1;
+    }
+    return r->n == p->max_new_tokens;
+}
+
+ks_status ks_generate_begin(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
+                            int32_t *out, ks_generate_result *r, int32_t *next, int *done) {
     *r = (ks_generate_result){0};
+    *done = 1;
     if (n_prompt <= 0) return ks_fail(KS_ERR_ARG, "the prompt is empty (no tokens to start from)");
     KS_TRY(ks_generate_check_length(f->m, n_prompt, p->max_new_tokens));
     if (p->max_new_tokens <= 0) return KS_OK;
     ks_pipeline *pipe = p->pipeline;
     double t0 = now_s();
-    int32_t next;
     if (pipe) {
-        KS_TRY(ks_pipeline_prefill(pipe, prompt, n_prompt, &next));
+        KS_TRY(ks_pipeline_prefill(pipe, prompt, n_prompt, next));
     } else {
         ks_forward_reset(f);
-        KS_TRY(ks_forward_prefill(f, prompt, n_prompt, NULL, &next));
+        KS_TRY(ks_forward_prefill(f, prompt, n_prompt, NULL, next));
     }
     r->prefill_s = now_s() - t0;
     r->prefill_method_s = f->method_s;
-    const ks_kvcache *c = f->ops->kvcache(f->be);
+    const ks_kvcache *c = ks_forward_kvcache(f);
     r->kv_bytes_full = (int64_t)n_prompt * c->n_layers * c->n_kv_heads * 2 * c->head_dim * c->elem_bytes;
     r->kv_bytes_prefill = ks_kvcache_bytes(c);
-    for (;;) {
-        out[r->n++] = next;
-        if (p->on_token) p->on_token(p->ctx, out, r->n);
-        if (p->stop && ks_stop_set_has(p->stop, next)) {
-            r->stopped = 1;
-            break;
-        }
-        if (r->n == p->max_new_tokens) break;
-        double ts = now_s(); /* time the model only, not the caller's on_token */
-        KS_TRY(pipe ? ks_pipeline_decode(pipe, next, &next) : ks_forward_decode(f, next, NULL, &next));
-        r->decode_s += now_s() - ts;
-    }
-    r->kv_bytes_end = ks_kvcache_bytes(f->ops->kvcache(f->be)); /* the accessor applies a backend's late bookkeeping */
+    *done = ks_generate_accept(p, out, r, *next);
+    return KS_OK;
+}
+
+ks_status ks_generate_end(const ks_forward *f, const ks_generate_params *p, ks_generate_result *r) {
+    r->kv_bytes_end = ks_kvcache_bytes(ks_forward_kvcache(f)); /* the accessor applies a backend's late bookkeeping */
+    ks_pipeline *pipe = p->pipeline;
     if (!pipe) return KS_OK;
     KS_TRY(ks_pipeline_gather(pipe));
     r->kv_bytes_full = pipe->kv.full, r->kv_bytes_prefill = pipe->kv.prefill, r->kv_bytes_end = pipe->kv.end;
     return KS_OK;
+}
+
+ks_status ks_generate_step(ks_forward *f, const ks_generate_params *p, int32_t *next) {
+    return p->pipeline ? ks_pipeline_decode(p->pipeline, *next, next) : ks_forward_decode(f, *next, NULL, next);
+}
+
+ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
+                      int32_t *out, ks_generate_result *r) {
+    int32_t next;
+    int done;
+    KS_TRY(ks_generate_begin(f, prompt, n_prompt, p, out, r, &next, &done));
+    if (p->max_new_tokens <= 0) return KS_OK;
+    while (!done) {
+        double ts = now_s(); /* time the model only, not the caller's on_token */
+        KS_TRY(ks_generate_step(f, p, &next));
+        r->decode_s += now_s() - ts;
+        done = ks_generate_accept(p, out, r, next);
+    }
+    return ks_generate_end(f, p, r);
 }

@@ -69,4 +69,16 @@ ks_status ks_generate_check_length(const ks_model *m, int n_prompt, int max_new)
 ks_status ks_generate(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
                       int32_t *out, ks_generate_result *r);
 
+/* The pieces ks_generate is made of, for a scheduler that interleaves the decode steps of several sequences
+ * (engine/batch.h). ks_generate_begin resets f, prefills the prompt and accepts its first generated id (*next):
+ * *done = 1 when generation ends there (or max_new_tokens <= 0, with nothing run). ks_generate_step decodes *next
+ * into its successor (through p->pipeline when set). ks_generate_accept appends one generated id to out and r
+ * (on_token called): 1 when it ends generation (a stop id or the token budget). ks_generate_end records the KV
+ * bytes at the end (every stage's, gathered, with a pipeline). The caller times its steps into r->decode_s. */
+ks_status ks_generate_begin(ks_forward *f, const int32_t *prompt, int n_prompt, const ks_generate_params *p,
+                            int32_t *out, ks_generate_result *r, int32_t *next, int *done);
+ks_status ks_generate_step(ks_forward *f, const ks_generate_params *p, int32_t *next);
+int ks_generate_accept(const ks_generate_params *p, int32_t *out, ks_generate_result *r, int32_t id);
+ks_status ks_generate_end(const ks_forward *f, const ks_generate_params *p, ks_generate_result *r);
+
 #endif
