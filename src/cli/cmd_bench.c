@@ -581,7 +581,7 @@ static ks_status bench_main(const bench_args *a, const ks_mpi *mpi) {
 static const char *const bench_summary =
     "GPU speed of a random-weight model: prefill, decode, peak memory, attention kernel.\n"
     "A whole benchmark config timed through kvscope eval's run on it: kvscope bench --sweep CFG --tokenizer P\n"
-    "(--sweep --help lists its options).\n"
+    "(kvscope bench --sweep CFG --help lists its options).\n"
     "CPU speed of a checkpoint: kvscope bench --device cpu --model F.gguf [--threads N] (prefill, decode tok/s).\n"
     "One model instance over k GPUs (each rank a pipeline stage holding a range of layers, the split `kvscope eval\n"
     "--gp_num k` uses), for a shape that does not fit one GPU:\n"
