@@ -14,6 +14,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <threads.h>
 
 #include "cpu/quant_impl.h"
 #include "model/dequant.h"
@@ -148,7 +149,19 @@ static int has_f16c(void) {
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
-static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
+static int cpu_avx2; /* set once by detect_avx2 */
+
+static void detect_avx2(void) {
+    cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
+}
+
+/* The CPU's flags, read once: CPUID traps to the hypervisor in a virtual machine (microseconds each, as long as a
+ * small decode product), and every product asks. */
+static int has_avx2(void) {
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, detect_avx2);
+    return cpu_avx2;
+}
 
 /* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
 static ks_quant_dot_fn kernel(ks_dtype t) { return has_avx2() ? ks_quant_avx2_kernel(t) : c_kernel(t); }
