@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu/team.h"
 #include "model/model.h" /* ks_qmat */
 
 #define KS_QA_ELEMS 32 /* elements per activation block; every supported weight row is a whole number of them */
@@ -45,22 +46,24 @@ int ks_quant_supports(ks_dtype t);
 #define KS_QUANT_TILE_MIN_ROWS 24 /* input rows from which products go through dequantized tiles and SGEMM */
 #define KS_QUANT_TILE 256         /* weight rows per dequantized tile */
 
-/* The scratch of ks_quant_gemm (owned): int8 activations for up to max_n rows of up to max_in values, and an fp32
- * tile of weight rows per thread, for the OpenMP threads set when it was built (products then use at most those). */
+/* The scratch of ks_quant_gemm (owned): int8 activations for up to max_n rows of up to max_in values, an fp32
+ * tile of weight rows per thread, and the helper threads of the int8 products, for the OpenMP threads set when it
+ * was built (products then use at most those). */
 typedef struct ks_quant_work {
     ks_qa_block *act; /* (max_n * max_in / 32) */
     float *tiles;     /* (threads, KS_QUANT_TILE, max_in); NULL when max_n < KS_QUANT_TILE_MIN_ROWS */
     int max_n, threads;
     int64_t max_in;
-    int solo;         /* products left to run on one thread (KS_QUANT_SOLO_RUN) */
+    ks_team team;     /* threads - 1 helpers sharing the int8 products (decode) */
+    int solo;         /* int8 products left to run on one thread (KS_QUANT_SOLO_RUN) */
 } ks_quant_work;
 
-/* A thread team is worth its wake-up and its join only when every member works. When one took no tile of an
- * int8 product (a decode step's, tens of microseconds each) at all (the scheduler kept it off the cores: other
- * processes share them, and the others did its share while the join still waited for it), the next
- * KS_QUANT_SOLO_RUN int8 products (about 4 SmolLM2 tokens) run on the calling thread alone, and then a team tries
- * again. Prefill's tiled products (milliseconds each) always use the team. Which thread computes a row never
- * changes its value. */
+/* The int8 products (a decode step's, tens of microseconds each) run on `team`, whose helpers wait awake between
+ * them (team.h); prefill's tiled products (milliseconds each) on the OpenMP threads. A team is worth it only
+ * while every helper works: when one took no tile of a product or kept the caller waiting for its last tile (the
+ * scheduler kept it off the cores: other processes share them), the next KS_QUANT_SOLO_RUN int8 products (about
+ * 4 SmolLM2 tokens) run on the calling thread alone, the helpers going to sleep, and then the team tries again.
+ * Which thread computes a row never changes its value. */
 #define KS_QUANT_SOLO_RUN 512
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in);
