@@ -169,6 +169,16 @@ static int has_avx2(void) {
 /* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
 static ks_quant_dot_fn kernel(ks_dtype t) { return has_avx2() ? ks_quant_avx2_kernel(t) : c_kernel(t); }
 
+/* A weight type's dot kernels: one row, and four rows at a time (NULL where the type has none). */
+typedef struct dot_kernels {
+    ks_quant_dot_fn one;
+    ks_quant_dot4_fn four;
+} dot_kernels;
+
+static dot_kernels kernels(ks_dtype t) {
+    return (dot_kernels){.one = kernel(t), .four = has_avx2() ? ks_quant_avx2_kernel4(t) : NULL};
+}
+
 void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
     if (has_avx2()) ks_quant_act_avx2(dst, x, n);
     else ks_quant_act_c(dst, x, n);
@@ -216,17 +226,23 @@ void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bi
     ks_quant_gemm_multi(&o, 1, x, n, accumulate, work);
 }
 
-/* Rows [r0, r1) of one product for all n inputs: int8 dot products. */
-static void tile_dots(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa,
-                      int n, int accumulate) {
+/* Rows [r0, r1) of one product for all n inputs: int8 dot products, four rows at a time where the kernel has it. */
+static void tile_dots(const ks_quant_out *o, dot_kernels k, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
+                      int accumulate) {
     const ks_qmat *w = o->w;
     const int64_t nb = w->cols / KS_QA_ELEMS;
     for (int t = 0; t < n; t++) {
         float *y = o->out + (size_t)t * w->rows;
         const ks_qa_block *a = xa + (size_t)t * nb;
-        for (int64_t r = r0; r < r1; r++) {
-            const float v = dot(w->data + r * w->row_bytes, a, nb) + (o->bias ? o->bias[r] : 0.0f);
-            y[r] = accumulate ? y[r] + v : v;
+        for (int64_t r = r0; r < r1;) {
+            float v[4];
+            const int rows = k.four && r1 - r >= 4 ? 4 : 1;
+            if (rows == 4) k.four(w->data + r * w->row_bytes, w->row_bytes, a, nb, v);
+            else v[0] = k.one(w->data + r * w->row_bytes, a, nb);
+            for (int i = 0; i < rows; i++, r++) {
+                const float vr = v[i] + (o->bias ? o->bias[r] : 0.0f);
+                y[r] = accumulate ? y[r] + vr : vr;
+            }
         }
     }
 }
@@ -255,7 +271,7 @@ typedef struct product_set {
     const ks_quant_out *outs;
     int n_outs;
     int64_t per, tiles[KS_QUANT_MAX_OUTS + 1];
-    ks_quant_dot_fn dots[KS_QUANT_MAX_OUTS];
+    dot_kernels dots[KS_QUANT_MAX_OUTS];
     const float *x;
     const ks_qa_block *xa;
     int n, accumulate;
@@ -318,7 +334,7 @@ void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, i
     int64_t work_elems = 0;
     for (int i = 0; i < n_outs; i++) {
         KS_ASSERT(outs[i].w->cols == in && in <= work->max_in && ks_quant_supports(outs[i].w->type));
-        p.dots[i] = kernel(outs[i].w->type);
+        p.dots[i] = kernels(outs[i].w->type);
         work_elems += outs[i].w->rows * in;
         p.tiles[i + 1] = p.tiles[i] + (outs[i].w->rows + p.per - 1) / p.per;
     }
