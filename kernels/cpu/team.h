@@ -33,6 +33,7 @@ typedef struct ks_team {
     int n_helpers;
     /* the current loop: its number (bits 40..63), item count (20..39) and next unclaimed item (0..19) */
     _Atomic uint64_t state;
+    char apart[64];         /* `done` on another cache line than `state`: both are written per item */
     _Atomic int64_t done;   /* items of the current loop finished */
     _Atomic int joined;     /* helpers that took an item of the current loop */
     _Atomic int sleepers;   /* helpers asleep on `wake` */
