@@ -87,9 +87,9 @@ double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x);
 double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa);
 
 /* out (n, w->rows) = x (n, w->cols) w^T + bias, or out += ... when accumulate; bias may be NULL; n <= work's
- * max_n, w->cols <= its max_in. Output rows are spread over the OpenMP threads in one parallel region (none below
- * KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team costs more than it saves); each tile of weight rows is
- * read once for all n inputs. */
+ * max_n, w->cols <= its max_in. Output rows are spread over the threads (the helper team for int8 products, one
+ * OpenMP parallel region for tiled ones; neither below KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team
+ * costs more than it saves); each tile of weight rows is read once for all n inputs. */
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
                    ks_quant_work *work);
 
@@ -104,7 +104,7 @@ typedef struct ks_quant_out {
 } ks_quant_out;
 
 /* Up to KS_QUANT_MAX_OUTS products of the same input x (n, cols), all weights having cols columns (q|k|v,
- * gate|up): x is quantized once and all their rows share one parallel region. */
+ * gate|up): x is quantized once and all their rows share one loop of the threads. */
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work);
 

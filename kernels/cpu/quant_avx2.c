@@ -1,8 +1,10 @@
 /* quant_avx2.c — the dot kernels of quant.c with AVX2, FMA and F16C: the same integer sum per 32-element block
  * (32 weight codes against 32 int8 activations: _mm256_maddubs_epi16 into int16 pairs, _mm256_madd_epi16 into
  * eight int32), converted to fp32 and accumulated with one FMA per block; the blocks' offset terms (a.s) are
- * summed as scalars. Compiled with -mavx2 -mfma -mf16c whatever the build's flags (CMakeLists.txt); quant.c calls
- * these only on a CPU that has them. */
+ * summed as scalars. Q4_1 and Q8_0 (SmolLM2's layers and LM head) also come four rows at a time, the four rows'
+ * integer sums reduced into one vector so that conversion, scales and FMA serve the four (half the instructions
+ * per block of one row at a time). Compiled with -mavx2 -mfma -mf16c whatever the build's flags (CMakeLists.txt);
+ * quant.c calls these only on a CPU that has them. */
 
 #include <immintrin.h>
 #include <string.h>
