@@ -27,7 +27,8 @@ int ks_quant_supports(ks_dtype t) {
 }
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in) {
-    *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in};
+    *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in,
+                         .solo_next = KS_QUANT_SOLO_FIRST};
     const ks_status st = ks_team_init(&w->team, w->threads);
     if (st != KS_OK) return st;
     w->act = ks_malloc(sizeof *w->act * (size_t)max_n * (size_t)(max_in / KS_QA_ELEMS), "int8 activations");
@@ -311,7 +312,7 @@ static void sgemm_tiles(const product_set *p, int64_t n_tiles, int team, int thr
 }
 
 /* The tiles through the int8 dot products: on the helper team, or on this thread alone while the team stays
- * off (work->solo, quant.h's KS_QUANT_SOLO_RUN). */
+ * off (work->solo, quant.h's KS_QUANT_SOLO_FIRST). */
 static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks_quant_work *work) {
     ks_quant_act(work->act, p->x, p->outs[0].w->cols * p->n); /* a few rows: less work than a barrier */
     p->xa = work->act;
@@ -321,7 +322,15 @@ static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks
         for (int64_t k = 0; k < n_tiles; k++) dots_item(p, k);
         return;
     }
-    if (!ks_team_for(&work->team, n_tiles, dots_item, p) && n_tiles >= threads) work->solo = KS_QUANT_SOLO_RUN;
+    switch (ks_team_for(&work->team, n_tiles, dots_item, p)) {
+    case KS_TEAM_KEPT_UP: work->solo_next = KS_QUANT_SOLO_FIRST; break;
+    case KS_TEAM_LATE:
+        if (n_tiles < threads) break; /* a helper may rightly have found no tile left */
+        work->solo = work->solo_next;
+        work->solo_next = 2 * work->solo_next < KS_QUANT_SOLO_RUN ? 2 * work->solo_next : KS_QUANT_SOLO_RUN;
+        break;
+    case KS_TEAM_WOKEN: break;
+    }
 }
 
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,

@@ -126,11 +126,11 @@ static int wait_done(ks_team *t, int64_t items) {
     return stalled;
 }
 
-int ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
+ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
     KS_ASSERT(n >= 0 && n <= KS_TEAM_MAX_ITEMS);
     if (!t->n_helpers) {
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
-        return 1;
+        return KS_TEAM_KEPT_UP;
     }
     t->fn = fn;
     t->ctx = ctx;
@@ -147,5 +147,6 @@ int ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
     int64_t own = 0;
     for (int64_t i; (i = claim(t, loop)) >= 0; own++) fn(ctx, i);
     const int stalled = wait_done(t, n - own);
-    return asleep || (!stalled && atomic_load(&t->joined) == t->n_helpers);
+    if (asleep) return KS_TEAM_WOKEN;
+    return !stalled && atomic_load(&t->joined) == t->n_helpers ? KS_TEAM_KEPT_UP : KS_TEAM_LATE;
 }

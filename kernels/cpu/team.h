@@ -5,8 +5,8 @@
  * KS_TEAM_SPIN_NS without work.
  *
  *     ks_team team;
- *     KS_TRY(ks_team_init(&team, threads));       // threads - 1 helpers
- *     int kept_up = ks_team_for(&team, n, body, ctx); // body(ctx, i) for every i in [0, n), on all threads
+ *     KS_TRY(ks_team_init(&team, threads)); // threads - 1 helpers
+ *     ks_team_for(&team, n, body, ctx);     // body(ctx, i) for every i in [0, n), on all threads
  *     ks_team_free(&team);
  *
  * The team owns its helper threads. Items are claimed one at a time, in order, by whichever thread is free;
@@ -50,9 +50,14 @@ typedef struct ks_team {
 ks_status ks_team_init(ks_team *t, int threads);
 void ks_team_free(ks_team *t); /* accepts a zeroed struct */
 
-/* fn(ctx, i) for every i in [0, n), n <= KS_TEAM_MAX_ITEMS. Returns 0 when a helper that was awake took no item
- * or kept the caller waiting past KS_TEAM_STALL_NS for its last ones, else 1 (a helper asleep when the loop began
- * is woken and not judged: it could not have come in time). */
-int ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx);
+/* How the helpers did in one loop. */
+typedef enum ks_team_verdict {
+    KS_TEAM_KEPT_UP, /* every helper took an item, none kept the caller waiting past KS_TEAM_STALL_NS (or none) */
+    KS_TEAM_LATE,    /* a helper that was awake took no item, or kept the caller waiting */
+    KS_TEAM_WOKEN,   /* a helper was asleep when the loop began: woken, not judged (it could not come in time) */
+} ks_team_verdict;
+
+/* fn(ctx, i) for every i in [0, n), n <= KS_TEAM_MAX_ITEMS. */
+ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx);
 
 #endif
