@@ -27,21 +27,34 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* The next item of loop `loop`, or -1 when it has none left or is over. */
-static int64_t claim(ks_team *t, uint64_t loop) {
+/* The next items of loop `loop`: their count (0 when it has none left or is over), from *first on. A claim takes
+ * a share of what is left (guided scheduling: the threads' first runs are long and the last ones single items), so
+ * that each thread reads its rows as a few long streams and all finish together. */
+static int64_t claim(ks_team *t, uint64_t loop, int64_t *first) {
+    const int64_t parts = 2 * (t->n_helpers + 1);
     uint64_t w = atomic_load(&t->state);
-    while (word_loop(w) == loop && word_next(w) < word_n(w))
-        if (atomic_compare_exchange_weak(&t->state, &w, w + 1)) return word_next(w);
-    return -1;
+    while (word_loop(w) == loop && word_next(w) < word_n(w)) {
+        const int64_t share = (word_n(w) - word_next(w)) / parts, take = share > 1 ? share : 1;
+        if (atomic_compare_exchange_weak(&t->state, &w, w + (uint64_t)take)) {
+            *first = word_next(w);
+            return take;
+        }
+    }
+    return 0;
+}
+
+/* Items [first, first + count) of the current loop. */
+static void run(const ks_team *t, int64_t first, int64_t count) {
+    for (int64_t i = first; i < first + count; i++) t->fn(t->ctx, i);
 }
 
 /* A helper's share of loop `loop`. */
 static void help(ks_team *t, uint64_t loop) {
     int took = 0;
-    for (int64_t i; (i = claim(t, loop)) >= 0; took++) {
+    for (int64_t first, count; (count = claim(t, loop, &first)) > 0; took++) {
         if (!took) atomic_fetch_add(&t->joined, 1);
-        t->fn(t->ctx, i);
-        atomic_fetch_add_explicit(&t->done, 1, memory_order_release);
+        run(t, first, count);
+        atomic_fetch_add_explicit(&t->done, count, memory_order_release);
     }
 }
 
@@ -145,7 +158,7 @@ ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
         pthread_mutex_unlock(&t->lock);
     }
     int64_t own = 0;
-    for (int64_t i; (i = claim(t, loop)) >= 0; own++) fn(ctx, i);
+    for (int64_t first, count; (count = claim(t, loop, &first)) > 0; own += count) run(t, first, count);
     const int stalled = wait_done(t, n - own);
     if (asleep) return KS_TEAM_WOKEN;
     return !stalled && atomic_load(&t->joined) == t->n_helpers ? KS_TEAM_KEPT_UP : KS_TEAM_LATE;
