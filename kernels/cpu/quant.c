@@ -270,7 +270,6 @@ static void sgemm_tile(const ks_quant_out *o, int64_t r0, int64_t r1, const floa
  * product i's first), their kernels and the input, fp32 (x) and quantized (xa). */
 typedef struct product_set {
     const ks_quant_out *outs;
-    int n_outs;
     int64_t per, tiles[KS_QUANT_MAX_OUTS + 1];
     dot_kernels dots[KS_QUANT_MAX_OUTS];
     const float *x;
@@ -338,7 +337,7 @@ void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, i
     KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS && n <= work->max_n);
     const int64_t in = outs[0].w->cols;
     const int tiled = n >= KS_QUANT_TILE_MIN_ROWS;
-    product_set p = {.outs = outs, .n_outs = n_outs, .per = tiled ? KS_QUANT_TILE : ROW_TILE, .x = x, .n = n,
+    product_set p = {.outs = outs, .per = tiled ? KS_QUANT_TILE : ROW_TILE, .x = x, .n = n,
                      .accumulate = accumulate};
     int64_t work_elems = 0;
     for (int i = 0; i < n_outs; i++) {

@@ -140,7 +140,8 @@ static void q4_1x4(const uint8_t *w, size_t row_bytes, const ks_qa_block *a, int
         const __m256i y = load32(a[b].q);
         const __m128i sums = row_sums4(q4_1_sums(w, y), q4_1_sums(w1, y), q4_1_sums(w2, y), q4_1_sums(w3, y));
         const __m128i dm = _mm_setr_epi32(rd32(w), rd32(w1), rd32(w2), rd32(w3));
-        const __m256 scales = _mm256_mul_ps(_mm256_cvtph_ps(dm), _mm256_castpd_ps(_mm256_broadcast_sd((const double *)&a[b])));
+        const __m256 ds = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)&a[b])); /* a.d, a.s, a.d, .. */
+        const __m256 scales = _mm256_mul_ps(_mm256_cvtph_ps(dm), ds);
         acc = _mm256_fmadd_ps(scales, _mm256_or_ps(_mm256_cvtepi32_ps(_mm256_cvtepu32_epi64(sums)), ones), acc);
     }
     store_pairs(acc, out);

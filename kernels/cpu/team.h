@@ -23,7 +23,7 @@
 
 #include "core/status.h"
 
-#define KS_TEAM_SPIN_NS 1000000 /* a helper's wait for the next loop before it sleeps: longer than a decode step's gaps */
+#define KS_TEAM_SPIN_NS 1000000 /* a helper's wait for a loop before it sleeps: longer than a decode step's gaps */
 #define KS_TEAM_STALL_NS 50000  /* a wait for the helpers' last items longer than this: one was off the cores */
 
 typedef void (*ks_team_fn)(void *ctx, int64_t item);
