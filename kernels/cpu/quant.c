@@ -332,6 +332,14 @@ static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks
     }
 }
 
+void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx) {
+    if (work->solo > 0) { /* the helpers sleep through a solo run */
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    ks_team_for(&work->team, n, fn, ctx); /* a few short items: a helper finding none left says nothing */
+}
+
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work) {
     KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS && n <= work->max_n);

@@ -111,6 +111,10 @@ typedef struct ks_quant_out {
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work);
 
+/* fn(ctx, i) for every i in [0, n) on the int8 products' threads (`team`; on the calling thread alone during a
+ * solo run): a decode step's other work that comes as independent items (its attention). */
+void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx);
+
 /* out (n, w->cols) = rows tokens[t] of w dequantized: an embedding lookup in a packed table. */
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n);
 
