@@ -322,9 +322,14 @@ static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks
         return;
     }
     switch (ks_team_for(&work->team, n_tiles, dots_item, p)) {
-    case KS_TEAM_KEPT_UP: work->solo_next = KS_QUANT_SOLO_FIRST; break;
+    case KS_TEAM_KEPT_UP:
+        if (++work->kept < work->solo_next) break;
+        work->kept = 0; /* kept up as long as the last solo run: the next one half as long */
+        work->solo_next = work->solo_next / 2 > KS_QUANT_SOLO_FIRST ? work->solo_next / 2 : KS_QUANT_SOLO_FIRST;
+        break;
     case KS_TEAM_LATE:
         if (n_tiles < threads) break; /* a helper may rightly have found no tile left */
+        work->kept = 0;
         work->solo = work->solo_next;
         work->solo_next = 2 * work->solo_next < KS_QUANT_SOLO_RUN ? 2 * work->solo_next : KS_QUANT_SOLO_RUN;
         break;

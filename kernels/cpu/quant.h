@@ -57,15 +57,16 @@ typedef struct ks_quant_work {
     ks_team team;     /* threads - 1 helpers sharing the int8 products (decode) */
     int solo;         /* int8 products left to run on one thread */
     int solo_next;    /* the solo run the next late team starts (KS_QUANT_SOLO_FIRST .. KS_QUANT_SOLO_RUN) */
+    int kept;         /* int8 products in a row the team kept up with */
 } ks_quant_work;
 
 /* The int8 products (a decode step's, tens of microseconds each) run on `team`, whose helpers wait awake between
  * them (team.h); prefill's tiled products (milliseconds each) on the OpenMP threads. A team is worth it only
  * while every helper works: when an awake one took no tile of a product or kept the caller waiting for its last
  * tile (the scheduler kept it off the cores: other processes share them), the next int8 products run on the
- * calling thread alone, the helpers going to sleep, and then the team tries again: KS_QUANT_SOLO_FIRST products
- * after a team that kept up, twice as many after each late one in a row, up to KS_QUANT_SOLO_RUN (about 4 SmolLM2
- * tokens). Which thread computes a row never changes its value. */
+ * calling thread alone, the helpers going to sleep, and then the team tries again. A late team doubles the next
+ * solo run, from KS_QUANT_SOLO_FIRST up to KS_QUANT_SOLO_RUN (about 4 SmolLM2 tokens); a team that kept up for as
+ * many products in a row halves it. Which thread computes a row never changes its value. */
 #define KS_QUANT_SOLO_FIRST 64
 #define KS_QUANT_SOLO_RUN 512
 
