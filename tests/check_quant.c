@@ -2,14 +2,18 @@
  * type: the dispatched (AVX2 where the CPU has it) and plain C dot kernels agree up to fp32 summation order, and
  * both stay within the activations' rounding bound (ks_quant_act_bound) of the reference (the row dequantized,
  * dotted in double with the unrounded activations); the threaded product (int8 for a few inputs, dequantized tiles
- * and SGEMM for more) and the packed embedding lookup match them. */
+ * and SGEMM for more) and the packed embedding lookup match them; the decode products' helper team (cpu/team.h)
+ * runs every item once. */
 #include <check.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cpu/fast.h"
 #include "cpu/quant.h"
+#include "cpu/team.h"
 #include "model/dequant.h"
 #include "test_util.h"
 
@@ -204,6 +208,30 @@ START_TEST(test_rows) {
 }
 END_TEST
 
+static void count_item(void *ctx, int64_t item) { atomic_fetch_add((_Atomic int *)ctx + item, 1); }
+
+/* The helper team runs every item of every loop exactly once, with one helper or several (more threads than this
+ * machine may have cores), loops of no item, of fewer items than threads and of many, and after pauses longer than
+ * the helpers' spin (they sleep and are woken). */
+START_TEST(test_team) {
+    const int threads[] = {1, 3};
+    for (int k = 0; k < 2; k++) {
+        ks_team team;
+        ck_assert_int_eq(ks_team_init(&team, threads[k]), KS_OK);
+        _Atomic int hits[300];
+        for (int loop = 0; loop < 100; loop++) {
+            const int n = loop * 37 % 300;
+            for (int i = 0; i < n; i++) atomic_init(&hits[i], 0);
+            if (loop % 50 == 49) usleep(2 * KS_TEAM_SPIN_NS / 1000);
+            ks_team_for(&team, n, count_item, hits);
+            for (int i = 0; i < n; i++) ck_assert_msg(hits[i] == 1, "%d threads, loop %d: item %d ran %d times",
+                                                      threads[k], loop, i, (int)hits[i]);
+        }
+        ks_team_free(&team);
+    }
+}
+END_TEST
+
 int main(void) {
     ks_fast_set_threads(2);
     Suite *s = suite_create("quant");
@@ -213,6 +241,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_gemm_multi, 0, N_TYPES);
     tcase_add_loop_test(tc, test_gemm_tiles, 0, N_TYPES);
     tcase_add_loop_test(tc, test_rows, 0, N_TYPES);
+    tcase_add_test(tc, test_team);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

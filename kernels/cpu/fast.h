@@ -71,6 +71,20 @@ void ks_fast_xattn_block_scores(float *out, int ld, const float *q, const float 
 void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,
                               const int32_t *len, int cap, int H, int Hk, int d, float scale);
 
+/* ks_fast_attention_decode's arguments, for callers that run its work on threads of their own: the attention is
+ * ks_fast_attention_decode_items(a) independent items (a KV head's tile of query rows), each computed by
+ * ks_fast_attention_decode_item the same whichever thread runs it. */
+typedef struct ks_attention_decode {
+    float *out;
+    const float *q, *k, *v;
+    const int32_t *start, *len;
+    int cap, H, Hk, d;
+    float scale;
+} ks_attention_decode;
+
+int ks_fast_attention_decode_items(const ks_attention_decode *a);
+void ks_fast_attention_decode_item(const ks_attention_decode *a, int item);
+
 /* ks_ref_window_scores's contract; work holds (2 * H, ld) floats of per-query-head statistics. lse (rows of q,
  * H), when not NULL, is ks_fast_attention's log-sum-exp of the same queries over the same keys (causal, no
  * sliding window): it saves the first of the two passes over the keys. Ignored with a->softmax_chunk > 0. */

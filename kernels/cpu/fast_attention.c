@@ -149,27 +149,35 @@ void ks_fast_attention_sparse(float *out, const float *q, const float *k, const 
     }
 }
 
+int ks_fast_attention_decode_items(const ks_attention_decode *a) {
+    return a->Hk * ((a->H / a->Hk + ATT_ROWS - 1) / ATT_ROWS);
+}
+
+void ks_fast_attention_decode_item(const ks_attention_decode *a, int item) {
+    KS_ASSERT(a->d <= KS_FAST_MAX_HEAD_DIM && a->H % a->Hk == 0);
+    const int G = a->H / a->Hk, tiles_per_head = (G + ATT_ROWS - 1) / ATT_ROWS;
+    const int g = item / tiles_per_head, i0 = (item % tiles_per_head) * ATT_ROWS;
+    att_tile tl;
+    tl.rows = G - i0 < ATT_ROWS ? G - i0 : ATT_ROWS;
+    for (int r = 0; r < tl.rows; r++) {
+        const int h = g * G + i0 + r;
+        tl.q[r] = a->q + (size_t)h * a->d;
+        tl.out[r] = a->out + (size_t)h * a->d;
+        tl.lse[r] = NULL;
+        tl.lo[r] = a->start ? a->start[g] : 0;
+        tl.hi[r] = a->len[g];
+    }
+    const size_t off = (size_t)g * a->cap * a->d;
+    attend_tile(&tl, a->k + off, a->v + off, a->d, a->scale, NULL, 0, 0);
+}
+
 void ks_fast_attention_decode(float *out, const float *q, const float *k, const float *v, const int32_t *start,
                               const int32_t *len, int cap, int H, int Hk, int d, float scale) {
-    KS_ASSERT(d <= KS_FAST_MAX_HEAD_DIM && H % Hk == 0);
-    int G = H / Hk;
-    int tiles_per_head = (G + ATT_ROWS - 1) / ATT_ROWS;
+    const ks_attention_decode a = {.out = out, .q = q, .k = k, .v = v, .start = start, .len = len, .cap = cap,
+                                   .H = H, .Hk = Hk, .d = d, .scale = scale};
     int64_t work = 0; /* multiply-adds; a short context is not worth waking the other threads for */
-    for (int g = 0; g < Hk; g++) work += (int64_t)(len[g] - (start ? start[g] : 0)) * G * d * 2;
+    for (int g = 0; g < Hk; g++) work += (int64_t)(len[g] - (start ? start[g] : 0)) * (H / Hk) * d * 2;
+    const int items = ks_fast_attention_decode_items(&a);
 #pragma omp parallel for schedule(dynamic) if (work >= (1 << 18))
-    for (int item = 0; item < Hk * tiles_per_head; item++) {
-        int g = item / tiles_per_head, i0 = (item % tiles_per_head) * ATT_ROWS;
-        att_tile tl;
-        tl.rows = G - i0 < ATT_ROWS ? G - i0 : ATT_ROWS;
-        for (int r = 0; r < tl.rows; r++) {
-            int h = g * G + i0 + r;
-            tl.q[r] = q + (size_t)h * d;
-            tl.out[r] = out + (size_t)h * d;
-            tl.lse[r] = NULL;
-            tl.lo[r] = start ? start[g] : 0;
-            tl.hi[r] = len[g];
-        }
-        size_t off = (size_t)g * cap * d;
-        attend_tile(&tl, k + off, v + off, d, scale, NULL, 0, 0);
-    }
+    for (int item = 0; item < items; item++) ks_fast_attention_decode_item(&a, item);
 }

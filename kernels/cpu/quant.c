@@ -14,6 +14,7 @@
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <threads.h>
 
 #include "cpu/quant_impl.h"
 #include "model/dequant.h"
@@ -26,7 +27,10 @@ int ks_quant_supports(ks_dtype t) {
 }
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in) {
-    *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in};
+    *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in,
+                         .solo_next = KS_QUANT_SOLO_FIRST};
+    const ks_status st = ks_team_init(&w->team, w->threads);
+    if (st != KS_OK) return st;
     w->act = ks_malloc(sizeof *w->act * (size_t)max_n * (size_t)(max_in / KS_QA_ELEMS), "int8 activations");
     if (max_n >= KS_QUANT_TILE_MIN_ROWS)
         w->tiles = ks_malloc(sizeof(float) * (size_t)w->threads * KS_QUANT_TILE * (size_t)max_in,
@@ -39,6 +43,7 @@ ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in) {
 void ks_quant_work_free(ks_quant_work *w) {
     free(w->act);
     free(w->tiles);
+    ks_team_free(&w->team);
     *w = (ks_quant_work){0};
 }
 
@@ -148,10 +153,32 @@ static int has_f16c(void) {
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
-static int has_avx2(void) { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c(); }
+static int cpu_avx2; /* set once by detect_avx2 */
+
+static void detect_avx2(void) {
+    cpu_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
+}
+
+/* The CPU's flags, read once: CPUID traps to the hypervisor in a virtual machine (microseconds each, as long as a
+ * small decode product), and every product asks. */
+static int has_avx2(void) {
+    static once_flag once = ONCE_FLAG_INIT;
+    call_once(&once, detect_avx2);
+    return cpu_avx2;
+}
 
 /* The AVX2 kernel where the CPU has AVX2, FMA and F16C, else the plain C one. */
 static ks_quant_dot_fn kernel(ks_dtype t) { return has_avx2() ? ks_quant_avx2_kernel(t) : c_kernel(t); }
+
+/* A weight type's dot kernels: one row, and four rows at a time (NULL where the type has none). */
+typedef struct dot_kernels {
+    ks_quant_dot_fn one;
+    ks_quant_dot4_fn four;
+} dot_kernels;
+
+static dot_kernels kernels(ks_dtype t) {
+    return (dot_kernels){.one = kernel(t), .four = has_avx2() ? ks_quant_avx2_kernel4(t) : NULL};
+}
 
 void ks_quant_act(ks_qa_block *dst, const float *x, int64_t n) {
     if (has_avx2()) ks_quant_act_avx2(dst, x, n);
@@ -200,36 +227,25 @@ void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bi
     ks_quant_gemm_multi(&o, 1, x, n, accumulate, work);
 }
 
-/* Rows [r0, r1) of one product for all n inputs: int8 dot products. */
-static void tile_dots(const ks_quant_out *o, ks_quant_dot_fn dot, int64_t r0, int64_t r1, const ks_qa_block *xa,
-                      int n, int accumulate) {
+/* Rows [r0, r1) of one product for all n inputs: int8 dot products, four rows at a time where the kernel has it. */
+static void tile_dots(const ks_quant_out *o, dot_kernels k, int64_t r0, int64_t r1, const ks_qa_block *xa, int n,
+                      int accumulate) {
     const ks_qmat *w = o->w;
     const int64_t nb = w->cols / KS_QA_ELEMS;
     for (int t = 0; t < n; t++) {
         float *y = o->out + (size_t)t * w->rows;
         const ks_qa_block *a = xa + (size_t)t * nb;
-        for (int64_t r = r0; r < r1; r++) {
-            const float v = dot(w->data + r * w->row_bytes, a, nb) + (o->bias ? o->bias[r] : 0.0f);
-            y[r] = accumulate ? y[r] + v : v;
+        for (int64_t r = r0; r < r1;) {
+            float v[4];
+            const int rows = k.four && r1 - r >= 4 ? 4 : 1;
+            if (rows == 4) k.four(w->data + r * w->row_bytes, w->row_bytes, a, nb, v);
+            else v[0] = k.one(w->data + r * w->row_bytes, a, nb);
+            for (int i = 0; i < rows; i++, r++) {
+                const float vr = v[i] + (o->bias ? o->bias[r] : 0.0f);
+                y[r] = accumulate ? y[r] + vr : vr;
+            }
         }
     }
-}
-
-/* The product's tiles of `per` rows, numbered across the products: tiles[i] is product i's first. */
-static int64_t number_tiles(const ks_quant_out *outs, int n_outs, int64_t per, int64_t *tiles) {
-    tiles[0] = 0;
-    for (int i = 0; i < n_outs; i++) tiles[i + 1] = tiles[i] + (outs[i].w->rows + per - 1) / per;
-    return tiles[n_outs];
-}
-
-/* Which product tile k belongs to, and its rows [*r0, *r1). */
-static int find_tile(const ks_quant_out *outs, const int64_t *tiles, int64_t k, int64_t per, int64_t *r0,
-                     int64_t *r1) {
-    int i = 0;
-    while (k >= tiles[i + 1]) i++;
-    *r0 = (k - tiles[i]) * per;
-    *r1 = *r0 + per < outs[i].w->rows ? *r0 + per : outs[i].w->rows;
-    return i;
 }
 
 /* Rows [r0, r1) of one product for all n inputs through a dequantized fp32 tile and SGEMM. */
@@ -250,40 +266,104 @@ static void sgemm_tile(const ks_quant_out *o, int64_t r0, int64_t r1, const floa
                 o->out + r0, (int)w->rows);
 }
 
+/* One call of ks_quant_gemm_multi: its products, their tiles of `per` rows numbered across them (tiles[i] is
+ * product i's first), their kernels and the input, fp32 (x) and quantized (xa). */
+typedef struct product_set {
+    const ks_quant_out *outs;
+    int64_t per, tiles[KS_QUANT_MAX_OUTS + 1];
+    dot_kernels dots[KS_QUANT_MAX_OUTS];
+    const float *x;
+    const ks_qa_block *xa;
+    int n, accumulate;
+} product_set;
+
+/* Which product tile k belongs to, and its rows [*r0, *r1). */
+static int find_tile(const product_set *p, int64_t k, int64_t *r0, int64_t *r1) {
+    int i = 0;
+    while (k >= p->tiles[i + 1]) i++;
+    *r0 = (k - p->tiles[i]) * p->per;
+    *r1 = *r0 + p->per < p->outs[i].w->rows ? *r0 + p->per : p->outs[i].w->rows;
+    return i;
+}
+
+/* Tile k through the int8 dot products (a ks_team_fn). */
+static void dots_item(void *ctx, int64_t k) {
+    const product_set *p = ctx;
+    int64_t r0, r1;
+    const int i = find_tile(p, k, &r0, &r1);
+    tile_dots(&p->outs[i], p->dots[i], r0, r1, p->xa, p->n, p->accumulate);
+}
+
+/* The tiles through dequantized weights and SGEMM, spread over the OpenMP threads (milliseconds each: the
+ * team's wake-up is paid once). */
+static void sgemm_tiles(const product_set *p, int64_t n_tiles, int team, int threads, float *tiles) {
+    const int64_t in = p->outs[0].w->cols;
+#pragma omp parallel if (team) num_threads(threads)
+    {
+        float *tile = tiles + (size_t)omp_get_thread_num() * KS_QUANT_TILE * in;
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t k = 0; k < n_tiles; k++) {
+            int64_t r0, r1;
+            const int i = find_tile(p, k, &r0, &r1);
+            sgemm_tile(&p->outs[i], r0, r1, p->x, p->n, p->accumulate, tile);
+        }
+    }
+}
+
+/* The tiles through the int8 dot products: on the helper team, or on this thread alone while the team stays
+ * off (work->solo, quant.h's KS_QUANT_SOLO_FIRST). */
+static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks_quant_work *work) {
+    ks_quant_act(work->act, p->x, p->outs[0].w->cols * p->n); /* a few rows: less work than a barrier */
+    p->xa = work->act;
+    const int alone = !team || work->solo > 0;
+    if (work->solo > 0) work->solo--;
+    if (alone) {
+        for (int64_t k = 0; k < n_tiles; k++) dots_item(p, k);
+        return;
+    }
+    switch (ks_team_for(&work->team, n_tiles, dots_item, p)) {
+    case KS_TEAM_KEPT_UP:
+        if (++work->kept < work->solo_next) break;
+        work->kept = 0; /* kept up as long as the last solo run: the next one half as long */
+        work->solo_next = work->solo_next / 2 > KS_QUANT_SOLO_FIRST ? work->solo_next / 2 : KS_QUANT_SOLO_FIRST;
+        break;
+    case KS_TEAM_LATE:
+        if (n_tiles < threads) break; /* a helper may rightly have found no tile left */
+        work->kept = 0;
+        work->solo = work->solo_next;
+        work->solo_next = 2 * work->solo_next < KS_QUANT_SOLO_RUN ? 2 * work->solo_next : KS_QUANT_SOLO_RUN;
+        break;
+    case KS_TEAM_WOKEN: break;
+    }
+}
+
+void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx) {
+    if (work->solo > 0) { /* the helpers sleep through a solo run */
+        for (int64_t i = 0; i < n; i++) fn(ctx, i);
+        return;
+    }
+    ks_team_for(&work->team, n, fn, ctx); /* a few short items: a helper finding none left says nothing */
+}
+
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work) {
     KS_ASSERT(n_outs >= 1 && n_outs <= KS_QUANT_MAX_OUTS && n <= work->max_n);
     const int64_t in = outs[0].w->cols;
     const int tiled = n >= KS_QUANT_TILE_MIN_ROWS;
-    const int64_t per = tiled ? KS_QUANT_TILE : ROW_TILE;
-    ks_quant_dot_fn dots[KS_QUANT_MAX_OUTS];
-    int64_t tiles[KS_QUANT_MAX_OUTS + 1], work_elems = 0;
+    product_set p = {.outs = outs, .per = tiled ? KS_QUANT_TILE : ROW_TILE, .x = x, .n = n,
+                     .accumulate = accumulate};
+    int64_t work_elems = 0;
     for (int i = 0; i < n_outs; i++) {
         KS_ASSERT(outs[i].w->cols == in && in <= work->max_in && ks_quant_supports(outs[i].w->type));
-        dots[i] = kernel(outs[i].w->type);
+        p.dots[i] = kernels(outs[i].w->type);
         work_elems += outs[i].w->rows * in;
+        p.tiles[i + 1] = p.tiles[i] + (outs[i].w->rows + p.per - 1) / p.per;
     }
-    const int64_t n_tiles = number_tiles(outs, n_outs, per, tiles);
+    const int64_t n_tiles = p.tiles[n_outs];
     const int threads = omp_get_max_threads() < work->threads ? omp_get_max_threads() : work->threads;
-    const int team = threads > 1 && work_elems * n >= KS_QUANT_PARALLEL_MIN && (tiled || work->solo == 0);
-    if (!tiled && work->solo > 0) work->solo--;
-    if (!tiled) ks_quant_act(work->act, x, in * n); /* a few rows: less work than a barrier */
-    int idle = 0; /* team members that took no tile */
-#pragma omp parallel if (team) num_threads(threads) reduction(+ : idle)
-    {
-        float *tile = tiled ? work->tiles + (size_t)omp_get_thread_num() * KS_QUANT_TILE * in : NULL;
-        int took = 0;
-#pragma omp for schedule(dynamic, 1) nowait
-        for (int64_t k = 0; k < n_tiles; k++) {
-            int64_t r0, r1;
-            const int i = find_tile(outs, tiles, k, per, &r0, &r1);
-            if (tiled) sgemm_tile(&outs[i], r0, r1, x, n, accumulate, tile);
-            else tile_dots(&outs[i], dots[i], r0, r1, work->act, n, accumulate);
-            took++;
-        }
-        idle += !took;
-    }
-    if (team && !tiled && idle && n_tiles >= threads) work->solo = KS_QUANT_SOLO_RUN;
+    const int team = threads > 1 && work_elems * n >= KS_QUANT_PARALLEL_MIN;
+    if (tiled) sgemm_tiles(&p, n_tiles, team, threads, work->tiles);
+    else dot_tiles(&p, n_tiles, team, threads, work);
 }
 
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n) {

@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "cpu/team.h"
 #include "model/model.h" /* ks_qmat */
 
 #define KS_QA_ELEMS 32 /* elements per activation block; every supported weight row is a whole number of them */
@@ -45,22 +46,28 @@ int ks_quant_supports(ks_dtype t);
 #define KS_QUANT_TILE_MIN_ROWS 24 /* input rows from which products go through dequantized tiles and SGEMM */
 #define KS_QUANT_TILE 256         /* weight rows per dequantized tile */
 
-/* The scratch of ks_quant_gemm (owned): int8 activations for up to max_n rows of up to max_in values, and an fp32
- * tile of weight rows per thread, for the OpenMP threads set when it was built (products then use at most those). */
+/* The scratch of ks_quant_gemm (owned): int8 activations for up to max_n rows of up to max_in values, an fp32
+ * tile of weight rows per thread, and the helper threads of the int8 products, for the OpenMP threads set when it
+ * was built (products then use at most those). */
 typedef struct ks_quant_work {
     ks_qa_block *act; /* (max_n * max_in / 32) */
     float *tiles;     /* (threads, KS_QUANT_TILE, max_in); NULL when max_n < KS_QUANT_TILE_MIN_ROWS */
     int max_n, threads;
     int64_t max_in;
-    int solo;         /* products left to run on one thread (KS_QUANT_SOLO_RUN) */
+    ks_team team;     /* threads - 1 helpers sharing the int8 products (decode) */
+    int solo;         /* int8 products left to run on one thread */
+    int solo_next;    /* the solo run the next late team starts (KS_QUANT_SOLO_FIRST .. KS_QUANT_SOLO_RUN) */
+    int kept;         /* int8 products in a row the team kept up with */
 } ks_quant_work;
 
-/* A thread team is worth its wake-up and its join only when every member works. When one took no tile of an
- * int8 product (a decode step's, tens of microseconds each) at all (the scheduler kept it off the cores: other
- * processes share them, and the others did its share while the join still waited for it), the next
- * KS_QUANT_SOLO_RUN int8 products (about 4 SmolLM2 tokens) run on the calling thread alone, and then a team tries
- * again. Prefill's tiled products (milliseconds each) always use the team. Which thread computes a row never
- * changes its value. */
+/* The int8 products (a decode step's, tens of microseconds each) run on `team`, whose helpers wait awake between
+ * them (team.h); prefill's tiled products (milliseconds each) on the OpenMP threads. A team is worth it only
+ * while every helper works: when an awake one took no tile of a product or kept the caller waiting for its last
+ * tile (the scheduler kept it off the cores: other processes share them), the next int8 products run on the
+ * calling thread alone, the helpers going to sleep, and then the team tries again. A late team doubles the next
+ * solo run, from KS_QUANT_SOLO_FIRST up to KS_QUANT_SOLO_RUN (about 4 SmolLM2 tokens); a team that kept up for as
+ * many products in a row halves it. Which thread computes a row never changes its value. */
+#define KS_QUANT_SOLO_FIRST 64
 #define KS_QUANT_SOLO_RUN 512
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in);
@@ -84,9 +91,9 @@ double ks_quant_ref_dot(const ks_qmat *w, int64_t row, const float *x);
 double ks_quant_act_bound(const ks_qmat *w, int64_t row, const ks_qa_block *xa);
 
 /* out (n, w->rows) = x (n, w->cols) w^T + bias, or out += ... when accumulate; bias may be NULL; n <= work's
- * max_n, w->cols <= its max_in. Output rows are spread over the OpenMP threads in one parallel region (none below
- * KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team costs more than it saves); each tile of weight rows is
- * read once for all n inputs. */
+ * max_n, w->cols <= its max_in. Output rows are spread over the threads (the helper team for int8 products, one
+ * OpenMP parallel region for tiled ones; neither below KS_QUANT_PARALLEL_MIN multiply-adds, where a thread team
+ * costs more than it saves); each tile of weight rows is read once for all n inputs. */
 void ks_quant_gemm(float *out, const float *x, const ks_qmat *w, const float *bias, int n, int accumulate,
                    ks_quant_work *work);
 
@@ -101,9 +108,13 @@ typedef struct ks_quant_out {
 } ks_quant_out;
 
 /* Up to KS_QUANT_MAX_OUTS products of the same input x (n, cols), all weights having cols columns (q|k|v,
- * gate|up): x is quantized once and all their rows share one parallel region. */
+ * gate|up): x is quantized once and all their rows share one loop of the threads. */
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work);
+
+/* fn(ctx, i) for every i in [0, n) on the int8 products' threads (`team`; on the calling thread alone during a
+ * solo run): a decode step's other work that comes as independent items (its attention). */
+void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx);
 
 /* out (n, w->cols) = rows tokens[t] of w dequantized: an embedding lookup in a packed table. */
 void ks_quant_rows(float *out, const ks_qmat *w, const int32_t *tokens, int n);

@@ -131,8 +131,9 @@ void ks_ref_attention_decode(float *out, const float *q, const float *k, const f
 
 int ks_ref_argmax(const float *x, int n) {
     int best = 0;
+    float top = x[0]; /* x[best], held apart from the index: no load waits for the last comparison */
     for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
+        if (x[i] > top) top = x[best = i];
     return best;
 }
 

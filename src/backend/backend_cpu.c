@@ -310,6 +310,9 @@ static ks_status cpu_attention_prefill(ks_backend *b, int layer, int n, int pos0
     return KS_OK;
 }
 
+/* One work item of a decode attention (a ks_team_fn). */
+static void attention_item(void *ctx, int64_t item) { ks_fast_attention_decode_item(ctx, (int)item); }
+
 /* Row `row` of ATT = the decode query in row `row` of Q at position qpos over slot s's kept rows. */
 static void attention_decode_row(ks_backend *b, cpu_seq *s, int layer, int qpos, int row) {
     const ks_model_config *c = b->cfg;
@@ -322,9 +325,14 @@ static void attention_decode_row(ks_backend *b, cpu_seq *s, int layer, int qpos,
     }
     for (int h = 0; h < c->n_kv_heads; h++)
         b->start[h] = ks_kvcache_window_start(kc, layer, h, qpos, layer_window(c, layer));
-    ks_fast_attention_decode(out, b->buf[KS_BUF_Q] + row * qd, ks_kvcache_k(kc, layer), ks_kvcache_v(kc, layer),
-                             b->start, ks_kvcache_len(kc, layer), ks_kvcache_stride(kc, layer),
-                             c->n_heads, c->n_kv_heads, c->head_dim, attn_scale(c));
+    ks_attention_decode a = {.out = out, .q = b->buf[KS_BUF_Q] + row * qd, .k = ks_kvcache_k(kc, layer),
+                             .v = ks_kvcache_v(kc, layer), .start = b->start, .len = ks_kvcache_len(kc, layer),
+                             .cap = ks_kvcache_stride(kc, layer), .H = c->n_heads, .Hk = c->n_kv_heads,
+                             .d = c->head_dim, .scale = attn_scale(c)};
+    if (ks_model_is_packed(b->m)) /* the packed products' helpers are awake: they take a share at any length */
+        ks_quant_work_for(&b->qw, ks_fast_attention_decode_items(&a), attention_item, &a);
+    else
+        ks_fast_attention_decode(a.out, a.q, a.k, a.v, a.start, a.len, a.cap, a.H, a.Hk, a.d, a.scale);
 }
 
 static ks_status cpu_attention_decode(ks_backend *b, int layer, int qpos) {
