@@ -285,8 +285,9 @@ ks_status flex_scores(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const bf
     const int B = a->block, d = a->d, L = a->L, G = a->H / a->Hk;
     const int64_t group = (int64_t)G * B * f.ld_s;
     const int per_slab = (int)(w->s_floats / group);
-    // the columns up to L, rounded up to 512 inside the cache so that prompts share a few GEMM shapes (plans)
-    const int cols = min((L + 511) / 512 * 512, kc_cap);
+    // the columns up to L, rounded up to 512 inside the cache and the score rows so that prompts share a few GEMM
+    // shapes (plans)
+    const int cols = min((L + 511) / 512 * 512, min(kc_cap, w->cap));
     for (int g0 = 0; g0 < a->Hk; g0 += per_slab) {
         const int ng = min(per_slab, a->Hk - g0);
         for (int g = g0; g < g0 + ng; g++)
