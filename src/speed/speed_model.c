@@ -10,7 +10,7 @@
 #include "cuda/ks_cuda.h"
 #include "backend/backend_cuda.h"
 #include "backend/cuda_check.h"
-#include "cpu/flexprefill_ref.h"    /* ks_flexprefill_blocks, ks_flexprefill_max_cols */
+#include "cpu/flexprefill_ref.h"   /* ks_flexprefill_blocks, ks_flexprefill_max_cols */
 #include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_blocks, ks_cuda_flex_blocks */
 #endif
 
@@ -79,6 +79,11 @@ ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, cons
 
 ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *ms) {
     (void)n, (void)H, (void)Hk, (void)d, (void)chunk, (void)repeat, (void)ms;
+    return no_cuda();
+}
+
+ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double *ms, double *aware) {
+    (void)n, (void)H, (void)Hk, (void)d, (void)repeat, (void)ms, (void)aware;
     return no_cuda();
 }
 
