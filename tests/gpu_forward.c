@@ -418,10 +418,10 @@ END_TEST
 
 /* FlexPrefill on the cuda backend: its store's flex_blocks (ks_cuda_flex_blocks: the last block's scores on
  * tensor cores, the estimates on the device, the reference's choice on the host) over a prompt of 8 blocks.
- * force_density 0.5 fixes each row's count: the cpu's density exactly; FlexPrefill's own choice (gamma 0.9,
- * tau 0.1) from bf16 activations against the cpu's fp32 ones: the densities, query-aware fractions and d_JS close
- * (a near-tie may move a head or a block); the prompt's last logits within the bf16 tolerance of the cpu's sparse
- * prefill both ways. */
+ * force_density 0.5 fixes each row's count: the cpu's density exactly, below 1; FlexPrefill's own choice (gamma
+ * 0.9, tau 0.1, min_budget 256) from bf16 activations against the cpu's fp32 ones: the densities, query-aware
+ * fractions and d_JS close (a near-tie may move a head's pattern or a column); the prompt's last logits within the
+ * bf16 tolerance of the cpu's sparse prefill both ways. */
 START_TEST(test_smollm2_flexprefill) {
     ks_model m;
     ks_tokenizer *tok;
@@ -438,8 +438,9 @@ START_TEST(test_smollm2_flexprefill) {
         sparse_prefill(&m, &ids, "FlexPrefill", opts[o], ids.n, "cuda", lg, sg, &ng);
         ck_assert_int_eq(ng, nc);
         for (int l = 0; l < nc; l++) {
-            const double tol = o == 0 ? 1e-9 : 5e-2;
-            ck_assert_msg(sg[l].sparse_density < 1 && fabs(sg[l].sparse_density - sc[l].sparse_density) <= tol,
+            const double tol = o == 0 ? 1e-9 : 0.15; /* a head's pattern or a vertical column may move */
+            const double diff = fabs(sg[l].sparse_density - sc[l].sparse_density);
+            ck_assert_msg((o == 1 || sg[l].sparse_density < 1) && diff <= tol,
                           "%s layer %d: density %g on cuda, %g on cpu", opts[o], l, sg[l].sparse_density,
                           sc[l].sparse_density);
             ck_assert_msg(fabs(sg[l].sparse_query_aware - sc[l].sparse_query_aware) <= 0.25 &&
