@@ -227,23 +227,36 @@ void ks_flexprefill_mark_vertical_slash(uint8_t *mask, const float *v_b, const f
     free(top);
 }
 
-void ks_flexprefill_mark_query_aware(uint8_t *mask, const float *p, int nb, float gamma) {
+void ks_flexprefill_rank_causal(float *v, int32_t *at, const float *p, int nb) {
     int n = nb * (nb + 1) / 2, t = 0;
     float *flat = malloc(sizeof *flat * (size_t)n);
-    int *at = malloc(sizeof *at * (size_t)n);
+    int32_t *pos = malloc(sizeof *pos * (size_t)n);
     for (int i = 0; i < nb; i++)
-        for (int c = 0; c <= i; c++, t++) flat[t] = p[(size_t)i * nb + c], at[t] = i * nb + c;
+        for (int c = 0; c <= i; c++, t++) flat[t] = p[(size_t)i * nb + c], pos[t] = i * nb + c;
     ranked *r = malloc(sizeof *r * (size_t)n);
     rank(r, flat, n); /* flat follows row-major order: ties go to the lower row, then column */
+    for (t = 0; t < n; t++) v[t] = r[t].v, at[t] = pos[r[t].i];
+    free(flat), free(pos), free(r);
+}
+
+void ks_flexprefill_fill_ranked(uint8_t *mask, const float *v, const int32_t *at, int n, float gamma) {
     double total = 0, run = 0;
-    for (t = 0; t < n; t++) total += r[t].v;
+    for (int t = 0; t < n; t++) total += v[t];
     double lim = (double)gamma * total;
-    for (t = 0; t < n; t++) {
-        run += r[t].v;
+    for (int t = 0; t < n; t++) {
+        run += v[t];
         if (run > lim) break;
-        mask[at[r[t].i]] = 1;
+        mask[at[t]] = 1;
     }
-    free(flat), free(at), free(r);
+}
+
+void ks_flexprefill_mark_query_aware(uint8_t *mask, const float *p, int nb, float gamma) {
+    int n = nb * (nb + 1) / 2;
+    float *v = malloc(sizeof *v * (size_t)n);
+    int32_t *at = malloc(sizeof *at * (size_t)n);
+    ks_flexprefill_rank_causal(v, at, p, nb);
+    ks_flexprefill_fill_ranked(mask, v, at, n, gamma);
+    free(v), free(at);
 }
 
 void ks_flexprefill_mark_forced(uint8_t *mask, const float *v_b, const float *s_b, int nb, float f) {
@@ -287,7 +300,8 @@ static float coverage(const uint8_t *mask, const float *A, int nb, const ks_flex
 }
 
 typedef struct {
-    float *A, *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p;
+    float *A, *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p, *rank_v;
+    int32_t *rank_at;
     uint8_t *mask;
 } flex_scratch;
 
@@ -299,12 +313,14 @@ static flex_scratch scratch_alloc(int B, int L, int nb, int d) {
     s.a_blk = malloc(sizeof(float) * (size_t)nb);
     s.km = malloc(sizeof(float) * (size_t)nb * d), s.qm = malloc(sizeof(float) * (size_t)nb * d);
     s.p = malloc(sizeof(float) * (size_t)nb * nb), s.mask = malloc((size_t)nb * nb);
+    s.rank_v = malloc(sizeof(float) * (size_t)nb * (nb + 1) / 2);
+    s.rank_at = malloc(sizeof(int32_t) * (size_t)nb * (nb + 1) / 2);
     return s;
 }
 
 static void scratch_free(flex_scratch *s) {
     free(s->A), free(s->vertical), free(s->slash), free(s->v_b), free(s->s_b), free(s->a_blk);
-    free(s->km), free(s->qm), free(s->p), free(s->mask);
+    free(s->km), free(s->qm), free(s->p), free(s->mask), free(s->rank_v), free(s->rank_at);
 }
 
 ks_flexprefill_stat ks_flexprefill_decide(const float *a_blk, const float *v_b, int cover_v, int cover_s,
@@ -324,14 +340,15 @@ ks_flexprefill_stat ks_flexprefill_decide(const float *a_blk, const float *v_b, 
 }
 
 void ks_flexprefill_mark(uint8_t *mask, const ks_flexprefill_stat *st, const float *v_b, const float *s_b,
-                         const float *p, const ks_flexprefill_args *a) {
+                         const float *rank_v, const int32_t *rank_at, const ks_flexprefill_args *a) {
     int nb = ks_flexprefill_blocks(a);
     memset(mask, 0, (size_t)nb * nb);
     if (st->pattern == KS_FLEX_FORCED) {
         ks_flexprefill_mark_forced(mask, v_b, s_b, nb, a->force_density);
         return;
     }
-    if (st->pattern == KS_FLEX_QUERY_AWARE) ks_flexprefill_mark_query_aware(mask, p, nb, a->gamma);
+    if (st->pattern == KS_FLEX_QUERY_AWARE)
+        ks_flexprefill_fill_ranked(mask, rank_v, rank_at, nb * (nb + 1) / 2, a->gamma);
     ks_flexprefill_mark_vertical_slash(mask, v_b, s_b, nb, st->n_v, st->n_s);
 }
 
@@ -352,8 +369,9 @@ static ks_flexprefill_stat select_head(flex_scratch *s, const float *q, const fl
     if (st.pattern == KS_FLEX_QUERY_AWARE) {
         block_means(s->qm, q + (size_t)h * d, (size_t)a->H * d, L, B, d, sqrtf((float)d));
         block_attention(s->p, s->qm, s->km, nb, d);
+        ks_flexprefill_rank_causal(s->rank_v, s->rank_at, s->p, nb);
     }
-    ks_flexprefill_mark(s->mask, &st, s->v_b, s->s_b, s->p, a);
+    ks_flexprefill_mark(s->mask, &st, s->v_b, s->s_b, s->rank_v, s->rank_at, a);
     return st;
 }
 

@@ -10,8 +10,10 @@
 //   3. flex_pool: v_b, s_b and the coverage masses per key block; flex_softmax_rows: a_blk;
 //   4. the covers: vertical and slash sorted descending (cub's segmented sort), flex_cover: the prefix sums in
 //      fp64 counted against gamma times the total, a block per sequence;
-// then only (H, 5, nb) floats and 2 H covers cross to the host. A query-aware head's block attention (nb, nb) is
-// computed when the host asks for it (flex_block_means of its queries, flex_softmax_rows) and copied back.
+// then only (H, 5, nb) floats and 2 H covers cross to the host. A query-aware head's block attention is computed
+// and ranked when the host asks for it (flex_block_means of its queries, flex_softmax_rows, flex_flatten_causal,
+// cub's stable radix sort: descending, ties to the lower row, then column, the reference's order), and the
+// ranking comes back for the host's fill (ks_flexprefill_fill_ranked).
 // The GEMM accumulates in fp32 and the softmax denominators of step 1 and the covers' prefix sums are parallel
 // fp64 sums, so the estimates match the reference's to rounding; the other sums have the reference's order, and
 // the choice (rankings, ties, budgets) is the reference's own code.
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 
 #include "cuda/common.cuh"
@@ -170,6 +173,14 @@ __global__ void flex_pool(float *est, const float *vs, const float *part, int H,
     }
 }
 
+// The causal entries of p (nb, nb) in row-major order (entry i (i + 1) / 2 + c is row i, column c): their values
+// into key, their indices i nb + c into at. Grid nb (a block per row).
+__global__ void flex_flatten_causal(float *key, int32_t *at, const float *p, int nb) {
+    const int i = blockIdx.x;
+    const int64_t t0 = (int64_t)i * (i + 1) / 2;
+    for (int c = threadIdx.x; c <= i; c += blockDim.x) key[t0 + c] = p[(int64_t)i * nb + c], at[t0 + c] = i * nb + c;
+}
+
 // offs: sequence t of vs begins at t cap (begin[t] = offs[t]) and ends at t cap + L (end[t] = offs[n + t]).
 __global__ void flex_offsets(int *offs, int n, int cap, int L) {
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
@@ -237,6 +248,16 @@ size_t sort_bytes(const flex_shape &f) {
     return bytes;
 }
 
+// The causal entries of a head's block attention, nb (nb + 1) / 2.
+size_t causal_entries(int nb) { return (size_t)nb * (nb + 1) / 2; }
+
+size_t rank_bytes(const flex_shape &f) {
+    size_t bytes = 0;
+    cub::DeviceRadixSort::SortPairsDescending(NULL, bytes, (const float *)NULL, (float *)NULL, (const int32_t *)NULL,
+                                              (int32_t *)NULL, (int64_t)causal_entries(f.nb));
+    return bytes;
+}
+
 // Places w's arrays from base (NULL: sizes only); returns the bytes they span.
 size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &f) {
     size_t at = 0;
@@ -248,6 +269,7 @@ size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &
     const size_t H = f.H, nb = f.nb, cap = f.cap;
     w->s_floats = score_floats(f);
     w->sort_bytes = sort_bytes(f);
+    w->rank_bytes = rank_bytes(f);
     w->q = (ks_bf16 *)take(H * f.B * f.d * 2);
     w->s = (float *)take(w->s_floats * 4);
     w->vs = (float *)take(2 * H * cap * 4);
@@ -261,6 +283,10 @@ size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &
     w->est = (float *)take(H * 5 * nb * 4);
     w->cover = (int32_t *)take(2 * H * 4);
     w->p = (float *)take(nb * nb * 4);
+    const size_t ce = causal_entries(f.nb);
+    w->rank_v = (float *)take(2 * ce * 4);
+    w->rank_at = (int32_t *)take(2 * ce * 4);
+    w->rank_tmp = take(w->rank_bytes);
     w->H = f.H, w->Hk = f.Hk, w->d = f.d, w->block = f.B, w->cap = f.cap;
     return at;
 }
@@ -335,17 +361,26 @@ ks_status flex_estimate(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const 
     return KS_OK;
 }
 
-// Query head h's block attention (nb, nb) into p (host): its block mean queries scaled by 1 / sqrt(d), each
-// row's softmax over its causal blocks (entries above the diagonal unset).
-ks_status flex_block_attention(float *p, const ks_cuda_flex_work *w, const bf16 *q, int64_t ld_q, int h,
-                               const ks_flexprefill_args *a, cudaStream_t s) {
+// Query head h's block attention ranked (ks_flexprefill_rank_causal) into v and at (host, nb (nb + 1) / 2 each):
+// its block mean queries scaled by 1 / sqrt(d), each row's softmax over its causal blocks, the causal entries
+// flattened and sorted.
+ks_status flex_rank_head(float *v, int32_t *at, const ks_cuda_flex_work *w, const bf16 *q, int64_t ld_q, int h,
+                         const ks_flexprefill_args *a, cudaStream_t s) {
     const int nb = ks_flexprefill_blocks(a), d = a->d, g = h / (a->H / a->Hk);
+    const size_t n = causal_entries(nb);
     flex_block_means<<<dim3(nb, 1), 128, 0, s>>>(w->qm, q + (int64_t)h * d, ld_q, 0, a->L, a->block, d, nb,
                                                  sqrtf((float)d));
     KS_LAUNCH_CHECK();
     flex_softmax_rows<<<nb, 128, 0, s>>>(w->p, nb, w->qm, d, w->km + (int64_t)g * nb * d, 0, nb + 1, d, 1, 1);
     KS_LAUNCH_CHECK();
-    CUDA_CHECK(cudaMemcpyAsync(p, w->p, sizeof(float) * nb * nb, cudaMemcpyDeviceToHost, s));
+    flex_flatten_causal<<<nb, 128, 0, s>>>(w->rank_v, w->rank_at, w->p, nb);
+    KS_LAUNCH_CHECK();
+    size_t bytes = w->rank_bytes;
+    CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(w->rank_tmp, bytes, (const float *)w->rank_v,
+                                                         w->rank_v + n, (const int32_t *)w->rank_at, w->rank_at + n,
+                                                         (int64_t)n, 0, 32, s));
+    CUDA_CHECK(cudaMemcpyAsync(v, w->rank_v + n, sizeof(float) * n, cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaMemcpyAsync(at, w->rank_at + n, sizeof(int32_t) * n, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaStreamSynchronize(s));
     return KS_OK;
 }
@@ -364,10 +399,12 @@ ks_status flex_choose(ks_block_list *l, ks_flexprefill_stat *stats, const float 
                       const ks_cuda_flex_work *w, const bf16 *q, int64_t ld_q, const ks_flexprefill_args *a,
                       cudaStream_t s) {
     const int nb = ks_flexprefill_blocks(a);
+    const size_t n = causal_entries(nb);
     uint8_t *mask = (uint8_t *)malloc((size_t)nb * nb);
-    float *p = (float *)malloc(sizeof(float) * nb * nb);
-    if (!mask || !p) {
-        free(mask), free(p);
+    float *rank_v = (float *)malloc(sizeof(float) * n);
+    int32_t *rank_at = (int32_t *)malloc(sizeof(int32_t) * n);
+    if (!mask || !rank_v || !rank_at) {
+        free(mask), free(rank_v), free(rank_at);
         return ks_fail(KS_ERR_NOMEM, "FlexPrefill on cuda: out of host memory for %d x %d block masks", nb, nb);
     }
     l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
@@ -377,14 +414,14 @@ ks_status flex_choose(ks_block_list *l, ks_flexprefill_stat *stats, const float 
     for (int h = 0; h < a->H && st == KS_OK; h++) {
         const float *e = est + (size_t)h * 5 * nb;
         ks_flexprefill_stat r = ks_flexprefill_decide(e + 2 * nb, e, cover[h], cover[a->H + h], a);
-        if (r.pattern == KS_FLEX_QUERY_AWARE) st = flex_block_attention(p, w, q, ld_q, h, a, s);
+        if (r.pattern == KS_FLEX_QUERY_AWARE) st = flex_rank_head(rank_v, rank_at, w, q, ld_q, h, a, s);
         if (st != KS_OK) break;
-        ks_flexprefill_mark(mask, &r, e, e + nb, p, a);
+        ks_flexprefill_mark(mask, &r, e, e + nb, rank_v, rank_at, a);
         ks_flexprefill_emit(l, &r, mask, h, nb, &off);
         r.coverage = flex_coverage(mask, e + 3 * nb, e + 4 * nb, nb, a->block);
         if (stats) stats[h] = r;
     }
-    free(mask), free(p);
+    free(mask), free(rank_v), free(rank_at);
     return st;
 }
 

@@ -130,6 +130,10 @@ typedef struct ks_cuda_flex_work {
     size_t sort_bytes;
     float *qbar, *km;  /* (H, d) the scaled mean of the last queries; (Hk, nb, d) the block mean keys */
     float *qm, *p;     /* (nb, d) one head's scaled block mean queries; (nb, nb) its block attention */
+    float *rank_v;     /* (2 nb (nb + 1) / 2) its causal entries' values, then the same ranked */
+    int32_t *rank_at;  /* (2 nb (nb + 1) / 2) their indices i nb + c, then the same ranked */
+    void *rank_tmp;    /* (rank_bytes) the ranking's radix sort scratch */
+    size_t rank_bytes;
     float *est;        /* (H, 5, nb) per head v_b, s_b, a_blk and the coverage masses of the two scored blocks */
     int32_t *cover;    /* (2 H) the covers of vertical, then of slash */
     int H, Hk, d, block, cap; /* the shape it was placed for */
@@ -145,7 +149,8 @@ void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, in
  * l and stats as it fills them): the a->L roped query rows q (row r at q + r ld_q, heads (H, d)) against rows
  * 0 .. a->L - 1 of kc (Hk, kc_cap, d). The estimates on the device (the last block's scores one cuBLASLt GEMM per
  * KV head), the choice on the host with the reference's step functions (ks_flexprefill_decide, _mark, _emit); a
- * query-aware head's block attention is computed and read back on its own. Waits for s; d a multiple of 8. */
+ * query-aware head's block attention is computed and ranked on the device and its ranking read back on its own.
+ * Waits for s; d a multiple of 8. */
 ks_status ks_cuda_flex_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const ks_bf16 *q, int64_t ld_q,
                               const ks_bf16 *kc, int kc_cap, const ks_flexprefill_args *a, ks_block_list *l,
                               ks_flexprefill_stat *stats, cudaStream_t s);
