@@ -278,8 +278,13 @@ void ks_flexprefill_emit(ks_block_list *l, ks_flexprefill_stat *st, const uint8_
                          int32_t *off) {
     int64_t blocks = 0;
     for (int i = 0; i < nb; i++) {
-        for (int c = 0; c <= i; c++)
-            if (mask[(size_t)i * nb + c]) l->cols[(*off)++] = c, blocks++;
+        const uint8_t *row = mask + (size_t)i * nb;
+        for (int c = 0; c <= i; c++) {
+            uint64_t word = 1;
+            if (c % 8 == 0 && c + 8 <= i + 1) memcpy(&word, row + c, 8); /* eight unset blocks skipped at once */
+            if (!word) c += 7;
+            else if (row[c]) l->cols[(*off)++] = c, blocks++;
+        }
         l->row_start[h * nb + i + 1] = *off;
     }
     st->blocks = blocks;
