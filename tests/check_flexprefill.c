@@ -593,6 +593,33 @@ START_TEST(test_smollm2_long) {
 }
 END_TEST
 
+/* ks_flexprefill_emit against a plain walk of the mask: nb = 37 (rows longer than a word of eight blocks, and
+ * partial words), masks from empty to dense, each row's causal blocks in order; blocks and sparsity. */
+START_TEST(test_emit_rows) {
+    enum { NB = 37 };
+    static uint8_t mask[NB * NB];
+    const float density[] = {0, 0.05f, 0.5f, 1};
+    float *u = ks_test_rand_buf(NB * NB, 1);
+    for (size_t k = 0; k < sizeof density / sizeof density[0]; k++) {
+        for (int e = 0; e < NB * NB; e++) mask[e] = fabsf(u[e]) < density[k];
+        int32_t rows[NB + 1], cols[NB * NB], off = 0, want = 0;
+        ks_block_list l = {.row_start = rows, .cols = cols};
+        ks_flexprefill_stat st = {0};
+        rows[0] = 0;
+        ks_flexprefill_emit(&l, &st, mask, 0, NB, &off);
+        for (int i = 0; i < NB; i++) {
+            for (int c = 0; c <= i; c++)
+                if (mask[i * NB + c]) ck_assert_int_eq(cols[want++], c);
+            ck_assert_int_eq(rows[i + 1], want);
+        }
+        ck_assert_int_eq(off, want);
+        ck_assert_int_eq(st.blocks, want);
+        ck_assert_float_eq_tol(st.sparsity, 1.0f - (float)want / (NB * (NB + 1) / 2), 1e-6f);
+    }
+    free(u);
+}
+END_TEST
+
 int main(int argc, char **argv) {
     ks_test_seed(0x2545F4914F6CDD1Dull);
     int smollm2 = argc > 1 && !strcmp(argv[1], "smollm2");
@@ -610,6 +637,7 @@ int main(int argc, char **argv) {
     tcase_add_test(tc, test_mark_vertical_slash);
     tcase_add_test(tc, test_mark_query_aware);
     tcase_add_test(tc, test_mark_forced);
+    tcase_add_test(tc, test_emit_rows);
     tcase_add_test(tc, test_dense_fallback);
     tcase_add_test(tc, test_uniform_js_both_sides);
     tcase_add_test(tc, test_partial_last_block);

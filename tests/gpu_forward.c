@@ -11,7 +11,7 @@
  *                            (prompt rows and decode rows) against the cpu backend's
  *     gpu_forward smollm2    SmolLM2-135M-Instruct (label "model" too; $KS_SMOLLM2_GGUF): the fixture logits and
  *                            the fixture's 32 greedy tokens (teacher-forced against the CPU, then free-running
- *                            through the decode graph); XAttention's sparse prefill against the cpu backend's
+ *                            through the decode graph); XAttention's and FlexPrefill's sparse prefill against the cpu's
  *
  * Tolerance (bf16 weights, KV cache and activations against fp32): every logit finite, ||gpu - ref|| <=
  * g_rel_l2 ||ref||, max |gpu - ref| <= g_max_rel max |ref| (per model, below); and the argmax must agree
@@ -374,15 +374,14 @@ START_TEST(test_smollm2) {
 }
 END_TEST
 
-/* XAttention's prefill on one backend (force_density 0.5, chunks of 256): the last position's logits, the layers'
- * statistics. */
-static void xattention_prefill(const ks_model *m, const ks_ids *ids, const char *device, float *logits,
-                               ks_layer_stat *st, int *n_st) {
-    const char *opts[] = {"force_density=0.5"};
+/* A sparse prefill method's prefill on one backend (chunks of `chunk`; the whole prompt for a method that needs
+ * it in one): the last position's logits, the layers' statistics. */
+static void sparse_prefill(const ks_model *m, const ks_ids *ids, const char *method, const char *opt, int chunk,
+                           const char *device, float *logits, ks_layer_stat *st, int *n_st) {
     ks_method *meth = NULL;
-    CK_KS(ks_method_create(&meth, "XAttention", NULL, opts, 1));
+    CK_KS(ks_method_create(&meth, method, NULL, &opt, 1));
     ks_forward f = {0};
-    ks_forward_params p = {.device = device, .max_ctx = ids->n + 1, .chunk = 256};
+    ks_forward_params p = {.device = device, .max_ctx = ids->n + 1, .chunk = chunk};
     CK_KS(ks_forward_init(&f, m, meth, &p));
     int32_t next;
     CK_KS(ks_forward_prefill(&f, ids->ids, ids->n, logits, &next));
@@ -405,13 +404,54 @@ START_TEST(test_smollm2_xattention) {
     float *lc = malloc(sizeof(float) * V), *lg = malloc(sizeof(float) * V);
     static ks_layer_stat sc[KS_METHOD_MAX_LAYERS], sg[KS_METHOD_MAX_LAYERS];
     int nc, ng;
-    xattention_prefill(&m, &ids, "cpu", lc, sc, &nc);
-    xattention_prefill(&m, &ids, "cuda", lg, sg, &ng);
+    sparse_prefill(&m, &ids, "XAttention", "force_density=0.5", 256, "cpu", lc, sc, &nc);
+    sparse_prefill(&m, &ids, "XAttention", "force_density=0.5", 256, "cuda", lg, sg, &ng);
     ck_assert_int_eq(ng, nc);
     for (int l = 0; l < nc; l++)
         ck_assert_msg(sg[l].sparse_density < 1 && fabs(sg[l].sparse_density - sc[l].sparse_density) < 1e-9,
                       "layer %d: density %g on cuda, %g on cpu", l, sg[l].sparse_density, sc[l].sparse_density);
     check_logits(lg, lc, V, "XAttention force_density 0.5: prefill, cuda vs cpu");
+    free(lc), free(lg);
+    ks_test_smollm2_free(&m, tok, &ids);
+}
+END_TEST
+
+/* FlexPrefill on the cuda backend: its store's flex_blocks (ks_cuda_flex_blocks: the last block's scores on
+ * tensor cores, the estimates on the device, the reference's choice on the host) over a prompt of 8 blocks.
+ * force_density 0.5 fixes each row's count: the cpu's density exactly, below 1; FlexPrefill's own choice (gamma
+ * 0.9, tau 0.1, min_budget 256) from bf16 activations against the cpu's fp32 ones: the densities, query-aware
+ * fractions and d_JS close (a near-tie may move a head's pattern or a column); the prompt's last logits within the
+ * bf16 tolerance of the cpu's sparse prefill both ways. */
+START_TEST(test_smollm2_flexprefill) {
+    ks_model m;
+    ks_tokenizer *tok;
+    ks_ids ids;
+    ks_test_smollm2_long_prompt(&m, &tok, &ids, 8 * 128);
+    g_rel_l2 = 8e-2, g_max_rel = 2e-1;
+    const int V = m.cfg.vocab;
+    float *lc = malloc(sizeof(float) * V), *lg = malloc(sizeof(float) * V);
+    static ks_layer_stat sc[KS_METHOD_MAX_LAYERS], sg[KS_METHOD_MAX_LAYERS];
+    const char *opts[] = {"force_density=0.5", "min_budget=256"};
+    for (int o = 0; o < 2; o++) {
+        int nc, ng;
+        sparse_prefill(&m, &ids, "FlexPrefill", opts[o], ids.n, "cpu", lc, sc, &nc);
+        sparse_prefill(&m, &ids, "FlexPrefill", opts[o], ids.n, "cuda", lg, sg, &ng);
+        ck_assert_int_eq(ng, nc);
+        for (int l = 0; l < nc; l++) {
+            const double tol = o == 0 ? 1e-9 : 0.15; /* a head's pattern or a vertical column may move */
+            const double diff = fabs(sg[l].sparse_density - sc[l].sparse_density);
+            ck_assert_msg((o == 1 || sg[l].sparse_density < 1) && diff <= tol,
+                          "%s layer %d: density %g on cuda, %g on cpu", opts[o], l, sg[l].sparse_density,
+                          sc[l].sparse_density);
+            ck_assert_msg(fabs(sg[l].sparse_query_aware - sc[l].sparse_query_aware) <= 0.25 &&
+                              fabs(sg[l].sparse_djs - sc[l].sparse_djs) <= 2e-2,
+                          "%s layer %d: query-aware %g d_JS %g on cuda, %g %g on cpu", opts[o], l,
+                          sg[l].sparse_query_aware, sg[l].sparse_djs, sc[l].sparse_query_aware, sc[l].sparse_djs);
+        }
+        char what[96];
+        snprintf(what, sizeof what, "FlexPrefill %s: prefill, cuda vs cpu", opts[o]);
+        check_logits(lg, lc, V, what);
+    }
     free(lc), free(lg);
     ks_test_smollm2_free(&m, tok, &ids);
 }
@@ -425,6 +465,7 @@ int main(int argc, char **argv) {
     if (smollm2) {
         tcase_add_test(tc, test_smollm2);
         tcase_add_test(tc, test_smollm2_xattention);
+        tcase_add_test(tc, test_smollm2_flexprefill);
     } else {
         tcase_add_test(tc, test_registry);
         tcase_add_test(tc, test_synthetic_checkpoints);

@@ -48,6 +48,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpu/flexprefill_ref.h"
 #include "cpu/ref.h"
 #include "cpu/xattn_ref.h"
 #include "cuda/ks_cuda_methods.h"
@@ -391,6 +392,104 @@ START_TEST(test_xattn_blocks) {
         free(k), free(q), free(q_dense), free(want), free(scores), free(want_cols_n), free(want_cols), free(want_cov);
         free(work), free(got), free(count), free(start), free(cov), free(packed);
     }
+    ks_cuda_gemm_free(gemm);
+}
+END_TEST
+
+/* One FlexPrefill case of test_flex_blocks: H, Hk, d, B, L, and the knobs. */
+typedef struct flex_case {
+    int H, Hk, d, B, L;
+    float gamma, tau, force_density;
+    int min_budget, max_budget;
+} flex_case;
+
+/* The device's lists and records of case fc against ks_flexprefill_ref's (the cpu store's) on the same bf16
+ * values: the same blocks in every row, the same pattern and counts per head, d_JS, sparsity and coverage within
+ * rounding. Returns how many heads were query-aware; *djs (H, may be NULL) gets the reference's d_JS. */
+static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs) {
+    const int H = fc->H, Hk = fc->Hk, d = fc->d, L = fc->L, cap = L + 37, ld_q = H * d + 2 * Hk * d;
+    const ks_flexprefill_args a = {.block = fc->B, .gamma = fc->gamma, .tau = fc->tau, .min_budget = fc->min_budget,
+                                   .max_budget = fc->max_budget, .force_density = fc->force_density, .H = H,
+                                   .Hk = Hk, .d = d, .L = L};
+    ck_assert_ptr_null(ks_flexprefill_check(&a));
+    ck_assert(!ks_flexprefill_is_dense(&a));
+    float *k = malloc(sizeof(float) * Hk * cap * d), *q = malloc(sizeof(float) * L * ld_q);
+    float *q_dense = malloc(sizeof(float) * L * H * d);
+    fill(k, (size_t)Hk * cap * d, -2, 2), fill(q, (size_t)L * ld_q, -2, 2);
+    for (int r = 0; r < L; r++) memcpy(q_dense + (size_t)r * H * d, q + (size_t)r * ld_q, sizeof(float) * H * d);
+    const int nb = ks_flexprefill_blocks(&a);
+    const size_t n_cols = ks_flexprefill_max_cols(&a);
+    ks_block_list want = {.row_start = malloc(sizeof(int32_t) * (H * nb + 1)), .cols = malloc(4 * n_cols)};
+    ks_block_list got = {.row_start = malloc(sizeof(int32_t) * (H * nb + 1)), .cols = malloc(4 * n_cols)};
+    ks_flexprefill_stat *sw = malloc(sizeof *sw * H), *sg = malloc(sizeof *sg * H);
+    ks_flexprefill_ref(&want, sw, q_dense, k, cap, &a);
+
+    ks_cuda_flex_work w;
+    void *block = dev_alloc(ks_cuda_flex_work_bytes(H, Hk, d, fc->B, cap));
+    ks_cuda_flex_work_place(&w, block, H, Hk, d, fc->B, cap);
+    ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)L * ld_q);
+    CK_KS(ks_cuda_flex_blocks(gemm, &w, dq, ld_q, dk, cap, &a, &got, sg, 0));
+    ck_assert_int_eq(got.n_qblocks, nb);
+    ck_assert_int_eq(got.qb0, 0);
+    int aware = 0;
+    for (int h = 0; h < H; h++) {
+        ck_assert_msg(sg[h].pattern == sw[h].pattern && sg[h].n_v == sw[h].n_v && sg[h].n_s == sw[h].n_s &&
+                          sg[h].blocks == sw[h].blocks,
+                      "L %d head %d: pattern %d n_v %d n_s %d blocks %lld, want %d %d %d %lld (d_JS %.6f, want %.6f)",
+                      L, h, sg[h].pattern, sg[h].n_v, sg[h].n_s, (long long)sg[h].blocks, sw[h].pattern, sw[h].n_v,
+                      sw[h].n_s, (long long)sw[h].blocks, sg[h].d_js, sw[h].d_js);
+        ck_assert_msg(fabsf(sg[h].d_js - sw[h].d_js) <= 1e-4f && fabsf(sg[h].sparsity - sw[h].sparsity) <= 1e-6f &&
+                          fabsf(sg[h].coverage - sw[h].coverage) <= 1e-4f,
+                      "L %d head %d: d_JS %.7f sparsity %.7f coverage %.7f, want %.7f %.7f %.7f", L, h, sg[h].d_js,
+                      sg[h].sparsity, sg[h].coverage, sw[h].d_js, sw[h].sparsity, sw[h].coverage);
+        aware += sw[h].pattern == KS_FLEX_QUERY_AWARE;
+        if (djs) djs[h] = sw[h].d_js;
+    }
+    for (int r = 0; r <= H * nb; r++)
+        ck_assert_msg(got.row_start[r] == want.row_start[r], "L %d row %d: starts at %d, want %d", L, r,
+                      got.row_start[r], want.row_start[r]);
+    for (int i = 0; i < want.row_start[H * nb]; i++)
+        ck_assert_msg(got.cols[i] == want.cols[i], "L %d entry %d: block %d, want %d", L, i, got.cols[i],
+                      want.cols[i]);
+    cudaFree(block), cudaFree(dk), cudaFree(dq);
+    free(k), free(q), free(q_dense), free(want.row_start), free(want.cols), free(got.row_start), free(got.cols);
+    free(sw), free(sg);
+    return aware;
+}
+
+static int cmp_float_asc(const void *pa, const void *pb) {
+    float a = *(const float *)pa, b = *(const float *)pb;
+    return (a > b) - (a < b);
+}
+
+/* FlexPrefill's estimation on the device (ks_cuda_flex_blocks: the last block's scores on cuBLASLt, the
+ * estimates on the device, the choice by the reference's step functions) against ks_flexprefill_ref: tau 0 (every
+ * head vertical-slash), tau above any d_JS (every head query-aware), tau between two heads' d_JS (both patterns
+ * in one layer), force_density; prompts that end mid-block (the scored rows in two query blocks) and on a block
+ * edge, GQA groups 1 to 4, blocks of 64 and 128, gamma 1 (every token counted), budgets that bind. */
+START_TEST(test_flex_blocks) {
+    ks_cuda_gemm_t *gemm;
+    CK_KS(ks_cuda_gemm_init(&gemm, (size_t)32 << 20));
+    const flex_case cases[] = {
+        {8, 2, 64, 64, 1000, 0.9f, 0.0f, 0, 128, 0},      {8, 2, 64, 64, 1000, 0.9f, 1e6f, 0, 128, 0},
+        {4, 4, 128, 128, 1536, 0.95f, 0.0f, 0, 256, 512}, {4, 1, 128, 128, 1300, 1.0f, 1e6f, 0, 256, 0},
+        {6, 2, 64, 64, 777, 0.9f, 0.1f, 0.3f, 128, 0},    {8, 2, 64, 64, 2048, 0.8f, 0.0f, 0, 64, 1024},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int aware = flex_case_check(gemm, &cases[c], NULL);
+        if (cases[c].force_density == 0)
+            ck_assert_int_eq(aware, cases[c].tau > 1 ? cases[c].H : 0);
+    }
+    /* tau in the widest gap between two heads' d_JS: both patterns in one layer */
+    flex_case mixed = {8, 2, 64, 64, 1100, 0.9f, 0.0f, 0, 128, 0};
+    float djs[8];
+    flex_case_check(gemm, &mixed, djs);
+    qsort(djs, 8, sizeof *djs, cmp_float_asc);
+    int gap = 0;
+    for (int h = 1; h < 7; h++) gap = djs[h + 1] - djs[h] > djs[gap + 1] - djs[gap] ? h : gap;
+    ck_assert_msg(djs[gap + 1] - djs[gap] > 1e-3f, "no gap between the heads' d_JS to put tau in");
+    mixed.tau = (djs[gap] + djs[gap + 1]) / 2;
+    ck_assert_int_eq(flex_case_check(gemm, &mixed, NULL), gap + 1);
     ks_cuda_gemm_free(gemm);
 }
 END_TEST
@@ -1860,6 +1959,7 @@ int main(void) {
     tcase_add_test(tk, test_channel_scores);
     tcase_add_test(tk, test_xattn_scores);
     tcase_add_test(tk, test_xattn_blocks);
+    tcase_add_test(tk, test_flex_blocks);
     tcase_add_test(tk, test_key_norms_and_compact);
     tcase_add_test(tk, test_decode_evict);
     tcase_add_test(tk, test_row_scores_fold);

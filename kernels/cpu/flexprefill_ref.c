@@ -227,23 +227,36 @@ void ks_flexprefill_mark_vertical_slash(uint8_t *mask, const float *v_b, const f
     free(top);
 }
 
-void ks_flexprefill_mark_query_aware(uint8_t *mask, const float *p, int nb, float gamma) {
+void ks_flexprefill_rank_causal(float *v, int32_t *at, const float *p, int nb) {
     int n = nb * (nb + 1) / 2, t = 0;
     float *flat = malloc(sizeof *flat * (size_t)n);
-    int *at = malloc(sizeof *at * (size_t)n);
+    int32_t *pos = malloc(sizeof *pos * (size_t)n);
     for (int i = 0; i < nb; i++)
-        for (int c = 0; c <= i; c++, t++) flat[t] = p[(size_t)i * nb + c], at[t] = i * nb + c;
+        for (int c = 0; c <= i; c++, t++) flat[t] = p[(size_t)i * nb + c], pos[t] = i * nb + c;
     ranked *r = malloc(sizeof *r * (size_t)n);
     rank(r, flat, n); /* flat follows row-major order: ties go to the lower row, then column */
+    for (t = 0; t < n; t++) v[t] = r[t].v, at[t] = pos[r[t].i];
+    free(flat), free(pos), free(r);
+}
+
+void ks_flexprefill_fill_ranked(uint8_t *mask, const float *v, const int32_t *at, int n, float gamma) {
     double total = 0, run = 0;
-    for (t = 0; t < n; t++) total += r[t].v;
+    for (int t = 0; t < n; t++) total += v[t];
     double lim = (double)gamma * total;
-    for (t = 0; t < n; t++) {
-        run += r[t].v;
+    for (int t = 0; t < n; t++) {
+        run += v[t];
         if (run > lim) break;
-        mask[at[r[t].i]] = 1;
+        mask[at[t]] = 1;
     }
-    free(flat), free(at), free(r);
+}
+
+void ks_flexprefill_mark_query_aware(uint8_t *mask, const float *p, int nb, float gamma) {
+    int n = nb * (nb + 1) / 2;
+    float *v = malloc(sizeof *v * (size_t)n);
+    int32_t *at = malloc(sizeof *at * (size_t)n);
+    ks_flexprefill_rank_causal(v, at, p, nb);
+    ks_flexprefill_fill_ranked(mask, v, at, n, gamma);
+    free(v), free(at);
 }
 
 void ks_flexprefill_mark_forced(uint8_t *mask, const float *v_b, const float *s_b, int nb, float f) {
@@ -261,15 +274,21 @@ void ks_flexprefill_mark_forced(uint8_t *mask, const float *v_b, const float *s_
 
 /* ---- the whole estimation ------------------------------------------------------------------------------ */
 
-/* Head h's rows from its mask into l (cols from *off on); returns the blocks listed. */
-static int64_t emit_rows(ks_block_list *l, const uint8_t *mask, int h, int nb, int32_t *off) {
+void ks_flexprefill_emit(ks_block_list *l, ks_flexprefill_stat *st, const uint8_t *mask, int h, int nb,
+                         int32_t *off) {
     int64_t blocks = 0;
     for (int i = 0; i < nb; i++) {
-        for (int c = 0; c <= i; c++)
-            if (mask[(size_t)i * nb + c]) l->cols[(*off)++] = c, blocks++;
+        const uint8_t *row = mask + (size_t)i * nb;
+        for (int c = 0; c <= i; c++) {
+            uint64_t word = 1;
+            if (c % 8 == 0 && c + 8 <= i + 1) memcpy(&word, row + c, 8); /* eight unset blocks skipped at once */
+            if (!word) c += 7;
+            else if (row[c]) l->cols[(*off)++] = c, blocks++;
+        }
         l->row_start[h * nb + i + 1] = *off;
     }
-    return blocks;
+    st->blocks = blocks;
+    st->sparsity = (float)(1.0 - (double)blocks / ((double)nb * (nb + 1) / 2));
 }
 
 /* The scored queries' mass (A) on the blocks their rows list, averaged over them. */
@@ -286,7 +305,8 @@ static float coverage(const uint8_t *mask, const float *A, int nb, const ks_flex
 }
 
 typedef struct {
-    float *A, *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p;
+    float *A, *vertical, *slash, *v_b, *s_b, *a_blk, *km, *qm, *p, *rank_v;
+    int32_t *rank_at;
     uint8_t *mask;
 } flex_scratch;
 
@@ -298,48 +318,71 @@ static flex_scratch scratch_alloc(int B, int L, int nb, int d) {
     s.a_blk = malloc(sizeof(float) * (size_t)nb);
     s.km = malloc(sizeof(float) * (size_t)nb * d), s.qm = malloc(sizeof(float) * (size_t)nb * d);
     s.p = malloc(sizeof(float) * (size_t)nb * nb), s.mask = malloc((size_t)nb * nb);
+    s.rank_v = malloc(sizeof(float) * (size_t)nb * (nb + 1) / 2);
+    s.rank_at = malloc(sizeof(int32_t) * (size_t)nb * (nb + 1) / 2);
     return s;
 }
 
 static void scratch_free(flex_scratch *s) {
     free(s->A), free(s->vertical), free(s->slash), free(s->v_b), free(s->s_b), free(s->a_blk);
-    free(s->km), free(s->qm), free(s->p), free(s->mask);
+    free(s->km), free(s->qm), free(s->p), free(s->mask), free(s->rank_v), free(s->rank_at);
+}
+
+ks_flexprefill_stat ks_flexprefill_decide(const float *a_blk, const float *v_b, int cover_v, int cover_s,
+                                          const ks_flexprefill_args *a) {
+    ks_flexprefill_stat st = {0};
+    st.d_js = ks_flexprefill_js(a_blk, v_b, ks_flexprefill_blocks(a));
+    if (a->force_density > 0) {
+        st.pattern = KS_FLEX_FORCED;
+        return st;
+    }
+    int mb = min_blocks(a), Mb = max_blocks(a);
+    st.pattern = KS_FLEX_VERTICAL_SLASH;
+    st.n_v = ks_flexprefill_count(cover_v, mb, Mb);
+    st.n_s = ks_flexprefill_count(cover_s, mb, Mb);
+    if (st.d_js < a->tau) st.pattern = KS_FLEX_QUERY_AWARE, st.n_v = st.n_s = mb;
+    return st;
+}
+
+void ks_flexprefill_mark(uint8_t *mask, const ks_flexprefill_stat *st, const float *v_b, const float *s_b,
+                         const float *rank_v, const int32_t *rank_at, const ks_flexprefill_args *a) {
+    int nb = ks_flexprefill_blocks(a);
+    memset(mask, 0, (size_t)nb * nb);
+    if (st->pattern == KS_FLEX_FORCED) {
+        ks_flexprefill_mark_forced(mask, v_b, s_b, nb, a->force_density);
+        return;
+    }
+    if (st->pattern == KS_FLEX_QUERY_AWARE)
+        ks_flexprefill_fill_ranked(mask, rank_v, rank_at, nb * (nb + 1) / 2, a->gamma);
+    ks_flexprefill_mark_vertical_slash(mask, v_b, s_b, nb, st->n_v, st->n_s);
 }
 
 /* Head h's block set into s->mask, its scores in s->A, and its statistics but the blocks, sparsity and coverage. */
 static ks_flexprefill_stat select_head(flex_scratch *s, const float *q, const float *k, int cap, int h,
                                        const ks_flexprefill_args *a) {
     int B = a->block, L = a->L, d = a->d, nb = ks_flexprefill_blocks(a), g = h / (a->H / a->Hk);
-    ks_flexprefill_stat st = {0};
     score_block(s->A, q, k, cap, h, a);
     vertical_slash(s->vertical, s->slash, s->A, a);
     sum_pool(s->v_b, s->vertical, L, B);
     sum_pool(s->s_b, s->slash, L, B);
     block_means(s->km, k + (size_t)g * cap * d, (size_t)d, L, B, d, 1.0f);
     last_query_blocks(s->a_blk, q, s->km, h, nb, a);
-    st.d_js = ks_flexprefill_js(s->a_blk, s->v_b, nb);
-    memset(s->mask, 0, (size_t)nb * nb);
-    if (a->force_density > 0) {
-        st.pattern = KS_FLEX_FORCED;
-        ks_flexprefill_mark_forced(s->mask, s->v_b, s->s_b, nb, a->force_density);
-        return st;
-    }
-    int mb = min_blocks(a), Mb = max_blocks(a);
-    st.pattern = KS_FLEX_VERTICAL_SLASH;
-    st.n_v = ks_flexprefill_count(ks_flexprefill_cover(s->vertical, L, a->gamma), mb, Mb);
-    st.n_s = ks_flexprefill_count(ks_flexprefill_cover(s->slash, L, a->gamma), mb, Mb);
-    if (st.d_js < a->tau) {
-        st.pattern = KS_FLEX_QUERY_AWARE;
-        st.n_v = st.n_s = mb;
+    int cover_v = 0, cover_s = 0; /* FORCED counts none */
+    if (!(a->force_density > 0))
+        cover_v = ks_flexprefill_cover(s->vertical, L, a->gamma), cover_s = ks_flexprefill_cover(s->slash, L, a->gamma);
+    ks_flexprefill_stat st = ks_flexprefill_decide(s->a_blk, s->v_b, cover_v, cover_s, a);
+    if (st.pattern == KS_FLEX_QUERY_AWARE) {
         block_means(s->qm, q + (size_t)h * d, (size_t)a->H * d, L, B, d, sqrtf((float)d));
         block_attention(s->p, s->qm, s->km, nb, d);
-        ks_flexprefill_mark_query_aware(s->mask, s->p, nb, a->gamma);
+        ks_flexprefill_rank_causal(s->rank_v, s->rank_at, s->p, nb);
     }
-    ks_flexprefill_mark_vertical_slash(s->mask, s->v_b, s->s_b, nb, st.n_v, st.n_s);
+    ks_flexprefill_mark(s->mask, &st, s->v_b, s->s_b, s->rank_v, s->rank_at, a);
     return st;
 }
 
-static void list_full(ks_block_list *l, ks_flexprefill_stat *stats, int nb) {
+void ks_flexprefill_list_full(ks_block_list *l, ks_flexprefill_stat *stats, const ks_flexprefill_args *a) {
+    int nb = ks_flexprefill_blocks(a);
+    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
     int32_t off = 0;
     l->row_start[0] = 0;
     for (int h = 0; h < l->H; h++) {
@@ -355,19 +398,18 @@ static void list_full(ks_block_list *l, ks_flexprefill_stat *stats, int nb) {
 
 void ks_flexprefill_ref(ks_block_list *l, ks_flexprefill_stat *stats, const float *q, const float *k, int cap,
                         const ks_flexprefill_args *a) {
-    int nb = ks_flexprefill_blocks(a);
-    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
     if (ks_flexprefill_is_dense(a)) {
-        list_full(l, stats, nb);
+        ks_flexprefill_list_full(l, stats, a);
         return;
     }
+    int nb = ks_flexprefill_blocks(a);
+    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
     flex_scratch s = scratch_alloc(a->block, a->L, nb, a->d);
     int32_t off = 0;
     l->row_start[0] = 0;
     for (int h = 0; h < a->H; h++) {
         ks_flexprefill_stat st = select_head(&s, q, k, cap, h, a);
-        st.blocks = emit_rows(l, s.mask, h, nb, &off);
-        st.sparsity = (float)(1.0 - (double)st.blocks / ((double)nb * (nb + 1) / 2));
+        ks_flexprefill_emit(l, &st, s.mask, h, nb, &off);
         st.coverage = coverage(s.mask, s.A, nb, a);
         if (stats) stats[h] = st;
     }

@@ -75,6 +75,28 @@ int ks_flexprefill_is_dense(const ks_flexprefill_args *a);
 void ks_flexprefill_ref(ks_block_list *l, ks_flexprefill_stat *stats, const float *q, const float *k, int cap,
                         const ks_flexprefill_args *a);
 
+/* The full list of query blocks 0 .. nb - 1 into l (block, H, qb0 = 0, n_qblocks = nb set) and DENSE records
+ * into stats (H, may be NULL): step 0's outcome. */
+void ks_flexprefill_list_full(ks_block_list *l, ks_flexprefill_stat *stats, const ks_flexprefill_args *a);
+
+/* ---- one head's choice from its estimates (steps 3, 5 and 6; the CUDA store estimates on the device and
+ * chooses with these, so both stores list the same blocks from the same estimates) -------------------------- */
+
+/* Steps 3 and 5's decision from a_blk and v_b (nb each) and the covers of vertical and slash (ignored for
+ * force_density): the pattern, d_JS, n_v and n_s (the rest of the record 0). */
+ks_flexprefill_stat ks_flexprefill_decide(const float *a_blk, const float *v_b, int cover_v, int cover_s,
+                                          const ks_flexprefill_args *a);
+
+/* The decided head's block set into mask (nb, nb; cleared first): FORCED's rows, or the query-aware fill of the
+ * ranked block attention (rank_v, rank_at: ks_flexprefill_rank_causal's; read only for QUERY_AWARE) and step 6. */
+void ks_flexprefill_mark(uint8_t *mask, const ks_flexprefill_stat *st, const float *v_b, const float *s_b,
+                         const float *rank_v, const int32_t *rank_at, const ks_flexprefill_args *a);
+
+/* Head h's rows of mask (nb, nb) into l, ascending per row, cols from *off on (advanced), row_start entries
+ * h nb + 1 .. (h + 1) nb; st->blocks and st->sparsity set. */
+void ks_flexprefill_emit(ks_block_list *l, ks_flexprefill_stat *st, const uint8_t *mask, int h, int nb,
+                         int32_t *off);
+
 /* ---- the steps, each the reference of its own (tests drive them with hand-built inputs) ----------------- */
 
 /* Step 3's cover(x) over x (n). */
@@ -99,6 +121,16 @@ void ks_flexprefill_mark_vertical_slash(uint8_t *mask, const float *v_b, const f
  * (entries above the diagonal are not read); the causal blocks in descending p (ties to the lower row, then
  * column) while the running sum stays <= gamma times their total. */
 void ks_flexprefill_mark_query_aware(uint8_t *mask, const float *p, int nb, float gamma);
+
+/* Step 5's ranking of the block attention p (nb, nb; row i's causal entries c <= i): its nb (nb + 1) / 2 causal
+ * entries in descending p, ties to the lower row, then column, as v (the values) and at (each one's index
+ * i nb + c in p and the mask). */
+void ks_flexprefill_rank_causal(float *v, int32_t *at, const float *p, int nb);
+
+/* Step 5's fill into mask from a ranking of n entries (v, at as ks_flexprefill_rank_causal gives them): the
+ * ranked blocks while the running sum stays <= gamma times their total (sums in fp64, in the ranking's order).
+ * ks_flexprefill_mark_query_aware is the ranking, then this. */
+void ks_flexprefill_fill_ranked(uint8_t *mask, const float *v, const int32_t *at, int n, float gamma);
 
 /* force_density's rows into mask (nb, nb), from v_b and s_b. */
 void ks_flexprefill_mark_forced(uint8_t *mask, const float *v_b, const float *s_b, int nb, float f);

@@ -24,7 +24,8 @@
 extern "C" {
 #endif
 
-#include "kv_args.h" /* ks_score_stat, ks_gqa_reduce */
+#include "block_list.h" /* ks_block_list */
+#include "kv_args.h"    /* ks_score_stat, ks_gqa_reduce, ks_flexprefill_args */
 
 /* One scoring call: n_q queries (query i of head h at q + i * ld_q + h * d, position q_pos + i) against
  * the rows of each KV head g of kc (Hk, cap, d) that it sees: j in [lo[g], hi[g]) (device arrays of Hk, or
@@ -113,6 +114,46 @@ ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w
 /* dst (device) = the rows rows of w->cols (row r: w->count[r] entries at r W) packed at row_start[r] (device). */
 ks_status ks_cuda_xattn_pack(int32_t *dst, const int32_t *row_start, const ks_cuda_xattn_work *w, int rows, int W,
                              cudaStream_t s);
+
+/* The device scratch of ks_cuda_flex_blocks for prompts of up to cap tokens (all device arrays, placed by
+ * ks_cuda_flex_work_place in one block of ks_cuda_flex_work_bytes; nb = cap / block + 1): */
+typedef struct ks_cuda_flex_work {
+    ks_bf16 *q;        /* (H, block, d) the last block of queries */
+    float *s;          /* (s_floats) a slab's scores, then probabilities: whole KV groups' block rows of cap floats
+                          (in 128-byte lines), at most 256 MiB unless one group needs more */
+    size_t s_floats;
+    float *vs;         /* (2 H, cap) each query head's vertical, then each one's slash */
+    float *sorted;     /* (2 H, cap) vs sorted descending (the covers) */
+    float *part;       /* (H, 2, cap) each column's mass from the scored rows in query block nb - 2, then nb - 1 */
+    int *offsets;      /* (4 H) the sort's sequence bounds */
+    void *sort_tmp;    /* (sort_bytes) the segmented sort's scratch */
+    size_t sort_bytes;
+    float *qbar, *km;  /* (H, d) the scaled mean of the last queries; (Hk, nb, d) the block mean keys */
+    float *qm, *p;     /* (nb, d) one head's scaled block mean queries; (nb, nb) its block attention */
+    float *rank_v;     /* (2 nb (nb + 1) / 2) its causal entries' values, then the same ranked */
+    int32_t *rank_at;  /* (2 nb (nb + 1) / 2) their indices i nb + c, then the same ranked */
+    void *rank_tmp;    /* (rank_bytes) the ranking's radix sort scratch */
+    size_t rank_bytes;
+    float *est;        /* (H, 5, nb) per head v_b, s_b, a_blk and the coverage masses of the two scored blocks */
+    int32_t *cover;    /* (2 H) the covers of vertical, then of slash */
+    int H, Hk, d, block, cap; /* the shape it was placed for */
+} ks_cuda_flex_work;
+
+/* Bytes of the scratch for H query heads, Hk KV heads of dimension d, blocks of `block`, prompts up to cap. */
+size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap);
+
+/* w's arrays in the device block base (ks_cuda_flex_work_bytes of the same shape). */
+void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap);
+
+/* FlexPrefill's block lists of a whole prompt (ks_flexprefill_ref, cpu/flexprefill_ref.h, on the host arrays of
+ * l and stats as it fills them): the a->L roped query rows q (row r at q + r ld_q, heads (H, d)) against rows
+ * 0 .. a->L - 1 of kc (Hk, kc_cap, d). The estimates on the device (the last block's scores one cuBLASLt GEMM per
+ * KV head), the choice on the host with the reference's step functions (ks_flexprefill_decide, _mark, _emit); a
+ * query-aware head's block attention is computed and ranked on the device and its ranking read back on its own.
+ * Waits for s; d a multiple of 8. */
+ks_status ks_cuda_flex_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const ks_bf16 *q, int64_t ld_q,
+                              const ks_bf16 *kc, int kc_cap, const ks_flexprefill_args *a, ks_block_list *l,
+                              ks_flexprefill_stat *stats, cudaStream_t s);
 
 /* out (Hk, ld) device fp32: the L2 norm of rows j < lens[g] (device) of kc (Hk, cap, d), for j < max_len
  * (an upper bound of lens). */

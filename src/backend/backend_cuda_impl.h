@@ -28,7 +28,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/ks_cuda.h"
-#include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_work */
+#include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_work, ks_cuda_flex_work */
 #include "backend/backend.h"
 #include "backend/kv_kivi.h"
 
@@ -148,6 +148,7 @@ struct ks_backend {
     int32_t *block_rows;        /* (H (max_chunk / B + 2) + 1) a sparse prefill chunk's row offsets, device */
     int32_t *block_cols;        /* (H (max_chunk / B + 2) (cap / B + 1)) its key blocks, device */
     ks_cuda_xattn_work xattn;   /* XAttention's chunk estimation scratch (with sparse_block; backend_cuda_mem.c) */
+    ks_cuda_flex_work flex;     /* FlexPrefill's whole-prompt estimation scratch (with sparse_block) */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_merge *merge_list;       /* (Hk * cap) device merge lists (v_merge), then Hk int32 counts */
     /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */

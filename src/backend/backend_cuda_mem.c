@@ -159,6 +159,14 @@ static void xattn_work_layout(ks_backend *b, carver *c, size_t block_rows) {
     w->coverage = take(c, block_rows * 8);
 }
 
+/* FlexPrefill's whole-prompt estimation scratch (ks_cuda_flex_work) for prompts up to the capacity. */
+static void flex_work_layout(ks_backend *b, carver *c) {
+    const ks_model_config *g = b->cfg;
+    const int H = g->n_heads, Hk = g->n_kv_heads, d = g->head_dim;
+    void *base = take(c, ks_cuda_flex_work_bytes(H, Hk, d, b->sparse_block, b->cap));
+    ks_cuda_flex_work_place(&b->flex, base, H, Hk, d, b->sparse_block, b->cap);
+}
+
 static void layout_arena(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const size_t rows = b->max_chunk, D = g->hidden, F = g->ffn, d = g->head_dim;
@@ -192,6 +200,7 @@ static void layout_arena(ks_backend *b, carver *c) {
         b->block_rows = take(c, (block_rows + 1) * 4);
         b->block_cols = take(c, block_rows * (cap / b->sparse_block + 1) * 4);
         xattn_work_layout(b, c, block_rows);
+        flex_work_layout(b, c);
     }
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->merge_list = take(c, Hk * cap * sizeof(ks_merge) + Hk * 4);

@@ -307,12 +307,21 @@ static ks_status cuda_channel_scores(ks_kvstore *kv, int layer, int q_row0, int 
     return scores_to_host(b, s, group_size(b), c->head_dim, NULL, out, ld, 0, "channel scores");
 }
 
-/* FlexPrefill's estimation has no kernel yet (kernels/cuda/sparse_estimate.cu is planned). */
+/* FlexPrefill's block lists of the whole prompt (kernels/cuda/flex_estimate.cu, ks_cuda_flex_blocks): the
+ * estimates on the device, each head's choice on the host, the list and the records in the caller's arrays. */
 static ks_status cuda_flex_blocks(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
                                   ks_flexprefill_stat *stats) {
-    (void)kv, (void)layer, (void)a, (void)l, (void)stats;
-    return ks_fail(KS_ERR_UNSUPPORTED, "FlexPrefill: the cuda backend has no FlexPrefill estimator yet; use --device "
-                                       "cpu");
+    ks_backend *b = backend_of(kv);
+    const ks_model_config *c = b->cfg;
+    KS_ASSERT(a->block == b->sparse_block && a->L <= b->max_chunk && a->H == c->n_heads && a->Hk == c->n_kv_heads &&
+              a->d == c->head_dim);
+    const ks_bf16 *q;
+    int64_t ld_q;
+    query_rows(b, layer, 0, a->L, &q, &ld_q);
+    cudaStream_t s;
+    KS_TRY(op_stream(b, layer, &s));
+    return ks_cuda_flex_blocks(b->gemm, &b->flex, q, ld_q, ks_cuda_layer_k(b, layer),
+                               ks_kvcache_stride(&b->cache, layer), a, l, stats, s);
 }
 
 static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {

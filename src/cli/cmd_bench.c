@@ -4,8 +4,8 @@
  * that prefill, then graph-replayed greedy steps), and peak device memory; then the prefill attention kernel
  * alone in TFLOP/s, and with --sparse_densities the block-sparse prefill kernel at those densities of random
  * block lists beside the dense kernel (time, speedup, TFLOP/s of the computed blocks) and each sparse method's
- * estimation of one layer at those lengths against the dense kernel (XAttention's). Prints a table and writes
- * JSON that `jobs/bench_torch.py --compare torch.json F.json` puts side by side with PyTorch + transformers and
+ * estimation of one layer at those lengths against the dense kernel (XAttention's, FlexPrefill's). Prints a table and
+ * writes JSON that `jobs/bench_torch.py --compare torch.json F.json` puts side by side with PyTorch + transformers and
  * the physical floor.
  *
  * With --acceleration (bench_methods.c; KV methods, methods/method.h; repeatable, each `NAME` or
@@ -245,6 +245,7 @@ static void stages_json(cJSON *j, const bench_run *b, const length_result *r, in
 typedef struct {
     double dense_ms, ms[MAX_DENSITIES], kept[MAX_DENSITIES], tflops[MAX_DENSITIES];
     double xattn_ms; /* XAttention's estimation of the same layer (ks_speed_xattn_estimate) */
+    double flex_ms, flex_aware; /* FlexPrefill's (ks_speed_flex_estimate), its query-aware heads' fraction */
 } sparse_row;
 typedef struct {
     int block, nd;
@@ -253,7 +254,7 @@ typedef struct {
 } sparse_table;
 
 /* {"block": B, "densities": [..], "<length>": {"dense_ms": x, "ms": [..], "kept": [..], "tflops": [..],
- * "xattn_estimation_ms": x}, ..}. */
+ * "xattn_estimation_ms": x, "flex_estimation_ms": x, "flex_query_aware": x}, ..}. */
 static cJSON *sparse_json(const sparse_table *sp, const int *alen, int na) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "block", sp->block);
@@ -267,6 +268,8 @@ static cJSON *sparse_json(const sparse_table *sp, const int *alen, int na) {
         cJSON_AddItemToObject(l, "kept", cJSON_CreateDoubleArray(r->kept, sp->nd));
         cJSON_AddItemToObject(l, "tflops", cJSON_CreateDoubleArray(r->tflops, sp->nd));
         cJSON_AddNumberToObject(l, "xattn_estimation_ms", r->xattn_ms);
+        cJSON_AddNumberToObject(l, "flex_estimation_ms", r->flex_ms);
+        cJSON_AddNumberToObject(l, "flex_query_aware", r->flex_aware);
         snprintf(key, sizeof key, "%d", alen[i]);
         cJSON_AddItemToObject(o, key, l);
     }
@@ -435,8 +438,8 @@ static void job_free(bench_job *j) {
 }
 
 /* The block-sparse kernel at each --sparse_densities beside the dense kernel, per attention length; then each
- * sparse method's estimation of one layer at that length against the dense kernel (XAttention's; FlexPrefill has
- * no CUDA estimator). */
+ * sparse method's estimation of one layer at that length against the dense kernel (XAttention's chunk by chunk,
+ * FlexPrefill's of the whole prompt with its choice on the host). */
 static ks_status sparse_attention_table(const ks_model_config *c, const bench_args *a, int chunk, sparse_table *sp) {
     sp->block = a->sparse_block, sp->nd = a->nd;
     memcpy(sp->dens, a->dens, sizeof(double) * a->nd);
@@ -459,7 +462,10 @@ static ks_status sparse_attention_table(const ks_model_config *c, const bench_ar
         KS_TRY(ks_speed_xattn_estimate(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, chunk, 3, &r->xattn_ms));
         printf("| %dK | XAttention (stride 16, threshold 0.9) | %.3f | %.3f | %.1f%% |\n", a->alen[i] / 1024,
                r->xattn_ms, r->dense_ms, 100.0 * r->xattn_ms / r->dense_ms);
-        printf("| %dK | FlexPrefill | no CUDA estimator | %.3f | |\n", a->alen[i] / 1024, r->dense_ms);
+        KS_TRY(ks_speed_flex_estimate(a->alen[i], c->n_heads, c->n_kv_heads, c->head_dim, 3, &r->flex_ms,
+                                      &r->flex_aware));
+        printf("| %dK | FlexPrefill (gamma 0.9, tau 0.1: %.0f%% query-aware heads) | %.3f | %.3f | %.1f%% |\n",
+               a->alen[i] / 1024, 100.0 * r->flex_aware, r->flex_ms, r->dense_ms, 100.0 * r->flex_ms / r->dense_ms);
         fflush(stdout);
     }
     return KS_OK;

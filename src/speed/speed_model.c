@@ -10,7 +10,8 @@
 #include "cuda/ks_cuda.h"
 #include "backend/backend_cuda.h"
 #include "backend/cuda_check.h"
-#include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_blocks */
+#include "cpu/flexprefill_ref.h"   /* ks_flexprefill_blocks, ks_flexprefill_max_cols */
+#include "cuda/ks_cuda_methods.h" /* ks_cuda_xattn_blocks, ks_cuda_flex_blocks */
 #endif
 
 /* meta-llama/Llama-3.1-8B's config.json. */
@@ -83,6 +84,11 @@ ks_status ks_speed_attention_sparse(int n, int H, int Hk, int d, int block, cons
 
 ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *ms) {
     (void)n, (void)H, (void)Hk, (void)d, (void)chunk, (void)repeat, (void)ms;
+    return no_cuda();
+}
+
+ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double *ms, double *aware) {
+    (void)n, (void)H, (void)Hk, (void)d, (void)repeat, (void)ms, (void)aware;
     return no_cuda();
 }
 
@@ -347,27 +353,23 @@ static ks_status xattn_prompt(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w,
     return KS_OK;
 }
 
-ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *med) {
-    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0 && chunk >= 128);
-    chunk -= chunk % 128;
-    ks_bf16 *buf[4];
-    ks_cuda_xattn_work w;
-    void *block = NULL;
-    ks_cuda_gemm_t *gemm = NULL;
+/* *med = the median device ms of `repeat` runs of run(ctx) after one warm-up (events on the default stream around
+ * each; a run that waits for the device is timed to its end). */
+static ks_status estimate_median_ms(ks_status (*run)(void *ctx), void *ctx, int repeat, const char *what,
+                                    double *med) {
     float *ms = ks_malloc(sizeof(float) * repeat, "estimation timings");
+    if (!ms) return KS_ERR_NOMEM;
     cudaEvent_t ev[2] = {NULL, NULL};
-    ks_status st = ms ? attention_alloc(buf, n, H, Hk, d) : KS_ERR_NOMEM;
-    if (st == KS_OK) st = xattn_work_alloc(&w, &block, H, d, 128, n, ks_block_rows_of(0, chunk, 128) + 1, 0.9f);
-    if (st == KS_OK) st = ks_cuda_gemm_init(&gemm, (size_t)32 << 20);
-    if (st == KS_OK && (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess))
+    ks_status st = KS_OK;
+    if (cudaEventCreate(&ev[0]) != cudaSuccess || cudaEventCreate(&ev[1]) != cudaSuccess)
         st = ks_fail(KS_ERR_DEVICE, "CUDA failed: cannot create timing events");
     for (int r = -1; r < repeat && st == KS_OK; r++) { /* r = -1: warm-up */
         cudaEventRecord(ev[0], 0);
-        st = xattn_prompt(gemm, &w, buf, n, H, Hk, d, chunk);
+        st = run(ctx);
         cudaEventRecord(ev[1], 0);
         cudaError_t e = cudaEventSynchronize(ev[1]);
         if (st == KS_OK && e != cudaSuccess)
-            st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (XAttention estimation benchmark)", cudaGetErrorString(e));
+            st = ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (%s estimation benchmark)", cudaGetErrorString(e), what);
         if (st == KS_OK && r >= 0) cudaEventElapsedTime(&ms[r], ev[0], ev[1]);
     }
     if (st == KS_OK) {
@@ -376,10 +378,88 @@ ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int re
     }
     for (int i = 0; i < 2; i++)
         if (ev[i]) cudaEventDestroy(ev[i]);
+    free(ms);
+    return st;
+}
+
+typedef struct {
+    ks_cuda_gemm_t *gemm;
+    const ks_cuda_xattn_work *w;
+    ks_bf16 **buf;
+    int n, H, Hk, d, chunk;
+} xattn_run;
+
+static ks_status xattn_run_once(void *ctx) {
+    const xattn_run *x = ctx;
+    return xattn_prompt(x->gemm, x->w, x->buf, x->n, x->H, x->Hk, x->d, x->chunk);
+}
+
+ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int repeat, double *med) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0 && chunk >= 128);
+    chunk -= chunk % 128;
+    ks_bf16 *buf[4];
+    ks_cuda_xattn_work w;
+    void *block = NULL;
+    ks_cuda_gemm_t *gemm = NULL;
+    ks_status st = attention_alloc(buf, n, H, Hk, d);
+    if (st == KS_OK) st = xattn_work_alloc(&w, &block, H, d, 128, n, ks_block_rows_of(0, chunk, 128) + 1, 0.9f);
+    if (st == KS_OK) st = ks_cuda_gemm_init(&gemm, (size_t)32 << 20);
+    xattn_run x = {gemm, &w, buf, n, H, Hk, d, chunk};
+    if (st == KS_OK) st = estimate_median_ms(xattn_run_once, &x, repeat, "XAttention", med);
     ks_cuda_gemm_free(gemm);
     cudaFree(block);
-    if (ms) attention_free(buf);
-    free(ms);
+    attention_free(buf);
+    return st;
+}
+
+typedef struct {
+    ks_cuda_gemm_t *gemm;
+    const ks_cuda_flex_work *w;
+    ks_bf16 **buf;
+    ks_flexprefill_args a;
+    ks_block_list l;
+    ks_flexprefill_stat *stats;
+} flex_run;
+
+static ks_status flex_run_once(void *ctx) {
+    flex_run *x = ctx;
+    return ks_cuda_flex_blocks(x->gemm, x->w, x->buf[0], (int64_t)x->a.H * x->a.d, x->buf[1], x->a.L, &x->a, &x->l,
+                               x->stats, 0);
+}
+
+ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double *med, double *aware) {
+    KS_ASSERT(n > 0 && repeat > 0 && Hk > 0 && H % Hk == 0);
+    ks_bf16 *buf[4];
+    flex_run x = {.buf = buf,
+                  .a = {.block = 128, .gamma = 0.9f, .tau = 0.1f, .min_budget = 512, .max_budget = 32768, .H = H,
+                        .Hk = Hk, .d = d, .L = n}};
+    const int nb = ks_flexprefill_blocks(&x.a);
+    void *block = NULL;
+    ks_status st = attention_alloc(buf, n, H, Hk, d);
+    const size_t bytes = ks_cuda_flex_work_bytes(H, Hk, d, 128, n);
+    if (st == KS_OK && cudaMalloc(&block, bytes) != cudaSuccess) {
+        cudaGetLastError();
+        block = NULL;
+        st = ks_fail(KS_ERR_NOMEM, "--sparse_densities: out of GPU memory for FlexPrefill's estimation (%.2f GiB)",
+                     (double)bytes / (1 << 30));
+    }
+    ks_cuda_flex_work w;
+    if (st == KS_OK) ks_cuda_flex_work_place(&w, block, H, Hk, d, 128, n), x.w = &w;
+    x.l.row_start = ks_malloc(sizeof(int32_t) * ((size_t)H * nb + 1), "FlexPrefill list rows");
+    x.l.cols = ks_malloc(sizeof(int32_t) * ks_flexprefill_max_cols(&x.a), "FlexPrefill list columns");
+    x.stats = ks_malloc(sizeof(ks_flexprefill_stat) * H, "FlexPrefill head records");
+    if (st == KS_OK && !(x.l.row_start && x.l.cols && x.stats)) st = KS_ERR_NOMEM;
+    if (st == KS_OK) st = ks_cuda_gemm_init(&x.gemm, (size_t)32 << 20);
+    if (st == KS_OK) st = estimate_median_ms(flex_run_once, &x, repeat, "FlexPrefill", med);
+    if (st == KS_OK) {
+        int q = 0;
+        for (int h = 0; h < H; h++) q += x.stats[h].pattern == KS_FLEX_QUERY_AWARE;
+        *aware = (double)q / H;
+    }
+    ks_cuda_gemm_free(x.gemm);
+    cudaFree(block);
+    attention_free(buf);
+    free(x.l.row_start), free(x.l.cols), free(x.stats);
     return st;
 }
 
