@@ -147,10 +147,11 @@ static ks_status check_opts(const eval_opts *o) {
     return KS_OK;
 }
 
-/* The longest context any sample of this config needs: the longest target length (RULER) or the truncation
- * length (LongBench), plus room for the chat template and the answer. */
+/* The longest context any sample of this config needs: the longest target length (RULER, whose samples are
+ * built to their length) or else the truncation length (LongBench), plus room for the chat template and the
+ * answer. It sizes every batch slot's cache, so a RULER run at 4K takes 4K slots whatever max_length says. */
 static int config_max_ctx(const ks_bench_config *bc) {
-    int m = bc->max_length;
+    int m = bc->kind == KS_BENCH_RULER ? 0 : bc->max_length;
     for (int i = 0; i < bc->n_lengths; i++) m = bc->lengths[i] > m ? bc->lengths[i] : m;
     return m + 1024;
 }
