@@ -6,6 +6,7 @@
 #include <utf8proc.h>
 
 size_t ks_utf8_seq_len(const unsigned char *s, size_t n) {
+    if (n == 0) return 0; /* an empty match at the end of a piece asks with nothing left: s[0] is not its byte */
     unsigned c = s[0];
     if (c < 0x80) return 1;
     size_t len;
