@@ -644,6 +644,11 @@ START_TEST(test_shared_ids) {
         {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}, \"added_tokens\": ["
          "{\"id\": 1, \"content\": \"<bos>\", \"special\": true}]}",
          {"id 1", "'b'", "'<bos>'"}},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}, \"added_tokens\": ["
+         "{\"id\": 2000000000, \"content\": \"<x>\"}]}",
+         {"added_tokens", "'<x>'", "id 2000000000"}},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 4194304}, \"merges\": []}, \"decoder\": {\"type\": \"Fuse\"}}",
+         {"model.vocab", "'b'", "id 4194304"}},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         snprintf(path, sizeof path, "%s", write_file(dir, "shared_id.json", bad[i].json));

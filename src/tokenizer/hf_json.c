@@ -26,6 +26,9 @@ struct ks_hf_id_claim {
  * error naming the id and both texts. The same text again is not (special tokens are commonly listed both in
  * model.vocab and in added_tokens). */
 static ks_status claim_id(ks_hf_ctx *c, int32_t id, const char *text, const char *field) {
+    if (id > KS_TOK_MAX_ID)
+        return ks_fail(KS_ERR_FORMAT, "%s: %s gives '%s' the id %d, beyond the largest supported id %d", c->file,
+                       field, text, (int)id, KS_TOK_MAX_ID);
     if (id >= c->n_claims) {
         int32_t n = id + 1 > 2 * c->n_claims ? id + 1 : 2 * c->n_claims;
         struct ks_hf_id_claim *grown = realloc(c->claims, (size_t)n * sizeof *grown);
@@ -49,7 +52,7 @@ static ks_status parse_vocab(ks_hf_ctx *c, const cJSON *vocab, size_t n_merges) 
     KS_TRY(ks_tok_reserve(c->tok, (size_t)cJSON_GetArraySize(vocab), n_merges));
     const cJSON *e;
     cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 1e8)
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > KS_TOK_MAX_ID + 1.0)
             return ks_fail(KS_ERR_FORMAT, "%s: field 'model.vocab.%s' must be a token id", c->file, e->string);
         KS_TRY(claim_id(c, (int32_t)e->valuedouble, e->string, "model.vocab"));
         KS_TRY(ks_tok_set_token(c->tok, (int32_t)e->valuedouble, e->string, strlen(e->string)));

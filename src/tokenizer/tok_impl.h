@@ -59,6 +59,9 @@ typedef struct ks_added_token {
 } ks_added_token;
 
 #define KS_TOK_MAX_STEPS 8
+/* The largest token id a tokenizer file may give: 16 times the largest vocabularies in use (about 262K), so a
+ * corrupt id is an error rather than gigabytes of id tables. */
+#define KS_TOK_MAX_ID ((1 << 22) - 1)
 
 struct ks_tokenizer {
     char *path; /* owned: the file loaded (tokenizer.json or .gguf), for messages */
