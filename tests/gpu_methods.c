@@ -480,10 +480,13 @@ START_TEST(test_flex_blocks) {
         if (cases[c].force_density == 0)
             ck_assert_int_eq(aware, cases[c].tau > 1 ? cases[c].H : 0);
     }
-    /* tau in the widest gap between two heads' d_JS: both patterns in one layer */
+    /* tau in the widest gap between two heads' d_JS: both patterns in one layer (the second check draws the
+     * same inputs again) */
     flex_case mixed = {8, 2, 64, 64, 1100, 0.9f, 0.0f, 0, 128, 0};
     float djs[8];
+    const uint64_t inputs = g_rng;
     flex_case_check(gemm, &mixed, djs);
+    g_rng = inputs;
     qsort(djs, 8, sizeof *djs, cmp_float_asc);
     int gap = 0;
     for (int h = 1; h < 7; h++) gap = djs[h + 1] - djs[h] > djs[gap + 1] - djs[gap] ? h : gap;
@@ -1443,10 +1446,24 @@ static int same_positions(kivi_run *a, kivi_run *b, int l, int g) {
            !memcmp(ks_kvcache_pos(c[0], l, g), ks_kvcache_pos(c[1], l, g), sizeof(int32_t) * (n[0].n - n[0].off));
 }
 
+/* Members of x (n of them) not in y (n of them). */
+static int channels_missing(const int32_t *x, const int32_t *y, int n) {
+    int missing = 0;
+    for (int i = 0; i < n; i++) {
+        int found = 0;
+        for (int j = 0; j < n && !found; j++) found = x[i] == y[j];
+        missing += !found;
+    }
+    return missing;
+}
+
 /* Run b's stored key channels equal run a's on every (layer, KV head) holding the same positions, which must be
- * every head when `all`. */
-static void think_same_channels(kivi_run *a, kivi_run *b, int all, const char *what) {
+ * every head when `all`. Up to `swaps` heads may trade one channel at the boundary instead: the cuda store scores
+ * bf16 keys where the cpu's are fp32, and two channels whose group-mean scores sit within that rounding rank
+ * either way (0.5% apart in one such head of the tiny model). */
+static void think_same_channels(kivi_run *a, kivi_run *b, int all, int swaps, const char *what) {
     const ks_kvcache *c = a->f.ops->kvcache(a->f.be);
+    int swapped = 0;
     for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
         for (int g = 0; g < c->n_kv_heads; g++) {
             int same = same_positions(a, b, l, g);
@@ -1454,8 +1471,13 @@ static void think_same_channels(kivi_run *a, kivi_run *b, int all, const char *w
             if (!same) continue;
             const int32_t *x, *y;
             int kx = think_channels(a, l, g, &x), ky = think_channels(b, l, g, &y);
-            ck_assert_msg(kx == ky && !memcmp(x, y, sizeof(int32_t) * kx),
-                          "%s: layer %d, KV head %d stores other key channels (%d against %d)", what, l, g, ky, kx);
+            ck_assert_msg(kx == ky, "%s: layer %d, KV head %d stores %d key channels against %d", what, l, g, ky, kx);
+            if (!memcmp(x, y, sizeof(int32_t) * kx)) continue;
+            const int missing = channels_missing(x, y, kx);
+            swapped++;
+            ck_assert_msg(missing == 1 && swapped <= swaps,
+                          "%s: layer %d, KV head %d stores other key channels (%d of %d differ; head %d of %d "
+                          "allowed a one-channel swap)", what, l, g, missing, kx, swapped, swaps);
         }
 }
 
@@ -1552,8 +1574,8 @@ START_TEST(test_think) {
         CK_KS(ks_forward_prefill(&bud.f, ids, KIVI_N, NULL, &b0));
         snprintf(what, sizeof what, "case %zu (%s), after the prompt", c, name);
         think_same_bytes(&cpu, &gpu, cases[c].quant, what);
-        think_same_channels(&cpu, &gpu, cases[c].all, what);
-        think_same_channels(&gpu, &bud, 1, what);
+        think_same_channels(&cpu, &gpu, cases[c].all, 1, what);
+        think_same_channels(&gpu, &bud, 1, 0, what);
         int layers = ks_method_layer_stats(cpu.m, cpu.st);
         ck_assert_int_eq(ks_method_layer_stats(gpu.m, gpu.st), layers);
         for (int l = 0; cases[c].all && l < layers; l++)
@@ -1572,7 +1594,7 @@ START_TEST(test_think) {
         kivi_decode(&bud, b0, ct, bt);
         snprintf(what, sizeof what, "case %zu (%s), after decoding", c, name);
         think_same_bytes(&cpu, &gpu, cases[c].quant, what);
-        think_same_channels(&gpu, &bud, 1, what);
+        think_same_channels(&gpu, &bud, 1, 0, what);
         int agree = 0;
         for (int t = 0; t < KIVI_NEW; t++) {
             agree += ct[t] == gt[t];
@@ -1586,7 +1608,7 @@ START_TEST(test_think) {
         snprintf(what, sizeof what, "case %zu (%s), a second prompt", c, name);
         ck_assert_msg(kivi_counts(&gpu, other) == heads && !memcmp(other, first, sizeof first[0] * heads),
                       "%s: other counts than the first", what);
-        think_same_channels(&cpu, &gpu, cases[c].all, what);
+        think_same_channels(&cpu, &gpu, cases[c].all, 1, what);
         kivi_close(&cpu), kivi_close(&gpu), kivi_close(&bud);
     }
     ks_model_free(&model);

@@ -58,9 +58,10 @@ void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids) {
 
 void ks_test_smollm2_long_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids, int min_tokens) {
     ks_test_smollm2_prompt(model, tok, ids);
-    static char text[16384];
+    static char text[32768];
     size_t n = 0;
-    for (int i = 0; i < 40; i++)
+    const int lines = 40 > min_tokens / 14 + 4 ? 40 : min_tokens / 14 + 4; /* about 16 tokens a line */
+    for (int i = 0; i < lines; i++)
         n += (size_t)snprintf(text + n, sizeof text - n, "Line %d: the river runs past the old mill and the "
                               "meadow. ", i);
     snprintf(text + n, sizeof text - n, "Alice keeps a red kite, Bob a green boat and Carol a blue lamp. The "

@@ -16,8 +16,9 @@ const char *ks_test_smollm2_gguf(void);
 /* SmolLM2 loaded whole with its tokenizer, and ids = the prompt the SmolLM2 method tests share (a secret word and
  * who owns what, no chat template); Check assertions fire when anything fails. The caller frees all three. */
 void ks_test_smollm2_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids);
-/* The same question after a filler of 40 lines (about 650 tokens, at least min_tokens): a prompt of several
- * 128-token blocks for the sparse-prefill methods. */
+/* The same question after a filler of 40 lines (about 650 tokens), more lines where min_tokens asks for more (about
+ * 16 tokens a line; fails unless the prompt exceeds min_tokens): a prompt of several 128-token blocks for the
+ * sparse-prefill methods. */
 void ks_test_smollm2_long_prompt(ks_model *model, ks_tokenizer **tok, ks_ids *ids, int min_tokens);
 /* Frees what ks_test_smollm2_prompt or ks_test_smollm2_long_prompt built. */
 void ks_test_smollm2_free(ks_model *model, ks_tokenizer *tok, ks_ids *ids);
