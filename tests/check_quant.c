@@ -232,6 +232,53 @@ START_TEST(test_team) {
 }
 END_TEST
 
+/* One step of the pick: its way, then its time (`team_s` with the team, `alone_s` alone) and lateness. */
+static int pick_step(ks_team_pick *p, double team_s, double alone_s, int late) {
+    const int team = ks_team_pick_begin(p);
+    ks_team_pick_end(p, team ? team_s : alone_s, team && late);
+    return team;
+}
+
+/* `n` steps of the pick all going one way (team: 1 or 0). */
+static void pick_steps(ks_team_pick *p, int n, int team, double team_s, double alone_s, int late, const char *what) {
+    for (int i = 0; i < n; i++)
+        ck_assert_msg(pick_step(p, team_s, alone_s, late) == team, "%s: step %d of %d not %s", what, i, n,
+                      team ? "on the team" : "alone");
+}
+
+/* ks_team_pick on hand-made step times: without a late loop the team runs throughout; a late step starts a trial
+ * (KS_TEAM_PICK_TRIAL steps alone, as many on the team) that alone wins when faster (then the team is tried again
+ * after KS_TEAM_PICK_FIRST steps alone, and loses: the next run doubles) and otherwise leaves the team chosen, the
+ * next trial waiting for a late step after twice the run. */
+START_TEST(test_team_pick) {
+    const int T = KS_TEAM_PICK_TRIAL, F = KS_TEAM_PICK_FIRST;
+    ks_team_pick p = KS_TEAM_PICK_INIT;
+    pick_steps(&p, 1000, 1, 1.0, 2.0, 0, "quiet");
+
+    /* the cores get busy: the team 3 s a step and late, alone 2 s */
+    pick_steps(&p, 1, 1, 3.0, 2.0, 1, "the first late step");
+    pick_steps(&p, T, 0, 3.0, 2.0, 1, "busy, trial alone");
+    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, trial of the team");
+    pick_steps(&p, F, 0, 3.0, 2.0, 1, "busy, alone chosen");
+    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, the team tried again");
+    pick_steps(&p, T + 2 * F, 0, 3.0, 2.0, 1, "busy, alone for a doubled run");
+    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, the team tried a third time");
+
+    /* quiet again: the team wins its next trial (after 4 F + T steps alone) and keeps running */
+    pick_steps(&p, T + 4 * F, 0, 1.0, 2.0, 0, "quiet, alone until the next trial");
+    pick_steps(&p, T, 1, 1.0, 2.0, 0, "quiet, trial of the team");
+    pick_steps(&p, T, 0, 1.0, 2.0, 0, "quiet, trial alone");
+    pick_steps(&p, 1000, 1, 1.0, 2.0, 0, "quiet, the team chosen");
+
+    /* a late step while the team is still faster: the trial leaves the team chosen, and the next trial waits for
+     * a late step after 2 F steps */
+    pick_steps(&p, 1, 1, 1.0, 2.0, 1, "a late but fast team");
+    pick_steps(&p, T, 0, 1.0, 2.0, 1, "trial alone");
+    pick_steps(&p, T + 2 * F, 1, 1.0, 2.0, 1, "the team kept");
+    pick_steps(&p, T, 0, 1.0, 2.0, 1, "the next trial alone");
+}
+END_TEST
+
 int main(void) {
     ks_fast_set_threads(2);
     Suite *s = suite_create("quant");
@@ -242,6 +289,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_gemm_tiles, 0, N_TYPES);
     tcase_add_loop_test(tc, test_rows, 0, N_TYPES);
     tcase_add_test(tc, test_team);
+    tcase_add_test(tc, test_team_pick);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 0);
 }

@@ -28,7 +28,7 @@ int ks_quant_supports(ks_dtype t) {
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in) {
     *w = (ks_quant_work){.max_n = max_n, .threads = omp_get_max_threads(), .max_in = max_in,
-                         .solo_next = KS_QUANT_SOLO_FIRST};
+                         .pick = KS_TEAM_PICK_INIT};
     const ks_status st = ks_team_init(&w->team, w->threads);
     if (st != KS_OK) return st;
     w->act = ks_malloc(sizeof *w->act * (size_t)max_n * (size_t)(max_in / KS_QA_ELEMS), "int8 activations");
@@ -310,35 +310,20 @@ static void sgemm_tiles(const product_set *p, int64_t n_tiles, int team, int thr
     }
 }
 
-/* The tiles through the int8 dot products: on the helper team, or on this thread alone while the team stays
- * off (work->solo, quant.h's KS_QUANT_SOLO_FIRST). */
+/* The tiles through the int8 dot products: on the helper team, or on this thread alone (work->alone). */
 static void dot_tiles(product_set *p, int64_t n_tiles, int team, int threads, ks_quant_work *work) {
     ks_quant_act(work->act, p->x, p->outs[0].w->cols * p->n); /* a few rows: less work than a barrier */
     p->xa = work->act;
-    const int alone = !team || work->solo > 0;
-    if (work->solo > 0) work->solo--;
-    if (alone) {
+    if (!team || work->alone) {
         for (int64_t k = 0; k < n_tiles; k++) dots_item(p, k);
         return;
     }
-    switch (ks_team_for(&work->team, n_tiles, dots_item, p)) {
-    case KS_TEAM_KEPT_UP:
-        if (++work->kept < work->solo_next) break;
-        work->kept = 0; /* kept up as long as the last solo run: the next one half as long */
-        work->solo_next = work->solo_next / 2 > KS_QUANT_SOLO_FIRST ? work->solo_next / 2 : KS_QUANT_SOLO_FIRST;
-        break;
-    case KS_TEAM_LATE:
-        if (n_tiles < threads) break; /* a helper may rightly have found no tile left */
-        work->kept = 0;
-        work->solo = work->solo_next;
-        work->solo_next = 2 * work->solo_next < KS_QUANT_SOLO_RUN ? 2 * work->solo_next : KS_QUANT_SOLO_RUN;
-        break;
-    case KS_TEAM_WOKEN: break;
-    }
+    /* a helper may rightly find no tile left of fewer tiles than threads */
+    if (ks_team_for(&work->team, n_tiles, dots_item, p) == KS_TEAM_LATE && n_tiles >= threads) work->late = 1;
 }
 
 void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx) {
-    if (work->solo > 0) { /* the helpers sleep through a solo run */
+    if (work->alone) { /* the helpers sleep through steps that run alone */
         for (int64_t i = 0; i < n; i++) fn(ctx, i);
         return;
     }

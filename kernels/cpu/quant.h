@@ -54,21 +54,18 @@ typedef struct ks_quant_work {
     float *tiles;     /* (threads, KS_QUANT_TILE, max_in); NULL when max_n < KS_QUANT_TILE_MIN_ROWS */
     int max_n, threads;
     int64_t max_in;
-    ks_team team;     /* threads - 1 helpers sharing the int8 products (decode) */
-    int solo;         /* int8 products left to run on one thread */
-    int solo_next;    /* the solo run the next late team starts (KS_QUANT_SOLO_FIRST .. KS_QUANT_SOLO_RUN) */
-    int kept;         /* int8 products in a row the team kept up with */
+    ks_team team;      /* threads - 1 helpers sharing the int8 products (decode) */
+    ks_team_pick pick; /* whether a decode step's products use the team (team.h); set by the step's owner */
+    int alone;         /* this step's int8 products and items run on the calling thread (!ks_team_pick_begin) */
+    int late;          /* a team product of this step was late: the scheduler kept a helper off the cores */
 } ks_quant_work;
 
 /* The int8 products (a decode step's, tens of microseconds each) run on `team`, whose helpers wait awake between
  * them (team.h); prefill's tiled products (milliseconds each) on the OpenMP threads. A team is worth it only
- * while every helper works: when an awake one took no tile of a product or kept the caller waiting for its last
- * tile (the scheduler kept it off the cores: other processes share them), the next int8 products run on the
- * calling thread alone, the helpers going to sleep, and then the team tries again. A late team doubles the next
- * solo run, from KS_QUANT_SOLO_FIRST up to KS_QUANT_SOLO_RUN (about 4 SmolLM2 tokens); a team that kept up for as
- * many products in a row halves it. Which thread computes a row never changes its value. */
-#define KS_QUANT_SOLO_FIRST 64
-#define KS_QUANT_SOLO_RUN 512
+ * while every helper works: an awake helper that took no tile of a product or kept the caller waiting for its last
+ * tile (other processes share the cores) marks the step `late`, and the step's owner (the CPU backend's
+ * decode_step) lets ks_team_pick choose from step times whether the next steps use the team or run `alone`.
+ * Which thread computes a row never changes its value. */
 
 ks_status ks_quant_work_init(ks_quant_work *w, int max_n, int64_t max_in);
 void ks_quant_work_free(ks_quant_work *w); /* accepts a zeroed struct */
@@ -112,8 +109,8 @@ typedef struct ks_quant_out {
 void ks_quant_gemm_multi(const ks_quant_out *outs, int n_outs, const float *x, int n, int accumulate,
                          ks_quant_work *work);
 
-/* fn(ctx, i) for every i in [0, n) on the int8 products' threads (`team`; on the calling thread alone during a
- * solo run): a decode step's other work that comes as independent items (its attention). */
+/* fn(ctx, i) for every i in [0, n) on the int8 products' threads (`team`; on the calling thread when the step
+ * runs `alone`): a decode step's other work that comes as independent items (its attention). */
 void ks_quant_work_for(ks_quant_work *work, int64_t n, ks_team_fn fn, void *ctx);
 
 /* out (n, w->cols) = rows tokens[t] of w dequantized: an embedding lookup in a packed table. */

@@ -163,3 +163,25 @@ ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
     if (asleep) return KS_TEAM_WOKEN;
     return !stalled && atomic_load(&t->joined) == t->n_helpers ? KS_TEAM_KEPT_UP : KS_TEAM_LATE;
 }
+
+int ks_team_pick_begin(const ks_team_pick *p) { return p->trial > KS_TEAM_PICK_TRIAL ? !p->team : p->team; }
+
+void ks_team_pick_end(ks_team_pick *p, double seconds, int late) {
+    if (p->trial) {
+        *(p->trial > KS_TEAM_PICK_TRIAL ? &p->other : &p->chosen) += seconds;
+        if (--p->trial) return;
+        if (p->other < p->chosen) { /* the other way wins: it runs from now on, tried against again soon */
+            p->team = !p->team;
+            p->run = KS_TEAM_PICK_FIRST;
+        } else {
+            p->run = 2 * p->run < KS_TEAM_PICK_MAX ? 2 * p->run : KS_TEAM_PICK_MAX;
+        }
+        p->until = p->run;
+        return;
+    }
+    if (p->until > 0) p->until--;
+    if (p->until == 0 && (!p->team || late)) {
+        p->trial = 2 * KS_TEAM_PICK_TRIAL;
+        p->other = p->chosen = 0;
+    }
+}

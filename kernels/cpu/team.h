@@ -60,4 +60,36 @@ typedef enum ks_team_verdict {
 /* fn(ctx, i) for every i in [0, n), n <= KS_TEAM_MAX_ITEMS. */
 ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx);
 
+/* Whether the loops of a repeated unit of work (a decode step) use the team or run on the caller alone, chosen
+ * by timing whole steps both ways: on shared cores a step with the team can lose to one thread even when few
+ * loops look late. Steps use the team until one of its loops is late (KS_TEAM_LATE); then a trial runs
+ * KS_TEAM_PICK_TRIAL steps the other way and as many the chosen way, and the way with the lower total keeps
+ * running. The other way is tried again after a run of the chosen one (the team: at its next late loop after
+ * the run) that starts at KS_TEAM_PICK_FIRST steps and doubles up to KS_TEAM_PICK_MAX while the choice holds.
+ * On cores nobody else uses no loop is late and every step keeps the team.
+ *
+ *     ks_team_pick pick = KS_TEAM_PICK_INIT;
+ *     int team = ks_team_pick_begin(&pick);      // this step's way
+ *     ... the step's loops, on the team only when `team`; late = whether one came back KS_TEAM_LATE ...
+ *     ks_team_pick_end(&pick, seconds, late);
+ */
+#define KS_TEAM_PICK_TRIAL 3
+#define KS_TEAM_PICK_FIRST 32
+#define KS_TEAM_PICK_MAX 2048
+
+typedef struct ks_team_pick {
+    int team;            /* the chosen way: 1 the team, 0 the caller alone */
+    int trial;           /* steps of the running trial left (the other way's, then the chosen way's); 0: none */
+    int until;           /* steps of the chosen way before the other may be tried again */
+    int run;             /* the length of the next such run */
+    double other, chosen; /* the running trial's step seconds each way, summed */
+} ks_team_pick;
+
+#define KS_TEAM_PICK_INIT ((ks_team_pick){.team = 1, .run = KS_TEAM_PICK_FIRST})
+
+/* 1 when this step's loops may use the team. */
+int ks_team_pick_begin(const ks_team_pick *p);
+/* The step took `seconds`; `late`: one of its team loops was late. */
+void ks_team_pick_end(ks_team_pick *p, double seconds, int late);
+
 #endif

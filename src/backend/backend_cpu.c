@@ -8,6 +8,7 @@
  * slot's cache. */
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/log.h"
 #include "cpu/fast.h"
@@ -373,11 +374,22 @@ static ks_kvcache *cpu_kvcache(ks_backend *b) { return &b->cur->cache; }
 
 static ks_kvstore *cpu_kvstore(ks_backend *b) { return &b->cur->kv.base; }
 
-/* One thread computes everything in order: the layers are issued as they come. */
+/* The layers are issued as they come; with packed weights the step first asks ks_team_pick whether its int8
+ * products and attention items use the helper team, and reports how long it took. */
 static ks_status cpu_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                  void *ctx) {
-    (void)b, (void)qpos, (void)kind;
-    return issue(ctx);
+    (void)qpos, (void)kind;
+    ks_quant_work *w = &b->qw;
+    if (!w->act) return issue(ctx);
+    w->alone = !ks_team_pick_begin(&w->pick);
+    w->late = 0;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    const ks_status st = issue(ctx);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ks_team_pick_end(&w->pick, (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec), w->late);
+    w->alone = 0; /* a prefill's few-row products use the team */
+    return st;
 }
 
 const ks_backend_ops ks_backend_cpu = {
