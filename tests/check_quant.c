@@ -246,36 +246,40 @@ static void pick_steps(ks_team_pick *p, int n, int team, double team_s, double a
                       team ? "on the team" : "alone");
 }
 
+/* A trial: 2 KS_TEAM_PICK_TRIAL steps alternating, the other way (!chosen) first. */
+static void pick_trial(ks_team_pick *p, int chosen, double team_s, double alone_s, int late, const char *what) {
+    for (int i = 0; i < 2 * KS_TEAM_PICK_TRIAL; i++)
+        ck_assert_msg(pick_step(p, team_s, alone_s, late) == (i % 2 ? chosen : !chosen), "%s: trial step %d", what, i);
+}
+
 /* ks_team_pick on hand-made step times: without a late loop the team runs throughout; a late step starts a trial
- * (KS_TEAM_PICK_TRIAL steps alone, as many on the team) that alone wins when faster (then the team is tried again
- * after KS_TEAM_PICK_FIRST steps alone, and loses: the next run doubles) and otherwise leaves the team chosen, the
- * next trial waiting for a late step after twice the run. */
+ * (KS_TEAM_PICK_TRIAL steps alone and as many on the team, alternating) that alone wins when faster (then the
+ * team is tried again after KS_TEAM_PICK_FIRST steps alone, and loses: the next run doubles) and otherwise leaves
+ * the team chosen, the next trial waiting for a late step after twice the run. */
 START_TEST(test_team_pick) {
-    const int T = KS_TEAM_PICK_TRIAL, F = KS_TEAM_PICK_FIRST;
+    const int F = KS_TEAM_PICK_FIRST;
     ks_team_pick p = KS_TEAM_PICK_INIT;
     pick_steps(&p, 1000, 1, 1.0, 2.0, 0, "quiet");
 
     /* the cores get busy: the team 3 s a step and late, alone 2 s */
     pick_steps(&p, 1, 1, 3.0, 2.0, 1, "the first late step");
-    pick_steps(&p, T, 0, 3.0, 2.0, 1, "busy, trial alone");
-    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, trial of the team");
+    pick_trial(&p, 1, 3.0, 2.0, 1, "busy, the first trial");
     pick_steps(&p, F, 0, 3.0, 2.0, 1, "busy, alone chosen");
-    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, the team tried again");
-    pick_steps(&p, T + 2 * F, 0, 3.0, 2.0, 1, "busy, alone for a doubled run");
-    pick_steps(&p, T, 1, 3.0, 2.0, 1, "busy, the team tried a third time");
+    pick_trial(&p, 0, 3.0, 2.0, 1, "busy, the team tried again");
+    pick_steps(&p, 2 * F, 0, 3.0, 2.0, 1, "busy, alone for a doubled run");
+    pick_trial(&p, 0, 3.0, 2.0, 1, "busy, the team tried a third time");
 
-    /* quiet again: the team wins its next trial (after 4 F + T steps alone) and keeps running */
-    pick_steps(&p, T + 4 * F, 0, 1.0, 2.0, 0, "quiet, alone until the next trial");
-    pick_steps(&p, T, 1, 1.0, 2.0, 0, "quiet, trial of the team");
-    pick_steps(&p, T, 0, 1.0, 2.0, 0, "quiet, trial alone");
+    /* quiet again: the team wins its next trial (after 4 F steps alone) and keeps running */
+    pick_steps(&p, 4 * F, 0, 1.0, 2.0, 0, "quiet, alone until the next trial");
+    pick_trial(&p, 0, 1.0, 2.0, 0, "quiet, trial of the team");
     pick_steps(&p, 1000, 1, 1.0, 2.0, 0, "quiet, the team chosen");
 
     /* a late step while the team is still faster: the trial leaves the team chosen, and the next trial waits for
      * a late step after 2 F steps */
     pick_steps(&p, 1, 1, 1.0, 2.0, 1, "a late but fast team");
-    pick_steps(&p, T, 0, 1.0, 2.0, 1, "trial alone");
-    pick_steps(&p, T + 2 * F, 1, 1.0, 2.0, 1, "the team kept");
-    pick_steps(&p, T, 0, 1.0, 2.0, 1, "the next trial alone");
+    pick_trial(&p, 1, 1.0, 2.0, 1, "trial alone");
+    pick_steps(&p, 2 * F, 1, 1.0, 2.0, 1, "the team kept");
+    pick_trial(&p, 1, 1.0, 2.0, 1, "the next trial");
 }
 END_TEST
 

@@ -164,11 +164,15 @@ ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx) {
     return !stalled && atomic_load(&t->joined) == t->n_helpers ? KS_TEAM_KEPT_UP : KS_TEAM_LATE;
 }
 
-int ks_team_pick_begin(const ks_team_pick *p) { return p->trial > KS_TEAM_PICK_TRIAL ? !p->team : p->team; }
+/* A trial's steps alternate, the other way first, so that both ways see the same stretch of the run (a decode
+ * step grows with the context). */
+static int trial_other(const ks_team_pick *p) { return p->trial % 2 == 0; }
+
+int ks_team_pick_begin(const ks_team_pick *p) { return p->trial && trial_other(p) ? !p->team : p->team; }
 
 void ks_team_pick_end(ks_team_pick *p, double seconds, int late) {
     if (p->trial) {
-        *(p->trial > KS_TEAM_PICK_TRIAL ? &p->other : &p->chosen) += seconds;
+        *(trial_other(p) ? &p->other : &p->chosen) += seconds;
         if (--p->trial) return;
         if (p->other < p->chosen) { /* the other way wins: it runs from now on, tried against again soon */
             p->team = !p->team;
