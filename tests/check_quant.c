@@ -255,7 +255,8 @@ static void pick_trial(ks_team_pick *p, int chosen, double team_s, double alone_
 /* ks_team_pick on hand-made step times: without a late loop the team runs throughout; a late step starts a trial
  * (KS_TEAM_PICK_TRIAL steps alone and as many on the team, alternating) that alone wins when faster (then the
  * team is tried again after KS_TEAM_PICK_FIRST steps alone, and loses: the next run doubles) and otherwise leaves
- * the team chosen, the next trial waiting for a late step after twice the run. */
+ * the team chosen, the next trial waiting for a late step after twice the run; a team within KS_TEAM_PICK_EDGE of
+ * one thread loses. */
 START_TEST(test_team_pick) {
     const int F = KS_TEAM_PICK_FIRST;
     ks_team_pick p = KS_TEAM_PICK_INIT;
@@ -280,6 +281,11 @@ START_TEST(test_team_pick) {
     pick_trial(&p, 1, 1.0, 2.0, 1, "trial alone");
     pick_steps(&p, 2 * F, 1, 1.0, 2.0, 1, "the team kept");
     pick_trial(&p, 1, 1.0, 2.0, 1, "the next trial");
+
+    /* a team only 2% faster than one thread (within KS_TEAM_PICK_EDGE): one thread takes the steps */
+    pick_steps(&p, 4 * F, 1, 1.0, 1.02, 1, "a team about as fast as one thread");
+    pick_trial(&p, 1, 1.0, 1.02, 1, "a draw");
+    pick_steps(&p, F, 0, 1.0, 1.02, 1, "the draw gone to one thread");
 }
 END_TEST
 

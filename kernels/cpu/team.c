@@ -174,8 +174,10 @@ void ks_team_pick_end(ks_team_pick *p, double seconds, int late) {
     if (p->trial) {
         *(trial_other(p) ? &p->other : &p->chosen) += seconds;
         if (--p->trial) return;
-        if (p->other < p->chosen) { /* the other way wins: it runs from now on, tried against again soon */
-            p->team = !p->team;
+        const double team_s = p->team ? p->chosen : p->other, alone_s = p->team ? p->other : p->chosen;
+        const int team = team_s < KS_TEAM_PICK_EDGE * alone_s;
+        if (team != p->team) { /* the other way wins: it runs from now on, tried against again soon */
+            p->team = team;
             p->run = KS_TEAM_PICK_FIRST;
         } else {
             p->run = 2 * p->run < KS_TEAM_PICK_MAX ? 2 * p->run : KS_TEAM_PICK_MAX;

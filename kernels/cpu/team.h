@@ -63,8 +63,9 @@ ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx);
 /* Whether the loops of a repeated unit of work (a decode step) use the team or run on the caller alone, chosen
  * by timing whole steps both ways: on shared cores a step with the team can lose to one thread even when few
  * loops look late. Steps use the team until one of its loops is late (KS_TEAM_LATE); then a trial runs
- * KS_TEAM_PICK_TRIAL steps the other way and as many the chosen way, alternating, and the way with the lower
- * total keeps running. The other way is tried again after a run of the chosen one (the team: at its next late loop after
+ * KS_TEAM_PICK_TRIAL steps the other way and as many the chosen way, alternating, and the team keeps or takes
+ * the steps when its total is below KS_TEAM_PICK_EDGE times the alone total (a team that only draws with one
+ * thread costs the cores a helper's spinning and risks its late loops). The other way is tried again after a run of the chosen one (the team: at its next late loop after
  * the run) that starts at KS_TEAM_PICK_FIRST steps and doubles up to KS_TEAM_PICK_MAX while the choice holds.
  * On cores nobody else uses no loop is late and every step keeps the team.
  *
@@ -76,6 +77,7 @@ ks_team_verdict ks_team_for(ks_team *t, int64_t n, ks_team_fn fn, void *ctx);
 #define KS_TEAM_PICK_TRIAL 3
 #define KS_TEAM_PICK_FIRST 32
 #define KS_TEAM_PICK_MAX 2048
+#define KS_TEAM_PICK_EDGE 0.95
 
 typedef struct ks_team_pick {
     int team;            /* the chosen way: 1 the team, 0 the caller alone */
