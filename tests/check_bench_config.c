@@ -41,6 +41,26 @@ START_TEST(test_seed_ruler_yaml) {
     ck_assert_int_eq(c.n_no_template, 6);
     ks_bench_config_free(&c);
 
+    /* the timing sweep: RULER.yaml's samples, the qa tasks from the repository's stand-ins (paths from its root) */
+    ks_bench_config t = {0};
+    ck_assert_int_eq(ks_bench_config_load(&c, repo_config("RULER.yaml")), KS_OK);
+    ck_assert_int_eq(ks_bench_config_load(&t, repo_config("RULER_timing.yaml")), KS_OK);
+    ck_assert(t.kind == c.kind && t.n_tasks == c.n_tasks && t.n_lengths == c.n_lengths &&
+              t.num_samples == c.num_samples && t.seed == c.seed && t.ruler_variant == c.ruler_variant);
+    for (int i = 0; i < t.n_tasks; i++) ck_assert_str_eq(t.task_names[i], c.task_names[i]);
+    for (int i = 0; i < t.n_lengths; i++) ck_assert_int_eq(t.lengths[i], c.lengths[i]);
+    const char *qa[] = {t.squad_path, t.hotpotqa_path};
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        ck_assert_ptr_nonnull(qa[i]);
+        snprintf(path, sizeof path, "%s/../../%s", KS_FIXTURES, qa[i]);
+        FILE *f = fopen(path, "rb");
+        ck_assert_msg(f != NULL, "RULER_timing.yaml: %s is not a file of the repository", qa[i]);
+        fclose(f);
+    }
+    ks_bench_config_free(&t);
+    ks_bench_config_free(&c);
+
     ck_assert_int_eq(ks_bench_config_load(&c, repo_config("quickstart.yaml")), KS_OK);
     ck_assert(c.n_tasks >= 2 && c.n_tasks <= 3 && c.lengths[c.n_lengths - 1] <= 2048 && c.num_samples <= 3);
     ks_bench_config_free(&c);
