@@ -379,8 +379,8 @@ static ks_kvstore *cpu_kvstore(ks_backend *b) { return &b->cur->kv.base; }
 static ks_status cpu_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                  void *ctx) {
     (void)qpos, (void)kind;
+    if (!ks_model_is_packed(b->m)) return issue(ctx);
     ks_quant_work *w = &b->qw;
-    if (!w->act) return issue(ctx);
     w->alone = !ks_team_pick_begin(&w->pick);
     w->late = 0;
     struct timespec t0, t1;
