@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `kvscope eval` on one GPU with several ranks: SmolLM2 on the e2e RULER config, FullKV and SnapKV, as one rank
+# `kvscope eval` with several ranks: SmolLM2 on the e2e RULER config, FullKV and SnapKV, as one rank
 # (--gp_num 1), as two pipeline stages sharing GPU 0 (-np 2 --gp_num 2 --device 0 0: the residual rows through
-# host memory over MPI) and as two whole-model instances sharing GPU 0 (-np 2 --gp_num 1/2). Every sample's
+# host memory over MPI), as two whole-model instances sharing GPU 0 (-np 2 --gp_num 1/2) and, on a machine with
+# 2 or 4 GPUs or more, as 2 and 4 stages on GPUs of their own (the rows through NCCL). Every sample's
 # prediction, generated-token count and score, and every per-layer statistics row, must equal the one-rank
 # run's (greedy decoding: same tokens). Usage: gpu_eval_stages.sh KVSCOPE MPIEXEC CONFIG GGUF
 set -u
@@ -12,6 +13,8 @@ GGUF=$4
 [ -f "$GGUF" ] || { echo "SKIP: no SmolLM2 GGUF at '$GGUF' (jobs/setup.sh installs it)"; exit 77; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT
+
+GPUS=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 
 # run NAME NP GP_NUM METHOD DEVICE...
 run() {
@@ -27,10 +30,13 @@ for method in FullKV SnapKV; do
   run "one_$method" 1 1 "$method" cuda
   run "stages_$method" 2 2 "$method" 0 0
   run "shared_$method" 2 1/2 "$method" 0
-  python3 - "$T" "$method" <<'PY' || exit 1
+  names="stages shared"
+  if [ "$GPUS" -ge 2 ]; then run "nccl2_$method" 2 2 "$method" 0 1 && names="$names nccl2"; fi
+  if [ "$GPUS" -ge 4 ]; then run "nccl4_$method" 4 4 "$method" 0 1 2 3 && names="$names nccl4"; fi
+  python3 - "$T" "$method" $names <<'PY' || exit 1
 import glob, sys
 import h5py
-T, method = sys.argv[1], sys.argv[2]
+T, method, names = sys.argv[1], sys.argv[2], sys.argv[3:]
 
 def load(name):
     (path,) = glob.glob(f"{T}/{name}_{method}/*.h5")
@@ -46,10 +52,10 @@ def load(name):
 
 one = load("one")
 assert len(one[0]) > 0, "the one-rank run wrote no samples"
-for name in ("stages", "shared"):
+for name in names:
     other = load(name)
     assert other[0] == one[0], f"{method} {name}: samples differ from one rank:\n{other[0]}\nvs\n{one[0]}"
     assert other[1] == one[1], f"{method} {name}: per-layer statistics differ from one rank"
-print(f"ok: {method}: {len(one[0])} samples and {len(one[1])} layer rows equal for 1 rank, 2 stages, 2 instances")
+print(f"ok: {method}: {len(one[0])} samples and {len(one[1])} layer rows equal for 1 rank and {', '.join(names)}")
 PY
 done
