@@ -75,8 +75,9 @@ if [ "$B70" = 1 ]; then
       > "$OUT/b70_k$k.log" 2>&1; then
       break
     fi
-    grep -q "does not fit" "$OUT/b70_k$k.log" || { tail -5 "$OUT/b70_k$k.log"; STATUS=1; break; }
-    say "  does not fit $k GPUs: $(grep -m1 'does not fit' "$OUT/b70_k$k.log")"
+    # the bench refuses a stage whose layers do not fit its GPU before allocating, naming the stages it needs
+    grep -q "use more stages" "$OUT/b70_k$k.log" || { tail -5 "$OUT/b70_k$k.log"; STATUS=1; break; }
+    say "  does not fit $k GPUs: $(grep -m1 'use more stages' "$OUT/b70_k$k.log")"
   done
 fi
 
