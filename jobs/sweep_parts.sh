@@ -43,9 +43,7 @@ for part in "${PARTS[@]}"; do
   fi
   echo "[sweep_parts] $L: $KVSCOPE bench --sweep $CFG --lengths $L --limit $N $*"
   "$KVSCOPE" bench --sweep "$CFG" --lengths "$L" --limit "$N" --output "$OUTDIR/$L" --out "$OUTDIR/$L.part" "$@"
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); d["limit"] = int(sys.argv[2]); json.dump(d, open(sys.argv[3], "w"), indent=1)' \
-    "$OUTDIR/$L.part" "$N" "$OUTDIR/$L.json"
-  rm -f "$OUTDIR/$L.part"
+  mv "$OUTDIR/$L.part" "$OUTDIR/$L.json" # only a finished part counts as done
 done
 
 python3 - "$OUTDIR" "$PER_TASK" "${PARTS[@]}" <<'EOF'

@@ -30,32 +30,8 @@ for method in FullKV SnapKV; do
   run "one_$method" 1 1 "$method" cuda
   run "stages_$method" 2 2 "$method" 0 0
   run "shared_$method" 2 1/2 "$method" 0
-  names="stages shared"
-  if [ "$GPUS" -ge 2 ]; then run "nccl2_$method" 2 2 "$method" 0 1 && names="$names nccl2"; fi
-  if [ "$GPUS" -ge 4 ]; then run "nccl4_$method" 4 4 "$method" 0 1 2 3 && names="$names nccl4"; fi
-  python3 - "$T" "$method" $names <<'PY' || exit 1
-import glob, sys
-import h5py
-T, method, names = sys.argv[1], sys.argv[2], sys.argv[3:]
-
-def load(name):
-    (path,) = glob.glob(f"{T}/{name}_{method}/*.h5")
-    with h5py.File(path, "r") as f:
-        s = {k: (d.asstr()[()] if d.dtype.kind in "SO" else d[()]).tolist() for k, d in f["samples"].items()}
-        l = {k: (d.asstr()[()] if d.dtype.kind in "SO" else d[()]).tolist() for k, d in f["layers"].items()}
-    key = lambda i: (s["task"][i], s["length"][i], s["index"][i])
-    samples = {key(i): (s["prediction"][i], s["generated_tokens"][i], s["score"][i]) for i in range(len(s["task"]))}
-    drop = {"sample"}  # the row number in /samples, which follows the commit order
-    cols = sorted(c for c in l if c not in drop)
-    layers = sorted(tuple(l[c][i] for c in cols) for i in range(len(l["task"])))
-    return samples, layers
-
-one = load("one")
-assert len(one[0]) > 0, "the one-rank run wrote no samples"
-for name in names:
-    other = load(name)
-    assert other[0] == one[0], f"{method} {name}: samples differ from one rank:\n{other[0]}\nvs\n{one[0]}"
-    assert other[1] == one[1], f"{method} {name}: per-layer statistics differ from one rank"
-print(f"ok: {method}: {len(one[0])} samples and {len(one[1])} layer rows equal for 1 rank and {', '.join(names)}")
-PY
+  runs=("$T/stages_$method" "$T/shared_$method")
+  if [ "$GPUS" -ge 2 ]; then run "nccl2_$method" 2 2 "$method" 0 1 && runs+=("$T/nccl2_$method"); fi
+  if [ "$GPUS" -ge 4 ]; then run "nccl4_$method" 4 4 "$method" 0 1 2 3 && runs+=("$T/nccl4_$method"); fi
+  python3 "$(dirname "$0")/tools/same_results.py" "$method" "$T/one_$method" "${runs[@]}" || exit 1
 done

@@ -14,7 +14,8 @@
 #                   the Llama-3.1 tokenizer) as one instance and as one instance per GPU (--gp_num 1): samples/s
 #                   and the ratio
 #   5. fault        a two-stage SmolLM2 eval with rank 1 killed mid-run: the job's exit, its error line and the
-#                   seconds it took; then the same command resumes and its predictions equal a clean run's
+#                   seconds it took; then the same command resumes, and its samples and per-layer rows equal a
+#                   clean run's (tests/tools/same_results.py)
 #
 # Environment: KS_BUILD_DIR (default build-gpu), OUT (default $KS_BUILD_DIR-multi: JSON, logs), KS_SMOLLM2_GGUF
 # (else jobs/smollm2_path.sh; without it steps 1's SmolLM2 tests and 5 are left out, and said), MPIEXEC (mpirun).
@@ -124,19 +125,7 @@ if [ "$FAULT" = 1 ] && [ -n "$GGUF" ]; then
   [ -n "$victim" ] && [ "$rc" -ne 0 ] || STATUS=1
   say "fault: the same command again (resume)"
   ev 2 "$OUT/fault" 0 1 > "$OUT/resume.log" 2>&1 || { tail -5 "$OUT/resume.log"; STATUS=1; }
-  python3 - "$OUT" <<'PY' || STATUS=1
-import glob, sys
-import h5py
-def load(d):
-    (p,) = glob.glob(f"{sys.argv[1]}/{d}/*.h5")
-    s = h5py.File(p, "r")["samples"]
-    col = lambda k: [x.decode() if isinstance(x, bytes) else x for x in s[k][()]]
-    t, l, i, pred = col("task"), col("length"), col("index"), col("prediction")
-    return {(t[j], l[j], i[j]): pred[j] for j in range(len(t))}
-clean, fault = load("clean"), load("fault")
-assert clean and fault == clean, f"resumed run: {len(fault)} samples, the clean run {len(clean)}; equal: {fault == clean}"
-print(f"  ok: the resumed two-stage run's {len(fault)} predictions equal the clean one-GPU run's")
-PY
+  python3 tests/tools/same_results.py "rank 1 killed, then resumed" "$OUT/clean" "$OUT/fault" || STATUS=1
 elif [ "$FAULT" = 1 ]; then
   say "no SmolLM2 GGUF: the fault run is left out"
 fi

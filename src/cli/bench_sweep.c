@@ -26,6 +26,7 @@ static ks_status write_json(const char *path, const eval_opts *o, const eval_tim
     cJSON_AddStringToObject(j, "acceleration", o->acceleration);
     cJSON_AddStringToObject(j, "device", o->dev.device);
     cJSON_AddNumberToObject(j, "batch", t->batch);
+    cJSON_AddNumberToObject(j, "limit", o->limit); /* the samples per task and length it ran (-1: all) */
     cJSON_AddNumberToObject(j, "samples", t->samples);
     cJSON_AddNumberToObject(j, "wall_s", t->wall_s);
     cJSON_AddNumberToObject(j, "samples_per_s", t->wall_s > 0 ? t->samples / t->wall_s : 0);
