@@ -6,8 +6,9 @@
  *     check_batch                 the tiny random-weight Llama of tests/fixtures (label "unit")
  *     check_batch smollm2         SmolLM2 (label "model"): fp32 and packed GGUF weights, FullKV and a few methods
  *     check_batch cuda [smollm2]  the same on the cuda backend (label "gpu"; fp32-loaded weights only): the batch's
- *                                 products are GEMMs over its rows where a token alone takes the fused GEMVs, so
- *                                 equal tokens there mean no greedy choice sat within bf16 rounding
+ *                                 rows take the decode GEMVs a token alone takes (each row summed in its order),
+ *                                 so every token must be equal, not only where no greedy choice sits within
+ *                                 rounding
  */
 #include <check.h>
 #include <stdlib.h>

@@ -431,14 +431,15 @@ static void gemm_case(ks_cuda_gemm_t *g, int n, int in, int out, ks_dtype yt, in
 START_TEST(test_gemm) {
     ks_cuda_gemm_t *g = NULL;
     CK_KS(ks_cuda_gemm_init(&g, 32u << 20));
-    gemm_case(g, 1, 64, 96, KS_DTYPE_BF16, 0, 0.0f);     /* decode GEMVs (ks_cuda_gemv) */
+    gemm_case(g, 1, 64, 96, KS_DTYPE_BF16, 0, 0.0f);     /* decode rows: the GEMVs (ks_cuda_gemv) */
     gemm_case(g, 1, 4096, 1001, KS_DTYPE_BF16, 1, 0.0f);
     gemm_case(g, 1, 4096, 6143, KS_DTYPE_BF16, 1, 0.0f); /* one wave of 8-row blocks, a partial last block */
     gemm_case(g, 1, 4096, 4093, KS_DTYPE_F32, 0, 1.0f);  /* 4-row blocks, accumulating */
     gemm_case(g, 1, 75, 33, KS_DTYPE_F32, 1, 1.0f);      /* odd in: the scalar path */
     gemm_case(g, 37, 136, 203, KS_DTYPE_BF16, 1, 0.0f);  /* odd n and out, bias (Qwen2 q/k/v) */
     gemm_case(g, 19, 80, 33, KS_DTYPE_F32, 0, 1.0f);     /* accumulate into the fp32 residual */
-    gemm_case(g, 5, 75, 31, KS_DTYPE_F32, 1, 0.0f);      /* odd in: unaligned rows */
+    gemm_case(g, 5, 75, 31, KS_DTYPE_F32, 1, 0.0f);      /* odd in: the GEMVs' scalar path over 5 rows */
+    gemm_case(g, 21, 75, 31, KS_DTYPE_F32, 1, 0.0f);     /* odd in: cuBLASLt's unaligned rows */
     gemm_case(g, 300, 1024, 1536, KS_DTYPE_BF16, 0, 0.0f);
     ks_cuda_gemm_free(g);
     ks_cuda_gemm_free(NULL);
@@ -473,8 +474,8 @@ static void gemv_fused_case(int in, int F, int D) {
     float *first_y = NULL;
     for (int rep = 0; rep < 2; rep++) { /* the second launch checks that the first left the counter at 0 */
         if (rep) CK_CUDA(cudaMemcpyAsync(dy, y0, (size_t)D * 4, cudaMemcpyHostToDevice, s));
-        CK_KS(ks_cuda_gemv_swiglu(dgate, dup, dx, dwgu, in, F, s));
-        CK_KS(ks_cuda_gemv_norm(dy, dgate, dwd, dbias, F, D, 1.0f, dxn, dnorm, 1e-5f, ddone, s));
+        CK_KS(ks_cuda_gemv_swiglu(dgate, dup, F, dx, in, dwgu, 1, in, F, s));
+        CK_KS(ks_cuda_gemv_norm(dy, D, dgate, F, dwd, dbias, 1, F, D, 1.0f, dxn, D, dnorm, 1e-5f, ddone, s));
         CK_CUDA(cudaStreamSynchronize(s));
         if (!rep) first_y = host_from(dy, (size_t)D * 4);
     }
@@ -510,6 +511,204 @@ START_TEST(test_gemv_fused) {
     gemv_fused_case(4096, 1001, 4096); /* vector path, out not a multiple of the rows per block */
     gemv_fused_case(75, 37, 333);      /* odd in: the scalar path; odd F: the down GEMV's scalar path too */
     gemv_fused_case(576, 1536, 576);   /* SmolLM2's shapes */
+}
+END_TEST
+
+/* The decode GEMVs over several rows (a batched step's, one per sample): each mode launched on n rows, and on each
+ * row alone; row t of the n-row launch must equal the row alone bit for bit (what makes a batch decode the tokens
+ * its samples decode alone) and the CPU reference within tolerance. */
+enum { GEMV_F32, GEMV_BF16, GEMV_SWIGLU, GEMV_NORM, GEMV_MODES };
+static const char *const gemv_mode_name[GEMV_MODES] = {"fp32 +bias +=y", "bf16 +bias", "swiglu", "norm +bias +=y"};
+
+/* One random problem: n rows of x (row t at dx + t * ld_x, the padding NaN), W with `out` rows (2 out for SwiGLU:
+ * gate over up), y row t at + t * ld_y (SwiGLU: gate there, up `out` further), xn row t at + t * ld_xn. */
+typedef struct gemv_rows_case {
+    int mode, n, in, out;
+    int64_t ld_x, ld_y, ld_xn;
+    size_t y_bytes, xn_bytes;
+    float *x, *w, *bias, *y0, *norm_w; /* host, bf16-rounded where the device holds bf16 */
+    ks_bf16 *dx, *dw;
+    void *dbias;
+    float *dnorm;
+} gemv_rows_case;
+
+/* What a launch writes: y (and up), xn, the norm's block counter. */
+typedef struct gemv_rows_out {
+    void *y;
+    ks_bf16 *xn;
+    unsigned *done;
+} gemv_rows_out;
+
+static void gemv_rows_setup(gemv_rows_case *c, int mode, int n, int in, int out) {
+    const int wrows = mode == GEMV_SWIGLU ? 2 * out : out;
+    *c = (gemv_rows_case){.mode = mode, .n = n, .in = in, .out = out};
+    c->ld_x = in % 8 ? in + 3 : in + 8; /* 16-byte rows where `in` allows them */
+    c->ld_y = mode == GEMV_SWIGLU ? 2 * out : out + 3;
+    c->ld_xn = out + 5;
+    c->y_bytes = (size_t)n * c->ld_y * (mode == GEMV_F32 || mode == GEMV_NORM ? 4 : 2);
+    c->xn_bytes = (size_t)n * c->ld_xn * 2;
+    ks_bf16 *xb = malloc((size_t)n * in * 2), *wb = malloc((size_t)wrows * in * 2), *bb = malloc((size_t)out * 2);
+    c->x = rand_vec((size_t)n * in, 1.0f, xb), c->w = rand_vec((size_t)wrows * in, 0.05f, wb);
+    c->bias = rand_vec(out, 1.0f, bb), c->y0 = rand_vec((size_t)n * out, 1.0f, NULL);
+    c->norm_w = rand_vec(out, 1.0f, NULL);
+    ks_bf16 *xpad = malloc((size_t)n * c->ld_x * 2);
+    memset(xpad, 0xff, (size_t)n * c->ld_x * 2);
+    for (int t = 0; t < n; t++) memcpy(xpad + t * c->ld_x, xb + (size_t)t * in, (size_t)in * 2);
+    c->dx = dev_from(xpad, (size_t)n * c->ld_x * 2), c->dw = dev_from(wb, (size_t)wrows * in * 2);
+    c->dbias = mode == GEMV_BF16 ? dev_from(bb, (size_t)out * 2) : dev_from(c->bias, (size_t)out * 4);
+    c->dnorm = dev_from(c->norm_w, (size_t)out * 4);
+    free(xb), free(wb), free(bb), free(xpad);
+}
+
+static void gemv_rows_free(gemv_rows_case *c) {
+    free(c->x), free(c->w), free(c->bias), free(c->y0), free(c->norm_w);
+    cudaFree(c->dx), cudaFree(c->dw), cudaFree(c->dbias), cudaFree(c->dnorm);
+}
+
+/* Outputs as a launch finds them: y holds y0 (accumulating modes) or NaN, xn NaN, the counter 0. */
+static gemv_rows_out gemv_rows_out_new(const gemv_rows_case *c) {
+    gemv_rows_out o = {dev_poisoned(c->y_bytes), dev_poisoned(c->xn_bytes), dev_poisoned(sizeof(unsigned))};
+    CK_CUDA(cudaMemset(o.done, 0, sizeof(unsigned)));
+    if (c->mode == GEMV_F32 || c->mode == GEMV_NORM)
+        CK_CUDA(cudaMemcpy2D(o.y, c->ld_y * 4, c->y0, (size_t)c->out * 4, (size_t)c->out * 4, c->n,
+                             cudaMemcpyHostToDevice));
+    return o;
+}
+
+static void gemv_rows_out_free(gemv_rows_out *o) { cudaFree(o->y), cudaFree(o->xn), cudaFree(o->done); }
+
+/* The case's mode on rows row0 .. row0 + n - 1. */
+static void gemv_rows_launch(const gemv_rows_case *c, const gemv_rows_out *o, int row0, int n, cudaStream_t s) {
+    const ks_bf16 *x = c->dx + row0 * c->ld_x;
+    float *yf = (float *)o->y + row0 * c->ld_y;
+    ks_bf16 *yb = (ks_bf16 *)o->y + row0 * c->ld_y;
+    switch (c->mode) {
+    case GEMV_F32:
+        CK_KS(ks_cuda_gemv(yf, c->ld_y, KS_DTYPE_F32, x, c->ld_x, c->dw, c->dbias, n, c->in, c->out, 1.0f, s));
+        break;
+    case GEMV_BF16:
+        CK_KS(ks_cuda_gemv(yb, c->ld_y, KS_DTYPE_BF16, x, c->ld_x, c->dw, c->dbias, n, c->in, c->out, 0.0f, s));
+        break;
+    case GEMV_SWIGLU:
+        CK_KS(ks_cuda_gemv_swiglu(yb, yb + c->out, c->ld_y, x, c->ld_x, c->dw, n, c->in, c->out, s));
+        break;
+    default:
+        CK_KS(ks_cuda_gemv_norm(yf, c->ld_y, x, c->ld_x, c->dw, c->dbias, n, c->in, c->out, 1.0f,
+                                o->xn + row0 * c->ld_xn, c->ld_xn, c->dnorm, 1e-5f, o->done, s));
+    }
+}
+
+/* Rows of a device buffer (rows of `ld` elements of `size` bytes) as packed floats of `width` each. */
+static float *rows_f32(const void *dev, int rows, int64_t ld, int width, size_t size) {
+    unsigned char *h = host_from(dev, (size_t)rows * ld * size);
+    float *f = malloc((size_t)rows * width * sizeof *f);
+    for (int t = 0; t < rows; t++)
+        for (int i = 0; i < width; i++) {
+            const unsigned char *e = h + ((size_t)t * ld + i) * size;
+            ks_bf16 b;
+            memcpy(size == 4 ? (void *)&f[(size_t)t * width + i] : (void *)&b, e, size);
+            if (size == 2) f[(size_t)t * width + i] = f32_of(b);
+        }
+    free(h);
+    return f;
+}
+
+/* The n-row launch's outputs against the CPU reference. */
+static void gemv_rows_check_ref(const gemv_rows_case *c, const gemv_rows_out *o, const char *what) {
+    const int n = c->n, out = c->out, wrows = c->mode == GEMV_SWIGLU ? 2 * out : out;
+    const int f32 = c->mode == GEMV_F32 || c->mode == GEMV_NORM;
+    float *ref = malloc((size_t)n * wrows * 4);
+    ks_ref_gemm(ref, c->x, c->w, c->mode == GEMV_SWIGLU ? NULL : c->bias, n, c->in, wrows);
+    float *got = rows_f32(o->y, n, c->ld_y, c->mode == GEMV_SWIGLU ? 2 * out : out, f32 ? 4 : 2);
+    char msg[160];
+    snprintf(msg, sizeof msg, "%s (y)", what);
+    if (c->mode == GEMV_SWIGLU) {
+        /* gate|up rounded to bf16, SwiGLU rounded to bf16, row by row in the fused layout */
+        float *act = malloc((size_t)n * out * 4), *up = malloc((size_t)n * out * 4);
+        float *g_act = malloc((size_t)n * out * 4), *g_up = malloc((size_t)n * out * 4);
+        for (size_t i = 0; i < (size_t)n * wrows; i++) ref[i] = f32_of(bf16_of(ref[i]));
+        for (int t = 0; t < n; t++) {
+            ks_ref_swiglu(act + (size_t)t * out, ref + (size_t)t * wrows, ref + (size_t)t * wrows + out, out);
+            for (int i = 0; i < out; i++) {
+                act[(size_t)t * out + i] = f32_of(bf16_of(act[(size_t)t * out + i]));
+                up[(size_t)t * out + i] = ref[(size_t)t * wrows + out + i];
+                g_act[(size_t)t * out + i] = got[(size_t)t * wrows + i];
+                g_up[(size_t)t * out + i] = got[(size_t)t * wrows + out + i];
+            }
+        }
+        check_close(msg, g_act, act, (size_t)n * out, 1e-3f, 1.0f / 64);
+        snprintf(msg, sizeof msg, "%s (up)", what);
+        check_close(msg, g_up, up, (size_t)n * out, 1e-3f, 1.0f / 128);
+        free(act), free(up), free(g_act), free(g_up);
+    } else if (f32) {
+        for (size_t i = 0; i < (size_t)n * out; i++) ref[i] += c->y0[i];
+        check_close(msg, got, ref, (size_t)n * out, 2e-3f, 2e-3f);
+    } else {
+        check_close(msg, got, ref, (size_t)n * out, 1e-2f, 1.0f / 128);
+    }
+    if (c->mode == GEMV_NORM) { /* the reference norm of the GPU's own residual rows */
+        float *xn = malloc((size_t)n * out * 4), *g_xn = rows_f32(o->xn, n, c->ld_xn, out, 2);
+        ks_ref_rmsnorm(xn, got, c->norm_w, n, out, 1e-5f);
+        snprintf(msg, sizeof msg, "%s (xn)", what);
+        check_close(msg, g_xn, xn, (size_t)n * out, 2e-3f, 1.0f / 64);
+        free(xn), free(g_xn);
+    }
+    free(ref), free(got);
+}
+
+/* Fails unless the two device buffers hold the same bytes. */
+static void expect_same_bytes(const void *a, const void *b, size_t bytes, const char *what) {
+    unsigned char *ha = host_from(a, bytes), *hb = host_from(b, bytes);
+    size_t i = 0;
+    while (i < bytes && ha[i] == hb[i]) i++;
+    ck_assert_msg(i == bytes, "%s: the rows launched together differ from each row alone (byte %zu)", what, i);
+    free(ha), free(hb);
+}
+
+static void gemv_rows_case_run(int mode, int n, int in, int out, cudaStream_t s) {
+    gemv_rows_case c;
+    gemv_rows_setup(&c, mode, n, in, out);
+    gemv_rows_out batch = gemv_rows_out_new(&c), alone = gemv_rows_out_new(&c);
+    gemv_rows_launch(&c, &batch, 0, n, s);
+    for (int t = 0; t < n; t++) gemv_rows_launch(&c, &alone, t, 1, s);
+    CK_CUDA(cudaStreamSynchronize(s));
+    char what[128];
+    snprintf(what, sizeof what, "gemv %s n=%d in=%d out=%d", gemv_mode_name[mode], n, in, out);
+    expect_same_bytes(batch.y, alone.y, c.y_bytes, what);
+    if (mode == GEMV_NORM) {
+        expect_same_bytes(batch.xn, alone.xn, c.xn_bytes, what);
+        unsigned *d1 = host_from(batch.done, sizeof(unsigned)), *d2 = host_from(alone.done, sizeof(unsigned));
+        ck_assert_msg(*d1 == 0 && *d2 == 0, "%s: the norm's block counter was left at %u / %u", what, *d1, *d2);
+        free(d1), free(d2);
+    }
+    gemv_rows_check_ref(&c, &batch, what);
+    gemv_rows_out_free(&batch), gemv_rows_out_free(&alone);
+    gemv_rows_free(&c);
+}
+
+START_TEST(test_gemv_rows) {
+    static const int shapes[][2] = {
+        {4096, 1001},  /* 16-byte path, 4-row blocks, out not a multiple of 4 */
+        {75, 33},      /* odd in: the scalar path */
+        {576, 1536},   /* SmolLM2's q|k|v-like width */
+        {1032, 16411}, /* 2-row blocks (out > 16384), odd out */
+    };
+    static const int rows[] = {1, 2, 3, 7, 16};
+    cudaStream_t s; /* a created stream: the launches overlap through their programmatic dependent launches */
+    CK_CUDA(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
+            for (int mode = 0; mode < GEMV_MODES; mode++)
+                gemv_rows_case_run(mode, rows[r], shapes[i][0], shapes[i][1], s);
+    /* rows that would not all start on a 16-byte word: refused, not summed in another order */
+    gemv_rows_case c;
+    gemv_rows_setup(&c, GEMV_F32, 2, 64, 8);
+    float *dy = dev_poisoned((size_t)2 * 8 * 4);
+    ck_assert(ks_cuda_gemv(dy, 8, KS_DTYPE_F32, c.dx, 68, c.dw, NULL, 2, 64, 8, 0.0f, s) == KS_ERR_ARG);
+    ck_assert_ptr_nonnull(strstr(ks_last_error(), "ld_x"));
+    cudaFree(dy);
+    gemv_rows_free(&c);
+    CK_CUDA(cudaStreamDestroy(s));
 }
 END_TEST
 
@@ -1015,6 +1214,7 @@ int main(void) {
     tcase_add_test(tc, test_kv_append);
     tcase_add_test(tc, test_gemm);
     tcase_add_test(tc, test_gemv_fused);
+    tcase_add_test(tc, test_gemv_rows);
     tcase_add_test(tc, test_attention_prefill);
     tcase_add_test(tc, test_attention_prefill_sparse);
     tcase_add_test(tc, test_attention_prefill_sparse_refuses);

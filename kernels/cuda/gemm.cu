@@ -118,7 +118,8 @@ extern "C" ks_status ks_cuda_gemm_run_ld(ks_cuda_gemm_t *g, void *y, int64_t ld_
                                          float beta, cudaStream_t s) {
     KS_ASSERT(ks_cuda_type_ok(y_type) && (beta == 0.0f || beta == 1.0f) && ld_x >= in && ld_y >= out);
     if (n <= 0 || out <= 0) return KS_OK;
-    if (n == 1) return ks_cuda_gemv(y, y_type, x, w, bias, in, out, beta, s); // faster than cuBLASLt's n = 1
+    // a decode step's rows: faster than cuBLASLt's n = 1, and each row rounds as it would alone
+    if (n <= KS_CUDA_GEMV_ROWS) return ks_cuda_gemv(y, ld_y, y_type, x, ld_x, w, bias, n, in, out, beta, s);
     // The alignment every column start has: the pointers' and the row strides' (in bytes).
     const void *ptrs[] = {y, x, w, bias, (const void *)(uintptr_t)(ld_x * 2),
                           (const void *)(uintptr_t)(ld_y * (y_type == KS_DTYPE_F32 ? 4 : 2))};

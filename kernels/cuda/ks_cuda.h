@@ -181,7 +181,8 @@ void ks_cuda_gemm_free(ks_cuda_gemm_t *g); /* accepts NULL */
 
 /* y (n, out) = x (n, in) W^T (+ bias) (+ beta * y): x, W (out, in) bf16 row-major; fp32 accumulation;
  * y fp32 or bf16 (y_type); bias (out, of y's type) or NULL; beta 0 or 1 (1 adds into y, e.g. the
- * residual stream). n = 1 goes to ks_cuda_gemv (below), larger n to cuBLASLt. */
+ * residual stream). n <= KS_CUDA_GEMV_ROWS goes to ks_cuda_gemv (below: each row bit-identical to that row
+ * alone), larger n to cuBLASLt (tensor cores, rounding otherwise: not bit-equal to the rows alone). */
 ks_status ks_cuda_gemm_run(ks_cuda_gemm_t *g, void *y, ks_dtype y_type, const ks_bf16 *x, const ks_bf16 *w,
                            const void *bias, int n, int in, int out, float beta, cudaStream_t s);
 
@@ -191,22 +192,33 @@ ks_status ks_cuda_gemm_run_ld(ks_cuda_gemm_t *g, void *y, int64_t ld_y, ks_dtype
                               int64_t ld_x, const ks_bf16 *w, const void *bias, int n, int in, int out, float beta,
                               cudaStream_t s);
 
-/* The same for one token (n = 1) without cuBLASLt: a kernel that streams each weight row once (cuBLASLt's
- * n = 1 path reads weights at well under the memory bandwidth for some shapes). Any in, out. */
-ks_status ks_cuda_gemv(void *y, ks_dtype y_type, const ks_bf16 *x, const ks_bf16 *w, const void *bias, int in,
-                       int out, float beta, cudaStream_t s);
+/* The most rows ks_cuda_gemm_run_ld gives the GEMVs below (a decode step: one token, or one per sample of a
+ * batch); more go to cuBLASLt. */
+#define KS_CUDA_GEMV_ROWS 16
 
-/* A decode layer's gate|up GEMV with the SwiGLU after it in one launch: w_gu (2F, in) stacks gate_proj over
- * up_proj; up[r] = bf16(x . w_gu[F + r]) and gate[r] = bf16(silu(g) * up[r]) with g = bf16(x . w_gu[r]), what
- * ks_cuda_gemv into a gate|up buffer followed by ks_cuda_swiglu computes. */
-ks_status ks_cuda_gemv_swiglu(ks_bf16 *gate, ks_bf16 *up, const ks_bf16 *x, const ks_bf16 *w_gu, int in, int F,
-                              cudaStream_t s);
+/* The same for n <= KS_CUDA_GEMV_ROWS rows without cuBLASLt: a kernel that streams each weight row once for all
+ * n rows (cuBLASLt's n = 1 path reads weights at well under the memory bandwidth for some shapes). Any in, out.
+ * Row t of the result is bit-identical to a one-row launch on row t's x (every output summed in one order
+ * whatever n is), so a batch's rows round as their tokens alone do. x's rows must then take the load path a row
+ * alone takes: where in % 8 == 0 and x, W are 16-byte aligned, n > 1 needs ld_x % 8 == 0 (else KS_ERR_ARG). */
+ks_status ks_cuda_gemv(void *y, int64_t ld_y, ks_dtype y_type, const ks_bf16 *x, int64_t ld_x, const ks_bf16 *w,
+                       const void *bias, int n, int in, int out, float beta, cudaStream_t s);
 
-/* A residual projection with the next RMSNorm in one launch: y (out, fp32) = x W^T (+ bias) (+ y when beta = 1)
- * as ks_cuda_gemv, then xn (out, bf16) = rmsnorm(y) * norm_w (ks_cuda_rmsnorm with n = 1). `done` is one
+/* A decode layer's gate|up GEMV with the SwiGLU after it in one launch, for n <= KS_CUDA_GEMV_ROWS rows (x row t at
+ * x + t * ld_x): w_gu (2F, in) stacks gate_proj over up_proj; up[t * ld_gu + r] = bf16(x_t . w_gu[F + r]) and
+ * gate[t * ld_gu + r] = bf16(silu(g) * up) with g = bf16(x_t . w_gu[r]), what ks_cuda_gemv into a gate|up buffer
+ * followed by ks_cuda_swiglu computes (a fused gate|up buffer: up = gate + F, ld_gu = 2F). Rows as ks_cuda_gemv. */
+ks_status ks_cuda_gemv_swiglu(ks_bf16 *gate, ks_bf16 *up, int64_t ld_gu, const ks_bf16 *x, int64_t ld_x,
+                              const ks_bf16 *w_gu, int n, int in, int F, cudaStream_t s);
+
+/* A residual projection with the next RMSNorm, for n <= KS_CUDA_GEMV_ROWS rows: y (n, out, fp32, row t at
+ * y + t * ld_y) = x W^T (+ bias) (+ y when beta = 1) as ks_cuda_gemv, then xn row t (bf16, at xn + t * ld_xn) =
+ * rmsnorm(y row t) * norm_w, each row's norm in the same order whatever n is. One row is one launch (the GEMV's
+ * last block writes the norm); more rows are the GEMV and a norm launch of one block per row. `done` is one
  * device counter that must be 0 before the launch; the launch leaves it 0 (set it once after allocation). */
-ks_status ks_cuda_gemv_norm(float *y, const ks_bf16 *x, const ks_bf16 *w, const float *bias, int in, int out,
-                            float beta, ks_bf16 *xn, const float *norm_w, float eps, unsigned *done, cudaStream_t s);
+ks_status ks_cuda_gemv_norm(float *y, int64_t ld_y, const ks_bf16 *x, int64_t ld_x, const ks_bf16 *w,
+                            const float *bias, int n, int in, int out, float beta, ks_bf16 *xn, int64_t ld_xn,
+                            const float *norm_w, float eps, unsigned *done, cudaStream_t s);
 
 #ifdef __cplusplus
 }

@@ -24,9 +24,11 @@
  *
  * Sequence slots (backend_cuda_impl.h): the table's ops take the front instance and run on its current slot
  * (seq_of). A batched decode step (use_batch) runs eagerly: the embedding, norms, products and logits on the
- * batch's rows in the front's buffers (GEMMs with M = the rows: one read of the weights for them all), and per
- * row the RoPE, append and attention of its slot over the slot's own cache, the slot's q|k|v and attention-output
- * pointers aimed at its row of the front's buffers (aim), so its store's ops read its query there.
+ * batch's rows in the front's buffers (up to KS_CUDA_GEMV_ROWS rows the decode GEMVs, one read of the weights for
+ * them all and each row summed as a token alone; more rows GEMMs, which round otherwise), and per row the RoPE,
+ * append and attention of its slot over the slot's own cache with the row bound its step alone would take
+ * (batch_step), the slot's q|k|v and attention-output pointers aimed at its row of the front's buffers (aim), so
+ * its store's ops read its query there.
  */
 #ifdef KS_HAVE_CUDA
 
@@ -340,22 +342,24 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
     return KS_OK;
 }
 
-/* A decode token: one GEMV with the SwiGLU in its epilogue; more rows: the gate|up GEMM, then the SwiGLU in
- * place (its result replaces GATE, as backend.h specifies). */
+/* A decode step's rows (a token, or a batch's: KS_CUDA_GEMV_ROWS at most): one GEMV with the SwiGLU in its
+ * epilogue; more rows: the gate|up GEMM, then the SwiGLU in place (its result replaces GATE, as backend.h
+ * specifies). */
 static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
     b = seq_of(b);
     const cuda_layer *L = layer_of(b, layer);
     const int D = b->cfg->hidden, F = b->cfg->ffn;
     KS_ASSERT(n > 0 && n <= b->max_chunk);
-    if (n == 1) return ks_cuda_gemv_swiglu(b->gu, b->gu + F, b->xn, L->w_gu, D, F, b->stream);
     const cuda_view *xn = &b->view[KS_BUF_XN], *gu = &b->view[KS_BUF_GATE];
+    if (n <= KS_CUDA_GEMV_ROWS) return ks_cuda_gemv_swiglu(b->gu, b->gu + F, gu->ld, b->xn, xn->ld, L->w_gu, n, D, F,
+                                                           b->stream);
     KS_TRY(ks_cuda_gemm_run_ld(b->gemm, gu->p, gu->ld, KS_DTYPE_BF16, xn->p, xn->ld, L->w_gu, NULL, n, D, 2 * F, 0.0f,
                                b->stream));
     return ks_cuda_swiglu(b->gu, b->gu, b->gu + F, n, F, 2 * (int64_t)F, 2 * (int64_t)F, b->stream);
 }
 
-/* A decode token with a norm after it: one GEMV whose last block writes the norm; otherwise the residual GEMM
- * (a GEMV for one row), then the norm if any. */
+/* A decode step's rows with a norm after them: the GEMV and the norm of ks_cuda_gemv_norm (one launch for a token);
+ * otherwise the residual product (ks_cuda_gemm_run_ld: the GEMV for a decode step's rows), then the norm if any. */
 static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
                                              ks_weight norm_w) {
     b = seq_of(b);
@@ -366,9 +370,9 @@ static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight
     const ks_bf16 *W = w == KS_W_O ? L->w_o : L->w_down;
     const float *bias = w == KS_W_O ? L->b_o : NULL; /* fp32, added into the fp32 residual */
     const float *norm = norm_layer >= 0 ? norm_weight(b, norm_layer, norm_w) : NULL;
-    if (n == 1 && norm)
-        return ks_cuda_gemv_norm(b->x, in->p, W, bias, in->width, c->hidden, 1.0f, b->xn, norm, c->rms_eps,
-                                 b->norm_done, b->stream);
+    if (n <= KS_CUDA_GEMV_ROWS && norm)
+        return ks_cuda_gemv_norm(b->x, x->ld, in->p, in->ld, W, bias, n, in->width, c->hidden, 1.0f, b->xn,
+                                 b->view[KS_BUF_XN].ld, norm, c->rms_eps, b->norm_done, b->stream);
     KS_TRY(ks_cuda_gemm_run_ld(b->gemm, x->p, x->ld, KS_DTYPE_F32, in->p, in->ld, W, bias, n, in->width, c->hidden,
                                1.0f, b->stream));
     return norm ? ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm, n, c->hidden, c->rms_eps, b->stream) : KS_OK;
@@ -483,11 +487,31 @@ static ks_status graph_end(ks_backend *b, int ok) {
  * step could serve the next. A packed part no decode hook changes (ThinK's pruned prefix) replays: the attention
  * reads its counts from the device rows (copied when they change, which they do not between the steps of one
  * sequence) and each head's tokens from the device lengths. */
+static int runs_eagerly(const ks_backend *b, ks_decode_kind kind) {
+    return kind == KS_DECODE_HOST || (b->kivi && kind == KS_DECODE_HOOKED);
+}
+
+/* A batched step runs eagerly, each slot with the row bound its step alone takes (graph_begin's; none where its
+ * step alone runs eagerly too): the decode attention's grid and the eviction's scores, and so their sums, as
+ * alone. */
+static ks_status batch_step(ks_backend *b, ks_decode_kind kind, ks_status (*issue)(void *ctx), void *ctx) {
+    const ks_decode_batch *db = b->batch;
+    for (int i = 0; i < db->n; i++) {
+        ks_backend *s = slot_of(b, db->slots[i]);
+        if (runs_eagerly(s, kind)) continue;
+        KS_TRY(ks_cuda_apply_drops(s, -1)); /* graph_begin's order: the evictions, then the bound */
+        s->step_bound = decode_bound(s, 1);
+    }
+    ks_status st = issue(ctx);
+    for (int i = 0; i < db->n; i++) slot_of(b, db->slots[i])->step_bound = 0;
+    return st;
+}
+
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
-    if (b->batch) return issue(ctx); /* a batched step runs eagerly */
+    if (b->batch) return batch_step(b, kind, issue, ctx);
     b = b->cur;
-    if (kind == KS_DECODE_HOST || (b->kivi && kind == KS_DECODE_HOOKED)) return issue(ctx);
+    if (runs_eagerly(b, kind)) return issue(ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
     if (replayed) return KS_OK;
