@@ -259,9 +259,9 @@ ks_status launch(const gemv_args<T> &a, cudaStream_t s) {
     KS_ASSERT(a.n >= 1 && a.n <= KS_CUDA_GEMV_ROWS && a.ld_x >= a.in && (a.n == 1 || a.ld_y >= a.out));
     const bool vec = a.in % 8 == 0 && ((((uintptr_t)a.x | (uintptr_t)a.w) & 15) == 0);
     if (vec && a.n > 1 && a.ld_x % 8)
-        return ks_fail(KS_ERR_ARG, "GEMV over %d rows of %d: the row stride ld_x = %lld is not a multiple of 8 "
-                       "elements, so the rows past the first would not start on a 16-byte word and would be summed "
-                       "in another order than a row alone (pass rows 16-byte aligned)",
+        return ks_fail(KS_ERR_ARG, "GEMV over %d rows (in = %d): the row stride ld_x = %lld is not a multiple of "
+                       "8 elements, so the rows past the first would not start on a 16-byte word and would be "
+                       "summed in another order than each row alone (pass 16-byte aligned rows)",
                        a.n, a.in, (long long)a.ld_x);
     return vec ? launch_vec<T, true, MODE>(a, s) : launch_vec<T, false, MODE>(a, s);
 }
