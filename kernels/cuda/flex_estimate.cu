@@ -518,10 +518,12 @@ size_t region_bytes(const flex_shape &f) {
     return b > sorted ? b : sorted;
 }
 
-// Query-aware heads ranked at once with nb blocks: as many as the region holds, at most H.
+// Query-aware heads ranked at once with nb blocks: the H heads in as few slabs as the region allows, spread
+// evenly over them (a slab's sort takes about as long however many heads it holds).
 int rank_heads(const flex_shape &f, size_t region, int nb) {
-    const size_t n = region / rank_head_bytes(nb);
-    return n < (size_t)f.H ? (int)n : f.H;
+    const size_t most = region / rank_head_bytes(nb);
+    const int fit = most < (size_t)f.H ? (int)most : f.H, slabs = (f.H + fit - 1) / fit;
+    return (f.H + slabs - 1) / slabs;
 }
 
 size_t rank_bytes(const flex_shape &f) {
@@ -530,7 +532,7 @@ size_t rank_bytes(const flex_shape &f) {
     cub::DoubleBuffer<float> keys(NULL, NULL);
     cub::DoubleBuffer<int32_t> vals(NULL, NULL);
     cub::DeviceSegmentedRadixSort::SortPairsDescending(NULL, bytes, keys, vals, (int)(heads * causal_entries(f.nb)),
-                                                       heads, (const int *)NULL, (const int *)NULL);
+                                                       f.H, (const int *)NULL, (const int *)NULL);
     return bytes;
 }
 
