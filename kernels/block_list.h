@@ -12,7 +12,11 @@
  * its key blocks in cols[row_start[r] .. row_start[r + 1]), strictly ascending, each <= qb. Inside a listed
  * block the usual causal mask (and a sliding window, if the model has one) still applies, so the diagonal block
  * is masked there. A query whose row lists no visible key gets 0, as the dense kernel gives a query with no key.
- * The full list (every kb <= qb on every row) is exactly the dense causal attention. */
+ * The full list (every kb <= qb on every row) is exactly the dense causal attention.
+ *
+ * A resident list (resident = 1) lives on the device of the backend whose KV store built it: the CUDA store's
+ * estimations write the offsets and columns into that backend's device arrays, which its sparse attention reads
+ * in place, and the host arrays row_start and cols hold nothing. */
 #ifndef KS_BLOCK_LIST_H
 #define KS_BLOCK_LIST_H
 
@@ -25,6 +29,7 @@ typedef struct {
     int n_qblocks;      /* query blocks of the chunk */
     int32_t *row_start; /* (H * n_qblocks + 1) offsets into cols */
     int32_t *cols;      /* key block indices, row by row */
+    int resident;       /* 1: the list is in the building backend's device arrays, row_start and cols unfilled */
 } ks_block_list;
 
 /* The row of query head h and absolute query block qb. */

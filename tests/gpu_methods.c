@@ -313,7 +313,7 @@ START_TEST(test_xattn_scores) {
 END_TEST
 
 /* XAttention's block lists of a whole chunk on the device (ks_cuda_xattn_blocks: stride scores on cuBLASLt, the
- * choice on the device, then ks_cuda_xattn_pack) against ks_ref_xattn_block_scores and ks_xattn_select query block
+ * choice on the device, then ks_cuda_xattn_pack: the offsets and packed rows built on the device) against ks_ref_xattn_block_scores and ks_xattn_select query block
  * by query block: the block scores within tolerance, the same blocks in every row. Score scratch for two query
  * blocks, so the chunks take several slabs; a first chunk, a later chunk whose keys end inside a stride column
  * (the partial column recomputed), stride 8 and 16, GQA groups 1 to 4, threshold and force_density. */
@@ -372,13 +372,15 @@ START_TEST(test_xattn_blocks) {
         int32_t lens[512];
         for (int r = 0; r < rows; r++) lens[r] = qb0 + r % nq + 1;
         expect_close(got, want, rows, nb, lens, 0, 1e-6, 1e-4, "XAttention chunk block scores");
-        start[0] = 0;
-        for (int r = 0; r < rows; r++) start[r + 1] = start[r] + count[r];
-        int32_t *dstart = dev_ints(start, rows + 1), *dpacked = dev_alloc(sizeof(int32_t) * (start[rows] + 1));
-        CK_KS(ks_cuda_xattn_pack(dpacked, dstart, &w, rows, W, 0));
+        int32_t *dstart = dev_alloc(sizeof(int32_t) * (rows + 1)), *dpacked = dev_alloc(sizeof(int32_t) * rows * W);
+        CK_KS(ks_cuda_xattn_pack(dstart, dpacked, &w, rows, W, 0));
+        CK_CUDA(cudaMemcpy(start, dstart, sizeof(int32_t) * (rows + 1), cudaMemcpyDeviceToHost));
         int32_t *packed = malloc(sizeof(int32_t) * (start[rows] + 1));
         CK_CUDA(cudaMemcpy(packed, dpacked, sizeof(int32_t) * start[rows], cudaMemcpyDeviceToHost));
+        ck_assert_int_eq(start[0], 0);
         for (int r = 0; r < rows; r++) {
+            ck_assert_msg(start[r + 1] - start[r] == count[r], "case %zu row %d: offsets span %d, count %d", c, r,
+                          start[r + 1] - start[r], count[r]);
             ck_assert_msg(count[r] == want_cols_n[r], "case %zu row %d: %d blocks, want %d", c, r, count[r],
                           want_cols_n[r]);
             for (int i = 0; i < count[r]; i++)
@@ -403,9 +405,12 @@ typedef struct flex_case {
     int min_budget, max_budget;
 } flex_case;
 
-/* The device's lists and records of case fc against ks_flexprefill_ref's (the cpu store's) on the same bf16
- * values: the same blocks in every row, the same pattern and counts per head, d_JS, sparsity and coverage within
- * rounding. Returns how many heads were query-aware; *djs (H, may be NULL) gets the reference's d_JS. */
+/* The device's lists (built on the device, copied back here) and records of case fc against ks_flexprefill_ref's
+ * (the cpu store's) on the same bf16 values: exactly the same blocks in every row, the same pattern and counts per
+ * head, d_JS, sparsity and coverage within rounding (the device's estimates are the reference's to rounding: its
+ * GEMM accumulates the bf16 dots in fp32 where the reference sums them in fp64, and its probabilities are fp32
+ * exponentials; a choice could differ only where an estimate sits within that rounding of a threshold or tie,
+ * which these random inputs do not). Returns how many heads were query-aware; *djs (H, may be NULL) gets the reference's d_JS. */
 static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs) {
     const int H = fc->H, Hk = fc->Hk, d = fc->d, L = fc->L, cap = L + 37, ld_q = H * d + 2 * Hk * d;
     const ks_flexprefill_args a = {.block = fc->B, .gamma = fc->gamma, .tau = fc->tau, .min_budget = fc->min_budget,
@@ -421,6 +426,7 @@ static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs
     const size_t n_cols = ks_flexprefill_max_cols(&a);
     ks_block_list want = {.row_start = malloc(sizeof(int32_t) * (H * nb + 1)), .cols = malloc(4 * n_cols)};
     ks_block_list got = {.row_start = malloc(sizeof(int32_t) * (H * nb + 1)), .cols = malloc(4 * n_cols)};
+    ks_block_list dev = {.row_start = dev_alloc(sizeof(int32_t) * (H * nb + 1)), .cols = dev_alloc(4 * n_cols)};
     ks_flexprefill_stat *sw = malloc(sizeof *sw * H), *sg = malloc(sizeof *sg * H);
     ks_flexprefill_ref(&want, sw, q_dense, k, cap, &a);
 
@@ -428,9 +434,12 @@ static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs
     void *block = dev_alloc(ks_cuda_flex_work_bytes(H, Hk, d, fc->B, cap));
     ks_cuda_flex_work_place(&w, block, H, Hk, d, fc->B, cap);
     ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)L * ld_q);
-    CK_KS(ks_cuda_flex_blocks(gemm, &w, dq, ld_q, dk, cap, &a, &got, sg, 0));
-    ck_assert_int_eq(got.n_qblocks, nb);
-    ck_assert_int_eq(got.qb0, 0);
+    CK_KS(ks_cuda_flex_blocks(gemm, &w, dq, ld_q, dk, cap, &a, &dev, sg, 0));
+    ck_assert_int_eq(dev.n_qblocks, nb);
+    ck_assert_int_eq(dev.qb0, 0);
+    ck_assert_int_eq(dev.resident, 1);
+    CK_CUDA(cudaMemcpy(got.row_start, dev.row_start, sizeof(int32_t) * (H * nb + 1), cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(got.cols, dev.cols, sizeof(int32_t) * got.row_start[H * nb], cudaMemcpyDeviceToHost));
     int aware = 0;
     for (int h = 0; h < H; h++) {
         ck_assert_msg(sg[h].pattern == sw[h].pattern && sg[h].n_v == sw[h].n_v && sg[h].n_s == sw[h].n_s &&
@@ -451,7 +460,7 @@ static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs
     for (int i = 0; i < want.row_start[H * nb]; i++)
         ck_assert_msg(got.cols[i] == want.cols[i], "L %d entry %d: block %d, want %d", L, i, got.cols[i],
                       want.cols[i]);
-    cudaFree(block), cudaFree(dk), cudaFree(dq);
+    cudaFree(block), cudaFree(dk), cudaFree(dq), cudaFree(dev.row_start), cudaFree(dev.cols);
     free(k), free(q), free(q_dense), free(want.row_start), free(want.cols), free(got.row_start), free(got.cols);
     free(sw), free(sg);
     return aware;
@@ -462,11 +471,12 @@ static int cmp_float_asc(const void *pa, const void *pb) {
     return (a > b) - (a < b);
 }
 
-/* FlexPrefill's estimation on the device (ks_cuda_flex_blocks: the last block's scores on cuBLASLt, the
- * estimates on the device, the choice by the reference's step functions) against ks_flexprefill_ref: tau 0 (every
- * head vertical-slash), tau above any d_JS (every head query-aware), tau between two heads' d_JS (both patterns
- * in one layer), force_density; prompts that end mid-block (the scored rows in two query blocks) and on a block
- * edge, GQA groups 1 to 4, blocks of 64 and 128, gamma 1 (every token counted), budgets that bind. */
+/* FlexPrefill's estimation and choice on the device (ks_cuda_flex_blocks: the last block's scores on cuBLASLt,
+ * the estimates, decisions, rankings and the list on the device) against ks_flexprefill_ref: tau 0 (every head
+ * vertical-slash), tau above any d_JS (every head query-aware), tau between two heads' d_JS (both patterns in one
+ * layer), force_density 0.3, 0.05 and 1; prompts that end mid-block (the scored rows in two query blocks) and on
+ * a block edge, 141 query blocks (not a power of two), GQA groups 1 to 4, blocks of 64 and 128, gamma 1 (every
+ * token counted), budgets that bind. */
 START_TEST(test_flex_blocks) {
     ks_cuda_gemm_t *gemm;
     CK_KS(ks_cuda_gemm_init(&gemm, (size_t)32 << 20));
@@ -474,6 +484,8 @@ START_TEST(test_flex_blocks) {
         {8, 2, 64, 64, 1000, 0.9f, 0.0f, 0, 128, 0},      {8, 2, 64, 64, 1000, 0.9f, 1e6f, 0, 128, 0},
         {4, 4, 128, 128, 1536, 0.95f, 0.0f, 0, 256, 512}, {4, 1, 128, 128, 1300, 1.0f, 1e6f, 0, 256, 0},
         {6, 2, 64, 64, 777, 0.9f, 0.1f, 0.3f, 128, 0},    {8, 2, 64, 64, 2048, 0.8f, 0.0f, 0, 64, 1024},
+        {4, 2, 64, 64, 9000, 0.9f, 0.0f, 0, 128, 0},      {4, 2, 64, 64, 9000, 0.9f, 1e6f, 0, 128, 0},
+        {4, 2, 64, 64, 9000, 0.9f, 0.1f, 0.05f, 128, 0},  {4, 1, 64, 64, 9000, 0.9f, 0.1f, 1.0f, 128, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int aware = flex_case_check(gemm, &cases[c], NULL);

@@ -382,7 +382,7 @@ static ks_flexprefill_stat select_head(flex_scratch *s, const float *q, const fl
 
 void ks_flexprefill_list_full(ks_block_list *l, ks_flexprefill_stat *stats, const ks_flexprefill_args *a) {
     int nb = ks_flexprefill_blocks(a);
-    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
+    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb, l->resident = 0;
     int32_t off = 0;
     l->row_start[0] = 0;
     for (int h = 0; h < l->H; h++) {
@@ -403,7 +403,7 @@ void ks_flexprefill_ref(ks_block_list *l, ks_flexprefill_stat *stats, const floa
         return;
     }
     int nb = ks_flexprefill_blocks(a);
-    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb;
+    l->block = a->block, l->H = a->H, l->qb0 = 0, l->n_qblocks = nb, l->resident = 0;
     flex_scratch s = scratch_alloc(a->block, a->L, nb, a->d);
     int32_t off = 0;
     l->row_start[0] = 0;

@@ -111,31 +111,35 @@ ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w
                                const ks_bf16 *kc, int H, int Hk, int d, int cap, const ks_xattn_blocks_args *a,
                                cudaStream_t s);
 
-/* dst (device) = the rows rows of w->cols (row r: w->count[r] entries at r W) packed at row_start[r] (device). */
-ks_status ks_cuda_xattn_pack(int32_t *dst, const int32_t *row_start, const ks_cuda_xattn_work *w, int rows, int W,
+/* The chunk's list on the device from ks_cuda_xattn_blocks' rows: row_start (rows + 1, device) the running sums of
+ * w->count, cols (device) the rows of w->cols (row r: w->count[r] entries at r W) packed at row_start[r]. Nothing
+ * waits. */
+ks_status ks_cuda_xattn_pack(int32_t *row_start, int32_t *cols, const ks_cuda_xattn_work *w, int rows, int W,
                              cudaStream_t s);
 
 /* The device scratch of ks_cuda_flex_blocks for prompts of up to cap tokens (all device arrays, placed by
  * ks_cuda_flex_work_place in one block of ks_cuda_flex_work_bytes; nb = cap / block + 1): */
 typedef struct ks_cuda_flex_work {
     ks_bf16 *q;        /* (H, block, d) the last block of queries */
-    float *s;          /* (s_floats) a slab's scores, then probabilities: whole KV groups' block rows of cap floats
-                          (in 128-byte lines), at most 256 MiB unless one group needs more */
-    size_t s_floats;
+    float *s;          /* (region_bytes) in turn: a slab's scores (whole KV groups' block rows of cap floats in
+                          128-byte lines, at most 256 MiB unless one group needs more: s_floats of them), the
+                          sorted vertical and slash (2 H, cap), a slab of query-aware heads' ranking (values and
+                          indices of nb (nb + 1) / 2 causal blocks each, twice) */
+    size_t s_floats, region_bytes;
+    void *rows;        /* (H, block) float2: each scored row's softmax max and 1 / denominator */
     float *vs;         /* (2 H, cap) each query head's vertical, then each one's slash */
-    float *sorted;     /* (2 H, cap) vs sorted descending (the covers) */
     float *part;       /* (H, 2, cap) each column's mass from the scored rows in query block nb - 2, then nb - 1 */
-    int *offsets;      /* (4 H) the sort's sequence bounds */
-    void *sort_tmp;    /* (sort_bytes) the segmented sort's scratch */
-    size_t sort_bytes;
+    int *offsets;      /* (4 H) the sorts' sequence bounds */
+    void *sort_tmp;    /* (sort_bytes) the covers' segmented sort scratch */
+    void *rank_tmp;    /* (rank_bytes) the query-aware ranking's segmented radix sort scratch */
+    size_t sort_bytes, rank_bytes;
     float *qbar, *km;  /* (H, d) the scaled mean of the last queries; (Hk, nb, d) the block mean keys */
-    float *qm, *p;     /* (nb, d) one head's scaled block mean queries; (nb, nb) its block attention */
-    float *rank_v;     /* (2 nb (nb + 1) / 2) its causal entries' values, then the same ranked */
-    int32_t *rank_at;  /* (2 nb (nb + 1) / 2) their indices i nb + c, then the same ranked */
-    void *rank_tmp;    /* (rank_bytes) the ranking's radix sort scratch */
-    size_t rank_bytes;
     float *est;        /* (H, 5, nb) per head v_b, s_b, a_blk and the coverage masses of the two scored blocks */
     int32_t *cover;    /* (2 H) the covers of vertical, then of slash */
+    uint32_t *mask;    /* (H, nb, ceil(nb / 32)) each head's block set, a bit per (row, column) */
+    int32_t *sel;      /* (H, 2, nb + 1) each head's picked vertical columns, then slash offsets, each after its count */
+    int32_t *count;    /* (H nb) each row's listed blocks */
+    ks_flexprefill_stat *rec; /* (H) the per-head records */
     int H, Hk, d, block, cap; /* the shape it was placed for */
 } ks_cuda_flex_work;
 
@@ -145,12 +149,11 @@ size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap);
 /* w's arrays in the device block base (ks_cuda_flex_work_bytes of the same shape). */
 void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap);
 
-/* FlexPrefill's block lists of a whole prompt (ks_flexprefill_ref, cpu/flexprefill_ref.h, on the host arrays of
- * l and stats as it fills them): the a->L roped query rows q (row r at q + r ld_q, heads (H, d)) against rows
- * 0 .. a->L - 1 of kc (Hk, kc_cap, d). The estimates on the device (the last block's scores one cuBLASLt GEMM per
- * KV head), the choice on the host with the reference's step functions (ks_flexprefill_decide, _mark, _emit); a
- * query-aware head's block attention is computed and ranked on the device and its ranking read back on its own.
- * Waits for s; d a multiple of 8. */
+/* FlexPrefill's block lists of a whole prompt (ks_flexprefill_ref, cpu/flexprefill_ref.h), estimated and chosen on
+ * the device: the a->L roped query rows q (row r at q + r ld_q, heads (H, d)) against rows 0 .. a->L - 1 of kc
+ * (Hk, kc_cap, d). l's row_start (H nb + 1) and cols (ks_flexprefill_max_cols) are DEVICE arrays; l gets block,
+ * H, qb0 = 0, n_qblocks = nb and resident = 1. stats (H, host, may be NULL) gets each head's record, the only
+ * thing that crosses to the host. One wait for s at the end; d a multiple of 8. */
 ks_status ks_cuda_flex_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const ks_bf16 *q, int64_t ld_q,
                               const ks_bf16 *kc, int kc_cap, const ks_flexprefill_args *a, ks_block_list *l,
                               ks_flexprefill_stat *stats, cudaStream_t s);

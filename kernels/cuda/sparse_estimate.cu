@@ -11,6 +11,7 @@
 // on CUDA cores (fast enough for small models; a tensor-core estimate is the next step for 128K).
 #include <math.h>
 
+#include "cuda/block_rows.cuh"
 #include "cuda/common.cuh"
 #include "cuda/ks_cuda_methods.h"
 
@@ -349,10 +350,11 @@ extern "C" ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xa
     return KS_OK;
 }
 
-extern "C" ks_status ks_cuda_xattn_pack(int32_t *dst, const int32_t *row_start, const ks_cuda_xattn_work *w, int rows,
+extern "C" ks_status ks_cuda_xattn_pack(int32_t *row_start, int32_t *cols, const ks_cuda_xattn_work *w, int rows,
                                         int W, cudaStream_t s) {
     if (rows <= 0) return KS_OK;
-    xattn_pack<<<rows, 128, 0, s>>>(dst, row_start, w->cols, w->count, W);
+    KS_TRY(ks_rows_offsets(row_start, w->count, rows, s));
+    xattn_pack<<<rows, 128, 0, s>>>(cols, row_start, w->cols, w->count, W);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }

@@ -99,6 +99,9 @@ typedef struct ks_backend_params {
     int sparse_block; /* a sparse-prefill method's block size B (ks_method_sparse_block), 0: none. A backend
                          whose attention reads block lists from its own memory keeps room there for one chunk's
                          list (its rows, every causal key block of max_ctx keys) */
+    int sparse_whole_prompt; /* with sparse_block: 1 when the method's lists come from the whole prompt at once
+                                (ks_method_whole_prompt: FlexPrefill's flex_blocks), 0 chunk by chunk (XAttention's
+                                xattn_blocks); a backend that estimates on its device keeps that one's scratch only */
     int max_batch; /* sequence slots, each with its own KV cache and store (use_slot), and the most rows of a
                       batched decode step (use_batch); <= 1: one */
     int kv_rows;   /* rows per (layer, KV head) each layer's own cache storage holds; 0 or >= max_ctx: max_ctx.

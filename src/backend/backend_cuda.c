@@ -260,9 +260,10 @@ static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0)
     return KS_OK;
 }
 
-/* The block-sparse prefill attention (backend.h attention_prefill with a block list): the host list goes to the
- * device arrays sized at init (block_rows, block_cols), then ks_cuda_attention_prefill_sparse. The copies are
- * from pageable memory, so each returns once the list is staged and the host may rewrite it for the next layer. */
+/* The block-sparse prefill attention (backend.h attention_prefill with a block list) over the device arrays sized
+ * at init (block_rows, block_cols): a resident list (the KV store's estimations built it there) is read in place;
+ * a host list is copied there first. The copies are from pageable memory, so each returns once the list is staged
+ * and the host may rewrite it for the next layer. */
 static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, int pos0, const ks_block_list *l) {
     const ks_model_config *c = b->cfg;
     if (l->block != b->sparse_block)
@@ -270,10 +271,12 @@ static ks_status cuda_attention_prefill_sparse(ks_backend *b, int layer, int n, 
                                    "pass the method to the forward's init", l->block, b->sparse_block);
     KS_ASSERT(l->H == c->n_heads && l->qb0 == pos0 / l->block && l->n_qblocks == ks_block_rows_of(pos0, n, l->block));
     const size_t rows = (size_t)l->H * l->n_qblocks;
-    CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, (rows + 1) * sizeof(int32_t), cudaMemcpyHostToDevice,
-                               b->stream));
-    CUDA_CHECK(cudaMemcpyAsync(b->block_cols, l->cols, (size_t)l->row_start[rows] * sizeof(int32_t),
-                               cudaMemcpyHostToDevice, b->stream));
+    if (!l->resident) {
+        CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, (rows + 1) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   b->stream));
+        CUDA_CHECK(cudaMemcpyAsync(b->block_cols, l->cols, (size_t)l->row_start[rows] * sizeof(int32_t),
+                                   cudaMemcpyHostToDevice, b->stream));
+    }
     ks_block_list on_device = *l;
     on_device.row_start = b->block_rows, on_device.cols = b->block_cols;
     return ks_cuda_attention_prefill_sparse(b->att, b->view[KS_BUF_ATT].ld, b->qkv, b->qkv_width,

@@ -147,8 +147,11 @@ struct ks_backend {
     int sparse_block;           /* ks_backend_params.sparse_block: B of the block lists below, 0: none */
     int32_t *block_rows;        /* (H (max_chunk / B + 2) + 1) a sparse prefill chunk's row offsets, device */
     int32_t *block_cols;        /* (H (max_chunk / B + 2) (cap / B + 1)) its key blocks, device */
-    ks_cuda_xattn_work xattn;   /* XAttention's chunk estimation scratch (with sparse_block; backend_cuda_mem.c) */
-    ks_cuda_flex_work flex;     /* FlexPrefill's whole-prompt estimation scratch (with sparse_block) */
+    int sparse_whole_prompt;    /* ks_backend_params.sparse_whole_prompt: which of the two scratches below is placed */
+    ks_cuda_xattn_work xattn;   /* XAttention's chunk estimation scratch (sparse_block, not sparse_whole_prompt;
+                                   backend_cuda_mem.c; zero when not placed) */
+    ks_cuda_flex_work flex;     /* FlexPrefill's whole-prompt estimation scratch (sparse_block and
+                                   sparse_whole_prompt; zero when not placed) */
     int32_t *compact_idx;       /* (Hk * cap + Hk) device keep lists, then counts */
     ks_merge *merge_list;       /* (Hk * cap) device merge lists (v_merge), then Hk int32 counts */
     /* The per-row scores (kvstore.h), one device block allocated by row_scores_reserve; NULL until then: */

@@ -199,8 +199,8 @@ static void layout_arena(ks_backend *b, carver *c) {
         const size_t block_rows = H * (rows / b->sparse_block + 2);
         b->block_rows = take(c, (block_rows + 1) * 4);
         b->block_cols = take(c, block_rows * (cap / b->sparse_block + 1) * 4);
-        xattn_work_layout(b, c, block_rows);
-        flex_work_layout(b, c);
+        if (b->sparse_whole_prompt) flex_work_layout(b, c);
+        else xattn_work_layout(b, c, block_rows);
     }
     b->compact_idx = take(c, (Hk * cap + Hk) * 4);
     b->merge_list = take(c, Hk * cap * sizeof(ks_merge) + Hk * 4);
@@ -426,7 +426,7 @@ static ks_status create_instance(ks_backend **out, const ks_model *m, const ks_b
     b->max_chunk = p->max_chunk > batch ? p->max_chunk : batch;
     b->logit_rows = ks_backend_logit_rows(batch);
     b->gpu_share = p->gpu_share;
-    b->sparse_block = p->sparse_block;
+    b->sparse_block = p->sparse_block, b->sparse_whole_prompt = p->sparse_whole_prompt;
     b->cap = p->max_ctx;
     b->own_cap = p->kv_rows > 0 && p->kv_rows < p->max_ctx ? p->kv_rows : p->max_ctx;
     b->packed_rows = p->packed_rows;

@@ -307,21 +307,24 @@ static ks_status cuda_channel_scores(ks_kvstore *kv, int layer, int q_row0, int 
     return scores_to_host(b, s, group_size(b), c->head_dim, NULL, out, ld, 0, "channel scores");
 }
 
-/* FlexPrefill's block lists of the whole prompt (kernels/cuda/flex_estimate.cu, ks_cuda_flex_blocks): the
- * estimates on the device, each head's choice on the host, the list and the records in the caller's arrays. */
+/* FlexPrefill's block lists of the whole prompt (kernels/cuda/flex_estimate.cu, ks_cuda_flex_blocks): estimated
+ * and chosen on the device into the sparse attention's device arrays (l resident), the records to the host. */
 static ks_status cuda_flex_blocks(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
                                   ks_flexprefill_stat *stats) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
     KS_ASSERT(a->block == b->sparse_block && a->L <= b->max_chunk && a->H == c->n_heads && a->Hk == c->n_kv_heads &&
-              a->d == c->head_dim);
+              a->d == c->head_dim && b->flex.cap);
     const ks_bf16 *q;
     int64_t ld_q;
     query_rows(b, layer, 0, a->L, &q, &ld_q);
     cudaStream_t s;
     KS_TRY(op_stream(b, layer, &s));
-    return ks_cuda_flex_blocks(b->gemm, &b->flex, q, ld_q, ks_cuda_layer_k(b, layer),
-                               ks_kvcache_stride(&b->cache, layer), a, l, stats, s);
+    ks_block_list dev = {.row_start = b->block_rows, .cols = b->block_cols};
+    KS_TRY(ks_cuda_flex_blocks(b->gemm, &b->flex, q, ld_q, ks_cuda_layer_k(b, layer),
+                               ks_kvcache_stride(&b->cache, layer), a, &dev, stats, s));
+    l->block = dev.block, l->H = dev.H, l->qb0 = dev.qb0, l->n_qblocks = dev.n_qblocks, l->resident = 1;
+    return KS_OK;
 }
 
 static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
@@ -848,14 +851,14 @@ static ks_status cuda_xattn_scores(ks_kvstore *kv, int layer, const ks_xattn_arg
 }
 
 /* XAttention's block lists of the whole chunk (kernels/cuda/sparse_estimate.cu, ks_cuda_xattn_blocks): scored and
- * chosen on the device; the rows' counts and coverages come back, the host lays out the CSR offsets, and the
- * device packs the rows for the one copy of the list back. */
+ * chosen on the device, the CSR offsets and the packed rows built there into the sparse attention's device arrays
+ * (l resident); the rows' counts and coverages come back, one wait. */
 static ks_status cuda_xattn_blocks(ks_kvstore *kv, int layer, const ks_xattn_blocks_args *a, ks_block_list *l,
-                                   double *coverage) {
+                                   int32_t *count, double *coverage) {
     ks_backend *b = backend_of(kv);
     const ks_model_config *c = b->cfg;
     const int rows = l->H * l->n_qblocks, W = l->qb0 + l->n_qblocks;
-    KS_ASSERT(a->block == b->sparse_block && a->n <= b->max_chunk && l->H == c->n_heads &&
+    KS_ASSERT(a->block == b->sparse_block && a->n <= b->max_chunk && l->H == c->n_heads && b->xattn.s &&
               l->qb0 == a->q_pos0 / a->block && l->n_qblocks == ks_block_rows_of(a->q_pos0, a->n, a->block));
     const ks_bf16 *q;
     int64_t ld_q;
@@ -866,15 +869,10 @@ static ks_status cuda_xattn_blocks(ks_kvstore *kv, int layer, const ks_xattn_blo
     CUDA_CHECK(cudaMemcpyAsync(w->theta, a->theta, sizeof(float) * c->n_heads, cudaMemcpyHostToDevice, s));
     KS_TRY(ks_cuda_xattn_blocks(b->gemm, w, q, ld_q, ks_cuda_layer_k(b, layer), c->n_heads, c->n_kv_heads,
                                 c->head_dim, ks_kvcache_stride(&b->cache, layer), a, s));
-    CUDA_CHECK(cudaMemcpyAsync(l->row_start + 1, w->count, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, s));
+    KS_TRY(ks_cuda_xattn_pack(b->block_rows, b->block_cols, w, rows, W, s));
+    CUDA_CHECK(cudaMemcpyAsync(count, w->count, sizeof(int32_t) * rows, cudaMemcpyDeviceToHost, s));
     CUDA_CHECK(cudaMemcpyAsync(coverage, w->coverage, sizeof(double) * rows, cudaMemcpyDeviceToHost, s));
-    KS_TRY(ks_cuda_wait_stream(s, "XAttention block counts"));
-    l->row_start[0] = 0;
-    for (int r = 0; r < rows; r++) l->row_start[r + 1] += l->row_start[r];
-    CUDA_CHECK(cudaMemcpyAsync(b->block_rows, l->row_start, sizeof(int32_t) * (rows + 1), cudaMemcpyHostToDevice, s));
-    KS_TRY(ks_cuda_xattn_pack(b->block_cols, b->block_rows, w, rows, W, s));
-    CUDA_CHECK(cudaMemcpyAsync(l->cols, b->block_cols, sizeof(int32_t) * l->row_start[rows], cudaMemcpyDeviceToHost,
-                               s));
+    l->resident = 1;
     return ks_cuda_wait_stream(s, "XAttention block lists");
 }
 

@@ -69,15 +69,16 @@ struct ks_kvstore_ops {
     ks_status (*xattn_scores)(ks_kvstore *kv, int layer, const ks_xattn_args *a, float *out, int ld);
     /* Optional (NULL: the method scores one query block at a time through xattn_scores and chooses on the host):
      * XAttention's block lists of every query block of the current chunk at once (ks_xattn_blocks_args), right
-     * before the chunk's attention, the choice made where the scores are. l (host arrays, set up by the caller:
-     * block, H, qb0, n_qblocks; row_start H n_qblocks + 1, cols H n_qblocks (qb0 + n_qblocks)) receives the
-     * rows in CSR order, coverage (H n_qblocks, host) each row's ks_xattn_select coverage. */
+     * before the chunk's attention, the choice made where the scores are. l (set up by the caller: block, H, qb0,
+     * n_qblocks) becomes resident (block_list.h: the list stays in the store's device arrays for the chunk's
+     * attention); count and coverage (H n_qblocks, host) receive each row's blocks and ks_xattn_select coverage. */
     ks_status (*xattn_blocks)(ks_kvstore *kv, int layer, const ks_xattn_blocks_args *a, ks_block_list *l,
-                              double *coverage);
+                              int32_t *count, double *coverage);
     /* FlexPrefill's block lists of `layer` for a whole prompt of a->L tokens (ks_flexprefill_ref, cpu/
      * flexprefill_ref.h): the roped queries in Q rows 0 .. a->L - 1, the keys in the layer's cache rows 0 ..
-     * a->L - 1. l (host arrays: row_start H nb + 1, cols ks_flexprefill_max_cols) receives query blocks 0 .. nb - 1,
-     * stats (H, host) each query head's record. */
+     * a->L - 1. l receives query blocks 0 .. nb - 1: in its host arrays (row_start H nb + 1, cols
+     * ks_flexprefill_max_cols), or resident in the store's device arrays (block_list.h; the CUDA store); stats
+     * (H, host) each query head's record. */
     ks_status (*flex_blocks)(ks_kvstore *kv, int layer, const ks_flexprefill_args *a, ks_block_list *l,
                              ks_flexprefill_stat *stats);
     /* out (Hk, ld) host: the L2 norm of each row head h of `layer` holds (ks_ref_key_norms). */

@@ -72,7 +72,8 @@ ks_status ks_forward_backend_params(const ks_model *m, const ks_method *method, 
         return ks_fail(KS_ERR_ARG, "--batch %d: at most %d sequences decode together", p->batch, KS_FORWARD_MAX_BATCH);
     *bp = (ks_backend_params){.max_ctx = p->max_ctx, .max_chunk = p->chunk < p->max_ctx ? p->chunk : p->max_ctx,
                               .threads = p->threads, .gpu_share = p->gpu_share, .max_batch = p->batch,
-                              .sparse_block = method ? ks_method_sparse_block(method) : 0};
+                              .sparse_block = method ? ks_method_sparse_block(method) : 0,
+                              .sparse_whole_prompt = method ? ks_method_whole_prompt(method) : 0};
     KS_TRY(cache_rows(m, method, p, &bp->kv_rows));
     /* a budget-sized cache's packed part holds what its selection keeps, not the whole context */
     if (method && bp->kv_rows < bp->max_ctx)

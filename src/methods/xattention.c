@@ -45,6 +45,7 @@ typedef struct xattn_state {
     float *scores;       /* (H, nb) */
     ks_xattn_rank *rank; /* (nb) */
     double *coverage;    /* (H nb) each row's coverage from a store's xattn_blocks */
+    int32_t *count;      /* (H nb) each row's blocks from a store's xattn_blocks */
     int nb;              /* cap / B + 1: the most key blocks a row sees, and more than a chunk's query blocks */
 } xattn_state;
 
@@ -119,7 +120,7 @@ static ks_status xattn_bind(ks_method *m) {
     int layers = m->last_layer - m->first_layer, nb = m->cap / XATTN_BLOCK + 1;
     size_t n_theta = (size_t)layers * m->H, n_scores = (size_t)m->H * nb;
     xattn_state *st = ks_malloc(sizeof *st + sizeof(double) * (size_t)m->H * nb + sizeof(float) * (n_theta + n_scores) +
-                                    sizeof(ks_xattn_rank) * nb,
+                                    sizeof(ks_xattn_rank) * nb + sizeof(int32_t) * (size_t)m->H * nb,
                                 "XAttention state");
     if (!st) return KS_ERR_NOMEM;
     m->state = st;
@@ -127,6 +128,7 @@ static ks_status xattn_bind(ks_method *m) {
     st->theta = (float *)(st->coverage + (size_t)m->H * nb);
     st->scores = st->theta + n_theta;
     st->rank = (ks_xattn_rank *)(st->scores + n_scores);
+    st->count = (int32_t *)(st->rank + nb);
     st->nb = nb;
     double t;
     if (!parse_number(o->threshold, &t)) return read_table(m, o->threshold, st->theta);
@@ -138,7 +140,7 @@ static ks_status xattn_bind(ks_method *m) {
  * holds row r's count on entry. */
 static void pack_rows(ks_block_list *l, int W) {
     int rows = l->H * l->n_qblocks;
-    l->row_start[0] = 0;
+    l->row_start[0] = 0, l->resident = 0;
     for (int r = 0; r < rows; r++) {
         int n = l->row_start[r + 1];
         memmove(l->cols + l->row_start[r], l->cols + (size_t)r * W, sizeof(int32_t) * n);
@@ -146,7 +148,8 @@ static void pack_rows(ks_block_list *l, int W) {
     }
 }
 
-/* The chunk's rows chosen by the store in one call (its xattn_blocks): the record and whether every row is full. */
+/* The chunk's rows chosen by the store in one call (its xattn_blocks: the list stays in the store, l resident): the
+ * record and whether every row is full. */
 static ks_status chunk_blocks(ks_method *m, const ks_method_chunk *c, const float *theta, ks_block_list *l,
                               int *full) {
     const xattn_opts *o = KS_METHOD_OPTS(m, xattn_opts);
@@ -155,10 +158,10 @@ static ks_status chunk_blocks(ks_method *m, const ks_method_chunk *c, const floa
     const ks_xattn_blocks_args a = {.q_pos0 = c->pos0, .n = c->n, .block = XATTN_BLOCK, .stride = o->stride,
                                     .scale = 1.0f / (sqrtf((float)m->d) * (float)o->stride), .theta = theta,
                                     .density = o->force_density};
-    KS_TRY(m->kv->ops->xattn_blocks(m->kv, c->layer, &a, l, st->coverage));
+    KS_TRY(m->kv->ops->xattn_blocks(m->kv, c->layer, &a, l, st->count, st->coverage));
     for (int h = 0; h < m->H; h++)
         for (int qb = l->qb0; qb < l->qb0 + l->n_qblocks; qb++) {
-            const int r = ks_block_row(l, h, qb), n = l->row_start[r + 1] - l->row_start[r];
+            const int r = ks_block_row(l, h, qb), n = st->count[r];
             rec->blocks += n;
             rec->causal += qb + 1;
             rec->rows++;

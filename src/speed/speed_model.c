@@ -445,10 +445,13 @@ ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double
     }
     ks_cuda_flex_work w;
     if (st == KS_OK) ks_cuda_flex_work_place(&w, block, H, Hk, d, 128, n), x.w = &w;
-    x.l.row_start = ks_malloc(sizeof(int32_t) * ((size_t)H * nb + 1), "FlexPrefill list rows");
-    x.l.cols = ks_malloc(sizeof(int32_t) * ks_flexprefill_max_cols(&x.a), "FlexPrefill list columns");
+    if (st == KS_OK && (cudaMalloc((void **)&x.l.row_start, sizeof(int32_t) * ((size_t)H * nb + 1)) != cudaSuccess ||
+                        cudaMalloc((void **)&x.l.cols, sizeof(int32_t) * ks_flexprefill_max_cols(&x.a)) != cudaSuccess)) {
+        cudaGetLastError();
+        st = ks_fail(KS_ERR_NOMEM, "--sparse_densities: out of GPU memory for FlexPrefill's block list");
+    }
     x.stats = ks_malloc(sizeof(ks_flexprefill_stat) * H, "FlexPrefill head records");
-    if (st == KS_OK && !(x.l.row_start && x.l.cols && x.stats)) st = KS_ERR_NOMEM;
+    if (st == KS_OK && !x.stats) st = KS_ERR_NOMEM;
     if (st == KS_OK) st = ks_cuda_gemm_init(&x.gemm, (size_t)32 << 20);
     if (st == KS_OK) st = estimate_median_ms(flex_run_once, &x, repeat, "FlexPrefill", med);
     if (st == KS_OK) {
@@ -459,7 +462,8 @@ ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double
     ks_cuda_gemm_free(x.gemm);
     cudaFree(block);
     attention_free(buf);
-    free(x.l.row_start), free(x.l.cols), free(x.stats);
+    cudaFree(x.l.row_start), cudaFree(x.l.cols);
+    free(x.stats);
     return st;
 }
 

@@ -64,9 +64,9 @@ ks_status ks_speed_xattn_estimate(int n, int H, int Hk, int d, int chunk, int re
 
 /* FlexPrefill's estimation of one layer (ks_cuda_flex_blocks: blocks of 128, gamma 0.9, tau 0.1, budgets 512 and
  * 32768 tokens, FlexPrefill's defaults) over a causal prompt of n random tokens, on the inputs
- * ks_speed_attention_tflops uses: the median ms of `repeat` timed runs after one warm-up, the host's choice and the
- * copies it needs counted (the list is the KV store's output on the host); *aware the fraction of query heads that
- * chose query-aware blocks. */
+ * ks_speed_attention_tflops uses: the median ms of `repeat` timed runs after one warm-up, the estimation, the
+ * choice, the list built on the device and the records' copy to the host counted (what the KV store does per
+ * layer); *aware the fraction of query heads that chose query-aware blocks. */
 ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double *ms, double *aware);
 
 #endif
