@@ -84,11 +84,13 @@ typedef struct ks_device_move {
 } ks_device_move;
 
 /* The rows of a batched decode step (use_batch): row i is the next token of the sequence in slot slots[i]
- * (distinct slots, in increasing order), at position pos[i]. */
+ * (distinct slots, in increasing order), at position pos[i], whose step alone would be of kind kinds[i]. */
 typedef struct ks_decode_batch {
-    int n;               /* rows, 1 .. max_batch */
-    const int *slots;    /* (n) */
-    const int32_t *pos;  /* (n) */
+    int n;                       /* rows, 1 .. max_batch */
+    const int *slots;            /* (n) */
+    const int32_t *pos;          /* (n) */
+    const ks_decode_kind *kinds; /* (n) decode_step's kind for each sequence's step alone (a method's kind may
+                                    change step by step); NULL: all of decode_step's kind */
 } ks_decode_batch;
 
 typedef struct ks_backend_params {

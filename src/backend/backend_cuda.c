@@ -495,18 +495,20 @@ static int runs_eagerly(const ks_backend *b, ks_decode_kind kind) {
 }
 
 /* A batched step runs eagerly, each slot with the row bound its step alone takes (graph_begin's; none where its
- * step alone runs eagerly too): the decode attention's grid and the eviction's scores, and so their sums, as
- * alone. */
+ * step alone, of its own kind, runs eagerly too): the decode attention's grid and the eviction's scores, and so
+ * their sums, as alone. The batch's kind (its most demanding sequence's) would take the bound from every slot of
+ * a step where one sequence's runs on the host (CaM's or CakeKV's, step by step). */
 static ks_status batch_step(ks_backend *b, ks_decode_kind kind, ks_status (*issue)(void *ctx), void *ctx) {
     const ks_decode_batch *db = b->batch;
-    for (int i = 0; i < db->n; i++) {
+    ks_status st = KS_OK;
+    for (int i = 0; i < db->n && st == KS_OK; i++) {
         ks_backend *s = slot_of(b, db->slots[i]);
-        if (runs_eagerly(s, kind)) continue;
-        KS_TRY(ks_cuda_apply_drops(s, -1)); /* graph_begin's order: the evictions, then the bound */
-        s->step_bound = decode_bound(s, 1);
+        if (runs_eagerly(s, db->kinds ? db->kinds[i] : kind)) continue;
+        st = ks_cuda_apply_drops(s, -1); /* graph_begin's order: the evictions, then the bound */
+        if (st == KS_OK) s->step_bound = decode_bound(s, 1);
     }
-    ks_status st = issue(ctx);
-    for (int i = 0; i < db->n; i++) slot_of(b, db->slots[i])->step_bound = 0;
+    if (st == KS_OK) st = issue(ctx);
+    for (int i = 0; i < db->n; i++) slot_of(b, db->slots[i])->step_bound = 0; /* also after a failure */
     return st;
 }
 

@@ -457,17 +457,19 @@ ks_status ks_forward_decode_batch(ks_forward *const *fs, int n, const int32_t *t
     if (n == 1) return ks_forward_decode(f, tokens[0], NULL, next);
     int slots[KS_FORWARD_MAX_BATCH];
     int32_t pos[KS_FORWARD_MAX_BATCH];
+    ks_decode_kind kinds[KS_FORWARD_MAX_BATCH];
     ks_decode_kind kind = KS_DECODE_PLAIN; /* the step runs as its most demanding sequence needs */
     for (int i = 0; i < n; i++) {
         KS_ASSERT(fs[i]->be == f->be && (i == 0 || fs[i]->slot > fs[i - 1]->slot)); /* backend.h: increasing slots */
         KS_TRY(check_capacity(fs[i], 1));
         if (fs[i]->kv_rows < fs[i]->max_ctx) KS_TRY(check_decode_rows(fs[i]));
-        kind = decode_kind(fs[i]) > kind ? decode_kind(fs[i]) : kind;
+        kinds[i] = decode_kind(fs[i]);
+        kind = kinds[i] > kind ? kinds[i] : kind;
         slots[i] = fs[i]->slot;
         pos[i] = fs[i]->n_past;
     }
     const ks_backend_ops *o = f->ops;
-    const ks_decode_batch batch = {.n = n, .slots = slots, .pos = pos};
+    const ks_decode_batch batch = {.n = n, .slots = slots, .pos = pos, .kinds = kinds};
     layer_seqs seqs = {fs, n};
     KS_TRY(o->use_batch(f->be, &batch));
     ks_status st = o->embed(f->be, tokens, n);
