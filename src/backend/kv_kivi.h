@@ -34,12 +34,6 @@
 #include "kivi_args.h"
 #include "backend/kvcache.h"
 
-/* One head's part of a flush: the keys of tokens k_t0 .. k_t0 + k_n - 1 and the values of v_t0 .. v_t0 + v_n - 1
- * are quantized (a flush: k_n a multiple of R; a raw pack: any count; 0: none). */
-typedef struct ks_kivi_job {
-    int32_t k_t0, k_n, v_t0, v_n;
-} ks_kivi_job;
-
 typedef struct ks_kv_kivi {
     ks_kivi_params p;
     ks_kivi_shape shape;  /* one (layer, KV head)'s arrays, cap = the tokens a head may hold packed */
