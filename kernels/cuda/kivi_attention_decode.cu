@@ -33,6 +33,7 @@ namespace {
 
 constexpr int kTK = 64, kRows = 8, kMaxTileSplits = 512;          // the tile kernel
 constexpr int DEC_WARPS = 4, MAX_PER_LANE = 8, TAIL_TOKENS = 32, MAX_SPLITS = 64; // the generic kernel
+constexpr int COMBINE_WARPS = 16;                                                   // the combine kernel
 
 // ---- the tile kernel ------------------------------------------------------------------------------------------
 
@@ -454,22 +455,40 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) kivi_decode_kernel(ks_cuda_kiv
     }
 }
 
-// Block h: out[h] = sum of the splits' partials, rescaled to the largest max, over their sums.
-__global__ void kivi_combine_kernel(bf16 *out, const float *part, int d, int splits) {
-    const int h = blockIdx.x;
+// Block h: out[h] = sum of the splits' partials, rescaled to the largest max, over their sums. A long sequence has
+// hundreds of splits (the tile kernel's wave and the generic kernel's), so COMBINE_WARPS warps share them: warp w
+// merges splits w, w + COMBINE_WARPS, ... online (its lanes holding channels lane, lane + 32, ...), then the warps'
+// partials merge as the generic kernel's do.
+__global__ void __launch_bounds__(COMBINE_WARPS * 32) kivi_combine_kernel(bf16 *out, const float *part, int d,
+                                                                          int splits) {
+    __shared__ float sm_m[COMBINE_WARPS], sm_l[COMBINE_WARPS], sm_o[COMBINE_WARPS][MAX_PER_LANE * 32];
+    const int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, per = (d + 31) / 32;
     const float *p = part + (int64_t)h * splits * (d + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        if (p[s * (d + 2) + d + 1] > 0.0f) M = fmaxf(M, p[s * (d + 2) + d]);
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        float o = 0.0f, l = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            const float *ps = p + s * (d + 2);
-            if (ps[d + 1] <= 0.0f) continue; // an empty split
-            const float w = __expf(ps[d] - M);
-            o += ps[c] * w, l += ps[d + 1] * w;
+    float m = -INFINITY, l = 0.0f, acc[MAX_PER_LANE];
+    for (int k = 0; k < per; k++) acc[k] = 0.0f;
+    for (int s = warp; s < splits; s += COMBINE_WARPS) {
+        const float *ps = p + (int64_t)s * (d + 2);
+        if (ps[d + 1] <= 0.0f) continue; // an empty split (the same for the whole warp)
+        const float mn = fmaxf(m, ps[d]), corr = __expf(m - mn), w = __expf(ps[d] - mn);
+        l = l * corr + ps[d + 1] * w, m = mn;
+        for (int k = 0; k < per; k++) {
+            const int c = lane + 32 * k;
+            if (c < d) acc[k] = acc[k] * corr + ps[c] * w;
         }
-        out[(int64_t)h * d + c] = __float2bfloat16_rn(l > 0.0f ? o / l : 0.0f);
+    }
+    if (lane == 0) sm_m[warp] = m, sm_l[warp] = l;
+    for (int k = 0; k < per && lane + 32 * k < d; k++) sm_o[warp][lane + 32 * k] = acc[k];
+    __syncthreads();
+    float M = -INFINITY, L = 0.0f;
+    for (int w = 0; w < COMBINE_WARPS; w++)
+        if (sm_l[w] > 0.0f) M = fmaxf(M, sm_m[w]);
+    for (int w = 0; w < COMBINE_WARPS; w++)
+        if (sm_l[w] > 0.0f) L += sm_l[w] * __expf(sm_m[w] - M);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < COMBINE_WARPS; w++)
+            if (sm_l[w] > 0.0f) o += sm_o[w][c] * __expf(sm_m[w] - M);
+        out[(int64_t)h * d + c] = __float2bfloat16_rn(L > 0.0f ? o / L : 0.0f);
     }
 }
 
@@ -494,7 +513,7 @@ extern "C" ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *
     kivi_decode_kernel<<<dim3(H, rest), DEC_WARPS * 32, 0, s>>>(*L, qb, scale, H, tiled, rest, splits,
                                                                  splits + rest, scratch);
     KS_LAUNCH_CHECK();
-    kivi_combine_kernel<<<H, 128, 0, s>>>(reinterpret_cast<bf16 *>(out), scratch, d, splits + rest);
+    kivi_combine_kernel<<<H, COMBINE_WARPS * 32, 0, s>>>(reinterpret_cast<bf16 *>(out), scratch, d, splits + rest);
     KS_LAUNCH_CHECK();
     return KS_OK;
 }

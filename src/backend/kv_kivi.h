@@ -21,7 +21,8 @@
  *
  * A device store keeps the counts here (ks_kv_kivi_init_counts: no host arrays) and runs each flush or raw pack as
  * its plan (ks_kv_kivi_plan, ks_kv_kivi_plan_pack: the tokens each head packs), its kernels on the device rows,
- * then ks_kv_kivi_advance; it mirrors the stored key channels (kc, k_chan) on its device.
+ * then ks_kv_kivi_advance (a graph-served decode step plans on the device by the same rules, kivi_args.h's
+ * ks_kivi_flush_job); it mirrors the stored key channels (kc, k_chan) on its device.
  *
  * Counts belong to the cache's sequence (ks_kvcache.sequence): after a reset they read as zero.
  */
