@@ -40,7 +40,9 @@
  *                (test_think)
  *   KIVI graph   the tiny model: KIVI's graph-served decode steps give the logits of eager steps bit for bit and
  *                the cpu backend's counts, bytes and positions after every step, a budget-sized cache the full
- *                one's, a second prompt the first's (test_kivi_graph)
+ *                one's, a second prompt the first's (test_kivi_graph); a budget-sized SnapKV+KIVI cache decoding
+ *                past max_new fails with KS_ERR_RANGE, and a second prompt then decodes a fresh instance's tokens
+ *                (test_kivi_graph_overflow)
  */
 #include <check.h>
 #include <math.h>
@@ -1985,13 +1987,13 @@ static const ks_method_ops host_step_part = {
 
 enum { GRAPH_NEW = 61 };
 
-/* A forward of the composition `parts` on `device` for a prompt of n tokens and GRAPH_NEW more (chunks of 40). */
+/* A forward of the composition `parts` on `device` for a prompt of n tokens and n_new more (chunks of 40). */
 static void graph_open(kivi_run *r, const ks_model *model, const ks_method_ops *const *parts, int n_parts,
-                       const char *device, ks_forward_cache cache, const char *const *opts, int n_opts, int n) {
+                       const char *device, ks_forward_cache cache, const char *const *opts, int n_opts, int n,
+                       int n_new) {
     memset(r, 0, sizeof *r);
     CK_KS(ks_method_create_ops(&r->m, parts, n_parts, NULL, opts, n_opts));
-    ks_forward_params fp = {.device = device, .max_ctx = n + GRAPH_NEW, .max_new = GRAPH_NEW, .chunk = 40,
-                            .cache = cache};
+    ks_forward_params fp = {.device = device, .max_ctx = n + n_new, .max_new = n_new, .chunk = 40, .cache = cache};
     CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
 }
 
@@ -2034,10 +2036,10 @@ START_TEST(test_kivi_graph) {
         for (int p = 0; p < 2; p++) {
             const int n = lens[p], n_opts = cases[c][2] ? 4 : 2;
             kivi_run cpu, gr, ea, bud;
-            graph_open(&cpu, &model, kivi, 1, "cpu", KS_CACHE_FULL, cases[c], n_opts, n);
-            graph_open(&gr, &model, kivi, 1, "cuda", KS_CACHE_FULL, cases[c], n_opts, n);
-            graph_open(&ea, &model, eager, 2, "cuda", KS_CACHE_FULL, cases[c], n_opts, n);
-            graph_open(&bud, &model, kivi, 1, "cuda", KS_CACHE_BUDGET, cases[c], n_opts, n);
+            graph_open(&cpu, &model, kivi, 1, "cpu", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&gr, &model, kivi, 1, "cuda", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&ea, &model, eager, 2, "cuda", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&bud, &model, kivi, 1, "cuda", KS_CACHE_BUDGET, cases[c], n_opts, n, GRAPH_NEW);
             int32_t ct[GRAPH_NEW], gt[GRAPH_NEW], et[GRAPH_NEW], bt[GRAPH_NEW], again[GRAPH_NEW];
             CK_KS(ks_forward_prefill(&cpu.f, ids, n, NULL, &ct[0]));
             CK_KS(ks_forward_prefill(&gr.f, ids, n, NULL, &gt[0]));
@@ -2092,6 +2094,47 @@ START_TEST(test_kivi_graph) {
 }
 END_TEST
 
+/* A budget-sized cache after a selection (SnapKV+KIVI) packs at most the selection's plan plus max_new tokens a
+ * head. Decoding past max_new (graph-served steps first), the step whose flush would pack past that fails with
+ * KS_ERR_RANGE (its plan checked on the host before the step, which then runs eagerly and fails there); the graph
+ * is dropped and the host's mirrors of the device state forgotten, so a second prompt on the instance decodes a
+ * fresh instance's tokens with its counts. */
+START_TEST(test_kivi_graph_overflow) {
+    enum { N = 90, NEW = 8, PAST = 40 };
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    const char *const opts[] = {"max_capacity_prompt=24", "window_size=8", "group_size=8", "residual_length=16"};
+    const ks_method_ops *parts[] = {&ks_method_snapkv, &ks_method_kivi};
+    kivi_run a, fresh;
+    graph_open(&a, &model, parts, 2, "cuda", KS_CACHE_BUDGET, opts, 4, N + PAST - NEW, NEW);
+    graph_open(&fresh, &model, parts, 2, "cuda", KS_CACHE_BUDGET, opts, 4, N + PAST - NEW, NEW);
+    int32_t tok, want[NEW], got[NEW];
+    CK_KS(ks_forward_prefill(&a.f, ids, N, NULL, &tok));
+    ks_status st = KS_OK;
+    int steps = 0;
+    while (st == KS_OK && steps < PAST) st = ks_forward_decode(&a.f, tok, NULL, &tok), steps += st == KS_OK;
+    ck_assert_msg(st == KS_ERR_RANGE && steps > NEW, "decoding past max_new: status %d after %d steps (%s)", st,
+                  steps, ks_last_error());
+    ck_assert(!graph_of(&a));
+    ks_forward_reset(&a.f);
+    CK_KS(ks_forward_prefill(&a.f, ids, N, NULL, &got[0]));
+    CK_KS(ks_forward_prefill(&fresh.f, ids, N, NULL, &want[0]));
+    for (int t = 1; t < NEW; t++) {
+        CK_KS(ks_forward_decode(&a.f, got[t - 1], NULL, &got[t]));
+        CK_KS(ks_forward_decode(&fresh.f, want[t - 1], NULL, &want[t]));
+    }
+    ck_assert_msg(!memcmp(got, want, sizeof got), "the prompt after the failed step decodes other tokens");
+    ks_kivi_counts x[KIVI_HEADS], y[KIVI_HEADS];
+    const int heads = kivi_counts(&a, x);
+    ck_assert(kivi_counts(&fresh, y) == heads && !memcmp(x, y, sizeof x[0] * heads));
+    same_heads(&a, &fresh, "after the failed step's sequence");
+    kivi_close(&a), kivi_close(&fresh);
+    ks_model_free(&model);
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -2121,6 +2164,7 @@ int main(void) {
     tcase_add_test(tc, test_chain_noop_part);
     tcase_add_test(tc, test_kivi);
     tcase_add_test(tc, test_kivi_graph);
+    tcase_add_test(tc, test_kivi_graph_overflow);
     tcase_add_test(tc, test_think);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);

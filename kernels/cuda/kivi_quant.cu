@@ -125,7 +125,7 @@ __global__ void quant_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, con
 // ---- the device-planned decode flush (ks_cuda_kivi_decode_flush) ----------------------------------------------
 
 // Head g's job this step, from its counts and device length before the step's flush (the host's rule).
-__device__ __forceinline__ ks_kivi_job step_job(const ks_cuda_kivi_layer &L, const ks_cuda_kivi_step &st, int g) {
+__device__ __forceinline__ ks_kivi_job step_job(const ks_cuda_kivi_step &st, int g) {
     return ks_kivi_flush_job(st.off[g] + st.len[g], st.nq_k[g], st.nq_v[g], st.R);
 }
 
@@ -172,7 +172,7 @@ __device__ void advance_and_release(const ks_cuda_kivi_layer &L, const ks_cuda_k
     if (threadIdx.x == 0) most = 0;
     __syncthreads();
     for (int g = threadIdx.x; g < L.Hk; g += blockDim.x) {
-        const ks_kivi_job j = step_job(L, st, g);
+        const ks_kivi_job j = step_job(st, g);
         nk[g] = st.nq_k[g] + j.k_n, nv[g] = st.nq_v[g] + j.v_n;
         from[g] = ks_kivi_stale(nk[g], nv[g], st.off[g]);
         rows[g] = st.len[g] - from[g];
@@ -190,10 +190,12 @@ __device__ void advance_and_release(const ks_cuda_kivi_layer &L, const ks_cuda_k
 // Block (x, g = blockIdx.y): x < key_blocks a share of head g's key groups (stored channel i, group j of at most
 // R / G), then a share of its value token's channel groups; the last block to finish advances and releases.
 __global__ void decode_flush_kernel(ks_cuda_kivi_layer L, ks_cuda_kivi_step st, int key_blocks) {
+    ks_pdl_wait(); // launched with ks_launch_pdl: the step's rows, lengths and counts come from the kernels before
+    ks_pdl_trigger();
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, keys = blockIdx.x < key_blocks;
     const int idx = (keys ? blockIdx.x : blockIdx.x - key_blocks) * QUANT_THREADS + threadIdx.x;
-    const ks_kivi_job j = step_job(L, st, g);
+    const ks_kivi_job j = step_job(st, g);
     double e[2] = {0.0, 0.0}; // not wanted: a decode flush reports no error
     if (keys) {
         const int i = idx % S.d, t = j.k_t0 + idx / S.d * S.group;
@@ -287,7 +289,7 @@ extern "C" ks_status ks_cuda_kivi_decode_flush(const ks_cuda_kivi_layer *L, cons
               L->Hk <= KS_CUDA_KIVI_MAX_HK && ((uintptr_t)st->k | (uintptr_t)st->v | (uintptr_t)st->scratch) % 16 == 0);
     const int key_blocks = (int)ks_cdiv((int64_t)S.d * (st->R / S.group), QUANT_THREADS);
     const int value_blocks = (int)ks_cdiv(S.v_groups, QUANT_THREADS);
-    decode_flush_kernel<<<dim3(key_blocks + value_blocks, L->Hk), QUANT_THREADS, 0, s>>>(*L, *st, key_blocks);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(decode_flush_kernel, dim3(key_blocks + value_blocks, L->Hk), dim3(QUANT_THREADS), 0, s, *L, *st,
+                  key_blocks);
     return KS_OK;
 }
