@@ -1044,7 +1044,8 @@ static void decode_flush_case(int Hk, int d, int kb, int vb, int G, int R, const
     /* the prompt: n0 tokens, the prompt-end flush and release (least 1) */
     for (int g = 0; g < Hk; g++) {
         h[g] = (flush_head){.k = hk + (size_t)g * CAP * d, .v = hv + (size_t)g * CAP * d, .len = n0[g]};
-        for (size_t i = 0; i < (size_t)n0[g] * d; i++) h[g].k[i] = bf16_of(rng_normal()), h[g].v[i] = bf16_of(rng_normal());
+        for (size_t i = 0; i < (size_t)n0[g] * d; i++)
+            h[g].k[i] = bf16_of(rng_normal()), h[g].v[i] = bf16_of(rng_normal());
     }
     int most = 0;
     for (int g = 0; g < Hk; g++) {
