@@ -81,6 +81,30 @@ typedef struct ks_kivi_counts {
     int32_t nq_k, nq_v, off, n;
 } ks_kivi_counts;
 
+/* One head's part of a flush: the keys of tokens k_t0 .. k_t0 + k_n - 1 and the values of v_t0 .. v_t0 + v_n - 1
+ * are quantized (a flush: k_n a multiple of R; a raw pack: any count; 0: none). */
+typedef struct ks_kivi_job {
+    int32_t k_t0, k_n, v_t0, v_n;
+} ks_kivi_job;
+
+/* KIVI's flush rules for one head holding n tokens, nq_k keys and nq_v values packed (R = residual): the keys'
+ * full-precision tail is packed in whole blocks of R, the values' tail is cut to R. The one statement of the
+ * rules, shared by the host store (backend/kv_kivi.c ks_kv_kivi_plan) and the device-planned decode flush
+ * (kernels/cuda/kivi_quant.cu). */
+KS_KIVI_HD ks_kivi_job ks_kivi_flush_job(int n, int nq_k, int nq_v, int R) {
+    int nk = (n - nq_k) / R * R, nv = n - nq_v - R;
+    ks_kivi_job j;
+    j.k_t0 = nq_k, j.k_n = nk > 0 ? nk : 0, j.v_t0 = nq_v, j.v_n = nv > 0 ? nv : 0;
+    return j;
+}
+
+/* A head's stale rows: cache rows whose tokens are packed in both keys and values (a release may drop them). */
+KS_KIVI_HD int ks_kivi_stale(int nq_k, int nq_v, int off) { return (nq_k < nq_v ? nq_k : nq_v) - off; }
+
+/* KIVI's release rule (methods/kivi.c): a layer's stale rows are released, every head's at once, when some head
+ * holds at least this many of them: one after the prompt, R during decode (one compaction per R steps). */
+KS_KIVI_HD int ks_kivi_release_least(int R, int decode) { return decode ? R : 1; }
+
 /* The two parts of the relative reconstruction errors ||X - X^|| / ||X|| of what a flush quantized, in double:
  * k[0] = sum (K - K^)^2, k[1] = sum K^2; v the same for the values. */
 typedef struct ks_kivi_error {

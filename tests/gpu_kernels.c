@@ -1190,6 +1190,186 @@ START_TEST(test_kivi) {
 }
 END_TEST
 
+/* ---- KIVI's device-planned decode flush -------------------------------------------------------------- */
+
+/* One head of the host's side of a decode-flush case: its cache rows (bf16 bits, token t at row t - off) and its
+ * counts, the rules of kivi_args.h applied on the host with the reference quantization (kivi_ref.c). */
+typedef struct flush_head {
+    ks_bf16 *k, *v; /* (CAP, d) rows */
+    int nq_k, nq_v, off, len;
+} flush_head;
+
+/* The fp32 values of n rows of bf16 bits (d each). */
+static float *rows_f32(const ks_bf16 *bits, int n, int d) {
+    float *f = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * d);
+    for (size_t i = 0; i < (size_t)n * d; i++) f[i] = f32_of(bits[i]);
+    return f;
+}
+
+/* The host reference of head h's flush job j: keys and values quantized from its rows into the packed arrays. */
+static void ref_flush(const ks_kivi_shape *S, const flush_head *h, ks_kivi_job j, const int32_t *chan, int kc,
+                      uint32_t *kq, uint16_t *ks, uint16_t *kz, uint32_t *vq, uint16_t *vs, uint16_t *vz) {
+    const int d = S->d;
+    float *k = rows_f32(h->k + (size_t)(j.k_t0 - h->off) * d, j.k_n, d);
+    float *v = rows_f32(h->v + (size_t)(j.v_t0 - h->off) * d, j.v_n, d);
+    if (j.k_n) ks_kivi_quant_keys(S, k, d, j.k_t0, j.k_n, chan, kc, kq, ks, kz, NULL);
+    if (j.v_n) ks_kivi_quant_values(S, v, d, j.v_t0, j.v_n, vq, vs, vz, NULL);
+    free(k), free(v);
+}
+
+/* A decode-flush case: Hk heads after a prompt of n0[g] tokens (the prompt-end flush and release applied on the
+ * host and copied to the device), then `steps` decode steps each appending a random token to every head and
+ * running ks_cuda_kivi_decode_flush against the host rules (ks_kivi_flush_job, then the release of every head's
+ * stale rows once some head holds R: ks_kivi_stale, ks_kivi_release_least). After every step the device counts
+ * and lengths equal the host's, and the device rows equal the host rows; at the end the packed codes, scales and
+ * zeros of every packed token equal the reference's bit for bit. Head 1 stores half its key channels (ThinK's
+ * narrower keys before KIVI). */
+static void decode_flush_case(int Hk, int d, int kb, int vb, int G, int R, const int *n0, int steps) {
+    enum { CAP = 1024 };
+    ks_kivi_params prm = {.k_bits = kb, .v_bits = vb, .group = G, .residual = R};
+    ks_kivi_shape S = ks_kivi_shape_of(&prm, d, CAP);
+    const size_t kw = (size_t)Hk * d * S.k_words, kg = (size_t)Hk * d * S.k_groups;
+    const size_t vw = (size_t)Hk * CAP * S.v_words, vg = (size_t)Hk * CAP * S.v_groups, rows = (size_t)Hk * CAP * d;
+    ck_assert(Hk <= 8 && d <= 256);
+    int32_t chan[8 * 256], kc[8];
+    for (int g = 0; g < Hk; g++) {
+        kc[g] = g == 1 ? d / 2 : d;
+        for (int i = 0; i < d; i++) chan[g * d + i] = g == 1 ? (i * 2 + 1) % d : i;
+    }
+    uint32_t *rkq = calloc(kw, 4), *rvq = calloc(vw, 4);
+    uint16_t *rks = calloc(kg, 2), *rkz = calloc(kg, 2), *rvs = calloc(vg, 2), *rvz = calloc(vg, 2);
+    ks_bf16 *hk = calloc(rows, 2), *hv = calloc(rows, 2), *tok = malloc((size_t)2 * d * 2);
+    flush_head h[8];
+    /* the prompt: n0 tokens, the prompt-end flush and release (least 1) */
+    for (int g = 0; g < Hk; g++) {
+        h[g] = (flush_head){.k = hk + (size_t)g * CAP * d, .v = hv + (size_t)g * CAP * d, .len = n0[g]};
+        for (size_t i = 0; i < (size_t)n0[g] * d; i++)
+            h[g].k[i] = bf16_of(rng_normal()), h[g].v[i] = bf16_of(rng_normal());
+    }
+    int most = 0;
+    for (int g = 0; g < Hk; g++) {
+        ks_kivi_job j = ks_kivi_flush_job(n0[g], 0, 0, R);
+        ref_flush(&S, &h[g], j, chan + g * d, kc[g], rkq + (size_t)g * d * S.k_words, rks + (size_t)g * d * S.k_groups,
+                  rkz + (size_t)g * d * S.k_groups, rvq + (size_t)g * CAP * S.v_words,
+                  rvs + (size_t)g * CAP * S.v_groups, rvz + (size_t)g * CAP * S.v_groups);
+        h[g].nq_k = j.k_n, h[g].nq_v = j.v_n;
+        int st = ks_kivi_stale(h[g].nq_k, h[g].nq_v, 0);
+        most = st > most ? st : most;
+    }
+    for (int g = 0; g < Hk && most >= ks_kivi_release_least(R, 0); g++) {
+        int st = ks_kivi_stale(h[g].nq_k, h[g].nq_v, h[g].off);
+        memmove(h[g].k, h[g].k + (size_t)st * d, (size_t)(h[g].len - st) * d * 2);
+        memmove(h[g].v, h[g].v + (size_t)st * d, (size_t)(h[g].len - st) * d * 2);
+        h[g].off += st, h[g].len -= st;
+    }
+    /* the device: the same packed arrays, rows, counts */
+    ks_cuda_kivi_layer L = {.shape = S, .Hk = Hk, .stride = CAP};
+    L.k_codes = dev_from(rkq, kw * 4), L.v_codes = dev_from(rvq, vw * 4);
+    L.k_scale = dev_from(rks, kg * 2), L.k_zero = dev_from(rkz, kg * 2);
+    L.v_scale = dev_from(rvs, vg * 2), L.v_zero = dev_from(rvz, vg * 2);
+    L.k_chan = dev_from(chan, sizeof(int32_t) * Hk * d), L.kc = dev_from(kc, sizeof(int32_t) * Hk);
+    int32_t cnt[4 * 8];
+    for (int g = 0; g < Hk; g++)
+        cnt[g] = h[g].nq_k, cnt[Hk + g] = h[g].nq_v, cnt[2 * Hk + g] = h[g].off, cnt[3 * Hk + g] = h[g].len;
+    int32_t *dcnt = dev_from(cnt, sizeof(int32_t) * 4 * Hk);
+    ks_bf16 *dk = dev_from(hk, rows * 2), *dv = dev_from(hv, rows * 2);
+    ks_cuda_kivi_step st = {.nq_k = dcnt, .nq_v = dcnt + Hk, .off = dcnt + 2 * Hk, .len = dcnt + 3 * Hk, .k = dk,
+                            .v = dv, .scratch = dev_poisoned((size_t)2 * Hk * R * d * 2),
+                            .done = dev_from((unsigned[1]){0}, sizeof(unsigned)), .R = R};
+    L.nq_k = st.nq_k, L.nq_v = st.nq_v, L.off = st.off, L.len = st.len, L.k = dk, L.v = dv;
+    int releases = 0, key_flushes = 0;
+    for (int step = 0; step < steps; step++) {
+        /* the append: a token at each head's row len, on both sides */
+        for (int g = 0; g < Hk; g++) {
+            for (int i = 0; i < 2 * d; i++) tok[i] = bf16_of(rng_normal());
+            ck_assert(h[g].len < CAP);
+            memcpy(h[g].k + (size_t)h[g].len * d, tok, (size_t)d * 2);
+            memcpy(h[g].v + (size_t)h[g].len * d, tok + d, (size_t)d * 2);
+            CK_CUDA(cudaMemcpy(dk + ((size_t)g * CAP + h[g].len) * d, tok, (size_t)d * 2, cudaMemcpyHostToDevice));
+            CK_CUDA(cudaMemcpy(dv + ((size_t)g * CAP + h[g].len) * d, tok + d, (size_t)d * 2, cudaMemcpyHostToDevice));
+            h[g].len++;
+            CK_CUDA(cudaMemcpy(st.len + g, &h[g].len, sizeof(int32_t), cudaMemcpyHostToDevice));
+        }
+        CK_KS(ks_cuda_kivi_decode_flush(&L, &st, 0));
+        /* the host rules */
+        most = 0;
+        for (int g = 0; g < Hk; g++) {
+            ks_kivi_job j = ks_kivi_flush_job(h[g].off + h[g].len, h[g].nq_k, h[g].nq_v, R);
+            ck_assert(j.k_n <= R && j.v_n <= 1); /* the device grid's bounds */
+            key_flushes += j.k_n > 0;
+            ref_flush(&S, &h[g], j, chan + g * d, kc[g], rkq + (size_t)g * d * S.k_words,
+                      rks + (size_t)g * d * S.k_groups, rkz + (size_t)g * d * S.k_groups,
+                      rvq + (size_t)g * CAP * S.v_words, rvs + (size_t)g * CAP * S.v_groups,
+                      rvz + (size_t)g * CAP * S.v_groups);
+            h[g].nq_k += j.k_n, h[g].nq_v += j.v_n;
+            int sg = ks_kivi_stale(h[g].nq_k, h[g].nq_v, h[g].off);
+            most = sg > most ? sg : most;
+        }
+        if (most >= ks_kivi_release_least(R, 1)) {
+            releases++;
+            for (int g = 0; g < Hk; g++) {
+                int sg = ks_kivi_stale(h[g].nq_k, h[g].nq_v, h[g].off);
+                memmove(h[g].k, h[g].k + (size_t)sg * d, (size_t)(h[g].len - sg) * d * 2);
+                memmove(h[g].v, h[g].v + (size_t)sg * d, (size_t)(h[g].len - sg) * d * 2);
+                h[g].off += sg, h[g].len -= sg;
+            }
+        }
+        int32_t *got = host_from(dcnt, sizeof(int32_t) * 4 * Hk);
+        for (int g = 0; g < Hk; g++)
+            ck_assert_msg(got[g] == h[g].nq_k && got[Hk + g] == h[g].nq_v && got[2 * Hk + g] == h[g].off &&
+                              got[3 * Hk + g] == h[g].len,
+                          "step %d head %d: device counts %d %d %d len %d, host %d %d %d len %d", step, g, got[g],
+                          got[Hk + g], got[2 * Hk + g], got[3 * Hk + g], h[g].nq_k, h[g].nq_v, h[g].off, h[g].len);
+        free(got);
+        ks_bf16 *gk = host_from(dk, rows * 2), *gv = host_from(dv, rows * 2);
+        for (int g = 0; g < Hk; g++) {
+            size_t h0 = (size_t)g * CAP * d, n = (size_t)h[g].len * d * 2;
+            ck_assert_msg(!memcmp(gk + h0, h[g].k, n) && !memcmp(gv + h0, h[g].v, n), "step %d head %d: rows differ",
+                          step, g);
+        }
+        free(gk), free(gv);
+    }
+    ck_assert_msg(steps < 2 * R || (releases >= 1 && key_flushes >= 1), "the case crossed no release (%d) or key "
+                  "flush (%d)", releases, key_flushes);
+    uint32_t *gkq = host_from(L.k_codes, kw * 4), *gvq = host_from(L.v_codes, vw * 4);
+    uint16_t *gks = host_from(L.k_scale, kg * 2), *gkz = host_from(L.k_zero, kg * 2);
+    uint16_t *gvs = host_from(L.v_scale, vg * 2), *gvz = host_from(L.v_zero, vg * 2);
+    for (int g = 0; g < Hk; g++) {
+        for (int i = 0; i < kc[g]; i++) {
+            size_t ch = (size_t)g * d + i;
+            ck_assert_msg(!memcmp(gkq + ch * S.k_words, rkq + ch * S.k_words, (size_t)(h[g].nq_k * kb + 31) / 32 * 4),
+                          "key codes head %d channel %d", g, i);
+            ck_assert(!memcmp(gks + ch * S.k_groups, rks + ch * S.k_groups, (size_t)h[g].nq_k / G * 2));
+            ck_assert(!memcmp(gkz + ch * S.k_groups, rkz + ch * S.k_groups, (size_t)h[g].nq_k / G * 2));
+        }
+        size_t t0 = (size_t)g * CAP, n = (size_t)h[g].nq_v;
+        ck_assert_msg(!memcmp(gvq + t0 * S.v_words, rvq + t0 * S.v_words, n * S.v_words * 4), "value codes head %d", g);
+        ck_assert(!memcmp(gvs + t0 * S.v_groups, rvs + t0 * S.v_groups, n * S.v_groups * 2));
+        ck_assert(!memcmp(gvz + t0 * S.v_groups, rvz + t0 * S.v_groups, n * S.v_groups * 2));
+    }
+    unsigned *done = host_from(st.done, sizeof(unsigned));
+    ck_assert_uint_eq(*done, 0); /* left at 0 for the next launch */
+    free(done), free(gkq), free(gvq), free(gks), free(gkz), free(gvs), free(gvz);
+    free(rkq), free(rvq), free(rks), free(rkz), free(rvs), free(rvz), free(hk), free(hv), free(tok);
+    void *dev[] = {L.k_codes, L.v_codes, L.k_scale, L.k_zero, L.v_scale, L.v_zero, (void *)L.k_chan, (void *)L.kc,
+                   dcnt, dk, dv, st.scratch, st.done};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) CK_CUDA(cudaFree(dev[i]));
+}
+
+START_TEST(test_kivi_decode_flush) {
+    /* heads after prompts of L mod R != 0, L <= R (no packed values yet; its first key block comes in decode) and
+     * L mod R == 0; the first step is the first after the prompt's flush and release; 3 R steps cross key flushes
+     * and releases, the heads with fewer tokens releasing fewer rows than the head that triggers the release */
+    const int n3[3] = {300, 20, 256}, n4[4] = {131, 64, 7, 500};
+    decode_flush_case(3, 128, 2, 2, 32, 64, n3, 3 * 64 + 5);
+    decode_flush_case(3, 128, 4, 4, 32, 64, n3, 3 * 64 + 5);
+    decode_flush_case(4, 64, 2, 4, 16, 32, n4, 3 * 32 + 3); /* G 16, one word a key group (2 bits) */
+    decode_flush_case(4, 64, 4, 2, 16, 48, n4, 3 * 48 + 1); /* R 3 G: a key block of three groups */
+    const int n1[1] = {1};
+    decode_flush_case(1, 128, 2, 2, 32, 32, n1, 2); /* the first steps after a one-token prompt: nothing to flush */
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -1220,6 +1400,7 @@ int main(void) {
     tcase_add_test(tc, test_attention_prefill_sparse_refuses);
     tcase_add_test(tc, test_attention_decode);
     tcase_add_test(tc, test_kivi);
+    tcase_add_test(tc, test_kivi_decode_flush);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_set_fork_status(sr, CK_NOFORK); /* one CUDA context for the whole run */

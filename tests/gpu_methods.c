@@ -38,6 +38,11 @@
  *                store's counts, kept channels (every head when every prompt row is kept) and bytes by the formula,
  *                tokens as close as FullKV's, a budget-sized cache the full one's, a second prompt the first's
  *                (test_think)
+ *   KIVI graph   the tiny model: KIVI's graph-served decode steps give the logits of eager steps bit for bit and
+ *                the cpu backend's counts, bytes and positions after every step, a budget-sized cache the full
+ *                one's, a second prompt the first's (test_kivi_graph); a budget-sized SnapKV+KIVI cache decoding
+ *                past max_new fails with KS_ERR_RANGE, and a second prompt then decodes a fresh instance's tokens
+ *                (test_kivi_graph_overflow)
  */
 #include <check.h>
 #include <math.h>
@@ -53,6 +58,7 @@
 #include "cpu/xattn_ref.h"
 #include "cuda/ks_cuda_methods.h"
 #include "backend/backend_cuda.h"
+#include "backend/backend_cuda_impl.h" /* the decode graph an instance holds (test_kivi_graph) */
 #include "backend/kv_kivi.h"
 #include "backend/kvstore_cpu.h"
 #include "speed/speed_model.h"
@@ -1981,6 +1987,166 @@ START_TEST(test_chain_noop_part) {
 }
 END_TEST
 
+/* ---- KIVI's graph-served decode step ---------------------------------------------------------------------- */
+
+/* A part whose decode steps do host work (KS_DECODE_HOST): composed before KIVI, the cuda backend runs every step
+ * eagerly, KIVI's flush planned on the host and released by kv_compact: the reference for the graph-served steps. */
+static int host_step(const ks_method *m) { return (void)m, 1; }
+static const ks_method_ops host_step_part = {
+    .name = "TestHostStep", .role = KS_ROLE_CHANNELS, .file = "testhoststep", .summary = "test double",
+    .knobs = no_knobs, .on_decode_step = noop_decode, .decode_on_host = host_step,
+};
+
+enum { GRAPH_NEW = 61 };
+
+/* A forward of the composition `parts` on `device` for a prompt of n tokens and n_new more (chunks of 40). */
+static void graph_open(kivi_run *r, const ks_model *model, const ks_method_ops *const *parts, int n_parts,
+                       const char *device, ks_forward_cache cache, const char *const *opts, int n_opts, int n,
+                       int n_new) {
+    memset(r, 0, sizeof *r);
+    CK_KS(ks_method_create_ops(&r->m, parts, n_parts, NULL, opts, n_opts));
+    ks_forward_params fp = {.device = device, .max_ctx = n + n_new, .max_new = n_new, .chunk = 40, .cache = cache};
+    CK_KS(ks_forward_init(&r->f, model, r->m, &fp));
+}
+
+/* The decode graph of r's cuda instance (its current slot's), NULL when none is held. */
+static cudaGraphExec_t graph_of(kivi_run *r) { return r->f.be->cur->graph; }
+
+/* Every (layer, KV head) of a and b holds the same counts and positions (same_positions). */
+static void same_heads(kivi_run *a, kivi_run *b, const char *what) {
+    const ks_kvcache *c = a->f.ops->kvcache(a->f.be);
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++)
+            ck_assert_msg(same_positions(a, b, l, g), "%s: layer %d, KV head %d holds other tokens", what, l, g);
+}
+
+/* KIVI's graph-served decode steps (device-planned flush and release, the host's dry pass) on the tiny model
+ * (head_dim 16: group_size 8, residual_length 16), 2 and 4 bits, GRAPH_NEW - 1 steps (several key flushes and
+ * releases), after a prompt of 90 tokens (L mod R != 0) and of 10 (L <= R: the layers start packing during decode,
+ * so the graph is captured anew when they attend through packed tokens), decoding the cpu backend's greedy
+ * tokens (teacher-forced):
+ * - the graph-served run's logits equal, bit for bit, those of eager steps planned on the host (KIVI after a part
+ *   whose steps do host work), its counts, statistics and kept positions theirs; a graph was held at the end
+ *   (the steps replayed), the eager run held none;
+ * - after every step its counts equal the cpu backend's and its bytes are the cpu's with bf16 rows, and at the
+ *   end every (layer, KV head) keeps the cpu's positions;
+ * - a budget-sized cuda cache (graph-served, 2 R rows) decodes the full one's tokens with its counts;
+ * - a second prompt on the graph-served instance (ks_forward_reset) decodes the first's tokens and counts. */
+START_TEST(test_kivi_graph) {
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    const int V = model.cfg.vocab, lens[2] = {90, 10};
+    int32_t ids[90];
+    for (int i = 0; i < 90; i++) ids[i] = 3 + (int32_t)(rnd() * (V - 3));
+    float *lg = malloc(sizeof(float) * V), *le = malloc(sizeof(float) * V);
+    const char *const cases[][4] = {
+        {"group_size=8", "residual_length=16"},
+        {"group_size=8", "residual_length=16", "k_bits=4", "v_bits=4"},
+    };
+    const ks_method_ops *kivi[] = {&ks_method_kivi}, *eager[] = {&host_step_part, &ks_method_kivi};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++)
+        for (int p = 0; p < 2; p++) {
+            const int n = lens[p], n_opts = cases[c][2] ? 4 : 2;
+            kivi_run cpu, gr, ea, bud;
+            graph_open(&cpu, &model, kivi, 1, "cpu", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&gr, &model, kivi, 1, "cuda", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&ea, &model, eager, 2, "cuda", KS_CACHE_FULL, cases[c], n_opts, n, GRAPH_NEW);
+            graph_open(&bud, &model, kivi, 1, "cuda", KS_CACHE_BUDGET, cases[c], n_opts, n, GRAPH_NEW);
+            int32_t ct[GRAPH_NEW], gt[GRAPH_NEW], et[GRAPH_NEW], bt[GRAPH_NEW], again[GRAPH_NEW];
+            CK_KS(ks_forward_prefill(&cpu.f, ids, n, NULL, &ct[0]));
+            CK_KS(ks_forward_prefill(&gr.f, ids, n, NULL, &gt[0]));
+            CK_KS(ks_forward_prefill(&ea.f, ids, n, NULL, &et[0]));
+            CK_KS(ks_forward_prefill(&bud.f, ids, n, NULL, &bt[0]));
+            char what[96];
+            for (int t = 1; t < GRAPH_NEW; t++) {
+                snprintf(what, sizeof what, "case %zu, prompt %d, step %d", c, n, t);
+                CK_KS(ks_forward_decode(&cpu.f, ct[t - 1], NULL, &ct[t]));
+                CK_KS(ks_forward_decode(&gr.f, ct[t - 1], lg, &gt[t]));
+                CK_KS(ks_forward_decode(&ea.f, ct[t - 1], le, &et[t]));
+                CK_KS(ks_forward_decode(&bud.f, ct[t - 1], NULL, &bt[t]));
+                float worst = 0;
+                for (int i = 0; i < V; i++) worst = fabsf(lg[i] - le[i]) > worst ? fabsf(lg[i] - le[i]) : worst;
+                ck_assert_msg(!memcmp(lg, le, sizeof(float) * V), "%s: graph-served logits differ from eager ones "
+                              "by up to %g", what, worst);
+                ck_assert_msg(gt[t] == et[t] && bt[t] == gt[t], "%s: tokens %d graph, %d eager, %d budget", what, gt[t],
+                              et[t], bt[t]);
+                kivi_same_counts(&cpu, &gr, what);
+                ks_kivi_counts a[KIVI_HEADS], b[KIVI_HEADS], d[KIVI_HEADS];
+                const int heads = kivi_counts(&gr, a);
+                ck_assert(kivi_counts(&ea, b) == heads && kivi_counts(&bud, d) == heads);
+                ck_assert_msg(!memcmp(a, b, sizeof a[0] * heads) && !memcmp(a, d, sizeof a[0] * heads),
+                              "%s: graph-served counts differ from eager or budget-sized ones", what);
+            }
+            snprintf(what, sizeof what, "case %zu, prompt %d, after decoding", c, n);
+            ck_assert_msg(graph_of(&gr) && graph_of(&bud) && !graph_of(&ea), "%s: graphs held: %d full, %d budget, %d "
+                          "eager", what, graph_of(&gr) != NULL, graph_of(&bud) != NULL, graph_of(&ea) != NULL);
+            same_heads(&cpu, &gr, what);
+            same_heads(&ea, &gr, what);
+            const int layers = ks_method_layer_stats(gr.m, gr.st);
+            ck_assert_int_eq(ks_method_layer_stats(ea.m, ea.st), layers);
+            for (int l = 0; l < layers; l++) {
+                const ks_layer_stat *x = &gr.st[l], *y = &ea.st[l];
+                ck_assert_msg(x->kept == y->kept && x->residual_k == y->residual_k && x->residual_v == y->residual_v &&
+                                  x->kv_bytes == y->kv_bytes && x->quant_error == y->quant_error &&
+                                  x->quant_error_v == y->quant_error_v,
+                              "%s: layer %d's statistics differ from the eager run's", what, l);
+            }
+            ks_kivi_counts first[KIVI_HEADS], now[KIVI_HEADS];
+            const int heads = kivi_counts(&gr, first);
+            ks_forward_reset(&gr.f);
+            CK_KS(ks_forward_prefill(&gr.f, ids, n, NULL, &again[0]));
+            for (int t = 1; t < GRAPH_NEW; t++) CK_KS(ks_forward_decode(&gr.f, ct[t - 1], NULL, &again[t]));
+            ck_assert_msg(!memcmp(again, gt, sizeof gt), "case %zu, prompt %d: a second prompt decodes other tokens",
+                          c, n);
+            ck_assert(kivi_counts(&gr, now) == heads && !memcmp(now, first, sizeof now[0] * heads));
+            kivi_close(&cpu), kivi_close(&gr), kivi_close(&ea), kivi_close(&bud);
+        }
+    free(lg), free(le);
+    ks_model_free(&model);
+}
+END_TEST
+
+/* A budget-sized cache after a selection (SnapKV+KIVI) packs at most the selection's plan plus max_new tokens a
+ * head. Decoding past max_new (graph-served steps first), the step whose flush would pack past that fails with
+ * KS_ERR_RANGE (its plan checked on the host before the step, which then runs eagerly and fails there); the graph
+ * is dropped and the host's mirrors of the device state forgotten, so a second prompt on the instance decodes a
+ * fresh instance's tokens with its counts. */
+START_TEST(test_kivi_graph_overflow) {
+    enum { N = 90, NEW = 8, PAST = 40 };
+    ks_model model = {0};
+    CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
+    int32_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = 3 + (int32_t)(rnd() * (model.cfg.vocab - 3));
+    const char *const opts[] = {"max_capacity_prompt=24", "window_size=8", "group_size=8", "residual_length=16"};
+    const ks_method_ops *parts[] = {&ks_method_snapkv, &ks_method_kivi};
+    kivi_run a, fresh;
+    graph_open(&a, &model, parts, 2, "cuda", KS_CACHE_BUDGET, opts, 4, N + PAST - NEW, NEW);
+    graph_open(&fresh, &model, parts, 2, "cuda", KS_CACHE_BUDGET, opts, 4, N + PAST - NEW, NEW);
+    int32_t tok, want[NEW], got[NEW];
+    CK_KS(ks_forward_prefill(&a.f, ids, N, NULL, &tok));
+    ks_status st = KS_OK;
+    int steps = 0;
+    while (st == KS_OK && steps < PAST) st = ks_forward_decode(&a.f, tok, NULL, &tok), steps += st == KS_OK;
+    ck_assert_msg(st == KS_ERR_RANGE && steps > NEW, "decoding past max_new: status %d after %d steps (%s)", st,
+                  steps, ks_last_error());
+    ck_assert(!graph_of(&a));
+    ks_forward_reset(&a.f);
+    CK_KS(ks_forward_prefill(&a.f, ids, N, NULL, &got[0]));
+    CK_KS(ks_forward_prefill(&fresh.f, ids, N, NULL, &want[0]));
+    for (int t = 1; t < NEW; t++) {
+        CK_KS(ks_forward_decode(&a.f, got[t - 1], NULL, &got[t]));
+        CK_KS(ks_forward_decode(&fresh.f, want[t - 1], NULL, &want[t]));
+    }
+    ck_assert_msg(!memcmp(got, want, sizeof got), "the prompt after the failed step decodes other tokens");
+    ks_kivi_counts x[KIVI_HEADS], y[KIVI_HEADS];
+    const int heads = kivi_counts(&a, x);
+    ck_assert(kivi_counts(&fresh, y) == heads && !memcmp(x, y, sizeof x[0] * heads));
+    same_heads(&a, &fresh, "after the failed step's sequence");
+    kivi_close(&a), kivi_close(&fresh);
+    ks_model_free(&model);
+}
+END_TEST
+
 int main(void) {
     const char *env = getenv("KS_SEED");
     uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ ((uint64_t)clock() << 32);
@@ -2009,6 +2175,8 @@ int main(void) {
     tcase_add_test(tc, test_budget_cache_slots);
     tcase_add_test(tc, test_chain_noop_part);
     tcase_add_test(tc, test_kivi);
+    tcase_add_test(tc, test_kivi_graph);
+    tcase_add_test(tc, test_kivi_graph_overflow);
     tcase_add_test(tc, test_think);
     suite_add_tcase(s, tc);
     return ks_test_run(s, 1);

@@ -22,7 +22,8 @@
 //   product over the warp, keep an online softmax, and add the dequantized or bf16 value.
 //
 // Both grids follow max_n (a bound on every head's tokens), never the device-side counts, so one launch shape
-// serves every count below the bound.
+// serves every count below the bound. The three kernels are programmatic dependent launches (common.cuh): each
+// block waits for the kernels before it first thing, then lets the next one launch.
 #include <cuda_fp16.h>
 
 #include "cuda/common.cuh"
@@ -33,6 +34,7 @@ namespace {
 
 constexpr int kTK = 64, kRows = 8, kMaxTileSplits = 512;          // the tile kernel
 constexpr int DEC_WARPS = 4, MAX_PER_LANE = 8, TAIL_TOKENS = 32, MAX_SPLITS = 64; // the generic kernel
+constexpr int COMBINE_WARPS = 16;                                                   // the combine kernel
 
 // ---- the tile kernel ------------------------------------------------------------------------------------------
 
@@ -221,6 +223,8 @@ __device__ __forceinline__ void value_tile(__half *vt, const word_batch &first, 
 template <int D, int KB, int VB>
 __global__ void __launch_bounds__(32) kivi_tile_kernel(tile_args a) {
     __shared__ __align__(128) __half tile[kTK * D]; // K^T (D rows of kTK), then V (kTK rows of D)
+    ks_pdl_wait(); // launched with ks_launch_pdl: q, the rows and the counts come from the kernels before
+    ks_pdl_trigger();
     const ks_cuda_kivi_layer &L = a.L;
     const int lane = threadIdx.x, g = blockIdx.x, split = blockIdx.y, z0 = blockIdx.z * kRows;
     const int ng = min(kRows, a.G - z0), h0 = g * a.G + z0, kc = L.kc[g], row = lane >> 2;
@@ -354,8 +358,7 @@ ks_status tile_launch(tile_args a, int Hk, int max_n, int stride_rest, cudaStrea
     a.splits = tile_splits<D, KB, VB>(Hk, a.G, max_n);
     a.stride = a.splits + stride_rest;
     *splits = a.splits;
-    kivi_tile_kernel<D, KB, VB><<<dim3(Hk, a.splits, ks_cdiv(a.G, kRows)), 32, 0, s>>>(a);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(kivi_tile_kernel<D, KB, VB>, dim3(Hk, a.splits, ks_cdiv(a.G, kRows)), dim3(32), 0, s, a);
     return KS_OK;
 }
 
@@ -401,6 +404,8 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) kivi_decode_kernel(ks_cuda_kiv
                                                                     int H, int tiled, int splits, int split0,
                                                                     int stride, float *part) {
     __shared__ float sm_m[DEC_WARPS], sm_l[DEC_WARPS], sm_o[DEC_WARPS][MAX_PER_LANE * 32];
+    ks_pdl_wait();
+    ks_pdl_trigger();
     const ks_kivi_shape &S = L.shape;
     const int h = blockIdx.x, split = blockIdx.y, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = h / (H / L.Hk), d = S.d, per = (d + 31) / 32; // lanes past d hold nothing
@@ -454,22 +459,42 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) kivi_decode_kernel(ks_cuda_kiv
     }
 }
 
-// Block h: out[h] = sum of the splits' partials, rescaled to the largest max, over their sums.
-__global__ void kivi_combine_kernel(bf16 *out, const float *part, int d, int splits) {
-    const int h = blockIdx.x;
+// Block h: out[h] = sum of the splits' partials, rescaled to the largest max, over their sums. A long sequence has
+// hundreds of splits (the tile kernel's wave and the generic kernel's), so COMBINE_WARPS warps share them: warp w
+// merges splits w, w + COMBINE_WARPS, ... online (its lanes holding channels lane, lane + 32, ...), then the warps'
+// partials merge as the generic kernel's do.
+__global__ void __launch_bounds__(COMBINE_WARPS * 32) kivi_combine_kernel(bf16 *out, const float *part, int d,
+                                                                          int splits) {
+    __shared__ float sm_m[COMBINE_WARPS], sm_l[COMBINE_WARPS], sm_o[COMBINE_WARPS][MAX_PER_LANE * 32];
+    ks_pdl_wait();
+    ks_pdl_trigger();
+    const int h = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31, per = (d + 31) / 32;
     const float *p = part + (int64_t)h * splits * (d + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        if (p[s * (d + 2) + d + 1] > 0.0f) M = fmaxf(M, p[s * (d + 2) + d]);
-    for (int c = threadIdx.x; c < d; c += blockDim.x) {
-        float o = 0.0f, l = 0.0f;
-        for (int s = 0; s < splits; s++) {
-            const float *ps = p + s * (d + 2);
-            if (ps[d + 1] <= 0.0f) continue; // an empty split
-            const float w = __expf(ps[d] - M);
-            o += ps[c] * w, l += ps[d + 1] * w;
+    float m = -INFINITY, l = 0.0f, acc[MAX_PER_LANE];
+    for (int k = 0; k < per; k++) acc[k] = 0.0f;
+    for (int s = warp; s < splits; s += COMBINE_WARPS) {
+        const float *ps = p + (int64_t)s * (d + 2);
+        if (ps[d + 1] <= 0.0f) continue; // an empty split (the same for the whole warp)
+        const float mn = fmaxf(m, ps[d]), corr = __expf(m - mn), w = __expf(ps[d] - mn);
+        l = l * corr + ps[d + 1] * w, m = mn;
+        for (int k = 0; k < per; k++) {
+            const int c = lane + 32 * k;
+            if (c < d) acc[k] = acc[k] * corr + ps[c] * w;
         }
-        out[(int64_t)h * d + c] = __float2bfloat16_rn(l > 0.0f ? o / l : 0.0f);
+    }
+    if (lane == 0) sm_m[warp] = m, sm_l[warp] = l;
+    for (int k = 0; k < per && lane + 32 * k < d; k++) sm_o[warp][lane + 32 * k] = acc[k];
+    __syncthreads();
+    float M = -INFINITY, L = 0.0f;
+    for (int w = 0; w < COMBINE_WARPS; w++)
+        if (sm_l[w] > 0.0f) M = fmaxf(M, sm_m[w]);
+    for (int w = 0; w < COMBINE_WARPS; w++)
+        if (sm_l[w] > 0.0f) L += sm_l[w] * __expf(sm_m[w] - M);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float o = 0.0f;
+        for (int w = 0; w < COMBINE_WARPS; w++)
+            if (sm_l[w] > 0.0f) o += sm_o[w][c] * __expf(sm_m[w] - M);
+        out[(int64_t)h * d + c] = __float2bfloat16_rn(L > 0.0f ? o / L : 0.0f);
     }
 }
 
@@ -491,10 +516,9 @@ extern "C" ks_status ks_cuda_kivi_attention_decode(ks_bf16 *out, const ks_bf16 *
         KS_TRY(d == 64 ? tile_launch_bits<64>(a, L->Hk, max_n, rest, s, &splits)
                        : tile_launch_bits<128>(a, L->Hk, max_n, rest, s, &splits));
     }
-    kivi_decode_kernel<<<dim3(H, rest), DEC_WARPS * 32, 0, s>>>(*L, qb, scale, H, tiled, rest, splits,
-                                                                 splits + rest, scratch);
-    KS_LAUNCH_CHECK();
-    kivi_combine_kernel<<<H, 128, 0, s>>>(reinterpret_cast<bf16 *>(out), scratch, d, splits + rest);
-    KS_LAUNCH_CHECK();
+    KS_LAUNCH_PDL(kivi_decode_kernel, dim3(H, rest), dim3(DEC_WARPS * 32), 0, s, *L, qb, scale, H, tiled, rest, splits,
+                  splits + rest, scratch);
+    KS_LAUNCH_PDL(kivi_combine_kernel, dim3(H), dim3(COMBINE_WARPS * 32), 0, s, reinterpret_cast<bf16 *>(out),
+                  (const float *)scratch, d, splits + rest);
     return KS_OK;
 }

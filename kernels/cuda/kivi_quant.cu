@@ -1,11 +1,16 @@
-// kivi_quant.cu — KIVI's flush quantization (ks_cuda_kivi.h: ks_cuda_kivi_quant_keys, ks_cuda_kivi_quant_values;
-// references ks_kivi_quant_keys, ks_kivi_quant_values): one thread per group (a key channel's G tokens, or a
-// value token's G channels), min-max in fp32, the fp16 scale and zero and the codes by kivi_args.h's inline rule.
+// kivi_quant.cu — KIVI's flush quantization (ks_cuda_kivi.h: ks_cuda_kivi_quant_keys, ks_cuda_kivi_quant_values,
+// ks_cuda_kivi_decode_flush; references ks_kivi_quant_keys, ks_kivi_quant_values): one thread per group (a key
+// channel's G tokens, or a value token's G channels), min-max in fp32, the fp16 scale and zero and the codes by
+// kivi_args.h's inline rule.
 // The error parts are summed over each block before one atomic per block reaches the global sums (a long prompt's
 // flush has millions of threads, and atomics on one address serialise in L2).
 // A thread gathers the codes of one 32-bit word in a register and stores the word whole when its group covers
 // it, else merges its bits with atomicAnd / atomicOr, so groups sharing a word never race. The raw encoding
 // (KS_KIVI_RAW_BF16: the rows' bf16 bits, two per word) is a copy: one thread per word of the job's tokens.
+// The decode flush plans on the device: one launch of a fixed grid (R / G key groups and one value token per
+// head) whose blocks each read their head's job from the device counts (kivi_args.h's ks_kivi_flush_job), and
+// whose last block to finish (a counter, as ks_cuda_gemv_norm's) advances the counts and runs the release, so a
+// captured step serves every later one.
 #include "cuda/common.cuh"
 #include "cuda/ks_cuda_kivi.h"
 
@@ -75,20 +80,35 @@ __device__ void add_err(double *err, const double e[2]) {
     atomicAdd(err + 1, b);
 }
 
+// The key group of stored channel i of head g starting at token t (a multiple of G).
+__device__ void quant_key_group(const ks_cuda_kivi_layer &L, int g, int i, int t, double e[2]) {
+    const ks_kivi_shape &S = L.shape;
+    const int G = S.group, c = L.k_chan[(int64_t)g * S.d + i];
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + c;
+    const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / G;
+    group_params(x, S.d, G, S.k_bits, &L.k_scale[gi], &L.k_zero[gi]);
+    pack_group(x, S.d, G, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]), S.k_bits,
+               L.k_codes + ch * S.k_words, t, e);
+}
+
+// Channel group cg of head g's value token t.
+__device__ void quant_value_group(const ks_cuda_kivi_layer &L, int g, int t, int cg, double e[2]) {
+    const ks_kivi_shape &S = L.shape;
+    const int G = S.group;
+    const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + cg * G;
+    const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + cg;
+    group_params(x, 1, G, S.v_bits, &L.v_scale[gi], &L.v_zero[gi]);
+    pack_group(x, 1, G, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]), S.v_bits,
+               L.v_codes + tok * S.v_words, cg * G, e);
+}
+
 // Thread (g = blockIdx.y, i = stored channel, group j of the head's job).
 __global__ void quant_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
-    const int i = idx % S.d, j = idx / S.d, G = S.group;
+    const int i = idx % S.d, j = idx / S.d;
     double e[2] = {0.0, 0.0};
-    if (i < L.kc[g] && j * G < n[g]) {
-        const int t = t0[g] + j * G, c = L.k_chan[(int64_t)g * S.d + i];
-        const bf16 *x = reinterpret_cast<const bf16 *>(L.k) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + c;
-        const int64_t ch = (int64_t)g * S.d + i, gi = ch * S.k_groups + t / G;
-        group_params(x, S.d, G, S.k_bits, &L.k_scale[gi], &L.k_zero[gi]);
-        pack_group(x, S.d, G, ks_kivi_float(L.k_scale[gi]), ks_kivi_float(L.k_zero[gi]), S.k_bits,
-                   L.k_codes + ch * S.k_words, t, e);
-    }
+    if (i < L.kc[g] && j * S.group < n[g]) quant_key_group(L, g, i, t0[g] + j * S.group, e);
     add_err(err, e);
 }
 
@@ -96,17 +116,95 @@ __global__ void quant_keys_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const
 __global__ void quant_values_kernel(ks_cuda_kivi_layer L, const int32_t *t0, const int32_t *n, double *err) {
     const ks_kivi_shape &S = L.shape;
     const int g = blockIdx.y, idx = blockIdx.x * QUANT_THREADS + threadIdx.x;
-    const int cg = idx % S.v_groups, j = idx / S.v_groups, G = S.group;
+    const int cg = idx % S.v_groups, j = idx / S.v_groups;
     double e[2] = {0.0, 0.0};
-    if (j < n[g]) {
-        const int t = t0[g] + j;
-        const bf16 *x = reinterpret_cast<const bf16 *>(L.v) + ((int64_t)g * L.stride + (t - L.off[g])) * S.d + cg * G;
-        const int64_t tok = (int64_t)g * S.cap + t, gi = tok * S.v_groups + cg;
-        group_params(x, 1, G, S.v_bits, &L.v_scale[gi], &L.v_zero[gi]);
-        pack_group(x, 1, G, ks_kivi_float(L.v_scale[gi]), ks_kivi_float(L.v_zero[gi]), S.v_bits,
-                   L.v_codes + tok * S.v_words, cg * G, e);
-    }
+    if (j < n[g]) quant_value_group(L, g, t0[g] + j, cg, e);
     add_err(err, e);
+}
+
+// ---- the device-planned decode flush (ks_cuda_kivi_decode_flush) ----------------------------------------------
+
+// Head g's job this step, from its counts and device length before the step's flush (the host's rule).
+__device__ __forceinline__ ks_kivi_job step_job(const ks_cuda_kivi_step &st, int g) {
+    return ks_kivi_flush_job(st.off[g] + st.len[g], st.nq_k[g], st.nq_v[g], st.R);
+}
+
+// Whether the calling block is the last of the grid to get here (all its threads' writes before made visible to
+// the grid's); the counter is back at 0 for the next launch once the last block arrived.
+__device__ bool last_block(unsigned *done) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
+        if (last) *done = 0u; // every block has counted: nobody reads it again in this launch
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
+// Moves `rows` rows of head g's cache (K and V) from row `from` to row 0 through scratch, 16 bytes a thread, the
+// whole block: every head's rows out first, then back (the two ranges may overlap).
+__device__ void release_rows(const ks_cuda_kivi_layer &L, const ks_cuda_kivi_step &st, const int *from,
+                             const int *rows) {
+    const int words = L.shape.d / 8, per_head = st.R * words, total = 2 * L.Hk * per_head;
+    uint4 *scratch = reinterpret_cast<uint4 *>(st.scratch);
+    for (int back = 0; back < 2; back++) {
+        for (int e = threadIdx.x; e < total; e += blockDim.x) {
+            const int tensor = e / (L.Hk * per_head), g = e / per_head % L.Hk, r = e % per_head / words;
+            if (from[g] == 0 || r >= rows[g]) continue; // no release, or past its rows
+            uint4 *cache = reinterpret_cast<uint4 *>(tensor ? st.v : st.k) + (int64_t)g * L.stride * words;
+            uint4 *row = cache + (int64_t)(back ? r : from[g] + r) * words + e % words;
+            if (back) *row = scratch[e];
+            else scratch[e] = *row;
+        }
+        __syncthreads();
+    }
+}
+
+// The last block: the counts after the flush, KIVI's decode release on them (ks_kivi_release_least), the rows
+// moved, then the counts and lengths written (every head's read before any is written).
+__device__ void advance_and_release(const ks_cuda_kivi_layer &L, const ks_cuda_kivi_step &st) {
+    __shared__ int from[KS_CUDA_KIVI_MAX_HK], rows[KS_CUDA_KIVI_MAX_HK], nk[KS_CUDA_KIVI_MAX_HK],
+        nv[KS_CUDA_KIVI_MAX_HK];
+    __shared__ int most;
+    if (threadIdx.x == 0) most = 0;
+    __syncthreads();
+    for (int g = threadIdx.x; g < L.Hk; g += blockDim.x) {
+        const ks_kivi_job j = step_job(st, g);
+        nk[g] = st.nq_k[g] + j.k_n, nv[g] = st.nq_v[g] + j.v_n;
+        from[g] = ks_kivi_stale(nk[g], nv[g], st.off[g]);
+        rows[g] = st.len[g] - from[g];
+        atomicMax(&most, from[g]);
+    }
+    __syncthreads();
+    const int release = most >= ks_kivi_release_least(st.R, 1);
+    if (release) release_rows(L, st, from, rows);
+    for (int g = threadIdx.x; g < L.Hk; g += blockDim.x) {
+        st.nq_k[g] = nk[g], st.nq_v[g] = nv[g];
+        if (release) st.off[g] += from[g], st.len[g] = rows[g];
+    }
+}
+
+// Block (x, g = blockIdx.y): x < key_blocks a share of head g's key groups (stored channel i, group j of at most
+// R / G), then a share of its value token's channel groups; the last block to finish advances and releases.
+__global__ void decode_flush_kernel(ks_cuda_kivi_layer L, ks_cuda_kivi_step st, int key_blocks) {
+    ks_pdl_wait(); // launched with ks_launch_pdl: the step's rows, lengths and counts come from the kernels before
+    ks_pdl_trigger();
+    const ks_kivi_shape &S = L.shape;
+    const int g = blockIdx.y, keys = blockIdx.x < key_blocks;
+    const int idx = (keys ? blockIdx.x : blockIdx.x - key_blocks) * QUANT_THREADS + threadIdx.x;
+    const ks_kivi_job j = step_job(st, g);
+    double e[2] = {0.0, 0.0}; // not wanted: a decode flush reports no error
+    if (keys) {
+        const int i = idx % S.d, t = j.k_t0 + idx / S.d * S.group;
+        if (i < L.kc[g] && t < j.k_t0 + j.k_n && t + S.group <= S.cap) quant_key_group(L, g, i, t, e);
+    } else {
+        const int cg = idx % S.v_groups, t = j.v_t0 + idx / S.v_groups;
+        if (t < j.v_t0 + j.v_n && t < S.cap) quant_value_group(L, g, t, cg, e);
+    }
+    if (last_block(st.done)) advance_and_release(L, st);
 }
 
 // The bf16 bits of x and their error parts {0, x^2} (the raw encoding is exact).
@@ -181,5 +279,17 @@ extern "C" ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, cons
     dim3 grid(ks_cdiv((int64_t)L->shape.v_groups * max_n, QUANT_THREADS), L->Hk);
     quant_values_kernel<<<grid, QUANT_THREADS, 0, s>>>(*L, t0, n, err);
     KS_LAUNCH_CHECK();
+    return KS_OK;
+}
+
+extern "C" ks_status ks_cuda_kivi_decode_flush(const ks_cuda_kivi_layer *L, const ks_cuda_kivi_step *st,
+                                               cudaStream_t s) {
+    const ks_kivi_shape &S = L->shape;
+    KS_ASSERT(!ks_kivi_is_raw(S.k_bits) && !ks_kivi_is_raw(S.v_bits) && st->R % S.group == 0 && S.d % 8 == 0 &&
+              L->Hk <= KS_CUDA_KIVI_MAX_HK && ((uintptr_t)st->k | (uintptr_t)st->v | (uintptr_t)st->scratch) % 16 == 0);
+    const int key_blocks = (int)ks_cdiv((int64_t)S.d * (st->R / S.group), QUANT_THREADS);
+    const int value_blocks = (int)ks_cdiv(S.v_groups, QUANT_THREADS);
+    KS_LAUNCH_PDL(decode_flush_kernel, dim3(key_blocks + value_blocks, L->Hk), dim3(QUANT_THREADS), 0, s, *L, *st,
+                  key_blocks);
     return KS_OK;
 }

@@ -6,6 +6,7 @@
  *     ks_cuda_kivi_layer L = {...};       // one layer: its packed arrays, counts and cache rows (device)
  *     ks_cuda_kivi_quant_keys(&L, k_t0, k_n, err, s);    // tokens k_t0[g] .. + k_n[g] of each KV head g
  *     ks_cuda_kivi_quant_values(&L, v_t0, v_n, err, s);
+ *     ks_cuda_kivi_decode_flush(&L, &step, s);           // a decode step's flush and release, planned on the device
  *     ks_cuda_kivi_attention_decode(out, q, &L, H, scale, max_n, scratch, s);
  *
  * Codes, scales and zeros are bit-identical to ks_kivi_quant_keys / ks_kivi_quant_values on the same (bf16)
@@ -51,6 +52,30 @@ ks_status ks_cuda_kivi_quant_keys(const ks_cuda_kivi_layer *L, const int32_t *t0
 /* The same for the values of tokens t0[g] .. t0[g] + n[g] - 1, per token. */
 ks_status ks_cuda_kivi_quant_values(const ks_cuda_kivi_layer *L, const int32_t *t0, const int32_t *n, int max_n,
                                     double *err, cudaStream_t s);
+
+/* KV heads a layer may have for ks_cuda_kivi_decode_flush (its last block keeps a few ints per head). */
+#define KS_CUDA_KIVI_MAX_HK 256
+
+/* What a device-planned decode flush reads and changes besides the layer (device memory; the layer's own count
+ * rows and cache rows, writable). */
+typedef struct ks_cuda_kivi_step {
+    int32_t *nq_k, *nq_v, *off; /* (Hk) the layer's counts (L->nq_k, nq_v, off) */
+    int32_t *len;               /* (Hk) the device lengths (L->len) */
+    ks_bf16 *k, *v;             /* the cache rows (L->k, L->v) */
+    ks_bf16 *scratch;           /* (2, Hk, R, d) the released heads' kept rows in transit */
+    unsigned *done;             /* a block counter at 0; left at 0 */
+    int R;                      /* residual: a multiple of G */
+} ks_cuda_kivi_step;
+
+/* KIVI's decode-step flush of one layer, planned on the device, so that the launch is the same every step (a
+ * decode graph replays it): each head's job is ks_kivi_flush_job of its counts and device length (one key block
+ * of R tokens at most and one value token at most: the grid's, sized from R and G; the caller checks its host
+ * plan against them and against cap before the step), quantized as ks_cuda_kivi_quant_keys / _values would;
+ * then the counts advance and, when some head holds at least R stale rows (ks_kivi_release_least(R, 1) on the
+ * advanced counts), every head's stale rows are released: its later rows (at most R) moved to row 0, off
+ * advanced, the length cut, as the host's ks_kv_kivi_compacted and ks_kvcache_compact on the same keep lists.
+ * Quantized encodings only; Hk at most KS_CUDA_KIVI_MAX_HK, d a multiple of 8. */
+ks_status ks_cuda_kivi_decode_flush(const ks_cuda_kivi_layer *L, const ks_cuda_kivi_step *st, cudaStream_t s);
 
 /* Floats of scratch ks_cuda_kivi_attention_decode needs for H query heads and sequences of at most max_n tokens. */
 size_t ks_cuda_kivi_attention_scratch_floats(int H, int d, int max_n);

@@ -19,8 +19,8 @@
  * serves every later step, also after ks_forward_reset, while the lengths stay within the row bound the
  * decode attention's grid was sized for (decode_bound: a power of two, so a cache compressed to a few
  * thousand rows decodes on a grid for those, not for the capacity); a step whose bound differs drops the
- * graph and the next steps capture a new one. A packed part that decode hooks change (KIVI's) runs every step
- * eagerly (cuda_decode_step).
+ * graph and the next steps capture a new one. A packed part that KIVI's decode hook flushes is served by a
+ * graph whose flushes plan on the device (kivi_decode_step).
  *
  * Sequence slots (backend_cuda_impl.h): the table's ops take the front instance and run on its current slot
  * (seq_of). A batched decode step (use_batch) runs eagerly: the embedding, norms, products and logits on the
@@ -182,6 +182,7 @@ static const float *norm_weight(const ks_backend *b, int layer, ks_weight w) {
 
 static ks_status cuda_rmsnorm(ks_backend *b, int layer, ks_weight w, int n) {
     b = seq_of(b);
+    if (ks_cuda_dry(b)) return KS_OK;
     KS_ASSERT(n <= b->max_chunk);
     return ks_cuda_rmsnorm(b->xn, KS_DTYPE_BF16, b->x, norm_weight(b, layer, w), n, b->cfg->hidden, b->cfg->rms_eps,
                            b->stream);
@@ -239,6 +240,7 @@ static ks_status batch_qkv_rope_append(ks_backend *b, int layer) {
 static ks_status cuda_qkv_rope_append(ks_backend *b, int layer, int n, int pos0) {
     if (b->batch) return batch_qkv_rope_append(b, layer);
     b = b->cur;
+    if (ks_cuda_dry(b)) return KS_OK; /* graph_begin committed the replayed step's rows */
     const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
@@ -321,6 +323,7 @@ static ks_status attention_decode_one(ks_backend *b, int layer, int qpos) {
     const int Hk = c->n_kv_heads;
     const int32_t *starts = NULL;
     int packed; /* KIVI: a layer holding packed tokens attends through them (no window there: quant_reserve) */
+    if (ks_cuda_dry(b)) return KS_OK;
     KS_TRY(ks_cuda_kivi_attention(b, layer, &packed));
     if (packed) return KS_OK;
     if (ks_cuda_layer_window(c, layer) > 0) {
@@ -350,6 +353,7 @@ static ks_status cuda_attention_decode(ks_backend *b, int layer, int qpos) {
  * specifies). */
 static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
     b = seq_of(b);
+    if (ks_cuda_dry(b)) return KS_OK;
     const cuda_layer *L = layer_of(b, layer);
     const int D = b->cfg->hidden, F = b->cfg->ffn;
     KS_ASSERT(n > 0 && n <= b->max_chunk);
@@ -366,6 +370,7 @@ static ks_status cuda_gate_up_swiglu(ks_backend *b, int layer, int n) {
 static ks_status cuda_out_proj_residual_norm(ks_backend *b, int layer, ks_weight w, int n, int norm_layer,
                                              ks_weight norm_w) {
     b = seq_of(b);
+    if (ks_cuda_dry(b)) return KS_OK;
     const cuda_layer *L = layer_of(b, layer);
     const ks_model_config *c = b->cfg;
     KS_ASSERT((w == KS_W_O || w == KS_W_DOWN) && n > 0 && n <= b->max_chunk);
@@ -419,8 +424,16 @@ static ks_kvstore *cuda_kvstore(ks_backend *b) { return ks_cuda_kvstore(b->cur);
 
 /* ---- decode graph ---------------------------------------------------------------------------------------- */
 
+/* The graph dropped: the next graph-served step runs eagerly, the one after is captured. */
+static void drop_graph(ks_backend *b) {
+    if (b->graph) cudaGraphExecDestroy(b->graph);
+    b->graph = NULL;
+    b->decode_steps = 0;
+}
+
 /* Before a graph-served step's layers: replays the captured step (*replayed = 1: the layers are enqueued and
- * the cache bookkeeping committed), or lets the layers be issued, capturing them from the second step on. */
+ * the cache bookkeeping committed), or lets the layers be issued, capturing them from the second step on. A
+ * KIVI step (hooked, with a packed part) first makes the device counts current. */
 static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed) {
     *replayed = 0;
     KS_ASSERT(!b->capturing);
@@ -431,19 +444,21 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
         if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
     const int bound = decode_bound(b, 1);
+    const int tokens = b->kivi ? ks_cuda_kivi_token_bound(b, 1) : 0;
+    const int packed = b->kivi ? ks_cuda_kivi_packed_layers(b) : 0;
     const int other = b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts;
-    /* sized for other lengths, or with another method's decode ops or another sequence's or prompt's (a packed
-     * part: which layers attend through it): capture anew */
-    if (b->graph && (bound != b->graph_bound || hooked != b->graph_hooked || ((hooked || b->kivi) && other))) {
-        cudaGraphExecDestroy(b->graph);
-        b->graph = NULL;
-        b->decode_steps = 0;
-    }
+    /* sized for other lengths (rows; a packed part's tokens), or with another method's decode ops, other layers
+     * attending through packed tokens, or another sequence's or prompt's (a packed part: which layers attend
+     * through it): capture anew */
+    if (b->graph && (bound != b->graph_bound || tokens != b->graph_tokens || packed != b->graph_packed ||
+                     hooked != b->graph_hooked || ((hooked || b->kivi) && other)))
+        drop_graph(b);
     /* a packed part's first step of a sequence or prompt runs eagerly: it copies the counts and channel lists the
      * captured steps then read from the device */
     if (b->kivi && other) b->decode_steps = 0;
     b->graph_sequence = b->cache.sequence;
     b->graph_prompts = b->prompts;
+    if (b->kivi && hooked) KS_TRY(ks_cuda_kivi_sync(b)); /* what a replay or a capture reads, copied outside it */
     if (b->graph) {
         for (int layer = b->m->first_layer; layer < b->m->last_layer; layer++) commit_rows(b, layer, 1, qpos);
         CUDA_CHECK(cudaGraphLaunch(b->graph, b->stream));
@@ -455,10 +470,13 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     /* the first step runs eagerly, so that first-call set-up (kernel attributes, plans) stays out of the
      * capture; the second is captured */
     b->step_bound = bound;
+    b->step_tokens = tokens;
     if (b->decode_steps++ == 0) return KS_OK;
     CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
     b->capturing = 1;
     b->graph_bound = bound;
+    b->graph_tokens = tokens;
+    b->graph_packed = packed;
     b->graph_hooked = hooked;
     memset(b->graph_evicts, 0, (size_t)b->n_layers); /* decode_evict marks the layers it records */
     return KS_OK;
@@ -467,6 +485,7 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
 /* After the issued layers (ok = 0: an op failed, the recording is dropped): ends a capture and runs it. */
 static ks_status graph_end(ks_backend *b, int ok) {
     b->step_bound = 0;
+    b->step_tokens = 0;
     if (!b->capturing) return KS_OK;
     b->capturing = 0; /* the capture always ends here, also after a failure */
     cudaGraph_t g = NULL;
@@ -484,39 +503,74 @@ static ks_status graph_end(ks_backend *b, int ok) {
     return KS_OK;
 }
 
-/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. So is every
- * step of a method whose decode hooks change a packed part (KIVI's flush): its flushes' launches (which heads
- * quantize which tokens), its releases (compactions) and its counts follow the host, step by step, so no captured
- * step could serve the next. A packed part no decode hook changes (ThinK's pruned prefix) replays: the attention
- * reads its counts from the device rows (copied when they change, which they do not between the steps of one
- * sequence) and each head's tokens from the device lengths. */
-static int runs_eagerly(const ks_backend *b, ks_decode_kind kind) {
-    return kind == KS_DECODE_HOST || (b->kivi && kind == KS_DECODE_HOOKED);
+/* A step whose decode hook flushes KIVI's packed part. Graph-served: each layer's flush and release are one
+ * launch planned on the device from the device counts (ks_cuda_kivi_decode_flush), the same every step, so the
+ * second step is captured and the later ones replay; the host runs the step's layers after the replay's launch
+ * as a dry pass (KS_CUDA_KIVI_DRY: no forward op enqueues anything), in which the method's hook advances the host
+ * counts and books the release by the same rules, so lengths, bytes and statistics stay the CPU store's. A step
+ * whose plan the device flush cannot hold (ks_cuda_kivi_graph_serves: past the packed part, which then fails
+ * with KS_ERR_RANGE, or outside its grid) runs eagerly, planned on the host, without the graph. A failed step
+ * drops the graph and forgets the device state the host mirrors (ks_cuda_kivi_end_step). */
+static ks_status kivi_decode_step(ks_backend *b, int qpos, ks_status (*issue)(void *ctx), void *ctx) {
+    int replayed = 0;
+    ks_status st = KS_OK;
+    if (!ks_cuda_kivi_graph_serves(b)) {
+        drop_graph(b);
+        st = issue(ctx);
+    } else if ((st = graph_begin(b, qpos, 1, &replayed)) == KS_OK) {
+        ks_cuda_kivi_begin_step(b, replayed ? KS_CUDA_KIVI_DRY : b->capturing ? KS_CUDA_KIVI_DEVICE
+                                                                              : KS_CUDA_KIVI_EAGER);
+        st = issue(ctx);
+        ks_status end = replayed ? KS_OK : graph_end(b, st == KS_OK);
+        st = st == KS_OK ? end : st;
+    }
+    st = ks_cuda_kivi_end_step(b, st);
+    if (st != KS_OK) drop_graph(b);
+    return st;
 }
 
-/* A batched step runs eagerly, each slot with the row bound its step alone takes (graph_begin's; none where its
- * step alone, of its own kind, runs eagerly too): the decode attention's grid and the eviction's scores, and so
- * their sums, as alone. The batch's kind (its most demanding sequence's) would take the bound from every slot of
- * a step where one sequence's runs on the host (CaM's or CakeKV's, step by step). */
+/* Whether slot b's step alone, of its kind, is served by the graph path (graph_begin sets its row and token
+ * bounds). Host work between the ops (KS_DECODE_HOST) is not replayed; nor is a KIVI step whose flush the device
+ * cannot plan (ks_cuda_kivi_graph_serves). */
+static int graph_served(const ks_backend *b, ks_decode_kind kind) {
+    if (kind == KS_DECODE_HOST) return 0;
+    return !(b->kivi && kind == KS_DECODE_HOOKED) || ks_cuda_kivi_graph_serves(b);
+}
+
+/* A batched step runs eagerly, each slot with the row and token bounds its step alone takes (graph_begin's; none
+ * where its step alone, of its own kind, runs eagerly too): the decode attention's grids and the eviction's
+ * scores, and so their sums, as alone. The batch's kind (its most demanding sequence's) would take the bounds from
+ * every slot of a step where one sequence's runs on the host (CaM's or CakeKV's, step by step). KIVI's flush in a
+ * batch is the eager, host-planned one; its device counts are synced before the slot's next graph step. */
 static ks_status batch_step(ks_backend *b, ks_decode_kind kind, ks_status (*issue)(void *ctx), void *ctx) {
     const ks_decode_batch *db = b->batch;
     ks_status st = KS_OK;
     for (int i = 0; i < db->n && st == KS_OK; i++) {
         ks_backend *s = slot_of(b, db->slots[i]);
-        if (runs_eagerly(s, db->kinds ? db->kinds[i] : kind)) continue;
-        st = ks_cuda_apply_drops(s, -1); /* graph_begin's order: the evictions, then the bound */
-        if (st == KS_OK) s->step_bound = decode_bound(s, 1);
+        if (!graph_served(s, db->kinds ? db->kinds[i] : kind)) continue;
+        st = ks_cuda_apply_drops(s, -1); /* graph_begin's order: the evictions, then the bounds */
+        if (st != KS_OK) break;
+        s->step_bound = decode_bound(s, 1);
+        s->step_tokens = s->kivi ? ks_cuda_kivi_token_bound(s, 1) : 0;
     }
     if (st == KS_OK) st = issue(ctx);
-    for (int i = 0; i < db->n; i++) slot_of(b, db->slots[i])->step_bound = 0; /* also after a failure */
+    for (int i = 0; i < db->n; i++) { /* also after a failure */
+        ks_backend *s = slot_of(b, db->slots[i]);
+        s->step_bound = 0, s->step_tokens = 0;
+    }
     return st;
 }
 
+/* Host work between the ops (KS_DECODE_HOST) is not replayed: such a step is issued as it comes. A packed part no
+ * decode hook changes (ThinK's pruned prefix) replays: the attention reads its counts from the device rows
+ * (copied when they change, which they do not between the steps of one sequence) and each head's tokens from the
+ * device lengths; one that KIVI's hook flushes is kivi_decode_step's. */
 static ks_status cuda_decode_step(ks_backend *b, int qpos, ks_decode_kind kind, ks_status (*issue)(void *ctx),
                                   void *ctx) {
     if (b->batch) return batch_step(b, kind, issue, ctx);
     b = b->cur;
-    if (runs_eagerly(b, kind)) return issue(ctx);
+    if (kind == KS_DECODE_HOST) return issue(ctx);
+    if (b->kivi && kind == KS_DECODE_HOOKED) return kivi_decode_step(b, qpos, issue, ctx);
     int replayed = 0;
     KS_TRY(graph_begin(b, qpos, kind == KS_DECODE_HOOKED, &replayed));
     if (replayed) return KS_OK;

@@ -56,12 +56,22 @@ typedef struct cuda_view {
 #define KS_CUDA_KIVI_COUNTS 3
 #define KS_CUDA_KIVI_ROWS 7
 
+/* How a KIVI decode step's flushes run (cuda_kivi.step; backend_cuda.c's decode_step sets it for the step). */
+typedef enum ks_cuda_kivi_mode {
+    KS_CUDA_KIVI_EAGER,  /* planned on the host: counts and plan copied, grids from the plan, kv_compact releases */
+    KS_CUDA_KIVI_DEVICE, /* a captured step: planned on the device (ks_cuda_kivi_decode_flush: flush and release in
+                            one launch), the host advancing its counts and bookkeeping by the same rules */
+    KS_CUDA_KIVI_DRY,    /* a replayed step's host pass: the bookkeeping only, no forward op or flush enqueued */
+} ks_cuda_kivi_mode;
+
 /* KIVI's packed part on the device (backend_cuda_methods.c: quant_reserve, quant_flush, quant_channels,
  * quant_pack, the decode attention): the arrays of kernels/kivi_args.h for every (layer, KV head) and cap tokens in
  * one device block, the counts on the host (ks_kv_kivi without host arrays; the cache's `kivi` points to them),
- * copied to the layer's rows of `dev_counts` on the stream before each kernel that reads them. The stored key
- * channel lists (host: counts.kc, counts.k_chan) are copied to the layer's device lists when set (quant_channels)
- * and before the first kernel of a new sequence on the layer (lists_seq). */
+ * copied to the layer's rows of `dev_counts` on the stream before each kernel that reads them when they differ
+ * from what those rows hold (dev_rows). A graph-served decode step advances the device counts on the device by
+ * the host's rules, and the host its own and dev_rows alike, so the rows stay current without a copy. The stored
+ * key channel lists (host: counts.kc, counts.k_chan) are copied to the layer's device lists when set
+ * (quant_channels) and before the first kernel of a new sequence on the layer (lists_seq). */
 typedef struct cuda_kivi {
     ks_kv_kivi counts;          /* host counts, key channels, released positions; plan scratch */
     void *block;                /* the device block; owned */
@@ -75,13 +85,19 @@ typedef struct cuda_kivi {
                                    attention's rows, then the flush's; owned */
     cudaEvent_t *upload_ev;     /* (n_layers, 2) after each region's last copy out of host_counts; owned */
     int32_t *dev_rows;          /* (n_layers, KS_CUDA_KIVI_COUNTS, Hk) what the count rows of dev_counts hold once
-                                   the copies enqueued so far have run (the decode attention copies only when its
-                                   counts differ, so that a decode step whose counts stay replays); owned */
+                                   the work enqueued so far has run (the decode attention copies only when its
+                                   counts differ, so that a decode step whose counts stay replays); -1: unknown
+                                   (ks_cuda_kivi_forget); owned */
     int32_t *host_lists;        /* (n_layers, Hk + Hk d) pinned staging of a layer's kc, then k_chan; owned */
     cudaEvent_t *lists_ev;      /* (n_layers) after each layer's last copy out of host_lists; owned */
     unsigned *lists_seq;        /* (n_layers) the cache sequence whose lists the layer's device lists hold; owned */
     double *err;                /* (4) a flush's error parts: keys {sum d^2, sum x^2}, then values */
     float *scratch;             /* the decode attention's split partials (ks_cuda_kivi_attention_scratch_floats) */
+    unsigned *done;             /* (1) ks_cuda_kivi_decode_flush's block counter: zeroed with the block, left 0 */
+    ks_cuda_kivi_mode step;     /* how this decode step's flushes run; EAGER outside decode steps */
+    int32_t *released;          /* (n_layers, Hk) a DEVICE or DRY step: the stale rows each head's device release
+                                   dropped, which the method's compaction must match (kv_compact); owned */
+    unsigned char *releasing;   /* (n_layers) that release is waiting for the method's compaction; owned */
 } cuda_kivi;
 
 struct ks_backend {
@@ -180,9 +196,7 @@ struct ks_backend {
     int32_t *host_idx;          /* (Hk * cap + Hk) pinned host staging of compact_idx; owned */
     ks_merge *host_merge;       /* pinned host staging of merge_list (the same layout); owned */
 
-    cuda_kivi *kivi;            /* KIVI's packed part once reserved (quant_reserve), else NULL; owned. While it
-                                   exists every decode step runs eagerly (decode_step), as the flush's launches
-                                   and the attention's kernel follow the host counts */
+    cuda_kivi *kivi;            /* KIVI's packed part once reserved (quant_reserve), else NULL; owned */
 
     /* The KV store (kvstore.h) the methods see; its ops find the instance around it. */
     ks_kvstore kvs;
@@ -230,6 +244,9 @@ struct ks_backend {
     int capturing;              /* the stream is recording the step */
     int graph_bound;            /* the decode attention's row bound the graph was captured with */
     int step_bound;             /* that bound for the step graph_begin began (0: outside such a step) */
+    int graph_tokens;           /* KIVI: the packed decode attention's token bound the graph was captured with */
+    int step_tokens;            /* that bound for the step graph_begin began (0: outside such a step) */
+    int graph_packed;           /* KIVI: the layers attending through packed tokens when the graph was captured */
 };
 
 /* backend_cuda_mem.c: an instance with every buffer allocated and the weights uploaded from the model's host
@@ -278,8 +295,33 @@ static inline int32_t *ks_cuda_layer_heads(const ks_backend *b, int32_t *a, int 
 ks_status ks_cuda_move_layer_rows(ks_backend *b, int layer, size_t from, int from_stride, cudaStream_t s);
 
 /* backend_cuda_methods.c: when `layer` holds packed tokens (KIVI), its decode attention over them and its
- * full-precision rows into ATT (*done = 1); *done = 0 otherwise, nothing enqueued. */
+ * full-precision rows into ATT (*done = 1); *done = 0 otherwise, nothing enqueued. Its grids follow
+ * ks_cuda_kivi_token_bound (step_tokens within a graph_begin step), so an eager and a captured step agree. */
 ks_status ks_cuda_kivi_attention(ks_backend *b, int layer, int *done);
+
+/* KIVI's graph-served decode step (backend_cuda.c decode_step; backend_cuda_methods.c):
+ *   token_bound: the packed decode attention's token bound: the smallest power of two >= 256 and >= every head's
+ *     tokens + extra, at most the capacity;
+ *   packed_layers: the layers holding packed tokens now (which attend through them);
+ *   graph_serves: 1 when every layer's flush for a step appending one token fits the device-planned flush (at
+ *     most R keys and one value a head, within the packed part, a release's kept rows within R) — checked before
+ *     the step, so that a step that would fail or outgrow the graph runs eagerly and fails there;
+ *   sync: every layer's device counts and key channel lists current (copied where they differ), before a
+ *     capture or a replay;
+ *   begin_step / end_step: the step's mode; end_step checks that every device release met the method's
+ *     compaction and, when the step failed (st), forgets the device state (returns the step's status);
+ *   forget: the host's mirrors of the device counts, key channel lists and lengths marked unknown, so the next
+ *     use copies every layer's. */
+int ks_cuda_kivi_token_bound(const ks_backend *b, int extra);
+int ks_cuda_kivi_packed_layers(const ks_backend *b);
+int ks_cuda_kivi_graph_serves(const ks_backend *b);
+ks_status ks_cuda_kivi_sync(ks_backend *b);
+void ks_cuda_kivi_begin_step(ks_backend *b, ks_cuda_kivi_mode mode);
+ks_status ks_cuda_kivi_end_step(ks_backend *b, ks_status st);
+void ks_cuda_kivi_forget(ks_backend *b);
+
+/* A replayed KIVI step's host pass: the forward ops enqueue nothing (the graph did), the store keeps its books. */
+static inline int ks_cuda_dry(const ks_backend *b) { return b->kivi && b->kivi->step == KS_CUDA_KIVI_DRY; }
 
 /* The layer's sliding window (0 = full attention): Qwen2 slides only from swa_first_layer on. */
 static inline int ks_cuda_layer_window(const ks_model_config *c, int layer) {

@@ -340,8 +340,11 @@ static ks_status cuda_key_norms(ks_kvstore *kv, int layer, float *out, int ld) {
     return scores_to_host(b, s, 1, n, len, out, ld, 0, "key norms");
 }
 
+static ks_status kivi_step_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld);
+
 static ks_status cuda_kv_compact(ks_kvstore *kv, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
     ks_backend *b = backend_of(kv);
+    if (b->kivi && b->kivi->step != KS_CUDA_KIVI_EAGER) return kivi_step_compact(b, layer, keep, n_keep, ld);
     const ks_model_config *c = b->cfg;
     const int Hk = c->n_kv_heads;
     cudaStream_t s;
@@ -630,26 +633,28 @@ static ks_status kivi_lists(ks_backend *b, int layer, int force, cudaStream_t s)
 }
 
 /* The layer's counts now (and a flush's plan, jobs non-NULL) to its rows of dev_counts on s, its key channel
- * lists first when they are another sequence's (kivi_lists); *max_n the most tokens a head holds. The decode
- * attention's counts are copied only when they differ from what the rows hold (dev_rows): a decode step whose
- * counts stay (a packed part that no decode hook changes: ThinK's) issues no copy, so a captured step serves the
- * next ones. The pinned staging has a region per layer for each of the two callers (the decode attention, the
- * flush), rewritten by that caller's next call on the layer once the region's last copy has run (its event; a
- * pipeline stage sending its rows between GPUs does not wait for each step). */
-static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, cudaStream_t s, int *max_n) {
+ * lists first when they are another sequence's (kivi_lists). The decode attention's counts are copied only when
+ * they differ from what the rows hold (dev_rows): a decode step whose counts stay (a packed part that no decode
+ * hook changes: ThinK's), or change on the device by the host's rules (KIVI's graph-served step), issues no copy,
+ * so a captured step serves the next ones; a capture that would record a copy fails instead (its replays would
+ * copy stale staging). The pinned staging has a region per layer for each of the two callers (the decode
+ * attention, the flush), rewritten by that caller's next call on the layer once the region's last copy has run
+ * (its event; a pipeline stage sending its rows between GPUs does not wait for each step). */
+static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, cudaStream_t s) {
     cuda_kivi *k = b->kivi;
     KS_TRY(kivi_lists(b, layer, 0, s));
     const int Hk = b->cfg->n_kv_heads, rows = jobs ? KS_CUDA_KIVI_ROWS : KS_CUDA_KIVI_COUNTS;
     const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), region = li * 2 + (jobs != NULL);
     int32_t *h = k->host_counts + region * Hk * KS_CUDA_KIVI_ROWS, *dev = k->dev_rows + li * Hk * KS_CUDA_KIVI_COUNTS;
     int same = !jobs;
-    *max_n = 0;
     for (int g = 0; g < Hk; g++) {
         ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
-        *max_n = n.n > *max_n ? n.n : *max_n;
         same = same && dev[g] == n.nq_k && dev[Hk + g] == n.nq_v && dev[2 * Hk + g] == n.off;
     }
     if (same) return KS_OK;
+    if (b->capturing)
+        return ks_fail(KS_ERR_DEVICE, "KIVI: layer %d's counts would be copied inside a captured decode step (its "
+                                      "device counts were not current when the capture began)", layer);
     CUDA_CHECK(cudaEventSynchronize(k->upload_ev[region]));
     for (int g = 0; g < Hk; g++) {
         ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
@@ -667,9 +672,9 @@ static ks_status kivi_upload(ks_backend *b, int layer, const ks_kivi_job *jobs, 
 ks_status ks_cuda_kivi_attention(ks_backend *b, int layer, int *done) {
     *done = b->kivi && ks_kv_kivi_packed(&b->kivi->counts, &b->cache, layer);
     if (!*done) return KS_OK;
-    int max_n;
-    KS_TRY(kivi_upload(b, layer, NULL, b->stream, &max_n));
+    KS_TRY(kivi_upload(b, layer, NULL, b->stream));
     ks_cuda_kivi_layer L = kivi_layer(b, layer);
+    const int max_n = b->step_tokens ? b->step_tokens : ks_cuda_kivi_token_bound(b, 0);
     return ks_cuda_kivi_attention_decode(b->att, b->qkv, &L, b->cfg->n_heads, ks_cuda_attn_scale(b->cfg), max_n,
                                          b->kivi->scratch, b->stream);
 }
@@ -686,7 +691,8 @@ static void kivi_free(ks_backend *b) {
         if (k->upload_ev[i]) cudaEventDestroy(k->upload_ev[i]);
     for (int i = 0; k->lists_ev && i < b->n_layers; i++)
         if (k->lists_ev[i]) cudaEventDestroy(k->lists_ev[i]);
-    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq), free(k->dev_rows);
+    free(k->upload_ev), free(k->lists_ev), free(k->lists_seq), free(k->dev_rows), free(k->released);
+    free(k->releasing);
     free(k);
     b->kivi = NULL;
 }
@@ -715,6 +721,7 @@ static size_t kivi_carve(cuda_kivi *k, char *base, const ks_backend *b) {
     KIVI_TAKE(dev_counts, heads * KS_CUDA_KIVI_ROWS);
     KIVI_TAKE(err, 4);
     KIVI_TAKE(scratch, floats);
+    KIVI_TAKE(done, 1);
 #undef KIVI_TAKE
     return off;
 }
@@ -743,7 +750,9 @@ static ks_status kivi_create(ks_backend *b, const ks_kivi_params *p) {
     KS_TRY(kivi_events(&k->lists_ev, layers, "KIVI key channel events"));
     k->lists_seq = ks_calloc(layers ? layers : 1, sizeof(unsigned), "KIVI key channel sequences");
     k->dev_rows = ks_calloc(heads * KS_CUDA_KIVI_COUNTS, sizeof(int32_t), "KIVI count rows"); /* the zeroed block's */
-    if (!k->lists_seq || !k->dev_rows) return KS_ERR_NOMEM;
+    k->released = ks_calloc(heads, sizeof(int32_t), "KIVI device releases");
+    k->releasing = ks_calloc(layers ? layers : 1, 1, "KIVI device release marks");
+    if (!k->lists_seq || !k->dev_rows || !k->released || !k->releasing) return KS_ERR_NOMEM;
     for (size_t i = 0; i < layers; i++) k->lists_seq[i] = b->cache.sequence - 1u;
     const size_t bytes = kivi_carve(k, NULL, b);
     cudaError_t e = cudaMalloc(&k->block, bytes);
@@ -785,7 +794,7 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
                           ks_kivi_error *err) {
     cuda_kivi *k = b->kivi;
     const int Hk = b->cfg->n_kv_heads;
-    int max_k = 0, max_v = 0, max_n;
+    int max_k = 0, max_v = 0;
     for (int g = 0; g < Hk; g++) {
         max_k = jobs[g].k_n > max_k ? jobs[g].k_n : max_k;
         max_v = jobs[g].v_n > max_v ? jobs[g].v_n : max_v;
@@ -793,7 +802,7 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
     if (max_k || max_v) {
         cudaStream_t s;
         KS_TRY(op_stream(b, layer, &s));
-        KS_TRY(kivi_upload(b, layer, jobs, s, &max_n));
+        KS_TRY(kivi_upload(b, layer, jobs, s));
         ks_cuda_kivi_layer L = kivi_layer(b, layer);
         const int32_t *plan = L.nq_k + KS_CUDA_KIVI_COUNTS * Hk;
         if (err) CUDA_CHECK(cudaMemsetAsync(k->err, 0, 4 * sizeof(double), s));
@@ -810,11 +819,143 @@ static ks_status kivi_run(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_
     return KS_OK;
 }
 
+/* A graph-served decode step's flush of the layer (KS_CUDA_KIVI_DEVICE: launched; DRY: the graph's replay runs
+ * it): the device plans the host's plan (jobs) from its counts, quantizes, advances and releases; the host
+ * advances its counts, its mirror of the device rows, and records the release the device applied (each head's
+ * stale rows, when some head holds R of them), which the method's compaction then books (kivi_step_compact). */
+static ks_status kivi_step_flush(ks_backend *b, int layer, const ks_kivi_job *jobs, ks_kivi_counts *counts) {
+    cuda_kivi *k = b->kivi;
+    const int Hk = b->cfg->n_kv_heads, R = k->counts.p.residual;
+    const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), g0 = kivi_head(b, layer);
+    if (k->step == KS_CUDA_KIVI_DEVICE) {
+        ks_cuda_kivi_layer L = kivi_layer(b, layer);
+        int32_t *cnt = k->dev_counts + g0 * KS_CUDA_KIVI_ROWS;
+        const ks_cuda_kivi_step st = {.nq_k = cnt, .nq_v = cnt + Hk, .off = cnt + 2 * Hk,
+                                      .len = ks_cuda_layer_heads(b, b->lens, layer), .k = ks_cuda_layer_k(b, layer),
+                                      .v = ks_cuda_layer_v(b, layer), .scratch = b->compact_scratch, .done = k->done,
+                                      .R = R};
+        KS_TRY(ks_cuda_kivi_decode_flush(&L, &st, b->stream));
+    }
+    ks_kv_kivi_advance(&k->counts, &b->cache, layer, jobs, counts);
+    int32_t *dev = k->dev_rows + li * Hk * KS_CUDA_KIVI_COUNTS, *stale = k->released + g0;
+    int most = 0;
+    for (int g = 0; g < Hk; g++) {
+        ks_kivi_counts n = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g);
+        dev[g] = n.nq_k, dev[Hk + g] = n.nq_v;
+        stale[g] = ks_kivi_stale(n.nq_k, n.nq_v, n.off);
+        most = stale[g] > most ? stale[g] : most;
+    }
+    k->releasing[li] = most >= ks_kivi_release_least(R, 1);
+    return KS_OK;
+}
+
 static ks_status cuda_quant_flush(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err) {
     ks_backend *b = backend_of(kv);
     KS_ASSERT(b->kivi); /* quant_reserve first */
     KS_TRY(ks_kv_kivi_plan(&b->kivi->counts, &b->cache, layer, b->kivi->counts.jobs));
+    if (b->kivi->step != KS_CUDA_KIVI_EAGER) return kivi_step_flush(b, layer, b->kivi->counts.jobs, counts);
     return kivi_run(b, layer, b->kivi->counts.jobs, counts, err);
+}
+
+/* A graph-served step's compaction of the layer: the release its flush's launch applied on the device (rows,
+ * lengths, off), booked on the host (ks_kv_kivi_compacted, ks_kvcache_compact, the mirrors of the device lengths
+ * and counts). Any other compaction is refused: the device did not move those rows. */
+static ks_status kivi_step_compact(ks_backend *b, int layer, const int32_t *keep, const int32_t *n_keep, int ld) {
+    cuda_kivi *k = b->kivi;
+    const int Hk = b->cfg->n_kv_heads;
+    const size_t li = (size_t)ks_kvcache_index(&b->cache, layer), g0 = kivi_head(b, layer);
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
+    int same = k->releasing[li];
+    for (int g = 0; same && g < Hk; g++) same = len[g] - n_keep[g] == k->released[g0 + g];
+    if (!same)
+        return ks_fail(KS_ERR_UNSUPPORTED, "KIVI: a graph-served decode step compacts layer %d only by KIVI's "
+                                           "release of every head's stale rows; this compaction keeps other rows",
+                       layer);
+    KS_TRY(ks_kv_kivi_compacted(&k->counts, &b->cache, layer, keep, n_keep, ld));
+    ks_kvcache_compact(&b->cache, layer, keep, n_keep, ld);
+    memcpy(ks_cuda_layer_heads(b, b->lens_on_device, layer), n_keep, sizeof(int32_t) * Hk);
+    int32_t *dev = k->dev_rows + li * Hk * KS_CUDA_KIVI_COUNTS;
+    for (int g = 0; g < Hk; g++) dev[2 * Hk + g] = ks_kv_kivi_counts(&k->counts, &b->cache, layer, g).off;
+    k->releasing[li] = 0;
+    return KS_OK;
+}
+
+int ks_cuda_kivi_token_bound(const ks_backend *b, int extra) {
+    int mx = 0, bound = 256;
+    for (int layer = b->cache.first_layer; layer < b->cache.first_layer + b->n_layers; layer++)
+        for (int g = 0; g < b->cfg->n_kv_heads; g++) {
+            const int n = ks_kv_kivi_counts(&b->kivi->counts, &b->cache, layer, g).n;
+            mx = n > mx ? n : mx;
+        }
+    while (bound < mx + extra && bound < b->cap) bound *= 2;
+    return bound < b->cap ? bound : b->cap;
+}
+
+int ks_cuda_kivi_packed_layers(const ks_backend *b) {
+    int packed = 0;
+    for (int layer = b->cache.first_layer; layer < b->cache.first_layer + b->n_layers; layer++)
+        packed += ks_kv_kivi_packed(&b->kivi->counts, &b->cache, layer);
+    return packed;
+}
+
+/* Whether the layer's flush after one more token fits ks_cuda_kivi_decode_flush's grid, scratch and the part. */
+static int step_fits(const ks_backend *b, int layer) {
+    const ks_kv_kivi *q = &b->kivi->counts;
+    const int Hk = b->cfg->n_kv_heads, R = q->p.residual;
+    const int32_t *len = ks_kvcache_len(&b->cache, layer);
+    int most = 0, kept = 0; /* the most stale rows of a head, the most rows a releasing head keeps */
+    if (ks_kvcache_slot(&b->cache, layer) >= 0) return 0; /* a prefill slot's rows leave it by a host compaction */
+    for (int g = 0; g < Hk; g++) {
+        const ks_kivi_counts n = ks_kv_kivi_counts(q, &b->cache, layer, g);
+        const ks_kivi_job j = ks_kivi_flush_job(n.n + 1, n.nq_k, n.nq_v, R);
+        const int end_k = j.k_t0 + j.k_n, end_v = j.v_t0 + j.v_n;
+        if (j.k_n > R || j.v_n > 1 || end_k > q->shape.cap || end_v > q->shape.cap) return 0;
+        const int stale = ks_kivi_stale(end_k, end_v, n.off), rows = len[g] + 1 - stale;
+        most = stale > most ? stale : most;
+        kept = stale && rows > kept ? rows : kept;
+    }
+    return most < ks_kivi_release_least(R, 1) || kept <= R;
+}
+
+int ks_cuda_kivi_graph_serves(const ks_backend *b) {
+    const ks_kivi_params *p = &b->kivi->counts.p;
+    /* the device flush: quantized encodings, its last block's per-head ints, 16-byte row moves through compact
+     * scratch (Hk, cap, d) holding (2, Hk, R, d) */
+    if (ks_kivi_is_raw(p->k_bits) || ks_kivi_is_raw(p->v_bits) || b->cfg->n_kv_heads > KS_CUDA_KIVI_MAX_HK ||
+        b->cfg->head_dim % 8 || 2 * p->residual > b->cap)
+        return 0;
+    for (int layer = b->cache.first_layer; layer < b->cache.first_layer + b->n_layers; layer++)
+        if (!step_fits(b, layer)) return 0;
+    return 1;
+}
+
+ks_status ks_cuda_kivi_sync(ks_backend *b) {
+    for (int layer = b->cache.first_layer; layer < b->cache.first_layer + b->n_layers; layer++)
+        KS_TRY(kivi_upload(b, layer, NULL, b->stream));
+    return KS_OK;
+}
+
+void ks_cuda_kivi_begin_step(ks_backend *b, ks_cuda_kivi_mode mode) { b->kivi->step = mode; }
+
+ks_status ks_cuda_kivi_end_step(ks_backend *b, ks_status st) {
+    cuda_kivi *k = b->kivi;
+    k->step = KS_CUDA_KIVI_EAGER;
+    for (int i = 0; i < b->n_layers; i++) {
+        if (k->releasing[i] && st == KS_OK)
+            st = ks_fail(KS_ERR_UNSUPPORTED, "KIVI: the decode step released layer %d's stale rows on the device, "
+                                             "and no compaction of the method booked it", b->cache.first_layer + i);
+        k->releasing[i] = 0;
+    }
+    if (st != KS_OK) ks_cuda_kivi_forget(b);
+    return st;
+}
+
+void ks_cuda_kivi_forget(ks_backend *b) {
+    cuda_kivi *k = b->kivi;
+    const size_t heads = (size_t)b->n_layers * b->cfg->n_kv_heads;
+    memset(k->dev_rows, 0xff, sizeof(int32_t) * heads * KS_CUDA_KIVI_COUNTS); /* -1: no count matches */
+    for (int i = 0; i < b->n_layers; i++) k->lists_seq[i] = b->cache.sequence - 1u;
+    memset(b->lens_on_device, 0xff, sizeof(int32_t) * heads); /* sync_lens uploads the bookkeeping's */
 }
 
 /* The host lists set (the checks and the rules of ks_kv_kivi_set_channels), then copied to the layer's device

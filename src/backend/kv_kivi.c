@@ -173,10 +173,7 @@ ks_status ks_kv_kivi_plan(ks_kv_kivi *q, const ks_kvcache *c, int layer, ks_kivi
     int R = q->p.residual;
     for (int h = 0; h < q->Hk; h++) {
         size_t i = head_index(q, c, layer, h);
-        int n = q->off[i] + ks_kvcache_len(c, layer)[h];
-        int nk = (n - q->nq_k[i]) / R * R, nv = n - q->nq_v[i] - R; /* keys in blocks of R; values past R */
-        jobs[h] = (ks_kivi_job){.k_t0 = q->nq_k[i], .k_n = nk > 0 ? nk : 0, .v_t0 = q->nq_v[i],
-                                .v_n = nv > 0 ? nv : 0};
+        jobs[h] = ks_kivi_flush_job(q->off[i] + ks_kvcache_len(c, layer)[h], q->nq_k[i], q->nq_v[i], R);
     }
     return plan_fits(q, layer, jobs);
 }
@@ -261,7 +258,7 @@ ks_status ks_kv_kivi_compacted(ks_kv_kivi *q, const ks_kvcache *c, int layer, co
     const int32_t *len = ks_kvcache_len(c, layer);
     for (int h = 0; h < q->Hk; h++) {
         ks_kivi_counts n = ks_kv_kivi_counts(q, c, layer, h);
-        int s = len[h] - n_keep[h], stale = (n.nq_k < n.nq_v ? n.nq_k : n.nq_v) - n.off;
+        int s = len[h] - n_keep[h], stale = ks_kivi_stale(n.nq_k, n.nq_v, n.off);
         int suffix = s >= 0 && s <= stale;
         for (int j = 0; suffix && j < n_keep[h]; j++) suffix = keep[(size_t)h * ld + j] == s + j;
         if (!suffix)

@@ -21,7 +21,8 @@
  *
  * A device store keeps the counts here (ks_kv_kivi_init_counts: no host arrays) and runs each flush or raw pack as
  * its plan (ks_kv_kivi_plan, ks_kv_kivi_plan_pack: the tokens each head packs), its kernels on the device rows,
- * then ks_kv_kivi_advance; it mirrors the stored key channels (kc, k_chan) on its device.
+ * then ks_kv_kivi_advance (a graph-served decode step plans on the device by the same rules, kivi_args.h's
+ * ks_kivi_flush_job); it mirrors the stored key channels (kc, k_chan) on its device.
  *
  * Counts belong to the cache's sequence (ks_kvcache.sequence): after a reset they read as zero.
  */
@@ -33,12 +34,6 @@
 #include "core/status.h"
 #include "kivi_args.h"
 #include "backend/kvcache.h"
-
-/* One head's part of a flush: the keys of tokens k_t0 .. k_t0 + k_n - 1 and the values of v_t0 .. v_t0 + v_n - 1
- * are quantized (a flush: k_n a multiple of R; a raw pack: any count; 0: none). */
-typedef struct ks_kivi_job {
-    int32_t k_t0, k_n, v_t0, v_n;
-} ks_kivi_job;
 
 typedef struct ks_kv_kivi {
     ks_kivi_params p;

@@ -139,7 +139,10 @@ struct ks_kvstore_ops {
     ks_status (*quant_reserve)(ks_kvstore *kv, const ks_kivi_params *p);
     /* KIVI's flush rules on `layer` (ks_kv_kivi_flush): after its prompt (the rows its selection kept, if any)
      * and after each decode attention. counts (Hk, host; NULL: not wanted) receives each head's counts after it;
-     * err (NULL: not wanted; the store may wait for its device) accumulates the reconstruction errors. */
+     * err (NULL: not wanted; the store may wait for its device) accumulates the reconstruction errors. In a
+     * decode step a store may run the flush and KIVI's release on its device as one (the CUDA store's
+     * graph-served step): it then expects, in the same step, the caller's compaction releasing every head's stale
+     * rows when some head holds ks_kivi_release_least(R, 1) of them, and refuses any other compaction. */
     ks_status (*quant_flush)(ks_kvstore *kv, int layer, ks_kivi_counts *counts, ks_kivi_error *err);
     /* The key channels each KV head h of `layer` stores in its packed keys for this sequence:
      * chan[h * ld + i], i < n_chan[h] (host; strictly increasing head channels; n_chan[h] = d: all), set at the

@@ -59,12 +59,14 @@ static ks_status kivi_bind(ks_method *m) {
 static int kivi_dense_rows(const ks_method *m) { return 2 * KS_METHOD_OPTS(m, kivi_opts)->residual_length; }
 
 /* Releases each head's stale rows (packed in both keys and values) from the cache when some head has at least
- * `least` of them, or the layer sits in a prefill slot; a compaction keeping each head's later rows. */
-static ks_status release(ks_method *m, int layer, const ks_kivi_counts *n, int least, int decode) {
+ * ks_kivi_release_least of them, or the layer sits in a prefill slot; a compaction keeping each head's later rows.
+ * The CUDA store's graph-served decode step applies the same rule on the device and expects this compaction. */
+static ks_status release(ks_method *m, int layer, const ks_kivi_counts *n, int decode) {
+    const int least = ks_kivi_release_least(KS_METHOD_OPTS(m, kivi_opts)->residual_length, decode);
     const int32_t *len = ks_kvcache_len(m->cache, layer);
     int most = 0;
     for (int h = 0; h < m->Hk; h++) {
-        int stale = (n[h].nq_k < n[h].nq_v ? n[h].nq_k : n[h].nq_v) - n[h].off;
+        int stale = ks_kivi_stale(n[h].nq_k, n[h].nq_v, n[h].off);
         int32_t *keep = m->keep + (size_t)h * m->cap;
         for (int j = stale; j < len[h]; j++) keep[j - stale] = j;
         m->n_keep[h] = len[h] - stale;
@@ -94,7 +96,7 @@ static ks_status kivi_after_prefill_layer(ks_method *m, const ks_method_chunk *c
     ks_kivi_error e = {{0, 0}, {0, 0}};
     KS_ASSERT(m->Hk <= KS_METHOD_MAX_KV_HEADS);
     KS_TRY(m->kv->ops->quant_flush(m->kv, c->layer, n, &e));
-    KS_TRY(release(m, c->layer, n, 1, 0));
+    KS_TRY(release(m, c->layer, n, 0));
     for (int h = 0; h < m->Hk; h++) n[h] = ks_kv_kivi_counts(m->cache->kivi, m->cache, c->layer, h);
     record(m, c->layer, n, &e);
     return KS_OK;
@@ -107,7 +109,7 @@ static ks_status kivi_on_decode_step(ks_method *m, int layer, int qpos) {
     ks_method_layer *ly = ks_method_layer_at(m, layer);
     for (int h = 0; h < m->Hk; h++)
         if (n[h].nq_k || n[h].nq_v) ly->compressed = 1;
-    return release(m, layer, n, KS_METHOD_OPTS(m, kivi_opts)->residual_length, 1);
+    return release(m, layer, n, 1);
 }
 
 /* The quantization columns of the layer's statistics row; `kept` counts every token held, packed or not. */
