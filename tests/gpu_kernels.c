@@ -599,7 +599,7 @@ static void gemv_rows_launch(const gemv_rows_case *c, const gemv_rows_out *o, in
 }
 
 /* Rows of a device buffer (rows of `ld` elements of `size` bytes) as packed floats of `width` each. */
-static float *rows_f32(const void *dev, int rows, int64_t ld, int width, size_t size) {
+static float *device_rows_f32(const void *dev, int rows, int64_t ld, int width, size_t size) {
     unsigned char *h = host_from(dev, (size_t)rows * ld * size);
     float *f = malloc((size_t)rows * width * sizeof *f);
     for (int t = 0; t < rows; t++)
@@ -619,7 +619,7 @@ static void gemv_rows_check_ref(const gemv_rows_case *c, const gemv_rows_out *o,
     const int f32 = c->mode == GEMV_F32 || c->mode == GEMV_NORM;
     float *ref = malloc((size_t)n * wrows * 4);
     ks_ref_gemm(ref, c->x, c->w, c->mode == GEMV_SWIGLU ? NULL : c->bias, n, c->in, wrows);
-    float *got = rows_f32(o->y, n, c->ld_y, c->mode == GEMV_SWIGLU ? 2 * out : out, f32 ? 4 : 2);
+    float *got = device_rows_f32(o->y, n, c->ld_y, c->mode == GEMV_SWIGLU ? 2 * out : out, f32 ? 4 : 2);
     char msg[160];
     snprintf(msg, sizeof msg, "%s (y)", what);
     if (c->mode == GEMV_SWIGLU) {
@@ -647,7 +647,7 @@ static void gemv_rows_check_ref(const gemv_rows_case *c, const gemv_rows_out *o,
         check_close(msg, got, ref, (size_t)n * out, 1e-2f, 1.0f / 128);
     }
     if (c->mode == GEMV_NORM) { /* the reference norm of the GPU's own residual rows */
-        float *xn = malloc((size_t)n * out * 4), *g_xn = rows_f32(o->xn, n, c->ld_xn, out, 2);
+        float *xn = malloc((size_t)n * out * 4), *g_xn = device_rows_f32(o->xn, n, c->ld_xn, out, 2);
         ks_ref_rmsnorm(xn, got, c->norm_w, n, out, 1e-5f);
         snprintf(msg, sizeof msg, "%s (xn)", what);
         check_close(msg, g_xn, xn, (size_t)n * out, 2e-3f, 1.0f / 64);

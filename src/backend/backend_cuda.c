@@ -472,7 +472,12 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     b->step_bound = bound;
     b->step_tokens = tokens;
     if (b->decode_steps++ == 0) return KS_OK;
-    CUDA_CHECK(cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal));
+    const cudaError_t e = cudaStreamBeginCapture(b->stream, cudaStreamCaptureModeThreadLocal);
+    if (e != cudaSuccess) { /* no step follows (graph_end is not called): the bounds are not this step's */
+        b->step_bound = 0, b->step_tokens = 0;
+        return ks_fail(KS_ERR_DEVICE, "CUDA failed: %s (beginning the decode step's graph capture)",
+                       cudaGetErrorString(e));
+    }
     b->capturing = 1;
     b->graph_bound = bound;
     b->graph_tokens = tokens;
