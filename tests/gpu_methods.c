@@ -416,8 +416,10 @@ typedef struct flex_case {
  * head, d_JS, sparsity and coverage within rounding (the device's estimates are the reference's to rounding: its
  * GEMM accumulates the bf16 dots in fp32 where the reference sums them in fp64, and its probabilities are fp32
  * exponentials; a choice could differ only where an estimate sits within that rounding of a threshold or tie,
- * which these random inputs do not). Returns how many heads were query-aware; *djs (H, may be NULL) gets the reference's d_JS. */
-static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs) {
+ * which these random inputs do not), with the scratch's slabs bounded by slab_bytes. Returns how many heads were
+ * query-aware; *djs (H, may be NULL) gets the reference's d_JS, slabs (may be NULL) the slabs of scores and of
+ * ranking the device took (ks_cuda_flex_slabs). */
+static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, size_t slab_bytes, float *djs, int slabs[2]) {
     const int H = fc->H, Hk = fc->Hk, d = fc->d, L = fc->L, cap = L + 37, ld_q = H * d + 2 * Hk * d;
     const ks_flexprefill_args a = {.block = fc->B, .gamma = fc->gamma, .tau = fc->tau, .min_budget = fc->min_budget,
                                    .max_budget = fc->max_budget, .force_density = fc->force_density, .H = H,
@@ -437,8 +439,9 @@ static int flex_case_check(ks_cuda_gemm_t *gemm, const flex_case *fc, float *djs
     ks_flexprefill_ref(&want, sw, q_dense, k, cap, &a);
 
     ks_cuda_flex_work w;
-    void *block = dev_alloc(ks_cuda_flex_work_bytes(H, Hk, d, fc->B, cap));
-    ks_cuda_flex_work_place(&w, block, H, Hk, d, fc->B, cap);
+    void *block = dev_alloc(ks_cuda_flex_work_bytes(H, Hk, d, fc->B, cap, slab_bytes));
+    ks_cuda_flex_work_place(&w, block, H, Hk, d, fc->B, cap, slab_bytes);
+    if (slabs) ks_cuda_flex_slabs(&w, L, &slabs[0], &slabs[1]);
     ks_bf16 *dk = upload(k, (size_t)Hk * cap * d), *dq = upload(q, (size_t)L * ld_q);
     CK_KS(ks_cuda_flex_blocks(gemm, &w, dq, ld_q, dk, cap, &a, &dev, sg, 0));
     ck_assert_int_eq(dev.n_qblocks, nb);
@@ -482,7 +485,9 @@ static int cmp_float_asc(const void *pa, const void *pb) {
  * vertical-slash), tau above any d_JS (every head query-aware), tau between two heads' d_JS (both patterns in one
  * layer), force_density 0.3, 0.05 and 1; prompts that end mid-block (the scored rows in two query blocks) and on
  * a block edge, 141 query blocks (not a power of two), GQA groups 1 to 4, blocks of 64 and 128, gamma 1 (every
- * token counted), budgets that bind. */
+ * token counted), budgets that bind. Then cases again in the slabs a long prompt takes, forced by small slab
+ * bounds: several slabs of KV groups' scores (one group each, two each with the last slab at g0 2), several slabs
+ * of query-aware heads' ranking (one head each, three each with a short last one), the same lists and records. */
 START_TEST(test_flex_blocks) {
     ks_cuda_gemm_t *gemm;
     CK_KS(ks_cuda_gemm_init(&gemm, (size_t)32 << 20));
@@ -494,23 +499,45 @@ START_TEST(test_flex_blocks) {
         {4, 2, 64, 64, 9000, 0.9f, 0.1f, 0.05f, 128, 0},  {4, 1, 64, 64, 9000, 0.9f, 0.1f, 1.0f, 128, 0},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int aware = flex_case_check(gemm, &cases[c], NULL);
+        const int aware = flex_case_check(gemm, &cases[c], KS_CUDA_FLEX_SLAB_BYTES, NULL, NULL);
         if (cases[c].force_density == 0)
             ck_assert_int_eq(aware, cases[c].tau > 1 ? cases[c].H : 0);
+    }
+    /* the bounds: 1 byte (the floors: a KV group's scores, a head's ranking a slab), 7 KiB (three heads' ranking
+     * at 16 query blocks, 2176 bytes each), 1600 KiB (two KV groups' scores at G 1, B 128, rows of 1600 floats) */
+    const struct {
+        int c;
+        size_t slab_bytes;
+    } forced[] = {{0, 1}, {1, 1}, {1, 7 << 10}, {2, 1}, {2, 1600 << 10}, {7, 1}, {8, 1}};
+    for (size_t f = 0; f < sizeof forced / sizeof forced[0]; f++) {
+        const flex_case *fc = &cases[forced[f].c];
+        int slabs[2];
+        const int aware = flex_case_check(gemm, fc, forced[f].slab_bytes, NULL, slabs);
+        if (fc->force_density == 0)
+            ck_assert_int_eq(aware, fc->tau > 1 ? fc->H : 0);
+        ck_assert_msg(slabs[0] > 1 && (aware == 0 || slabs[1] > 1),
+                      "case %d in %zu-byte slabs: %d of scores, %d of ranking", forced[f].c, forced[f].slab_bytes,
+                      slabs[0], slabs[1]);
     }
     /* tau in the widest gap between two heads' d_JS: both patterns in one layer (the second check draws the
      * same inputs again) */
     flex_case mixed = {8, 2, 64, 64, 1100, 0.9f, 0.0f, 0, 128, 0};
     float djs[8];
     const uint64_t inputs = g_rng;
-    flex_case_check(gemm, &mixed, djs);
+    flex_case_check(gemm, &mixed, KS_CUDA_FLEX_SLAB_BYTES, djs, NULL);
     g_rng = inputs;
     qsort(djs, 8, sizeof *djs, cmp_float_asc);
     int gap = 0;
     for (int h = 1; h < 7; h++) gap = djs[h + 1] - djs[h] > djs[gap + 1] - djs[gap] ? h : gap;
     ck_assert_msg(djs[gap + 1] - djs[gap] > 1e-3f, "no gap between the heads' d_JS to put tau in");
     mixed.tau = (djs[gap] + djs[gap + 1]) / 2;
-    ck_assert_int_eq(flex_case_check(gemm, &mixed, NULL), gap + 1);
+    ck_assert_int_eq(flex_case_check(gemm, &mixed, KS_CUDA_FLEX_SLAB_BYTES, NULL, NULL), gap + 1);
+    /* and in one-group, one-head slabs: the ranking's slabs hold query-aware heads and heads of the other pattern */
+    int slabs[2];
+    g_rng = inputs;
+    ck_assert_int_eq(flex_case_check(gemm, &mixed, 1, NULL, slabs), gap + 1);
+    ck_assert_int_eq(slabs[0], mixed.Hk);
+    ck_assert_int_eq(slabs[1], mixed.H);
     ks_cuda_gemm_free(gemm);
 }
 END_TEST

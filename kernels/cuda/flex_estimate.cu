@@ -43,7 +43,6 @@ extern "C" {
 namespace {
 
 constexpr int FX_THREADS = 256, FX_COVER_THREADS = 1024, FX_ROWS_PER_BLOCK = 128;
-constexpr size_t kFlexScoreBytes = (size_t)256 << 20; // a slab's scores at most (at least one KV group's)
 
 // ql (H, B, d) = Q rows L - B .. L - 1.
 __global__ void flex_last_q(bf16 *ql, const bf16 *q, int64_t ld_q, int H, int B, int d, int L) {
@@ -490,10 +489,13 @@ flex_shape shape_of(int H, int Hk, int d, int B, int cap) {
     return flex_shape{H, Hk, d, B, cap, cap / B + 1, ((int64_t)cap + 31) / 32 * 32};
 }
 
-// The scores of a slab: G B rows of ld_s per KV group, at least one group, at most kFlexScoreBytes or all.
-size_t score_floats(const flex_shape &f) {
-    const size_t group = (size_t)(f.H / f.Hk) * f.B * f.ld_s, all = group * f.Hk;
-    const size_t most = kFlexScoreBytes / 4 / group * group;
+// The floats of one KV group's scores: G B rows of ld_s.
+size_t group_floats(const flex_shape &f) { return (size_t)(f.H / f.Hk) * f.B * f.ld_s; }
+
+// The scores of a slab: whole KV groups in at most slab bytes, at least one group, at most all.
+size_t score_floats(const flex_shape &f, size_t slab) {
+    const size_t group = group_floats(f), all = group * f.Hk;
+    const size_t most = slab / 4 / group * group;
     return most < group ? group : most > all ? all : most;
 }
 
@@ -510,25 +512,37 @@ size_t sort_bytes(const flex_shape &f) {
 size_t rank_head_bytes(int nb) { return 16 * (size_t)causal_entries(nb); }
 
 // The region shared by the steps that follow one another: a slab's scores (step 2), the sorted vertical and slash
-// (step 4), the ranking of a slab of query-aware heads (step 6).
-size_t region_bytes(const flex_shape &f) {
-    size_t b = score_floats(f) * 4;
+// (step 4), the ranking of a slab of query-aware heads (step 6; at least one head's at the capacity's nb).
+size_t region_bytes(const flex_shape &f, size_t slab) {
+    size_t b = score_floats(f, slab) * 4;
     b = b > rank_head_bytes(f.nb) ? b : rank_head_bytes(f.nb);
     const size_t sorted = (size_t)2 * f.H * f.cap * 4;
     return b > sorted ? b : sorted;
 }
 
-// Query-aware heads ranked at once with nb blocks: the H heads in as few slabs as the region allows, spread
-// evenly over them (a slab's sort takes about as long however many heads it holds).
-int rank_heads(const flex_shape &f, size_t region, int nb) {
-    const size_t most = region / rank_head_bytes(nb);
-    const int fit = most < (size_t)f.H ? (int)most : f.H, slabs = (f.H + fit - 1) / fit;
-    return (f.H + slabs - 1) / slabs;
+// The bytes a slab of query-aware heads' ranking may take: the region's, at most slab.
+size_t rank_room(const flex_shape &f, size_t slab) {
+    const size_t region = region_bytes(f, slab);
+    return region < slab ? region : slab;
 }
 
-size_t rank_bytes(const flex_shape &f) {
+// Query-aware heads ranked at once with nb blocks: the H heads in as few slabs as room allows, at least one head a
+// slab (the region holds one head's ranking at any nb up to the capacity's), spread evenly over the slabs (a
+// slab's sort takes about as long however many heads it holds).
+int rank_heads(int H, size_t room, int nb) {
+    const size_t most = room / rank_head_bytes(nb);
+    const int fit = most < 1 ? 1 : most < (size_t)H ? (int)most : H, slabs = (H + fit - 1) / fit;
+    return (H + slabs - 1) / slabs;
+}
+
+// KV groups scored at once: as many as a slab's scores hold.
+int score_groups(const ks_cuda_flex_work *w) {
+    return (int)(w->s_floats / group_floats(shape_of(w->H, w->Hk, w->d, w->block, w->cap)));
+}
+
+size_t rank_bytes(const flex_shape &f, size_t slab) {
     size_t bytes = 0;
-    const int heads = rank_heads(f, region_bytes(f), f.nb);
+    const int heads = rank_heads(f.H, rank_room(f, slab), f.nb);
     cub::DoubleBuffer<float> keys(NULL, NULL);
     cub::DoubleBuffer<int32_t> vals(NULL, NULL);
     cub::DeviceSegmentedRadixSort::SortPairsDescending(NULL, bytes, keys, vals, (int)(heads * causal_entries(f.nb)),
@@ -539,7 +553,7 @@ size_t rank_bytes(const flex_shape &f) {
 int mask_words(int nb) { return (nb + 31) / 32; }
 
 // Places w's arrays from base (NULL: sizes only); returns the bytes they span.
-size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &f) {
+size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &f, size_t slab) {
     size_t at = 0;
     auto take = [&](size_t bytes) -> void * {
         void *p = base ? base + at : NULL;
@@ -547,10 +561,11 @@ size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &
         return p;
     };
     const size_t H = f.H, nb = f.nb, cap = f.cap;
-    w->s_floats = score_floats(f);
-    w->region_bytes = region_bytes(f);
+    w->s_floats = score_floats(f, slab);
+    w->region_bytes = region_bytes(f, slab);
+    w->rank_room = rank_room(f, slab);
     w->sort_bytes = sort_bytes(f);
-    w->rank_bytes = rank_bytes(f);
+    w->rank_bytes = rank_bytes(f, slab);
     w->q = (ks_bf16 *)take(H * f.B * f.d * 2);
     w->s = (float *)take(w->region_bytes);
     w->rows = take(H * f.B * sizeof(float2));
@@ -573,13 +588,20 @@ size_t flex_layout(ks_cuda_flex_work *w, unsigned char *base, const flex_shape &
 
 } // namespace
 
-extern "C" size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap) {
+extern "C" size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap, size_t slab_bytes) {
     ks_cuda_flex_work w;
-    return flex_layout(&w, NULL, shape_of(H, Hk, d, block, cap));
+    return flex_layout(&w, NULL, shape_of(H, Hk, d, block, cap), slab_bytes);
 }
 
-extern "C" void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap) {
-    flex_layout(w, (unsigned char *)base, shape_of(H, Hk, d, block, cap));
+extern "C" void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap,
+                                        size_t slab_bytes) {
+    flex_layout(w, (unsigned char *)base, shape_of(H, Hk, d, block, cap), slab_bytes);
+}
+
+extern "C" void ks_cuda_flex_slabs(const ks_cuda_flex_work *w, int L, int *score_slabs, int *rank_slabs) {
+    const int groups = score_groups(w), heads = rank_heads(w->H, w->rank_room, (L + w->block - 1) / w->block);
+    *score_slabs = (w->Hk + groups - 1) / groups;
+    *rank_slabs = (w->H + heads - 1) / heads;
 }
 
 namespace {
@@ -590,7 +612,7 @@ ks_status flex_scores(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const bf
     const flex_shape f = shape_of(w->H, w->Hk, w->d, w->block, w->cap);
     const int B = a->block, d = a->d, L = a->L, G = a->H / a->Hk;
     const int64_t group = (int64_t)G * B * f.ld_s;
-    const int per_slab = (int)(w->s_floats / group);
+    const int per_slab = score_groups(w);
     float2 *rs = (float2 *)w->rows;
     // the columns up to L, rounded up to 512 inside the cache and the score rows so that prompts share a few GEMM
     // shapes (plans)
@@ -651,8 +673,7 @@ ks_status flex_estimate(ks_cuda_gemm_t *gemm, const ks_cuda_flex_work *w, const 
 // region.
 ks_status flex_query_aware(const ks_cuda_flex_work *w, const bf16 *q, int64_t ld_q, const ks_flexprefill_args *a,
                            const flex_knobs &k, cudaStream_t s) {
-    const flex_shape f = shape_of(w->H, w->Hk, w->d, w->block, w->cap);
-    const int nb = k.nb, slab = rank_heads(f, w->region_bytes, nb);
+    const int nb = k.nb, slab = rank_heads(a->H, w->rank_room, nb);
     const int64_t ce = causal_entries(nb);
     float *v = w->s;
     int32_t *at = (int32_t *)(v + 2 * slab * ce);

@@ -117,15 +117,20 @@ ks_status ks_cuda_xattn_blocks(ks_cuda_gemm_t *gemm, const ks_cuda_xattn_work *w
 ks_status ks_cuda_xattn_pack(int32_t *row_start, int32_t *cols, const ks_cuda_xattn_work *w, int rows, int W,
                              cudaStream_t s);
 
+/* The bound on a slab of ks_cuda_flex_work: the bytes of a slab's scores and of a slab of query-aware heads'
+ * ranking (at least one KV group's, one head's). */
+#define KS_CUDA_FLEX_SLAB_BYTES ((size_t)256 << 20)
+
 /* The device scratch of ks_cuda_flex_blocks for prompts of up to cap tokens (all device arrays, placed by
  * ks_cuda_flex_work_place in one block of ks_cuda_flex_work_bytes; nb = cap / block + 1): */
 typedef struct ks_cuda_flex_work {
     ks_bf16 *q;        /* (H, block, d) the last block of queries */
     float *s;          /* (region_bytes) in turn: a slab's scores (whole KV groups' block rows of cap floats in
-                          128-byte lines, at most 256 MiB unless one group needs more: s_floats of them), the
+                          128-byte lines, at most the slab bound unless one group needs more: s_floats of them), the
                           sorted vertical and slash (2 H, cap), a slab of query-aware heads' ranking (values and
-                          indices of nb (nb + 1) / 2 causal blocks each, twice) */
-    size_t s_floats, region_bytes;
+                          indices of nb (nb + 1) / 2 causal blocks each, twice: at most rank_room bytes unless one
+                          head needs more) */
+    size_t s_floats, region_bytes, rank_room;
     void *rows;        /* (H, block) float2: each scored row's softmax max and 1 / denominator */
     float *vs;         /* (2 H, cap) each query head's vertical, then each one's slash */
     float *part;       /* (H, 2, cap) each column's mass from the scored rows in query block nb - 2, then nb - 1 */
@@ -143,11 +148,17 @@ typedef struct ks_cuda_flex_work {
     int H, Hk, d, block, cap; /* the shape it was placed for */
 } ks_cuda_flex_work;
 
-/* Bytes of the scratch for H query heads, Hk KV heads of dimension d, blocks of `block`, prompts up to cap. */
-size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap);
+/* Bytes of the scratch for H query heads, Hk KV heads of dimension d, blocks of `block`, prompts up to cap, slabs
+ * of at most slab_bytes (KS_CUDA_FLEX_SLAB_BYTES; less makes more slabs of the same results). */
+size_t ks_cuda_flex_work_bytes(int H, int Hk, int d, int block, int cap, size_t slab_bytes);
 
-/* w's arrays in the device block base (ks_cuda_flex_work_bytes of the same shape). */
-void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap);
+/* w's arrays in the device block base (ks_cuda_flex_work_bytes of the same shape and slab_bytes). */
+void ks_cuda_flex_work_place(ks_cuda_flex_work *w, void *base, int H, int Hk, int d, int block, int cap,
+                             size_t slab_bytes);
+
+/* The slabs ks_cuda_flex_blocks takes with w for a prompt of L tokens (host only): *score_slabs of KV groups'
+ * scores, *rank_slabs of query-aware heads' ranking (where it ranks: no force_density). */
+void ks_cuda_flex_slabs(const ks_cuda_flex_work *w, int L, int *score_slabs, int *rank_slabs);
 
 /* FlexPrefill's block lists of a whole prompt (ks_flexprefill_ref, cpu/flexprefill_ref.h), estimated and chosen on
  * the device: the a->L roped query rows q (row r at q + r ld_q, heads (H, d)) against rows 0 .. a->L - 1 of kc

@@ -163,8 +163,8 @@ static void xattn_work_layout(ks_backend *b, carver *c, size_t block_rows) {
 static void flex_work_layout(ks_backend *b, carver *c) {
     const ks_model_config *g = b->cfg;
     const int H = g->n_heads, Hk = g->n_kv_heads, d = g->head_dim;
-    void *base = take(c, ks_cuda_flex_work_bytes(H, Hk, d, b->sparse_block, b->cap));
-    ks_cuda_flex_work_place(&b->flex, base, H, Hk, d, b->sparse_block, b->cap);
+    void *base = take(c, ks_cuda_flex_work_bytes(H, Hk, d, b->sparse_block, b->cap, KS_CUDA_FLEX_SLAB_BYTES));
+    ks_cuda_flex_work_place(&b->flex, base, H, Hk, d, b->sparse_block, b->cap, KS_CUDA_FLEX_SLAB_BYTES);
 }
 
 static void layout_arena(ks_backend *b, carver *c) {

@@ -436,7 +436,7 @@ ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double
     const int nb = ks_flexprefill_blocks(&x.a);
     void *block = NULL;
     ks_status st = attention_alloc(buf, n, H, Hk, d);
-    const size_t bytes = ks_cuda_flex_work_bytes(H, Hk, d, 128, n);
+    const size_t bytes = ks_cuda_flex_work_bytes(H, Hk, d, 128, n, KS_CUDA_FLEX_SLAB_BYTES);
     if (st == KS_OK && cudaMalloc(&block, bytes) != cudaSuccess) {
         cudaGetLastError();
         block = NULL;
@@ -444,7 +444,7 @@ ks_status ks_speed_flex_estimate(int n, int H, int Hk, int d, int repeat, double
                      (double)bytes / (1 << 30));
     }
     ks_cuda_flex_work w;
-    if (st == KS_OK) ks_cuda_flex_work_place(&w, block, H, Hk, d, 128, n), x.w = &w;
+    if (st == KS_OK) ks_cuda_flex_work_place(&w, block, H, Hk, d, 128, n, KS_CUDA_FLEX_SLAB_BYTES), x.w = &w;
     if (st == KS_OK && (cudaMalloc((void **)&x.l.row_start, sizeof(int32_t) * ((size_t)H * nb + 1)) != cudaSuccess ||
                         cudaMalloc((void **)&x.l.cols, sizeof(int32_t) * ks_flexprefill_max_cols(&x.a)) != cudaSuccess)) {
         cudaGetLastError();
