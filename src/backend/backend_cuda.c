@@ -431,6 +431,14 @@ static void drop_graph(ks_backend *b) {
     b->decode_steps = 0;
 }
 
+/* The bounds a decode step's grids are sized for, with the row it is about to append: the rows (decode_bound)
+ * and, with a packed part, its tokens (0 without). Graph steps and a batch's rows alike take these, so that a
+ * slot's sums are the same in either. */
+static void step_bounds(const ks_backend *b, int *rows, int *tokens) {
+    *rows = decode_bound(b, 1);
+    *tokens = b->kivi ? ks_cuda_kivi_token_bound(b, 1) : 0;
+}
+
 /* Before a graph-served step's layers: replays the captured step (*replayed = 1: the layers are enqueued and
  * the cache bookkeeping committed), or lets the layers be issued, capturing them from the second step on. A
  * KIVI step (hooked, with a packed part) first makes the device counts current. */
@@ -443,8 +451,8 @@ static ks_status graph_begin(ks_backend *b, int qpos, int hooked, int *replayed)
     KS_TRY(ks_cuda_positions(b->pos, qpos, 1, b->stream));
     for (int layer = b->m->first_layer; b->any_window && layer < b->m->last_layer; layer++)
         if (ks_cuda_layer_window(b->cfg, layer) > 0) KS_TRY(ks_cuda_upload_starts(b, layer, qpos));
-    const int bound = decode_bound(b, 1);
-    const int tokens = b->kivi ? ks_cuda_kivi_token_bound(b, 1) : 0;
+    int bound, tokens;
+    step_bounds(b, &bound, &tokens);
     const int packed = b->kivi ? ks_cuda_kivi_packed_layers(b) : 0;
     const int other = b->graph_sequence != b->cache.sequence || b->graph_prompts != b->prompts;
     /* sized for other lengths (rows; a packed part's tokens), or with another method's decode ops, other layers
@@ -555,8 +563,7 @@ static ks_status batch_step(ks_backend *b, ks_decode_kind kind, ks_status (*issu
         if (!graph_served(s, db->kinds ? db->kinds[i] : kind)) continue;
         st = ks_cuda_apply_drops(s, -1); /* graph_begin's order: the evictions, then the bounds */
         if (st != KS_OK) break;
-        s->step_bound = decode_bound(s, 1);
-        s->step_tokens = s->kivi ? ks_cuda_kivi_token_bound(s, 1) : 0;
+        step_bounds(s, &s->step_bound, &s->step_tokens);
     }
     if (st == KS_OK) st = issue(ctx);
     for (int i = 0; i < db->n; i++) { /* also after a failure */
