@@ -70,11 +70,13 @@ static void *dev_poisoned(size_t bytes) {
     void *p = NULL;
     CK_CUDA(cudaMalloc(&p, bytes ? bytes : 1));
     CK_CUDA(cudaMemset(p, 0xff, bytes));
+    CK_CUDA(cudaDeviceSynchronize()); /* the memset runs on the legacy stream: done before any stream reads p */
     return p;
 }
 static void *dev_from(const void *host, size_t bytes) {
     void *p = dev_poisoned(bytes);
     CK_CUDA(cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice));
+    CK_CUDA(cudaDeviceSynchronize()); /* a pageable copy may return before its DMA ends: done before any stream */
     return p;
 }
 static void *host_from(const void *dev, size_t bytes) {

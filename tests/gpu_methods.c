@@ -1491,6 +1491,14 @@ static int same_positions(kivi_run *a, kivi_run *b, int l, int g) {
            !memcmp(ks_kvcache_pos(c[0], l, g), ks_kvcache_pos(c[1], l, g), sizeof(int32_t) * (n[0].n - n[0].off));
 }
 
+/* *other of the *all (layer, KV head) pairs of a and b that hold other tokens. */
+static void heads_holding_other_tokens(kivi_run *a, kivi_run *b, int *other, int *all) {
+    const ks_kvcache *c = a->f.ops->kvcache(a->f.be);
+    *other = *all = 0;
+    for (int l = c->first_layer; l < c->first_layer + c->n_layers; l++)
+        for (int g = 0; g < c->n_kv_heads; g++) *other += !same_positions(a, b, l, g), ++*all;
+}
+
 /* Members of x (n of them) not in y (n of them). */
 static int channels_missing(const int32_t *x, const int32_t *y, int n) {
     int missing = 0;
@@ -1571,9 +1579,10 @@ static void think_same_bytes(kivi_run *cpu, kivi_run *gpu, int quant, const char
  *   kept (max_capacity_prompt 4096: the same rows on both) the same kept channels on every head and the same
  *   channels_kept statistics, ThinK alone packing the 82 rows before the recent 8 of every head; with a
  *   selection of 40 rows (bf16 scores may split near-ties otherwise) the same channels wherever a head holds the
- *   same tokens; greedy tokens agreeing with the cpu's as FullKV's do, less 3; a budget-sized cuda cache giving
- *   the full one's counts, channels and tokens exactly; a second prompt on both instances (ks_forward_reset) the
- *   first's counts and channels (the device lists follow the sequence). */
+ *   same tokens; greedy tokens agreeing with the cpu's as FullKV's do, less 3 (half as many where a head kept
+ *   other rows); a budget-sized cuda cache giving the full one's counts, channels and tokens exactly; a second
+ *   prompt on both instances (ks_forward_reset) the first's counts and channels (the device lists follow the
+ *   sequence). */
 START_TEST(test_think) {
     ks_model model = {0};
     CK_KS(ks_model_load(&model, ks_test_fixture("models/tiny_llama"), 0, -1));
@@ -1645,8 +1654,13 @@ START_TEST(test_think) {
             agree += ct[t] == gt[t];
             ck_assert_msg(bt[t] == gt[t], "%s: token %d is %d budget-sized, %d full", what, t, bt[t], gt[t]);
         }
-        ck_assert_msg(agree >= full_agree - 3, "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d)", what,
-                      agree, KIVI_NEW, full_agree);
+        int heads_other = 0, heads_all = 0;
+        heads_holding_other_tokens(&cpu, &gpu, &heads_other, &heads_all);
+        /* Heads that kept other rows (a near-tie split by bf16 scores) attend to other tokens, and the tiny model's
+         * margins let that turn a few more tokens; a decode reading wrong rows agrees on almost none. */
+        const int bound = heads_other ? full_agree / 2 : full_agree - 3;
+        ck_assert_msg(agree >= bound, "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d; %d of %d heads hold "
+                      "other tokens than the cpu's)", what, agree, KIVI_NEW, full_agree, heads_other, heads_all);
         ks_forward_reset(&cpu.f), ks_forward_reset(&gpu.f);
         CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
         CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));

@@ -193,25 +193,29 @@ int main(int argc, char **argv) {
         CK(cudaFree(c.w));
         CK(cudaFree(c.y));
     }
-    /* Decode GEMVs of one Llama-3.1-8B layer and the LM head (n = 1), weights rotated over copies (> L2). */
+    /* Decode GEMVs of one Llama-3.1-8B layer and the LM head, weights rotated over copies (> L2): one token
+     * (n = 1), a batched step of 16 (the GEMV over KS_CUDA_GEMV_ROWS rows) and of 17 (cuBLASLt), GB/s of the
+     * weights read. */
     {
         const int shapes[5][2] = {{4096, 6144}, {4096, 4096}, {4096, 28672}, {14336, 4096}, {4096, 128256}};
         const char *names[5] = {"qkv", "o", "gate|up", "down", "lm_head"};
-        for (int s = 0; s < 5; s++) {
-            struct gemm_ctx c = {g, NULL, NULL, NULL, 1, shapes[s][0], shapes[s][1], s == 4 ? 2 : 8};
-            size_t we = (size_t)c.in * c.out;
-            CK(cudaMalloc((void **)&c.x, (size_t)c.in * 2));
-            CK(cudaMalloc((void **)&c.w, we * 2 * c.nw));
-            CK(cudaMalloc((void **)&c.y, (size_t)c.out * 2));
-            fill_random_bf16(c.x, c.in, 4);
-            fill_random_bf16(c.w, we * c.nw, 5);
-            float ms = time_ms(run_gemm, &c, g_reps * 4);
-            snprintf(table[rows++], 160, "gemv %-8s %5d -> %5d          %8.4f ms  %7.0f GB/s", names[s], c.in,
-                     c.out, ms, we * 2.0 / ms / 1e6);
-            CK(cudaFree(c.x));
-            CK(cudaFree(c.w));
-            CK(cudaFree(c.y));
-        }
+        const int tokens[3] = {1, KS_CUDA_GEMV_ROWS, KS_CUDA_GEMV_ROWS + 1};
+        for (int t = 0; t < 3; t++)
+            for (int s = 0; s < 5; s++) {
+                struct gemm_ctx c = {g, NULL, NULL, NULL, tokens[t], shapes[s][0], shapes[s][1], s == 4 ? 2 : 8};
+                size_t we = (size_t)c.in * c.out;
+                CK(cudaMalloc((void **)&c.x, (size_t)c.n * c.in * 2));
+                CK(cudaMalloc((void **)&c.w, we * 2 * c.nw));
+                CK(cudaMalloc((void **)&c.y, (size_t)c.n * c.out * 2));
+                fill_random_bf16(c.x, (size_t)c.n * c.in, 4);
+                fill_random_bf16(c.w, we * c.nw, 5);
+                float ms = time_ms(run_gemm, &c, g_reps * 4);
+                snprintf(table[rows++], 160, "%s %-8s n=%-2d %5d -> %5d  %8.4f ms  %7.0f GB/s",
+                         c.n <= KS_CUDA_GEMV_ROWS ? "gemv" : "gemm", names[s], c.n, c.in, c.out, ms, we * 2.0 / ms / 1e6);
+                CK(cudaFree(c.x));
+                CK(cudaFree(c.w));
+                CK(cudaFree(c.y));
+            }
     }
     ks_cuda_gemm_free(g);
 
