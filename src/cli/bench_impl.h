@@ -20,6 +20,7 @@
 
 typedef struct bench_opts {
     int chunk, steps, repeat;
+    int chunk_auto; /* --chunk was left at 0: a method that needs the whole prompt in one chunk gets it */
     uint64_t seed;
 } bench_opts;
 

@@ -90,11 +90,14 @@ done:
 static ks_status bench_spec(const ks_model *m, const bench_opts *o, const decode_floor *fl, int L, int32_t *ids,
                             float *logits, const method_spec *spec, ks_forward_cache cache, const method_result *full,
                             method_result *out) {
-    const ks_forward_params fp = {.max_ctx = L + o->steps + 3, .max_new = o->steps + 3, .chunk = o->chunk,
-                                  .cache = cache};
     ks_method *meth = NULL;
     *out = (method_result){0};
     if (spec) KS_TRY(ks_method_create(&meth, spec->name, NULL, spec->opts, spec->n_opts));
+    /* FlexPrefill chooses its blocks from the prompt's last queries: with the automatic chunk it prefills the
+     * whole prompt at once, as it does in kvscope eval */
+    const int whole = o->chunk_auto && meth && ks_method_whole_prompt(meth);
+    const ks_forward_params fp = {.max_ctx = L + o->steps + 3, .max_new = o->steps + 3, .chunk = whole ? L : o->chunk,
+                                  .cache = cache};
     ks_backend_params bp;
     ks_status st = ks_forward_backend_params(m, meth, &fp, &bp);
     if (st == KS_OK && (cache != KS_CACHE_AUTO || bp.kv_rows < bp.max_ctx))

@@ -421,6 +421,7 @@ static ks_status job_gpu(bench_job *j, bench_opts *o, const bench_args *a, const
     KS_TRY(ks_speed_device(j->gpu, sizeof j->gpu, &sms, &total, NULL));
     /* 64 tokens per SM: with Llama's 32 heads the attention kernel's 128-row blocks (and 128-row GEMM tiles)
      * come in whole waves over the multiprocessors (8448 on an H100/H200: 16 waves of 132 blocks) */
+    o->chunk_auto = o->chunk == 0;
     if (o->chunk == 0) o->chunk = 64 * sms;
     KS_TRY(ks_stage_link_bcast(&j->sg.link, 0, &o->chunk, sizeof o->chunk));
     KS_TRY(check_fits(j, a, total));
@@ -611,7 +612,9 @@ ks_status ks_cmd_bench(int argc, char **argv) {
         {"lengths", KS_OPT_STRING, &lengths_s, "L,..",
          "context lengths in tokens (default: 4096,16384,32768,65536,131072; --device cpu: 512)", 0},
         {"decode_steps", KS_OPT_INT, &steps, "N", "timed decode steps per length (default 32; --device cpu: 128)", 0},
-        {"chunk", KS_OPT_INT, &chunk, "N", "prefill chunk in tokens (0: 64 x the GPU's multiprocessors)", 0},
+        {"chunk", KS_OPT_INT, &chunk, "N",
+         "prefill chunk in tokens (0: 64 x the GPU's multiprocessors; the whole prompt for a method that needs it in "
+         "one chunk, as in kvscope eval)", 0},
         {"repeat", KS_OPT_INT, &repeat, "N", "prefill runs per length up to 32K (median); 1 beyond", 0},
         {"attention_lengths", KS_OPT_STRING, &alen_s, "L,..", "lengths for the attention kernel alone", 0},
         {"sparse_densities", KS_OPT_STRING, &dens_s, "D,..",
