@@ -1659,8 +1659,10 @@ START_TEST(test_think) {
         /* Heads that kept other rows (a near-tie split by bf16 scores) attend to other tokens, and the tiny model's
          * margins let that turn a few more tokens; a decode reading wrong rows agrees on almost none. */
         const int bound = heads_other ? full_agree / 2 : full_agree - 3;
-        ck_assert_msg(agree >= bound, "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d; %d of %d heads hold "
-                      "other tokens than the cpu's)", what, agree, KIVI_NEW, full_agree, heads_other, heads_all);
+        ck_assert_msg(agree >= bound,
+                      "%s: %d of %d greedy tokens agree with the cpu's (FullKV: %d; %d of %d heads hold other tokens "
+                      "than the cpu's)",
+                      what, agree, KIVI_NEW, full_agree, heads_other, heads_all);
         ks_forward_reset(&cpu.f), ks_forward_reset(&gpu.f);
         CK_KS(ks_forward_prefill(&cpu.f, ids, KIVI_N, NULL, &c0));
         CK_KS(ks_forward_prefill(&gpu.f, ids, KIVI_N, NULL, &g0));

@@ -28,7 +28,8 @@ mkdir -p "$OUT"
 
 case_args() {
   case "$1" in
-    kivi) echo "--lengths 131072 --repeat 1 --decode_steps 16 --acceleration KIVI --acceleration KIVI:k_bits=4:v_bits=4" ;;
+    kivi) echo "--lengths 131072 --repeat 1 --decode_steps 16 --acceleration KIVI
+                --acceleration KIVI:k_bits=4:v_bits=4" ;;
     estimation) echo "--lengths 4096 --repeat 1 --decode_steps 1 --attention_lengths 131072 --sparse_densities 0.1" ;;
     batch) echo "--sweep configs/benchmarks/RULER_nodata_4k8k.yaml --lengths 4096 --limit 4 --batch 16
                  --tokenizer tests/fixtures/tokenizer/llama3_1/tokenizer.json --output $OUT/batch-results" ;;
@@ -42,13 +43,18 @@ for c in "${@:-kivi estimation batch}"; do
     args=$(case_args "$name") || { echo "profile_kernels: unknown case '$name' (kivi, estimation, batch)"; exit 2; }
     echo "[profile_kernels] $name: kvscope bench $args"
     # shellcheck disable=SC2086 # the case's arguments are words
-    if ! "$NSYS" profile -o "$OUT/$name" -t cuda --cuda-graph-trace=node -f true "$K" bench $args > "$OUT/$name.log" 2>&1; then
+    if ! "$NSYS" profile -o "$OUT/$name" -t cuda --cuda-graph-trace=node -f true "$K" bench $args \
+      > "$OUT/$name.log" 2>&1; then
       tail -5 "$OUT/$name.log"
       RC=1
       continue
     fi
     "$NSYS" stats -q -r cuda_gpu_kern_sum -f csv -o "$OUT/$name" "$OUT/$name.nsys-rep" > /dev/null 2>&1
-    mv -f "$OUT/${name}_cuda_gpu_kern_sum.csv" "$OUT/$name.csv" 2> /dev/null || { echo "  no kernel table"; RC=1; continue; }
+    if ! mv -f "$OUT/${name}_cuda_gpu_kern_sum.csv" "$OUT/$name.csv" 2> /dev/null; then
+      echo "  no kernel table"
+      RC=1
+      continue
+    fi
     python3 - "$OUT/$name.csv" << 'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))

@@ -210,8 +210,9 @@ int main(int argc, char **argv) {
                 fill_random_bf16(c.x, (size_t)c.n * c.in, 4);
                 fill_random_bf16(c.w, we * c.nw, 5);
                 float ms = time_ms(run_gemm, &c, g_reps * 4);
-                snprintf(table[rows++], 160, "%s %-8s n=%-2d %5d -> %5d  %8.4f ms  %7.0f GB/s",
-                         c.n <= KS_CUDA_GEMV_ROWS ? "gemv" : "gemm", names[s], c.n, c.in, c.out, ms, we * 2.0 / ms / 1e6);
+                const char *kind = c.n <= KS_CUDA_GEMV_ROWS ? "gemv" : "gemm";
+                snprintf(table[rows++], 160, "%s %-8s n=%-2d %5d -> %5d  %8.4f ms  %7.0f GB/s", kind, names[s], c.n,
+                         c.in, c.out, ms, we * 2.0 / ms / 1e6);
                 CK(cudaFree(c.x));
                 CK(cudaFree(c.w));
                 CK(cudaFree(c.y));
