@@ -86,11 +86,16 @@ static void *host_from(const void *dev, size_t bytes) {
     CK_CUDA(cudaMemcpy(p, dev, bytes, cudaMemcpyDeviceToHost));
     return p;
 }
+/* The fp32 values of n host bf16 values. */
+static float *f32_array(const ks_bf16 *bits, size_t n) {
+    float *f = malloc((n ? n : 1) * sizeof *f);
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++) f[i] = f32_of(bits[i]);
+    return f;
+}
 static float *host_f32_from_bf16(const void *dev, size_t n) {
     ks_bf16 *b = host_from(dev, n * sizeof *b);
-    float *f = malloc(n * sizeof *f);
-    ck_assert_ptr_nonnull(f);
-    for (size_t i = 0; i < n; i++) f[i] = f32_of(b[i]);
+    float *f = f32_array(b, n);
     free(b);
     return f;
 }
@@ -370,8 +375,7 @@ static void rope_append_one_case(int d, int H, int Hk, const int32_t *lens) {
     CK_KS(ks_cuda_rope_append_one(dqkv, dk, dv, dpos, dlens, H, Hk, d, cap, dinv, 0));
     ks_bf16 *grow = host_from(dqkv, (size_t)width * 2), *gk = host_from(dk, csz * 2), *gv = host_from(dv, csz * 2);
     int32_t *glens = host_from(dlens, Hk * 4);
-    float *got = malloc((size_t)(H + Hk) * d * 4);
-    for (int i = 0; i < (H + Hk) * d; i++) got[i] = f32_of(grow[i]);
+    float *got = f32_array(grow, (size_t)(H + Hk) * d);
     char what[64];
     snprintf(what, sizeof what, "rope_append_one d=%d H=%d Hk=%d q|k", d, H, Hk);
     check_close(what, got, ref, (size_t)(H + Hk) * d, 1e-6f, 1.0f / 128);
@@ -1201,19 +1205,12 @@ typedef struct flush_head {
     int nq_k, nq_v, off, len;
 } flush_head;
 
-/* The fp32 values of n rows of bf16 bits (d each). */
-static float *rows_f32(const ks_bf16 *bits, int n, int d) {
-    float *f = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1) * d);
-    for (size_t i = 0; i < (size_t)n * d; i++) f[i] = f32_of(bits[i]);
-    return f;
-}
-
 /* The host reference of head h's flush job j: keys and values quantized from its rows into the packed arrays. */
 static void ref_flush(const ks_kivi_shape *S, const flush_head *h, ks_kivi_job j, const int32_t *chan, int kc,
                       uint32_t *kq, uint16_t *ks, uint16_t *kz, uint32_t *vq, uint16_t *vs, uint16_t *vz) {
     const int d = S->d;
-    float *k = rows_f32(h->k + (size_t)(j.k_t0 - h->off) * d, j.k_n, d);
-    float *v = rows_f32(h->v + (size_t)(j.v_t0 - h->off) * d, j.v_n, d);
+    float *k = f32_array(h->k + (size_t)(j.k_t0 - h->off) * d, (size_t)j.k_n * d);
+    float *v = f32_array(h->v + (size_t)(j.v_t0 - h->off) * d, (size_t)j.v_n * d);
     if (j.k_n) ks_kivi_quant_keys(S, k, d, j.k_t0, j.k_n, chan, kc, kq, ks, kz, NULL);
     if (j.v_n) ks_kivi_quant_values(S, v, d, j.v_t0, j.v_n, vq, vs, vz, NULL);
     free(k), free(v);

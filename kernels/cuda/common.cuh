@@ -92,6 +92,23 @@ __device__ __forceinline__ float ks_block_sum(float v, float *red) {
     return ks_warp_sum(v);
 }
 
+// The classic last-block reduction: whether the calling block is the last of the grid to get here, every block's
+// writes before the call then visible to it. done: a device counter at 0 before the launch, left at 0 (the last
+// block resets it once every block has counted, ready for the next launch, which the stream orders after this
+// one). Every thread of every block must call it.
+__device__ __forceinline__ bool ks_last_block(unsigned *done) {
+    __shared__ bool last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(done, 1u) == gridDim.x * gridDim.y * gridDim.z - 1;
+        if (last) *done = 0u;
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
+}
+
 // ---- programmatic dependent launch (Hopper) ---------------------------------------------------------------
 // A kernel launched with ks_launch_pdl may begin while the kernel before it in the stream is still running:
 // the previous one lets it start with ks_pdl_trigger(), and it must call ks_pdl_wait() — which returns once

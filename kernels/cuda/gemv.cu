@@ -113,7 +113,6 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
     static_assert(MODE != kNorm || NB == 1, "a launch of several rows writes their norms in norm_rows_kernel");
     constexpr int kUnroll = NB == 1 ? 4 : NB == 2 ? 2 : 1;
     __shared__ float part[kThreads / 32][NB][R];
-    __shared__ bool last;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, in = a.in;
     const bf16 *wr[R];
 #pragma unroll
@@ -199,18 +198,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(gemv_args<T> a) {
         if (a.accumulate) v += ks_ld_l2(y + o); // past L1, as x
         ks_st(y + o, v);
     }
-    if (MODE == kNorm) {
-        // the classic last-block reduction: publish this block's rows, count it, and let the last one see all
-        __threadfence();
-        __syncthreads();
-        if (threadIdx.x == 0) last = atomicAdd(a.done, 1u) == gridDim.x - 1;
-        __syncthreads();
-        if (last) {
-            __threadfence();
-            if constexpr (sizeof(T) == sizeof(float)) norm_tail(a.y, a.xn, a.norm_w, a.out, a.eps);
-            if (threadIdx.x == 0) *a.done = 0; // ready for the next launch (ordered after this grid by the stream)
-        }
-    }
+    if constexpr (MODE == kNorm && sizeof(T) == sizeof(float))
+        if (ks_last_block(a.done)) norm_tail(a.y, a.xn, a.norm_w, a.out, a.eps); // every block's rows visible
 }
 
 // xn row b = rmsnorm(y row b) * norm_w, one block per row: the norms of a several-row kNorm, after its GEMV.

@@ -129,21 +129,6 @@ __device__ __forceinline__ ks_kivi_job step_job(const ks_cuda_kivi_step &st, int
     return ks_kivi_flush_job(st.off[g] + st.len[g], st.nq_k[g], st.nq_v[g], st.R);
 }
 
-// Whether the calling block is the last of the grid to get here (all its threads' writes before made visible to
-// the grid's); the counter is back at 0 for the next launch once the last block arrived.
-__device__ bool last_block(unsigned *done) {
-    __shared__ bool last;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        last = atomicAdd(done, 1u) == gridDim.x * gridDim.y - 1;
-        if (last) *done = 0u; // every block has counted: nobody reads it again in this launch
-    }
-    __syncthreads();
-    if (last) __threadfence();
-    return last;
-}
-
 // Moves `rows` rows of head g's cache (K and V) from row `from` to row 0 through scratch, 16 bytes a thread, the
 // whole block: every head's rows out first, then back (the two ranges may overlap).
 __device__ void release_rows(const ks_cuda_kivi_layer &L, const ks_cuda_kivi_step &st, const int *from,
@@ -204,7 +189,7 @@ __global__ void decode_flush_kernel(ks_cuda_kivi_layer L, ks_cuda_kivi_step st, 
         const int cg = idx % S.v_groups, t = j.v_t0 + idx / S.v_groups;
         if (t < j.v_t0 + j.v_n && t < S.cap) quant_value_group(L, g, t, cg, e);
     }
-    if (last_block(st.done)) advance_and_release(L, st);
+    if (ks_last_block(st.done)) advance_and_release(L, st);
 }
 
 // The bf16 bits of x and their error parts {0, x^2} (the raw encoding is exact).
